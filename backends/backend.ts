@@ -1,0 +1,128 @@
+// The closed op set every backend implements (DESIGN.md §2).
+//
+// The model (src/model/llama.ts) only ever calls these ops, through src/graph/. Quantization enters through
+// dtypes: a linear layer whose weight is `w4` gets an FMPQ-quantized activation (`qact`), a KV cache made
+// with `kv4` stores 4-bit pages. A backend says which ops and dtypes it supports; tests are written once
+// against this interface and run on every backend (test/ops.test.ts, `describe.each(backends)`).
+//
+// Shapes: T = tokens in the step (all sequences of the batch, flattened, vLLM-style "varlen"),
+// D = model dim, N = output features, K = input features (reduction), V = vocab.
+// Ops enqueue work and return at once; only `read` waits for the device.
+
+import type { ActQuantSpec, W4Weight } from '../simulator/formats.ts';
+
+export type DType =
+  | 'f32' // dense float activations / float weights, row-major
+  | 'i32'
+  | 'qact' // FMPQ activation: a8 int8 [M][K8], a4 int4x2 [M][(Kp-K8)/2], sa f16 [M][Kp/B]  (DESIGN §3.2)
+  | 'w4'; // W4 weight: codes int4x2 [N][Kp/2], sw f16 [N][Kp/B]  (DESIGN §3.3)
+
+/** A backend-owned tensor. Only the backend that made it can read its storage. */
+export interface Tensor {
+  readonly shape: readonly number[];
+  readonly dtype: DType;
+}
+
+/** A weight as the host holds it before upload. Float weights are [N][K] (PyTorch [out, in]) f32. */
+export type HostWeight =
+  | { kind: 'f32'; name: string; shape: readonly number[]; data: Float32Array }
+  | ({ kind: 'w4'; name: string } & W4Weight);
+
+/** A weight on the device; `act` says how its input activation is quantized (w4 only). */
+export interface Weight extends Tensor {
+  readonly name: string;
+  readonly act?: ActQuantSpec;
+}
+
+export type KVDType = 'f32' | 'kv4';
+
+/** Paged KV cache geometry (DESIGN §3.5). */
+export interface KVCacheSpec {
+  nLayers: number;
+  nKvHeads: number;
+  headDim: number;
+  pageSize: number; // P tokens per page
+  numPages: number; // pool size
+  dtype: KVDType;
+  group: number; // G channels per (s, z) pair; kv4 only (default headDim)
+}
+
+/** A paged KV cache: per layer, per page, per KV head, P tokens.
+ *  f32: (page, n_kv_heads, P, head_dim) f32 for K and for V.
+ *  kv4: (page, n_kv_heads, P, head_dim/2) u4x2 for K and V, scales/zeros f16 (page, n_kv_heads, P, head_dim/G). */
+export interface KVCache {
+  readonly spec: KVCacheSpec;
+}
+
+/** Where each token of a step belongs. Token t is at position `pos[t]` of sequence `seq[t]`; attention for
+ *  t reads positions 0..pos[t] of that sequence (so a prefill chunk is causal by construction). */
+export interface StepLayout {
+  pos: Int32Array; // [T]
+  seq: Int32Array; // [T] index into blockTables
+  blockTables: Int32Array[]; // per sequence: page ids in order, covering at least max(pos)+1 tokens
+}
+
+export interface RopeSpec {
+  nHeads: number;
+  headDim: number;
+  theta: number;
+}
+
+export type OpName =
+  | 'embed'
+  | 'rmsnorm'
+  | 'rmsnorm_quant'
+  | 'quantize_act'
+  | 'gemm_f32'
+  | 'gemm_w4ax'
+  | 'rope'
+  | 'kv_append'
+  | 'attention'
+  | 'silu_mul'
+  | 'silu_mul_quant'
+  | 'add'
+  | 'argmax';
+
+export interface Backend {
+  readonly name: string;
+  /** Can this backend run `op` on data of `dtype` (e.g. supports('kv_append', 'kv4'))? */
+  supports(op: OpName, dtype?: DType | KVDType): boolean;
+
+  // ---- memory ----
+  uploadWeight(w: HostWeight): Weight;
+  /** Host f32 data to a device tensor (norm weights, test inputs). */
+  fromHost(data: Float32Array, shape: readonly number[]): Tensor;
+  read(t: Tensor): Promise<Float32Array>;
+  /** Raw bytes of a quantized tensor (qact: a8 | a4 | sa concatenated) for exactness tests. */
+  readRaw?(t: Tensor): Promise<Uint8Array>;
+  createKVCache(spec: KVCacheSpec): KVCache;
+  /** Release step temporaries (tensors not returned by uploadWeight/fromHost). */
+  endStep(): void;
+  dispose(): void;
+
+  // ---- ops ----
+  /** table [V, D] (float or w4: rows dequantized), tokens [T] -> [T, D] f32 */
+  embed(table: Weight, tokens: Int32Array): Tensor;
+  /** x [T, D] -> x / rms(x) * w, f32 (llama2.c order: ss = sum x^2; 1/sqrt(ss/D + eps)) */
+  rmsnorm(x: Tensor, w: Tensor, eps: number): Tensor;
+  /** rmsnorm, then gather channels by spec.perm, round to f16 and quantize (FMPQ) -> qact */
+  rmsnormQuant(x: Tensor, w: Tensor, eps: number, spec: ActQuantSpec): Tensor;
+  /** [T, K] f32 -> gather by spec.perm, f16, FMPQ quantize -> qact */
+  quantizeAct(x: Tensor, spec: ActQuantSpec): Tensor;
+  /** x [T, K] f32 or qact, w [N, K] -> [T, N] f32. f32 x f32 ('gemm_f32') or qact x w4 ('gemm_w4ax', DESIGN §3.4) */
+  matmul(x: Tensor, w: Weight): Tensor;
+  /** x [T, nHeads*headDim]: rotate pairs (2i, 2i+1) of each head by pos * theta^(-2i/headDim) (llama2.c order) */
+  rope(x: Tensor, layout: StepLayout, spec: RopeSpec): Tensor;
+  /** k, v [T, nKvHeads*headDim] -> written (quantized for kv4) into the pages of layer `layer` */
+  kvAppend(cache: KVCache, layer: number, k: Tensor, v: Tensor, layout: StepLayout): void;
+  /** q [T, nHeads*headDim] -> [T, nHeads*headDim]: softmax(q k^T / sqrt(headDim)) v over the paged cache, GQA */
+  attention(q: Tensor, cache: KVCache, layer: number, layout: StepLayout, nHeads: number): Tensor;
+  /** silu(g) * u, elementwise, [T, H] */
+  siluMul(g: Tensor, u: Tensor): Tensor;
+  siluMulQuant(g: Tensor, u: Tensor, spec: ActQuantSpec): Tensor;
+  add(a: Tensor, b: Tensor): Tensor;
+  /** rows of x [R, C] -> argmax per row (first max wins) */
+  argmax(x: Tensor): Promise<Int32Array>;
+  /** keep only the given rows: x [T, C] -> [rows.length, C] (last token of each sequence before the classifier) */
+  rows(x: Tensor, rows: Int32Array): Tensor;
+}
