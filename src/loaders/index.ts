@@ -1,0 +1,71 @@
+// loadModel: one entry point for every model format. Dispatch:
+//   a directory                                   -> Hugging Face layout (hf.ts)
+//   a safetensors file with __metadata__.format 'comet' -> .comet (comet.ts, DESIGN §3.6)
+//   any other file                                 -> llama2.c checkpoint (llama2c.ts)
+// and findTokenizerPath: the tokenizer that sits beside a model.
+
+import { closeSync, existsSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import type { HostWeight } from '../../backends/backend.ts';
+import { CometError } from '../errors.ts';
+import type { LlamaConfig } from '../model/config.ts';
+import { loadComet } from './comet.ts';
+import { readHF } from './hf.ts';
+import { readLlama2c } from './llama2c.ts';
+import { SafetensorsFile } from './safetensors.ts';
+
+export interface LoadedModel {
+  config: LlamaConfig;
+  weights: Map<string, HostWeight>; // internal names (src/model/config.ts weightNames)
+  format: 'llama2c' | 'hf' | 'comet';
+  path: string;
+  tokenizerPath?: string;
+  meta?: Record<string, unknown>;
+}
+
+export async function loadModel(path: string): Promise<LoadedModel> {
+  if (!existsSync(path)) throw new CometError(`model not found: ${path}`, 'not_found');
+  if (statSync(path).isDirectory()) {
+    if (!existsSync(join(path, 'config.json')))
+      throw new CometError(`${path}: a model directory needs config.json (Hugging Face layout)`, 'not_found');
+    const { config, weights, dtypes } = readHF(path);
+    return { config, weights, format: 'hf', path, tokenizerPath: findTokenizerPath(path), meta: { dtypes } };
+  }
+  if (looksLikeSafetensors(path)) {
+    const st = SafetensorsFile.open(path);
+    const isComet = st.metadata.format === 'comet';
+    st.close();
+    if (isComet) return loadComet(path);
+    throw new CometError(`${path}: a safetensors file that is not a .comet model; pass the Hugging Face directory that holds it (with config.json)`);
+  }
+  const { config, weights, version } = readLlama2c(path);
+  return { config, weights, format: 'llama2c', path, tokenizerPath: findTokenizerPath(path), meta: { version, dtypes: { F32: weights.size } } };
+}
+
+/** safetensors starts with a u64 LE header length (< 4 GB: high word 0) then '{'. A llama2.c file never
+ *  does: its second int32 is hidden_dim (v0) or the version (v1), both non-zero. */
+function looksLikeSafetensors(path: string): boolean {
+  const b = new Uint8Array(9);
+  const fd = openSync(path, 'r');
+  try {
+    if (readSync(fd, b, 0, 9, 0) < 9) return false;
+  } finally {
+    closeSync(fd);
+  }
+  const dv = new DataView(b.buffer);
+  return dv.getUint32(4, true) === 0 && dv.getUint32(0, true) > 1 && b[8] === 0x7b;
+}
+
+/** The tokenizer that belongs to a model: an HF directory's tokenizer.json; beside a file: tokenizer.bin,
+ *  else the single tok*.bin, else tokenizer.json. undefined when none is found. */
+export function findTokenizerPath(modelPath: string): string | undefined {
+  if (existsSync(modelPath) && statSync(modelPath).isDirectory()) {
+    const p = join(modelPath, 'tokenizer.json');
+    return existsSync(p) ? p : undefined;
+  }
+  const dir = dirname(modelPath);
+  if (existsSync(join(dir, 'tokenizer.bin'))) return join(dir, 'tokenizer.bin');
+  const toks = existsSync(dir) ? readdirSync(dir).filter((f) => /^tok.*\.bin$/.test(f) && f !== basename(modelPath)) : [];
+  if (toks.length === 1) return join(dir, toks[0]);
+  return existsSync(join(dir, 'tokenizer.json')) ? join(dir, 'tokenizer.json') : undefined;
+}
