@@ -1,0 +1,43 @@
+// loadTokenizer: a tokenizer by file type. tokenizer.bin (or any other file) -> llama2.c format;
+// *.json -> Hugging Face tokenizer.json (+ tokenizer_config.json beside it); a directory -> its tokenizer.json.
+
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { CometError } from '../errors.ts';
+import { HFTokenizer } from './hf.ts';
+import { Llama2cTokenizer } from './llama2c.ts';
+import type { Tokenizer } from './tokenizer.ts';
+
+export type { Tokenizer } from './tokenizer.ts';
+export { HFTokenizer } from './hf.ts';
+export { Llama2cTokenizer, runcPrintable } from './llama2c.ts';
+
+/** `vocabSize` (the model's), when given, is checked against a tokenizer.bin's token count. */
+export async function loadTokenizer(path: string, opts: { vocabSize?: number } = {}): Promise<Tokenizer> {
+  if (!existsSync(path)) throw new CometError(`tokenizer not found: ${path}`, 'not_found');
+  if (statSync(path).isDirectory()) {
+    const p = join(path, 'tokenizer.json');
+    if (!existsSync(p)) throw new CometError(`${path}: directory has no tokenizer.json`, 'not_found');
+    path = p;
+  }
+  if (path.endsWith('.model'))
+    throw new CometError(`${path}: sentencepiece .model files are not read; use its tokenizer.json or llama2.c tokenizer.bin`);
+  if (!path.endsWith('.json')) return Llama2cTokenizer.fromBytes(readFileSync(path), path, opts.vocabSize);
+  const json = readJson(path);
+  const dir = dirname(path);
+  const cfgPath = join(dir, 'tokenizer_config.json'), tmplPath = join(dir, 'chat_template.jinja');
+  const config = existsSync(cfgPath) ? readJson(cfgPath) : {};
+  const template = existsSync(tmplPath) ? readFileSync(tmplPath, 'utf8') : undefined;
+  if (typeof json.model !== 'object' || json.model === null) throw new CometError(`${path}: no 'model' object; not a Hugging Face tokenizer.json`);
+  return new HFTokenizer(json, config, path, template);
+}
+
+function readJson(path: string): Record<string, any> {
+  try {
+    const j = JSON.parse(readFileSync(path, 'utf8'));
+    if (typeof j !== 'object' || j === null || Array.isArray(j)) throw new Error('not a JSON object');
+    return j;
+  } catch (e) {
+    throw new CometError(`${path}: invalid JSON (${(e as Error).message})`);
+  }
+}
