@@ -9,7 +9,8 @@
 // D = model dim, N = output features, K = input features (reduction), V = vocab.
 // Ops enqueue work and return at once; only `read` waits for the device.
 
-import type { ActQuantSpec, W4Weight } from '../simulator/formats.ts';
+import type { ActQuantSpec, KVCacheSpec, KVDType, StepLayout, W4Weight } from '../simulator/formats.ts';
+export type { ActQuantSpec, KVCacheSpec, KVDType, StepLayout, W4Weight };
 
 export type DType =
   | 'f32' // dense float activations / float weights, row-major
@@ -34,32 +35,9 @@ export interface Weight extends Tensor {
   readonly act?: ActQuantSpec;
 }
 
-export type KVDType = 'f32' | 'kv4';
-
-/** Paged KV cache geometry (DESIGN §3.5). */
-export interface KVCacheSpec {
-  nLayers: number;
-  nKvHeads: number;
-  headDim: number;
-  pageSize: number; // P tokens per page
-  numPages: number; // pool size
-  dtype: KVDType;
-  group: number; // G channels per (s, z) pair; kv4 only (default headDim)
-}
-
-/** A paged KV cache: per layer, per page, per KV head, P tokens.
- *  f32: (page, n_kv_heads, P, head_dim) f32 for K and for V.
- *  kv4: (page, n_kv_heads, P, head_dim/2) u4x2 for K and V, scales/zeros f16 (page, n_kv_heads, P, head_dim/G). */
+/** A paged KV cache owned by a backend; its storage layout is the backend's (DESIGN §3.5). */
 export interface KVCache {
   readonly spec: KVCacheSpec;
-}
-
-/** Where each token of a step belongs. Token t is at position `pos[t]` of sequence `seq[t]`; attention for
- *  t reads positions 0..pos[t] of that sequence (so a prefill chunk is causal by construction). */
-export interface StepLayout {
-  pos: Int32Array; // [T]
-  seq: Int32Array; // [T] index into blockTables
-  blockTables: Int32Array[]; // per sequence: page ids in order, covering at least max(pos)+1 tokens
 }
 
 export interface RopeSpec {

@@ -28,3 +28,25 @@ export interface W4Weight {
   scales: Uint16Array; // [N][Kp/B] f16 bits
   act: ActQuantSpec; // how the input activation is quantized (K, Kp, B, K8, perm)
 }
+
+export type KVDType = 'f32' | 'kv4';
+
+/** Paged KV cache geometry (DESIGN §3.5). */
+export interface KVCacheSpec {
+  nLayers: number;
+  nKvHeads: number;
+  headDim: number;
+  pageSize: number; // P tokens per page
+  numPages: number; // pool size
+  dtype: KVDType;
+  group: number; // G channels per (s, z) pair; kv4 only (default headDim)
+}
+
+/** Where each token of a step belongs. Token t is at position `pos[t]` of sequence `seq[t]`; attention for
+ *  t reads positions 0..pos[t] of that sequence (so a prefill chunk is causal by construction). */
+export interface StepLayout {
+  pos: Int32Array; // [T]
+  seq: Int32Array; // [T] index into blockTables
+  blockTables: Int32Array[]; // per sequence: page ids in order, covering at least max(pos)+1 tokens
+}
+

@@ -1,0 +1,133 @@
+// The simulator as a backend: every op is the simulator's reference kernel on host typed arrays.
+// It is the slow, exact definition the fast backends are tested against, and the CPU path for CI.
+import type { Backend, DType, HostWeight, KVCache, KVCacheSpec, KVDType, OpName, RopeSpec, StepLayout, Tensor, Weight } from '../backend.ts';
+import * as F from '../../simulator/kernels/float.ts';
+import { attention, kvAppend } from '../../simulator/kernels/attention.ts';
+import { KVStoreF32, type KVStore } from '../../simulator/kv.ts';
+import { simQuantOps, type QuantOps } from './quant.ts';
+import type { QAct, W4Weight } from '../../simulator/formats.ts';
+
+/** A host tensor: f32 data, or a quantized payload. */
+export class SimTensor implements Tensor {
+  constructor(
+    readonly shape: readonly number[],
+    readonly dtype: DType,
+    readonly data: Float32Array,
+    readonly q?: QAct,
+  ) {}
+}
+
+export class SimWeight extends SimTensor implements Weight {
+  constructor(readonly name: string, shape: readonly number[], dtype: DType, data: Float32Array, readonly w4?: W4Weight) {
+    super(shape, dtype, data);
+  }
+  get act() { return this.w4?.act; }
+}
+
+class SimKVCache implements KVCache {
+  constructor(readonly spec: KVCacheSpec, readonly store: KVStore) {}
+}
+
+const f32 = (t: Tensor): Float32Array => {
+  const s = t as SimTensor;
+  if (s.dtype !== 'f32') throw new Error(`sim: expected an f32 tensor, got ${s.dtype}`);
+  return s.data;
+};
+const rows = (t: Tensor) => t.shape[0];
+const cols = (t: Tensor) => t.shape[t.shape.length - 1];
+const ropeFreqCache = new Map<string, Float32Array>();
+
+export class SimBackend implements Backend {
+  readonly name = 'sim';
+  private quant: QuantOps = simQuantOps;
+
+  supports(op: OpName, dtype?: DType | KVDType): boolean {
+    void op; void dtype;
+    return true; // the simulator defines every op and dtype
+  }
+
+  uploadWeight(w: HostWeight): Weight {
+    if (w.kind === 'f32') return new SimWeight(w.name, w.shape, 'f32', w.data);
+    return new SimWeight(w.name, [w.N, w.act.K], 'w4', new Float32Array(0), w);
+  }
+  fromHost(data: Float32Array, shape: readonly number[]): Tensor {
+    return new SimTensor(shape, 'f32', data);
+  }
+  async read(t: Tensor): Promise<Float32Array> {
+    const s = t as SimTensor;
+    if (s.dtype === 'qact') return this.quant.dequantizeAct(s.q!);
+    return s.data;
+  }
+  async readRaw(t: Tensor): Promise<Uint8Array> {
+    const q = (t as SimTensor).q;
+    if (!q) return new Uint8Array((t as SimTensor).data.buffer.slice(0));
+    const out = new Uint8Array(q.a8.length + q.a4.length + q.sa.byteLength);
+    out.set(new Uint8Array(q.a8.buffer, q.a8.byteOffset, q.a8.length), 0);
+    out.set(q.a4, q.a8.length);
+    out.set(new Uint8Array(q.sa.buffer, q.sa.byteOffset, q.sa.byteLength), q.a8.length + q.a4.length);
+    return out;
+  }
+  createKVCache(spec: KVCacheSpec): KVCache {
+    return new SimKVCache(spec, spec.dtype === 'kv4' ? this.quant.kv4Store(spec) : new KVStoreF32(spec));
+  }
+  endStep(): void {}
+  dispose(): void {}
+
+  embed(table: Weight, tokens: Int32Array): Tensor {
+    const D = cols(table);
+    for (const t of tokens) if (t < 0 || t >= table.shape[0]) throw new Error(`embed: token id ${t} outside the vocabulary [0, ${table.shape[0]})`);
+    return new SimTensor([tokens.length, D], 'f32', F.embed(f32(table), D, tokens));
+  }
+  rmsnorm(x: Tensor, w: Tensor, eps: number): Tensor {
+    return new SimTensor(x.shape, 'f32', F.rmsnorm(f32(x), rows(x), cols(x), f32(w), eps));
+  }
+  rmsnormQuant(x: Tensor, w: Tensor, eps: number, spec: Weight['act'] & object): Tensor {
+    const q = this.quant.rmsnormQuant(f32(x), rows(x), cols(x), f32(w), eps, spec);
+    return new SimTensor([rows(x), spec.Kp], 'qact', new Float32Array(0), q);
+  }
+  quantizeAct(x: Tensor, spec: Weight['act'] & object): Tensor {
+    const q = this.quant.quantizeAct(f32(x), rows(x), spec);
+    return new SimTensor([rows(x), spec.Kp], 'qact', new Float32Array(0), q);
+  }
+  matmul(x: Tensor, w: Weight): Tensor {
+    const sw = w as SimWeight, sx = x as SimTensor;
+    const N = w.shape[0];
+    if (sw.dtype === 'w4') {
+      if (sx.dtype !== 'qact') throw new Error(`matmul: ${w.name} is w4 and needs a quantized activation, got ${sx.dtype}`);
+      return new SimTensor([rows(x), N], 'f32', this.quant.gemmW4Ax(sx.q!, sw.w4!));
+    }
+    const K = cols(w);
+    if (cols(x) !== K) throw new Error(`matmul: ${w.name} expects ${K} input features, got ${cols(x)}`);
+    return new SimTensor([rows(x), N], 'f32', F.matmul(f32(x), rows(x), K, f32(w), N));
+  }
+  rope(x: Tensor, layout: StepLayout, spec: RopeSpec): Tensor {
+    const key = `${spec.headDim}:${spec.theta}`;
+    let freqs = ropeFreqCache.get(key);
+    if (!freqs) ropeFreqCache.set(key, (freqs = F.ropeFreqs(spec.headDim, spec.theta)));
+    return new SimTensor(x.shape, 'f32', F.rope(f32(x), rows(x), spec.nHeads, spec.headDim, layout.pos, freqs));
+  }
+  kvAppend(cache: KVCache, layer: number, k: Tensor, v: Tensor, layout: StepLayout): void {
+    kvAppend((cache as SimKVCache).store, layer, f32(k), f32(v), layout);
+  }
+  attention(q: Tensor, cache: KVCache, layer: number, layout: StepLayout, nHeads: number): Tensor {
+    return new SimTensor(q.shape, 'f32', attention((cache as SimKVCache).store, layer, f32(q), layout, nHeads));
+  }
+  siluMul(g: Tensor, u: Tensor): Tensor {
+    return new SimTensor(g.shape, 'f32', F.siluMul(f32(g), f32(u)));
+  }
+  siluMulQuant(g: Tensor, u: Tensor, spec: Weight['act'] & object): Tensor {
+    const q = this.quant.siluMulQuant(f32(g), f32(u), rows(g), spec);
+    return new SimTensor([rows(g), spec.Kp], 'qact', new Float32Array(0), q);
+  }
+  add(a: Tensor, b: Tensor): Tensor {
+    return new SimTensor(a.shape, 'f32', F.add(f32(a), f32(b)));
+  }
+  async argmax(x: Tensor): Promise<Int32Array> {
+    return F.argmax(f32(x), rows(x), cols(x));
+  }
+  rows(x: Tensor, idx: Int32Array): Tensor {
+    const C = cols(x), src = f32(x), out = new Float32Array(idx.length * C);
+    idx.forEach((r, i) => out.set(src.subarray(r * C, (r + 1) * C), i * C));
+    return new SimTensor([idx.length, C], 'f32', out);
+  }
+}

@@ -1,0 +1,124 @@
+// Float reference kernels (f32 storage, f64 accumulation). These define the float path that every backend
+// matches within tier-3 tolerance (DESIGN §3.7) and that reproduces llama2.c's greedy tokens.
+// Layouts: activations row-major [T][C]; weights [N][K] (PyTorch [out, in]).
+
+/** y[t][n] = Σ_k x[t][k] · w[n][k].  x [T][K], w [N][K] -> [T][N].
+ *  Four weight rows at a time share each load of x (and four tokens each load of w in prefill). */
+export function matmul(x: Float32Array, T: number, K: number, w: Float32Array, N: number, out = new Float32Array(T * N)): Float32Array {
+  for (let t = 0; t < T; t += 4) {
+    const rows = Math.min(4, T - t);
+    if (rows === 4) matmul4x1(x, t, K, w, N, out);
+    else for (let r = 0; r < rows; r++) matvec(x, (t + r) * K, K, w, N, out, (t + r) * N);
+  }
+  return out;
+}
+
+function matvec(x: Float32Array, xo: number, K: number, w: Float32Array, N: number, out: Float32Array, oo: number): void {
+  const K4 = K & ~3;
+  for (let n = 0; n < N; n++) {
+    const wo = n * K;
+    let a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    let k = 0;
+    for (; k < K4; k += 4) {
+      a0 += w[wo + k] * x[xo + k];
+      a1 += w[wo + k + 1] * x[xo + k + 1];
+      a2 += w[wo + k + 2] * x[xo + k + 2];
+      a3 += w[wo + k + 3] * x[xo + k + 3];
+    }
+    for (; k < K; k++) a0 += w[wo + k] * x[xo + k];
+    out[oo + n] = a0 + a1 + (a2 + a3);
+  }
+}
+
+// four tokens against one weight row: each w element loaded once, used four times
+function matmul4x1(x: Float32Array, t: number, K: number, w: Float32Array, N: number, out: Float32Array): void {
+  const x0 = t * K, x1 = x0 + K, x2 = x1 + K, x3 = x2 + K;
+  for (let n = 0; n < N; n++) {
+    const wo = n * K;
+    let a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+    let k = 0;
+    for (; k + 1 < K; k += 2) {
+      const w0 = w[wo + k], w1 = w[wo + k + 1];
+      a0 += w0 * x[x0 + k]; b0 += w1 * x[x0 + k + 1];
+      a1 += w0 * x[x1 + k]; b1 += w1 * x[x1 + k + 1];
+      a2 += w0 * x[x2 + k]; b2 += w1 * x[x2 + k + 1];
+      a3 += w0 * x[x3 + k]; b3 += w1 * x[x3 + k + 1];
+    }
+    if (k < K) {
+      const w0 = w[wo + k];
+      a0 += w0 * x[x0 + k]; a1 += w0 * x[x1 + k]; a2 += w0 * x[x2 + k]; a3 += w0 * x[x3 + k];
+    }
+    out[t * N + n] = a0 + b0;
+    out[(t + 1) * N + n] = a1 + b1;
+    out[(t + 2) * N + n] = a2 + b2;
+    out[(t + 3) * N + n] = a3 + b3;
+  }
+}
+
+/** RMSNorm as llama2.c: ss = Σx²/C + eps; y = w · (x / sqrt(ss)).  x [T][C], w [C]. */
+export function rmsnorm(x: Float32Array, T: number, C: number, w: Float32Array, eps: number, out = new Float32Array(T * C)): Float32Array {
+  for (let t = 0; t < T; t++) {
+    const o = t * C;
+    let ss = 0;
+    for (let i = 0; i < C; i++) ss += x[o + i] * x[o + i];
+    const inv = 1 / Math.sqrt(ss / C + eps);
+    for (let i = 0; i < C; i++) out[o + i] = w[i] * (x[o + i] * inv);
+  }
+  return out;
+}
+
+/** Inverse frequencies of the rotary pairs, f32 as llama2.c computes them: theta^(-2i/headDim). */
+export function ropeFreqs(headDim: number, theta: number): Float32Array {
+  const f = new Float32Array(headDim / 2);
+  for (let i = 0; i < headDim / 2; i++) f[i] = 1 / Math.fround(Math.pow(theta, Math.fround((2 * i) / headDim)));
+  return f;
+}
+
+/** Rotate pairs (2i, 2i+1) of every head of x [T][nHeads*headDim] by angle pos[t]·freq[i] (interleaved RoPE). */
+export function rope(x: Float32Array, T: number, nHeads: number, headDim: number, pos: Int32Array, freqs: Float32Array, out = new Float32Array(x.length)): Float32Array {
+  const C = nHeads * headDim;
+  for (let t = 0; t < T; t++) {
+    for (let i = 0; i < headDim / 2; i++) {
+      const a = Math.fround(pos[t] * freqs[i]);
+      const c = Math.fround(Math.cos(a)), s = Math.fround(Math.sin(a));
+      for (let h = 0; h < nHeads; h++) {
+        const o = t * C + h * headDim + 2 * i;
+        const v0 = x[o], v1 = x[o + 1];
+        out[o] = v0 * c - v1 * s;
+        out[o + 1] = v0 * s + v1 * c;
+      }
+    }
+  }
+  return out;
+}
+
+export const silu = (g: number): number => g / (1 + Math.exp(-g));
+
+/** silu(g) · u elementwise. */
+export function siluMul(g: Float32Array, u: Float32Array, out = new Float32Array(g.length)): Float32Array {
+  for (let i = 0; i < g.length; i++) out[i] = silu(g[i]) * u[i];
+  return out;
+}
+
+export function add(a: Float32Array, b: Float32Array, out = new Float32Array(a.length)): Float32Array {
+  for (let i = 0; i < a.length; i++) out[i] = a[i] + b[i];
+  return out;
+}
+
+/** rows of table [V][D] -> [T][D] */
+export function embed(table: Float32Array, D: number, tokens: Int32Array): Float32Array {
+  const out = new Float32Array(tokens.length * D);
+  for (let t = 0; t < tokens.length; t++) out.set(table.subarray(tokens[t] * D, (tokens[t] + 1) * D), t * D);
+  return out;
+}
+
+/** first index of the maximum of each row of x [R][C] */
+export function argmax(x: Float32Array, R: number, C: number): Int32Array {
+  const out = new Int32Array(R);
+  for (let r = 0; r < R; r++) {
+    let best = 0, bv = x[r * C];
+    for (let c = 1; c < C; c++) if (x[r * C + c] > bv) { bv = x[r * C + c]; best = c; }
+    out[r] = best;
+  }
+  return out;
+}

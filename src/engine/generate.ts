@@ -1,0 +1,48 @@
+// Single-sequence generation, as llama2.c run.c does it: the prompt is prefilled in one step (run.c feeds it
+// token by token; the math per position is the same), then one token per step until `maxTokens` new tokens,
+// a stop token, or the end of the context. The engine (src/engine/engine.ts) batches many of these.
+import type { KVCache } from '../../backends/backend.ts';
+import type { Llama } from '../model/llama.ts';
+import { CometError } from '../errors.ts';
+import { Rng, sample, type SamplingParams } from './sampler.ts';
+
+export interface GenerateOptions extends SamplingParams {
+  maxTokens: number;
+  seed: number;
+  stop: number[]; // token ids that end generation (not emitted)
+  pageSize?: number;
+  kv?: 'f32' | 'kv4';
+  kvGroup?: number;
+}
+
+/** One sequence's paged cache, sized for `tokens` positions. */
+export function singleSequenceCache(model: Llama, tokens: number, kv: 'f32' | 'kv4' = 'f32', pageSize = 16, group?: number): { cache: KVCache; blockTable: Int32Array } {
+  const c = model.config;
+  const numPages = Math.ceil(tokens / pageSize);
+  const cache = model.be.createKVCache({ nLayers: c.nLayers, nKvHeads: c.nKvHeads, headDim: c.headDim, pageSize, numPages, dtype: kv, group: group ?? c.headDim });
+  return { cache, blockTable: Int32Array.from({ length: numPages }, (_, i) => i) };
+}
+
+/** Yields generated token ids. */
+export async function* generate(model: Llama, prompt: number[], o: GenerateOptions): AsyncGenerator<number> {
+  const c = model.config;
+  if (prompt.length === 0) throw new CometError('generate: the prompt has no tokens (not even BOS)');
+  if (prompt.length >= c.seqLen)
+    throw new CometError(`generate: the prompt has ${prompt.length} tokens, the model's context is ${c.seqLen}`, 'context_length_exceeded');
+  const total = Math.min(c.seqLen, prompt.length + o.maxTokens);
+  const { cache, blockTable } = singleSequenceCache(model, total, o.kv ?? model.kvDType, o.pageSize, o.kvGroup);
+  const rng = new Rng(o.seed);
+  let tokens = Int32Array.from(prompt), pos = 0, produced = 0;
+  for (;;) {
+    const T = tokens.length;
+    const layout = { pos: Int32Array.from({ length: T }, (_, i) => pos + i), seq: new Int32Array(T), blockTables: [blockTable] };
+    const logits = await model.be.read(model.forward(tokens, layout, cache, Int32Array.of(T - 1)));
+    model.be.endStep();
+    pos += T;
+    const next = sample(logits, o, rng);
+    if (o.stop.includes(next)) return;
+    yield next;
+    if (++produced >= o.maxTokens || pos >= c.seqLen) return;
+    tokens = Int32Array.of(next);
+  }
+}

@@ -1,0 +1,73 @@
+// Sampling as llama2.c run.c does it (greedy at temperature 0; else softmax(logits / T), then top-p nucleus
+// or plain multinomial), plus top-k, with run.c's xorshift64* generator so a seed reproduces run.c's draws.
+
+/** run.c's RNG: xorshift64*, random_u32 = (state * 0x2545F4914F6CDD1D) >> 32, random_f32 = (u32 >> 8) / 2^24. */
+export class Rng {
+  private state: bigint;
+  constructor(seed: number | bigint) {
+    this.state = BigInt.asUintN(64, BigInt(seed));
+    if (this.state === 0n) this.state = 0x9e3779b97f4a7c15n; // xorshift must not start at 0
+  }
+  u32(): number {
+    let s = this.state;
+    s ^= s >> 12n;
+    s = BigInt.asUintN(64, s ^ (s << 25n));
+    s ^= s >> 27n;
+    this.state = s;
+    return Number(BigInt.asUintN(64, s * 0x2545f4914f6cdd1dn) >> 32n);
+  }
+  f32(): number {
+    return (this.u32() >>> 8) / 16777216;
+  }
+}
+
+export interface SamplingParams {
+  temperature: number; // 0 = greedy
+  topP: number; // (0, 1) enables nucleus sampling; 0 or 1 disables it (run.c)
+  topK: number; // 0 = off
+}
+
+export function argmax(x: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
+  return best;
+}
+
+export function sample(logits: Float32Array, p: SamplingParams, rng: Rng): number {
+  if (p.temperature === 0) return argmax(logits);
+  const n = logits.length;
+  let idx = Array.from({ length: n }, (_, i) => i);
+  if (p.topK > 0 && p.topK < n) idx = idx.sort((a, b) => logits[b] - logits[a] || a - b).slice(0, p.topK);
+  // softmax over the kept logits, f64
+  let max = -Infinity;
+  for (const i of idx) max = Math.max(max, logits[i] / p.temperature);
+  const prob = idx.map((i) => Math.exp(logits[i] / p.temperature - max));
+  const sum = prob.reduce((a, b) => a + b, 0);
+  for (let j = 0; j < prob.length; j++) prob[j] /= sum;
+  const coin = rng.f32();
+  if (p.topP <= 0 || p.topP >= 1) return sampleMult(idx, prob, coin);
+  // nucleus: drop what cannot be in the nucleus, sort descending, keep the shortest prefix whose mass > topP
+  const cutoff = (1 - p.topP) / (prob.length - 1);
+  const cand = prob.map((q, j) => ({ q, i: idx[j] })).filter((c) => c.q >= cutoff).sort((a, b) => b.q - a.q || a.i - b.i);
+  let cum = 0, last = cand.length - 1;
+  for (let j = 0; j < cand.length; j++) {
+    cum += cand[j].q;
+    if (cum > p.topP) { last = j; break; }
+  }
+  const r = coin * cum;
+  let cdf = 0;
+  for (let j = 0; j <= last; j++) {
+    cdf += cand[j].q;
+    if (r < cdf) return cand[j].i;
+  }
+  return cand[last].i;
+}
+
+function sampleMult(idx: number[], prob: number[], coin: number): number {
+  let cdf = 0;
+  for (let j = 0; j < prob.length; j++) {
+    cdf += prob[j];
+    if (coin < cdf) return idx[j];
+  }
+  return idx[idx.length - 1];
+}

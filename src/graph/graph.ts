@@ -1,0 +1,58 @@
+// The graph executor: the model calls these builders, each names its output by layer (`l3.attn_norm`) and
+// runs the backend op. Quantization is decided here by dtype, never in the model: a norm or SwiGLU whose
+// consumer weight is w4 fuses the FMPQ quantizer (rmsnorm_quant, silu_mul_quant); a linear on w4 quantizes an
+// f32 input first (quantize_act, with the channel gather of its spec).
+// `tap` sees every named tensor (dumps, cross-backend diffs); ops enqueue, so tapping costs nothing unset.
+import type { Backend, KVCache, RopeSpec, StepLayout, Tensor, Weight } from '../../backends/backend.ts';
+
+export type Tap = (name: string, t: Tensor) => void;
+
+export class Graph {
+  constructor(readonly be: Backend, readonly tap?: Tap) {}
+
+  private out<T extends Tensor>(name: string, t: T): T {
+    this.tap?.(name, t);
+    return t;
+  }
+
+  embed(name: string, table: Weight, tokens: Int32Array): Tensor {
+    return this.out(name, this.be.embed(table, tokens));
+  }
+
+  /** RMSNorm; quantized for `consumer` when it is a w4 weight. */
+  norm(name: string, x: Tensor, w: Tensor, eps: number, consumer: Weight): Tensor {
+    const act = consumer.act;
+    return this.out(name, act ? this.be.rmsnormQuant(x, w, eps, act) : this.be.rmsnorm(x, w, eps));
+  }
+
+  linear(name: string, x: Tensor, w: Weight): Tensor {
+    if (w.act && x.dtype !== 'qact') x = this.out(`${name}.in_q`, this.be.quantizeAct(x, w.act));
+    return this.out(name, this.be.matmul(x, w));
+  }
+
+  /** silu(gate) · up, quantized for `down` when it is a w4 weight. */
+  swiglu(name: string, gate: Tensor, up: Tensor, down: Weight): Tensor {
+    const act = down.act;
+    return this.out(name, act ? this.be.siluMulQuant(gate, up, act) : this.be.siluMul(gate, up));
+  }
+
+  rope(name: string, x: Tensor, layout: StepLayout, spec: RopeSpec): Tensor {
+    return this.out(name, this.be.rope(x, layout, spec));
+  }
+
+  kvAppend(cache: KVCache, layer: number, k: Tensor, v: Tensor, layout: StepLayout): void {
+    this.be.kvAppend(cache, layer, k, v, layout);
+  }
+
+  attention(name: string, q: Tensor, cache: KVCache, layer: number, layout: StepLayout, nHeads: number): Tensor {
+    return this.out(name, this.be.attention(q, cache, layer, layout, nHeads));
+  }
+
+  add(name: string, a: Tensor, b: Tensor): Tensor {
+    return this.out(name, this.be.add(a, b));
+  }
+
+  rows(name: string, x: Tensor, rows: Int32Array): Tensor {
+    return this.out(name, this.be.rows(x, rows));
+  }
+}

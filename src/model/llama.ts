@@ -1,0 +1,75 @@
+// LLaMA (RMSNorm, RoPE, GQA attention over a paged KV cache, SwiGLU), written once for every backend and
+// every precision: the float reference and W4A4KV4 differ only in the dtypes of the weights and the cache.
+//
+//   x   = embed(tokens)                                   (T, D)
+//   for each layer l:
+//     h   = rmsnorm(x) · attn_norm                        (T, D)      [FMPQ-quantized when wq is w4]
+//     q   = rope(h Wq^T), k = rope(h Wk^T), v = h Wv^T    (T, nH·hd), (T, nKV·hd)
+//     cache[l] ← k, v                                     pages of P tokens (f32 or KV4)
+//     x  += attention(q, cache[l]) Wo^T                   causal, GQA: head h reads KV head h / (nH/nKV)
+//     h   = rmsnorm(x) · ffn_norm
+//     x  += (silu(h Wgate^T) ⊙ h Wup^T) Wdown^T           (T, H) inside
+//   logits = rmsnorm(x[rows]) · norm  Wout^T              (R, V), R = the rows that need logits
+import type { Backend, HostWeight, KVCache, KVDType, RopeSpec, StepLayout, Tensor, Weight } from '../../backends/backend.ts';
+import { Graph, type Tap } from '../graph/graph.ts';
+import { type LlamaConfig, weightNames, weightShape } from './config.ts';
+import { fail } from '../errors.ts';
+
+export interface LayerWeights {
+  attnNorm: Tensor; wq: Weight; wk: Weight; wv: Weight; wo: Weight; // wq (nH·hd, D) · wk, wv (nKV·hd, D) · wo (D, nH·hd)
+  ffnNorm: Tensor; wGate: Weight; wUp: Weight; wDown: Weight; // wGate, wUp (H, D) · wDown (D, H)
+}
+
+export class Llama {
+  readonly layers: LayerWeights[];
+  readonly tokEmbed: Weight; // (V, D)
+  readonly norm: Tensor; // (D)
+  readonly output: Weight; // (V, D), the embedding itself when tied
+  readonly rope: RopeSpec;
+
+  /** kv4 for FMPQ models (DESIGN §3.5), f32 for the float reference */
+  constructor(readonly be: Backend, readonly config: LlamaConfig, host: Map<string, HostWeight>, readonly kvDType: KVDType = 'f32') {
+    const up = (name: string): Weight => {
+      const w = host.get(name) ?? fail(`model: weight '${name}' is missing`);
+      const shape = w.kind === 'f32' ? w.shape : [w.N, w.act.K];
+      const want = weightShape(config, name);
+      if (shape.join() !== want.join()) fail(`model: weight '${name}' has shape [${shape}], expected [${want}]`);
+      return be.uploadWeight(w);
+    };
+    const names = weightNames(config);
+    const W = new Map(names.map((n) => [n, up(n)]));
+    this.tokEmbed = W.get('tok_embed')!;
+    this.norm = W.get('norm')!;
+    this.output = config.tiedEmbeddings ? this.tokEmbed : W.get('output')!;
+    this.layers = Array.from({ length: config.nLayers }, (_, l) => {
+      const g = (n: string) => W.get(`l${l}.${n}`)!;
+      return {
+        attnNorm: g('attn_norm'), wq: g('wq'), wk: g('wk'), wv: g('wv'), wo: g('wo'),
+        ffnNorm: g('ffn_norm'), wGate: g('w_gate'), wUp: g('w_up'), wDown: g('w_down'),
+      };
+    });
+    this.rope = { nHeads: config.nHeads, headDim: config.headDim, theta: config.ropeTheta };
+  }
+
+  /** One step over T tokens (any mix of prefill chunks and decode tokens). Returns logits (R, V) for the
+   *  token rows in `logitRows` (e.g. the last token of each sequence). */
+  forward(tokens: Int32Array, layout: StepLayout, cache: KVCache, logitRows: Int32Array, tap?: Tap): Tensor {
+    const c = this.config, g = new Graph(this.be, tap), eps = c.normEps;
+    const kvRope = { ...this.rope, nHeads: c.nKvHeads };
+    let x = g.embed('embed', this.tokEmbed, tokens);
+    this.layers.forEach((L, l) => {
+      const h = g.norm(`l${l}.attn_norm`, x, L.attnNorm, eps, L.wq);
+      const q = g.rope(`l${l}.q`, g.linear(`l${l}.q_proj`, h, L.wq), layout, this.rope);
+      const k = g.rope(`l${l}.k`, g.linear(`l${l}.k_proj`, h, L.wk), layout, kvRope);
+      const v = g.linear(`l${l}.v`, h, L.wv);
+      g.kvAppend(cache, l, k, v, layout);
+      const att = g.attention(`l${l}.attn`, q, cache, l, layout, c.nHeads);
+      x = g.add(`l${l}.attn_res`, x, g.linear(`l${l}.o_proj`, att, L.wo));
+      const h2 = g.norm(`l${l}.ffn_norm`, x, L.ffnNorm, eps, L.wGate);
+      const ff = g.swiglu(`l${l}.swiglu`, g.linear(`l${l}.gate`, h2, L.wGate), g.linear(`l${l}.up`, h2, L.wUp), L.wDown);
+      x = g.add(`l${l}.ffn_res`, x, g.linear(`l${l}.down`, ff, L.wDown));
+    });
+    const last = g.rows('last', x, logitRows);
+    return g.linear('logits', g.norm('norm', last, this.norm, eps, this.output), this.output);
+  }
+}
