@@ -1,0 +1,50 @@
+// IEEE binary16 helpers. Values are carried as JS numbers holding an exact f16 value; storage is the 16-bit
+// pattern (Uint16Array). Rounding goes from f64 straight to f16 (round to nearest, ties to even), never
+// through f32 first: f64 -> f32 -> f16 can round twice (DESIGN §7).
+import { f16round } from '@petamoriken/float16';
+
+/** Nearest-even f16 value of x (an f64), as a number. |x| >= 65520 -> ±Inf; NaN stays NaN; -0 stays -0. */
+export const toF16: (x: number) => number = f16round;
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** Bit pattern of toF16(x). NaN -> 0x7e00 (the one quiet NaN we emit). */
+export function f16Bits(x: number): number {
+  const v = toF16(x);
+  if (Number.isNaN(v)) return 0x7e00;
+  const sign = v < 0 || Object.is(v, -0) ? 0x8000 : 0;
+  const a = Math.abs(v);
+  if (a === Infinity) return sign | 0x7c00;
+  if (a < 2 ** -14) return sign | (a * 2 ** 24); // subnormal (or 0): a is a multiple of 2^-24, exactly
+  f32[0] = a; // exact: every f16 value is an f32 value
+  const e = ((u32[0] >>> 23) & 0xff) - 127;
+  return sign | ((e + 15) << 10) | ((u32[0] >>> 13) & 0x3ff);
+}
+
+/** The f16 value with bit pattern b (0..0xffff), as a number. */
+export function fromF16Bits(b: number): number {
+  const sign = b & 0x8000 ? -1 : 1;
+  const e = (b >>> 10) & 0x1f, m = b & 0x3ff;
+  if (e === 0) return sign * m * 2 ** -24;
+  if (e === 31) return m ? NaN : sign * Infinity;
+  return sign * (1024 + m) * 2 ** (e - 25);
+}
+
+/** x rounded to an integer, ties to even (IEEE roundTiesToEven; Math.round rounds ties up).
+ *  (A zero result is +0, whatever the sign of x: codes have no signed zero.)
+ *  Exact for every finite double: x - floor(x) is exact below 2^52, and above it x is already an integer. */
+export function roundHalfEven(x: number): number {
+  const f = Math.floor(x);
+  const d = x - f;
+  if (d < 0.5) return f;
+  if (d > 0.5) return f + 1;
+  return f % 2 === 0 ? f : f + 1;
+}
+
+/** f16 bits -> f32 array (scales are read as f32 in every kernel; the conversion is exact). */
+export function f16ArrayToF32(bits: Uint16Array): Float32Array {
+  const out = new Float32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) out[i] = fromF16Bits(bits[i]);
+  return out;
+}
