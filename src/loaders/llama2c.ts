@@ -17,7 +17,7 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import type { HostWeight } from '../../backends/backend.ts';
 import { CometError } from '../errors.ts';
-import { type LlamaConfig, validateConfig, weightShape } from '../model/config.ts';
+import { type LlamaConfig, validateConfig, weightNames, weightShape } from '../model/config.ts';
 import { writeAll } from './safetensors.ts';
 
 export const LLAMA2C_MAGIC = 0x616b3432;
@@ -122,7 +122,8 @@ export function readLlama2c(path: string): Llama2cCheckpoint {
       pos += bytes.length;
       weights.set(e.name, { kind: 'f32', name: e.name, shape: weightShape(config, e.name), data });
     }
-    return { config, weights, version };
+    const ordered = new Map(weightNames(config).map((n) => [n, weights.get(n)!])); // canonical order, not file order
+    return { config, weights: ordered, version };
   } finally {
     closeSync(fd);
   }
