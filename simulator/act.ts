@@ -42,12 +42,14 @@ export function gatherF16(x: Float32Array, xo: number, spec: ActQuantSpec, row: 
   row.fill(0, K, Kp);
 }
 
-/** x [M][K] f32 (original channel order) -> QAct.
+/** x [M][K] f32 (original channel order) -> QAct. The contract's inputs are f16: each f32 input is first
+ *  rounded to f16 (nearest even, from its exact value) after the gather; a value beyond f16 range is an error.
  *  Per block: amax = max|x| (exact: x are f16 values); s = f16(amax/qmax) (f64 division rounded once to f16;
  *  equal to f16(__fdiv_rn(amax, qmax)) since an f16 amax over 7 or 127 never lands on an f16 tie after f32
  *  rounding — test/simulator/act.test.ts checks every f16 amax); s == 0 -> codes 0; else
  *  q = clamp(roundHalfEven(f32(x / s)), -qmax-1, qmax), f32(x / s) = Math.fround of the f64 quotient, which is
- *  the correctly rounded f32 division (f64 has more than 2·24+2 bits). */
+ *  the correctly rounded f32 division (f64 has more than 2·24+2 bits). The low code -qmax-1 never occurs:
+ *  |x|/s ≤ qmax·(1 + 2^-11) < qmax + 1/2, so codes are symmetric in [-qmax, qmax]. */
 export function quantizeAct(x: Float32Array, M: number, spec: ActQuantSpec): QAct {
   const { K, B, Kp, K8 } = spec;
   if (x.length !== M * K) throw new RangeError(`quantizeAct: x has ${x.length} elements, expected M·K = ${M}·${K}`);

@@ -7,6 +7,7 @@
 //   vCodes u4x2 [P][headDim/2]
 //   kSZ    f16  [P][headDim/G][2] (s, z) pairs, little-endian
 //   vSZ    f16  [P][headDim/G][2]
+// (f16 words in host byte order through a Uint16Array view: little-endian on every platform we run on.)
 // so one (page, head) is one contiguous chunk a kernel can fetch with one copy.
 import type { KVCacheSpec } from './formats.ts';
 import type { KVStore } from './kv.ts';
@@ -23,7 +24,8 @@ export function kv4Layout(spec: KVCacheSpec) {
 
 /** Quantize x[offset .. offset+G) (f32 values) -> codesOut[codesOffset ..] (0..15, one per element).
  *  lo = min, hi = max (f32); s = f16(f32(hi - lo) / 15) (f64 quotient rounded once to f16; equal to
- *  f16(__fdiv_rn(.., 15)), see the test); z = f16(lo); s == 0 -> codes 0; else
+ *  f16(__fdiv_rn(.., 15)): a 24-bit numerator over 15 keeps ≥ 3 bits of the period-4 fraction in f32, too few
+ *  ones or zeros in a row to round onto an f16 tie; kv4.test.ts samples it); z = f16(lo); s == 0 -> codes 0; else
  *  q = clamp(roundHalfEven(f32(f32(x - z) / s)), 0, 15). Returns the f16 values s and z as numbers. */
 export function kv4QuantizeGroup(x: ArrayLike<number>, offset: number, G: number, codesOut: Uint8Array, codesOffset: number): { s: number; z: number } {
   let lo = Infinity, hi = -Infinity;
@@ -36,7 +38,8 @@ export function kv4QuantizeGroup(x: ArrayLike<number>, offset: number, G: number
 }
 
 /** x' = f32(q·s + z): q·s is exact in f32 (4-bit × 11-bit significands), then one f32 rounding of the add
- *  (so an FMA gives the same bits). codes [G] at codesOffset -> out[outOffset ..]. */
+ *  (so an FMA gives the same bits). Here the add is done in f64, where it is exact (both terms are multiples
+ *  of 2^-24 below 2^21), and rounded once by the store into the Float32Array. codes [G] at codesOffset -> out. */
 export function kv4DequantizeGroup(codes: ArrayLike<number>, codesOffset: number, G: number, s: number, z: number, out: Float32Array, outOffset: number): void {
   for (let i = 0; i < G; i++) out[outOffset + i] = Math.fround(codes[codesOffset + i] * s) + z;
 }

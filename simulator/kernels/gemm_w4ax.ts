@@ -1,5 +1,5 @@
 // W4Ax GEMM (DESIGN §3.4), the bit-exact definition every backend reproduces:
-//   acc_b  = Σ_{k in block b} qa[m][k]·qw[n][k]                exact int32 (|acc_b| ≤ 128·128·8 < 2^24)
+//   acc_b  = Σ_{k in block b} qa[m][k]·qw[n][k]                exact int32 (|acc_b| ≤ B·128·8 ≤ 2^17)
 //   t_b    = f32(acc_b) * f32(f32(sa[m][b]) * f32(sw[n][b]))  each product rounded to f32, no FMA
 //   partial over a range [b0, b1): from +0, ascending b, f32 add after each block
 //   Y[m][n] = f16(Σ partials in schedule order, from +0, f32 adds)
@@ -62,7 +62,7 @@ export function gemmW4Ax(a: QAct, w: W4Weight, schedule?: Schedule): Float32Arra
         for (let b = b0; b < b1; b++) {
           let acc = 0;
           const k0 = b * B, ka = ao + k0, kw = wo + k0;
-          for (let k = 0; k < B; k += 4) // int products; |acc| < 2^21, so the double sum is exact
+          for (let k = 0; k < B; k += 4) // integer products and sums, exact in doubles (|acc| ≤ 2^17)
             acc += qa[ka + k] * qw[kw + k] + qa[ka + k + 1] * qw[kw + k + 1] + qa[ka + k + 2] * qw[kw + k + 2] + qa[ka + k + 3] * qw[kw + k + 3];
           part = fr(part + fr(acc * fr(fa[m * nb + b] * fw[n * nb + b])));
         }
