@@ -1,25 +1,8 @@
-// The simulator's quantized kernels, gathered in one table so the float path loads without them.
-import type { ActQuantSpec, KVCacheSpec, QAct, W4Weight } from '../../simulator/formats.ts';
-import type { KVStore } from '../../simulator/kv.ts';
+// The simulator's quantized kernels as the sim backend calls them: each op IS the simulator's definition.
+import { quantizeAct, dequantizeAct } from '../../simulator/act.ts';
+import { rmsnormQuant, siluMulQuant } from '../../simulator/kernels/quant.ts';
+import { gemmW4Ax } from '../../simulator/kernels/gemm_w4ax.ts';
+import { KVStoreKV4 } from '../../simulator/kv4.ts';
 
-export interface QuantOps {
-  quantizeAct(x: Float32Array, M: number, spec: ActQuantSpec): QAct;
-  dequantizeAct(q: QAct): Float32Array;
-  rmsnormQuant(x: Float32Array, M: number, C: number, w: Float32Array, eps: number, spec: ActQuantSpec): QAct;
-  siluMulQuant(g: Float32Array, u: Float32Array, M: number, spec: ActQuantSpec): QAct;
-  gemmW4Ax(a: QAct, w: W4Weight): Float32Array;
-  kv4Store(spec: KVCacheSpec): KVStore;
-}
-
-const missing = (op: string) => (): never => {
-  throw new Error(`sim: quantized op '${op}' is not available yet`);
-};
-
-export const simQuantOps: QuantOps = {
-  quantizeAct: missing('quantize_act'),
-  dequantizeAct: missing('dequantize_act'),
-  rmsnormQuant: missing('rmsnorm_quant'),
-  siluMulQuant: missing('silu_mul_quant'),
-  gemmW4Ax: missing('gemm_w4ax'),
-  kv4Store: missing('kv4'),
-};
+export const simQuantOps = { quantizeAct, dequantizeAct, rmsnormQuant, siluMulQuant, gemmW4Ax, kv4Store: (spec: ConstructorParameters<typeof KVStoreKV4>[0]) => new KVStoreKV4(spec) };
+export type QuantOps = typeof simQuantOps;
