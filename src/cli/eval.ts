@@ -6,7 +6,7 @@ import { openModel } from '../runtime/open.ts';
 import { perplexity } from '../eval/ppl.ts';
 import { CometError } from '../errors.ts';
 
-export async function evalPpl(o: { model: string; text: string; tokenizer?: string; ctx: number; windows?: number; json?: boolean; backend: string }): Promise<void> {
+export async function evalPpl(o: { model: string; text: string; tokenizer?: string; ctx: number; windows?: number; startWindow?: number; json?: boolean; backend: string }): Promise<void> {
   let text: string;
   try {
     text = readFileSync(o.text, 'utf8');
@@ -22,7 +22,7 @@ export async function evalPpl(o: { model: string; text: string; tokenizer?: stri
   const r = await perplexity(model, tokens, o.ctx, o.windows ?? Infinity, (done, total) => {
     if (bar && !started) { bar.start(total, 0); started = true; }
     bar?.update(done);
-  });
+  }, o.startWindow ?? 0);
   bar?.stop();
   const seconds = (performance.now() - t0) / 1000;
   const result = { model: o.model, text: o.text, backend: be.name, tokens: tokens.length, ...r, seconds };

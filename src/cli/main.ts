@@ -51,6 +51,7 @@ evalCmd
   .option('--tokenizer <path>', 'tokenizer (default: beside the model)')
   .option('--ctx <n>', 'window length in tokens', int('--ctx', 2), 512)
   .option('--windows <n>', 'score only the first N windows', int('--windows', 1))
+  .option('--start-window <n>', 'skip the first N windows (to shard a long text)', int('--start-window', 0))
   .option('--json', 'print one JSON object')
   .addOption(backendOpt())
   .action(async (o) => (await import('./eval.ts')).evalPpl(o));
