@@ -1,0 +1,56 @@
+// Chat messages -> prompt token ids. A model with a chat template (tokenizer_config.json) gets it rendered by
+// @huggingface/jinja with HF's variables (messages, bos_token, eos_token, add_generation_prompt); the
+// rendered text carries its own special tokens, so it is encoded without adding BOS.
+// A model without one (TinyStories, llama2.c checkpoints) is a plain text model: the fallback joins the
+// message contents with newlines and encodes that as a completion prompt (BOS first), so a single user
+// message "Once upon a time" continues the story exactly as the completion endpoint does.
+import { Template } from '@huggingface/jinja';
+import type { Tokenizer } from '../tokenizer/tokenizer.ts';
+import { EngineError } from './schema.ts';
+
+export interface ChatMessage {
+  role: string;
+  content: string | { type: 'text'; text: string }[];
+  name?: string;
+}
+
+const text = (c: ChatMessage['content']) => (typeof c === 'string' ? c : c.map((p) => p.text).join(''));
+
+export class ChatFormatter {
+  private readonly template?: Template;
+  private readonly bosText: string;
+  private readonly eosText: string;
+
+  constructor(readonly tokenizer: Tokenizer) {
+    if (tokenizer.chatTemplate) this.template = new Template(tokenizer.chatTemplate);
+    // special-token strings, when the tokenizer can name them (HF); '' otherwise
+    const name = (id: number | undefined) => (id === undefined || id < 0 ? '' : tokenText(tokenizer, id));
+    this.bosText = name(tokenizer.bos);
+    this.eosText = name(tokenizer.eos[0]);
+  }
+
+  get hasTemplate(): boolean {
+    return this.template !== undefined;
+  }
+
+  encode(messages: ChatMessage[]): number[] {
+    const msgs = messages.map((m) => ({ role: m.role, content: text(m.content), ...(m.name ? { name: m.name } : {}) }));
+    if (!this.template) return this.tokenizer.encode(msgs.map((m) => m.content).join('\n'), { bos: true });
+    let rendered: string;
+    try {
+      rendered = this.template.render({ messages: msgs, bos_token: this.bosText, eos_token: this.eosText, add_generation_prompt: true });
+    } catch (e) {
+      // templates raise_exception() on conversations they do not accept (e.g. roles out of order)
+      throw new EngineError(`chat template: ${(e as Error).message}`, 'invalid_messages', 400, 'messages');
+    }
+    // a template that does not emit BOS text (or a tokenizer that cannot name it) still gets BOS
+    return this.tokenizer.encode(rendered, { bos: this.bosText === '' || !rendered.startsWith(this.bosText) });
+  }
+}
+
+/** The text of a special token, for templates that print it. The Tokenizer interface has no id -> text
+ *  lookup yet; HF tokenizers hold one in their library object. */
+function tokenText(tok: Tokenizer, id: number): string {
+  const lib = (tok as unknown as { lib?: { id_to_token?: (i: number) => string | undefined } }).lib;
+  return lib?.id_to_token?.(id) ?? '';
+}

@@ -1,0 +1,208 @@
+// Continuous batching over the paged KV pool. Every step is ONE model.forward over a flat varlen batch
+// (StepLayout): the decode token of every running sequence, then prefill chunks, up to `maxStepTokens`.
+//
+//   step:  sweep cancelled sequences (pages back to the pool)
+//          running sequences, oldest first: each gets its pending tokens (1 when decoding, the rest of its
+//            prompt when prefilling), pages for them; if the pool is dry the NEWEST running sequence is
+//            preempted (pages freed, recomputed from its tokens later) until the older one fits
+//          waiting sequences, strictly FIFO (the head blocks the rest): admitted while the batch has room,
+//            the step has token budget, and the pool has pages for the sequence's whole prompt
+//          forward once; sample one token for each sequence whose pending tokens are all in
+//
+// Sampling per sequence is generate()'s (same RNG, same order of draws), and each row of the batch is
+// computed as it is alone, so a request's tokens do not depend on what else runs (test/engine.test.ts).
+import type { KVCache } from '../../backends/backend.ts';
+import type { Llama } from '../model/llama.ts';
+import { Rng, sample, type SamplingParams } from './sampler.ts';
+import type { PagePool } from './kv-pages.ts';
+
+export type FinishReason = 'stop' | 'length';
+
+export interface SeqParams extends SamplingParams {
+  maxTokens: number;
+  seed: number;
+  stop: number[]; // token ids that end the sequence (not emitted)
+}
+
+/** What a sequence reports to its owner (the engine's request). */
+export interface SeqSink {
+  token(id: number): void;
+  /** exactly once; `error` set when the step failed; not called after cancel() */
+  finish(reason: FinishReason, error?: Error): void;
+}
+
+export class Sequence {
+  readonly tokens: number[]; // prompt, then generated tokens
+  computed = 0; // tokens whose K/V are in the cache
+  generated = 0;
+  pages: number[] = [];
+  state: 'waiting' | 'running' | 'done' = 'waiting';
+  cancelled = false;
+  readonly rng: Rng;
+  constructor(readonly id: number, prompt: readonly number[], readonly params: SeqParams, readonly sink: SeqSink) {
+    this.tokens = [...prompt];
+    this.rng = new Rng(params.seed);
+  }
+}
+
+export interface SchedulerOptions {
+  maxBatch: number; // sequences running at once
+  maxStepTokens: number; // tokens per forward (decode + prefill chunks)
+  pageSize: number;
+}
+
+export interface SchedulerStats {
+  running: number;
+  waiting: number;
+  steps: number;
+  preemptions: number;
+  computedTokens: number; // tokens fed to forward (prefill, decode and recomputation)
+  generatedTokens: number;
+}
+
+interface Slot { seq: Sequence; start: number; n: number }
+
+export class Scheduler {
+  readonly waiting: Sequence[] = [];
+  readonly running: Sequence[] = [];
+  private stats_ = { steps: 0, preemptions: 0, computedTokens: 0, generatedTokens: 0 };
+
+  constructor(readonly model: Llama, readonly pool: PagePool, readonly cache: KVCache, readonly o: SchedulerOptions) {}
+
+  get busy(): boolean {
+    return this.waiting.length > 0 || this.running.length > 0;
+  }
+
+  stats(): SchedulerStats {
+    return { running: this.running.length, waiting: this.waiting.length, ...this.stats_ };
+  }
+
+  add(seq: Sequence): void {
+    this.waiting.push(seq);
+  }
+
+  /** Marks the sequence; it leaves (and frees its pages) at the next sweep. Call sweep() when no step runs. */
+  cancel(seq: Sequence): void {
+    if (seq.state !== 'done') seq.cancelled = true;
+  }
+
+  /** Drop cancelled sequences and return their pages. */
+  sweep(): void {
+    for (const list of [this.waiting, this.running])
+      for (let i = list.length - 1; i >= 0; i--) if (list[i].cancelled) this.retire(list[i]);
+  }
+
+  /** One step. Returns false when there was nothing to run. */
+  async step(): Promise<boolean> {
+    this.sweep();
+    const batch = this.plan();
+    if (batch.length === 0) return false;
+    const T = batch.reduce((a, s) => a + s.n, 0);
+    const tokens = new Int32Array(T), pos = new Int32Array(T), seqIdx = new Int32Array(T);
+    const rows: number[] = [], sampled: Sequence[] = [];
+    let t = 0;
+    batch.forEach(({ seq, start, n }, i) => {
+      for (let j = 0; j < n; j++, t++) {
+        tokens[t] = seq.tokens[start + j];
+        pos[t] = start + j;
+        seqIdx[t] = i;
+      }
+      if (start + n === seq.tokens.length) { rows.push(t - 1); sampled.push(seq); }
+    });
+    const layout = { pos, seq: seqIdx, blockTables: batch.map((s) => Int32Array.from(s.seq.pages)) };
+    let logits: Float32Array;
+    const be = this.model.be;
+    try {
+      logits = await be.read(this.model.forward(tokens, layout, this.cache, Int32Array.from(rows)));
+    } catch (e) {
+      for (const { seq } of batch) this.finish(seq, 'stop', e instanceof Error ? e : new Error(String(e)));
+      return true;
+    } finally {
+      be.endStep();
+    }
+    this.stats_.steps++;
+    this.stats_.computedTokens += T;
+    for (const { seq, n } of batch) seq.computed += n;
+    const V = logits.length / Math.max(1, rows.length);
+    sampled.forEach((seq, r) => {
+      if (seq.cancelled) return;
+      const p = seq.params;
+      const next = sample(logits.subarray(r * V, (r + 1) * V), p, seq.rng);
+      if (p.stop.includes(next)) return this.finish(seq, 'stop');
+      seq.tokens.push(next);
+      seq.generated++;
+      this.stats_.generatedTokens++;
+      seq.sink.token(next);
+      if (seq.cancelled) return; // the sink cancelled it (a stop string)
+      if (seq.generated >= p.maxTokens || seq.computed >= this.model.config.seqLen) this.finish(seq, 'length');
+    });
+    this.sweep();
+    return true;
+  }
+
+  private plan(): Slot[] {
+    const batch: Slot[] = [];
+    let budget = this.o.maxStepTokens;
+    for (let i = 0; i < this.running.length && budget > 0; i++) {
+      const seq = this.running[i];
+      const n = Math.min(seq.tokens.length - seq.computed, budget);
+      while (!this.reserve(seq, seq.computed + n)) {
+        // preempt the newest running sequence (possibly seq itself: then nothing older needs its pages)
+        const victim = this.running[this.running.length - 1];
+        this.preempt(victim);
+        if (victim === seq) break;
+      }
+      if (seq.state !== 'running') break; // seq was the newest and got preempted
+      batch.push({ seq, start: seq.computed, n });
+      budget -= n;
+    }
+    while (this.waiting.length > 0 && this.running.length < this.o.maxBatch && budget > 0) {
+      const seq = this.waiting[0];
+      if (!this.reserve(seq, seq.tokens.length)) break; // FIFO: the head waits for pages, nobody overtakes it
+      this.waiting.shift();
+      seq.state = 'running';
+      this.running.push(seq);
+      const n = Math.min(seq.tokens.length, budget);
+      batch.push({ seq, start: 0, n });
+      budget -= n;
+    }
+    return batch;
+  }
+
+  /** Make seq own pages for its first `tokens` positions; false (nothing taken) when the pool is short. */
+  private reserve(seq: Sequence, tokens: number): boolean {
+    const need = Math.ceil(tokens / this.o.pageSize) - seq.pages.length;
+    if (need <= 0) return true;
+    const got = this.pool.alloc(need);
+    if (!got) return false;
+    seq.pages.push(...got);
+    return true;
+  }
+
+  private preempt(seq: Sequence): void {
+    this.pool.release(seq.pages);
+    seq.pages = [];
+    seq.computed = 0; // recomputed from seq.tokens (prompt + generated so far) when readmitted
+    seq.state = 'waiting';
+    this.running.splice(this.running.indexOf(seq), 1);
+    // back in the queue at its arrival place: it is older than everything that waits behind it
+    const at = this.waiting.findIndex((w) => w.id > seq.id);
+    this.waiting.splice(at < 0 ? this.waiting.length : at, 0, seq);
+    this.stats_.preemptions++;
+  }
+
+  private finish(seq: Sequence, reason: FinishReason, error?: Error): void {
+    if (seq.state === 'done') return;
+    this.retire(seq);
+    seq.sink.finish(reason, error);
+  }
+
+  private retire(seq: Sequence): void {
+    const list = seq.state === 'waiting' ? this.waiting : this.running;
+    const i = list.indexOf(seq);
+    if (i >= 0) list.splice(i, 1);
+    this.pool.release(seq.pages);
+    seq.pages = [];
+    seq.state = 'done';
+  }
+}
