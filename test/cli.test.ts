@@ -39,6 +39,21 @@ describe('comet run reproduces llama2.c run.c byte for byte', () => {
   });
 });
 
+describe('comet info', () => {
+  it('shows config, parameter count, dtypes and bytes', () => {
+    const r = comet('info', shared('wikillama-28M'), '--json');
+    expect(r.status).toBe(0);
+    const j = JSON.parse(r.stdout.toString());
+    expect(j.format).toBe('hf');
+    expect(j.params).toBe(27_795_968);
+    expect(j.config).toMatchObject({ dim: 512, hiddenDim: 1408, nLayers: 8, nHeads: 8, nKvHeads: 4, vocabSize: 8192, tiedEmbeddings: true });
+    expect(j.bytes).toBe(27_795_968 * 4); // f32 on the host
+    expect(j.meta.dtypes).toEqual({ BF16: 74 }); // as stored
+    const text = comet('info', shared('tinyllamas/stories260K.bin')).stdout.toString();
+    expect(text).toMatch(/dim 64, hidden 172, layers 5, heads 8, kv heads 4/);
+  });
+});
+
 describe('bad input: one line, non-zero exit, no stack', () => {
   let tmp: string;
   beforeAll(() => {

@@ -27,7 +27,9 @@ export async function info(path: string, o: { json?: boolean }): Promise<void> {
   console.log(`  dim ${c.dim}, hidden ${c.hiddenDim}, layers ${c.nLayers}, heads ${c.nHeads}, kv heads ${c.nKvHeads}, head_dim ${c.headDim}, vocab ${c.vocabSize}, context ${c.seqLen}`);
   console.log(`  rope theta ${c.ropeTheta}, norm eps ${c.normEps}, ${c.tiedEmbeddings ? 'tied' : 'separate'} classifier, bos ${c.bos}, eos ${c.eos.join(',')}`);
   console.log(`  ${params.toLocaleString('en')} parameters, ${human(bytes)} in memory`);
-  for (const [k, d] of Object.entries(byDtype)) console.log(`  ${k}: ${d.tensors} tensors, ${d.params.toLocaleString('en')} params, ${human(d.bytes)}`);
+  const src = m.meta?.dtypes as Record<string, number> | undefined;
+  if (src) console.log(`  stored as: ${Object.entries(src).map(([k, n]) => `${k} (${n} tensors)`).join(', ')}`);
+  for (const [k, d] of Object.entries(byDtype)) console.log(`  in memory ${k}: ${d.tensors} tensors, ${d.params.toLocaleString('en')} params, ${human(d.bytes)}`);
   if (quant.length) {
     console.log('  quantization (FMPQ, W4Ax):');
     console.log('    linear             N      K     B   K8/Kp         int8   weight err');

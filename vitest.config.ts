@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    testTimeout: 120_000,
+    hookTimeout: 120_000,
+    // 2-core CI machines: a few files at a time, each in its own process
+    pool: 'forks',
+    maxWorkers: 2,
+  },
+});
