@@ -56,6 +56,8 @@ evalCmd
   .addOption(backendOpt())
   .action(async (o) => (await import('./eval.ts')).evalPpl(o));
 
+program.addCommand((await import('./serve.ts')).serveCommand(backendOpt()));
+
 program.hook('preAction', () => {
   process.on('unhandledRejection', report);
 });

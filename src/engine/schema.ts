@@ -25,7 +25,7 @@ const sampling = {
   top_p: opt(z.number().min(0).max(1)),
   top_k: opt(z.int().min(0)),
   seed: opt(z.int().min(Number.MIN_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER)),
-  stop: opt(z.union([z.string().min(1), z.array(z.string().min(1)).max(4)])),
+  stop: opt(z.union([z.string().min(1), z.array(z.string().min(1)).max(4)], { error: 'expected a non-empty string or an array of at most 4 of them' })),
   stream: opt(z.boolean()),
   stream_options: opt(z.strictObject({ include_usage: opt(z.boolean()) })),
   user: opt(z.string()),
@@ -38,7 +38,7 @@ const sampling = {
 const textPart = z.strictObject({ type: z.literal('text'), text: z.string() });
 const message = z.strictObject({
   role: z.enum(['system', 'developer', 'user', 'assistant']),
-  content: z.union([z.string(), z.array(textPart)]),
+  content: z.union([z.string(), z.array(textPart)], { error: "expected a string or an array of {type: 'text', text} parts" }),
   name: opt(z.string()),
 });
 
@@ -50,7 +50,7 @@ export const chatSchema = z.strictObject({
 
 export const completionSchema = z.strictObject({
   ...sampling,
-  prompt: z.union([z.string(), z.array(z.int().min(0)).min(1)]),
+  prompt: z.union([z.string(), z.array(z.int().min(0)).min(1)], { error: 'expected a string or a non-empty array of token ids' }),
   echo: opt(z.literal(false)),
 });
 
