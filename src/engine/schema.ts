@@ -69,6 +69,6 @@ export function parseRequest<S extends z.ZodType>(schema: S, body: unknown): z.o
   if (issue.code === 'unrecognized_keys')
     throw new EngineError(`Unrecognized request argument supplied: ${issue.keys.join(', ')}`, 'unknown_parameter', 400, issue.keys[0]);
   const param = issue.path.map((p, i) => (typeof p === 'number' ? `[${p}]` : i ? `.${String(p)}` : String(p))).join('');
-  const missing = issue.code === 'invalid_type' && (body as Record<string, unknown>)[String(issue.path[0])] === undefined && issue.path.length === 1;
+  const missing = issue.path.length === 1 && (body as Record<string, unknown>)[String(issue.path[0])] === undefined;
   throw new EngineError(missing ? `'${param}' is required` : `'${param}': ${issue.message}`, missing ? 'missing_required_parameter' : 'invalid_value', 400, param || null);
 }

@@ -1,0 +1,204 @@
+// The engine on the simulator backend with the embedded stories260K: batching does not change a row's
+// logits (bit for bit), so continuous batching, chunked prefill and preemption give every request exactly
+// the tokens generate() gives it alone; pages always return to the pool.
+import { describe, expect, it } from 'vitest';
+import { SimBackend } from '../backends/sim/sim.ts';
+import { createEngine, type Engine } from '../src/engine/engine.ts';
+import { generate } from '../src/engine/generate.ts';
+import { pageBytes, PagePool } from '../src/engine/kv-pages.ts';
+import { ChatFormatter } from '../src/engine/chat-template.ts';
+import { openModel, type OpenModel } from '../src/runtime/open.ts';
+import type { Tokenizer } from '../src/tokenizer/tokenizer.ts';
+
+const opened = await openModel(new SimBackend());
+const PROMPTS = Array.from({ length: 12 }, (_, i) =>
+  ['Once upon a time', 'The little dog', 'Lily and Tom went to', 'One day, a big', 'Mom said'][i % 5] + ' x'.repeat(i));
+
+/** What a request must produce: generate() alone, decoded as a UTF-8 stream of pieceBytes. */
+async function alone(m: OpenModel, prompt: string, maxTokens: number, sampling = { temperature: 0, topP: 1, topK: 0, seed: 0 }): Promise<string> {
+  const ids = m.tokenizer.encode(prompt, { bos: true }), dec = new TextDecoder();
+  let prev = ids[ids.length - 1], text = '';
+  for await (const t of generate(m.model, ids, { maxTokens, stop: m.stop, ...sampling })) {
+    text += dec.decode(m.tokenizer.pieceBytes(prev, t), { stream: true });
+    prev = t;
+  }
+  return text + dec.decode();
+}
+
+const idle = async (e: Engine) => {
+  for (let i = 0; i < 500 && e.scheduler.busy; i++) await new Promise((r) => setTimeout(r, 5));
+  expect(e.scheduler.busy).toBe(false);
+};
+const expectPoolFull = (e: Engine) => {
+  const s = e.pool.stats();
+  expect(s.free).toBe(s.total);
+  expect(s.allocated).toBe(s.released);
+};
+
+describe('batched forward', () => {
+  it('gives each row the logits it gets alone, bit for bit (prefill chunks and decodes mixed)', async () => {
+    const m = opened.model, be = m.be, c = m.config;
+    const seqs = PROMPTS.slice(0, 6).map((p) => opened.tokenizer.encode(p, { bos: true }));
+    const cacheFor = (pages: number) => be.createKVCache({ nLayers: c.nLayers, nKvHeads: c.nKvHeads, headDim: c.headDim, pageSize: 16, numPages: pages, dtype: m.kvDType, group: c.headDim });
+    // alone: each sequence prefilled in one step, then one decode step of token 7
+    const ref: Float32Array[][] = [];
+    for (const ids of seqs) {
+      const cache = cacheFor(4), bt = [Int32Array.of(0, 1, 2, 3)];
+      const T = ids.length;
+      const a = await be.read(m.forward(Int32Array.from(ids), { pos: Int32Array.from({ length: T }, (_, i) => i), seq: new Int32Array(T), blockTables: bt }, cache, Int32Array.of(T - 1)));
+      const b = await be.read(m.forward(Int32Array.of(7), { pos: Int32Array.of(T), seq: Int32Array.of(0), blockTables: bt }, cache, Int32Array.of(0)));
+      ref.push([a.slice(), b.slice()]);
+    }
+    // batched: step 1 prefills sequences 0..2 fully and 3..5 up to their second-last token;
+    // step 2 decodes 0..2 and finishes the prefill of 3..5 (one token each, at other row offsets)
+    const cache = cacheFor(4 * seqs.length), bts = seqs.map((_, s) => Int32Array.from({ length: 4 }, (_, i) => s * 4 + i));
+    const run = async (parts: { s: number; toks: number[]; from: number }[]) => {
+      const toks: number[] = [], pos: number[] = [], seq: number[] = [], rows: number[] = [];
+      for (const p of parts) {
+        p.toks.forEach((t, i) => { toks.push(t); pos.push(p.from + i); seq.push(p.s); });
+        rows.push(toks.length - 1);
+      }
+      const out = await be.read(m.forward(Int32Array.from(toks), { pos: Int32Array.from(pos), seq: Int32Array.from(seq), blockTables: bts }, cache, Int32Array.from(rows)));
+      return parts.map((_, r) => out.slice(r * c.vocabSize, (r + 1) * c.vocabSize));
+    };
+    const s1 = await run(seqs.map((ids, s) => ({ s, toks: s < 3 ? ids : ids.slice(0, -1), from: 0 })));
+    const s2 = await run(seqs.map((ids, s) => (s < 3 ? { s, toks: [7], from: ids.length } : { s, toks: ids.slice(-1), from: ids.length - 1 })));
+    for (let s = 0; s < 3; s++) {
+      expect(s1[s]).toEqual(ref[s][0]);
+      expect(s2[s]).toEqual(ref[s][1]);
+    }
+    for (let s = 3; s < 6; s++) expect(s2[s]).toEqual(ref[s][0]);
+  });
+});
+
+describe('engine', () => {
+  it('a completion equals generate() alone; chat with the fallback template equals the completion', async () => {
+    const e = await createEngine(opened);
+    const r = await e.completions.create({ prompt: PROMPTS[0], max_tokens: 40, temperature: 0 });
+    expect(r.choices[0].text).toBe(await alone(opened, PROMPTS[0], 40));
+    expect(r.choices[0].finish_reason).toBe('length');
+    expect(r.usage).toEqual({ prompt_tokens: opened.tokenizer.encode(PROMPTS[0]).length, completion_tokens: 40, total_tokens: r.usage.prompt_tokens + 40 });
+    const chat = await e.chat.completions.create({ messages: [{ role: 'user', content: PROMPTS[0] }], max_tokens: 40, temperature: 0 });
+    expect(chat.choices[0].message).toEqual({ role: 'assistant', content: r.choices[0].text });
+    let streamed = '', finish = '';
+    for await (const ch of await e.chat.completions.create({ messages: [{ role: 'user', content: PROMPTS[0] }], max_tokens: 40, temperature: 0, stream: true })) {
+      streamed += ch.choices[0]?.delta.content ?? '';
+      finish ||= ch.choices[0]?.finish_reason ?? '';
+    }
+    expect(streamed).toBe(r.choices[0].text);
+    expect(finish).toBe('length');
+    expectPoolFull(e);
+  });
+
+  it('12 concurrent requests (greedy and seeded sampling) each get exactly what generate() gives alone', async () => {
+    const e = await createEngine(opened, { maxBatch: 8, maxStepTokens: 24 }); // small budget: chunked prefill, queueing
+    const sampling = (i: number) => (i % 3 === 0 ? { temperature: 0.8, topP: 0.9, topK: 0, seed: 1000 + i } : { temperature: 0, topP: 1, topK: 0, seed: 0 });
+    const got = await Promise.all(PROMPTS.map((p, i) => {
+      const s = sampling(i);
+      return e.completions.create({ prompt: p, max_tokens: 30 + i, temperature: s.temperature, top_p: s.topP, seed: s.seed });
+    }));
+    for (let i = 0; i < PROMPTS.length; i++) expect(got[i].choices[0].text).toBe(await alone(opened, PROMPTS[i], 30 + i, sampling(i)));
+    expect(e.stats().steps).toBeGreaterThan(30);
+    expectPoolFull(e);
+  });
+
+  it('preempts when the pool runs dry and still gives every request its text alone', async () => {
+    const c = opened.model.config;
+    const bytes = pageBytes({ nLayers: c.nLayers, nKvHeads: c.nKvHeads, headDim: c.headDim, pageSize: 16, dtype: opened.model.kvDType, group: c.headDim });
+    const e = await createEngine(opened, { kvMemory: 34 * bytes }); // 34 pages; 8 requests want ~12 each
+    expect(e.pool.total).toBe(34);
+    const got = await Promise.all(PROMPTS.slice(0, 8).map((p) => e.completions.create({ prompt: p, max_tokens: 170, temperature: 0 })));
+    expect(e.stats().preemptions).toBeGreaterThan(0);
+    for (let i = 0; i < 8; i++) expect(got[i].choices[0].text).toBe(await alone(opened, PROMPTS[i], 170));
+    expectPoolFull(e);
+  });
+
+  it('abort (signal or leaving the loop) cancels and frees pages; others are unaffected', async () => {
+    const e = await createEngine(opened);
+    const ac = new AbortController();
+    const a = e.completions.create({ prompt: PROMPTS[1], max_tokens: 200, temperature: 0 }, { signal: ac.signal });
+    const b = e.completions.create({ prompt: PROMPTS[2], max_tokens: 30, temperature: 0 });
+    const s = await e.completions.create({ prompt: PROMPTS[3], max_tokens: 200, temperature: 0, stream: true });
+    let n = 0;
+    for await (const _ of s) if (++n === 3) break;
+    setTimeout(() => ac.abort(), 20);
+    await expect(a).rejects.toMatchObject({ name: 'AbortError' });
+    expect((await b).choices[0].text).toBe(await alone(opened, PROMPTS[2], 30));
+    await idle(e);
+    expectPoolFull(e);
+    expect(e.stats().requests).toMatchObject({ cancelled: 2, finished: 1 });
+  });
+
+  it('stop strings end the text before the stop (streamed and not), finish_reason stop', async () => {
+    const e = await createEngine(opened);
+    const full = await alone(opened, PROMPTS[0], 60);
+    const stop = full.slice(20, 24);
+    const r = await e.completions.create({ prompt: PROMPTS[0], max_tokens: 60, temperature: 0, stop: ['zzzz', stop] });
+    expect(r.choices[0]).toMatchObject({ text: full.slice(0, full.indexOf(stop)), finish_reason: 'stop' });
+    let streamed = '';
+    for await (const ch of await e.completions.create({ prompt: PROMPTS[0], max_tokens: 60, temperature: 0, stop, stream: true })) streamed += ch.choices[0]?.text ?? '';
+    expect(streamed).toBe(r.choices[0].text);
+    await idle(e);
+    expectPoolFull(e);
+  });
+
+  it('rejects bad requests with EngineErrors carrying status, code and param', async () => {
+    const e = await createEngine(opened, { maxQueue: 1, maxBatch: 1 });
+    const bad = (p: unknown) => e.completions.create(p as never);
+    await expect(bad({ prompt: 'a', max_tokens: -1 })).rejects.toMatchObject({ status: 400, code: 'invalid_value', param: 'max_tokens' });
+    await expect(bad({ prompt: 'a', max_tokens: 513 })).rejects.toMatchObject({ status: 400, param: 'max_tokens' });
+    await expect(bad({ prompt: 'a', foo: 1 })).rejects.toMatchObject({ status: 400, code: 'unknown_parameter', param: 'foo' });
+    await expect(bad({ max_tokens: 3 })).rejects.toMatchObject({ status: 400, code: 'missing_required_parameter', param: 'prompt' });
+    await expect(bad({ prompt: 'a', model: 'gpt-4' })).rejects.toMatchObject({ status: 404, code: 'model_not_found' });
+    await expect(bad({ prompt: 'Once upon a time '.repeat(200) })).rejects.toMatchObject({ status: 400, code: 'context_length_exceeded' });
+    await expect(e.chat.completions.create({ messages: [] })).rejects.toMatchObject({ status: 400, param: 'messages' });
+    // queue: one running, one waiting, the third is refused
+    const running = e.completions.create({ prompt: 'a', max_tokens: 100 });
+    const waiting = e.completions.create({ prompt: 'b', max_tokens: 5 });
+    await expect(bad({ prompt: 'c' })).rejects.toMatchObject({ status: 503, code: 'queue_full' });
+    await Promise.all([running, waiting]);
+    expectPoolFull(e);
+  });
+
+  it('refuses a KV pool smaller than one full-context sequence', async () => {
+    await expect(createEngine(opened, { kvMemory: 1000 })).rejects.toMatchObject({ code: 'invalid_config' });
+  });
+});
+
+describe('KV pages', () => {
+  it('page bytes follow DESIGN §3.5 (kv4: codes P·hd/2 ×2, f16 (s, z) per token per group ×2)', () => {
+    const spec = { nLayers: 2, nKvHeads: 4, headDim: 64, pageSize: 16, group: 64 };
+    expect(pageBytes({ ...spec, dtype: 'f32' })).toBe(2 * 4 * 2 * 16 * 64 * 4);
+    expect(pageBytes({ ...spec, dtype: 'kv4' })).toBe(2 * 4 * (2 * 16 * 32 + 2 * 16 * 1 * 4));
+    expect(pageBytes({ ...spec, dtype: 'kv4', group: 32 })).toBe(2 * 4 * (2 * 16 * 32 + 2 * 16 * 2 * 4));
+  });
+  it('allocates all-or-nothing and refuses double frees', () => {
+    const p = new PagePool(4);
+    const a = p.alloc(3)!;
+    expect(p.alloc(2)).toBeNull();
+    expect(p.free).toBe(1);
+    p.release(a);
+    expect(() => p.release(a)).toThrow(/twice/);
+    expect(p.stats()).toMatchObject({ free: 4, used: 0, allocated: 3, released: 3 });
+  });
+});
+
+describe('chat templates', () => {
+  const tok = (chatTemplate?: string): Tokenizer => ({
+    vocabSize: 256, bos: 1, eos: [2], chatTemplate,
+    encode: (text, o) => [...(o?.bos === false ? [] : [1]), ...Array.from(new TextEncoder().encode(text))],
+    decode: () => '', pieceBytes: () => new Uint8Array(0),
+  });
+  const msgs = [{ role: 'system', content: 'S' }, { role: 'user', content: [{ type: 'text' as const, text: 'U' }] }];
+  it('renders the tokenizer template with jinja (add_generation_prompt)', () => {
+    const f = new ChatFormatter(tok("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"));
+    expect(new TextDecoder().decode(Uint8Array.from(f.encode(msgs).slice(1)))).toBe('<system>S<user>U<assistant>');
+  });
+  it('falls back to the contents joined by newlines, BOS first', () => {
+    expect(new ChatFormatter(tok()).encode(msgs)).toEqual([1, 83, 10, 85]);
+  });
+  it('a template that raises is a 400', () => {
+    const f = new ChatFormatter(tok("{{ raise_exception('roles must alternate') }}"));
+    expect(() => f.encode(msgs)).toThrow(expect.objectContaining({ status: 400, param: 'messages' }));
+  });
+});
