@@ -99,6 +99,11 @@ def main():
     weight_bytes = n_params * 2
     res = dict(shape=a.shape, device=dev, torch=torch.__version__, dtype="float16", params=n_params, mode=a.mode,
                ctx=a.ctx, decode=[], build_s=time.time() - t0)
+    # copy bandwidth, bytes read + written, for the roofline of both engines
+    buf = torch.empty(2**30, dtype=torch.uint8, device="cuda"); dst = torch.empty_like(buf)
+    ms = timed(lambda: dst.copy_(buf), warm=3, iters=20)
+    res["copy_gbps"] = 2 * buf.numel() / (ms * 1e-3) / 1e9
+    del buf, dst
     # (a) decode step at context ctx: a static cache of ctx+1 positions, stepping at position ctx
     for b in [int(x) for x in a.batches.split(",")]:
         try:

@@ -42,6 +42,25 @@ program
   .option('--json', 'machine-readable output')
   .action(async (path: string, o) => (await import('./info.ts')).info(path, o));
 
+program
+  .command('quantize')
+  .description('FMPQ-quantize a float model (W4Ax weights, INT8 outlier blocks, optional KV4) into one .comet file')
+  .requiredOption('--model <path>', 'float model: llama2.c .bin or Hugging Face directory')
+  .requiredOption('--calib <file>', 'calibration text (its LAST --calib-tokens tokens are used)')
+  .requiredOption('--out <file>', 'output .comet file')
+  .option('--tokenizer <path>', 'tokenizer (default: beside the model; embedded in the .comet)')
+  .option('--block <n>', 'FMPQ block size B: 32 | 64 | 128', int('--block', 32), 128)
+  .option('--int8-fraction <f>', 'global budget: at most this fraction of GEMM MACs on INT8 activations, blocks placed greedily (default 0.15)', num('--int8-fraction', 0, 1))
+  .option('--int8-blocks <n>', 'instead: this many INT8 blocks at every linear input', int('--int8-blocks'))
+  .option('--weights <m>', 'weight rounding: rtn (clip search) | gptq', 'rtn')
+  .option('--order <o>', 'channel order: absmax (FMPQ permutation) | identity', 'absmax')
+  .option('--kv <dtype>', 'KV cache: kv4 | f32', 'kv4')
+  .option('--kv-group <g>', 'KV4 group size (default head_dim)', int('--kv-group', 2))
+  .option('--calib-tokens <n>', 'calibration tokens', int('--calib-tokens', 2), 2048)
+  .option('--ctx <n>', 'calibration window length', int('--ctx', 2), 512)
+  .option('--json', 'print one JSON summary')
+  .action(async (o) => (await import('./quantize.ts')).quantize(o));
+
 const evalCmd = program.command('eval').description('evaluate a model');
 evalCmd
   .command('ppl')
@@ -57,6 +76,25 @@ evalCmd
   .action(async (o) => (await import('./eval.ts')).evalPpl(o));
 
 program.addCommand((await import('./serve.ts')).serveCommand(backendOpt()));
+
+const bench = program.command('bench').description('benchmarks');
+bench
+  .command('e2e')
+  .description('end-to-end W4A4KV4 serving speed of a model shape beside PyTorch FP16 (GPU machine)')
+  .option('--shape <name|config.json>', 'llama3-8b | llama3-70b | a LlamaConfig JSON', 'llama3-8b')
+  .addOption(backendOpt().default('cuda'))
+  .option('--batches <list>', 'decode batch sizes', '1,8,32,64,128,256')
+  .option('--ctx <n>', 'context of the decode steps', int('--ctx', 1), 1024)
+  .option('--in-len <n>', 'prompt tokens (max throughput, TTFT)', int('--in-len', 1), 1024)
+  .option('--out-len <n>', 'generated tokens (max throughput)', int('--out-len', 1), 512)
+  .option('--mem-budget <GiB>', 'GPU memory for weights + KV cache, both engines', num('--mem-budget', 0.001, 1e6), 76)
+  .option('--int8-fraction <f>', 'FMPQ INT8 MAC budget', num('--int8-fraction', 0, 1), 0.1)
+  .option('--block <B>', 'FMPQ block size', int('--block', 32), 128)
+  .option('--check <paths...>', 'models whose greedy tokens must equal the simulator\'s before timing', [])
+  .option('--steps <n>', 'timed steps per measurement', int('--steps', 1), 10)
+  .option('--no-baseline', 'skip PyTorch FP16')
+  .option('--out <dir>', 'results folder', 'bench/results')
+  .action(async (o) => (await import('./bench-e2e.ts')).benchE2E(o));
 
 program.hook('preAction', () => {
   process.on('unhandledRejection', report);

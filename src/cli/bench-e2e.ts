@@ -1,0 +1,233 @@
+// `comet bench e2e` (issue 9): end-to-end serving speed of a W4A4KV4 model of a given shape, beside the
+// roofline and beside PyTorch FP16 (bench/e2e/torch_baseline.py) run in the same call on the same GPU.
+//
+// The model: synthetic weights of the shape, made with realistic activation outliers and quantized by the
+// real FMPQ path (src/quant: plan -> permutation + INT8 blocks -> fold -> RTN with clip search) from synthetic
+// calibration statistics. Quantizing every layer of an 8B model in TS would take the host an hour, so ONE
+// layer is made and quantized and its tensors are uploaded once per layer (each layer has its own device
+// copy: the bytes moved per step are the real model's).
+//
+// Correctness first: before any timing, the backend's greedy tokens must equal the simulator's for the
+// embedded stories260K model and any --check model (e.g. a wikillama-28M .comet); otherwise it refuses.
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Backend, HostWeight, KVCache } from '../../backends/backend.ts';
+import { createBackend } from '../runtime/backends.ts';
+import { openModel, defaultModelPath } from '../runtime/open.ts';
+import { generate } from '../engine/generate.ts';
+import { pageBytes } from '../engine/kv-pages.ts';
+import { Llama } from '../model/llama.ts';
+import { type LlamaConfig, validateConfig } from '../model/config.ts';
+import { quantizeModel } from '../quant/quantize.ts';
+import type { SiteStats } from '../quant/calibrate.ts';
+import { sites } from '../quant/sites.ts';
+import { CometError } from '../errors.ts';
+import { svgPlotAsync } from './plot.ts';
+
+export const SHAPES: Record<string, LlamaConfig> = {
+  'llama3-8b': { dim: 4096, hiddenDim: 14336, nLayers: 32, nHeads: 32, nKvHeads: 8, headDim: 128, vocabSize: 128256, seqLen: 8192, normEps: 1e-5, ropeTheta: 500000, tiedEmbeddings: false, bos: 128000, eos: [128001] },
+  'llama3-70b': { dim: 8192, hiddenDim: 28672, nLayers: 80, nHeads: 64, nKvHeads: 8, headDim: 128, vocabSize: 128256, seqLen: 8192, normEps: 1e-5, ropeTheta: 500000, tiedEmbeddings: false, bos: 128000, eos: [128001] },
+};
+
+export interface E2EOptions {
+  shape: string; backend: string; batches: string; ctx: number; inLen: number; outLen: number;
+  memBudget?: number; int8Fraction: number; block: number; check: string[]; baseline: boolean; out: string; steps: number;
+}
+
+/** A fast seeded uniform generator (xorshift32) filling big arrays. */
+function fillUniform(a: Float32Array, scale: number, seed: number): Float32Array {
+  let s = seed >>> 0 || 1;
+  for (let i = 0; i < a.length; i++) {
+    s ^= s << 13; s ^= s >>> 17; s ^= s << 5;
+    a[i] = ((s >>> 0) / 4294967296 - 0.5) * 2 * scale;
+  }
+  return a;
+}
+
+/** Calibration statistics as a real LLaMA shows them: most channels ~N(0,1), a few residual-stream channels
+ *  ~20× larger at the norm outputs (attn_in, ffn_in), a couple of ~50× spikes at down_proj's input. */
+function syntheticStats(c: LlamaConfig, rows = 64): Map<string, SiteStats> {
+  const out = new Map<string, SiteStats>();
+  const residualOutliers = Array.from({ length: Math.max(2, Math.round(c.dim / 256)) }, (_, i) => (i * 2654435761) % c.dim);
+  for (const s of sites(c)) {
+    const gain = new Float32Array(s.K).fill(1);
+    if (s.kind === 'attn_in' || s.kind === 'ffn_in') for (const ch of residualOutliers) gain[ch] = 20;
+    if (s.kind === 'down_in') for (let i = 0; i < 4; i++) gain[(i * 40503 + 7) % s.K] = 50;
+    if (s.kind === 'o_in') for (let i = 0; i < 8; i++) gain[(i * 977) % s.K] = 4;
+    const sample = fillUniform(new Float32Array(rows * s.K), 1.7, 1000 + s.layer * 4 + s.K);
+    const absmax = new Float32Array(s.K), sumsq = new Float64Array(s.K);
+    for (let r = 0; r < rows; r++)
+      for (let k = 0; k < s.K; k++) {
+        const v = (sample[r * s.K + k] *= gain[k]);
+        absmax[k] = Math.max(absmax[k], Math.abs(v));
+        sumsq[k] += v * v;
+      }
+    out.set(s.name, { K: s.K, count: rows, absmax, sumsq, sample, sampleRows: rows });
+  }
+  return out;
+}
+
+/** Host weights of the whole model: one layer quantized by the real FMPQ path, shared by every layer. */
+export function syntheticQuantizedModel(c: LlamaConfig, o: { block: number; int8Fraction: number }, log: (s: string) => void): { weights: Map<string, HostWeight>; int8MacFraction: number } {
+  const one: LlamaConfig = { ...c, nLayers: 1 };
+  const f = new Map<string, HostWeight>();
+  const w = (name: string, shape: number[], scale: number, seed: number) => f.set(name, { kind: 'f32', name, shape, data: fillUniform(new Float32Array(shape.reduce((a, b) => a * b)), scale, seed) });
+  const q = c.nHeads * c.headDim, kv = c.nKvHeads * c.headDim;
+  const std = 1 / Math.sqrt(c.dim); // weights of a trained LLaMA are ~N(0, 1/sqrt(fan-in))
+  w('l0.wq', [q, c.dim], std * 1.7, 1); w('l0.wk', [kv, c.dim], std * 1.7, 2); w('l0.wv', [kv, c.dim], std * 1.7, 3);
+  w('l0.wo', [c.dim, q], std * 1.7, 4); w('l0.w_gate', [c.hiddenDim, c.dim], std * 1.7, 5); w('l0.w_up', [c.hiddenDim, c.dim], std * 1.7, 6);
+  w('l0.w_down', [c.dim, c.hiddenDim], 1.7 / Math.sqrt(c.hiddenDim), 7);
+  const t0 = performance.now();
+  const r = quantizeModel(one, f, syntheticStats(one), { B: o.block, order: 'absmax', int8Fraction: o.int8Fraction, weights: 'rtn', kv: 'kv4' });
+  log(`quantized one layer (${[...f.values()].reduce((a, x) => a + (x.kind === 'f32' ? x.data.length : 0), 0).toLocaleString('en')} weights) in ${((performance.now() - t0) / 1000).toFixed(1)} s; INT8 MAC fraction ${(r.plan.int8MacFraction * 100).toFixed(1)}%`);
+  const out = new Map<string, HostWeight>();
+  const ones = { kind: 'f32' as const, shape: [c.dim], data: new Float32Array(c.dim).fill(1) };
+  for (let l = 0; l < c.nLayers; l++) {
+    for (const n of ['wq', 'wk', 'wv', 'wo', 'w_gate', 'w_up', 'w_down']) out.set(`l${l}.${n}`, { ...r.weights.get(`l0.${n}`)!, name: `l${l}.${n}` });
+    out.set(`l${l}.attn_norm`, { ...ones, name: `l${l}.attn_norm` });
+    out.set(`l${l}.ffn_norm`, { ...ones, name: `l${l}.ffn_norm` });
+  }
+  out.set('norm', { ...ones, name: 'norm' });
+  out.set('tok_embed', { kind: 'f32', name: 'tok_embed', shape: [c.vocabSize, c.dim], data: fillUniform(new Float32Array(c.vocabSize * c.dim), 0.05, 11) });
+  if (!c.tiedEmbeddings) out.set('output', { kind: 'f32', name: 'output', shape: [c.vocabSize, c.dim], data: fillUniform(new Float32Array(c.vocabSize * c.dim), std * 1.7, 12) });
+  return { weights: out, int8MacFraction: r.plan.int8MacFraction };
+}
+
+/** Greedy tokens of `path` on `be` and on the simulator must be equal (32 new tokens, three prompts). */
+async function checkAgainstSim(be: Backend, path: string, log: (s: string) => void): Promise<void> {
+  const sim = await createBackend('sim');
+  const a = await openModel(be, path), b = await openModel(sim, path);
+  for (const prompt of ['Once upon a time', 'The history of', 'Lily and her mom']) {
+    const ids = a.tokenizer.encode(prompt);
+    const run = async (m: typeof a) => {
+      const t: number[] = [];
+      for await (const x of generate(m.model, ids, { maxTokens: 32, temperature: 0, topP: 0, topK: 0, seed: 0, stop: m.stop })) t.push(x);
+      return t;
+    };
+    const [x, y] = [await run(a), await run(b)];
+    if (x.join() !== y.join()) throw new CometError(`bench e2e: ${be.name} and the simulator disagree on ${path} for '${prompt}' (${x.slice(0, 8)}… vs ${y.slice(0, 8)}…): refusing to report speed`);
+  }
+  log(`check: ${path} greedy tokens on ${be.name} equal the simulator's`);
+}
+
+const median = (x: number[]) => [...x].sort((p, q) => p - q)[Math.floor(x.length / 2)];
+
+/** Median wall time of `fn` (which must end with a device->host read, so the device is idle after it). */
+async function time(fn: () => Promise<unknown>, warm: number, iters: number): Promise<number> {
+  for (let i = 0; i < warm; i++) await fn();
+  const ts: number[] = [];
+  for (let i = 0; i < iters; i++) {
+    const t0 = performance.now();
+    await fn();
+    ts.push(performance.now() - t0);
+  }
+  return median(ts);
+}
+
+export async function benchE2E(o: E2EOptions): Promise<void> {
+  const log = (s: string) => process.stderr.write(`${s}\n`);
+  const c = SHAPES[o.shape] ?? (() => {
+    try {
+      return JSON.parse(readFileSync(o.shape, 'utf8')) as LlamaConfig;
+    } catch (e) {
+      throw new CometError(`bench e2e: --shape ${o.shape} is neither ${Object.keys(SHAPES).join(' | ')} nor a readable LlamaConfig JSON (${(e as Error).message})`);
+    }
+  })();
+  validateConfig(c, `--shape ${o.shape}`);
+  const batches = o.batches.split(',').map(Number);
+  const be = await createBackend(o.backend);
+  // 1. correctness gate
+  for (const path of [defaultModelPath, ...o.check]) await checkAgainstSim(be, path, log);
+  // 2. the model
+  const { weights, int8MacFraction } = syntheticQuantizedModel(c, o, log);
+  const model = new Llama(be, c, weights, 'kv4');
+  const weightBytes = [...weights.values()].reduce((a, w) => a + (w.kind === 'f32' ? (w.name === 'tok_embed' ? 0 : w.data.byteLength) : w.codes.byteLength + w.scales.byteLength), 0);
+  const P = 16, G = c.headDim;
+  const kvSpec = { nLayers: c.nLayers, nKvHeads: c.nKvHeads, headDim: c.headDim, pageSize: P, dtype: 'kv4' as const, group: G };
+  const pageB = pageBytes(kvSpec), tokenKvBytes = pageB / P;
+  // 3. one cache for the largest run: max(batches) sequences of ctx+1 tokens or the max-throughput batch
+  const L = o.inLen + o.outLen;
+  const budget = (o.memBudget ?? 76) * 2 ** 30;
+  const maxB = Math.floor((0.9 * budget - weightBytes) / (tokenKvBytes * L));
+  if (maxB < 1) throw new CometError(`bench e2e: the weights (${(weightBytes / 2 ** 30).toFixed(1)} GiB) leave no room for one ${L}-token sequence in ${(budget / 2 ** 30).toFixed(0)} GiB`);
+  const pagesFor = (n: number) => Math.ceil(n / P);
+  const numPages = Math.max(Math.max(...batches) * pagesFor(o.ctx + 1), maxB * pagesFor(L));
+  log(`KV4 pool: ${numPages} pages of ${P} tokens (${((numPages * pageB) / 2 ** 30).toFixed(1)} GiB); weights ${(weightBytes / 2 ** 30).toFixed(2)} GiB`);
+  const cache: KVCache = be.createKVCache({ ...kvSpec, numPages });
+  const step = (B: number, pos: number, perSeq: number) => {
+    const tokens = Int32Array.from({ length: B }, (_, i) => (i * 7919 + pos) % c.vocabSize);
+    const layout = { pos: new Int32Array(B).fill(pos), seq: Int32Array.from({ length: B }, (_, i) => i), blockTables: Array.from({ length: B }, (_, i) => Int32Array.from({ length: perSeq }, (_, j) => i * perSeq + j)) };
+    return async () => {
+      const r = await be.argmax(model.forward(tokens, layout, cache, Int32Array.from({ length: B }, (_, i) => i)));
+      be.endStep();
+      return r;
+    };
+  };
+  // (a) fixed-batch decode at context ctx (the cache pages are written by earlier steps or hold codes from a
+  //     previous run: attention cost does not depend on the values)
+  const decode: { batch: number; step_ms: number; tok_s: number; roofline_ms: number }[] = [];
+  for (const B of batches) {
+    const ms = await time(step(B, o.ctx, pagesFor(o.ctx + 1)), 2, o.steps);
+    const bytes = weightBytes + B * (o.ctx + 1) * tokenKvBytes;
+    decode.push({ batch: B, step_ms: ms, tok_s: (B / ms) * 1e3, roofline_ms: 0 });
+    log(`decode batch ${B}: ${ms.toFixed(2)} ms/step, ${((B / ms) * 1e3).toFixed(0)} tok/s (${(bytes / 2 ** 30).toFixed(2)} GiB read)`);
+  }
+  // (c) time to first token: one inLen prompt, prefill + logits of its last token
+  const prompt = Int32Array.from({ length: o.inLen }, (_, i) => (i * 31) % c.vocabSize);
+  const pLayout = { pos: Int32Array.from({ length: o.inLen }, (_, i) => i), seq: new Int32Array(o.inLen), blockTables: [Int32Array.from({ length: pagesFor(o.inLen) }, (_, j) => j)] };
+  const ttft = await time(async () => { const r = await be.argmax(model.forward(prompt, pLayout, cache, Int32Array.of(o.inLen - 1))); be.endStep(); return r; }, 1, 3);
+  log(`ttft ${o.inLen} tokens: ${ttft.toFixed(1)} ms`);
+  // (b) max throughput under the memory budget: maxB sequences; every prompt prefilled (one at a time, as
+  //     measured by ttft), then outLen decode steps of the whole batch timed at the middle position
+  const mid = await time(step(maxB, o.inLen + Math.floor(o.outLen / 2), pagesFor(L)), 1, Math.max(3, Math.floor(o.steps / 2)));
+  const totalS = (ttft * maxB + mid * o.outLen) / 1e3;
+  const maxThroughput = { max_batch: maxB, budget_bytes: budget, prefill_ms: ttft * maxB, decode_step_ms: mid, tok_s: (maxB * o.outLen) / totalS };
+  log(`max throughput: batch ${maxB}: ${maxThroughput.tok_s.toFixed(0)} tok/s`);
+  be.dispose();
+  // 4. the baseline, same GPU, same call (our memory is released first)
+  let baseline: Record<string, unknown> | undefined;
+  if (o.baseline) {
+    const py = spawnSync('python3', [join(import.meta.dirname, '../../bench/e2e/torch_baseline.py'), '--shape', o.shape, '--batches', o.batches, '--ctx', String(o.ctx), '--in-len', String(o.inLen), '--out-len', String(o.outLen), '--mem-budget-gb', String(o.memBudget ?? 76)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24 });
+    if (py.status !== 0) log(`baseline failed (exit ${py.status}); reporting ours alone`);
+    else baseline = JSON.parse(py.stdout.trim().split('\n').pop()!);
+  }
+  const copyGBs = (baseline?.copy_gbps as number | undefined) ?? 3000;
+  for (const d of decode) d.roofline_ms = ((weightBytes + d.batch * (o.ctx + 1) * tokenKvBytes) / (copyGBs * 1e9)) * 1e3;
+  await report({ o, c, int8MacFraction, weightBytes, tokenKvBytes, decode, ttft, maxThroughput, baseline, copyGBs, device: be.name });
+}
+
+async function report(r: { o: E2EOptions; c: LlamaConfig; int8MacFraction: number; weightBytes: number; tokenKvBytes: number; decode: { batch: number; step_ms: number; tok_s: number; roofline_ms: number }[]; ttft: number; maxThroughput: Record<string, number>; baseline?: Record<string, unknown>; copyGBs: number; device: string }): Promise<void> {
+  const date = new Date().toISOString().slice(0, 10);
+  const bl = (r.baseline?.decode as { batch: number; step_ms?: number; tok_s?: number }[] | undefined) ?? [];
+  const gpu = (r.baseline?.device as string | undefined) ?? r.device;
+  const cmd = `comet ${process.argv.slice(2).join(' ')}`;
+  const rows = r.decode.map((d) => {
+    const b = bl.find((x) => x.batch === d.batch);
+    return `| ${d.batch} | ${d.step_ms.toFixed(2)} | ${d.roofline_ms.toFixed(2)} | ${(d.step_ms / d.roofline_ms).toFixed(2)}× | ${d.tok_s.toFixed(0)} | ${b?.step_ms?.toFixed(2) ?? '-'} | ${b?.tok_s?.toFixed(0) ?? '-'} | ${b?.tok_s ? `${(d.tok_s / b.tok_s).toFixed(2)}×` : '-'} |`;
+  });
+  const bm = r.baseline?.max_throughput as Record<string, number> | undefined;
+  const md = [
+    `# End-to-end serving: COMET W4A4KV4 vs PyTorch FP16, ${r.o.shape} (${date})`, '',
+    `Device: ${gpu}. Command: \`${cmd}\`. Backend: ${r.device}.`,
+    `Model: synthetic ${r.o.shape} weights, FMPQ (B=${r.o.block}, INT8 MAC fraction ${(r.int8MacFraction * 100).toFixed(1)}%), KV4 (G=head_dim, pages of 16). Weights read per step: ${(r.weightBytes / 2 ** 30).toFixed(2)} GiB; KV4 ${r.tokenKvBytes} B per token.`,
+    `Roofline: (weight bytes + KV4 bytes read per step) / measured copy bandwidth ${r.copyGBs.toFixed(0)} GB/s. Baseline: ${r.baseline ? `transformers LlamaForCausalLM FP16, ${r.baseline.mode}, torch ${r.baseline.torch}` : 'not run'}.`, '',
+    `## (a) Decode step at context ${r.o.ctx}`, '',
+    '| batch | COMET ms | roofline ms | vs roofline | COMET tok/s | FP16 ms | FP16 tok/s | speedup |', '| --- | --- | --- | --- | --- | --- | --- | --- |', ...rows, '',
+    `## (b) Max throughput under equal memory (${r.o.inLen} in / ${r.o.outLen} out)`, '',
+    '| | max batch | tok/s |', '| --- | --- | --- |',
+    `| COMET W4A4KV4 | ${r.maxThroughput.max_batch} | ${r.maxThroughput.tok_s.toFixed(0)} |`,
+    `| PyTorch FP16 | ${bm?.max_batch ?? '-'} | ${bm?.tok_s?.toFixed(0) ?? '-'} |`, '',
+    `## (c) Time to first token, ${r.o.inLen}-token prompt`, '',
+    `COMET ${r.ttft.toFixed(1)} ms; PyTorch FP16 ${(r.baseline?.ttft_ms as number | undefined)?.toFixed(1) ?? '-'} ms.`, '',
+    'Method: (a) median of timed steps after warm-up, each ending with the argmax copied to the host; (b) prefill time = max batch × the one-prompt prefill of (c), decode = out_len × the step time at position in_len + out_len/2, both measured; (c) median of 3.', '',
+  ].join('\n');
+  console.log(md);
+  mkdirSync(r.o.out, { recursive: true });
+  const base = join(r.o.out, `e2e-${r.o.shape.replace(/[^\w.-]/g, '_')}-${date}`);
+  writeFileSync(`${base}.md`, md);
+  writeFileSync(`${base}.json`, JSON.stringify({ ...r, date, device: gpu, backend: r.device, command: cmd, o: undefined, options: r.o }, null, 1));
+  const pts = [...r.decode.map((d) => ({ batch: d.batch, series: 'COMET W4A4KV4', tok_s: d.tok_s, ms: d.step_ms })), ...bl.filter((b) => b.tok_s).map((b) => ({ batch: b.batch, series: 'PyTorch FP16', tok_s: b.tok_s!, ms: b.step_ms! })), ...r.decode.map((d) => ({ batch: d.batch, series: 'W4A4KV4 roofline', tok_s: (d.batch / d.roofline_ms) * 1e3, ms: d.roofline_ms }))];
+  writeFileSync(`${base}-tokens.svg`, await svgPlotAsync({ title: `${r.o.shape}: decode throughput at context ${r.o.ctx} (${gpu})`, data: pts, x: 'batch', y: 'tok_s', series: 'series', logX: true, logY: true }));
+  writeFileSync(`${base}-step.svg`, await svgPlotAsync({ title: `${r.o.shape}: decode step time vs roofline (${gpu})`, data: pts, x: 'batch', y: 'ms', series: 'series', logX: true, logY: true }));
+}
