@@ -160,6 +160,31 @@ describe('engine', () => {
     expectPoolFull(e);
   });
 
+  it('a KV4 cache (DESIGN §3.5) batches exactly too', async () => {
+    const { Llama } = await import('../src/model/llama.ts');
+    const kv4 = { ...opened, model: new Llama(opened.model.be, opened.loaded.config, opened.loaded.weights, 'kv4') };
+    const e = await createEngine(kv4, { maxStepTokens: 32 });
+    const got = await Promise.all(PROMPTS.slice(0, 6).map((p) => e.completions.create({ prompt: p, max_tokens: 40, temperature: 0 })));
+    for (let i = 0; i < 6; i++) expect(got[i].choices[0].text).toBe(await alone(kv4, PROMPTS[i], 40));
+    expect(await alone(kv4, PROMPTS[0], 40)).not.toBe(await alone(opened, PROMPTS[0], 40)); // it really is another cache
+    expectPoolFull(e);
+  });
+
+  it('a failing step fails its requests, frees their pages, and the engine keeps serving', async () => {
+    const e = await createEngine(opened);
+    const m = e.opened.model, forward = m.forward;
+    m.forward = () => { m.forward = forward; throw new Error('device lost'); };
+    try {
+      await expect(e.completions.create({ prompt: 'a', max_tokens: 5 })).rejects.toThrow('device lost');
+      expect(e.stats().requests.failed).toBe(1);
+      expectPoolFull(e);
+      const r = await e.completions.create({ prompt: PROMPTS[1], max_tokens: 20, temperature: 0 });
+      expect(r.choices[0].text).toBe(await alone(opened, PROMPTS[1], 20));
+    } finally {
+      m.forward = forward;
+    }
+  });
+
   it('refuses a KV pool smaller than one full-context sequence', async () => {
     await expect(createEngine(opened, { kvMemory: 1000 })).rejects.toMatchObject({ code: 'invalid_config' });
   });

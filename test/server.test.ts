@@ -145,6 +145,17 @@ describe('server (openai client, loopback, sim backend)', () => {
     expect(c.choices[0].text).toBe(await alone(PROMPTS[5], 10));
   });
 
+  it('a non-streaming client that hangs up is cancelled too', async () => {
+    const before = s.engine.stats().requests.cancelled;
+    const ac = new AbortController();
+    const req = fetch(`${s.srv.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: PROMPTS[7], max_tokens: 400, temperature: 0 }), signal: ac.signal });
+    while (s.engine.stats().running === 0) await new Promise((r) => setTimeout(r, 2));
+    ac.abort();
+    await expect(req).rejects.toMatchObject({ name: 'AbortError' });
+    await expectNoLeak(s);
+    expect(s.engine.stats().requests.cancelled - before).toBe(1);
+  });
+
   const long = 'Once upon a time '.repeat(200);
   const CASES: [string, string | object, number, string, string | null][] = [
     // name, body (string = raw), status, code, param
