@@ -13,20 +13,30 @@ export function matmul(x: Float32Array, T: number, K: number, w: Float32Array, N
   return out;
 }
 
+// one token against four weight rows: each x element loaded once, used four times (decode)
 function matvec(x: Float32Array, xo: number, K: number, w: Float32Array, N: number, out: Float32Array, oo: number): void {
-  const K4 = K & ~3;
-  for (let n = 0; n < N; n++) {
-    const wo = n * K;
-    let a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  let n = 0;
+  for (; n + 3 < N; n += 4) {
+    const o0 = n * K, o1 = o0 + K, o2 = o1 + K, o3 = o2 + K;
+    let a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
     let k = 0;
-    for (; k < K4; k += 4) {
-      a0 += w[wo + k] * x[xo + k];
-      a1 += w[wo + k + 1] * x[xo + k + 1];
-      a2 += w[wo + k + 2] * x[xo + k + 2];
-      a3 += w[wo + k + 3] * x[xo + k + 3];
+    for (; k + 1 < K; k += 2) {
+      const x0 = x[xo + k], x1 = x[xo + k + 1];
+      a0 += w[o0 + k] * x0; b0 += w[o0 + k + 1] * x1;
+      a1 += w[o1 + k] * x0; b1 += w[o1 + k + 1] * x1;
+      a2 += w[o2 + k] * x0; b2 += w[o2 + k + 1] * x1;
+      a3 += w[o3 + k] * x0; b3 += w[o3 + k + 1] * x1;
     }
-    for (; k < K; k++) a0 += w[wo + k] * x[xo + k];
-    out[oo + n] = a0 + a1 + (a2 + a3);
+    if (k < K) {
+      const x0 = x[xo + k];
+      a0 += w[o0 + k] * x0; a1 += w[o1 + k] * x0; a2 += w[o2 + k] * x0; a3 += w[o3 + k] * x0;
+    }
+    out[oo + n] = a0 + b0; out[oo + n + 1] = a1 + b1; out[oo + n + 2] = a2 + b2; out[oo + n + 3] = a3 + b3;
+  }
+  for (; n < N; n++) {
+    let a = 0;
+    for (let k = 0; k < K; k++) a += w[n * K + k] * x[xo + k];
+    out[oo + n] = a;
   }
 }
 
