@@ -1,0 +1,434 @@
+// The CUDA backend: every op of backends/backend.ts on device-resident tensors, through the addon
+// (cuda/binding.cc -> cuda/capi.h). Ops enqueue on one stream and return at once; read/readRaw/argmax wait.
+//
+// Memory: weights, fromHost tensors and KV caches are their own allocations (freed when garbage-collected or
+// at dispose); everything an op returns lives in the step arena, a bump allocator over a few large chunks,
+// reset by endStep() (the stream keeps the order, so reuse after a reset is safe). Per-step host data (token
+// ids, positions, block tables) is uploaded once per StepLayout into the arena.
+// Layouts on the device: f32 [T][C] row-major; qact one allocation a8 [M][K8] | a4 [M][(Kp-K8)/2] | sa [M][Kp/B]
+// (the simulator's readRaw order); w4 the GEMM kernel's repacked layout (comet_w4_create); KV caches as capi.h.
+import type { ActQuantSpec, Backend, DType, HostWeight, KVCache, KVCacheSpec, KVDType, OpName, RopeSpec, StepLayout, Tensor, Weight } from '../backend.ts';
+import type { QAct } from '../../simulator/formats.ts';
+import { ropeFreqs } from '../../simulator/kernels/float.ts';
+import { dequantizeAct } from '../../simulator/act.ts';
+import { kv4Layout } from '../../simulator/kv4.ts';
+import { qactBytes } from '../../simulator/traits.ts';
+import { CometError } from '../../src/errors.ts';
+import { loadAddon, type CudaAddon, type DeviceFacts, type Ptr } from './addon.ts';
+
+const ALIGN = 256;
+const align = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
+
+export class CudaTensor implements Tensor {
+  constructor(
+    readonly shape: readonly number[],
+    readonly dtype: DType,
+    readonly ptr: Ptr,
+    readonly bytes: number,
+    /** qact: its spec, rows and the three parts' device addresses */
+    readonly q?: { spec: ActQuantSpec; M: number; a8: Ptr; a4: Ptr; sa: Ptr; n8: number; n4: number; nsa: number },
+  ) {}
+}
+
+export class CudaWeight extends CudaTensor implements Weight {
+  constructor(readonly name: string, shape: readonly number[], dtype: DType, ptr: Ptr, bytes: number, readonly act?: ActQuantSpec, readonly w4?: Ptr) {
+    super(shape, dtype, ptr, bytes);
+  }
+}
+
+export class CudaKVCache implements KVCache {
+  /** f32: per layer [K region | V region]; kv4: per layer numPages·pageBytes */
+  constructor(readonly spec: KVCacheSpec, readonly ptr: Ptr, readonly layerBytes: number, private readonly be: CudaBackend) {}
+  layerPtr(layer: number): Ptr {
+    if (!(layer >= 0 && layer < this.spec.nLayers)) throw new CometError(`cuda: KV layer ${layer} outside 0..${this.spec.nLayers - 1}`);
+    return this.ptr + layer * this.layerBytes;
+  }
+  /** Raw bytes of one layer (tests compare them with the simulator's store): kv4 the page bytes; f32 K then V. */
+  async readLayer(layer: number): Promise<Uint8Array> {
+    return new Uint8Array(this.be.addon.download(this.layerPtr(layer), this.layerBytes));
+  }
+}
+
+/** Bump allocator over device chunks; reset() makes all of it free again. */
+class Arena {
+  private chunks: { ptr: Ptr; size: number }[] = [];
+  private cur = 0;
+  private off = 0;
+  constructor(private readonly a: CudaAddon, private readonly chunkBytes = 64 << 20) {}
+  alloc(bytes: number): Ptr {
+    bytes = align(Math.max(bytes, 1));
+    for (;;) {
+      const c = this.chunks[this.cur];
+      if (!c) break;
+      if (this.off + bytes <= c.size) {
+        const p = c.ptr + this.off;
+        this.off += bytes;
+        return p;
+      }
+      this.cur++;
+      this.off = 0;
+    }
+    const size = Math.max(this.chunkBytes, bytes);
+    this.chunks.push({ ptr: this.a.malloc(size), size });
+    this.cur = this.chunks.length - 1;
+    this.off = bytes;
+    return this.chunks[this.cur].ptr;
+  }
+  reset(): void {
+    this.cur = 0;
+    this.off = 0;
+  }
+  free(): void {
+    for (const c of this.chunks) this.a.free(c.ptr);
+    this.chunks = [];
+    this.reset();
+  }
+}
+
+interface DevLayout { pos: Ptr; seq: Ptr; bt: Ptr; btOff: Ptr; T: number; maxLen: number }
+
+const rowsOf = (t: Tensor) => t.shape[0];
+const colsOf = (t: Tensor) => t.shape[t.shape.length - 1];
+const numel = (t: Tensor) => t.shape.reduce((a, b) => a * b, 1);
+
+export class CudaBackend implements Backend {
+  readonly name = 'cuda';
+  private readonly arena: Arena;
+  private readonly owned = new Set<Ptr>();
+  private readonly w4s = new Set<Ptr>();
+  private readonly finalizer = new FinalizationRegistry<Ptr>((p) => {
+    if (this.owned.delete(p)) this.addon.free(p);
+  });
+  private layouts = new WeakMap<StepLayout, DevLayout>();
+  private readonly perms = new WeakMap<Int32Array, Ptr>();
+  private readonly freqs = new Map<string, Ptr>();
+  private disposed = false;
+
+  constructor(readonly addon: CudaAddon, readonly device: DeviceFacts) {
+    this.arena = new Arena(addon);
+  }
+
+  supports(op: OpName, dtype?: DType | KVDType): boolean {
+    if (op === 'embed') return dtype === undefined || dtype === 'f32';
+    if (op === 'kv_append' || op === 'attention') return dtype === undefined || dtype === 'f32' || dtype === 'kv4';
+    return true;
+  }
+
+  // ---- memory ----
+  private persistent(bytes: number, owner?: object): Ptr {
+    const p = this.addon.malloc(bytes);
+    this.owned.add(p);
+    if (owner) this.finalizer.register(owner, p);
+    return p;
+  }
+
+  private uploadPersistent(data: ArrayBufferView): Ptr {
+    const p = this.persistent(data.byteLength);
+    this.addon.upload(p, data);
+    return p;
+  }
+
+  private tmp(bytes: number): Ptr {
+    return this.arena.alloc(bytes);
+  }
+
+  private tmpUpload(data: ArrayBufferView): Ptr {
+    const p = this.arena.alloc(data.byteLength);
+    if (data.byteLength) this.addon.upload(p, data);
+    return p;
+  }
+
+  private f32(shape: readonly number[]): CudaTensor {
+    const bytes = shape.reduce((a, b) => a * b, 1) * 4;
+    return new CudaTensor(shape, 'f32', this.tmp(bytes), bytes);
+  }
+
+  private qact(spec: ActQuantSpec, M: number): CudaTensor {
+    const b = qactBytes(spec, M);
+    const bytes = b.a8 + b.a4 + b.sa;
+    const p = this.tmp(bytes);
+    return new CudaTensor([M, spec.Kp], 'qact', p, bytes, { spec, M, a8: p, a4: p + b.a8, sa: p + b.a8 + b.a4, n8: b.a8, n4: b.a4, nsa: b.sa });
+  }
+
+  private permPtr(spec: ActQuantSpec): Ptr {
+    if (!spec.perm) return 0;
+    let p = this.perms.get(spec.perm);
+    if (p === undefined) {
+      p = this.persistent(spec.perm.byteLength, spec.perm);
+      this.addon.upload(p, spec.perm);
+      this.perms.set(spec.perm, p);
+    }
+    return p;
+  }
+
+  uploadWeight(w: HostWeight): Weight {
+    if (w.kind === 'f32') {
+      const t = new CudaWeight(w.name, w.shape, 'f32', 0, w.data.byteLength);
+      const p = this.persistent(w.data.byteLength, t);
+      (t as { ptr: Ptr }).ptr = p;
+      this.addon.upload(p, w.data);
+      return t;
+    }
+    const { N, act } = w;
+    if (w.codes.length !== (N * act.Kp) / 2 || w.scales.length !== (N * act.Kp) / act.B)
+      throw new CometError(`cuda: w4 weight '${w.name}' has ${w.codes.length} code bytes and ${w.scales.length} scales, expected ${(N * act.Kp) / 2} and ${(N * act.Kp) / act.B}`);
+    const codes = this.uploadPersistent(w.codes), scales = this.uploadPersistent(w.scales);
+    try {
+      const h = this.addon.w4Create(codes, scales, N, act.Kp, act.B, act.K8);
+      this.w4s.add(h);
+      this.addon.sync();
+      return new CudaWeight(w.name, [N, act.K], 'w4', 0, 0, act, h);
+    } finally {
+      for (const p of [codes, scales]) if (this.owned.delete(p)) this.addon.free(p);
+    }
+  }
+
+  fromHost(data: Float32Array, shape: readonly number[]): Tensor {
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (n !== data.length) throw new CometError(`cuda: fromHost got ${data.length} values for shape [${shape}]`);
+    const t = new CudaTensor(shape, 'f32', 0, data.byteLength);
+    const p = this.persistent(data.byteLength, t);
+    (t as { ptr: Ptr }).ptr = p;
+    this.addon.upload(p, data);
+    return t;
+  }
+
+  async read(t: Tensor): Promise<Float32Array> {
+    const c = t as CudaTensor;
+    if (c.dtype === 'qact') return dequantizeAct(this.hostQAct(c));
+    if (c.dtype !== 'f32') throw new CometError(`cuda: read() of a ${c.dtype} tensor`);
+    return new Float32Array(this.addon.download(c.ptr, c.bytes));
+  }
+
+  async readRaw(t: Tensor): Promise<Uint8Array> {
+    const c = t as CudaTensor;
+    return new Uint8Array(this.addon.download(c.ptr, c.bytes));
+  }
+
+  private hostQAct(c: CudaTensor): QAct {
+    const q = c.q!;
+    const raw = this.addon.download(c.ptr, c.bytes);
+    return {
+      M: q.M, spec: q.spec,
+      a8: new Int8Array(raw, 0, q.n8),
+      a4: new Uint8Array(raw, q.n8, q.n4),
+      sa: new Uint16Array(raw.slice(q.n8 + q.n4, q.n8 + q.n4 + q.nsa)),
+    };
+  }
+
+  createKVCache(spec: KVCacheSpec): KVCache {
+    const { nLayers, numPages, nKvHeads, pageSize, headDim } = spec;
+    const layerBytes = spec.dtype === 'kv4' ? numPages * kv4Layout(spec).pageBytes : 2 * numPages * nKvHeads * pageSize * headDim * 4;
+    const cache = new CudaKVCache(spec, 0, layerBytes, this);
+    const p = this.persistent(nLayers * layerBytes, cache);
+    (cache as { ptr: Ptr }).ptr = p;
+    this.addon.memset(p, 0, nLayers * layerBytes);
+    return cache;
+  }
+
+  endStep(): void {
+    this.arena.reset();
+    this.layouts = new WeakMap();
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.addon.sync();
+    for (const h of this.w4s) this.addon.w4Destroy(h);
+    for (const p of this.owned) this.addon.free(p);
+    for (const p of this.freqs.values()) this.addon.free(p);
+    this.w4s.clear();
+    this.owned.clear();
+    this.freqs.clear();
+    this.arena.free();
+  }
+
+  // ---- step data ----
+  private layout(l: StepLayout): DevLayout {
+    let d = this.layouts.get(l);
+    if (d) return d;
+    const T = l.pos.length;
+    if (l.seq.length !== T) throw new CometError(`cuda: layout has ${T} positions but ${l.seq.length} sequence ids`);
+    const off = new Int32Array(l.blockTables.length);
+    let n = 0;
+    l.blockTables.forEach((bt, i) => { off[i] = n; n += bt.length; });
+    // one upload: pos [T] | seq [T] | btOff [S] | bt [n]
+    const all = new Int32Array(2 * T + off.length + n);
+    all.set(l.pos, 0);
+    all.set(l.seq, T);
+    all.set(off, 2 * T);
+    l.blockTables.forEach((bt, i) => all.set(bt, 2 * T + off.length + off[i]));
+    let maxLen = 0;
+    for (let t = 0; t < T; t++) {
+      if (!(l.seq[t] >= 0 && l.seq[t] < l.blockTables.length)) throw new CometError(`cuda: token ${t} names sequence ${l.seq[t]}, but the step has ${l.blockTables.length} block tables`);
+      if (l.pos[t] < 0) throw new CometError(`cuda: token ${t} has position ${l.pos[t]}`);
+      maxLen = Math.max(maxLen, l.pos[t] + 1);
+    }
+    const p = this.tmpUpload(all);
+    d = { pos: p, seq: p + 4 * T, btOff: p + 8 * T, bt: p + 4 * (2 * T + off.length), T, maxLen };
+    this.layouts.set(l, d);
+    return d;
+  }
+
+  private checkPages(cache: CudaKVCache, l: StepLayout, op: string): void {
+    const { pageSize, numPages } = cache.spec;
+    for (let t = 0; t < l.pos.length; t++) {
+      const bt = l.blockTables[l.seq[t]];
+      const pi = Math.floor(l.pos[t] / pageSize);
+      if (pi >= bt.length) throw new CometError(`${op}: position ${l.pos[t]} is past the sequence's ${bt.length} pages`);
+      for (let i = 0; i <= pi; i++)
+        if (!(bt[i] >= 0 && bt[i] < numPages)) throw new CometError(`${op}: page ${bt[i]} outside the pool of ${numPages}`);
+    }
+  }
+
+  // ---- ops ----
+  private checkF32(t: Tensor, op: string): CudaTensor {
+    if (t.dtype !== 'f32') throw new CometError(`cuda: ${op} expects an f32 tensor, got ${t.dtype}`);
+    return t as CudaTensor;
+  }
+
+  embed(table: Weight, tokens: Int32Array): Tensor {
+    const tb = this.checkF32(table, 'embed');
+    const [V, D] = table.shape;
+    for (const t of tokens) if (t < 0 || t >= V) throw new CometError(`embed: token id ${t} outside the vocabulary [0, ${V})`);
+    const out = this.f32([tokens.length, D]);
+    this.addon.embed(tb.ptr, D, this.tmpUpload(tokens), tokens.length, out.ptr);
+    return out;
+  }
+
+  rmsnorm(x: Tensor, w: Tensor, eps: number): Tensor {
+    const out = this.f32(x.shape);
+    this.addon.rmsnorm(this.checkF32(x, 'rmsnorm').ptr, this.checkF32(w, 'rmsnorm').ptr, rowsOf(x), colsOf(x), eps, out.ptr);
+    return out;
+  }
+
+  rmsnormQuant(x: Tensor, w: Tensor, eps: number, spec: ActQuantSpec): Tensor {
+    if (spec.K !== colsOf(x)) throw new CometError(`rmsnormQuant: spec.K = ${spec.K} but the rows have ${colsOf(x)} channels`);
+    const q = this.qact(spec, rowsOf(x)), d = q.q!;
+    this.addon.rmsnormQuant(this.checkF32(x, 'rmsnorm_quant').ptr, this.checkF32(w, 'rmsnorm_quant').ptr, rowsOf(x), eps,
+      spec.K, spec.B, spec.Kp, spec.K8, this.permPtr(spec), d.a8, d.a4, d.sa);
+    return q;
+  }
+
+  quantizeAct(x: Tensor, spec: ActQuantSpec): Tensor {
+    if (spec.K !== colsOf(x)) throw new CometError(`quantizeAct: spec.K = ${spec.K} but x has ${colsOf(x)} columns`);
+    const q = this.qact(spec, rowsOf(x)), d = q.q!;
+    this.addon.quantizeAct(this.checkF32(x, 'quantize_act').ptr, rowsOf(x), spec.K, spec.B, spec.Kp, spec.K8, this.permPtr(spec), d.a8, d.a4, d.sa);
+    return q;
+  }
+
+  matmul(x: Tensor, w: Weight): Tensor {
+    const cw = w as CudaWeight, cx = x as CudaTensor, N = w.shape[0], M = rowsOf(x);
+    if (cw.dtype === 'w4') {
+      if (cx.dtype !== 'qact') throw new CometError(`matmul: ${w.name} is w4 and needs a quantized activation, got ${cx.dtype}`);
+      const a = cx.q!.spec, b = cw.act!;
+      for (const f of ['K', 'Kp', 'B', 'K8'] as const)
+        if (a[f] !== b[f]) throw new CometError(`matmul: activation ${f} = ${a[f]} but ${w.name} expects ${f} = ${b[f]}`);
+      const out = this.f32([M, N]);
+      this.addon.gemmW4ax(cx.q!.a8, cx.q!.a4, cx.q!.sa, M, cw.w4!, out.ptr, 0);
+      return out;
+    }
+    const K = colsOf(w);
+    if (colsOf(x) !== K) throw new CometError(`matmul: ${w.name} expects ${K} input features, got ${colsOf(x)}`);
+    const out = this.f32([M, N]);
+    this.addon.gemmF32(this.checkF32(x, 'matmul').ptr, M, K, cw.ptr, N, out.ptr);
+    return out;
+  }
+
+  rope(x: Tensor, layout: StepLayout, spec: RopeSpec): Tensor {
+    const key = `${spec.headDim}:${spec.theta}`;
+    let f = this.freqs.get(key);
+    if (f === undefined) {
+      const host = ropeFreqs(spec.headDim, spec.theta);
+      f = this.addon.malloc(host.byteLength);
+      this.addon.upload(f, host);
+      this.freqs.set(key, f);
+    }
+    if (colsOf(x) !== spec.nHeads * spec.headDim) throw new CometError(`rope: x has ${colsOf(x)} columns, expected ${spec.nHeads}·${spec.headDim}`);
+    const d = this.layout(layout), out = this.f32(x.shape);
+    this.addon.rope(this.checkF32(x, 'rope').ptr, rowsOf(x), spec.nHeads, spec.headDim, d.pos, f, out.ptr);
+    return out;
+  }
+
+  private stepArgs(d: DevLayout, s: KVCacheSpec): number[] {
+    return [d.pos, d.seq, d.bt, d.btOff, d.T, s.nKvHeads, s.headDim, s.pageSize, s.group || s.headDim];
+  }
+
+  kvAppend(cache: KVCache, layer: number, k: Tensor, v: Tensor, layout: StepLayout): void {
+    const c = cache as CudaKVCache, s = c.spec;
+    const C = s.nKvHeads * s.headDim;
+    if (colsOf(k) !== C || colsOf(v) !== C || rowsOf(k) !== layout.pos.length || rowsOf(v) !== layout.pos.length)
+      throw new CometError(`kvAppend: k [${k.shape}], v [${v.shape}] do not match ${layout.pos.length} tokens of ${C} channels`);
+    this.checkPages(c, layout, 'kvAppend');
+    const d = this.layout(layout), base = c.layerPtr(layer), kp = this.checkF32(k, 'kv_append').ptr, vp = this.checkF32(v, 'kv_append').ptr;
+    if (s.dtype === 'kv4') this.addon.kvAppendKv4(base, kp, vp, ...this.stepArgs(d, s));
+    else this.addon.kvAppendF32(base, base + c.layerBytes / 2, kp, vp, ...this.stepArgs(d, s));
+  }
+
+  attention(q: Tensor, cache: KVCache, layer: number, layout: StepLayout, nHeads: number): Tensor {
+    const c = cache as CudaKVCache, s = c.spec;
+    if (colsOf(q) !== nHeads * s.headDim || rowsOf(q) !== layout.pos.length)
+      throw new CometError(`attention: q [${q.shape}] does not match ${layout.pos.length} tokens of ${nHeads}·${s.headDim}`);
+    this.checkPages(c, layout, 'attention');
+    const d = this.layout(layout), base = c.layerPtr(layer), out = this.f32(q.shape);
+    const ws = this.tmp(this.addon.attentionWorkspace(d.T, nHeads, s.headDim, d.maxLen));
+    const qp = this.checkF32(q, 'attention').ptr;
+    if (s.dtype === 'kv4') this.addon.attentionKv4(qp, base, ...this.stepArgs(d, s), nHeads, d.maxLen, ws, out.ptr);
+    else this.addon.attentionF32(qp, base, base + c.layerBytes / 2, ...this.stepArgs(d, s), nHeads, d.maxLen, ws, out.ptr);
+    return out;
+  }
+
+  siluMul(g: Tensor, u: Tensor): Tensor {
+    if (numel(g) !== numel(u)) throw new CometError(`siluMul: g [${g.shape}] and u [${u.shape}] differ`);
+    const out = this.f32(g.shape);
+    this.addon.siluMul(this.checkF32(g, 'silu_mul').ptr, this.checkF32(u, 'silu_mul').ptr, numel(g), out.ptr);
+    return out;
+  }
+
+  siluMulQuant(g: Tensor, u: Tensor, spec: ActQuantSpec): Tensor {
+    if (numel(g) !== numel(u)) throw new CometError(`siluMulQuant: g [${g.shape}] and u [${u.shape}] differ`);
+    if (spec.K !== colsOf(g)) throw new CometError(`siluMulQuant: spec.K = ${spec.K} but g has ${colsOf(g)} columns`);
+    const q = this.qact(spec, rowsOf(g)), d = q.q!;
+    this.addon.siluMulQuant(this.checkF32(g, 'silu_mul_quant').ptr, this.checkF32(u, 'silu_mul_quant').ptr, rowsOf(g),
+      spec.K, spec.B, spec.Kp, spec.K8, this.permPtr(spec), d.a8, d.a4, d.sa);
+    return q;
+  }
+
+  add(a: Tensor, b: Tensor): Tensor {
+    if (numel(a) !== numel(b)) throw new CometError(`add: [${a.shape}] and [${b.shape}] differ`);
+    const out = this.f32(a.shape);
+    this.addon.add(this.checkF32(a, 'add').ptr, this.checkF32(b, 'add').ptr, numel(a), out.ptr);
+    return out;
+  }
+
+  async argmax(x: Tensor): Promise<Int32Array> {
+    const R = rowsOf(x), out = this.tmp(4 * R);
+    this.addon.argmax(this.checkF32(x, 'argmax').ptr, R, colsOf(x), out);
+    return new Int32Array(this.addon.download(out, 4 * R));
+  }
+
+  rows(x: Tensor, idx: Int32Array): Tensor {
+    const R = rowsOf(x), C = colsOf(x);
+    for (const r of idx) if (!(r >= 0 && r < R)) throw new CometError(`rows: row ${r} outside [0, ${R})`);
+    const out = this.f32([idx.length, C]);
+    this.addon.rows(this.checkF32(x, 'rows').ptr, C, this.tmpUpload(idx), idx.length, out.ptr);
+    return out;
+  }
+}
+
+/** Load the addon and open GPU 0 (COMET_CUDA_DEVICE picks another). Clear errors when the addon is not
+ *  built, there is no driver or no GPU, or the GPU is older than sm_80 (Ampere). */
+export async function createCudaBackend(): Promise<Backend> {
+  const addon = loadAddon();
+  const dev = Number(process.env.COMET_CUDA_DEVICE ?? 0);
+  let facts: DeviceFacts;
+  try {
+    facts = addon.init(dev);
+  } catch (e) {
+    throw new CometError(`cuda: no usable GPU (${(e as Error).message.replace(/^cuda: /, '')})`, 'backend_unavailable');
+  }
+  if (facts.major < 8)
+    throw new CometError(`cuda: ${facts.name} is sm_${facts.major}${facts.minor}; COMET's CUDA kernels need sm_80 (Ampere) or newer`, 'backend_unavailable');
+  return new CudaBackend(addon, facts);
+}

@@ -1,0 +1,221 @@
+// Float ops: embed, rmsnorm, add, silu·mul, rope, the f32 GEMM (float path and classifier), rows, argmax.
+// The simulator (simulator/kernels/float.ts) computes these in f64 and stores f32; so do we where it is cheap,
+// which makes the float path agree with it bit for bit except for f64 summation order (DESIGN §3.7 tier 3).
+#include "ops.cuh"
+
+using namespace comet_ops;
+
+// ---- embed: out [T][D] = table [V][D] rows -------------------------------------------------------------------
+__global__ void embed_kernel(const float* __restrict__ table, int D, const int32_t* __restrict__ tokens,
+                             float* __restrict__ out) {
+  const int t = blockIdx.y;
+  const float* src = table + (size_t)tokens[t] * D;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < D; i += gridDim.x * blockDim.x) out[(size_t)t * D + i] = src[i];
+}
+
+extern "C" int comet_embed_f32(const float* table, int D, const int32_t* tokens, int T, float* out, void* stream) {
+  if (T == 0) return 0;
+  embed_kernel<<<dim3(cdiv(D, 256), T), 256, 0, S(stream)>>>(table, D, tokens, out);
+  return check_launch("embed");
+}
+
+// ---- rmsnorm: one block per row; ss in f64 (tree order), scaling in f64 as llama2.c-in-JS does -----------------
+__global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restrict__ w, int C, double eps,
+                               float* __restrict__ out) {
+  const float* xr = x + (size_t)blockIdx.x * C;
+  double ss = 0;
+  for (int i = threadIdx.x; i < C; i += blockDim.x) ss += (double)xr[i] * xr[i];
+  ss = block_sum(ss);
+  const double inv = 1.0 / sqrt(ss / C + eps);
+  for (int i = threadIdx.x; i < C; i += blockDim.x)
+    out[(size_t)blockIdx.x * C + i] = (float)__dmul_rn((double)w[i], __dmul_rn((double)xr[i], inv));
+}
+
+extern "C" int comet_rmsnorm_f32(const float* x, const float* w, int T, int C, double eps, float* out, void* stream) {
+  if (T == 0) return 0;
+  rmsnorm_kernel<<<T, 256, 0, S(stream)>>>(x, w, C, eps, out);
+  return check_launch("rmsnorm");
+}
+
+// ---- elementwise -------------------------------------------------------------------------------------------
+__global__ void add_kernel(const float* __restrict__ a, const float* __restrict__ b, size_t n, float* __restrict__ out) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    out[i] = __fadd_rn(a[i], b[i]);
+}
+
+__device__ __forceinline__ float silu_mul(float g, float u) {
+  const double gd = g;
+  return (float)__dmul_rn(__ddiv_rn(gd, 1.0 + exp(-gd)), (double)u);
+}
+
+__global__ void silu_mul_kernel(const float* __restrict__ g, const float* __restrict__ u, size_t n, float* __restrict__ out) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    out[i] = silu_mul(g[i], u[i]);
+}
+
+static unsigned grid_for(size_t n) {
+  const size_t b = (n + 255) / 256;
+  return (unsigned)(b < 65535 ? (b ? b : 1) : 65535);
+}
+
+extern "C" int comet_add_f32(const float* a, const float* b, size_t n, float* out, void* stream) {
+  if (n == 0) return 0;
+  add_kernel<<<grid_for(n), 256, 0, S(stream)>>>(a, b, n, out);
+  return check_launch("add");
+}
+
+extern "C" int comet_silu_mul_f32(const float* g, const float* u, size_t n, float* out, void* stream) {
+  if (n == 0) return 0;
+  silu_mul_kernel<<<grid_for(n), 256, 0, S(stream)>>>(g, u, n, out);
+  return check_launch("silu_mul");
+}
+
+// ---- rope: one thread per (token, pair i, head). Angle f32(pos * freq) (exact product, one rounding, as
+// Math.fround in the simulator); cos/sin of it in f64, rounded to f32; the rotation in f64, rounded to f32. ----
+__global__ void rope_kernel(const float* __restrict__ x, int T, int nH, int hd, const int32_t* __restrict__ pos,
+                            const float* __restrict__ freqs, float* __restrict__ out) {
+  const int half = hd / 2;
+  const size_t n = (size_t)T * nH * half;
+  for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
+    const int i = (int)(idx % half);
+    const size_t th = idx / half;  // t * nH + h
+    const int t = (int)(th / nH);
+    const float a = __fmul_rn((float)pos[t], freqs[i]);
+    const double c = (float)cos((double)a), s = (float)sin((double)a);
+    const size_t o = th * hd + 2 * i;
+    const double v0 = x[o], v1 = x[o + 1];
+    out[o] = (float)__dsub_rn(__dmul_rn(v0, c), __dmul_rn(v1, s));
+    out[o + 1] = (float)__dadd_rn(__dmul_rn(v0, s), __dmul_rn(v1, c));
+  }
+}
+
+extern "C" int comet_rope_f32(const float* x, int T, int n_heads, int head_dim, const int32_t* pos, const float* freqs,
+                              float* out, void* stream) {
+  if (T == 0) return 0;
+  if (head_dim % 2) return set_error(COMET_EINVAL, "rope: head_dim %d is odd", head_dim);
+  rope_kernel<<<grid_for((size_t)T * n_heads * head_dim / 2), 256, 0, S(stream)>>>(x, T, n_heads, head_dim, pos, freqs, out);
+  return check_launch("rope");
+}
+
+// ---- f32 GEMM, f64 accumulation --------------------------------------------------------------------------------
+// Small T (decode, classifier): one warp per output feature n, lanes stride K (coalesced weight reads, each
+// weight read once), up to GEMV_T tokens per pass. Larger T: 64x64 output tiles, 16-deep k tiles in shared
+// memory, 4x4 outputs per thread. f64 keeps the float path bit-close to the simulator (DESIGN §3.7); an H100
+// runs f64 FMA at half its f32 rate, and this path is the accuracy baseline, not the product.
+constexpr int GEMV_T = 8;
+
+__global__ void gemv_kernel(const float* __restrict__ x, int T, int K, const float* __restrict__ w, int N,
+                            float* __restrict__ y) {
+  const int lane = threadIdx.x & 31;
+  const int n = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (n >= N) return;
+  const float* wr = w + (size_t)n * K;
+  for (int t0 = 0; t0 < T; t0 += GEMV_T) {
+    double acc[GEMV_T];
+#pragma unroll
+    for (int j = 0; j < GEMV_T; j++) acc[j] = 0;
+    for (int k = lane; k < K; k += 32) {
+      const double wk = wr[k];
+#pragma unroll
+      for (int j = 0; j < GEMV_T; j++)
+        if (t0 + j < T) acc[j] = __dadd_rn(acc[j], __dmul_rn(wk, (double)x[(size_t)(t0 + j) * K + k]));
+    }
+#pragma unroll
+    for (int j = 0; j < GEMV_T; j++) {
+      const double s = warp_sum(acc[j]);
+      if (lane == 0 && t0 + j < T) y[(size_t)(t0 + j) * N + n] = (float)s;
+    }
+  }
+}
+
+constexpr int TM = 64, TN = 64, TK = 16;
+
+__global__ void __launch_bounds__(256) gemm_tiled_kernel(const float* __restrict__ x, int T, int K,
+                                                         const float* __restrict__ w, int N, float* __restrict__ y) {
+  __shared__ float xs[TK][TM + 1];
+  __shared__ float ws[TK][TN + 1];
+  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+  const int m0 = blockIdx.y * TM, n0 = blockIdx.x * TN;
+  double acc[4][4] = {};
+  for (int k0 = 0; k0 < K; k0 += TK) {
+    for (int i = threadIdx.x; i < TM * TK; i += 256) {
+      const int r = i / TK, c = i % TK;  // consecutive threads read consecutive k of one row
+      const int m = m0 + r, n = n0 + r, k = k0 + c;
+      xs[c][r] = (m < T && k < K) ? x[(size_t)m * K + k] : 0.f;
+      ws[c][r] = (n < N && k < K) ? w[(size_t)n * K + k] : 0.f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int c = 0; c < TK; c++) {
+      double a[4], b[4];
+#pragma unroll
+      for (int i = 0; i < 4; i++) a[i] = xs[c][ty + 16 * i], b[i] = ws[c][tx + 16 * i];
+#pragma unroll
+      for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[i][j] = __dadd_rn(acc[i][j], __dmul_rn(a[i], b[j]));
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      const int m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
+      if (m < T && n < N) y[(size_t)m * N + n] = (float)acc[i][j];
+    }
+}
+
+extern "C" int comet_gemm_f32(const float* x, int T, int K, const float* w, int N, float* y, void* stream) {
+  if (T == 0 || N == 0) return 0;
+  if (T <= 2 * GEMV_T) {
+    gemv_kernel<<<cdiv(N, 8), 256, 0, S(stream)>>>(x, T, K, w, N, y);
+    return check_launch("gemm_f32 (gemv)");
+  }
+  gemm_tiled_kernel<<<dim3(cdiv(N, TN), cdiv(T, TM)), 256, 0, S(stream)>>>(x, T, K, w, N, y);
+  return check_launch("gemm_f32 (tiled)");
+}
+
+// ---- rows, argmax ----------------------------------------------------------------------------------------------
+__global__ void rows_kernel(const float* __restrict__ x, int C, const int32_t* __restrict__ rows, float* __restrict__ out) {
+  const float* src = x + (size_t)rows[blockIdx.y] * C;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < C; i += gridDim.x * blockDim.x) out[(size_t)blockIdx.y * C + i] = src[i];
+}
+
+extern "C" int comet_rows_f32(const float* x, int C, const int32_t* rows, int R, float* out, void* stream) {
+  if (R == 0) return 0;
+  rows_kernel<<<dim3(cdiv(C, 256), R), 256, 0, S(stream)>>>(x, C, rows, out);
+  return check_launch("rows");
+}
+
+/** first max wins: a strict > while scanning, and the smaller index on ties when merging */
+__device__ __forceinline__ void better(float& bv, int& bi, float v, int i) {
+  if (v > bv || (v == bv && i < bi)) bv = v, bi = i;
+}
+
+__global__ void argmax_kernel(const float* __restrict__ x, int C, int32_t* __restrict__ out) {
+  const float* r = x + (size_t)blockIdx.x * C;
+  float bv = -INFINITY;
+  int bi = 0x7fffffff;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) better(bv, bi, r[c], c);
+  for (int o = 16; o > 0; o >>= 1) {
+    const float v = __shfl_xor_sync(0xffffffffu, bv, o);
+    const int i = __shfl_xor_sync(0xffffffffu, bi, o);
+    better(bv, bi, v, i);
+  }
+  __shared__ float sv[32];
+  __shared__ int si[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) sv[warp] = bv, si[warp] = bi;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int i = 1; i < (int)(blockDim.x >> 5); i++) better(bv, bi, sv[i], si[i]);
+    out[blockIdx.x] = bi == 0x7fffffff ? 0 : bi;  // an all-NaN (or all -inf) row gives 0, as the simulator
+  }
+}
+
+extern "C" int comet_argmax_f32(const float* x, int R, int C, int32_t* out, void* stream) {
+  if (R == 0) return 0;
+  argmax_kernel<<<R, 256, 0, S(stream)>>>(x, C, out);
+  return check_launch("argmax");
+}

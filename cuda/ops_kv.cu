@@ -1,0 +1,87 @@
+// kv_append: write one step's K (after RoPE) and V rows into the paged cache of one layer (DESIGN §3.5).
+// f32 pages: [page][kv_head][P][head_dim] f32, K and V in separate buffers (simulator/kv.ts).
+// KV4 pages: byte for byte the layout of simulator/kv4.ts (KVStoreKV4), per (page, kv_head) chunk:
+//   kCodes u4x2 [P][hd/2] | vCodes u4x2 [P][hd/2] | kSZ f16 [P][hd/G][2] (s, z) | vSZ f16 [P][hd/G][2]
+// Quantizer per (token, head, group of G): lo = min, hi = max; s = f16(f32(hi - lo) / 15), z = f16(lo);
+// q = clamp(rint(f32(f32(x - z) / s)), 0, 15), or 0 when s == 0. Exact against kv4QuantizeGroup.
+#include "ops.cuh"
+
+using namespace comet_ops;
+
+__device__ __forceinline__ int page_of(const comet_step& st, int t, int P, int* slot) {
+  const int p = st.pos[t];
+  *slot = p % P;
+  return st.bt[st.bt_off[st.seq[t]] + p / P];
+}
+
+// one block per token, one thread per (kv_head, channel), K and V alike
+__global__ void kv_append_f32_kernel(float* kc, float* vc, const float* __restrict__ k, const float* __restrict__ v,
+                                     comet_step st, comet_kv_geom g) {
+  const int t = blockIdx.x, C = g.n_kv_heads * g.head_dim;
+  int slot;
+  const int page = page_of(st, t, g.page_size, &slot);
+  for (int i = threadIdx.x; i < C; i += blockDim.x) {
+    const int h = i / g.head_dim, c = i % g.head_dim;
+    const size_t o = (((size_t)page * g.n_kv_heads + h) * g.page_size + slot) * g.head_dim + c;
+    kc[o] = k[(size_t)t * C + i];
+    vc[o] = v[(size_t)t * C + i];
+  }
+}
+
+// one warp per (token, kv_head, K|V); the warp walks the groups, each lane owns channel pairs (one byte)
+__global__ void kv_append_kv4_kernel(uint8_t* cache, const float* __restrict__ k, const float* __restrict__ v,
+                                     comet_step st, comet_kv_geom g) {
+  const int t = blockIdx.x, h = blockIdx.y, isv = blockIdx.z, lane = threadIdx.x;
+  const int hd = g.head_dim, G = g.group, P = g.page_size, ng = hd / G;
+  const size_t codeBytes = (size_t)P * hd / 2, szBytes = (size_t)P * ng * 4;
+  const size_t headBytes = 2 * codeBytes + 2 * szBytes;
+  int slot;
+  const int page = page_of(st, t, P, &slot);
+  uint8_t* base = cache + ((size_t)page * g.n_kv_heads + h) * headBytes;
+  uint8_t* codes = base + (isv ? codeBytes : 0) + (size_t)slot * hd / 2;
+  uint16_t* sz = (uint16_t*)(base + 2 * codeBytes + (isv ? szBytes : 0)) + (size_t)slot * ng * 2;
+  const float* x = (isv ? v : k) + (size_t)t * g.n_kv_heads * hd + (size_t)h * hd;
+  for (int gi = 0; gi < ng; gi++) {
+    const float* xg = x + gi * G;
+    float lo = INFINITY, hi = -INFINITY;
+    for (int i = lane; i < G; i += 32) lo = fminf(lo, xg[i]), hi = fmaxf(hi, xg[i]);
+    for (int o = 16; o > 0; o >>= 1) {
+      lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, o));
+      hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, o));
+    }
+    const __half sh = __float2half_rn(__fdiv_rn(__fsub_rn(hi, lo), 15.f)), zh = __float2half_rn(lo);
+    const float s = __half2float(sh), z = __half2float(zh);
+    if (lane == 0) sz[2 * gi] = __half_as_ushort(sh), sz[2 * gi + 1] = __half_as_ushort(zh);
+    for (int p = lane; p < G / 2; p += 32) {
+      int q[2];
+#pragma unroll
+      for (int j = 0; j < 2; j++)
+        q[j] = s == 0.f ? 0 : (int)fminf(15.f, fmaxf(0.f, rintf(__fdiv_rn(__fsub_rn(xg[2 * p + j], z), s))));
+      codes[(gi * G) / 2 + p] = (uint8_t)(q[0] | (q[1] << 4));
+    }
+  }
+}
+
+static int check_geom(const char* op, const comet_kv_geom& g, bool kv4) {
+  if (g.n_kv_heads <= 0 || g.head_dim <= 0 || g.page_size <= 0 || g.head_dim % 2 ||
+      (kv4 && (g.group <= 0 || g.group % 2 || g.head_dim % g.group)))
+    return set_error(COMET_EINVAL, "%s: bad cache geometry heads=%d head_dim=%d page=%d group=%d", op, g.n_kv_heads,
+                     g.head_dim, g.page_size, g.group);
+  return 0;
+}
+
+extern "C" int comet_kv_append_f32(float* kc, float* vc, const float* k, const float* v, comet_step st,
+                                   comet_kv_geom g, void* stream) {
+  if (int e = check_geom("kv_append", g, false)) return e;
+  if (st.T == 0) return 0;
+  kv_append_f32_kernel<<<st.T, 256, 0, S(stream)>>>(kc, vc, k, v, st, g);
+  return check_launch("kv_append (f32)");
+}
+
+extern "C" int comet_kv_append_kv4(uint8_t* cache, const float* k, const float* v, comet_step st, comet_kv_geom g,
+                                   void* stream) {
+  if (int e = check_geom("kv_append", g, true)) return e;
+  if (st.T == 0) return 0;
+  kv_append_kv4_kernel<<<dim3(st.T, g.n_kv_heads, 2), 32, 0, S(stream)>>>(cache, k, v, st, g);
+  return check_launch("kv_append (kv4)");
+}

@@ -1,0 +1,68 @@
+// FMPQ activation quantizers (DESIGN §3.2), one block of QUANT_THREADS per token row:
+//   quantize_act      x [T][K] f32                  -> gather by perm, f16, quantize
+//   rmsnorm_quant     rmsnorm(x)·w rounded to f32   -> the same (fused: the normalized row never hits memory)
+//   silu_mul_quant    silu(g)·u rounded to f32      -> the same
+// Codes are exact against simulator/act.ts given the same f32 values (quantize_row in ops.cuh); the f32 values
+// of the fused ops are the float ops' own (f64 math, as ops_float.cu), so they agree up to f64 sum order.
+#include "ops.cuh"
+
+using namespace comet_ops;
+
+__global__ void __launch_bounds__(QUANT_THREADS) quantize_act_kernel(const float* __restrict__ x, ActSpec sp,
+                                                                     int8_t* a8, uint8_t* a4, uint16_t* sa) {
+  const int m = blockIdx.x;
+  const float* xr = x + (size_t)m * sp.K;
+  quantize_row_any(sp, m, [&](int c) { return xr[c]; }, a8, a4, sa);
+}
+
+__global__ void __launch_bounds__(QUANT_THREADS) rmsnorm_quant_kernel(const float* __restrict__ x,
+                                                                      const float* __restrict__ w, double eps,
+                                                                      ActSpec sp, int8_t* a8, uint8_t* a4,
+                                                                      uint16_t* sa) {
+  const int m = blockIdx.x, C = sp.K;
+  const float* xr = x + (size_t)m * C;
+  double ss = 0;
+  for (int i = threadIdx.x; i < C; i += blockDim.x) ss += (double)xr[i] * xr[i];
+  ss = block_sum(ss);
+  const double inv = 1.0 / sqrt(ss / C + eps);
+  quantize_row_any(sp, m, [&](int c) { return (float)__dmul_rn((double)w[c], __dmul_rn((double)xr[c], inv)); }, a8, a4, sa);
+}
+
+__global__ void __launch_bounds__(QUANT_THREADS) silu_mul_quant_kernel(const float* __restrict__ g,
+                                                                       const float* __restrict__ u, ActSpec sp,
+                                                                       int8_t* a8, uint8_t* a4, uint16_t* sa) {
+  const int m = blockIdx.x;
+  const float* gr = g + (size_t)m * sp.K;
+  const float* ur = u + (size_t)m * sp.K;
+  quantize_row_any(sp, m, [&](int c) {
+    const double gd = gr[c];
+    return (float)__dmul_rn(__ddiv_rn(gd, 1.0 + exp(-gd)), (double)ur[c]);
+  }, a8, a4, sa);
+}
+
+extern "C" int comet_quantize_act(const float* x, int T, int K, int B, int Kp, int K8, const int32_t* perm, int8_t* a8,
+                                  uint8_t* a4, uint16_t* sa, void* stream) {
+  const ActSpec sp{K, B, Kp, K8, perm};
+  if (int e = check_spec("quantize_act", sp)) return e;
+  if (T == 0) return 0;
+  quantize_act_kernel<<<T, QUANT_THREADS, 0, S(stream)>>>(x, sp, a8, a4, sa);
+  return check_launch("quantize_act");
+}
+
+extern "C" int comet_rmsnorm_quant(const float* x, const float* w, int T, double eps, int K, int B, int Kp, int K8,
+                                   const int32_t* perm, int8_t* a8, uint8_t* a4, uint16_t* sa, void* stream) {
+  const ActSpec sp{K, B, Kp, K8, perm};
+  if (int e = check_spec("rmsnorm_quant", sp)) return e;
+  if (T == 0) return 0;
+  rmsnorm_quant_kernel<<<T, QUANT_THREADS, 0, S(stream)>>>(x, w, eps, sp, a8, a4, sa);
+  return check_launch("rmsnorm_quant");
+}
+
+extern "C" int comet_silu_mul_quant(const float* g, const float* u, int T, int K, int B, int Kp, int K8,
+                                    const int32_t* perm, int8_t* a8, uint8_t* a4, uint16_t* sa, void* stream) {
+  const ActSpec sp{K, B, Kp, K8, perm};
+  if (int e = check_spec("silu_mul_quant", sp)) return e;
+  if (T == 0) return 0;
+  silu_mul_quant_kernel<<<T, QUANT_THREADS, 0, S(stream)>>>(g, u, sp, a8, a4, sa);
+  return check_launch("silu_mul_quant");
+}
