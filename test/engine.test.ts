@@ -170,6 +170,21 @@ describe('engine', () => {
     expectPoolFull(e);
   });
 
+  it('a W4A4KV4 model (FMPQ weights and activations, KV4 pages) batches exactly too', async () => {
+    const { Llama } = await import('../src/model/llama.ts');
+    const { calibrate } = await import('../src/quant/calibrate.ts');
+    const { quantizeModel } = await import('../src/quant/quantize.ts');
+    const c = opened.loaded.config;
+    const calib = opened.tokenizer.encode(PROMPTS.join(' ').repeat(4), { bos: true }).slice(0, 256);
+    const stats = await calibrate(opened.model, calib, { ctx: 128 });
+    const q = quantizeModel(c, opened.loaded.weights, stats, { B: 32, order: 'absmax', int8Fraction: 0.15, weights: 'rtn', kv: 'kv4' });
+    const w4 = { ...opened, model: new Llama(opened.model.be, c, q.weights, 'kv4') };
+    const e = await createEngine(w4, { maxStepTokens: 32 });
+    const got = await Promise.all(PROMPTS.slice(0, 6).map((p) => e.completions.create({ prompt: p, max_tokens: 30, temperature: 0 })));
+    for (let i = 0; i < 6; i++) expect(got[i].choices[0].text).toBe(await alone(w4, PROMPTS[i], 30));
+    expectPoolFull(e);
+  });
+
   it('a failing step fails its requests, frees their pages, and the engine keeps serving', async () => {
     const e = await createEngine(opened);
     const m = e.opened.model, forward = m.forward;
