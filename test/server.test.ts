@@ -13,6 +13,7 @@ import { startServer, type RunningServer } from '../src/server/server.ts';
 
 const opened = await openModel(new SimBackend());
 const MODEL = 'stories260K';
+const JSON_HEADERS = { 'content-type': 'application/json' };
 const SUBJECTS = ['a dog', 'a cat', 'Lily', 'Tom', 'a bird', 'the sun', 'a boat', 'Mom'];
 const VERBS = ['saw', 'found', 'wanted', 'liked'];
 const PROMPTS = Array.from({ length: 32 }, (_, i) => `${i % 2 ? 'Once upon a time' : 'One day'}, ${SUBJECTS[i % 8]} ${VERBS[(i >> 3) % 4]}`);
@@ -148,7 +149,7 @@ describe('server (openai client, loopback, sim backend)', () => {
   it('a non-streaming client that hangs up is cancelled too', async () => {
     const before = s.engine.stats().requests.cancelled;
     const ac = new AbortController();
-    const req = fetch(`${s.srv.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: PROMPTS[7], max_tokens: 400, temperature: 0 }), signal: ac.signal });
+    const req = fetch(`${s.srv.url}/v1/completions`, { method: 'POST', headers: JSON_HEADERS, body: JSON.stringify({ prompt: PROMPTS[7], max_tokens: 400, temperature: 0 }), signal: ac.signal });
     while (s.engine.stats().running === 0) await new Promise((r) => setTimeout(r, 2));
     ac.abort();
     await expect(req).rejects.toMatchObject({ name: 'AbortError' });
@@ -197,6 +198,19 @@ describe('server (openai client, loopback, sim backend)', () => {
     expect((await fetch(`${s.srv.url}/health`)).status).toBe(200);
   });
 
+  it('refuses non-JSON bodies (415) and foreign Host headers (403, DNS rebinding) on a loopback server', async () => {
+    const body = JSON.stringify({ prompt: 'a', max_tokens: 2 });
+    const plain = await fetch(`${s.srv.url}/v1/completions`, { method: 'POST', body, headers: { 'content-type': 'text/plain' } });
+    expect(plain.status).toBe(415);
+    expect((await plain.json()).error).toMatchObject({ type: 'invalid_request_error', code: 'unsupported_media_type' });
+    const http = await import('node:http');
+    const status = await new Promise<number>((res, rej) => {
+      http.request(`${s.srv.url}/v1/models`, { headers: { host: 'evil.example:80' } }, (r) => { r.resume(); res(r.statusCode!); }).on('error', rej).end();
+    });
+    expect(status).toBe(403);
+    expect((await fetch(`${s.srv.url}/v1/models`, { headers: { host: `localhost:${s.srv.port}` } })).status).toBe(200);
+  });
+
   it('unknown routes are OpenAI-style 404s; the openai client surfaces errors as APIError', async () => {
     const res = await fetch(`${s.srv.url}/v1/nothing`);
     expect(res.status).toBe(404);
@@ -232,7 +246,7 @@ describe('server limits', () => {
     const s = await serve({ maxBatch: 1, maxQueue: 2 });
     try {
       const res = await Promise.all(Array.from({ length: 6 }, () =>
-        fetch(`${s.srv.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: PROMPTS[3], max_tokens: 30, temperature: 0 }) })));
+        fetch(`${s.srv.url}/v1/completions`, { method: 'POST', headers: JSON_HEADERS, body: JSON.stringify({ prompt: PROMPTS[3], max_tokens: 30, temperature: 0 }) })));
       const status = res.map((r) => r.status).sort();
       expect(status.filter((x) => x === 503).length).toBeGreaterThan(0);
       for (const r of res) {

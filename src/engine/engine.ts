@@ -8,10 +8,8 @@
 // is queued; errors up to there are EngineErrors carrying their HTTP status. A streaming request resolves to
 // an async iterable of OpenAI chunks; a plain one to the OpenAI response object. `signal` aborts (the pages
 // go back to the pool at the next step); leaving a `for await` early does the same.
-import { basename } from 'node:path';
 import type { Backend } from '../../backends/backend.ts';
-import { openModel, type OpenModel } from '../runtime/open.ts';
-import { createBackend } from '../runtime/backends.ts';
+import type { OpenModel } from '../runtime/open.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
 import { Channel } from './channel.ts';
 import { ChatFormatter } from './chat-template.ts';
@@ -121,7 +119,10 @@ export class Engine {
       throw new EngineError(`kvMemory ${o.kvMemory} bytes holds ${numPages} pages of ${bytes} bytes; one full-context sequence (${c.seqLen} tokens) needs ${perSeq} (${perSeq * bytes} bytes)`, 'invalid_config');
     this.pool = new PagePool(numPages);
     const cache = model.be.createKVCache({ ...spec, numPages });
-    this.scheduler = new Scheduler(model, this.pool, cache, { maxBatch, pageSize, maxStepTokens: positive('maxStepTokens', o.maxStepTokens ?? 256) });
+    const maxStepTokens = positive('maxStepTokens', o.maxStepTokens ?? Math.max(256, maxBatch));
+    // every running sequence must be able to decode in every step, or the newest would starve
+    if (maxStepTokens < maxBatch) throw new EngineError(`maxStepTokens (${maxStepTokens}) must be at least maxBatch (${maxBatch})`, 'invalid_config');
+    this.scheduler = new Scheduler(model, this.pool, cache, { maxBatch, pageSize, maxStepTokens });
   }
 
   stats(): EngineStats {
@@ -346,7 +347,9 @@ export async function createEngine(modelOrPath: string | OpenModel | undefined, 
     opened = modelOrPath;
     name ??= 'model';
   } else {
-    const be = typeof o.backend === 'object' ? o.backend : await createBackend(o.backend ?? 'sim');
+    // loaders and backends by name need Node (fs, addons): imported here so the engine itself stays portable
+    const { openModel } = await import('../runtime/open.ts');
+    const be = typeof o.backend === 'object' ? o.backend : await (await import('../runtime/backends.ts')).createBackend(o.backend ?? 'sim');
     o.onProgress?.({ phase: 'loading', message: `loading ${modelOrPath ?? 'the embedded stories260K'} on ${be.name}` });
     opened = await openModel(be, modelOrPath, o.tokenizer);
     name ??= modelId(opened.loaded.path ?? modelOrPath ?? 'stories260K');
@@ -356,4 +359,4 @@ export async function createEngine(modelOrPath: string | OpenModel | undefined, 
   return engine;
 }
 
-const modelId = (path: string) => basename(path.replace(/[/\\]+$/, '')).replace(/\.(bin|comet|safetensors|gguf)$/, '');
+const modelId = (path: string) => path.replace(/[/\\]+$/, '').split(/[/\\]/).pop()!.replace(/\.(bin|comet|safetensors|gguf)$/, '');

@@ -6,7 +6,9 @@
 //
 // Every error is OpenAI's shape, {error: {message, type, param, code}}:
 //   400 invalid_json, unknown_parameter, invalid_value, missing_required_parameter, context_length_exceeded
-//   404 model_not_found (and unknown routes: not_found)   413 body_too_large   503 queue_full
+//   403 forbidden_host (bound to loopback, and the Host header names another host: DNS rebinding)
+//   404 model_not_found (and unknown routes: not_found)   413 body_too_large
+//   415 unsupported_media_type (a POST body that is not Content-Type: application/json)   503 queue_full
 //   500 internal_error (a bug; logged with its stack; the process keeps serving)
 // Validation lives in the engine (src/engine/schema.ts), so the engine API rejects exactly what HTTP does.
 // A client that disconnects aborts its request: its sequence leaves the batch and its pages return to the pool.
@@ -22,9 +24,13 @@ import { prometheus } from './metrics.ts';
 export interface ServerOptions {
   maxBodyBytes?: number; // default 1 MiB
   logger?: Logger;
+  /** Host header names accepted (any port); undefined accepts any. startServer sets the loopback names when
+   *  bound to loopback, so a web page cannot reach the server through DNS rebinding. */
+  allowedHosts?: string[];
 }
 
-type Status = 400 | 404 | 413 | 500 | 503;
+type Status = 400 | 403 | 404 | 413 | 415 | 500 | 503;
+const LOOPBACK = ['127.0.0.1', 'localhost', '::1'];
 
 const errorBody = (status: number, message: string, code: string, param: string | null = null) => ({
   error: { message, type: status >= 500 ? 'server_error' : 'invalid_request_error', param, code },
@@ -41,6 +47,20 @@ export function createApp(engine: Engine, o: ServerOptions = {}): Hono {
     const t0 = performance.now();
     await next();
     log.info({ method: c.req.method, path: c.req.path, status: c.res.status, ms: +(performance.now() - t0).toFixed(1) }, 'request');
+  });
+  if (o.allowedHosts) {
+    const allowed = new Set(o.allowedHosts);
+    app.use(async (c, next) => {
+      const host = /^(\[[^\]]*\]|[^:]*)/.exec(c.req.header('host') ?? '')![1].replace(/^\[|\]$/g, '');
+      if (!allowed.has(host)) return fail(c, 403, `Host '${host}' is not served here (allowed: ${[...allowed].join(', ')})`, 'forbidden_host');
+      await next();
+    });
+  }
+  // JSON only: a cross-site page can POST text/plain without asking, but not application/json
+  app.use('/v1/*', async (c, next) => {
+    if (c.req.method === 'POST' && !/^application\/json\b/i.test(c.req.header('content-type') ?? ''))
+      return fail(c, 415, `send the body as JSON with 'Content-Type: application/json' (got '${c.req.header('content-type') ?? 'none'}')`, 'unsupported_media_type');
+    await next();
   });
   app.use('/v1/*', bodyLimit({
     maxSize: maxBody,
@@ -132,8 +152,8 @@ export interface RunningServer {
 
 /** Listen on host:port (127.0.0.1 unless told otherwise; port 0 picks a free one). */
 export async function startServer(engine: Engine, o: ServerOptions & { host?: string; port?: number } = {}): Promise<RunningServer> {
-  const app = createApp(engine, o);
   const host = o.host ?? '127.0.0.1';
+  const app = createApp(engine, { allowedHosts: LOOPBACK.includes(host) ? LOOPBACK : undefined, ...o });
   return new Promise((resolve, reject) => {
     const server = serve({ fetch: app.fetch, hostname: host, port: o.port ?? 8000 }, (info: AddressInfo) => {
       const h = info.family === 'IPv6' ? `[${info.address}]` : info.address;
@@ -145,6 +165,10 @@ export async function startServer(engine: Engine, o: ServerOptions & { host?: st
         }),
       });
     }) as Server;
+    // idle keep-alive sockets outlive the clients' own timeouts (undici: 4 s), so a client never reuses a
+    // socket the server is closing, even when a long step delays both sides' timers
+    server.keepAliveTimeout = 65_000;
+    server.headersTimeout = 66_000;
     server.once('error', reject);
   });
 }
