@@ -1,8 +1,176 @@
-// .comet model files (DESIGN §3.6): a safetensors file whose __metadata__ has format 'comet'.
-// Stub: the quantization work owns this file and replaces it.
+// .comet model files (DESIGN §3.6): one safetensors file holds the whole quantized model.
+//
+// Tensors (internal weight names, src/model/config.ts):
+//   {name}            F32   float weights: tok_embed [V, D], norms [D], output [V, D] (untied only)
+//   {name}.codes      U8    W4 codes [N, Kp/2], int4 canonical packing (DESIGN §3.1), columns permuted
+//   {name}.scales     F16   [N, Kp/B] one scale per row per B-block (DESIGN §3.3)
+//   {name}.perm       I32   [K] activation gather (quantized channel j reads input channel perm[j]); absent =
+//                           identity (down_proj's permutation is folded into gate/up rows and down columns)
+//   tokenizer/{file}  U8    the tokenizer's files, byte for byte (tokenizer.json + tokenizer_config.json, or
+//                           a llama2.c tokenizer.bin): one model, one file
+// __metadata__ (all strings; JSON where structured):
+//   format 'comet' · version '1' · config (LlamaConfig) · quant (QuantMeta: B, order, INT8 policy and the achieved
+//   INT8 MAC fraction, weight method, kv dtype and group, K/Kp/K8 per site, calibration file, slice and sha256)
+//   linears ({name: {K, Kp, B, K8}}) · weight_error ({name: relative error}) · tokenizer ({main, files})
+//   checksums ({tensor: first 16 hex of its sha256}): a flipped byte is reported with the tensor's name.
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { HostWeight } from '../../backends/backend.ts';
+import { actSpec } from '../../simulator/act.ts';
+import type { KVDType } from '../../simulator/formats.ts';
+import { checkW4 } from '../../simulator/w4.ts';
 import { CometError } from '../errors.ts';
+import { type LlamaConfig, validateConfig, weightNames, weightShape } from '../model/config.ts';
+import type { QuantMeta } from '../quant/quantize.ts';
 import type { LoadedModel } from './index.ts';
+import { SafetensorsFile, type StTensor, writeSafetensors } from './safetensors.ts';
+
+export const COMET_VERSION = '1';
+
+export interface CometContents {
+  config: LlamaConfig;
+  weights: Map<string, HostWeight>;
+  quant: QuantMeta;
+  weightError: Record<string, number>;
+  tokenizer: { main: string; files: Array<{ name: string; bytes: Uint8Array }> };
+}
+
+const sha = (b: ArrayBufferView) => createHash('sha256').update(new Uint8Array(b.buffer, b.byteOffset, b.byteLength)).digest('hex');
+
+export function writeComet(path: string, m: CometContents): void {
+  const tensors: StTensor[] = [];
+  const linears: Record<string, { K: number; Kp: number; B: number; K8: number }> = {};
+  for (const name of weightNames(m.config)) {
+    const w = m.weights.get(name);
+    if (!w) throw new CometError(`${path}: weight '${name}' is missing`);
+    if (w.kind === 'f32') {
+      tensors.push({ name, dtype: 'F32', shape: w.shape, data: w.data });
+      continue;
+    }
+    const { K, Kp, B, K8, perm } = w.act;
+    tensors.push({ name: `${name}.codes`, dtype: 'U8', shape: [w.N, Kp / 2], data: w.codes });
+    tensors.push({ name: `${name}.scales`, dtype: 'F16', shape: [w.N, Kp / B], data: w.scales });
+    if (perm) tensors.push({ name: `${name}.perm`, dtype: 'I32', shape: [K], data: perm });
+    linears[name] = { K, Kp, B, K8 };
+  }
+  for (const f of m.tokenizer.files) tensors.push({ name: `tokenizer/${f.name}`, dtype: 'U8', shape: [f.bytes.length], data: f.bytes });
+  const checksums = Object.fromEntries(tensors.map((t) => [t.name, sha(t.data).slice(0, 16)]));
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeSafetensors(tmp, tensors, {
+    format: 'comet', version: COMET_VERSION, config: JSON.stringify(m.config), quant: JSON.stringify(m.quant),
+    linears: JSON.stringify(linears), weight_error: JSON.stringify(m.weightError),
+    tokenizer: JSON.stringify({ main: m.tokenizer.main, files: m.tokenizer.files.map((f) => f.name) }), checksums: JSON.stringify(checksums),
+  });
+  renameSync(tmp, path); // never leave a half-written .comet under the final name
+}
 
 export async function loadComet(path: string): Promise<LoadedModel> {
-  throw new CometError(`${path}: .comet loading not implemented yet`, 'not_implemented');
+  const st = SafetensorsFile.open(path);
+  try {
+    const md = st.metadata;
+    const json = <T>(key: string): T => {
+      if (md[key] === undefined) throw new CometError(`${path}: .comet metadata has no '${key}'`);
+      try {
+        return JSON.parse(md[key]) as T;
+      } catch (e) {
+        throw new CometError(`${path}: .comet metadata '${key}' is not valid JSON (${(e as Error).message})`);
+      }
+    };
+    if (md.format !== 'comet') throw new CometError(`${path}: not a .comet file (metadata format ${JSON.stringify(md.format)})`);
+    if (md.version !== COMET_VERSION) throw new CometError(`${path}: .comet version ${md.version} is not supported (this build reads version ${COMET_VERSION})`);
+    const config = json<LlamaConfig>('config');
+    validateConfig(config, path);
+    const quant = json<QuantMeta>('quant');
+    const linears = json<Record<string, { K: number; Kp: number; B: number; K8: number }>>('linears');
+    const checksums = json<Record<string, string>>('checksums');
+    const read = (name: string) => {
+      const want = checksums[name];
+      if (want === undefined) throw new CometError(`${path}: tensor '${name}' has no checksum in the metadata`);
+      const data = st.get(name);
+      if (sha(data).slice(0, 16) !== want) throw new CometError(`${path}: tensor '${name}' is corrupt (checksum mismatch)`);
+      return data;
+    };
+    const expect = (name: string, dtype: string, shape: number[]) => {
+      const t = st.tensors.get(name);
+      if (!t) throw new CometError(`${path}: tensor '${name}' is missing`);
+      if (t.dtype !== dtype || t.shape.join() !== shape.join())
+        throw new CometError(`${path}: tensor '${name}' is ${t.dtype} [${t.shape}], expected ${dtype} [${shape}]`);
+    };
+    const weights = new Map<string, HostWeight>();
+    for (const name of weightNames(config)) {
+      const shape = weightShape(config, name), lin = linears[name];
+      if (!lin) {
+        expect(name, 'F32', shape);
+        weights.set(name, { kind: 'f32', name, shape, data: read(name) as Float32Array });
+        continue;
+      }
+      const [N, K] = shape;
+      if (lin.K !== K) throw new CometError(`${path}: linear '${name}' has K = ${lin.K}, the config says ${K}`);
+      const permName = `${name}.perm`;
+      let perm: Int32Array | undefined;
+      if (st.tensors.has(permName)) {
+        expect(permName, 'I32', [K]);
+        perm = read(permName) as Int32Array;
+      }
+      let spec;
+      try {
+        spec = actSpec(K, lin.B, lin.K8, perm);
+      } catch (e) {
+        throw new CometError(`${path}: linear '${name}': ${(e as Error).message}`);
+      }
+      if (spec.Kp !== lin.Kp) throw new CometError(`${path}: linear '${name}' has Kp = ${lin.Kp}, expected ${spec.Kp}`);
+      expect(`${name}.codes`, 'U8', [N, spec.Kp / 2]);
+      expect(`${name}.scales`, 'F16', [N, spec.Kp / spec.B]);
+      const w = { N, codes: read(`${name}.codes`) as Uint8Array, scales: read(`${name}.scales`) as Uint16Array, act: spec };
+      checkW4(w);
+      for (let i = 0; i < w.scales.length; i++)
+        if ((w.scales[i] & 0x7c00) === 0x7c00) throw new CometError(`${path}: tensor '${name}.scales' holds a non-finite f16 at element ${i}`);
+      weights.set(name, { kind: 'w4', name, ...w });
+    }
+    const tok = json<{ main: string; files: string[] }>('tokenizer');
+    const tokFiles = tok.files.map((f) => ({ name: f, bytes: read(`tokenizer/${f}`) as Uint8Array }));
+    const tokenizerPath = extractTokenizer(tok.main, tokFiles);
+    const meta = {
+      dtypes: Object.fromEntries(['F32', 'U8', 'F16', 'I32'].map((d) => [d, [...st.tensors.values()].filter((t) => t.dtype === d).length])),
+      quant, kvDType: quant.kv as KVDType, kvGroup: quant.kvGroup, weightError: json<Record<string, number>>('weight_error'),
+      tokenizerFiles: tokFiles,
+    };
+    return { config, weights, format: 'comet', path, tokenizerPath, meta };
+  } finally {
+    st.close();
+  }
+}
+
+/** The embedded tokenizer, written once per content hash to a cache directory (loadTokenizer reads paths;
+ *  tokenizer.json also wants its tokenizer_config.json beside it). Returns the main file's path. */
+function extractTokenizer(main: string, files: Array<{ name: string; bytes: Uint8Array }>): string {
+  const h = createHash('sha256');
+  for (const f of files) h.update(f.name).update(f.bytes);
+  const dir = join(tmpdir(), `comet-tokenizer-${h.digest('hex').slice(0, 16)}`);
+  mkdirSync(dir, { recursive: true });
+  for (const f of files) {
+    if (!/^[\w.-]+$/.test(f.name)) throw new CometError(`embedded tokenizer file name '${f.name}' is not a plain file name`);
+    const p = join(dir, f.name);
+    if (!existsSync(p)) {
+      const tmp = `${p}.${process.pid}`;
+      writeFileSync(tmp, f.bytes);
+      renameSync(tmp, p);
+    }
+  }
+  return join(dir, main);
+}
+
+/** The files of a model's tokenizer, for embedding: tokenizer.json (+ tokenizer_config.json) or a .bin. */
+export function tokenizerFiles(tokPath: string, read: (p: string) => Uint8Array): CometContents['tokenizer'] {
+  const base = tokPath.split(/[\\/]/).pop()!;
+  const files = [{ name: base, bytes: read(tokPath) }];
+  if (base.endsWith('.json')) {
+    const cfg = join(tokPath, '..', 'tokenizer_config.json');
+    if (existsSync(cfg)) files.push({ name: 'tokenizer_config.json', bytes: read(cfg) });
+    const tmpl = join(tokPath, '..', 'chat_template.jinja');
+    if (existsSync(tmpl)) files.push({ name: 'chat_template.jinja', bytes: read(tmpl) });
+  }
+  return { main: base, files };
 }
