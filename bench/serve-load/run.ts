@@ -4,7 +4,7 @@
 // percentiles; writes bench/results/serve-load-<date>-<device>.{md,json}. Bounded: no new request after
 // --time-limit seconds, and anything still running at 1.5x that is aborted (counted as an error).
 //   npx tsx bench/serve-load/run.ts [--backend sim|cuda|webgpu] [--model m] [--requests 64] [--concurrency 16]
-//                                   [--max-tokens 64] [--time-limit 120] [--device name] [--url http://127.0.0.1:8000]
+//                                   [--max-tokens 64] [--time-limit 120] [--device name] [--tag t] [--url http://127.0.0.1:8000]
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { cpus } from 'node:os';
@@ -17,7 +17,7 @@ const { values: a } = parseArgs({
     backend: { type: 'string', default: 'sim' }, model: { type: 'string' }, url: { type: 'string' },
     requests: { type: 'string', default: '64' }, concurrency: { type: 'string', default: '16' },
     'max-tokens': { type: 'string', default: '64' }, 'time-limit': { type: 'string', default: '120' },
-    'max-batch': { type: 'string', default: '32' }, device: { type: 'string' }, out: { type: 'string', default: 'bench/results' },
+    'max-batch': { type: 'string', default: '32' }, device: { type: 'string' }, tag: { type: 'string' }, out: { type: 'string', default: 'bench/results' },
   },
 });
 const N = Number(a.requests), C = Number(a.concurrency), maxTokens = Number(a['max-tokens']), limitS = Number(a['time-limit']);
@@ -122,7 +122,7 @@ try {
     preemptions: Number(/^comet_preemptions_total (\d+)/m.exec(metrics)?.[1]),
   };
   mkdirSync(a.out!, { recursive: true });
-  const base = join(a.out!, `serve-load-${report.date.slice(0, 10)}-${device.replace(/[^A-Za-z0-9._-]+/g, '-')}`);
+  const base = join(a.out!, `serve-load-${report.date.slice(0, 10)}-${device.replace(/[^A-Za-z0-9._-]+/g, '-')}${a.tag ? `-${a.tag}` : ''}`);
   writeFileSync(`${base}.json`, JSON.stringify(report, null, 2) + '\n');
   const row = (name: string, s: Record<string, number>) => `| ${name} | ${s.p50} | ${s.p90} | ${s.p99} | ${s.mean} |`;
   writeFileSync(`${base}.md`, [
