@@ -1,0 +1,182 @@
+// The browser demo (web/) in real headless Chromium (Debian's /usr/bin/chromium through playwright-core),
+// served by `vite preview` on 127.0.0.1 from a fresh `vite build`. What must hold (issue 8):
+//   - greedy text in the page equals the Node engine's on the same backend, for the same .comet file
+//   - Stop mid-stream ends the stream and leaves the page usable; a reload reads the model from the cache
+//   - no WebGPU (navigator.gpu removed; no adapter): the page says so and runs on the simulator
+//   - a bad model file (404, truncated, not a .comet) shows a clear message in the page
+//   - no console error and no uncaught exception anywhere (the 404 test allows the browser's own line for it)
+// The model is stories260K quantized to W4A4KV4 by scripts/build-demo-model.ts into a temporary directory.
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { build, preview, type PreviewServer } from 'vite';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { buildDemoModel } from '../../scripts/build-demo-model.ts';
+import { createEngine } from '../../src/engine/engine.ts';
+
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
+const CHROMIUM = '/usr/bin/chromium';
+const PROMPT = 'Once upon a time';
+const FLAGS = ['--enable-unsafe-webgpu', '--no-sandbox', '--headless=new', '--no-first-run', '--disable-gpu-sandbox', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--disable-quic', '--disable-default-apps', '--disable-domain-reliability', '--metrics-recording-only'];
+
+let dir: string, server: PreviewServer, base: string, browser: Browser;
+const nodeText = new Map<number, string>(); // max_tokens -> the Node engine's greedy text
+
+/** Greedy chat completion in Node, sim backend, same file and request as the page. */
+async function nodeGreedy(maxTokens: number): Promise<string> {
+  if (!nodeText.has(maxTokens)) {
+    const engine = await createEngine(join(dir, 'stories260K.comet'), { backend: 'sim', maxBatch: 1 });
+    const r = await engine.chat.completions.create({ messages: [{ role: 'user', content: PROMPT }], temperature: 0, max_tokens: maxTokens });
+    nodeText.set(maxTokens, r.choices[0].message.content);
+    engine.close();
+  }
+  return nodeText.get(maxTokens)!;
+}
+
+interface Watched { page: Page; errors: string[] }
+
+/** A page whose console errors and uncaught exceptions are collected (asserted empty by each test). */
+async function open(ctx: BrowserContext, query: string): Promise<Watched> {
+  const page = await ctx.newPage(), errors: string[] = [];
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(`console: ${m.text()}`); });
+  page.on('pageerror', (e) => errors.push(`uncaught: ${e.message}`));
+  await page.goto(`${base}${query}`);
+  await settle(page);
+  return { page, errors };
+}
+
+const settle = (page: Page, timeout = 30_000) =>
+  page.waitForFunction(() => ['idle', 'ready'].includes(document.body.dataset.state ?? ''), null, { timeout });
+
+async function generate(page: Page, maxTokens: number): Promise<string> {
+  await page.fill('#prompt', PROMPT);
+  await page.fill('#temperature', '0');
+  await page.fill('#max-tokens', String(maxTokens));
+  await page.click('#generate');
+  await page.waitForFunction(() => document.body.dataset.state === 'generating' || document.getElementById('finish')!.textContent !== '');
+  await settle(page);
+  expect(await page.locator('#error').isHidden(), await page.textContent('#error') ?? '').toBe(true);
+  return (await page.textContent('#output')) ?? '';
+}
+
+beforeAll(async () => {
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (the browser tests never skip)`);
+  dir = mkdtempSync(join(tmpdir(), 'comet-demo-'));
+  // the model, and the broken files the bad-file test asks for (served under /models/ through COMET_DEMO_MODELS)
+  const comet = await buildDemoModel('stories260K', { out: dir, calibTokens: 512, ctx: 256, quiet: true });
+  const bytes = readFileSync(comet);
+  writeFileSync(join(dir, 'truncated.comet'), bytes.subarray(0, Math.floor(bytes.length * 0.6)));
+  writeFileSync(join(dir, 'notes.comet'), '<!doctype html><title>Not Found</title><p>this is a web page, not a model\n');
+  copyFileSync(join(REPO, 'models/tok512.bin'), join(dir, 'tokenizer-only.comet'));
+  process.env.COMET_DEMO_MODELS = dir;
+  const outDir = join(dir, 'dist');
+  await build({ configFile: join(REPO, 'web/vite.config.ts'), logLevel: 'warn', build: { outDir } });
+  server = await preview({ configFile: join(REPO, 'web/vite.config.ts'), logLevel: 'warn', build: { outDir }, preview: { port: 0, host: '127.0.0.1', strictPort: false } });
+  base = server.resolvedUrls!.local[0];
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+}, 90_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await server?.close();
+  delete process.env.COMET_DEMO_MODELS;
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+const MODEL = '?model=models/stories260K.comet';
+
+describe('browser demo', () => {
+  test('greedy text equals the Node engine; Stop keeps the page usable; a reload reads the cache', async () => {
+    const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const requests: string[] = [];
+    ctx.on('request', (r) => { if (new URL(r.url()).pathname.endsWith('/models/stories260K.comet')) requests.push(r.method()); });
+    const { page, errors } = await open(ctx, `${MODEL}&backend=sim&autoload=1`);
+    expect(await page.textContent('#error')).toBe('');
+    expect(await page.evaluate(() => document.body.dataset.state)).toBe('ready');
+    expect(await page.textContent('#progress-text')).toContain('ready on sim');
+    expect(await page.evaluate(() => (document.getElementById('progress') as HTMLProgressElement).value)).toBe(1);
+
+    expect(await generate(page, 48)).toBe(await nodeGreedy(48));
+    expect(await page.textContent('#finish')).toContain('token limit');
+    for (const k of ['prefill', 'decode', 'model-bytes', 'kv-bytes']) expect(await page.textContent(`#stat-${k}`)).toMatch(/\d/);
+    mkdirSync(join(REPO, 'bench/results'), { recursive: true });
+    await page.screenshot({ path: join(REPO, 'bench/results/web-demo-sim.png'), fullPage: true });
+
+    // Stop mid-stream: the stream ends, the page says so, and the next request works
+    await page.fill('#max-tokens', '450');
+    await page.click('#generate');
+    await page.waitForFunction(() => (document.getElementById('output')!.textContent ?? '').length > 40);
+    await page.click('#stop');
+    await settle(page);
+    expect(await page.textContent('#finish')).toBe('Stopped.');
+    const stopped = (await page.textContent('#output'))!;
+    expect(stopped.length).toBeLessThan((await nodeGreedy(450)).length);
+    expect((await nodeGreedy(450)).startsWith(stopped)).toBe(true);
+    expect(await generate(page, 12)).toBe(await nodeGreedy(12));
+
+    // reload: the model comes from the Cache API (a HEAD to check it, no second GET)
+    expect(requests.filter((m) => m === 'GET')).toHaveLength(1);
+    await page.reload();
+    await settle(page);
+    expect(await page.evaluate(() => document.body.dataset.state)).toBe('ready');
+    expect(requests.filter((m) => m === 'GET')).toHaveLength(1);
+    expect(requests.filter((m) => m === 'HEAD').length).toBeGreaterThanOrEqual(1);
+    expect(await generate(page, 12)).toBe(await nodeGreedy(12));
+
+    // a file picked from disk takes the same path
+    await page.setInputFiles('#file', join(dir, 'stories260K.comet'));
+    await settle(page);
+    expect(await page.textContent('#progress-text')).toContain('ready on sim');
+    expect(await generate(page, 12)).toBe(await nodeGreedy(12));
+    expect(errors).toEqual([]);
+    await ctx.close();
+  });
+
+  test('without WebGPU the page says so and runs on the simulator', async () => {
+    const ctx = await browser.newContext();
+    await ctx.addInitScript(() => { Object.defineProperty(Navigator.prototype, 'gpu', { get: () => undefined, configurable: true }); });
+    const { page, errors } = await open(ctx, MODEL);
+    await expect.poll(() => page.isVisible('#no-webgpu')).toBe(true);
+    expect(await page.textContent('#no-webgpu')).toContain('WebGPU is not available');
+    expect(await page.textContent('#no-webgpu-reason')).toContain('navigator.gpu is undefined');
+    expect(await page.isDisabled('#backend option[value=webgpu]')).toBe(true);
+    await page.click('#use-sim');
+    await page.waitForFunction(() => document.body.dataset.state === 'ready', null, { timeout: 30_000 });
+    expect(await page.textContent('#stat-backend')).toMatch(/^sim/);
+    expect(await generate(page, 12)).toBe(await nodeGreedy(12));
+    expect(errors).toEqual([]);
+    await ctx.close();
+
+    // WebGPU present but no adapter: the same offer, with that reason
+    const ctx2 = await browser.newContext();
+    await ctx2.addInitScript(() => { GPU.prototype.requestAdapter = async () => null; });
+    const p2 = await open(ctx2, MODEL);
+    await expect.poll(() => p2.page.isVisible('#no-webgpu')).toBe(true);
+    expect(await p2.page.textContent('#no-webgpu-reason')).toContain('no GPU adapter');
+    expect(p2.errors).toEqual([]);
+    await ctx2.close();
+  });
+
+  test.each([
+    ['404', 'models/missing.comet', /HTTP 404/],
+    ['truncated', 'models/truncated.comet', /truncated|past the end|runs past/],
+    ['not a model (HTML)', 'models/notes.comet', /not a model; expected a \.comet file/],
+    ['not a .comet (a tokenizer)', 'models/tokenizer-only.comet', /not a \.comet file/],
+  ])('a bad model file (%s) shows a clear message', async (_, url, message) => {
+    const ctx = await browser.newContext();
+    const { page, errors } = await open(ctx, `?model=${url}&backend=sim&autoload=1`);
+    expect(await page.evaluate(() => document.body.dataset.state)).toBe('idle');
+    expect(await page.isVisible('#error')).toBe(true);
+    const text = (await page.textContent('#error'))!;
+    expect(text).toMatch(/^Could not load the model\./);
+    expect(text).toMatch(message);
+    expect(await page.isDisabled('#generate')).toBe(true);
+    expect(await page.isEnabled('#load')).toBe(true); // the page stays usable
+    // the browser itself logs a failed resource load for the 404; nothing else may appear
+    expect(errors.filter((e) => !(url.includes('missing') && /Failed to load resource.*404/.test(e)))).toEqual([]);
+    await ctx.close();
+  });
+});
