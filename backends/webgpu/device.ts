@@ -1,0 +1,77 @@
+// Finding a WebGPU device in both worlds: `navigator.gpu` in a browser, npm `webgpu` (Dawn) in Node.
+// The Node path needs a Vulkan driver; on our CPU machines that is Chromium's SwiftShader (DESIGN §6).
+import { CometError } from '../../src/errors.ts';
+
+export interface GpuContext {
+  device: GPUDevice;
+  /** held so the Dawn instance and adapter live as long as the device (GC of them kills Dawn's threads) */
+  gpu: GPU;
+  adapter: GPUAdapter;
+  adapterName: string;
+  /** WGSL has dot4I8Packed (language feature packed_4x8_integer_dot_product) */
+  dot4: boolean;
+  limits: { storageBuffers: number; workgroupStorage: number; maxBinding: number };
+}
+
+const SWIFTSHADER_HINT =
+  'WebGPU in Node (npm `webgpu`, Dawn) needs a Vulkan driver. Without a GPU, use Chromium\'s SwiftShader: ' +
+  '`apt-get install -y chromium libvulkan1`, then set VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json ' +
+  'XDG_RUNTIME_DIR=/tmp (or `source .ci/webgpu-env.sh`). On an NVIDIA machine set ' +
+  'VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json with libvulkan1 installed.';
+
+async function nodeGpu(): Promise<GPU> {
+  const name = 'webgpu'; // a variable: bundlers must not pull Dawn into a browser build
+  let mod: { create: (opts: string[]) => GPU; globals: Record<string, unknown> };
+  try {
+    mod = await import(/* @vite-ignore */ name);
+  } catch (e) {
+    throw new CometError(`webgpu: cannot load the npm package 'webgpu' (Dawn for Node): ${(e as Error).message}`, 'no_device');
+  }
+  // GPUBufferUsage, GPUMapMode, ... as in a browser
+  for (const [k, v] of Object.entries(mod.globals)) if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
+  return mod.create([]);
+}
+
+let shared: Promise<GpuContext> | undefined;
+
+/** One device per process (pipelines and buffers are cached on it). */
+export function getGpu(): Promise<GpuContext> {
+  shared ??= openGpu().catch((e) => { shared = undefined; throw e; });
+  return shared;
+}
+
+async function openGpu(): Promise<GpuContext> {
+  const inBrowser = typeof navigator !== 'undefined' && !!(navigator as Navigator).gpu;
+  const gpu = inBrowser ? navigator.gpu : await nodeGpu();
+  const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  if (!adapter)
+    throw new CometError(inBrowser
+      ? 'webgpu: navigator.gpu gave no adapter (Chromium: --enable-unsafe-webgpu; headless: serve the page from http://127.0.0.1)'
+      : `webgpu: no WebGPU adapter. ${SWIFTSHADER_HINT}`, 'no_device');
+  const L = adapter.limits;
+  const device = await adapter.requestDevice({
+    requiredLimits: {
+      maxStorageBuffersPerShaderStage: L.maxStorageBuffersPerShaderStage,
+      maxComputeWorkgroupStorageSize: L.maxComputeWorkgroupStorageSize,
+      maxStorageBufferBindingSize: L.maxStorageBufferBindingSize,
+      maxBufferSize: L.maxBufferSize,
+      maxComputeInvocationsPerWorkgroup: L.maxComputeInvocationsPerWorkgroup,
+      maxComputeWorkgroupSizeX: L.maxComputeWorkgroupSizeX,
+    },
+  });
+  device.addEventListener?.('uncapturederror', (ev) => {
+    console.error(`webgpu: uncaptured error: ${(ev as GPUUncapturedErrorEvent).error.message}`);
+  });
+  const info = adapter.info;
+  const wgsl = (gpu as GPU & { wgslLanguageFeatures?: ReadonlySet<string> }).wgslLanguageFeatures;
+  return {
+    device, gpu, adapter,
+    adapterName: [info?.vendor, info?.architecture, info?.device, info?.description].filter(Boolean).join(' ') || 'unknown adapter',
+    dot4: !!wgsl?.has('packed_4x8_integer_dot_product'),
+    limits: {
+      storageBuffers: device.limits.maxStorageBuffersPerShaderStage,
+      workgroupStorage: device.limits.maxComputeWorkgroupStorageSize,
+      maxBinding: device.limits.maxStorageBufferBindingSize,
+    },
+  };
+}

@@ -1,0 +1,31 @@
+// WGSL sources: shaders/<family>.wgsl, each prefixed with shaders/common.wgsl and the `dot4` of the adapter
+// (dot4I8Packed where WGSL has packed_4x8_integer_dot_product, the integer fallback otherwise).
+// Node reads the files; a browser build passes them in (Vite: import.meta.glob('…/*.wgsl', { query: '?raw' })).
+
+export const FAMILIES = ['common', 'gemm_w4ax', 'gemm_f32', 'quant', 'norm', 'rope', 'kv_append', 'attention', 'elementwise', 'embed', 'argmax', 'rows'] as const;
+export type Family = (typeof FAMILIES)[number];
+export type ShaderSources = Record<Family, string>;
+
+export async function loadShaderSources(): Promise<ShaderSources> {
+  const fsName = 'node:fs/promises';
+  const { readFile } = (await import(/* @vite-ignore */ fsName)) as typeof import('node:fs/promises');
+  const out = {} as ShaderSources;
+  for (const f of FAMILIES) out[f] = await readFile(new URL(`../../shaders/${f}.wgsl`, import.meta.url), 'utf8');
+  return out;
+}
+
+/** Vite's `import.meta.glob` result ({ '/path/x.wgsl': text }) -> ShaderSources */
+export function shaderSourcesFromGlob(files: Record<string, string | { default: string }>): ShaderSources {
+  const out = {} as ShaderSources;
+  for (const [path, v] of Object.entries(files)) {
+    const name = path.replace(/^.*\//, '').replace(/\.wgsl$/, '') as Family;
+    out[name] = typeof v === 'string' ? v : v.default;
+  }
+  for (const f of FAMILIES) if (typeof out[f] !== 'string') throw new Error(`webgpu: shader ${f}.wgsl is missing from the bundle`);
+  return out;
+}
+
+export function moduleSource(src: ShaderSources, family: Family, dot4: boolean): string {
+  const d = dot4 ? 'fn dot4(a: u32, b: u32) -> i32 { return dot4I8Packed(a, b); }' : 'fn dot4(a: u32, b: u32) -> i32 { return dot4_plain(a, b); }';
+  return `${src.common}\n${d}\n${src[family]}`;
+}

@@ -1,0 +1,481 @@
+// The WebGPU backend: the op set of backends/backend.ts in WGSL (shaders/), in Node through Dawn and in the
+// browser through navigator.gpu, over byte for byte the simulator's buffers (DESIGN §3):
+//   f32 tensor   one buffer, row-major f32
+//   qact         one buffer  a8 int8 [M][K8] | a4 int4x2 [M][(Kp-K8)/2] | sa f16 [M][Kp/B]   (readRaw's bytes)
+//   w4 weight    one buffer  codes int4x2 [N][Kp/2] | scales f16 [N][Kp/B]
+//   kv4 cache    per layer the simulator's KVStoreKV4 bytes (simulator/kv4.ts); f32 cache (page, head, P, hd)
+// Packing each quantized tensor into one buffer keeps every kernel within the browser's 10 storage buffers.
+//
+// Execution: ops record compute passes into one command encoder; each dispatch's parameters and the step's
+// small host arrays (token ids, positions, block tables, RoPE tables) go to one upload buffer written once
+// at submit. Nothing is submitted until `read`/`argmax` needs a result, so a decode step is one submit.
+// Step tensors come from a size-keyed pool and go back to it in endStep. Pipelines are made once per device.
+import type { Backend, DType, HostWeight, KVCache, KVCacheSpec, KVDType, OpName, RopeSpec, StepLayout, Tensor, Weight } from '../backend.ts';
+import type { ActQuantSpec, QAct } from '../../simulator/formats.ts';
+import { dequantizeAct } from '../../simulator/act.ts';
+import { checkW4 } from '../../simulator/w4.ts';
+import { kv4Layout } from '../../simulator/kv4.ts';
+import { qactBytes, w4Bytes } from '../../simulator/traits.ts';
+import { ropeFreqs } from '../../simulator/kernels/float.ts';
+import { CometError } from '../../src/errors.ts';
+import { getGpu, type GpuContext } from './device.ts';
+import { type Family, loadShaderSources, moduleSource, type ShaderSources } from './shaders.ts';
+
+const up4 = (n: number) => Math.ceil(n / 4) * 4;
+const up256 = (n: number) => Math.ceil(n / 256) * 256;
+const f32bits = (() => { const f = new Float32Array(1), u = new Uint32Array(f.buffer); return (x: number) => ((f[0] = x), u[0]); })();
+
+export class WTensor implements Tensor {
+  constructor(
+    readonly shape: readonly number[],
+    readonly dtype: DType,
+    readonly buf: GPUBuffer,
+    readonly bytes: number, // meaningful bytes (the buffer may be larger)
+    readonly spec?: ActQuantSpec, // qact
+  ) {}
+}
+
+export class WWeight extends WTensor implements Weight {
+  constructor(readonly name: string, shape: readonly number[], dtype: DType, buf: GPUBuffer, bytes: number, readonly act?: ActQuantSpec) {
+    super(shape, dtype, buf, bytes, act);
+  }
+}
+
+class WKVCache implements KVCache {
+  constructor(readonly spec: KVCacheSpec, readonly buf: GPUBuffer, readonly layerBytes: number, readonly layerStride: number,
+    private be: WebGPUBackend) {}
+  /** one layer's bytes in the simulator's layout (kv4: KVStoreKV4.data[layer]; f32: K pages then V pages) */
+  readLayer(layer: number): Promise<Uint8Array> { return this.be.readKVLayer(this, layer); }
+}
+
+type Binding = 'uniform' | 'read' | 'write';
+interface Pipe { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }
+type Res = GPUBuffer | { buffer: GPUBuffer; offset: number; size: number };
+
+/** The pipelines of the op set: family, entry point, bindings (in order), override constants. */
+const PIPES = {
+  gemm_matvec1: { family: 'gemm_w4ax', entry: 'matvec', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { MT: 1 } },
+  gemm_matvec4: { family: 'gemm_w4ax', entry: 'matvec', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { MT: 4 } },
+  gemm_tiled: { family: 'gemm_w4ax', entry: 'tiled', bind: ['uniform', 'read', 'read', 'read', 'write'] },
+  gemm_f32: { family: 'gemm_f32', entry: 'gemm', bind: ['uniform', 'read', 'read', 'write'] },
+  quantize_act: { family: 'quant', entry: 'main', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { MODE: 0 } },
+  rmsnorm_quant: { family: 'quant', entry: 'main', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { MODE: 1 } },
+  silu_mul_quant: { family: 'quant', entry: 'main', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { MODE: 2 } },
+  rmsnorm: { family: 'norm', entry: 'rmsnorm', bind: ['uniform', 'read', 'read', 'write'] },
+  rope: { family: 'rope', entry: 'rope', bind: ['uniform', 'read', 'read', 'write'] },
+  kv_append_f32: { family: 'kv_append', entry: 'append_f32', bind: ['uniform', 'read', 'read', 'read', 'write'] },
+  kv_append_kv4: { family: 'kv_append', entry: 'append_kv4', bind: ['uniform', 'read', 'read', 'read', 'write'] },
+  attention_f32: { family: 'attention', entry: 'attention', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { KV4: 0 } },
+  attention_kv4: { family: 'attention', entry: 'attention', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { KV4: 1 } },
+  add: { family: 'elementwise', entry: 'add', bind: ['uniform', 'read', 'read', 'write'] },
+  silu_mul: { family: 'elementwise', entry: 'silu_mul', bind: ['uniform', 'read', 'read', 'write'] },
+  embed: { family: 'embed', entry: 'embed', bind: ['uniform', 'read', 'read', 'write'] },
+  argmax: { family: 'argmax', entry: 'argmax', bind: ['uniform', 'read', 'write'] },
+  rows: { family: 'rows', entry: 'rows', bind: ['uniform', 'read', 'read', 'write'] },
+} satisfies Record<string, { family: Family; entry: string; bind: Binding[]; constants?: Record<string, number> }>;
+type PipeName = keyof typeof PIPES;
+
+/** Per device: shader modules and pipelines, made once. */
+class PipelineCache {
+  private modules = new Map<Family, GPUShaderModule>();
+  private pipes = new Map<PipeName, Pipe>();
+  constructor(readonly gpu: GpuContext, readonly src: ShaderSources) {}
+  get(name: PipeName): Pipe {
+    let p = this.pipes.get(name);
+    if (p) return p;
+    const d = PIPES[name] as { family: Family; entry: string; bind: Binding[]; constants?: Record<string, number> };
+    const dev = this.gpu.device;
+    let module = this.modules.get(d.family);
+    if (!module) this.modules.set(d.family, (module = dev.createShaderModule({ label: d.family, code: moduleSource(this.src, d.family, this.gpu.dot4) })));
+    const layout = dev.createBindGroupLayout({
+      label: name,
+      entries: d.bind.map((b, i) => ({
+        binding: i, visibility: GPUShaderStage.COMPUTE,
+        buffer: { type: b === 'uniform' ? 'uniform' : b === 'read' ? 'read-only-storage' : 'storage' },
+      })) as GPUBindGroupLayoutEntry[],
+    });
+    const pipeline = dev.createComputePipeline({
+      label: name, layout: dev.createPipelineLayout({ bindGroupLayouts: [layout] }),
+      compute: { module, entryPoint: d.entry, constants: d.constants },
+    });
+    this.pipes.set(name, (p = { pipeline, layout }));
+    return p;
+  }
+}
+
+const pipelineCaches = new WeakMap<GpuContext, PipelineCache>(); // keyed by context: dot4 is part of the key
+
+/** Command recording for one step: one encoder, compute passes, and the upload arena (segments of 1 MiB,
+ *  each written to its GPU buffer once, at submit; a segment is reused only after that submit). */
+class Stream {
+  private enc?: GPUCommandEncoder;
+  private pass?: GPUComputePassEncoder;
+  private segs: Array<{ buf: GPUBuffer; host: Uint8Array; used: number }> = [];
+  private cur = 0;
+  constructor(readonly dev: GPUDevice) {}
+  private encoder(): GPUCommandEncoder {
+    return (this.enc ??= this.dev.createCommandEncoder());
+  }
+  private endPass() {
+    this.pass?.end();
+    this.pass = undefined;
+  }
+  /** Copy host words into the upload arena; returns a binding of them (valid for this submit). */
+  upload(words: Uint32Array | Int32Array | Float32Array): { buffer: GPUBuffer; offset: number; size: number } {
+    const size = Math.max(16, up4(words.byteLength));
+    let seg = this.segs[this.cur];
+    while (seg && seg.used + size > seg.host.byteLength) seg = this.segs[++this.cur];
+    if (!seg) {
+      const cap = Math.max(1 << 20, up256(size));
+      seg = { buf: this.dev.createBuffer({ label: 'upload', size: cap, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST }), host: new Uint8Array(cap), used: 0 };
+      this.segs.push(seg);
+      this.cur = this.segs.length - 1;
+    }
+    const offset = seg.used;
+    seg.host.set(new Uint8Array(words.buffer, words.byteOffset, words.byteLength), offset);
+    seg.used = up256(offset + size);
+    return { buffer: seg.buf, offset, size };
+  }
+  dispatch(p: Pipe, res: Res[], x: number, y = 1, z = 1) {
+    const entries = res.map((r, i) => ({ binding: i, resource: 'buffer' in r ? r : { buffer: r } }));
+    const bg = this.dev.createBindGroup({ layout: p.layout, entries: entries as GPUBindGroupEntry[] });
+    this.pass ??= this.encoder().beginComputePass();
+    this.pass.setPipeline(p.pipeline);
+    this.pass.setBindGroup(0, bg);
+    this.pass.dispatchWorkgroups(x, y, z);
+  }
+  clear(buf: GPUBuffer, offset: number, size: number) {
+    this.endPass();
+    this.encoder().clearBuffer(buf, offset, size);
+  }
+  copy(src: GPUBuffer, srcOff: number, dst: GPUBuffer, dstOff: number, size: number) {
+    this.endPass();
+    this.encoder().copyBufferToBuffer(src, srcOff, dst, dstOff, size);
+  }
+  /** Write the upload arena and submit everything recorded. */
+  flush() {
+    this.endPass();
+    for (const s of this.segs) if (s.used) { this.dev.queue.writeBuffer(s.buf, 0, s.host, 0, s.used); s.used = 0; }
+    this.cur = 0;
+    if (this.enc) this.dev.queue.submit([this.enc.finish()]);
+    this.enc = undefined;
+  }
+  destroy() {
+    for (const s of this.segs) s.buf.destroy();
+    this.segs = [];
+  }
+}
+
+/** 1-D grid of n invocations in workgroups of `wg`: x up to 65535 groups, the rest in y (shaders: g.x + g.y·65535·wg). */
+const grid1 = (n: number, wg: number): [number, number] => {
+  const groups = Math.max(1, Math.ceil(n / wg));
+  return groups <= 65535 ? [groups, 1] : [65535, Math.ceil(groups / 65535)];
+};
+const rowsOf = (t: Tensor) => t.shape[0];
+const colsOf = (t: Tensor) => t.shape[t.shape.length - 1];
+
+export class WebGPUBackend implements Backend {
+  readonly name = 'webgpu';
+  readonly dev: GPUDevice;
+  private pipes: PipelineCache;
+  private stream: Stream;
+  private free = new Map<number, GPUBuffer[]>(); // step buffers by size
+  private live: GPUBuffer[] = []; // step buffers in use
+  private owned: GPUBuffer[] = []; // weights, host tensors, caches
+  private mapFree = new Map<number, GPUBuffer[]>();
+  private perms = new WeakMap<Int32Array, GPUBuffer>();
+  private dummy: GPUBuffer;
+  private ropeFreqs = new Map<string, Float32Array>();
+
+  constructor(readonly gpu: GpuContext, src: ShaderSources) {
+    this.dev = gpu.device;
+    let pc = pipelineCaches.get(gpu);
+    if (!pc) pipelineCaches.set(gpu, (pc = new PipelineCache(gpu, src)));
+    this.pipes = pc;
+    this.stream = new Stream(this.dev);
+    this.dummy = this.persistent(16);
+  }
+
+  get adapterName() { return this.gpu.adapterName; }
+
+  supports(op: OpName, dtype?: DType | KVDType): boolean {
+    if (op === 'embed' && dtype === 'w4') return false; // the table is f32 (as the simulator's)
+    return true;
+  }
+
+  // ---------------------------------------------------------------- memory
+  private persistent(bytes: number, label?: string): GPUBuffer {
+    const b = this.dev.createBuffer({ label, size: up256(Math.max(bytes, 16)), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+    this.owned.push(b);
+    return b;
+  }
+  private temp(bytes: number): GPUBuffer {
+    const size = up256(Math.max(bytes, 16));
+    const b = this.free.get(size)?.pop() ?? this.dev.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+    this.live.push(b);
+    return b;
+  }
+  private f32(shape: readonly number[]): WTensor {
+    const bytes = shape.reduce((a, d) => a * d, 1) * 4;
+    return new WTensor(shape, 'f32', this.temp(bytes), bytes);
+  }
+  private put(buf: GPUBuffer, data: ArrayBufferView) {
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    if (bytes.byteLength % 4 === 0) this.dev.queue.writeBuffer(buf, 0, bytes);
+    else { const pad = new Uint8Array(up4(bytes.byteLength)); pad.set(bytes); this.dev.queue.writeBuffer(buf, 0, pad); }
+  }
+
+  uploadWeight(w: HostWeight): Weight {
+    if (w.kind === 'f32') {
+      const buf = this.persistent(w.data.byteLength, w.name);
+      this.put(buf, w.data);
+      return new WWeight(w.name, w.shape, 'f32', buf, w.data.byteLength);
+    }
+    checkW4(w);
+    const { codes, scales } = w4Bytes(w.act, w.N);
+    const bytes = new Uint8Array(codes + up4(scales));
+    bytes.set(w.codes, 0);
+    bytes.set(new Uint8Array(w.scales.buffer, w.scales.byteOffset, scales), codes);
+    const buf = this.persistent(bytes.byteLength, w.name);
+    this.put(buf, bytes);
+    return new WWeight(w.name, [w.N, w.act.K], 'w4', buf, codes + scales, w.act);
+  }
+  fromHost(data: Float32Array, shape: readonly number[]): Tensor {
+    const buf = this.persistent(data.byteLength);
+    this.put(buf, data);
+    return new WTensor(shape, 'f32', buf, data.byteLength);
+  }
+  private async readBytes(buf: GPUBuffer, bytes: number): Promise<Uint8Array> {
+    const size = up256(Math.max(up4(bytes), 16));
+    const st = this.mapFree.get(size)?.pop() ?? this.dev.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    this.stream.copy(buf, 0, st, 0, up4(bytes));
+    this.stream.flush();
+    await st.mapAsync(GPUMapMode.READ, 0, up4(bytes));
+    const out = new Uint8Array(st.getMappedRange(0, up4(bytes)).slice(0, bytes));
+    st.unmap();
+    (this.mapFree.get(size) ?? this.mapFree.set(size, []).get(size)!).push(st);
+    return out;
+  }
+  async read(t: Tensor): Promise<Float32Array> {
+    const w = t as WTensor;
+    if (w.dtype === 'qact') return dequantizeAct(this.qactFromBytes(w, await this.readRaw(w)));
+    const b = await this.readBytes(w.buf, w.bytes);
+    return w.dtype === 'i32' ? Float32Array.from(new Int32Array(b.buffer)) : new Float32Array(b.buffer);
+  }
+  async readRaw(t: Tensor): Promise<Uint8Array> {
+    const w = t as WTensor;
+    return this.readBytes(w.buf, w.bytes);
+  }
+  private qactFromBytes(t: WTensor, b: Uint8Array): QAct {
+    const spec = t.spec!, M = t.shape[0], n = qactBytes(spec, M);
+    return {
+      M, spec, a8: new Int8Array(b.buffer, b.byteOffset, n.a8), a4: b.subarray(n.a8, n.a8 + n.a4),
+      sa: new Uint16Array(b.slice(n.a8 + n.a4, n.a8 + n.a4 + n.sa).buffer),
+    };
+  }
+  /** The raw bytes of one layer of a cache (kv4: the simulator's KVStoreKV4.data[layer]), for tests. */
+  async readKVLayer(cache: KVCache, layer: number): Promise<Uint8Array> {
+    const c = cache as WKVCache;
+    const tmp = this.temp(c.layerBytes);
+    this.stream.copy(c.buf, layer * c.layerStride, tmp, 0, c.layerBytes);
+    return this.readBytes(tmp, c.layerBytes);
+  }
+
+  createKVCache(spec: KVCacheSpec): KVCache {
+    const { nLayers, nKvHeads, headDim, pageSize, numPages } = spec;
+    if (headDim > 256) throw new CometError(`webgpu: head_dim ${headDim} > 256 is not supported by attention.wgsl`, 'unsupported');
+    let layerBytes: number;
+    if (spec.dtype === 'kv4') {
+      if (spec.group % 8 !== 0 || headDim % spec.group !== 0)
+        throw new CometError(`webgpu: KV4 group ${spec.group} must be a multiple of 8 dividing head_dim ${headDim}`, 'unsupported');
+      layerBytes = numPages * kv4Layout(spec).pageBytes;
+    } else layerBytes = 2 * numPages * nKvHeads * pageSize * headDim * 4; // K half | V half
+    const layerStride = up256(layerBytes);
+    if (layerBytes > this.gpu.limits.maxBinding)
+      throw new CometError(`webgpu: one KV layer needs ${layerBytes} bytes, more than this adapter binds (${this.gpu.limits.maxBinding}); use fewer pages`, 'unsupported');
+    return new WKVCache(spec, this.persistent(nLayers * layerStride, 'kv'), layerBytes, layerStride, this);
+  }
+
+  endStep(): void {
+    this.stream.flush();
+    for (const b of this.live) (this.free.get(b.size) ?? this.free.set(b.size, []).get(b.size)!).push(b);
+    this.live = [];
+  }
+  dispose(): void {
+    this.stream.flush();
+    for (const b of [...this.owned, ...this.live, ...[...this.free.values()].flat(), ...[...this.mapFree.values()].flat()]) b.destroy();
+    this.owned = []; this.live = []; this.free.clear(); this.mapFree.clear();
+    this.stream.destroy();
+  }
+
+  // ---------------------------------------------------------------- helpers
+  private run(name: PipeName, params: number[], res: Res[], x: number, y = 1, z = 1) {
+    const u = this.stream.upload(Uint32Array.from(params));
+    this.stream.dispatch(this.pipes.get(name), [u, ...res], x, y, z);
+  }
+  private want(t: Tensor, dtype: DType, op: string): WTensor {
+    if (t.dtype !== dtype) throw new CometError(`webgpu ${op}: expected a ${dtype} tensor, got ${t.dtype}`);
+    return t as WTensor;
+  }
+  private permBuffer(spec: ActQuantSpec): GPUBuffer {
+    if (!spec.perm) return this.dummy;
+    let b = this.perms.get(spec.perm);
+    if (!b) {
+      b = this.persistent(spec.perm.byteLength, 'perm');
+      this.put(b, spec.perm);
+      this.perms.set(spec.perm, b);
+    }
+    return b;
+  }
+  private layoutWords(layout: StepLayout): { words: Uint32Array; posOff: number; seqOff: number; btoOff: number } {
+    const T = layout.pos.length, S = layout.blockTables.length;
+    const n = 2 * T + S + layout.blockTables.reduce((a, b) => a + b.length, 0);
+    const w = new Uint32Array(n);
+    w.set(layout.pos, 0);
+    w.set(layout.seq, T);
+    let o = 2 * T + S;
+    layout.blockTables.forEach((bt, s) => { w[2 * T + s] = o; w.set(bt, o); o += bt.length; });
+    return { words: w, posOff: 0, seqOff: T, btoOff: 2 * T };
+  }
+
+  /** quant.wgsl over M rows into a fresh qact */
+  private quant(name: 'quantize_act' | 'rmsnorm_quant' | 'silu_mul_quant', x: WTensor, y: GPUBuffer, M: number, spec: ActQuantSpec, eps = 0): Tensor {
+    if (colsOf(x) !== spec.K) throw new CometError(`webgpu ${name}: the rows have ${colsOf(x)} channels, the spec K = ${spec.K}`);
+    const n = qactBytes(spec, M), bytes = n.a8 + n.a4 + n.sa;
+    const out = new WTensor([M, spec.Kp], 'qact', this.temp(n.a8 + n.a4 + up4(n.sa)), bytes, spec);
+    this.stream.clear(out.buf, n.a8 + n.a4, up4(n.sa));
+    const [gx, gy] = M <= 65535 ? [M, 1] : [65535, Math.ceil(M / 65535)];
+    this.run(name, [spec.K, spec.Kp, spec.K8, spec.B, spec.Kp / spec.B, spec.perm ? 1 : 0, n.a8 / 4, (n.a8 + n.a4) / 4, f32bits(eps)],
+      [x.buf, y, this.permBuffer(spec), out.buf], gx, gy);
+    return out;
+  }
+
+  // ---------------------------------------------------------------- ops
+  embed(table: Weight, tokens: Int32Array): Tensor {
+    const tb = this.want(table, 'f32', 'embed'), [V, D] = table.shape;
+    for (const t of tokens) if (t < 0 || t >= V) throw new CometError(`embed: token id ${t} outside the vocabulary [0, ${V})`);
+    const out = this.f32([tokens.length, D]);
+    const ids = this.stream.upload(tokens);
+    this.run('embed', [D, tokens.length, 0], [tb.buf, ids, out.buf], Math.ceil(D / 256), tokens.length);
+    return out;
+  }
+  rmsnorm(x: Tensor, w: Tensor, eps: number): Tensor {
+    const xt = this.want(x, 'f32', 'rmsnorm'), T = rowsOf(x), out = this.f32(x.shape);
+    this.run('rmsnorm', [colsOf(x), f32bits(eps)], [xt.buf, this.want(w, 'f32', 'rmsnorm').buf, out.buf], Math.min(T, 65535), Math.ceil(T / 65535));
+    return out;
+  }
+  rmsnormQuant(x: Tensor, w: Tensor, eps: number, spec: ActQuantSpec): Tensor {
+    return this.quant('rmsnorm_quant', this.want(x, 'f32', 'rmsnorm_quant'), this.want(w, 'f32', 'rmsnorm_quant').buf, rowsOf(x), spec, eps);
+  }
+  quantizeAct(x: Tensor, spec: ActQuantSpec): Tensor {
+    return this.quant('quantize_act', this.want(x, 'f32', 'quantize_act'), this.dummy, rowsOf(x), spec);
+  }
+  siluMulQuant(g: Tensor, u: Tensor, spec: ActQuantSpec): Tensor {
+    if (g.shape.join() !== u.shape.join()) throw new CometError(`silu_mul_quant: g [${g.shape}] and u [${u.shape}] differ`);
+    return this.quant('silu_mul_quant', this.want(g, 'f32', 'silu_mul_quant'), this.want(u, 'f32', 'silu_mul_quant').buf, rowsOf(g), spec);
+  }
+  matmul(x: Tensor, w: Weight): Tensor {
+    const wt = w as WWeight, N = w.shape[0];
+    if (wt.dtype === 'w4') {
+      const a = this.want(x, 'qact', 'matmul'), sa = a.spec!, sw = wt.act!;
+      for (const f of ['K', 'Kp', 'B', 'K8'] as const)
+        if (sa[f] !== sw[f]) throw new CometError(`matmul: ${w.name}: activation ${f} = ${sa[f]} but the weight expects ${sw[f]}`);
+      const M = rowsOf(x), nb = sw.Kp / sw.B, n = qactBytes(sw, M), wb = w4Bytes(sw, N);
+      const out = this.f32([M, N]);
+      const params = [M, N, sw.Kp, sw.K8, sw.B, nb, n.a8 / 4, (n.a8 + n.a4) / 4, wb.codes / 4, 0, 0];
+      const res: Res[] = [a.buf, { buffer: wt.buf, offset: 0, size: wb.codes }, wt.buf, out.buf];
+      if (M === 1) this.run('gemm_matvec1', params, res, Math.ceil(N / 8), 1);
+      else if (M <= 8) this.run('gemm_matvec4', params, res, Math.ceil(N / 8), Math.ceil(M / 4));
+      else this.run('gemm_tiled', params, res, Math.ceil(N / 64), Math.ceil(M / 32));
+      return out;
+    }
+    const xt = this.want(x, 'f32', 'matmul'), K = colsOf(w), T = rowsOf(x);
+    if (colsOf(x) !== K) throw new CometError(`matmul: ${w.name} expects ${K} input features, got ${colsOf(x)}`);
+    const out = this.f32([T, N]);
+    this.run('gemm_f32', [T, N, K], [xt.buf, wt.buf, out.buf], Math.ceil(N / 8), Math.ceil(T / 4));
+    return out;
+  }
+  rope(x: Tensor, layout: StepLayout, spec: RopeSpec): Tensor {
+    const xt = this.want(x, 'f32', 'rope'), T = rowsOf(x), half = spec.headDim / 2;
+    if (colsOf(x) !== spec.nHeads * spec.headDim) throw new CometError(`rope: rows have ${colsOf(x)} channels, expected ${spec.nHeads}·${spec.headDim}`);
+    const key = `${spec.headDim}:${spec.theta}`;
+    let freqs = this.ropeFreqs.get(key);
+    if (!freqs) this.ropeFreqs.set(key, (freqs = ropeFreqs(spec.headDim, spec.theta)));
+    const cs = new Float32Array(T * half * 2); // exactly the simulator's f32 angle and its f64 cos/sin, rounded
+    for (let t = 0; t < T; t++)
+      for (let i = 0; i < half; i++) {
+        const a = Math.fround(layout.pos[t] * freqs[i]);
+        cs[(t * half + i) * 2] = Math.cos(a);
+        cs[(t * half + i) * 2 + 1] = Math.sin(a);
+      }
+    const out = this.f32(x.shape);
+    const csb = this.stream.upload(cs);
+    this.run('rope', [T, spec.nHeads, spec.headDim, 0], [xt.buf, csb, out.buf], ...grid1(T * spec.nHeads * half, 256));
+    return out;
+  }
+  private cacheParams(c: WKVCache, T: number, lw: { posOff: number; seqOff: number; btoOff: number }): number[] {
+    const s = c.spec;
+    const L = s.dtype === 'kv4' ? kv4Layout(s) : undefined;
+    return [T, s.nKvHeads, s.headDim, s.pageSize, s.group, lw.posOff, lw.seqOff, lw.btoOff,
+      L ? L.headBytes / 4 : 0, L ? L.kCodes / 4 : 0, L ? L.vCodes / 4 : 0, L ? L.kSZ / 4 : 0, L ? L.vSZ / 4 : 0];
+  }
+  kvAppend(cache: KVCache, layer: number, k: Tensor, v: Tensor, layout: StepLayout): void {
+    const c = cache as WKVCache, s = c.spec, T = layout.pos.length;
+    const kt = this.want(k, 'f32', 'kv_append'), vt = this.want(v, 'f32', 'kv_append');
+    if (colsOf(k) !== s.nKvHeads * s.headDim || rowsOf(k) !== T) throw new CometError(`kv_append: k is [${k.shape}], expected [${T}, ${s.nKvHeads * s.headDim}]`);
+    for (let t = 0; t < T; t++) {
+      const bt = layout.blockTables[layout.seq[t]], pi = Math.floor(layout.pos[t] / s.pageSize);
+      if (!bt || pi >= bt.length) throw new CometError(`kvAppend: position ${layout.pos[t]} is past the sequence's ${bt?.length ?? 0} pages`);
+    }
+    const lw = this.layoutWords(layout);
+    const lay = this.stream.upload(lw.words);
+    const range = { buffer: c.buf, offset: layer * c.layerStride, size: c.layerBytes };
+    const params = this.cacheParams(c, T, lw);
+    if (s.dtype === 'kv4') this.run('kv_append_kv4', params, [kt.buf, vt.buf, lay, range], ...grid1(T * s.nKvHeads * 2 * (s.headDim / s.group), 64));
+    else this.run('kv_append_f32', params, [kt.buf, vt.buf, lay, range], ...grid1(T * s.nKvHeads * s.headDim, 256));
+  }
+  attention(q: Tensor, cache: KVCache, layer: number, layout: StepLayout, nHeads: number): Tensor {
+    const c = cache as WKVCache, s = c.spec, T = layout.pos.length, qt = this.want(q, 'f32', 'attention');
+    if (T > 65535) throw new CometError(`attention: ${T} tokens in one step (at most 65535)`);
+    const lw = this.layoutWords(layout);
+    const lay = this.stream.upload(lw.words);
+    const out = this.f32(q.shape);
+    const params = [...this.cacheParams(c, T, lw), f32bits(1 / Math.sqrt(s.headDim))];
+    params.splice(1, 0, nHeads); // P: T, nHeads, nKv, ...
+    this.run(s.dtype === 'kv4' ? 'attention_kv4' : 'attention_f32', params,
+      [qt.buf, lay, { buffer: c.buf, offset: layer * c.layerStride, size: c.layerBytes }, out.buf], T, nHeads);
+    return out;
+  }
+  private elementwise(name: 'add' | 'silu_mul', a: Tensor, b: Tensor): Tensor {
+    if (a.shape.join() !== b.shape.join()) throw new CometError(`${name}: shapes [${a.shape}] and [${b.shape}] differ`);
+    const out = this.f32(a.shape), n = out.bytes / 4;
+    this.run(name, [n], [this.want(a, 'f32', name).buf, this.want(b, 'f32', name).buf, out.buf], ...grid1(n, 256));
+    return out;
+  }
+  siluMul(g: Tensor, u: Tensor): Tensor { return this.elementwise('silu_mul', g, u); }
+  add(a: Tensor, b: Tensor): Tensor { return this.elementwise('add', a, b); }
+  async argmax(x: Tensor): Promise<Int32Array> {
+    const xt = this.want(x, 'f32', 'argmax'), R = rowsOf(x);
+    const out = new WTensor([R], 'i32', this.temp(R * 4), R * 4);
+    this.run('argmax', [colsOf(x)], [xt.buf, out.buf], R);
+    const b = await this.readBytes(out.buf, R * 4);
+    return new Int32Array(b.buffer, b.byteOffset, R);
+  }
+  rows(x: Tensor, idx: Int32Array): Tensor {
+    const xt = this.want(x, 'f32', 'rows'), C = colsOf(x), R = idx.length;
+    for (const r of idx) if (r < 0 || r >= rowsOf(x)) throw new CometError(`rows: row ${r} outside [0, ${rowsOf(x)})`);
+    const out = this.f32([R, C]);
+    this.run('rows', [C, R, 0], [xt.buf, this.stream.upload(idx), out.buf], Math.ceil(C / 256), R);
+    return out;
+  }
+}
+
+export interface WebGPUOptions {
+  /** WGSL sources (a browser build passes them; Node reads shaders/) */
+  shaders?: ShaderSources;
+}
+
+export async function createWebGPUBackend(opts: WebGPUOptions = {}): Promise<WebGPUBackend> {
+  const gpu = await getGpu();
+  return new WebGPUBackend(gpu, opts.shaders ?? (await loadShaderSources()));
+}

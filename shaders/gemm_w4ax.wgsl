@@ -1,0 +1,171 @@
+// gemm_w4ax.wgsl: Y[m][n] = f16( Σ_b f32(acc_b) · (f32(sa[m][b]) · f32(sw[n][b])) ), DESIGN §3.4, bit-exact.
+//   act: one buffer  a8 int8 [M][K8] | a4 int4x2 [M][(Kp-K8)/2] | sa f16 [M][Kp/B]   (u32 words; offsets in P)
+//   w:   one buffer  codes int4x2 [N][Kp/2] | scales f16 [N][Kp/B]                    (canonical packing)
+// acc_b is exact int32 (dot4 on i8x4 lanes; the int4 nibbles are sign-extended to bytes: lo4/hi4 give the
+// even/odd elements, so the act side is split the same way, int8 words with even8/odd8). The f32 epilogue
+// adds the blocks in ascending order, one chain per output; the product t_b must not be fused into that
+// add (an FMA would skip its rounding): `matvec` hands t_b to the chain through workgroup memory, `tiled`
+// passes it through `nofma` (an xor with a runtime zero the compiler cannot see through).
+//
+// Two kernels:
+//   matvec (decode, M <= 4 per workgroup): 8 rows × MT tokens per workgroup of 256; each row is one team
+//     of 32 lanes streaming coalesced 16-byte words; K in chunks of 2048 channels.
+//   tiled (prefill): a 32-token × 64-row tile per workgroup, one B-block of both operands staged in
+//     workgroup memory at a time, 2 tokens × 4 rows per invocation.
+
+struct P {
+  M: u32, N: u32, Kp: u32, K8: u32, B: u32, nb: u32,
+  a4Off: u32, saOff: u32, // word offsets in act (a8 starts at 0)
+  wsOff: u32, // word offset of the scales in w
+  zero: u32, // 0 at run time (FMA guard)
+  m0: u32, // first token of this dispatch
+};
+
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> act: array<u32>;
+@group(0) @binding(2) var<storage, read> wq: array<vec4<u32>>; // codes as 16-byte words (32 int4)
+@group(0) @binding(3) var<storage, read> ws: array<u32>; // the same buffer as u32 (scales)
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+fn nofma(x: f32) -> f32 { return bitcast<f32>(bitcast<u32>(x) ^ p.zero); }
+
+fn sa_at(m: u32, b: u32) -> f32 { let i = m * p.nb + b; return f16_half(act[p.saOff + (i >> 1u)], i); }
+fn sw_at(n: u32, b: u32) -> f32 { let i = n * p.nb + b; return f16_half(ws[p.wsOff + (i >> 1u)], i); }
+
+/** act elements [k, k+8) of token m as (even, odd) i8x4 words; k a multiple of 8, k < Kp */
+fn act8(m: u32, k: u32) -> vec2<u32> {
+  if (k < p.K8) {
+    let i = (m * p.K8 + k) >> 2u;
+    return vec2<u32>(even8(act[i], act[i + 1u]), odd8(act[i], act[i + 1u]));
+  }
+  let w = act[p.a4Off + ((m * (p.Kp - p.K8) + (k - p.K8)) >> 3u)];
+  return vec2<u32>(lo4(w), hi4(w));
+}
+
+// ---------------------------------------------------------------- matvec
+const CH = 2048u; // channels per chunk
+const CW = 512u; // staged act words per token per chunk (CH / 8 groups × 2)
+const CV = 64u; // 16-byte weight words per row per chunk
+override MT: u32 = 4u; // tokens per workgroup (1 for a single decode token)
+
+var<workgroup> xa: array<u32, MT * CW>; // [tok][group][even, odd]
+var<workgroup> pp: array<i32, 8u * MT * CV>; // [team][tok][word] int partials
+var<workgroup> tb: array<f32, 8u * MT * CV>; // [team][tok][block of chunk] t_b
+
+@compute @workgroup_size(256)
+fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let team = lid >> 5u;
+  let lane = lid & 31u;
+  let n = wg.x * 8u + team;
+  let mBase = p.m0 + wg.y * MT;
+  let nk = p.Kp / 32u; // 16-byte words per row
+  let vpb = p.B / 32u; // words per block
+  let nbc = CH / p.B; // blocks per chunk
+  var sum = 0.0;
+  for (var k0 = 0u; k0 < p.Kp; k0 = k0 + CH) {
+    // 1. stage the activation chunk (split into even/odd i8x4 words), 8 channels per invocation
+    for (var t = 0u; t < MT; t++) {
+      let m = mBase + t;
+      let k = k0 + lid * 8u;
+      var v = vec2<u32>(0u, 0u);
+      if (m < p.M && k < p.Kp) { v = act8(m, k); }
+      xa[t * CW + lid * 2u] = v.x;
+      xa[t * CW + lid * 2u + 1u] = v.y;
+    }
+    workgroupBarrier();
+    // 2. integer partials: one 16-byte weight word (32 channels) per lane per step, coalesced along the row
+    for (var j = 0u; j < CV / 32u; j++) {
+      let v = lane + 32u * j;
+      let gv = k0 / 32u + v;
+      var w = vec4<u32>(0u);
+      if (n < p.N && gv < nk) { w = wq[n * nk + gv]; }
+      let wl = vec4<u32>(lo4(w.x), lo4(w.y), lo4(w.z), lo4(w.w));
+      let wh = vec4<u32>(hi4(w.x), hi4(w.y), hi4(w.z), hi4(w.w));
+      for (var t = 0u; t < MT; t++) {
+        let g = t * CW + v * 8u;
+        let acc = dot4(wl.x, xa[g]) + dot4(wh.x, xa[g + 1u]) + dot4(wl.y, xa[g + 2u]) + dot4(wh.y, xa[g + 3u])
+                + dot4(wl.z, xa[g + 4u]) + dot4(wh.z, xa[g + 5u]) + dot4(wl.w, xa[g + 6u]) + dot4(wh.w, xa[g + 7u]);
+        pp[(team * MT + t) * CV + v] = acc;
+      }
+    }
+    workgroupBarrier();
+    // 3. t_b for each block of the chunk (exact int sums of the block's words, then the f32 products)
+    for (var bl = lane; bl < nbc; bl = bl + 32u) {
+      let b = k0 / p.B + bl;
+      for (var t = 0u; t < MT; t++) {
+        var acc = 0;
+        for (var i = 0u; i < vpb; i++) { acc = acc + pp[(team * MT + t) * CV + bl * vpb + i]; }
+        var tv = 0.0;
+        let m = mBase + t;
+        if (b < p.nb && n < p.N && m < p.M) { tv = f32(acc) * (sa_at(m, b) * sw_at(n, b)); }
+        tb[(team * MT + t) * CV + bl] = tv;
+      }
+    }
+    workgroupBarrier();
+    // 4. the chain: lane t adds token t's blocks in ascending order
+    if (lane < MT) {
+      let nbk = min(nbc, p.nb - k0 / p.B);
+      for (var bl = 0u; bl < nbk; bl++) { sum = sum + tb[(team * MT + lane) * CV + bl]; }
+    }
+  }
+  let m = mBase + lane;
+  if (lane < MT && n < p.N && m < p.M) { y[m * p.N + n] = f16_round(sum); }
+}
+
+// ---------------------------------------------------------------- tiled
+const TM = 32u;
+const TN = 64u;
+var<workgroup> ta: array<u32, 1024>; // [token 32][B/8 groups ≤ 16][even, odd]
+var<workgroup> tw: array<u32, 2048>; // [row 64][B/8 groups ≤ 16][lo, hi]
+
+@compute @workgroup_size(256)
+fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let tx = lid & 15u; // rows tx*4 .. +4
+  let ty = lid >> 4u; // tokens ty*2 .. +2
+  let n0 = wg.x * TN;
+  let mT = p.m0 + wg.y * TM;
+  let ng = p.B / 8u; // 8-channel groups per block
+  var sum: array<f32, 8>;
+  for (var i = 0u; i < 8u; i++) { sum[i] = 0.0; }
+  for (var b = 0u; b < p.nb; b++) {
+    let k0 = b * p.B;
+    for (var i = lid; i < TM * ng; i = i + 256u) {
+      let t = i / ng; let g = i % ng; let m = mT + t;
+      var v = vec2<u32>(0u, 0u);
+      if (m < p.M) { v = act8(m, k0 + g * 8u); }
+      ta[(t * 16u + g) * 2u] = v.x; ta[(t * 16u + g) * 2u + 1u] = v.y;
+    }
+    for (var i = lid; i < TN * ng; i = i + 256u) {
+      let r = i / ng; let g = i % ng; let n = n0 + r;
+      var w = 0u;
+      if (n < p.N) {
+        let wi = (n * p.Kp + k0 + g * 8u) >> 3u; // u32 word of 8 nibbles
+        let v4 = wq[wi >> 2u];
+        w = v4[wi & 3u];
+      }
+      tw[(r * 16u + g) * 2u] = lo4(w); tw[(r * 16u + g) * 2u + 1u] = hi4(w);
+    }
+    workgroupBarrier();
+    for (var ti = 0u; ti < 2u; ti++) {
+      let t = ty * 2u + ti; let m = mT + t;
+      for (var ri = 0u; ri < 4u; ri++) {
+        let r = tx * 4u + ri; let n = n0 + r;
+        var acc = 0;
+        for (var g = 0u; g < ng; g++) {
+          acc = acc + dot4(tw[(r * 16u + g) * 2u], ta[(t * 16u + g) * 2u]) + dot4(tw[(r * 16u + g) * 2u + 1u], ta[(t * 16u + g) * 2u + 1u]);
+        }
+        if (m < p.M && n < p.N) {
+          sum[ti * 4u + ri] = sum[ti * 4u + ri] + nofma(f32(acc) * (sa_at(m, b) * sw_at(n, b)));
+        }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var ti = 0u; ti < 2u; ti++) {
+    let m = mT + ty * 2u + ti;
+    for (var ri = 0u; ri < 4u; ri++) {
+      let n = n0 + tx * 4u + ri;
+      if (m < p.M && n < p.N) { y[m * p.N + n] = f16_round(sum[ti * 4u + ri]); }
+    }
+  }
+}

@@ -1,0 +1,18 @@
+// norm.wgsl: RMSNorm as llama2.c: ss = Σx²; inv = 1/sqrt(ss/C + eps); y = w·(x·inv). One workgroup of 256
+// per row; the f32 sum's tree is this kernel's (tier 3). quant.wgsl (MODE 1) computes inv the same way.
+
+struct P { C: u32, eps: f32 };
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> x: array<f32>; // [T][C]
+@group(0) @binding(2) var<storage, read> w: array<f32>; // [C]
+@group(0) @binding(3) var<storage, read_write> y: array<f32>; // [T][C]
+
+@compute @workgroup_size(256)
+fn rmsnorm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let o = (wg.x + wg.y * 65535u) * p.C;
+  var part = 0.0;
+  for (var i = lid; i < p.C; i = i + 256u) { let v = x[o + i]; part = part + v * v; }
+  let s2 = wg_sum(part, lid);
+  let inv = 1.0 / sqrt(s2 / f32(p.C) + p.eps);
+  for (var i = lid; i < p.C; i = i + 256u) { y[o + i] = w[i] * (x[o + i] * inv); }
+}

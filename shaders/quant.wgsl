@@ -1,0 +1,83 @@
+// quant.wgsl: FMPQ activation quantizers (DESIGN §3.2), one workgroup of 256 per token row.
+//   quantize_act (MODE 0): v_j = x[perm[j]]
+//   rmsnorm_quant (MODE 1): v_j = w[c]·(x[c]·inv), c = perm[j], inv as norm.wgsl computes it
+//   silu_mul_quant (MODE 2): v_j = silu(g[c])·u[c]
+// then v_j -> f16 (RNE), per B-block amax, s = f16(amax/qmax) and codes roundHalfEven(v/s) of the exact
+// quotients (common.wgsl), clamped to -qmax-1..qmax; channels [K, Kp) are 0.
+// Output: the qact buffer  a8 int8 [M][K8] | a4 int4x2 [M][(Kp-K8)/2] | sa f16 [M][Kp/B], written as whole
+// words (codes) and with atomicOr (scales: two tokens can share a word; the host clears sa first).
+
+struct P {
+  K: u32, Kp: u32, K8: u32, B: u32, nb: u32, hasPerm: u32,
+  a4Off: u32, saOff: u32, // word offsets in the output
+  eps: f32,
+};
+override MODE: u32 = 0u;
+
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> x: array<f32>; // [M][K] (g for silu)
+@group(0) @binding(2) var<storage, read> y: array<f32>; // rmsnorm weight [K] | u [M][K] | unused
+@group(0) @binding(3) var<storage, read> perm: array<u32>; // [K]; unused when hasPerm = 0
+@group(0) @binding(4) var<storage, read_write> q: array<atomic<u32>>;
+
+var<workgroup> sh: array<f32, 256>; // |v| for the block max
+var<workgroup> cs: array<i32, 256>; // codes
+var<workgroup> ss: array<u32, 8>; // scale bits of the (256/B) blocks of this pass
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let m = wg.x + wg.y * 65535u;
+  let xo = m * p.K;
+  var inv = 0.0;
+  if (MODE == 1u) {
+    var part = 0.0;
+    for (var i = lid; i < p.K; i = i + 256u) { let v = x[xo + i]; part = part + v * v; }
+    let s2 = wg_sum(part, lid);
+    inv = 1.0 / sqrt(s2 / f32(p.K) + p.eps);
+  }
+  let K4 = p.Kp - p.K8;
+  for (var j0 = 0u; j0 < p.Kp; j0 = j0 + 256u) {
+    let j = j0 + lid;
+    var v = 0.0;
+    if (j < p.K) {
+      var c = j;
+      if (p.hasPerm != 0u) { c = perm[j]; }
+      if (MODE == 0u) { v = x[xo + c]; }
+      else if (MODE == 1u) { v = y[c] * (x[xo + c] * inv); }
+      else { v = silu_mul_f(x[xo + c], y[xo + c]); }
+      v = f16_round(v);
+    }
+    // block amax (exact, any order)
+    sh[lid] = abs(v);
+    workgroupBarrier();
+    for (var s = p.B / 2u; s > 0u; s = s >> 1u) {
+      if ((lid % p.B) < s) { sh[lid] = max(sh[lid], sh[lid + s]); }
+      workgroupBarrier();
+    }
+    let qmax = select(7.0, 127.0, j < p.K8);
+    if ((lid % p.B) == 0u && j < p.Kp) {
+      let h = f16_div(sh[lid], qmax);
+      ss[lid / p.B] = h;
+      let i = m * p.nb + j / p.B;
+      atomicOr(&q[p.saOff + (i >> 1u)], h << ((i & 1u) * 16u));
+    }
+    workgroupBarrier();
+    let s = f16_to_f32(ss[lid / p.B]);
+    var code = 0;
+    if (s != 0.0) { code = i32(clamp(div_rne(v, s), -qmax - 1.0, qmax)); }
+    cs[lid] = code;
+    workgroupBarrier();
+    if (j < p.K8) {
+      if ((lid & 3u) == 0u) {
+        let wv = (bitcast<u32>(cs[lid]) & 0xffu) | ((bitcast<u32>(cs[lid + 1u]) & 0xffu) << 8u)
+               | ((bitcast<u32>(cs[lid + 2u]) & 0xffu) << 16u) | (bitcast<u32>(cs[lid + 3u]) << 24u);
+        atomicStore(&q[(m * p.K8 + j) >> 2u], wv);
+      }
+    } else if (j < p.Kp && (lid & 7u) == 0u) {
+      var wv = 0u;
+      for (var i = 0u; i < 8u; i++) { wv = wv | ((bitcast<u32>(cs[lid + i]) & 0xfu) << (4u * i)); }
+      atomicStore(&q[p.a4Off + ((m * K4 + j - p.K8) >> 3u)], wv);
+    }
+    workgroupBarrier();
+  }
+}
