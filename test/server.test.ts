@@ -187,6 +187,8 @@ describe('server (openai client, loopback, sim backend)', () => {
     ['chat: unknown role', { messages: [{ role: 'wizard', content: 'hi' }] }, 400, 'invalid_value', 'messages[0].role'],
     ['chat: content wrong type', { messages: [{ role: 'user', content: 7 }] }, 400, 'invalid_value', 'messages[0].content'],
     ['chat: unknown field in a message', { messages: [{ role: 'user', content: 'hi', mood: 'x' }] }, 400, 'unknown_parameter', 'mood'],
+    ['__proto__ key', '{"prompt": "a", "__proto__": {"max_tokens": 1}}', 400, 'unknown_parameter', '__proto__'],
+    ['deeply nested JSON', '{"prompt": ' + '['.repeat(20000) + ']'.repeat(20000) + '}', 400, 'invalid_value', 'prompt'],
     ['chat: prompt longer than the context', { messages: [{ role: 'user', content: long }] }, 400, 'context_length_exceeded', 'messages'],
   ];
   it.each(CASES)('malformed: %s -> %i %s', async (name, body, status, code, param) => {
