@@ -7,6 +7,8 @@
 // i < NC, so one warp scores 32/L keys at a time (head_dim 8 -> 4 keys of 8 lanes; 128 -> 1 key, 4 channels
 // per lane). Scores, exp and sums are f64, as in simulator/kernels/attention.ts (DESIGN §3.7 tier 3: the sum
 // order is ours). GQA: query head h reads KV head h / (n_heads / n_kv_heads).
+#include <stdlib.h>
+
 #include "ops.cuh"
 
 using namespace comet_ops;
@@ -166,8 +168,10 @@ __global__ void attn_combine(const double* __restrict__ ws, int n_heads, int hd,
 }
 
 static void plan(int T, int n_heads, int max_len, int* nsplit, int* chunk) {
-  // enough blocks to fill the GPU (~4 per SM of an H100) when T·heads is small (decode), one split otherwise
-  const int want = (4 * 132 + T * n_heads - 1) / (T * n_heads);
+  // enough blocks to fill the GPU (~4 per SM of an H100) when T·heads is small (decode), one split otherwise;
+  // COMET_ATTN_SPLITS=n forces at most n splits (experiments, benchmarks)
+  static const int forced = getenv("COMET_ATTN_SPLITS") ? atoi(getenv("COMET_ATTN_SPLITS")) : 0;
+  const int want = forced > 0 ? forced : (4 * 132 + T * n_heads - 1) / (T * n_heads);
   int ns = min(want, (max_len + MIN_CHUNK - 1) / MIN_CHUNK);
   ns = max(ns, 1);
   *chunk = (max_len + ns - 1) / ns;

@@ -336,6 +336,15 @@ export class CudaBackend implements Backend {
     return out;
   }
 
+  /** The partial-sum schedule the W4Ax kernel uses for M tokens against an N x spec weight (DESIGN §3.4):
+   *  B-block ranges [b0, b1), each summed in ascending order, then added in list order. The simulator
+   *  reproduces the kernel bit for bit given it (simulator/kernels/gemm_w4ax.ts, `schedule`). */
+  gemmSchedule(M: number, N: number, spec: ActQuantSpec): Array<[number, number]> {
+    const r = this.addon.gemmSchedule(M, N, spec.Kp, spec.B, spec.K8), out: Array<[number, number]> = [];
+    for (let i = 0; i < r.length; i += 2) out.push([r[i], r[i + 1]]);
+    return out;
+  }
+
   rope(x: Tensor, layout: StepLayout, spec: RopeSpec): Tensor {
     const key = `${spec.headDim}:${spec.theta}`;
     let f = this.freqs.get(key);
@@ -430,5 +439,7 @@ export async function createCudaBackend(): Promise<Backend> {
   }
   if (facts.major < 8)
     throw new CometError(`cuda: ${facts.name} is sm_${facts.major}${facts.minor}; COMET's CUDA kernels need sm_80 (Ampere) or newer`, 'backend_unavailable');
+  // COMET_GEMM_FORCE=n pins the W4Ax kernel variant (comet_gemm_w4ax_force: 1 decode, 2 prefill sm_90, 3 sm_80 path)
+  if (process.env.COMET_GEMM_FORCE) addon.gemmForce(Number(process.env.COMET_GEMM_FORCE));
   return new CudaBackend(addon, facts);
 }
