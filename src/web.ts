@@ -6,9 +6,11 @@
 //
 // The engine is the Node one (src/engine/engine.ts); what differs is how a model arrives: a URL (fetched with
 // progress, kept in the Cache API so a reload does not download again), a File/Blob the user picked, or bytes.
+/// <reference types="vite/client" />
 // Models are .comet files (tokenizer embedded) or llama2.c checkpoints (then pass `tokenizer`: tokenizer.bin).
 import type { Backend } from '../backends/backend.ts';
 import { SimBackend } from '../backends/sim/sim.ts';
+import { shaderSourcesFromGlob } from '../backends/webgpu/shaders.ts';
 import { Engine, type EngineOptions } from './engine/engine.ts';
 import { pageBytes } from './engine/kv-pages.ts';
 import { CometError } from './errors.ts';
@@ -28,10 +30,13 @@ export { CometError } from './errors.ts';
 export { loadModelBytes, type BytesModel } from './loaders/bytes.ts';
 
 export type WebBackendName = 'webgpu' | 'sim';
+
+/** The WGSL sources, inlined at build time (Vite; `vite build --mode lib` makes a bundle for other bundlers). */
+const SHADERS: Record<string, string> = import.meta.glob('../shaders/*.wgsl', { query: '?raw', import: 'default', eager: true });
 export type ModelSource = string | URL | ArrayBuffer | Uint8Array | Blob;
 
 export interface LoadProgress {
-  phase: 'download' | 'cache' | 'read' | 'verify' | 'upload' | 'ready';
+  phase: 'download' | 'cache' | 'read' | 'verify' | 'upload' | 'compile' | 'ready';
   loaded: number; // bytes (download, cache, read, upload) or tensors (verify)
   total?: number; // undefined when the server sends no Content-Length
   message: string;
@@ -45,6 +50,9 @@ export interface WebEngineOptions extends Omit<EngineOptions, 'backend' | 'token
   /** Cache API cache for downloaded models; false: always download (default 'comet-models') */
   cache?: string | false;
   signal?: AbortSignal;
+  /** run a 2-token request before returning, so pipeline compilation is not billed to the first prompt
+   *  (default: true on WebGPU, false on the simulator) */
+  warmup?: boolean;
 }
 
 // ---- WebGPU detection ----
@@ -89,7 +97,12 @@ export async function createBackend(name: WebBackendName): Promise<Backend> {
   if (name === 'webgpu') {
     const probe = await detectWebGPU();
     if (!probe.ok) throw new CometError(probe.reason!, 'no_device');
-    throw new CometError('this build of comet/web has no WebGPU backend yet; use the simulator backend', 'no_device');
+    const { createWebGPUBackend } = await import('../backends/webgpu/webgpu.ts');
+    try {
+      return await createWebGPUBackend({ shaders: shaderSourcesFromGlob(SHADERS) });
+    } catch (e) {
+      throw new CometError(`the WebGPU backend could not start on this adapter (${probe.adapter}): ${(e as Error).message}`, 'no_device');
+    }
   }
   throw new CometError(`unknown backend '${name}' (comet/web has: webgpu, sim)`);
 }
@@ -253,10 +266,19 @@ export async function createEngine(model: ModelSource, o: WebEngineOptions = {})
   const { bytes, name } = await sourceBytes(model, 'model', o);
   const tok = o.tokenizer === undefined ? undefined : (await sourceBytes(o.tokenizer, 'tokenizer', { ...o, onProgress: undefined })).bytes;
   const opened = await openModelBytes(be, bytes, name, { tokenizer: tok, onProgress: o.onProgress });
-  const { onProgress, backend, tokenizer, cache, signal, ...engineOptions } = o;
-  void backend; void tokenizer; void cache; void signal;
+  const { onProgress, backend, tokenizer, cache, signal, warmup, ...engineOptions } = o;
+  void backend; void tokenizer; void cache;
   const id = o.modelName ?? name.replace(/[?#].*$/, '').replace(/^.*[/\\]/, '').replace(/\.(bin|comet|safetensors)$/, '');
   const engine = new Engine(opened, id, { maxBatch: 4, ...engineOptions });
+  if (warmup ?? be.name !== 'sim') {
+    onProgress?.({ phase: 'compile', loaded: 0, message: `compiling ${be.name} kernels (first run)` });
+    try {
+      await engine.completions.create({ prompt: 'Once', max_tokens: 2, temperature: 0, model: id }, { signal });
+    } catch (e) {
+      engine.close();
+      throw e;
+    }
+  }
   onProgress?.({ phase: 'ready', loaded: bytes.length, total: bytes.length, message: `${id} ready on ${opened.model.be.name}` });
   return engine;
 }

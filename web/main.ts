@@ -85,14 +85,16 @@ function renderGpu(p: GpuProbe): void {
 // ---- loading ----
 
 function onProgress(p: LoadProgress): void {
-  const frac = p.total ? Math.min(1, p.loaded / p.total) : undefined;
+  const frac = p.total ? Math.min(1, p.loaded / p.total) : p.phase === 'compile' ? 1 : undefined;
   if (frac === undefined) ui.progress.removeAttribute('value');
   else ui.progress.value = frac;
   const amount = p.phase === 'verify'
     ? `${p.loaded} / ${p.total} tensors`
     : p.total ? `${bytes(p.loaded).replace(/ \(.*/, '')} / ${bytes(p.total).replace(/ \(.*/, '')}` : bytes(p.loaded).replace(/ \(.*/, '');
-  const label = { download: 'Downloading', cache: 'Reading from the browser cache', read: 'Reading the file', verify: 'Checking', upload: 'Uploading to the device', ready: 'Ready' }[p.phase];
-  ui.progressText.textContent = p.phase === 'ready' ? p.message : `${label}: ${amount}${frac !== undefined ? ` (${Math.round(frac * 100)}%)` : ''}`;
+  const label = { download: 'Downloading', cache: 'Reading from the browser cache', read: 'Reading the file', verify: 'Checking', upload: 'Uploading to the device', compile: 'Compiling', ready: 'Ready' }[p.phase];
+  const cap = (t: string) => t.charAt(0).toUpperCase() + t.slice(1);
+  ui.progressText.textContent = p.phase === 'ready' ? p.message : p.phase === 'compile' ? `${cap(p.message)}…`
+    : `${label}: ${amount}${frac !== undefined ? ` (${Math.round(frac * 100)}%)` : ''}`;
 }
 
 async function load(model: string | File, tokenizer: string | File | undefined): Promise<void> {

@@ -94,7 +94,6 @@ function browserEngine(): Plugin {
     name: 'comet-browser-engine',
     enforce: 'pre',
     resolveId(source, importer) {
-      if (source === 'node:path') return join(SHIMS, 'node-path.ts');
       if (importer?.replace(/\\/g, '/').endsWith('/src/engine/engine.ts') && /^\.\.\/runtime\/(open|backends)\.ts$/.test(source)) return stub;
       return null;
     },
@@ -109,6 +108,8 @@ export default defineConfig(({ mode }) => ({
   server: { host: '127.0.0.1', port: 5173, fs: { allow: [REPO] } },
   preview: { host: '127.0.0.1', port: 4173 },
   build: mode === 'lib'
-    ? { outDir: 'dist-lib', emptyOutDir: true, target: 'es2022', lib: { entry: join(REPO, 'src/web.ts'), formats: ['es'], fileName: 'comet-web' } }
+    ? { outDir: 'dist-lib', emptyOutDir: true, target: 'es2022', lib: { entry: join(REPO, 'src/web.ts'), formats: ['es'], fileName: 'comet-web' },
+      // the package's own dependencies stay imports, so an app's bundler resolves and dedupes them
+      rollupOptions: { external: [/^@huggingface\//, /^@petamoriken\//, 'zod'] } }
     : { outDir: 'dist', emptyOutDir: true, target: 'es2022', chunkSizeWarningLimit: 1024 },
 }));

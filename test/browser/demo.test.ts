@@ -23,17 +23,23 @@ const FLAGS = ['--enable-unsafe-webgpu', '--no-sandbox', '--headless=new', '--no
   '--disable-component-update', '--disable-sync', '--disable-quic', '--disable-default-apps', '--disable-domain-reliability', '--metrics-recording-only'];
 
 let dir: string, server: PreviewServer, base: string, browser: Browser;
-const nodeText = new Map<number, string>(); // max_tokens -> the Node engine's greedy text
+const nodeText = new Map<string, string>(); // backend:max_tokens -> the Node engine's greedy text
 
-/** Greedy chat completion in Node, sim backend, same file and request as the page. */
-async function nodeGreedy(maxTokens: number): Promise<string> {
-  if (!nodeText.has(maxTokens)) {
-    const engine = await createEngine(join(dir, 'stories260K.comet'), { backend: 'sim', maxBatch: 1 });
+/** Greedy chat completion in Node, same file and request as the page, on `backend` (sim, or WebGPU through
+ *  Dawn on SwiftShader: the Vulkan driver Debian's chromium package ships, DESIGN §6). */
+async function nodeGreedy(maxTokens: number, backend: 'sim' | 'webgpu' = 'sim'): Promise<string> {
+  const key = `${backend}:${maxTokens}`;
+  if (!nodeText.has(key)) {
+    if (backend === 'webgpu') {
+      process.env.VK_ICD_FILENAMES ??= '/usr/lib/chromium/vk_swiftshader_icd.json';
+      process.env.XDG_RUNTIME_DIR ??= '/tmp';
+    }
+    const engine = await createEngine(join(dir, 'stories260K.comet'), { backend, maxBatch: 1 });
     const r = await engine.chat.completions.create({ messages: [{ role: 'user', content: PROMPT }], temperature: 0, max_tokens: maxTokens });
-    nodeText.set(maxTokens, r.choices[0].message.content);
+    nodeText.set(key, r.choices[0].message.content);
     engine.close();
   }
-  return nodeText.get(maxTokens)!;
+  return nodeText.get(key)!;
 }
 
 interface Watched { page: Page; errors: string[] }
@@ -134,6 +140,22 @@ describe('browser demo', () => {
     expect(errors).toEqual([]);
     await ctx.close();
   });
+
+  test('on WebGPU (SwiftShader in Chromium) greedy text equals the Node engine on WebGPU (Dawn)', async () => {
+    const reference = nodeGreedy(6, 'webgpu'); // Dawn and Chromium's SwiftShader run side by side: CI has 2 cores
+    const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const { page, errors } = await open(ctx, `${MODEL}&backend=webgpu&autoload=1`);
+    await page.waitForFunction(() => ['idle', 'ready'].includes(document.body.dataset.state ?? '') && !document.getElementById('progress-text')!.textContent!.endsWith('…'), null, { timeout: 90_000 });
+    expect(await page.textContent('#error')).toBe('');
+    expect(await page.textContent('#stat-backend')).toMatch(/^webgpu/);
+    expect(await page.textContent('#stat-adapter')).not.toBe('none');
+    const text = await generate(page, 6);
+    expect(text.length).toBeGreaterThan(0);
+    expect(text).toBe(await reference);
+    await page.screenshot({ path: join(REPO, 'bench/results/web-demo-webgpu.png'), fullPage: true });
+    expect(errors).toEqual([]);
+    await ctx.close();
+  }, 180_000);
 
   test('without WebGPU the page says so and runs on the simulator', async () => {
     const ctx = await browser.newContext();
