@@ -1,0 +1,725 @@
+// W4Ax GEMM (DESIGN.md §3.4): Y[m][n] = sum over B-blocks b ascending of f32(acc_b) * (sa[m][b] * sw[n][b]).
+// Kernel lab notes: cuda/NOTES-gemm.md. Weight layout: gemm_w4ax.cuh (TS twin: simulator/layouts/w4_tiled.ts).
+//
+// Kernels
+//   gemm_decode<TT>  M <= 64. GEMV-style, memory-bound. The weight is the mma's A operand (16 rows of n per
+//                    warp), the tokens its N operand (TT tiles of 8): M = 1 wastes 7/8 of an m16n8k32, not 15/16.
+//                    Each weight byte is read once, 16 bytes per load, 4 k-tiles in flight per warp. A CTA is
+//                    8 warps = RG row groups x KS k-slices; the KS partial sums meet in shared memory and are
+//                    added in slice order (the schedule comet_gemm_w4ax_schedule reports).
+//   gemm_prefill<S4> M > 64. 128x128 CTA tile, 8 warps of 32x64, k-tile 128, 4-stage cp.async pipeline.
+//                    S4 = false: every chunk on mma.m16n8k32.s8 (sm_90: Hopper has no int4 tensor cores).
+//                    S4 = true (sm_80 path): INT4 blocks on mma.m16n8k64.s4 when B >= 64, INT8 blocks on s8.
+// Exactness: int32 accumulators are exact; values read as 16*q make raw = 16*acc (W4A8) or 256*acc (W4A4 on
+// s8); the 2^-4 / 2^-8 goes into the f32 activation scale (sa * 2^-k is exact, so is sa*sw*2^-k: a product of
+// two f16 and a power of two), hence f32(raw) * p' = f32(acc) * (sa*sw) bit for bit. Every product and sum is
+// __fmul_rn / __fadd_rn (no FMA contraction).
+#include "capi.h"
+#include "gemm_w4ax.cuh"
+
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <algorithm>
+
+using namespace comet_gemm;
+
+struct comet_w4_weight {
+  WDesc d;
+  uint8_t* q;
+  __half* swT;
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// errors: through comet_ops::set_error (cuda/ops_runtime.cu, which owns comet_last_error) when it is linked
+// in; else a weak fallback here, so this file also builds into a library of its own.
+namespace comet_ops {
+__attribute__((weak)) int set_error(int code, const char* fmt, ...);
+}
+static thread_local char g_err[512];
+static int set_err(int code, const char* fmt, const char* what) {
+  if (comet_ops::set_error) return comet_ops::set_error(code, fmt, what), code;
+  snprintf(g_err, sizeof g_err, fmt, what);
+  return code;
+}
+extern "C" __attribute__((weak)) const char* comet_last_error(void) { return g_err; }
+
+#define CUDA_TRY(call)                                                                          \
+  do {                                                                                          \
+    cudaError_t e_ = (call);                                                                    \
+    if (e_ != cudaSuccess) return set_err((int)e_, "gemm_w4ax: %s", cudaGetErrorString(e_)); \
+  } while (0)
+
+static int g_force = 0;  // comet_gemm_w4ax_force
+
+// ---------------------------------------------------------------------------------------------------------
+// repack (comet_w4_create): canonical codes [N][Kp/2] -> q [T][Npad][64]; scales [N][nb] -> swT [nb][Npad]
+__device__ inline uint32_t nib(const uint8_t* row, int k) { return (row[k >> 1] >> ((k & 1) * 4)) & 15u; }
+
+__global__ void repack_codes(const uint8_t* __restrict__ codes, WDesc w, uint8_t* __restrict__ q) {
+  long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x;  // one thread per (tile, n, t)
+  if (idx >= (long long)w.T * w.Npad * 4) return;
+  int t = (int)(idx & 3);
+  long long r = idx >> 2;
+  int n = (int)(r % w.Npad), i = (int)(r / w.Npad);
+  uint32_t word[4] = {0, 0, 0, 0};
+  if (n < w.N) {
+    const uint8_t* row = codes + (size_t)n * (w.Kp / 2);
+    for (int c = 0; c < 4; c++) {
+      if (i < w.T8) {
+        int kc = i * KT + 32 * c;
+        if (kc >= w.K8) continue;
+        for (int j = 0; j < 4; j++)
+          word[c] |= nib(row, kc + 8 * t + j) << (8 * j) | nib(row, kc + 8 * t + 4 + j) << (8 * j + 4);
+      } else {
+        int kc = w.K8 + (i - w.T8) * KT + 32 * c;
+        if (kc >= w.Kp) continue;
+        const uint8_t* p = row + (kc + 8 * t) / 2;
+        word[c] = p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24;
+      }
+    }
+  }
+  *(uint4*)(q + ((size_t)i * w.Npad + n) * ROW_BYTES + 16 * t) = make_uint4(word[0], word[1], word[2], word[3]);
+}
+
+__global__ void repack_scales(const uint16_t* __restrict__ sw, WDesc w, uint16_t* __restrict__ swT) {
+  long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x;  // over [nb][Npad]
+  if (idx >= (long long)w.nb * w.Npad) return;
+  int n = (int)(idx % w.Npad), b = (int)(idx / w.Npad);
+  swT[idx] = n < w.N ? sw[(size_t)n * w.nb + b] : 0;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// decode: M <= 64. Grid (Npad/128, KS): a CTA = 8 warps x 16 weight rows = 128 rows, over k-slice blockIdx.y.
+// The slice's activations (rows padded to 160 / 80 bytes: conflict-free 8 / 4-byte fragment reads), its
+// activation scales (f32, pre-multiplied by 2^-4 / 2^-8) and weight scales go to shared memory once; the
+// weights stream from global memory through a register ring, DEC_DEPTH k-tiles ahead.
+// KS > 1: each CTA writes its f32 partial to the workspace; the last CTA of an n-tile (ticket) adds the KS
+// partials in slice order from +0 (the reported schedule) and writes Y.
+constexpr int DEC_THREADS = 256, DEC_DEPTH = 4, DEC_SMEM_BUDGET = 96 * 1024;
+constexpr int A8_ROW = 160, A4_ROW = 80;  // shared-memory row strides of one k-tile of activations
+
+struct DecPlan {
+  int KS, tiles_max, smem;
+};
+static int dec_smem(int MT, int B, int tiles) {
+  int blocks = tiles * (KT / B);
+  return tiles * MT * A8_ROW + blocks * (MT * 4 + 128 * 2);
+}
+static int num_sms() {
+  static int n = 0;
+  if (!n) {
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+      n = 0;
+    if (n <= 0) n = 132;
+  }
+  return n;
+}
+constexpr int dec_min_blocks_rt(int TT) { return TT == 1 ? 4 : TT == 2 ? 3 : TT == 4 ? 2 : 1; }
+
+/** One wave: the most k-slices for which all CTAs are resident at once (registers and shared memory), and
+ *  at least as many as the shared-memory budget needs. */
+static DecPlan decode_plan(const WDesc& w, int M) {
+  const int TT = M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : 8, MT = 8 * TT;
+  const int ntile = w.Npad / 128;
+  int best = 0;
+  for (int ks = 1; ks <= w.T; ks++) {
+    int smem = dec_smem(MT, w.B, (w.T + ks - 1) / ks);
+    if (smem > DEC_SMEM_BUDGET) continue;
+    int occ = std::min(dec_min_blocks_rt(TT), 227 * 1024 / (smem + 1024));
+    if (best && ntile * ks > occ * num_sms()) break;
+    best = ks;
+    if (ntile * ks > occ * num_sms()) break;  // even the first fitting split is more than one wave
+  }
+  if (!best) best = w.T;
+  int tmax = 0;
+  for (int k = 0; k < best; k++) tmax = std::max(tmax, (k + 1) * w.T / best - k * w.T / best);
+  return DecPlan{best, tmax, dec_smem(MT, w.B, tmax)};
+}
+
+template <int TT>
+constexpr int dec_min_blocks() { return dec_min_blocks_rt(TT); }
+
+template <int TT, int B>
+__global__ void __launch_bounds__(DEC_THREADS, dec_min_blocks<TT>()) gemm_decode(const int8_t* __restrict__ a8, const uint8_t* __restrict__ a4,
+                                                           const __half* __restrict__ sa, int M, WDesc w, void* y,
+                                                           int out_f16, int KS, float* __restrict__ ws,
+                                                           int* __restrict__ tickets) {
+  constexpr int MT = TT * 8, CPB = B / 32;
+  extern __shared__ __align__(16) char smem[];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int ncta0 = blockIdx.x * 128, n0 = ncta0 + warp * 16, ks = blockIdx.y;
+  const int ta = ks * w.T / KS, tb = (ks + 1) * w.T / KS, nt = tb - ta;
+  const int bA = tile_block0<B>(w, ta), bB = tile_block0<B>(w, tb), nbs = bB - bA;
+  char* Act = smem;                                            // [nt][MT][160 or 80]
+  float* Sa = (float*)(smem + nt * MT * A8_ROW);               // [nbs][MT]
+  __half* Sw = (__half*)(smem + nt * MT * A8_ROW + nbs * MT * 4);  // [nbs][128]
+
+  // 1. the weight ring first: the longest latency
+  const uint8_t* wq = w.q + ((size_t)n0 + g) * ROW_BYTES + 16 * t;
+  const size_t tstride = (size_t)w.Npad * ROW_BYTES, row8 = 8 * ROW_BYTES;
+  uint4 ra[DEC_DEPTH], rb[DEC_DEPTH];
+#pragma unroll
+  for (int u = 0; u < DEC_DEPTH; u++)
+    if (u < nt) ra[u] = ldg_stream(wq + (ta + u) * tstride), rb[u] = ldg_stream(wq + (ta + u) * tstride + row8);
+
+  // 2. activations, their scales and the weight scales of the slice -> shared memory
+  const int rowb4 = (w.Kp - w.K8) / 2;
+  for (int idx = tid; idx < nt * MT * 8; idx += DEC_THREADS) {
+    int li = idx / (MT * 8), r = (idx / 8) % MT, pc = idx % 8, i = ta + li;
+    if (i < w.T8) {
+      int gk = i * KT + pc * 16;
+      bool ok = r < M && gk < w.K8;
+      cp_async16(Act + (li * MT + r) * A8_ROW + pc * 16, ok ? (const void*)(a8 + (size_t)r * w.K8 + gk) : (const void*)w.q,
+                 ok ? 16 : 0);
+    } else if (pc < 4) {
+      int gb = (i - w.T8) * (KT / 2) + pc * 16;
+      bool ok = r < M && gb < rowb4;
+      cp_async16(Act + li * MT * A8_ROW + r * A4_ROW + pc * 16, ok ? (const void*)(a4 + (size_t)r * rowb4 + gb) : (const void*)w.q,
+                 ok ? 16 : 0);
+    }
+  }
+  for (int idx = tid; idx < nbs * 16; idx += DEC_THREADS)
+    cp_async16(Sw + (idx >> 4) * 128 + (idx & 15) * 8, w.swT + (size_t)(bA + (idx >> 4)) * w.Npad + ncta0 + (idx & 15) * 8, 16);
+  cp_async_commit();
+  const int nb8 = w.K8 / B;
+  for (int idx = tid; idx < nbs * MT; idx += DEC_THREADS) {
+    int blk = idx / MT, r = idx % MT, b = bA + blk;
+    Sa[idx] = r < M ? __fmul_rn(__half2float(sa[(size_t)r * w.nb + b]), b < nb8 ? 0.0625f : 0.00390625f) : 0.f;
+  }
+  cp_async_wait<0>();
+  __syncthreads();
+
+  int acc[TT][4];
+  float sum[TT][4];
+#pragma unroll
+  for (int j = 0; j < TT; j++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) acc[j][e] = MAGIC, sum[j][e] = 0.f;
+
+  for (int base = 0; base < nt; base += DEC_DEPTH) {
+#pragma unroll
+    for (int u = 0; u < DEC_DEPTH; u++) {
+      const int li = base + u, i = ta + li;
+      if (li < nt) {
+        const uint4 xa = ra[u], xb = rb[u];
+        if (li + DEC_DEPTH < nt)
+          ra[u] = ldg_stream(wq + (i + DEC_DEPTH) * tstride), rb[u] = ldg_stream(wq + (i + DEC_DEPTH) * tstride + row8);
+        const bool int8 = i < w.T8;
+        const int seglen = int8 ? w.K8 : w.Kp - w.K8, kbase = int8 ? i * KT : (i - w.T8) * KT;
+        const int blk0 = tile_block0<B>(w, i) - bA, nblk = tile_nblocks<B>(w, i);
+        const char* At = Act + li * MT * A8_ROW;
+        const uint32_t* wa_ = (const uint32_t*)&xa;
+        const uint32_t* wb_ = (const uint32_t*)&xb;
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+          if (kbase + 32 * c < seglen) {
+            const uint32_t A0 = lo16x(wa_[c]), A1 = lo16x(wb_[c]), A2 = hi16x(wa_[c]), A3 = hi16x(wb_[c]);
+#pragma unroll
+            for (int j = 0; j < TT; j++) {
+              uint32_t b0v, b1v;
+              if (int8) {
+                uint2 v = *(const uint2*)(At + (j * 8 + g) * A8_ROW + 32 * c + 8 * t);
+                b0v = v.x, b1v = v.y;
+              } else {
+                uint32_t v = *(const uint32_t*)(At + (j * 8 + g) * A4_ROW + 16 * c + 4 * t);
+                b0v = lo16x(v), b1v = hi16x(v);
+              }
+              if (c % CPB == 0) mma_s8_first(acc[j], A0, A1, A2, A3, b0v, b1v);
+              else mma_s8(acc[j], A0, A1, A2, A3, b0v, b1v);
+            }
+          }
+          if ((c + 1) % CPB == 0 && (c + 1) / CPB - 1 < nblk) {  // end of a B-block: the f32 epilogue
+            const int bl = blk0 + (c + 1) / CPB - 1;
+            const float sw0 = __half2float(Sw[bl * 128 + warp * 16 + g]), sw1 = __half2float(Sw[bl * 128 + warp * 16 + g + 8]);
+            // c0: (row g, tok 2t) c1: (g, 2t+1) c2: (g+8, 2t) c3: (g+8, 2t+1)
+            if (int8) {
+#pragma unroll
+              for (int j = 0; j < TT; j++) {
+                const float2 s = *(const float2*)(Sa + bl * MT + j * 8 + 2 * t);
+                const float p[4] = {__fmul_rn(s.x, sw0), __fmul_rn(s.y, sw0), __fmul_rn(s.x, sw1), __fmul_rn(s.y, sw1)};
+#pragma unroll
+                for (int e = 0; e < 4; e++) sum[j][e] = __fadd_rn(sum[j][e], __fmul_rn(magic_to_f32(acc[j][e]), p[e]));
+              }
+            } else {
+              const float C0 = magic_c(sw0), C1 = magic_c(sw1);
+#pragma unroll
+              for (int j = 0; j < TT; j++) {
+                const float2 s = *(const float2*)(Sa + bl * MT + j * 8 + 2 * t);
+                sum[j][0] = __fadd_rn(sum[j][0], w4a4_term(acc[j][0], sw0, C0, s.x));
+                sum[j][1] = __fadd_rn(sum[j][1], w4a4_term(acc[j][1], sw0, C0, s.y));
+                sum[j][2] = __fadd_rn(sum[j][2], w4a4_term(acc[j][2], sw1, C1, s.x));
+                sum[j][3] = __fadd_rn(sum[j][3], w4a4_term(acc[j][3], sw1, C1, s.y));
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+
+  // 3. out: directly (KS == 1) or through the workspace and the last CTA of this n-tile
+#pragma unroll
+  for (int j = 0; j < TT; j++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      int n = n0 + g + 8 * (e >> 1), tok = j * 8 + 2 * t + (e & 1);
+      if (tok < M && n < w.N) {
+        if (KS == 1) {
+          __half h = __float2half_rn(sum[j][e]);
+          if (out_f16) ((__half*)y)[(size_t)tok * w.N + n] = h;
+          else ((float*)y)[(size_t)tok * w.N + n] = __half2float(h);
+        } else {
+          ws[((size_t)ks * M + tok) * w.Npad + n] = sum[j][e];
+        }
+      }
+    }
+  if (KS == 1) return;
+  __shared__ int last;
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) last = atomicAdd(&tickets[blockIdx.x], 1) == KS - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int idx = tid; idx < M * 128; idx += DEC_THREADS) {
+    int tok = idx / 128, n = ncta0 + idx % 128;
+    if (n >= w.N) continue;
+    float s = 0.f;
+    for (int k = 0; k < KS; k++) s = __fadd_rn(s, __ldcg(ws + ((size_t)k * M + tok) * w.Npad + n));
+    __half h = __float2half_rn(s);
+    if (out_f16) ((__half*)y)[(size_t)tok * w.N + n] = h;
+    else ((float*)y)[(size_t)tok * w.N + n] = __half2float(h);
+  }
+  if (tid == 0) tickets[blockIdx.x] = 0;  // ready for the next launch
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// prefill: M > 64
+constexpr int PF_THREADS = 512, PF_STAGES = 4;  // 16 warps: 4 (M) x 4 (N) of 32x32
+constexpr int PF_A = 128 * 128, PF_W = 128 * ROW_BYTES, PF_SW = 4 * 128 * 2, PF_SA = 128 * 4 * 4;
+constexpr int PF_STAGE = PF_A + PF_W + PF_SW + PF_SA;  // 27,648 bytes
+constexpr int PF_SMEM = PF_STAGES * PF_STAGE;          // 110,592 bytes
+
+// Shared-memory swizzles (16-byte granularity), chosen so the fragment reads are conflict-free:
+//   a8 tile row r (128 B): a thread reads 8 bytes at 32c+8t; piece p -> p ^ ((r&3)<<1) spreads 4 rows x 32 B.
+//   a4 tile row r (64 B):  a thread reads 4 bytes at 16c+4t; piece p -> p ^ ((r>>1)&3) spreads 8 rows x 16 B.
+//   w tile: [n][t][c] words, a thread reads 16 bytes at 16t: conflict-free as is.
+__device__ __forceinline__ int swz8(int r, int p) { return p ^ ((r & 3) << 1); }
+__device__ __forceinline__ int swz4(int r, int p) { return p ^ ((r >> 1) & 3); }
+
+/** Issue the cp.async copies of k-tile i into stage st (activation scales go separately: pf_load_sa). */
+template <int B>
+__device__ __forceinline__ void pf_load(const WDesc& w, int i, char* st, const int8_t* __restrict__ a8,
+                                        const uint8_t* __restrict__ a4, int M, int m0, int n0, int tid) {
+  char* As = st;
+  char* Ws = st + PF_A;
+  char* Ss = Ws + PF_W;
+  if (i < w.T8) {
+#pragma unroll
+    for (int p = 0; p < 2; p++) {
+      int piece = tid + PF_THREADS * p, r = piece >> 3, pc = piece & 7;
+      int gk = i * KT + pc * 16;
+      bool ok = m0 + r < M && gk < w.K8;
+      const void* src = ok ? (const void*)(a8 + (size_t)(m0 + r) * w.K8 + gk) : (const void*)w.q;
+      cp_async16(As + r * 128 + swz8(r, pc) * 16, src, ok ? 16 : 0);
+    }
+  } else {
+    const int rowb = (w.Kp - w.K8) / 2;
+    {
+      int piece = tid, r = piece >> 2, pc = piece & 3;
+      int gb = (i - w.T8) * (KT / 2) + pc * 16;
+      bool ok = m0 + r < M && gb < rowb;
+      const void* src = ok ? (const void*)(a4 + (size_t)(m0 + r) * rowb + gb) : (const void*)w.q;
+      cp_async16(As + r * 64 + swz4(r, pc) * 16, src, ok ? 16 : 0);
+    }
+  }
+  const uint8_t* wsrc = w.q + ((size_t)i * w.Npad + n0) * ROW_BYTES;
+  cp_async16(Ws + tid * 16, wsrc + tid * 16, 16);
+  int nblk = tile_nblocks<B>(w, i), b0 = tile_block0<B>(w, i);
+  if (tid < nblk * 16) {
+    int blk = tid >> 4, pc = tid & 15;
+    cp_async16(Ss + blk * 256 + pc * 16, w.swT + (size_t)(b0 + blk) * w.Npad + n0 + pc * 8, 16);
+  }
+}
+
+/** This thread's share of the tile's activation scales: row tid/4, block tid%4, times 2^-shift. */
+template <int B>
+__device__ __forceinline__ float pf_load_sa(const WDesc& w, int i, const __half* __restrict__ sa, int M, int m0,
+                                            int tid, bool s4) {
+  int nblk = tile_nblocks<B>(w, i), b0 = tile_block0<B>(w, i), r = tid >> 2, blk = tid & 3;
+  float shift = i < w.T8 ? 0.0625f : (s4 ? 1.0f : 0.00390625f);
+  return (m0 + r < M && blk < nblk) ? __fmul_rn(__half2float(sa[(size_t)(m0 + r) * w.nb + b0 + blk]), shift) : 0.f;
+}
+__device__ __forceinline__ void pf_store_sa(char* st, int tid, float v) {
+  float* Sa = (float*)(st + PF_A + PF_W + PF_SW);
+  Sa[tid] = v;  // [row][4]
+}
+
+constexpr int PF_NT = 4;  // n8 tiles per warp
+
+/** The f32 epilogue of one B-block for this warp's 32x32 tile: sum += f32(acc) * (sa' * sw) (w4a4_term for
+ *  W4A4 blocks). The next block's first mma restarts the accumulators at MAGIC. */
+__device__ __forceinline__ void pf_epilogue(const int (&acc)[2][PF_NT][4], float (&sum)[2][PF_NT][4], const float* Sa,
+                                            const __half* Sw, int blk, int wm, int wn, int g, int t, bool int8) {
+  float s[2][2];
+#pragma unroll
+  for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+    for (int h = 0; h < 2; h++) s[mt][h] = Sa[(wm * 32 + mt * 16 + g + 8 * h) * 4 + blk];
+#pragma unroll
+  for (int nt = 0; nt < PF_NT; nt++) {
+    const float2 swf = __half22float2(*(const __half2*)(Sw + blk * 128 + wn * 32 + nt * 8 + 2 * t));
+    if (int8) {
+#pragma unroll
+      for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const float p = __fmul_rn(s[mt][e >> 1], (e & 1) ? swf.y : swf.x);
+          sum[mt][nt][e] = __fadd_rn(sum[mt][nt][e], __fmul_rn(magic_to_f32(acc[mt][nt][e]), p));
+        }
+    } else {
+      const float Cx = magic_c(swf.x), Cy = magic_c(swf.y);
+#pragma unroll
+      for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+          sum[mt][nt][e] = __fadd_rn(sum[mt][nt][e], w4a4_term(acc[mt][nt][e], (e & 1) ? swf.y : swf.x,
+                                                                (e & 1) ? Cy : Cx, s[mt][e >> 1]));
+    }
+  }
+}
+
+template <bool S4, int B>
+__global__ void __launch_bounds__(PF_THREADS, 1)
+    gemm_prefill(const int8_t* __restrict__ a8, const uint8_t* __restrict__ a4, const __half* __restrict__ sa, int M,
+                 WDesc w, void* y, int out_f16) {
+  constexpr int CPB = B / 32;
+  constexpr bool S4B = S4 && B >= 64;  // W4A4 blocks on the s4 mma (a k64 mma must not straddle two B-blocks)
+  extern __shared__ __align__(16) char smem[];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int wm = warp & 3, wn = warp >> 2;  // warp tile: rows wm*32 .. +32, cols wn*32 .. +32
+  const int m0 = blockIdx.x * 128, n0 = blockIdx.y * 128;
+
+  int acc[2][PF_NT][4];
+  float sum[2][PF_NT][4];
+#pragma unroll
+  for (int a = 0; a < 2; a++)
+#pragma unroll
+    for (int b = 0; b < PF_NT; b++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) acc[a][b][e] = MAGIC, sum[a][b][e] = 0.f;
+
+  float sav = 0.f;
+#pragma unroll
+  for (int s = 0; s < PF_STAGES - 1; s++) {
+    if (s < w.T) {
+      pf_load<B>(w, s, smem + s * PF_STAGE, a8, a4, M, m0, n0, tid);
+      pf_store_sa(smem + s * PF_STAGE, tid, pf_load_sa<B>(w, s, sa, M, m0, tid, S4B));
+    }
+    cp_async_commit();
+  }
+
+  for (int i = 0; i < w.T; i++) {
+    cp_async_wait<PF_STAGES - 2>();
+    __syncthreads();
+    const int inext = i + PF_STAGES - 1;
+    char* stn = smem + (inext % PF_STAGES) * PF_STAGE;
+    if (inext < w.T) {
+      pf_load<B>(w, inext, stn, a8, a4, M, m0, n0, tid);
+      sav = pf_load_sa<B>(w, inext, sa, M, m0, tid, S4B);
+    }
+    cp_async_commit();
+
+    const char* st = smem + (i % PF_STAGES) * PF_STAGE;
+    const char* As = st;
+    const char* Ws = st + PF_A;
+    const __half* Sw = (const __half*)(Ws + PF_W);
+    const float* Sa = (const float*)(Ws + PF_W + PF_SW);
+    const bool int8 = i < w.T8;
+    const int nblk = tile_nblocks<B>(w, i);
+    const int seglen = int8 ? w.K8 : w.Kp - w.K8, kbase = int8 ? i * KT : (i - w.T8) * KT;
+
+    uint4 wv[PF_NT];
+#pragma unroll
+    for (int nt = 0; nt < PF_NT; nt++) wv[nt] = *(const uint4*)(Ws + (wn * 32 + nt * 8 + g) * ROW_BYTES + 16 * t);
+
+    if (S4B && !int8) {
+      // W4A4 on mma.m16n8k64.s4: chunk pairs (c, c+1), raw int4 words for both operands
+#pragma unroll
+      for (int c = 0; c < 4; c += 2) {
+        if (kbase + 32 * c < seglen) {
+          uint32_t a[2][4];
+#pragma unroll
+          for (int mt = 0; mt < 2; mt++) {
+            int r0 = wm * 32 + mt * 16 + g, r1 = r0 + 8;
+            a[mt][0] = *(const uint32_t*)(As + r0 * 64 + swz4(r0, c) * 16 + 4 * t);
+            a[mt][1] = *(const uint32_t*)(As + r1 * 64 + swz4(r1, c) * 16 + 4 * t);
+            a[mt][2] = *(const uint32_t*)(As + r0 * 64 + swz4(r0, c + 1) * 16 + 4 * t);
+            a[mt][3] = *(const uint32_t*)(As + r1 * 64 + swz4(r1, c + 1) * 16 + 4 * t);
+          }
+#pragma unroll
+          for (int nt = 0; nt < PF_NT; nt++) {
+            const uint32_t* x = (const uint32_t*)&wv[nt];
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++) {
+              if (c % CPB == 0) mma_s4_first(acc[mt][nt], a[mt][0], a[mt][1], a[mt][2], a[mt][3], x[c], x[c + 1]);
+              else mma_s4(acc[mt][nt], a[mt][0], a[mt][1], a[mt][2], a[mt][3], x[c], x[c + 1]);
+            }
+          }
+        }
+        if ((c + 2) % CPB == 0 && (c + 2) / CPB - 1 < nblk) pf_epilogue(acc, sum, Sa, Sw, (c + 2) / CPB - 1, wm, wn, g, t, false);
+      }
+    } else {
+#pragma unroll
+      for (int c = 0; c < 4; c++) {
+        if (kbase + 32 * c < seglen) {
+          uint32_t a[2][4];
+#pragma unroll
+          for (int mt = 0; mt < 2; mt++) {
+            int r0 = wm * 32 + mt * 16 + g, r1 = r0 + 8;
+            if (int8) {
+              int pc = 2 * c + (t >> 1);
+              uint2 v0 = *(const uint2*)(As + r0 * 128 + swz8(r0, pc) * 16 + (t & 1) * 8);
+              uint2 v1 = *(const uint2*)(As + r1 * 128 + swz8(r1, pc) * 16 + (t & 1) * 8);
+              a[mt][0] = v0.x, a[mt][1] = v1.x, a[mt][2] = v0.y, a[mt][3] = v1.y;
+            } else {
+              uint32_t v0 = *(const uint32_t*)(As + r0 * 64 + swz4(r0, c) * 16 + 4 * t);
+              uint32_t v1 = *(const uint32_t*)(As + r1 * 64 + swz4(r1, c) * 16 + 4 * t);
+              a[mt][0] = lo16x(v0), a[mt][1] = lo16x(v1), a[mt][2] = hi16x(v0), a[mt][3] = hi16x(v1);
+            }
+          }
+#pragma unroll
+          for (int nt = 0; nt < PF_NT; nt++) {
+            uint32_t x = ((const uint32_t*)&wv[nt])[c];
+            uint32_t b0 = lo16x(x), b1 = hi16x(x);
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++) {
+              if (c % CPB == 0) mma_s8_first(acc[mt][nt], a[mt][0], a[mt][1], a[mt][2], a[mt][3], b0, b1);
+              else mma_s8(acc[mt][nt], a[mt][0], a[mt][1], a[mt][2], a[mt][3], b0, b1);
+            }
+          }
+        }
+        if ((c + 1) % CPB == 0 && (c + 1) / CPB - 1 < nblk) pf_epilogue(acc, sum, Sa, Sw, (c + 1) / CPB - 1, wm, wn, g, t, int8);
+      }
+    }
+    if (inext < w.T) pf_store_sa(stn, tid, sav);  // its stage was last read before this iteration's barrier
+  }
+  cp_async_wait<0>();
+
+#pragma unroll
+  for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+    for (int nt = 0; nt < PF_NT; nt++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        int m = m0 + wm * 32 + mt * 16 + g + 8 * (e >> 1), n = n0 + wn * 32 + nt * 8 + 2 * t + (e & 1);
+        if (m < M && n < w.N) {
+          __half h = __float2half_rn(sum[mt][nt][e]);
+          if (out_f16)
+            ((__half*)y)[(size_t)m * w.N + n] = h;
+          else
+            ((float*)y)[(size_t)m * w.N + n] = __half2float(h);
+        }
+      }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// C ABI
+static int device_major() {
+  static int major = -1;
+  if (major < 0) {
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
+      major = 0;
+  }
+  return major;
+}
+
+/** 1 decode, 2 prefill s8, 3 prefill s4 (sm_80 path). */
+static int pick_variant(int M) {
+  if (g_force) return g_force;
+  if (M <= 64) return 1;
+  return device_major() >= 9 ? 2 : 3;
+}
+
+static int check_shape(int N, int Kp, int B, int K8) {
+  if (N <= 0 || Kp <= 0 || (B != 32 && B != 64 && B != 128) || Kp % B || K8 < 0 || K8 > Kp || K8 % B)
+    return set_err(-1, "gemm_w4ax: bad shape (%s): need B in {32,64,128}, Kp and K8 multiples of B, 0 <= K8 <= Kp",
+                   "N, Kp, B, K8");
+  return 0;
+}
+
+static WDesc make_desc(int N, int Kp, int B, int K8) {
+  WDesc d{};
+  d.N = N, d.Kp = Kp, d.B = B, d.K8 = K8;
+  d.Npad = (N + NPAD - 1) / NPAD * NPAD;
+  d.T8 = tiles_of(K8);
+  d.T = d.T8 + tiles_of(Kp - K8);
+  d.nb = Kp / B;
+  return d;
+}
+
+// The decode kernel's split-K workspace and tickets: one for the library, grown by comet_w4_create (never
+// during a launch, so launches can be captured in CUDA graphs). One GEMM at a time uses it: the library
+// assumes one stream per process for the decode GEMM.
+static float* g_ws = nullptr;
+static size_t g_ws_bytes = 0;
+static int* g_tickets = nullptr;
+static int g_tickets_n = 0;
+
+static cudaError_t reserve_workspace(const WDesc& d) {
+  size_t need = 0;
+  for (int M : {8, 16, 32, 64}) {
+    DecPlan p = decode_plan(d, M);
+    if (p.KS > 1) need = std::max(need, (size_t)p.KS * M * d.Npad * sizeof(float));
+  }
+  if (need > g_ws_bytes) {
+    cudaError_t e = cudaDeviceSynchronize();  // the old workspace may be in use
+    if (e != cudaSuccess) return e;
+    cudaFree(g_ws);
+    g_ws = nullptr, g_ws_bytes = 0;
+    if ((e = cudaMalloc(&g_ws, need)) != cudaSuccess) return e;
+    g_ws_bytes = need;
+  }
+  if (d.Npad / 128 > g_tickets_n) {
+    cudaError_t e = cudaDeviceSynchronize();
+    if (e != cudaSuccess) return e;
+    cudaFree(g_tickets);
+    g_tickets = nullptr, g_tickets_n = 0;
+    if ((e = cudaMalloc(&g_tickets, d.Npad / 128 * sizeof(int))) != cudaSuccess) return e;
+    if ((e = cudaMemset(g_tickets, 0, d.Npad / 128 * sizeof(int))) != cudaSuccess) return e;
+    g_tickets_n = d.Npad / 128;
+  }
+  return cudaSuccess;
+}
+
+extern "C" int comet_w4_create(const uint8_t* codes, const uint16_t* scales, int N, int Kp, int B, int K8,
+                               comet_w4_weight** out, void* stream) {
+  if (int e = check_shape(N, Kp, B, K8)) return e;
+  if (!codes || !scales || !out) return set_err(-1, "gemm_w4ax: %s", "null pointer");
+  cudaStream_t s = (cudaStream_t)stream;
+  WDesc d = make_desc(N, Kp, B, K8);
+  comet_w4_weight* w = new comet_w4_weight{};
+  size_t qbytes = (size_t)d.T * d.Npad * ROW_BYTES, sbytes = (size_t)d.nb * d.Npad * 2;
+  cudaError_t e = reserve_workspace(d);
+  if (e == cudaSuccess) e = cudaMalloc(&w->q, qbytes);
+  if (e == cudaSuccess) e = cudaMalloc(&w->swT, sbytes);
+  if (e == cudaSuccess) {
+    long long n1 = (long long)d.T * d.Npad * 4, n2 = (long long)d.nb * d.Npad;
+    w->d = d;
+    w->d.q = w->q;
+    w->d.swT = w->swT;
+    repack_codes<<<(unsigned)((n1 + 255) / 256), 256, 0, s>>>(codes, w->d, w->q);
+    repack_scales<<<(unsigned)((n2 + 255) / 256), 256, 0, s>>>(scales, w->d, (uint16_t*)w->swT);
+    e = cudaGetLastError();
+  }
+  if (e != cudaSuccess) {
+    comet_w4_destroy(w);
+    return set_err((int)e, "gemm_w4ax: create: %s", cudaGetErrorString(e));
+  }
+  *out = w;
+  return 0;
+}
+
+extern "C" void comet_w4_destroy(comet_w4_weight* w) {
+  if (!w) return;
+  cudaFree(w->q);
+  cudaFree(w->swT);
+  delete w;
+}
+
+template <int TT, int B>
+static cudaError_t launch_decode(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M, const WDesc& d,
+                                 void* y, int out_f16, cudaStream_t s) {
+  static int attr = 0;  // the largest dynamic shared memory this instance has been allowed
+  DecPlan p = decode_plan(d, M);
+  if (p.smem > attr) {
+    cudaError_t e = cudaFuncSetAttribute(gemm_decode<TT, B>, cudaFuncAttributeMaxDynamicSharedMemorySize, p.smem);
+    if (e != cudaSuccess) return e;
+    attr = p.smem;
+  }
+  if (p.KS > 1 && ((size_t)p.KS * M * d.Npad * sizeof(float) > g_ws_bytes || d.Npad / 128 > g_tickets_n))
+    return cudaErrorInvalidValue;  // cannot happen: comet_w4_create reserved it
+  dim3 grid(d.Npad / 128, p.KS);
+  gemm_decode<TT, B><<<grid, DEC_THREADS, p.smem, s>>>(a8, a4, (const __half*)sa, M, d, y, out_f16, p.KS, g_ws, g_tickets);
+  return cudaSuccess;
+}
+
+template <int TT>
+static cudaError_t launch_decode_b(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M, const WDesc& d,
+                                   void* y, int out_f16, cudaStream_t s) {
+  switch (d.B) {
+    case 32: return launch_decode<TT, 32>(a8, a4, sa, M, d, y, out_f16, s);
+    case 64: return launch_decode<TT, 64>(a8, a4, sa, M, d, y, out_f16, s);
+    default: return launch_decode<TT, 128>(a8, a4, sa, M, d, y, out_f16, s);
+  }
+}
+
+template <bool S4, int B>
+static cudaError_t launch_prefill(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M, const WDesc& d,
+                                  void* y, int out_f16, cudaStream_t s) {
+  static bool attr = false;
+  if (!attr) {
+    cudaError_t e = cudaFuncSetAttribute(gemm_prefill<S4, B>, cudaFuncAttributeMaxDynamicSharedMemorySize, PF_SMEM);
+    if (e != cudaSuccess) return e;
+    attr = true;
+  }
+  dim3 grid((M + 127) / 128, d.Npad / 128);
+  gemm_prefill<S4, B><<<grid, PF_THREADS, PF_SMEM, s>>>(a8, a4, (const __half*)sa, M, d, y, out_f16);
+  return cudaSuccess;
+}
+
+template <bool S4>
+static cudaError_t launch_prefill_b(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M, const WDesc& d,
+                                    void* y, int out_f16, cudaStream_t s) {
+  switch (d.B) {
+    case 32: return launch_prefill<S4, 32>(a8, a4, sa, M, d, y, out_f16, s);
+    case 64: return launch_prefill<S4, 64>(a8, a4, sa, M, d, y, out_f16, s);
+    default: return launch_prefill<S4, 128>(a8, a4, sa, M, d, y, out_f16, s);
+  }
+}
+
+extern "C" int comet_gemm_w4ax(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M,
+                               const comet_w4_weight* w, void* y, int out_f16, void* stream) {
+  if (!w || !y || !sa || M < 0) return set_err(-1, "gemm_w4ax: %s", "bad argument");
+  if (M == 0) return 0;
+  if ((w->d.K8 > 0 && !a8) || (w->d.K8 < w->d.Kp && !a4)) return set_err(-1, "gemm_w4ax: %s", "missing activations");
+  cudaStream_t s = (cudaStream_t)stream;
+  int v = pick_variant(M);
+  if (v == 1) {
+    if (M > 64) return set_err(-1, "gemm_w4ax: %s", "decode kernel needs M <= 64");
+    if (M <= 8) CUDA_TRY(launch_decode_b<1>(a8, a4, sa, M, w->d, y, out_f16, s));
+    else if (M <= 16) CUDA_TRY(launch_decode_b<2>(a8, a4, sa, M, w->d, y, out_f16, s));
+    else if (M <= 32) CUDA_TRY(launch_decode_b<4>(a8, a4, sa, M, w->d, y, out_f16, s));
+    else CUDA_TRY(launch_decode_b<8>(a8, a4, sa, M, w->d, y, out_f16, s));
+  } else if (v == 2) {
+    CUDA_TRY(launch_prefill_b<false>(a8, a4, sa, M, w->d, y, out_f16, s));
+  } else {
+    CUDA_TRY(launch_prefill_b<true>(a8, a4, sa, M, w->d, y, out_f16, s));
+  }
+  CUDA_TRY(cudaGetLastError());
+  return 0;
+}
+
+extern "C" int comet_gemm_w4ax_schedule(int M, int N, int Kp, int B, int K8, int* ranges_host, int max_splits) {
+  if (int e = check_shape(N, Kp, B, K8)) return e;
+  if (M <= 0 || !ranges_host) return set_err(-1, "gemm_w4ax: %s", "bad argument");
+  WDesc d = make_desc(N, Kp, B, K8);
+  int KS = 1;
+  if (pick_variant(M) == 1 && M <= 64) KS = decode_plan(d, M).KS;
+  if (KS > max_splits) return set_err(-2, "gemm_w4ax: %s", "max_splits too small");
+  for (int k = 0; k < KS; k++) {
+    ranges_host[2 * k] = tile_block0(d, k * d.T / KS);
+    ranges_host[2 * k + 1] = tile_block0(d, (k + 1) * d.T / KS);
+  }
+  return KS;
+}
+
+extern "C" int comet_gemm_w4ax_force(int variant) {
+  if (variant < 0 || variant > 3) return set_err(-1, "gemm_w4ax: %s", "variant must be 0..3");
+  g_force = variant;
+  return 0;
+}
