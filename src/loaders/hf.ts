@@ -101,7 +101,12 @@ function weightFiles(dir: string): Map<string, string> {
   if (existsSync(index)) {
     const map = readJson(index).weight_map;
     if (typeof map !== 'object' || map === null) throw new CometError(`${index}: no 'weight_map' object`);
-    for (const [k, f] of Object.entries(map)) files.set(k, join(dir, String(f)));
+    for (const [k, f] of Object.entries(map)) {
+      // a shard is a file beside index.json: no paths ('..', '/'), so an index cannot point outside the model
+      if (typeof f !== 'string' || !/^[^/\\]+$/.test(f) || f === '.' || f === '..')
+        throw new CometError(`${index}: weight_map['${k}'] is ${JSON.stringify(f)}, expected a file name in the model directory`);
+      files.set(k, join(dir, f));
+    }
   } else if (existsSync(single)) {
     const f = SafetensorsFile.open(single);
     for (const k of f.tensors.keys()) files.set(k, single);
@@ -115,6 +120,10 @@ function weightFiles(dir: string): Map<string, string> {
 export function readHF(dir: string): HFCheckpoint {
   const config = readHFConfig(dir);
   const files = weightFiles(dir);
+  // every layer has 9 tensors: a config claiming more layers than the checkpoint has tensors is refused before
+  // the expected names are listed (num_hidden_layers 2^24 would be 150M names)
+  if (config.nLayers > files.size)
+    throw new CometError(`${join(dir, 'config.json')}: num_hidden_layers ${config.nLayers}, but the checkpoint holds only ${files.size} tensors (a LLaMA layer has 9)`);
   const want = new Map(weightNames(config).map((n) => [hfName(n), n]));
   for (const k of files.keys())
     if (!want.has(k) && k !== 'lm_head.weight' && !k.endsWith('.rotary_emb.inv_freq'))

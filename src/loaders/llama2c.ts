@@ -43,8 +43,14 @@ function layout(c: LlamaConfig, version: 0 | 1): Entry[] {
 }
 
 const headerBytes = (version: 0 | 1) => (version === 0 ? 28 : V1_HEADER);
-const expectedBytes = (c: LlamaConfig, version: 0 | 1) =>
-  headerBytes(version) + 4 * layout(c, version).reduce((a, e) => a + ('skip' in e ? e.skip : e.floats), 0);
+/** The file size the header implies, in closed form (not through layout(): a corrupt header may claim 2^24
+ *  layers, and the size check must refuse it before anything of that size is built). */
+const expectedBytes = (c: LlamaConfig, version: 0 | 1) => {
+  const D = c.dim, q = c.nHeads * c.headDim, kv = c.nKvHeads * c.headDim;
+  const perLayer = 2 * D + 2 * q * D + 2 * kv * D + 3 * c.hiddenDim * D; // norms, wq + wo, wk + wv, w1 w2 w3
+  const floats = c.vocabSize * D * (c.tiedEmbeddings ? 1 : 2) + c.nLayers * perLayer + D + (version === 0 ? c.seqLen * c.headDim : 0);
+  return headerBytes(version) + 4 * floats;
+};
 
 function configFrom(ints: Int32Array, shared: boolean, path: string): LlamaConfig {
   const [dim, hiddenDim, nLayers, nHeads, nKvHeads, vocab, seqLen] = ints;

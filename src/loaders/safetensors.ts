@@ -47,7 +47,9 @@ export class SafetensorsFile {
       throw new CometError(`${path}: cannot open safetensors file (${(e as NodeJS.ErrnoException).code ?? e})`, 'not_found');
     }
     try {
-      const size = fstatSync(fd).size;
+      const stat = fstatSync(fd);
+      if (!stat.isFile()) throw new CometError(`${path}: not a regular file (a directory?), cannot read it as safetensors`);
+      const size = stat.size;
       const head = readAt(fd, 0, Math.min(8, size));
       if (head.length < 8) throw new CometError(`${path}: not a safetensors file: ${size} bytes, shorter than the 8-byte header length`);
       const n = Number(new DataView(head.buffer).getBigUint64(0, true));

@@ -29,8 +29,8 @@ function byteLevelDecoder(): Map<string, number> {
 }
 
 function decoderTypes(d: Json | null | undefined): string[] {
-  if (!d) return [];
-  return d.type === 'Sequence' ? (d.decoders as Json[]).flatMap(decoderTypes) : [d.type as string];
+  if (typeof d !== 'object' || d === null) return [];
+  return d.type === 'Sequence' ? (Array.isArray(d.decoders) ? d.decoders as Json[] : []).flatMap(decoderTypes) : [d.type as string];
 }
 
 const tokenContent = (t: unknown): string | undefined =>
@@ -48,6 +48,8 @@ export class HFTokenizer implements Tokenizer {
   private readonly cache = new Map<number, Uint8Array>(); // id -> bytes; -1 - id -> bytes after BOS
 
   constructor(json: Json, config: Json, readonly path: string, chatTemplateFile?: string) {
+    checkIds(json, path);
+    checkRegexes(json, path);
     try {
       this.lib = new HFLib(json, config);
     } catch (e) {
@@ -56,7 +58,7 @@ export class HFTokenizer implements Tokenizer {
     let maxId = -1;
     for (const i of this.lib.get_vocab(true).values()) maxId = Math.max(maxId, i);
     this.vocabSize = maxId + 1;
-    for (const t of (json.added_tokens ?? []) as Json[]) if (t.special) this.special.add(t.id);
+    for (const t of (Array.isArray(json.added_tokens) ? json.added_tokens : []) as Json[]) if (t?.special) this.special.add(t.id);
     const types = decoderTypes(json.decoder);
     this.style = types.includes('ByteLevel') ? 'bytelevel'
       : types.includes('ByteFallback') || types.includes('Metaspace') || json.model?.byte_fallback ? 'sentencepiece' : 'other';
@@ -69,24 +71,39 @@ export class HFTokenizer implements Tokenizer {
     };
     // BOS: tokenizer_config's bos_token, else the first special token of the post-processor's template
     const tmpl = (json.post_processor?.single ?? []) as Json[];
-    const tmplBos = tmpl[0]?.SpecialToken ? json.post_processor.special_tokens?.[tmpl[0].SpecialToken.id]?.ids?.[0] : undefined;
-    this.bos = id('bos_token') ?? tmplBos ?? -1;
+    const tmplBos = Array.isArray(tmpl) && tmpl[0]?.SpecialToken ? json.post_processor.special_tokens?.[tmpl[0].SpecialToken.id]?.ids?.[0] : undefined;
+    this.bos = id('bos_token') ?? (Number.isInteger(tmplBos) && tmplBos >= 0 && tmplBos <= maxId ? tmplBos : -1);
     const eos = id('eos_token');
     this.eos = eos === undefined ? [] : [eos];
     this.addBos = config.add_bos_token ?? true;
     const ct = config.chat_template;
-    this.chatTemplate = typeof ct === 'string' ? ct
-      : Array.isArray(ct) ? (ct.find((t: Json) => t.name === 'default') ?? ct[0])?.template : chatTemplateFile;
+    const named = Array.isArray(ct) ? (ct.find((t: Json) => t?.name === 'default') ?? ct[0])?.template : undefined;
+    this.chatTemplate = typeof ct === 'string' ? ct : typeof named === 'string' ? named : chatTemplateFile;
+    // a tokenizer.json the library accepts may still fail on every text (a post-processor without its template,
+    // a decoder of the wrong shape): try one at load, where the user can act, rather than on each request
+    this.decode(this.encode('Hello, world! 123 \u00e9\u65e5\u{1F600}', { bos: false }));
+  }
+
+  /** The library's own exceptions on a malformed tokenizer.json become CometErrors naming the file. */
+  private guarded<T>(what: string, f: () => T): T {
+    try {
+      return f();
+    } catch (e) {
+      if (e instanceof CometError) throw e;
+      throw new CometError(`${this.path}: the tokenizer failed to ${what} (${(e as Error)?.message ?? e}); is tokenizer.json intact?`);
+    }
   }
 
   encode(text: string, opts: { bos?: boolean } = {}): number[] {
-    const ids = this.lib.encode(text, { add_special_tokens: false }).ids;
+    const ids = this.guarded('encode a text', () => this.lib.encode(text, { add_special_tokens: false }).ids);
+    for (const i of ids) // a tokenizer.json whose model does not match its vocab (e.g. WordPiece without unk) yields junk
+      if (!(Number.isInteger(i) && i >= 0 && i < this.vocabSize)) throw new CometError(`${this.path}: the tokenizer produced token id ${i}, outside 0..${this.vocabSize - 1}`);
     return (opts.bos ?? this.addBos) && this.bos >= 0 ? [this.bos, ...ids] : ids;
   }
 
   decode(ids: number[]): string {
     if (ids.length === 0) return '';
-    return this.lib.decode(ids, { skip_special_tokens: true, clean_up_tokenization_spaces: false });
+    return this.guarded('decode tokens', () => this.lib.decode(ids, { skip_special_tokens: true, clean_up_tokenization_spaces: false }));
   }
 
   pieceBytes(prev: number, tok: number): Uint8Array {
@@ -99,7 +116,7 @@ export class HFTokenizer implements Tokenizer {
 
   private computePiece(tok: number, afterBos: boolean): Uint8Array {
     const piece = this.lib.id_to_token(tok);
-    if (piece === undefined) throw new CometError(`${this.path}: token id ${tok} is outside the vocabulary (0..${this.vocabSize - 1})`);
+    if (typeof piece !== 'string') throw new CometError(`${this.path}: token id ${tok} is outside the vocabulary (0..${this.vocabSize - 1}) or has no text`);
     if (this.special.has(tok)) return new Uint8Array(0);
     if (this.style === 'bytelevel') {
       const table = (BYTE_LEVEL ??= byteLevelDecoder());
@@ -117,8 +134,72 @@ export class HFTokenizer implements Tokenizer {
       const s = piece.replaceAll('▁', ' ');
       return utf8.encode(afterBos && s.startsWith(' ') ? s.slice(1) : s);
     }
-    return utf8.encode(this.lib.decode([tok], { clean_up_tokenization_spaces: false })); // best effort
+    return utf8.encode(this.guarded('decode a token', () => this.lib.decode([tok], { clean_up_tokenization_spaces: false }))); // best effort
   }
 }
 
 let BYTE_LEVEL: Map<string, number> | undefined;
+
+/** Token ids in model.vocab and added_tokens must be integers in 0..n-1, n = the number of entries (real
+ *  tokenizers are dense). Checked before the library sees them: it builds tables as long as the largest id
+ *  (an id of 1e9 took 80 s), and a string or fractional id comes back out of encode(). */
+function checkIds(json: Json, path: string): void {
+  const vocab = json.model?.vocab, added = Array.isArray(json.added_tokens) ? json.added_tokens : [];
+  if (typeof vocab !== 'object' || vocab === null || Array.isArray(vocab)) return; // Unigram: ids are positions
+  const entries = Object.entries(vocab);
+  const n = entries.length + added.length;
+  const check = (what: string, id: unknown) => {
+    if (!(Number.isSafeInteger(id) && (id as number) >= 0 && (id as number) < n))
+      throw new CometError(`${path}: ${what} has id ${JSON.stringify(id)}, expected an integer in 0..${n - 1} (${n} tokens)`);
+  };
+  for (const [piece, id] of entries) check(`token ${JSON.stringify(piece).slice(0, 40)}`, id);
+  for (const t of added) check(`added token ${JSON.stringify(t?.content)?.slice(0, 40)}`, t?.id);
+}
+
+/** The library runs a tokenizer.json's `Regex` patterns (Split pre-tokenizers, Replace normalizers/decoders)
+ *  with JS RegExp, which backtracks: a nested quantifier such as `(.*)*x` takes minutes on a short text. Real
+ *  tokenizers (GPT-2, Llama 3) never repeat a group that itself repeats, so such a pattern is refused. So is a
+ *  Replace / Prepend string longer than 256 characters (real ones are '▁' or ' '): one such string per space
+ *  turns a short prompt into megabytes for the BPE. */
+function checkRegexes(json: Json, path: string): void {
+  const walk = (x: unknown, where: string): void => {
+    if (typeof x !== 'object' || x === null) return;
+    for (const [k, v] of Object.entries(x)) {
+      if (k === 'vocab' || k === 'merges') continue;
+      if (k === 'Regex' && typeof v === 'string' && nestedQuantifier(v))
+        throw new CometError(`${path}: ${where}.Regex ${JSON.stringify(v).slice(0, 60)} repeats a group that itself repeats (catastrophic backtracking)`);
+      if ((k === 'content' || k === 'prepend') && typeof v === 'string' && v.length > 256)
+        throw new CometError(`${path}: ${where}.${k} is a ${v.length}-character string (expected a short replacement such as '▁')`);
+      walk(v, `${where}.${k}`);
+    }
+  };
+  for (const k of ['normalizer', 'pre_tokenizer', 'decoder']) walk(json[k], k);
+}
+
+/** True when a group that contains *, + or {n,} / {n,m} is itself followed by one of them. */
+function nestedQuantifier(re: string): boolean {
+  const stack: boolean[] = []; // per open group: does it contain a repeating quantifier?
+  let inner = false; // the group just closed contained one
+  const repeats = (i: number) => re[i] === '*' || re[i] === '+' || (re[i] === '{' && /^\{\d*,?\d*\}/.test(re.slice(i)) && !/^\{\d*,?1?\}/.test(re.slice(i)));
+  for (let i = 0; i < re.length; i++) {
+    const ch = re[i];
+    if (ch === '\\') { i++; inner = false; continue; }
+    if (ch === '[') { // a character class: skip to its closing ]
+      for (i++; i < re.length && re[i] !== ']'; i++) if (re[i] === '\\') i++;
+      inner = false;
+      continue;
+    }
+    if (ch === '(') { stack.push(false); inner = false; continue; }
+    if (ch === ')') {
+      inner = stack.pop() ?? false;
+      if (inner && stack.length) stack[stack.length - 1] = true;
+      continue;
+    }
+    if (repeats(i)) {
+      if (inner) return true;
+      if (stack.length) stack[stack.length - 1] = true;
+    }
+    if (ch !== '?') inner = false;
+  }
+  return false;
+}
