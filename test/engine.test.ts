@@ -113,6 +113,24 @@ describe('engine', () => {
     expectPoolFull(e);
   });
 
+  it('stops at the end of the context with finish_reason length, as generate() does', async () => {
+    const e = await createEngine(opened);
+    const prompt = 'Once upon a time, there was a dog. '.repeat(40); // ~ 400+ tokens of a 512 context
+    const n = opened.tokenizer.encode(prompt).length;
+    expect(n).toBeGreaterThan(400);
+    const r = await e.completions.create({ prompt, max_tokens: 512, temperature: 0 });
+    expect(r.choices[0]).toMatchObject({ text: await alone(opened, prompt, 512), finish_reason: 'length' });
+    expect(r.usage.completion_tokens).toBe(opened.model.config.seqLen - n + 1);
+    expectPoolFull(e);
+  });
+
+  it('FIFO: with one slot, requests finish in arrival order', async () => {
+    const e = await createEngine(opened, { maxBatch: 1 });
+    const order: number[] = [];
+    await Promise.all([30, 5, 20, 1].map((max, i) => e.completions.create({ prompt: PROMPTS[i], max_tokens: max, temperature: 0 }).then(() => order.push(i))));
+    expect(order).toEqual([0, 1, 2, 3]);
+  });
+
   it('abort (signal or leaving the loop) cancels and frees pages; others are unaffected', async () => {
     const e = await createEngine(opened);
     const ac = new AbortController();
