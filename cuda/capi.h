@@ -53,6 +53,96 @@ int comet_gemm_w4ax_force(int variant);
 // Other ops (embed, rmsnorm_quant, silu_mul_quant, rope, kv_append, attention, ...) are declared below by
 // cuda/ops*.cu.
 
+
+// ---- runtime (cuda/ops_runtime.cu) -----------------------------------------------------------------------
+#define COMET_EINVAL (-1)  // bad argument (message says which)
+#define COMET_ENOMEM (-2)  // out of GPU memory (message says how much was asked and is free)
+
+void comet_clear_error(void);
+/** A short text for a return code (a cudaError_t name for codes > 0). */
+const char* comet_error_string(int code);
+
+typedef struct {
+  char name[256];
+  int count;  // CUDA devices visible
+  int major, minor, sms;
+  size_t free_bytes, total_bytes;
+  int driver_version, runtime_version;
+} comet_device_facts;
+/** Select `device` and describe it. Fails with the driver's message when there is no driver or no GPU. */
+int comet_device_info(int device, comet_device_facts* out);
+
+int comet_malloc(void** p, size_t bytes);  // COMET_ENOMEM when the GPU is full
+int comet_free(void* p);
+int comet_memcpy_h2d(void* dst, const void* src_host, size_t bytes, void* stream);  // async (pageable: staged)
+int comet_memcpy_d2h(void* dst_host, const void* src, size_t bytes, void* stream);  // waits for the stream
+int comet_memcpy_d2d(void* dst, const void* src, size_t bytes, void* stream);
+int comet_memset(void* p, int value, size_t bytes, void* stream);
+int comet_stream_create(void** out);
+int comet_stream_destroy(void* s);
+int comet_stream_sync(void* s);
+/** CUDA graphs: capture the work enqueued on `stream` between begin and end, replay it with launch. */
+int comet_graph_begin(void* stream);
+int comet_graph_end(void* stream, void** exec_out);
+int comet_graph_launch(void* exec, void* stream);
+int comet_graph_destroy(void* exec);
+
+// ---- float ops (cuda/ops_float.cu). x [T][C] row-major f32; w [N][K] ([out, in]) -------------------------
+/** out [T][D] = table[tokens[t]] ; tokens [T] device int32, already checked to be < V */
+int comet_embed_f32(const float* table, int D, const int32_t* tokens, int T, float* out, void* stream);
+/** llama2.c RMSNorm: ss = sum x^2 (f64); out = w * (x / sqrt(ss/C + eps)), f64 math, f32 store */
+int comet_rmsnorm_f32(const float* x, const float* w, int T, int C, double eps, float* out, void* stream);
+int comet_add_f32(const float* a, const float* b, size_t n, float* out, void* stream);
+/** out = silu(g) * u, f64 math as the simulator */
+int comet_silu_mul_f32(const float* g, const float* u, size_t n, float* out, void* stream);
+/** interleaved RoPE: pairs (2i, 2i+1) of each head of x [T][n_heads*head_dim] rotated by pos[t]*freqs[i] */
+int comet_rope_f32(const float* x, int T, int n_heads, int head_dim, const int32_t* pos, const float* freqs,
+                   float* out, void* stream);
+/** y [T][N] = x [T][K] . w [N][K]^T, products and sums in f64 (the simulator's order up to f64 rounding) */
+int comet_gemm_f32(const float* x, int T, int K, const float* w, int N, float* y, void* stream);
+/** out [R][C] = x[rows[r]]; rows device int32 */
+int comet_rows_f32(const float* x, int C, const int32_t* rows, int R, float* out, void* stream);
+/** out [R] = first index of the maximum of each row of x [R][C] */
+int comet_argmax_f32(const float* x, int R, int C, int32_t* out, void* stream);
+
+// ---- FMPQ activation quantizers (cuda/ops_quant.cu), DESIGN §3.2 ------------------------------------------
+// Output: a8 int8 [T][K8] | a4 int4x2 [T][(Kp-K8)/2] | sa f16 [T][Kp/B]; perm [K] device int32 or NULL.
+int comet_quantize_act(const float* x, int T, int K, int B, int Kp, int K8, const int32_t* perm, int8_t* a8,
+                       uint8_t* a4, uint16_t* sa, void* stream);
+/** rmsnorm (as comet_rmsnorm_f32, rounded to f32), then quantize_act of the result (C = K) */
+int comet_rmsnorm_quant(const float* x, const float* w, int T, double eps, int K, int B, int Kp, int K8,
+                        const int32_t* perm, int8_t* a8, uint8_t* a4, uint16_t* sa, void* stream);
+/** silu(g)*u (as comet_silu_mul_f32, rounded to f32), then quantize_act */
+int comet_silu_mul_quant(const float* g, const float* u, int T, int K, int B, int Kp, int K8, const int32_t* perm,
+                         int8_t* a8, uint8_t* a4, uint16_t* sa, void* stream);
+
+// ---- paged KV cache and attention (cuda/ops_kv.cu, cuda/ops_attention.cu), DESIGN §3.5 ---------------------
+/** Where each token of a step goes. pos, seq [T]; block table of sequence s: bt[bt_off[s] ...]. Device int32. */
+typedef struct {
+  const int32_t* pos;
+  const int32_t* seq;
+  const int32_t* bt;
+  const int32_t* bt_off;
+  int T;
+} comet_step;
+/** Cache geometry. f32: k and v are separate [num_pages][n_kv_heads][P][head_dim] f32 (per layer).
+ *  kv4: one buffer [num_pages][n_kv_heads][head_bytes] (per layer), each (page, head) chunk holding
+ *  kCodes u4x2 [P][hd/2] | vCodes u4x2 [P][hd/2] | kSZ f16 [P][hd/G][2] | vSZ f16 [P][hd/G][2] (simulator/kv4.ts). */
+typedef struct {
+  int n_kv_heads, head_dim, page_size, group;
+} comet_kv_geom;
+int comet_kv_append_f32(float* kc, float* vc, const float* k, const float* v, comet_step st, comet_kv_geom g,
+                        void* stream);
+int comet_kv_append_kv4(uint8_t* cache, const float* k, const float* v, comet_step st, comet_kv_geom g, void* stream);
+/** Bytes of f64 workspace attention needs for T tokens, n_heads heads, positions up to max_len. */
+size_t comet_attention_workspace(int T, int n_heads, int head_dim, int max_len);
+/** out [T][n_heads*hd] = softmax(q k^T / sqrt(hd)) v over positions 0..pos[t] of the token's sequence, GQA.
+ *  Split over the sequence (flash-decoding): partial (max, sum, acc) per split in `ws`, then one combine. */
+int comet_attention_f32(const float* q, const float* kc, const float* vc, comet_step st, comet_kv_geom g,
+                        int n_heads, int max_len, void* ws, float* out, void* stream);
+int comet_attention_kv4(const float* q, const uint8_t* cache, comet_step st, comet_kv_geom g, int n_heads,
+                        int max_len, void* ws, float* out, void* stream);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif

@@ -17,7 +17,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 step() { echo "=== $*"; }
 
 step ops tests
-COMET_TEST_CUDA=1 timeout 300 node node_modules/vitest/vitest.mjs run test/ops.test.ts > "$OUT/ops.log" 2>&1; echo "rc=$?"
+COMET_TEST_CUDA=1 timeout 300 node node_modules/vitest/vitest.mjs run test/ops.test.ts test/cuda-errors.test.ts > "$OUT/ops.log" 2>&1; echo "rc=$?"
 grep -E "✓|✗|×|FAIL|Tests|passed|failed" "$OUT/ops.log" | grep -v "^ *✓" | head -40
 
 step end to end

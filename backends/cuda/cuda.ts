@@ -13,6 +13,7 @@ import { ropeFreqs } from '../../simulator/kernels/float.ts';
 import { dequantizeAct } from '../../simulator/act.ts';
 import { kv4Layout } from '../../simulator/kv4.ts';
 import { qactBytes } from '../../simulator/traits.ts';
+import { existsSync } from 'node:fs';
 import { CometError } from '../../src/errors.ts';
 import { loadAddon, type CudaAddon, type DeviceFacts, type Ptr } from './addon.ts';
 
@@ -435,7 +436,9 @@ export async function createCudaBackend(): Promise<Backend> {
   try {
     facts = addon.init(dev);
   } catch (e) {
-    throw new CometError(`cuda: no usable GPU (${(e as Error).message.replace(/^cuda: /, '')})`, 'backend_unavailable');
+    const why = (e as Error).message.replace(/^cuda: /, '');
+    const noDriver = !existsSync('/dev/nvidiactl') ? '; no NVIDIA driver is loaded on this machine (/dev/nvidiactl is missing)' : '';
+    throw new CometError(`cuda: no usable GPU (${why}${noDriver})`, 'backend_unavailable');
   }
   if (facts.major < 8)
     throw new CometError(`cuda: ${facts.name} is sm_${facts.major}${facts.minor}; COMET's CUDA kernels need sm_80 (Ampere) or newer`, 'backend_unavailable');
