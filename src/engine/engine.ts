@@ -170,8 +170,9 @@ export class Engine {
     if (prompt.length >= seqLen)
       throw new EngineError(`This model's maximum context length is ${seqLen} tokens; the prompt has ${prompt.length}`, 'context_length_exceeded', 400, kind === 'chat' ? 'messages' : 'prompt');
     // chat: up to the end of the context unless told (OpenAI's default); completions: 16 (OpenAI's default)
-    const maxField = 'max_completion_tokens' in r && r.max_completion_tokens !== undefined ? 'max_completion_tokens' : 'max_tokens';
-    const maxTokens = (maxField === 'max_completion_tokens' ? (r as { max_completion_tokens?: number }).max_completion_tokens : r.max_tokens) ?? (kind === 'chat' ? seqLen : 16);
+    const [maxField, given] = 'max_completion_tokens' in r && r.max_completion_tokens !== undefined
+      ? ['max_completion_tokens', r.max_completion_tokens] : ['max_tokens', r.max_tokens];
+    const maxTokens = given ?? (kind === 'chat' ? seqLen : 16);
     if (maxTokens > seqLen) throw new EngineError(`'${maxField}' is ${maxTokens}; this model's context is ${seqLen} tokens`, 'invalid_value', 400, maxField);
     if (this.closed) throw new EngineError('the engine is shutting down', 'unavailable', 503);
     if (this.scheduler.waiting.length >= this.maxQueue)
@@ -243,7 +244,11 @@ export class Engine {
     try {
       while (this.scheduler.busy) {
         const before = this.scheduler.stats().generatedTokens;
-        await this.scheduler.step();
+        try {
+          await this.scheduler.step();
+        } catch (e) { // a bug in the scheduler itself: fail everyone rather than hang them
+          this.scheduler.failAll(e instanceof Error ? e : new Error(String(e)));
+        }
         this.rate.push([performance.now(), this.scheduler.stats().generatedTokens - before]);
         if (this.rate.length > 4096) this.rate.shift();
         await tick(); // let I/O (new requests, disconnects) in between steps

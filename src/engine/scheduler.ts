@@ -140,6 +140,14 @@ export class Scheduler {
     return true;
   }
 
+  /** Finish every sequence with `error` (their pages return to the pool). */
+  failAll(error: Error): void {
+    for (const seq of [...this.running, ...this.waiting]) {
+      if (seq.cancelled) this.retire(seq);
+      else this.finish(seq, 'stop', error);
+    }
+  }
+
   private plan(): Slot[] {
     const batch: Slot[] = [];
     let budget = this.o.maxStepTokens;
