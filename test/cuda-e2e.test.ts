@@ -8,9 +8,9 @@
 //               names the first step and tensor (or KV-cache byte) where the two backends part.
 // Needs no ../shared, so it runs on the GPU machine from the repository alone. Skipped without COMET_TEST_CUDA=1.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ActQuantSpec, Backend, HostWeight, KVDType, Tensor, Weight } from '../backends/backend.ts';
-import { SimBackend, SimTensor, type SimWeight } from '../backends/sim/sim.ts';
-import { gemmW4Ax } from '../simulator/kernels/gemm_w4ax.ts';
+import type { Backend, HostWeight, KVDType, Tensor } from '../backends/backend.ts';
+import { SimBackend } from '../backends/sim/sim.ts';
+import { ScheduledSim, type ScheduleOf } from './helpers/backends.ts';
 import { defaultModelPath, openModel } from '../src/runtime/open.ts';
 import { generate, singleSequenceCache } from '../src/engine/generate.ts';
 import { Llama } from '../src/model/llama.ts';
@@ -96,21 +96,6 @@ async function firstDifference(a: Llama, b: Llama, seq: number[], promptLen: num
     pos += T;
   }
   return ['no difference at any step (logits, named tensors, KV bytes)'];
-}
-
-type ScheduleOf = (M: number, N: number, spec: ActQuantSpec) => Array<[number, number]>;
-
-/** The simulator with the W4Ax GEMM summed in the CUDA kernel's reported order (DESIGN §3.4: a split-K
- *  kernel reports its schedule and the simulator reproduces it, bit for bit). */
-class ScheduledSim extends SimBackend {
-  constructor(private readonly schedule: ScheduleOf) {
-    super();
-  }
-  override matmul(x: Tensor, w: Weight): Tensor {
-    const sw = w as SimWeight, sx = x as SimTensor;
-    if (sw.dtype !== 'w4' || sx.dtype !== 'qact') return super.matmul(x, w);
-    return new SimTensor([x.shape[0], w.shape[0]], 'f32', gemmW4Ax(sx.q!, sw.w4!, this.schedule(x.shape[0], w.shape[0], sw.act!)));
-  }
 }
 
 const argmax = (x: Float32Array) => x.reduce((b, v, i) => (v > x[b] ? i : b), 0);
