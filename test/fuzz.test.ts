@@ -9,6 +9,7 @@ const SEED = 101;
 const PER_FORMAT: Record<FuzzFormat, number> = {
   'llama2c-v0': 200, 'llama2c-v1': 200, safetensors: 200, hf: 200, 'hf-sharded': 200, comet: 200, 'tokenizer-bin': 200,
   'tokenizer-json': 60, // ~50 ms a case (the wikillama-28M tokenizer.json is 550 KB): the bench runs 10,000
+  'bytes-llama2c': 200, 'bytes-comet': 200,
 };
 
 const enc = new TextEncoder(), dec = new TextDecoder();
@@ -66,6 +67,9 @@ describe('fuzzed files: a CometError naming the file or a valid load, never a cr
       // llama2c.ts: the size check listed 9 x n_layers tensors first (2^24 layers: a hang, then out of memory)
       variant('llama2c-v0', 'v0-tied', 'v0 n_layers 2^24-1', (f) => setInt32(f, 'model.bin', 8, (1 << 24) - 1)),
       variant('llama2c-v1', 'v1-untied', 'v1 n_layers 2^18+2', (f) => setInt32(f, 'model.bin', 16, (1 << 18) + 2)),
+      variant('bytes-llama2c', 'v0-tied', 'bytes.ts n_layers 2^24-1', (f) => setInt32(f, 'model.bin', 8, (1 << 24) - 1)),
+      // bytes.ts given a Node Buffer: Buffer.slice() is a view, so every tensor was the whole file (the bases
+      // test above loads bytes-llama2c and bytes-comet and checks each tensor's length)
       // hf.ts: the same through config.json
       variant('hf', 'hf-F32', 'num_hidden_layers 2^24-1', (f) => editJson(f, 'config.json', (j) => { j.num_hidden_layers = (1 << 24) - 1; })),
       // hf.ts / safetensors.ts: a shard named '.' or '..' was opened as a file (raw EISDIR); '../x' left the directory
@@ -85,6 +89,7 @@ describe('fuzzed files: a CometError naming the file or a valid load, never a cr
     expect(failuresOf(out)).toEqual([]);
     const byId = new Map(out.map((o) => [o.id.replace('regression:', ''), o]));
     expect(byId.get('v0 n_layers 2^24-1')!.message).toContain('16777215 layers');
+    expect(byId.get('bytes.ts n_layers 2^24-1')!.message).toContain('16777215 layers');
     expect(byId.get('num_hidden_layers 2^24-1')!.message).toContain('holds only');
     for (const v of ['.', '..', '../x.safetensors', 7]) expect(byId.get(`weight_map -> ${v}`)!.message, String(v)).toContain('expected a file name in the model directory');
     for (const v of [1e9, -1, 1.5, '3']) expect(byId.get(`vocab id ${JSON.stringify(v)}`)!.message).toContain('expected an integer in 0..');

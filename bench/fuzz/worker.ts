@@ -38,6 +38,7 @@ const { CometError } = await import('../../src/errors.ts');
 const { loadModel } = await import('../../src/loaders/index.ts');
 const { SafetensorsFile } = await import('../../src/loaders/safetensors.ts');
 const { loadTokenizer } = await import('../../src/tokenizer/index.ts');
+const { loadModelBytes } = await import('../../src/loaders/bytes.ts');
 const { weightNames } = await import('../../src/model/config.ts');
 const { SimBackend } = await import('../../backends/sim/sim.ts');
 const { Llama } = await import('../../src/model/llama.ts');
@@ -114,6 +115,8 @@ async function load(c: FuzzCase, path: string): Promise<{ model?: LoadedModel; t
     }
     case 'tokenizer-bin': case 'tokenizer-json':
       return { tok: await loadTokenizer(path) };
+    case 'bytes-llama2c': case 'bytes-comet':
+      return { model: await loadModelBytes(readFileSync(path), path) as unknown as LoadedModel };
     default:
       return { model: await loadModel(path) };
   }

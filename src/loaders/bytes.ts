@@ -23,7 +23,9 @@ export interface ByteSource {
 }
 
 export function bytesSource(b: ArrayBuffer | Uint8Array, name: string): ByteSource {
-  const u8 = b instanceof Uint8Array ? b : new Uint8Array(b);
+  // a plain Uint8Array view even when given a Node Buffer: Buffer's slice() is a view, not the copy that
+  // read(...).slice().buffer below relies on (it gave the whole file's pool as one tensor)
+  const u8 = b instanceof Uint8Array ? new Uint8Array(b.buffer, b.byteOffset, b.byteLength) : new Uint8Array(b);
   return {
     size: u8.length,
     name,
@@ -255,15 +257,19 @@ export function parseLlama2c(src: ByteSource): Llama2cCheckpoint {
     const ints = new Int32Array(head.buffer.slice(0, 28));
     config = llama2cConfig(ints, ints[5] > 0, path);
   }
-  const entries = llama2cLayout(config, version);
-  const want = (version === 0 ? 28 : V1_HEADER) + 4 * entries.reduce((a, e) => a + ('skip' in e ? e.skip : e.floats), 0);
+  // the size the header implies, in closed form: a corrupt header may claim 2^24 layers, and listing 9 x 2^24
+  // tensors (llama2cLayout) before this check hung and ran out of memory
+  const D = config.dim, q = config.nHeads * config.headDim, kv = config.nKvHeads * config.headDim;
+  const floats = config.vocabSize * D * (config.tiedEmbeddings ? 1 : 2) + D + (version === 0 ? config.seqLen * config.headDim : 0)
+    + config.nLayers * (2 * D + 2 * q * D + 2 * kv * D + 3 * config.hiddenDim * D);
+  const want = (version === 0 ? 28 : V1_HEADER) + 4 * floats;
   if (size !== want)
     throw new CometError(`${path}: llama2.c v${version} checkpoint with this header (dim ${config.dim}, hidden ${config.hiddenDim}, ` +
       `${config.nLayers} layers, ${config.nHeads}/${config.nKvHeads} heads, vocab ${config.vocabSize}${config.tiedEmbeddings ? '' : ' unshared'}, ` +
       `seq_len ${config.seqLen}) must be ${want} bytes, file is ${size} bytes${size < want ? ' (truncated?)' : ''}`);
   const weights = new Map<string, HostWeight>();
   let pos = version === 0 ? 28 : V1_HEADER;
-  for (const e of entries) {
+  for (const e of llama2cLayout(config, version)) {
     if ('skip' in e) { pos += 4 * e.skip; continue; }
     const data = new Float32Array(src.read(pos, 4 * e.floats).slice().buffer);
     pos += 4 * e.floats;

@@ -39,7 +39,8 @@ import type { LlamaConfig } from '../../src/model/config.ts';
 import { weightNames, weightShape } from '../../src/model/config.ts';
 import { f32ToBf16, f32ToF16, mulberry32, syntheticWeights, writeSyntheticHF } from './synthetic.ts';
 
-export const FORMATS = ['llama2c-v0', 'llama2c-v1', 'safetensors', 'hf', 'hf-sharded', 'comet', 'tokenizer-bin', 'tokenizer-json'] as const;
+// bytes-*: the same files through src/loaders/bytes.ts (loadModelBytes, the browser's loader)
+export const FORMATS = ['llama2c-v0', 'llama2c-v1', 'safetensors', 'hf', 'hf-sharded', 'comet', 'tokenizer-bin', 'tokenizer-json', 'bytes-llama2c', 'bytes-comet'] as const;
 export type FuzzFormat = (typeof FORMATS)[number];
 
 export const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -191,6 +192,8 @@ async function makeBases(): Promise<Map<FuzzFormat, Base[]>> {
       for (const k of Object.keys(JSON.parse(text))) bounds.push(enc.encode(text.slice(0, text.indexOf(`"${k}"`))).length);
       return { name, files, entry: 'tokenizer.json', boundaries: { 'tokenizer.json': bounds }, intFields: {}, floats: {} };
     };
+    m.set('bytes-llama2c', [...m.get('llama2c-v0')!, ...m.get('llama2c-v1')!]);
+    m.set('bytes-comet', m.get('comet')!);
     m.set('tokenizer-json', [tj('stories260K', join(SHARED, 'hf/stories260K')), tj('wikillama-28M', join(SHARED, 'wikillama-28M'))]);
   } finally {
     rmSync(tmp, { recursive: true, force: true });
