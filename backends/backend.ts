@@ -99,6 +99,10 @@ export interface Backend {
   siluMul(g: Tensor, u: Tensor): Tensor;
   siluMulQuant(g: Tensor, u: Tensor, spec: ActQuantSpec): Tensor;
   add(a: Tensor, b: Tensor): Tensor;
+  /** The W4Ax partial-sum order this backend's GEMM uses for M tokens against an N-row weight: block ranges
+   *  summed from +0 in ascending order, then added in list order (DESIGN §3.4). Absent = one range (plain
+   *  order). The simulator reproduces it: `new SimBackend({ gemmSchedule: be.gemmSchedule.bind(be) })`. */
+  gemmSchedule?(M: number, N: number, spec: ActQuantSpec): Array<[number, number]>;
   /** rows of x [R, C] -> argmax per row (first max wins) */
   argmax(x: Tensor): Promise<Int32Array>;
   /** keep only the given rows: x [T, C] -> [rows.length, C] (last token of each sequence before the classifier) */

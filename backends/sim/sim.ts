@@ -37,9 +37,15 @@ const rows = (t: Tensor) => t.shape[0];
 const cols = (t: Tensor) => t.shape[t.shape.length - 1];
 const ropeFreqCache = new Map<string, Float32Array>();
 
+export interface SimOptions {
+  /** sum the W4Ax GEMM in another backend's reported order (Backend.gemmSchedule), to compare bit for bit */
+  gemmSchedule?: Backend['gemmSchedule'];
+}
+
 export class SimBackend implements Backend {
   readonly name = 'sim';
   private quant: QuantOps = simQuantOps;
+  constructor(private readonly opts: SimOptions = {}) {}
 
   supports(op: OpName, dtype?: DType | KVDType): boolean {
     void op; void dtype;
@@ -94,7 +100,7 @@ export class SimBackend implements Backend {
     const N = w.shape[0];
     if (sw.dtype === 'w4') {
       if (sx.dtype !== 'qact') throw new Error(`matmul: ${w.name} is w4 and needs a quantized activation, got ${sx.dtype}`);
-      return new SimTensor([rows(x), N], 'f32', this.quant.gemmW4Ax(sx.q!, sw.w4!));
+      return new SimTensor([rows(x), N], 'f32', this.quant.gemmW4Ax(sx.q!, sw.w4!, this.opts.gemmSchedule?.(rows(x), N, sw.act!)));
     }
     const K = cols(w);
     if (cols(x) !== K) throw new Error(`matmul: ${w.name} expects ${K} input features, got ${cols(x)}`);

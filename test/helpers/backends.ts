@@ -1,9 +1,8 @@
 // The backends the cross-backend tests run on (test/ops.test.ts, describe.each): the simulator always; CUDA
 // with COMET_TEST_CUDA=1; WebGPU with COMET_TEST_WEBGPU=1. A backend that is asked for but cannot be created
 // fails every test of its block (create() throws in beforeAll): it never skips.
-import type { ActQuantSpec, Backend, KVCache, Tensor, Weight } from '../../backends/backend.ts';
-import { SimBackend, SimTensor, type SimWeight } from '../../backends/sim/sim.ts';
-import { gemmW4Ax } from '../../simulator/kernels/gemm_w4ax.ts';
+import type { ActQuantSpec, Backend, KVCache } from '../../backends/backend.ts';
+import { SimBackend } from '../../backends/sim/sim.ts';
 
 export interface BackendCase {
   name: string;
@@ -42,19 +41,13 @@ export async function kvLayerBytes(cache: KVCache, layer: number): Promise<Uint8
   throw new Error('kvLayerBytes: this backend exposes no KV bytes (readLayer)');
 }
 
-/** A backend's W4Ax partial-sum order for M tokens against an N x spec weight (CudaBackend.gemmSchedule). */
+/** A backend's W4Ax partial-sum order for M tokens against an N x spec weight (Backend.gemmSchedule). */
 export type ScheduleOf = (M: number, N: number, spec: ActQuantSpec) => Array<[number, number]>;
 
-/** The simulator with the W4Ax GEMM summed in another backend's reported order (DESIGN §3.4: a split-K kernel
- *  reports its schedule and the simulator reproduces it bit for bit). Use it as the reference when comparing
- *  a whole model with that backend: `new ScheduledSim(cuda.gemmSchedule.bind(cuda))`. */
+/** The simulator summing the W4Ax GEMM in another backend's reported order (DESIGN §3.4): the reference when
+ *  comparing a whole model with that backend: `new ScheduledSim(cuda.gemmSchedule.bind(cuda))`. */
 export class ScheduledSim extends SimBackend {
-  constructor(private readonly schedule: ScheduleOf) {
-    super();
-  }
-  override matmul(x: Tensor, w: Weight): Tensor {
-    const sw = w as SimWeight, sx = x as SimTensor;
-    if (sw.dtype !== 'w4' || sx.dtype !== 'qact') return super.matmul(x, w);
-    return new SimTensor([x.shape[0], w.shape[0]], 'f32', gemmW4Ax(sx.q!, sw.w4!, this.schedule(x.shape[0], w.shape[0], sw.act!)));
+  constructor(schedule: ScheduleOf) {
+    super({ gemmSchedule: schedule });
   }
 }
