@@ -2,14 +2,14 @@
 // alone on the same backend; prints how many match exactly, where the others first differ, and whether
 // every KV page came back. (On the simulator test/engine.test.ts asserts this; a GPU backend whose kernels
 // are not per-row deterministic may differ, and this says by how much.)
-//   npx tsx bench/serve-load/exact.ts --backend cuda [--model m] [--requests 32] [--max-tokens 64]
+//   npx tsx bench/serve-load/exact.ts --backend cuda [--model m] [--requests 32] [--max-tokens 64] [--kv-pages n] [--max-step-tokens n]
 import { parseArgs } from 'node:util';
 import { createBackend } from '../../src/runtime/backends.ts';
 import { openModel } from '../../src/runtime/open.ts';
 import { createEngine } from '../../src/engine/engine.ts';
 import { generate } from '../../src/engine/generate.ts';
 
-const { values: a } = parseArgs({ options: { backend: { type: 'string', default: 'sim' }, model: { type: 'string' }, requests: { type: 'string', default: '32' }, 'max-tokens': { type: 'string', default: '64' } } });
+const { values: a } = parseArgs({ options: { backend: { type: 'string', default: 'sim' }, model: { type: 'string' }, requests: { type: 'string', default: '32' }, 'max-tokens': { type: 'string', default: '64' }, 'kv-pages': { type: 'string' }, 'max-step-tokens': { type: 'string' } } });
 const N = Number(a.requests), maxTokens = Number(a['max-tokens']);
 const be = await createBackend(a.backend!);
 const m = await openModel(be, a.model);
@@ -25,7 +25,9 @@ for (const p of ids) {
   alone.push(out);
 }
 const tAlone = performance.now() - t0;
-const e = await createEngine(m, { maxBatch: N });
+// --kv-pages small forces preemption; --max-step-tokens small forces chunked prefill
+const c = m.model.config, pageBytes = (await import('../../src/engine/kv-pages.ts')).pageBytes({ nLayers: c.nLayers, nKvHeads: c.nKvHeads, headDim: c.headDim, pageSize: 16, dtype: m.model.kvDType, group: c.headDim });
+const e = await createEngine(m, { maxBatch: N, kvMemory: a['kv-pages'] ? Number(a['kv-pages']) * pageBytes : undefined, maxStepTokens: a['max-step-tokens'] ? Number(a['max-step-tokens']) : undefined });
 const t1 = performance.now();
 const got = await Promise.all(ids.map((p) => e.completions.create({ prompt: p, max_tokens: maxTokens, temperature: 0 })));
 const tBatch = performance.now() - t1;
