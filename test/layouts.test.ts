@@ -1,6 +1,13 @@
 // Physical layouts of the CUDA kernels (simulator/layouts/): round trips, and the properties the kernels rely on.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import type { QAct, W4Weight } from '../simulator/formats.ts';
+import { actSpec } from '../simulator/act.ts';
+import { f16Bits, fromF16Bits, toF16 } from '../simulator/f16.ts';
+import { packInt4 } from '../simulator/int4.ts';
+import { gemmW4Ax, type Schedule } from '../simulator/kernels/gemm_w4ax.ts';
+import { w4FromCodes } from '../simulator/w4.ts';
+import { rng } from './simulator/rng.ts';
 import { int4At } from '../simulator/int4.ts';
 import {
   KT, NPAD, ROW_BYTES, convertWord, repackW4Tiled, tiledWord, transposeW4Scales, unrepackW4Tiled, w4TiledDims,
@@ -82,5 +89,88 @@ describe('w4 tiled layout (cuda/gemm_w4ax.cuh)', () => {
     const t = transposeW4Scales(sc, s);
     expect(t.length).toBe(2 * 128);
     expect([t[0], t[1], t[2], t[3], t[128], t[129], t[130], t[131]]).toEqual([1, 3, 5, 0, 2, 4, 6, 0]);
+  });
+});
+
+// The CUDA kernels' arithmetic, emulated on the repacked weights: per 32-channel chunk and mma thread t, the two
+// int8x4 halves of the weight word (16*q) times the activation halves (int8 run [kc+8t, +8) or the converted int4
+// word), accumulated from MAGIC; per block the f32 epilogue of gemm_w4ax.cu (2^-4 / 2^-8 folded into sa; the FMA
+// form for W4A4 blocks, emulated exactly in f64). Must equal the simulator's gemmW4Ax bit for bit.
+const MAGIC = 0x4b400000, MAGIC_F = 12582912;
+const bits = new Int32Array(1), asF32 = new Float32Array(bits.buffer);
+
+function emulateKernel(a: QAct, w: W4Weight, schedule: Schedule): Float32Array {
+  const { Kp, B, K8 } = a.spec, nb = Kp / B, s = { N: w.N, Kp, B, K8 }, d = w4TiledDims(s);
+  const q = repackW4Tiled(w.codes, s), fr = Math.fround, rowb = (Kp - K8) / 2;
+  const out = new Float32Array(a.M * w.N);
+  for (let m = 0; m < a.M; m++)
+    for (let n = 0; n < w.N; n++) {
+      let sum = 0;
+      for (const [b0, b1] of schedule) {
+        let part = 0;
+        for (let b = b0; b < b1; b++) {
+          const int8 = b * B < K8;
+          let raw = 0;
+          for (let kc = b * B; kc < (b + 1) * B; kc += 32) {
+            const seg = int8 ? kc : kc - K8, tile = (int8 ? 0 : d.T8) + Math.floor(seg / KT), c = (seg % KT) >> 5;
+            for (let t = 0; t < 4; t++) {
+              const [lw, hw] = convertWord(tiledWord(q, d, tile, n, t, c));
+              let la: ArrayLike<number>, ha: ArrayLike<number>;
+              if (int8) {
+                const o = m * K8 + kc + 8 * t;
+                la = a.a8.subarray(o, o + 4);
+                ha = a.a8.subarray(o + 4, o + 8);
+              } else {
+                const o = m * rowb + seg / 2 + 4 * t;
+                [la, ha] = convertWord((a.a4[o] | (a.a4[o + 1] << 8) | (a.a4[o + 2] << 16) | (a.a4[o + 3] << 24)) >>> 0);
+              }
+              for (let j = 0; j < 4; j++) raw += lw[j] * la[j] + hw[j] * ha[j];
+            }
+          }
+          bits[0] = MAGIC + raw;
+          const x = asF32[0];
+          const sa = fromF16Bits(a.sa[m * nb + b]), sw = fromF16Bits(w.scales[n * nb + b]);
+          let t: number;
+          if (int8) t = fr(fr(x - MAGIC_F) * fr(fr(sa * 2 ** -4) * sw));
+          else t = fr(fr(x * sw - fr(sw * MAGIC_F)) * fr(sa * 2 ** -8)); // x*sw - C is exact in f64: one rounding, as the FMA
+          part = fr(part + t);
+        }
+        sum = fr(sum + part);
+      }
+      out[m * w.N + n] = toF16(sum);
+    }
+  return out;
+}
+
+/** The decode kernel's k-slices: KS tile-aligned ranges of blocks (gemm_w4ax.cu comet_gemm_w4ax_schedule). */
+function sliceSchedule(Kp: number, B: number, K8: number, KS: number): Schedule {
+  const T8 = Math.ceil(K8 / KT), T = T8 + Math.ceil((Kp - K8) / KT), nb = Kp / B, nbt = KT / B;
+  const block0 = (i: number) => (i < T8 ? i * nbt : Math.min(K8 / B + (i - T8) * nbt, nb));
+  const ks = Math.min(KS, T);
+  return Array.from({ length: ks }, (_, k) => [block0(Math.floor((k * T) / ks)), block0(Math.floor(((k + 1) * T) / ks))]);
+}
+
+describe('the CUDA kernels arithmetic on the tiled layout', () => {
+  const cases = [
+    { M: 3, N: 20, K: 172, B: 32, K8: 64, extreme: false },
+    { M: 2, N: 9, K: 384, B: 128, K8: 128, extreme: false },
+    { M: 2, N: 8, K: 256, B: 64, K8: 64, extreme: true }, // every code at its most negative value: |acc| = 2^13 / 2^17
+    { M: 2, N: 8, K: 512, B: 128, K8: 256, extreme: true },
+  ];
+  it.each(cases)('equals gemmW4Ax %o', ({ M, N, K, B, K8, extreme }) => {
+    const r = rng(M * 1000 + N * 10 + B);
+    const spec = actSpec(K, B, K8), { Kp } = spec, nb = Kp / B;
+    const code = (lo: number, hi: number) => (extreme ? lo : lo + Math.floor(r() * (hi - lo + 1)));
+    const a8 = Int8Array.from({ length: M * K8 }, (_, i) => (i % K8 < K ? code(-128, 127) : 0));
+    const q4 = Int8Array.from({ length: M * (Kp - K8) }, (_, i) => (K8 + (i % (Kp - K8)) < K ? code(-8, 7) : 0));
+    const wq = Int8Array.from({ length: N * Kp }, (_, i) => (i % Kp < K ? code(-8, 7) : 0));
+    // scales: ordinary magnitudes, plus a few tiny (f16-subnormal) and large ones
+    const scale = (i: number, base: number) => f16Bits(i % 7 === 3 ? 2 ** -22 * (1 + (i % 5)) : i % 11 === 5 ? 900 + i : base * (0.5 + r()));
+    const a: QAct = { M, spec, a8, a4: packInt4(q4), sa: Uint16Array.from({ length: M * nb }, (_, i) => scale(i, 0.05)) };
+    const w: W4Weight = w4FromCodes(N, wq, Uint16Array.from({ length: N * nb }, (_, i) => scale(i + 1, 0.002)), spec);
+    for (const sched of [[[0, nb]] as Schedule, sliceSchedule(Kp, B, K8, 2), sliceSchedule(Kp, B, K8, 3)]) {
+      const want = gemmW4Ax(a, w, sched), got = emulateKernel(a, w, sched);
+      expect(got.every((v, i) => Object.is(v, want[i]))).toBe(true);
+    }
   });
 });
