@@ -687,6 +687,8 @@ extern "C" int comet_gemm_w4ax(const int8_t* a8, const uint8_t* a4, const uint16
   if (!w || !y || !sa || M < 0) return set_err(-1, "gemm_w4ax: %s", "bad argument");
   if (M == 0) return 0;
   if ((w->d.K8 > 0 && !a8) || (w->d.K8 < w->d.Kp && !a4)) return set_err(-1, "gemm_w4ax: %s", "missing activations");
+  if (((uintptr_t)a8 | (uintptr_t)a4) & 15)  // cp.async copies 16-byte pieces of the activation rows
+    return set_err(-1, "gemm_w4ax: %s", "a8 and a4 must be 16-byte aligned");
   cudaStream_t s = (cudaStream_t)stream;
   int v = pick_variant(M);
   if (v == 1) {
