@@ -61,6 +61,7 @@ export interface GpuProbe {
   ok: boolean;
   reason?: string; // why not, in words a user understands
   adapter?: string; // vendor, architecture, device, description
+  software?: boolean; // a CPU implementation (SwiftShader, llvmpipe): correct, but far slower than the simulator
   features: string[]; // adapter features (shader-f16, subgroups, timestamp-query, ...)
   wgslFeatures: string[]; // WGSL language features (packed_4x8_integer_dot_product, ...)
   limits?: { maxStorageBuffersPerShaderStage: number; maxComputeWorkgroupStorageSize: number; maxStorageBufferBindingSize: number };
@@ -89,7 +90,8 @@ export async function detectWebGPU(): Promise<GpuProbe> {
   const short = Object.entries(REQUIRED).filter(([k, v]) => (L as unknown as Record<string, number>)[k] < v);
   if (short.length)
     return { ok: false, adapter: name, features, wgslFeatures, limits, reason: `The GPU adapter (${name}) is too limited: ${short.map(([k, v]) => `${k} ${(L as unknown as Record<string, number>)[k]} < ${v}`).join(', ')}.` };
-  return { ok: true, adapter: name, features, wgslFeatures, limits };
+  const software = (i as GPUAdapterInfo & { isFallbackAdapter?: boolean })?.isFallbackAdapter === true || /swiftshader|llvmpipe|lavapipe|warp/i.test(name);
+  return { ok: true, adapter: name, software, features, wgslFeatures, limits };
 }
 
 export async function createBackend(name: WebBackendName): Promise<Backend> {

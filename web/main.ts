@@ -1,9 +1,9 @@
 // The demo page: load a model (server list or a picked file) with a progress bar, then chat with it through
 // comet/web's engine, streaming, with Stop, sampling controls and live numbers.
-// URL parameters (shareable, and what the browser tests use): ?model=URL&tokenizer=URL&backend=sim|webgpu&autoload=1
+// URL parameters (shareable, and what the browser tests use): ?model=URL&tokenizer=URL&backend=sim|webgpu&prompt=TEXT&autoload=1
 import { createEngine, detectWebGPU, engineMemory, type Engine, type GpuProbe, type LoadProgress, type WebBackendName } from '../src/web.ts';
 
-interface DemoModel { id: string; label: string; url: string; tokenizer?: string; bytes: number }
+interface DemoModel { id: string; label: string; url: string; tokenizer?: string; bytes: number; prompt?: string }
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 const ui = {
@@ -76,6 +76,7 @@ function renderGpu(p: GpuProbe): void {
     b.className = 'ok';
     b.textContent = `WebGPU adapter: ${p.adapter}`;
     ui.gpuStatus.append(b, ` · ${p.features.length} features · ${p.limits!.maxStorageBuffersPerShaderStage} storage buffers per stage`);
+    if (p.software) ui.gpuStatus.append(document.createElement('br'), 'This adapter emulates a GPU on the CPU: WebGPU runs correctly but far slower than the simulator backend, which is selected.');
   } else {
     ui.gpuStatus.textContent = p.adapter ? `WebGPU adapter: ${p.adapter} (not usable)` : 'No WebGPU adapter.';
     showNoGpu(p.reason!);
@@ -131,6 +132,13 @@ async function load(model: string | File, tokenizer: string | File | undefined):
   } finally {
     if (loading === ac) loading = undefined;
   }
+}
+
+/** The model's suggested prompt replaces the text box's content until the user types there. */
+let promptEdited = false;
+function suggestPrompt(): void {
+  const m = models.find((x) => x.url === ui.modelSelect.value);
+  if (m?.prompt && !promptEdited) ui.prompt.value = m.prompt;
 }
 
 function loadSelected(): void {
@@ -203,6 +211,8 @@ async function start(): Promise<void> {
   setState('starting');
   ui.load.addEventListener('click', loadSelected);
   ui.useSim.addEventListener('click', () => { ui.backend.value = 'sim'; loadSelected(); });
+  ui.prompt.addEventListener('input', () => { promptEdited = true; });
+  ui.modelSelect.addEventListener('change', suggestPrompt);
   ui.file.addEventListener('change', () => loadFiles([...(ui.file.files ?? [])]));
   ui.generate.addEventListener('click', () => void generate());
   ui.stop.addEventListener('click', () => generation?.abort());
@@ -216,11 +226,13 @@ async function start(): Promise<void> {
   } catch { /* a static copy without the list: only ?model= and picked files */ }
   const wanted = params.get('model');
   if (wanted && !models.some((m) => m.url === wanted)) models.push({ id: wanted, label: wanted, url: wanted, tokenizer: params.get('tokenizer') ?? undefined, bytes: 0 });
+  if (params.get('prompt') !== null) { ui.prompt.value = params.get('prompt')!; promptEdited = true; }
   for (const m of models) ui.modelSelect.add(new Option(m.bytes ? `${m.label} · ${bytes(m.bytes).replace(/ \(.*/, '')}` : m.label, m.url));
   if (wanted) ui.modelSelect.value = wanted;
+  suggestPrompt();
   const b = params.get('backend');
   if (b === 'sim' || (b === 'webgpu' && probe.ok)) ui.backend.value = b;
-  else if (!probe.ok) ui.backend.value = 'sim';
+  else if (!probe.ok || probe.software) ui.backend.value = 'sim';
   setState('idle');
   const blocked = ui.backend.value === 'webgpu' && !probe.ok;
   if (params.get('autoload') === '1' && models.length && !blocked && !(b === 'webgpu' && !probe.ok)) loadSelected();

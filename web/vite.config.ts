@@ -15,7 +15,7 @@ import { defineConfig, type Plugin } from 'vite';
 const REPO = resolve(import.meta.dirname, '..');
 const SHIMS = resolve(import.meta.dirname, 'shims');
 
-interface DemoModel { id: string; label: string; url: string; tokenizer?: string; bytes: number }
+interface DemoModel { id: string; label: string; url: string; tokenizer?: string; bytes: number; prompt: string }
 
 const modelDirs = () => [...(process.env.COMET_DEMO_MODELS ?? '').split(':').filter(Boolean), join(REPO, 'build/demo'), join(REPO, 'models')];
 
@@ -28,6 +28,9 @@ function findModel(name: string): string | undefined {
   return undefined;
 }
 
+/** A first prompt in the style of the model's training text (TinyStories, Wikipedia). */
+const promptFor = (file: string) => (file.startsWith('stories') ? 'Once upon a time' : file.startsWith('wikillama') ? 'The history of' : 'Once upon a time');
+
 /** The demo's model list: .comet files first (the quantized wikillama-28M is the default), then the float
  *  stories260K that ships in models/. */
 function demoModels(): DemoModel[] {
@@ -35,9 +38,9 @@ function demoModels(): DemoModel[] {
   const demo = join(REPO, 'build/demo');
   const comets = existsSync(demo) ? readdirSync(demo).filter((f) => f.endsWith('.comet')).sort((a, b) => Number(b.startsWith('wikillama')) - Number(a.startsWith('wikillama'))) : [];
   for (const f of comets)
-    out.push({ id: f.replace(/\.comet$/, ''), label: `${f.replace(/\.comet$/, '')} · W4A4KV4 .comet`, url: `models/${f}`, bytes: statSync(join(demo, f)).size });
+    out.push({ id: f.replace(/\.comet$/, ''), label: `${f.replace(/\.comet$/, '')} · W4A4KV4 .comet`, url: `models/${f}`, bytes: statSync(join(demo, f)).size, prompt: promptFor(f) });
   const s = join(REPO, 'models/stories260K.bin');
-  if (existsSync(s)) out.push({ id: 'stories260K', label: 'stories260K · float32 llama2.c (embedded)', url: 'models/stories260K.bin', tokenizer: 'models/tok512.bin', bytes: statSync(s).size });
+  if (existsSync(s)) out.push({ id: 'stories260K', label: 'stories260K · float32 llama2.c (embedded)', url: 'models/stories260K.bin', tokenizer: 'models/tok512.bin', bytes: statSync(s).size, prompt: promptFor('stories') });
   return out;
 }
 

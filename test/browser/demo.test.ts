@@ -165,6 +165,7 @@ describe('browser demo', () => {
     expect(await page.textContent('#no-webgpu')).toContain('WebGPU is not available');
     expect(await page.textContent('#no-webgpu-reason')).toContain('navigator.gpu is undefined');
     expect(await page.isDisabled('#backend option[value=webgpu]')).toBe(true);
+    await page.screenshot({ path: join(REPO, 'bench/results/web-demo-no-webgpu.png'), fullPage: true });
     await page.click('#use-sim');
     await page.waitForFunction(() => document.body.dataset.state === 'ready', null, { timeout: 30_000 });
     expect(await page.textContent('#stat-backend')).toMatch(/^sim/);
