@@ -1,6 +1,8 @@
 // The CUDA backend's failures are clear CometErrors, never crashes: no addon (runs everywhere, CI included),
 // and with COMET_TEST_CUDA=1 on a GPU machine, out of GPU memory (after which the backend still works).
 import { describe, expect, it } from 'vitest';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { CometError } from '../src/errors.ts';
 
 describe('cuda backend errors', () => {
@@ -18,6 +20,19 @@ describe('cuda backend errors', () => {
       else process.env.COMET_CUDA_ADDON = saved;
     }
   });
+
+  // CI builds the addon (nvcc, no GPU) and sets COMET_EXPECT_CUDA_ADDON=1: then it must load and say plainly
+  // that there is no GPU. Elsewhere a built addon on a GPU-less machine is checked the same way.
+  const built = existsSync(fileURLToPath(new URL('../build/Release/comet_cuda.node', import.meta.url)));
+  it.runIf(process.env.COMET_EXPECT_CUDA_ADDON === '1' || (built && process.env.COMET_TEST_CUDA !== '1' && !existsSync('/dev/nvidiactl')))(
+    'the built addon on a machine without a GPU is a CometError, not a crash', async () => {
+      expect(built, 'build/Release/comet_cuda.node was not built (npm run build:cuda)').toBe(true);
+      const { createCudaBackend } = await import('../backends/cuda/cuda.ts');
+      const e = await createCudaBackend().then(() => undefined, (x: unknown) => x);
+      expect(e).toBeInstanceOf(CometError);
+      expect((e as CometError).code).toBe('backend_unavailable');
+      expect((e as Error).message).toMatch(/GPU|driver/i);
+    });
 
   it.runIf(process.env.COMET_TEST_CUDA === '1')('out of GPU memory is a CometError; the backend goes on working', async () => {
     const { createCudaBackend } = await import('../backends/cuda/cuda.ts');
