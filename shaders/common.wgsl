@@ -99,29 +99,26 @@ fn dot4_plain(a: u32, b: u32) -> i32 {
 /** silu(g)·u, the one definition shared by silu_mul and silu_mul_quant (so their f32 results agree). */
 fn silu_mul_f(g: f32, u: f32) -> f32 { return g / (1.0 + exp(-g)) * u; }
 
-// ---- workgroup reductions (256 invocations) ----
-var<workgroup> red: array<f32, 256>;
+// ---- workgroup reductions over invocations 0..63 (larger workgroups call them uniformly; lanes >= 64 only
+// take part in the barriers). Every invocation reads the 64 values in order: two barriers instead of a
+// tree's seven (SwiftShader, on CI, pays dearly for each barrier); the order is fixed, so all invocations
+// get the same f32 result, and rmsnorm and rmsnorm_quant agree bit for bit.
+var<workgroup> red: array<f32, 64>;
 
 fn wg_sum(v: f32, lid: u32) -> f32 {
-  red[lid] = v;
+  if (lid < 64u) { red[lid] = v; }
   workgroupBarrier();
-  for (var s = 128u; s > 0u; s = s >> 1u) {
-    if (lid < s) { red[lid] = red[lid] + red[lid + s]; }
-    workgroupBarrier();
-  }
-  let r = red[0];
+  var r = 0.0;
+  for (var i = 0u; i < 64u; i++) { r = r + red[i]; }
   workgroupBarrier();
   return r;
 }
 
 fn wg_max(v: f32, lid: u32) -> f32 {
-  red[lid] = v;
+  if (lid < 64u) { red[lid] = v; }
   workgroupBarrier();
-  for (var s = 128u; s > 0u; s = s >> 1u) {
-    if (lid < s) { red[lid] = max(red[lid], red[lid + s]); }
-    workgroupBarrier();
-  }
-  let r = red[0];
+  var r = red[0];
+  for (var i = 1u; i < 64u; i++) { r = max(r, red[i]); }
   workgroupBarrier();
   return r;
 }

@@ -169,3 +169,33 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     }
   }
 }
+
+// ---------------------------------------------------------------- rowwise
+// One invocation per (row, 4 tokens), all blocks in order, no workgroup memory and no barriers: for small
+// K (few blocks), and for CPU adapters (SwiftShader runs barriers slowly).
+@compute @workgroup_size(64)
+fn rowwise(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let n = gid.x;
+  let m0 = p.m0 + gid.y * 4u;
+  if (n >= p.N) { return; }
+  let nt = min(4u, p.M - m0);
+  let nk = p.Kp / 32u;
+  var sum = vec4<f32>(0.0);
+  for (var b = 0u; b < p.nb; b++) {
+    var acc = vec4<i32>(0);
+    for (var v = b * p.B / 32u; v < (b + 1u) * p.B / 32u; v++) {
+      let w = wq[n * nk + v];
+      for (var t = 0u; t < nt; t++) {
+        var a = 0;
+        for (var q = 0u; q < 4u; q++) {
+          let x = act8(m0 + t, v * 32u + q * 8u);
+          a = a + dot4(lo4(w[q]), x.x) + dot4(hi4(w[q]), x.y);
+        }
+        acc[t] = acc[t] + a;
+      }
+    }
+    let swb = sw_at(n, b);
+    for (var t = 0u; t < nt; t++) { sum[t] = sum[t] + nofma(f32(acc[t]) * (sa_at(m0 + t, b) * swb)); }
+  }
+  for (var t = 0u; t < nt; t++) { y[(m0 + t) * p.N + n] = f16_round(sum[t]); }
+}

@@ -1,5 +1,6 @@
-// norm.wgsl: RMSNorm as llama2.c: ss = Σx²; inv = 1/sqrt(ss/C + eps); y = w·(x·inv). One workgroup of 256
-// per row; the f32 sum's tree is this kernel's (tier 3). quant.wgsl (MODE 1) computes inv the same way.
+// norm.wgsl: RMSNorm as llama2.c: ss = Σx²; inv = 1/sqrt(ss/C + eps); y = w·(x·inv). One workgroup of 64
+// per row; the f32 sum's tree is this kernel's (tier 3). quant.wgsl (MODE 1) computes ss and inv with the
+// same loop and wg_sum, so rmsnorm_quant's f32 values are rmsnorm's, bit for bit.
 
 struct P { C: u32, eps: f32 };
 @group(0) @binding(0) var<uniform> p: P;
@@ -7,12 +8,12 @@ struct P { C: u32, eps: f32 };
 @group(0) @binding(2) var<storage, read> w: array<f32>; // [C]
 @group(0) @binding(3) var<storage, read_write> y: array<f32>; // [T][C]
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn rmsnorm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let o = (wg.x + wg.y * 65535u) * p.C;
   var part = 0.0;
-  for (var i = lid; i < p.C; i = i + 256u) { let v = x[o + i]; part = part + v * v; }
+  for (var i = lid; i < p.C; i = i + 64u) { let v = x[o + i]; part = part + v * v; }
   let s2 = wg_sum(part, lid);
   let inv = 1.0 / sqrt(s2 / f32(p.C) + p.eps);
-  for (var i = lid; i < p.C; i = i + 256u) { y[o + i] = w[i] * (x[o + i] * inv); }
+  for (var i = lid; i < p.C; i = i + 64u) { y[o + i] = w[i] * (x[o + i] * inv); }
 }

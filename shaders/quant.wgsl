@@ -1,4 +1,4 @@
-// quant.wgsl: FMPQ activation quantizers (DESIGN §3.2), one workgroup of 256 per token row.
+// quant.wgsl: FMPQ activation quantizers (DESIGN §3.2), one workgroup of 128 per token row (B <= 128).
 //   quantize_act (MODE 0): v_j = x[perm[j]]
 //   rmsnorm_quant (MODE 1): v_j = w[c]·(x[c]·inv), c = perm[j], inv as norm.wgsl computes it
 //   silu_mul_quant (MODE 2): v_j = silu(g[c])·u[c]
@@ -20,23 +20,24 @@ override MODE: u32 = 0u;
 @group(0) @binding(3) var<storage, read> perm: array<u32>; // [K]; unused when hasPerm = 0
 @group(0) @binding(4) var<storage, read_write> q: array<atomic<u32>>;
 
-var<workgroup> sh: array<f32, 256>; // |v| for the block max
-var<workgroup> cs: array<i32, 256>; // codes
-var<workgroup> ss: array<u32, 8>; // scale bits of the (256/B) blocks of this pass
+const WG = 128u;
+var<workgroup> sh: array<f32, WG>; // |v| for the block max
+var<workgroup> cs: array<i32, WG>; // codes
+var<workgroup> ss: array<u32, 4>; // scale bits of the (WG/B) blocks of this pass
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(128)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let m = wg.x + wg.y * 65535u;
   let xo = m * p.K;
   var inv = 0.0;
   if (MODE == 1u) {
     var part = 0.0;
-    for (var i = lid; i < p.K; i = i + 256u) { let v = x[xo + i]; part = part + v * v; }
+    if (lid < 64u) { for (var i = lid; i < p.K; i = i + 64u) { let v = x[xo + i]; part = part + v * v; } } // as norm.wgsl
     let s2 = wg_sum(part, lid);
     inv = 1.0 / sqrt(s2 / f32(p.K) + p.eps);
   }
   let K4 = p.Kp - p.K8;
-  for (var j0 = 0u; j0 < p.Kp; j0 = j0 + 256u) {
+  for (var j0 = 0u; j0 < p.Kp; j0 = j0 + WG) {
     let j = j0 + lid;
     var v = 0.0;
     if (j < p.K) {

@@ -56,17 +56,25 @@ describe('webgpu: W4Ax GEMM is bit-exact (DESIGN §3.4)', () => {
   const shapes: Array<[number, number, number, number, number]> = [
     [1, 37, 300, 128, 128], [1, 19, 4200, 128, 256], [3, 21, 200, 32, 64], [6, 9, 2100, 64, 0], [37, 70, 260, 64, 128], [9, 5, 96, 32, 96],
   ];
-  it.each(shapes)('M=%i N=%i K=%i B=%i K8=%i', async (M, N, K, B, K8) => {
+  const kernels = ['matvec', 'rowwise', 'tiled'] as const;
+  let forced: Record<(typeof kernels)[number], WebGPUBackend>;
+  beforeAll(async () => {
+    const src = await loadShaderSources();
+    forced = Object.fromEntries(kernels.map((k) => [k, new WebGPUBackend(be.gpu, src, { gemm: k })])) as typeof forced;
+  });
+  it.each(shapes)('M=%i N=%i K=%i B=%i K8=%i: every kernel (matvec, rowwise, tiled)', async (M, N, K, B, K8) => {
     const { x, spec, w } = problem(M * 1000 + N, M, N, K, B, K8);
-    const q = quantizeAct(x, M, spec);
-    const want = gemmW4Ax(q, w);
-    const got = await be.read(be.matmul(be.quantizeAct(be.fromHost(x, [M, K]), spec), be.uploadWeight({ kind: 'w4', name: 'w', ...w })));
-    be.endStep();
-    sameBits(got, want);
+    const want = gemmW4Ax(quantizeAct(x, M, spec), w);
+    for (const k of kernels) {
+      const b = forced[k];
+      const got = await b.read(b.matmul(b.quantizeAct(b.fromHost(x, [M, K]), spec), b.uploadWeight({ kind: 'w4', name: 'w', ...w })));
+      b.endStep();
+      sameBits(got, want);
+    }
   });
   it('the integer fallback of dot4I8Packed gives the same bits', async () => {
-    const plain = new WebGPUBackend({ ...be.gpu, dot4: false }, await loadShaderSources());
-    for (const [M, N, K, B, K8] of [[1, 13, 300, 128, 128], [2, 7, 200, 32, 32], [20, 66, 130, 64, 64]]) {
+    const plain = new WebGPUBackend({ ...be.gpu, dot4: false }, await loadShaderSources(), { gemm: 'matvec' });
+    for (const [M, N, K, B, K8] of [[1, 13, 300, 128, 128], [2, 7, 200, 32, 32]]) {
       const { x, spec, w } = problem(7 + M, M, N, K, B, K8);
       const got = await plain.read(plain.matmul(plain.quantizeAct(plain.fromHost(x, [M, K]), spec), plain.uploadWeight({ kind: 'w4', name: 'w', ...w })));
       plain.endStep();
@@ -147,6 +155,9 @@ describe('webgpu: float ops (tier 3 unless exact)', () => {
 });
 
 describe('webgpu: paged KV cache and attention (DESIGN §3.5)', () => {
+  let other: WebGPUBackend | undefined;
+  /** the attention kernel the default backend does not use here (workgroup on CPU adapters, else serial) */
+  const wgAttention = async () => (other ??= new WebGPUBackend(be.gpu, await loadShaderSources(), { attention: be.cpu ? 'workgroup' : 'serial' }));
   // two sequences, GQA 4 query heads over 2 KV heads, pages of 4, a shuffled page pool
   const nKv = 2, nH = 4, hd = 32, P = 4;
   const layoutFor = (lens: number[], start: number[], tables: Int32Array[]): StepLayout => {
@@ -165,14 +176,19 @@ describe('webgpu: paged KV cache and attention (DESIGN §3.5)', () => {
       const T = lay.pos.length, k = randn(20 + step, T * nKv * hd, 2), v = randn(30 + step, T * nKv * hd), q = randn(40 + step, T * nH * hd);
       kvAppend(sim, 1, k, v, lay);
       be.kvAppend(cache, 1, be.fromHost(k, [T, nKv * hd]), be.fromHost(v, [T, nKv * hd]), lay);
-      const got = await be.read(be.attention(be.fromHost(q, [T, nH * hd]), cache, 1, lay, nH));
+      const qt = be.fromHost(q, [T, nH * hd]);
+      const got = await be.read(be.attention(qt, cache, 1, lay, nH));
       be.endStep();
+      const wgAttn = await wgAttention();
+      const got2 = await wgAttn.read(wgAttn.attention(qt, cache, 1, lay, nH)); // the other attention kernel
+      wgAttn.endStep();
       // attention is checked against the simulator reading the backend's own cache bytes (tier 3)
       const bytes = await (cache as unknown as { readLayer(l: number): Promise<Uint8Array> }).readLayer(1);
       const mine = dtype === 'kv4' ? new KVStoreKV4(spec) : new KVStoreF32(spec);
       if (mine instanceof KVStoreKV4) mine.data[1].set(bytes);
       else { const f = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4); mine.k[1].set(f.subarray(0, f.length / 2)); mine.v[1].set(f.subarray(f.length / 2)); }
       expect(relErr(got, attention(mine, 1, q, lay, nH))).toBeLessThan(1e-5);
+      expect(relErr(got2, attention(mine, 1, q, lay, nH))).toBeLessThan(1e-5);
       if (sim instanceof KVStoreKV4) {
         const L = kv4Layout(spec), want = sim.data[1];
         for (let c = 0; c < spec.numPages * nKv; c++) {

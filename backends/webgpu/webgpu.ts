@@ -56,6 +56,7 @@ type Res = GPUBuffer | { buffer: GPUBuffer; offset: number; size: number };
 const PIPES = {
   gemm_matvec1: { family: 'gemm_w4ax', entry: 'matvec', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { MT: 1 } },
   gemm_matvec4: { family: 'gemm_w4ax', entry: 'matvec', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { MT: 4 } },
+  gemm_rowwise: { family: 'gemm_w4ax', entry: 'rowwise', bind: ['uniform', 'read', 'read', 'read', 'write'] },
   gemm_tiled: { family: 'gemm_w4ax', entry: 'tiled', bind: ['uniform', 'read', 'read', 'read', 'write'] },
   gemm_f32: { family: 'gemm_f32', entry: 'gemm', bind: ['uniform', 'read', 'read', 'write'] },
   quantize_act: { family: 'quant', entry: 'main', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { MODE: 0 } },
@@ -67,6 +68,8 @@ const PIPES = {
   kv_append_kv4: { family: 'kv_append', entry: 'append_kv4', bind: ['uniform', 'read', 'read', 'read', 'write'] },
   attention_f32: { family: 'attention', entry: 'attention', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { KV4: 0 } },
   attention_kv4: { family: 'attention', entry: 'attention', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { KV4: 1 } },
+  attention_serial_f32: { family: 'attention', entry: 'attention_serial', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { KV4: 0 } },
+  attention_serial_kv4: { family: 'attention', entry: 'attention_serial', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { KV4: 1 } },
   add: { family: 'elementwise', entry: 'add', bind: ['uniform', 'read', 'read', 'write'] },
   silu_mul: { family: 'elementwise', entry: 'silu_mul', bind: ['uniform', 'read', 'read', 'write'] },
   embed: { family: 'embed', entry: 'embed', bind: ['uniform', 'read', 'read', 'write'] },
@@ -187,8 +190,12 @@ export class WebGPUBackend implements Backend {
   private dummy: GPUBuffer;
   private ropeFreqs = new Map<string, Float32Array>();
 
-  constructor(readonly gpu: GpuContext, src: ShaderSources) {
+  /** a CPU adapter (SwiftShader): prefer kernels without workgroup barriers */
+  readonly cpu: boolean;
+
+  constructor(readonly gpu: GpuContext, src: ShaderSources, readonly opts: WebGPUOptions = {}) {
     this.dev = gpu.device;
+    this.cpu = /swiftshader|llvmpipe|lavapipe/i.test(gpu.adapterName);
     let pc = pipelineCaches.get(gpu);
     if (!pc) pipelineCaches.set(gpu, (pc = new PipelineCache(gpu, src)));
     this.pipes = pc;
@@ -384,15 +391,17 @@ export class WebGPUBackend implements Backend {
       const out = this.f32([M, N]);
       const params = [M, N, sw.Kp, sw.K8, sw.B, nb, n.a8 / 4, (n.a8 + n.a4) / 4, wb.codes / 4, 0, 0];
       const res: Res[] = [a.buf, { buffer: wt.buf, offset: 0, size: wb.codes }, wt.buf, out.buf];
-      if (M === 1) this.run('gemm_matvec1', params, res, Math.ceil(N / 8), 1);
-      else if (M <= 8) this.run('gemm_matvec4', params, res, Math.ceil(N / 8), Math.ceil(M / 4));
-      else this.run('gemm_tiled', params, res, Math.ceil(N / 64), Math.ceil(M / 32));
+      const kernel = this.opts.gemm ?? (M > 8 ? 'tiled' : this.cpu || sw.Kp <= 512 ? 'rowwise' : 'matvec');
+      if (kernel === 'rowwise') this.run('gemm_rowwise', params, res, Math.ceil(N / 64), Math.ceil(M / 4));
+      else if (kernel === 'tiled') this.run('gemm_tiled', params, res, Math.ceil(N / 64), Math.ceil(M / 32));
+      else if (M === 1) this.run('gemm_matvec1', params, res, Math.ceil(N / 8), 1);
+      else this.run('gemm_matvec4', params, res, Math.ceil(N / 8), Math.ceil(M / 4));
       return out;
     }
     const xt = this.want(x, 'f32', 'matmul'), K = colsOf(w), T = rowsOf(x);
     if (colsOf(x) !== K) throw new CometError(`matmul: ${w.name} expects ${K} input features, got ${colsOf(x)}`);
     const out = this.f32([T, N]);
-    this.run('gemm_f32', [T, N, K], [xt.buf, wt.buf, out.buf], Math.ceil(N / 8), Math.ceil(T / 4));
+    this.run('gemm_f32', [T, N, K], [xt.buf, wt.buf, out.buf], Math.ceil(N / 64), Math.ceil(T / 4));
     return out;
   }
   rope(x: Tensor, layout: StepLayout, spec: RopeSpec): Tensor {
@@ -442,8 +451,10 @@ export class WebGPUBackend implements Backend {
     const out = this.f32(q.shape);
     const params = [...this.cacheParams(c, T, lw), f32bits(1 / Math.sqrt(s.headDim))];
     params.splice(1, 0, nHeads); // P: T, nHeads, nKv, ...
-    this.run(s.dtype === 'kv4' ? 'attention_kv4' : 'attention_f32', params,
-      [qt.buf, lay, { buffer: c.buf, offset: layer * c.layerStride, size: c.layerBytes }, out.buf], T, nHeads);
+    const res: Res[] = [qt.buf, lay, { buffer: c.buf, offset: layer * c.layerStride, size: c.layerBytes }, out.buf];
+    if ((this.opts.attention ?? (this.cpu ? 'serial' : 'workgroup')) === 'serial')
+      this.run(s.dtype === 'kv4' ? 'attention_serial_kv4' : 'attention_serial_f32', params, res, ...grid1(T * nHeads, 64));
+    else this.run(s.dtype === 'kv4' ? 'attention_kv4' : 'attention_f32', params, res, T, nHeads);
     return out;
   }
   private elementwise(name: 'add' | 'silu_mul', a: Tensor, b: Tensor): Tensor {
@@ -473,9 +484,15 @@ export class WebGPUBackend implements Backend {
 export interface WebGPUOptions {
   /** WGSL sources (a browser build passes them; Node reads shaders/) */
   shaders?: ShaderSources;
+  /** force one W4Ax kernel (tests, benchmarks); default: tiled for M > 8 tokens, else rowwise for small K or
+   *  CPU adapters, else matvec */
+  gemm?: 'matvec' | 'rowwise' | 'tiled';
+  /** force one attention kernel; default: serial (one invocation per token and head) on CPU adapters, else
+   *  workgroup (64 invocations per token and head) */
+  attention?: 'workgroup' | 'serial';
 }
 
 export async function createWebGPUBackend(opts: WebGPUOptions = {}): Promise<WebGPUBackend> {
   const gpu = await getGpu();
-  return new WebGPUBackend(gpu, opts.shaders ?? (await loadShaderSources()));
+  return new WebGPUBackend(gpu, opts.shaders ?? (await loadShaderSources()), opts);
 }
