@@ -8,7 +8,7 @@
 // progress, kept in the Cache API so a reload does not download again), a File/Blob the user picked, or bytes.
 /// <reference types="vite/client" />
 // Models are .comet files (tokenizer embedded) or llama2.c checkpoints (then pass `tokenizer`: tokenizer.bin).
-import type { Backend } from '../backends/backend.ts';
+import type { Backend, HostWeight, Weight } from '../backends/backend.ts';
 import { SimBackend } from '../backends/sim/sim.ts';
 import { shaderSourcesFromGlob } from '../backends/webgpu/shaders.ts';
 import { Engine, type EngineOptions } from './engine/engine.ts';
@@ -233,10 +233,11 @@ function tokenizerFromFiles(t: NonNullable<BytesModel['tokenizer']>, where: stri
   return new HFTokenizer(parse(t.main), parse('tokenizer_config.json'), `${where}:tokenizer/${t.main}`, text(file('chat_template.jinja')));
 }
 
-/** Host bytes of the model's weights (what the backend holds, before any repacking). */
-export function weightBytes(m: { weights: Map<string, import('../backends/backend.ts').HostWeight> }): number {
+/** Host bytes of one weight, and of a model's weights (what the backend holds, before any repacking). */
+const hostBytes = (w: HostWeight) => (w.kind === 'f32' ? w.data.byteLength : w.codes.byteLength + w.scales.byteLength + (w.act.perm?.byteLength ?? 0));
+export function weightBytes(m: { weights: Map<string, HostWeight> }): number {
   let n = 0;
-  for (const w of m.weights.values()) n += w.kind === 'f32' ? w.data.byteLength : w.codes.byteLength + w.scales.byteLength + (w.act.perm?.byteLength ?? 0);
+  for (const w of m.weights.values()) n += hostBytes(w);
   return n;
 }
 
@@ -251,12 +252,27 @@ export async function openModelBytes(be: Backend, bytes: Uint8Array, name: strin
   else throw new CometError(`${name}: a llama2.c checkpoint has no tokenizer inside; pass its tokenizer.bin too (or use a .comet file)`);
   if (tokenizer.vocabSize > m.config.vocabSize)
     throw new CometError(`${name}: the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocabulary is ${m.config.vocabSize}`);
-  const total = weightBytes(m);
-  o.onProgress?.({ phase: 'upload', loaded: 0, total, message: `uploading ${m.weights.size} weights to ${be.name}` });
-  await new Promise((r) => setTimeout(r, 0)); // let the page paint the phase before the upload runs
-  const kv = (m.meta.kvDType as 'f32' | 'kv4' | undefined) ?? 'f32';
-  const model = new Llama(be, m.config, m.weights, kv);
+  // Upload weight by weight, yielding to the page between them so the progress bar moves; Llama then gets
+  // the uploaded tensors through a view of the backend whose uploadWeight hands them back (every other call
+  // goes to the backend itself).
+  const total = weightBytes(m), uploaded = new Map<HostWeight, Weight>();
+  let done = 0, lastYield = performance.now();
+  for (const w of m.weights.values()) {
+    o.onProgress?.({ phase: 'upload', loaded: done, total, message: `uploading ${w.name} to ${be.name}` });
+    if (performance.now() - lastYield > 30) { await new Promise((r) => setTimeout(r, 0)); lastYield = performance.now(); }
+    uploaded.set(w, be.uploadWeight(w));
+    done += hostBytes(w);
+  }
   o.onProgress?.({ phase: 'upload', loaded: total, total, message: `uploaded ${m.weights.size} weights to ${be.name}` });
+  const view = new Proxy(be, {
+    get(t, k) {
+      if (k === 'uploadWeight') return (w: HostWeight) => uploaded.get(w) ?? t.uploadWeight(w);
+      const v = Reflect.get(t, k);
+      return typeof v === 'function' ? v.bind(t) : v;
+    },
+  });
+  const kv = (m.meta.kvDType as 'f32' | 'kv4' | undefined) ?? 'f32';
+  const model = new Llama(view, m.config, m.weights, kv);
   const loaded = { config: m.config, weights: m.weights, format: m.format, path: name, meta: m.meta };
   return { loaded, model, tokenizer, stop: m.format === 'llama2c' ? [m.config.bos] : m.config.eos };
 }

@@ -97,6 +97,14 @@ const MODEL = '?model=models/stories260K.comet';
 describe('browser demo', () => {
   test('greedy text equals the Node engine; Stop keeps the page usable; a reload reads the cache', async () => {
     const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    // every text the progress line shows, in order
+    await ctx.addInitScript(() => {
+      const seen: string[] = ((window as unknown as { progressSeen: string[] }).progressSeen = []);
+      new MutationObserver(() => {
+        const t = document.getElementById('progress-text')?.textContent ?? '';
+        if (seen[seen.length - 1] !== t) seen.push(t);
+      }).observe(document, { subtree: true, childList: true, characterData: true });
+    });
     const requests: string[] = [];
     ctx.on('request', (r) => { if (new URL(r.url()).pathname.endsWith('/models/stories260K.comet')) requests.push(r.method()); });
     const { page, errors } = await open(ctx, `${MODEL}&backend=sim&autoload=1`);
@@ -104,6 +112,10 @@ describe('browser demo', () => {
     expect(await page.evaluate(() => document.body.dataset.state)).toBe('ready');
     expect(await page.textContent('#progress-text')).toContain('ready on sim');
     expect(await page.evaluate(() => (document.getElementById('progress') as HTMLProgressElement).value)).toBe(1);
+    const progress = await page.evaluate(() => (window as unknown as { progressSeen: string[] }).progressSeen);
+    expect(progress.some((t) => /^Downloading: .* \/ .* \(100%\)$/.test(t)), progress.join(' | ')).toBe(true);
+    expect(progress.some((t) => /^Checking: \d+ \/ \d+ tensors/.test(t)), progress.join(' | ')).toBe(true);
+    expect(progress.some((t) => /^Uploading to the device: /.test(t)), progress.join(' | ')).toBe(true);
 
     expect(await generate(page, 48)).toBe(await nodeGreedy(48));
     expect(await page.textContent('#finish')).toContain('token limit');
@@ -128,6 +140,7 @@ describe('browser demo', () => {
     await page.reload();
     await settle(page);
     expect(await page.evaluate(() => document.body.dataset.state)).toBe('ready');
+    expect(await page.evaluate(() => (window as unknown as { progressSeen: string[] }).progressSeen.some((t) => t.startsWith('Reading from the browser cache')))).toBe(true);
     expect(requests.filter((m) => m === 'GET')).toHaveLength(1);
     expect(requests.filter((m) => m === 'HEAD').length).toBeGreaterThanOrEqual(1);
     expect(await generate(page, 12)).toBe(await nodeGreedy(12));
