@@ -324,9 +324,17 @@ export async function parseComet(st: SafetensorsReader, path: string, sha16: Sha
   } catch (e) {
     throw new CometError((e as Error).message);
   }
-  const quant = json<{ kv: 'f32' | 'kv4'; kvGroup: number }>('quant');
-  const linears = json<Record<string, { K: number; Kp: number; B: number; K8: number }>>('linears');
-  const checksums = json<Record<string, string>>('checksums');
+  // every layer has at least 9 tensors: a config claiming more layers than the file has tensors is refused
+  // before weightNames lists them (2^24 layers ran the process out of memory)
+  if (config.nLayers > st.tensors.size) throw new CometError(`${path}: .comet config has ${config.nLayers} layers, the file holds only ${st.tensors.size} tensors`);
+  const object = <T>(key: string): T => {
+    const v = json<T>(key);
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new CometError(`${path}: .comet metadata '${key}' is ${JSON.stringify(v)?.slice(0, 40)}, expected a JSON object`);
+    return v;
+  };
+  const quant = object<{ kv: 'f32' | 'kv4'; kvGroup: number }>('quant');
+  const linears = object<Record<string, { K: number; Kp: number; B: number; K8: number }>>('linears');
+  const checksums = object<Record<string, string>>('checksums');
   const total = st.tensors.size;
   let done = 0;
   const read = async (name: string) => {
@@ -372,10 +380,11 @@ export async function parseComet(st: SafetensorsReader, path: string, sha16: Sha
       if ((w.scales[i] & 0x7c00) === 0x7c00) throw new CometError(`${path}: tensor '${name}.scales' holds a non-finite f16 at element ${i}`);
     weights.set(name, { kind: 'w4', name, ...w });
   }
-  const tok = json<{ main: string; files: string[] }>('tokenizer');
+  const tok = object<{ main: string; files: string[] }>('tokenizer');
+  if (!Array.isArray(tok.files)) throw new CometError(`${path}: .comet metadata 'tokenizer' has no 'files' list`);
   const files = [];
   for (const f of tok.files) {
-    if (!/^[\w.-]+$/.test(f)) throw new CometError(`${path}: embedded tokenizer file name '${f}' is not a plain file name`);
+    if (typeof f !== 'string' || !/^[\w.-]+$/.test(f)) throw new CometError(`${path}: embedded tokenizer file name '${f}' is not a plain file name`);
     if (st.tensors.get(`tokenizer/${f}`)?.dtype !== 'U8') throw new CometError(`${path}: tensor 'tokenizer/${f}' is missing or not U8`);
     files.push({ name: f, bytes: (await read(`tokenizer/${f}`)) as Uint8Array });
   }

@@ -397,7 +397,7 @@ function mutateSafetensorsHeader(r: Rng, b: Uint8Array): { bytes: Uint8Array; wh
     what = `entry ${t}: ${op}`;
   } else if (k < 0.62) {
     const md = h.__metadata__ ?? {};
-    const op = pick(r, ['delete', 'array', 'string', 'number-value', 'comet', 'big', 'nested', 'json-edit']);
+    const op = pick(r, ['delete', 'array', 'string', 'number-value', 'comet', 'big', 'nested', 'json-edit', 'json-edit', 'layers']);
     if (op === 'delete') delete h.__metadata__;
     else if (op === 'array') h.__metadata__ = ['a'];
     else if (op === 'string') h.__metadata__ = 'x';
@@ -405,6 +405,12 @@ function mutateSafetensorsHeader(r: Rng, b: Uint8Array): { bytes: Uint8Array; wh
     else if (op === 'comet') md.format = 'comet';
     else if (op === 'big') md.big = 'B'.repeat(1 << 20);
     else if (op === 'nested') md.n = { a: 1 };
+    else if (op === 'layers' && typeof md.config === 'string') { // a .comet config claiming many layers
+      const c = JSON.parse(md.config);
+      c.nLayers = pick(r, [(1 << 24) - 1, 1 << 20, 3, 0]);
+      md.config = JSON.stringify(c);
+      what = `__metadata__.config.nLayers = ${c.nLayers}`;
+    }
     else {
       const keys = Object.keys(md).filter((x) => md[x].startsWith('{') || md[x].startsWith('['));
       if (keys.length) {
