@@ -84,6 +84,10 @@ describe('fuzzed files: a CometError naming the file or a valid load, never a cr
       variant('bytes-comet', 'comet-kv4', 'bytes.ts .comet nLayers 2^24-1', (f) => editMetadata(f, 'model.comet', (md) => {
         md.config = JSON.stringify({ ...JSON.parse(md.config), nLayers: (1 << 24) - 1 });
       })),
+      // bytes.ts parseComet: a string RoPE theta loaded, then the run threw quantizeAct's plain Error on NaN
+      variant('bytes-comet', 'comet-kv4', 'bytes.ts .comet ropeTheta string', (f) => editMetadata(f, 'model.comet', (md) => {
+        md.config = JSON.stringify({ ...JSON.parse(md.config), ropeTheta: 'AAAA' });
+      })),
       variant('bytes-comet', 'comet-kv4', 'bytes.ts .comet tokenizer files not a list', (f) => editMetadata(f, 'model.comet', (md) => {
         md.tokenizer = JSON.stringify({ main: 'tokenizer.bin', files: 'tokenizer.bin' });
       })),
@@ -110,6 +114,7 @@ describe('fuzzed files: a CometError naming the file or a valid load, never a cr
     expect(byId.get('v0 n_layers 2^24-1')!.message).toContain('16777215 layers');
     expect(byId.get('bytes.ts n_layers 2^24-1')!.message).toContain('16777215 layers');
     expect(byId.get('bytes.ts .comet nLayers 2^24-1')!.message).toContain('16777215 layers');
+    expect(byId.get('bytes.ts .comet ropeTheta string')!.message).toContain('ropeTheta');
     expect(byId.get('num_hidden_layers 2^24-1')!.message).toContain('holds only');
     for (const v of ['.', '..', '../x.safetensors', 7]) expect(byId.get(`weight_map -> ${v}`)!.message, String(v)).toContain('expected a file name in the model directory');
     for (const v of [1e9, -1, 1.5, '3']) expect(byId.get(`vocab id ${JSON.stringify(v)}`)!.message).toContain('expected an integer in 0..');

@@ -326,6 +326,9 @@ export async function parseComet(st: SafetensorsReader, path: string, sha16: Sha
   }
   // every layer has at least 9 tensors: a config claiming more layers than the file has tensors is refused
   // before weightNames lists them (2^24 layers ran the process out of memory)
+  // validateConfig does not look at RoPE theta; a string or a negative one makes every activation NaN
+  if (!(typeof config.ropeTheta === 'number' && config.ropeTheta > 0 && Number.isFinite(config.ropeTheta)))
+    throw new CometError(`${path}: .comet config ropeTheta is ${JSON.stringify(config.ropeTheta)?.slice(0, 40)}, expected a positive number`);
   if (config.nLayers > st.tensors.size) throw new CometError(`${path}: .comet config has ${config.nLayers} layers, the file holds only ${st.tensors.size} tensors`);
   const object = <T>(key: string): T => {
     const v = json<T>(key);
@@ -355,7 +358,11 @@ export async function parseComet(st: SafetensorsReader, path: string, sha16: Sha
     const shape = weightShape(config, name), lin = linears[name];
     if (!lin) {
       expect(name, 'F32', shape);
-      weights.set(name, { kind: 'f32', name, shape, data: (await read(name)) as Float32Array });
+      const data = (await read(name)) as Float32Array;
+      // the quantized path needs finite activations (quantizeAct refuses NaN), as the scales below are checked
+      const bad = data.findIndex((x) => !Number.isFinite(x));
+      if (bad >= 0) throw new CometError(`${path}: tensor '${name}' holds a non-finite value (${data[bad]}) at element ${bad}`);
+      weights.set(name, { kind: 'f32', name, shape, data });
       continue;
     }
     const [N, K] = shape;

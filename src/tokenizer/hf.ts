@@ -144,7 +144,11 @@ let BYTE_LEVEL: Map<string, number> | undefined;
  *  tokenizers are dense). Checked before the library sees them: it builds tables as long as the largest id
  *  (an id of 1e9 took 80 s), and a string or fractional id comes back out of encode(). */
 function checkIds(json: Json, path: string): void {
-  const vocab = json.model?.vocab, added = Array.isArray(json.added_tokens) ? json.added_tokens : [];
+  const vocab = json.model?.vocab, added = json.added_tokens ?? [];
+  // a string where a list is expected is iterated char by char by the library (a 1 MB string: 1M tokens)
+  if (!Array.isArray(added)) throw new CometError(`${path}: added_tokens is ${typeof added}, expected a list`);
+  for (const k of ['vocab', 'merges'] as const)
+    if (typeof json.model?.[k] === 'string') throw new CometError(`${path}: model.${k} is a string, expected a ${k === 'vocab' ? 'map or list' : 'list'}`);
   if (typeof vocab !== 'object' || vocab === null || Array.isArray(vocab)) return; // Unigram: ids are positions
   const entries = Object.entries(vocab);
   const n = entries.length + added.length;
