@@ -194,7 +194,13 @@ async function makeBases(): Promise<Map<FuzzFormat, Base[]>> {
     };
     m.set('bytes-llama2c', [...m.get('llama2c-v0')!, ...m.get('llama2c-v1')!]);
     m.set('bytes-comet', m.get('comet')!);
-    m.set('tokenizer-json', [tj('stories260K', join(SHARED, 'hf/stories260K')), tj('wikillama-28M', join(SHARED, 'wikillama-28M'))]);
+    // a Llama-3-style variant: the pre-tokenizer is a Split regex then ByteLevel without its own regex
+    const split = tj('wikillama-split', join(SHARED, 'wikillama-28M'));
+    const sj = JSON.parse(new TextDecoder().decode(split.files['tokenizer.json']));
+    sj.pre_tokenizer = { type: 'Sequence', pretokenizers: [{ type: 'Split', pattern: { Regex: LLAMA3_SPLIT }, behavior: 'Isolated', invert: false },
+      { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false }] };
+    split.files['tokenizer.json'] = enc.encode(JSON.stringify(sj));
+    m.set('tokenizer-json', [tj('stories260K', join(SHARED, 'hf/stories260K')), tj('wikillama-28M', join(SHARED, 'wikillama-28M')), split]);
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
@@ -504,6 +510,7 @@ function mutateIndexJson(r: Rng, b: Uint8Array, shardNames: string[]): { bytes: 
 }
 
 const TOKJSON_KEYS = ['added_tokens', 'normalizer', 'pre_tokenizer', 'post_processor', 'decoder', 'model'];
+const LLAMA3_SPLIT = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 const REGEXES = ['(', '(a+)+$', '[', '\\', '(?<x>', '\\p{Zzz}', '(.*)*x', '\\s+(?!\\S)|\\s+', ''];
 
 function mutateTokenizerJson(r: Rng, files: Record<string, Uint8Array>, base: Base): { file: string; bytes: Uint8Array; what: string } {
@@ -544,9 +551,16 @@ function mutateTokenizerJson(r: Rng, files: Record<string, Uint8Array>, base: Ba
     else j.added_tokens = v;
     what = `added_tokens[${i}] = ${JSON.stringify(v)}`;
   } else if (t < 0.42) {
-    const re = pick(r, REGEXES);
-    j.pre_tokenizer = { type: 'Split', pattern: { Regex: re }, behavior: 'Isolated', invert: false };
-    what = `pre_tokenizer Split regex ${JSON.stringify(re)}`;
+    const split = j.pre_tokenizer?.pretokenizers?.[0];
+    if (split?.pattern?.Regex && r() < 0.6) { // edit the real pattern: a quantifier, a paren or a class at a random place
+      const s: string = split.pattern.Regex, at = int(r, 0, s.length), ins = pick(r, ['*', '+', '(', ')', '[', ']', '{2,}', '\\', '(a+)+', '?', '|']);
+      split.pattern.Regex = s.slice(0, at) + ins + s.slice(at);
+      what = `pre_tokenizer Split regex: insert ${JSON.stringify(ins)} at ${at}`;
+    } else {
+      const re = pick(r, REGEXES);
+      j.pre_tokenizer = { type: 'Split', pattern: { Regex: re }, behavior: 'Isolated', invert: false };
+      what = `pre_tokenizer Split regex ${JSON.stringify(re)}`;
+    }
   } else if (t < 0.48) {
     j.model.type = pick(r, ['WordPiece', 'Unigram', 'WordLevel', 'Nope', null, 5]);
     what = `model.type = ${JSON.stringify(j.model.type)}`;
