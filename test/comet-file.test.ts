@@ -128,8 +128,9 @@ describe('wikillama-28M .comet (B = 128, RTN, FMPQ 15% INT8 MACs, KV4): greedy t
   // continuation (teacher forcing, so one early flip does not decide the rest) and we count the positions where
   // its argmax is the float model's next token. Free-running greedy diverges early on a 28M model whose top-2
   // logits are often close (a 15%-perplexity model flips the first token of some prompts), so the per-position
-  // agreement is the stable measure. Measured: see MEASURED below; the bound keeps a margin of ~0.1 under it.
-  const MEASURED = 0.8, BOUND = 0.7;
+  // agreement is the stable measure. MEASURED below; the bound keeps a margin of ~0.1 (about 14 of 128 positions)
+  // for changes of calibration or rounding that move a few near-ties.
+  const MEASURED = 0.758, BOUND = 0.65; // 97/128 positions, first token equal on 7/8 prompts (2026-11-24)
   const path = join(tmp, 'wl28m.comet');
   beforeAll(async () => {
     await makeComet(WL28M, 'wiki_heldout_a.txt', path, { B: 128, order: 'absmax', int8Fraction: 0.15, weights: 'rtn' }, 512);
