@@ -123,7 +123,7 @@ describe('stories260K .comet (B = 32, GPTQ, KV4)', () => {
 });
 
 describe('wikillama-28M .comet (B = 128, RTN, FMPQ 15% INT8 MACs, KV4): greedy tokens near the float model', () => {
-  // Eight prompts: the first 12 tokens of eight lines of wikitext2 (a text neither calibration nor training saw).
+  // Eight prompts: the first 12 tokens of eight lines of wikitext2 (not the calibration text).
   // The float model continues each greedily for 16 tokens; the quantized model reads the same prompt + float
   // continuation (teacher forcing, so one early flip does not decide the rest) and we count the positions where
   // its argmax is the float model's next token. Free-running greedy diverges early on a 28M model whose top-2
