@@ -12,7 +12,7 @@ const ui = {
   file: $<HTMLInputElement>('file'), progress: $<HTMLProgressElement>('progress'), progressText: $('progress-text'), error: $('error'),
   prompt: $<HTMLTextAreaElement>('prompt'), temperature: $<HTMLInputElement>('temperature'), topP: $<HTMLInputElement>('top-p'),
   maxTokens: $<HTMLInputElement>('max-tokens'), generate: $<HTMLButtonElement>('generate'), stop: $<HTMLButtonElement>('stop'),
-  output: $('output'), finish: $('finish'),
+  output: $('output'), shownPrompt: $('shown-prompt'), generated: $('generated'), finish: $('finish'),
   stat: (k: string) => $(`stat-${k}`),
 };
 const params = new URLSearchParams(location.search);
@@ -162,7 +162,8 @@ async function generate(): Promise<void> {
   const ac = (generation = new AbortController());
   setState('generating');
   showError(undefined);
-  ui.output.textContent = '';
+  ui.shownPrompt.textContent = ui.prompt.value;
+  ui.generated.textContent = '';
   ui.finish.textContent = '';
   const t0 = performance.now();
   let tFirst = 0, chunks = 0;
@@ -185,7 +186,7 @@ async function generate(): Promise<void> {
       if (choice?.delta.content) {
         if (!tFirst) tFirst = now;
         chunks++;
-        ui.output.append(choice.delta.content);
+        ui.generated.append(choice.delta.content);
         ui.output.scrollTop = ui.output.scrollHeight;
       }
       if (choice?.finish_reason) finish = choice.finish_reason;

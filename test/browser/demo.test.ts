@@ -65,7 +65,7 @@ async function generate(page: Page, maxTokens: number): Promise<string> {
   await page.waitForFunction(() => document.body.dataset.state === 'generating' || document.getElementById('finish')!.textContent !== '');
   await settle(page);
   expect(await page.locator('#error').isHidden(), await page.textContent('#error') ?? '').toBe(true);
-  return (await page.textContent('#output')) ?? '';
+  return (await page.textContent('#generated')) ?? '';
 }
 
 beforeAll(async () => {
@@ -126,11 +126,11 @@ describe('browser demo', () => {
     // Stop mid-stream: the stream ends, the page says so, and the next request works
     await page.fill('#max-tokens', '450');
     await page.click('#generate');
-    await page.waitForFunction(() => (document.getElementById('output')!.textContent ?? '').length > 40);
+    await page.waitForFunction(() => (document.getElementById('generated')!.textContent ?? '').length > 40);
     await page.click('#stop');
     await settle(page);
     expect(await page.textContent('#finish')).toBe('Stopped.');
-    const stopped = (await page.textContent('#output'))!;
+    const stopped = (await page.textContent('#generated'))!;
     expect(stopped.length).toBeLessThan((await nodeGreedy(450)).length);
     expect((await nodeGreedy(450)).startsWith(stopped)).toBe(true);
     expect(await generate(page, 12)).toBe(await nodeGreedy(12));
