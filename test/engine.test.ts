@@ -1,7 +1,7 @@
 // The engine on the simulator backend with the embedded stories260K: batching does not change a row's
 // logits (bit for bit), so continuous batching, chunked prefill and preemption give every request exactly
 // the tokens generate() gives it alone; pages always return to the pool.
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { SimBackend } from '../backends/sim/sim.ts';
 import { createEngine, type Engine } from '../src/engine/engine.ts';
 import { generate } from '../src/engine/generate.ts';
@@ -9,6 +9,7 @@ import { pageBytes, PagePool } from '../src/engine/kv-pages.ts';
 import { ChatFormatter } from '../src/engine/chat-template.ts';
 import { openModel, type OpenModel } from '../src/runtime/open.ts';
 import type { Tokenizer } from '../src/tokenizer/tokenizer.ts';
+import { backends } from './helpers/backends.ts';
 
 const opened = await openModel(new SimBackend());
 const PROMPTS = Array.from({ length: 12 }, (_, i) =>
@@ -90,29 +91,6 @@ describe('engine', () => {
     expectPoolFull(e);
   });
 
-  it('12 concurrent requests (greedy and seeded sampling) each get exactly what generate() gives alone', async () => {
-    const e = await createEngine(opened, { maxBatch: 8, maxStepTokens: 24 }); // small budget: chunked prefill, queueing
-    const sampling = (i: number) => (i % 3 === 0 ? { temperature: 0.8, topP: 0.9, topK: 0, seed: 1000 + i } : { temperature: 0, topP: 1, topK: 0, seed: 0 });
-    const got = await Promise.all(PROMPTS.map((p, i) => {
-      const s = sampling(i);
-      return e.completions.create({ prompt: p, max_tokens: 30 + i, temperature: s.temperature, top_p: s.topP, seed: s.seed });
-    }));
-    for (let i = 0; i < PROMPTS.length; i++) expect(got[i].choices[0].text).toBe(await alone(opened, PROMPTS[i], 30 + i, sampling(i)));
-    expect(e.stats().steps).toBeGreaterThan(30);
-    expectPoolFull(e);
-  });
-
-  it('preempts when the pool runs dry and still gives every request its text alone', async () => {
-    const c = opened.model.config;
-    const bytes = pageBytes({ nLayers: c.nLayers, nKvHeads: c.nKvHeads, headDim: c.headDim, pageSize: 16, dtype: opened.model.kvDType, group: c.headDim });
-    const e = await createEngine(opened, { kvMemory: 34 * bytes }); // 34 pages; 8 requests want ~12 each
-    expect(e.pool.total).toBe(34);
-    const got = await Promise.all(PROMPTS.slice(0, 8).map((p) => e.completions.create({ prompt: p, max_tokens: 170, temperature: 0 })));
-    expect(e.stats().preemptions).toBeGreaterThan(0);
-    for (let i = 0; i < 8; i++) expect(got[i].choices[0].text).toBe(await alone(opened, PROMPTS[i], 170));
-    expectPoolFull(e);
-  });
-
   it('stops at the end of the context with finish_reason length, as generate() does', async () => {
     const e = await createEngine(opened);
     const prompt = 'Once upon a time, there was a dog. '.repeat(40); // ~ 400+ tokens of a 512 context
@@ -178,31 +156,6 @@ describe('engine', () => {
     expectPoolFull(e);
   });
 
-  it('a KV4 cache (DESIGN §3.5) batches exactly too', async () => {
-    const { Llama } = await import('../src/model/llama.ts');
-    const kv4 = { ...opened, model: new Llama(opened.model.be, opened.loaded.config, opened.loaded.weights, 'kv4') };
-    const e = await createEngine(kv4, { maxStepTokens: 32 });
-    const got = await Promise.all(PROMPTS.slice(0, 6).map((p) => e.completions.create({ prompt: p, max_tokens: 40, temperature: 0 })));
-    for (let i = 0; i < 6; i++) expect(got[i].choices[0].text).toBe(await alone(kv4, PROMPTS[i], 40));
-    expect(await alone(kv4, PROMPTS[0], 40)).not.toBe(await alone(opened, PROMPTS[0], 40)); // it really is another cache
-    expectPoolFull(e);
-  });
-
-  it('a W4A4KV4 model (FMPQ weights and activations, KV4 pages) batches exactly too', async () => {
-    const { Llama } = await import('../src/model/llama.ts');
-    const { calibrate } = await import('../src/quant/calibrate.ts');
-    const { quantizeModel } = await import('../src/quant/quantize.ts');
-    const c = opened.loaded.config;
-    const calib = opened.tokenizer.encode(PROMPTS.join(' ').repeat(4), { bos: true }).slice(0, 256);
-    const stats = await calibrate(opened.model, calib, { ctx: 128 });
-    const q = quantizeModel(c, opened.loaded.weights, stats, { B: 32, order: 'absmax', int8Fraction: 0.15, weights: 'rtn', kv: 'kv4' });
-    const w4 = { ...opened, model: new Llama(opened.model.be, c, q.weights, 'kv4') };
-    const e = await createEngine(w4, { maxStepTokens: 32 });
-    const got = await Promise.all(PROMPTS.slice(0, 6).map((p) => e.completions.create({ prompt: p, max_tokens: 30, temperature: 0 })));
-    for (let i = 0; i < 6; i++) expect(got[i].choices[0].text).toBe(await alone(w4, PROMPTS[i], 30));
-    expectPoolFull(e);
-  });
-
   it('a failing step fails its requests, frees their pages, and the engine keeps serving', async () => {
     const e = await createEngine(opened);
     const m = e.opened.model, forward = m.forward;
@@ -220,6 +173,64 @@ describe('engine', () => {
 
   it('refuses a KV pool smaller than one full-context sequence', async () => {
     await expect(createEngine(opened, { kvMemory: 1000 })).rejects.toMatchObject({ code: 'invalid_config' });
+  });
+});
+
+// Batching, chunked prefill and preemption on every backend (test/helpers/backends.ts: the simulator always,
+// CUDA with COMET_TEST_CUDA=1, WebGPU with COMET_TEST_WEBGPU=1): each request's text equals generate() alone
+// on the same backend, for the float model, a KV4 cache and a W4A4KV4 model.
+describe.each(backends)('engine batching on $name', ({ name, create }) => {
+  let m: OpenModel;
+  beforeAll(async () => {
+    m = name === 'sim' ? opened : await openModel(await create());
+  });
+
+  it('12 concurrent requests (greedy and seeded sampling) each get exactly what generate() gives alone', async () => {
+    const e = await createEngine(m, { maxBatch: 8, maxStepTokens: 24 }); // small budget: chunked prefill, queueing
+    const sampling = (i: number) => (i % 3 === 0 ? { temperature: 0.8, topP: 0.9, topK: 0, seed: 1000 + i } : { temperature: 0, topP: 1, topK: 0, seed: 0 });
+    const got = await Promise.all(PROMPTS.map((p, i) => {
+      const s = sampling(i);
+      return e.completions.create({ prompt: p, max_tokens: 30 + i, temperature: s.temperature, top_p: s.topP, seed: s.seed });
+    }));
+    for (let i = 0; i < PROMPTS.length; i++) expect(got[i].choices[0].text).toBe(await alone(m, PROMPTS[i], 30 + i, sampling(i)));
+    expect(e.stats().steps).toBeGreaterThan(30);
+    expectPoolFull(e);
+  });
+
+  it('preempts when the pool runs dry and still gives every request its text alone', async () => {
+    const c = m.model.config;
+    const bytes = pageBytes({ nLayers: c.nLayers, nKvHeads: c.nKvHeads, headDim: c.headDim, pageSize: 16, dtype: m.model.kvDType, group: c.headDim });
+    const e = await createEngine(m, { kvMemory: 34 * bytes }); // 34 pages; 8 requests want ~7 each
+    expect(e.pool.total).toBe(34);
+    const got = await Promise.all(PROMPTS.slice(0, 8).map((p) => e.completions.create({ prompt: p, max_tokens: 100, temperature: 0 })));
+    expect(e.stats().preemptions).toBeGreaterThan(0);
+    for (let i = 0; i < 8; i++) expect(got[i].choices[0].text).toBe(await alone(m, PROMPTS[i], 100));
+    expectPoolFull(e);
+  });
+
+  it('a KV4 cache (DESIGN §3.5) batches exactly too', async () => {
+    const { Llama } = await import('../src/model/llama.ts');
+    const kv4 = { ...m, model: new Llama(m.model.be, m.loaded.config, m.loaded.weights, 'kv4') };
+    const e = await createEngine(kv4, { maxStepTokens: 32 });
+    const got = await Promise.all(PROMPTS.slice(0, 6).map((p) => e.completions.create({ prompt: p, max_tokens: 40, temperature: 0 })));
+    for (let i = 0; i < 6; i++) expect(got[i].choices[0].text).toBe(await alone(kv4, PROMPTS[i], 40));
+    expect(await alone(kv4, PROMPTS[0], 40)).not.toBe(await alone(m, PROMPTS[0], 40)); // it really is another cache
+    expectPoolFull(e);
+  });
+
+  it('a W4A4KV4 model (FMPQ weights and activations, KV4 pages) batches exactly too', async () => {
+    const { Llama } = await import('../src/model/llama.ts');
+    const { calibrate } = await import('../src/quant/calibrate.ts');
+    const { quantizeModel } = await import('../src/quant/quantize.ts');
+    const c = opened.loaded.config;
+    const calib = opened.tokenizer.encode(PROMPTS.join(' ').repeat(4), { bos: true }).slice(0, 256);
+    const stats = await calibrate(opened.model, calib, { ctx: 128 });
+    const q = quantizeModel(c, opened.loaded.weights, stats, { B: 32, order: 'absmax', int8Fraction: 0.15, weights: 'rtn', kv: 'kv4' });
+    const w4 = { ...m, model: new Llama(m.model.be, c, q.weights, 'kv4') }; // calibrated on the simulator
+    const e = await createEngine(w4, { maxStepTokens: 32 });
+    const got = await Promise.all(PROMPTS.slice(0, 6).map((p) => e.completions.create({ prompt: p, max_tokens: 30, temperature: 0 })));
+    for (let i = 0; i < 6; i++) expect(got[i].choices[0].text).toBe(await alone(w4, PROMPTS[i], 30));
+    expectPoolFull(e);
   });
 });
 
