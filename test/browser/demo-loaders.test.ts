@@ -1,9 +1,11 @@
 // comet/web's loaders (src/loaders/bytes.ts) against the Node loaders on the same files: the browser must see
 // the same config, weights (bit for bit) and tokenizer, and refuse the same broken files with clear messages.
+// And the comet/web bundle other apps import (vite build --mode lib) runs the engine as Node does.
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { build } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HostWeight } from '../../backends/backend.ts';
 import { buildDemoModel } from '../../scripts/build-demo-model.ts';
@@ -14,6 +16,7 @@ import { writeSafetensors } from '../../src/loaders/safetensors.ts';
 import { SimBackend } from '../../backends/sim/sim.ts';
 import { openModelBytes } from '../../src/web.ts';
 import { openModel } from '../../src/runtime/open.ts';
+import { createEngine } from '../../src/engine/engine.ts';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const S260K = join(REPO, 'models/stories260K.bin'), TOK = join(REPO, 'models/tok512.bin');
@@ -75,5 +78,23 @@ describe('comet/web loaders equal the Node loaders', () => {
     writeSafetensors(plain, [{ name: 'w', dtype: 'F32', shape: [2], data: new Float32Array(2) }]);
     await rejects(readFileSync(plain), /not a \.comet model/);
     await rejects(new Uint8Array(0), /empty/);
+  });
+});
+
+describe('the comet/web library bundle (vite build --mode lib)', () => {
+  it('builds, and its createEngine from bytes generates what the Node engine does', async () => {
+    // inside the repo, so the bundle's bare imports (@huggingface/*, zod) resolve from node_modules
+    const outDir = join(REPO, 'web/dist-lib');
+    await build({ configFile: join(REPO, 'web/vite.config.ts'), mode: 'lib', logLevel: 'warn', build: { outDir } });
+    const web = await import(/* @vite-ignore */ pathToFileURL(join(outDir, 'comet-web.js')).href);
+    const request = { messages: [{ role: 'user' as const, content: 'Once upon a time' }], temperature: 0, max_tokens: 10 };
+    const a = await web.createEngine(readFileSync(comet), { backend: 'sim' });
+    let text = '';
+    for await (const c of await a.chat.completions.create({ ...request, stream: true })) text += c.choices[0]?.delta.content ?? '';
+    const b = await createEngine(comet, { backend: 'sim' });
+    expect(text).toBe((await b.chat.completions.create(request)).choices[0].message.content);
+    expect(web.engineMemory(a)).toMatchObject({ modelBytes: web.weightBytes(b.opened.loaded) });
+    a.close();
+    b.close();
   });
 });
