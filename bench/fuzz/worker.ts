@@ -186,6 +186,7 @@ export async function replay(c: FuzzCase, dir: string): Promise<Outcome> {
 
 if (process.send) {
   const work = process.argv[2];
+  process.on('disconnect', () => process.exit(0)); // the runner is gone
   process.on('message', async (m: any) => {
     if (m.type !== 'run') return;
     for (let j = 0; j < m.cases.length; j++) {

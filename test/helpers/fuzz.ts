@@ -641,12 +641,15 @@ export interface RunOptions {
 const WORKER = join(REPO, 'bench/fuzz/worker.ts');
 
 /** Run cases in a child process, one at a time, each with a deadline; a worker that hangs is killed and one
- *  that dies is restarted, and the case is recorded as a hang / crash. */
+ *  that dies is restarted, and the case is recorded as a hang / crash. A case that ran past its deadline is
+ *  first run once more in a fresh worker (a loaded machine can stall one case for seconds): only a second
+ *  time out is a hang. */
 export type CaseRef = { format: FuzzFormat; seed: number; index: number } | FuzzCase;
 
 export async function runCases(ids: CaseRef[], o: RunOptions = {}): Promise<Outcome[]> {
   const deadline = o.deadlineMs ?? 10_000;
   const out: Outcome[] = [];
+  const retried = new Set<number>();
   let next = 0;
   const work = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'comet-fuzz-'));
   try {
@@ -666,8 +669,14 @@ export async function runCases(ids: CaseRef[], o: RunOptions = {}): Promise<Outc
         const arm = () => {
           clearTimeout(timer);
           timer = setTimeout(() => {
-            lost = { id: idOf(ids[current]), kind: 'hang', message: `no result after ${deadline} ms` };
-            next = current + 1;
+            if (retried.has(current)) {
+              lost = { id: idOf(ids[current]), kind: 'hang', message: `no result after ${deadline} ms, twice` };
+              next = current + 1;
+            } else {
+              retried.add(current);
+              next = current;
+              finished = true; // not a result: the same case again, in a fresh worker
+            }
             child.kill('SIGKILL');
           }, deadline);
         };
@@ -718,6 +727,6 @@ export function parseId(id: string): { format: FuzzFormat; seed: number; index: 
 /** A message with the case path and numbers taken out, for counting errors by class. */
 export function messageClass(msg: string, caseDir?: string): string {
   let s = caseDir ? msg.split(caseDir).join('<case>') : msg;
-  s = s.replace(/\/[\w./+-]*comet-fuzz-[\w./+-]*/g, '<path>').replace(/-?\d+(\.\d+)?(e[+-]?\d+)?/gi, 'N').replace(/'[^']*'/g, "'…'").replace(/"[^"]*"/g, '"…"');
+  s = s.replace(/\/[\w./+-]*comet-fuzz-[\w./+-]*/g, '<path>').replace(/(?<![A-Za-z_])-?\d+(\.\d+)?(e[+-]?\d+)?/gi, 'N').replace(/'[^']*'/g, "'…'").replace(/"[^"]*"/g, '"…"');
   return s.slice(0, 110);
 }
