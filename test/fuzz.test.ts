@@ -121,6 +121,6 @@ describe('fuzzed files: a CometError naming the file or a valid load, never a cr
     expect(byId.get('Split regex (.*)*x')!.message).toContain('catastrophic backtracking');
     const wp = byId.get('model.type WordPiece')!;
     expect(wp.kind === 'error' || wp.runError !== undefined, show(wp)).toBe(true);
-    for (const o of out) expect(o.ms!, o.id).toBeLessThan(5000);
+    for (const o of out) expect(o.ms!, o.id).toBeLessThan(8000); // were 80 s, out of memory, or forever
   }, 120_000);
 });
