@@ -225,6 +225,27 @@ OP(AttentionF32, comet_attention_f32(a.ptr<float>(0), a.ptr<float>(1), a.ptr<flo
 OP(AttentionKv4, comet_attention_kv4(a.ptr<float>(0), a.ptr<uint8_t>(1), stepAt(a, 2), geomAt(a, 7), a.i32(11),
                                      a.i32(12), a.ptr(13), a.ptr<float>(14), g_stream))
 
+/** hostAlloc(bytes) -> ArrayBuffer over page-locked memory (uploads from it can be captured in a graph) */
+Napi::Value HostAlloc(const Napi::CallbackInfo& info) {
+  void* p = nullptr;
+  const size_t n = Args(info).sz(0);
+  comet_clear_error();
+  check(info.Env(), comet_host_alloc(&p, n), "hostAlloc");
+  return Napi::ArrayBuffer::New(info.Env(), p, n);
+}
+
+// profSpin(us), profMark(), profRead() -> Float32Array of mark-pair times (ms)
+OP(ProfSpin, comet_prof_spin(g_stream, a.i32(0)))
+void ProfMark(const Napi::CallbackInfo& info) { check(info.Env(), comet_prof_mark(g_stream), "prof"); }
+Napi::Value ProfRead(const Napi::CallbackInfo& info) {
+  static float ms[1 << 13];
+  const int n = comet_prof_read(ms, 1 << 13);
+  if (n < 0) fail(info.Env(), n, "prof");
+  Napi::Float32Array out = Napi::Float32Array::New(info.Env(), n);
+  for (int i = 0; i < n; i++) out[i] = ms[i];
+  return out;
+}
+
 Napi::Value AttentionWorkspace(const Napi::CallbackInfo& info) {
   Args a(info);
   return Napi::Number::New(info.Env(), (double)comet_attention_workspace(a.i32(0), a.i32(1), a.i32(2), a.i32(3)));
@@ -266,6 +287,10 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   EXPORT("attentionF32", AttentionF32);
   EXPORT("attentionKv4", AttentionKv4);
   EXPORT("attentionWorkspace", AttentionWorkspace);
+  EXPORT("profSpin", ProfSpin);
+  EXPORT("hostAlloc", HostAlloc);
+  EXPORT("profMark", ProfMark);
+  EXPORT("profRead", ProfRead);
 #undef EXPORT
   return exports;
 }

@@ -104,6 +104,13 @@ int comet_gemm_f32(const float* x, int T, int K, const float* w, int N, float* y
 int comet_rows_f32(const float* x, int C, const int32_t* rows, int R, float* out, void* stream);
 /** out [R] = first index of the maximum of each row of x [R][C] */
 int comet_argmax_f32(const float* x, int R, int C, int32_t* out, void* stream);
+/** Op profiler (cuda/ops_float.cu): a spin kernel of `us` µs; an event mark; the elapsed ms of mark pairs
+ *  (0,1), (2,3), ... (waits; returns the pair count and forgets the marks). */
+int comet_prof_spin(void* stream, int us);
+int comet_prof_mark(void* stream);
+int comet_prof_read(float* ms, int max);
+/** Page-locked host memory (never freed; for the fixed step buffers of captured CUDA graphs). */
+int comet_host_alloc(void** p, size_t bytes);
 
 // ---- FMPQ activation quantizers (cuda/ops_quant.cu), DESIGN §3.2 ------------------------------------------
 // Output: a8 int8 [T][K8] | a4 int4x2 [T][(Kp-K8)/2] | sa f16 [T][Kp/B]; perm [K] device int32 or NULL.

@@ -178,10 +178,272 @@ static void plan(int T, int n_heads, int max_len, int* nsplit, int* chunk) {
   *nsplit = (max_len + *chunk - 1) / *chunk;
 }
 
+// ==== KV4 decode/prefill fast path (flash-decoding over KV4 pages, GQA-shared) ============================
+// grid (split, kv_head, token), FA_THREADS threads. One block serves ALL the query heads of a GQA group
+// (Gq = n_heads / n_kv_heads <= FA_MAXG) against keys [split·chunk, min(.., pos+1)) of the token's sequence:
+// the page codes are read once per group (not once per query head), 16 bytes per thread per load, into shared
+// memory, a tile of FA_KT keys at a time, the next tile's loads in flight while this one is computed.
+// f32 math (DESIGN §3.7 tier 3): score = Σ_groups s·Σ_c q_c·code_c + z·Σ_c q_c (the dequantized dot product
+// q·(code·s + z) regrouped), online softmax per head in registers of the warp that owns the head, P·V with
+// each thread owning 4 channels of one head. Partials (m, l, acc) in f32 to the workspace; one split writes
+// the normalized output directly.
+constexpr int FA_THREADS = 128, FA_KT = 32, FA_MAXG = 16, FA_MINCHUNK = 64;
+
+struct FaArgs {
+  const float* q;
+  const uint8_t* cache;
+  comet_step st;
+  comet_kv_geom g;
+  int n_heads, gq, chunk, nsplit;
+  float scale;
+  float* ws;   // [T][n_heads][nsplit][hd + 2] f32
+  float* out;  // [T][n_heads·hd]
+};
+
+/** nibble i of w as an exact float, without I2F: the bits of 2^23 + q, minus 2^23 */
+__device__ __forceinline__ float nib(uint32_t w, int i) {
+  return __uint_as_float(0x4B000000u | ((w >> (4 * i)) & 15u)) - 8388608.f;
+}
+
+template <int HD>
+__global__ void __launch_bounds__(FA_THREADS) attn_kv4_fast(FaArgs a) {
+  constexpr int ROWB = HD / 2;          // code bytes per key row
+  constexpr int KROW = ROWB + 16;       // padded K row in shared memory (conflict-free 16-byte lane reads)
+  constexpr int V16 = ROWB / 16;        // 16-byte pieces per row
+  constexpr int LOADS = (FA_KT * V16 + FA_THREADS - 1) / FA_THREADS;  // per thread, per K (and per V)
+  constexpr int MAXU = (FA_MAXG * HD / 4 + FA_THREADS - 1) / FA_THREADS;  // P·V units (head, 4 channels)
+  __shared__ __align__(16) uint8_t sk[FA_KT * KROW];
+  __shared__ __align__(16) uint8_t sv[FA_KT * ROWB];
+  __shared__ uint32_t skz[FA_KT * (HD / 8)], svz[FA_KT * (HD / 8)];  // (s, z) half2 per key per group
+  __shared__ __align__(16) float sq[FA_MAXG * HD];
+  __shared__ float sqs[FA_MAXG * (HD / 8)];  // Σ q over each group
+  __shared__ float sp[FA_MAXG * FA_KT];
+  __shared__ float scorr[FA_MAXG];
+
+  const int sp_ = blockIdx.x, kvh = blockIdx.y, t = blockIdx.z, tid = threadIdx.x;
+  const int lane = tid & 31, warp = tid >> 5;
+  const int P = a.g.page_size, G = a.g.group, ng = HD / G, gq = a.gq;
+  const int n = a.st.pos[t] + 1;
+  const int j0 = sp_ * a.chunk, j1 = min(n, j0 + a.chunk);
+  const int32_t* bt = a.st.bt + a.st.bt_off[a.st.seq[t]];
+  const size_t codeBytes = (size_t)P * ROWB, szBytes = (size_t)P * ng * 4;
+  const size_t headBytes = 2 * codeBytes + 2 * szBytes;
+  const size_t pageStride = (size_t)a.g.n_kv_heads * headBytes;
+  const uint8_t* base = a.cache + (size_t)kvh * headBytes;
+  const int h0 = kvh * gq;
+
+  // q of the group, scaled; per-group sums
+  for (int i = tid; i < gq * HD; i += FA_THREADS)
+    sq[i] = a.q[(size_t)t * a.n_heads * HD + (size_t)h0 * HD + i] * a.scale;
+  __syncthreads();
+  for (int i = tid; i < gq * ng; i += FA_THREADS) {
+    const float* r = sq + (i / ng) * HD + (i % ng) * G;
+    float s = 0.f;
+    for (int c = 0; c < G; c++) s += r[c];
+    sqs[i] = s;
+  }
+
+  // register staging of one tile: LOADS uint4 of K codes, of V codes, and the (s, z) words
+  uint4 rk[LOADS], rv[LOADS];
+  constexpr int ZL = (FA_KT * (HD / 8) + FA_THREADS - 1) / FA_THREADS;  // upper bound on (key, group) words
+  uint32_t rkz[ZL], rvz[ZL];
+  auto load_tile = [&](int jt) {
+#pragma unroll
+    for (int i = 0; i < LOADS; i++) {
+      const int u = tid + i * FA_THREADS, kk = u / V16, part = u % V16, j = jt + kk;
+      if (u < FA_KT * V16 && j < j1) {
+        const uint8_t* pb = base + (size_t)bt[j / P] * pageStride;
+        const int slot = j % P;
+        rk[i] = __ldg((const uint4*)(pb + (size_t)slot * ROWB) + part);
+        rv[i] = __ldg((const uint4*)(pb + codeBytes + (size_t)slot * ROWB) + part);
+      } else {
+        rk[i] = make_uint4(0, 0, 0, 0);
+        rv[i] = make_uint4(0, 0, 0, 0);
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < ZL; i++) {
+      const int u = tid + i * FA_THREADS, kk = u / ng, gi = u % ng, j = jt + kk;
+      if (u < FA_KT * ng && j < j1) {
+        const uint8_t* pb = base + (size_t)bt[j / P] * pageStride + 2 * codeBytes;
+        const int slot = j % P;
+        rkz[i] = __ldg((const uint32_t*)pb + (size_t)slot * ng + gi);
+        rvz[i] = __ldg((const uint32_t*)(pb + szBytes) + (size_t)slot * ng + gi);
+      } else {
+        rkz[i] = 0;
+        rvz[i] = 0;
+      }
+    }
+  };
+  auto store_tile = [&]() {
+#pragma unroll
+    for (int i = 0; i < LOADS; i++) {
+      const int u = tid + i * FA_THREADS, kk = u / V16, part = u % V16;
+      if (u < FA_KT * V16) {
+        *((uint4*)(sk + kk * KROW) + part) = rk[i];
+        *((uint4*)(sv + kk * ROWB) + part) = rv[i];
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < ZL; i++) {
+      const int u = tid + i * FA_THREADS;
+      if (u < FA_KT * ng) skz[u] = rkz[i], svz[u] = rvz[i];
+    }
+  };
+
+  float m[FA_MAXG / 4], l[FA_MAXG / 4];  // this warp's heads: warp + 4r
+#pragma unroll
+  for (int r = 0; r < FA_MAXG / 4; r++) m[r] = -INFINITY, l[r] = 0.f;
+  float acc[MAXU][4];
+#pragma unroll
+  for (int u = 0; u < MAXU; u++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) acc[u][e] = 0.f;
+
+  if (j0 < j1) load_tile(j0);
+  for (int jt = j0; jt < j1; jt += FA_KT) {
+    __syncthreads();  // the previous tile's readers are done (and sq/sqs written)
+    store_tile();
+    __syncthreads();
+    if (jt + FA_KT < j1) load_tile(jt + FA_KT);  // in flight during this tile's math
+    // scores: warp w, heads w + 4r; lane = key
+#pragma unroll
+    for (int r = 0; r < FA_MAXG / 4; r++) {
+      const int g = warp + 4 * r;
+      if (g < gq) {
+      const int j = jt + lane;
+      float s = -INFINITY;
+      if (j < j1) {
+        const float* qg = sq + g * HD;
+        const uint8_t* kr = sk + lane * KROW;
+        s = 0.f;
+        for (int gi = 0; gi < ng; gi++) {
+          float d = 0.f;
+          for (int c = gi * G; c < (gi + 1) * G; c += 32) {
+            const uint4 w4 = *(const uint4*)(kr + c / 2);
+            const uint32_t w[4] = {w4.x, w4.y, w4.z, w4.w};
+#pragma unroll
+            for (int wi = 0; wi < 4; wi++) {
+              const float4 qa = *(const float4*)(qg + c + 8 * wi), qb = *(const float4*)(qg + c + 8 * wi + 4);
+              d = fmaf(qa.x, nib(w[wi], 0), d); d = fmaf(qa.y, nib(w[wi], 1), d);
+              d = fmaf(qa.z, nib(w[wi], 2), d); d = fmaf(qa.w, nib(w[wi], 3), d);
+              d = fmaf(qb.x, nib(w[wi], 4), d); d = fmaf(qb.y, nib(w[wi], 5), d);
+              d = fmaf(qb.z, nib(w[wi], 6), d); d = fmaf(qb.w, nib(w[wi], 7), d);
+            }
+          }
+          const __half2 sz = *(const __half2*)&skz[lane * ng + gi];
+          s = fmaf(__low2float(sz), d, fmaf(__high2float(sz), sqs[g * ng + gi], s));
+        }
+      }
+      float mx = s;
+      for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+      const float mn = fmaxf(m[r], mx);  // finite: the tile has a valid key
+      const float p = j < j1 ? expf(s - mn) : 0.f;
+      float ps = p;
+      for (int o = 16; o > 0; o >>= 1) ps += __shfl_xor_sync(0xffffffffu, ps, o);
+      const float corr = expf(m[r] - mn);  // 0 when m was -inf
+      l[r] = l[r] * corr + ps;
+      m[r] = mn;
+      sp[g * FA_KT + lane] = p;
+      if (lane == 0) scorr[g] = corr;
+      }
+    }
+    __syncthreads();
+    // P·V: unit u = (head g, channels c0..c0+3)
+    const int nk = min(FA_KT, j1 - jt);
+#pragma unroll
+    for (int ui = 0; ui < MAXU; ui++) {
+      const int u = tid + ui * FA_THREADS;
+      if (u < gq * HD / 4) {
+      const int g = u / (HD / 4), c0 = (u % (HD / 4)) * 4, gi = c0 / G;
+      const float corr = scorr[g];
+      float a0 = acc[ui][0] * corr, a1 = acc[ui][1] * corr, a2 = acc[ui][2] * corr, a3 = acc[ui][3] * corr;
+      for (int kk = 0; kk < nk; kk++) {
+        const float p = sp[g * FA_KT + kk];
+        const __half2 sz = *(const __half2*)&svz[kk * ng + gi];
+        const float ps = p * __low2float(sz), pz = p * __high2float(sz);
+        const uint32_t w = *(const uint16_t*)(sv + kk * ROWB + c0 / 2);
+        a0 = fmaf(ps, nib(w, 0), a0 + pz); a1 = fmaf(ps, nib(w, 1), a1 + pz);
+        a2 = fmaf(ps, nib(w, 2), a2 + pz); a3 = fmaf(ps, nib(w, 3), a3 + pz);
+      }
+      acc[ui][0] = a0, acc[ui][1] = a1, acc[ui][2] = a2, acc[ui][3] = a3;
+      }
+    }
+  }
+  // publish this warp's (m, l) per head for the writers
+  __syncthreads();
+  float* sm_ = sp;  // reuse: m at [g], l at [FA_MAXG + g]
+#pragma unroll
+  for (int r = 0; r < FA_MAXG / 4; r++) {
+    const int g = warp + 4 * r;
+    if (g < gq && lane == 0) sm_[g] = m[r], sm_[FA_MAXG + g] = l[r];
+  }
+  __syncthreads();
+#pragma unroll
+  for (int ui = 0; ui < MAXU; ui++) {
+    const int u = tid + ui * FA_THREADS;
+    if (u >= gq * HD / 4) continue;
+    const int g = u / (HD / 4), c0 = (u % (HD / 4)) * 4, h = h0 + g;
+    if (a.nsplit == 1) {
+      const float inv = 1.f / sm_[FA_MAXG + g];
+      float4 o = make_float4(acc[ui][0] * inv, acc[ui][1] * inv, acc[ui][2] * inv, acc[ui][3] * inv);
+      *(float4*)(a.out + (size_t)t * a.n_heads * HD + (size_t)h * HD + c0) = o;
+    } else {
+      float* w = a.ws + (((size_t)t * a.n_heads + h) * a.nsplit + sp_) * (HD + 2);
+      if (c0 == 0) w[0] = sm_[g], w[1] = sm_[FA_MAXG + g];
+#pragma unroll
+      for (int e = 0; e < 4; e++) w[2 + c0 + e] = acc[ui][e];
+    }
+  }
+}
+
+__global__ void attn_combine_f32(const float* __restrict__ ws, int n_heads, int hd, int nsplit, float* __restrict__ out) {
+  const int h = blockIdx.x, t = blockIdx.y;
+  const float* p = ws + ((size_t)t * n_heads + h) * nsplit * (hd + 2);
+  float M = -INFINITY;
+  for (int s = 0; s < nsplit; s++) M = fmaxf(M, p[s * (hd + 2)]);
+  for (int c = threadIdx.x; c < hd; c += blockDim.x) {
+    float l = 0.f, acc = 0.f;
+    for (int s = 0; s < nsplit; s++) {
+      const float m = p[s * (hd + 2)];
+      if (m == -INFINITY) continue;
+      const float w = expf(m - M);
+      l = fmaf(p[s * (hd + 2) + 1], w, l);
+      acc = fmaf(p[s * (hd + 2) + 2 + c], w, acc);
+    }
+    out[(size_t)t * n_heads * hd + (size_t)h * hd + c] = acc / l;
+  }
+}
+
+/** Splits of the fast path: enough blocks (T · n_kv · splits) for ~8 per SM, at least FA_MINCHUNK keys each. */
+static void plan_fast(int T, int n_kv, int max_len, int* nsplit, int* chunk) {
+  static const int forced = getenv("COMET_ATTN_SPLITS") ? atoi(getenv("COMET_ATTN_SPLITS")) : 0;
+  const int want = forced > 0 ? forced : (8 * 132 + T * n_kv - 1) / (T * n_kv);
+  int ns = min(want, (max_len + FA_MINCHUNK - 1) / FA_MINCHUNK);
+  ns = max(ns, 1);
+  int ch = (max_len + ns - 1) / ns;
+  ch = (ch + FA_KT - 1) / FA_KT * FA_KT;  // whole tiles
+  *chunk = ch;
+  *nsplit = (max_len + ch - 1) / ch;
+}
+
+static bool fast_ok(const comet_kv_geom& g, int n_heads) {
+  static const bool legacy = getenv("COMET_ATTN_LEGACY") && atoi(getenv("COMET_ATTN_LEGACY")) > 0;
+  if (legacy || g.n_kv_heads <= 0 || n_heads % g.n_kv_heads) return false;
+  const int hd = g.head_dim, gq = n_heads / g.n_kv_heads;
+  if (!(hd == 32 || hd == 64 || hd == 128 || hd == 256) || gq > FA_MAXG) return false;
+  if (g.group <= 0 || g.group % 32 || hd % g.group) return false;  // whole 16-byte code pieces per group
+  const int ng = hd / g.group;
+  return ((size_t)g.page_size * ng * 4) % 16 == 0;  // every (page, head) chunk and its parts 16-byte aligned
+}
+
 extern "C" size_t comet_attention_workspace(int T, int n_heads, int head_dim, int max_len) {
   int ns, ch;
   plan(T, n_heads, max_len, &ns, &ch);
-  return (size_t)T * n_heads * ns * (head_dim + 2) * sizeof(double);
+  const size_t legacy = (size_t)T * n_heads * ns * (head_dim + 2) * sizeof(double);
+  plan_fast(T, 1, max_len, &ns, &ch);  // n_kv = 1 bounds every GQA split count
+  const size_t fast = (size_t)T * n_heads * ns * (head_dim + 2) * sizeof(float);
+  return legacy > fast ? legacy : fast;
 }
 
 template <bool KV4>
@@ -215,6 +477,21 @@ extern "C" int comet_attention_f32(const float* q, const float* kc, const float*
 
 extern "C" int comet_attention_kv4(const float* q, const uint8_t* cache, comet_step st, comet_kv_geom g, int n_heads,
                                    int max_len, void* ws, float* out, void* stream) {
+  if (st.T > 0 && max_len > 0 && fast_ok(g, n_heads)) {
+    FaArgs f{q, cache, st, g, n_heads, n_heads / g.n_kv_heads, 0, 0, (float)(1.0 / sqrt((double)g.head_dim)), (float*)ws, out};
+    plan_fast(st.T, g.n_kv_heads, max_len, &f.nsplit, &f.chunk);
+    const dim3 grid(f.nsplit, g.n_kv_heads, st.T);
+    switch (g.head_dim) {
+      case 32: attn_kv4_fast<32><<<grid, FA_THREADS, 0, S(stream)>>>(f); break;
+      case 64: attn_kv4_fast<64><<<grid, FA_THREADS, 0, S(stream)>>>(f); break;
+      case 128: attn_kv4_fast<128><<<grid, FA_THREADS, 0, S(stream)>>>(f); break;
+      default: attn_kv4_fast<256><<<grid, FA_THREADS, 0, S(stream)>>>(f); break;
+    }
+    if (int e = check_launch("attention (kv4)")) return e;
+    if (f.nsplit == 1) return 0;
+    attn_combine_f32<<<dim3(n_heads, st.T), 128, 0, S(stream)>>>(f.ws, n_heads, g.head_dim, f.nsplit, out);
+    return check_launch("attention (kv4, combine)");
+  }
   AttnArgs a{q, nullptr, nullptr, cache, st, g, n_heads, 0, 0, 0, (double*)ws};
   return launch<true>(a, max_len, out, stream, "attention (kv4)");
 }

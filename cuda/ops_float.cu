@@ -1,6 +1,9 @@
 // Float ops: embed, rmsnorm, add, silu·mul, rope, the f32 GEMM (float path and classifier), rows, argmax.
 // The simulator (simulator/kernels/float.ts) computes these in f64 and stores f32; so do we where it is cheap,
 // which makes the float path agree with it bit for bit except for f64 summation order (DESIGN §3.7 tier 3).
+#include <stdlib.h>
+#include <string.h>
+
 #include "ops.cuh"
 
 using namespace comet_ops;
@@ -166,8 +169,106 @@ __global__ void __launch_bounds__(256) gemm_tiled_kernel(const float* __restrict
     }
 }
 
+// ---- f32 GEMM, f32 FMA: the large problems (an LLM classifier: 128256 x 4096 f32 weights, 2 GB a step) --------
+// Weights are read once, 16 bytes per load, a tile of BN = 128 rows x BK = 32 channels per step (the next tile
+// in registers while this one is multiplied); x tiles of BT = 16·TT tokens; 256 threads, each TT tokens x 8
+// rows of outputs. f32 sums (DESIGN §3.7 tier 3). Used when T·N·K > 2^27 (so tiny models keep the f64 path
+// above, bit-close to the simulator) and K % 4 == 0; COMET_GEMM_F32=f64|f32 forces one path (tests).
+constexpr int FB_N = 128, FB_K = 32;
+
+template <int TT>
+__global__ void __launch_bounds__(256) gemm_f32_fast(const float* __restrict__ x, int T, int K,
+                                                     const float* __restrict__ w, int N, float* __restrict__ y) {
+  constexpr int BT = 16 * TT;
+  __shared__ __align__(16) float xs[FB_K][BT + 4];
+  __shared__ __align__(16) float ws[FB_K][FB_N + 4];
+  const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+  const int n0 = blockIdx.y * FB_N, m0 = blockIdx.x * BT;  // token tiles of one weight tile adjacent: L2 reuse
+  // loads: w tile 128 x 32 = 1024 float4, 4 per thread; x tile BT x 32 = 8·BT float4
+  constexpr int WL = FB_N * FB_K / 4 / 256, XL = (BT * FB_K / 4 + 255) / 256;
+  float4 rw[WL], rx[XL];
+  auto load = [&](int k0) {
+#pragma unroll
+    for (int i = 0; i < WL; i++) {
+      const int u = tid + 256 * i, r = u >> 3, c = (u & 7) * 4, n = n0 + r, k = k0 + c;
+      rw[i] = (n < N && k < K) ? __ldg((const float4*)(w + (size_t)n * K + k)) : make_float4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int i = 0; i < XL; i++) {
+      const int u = tid + 256 * i, r = u >> 3, c = (u & 7) * 4, m = m0 + r, k = k0 + c;
+      rx[i] = (u < BT * FB_K / 4 && m < T && k < K) ? *(const float4*)(x + (size_t)m * K + k) : make_float4(0, 0, 0, 0);
+    }
+  };
+  auto store = [&]() {
+#pragma unroll
+    for (int i = 0; i < WL; i++) {
+      const int u = tid + 256 * i, r = u >> 3, c = (u & 7) * 4;
+      ws[c][r] = rw[i].x, ws[c + 1][r] = rw[i].y, ws[c + 2][r] = rw[i].z, ws[c + 3][r] = rw[i].w;
+    }
+#pragma unroll
+    for (int i = 0; i < XL; i++) {
+      const int u = tid + 256 * i, r = u >> 3, c = (u & 7) * 4;
+      if (u < BT * FB_K / 4) xs[c][r] = rx[i].x, xs[c + 1][r] = rx[i].y, xs[c + 2][r] = rx[i].z, xs[c + 3][r] = rx[i].w;
+    }
+  };
+  float acc[TT][8];
+#pragma unroll
+  for (int i = 0; i < TT; i++)
+#pragma unroll
+    for (int j = 0; j < 8; j++) acc[i][j] = 0.f;
+  load(0);
+  for (int k0 = 0; k0 < K; k0 += FB_K) {
+    __syncthreads();
+    store();
+    __syncthreads();
+    if (k0 + FB_K < K) load(k0 + FB_K);
+#pragma unroll 8
+    for (int c = 0; c < FB_K; c++) {
+      float a[TT];
+      if constexpr (TT == 4) {
+        const float4 v = *(const float4*)&xs[c][ty * 4];
+        a[0] = v.x, a[1] = v.y, a[2] = v.z, a[3] = v.w;
+      } else {
+#pragma unroll
+        for (int i = 0; i < TT; i++) a[i] = xs[c][ty * TT + i];
+      }
+      const float4 b0 = *(const float4*)&ws[c][tx * 8], b1 = *(const float4*)&ws[c][tx * 8 + 4];
+      const float b[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+      for (int i = 0; i < TT; i++)
+#pragma unroll
+        for (int j = 0; j < 8; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < TT; i++) {
+    const int m = m0 + ty * TT + i;
+    if (m >= T) continue;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      const int n = n0 + tx * 8 + j;
+      if (n < N) y[(size_t)m * N + n] = acc[i][j];
+    }
+  }
+}
+
+static int gemm_f32_mode() {  // 0 auto, 1 always f64, 2 always f32 (where K % 4 == 0)
+  static const int mode = [] {
+    const char* e = getenv("COMET_GEMM_F32");
+    return !e ? 0 : !strcmp(e, "f64") ? 1 : !strcmp(e, "f32") ? 2 : 0;
+  }();
+  return mode;
+}
+
 extern "C" int comet_gemm_f32(const float* x, int T, int K, const float* w, int N, float* y, void* stream) {
   if (T == 0 || N == 0) return 0;
+  const int mode = gemm_f32_mode();
+  const bool aligned = K % 4 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0;
+  if (aligned && (mode == 2 || (mode == 0 && (double)T * N * K > (double)(1 << 27)))) {
+    if (T <= 16) gemm_f32_fast<1><<<dim3(1, cdiv(N, FB_N)), 256, 0, S(stream)>>>(x, T, K, w, N, y);
+    else gemm_f32_fast<4><<<dim3(cdiv(T, 64), cdiv(N, FB_N)), 256, 0, S(stream)>>>(x, T, K, w, N, y);
+    return check_launch("gemm_f32 (f32)");
+  }
   if (T <= 2 * GEMV_T) {
     gemv_kernel<<<cdiv(N, 8), 256, 0, S(stream)>>>(x, T, K, w, N, y);
     return check_launch("gemm_f32 (gemv)");
@@ -218,4 +319,53 @@ extern "C" int comet_argmax_f32(const float* x, int R, int C, int32_t* out, void
   if (R == 0) return 0;
   argmax_kernel<<<R, 256, 0, S(stream)>>>(x, C, out);
   return check_launch("argmax");
+}
+
+// ---- per-op timing (COMET's op profiler: backends/cuda/cuda.ts setOpTiming) --------------------------------------
+// Before each profiled op the host enqueues a spin kernel (a few tens of µs) and then an event, the op, an event:
+// the op's launches queue up behind the spin, so the event pair times the op's own GPU work, not the host's
+// launch gaps. Events come from a fixed pool; comet_prof_read waits and returns the pairs' elapsed times.
+__global__ void prof_spin_kernel(long long ns) {
+  long long t0, t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  do {
+    __nanosleep(1000);
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  } while (t - t0 < ns);
+}
+
+constexpr int PROF_EVENTS = 1 << 14;
+static cudaEvent_t g_prof_ev[PROF_EVENTS];
+static int g_prof_n = 0, g_prof_created = 0;
+
+extern "C" int comet_prof_spin(void* stream, int us) {
+  prof_spin_kernel<<<1, 1, 0, S(stream)>>>((long long)us * 1000);
+  return check_launch("prof spin");
+}
+
+extern "C" int comet_prof_mark(void* stream) {
+  if (g_prof_n >= PROF_EVENTS) return set_error(COMET_EINVAL, "prof: more than %d marks before a read", PROF_EVENTS);
+  if (g_prof_n >= g_prof_created) {
+    COMET_TRY("prof event", cudaEventCreate(&g_prof_ev[g_prof_n]));
+    g_prof_created++;
+  }
+  COMET_TRY("prof mark", cudaEventRecord(g_prof_ev[g_prof_n++], S(stream)));
+  return 0;
+}
+
+/** Waits for the last mark; ms[i] = elapsed time between marks 2i and 2i+1; returns the pair count (at most
+ *  max) and forgets the marks. */
+extern "C" int comet_prof_read(float* ms, int max) {
+  const int n = g_prof_n / 2;
+  if (g_prof_n) COMET_TRY("prof sync", cudaEventSynchronize(g_prof_ev[g_prof_n - 1]));
+  for (int i = 0; i < n && i < max; i++) COMET_TRY("prof elapsed", cudaEventElapsedTime(&ms[i], g_prof_ev[2 * i], g_prof_ev[2 * i + 1]));
+  g_prof_n = 0;
+  return n < max ? n : max;
+}
+
+/** Page-locked host memory (cudaHostAlloc): the step buffers a captured CUDA graph copies from on each replay. */
+extern "C" int comet_host_alloc(void** p, size_t bytes) {
+  *p = nullptr;
+  COMET_TRY("host alloc (pinned)", cudaHostAlloc(p, bytes ? bytes : 1, cudaHostAllocDefault));
+  return 0;
 }

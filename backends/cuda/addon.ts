@@ -49,6 +49,12 @@ export interface CudaAddon {
   attentionF32(q: Ptr, kc: Ptr, vc: Ptr, ...rest: number[]): void;
   attentionKv4(q: Ptr, cache: Ptr, ...rest: number[]): void;
   attentionWorkspace(T: number, nHeads: number, headDim: number, maxLen: number): number;
+  // op profiler (cuda/ops_float.cu): spin kernel, event marks, mark-pair times in ms
+  profSpin(us: number): void;
+  profMark(): void;
+  profRead(): Float32Array;
+  /** page-locked host memory as an ArrayBuffer (never freed) */
+  hostAlloc(bytes: number): ArrayBuffer;
 }
 
 /** Where the addon is: $COMET_CUDA_ADDON, else build/Release/comet_cuda.node of this package. */

@@ -105,8 +105,59 @@ export class CudaBackend implements Backend {
   private readonly freqs = new Map<string, Ptr>();
   private disposed = false;
 
-  constructor(readonly addon: CudaAddon, readonly device: DeviceFacts) {
+  readonly addon: CudaAddon;
+  /** per-op timing (setOpTiming): names of the profiled launches in order, and totals per name */
+  private prof?: { names: string[]; totals: Map<string, { ms: number; n: number }> };
+  private readonly weightNames = new Map<Ptr, string>();
+
+  constructor(addon: CudaAddon, readonly device: DeviceFacts) {
+    this.addon = this.profiled(addon);
     this.arena = new Arena(addon);
+  }
+
+  /** The addon with every kernel-launching call wrapped: when op timing is on, each call is preceded by a
+   *  spin kernel and bracketed by events (cuda/ops_float.cu), so the pair times that op's GPU work alone. */
+  private profiled(raw: CudaAddon): CudaAddon {
+    const ops = ['embed', 'rmsnorm', 'add', 'siluMul', 'rope', 'gemmF32', 'rows', 'argmax', 'quantizeAct', 'rmsnormQuant', 'siluMulQuant', 'kvAppendF32', 'kvAppendKv4', 'attentionF32', 'attentionKv4', 'gemmW4ax'] as const;
+    const out = { ...raw } as Record<string, unknown>;
+    for (const k of ops) {
+      const f = raw[k] as (...a: number[]) => void;
+      out[k] = (...a: number[]) => {
+        const p = this.prof;
+        if (!p) return f(...a);
+        raw.profSpin(60);
+        raw.profMark();
+        f(...a);
+        raw.profMark();
+        const w = k === 'gemmW4ax' ? a[4] : k === 'gemmF32' ? a[3] : -1;
+        p.names.push(w >= 0 ? `${k} ${this.weightNames.get(w) ?? '?'} M=${a[k === 'gemmW4ax' ? 3 : 1]}` : k);
+      };
+    }
+    return out as unknown as CudaAddon;
+  }
+
+  /** Per-op GPU timing on or off (off: no cost but one flag test per launch). */
+  setOpTiming(on: boolean): void {
+    this.prof = on ? { names: [], totals: new Map() } : undefined;
+  }
+
+  /** Totals per op name since setOpTiming(true): ms summed over the profiled steps, and launch counts. */
+  opTimings(): Map<string, { ms: number; n: number }> {
+    this.collectTimings();
+    return new Map(this.prof?.totals ?? []);
+  }
+
+  private collectTimings(): void {
+    const p = this.prof;
+    if (!p || !p.names.length) return;
+    const ms = this.addon.profRead();
+    p.names.forEach((name, i) => {
+      const t = p.totals.get(name) ?? { ms: 0, n: 0 };
+      t.ms += ms[i] ?? 0;
+      t.n++;
+      p.totals.set(name, t);
+    });
+    p.names = [];
   }
 
   supports(op: OpName, dtype?: DType | KVDType): boolean {
@@ -135,8 +186,59 @@ export class CudaBackend implements Backend {
 
   private tmpUpload(data: ArrayBufferView): Ptr {
     const p = this.arena.alloc(data.byteLength);
-    if (data.byteLength) this.addon.upload(p, data);
+    if (data.byteLength) this.addon.upload(p, this.capturing ? this.stage(data) : data);
     return p;
+  }
+
+  /** While capturing a graph, step data goes through page-locked staging (a pageable copy cannot be captured);
+   *  the graph re-reads it on every replay. Regions are never reused (graphs are few, step data small). */
+  private staging?: { buf: ArrayBuffer; off: number };
+  private capturing = false;
+  private stage(data: ArrayBufferView): Uint8Array {
+    const st = (this.staging ??= { buf: this.addon.hostAlloc(16 << 20), off: 0 });
+    const n = data.byteLength;
+    if (st.off + n > st.buf.byteLength) throw new CometError(`cuda: graph step staging full (${st.buf.byteLength} bytes)`);
+    const v = new Uint8Array(st.buf, st.off, n);
+    v.set(new Uint8Array(data.buffer, data.byteOffset, n));
+    st.off = align(st.off + n);
+    return v;
+  }
+
+  /** Capture `fn` (one step's ops, returning logits [R][V]) and a greedy argmax of its rows as a CUDA graph.
+   *  Run the same step eagerly once first (the arena, the GEMM and rope tables must be warm: nothing may be
+   *  allocated while capturing). replay() re-runs the step on the same step data (tokens, positions, block
+   *  tables as captured) and returns the argmax. Arena memory is reused by later steps, so replays must not
+   *  overlap other work (one stream keeps that order). */
+  captureStep(fn: () => Tensor): { replay(): Promise<Int32Array>; destroy(): void } {
+    if (this.prof) throw new CometError('cuda: captureStep with op timing on');
+    this.addon.sync();
+    // everything that allocates comes before the capture (no cudaMalloc / cudaHostAlloc while capturing)
+    this.staging ??= { buf: this.addon.hostAlloc(16 << 20), off: 0 };
+    const out = this.persistent(4 * 16384);
+    this.capturing = true;
+    let exec: Ptr, R = 0;
+    this.addon.graphBegin();
+    try {
+      const x = this.checkF32(fn(), 'captureStep');
+      R = rowsOf(x);
+      if (R > 16384) throw new CometError(`cuda: captureStep of ${R} logit rows (at most 16384)`);
+      this.addon.argmax(x.ptr, R, colsOf(x), out);
+    } catch (e) {
+      try { this.addon.graphDestroy(this.addon.graphEnd()); } catch { /* the capture is already broken */ }
+      this.capturing = false;
+      this.endStep();
+      throw e;
+    }
+    exec = this.addon.graphEnd();
+    this.capturing = false;
+    this.endStep();
+    return {
+      replay: async () => {
+        this.addon.graphLaunch(exec);
+        return new Int32Array(this.addon.download(out, 4 * R));
+      },
+      destroy: () => this.addon.graphDestroy(exec),
+    };
   }
 
   private f32(shape: readonly number[]): CudaTensor {
@@ -168,6 +270,7 @@ export class CudaBackend implements Backend {
       const p = this.persistent(w.data.byteLength, t);
       (t as { ptr: Ptr }).ptr = p;
       this.addon.upload(p, w.data);
+      this.weightNames.set(p, w.name.replace(/^l\d+\./, ''));
       return t;
     }
     const { N, act } = w;
@@ -177,6 +280,7 @@ export class CudaBackend implements Backend {
     try {
       const h = this.addon.w4Create(codes, scales, N, act.Kp, act.B, act.K8);
       this.w4s.add(h);
+      this.weightNames.set(h, w.name.replace(/^l\d+\./, ''));
       this.addon.sync();
       return new CudaWeight(w.name, [N, act.K], 'w4', 0, 0, act, h);
     } finally {
@@ -228,6 +332,7 @@ export class CudaBackend implements Backend {
   }
 
   endStep(): void {
+    this.collectTimings();
     this.arena.reset();
     this.layouts = new WeakMap();
   }

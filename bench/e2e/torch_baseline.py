@@ -91,7 +91,14 @@ def main():
     ap.add_argument("--out-len", type=int, default=512)
     ap.add_argument("--mem-budget-gb", type=float, default=0.0, help="0 = GPU memory minus 4 GiB")
     ap.add_argument("--mode", default="compile", choices=["compile", "graph"])
+    ap.add_argument("--partial", default="", help="rewrite this JSON file after every measurement (a run cut short keeps them)")
     a = ap.parse_args()
+
+    def save():
+        if a.partial:
+            with open(a.partial + ".tmp", "w") as f:
+                json.dump(res, f)
+            os.replace(a.partial + ".tmp", a.partial)
     dev = torch.cuda.get_device_name()
     t0 = time.time()
     model, cfg = build(a.shape, a.in_len + a.out_len)
@@ -104,6 +111,7 @@ def main():
     ms = timed(lambda: dst.copy_(buf), warm=3, iters=20)
     res["copy_gbps"] = 2 * buf.numel() / (ms * 1e-3) / 1e9
     del buf, dst
+    save()
     # (a) decode step at context ctx: a static cache of ctx+1 positions, stepping at position ctx
     for b in [int(x) for x in a.batches.split(",")]:
         try:
@@ -112,6 +120,7 @@ def main():
             ms = timed(d.step, warm=3, iters=10)
             res["decode"].append(dict(batch=b, step_ms=ms, tok_s=b / ms * 1e3))
             print(f"decode batch {b}: {ms:.2f} ms/step, {b / ms * 1e3:.0f} tok/s", file=sys.stderr, flush=True)
+            save()
             del d
         except torch.OutOfMemoryError:
             res["decode"].append(dict(batch=b, oom=True))
@@ -122,6 +131,7 @@ def main():
     with torch.no_grad():
         res["ttft_ms"] = timed(lambda: model(input_ids=tok, use_cache=False, logits_to_keep=1), warm=2, iters=5)
     print(f"ttft {a.in_len} tokens: {res['ttft_ms']:.1f} ms", file=sys.stderr, flush=True)
+    save()
     # (b) max throughput under equal memory: largest batch whose static KV cache fits beside the weights
     budget = a.mem_budget_gb * 2**30 if a.mem_budget_gb > 0 else torch.cuda.get_device_properties(0).total_memory - 4 * 2**30
     hd = cfg.hidden_size // cfg.num_attention_heads

@@ -10,7 +10,7 @@
 // Correctness first: before any timing, the backend's greedy tokens must equal the simulator's for the
 // embedded stories260K model and any --check model (e.g. a wikillama-28M .comet); otherwise it refuses.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Backend, HostWeight, KVCache } from '../../backends/backend.ts';
 import { createBackend } from '../runtime/backends.ts';
@@ -157,23 +157,53 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
   const numPages = Math.max(Math.max(...batches) * pagesFor(o.ctx + 1), maxB * pagesFor(L));
   log(`KV4 pool: ${numPages} pages of ${P} tokens (${((numPages * pageB) / 2 ** 30).toFixed(1)} GiB); weights ${(weightBytes / 2 ** 30).toFixed(2)} GiB`);
   const cache: KVCache = be.createKVCache({ ...kvSpec, numPages });
-  const step = (B: number, pos: number, perSeq: number) => {
+  const stepData = (B: number, pos: number, perSeq: number) => {
     const tokens = Int32Array.from({ length: B }, (_, i) => (i * 7919 + pos) % c.vocabSize);
     const layout = { pos: new Int32Array(B).fill(pos), seq: Int32Array.from({ length: B }, (_, i) => i), blockTables: Array.from({ length: B }, (_, i) => Int32Array.from({ length: perSeq }, (_, j) => i * perSeq + j)) };
+    return { forward: () => model.forward(tokens, layout, cache, Int32Array.from({ length: B }, (_, i) => i)) };
+  };
+  const step = (B: number, pos: number, perSeq: number) => {
+    const d = stepData(B, pos, perSeq);
     return async () => {
-      const r = await be.argmax(model.forward(tokens, layout, cache, Int32Array.from({ length: B }, (_, i) => i)));
+      const r = await be.argmax(d.forward());
       be.endStep();
       return r;
     };
   };
+  // CUDA graph of a whole decode step (backends that can capture one: cuda) and per-op GPU timing
+  const graphs = be as Backend & { captureStep?: (fn: () => ReturnType<Llama['forward']>) => { replay(): Promise<Int32Array>; destroy(): void } };
+  const prof = be as Backend & { setOpTiming?: (on: boolean) => void; opTimings?: () => Map<string, { ms: number; n: number }> };
+  const useGraphs = !!graphs.captureStep && process.env.COMET_E2E_GRAPHS !== '0';
   // (a) fixed-batch decode at context ctx (the cache pages are written by earlier steps or hold codes from a
   //     previous run: attention cost does not depend on the values)
-  const decode: { batch: number; step_ms: number; tok_s: number; roofline_ms: number }[] = [];
+  const decode: { batch: number; step_ms: number; eager_ms: number; graph_ms?: number; tok_s: number; roofline_ms: number }[] = [];
+  const opBreakdown: { batch: number; wall_ms: number; ops: { op: string; launches: number; ms: number }[] }[] = [];
   for (const B of batches) {
-    const ms = await time(step(B, o.ctx, pagesFor(o.ctx + 1)), 2, o.steps);
+    const eager = await time(step(B, o.ctx, pagesFor(o.ctx + 1)), 2, o.steps);
+    let graph: number | undefined;
+    if (useGraphs) {
+      try {
+        const g = graphs.captureStep!(stepData(B, o.ctx, pagesFor(o.ctx + 1)).forward);
+        graph = await time(() => g.replay(), 2, Math.max(o.steps, 10));
+        g.destroy();
+      } catch (e) {
+        log(`decode batch ${B}: CUDA graph capture failed (${(e as Error).message}); eager only`);
+      }
+    }
+    const ms = graph !== undefined ? Math.min(graph, eager) : eager;
     const bytes = weightBytes + B * (o.ctx + 1) * tokenKvBytes;
-    decode.push({ batch: B, step_ms: ms, tok_s: (B / ms) * 1e3, roofline_ms: 0 });
-    log(`decode batch ${B}: ${ms.toFixed(2)} ms/step, ${((B / ms) * 1e3).toFixed(0)} tok/s (${(bytes / 2 ** 30).toFixed(2)} GiB read)`);
+    decode.push({ batch: B, step_ms: ms, eager_ms: eager, graph_ms: graph, tok_s: (B / ms) * 1e3, roofline_ms: 0 });
+    log(`decode batch ${B}: ${ms.toFixed(2)} ms/step (eager ${eager.toFixed(2)}, graph ${graph?.toFixed(2) ?? '-'}), ${((B / ms) * 1e3).toFixed(0)} tok/s (${(bytes / 2 ** 30).toFixed(2)} GiB read)`);
+    if (prof.setOpTiming && process.env.COMET_E2E_OPS !== '0') {
+      prof.setOpTiming(true);
+      await step(B, o.ctx, pagesFor(o.ctx + 1))();
+      const t = prof.opTimings!();
+      prof.setOpTiming(false);
+      const ops = [...t].map(([op, v]) => ({ op, launches: v.n, ms: v.ms })).sort((a, b) => b.ms - a.ms);
+      opBreakdown.push({ batch: B, wall_ms: ms, ops });
+      const sum = ops.reduce((a, x) => a + x.ms, 0);
+      log(`  per-op GPU time, batch ${B} (sum ${sum.toFixed(2)} ms vs step ${ms.toFixed(2)} ms): ${ops.slice(0, 8).map((x) => `${x.op} ${x.ms.toFixed(3)}`).join('; ')}`);
+    }
   }
   // (c) time to first token: one inLen prompt, prefill + logits of its last token
   const prompt = Int32Array.from({ length: o.inLen }, (_, i) => (i * 31) % c.vocabSize);
@@ -190,23 +220,36 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
   // 4. the baseline, same GPU, same call (our memory is released first)
   let baseline: Record<string, unknown> | undefined;
   if (o.baseline) {
-    const py = spawnSync('python3', [join(import.meta.dirname, '../../bench/e2e/torch_baseline.py'), '--shape', o.shape, '--batches', o.batches, '--ctx', String(o.ctx), '--in-len', String(o.inLen), '--out-len', String(o.outLen), '--mem-budget-gb', String(o.memBudget ?? 76)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24 });
-    if (py.status !== 0) log(`baseline failed (exit ${py.status}); reporting ours alone`);
-    else baseline = JSON.parse(py.stdout.trim().split('\n').pop()!);
+    // bounded (COMET_E2E_BASELINE_TIMEOUT seconds, default 600): the script rewrites a partial JSON after every
+    // measurement, so a run cut short still reports what it measured; COMET_E2E_BASELINE_MODE compile | graph
+    const partial = join(o.out, `.e2e-baseline-partial-${process.pid}.json`);
+    mkdirSync(o.out, { recursive: true });
+    const timeoutS = Number(process.env.COMET_E2E_BASELINE_TIMEOUT ?? 600);
+    const py = spawnSync('python3', [join(import.meta.dirname, '../../bench/e2e/torch_baseline.py'), '--shape', o.shape, '--batches', o.batches, '--ctx', String(o.ctx), '--in-len', String(o.inLen), '--out-len', String(o.outLen), '--mem-budget-gb', String(o.memBudget ?? 76), '--mode', process.env.COMET_E2E_BASELINE_MODE ?? 'compile', '--partial', partial], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24, timeout: timeoutS * 1e3, killSignal: 'SIGKILL' });
+    if (py.status === 0) baseline = JSON.parse(py.stdout.trim().split('\n').pop()!);
+    else {
+      try {
+        baseline = { ...JSON.parse(readFileSync(partial, 'utf8')), partial: true };
+        log(`baseline stopped (exit ${py.status}, signal ${py.signal}); reporting what it measured`);
+      } catch {
+        log(`baseline failed (exit ${py.status}, signal ${py.signal}); reporting ours alone`);
+      }
+    }
+    try { unlinkSync(partial); } catch { /* none written */ }
   }
   const copyGBs = (baseline?.copy_gbps as number | undefined) ?? 3000;
   for (const d of decode) d.roofline_ms = ((weightBytes + d.batch * (o.ctx + 1) * tokenKvBytes) / (copyGBs * 1e9)) * 1e3;
-  await report({ o, c, int8MacFraction, weightBytes, tokenKvBytes, decode, ttft, maxThroughput, baseline, copyGBs, device: be.name });
+  await report({ o, c, int8MacFraction, weightBytes, tokenKvBytes, decode, ttft, maxThroughput, baseline, copyGBs, device: be.name, opBreakdown });
 }
 
-async function report(r: { o: E2EOptions; c: LlamaConfig; int8MacFraction: number; weightBytes: number; tokenKvBytes: number; decode: { batch: number; step_ms: number; tok_s: number; roofline_ms: number }[]; ttft: number; maxThroughput: Record<string, number>; baseline?: Record<string, unknown>; copyGBs: number; device: string }): Promise<void> {
+async function report(r: { o: E2EOptions; c: LlamaConfig; int8MacFraction: number; weightBytes: number; tokenKvBytes: number; decode: { batch: number; step_ms: number; eager_ms: number; graph_ms?: number; tok_s: number; roofline_ms: number }[]; ttft: number; maxThroughput: Record<string, number>; baseline?: Record<string, unknown>; copyGBs: number; device: string; opBreakdown: { batch: number; wall_ms: number; ops: { op: string; launches: number; ms: number }[] }[] }): Promise<void> {
   const date = new Date().toISOString().slice(0, 10);
   const bl = (r.baseline?.decode as { batch: number; step_ms?: number; tok_s?: number }[] | undefined) ?? [];
   const gpu = (r.baseline?.device as string | undefined) ?? r.device;
   const cmd = `comet ${process.argv.slice(2).join(' ')}`;
   const rows = r.decode.map((d) => {
     const b = bl.find((x) => x.batch === d.batch);
-    return `| ${d.batch} | ${d.step_ms.toFixed(2)} | ${d.roofline_ms.toFixed(2)} | ${(d.step_ms / d.roofline_ms).toFixed(2)}× | ${d.tok_s.toFixed(0)} | ${b?.step_ms?.toFixed(2) ?? '-'} | ${b?.tok_s?.toFixed(0) ?? '-'} | ${b?.tok_s ? `${(d.tok_s / b.tok_s).toFixed(2)}×` : '-'} |`;
+    return `| ${d.batch} | ${d.step_ms.toFixed(2)} | ${d.eager_ms.toFixed(2)} | ${d.graph_ms?.toFixed(2) ?? '-'} | ${d.roofline_ms.toFixed(2)} | ${(d.step_ms / d.roofline_ms).toFixed(2)}× | ${d.tok_s.toFixed(0)} | ${b?.step_ms?.toFixed(2) ?? '-'} | ${b?.tok_s?.toFixed(0) ?? '-'} | ${b?.tok_s ? `${(d.tok_s / b.tok_s).toFixed(2)}×` : '-'} |`;
   });
   const bm = r.baseline?.max_throughput as Record<string, number> | undefined;
   const md = [
@@ -215,13 +258,15 @@ async function report(r: { o: E2EOptions; c: LlamaConfig; int8MacFraction: numbe
     `Model: synthetic ${r.o.shape} weights, FMPQ (B=${r.o.block}, INT8 MAC fraction ${(r.int8MacFraction * 100).toFixed(1)}%), KV4 (G=head_dim, pages of 16). Weights read per step: ${(r.weightBytes / 2 ** 30).toFixed(2)} GiB; KV4 ${r.tokenKvBytes} B per token.`,
     `Roofline: (weight bytes + KV4 bytes read per step) / measured copy bandwidth ${r.copyGBs.toFixed(0)} GB/s. Baseline: ${r.baseline ? `transformers LlamaForCausalLM FP16, ${r.baseline.mode}, torch ${r.baseline.torch}` : 'not run'}.`, '',
     `## (a) Decode step at context ${r.o.ctx}`, '',
-    '| batch | COMET ms | roofline ms | vs roofline | COMET tok/s | FP16 ms | FP16 tok/s | speedup |', '| --- | --- | --- | --- | --- | --- | --- | --- |', ...rows, '',
+    '| batch | COMET ms | eager ms | CUDA graph ms | roofline ms | vs roofline | COMET tok/s | FP16 ms | FP16 tok/s | speedup |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |', ...rows, '',
+    'COMET ms = the better of eager (one launch per op from TypeScript) and the CUDA graph of the whole step (replayed).', '',
     `## (b) Max throughput under equal memory (${r.o.inLen} in / ${r.o.outLen} out)`, '',
     '| | max batch | tok/s |', '| --- | --- | --- |',
     `| COMET W4A4KV4 | ${r.maxThroughput.max_batch} | ${r.maxThroughput.tok_s.toFixed(0)} |`,
     `| PyTorch FP16 | ${bm?.max_batch ?? '-'} | ${bm?.tok_s?.toFixed(0) ?? '-'} |`, '',
     `## (c) Time to first token, ${r.o.inLen}-token prompt`, '',
     `COMET ${r.ttft.toFixed(1)} ms; PyTorch FP16 ${(r.baseline?.ttft_ms as number | undefined)?.toFixed(1) ?? '-'} ms.`, '',
+    ...opTables(r.opBreakdown),
     'Method: (a) median of timed steps after warm-up, each ending with the argmax copied to the host; (b) prefill time = max batch × the one-prompt prefill of (c), decode = out_len × the step time at position in_len + out_len/2, both measured; (c) median of 3.', '',
   ].join('\n');
   console.log(md);
@@ -232,4 +277,28 @@ async function report(r: { o: E2EOptions; c: LlamaConfig; int8MacFraction: numbe
   const pts = [...r.decode.map((d) => ({ batch: d.batch, series: 'COMET W4A4KV4', tok_s: d.tok_s, ms: d.step_ms })), ...bl.filter((b) => b.tok_s).map((b) => ({ batch: b.batch, series: 'PyTorch FP16', tok_s: b.tok_s!, ms: b.step_ms! })), ...r.decode.map((d) => ({ batch: d.batch, series: 'W4A4KV4 roofline', tok_s: (d.batch / d.roofline_ms) * 1e3, ms: d.roofline_ms }))];
   writeFileSync(`${base}-tokens.svg`, await svgPlotAsync({ title: `${r.o.shape}: decode throughput at context ${r.o.ctx} (${gpu})`, data: pts, x: 'batch', y: 'tok_s', series: 'series', logX: true, logY: true }));
   writeFileSync(`${base}-step.svg`, await svgPlotAsync({ title: `${r.o.shape}: decode step time vs roofline (${gpu})`, data: pts, x: 'batch', y: 'ms', series: 'series', logX: true, logY: true }));
+}
+
+/** Per-op GPU time of one profiled eager step per batch (cuda: a spin kernel before each op, events around it),
+ *  grouped by op kind (GEMMs by weight). */
+function opTables(b: { batch: number; wall_ms: number; ops: { op: string; launches: number; ms: number }[] }[]): string[] {
+  if (!b.length) return [];
+  const kind = (op: string) => op.replace(/ M=\d+$/, '');
+  const kinds = new Map<string, number[]>();
+  b.forEach((x, i) => {
+    for (const o of x.ops) {
+      const k = kind(o.op);
+      if (!kinds.has(k)) kinds.set(k, new Array(b.length).fill(0));
+      kinds.get(k)![i] += o.ms;
+    }
+  });
+  const sums = b.map((x) => x.ops.reduce((a, o) => a + o.ms, 0));
+  const rows = [...kinds].sort((p, q) => q[1][q[1].length - 1] - p[1][p[1].length - 1]).map(([k, v]) => `| ${k} | ${v.map((ms, i) => `${ms.toFixed(3)} (${((100 * ms) / sums[i]).toFixed(0)}%)`).join(' | ')} |`);
+  return [
+    '## Per-op GPU time of one decode step (ms, share of the sum)', '',
+    'One eager step per batch with COMET op timing on (backends/cuda/cuda.ts setOpTiming: a spin kernel before each op so its launches queue up, then CUDA events around it): the GPU time of each op alone, summed over the layers. The sum against the step time shows the host (launch) overhead.', '',
+    `| op | ${b.map((x) => `batch ${x.batch}`).join(' | ')} |`, `| --- | ${b.map(() => '---').join(' | ')} |`, ...rows,
+    `| **sum of ops** | ${sums.map((x) => `**${x.toFixed(3)}**`).join(' | ')} |`,
+    `| step (table a) | ${b.map((x) => x.wall_ms.toFixed(3)).join(' | ')} |`, '',
+  ];
 }
