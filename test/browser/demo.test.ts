@@ -2,7 +2,8 @@
 // served by `vite preview` on 127.0.0.1 from a fresh `vite build`. What must hold (issue 8):
 //   - greedy text in the page equals the Node engine's on the same backend, for the same .comet file
 //   - Stop mid-stream ends the stream and leaves the page usable; a reload reads the model from the cache
-//   - no WebGPU (navigator.gpu removed; no adapter): the page says so and runs on the simulator
+//   - no WebGPU (navigator.gpu removed; no adapter; an adapter below the limits the kernels need): the page
+//     says so and runs on the simulator
 //   - a bad model file (404, truncated, not a .comet) shows a clear message in the page
 //   - no console error and no uncaught exception anywhere (the 404 test allows the browser's own line for it)
 // The model is stories260K quantized to W4A4KV4 by scripts/build-demo-model.ts into a temporary directory.
@@ -194,6 +195,23 @@ describe('browser demo', () => {
     expect(await p2.page.textContent('#no-webgpu-reason')).toContain('no GPU adapter');
     expect(p2.errors).toEqual([]);
     await ctx2.close();
+
+    // an adapter below what the kernels need (here: 4 storage buffers per stage)
+    const ctx3 = await browser.newContext();
+    await ctx3.addInitScript(() => {
+      const real = GPU.prototype.requestAdapter;
+      GPU.prototype.requestAdapter = async function (o) {
+        const a = await real.call(this, o);
+        if (!a) return a;
+        const limits = new Proxy(a.limits, { get: (t, k) => (k === 'maxStorageBuffersPerShaderStage' ? 4 : Reflect.get(t, k)) });
+        return new Proxy(a, { get: (t, k) => (k === 'limits' ? limits : Reflect.get(t, k)) });
+      };
+    });
+    const p3 = await open(ctx3, MODEL);
+    await expect.poll(() => p3.page.isVisible('#no-webgpu')).toBe(true);
+    expect(await p3.page.textContent('#no-webgpu-reason')).toMatch(/too limited: maxStorageBuffersPerShaderStage 4 < 8/);
+    expect(p3.errors).toEqual([]);
+    await ctx3.close();
   });
 
   test.each([
