@@ -67,7 +67,10 @@ export interface GpuProbe {
   limits?: { maxStorageBuffersPerShaderStage: number; maxComputeWorkgroupStorageSize: number; maxStorageBufferBindingSize: number };
 }
 
-/** What the WebGPU backend needs of an adapter (its kernels bind up to 8 storage buffers per stage). */
+/** What the WebGPU backend needs of an adapter: the WebGPU core defaults, which its kernels stay within (at most
+ *  5 storage buffers and 256 invocations per workgroup). Optional features (shader-f16, subgroups, WGSL's
+ *  packed_4x8_integer_dot_product) have fallbacks; a device or pipeline that fails to start is caught in
+ *  createBackend and reported the same way. */
 const REQUIRED = { maxStorageBuffersPerShaderStage: 8, maxComputeWorkgroupStorageSize: 16384, maxComputeInvocationsPerWorkgroup: 256 } as const;
 
 export async function detectWebGPU(): Promise<GpuProbe> {
