@@ -6,7 +6,8 @@
 //            prompt when prefilling), pages for them; if the pool is dry the NEWEST running sequence is
 //            preempted (pages freed, recomputed from its tokens later) until the older one fits
 //          waiting sequences, strictly FIFO (the head blocks the rest): admitted while the batch has room,
-//            the step has token budget, and the pool has pages for the sequence's whole prompt
+//            the step has token budget, and the pool has pages for the sequence's whole prompt (none in a
+//            step that preempted, or a victim would be readmitted at once and recompute in a loop)
 //          forward once; sample one token for each sequence whose pending tokens are all in
 //
 // Sampling per sequence is generate()'s (same RNG, same order of draws), and each row of the batch is
@@ -150,7 +151,7 @@ export class Scheduler {
 
   private plan(): Slot[] {
     const batch: Slot[] = [];
-    let budget = this.o.maxStepTokens;
+    let budget = this.o.maxStepTokens, preempted = false;
     for (let i = 0; i < this.running.length && budget > 0; i++) {
       const seq = this.running[i];
       const n = Math.min(seq.tokens.length - seq.computed, budget);
@@ -158,13 +159,15 @@ export class Scheduler {
         // preempt the newest running sequence (possibly seq itself: then nothing older needs its pages)
         const victim = this.running[this.running.length - 1];
         this.preempt(victim);
+        preempted = true;
         if (victim === seq) break;
       }
       if (seq.state !== 'running') break; // seq was the newest and got preempted
       batch.push({ seq, start: seq.computed, n });
       budget -= n;
     }
-    while (this.waiting.length > 0 && this.running.length < this.o.maxBatch && budget > 0) {
+    // no admission in a step that had to preempt: the pages it freed are for the older sequences' next tokens
+    while (!preempted && this.waiting.length > 0 && this.running.length < this.o.maxBatch && budget > 0) {
       const seq = this.waiting[0];
       if (!this.reserve(seq, seq.tokens.length)) break; // FIFO: the head waits for pages, nobody overtakes it
       this.waiting.shift();
