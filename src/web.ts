@@ -169,7 +169,8 @@ export async function fetchBytes(url: string, o: { onProgress?: (p: LoadProgress
     let fresh = true;
     try {
       const head = await fetch(url, { method: 'HEAD', cache: 'no-store', signal: o.signal });
-      fresh = head.ok && stamp(head) === hit.headers.get('x-comet-stamp');
+      // gone (404/410) or changed: download again; a server that cannot answer HEAD keeps the copy
+      fresh = head.ok ? stamp(head) === hit.headers.get('x-comet-stamp') : head.status !== 404 && head.status !== 410;
     } catch (e) {
       if (o.signal?.aborted) throw e;
       fresh = true; // offline: the cached copy is what we have
@@ -193,9 +194,15 @@ export async function fetchBytes(url: string, o: { onProgress?: (p: LoadProgress
     throw new CometError(`${url}: the server answered HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ''}${res.status === 404 ? ' (no model at this address)' : ''}`, res.status === 404 ? 'not_found' : 'http_error');
   }
   const total = sizeOf(res);
-  const bytes = res.body
-    ? await readStream(res.body, total, (loaded) => o.onProgress?.({ phase: 'download', loaded, total, message: `downloading ${url}` }), o.signal)
-    : new Uint8Array(await res.arrayBuffer());
+  let got = 0, bytes: Uint8Array;
+  try {
+    bytes = res.body
+      ? await readStream(res.body, total, (loaded) => o.onProgress?.({ phase: 'download', loaded: (got = loaded), total, message: `downloading ${url}` }), o.signal)
+      : new Uint8Array(await res.arrayBuffer());
+  } catch (e) {
+    if (o.signal?.aborted) throw e;
+    throw new CometError(`${url}: the download broke off after ${got}${total ? ` of ${total}` : ''} bytes (${(e as Error).message})`, 'truncated');
+  }
   if (total !== undefined && bytes.length !== total)
     throw new CometError(`${url}: the download stopped at ${bytes.length} of ${total} bytes`, 'truncated');
   if (store) {

@@ -40,13 +40,16 @@ function showError(msg: string | undefined): void {
 
 const errorText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
-function bytes(n: number): string {
+/** 1.5 MiB */
+function size(n: number): string {
   if (n < 1024) return `${n} B`;
   const u = ['KiB', 'MiB', 'GiB'];
   let v = n / 1024, i = 0;
   while (v >= 1024 && i < u.length - 1) { v /= 1024; i++; }
-  return `${v.toFixed(v < 10 ? 2 : 1)} ${u[i]} (${n.toLocaleString('en-US')} B)`;
+  return `${v.toFixed(v < 10 ? 2 : 1)} ${u[i]}`;
 }
+/** 1.5 MiB (1,572,864 B) */
+const bytes = (n: number) => (n < 1024 ? size(n) : `${size(n)} (${n.toLocaleString('en-US')} B)`);
 const rate = (tokens: number, ms: number) => (ms > 0 && tokens > 0 ? `${((tokens * 1000) / ms).toFixed(1)} tok/s` : '–');
 
 // ---- device ----
@@ -91,7 +94,7 @@ function onProgress(p: LoadProgress): void {
   else ui.progress.value = frac;
   const amount = p.phase === 'verify'
     ? `${p.loaded} / ${p.total} tensors`
-    : p.total ? `${bytes(p.loaded).replace(/ \(.*/, '')} / ${bytes(p.total).replace(/ \(.*/, '')}` : bytes(p.loaded).replace(/ \(.*/, '');
+    : p.total ? `${size(p.loaded)} / ${size(p.total)}` : size(p.loaded);
   const label = { download: 'Downloading', cache: 'Reading from the browser cache', read: 'Reading the file', verify: 'Checking', upload: 'Uploading to the device', compile: 'Compiling', ready: 'Ready' }[p.phase];
   const cap = (t: string) => t.charAt(0).toUpperCase() + t.slice(1);
   ui.progressText.textContent = p.phase === 'ready' ? p.message : p.phase === 'compile' ? `${cap(p.message)}…`
@@ -228,7 +231,7 @@ async function start(): Promise<void> {
   const wanted = params.get('model');
   if (wanted && !models.some((m) => m.url === wanted)) models.push({ id: wanted, label: wanted, url: wanted, tokenizer: params.get('tokenizer') ?? undefined, bytes: 0 });
   if (params.get('prompt') !== null) { ui.prompt.value = params.get('prompt')!; promptEdited = true; }
-  for (const m of models) ui.modelSelect.add(new Option(m.bytes ? `${m.label} · ${bytes(m.bytes).replace(/ \(.*/, '')}` : m.label, m.url));
+  for (const m of models) ui.modelSelect.add(new Option(m.bytes ? `${m.label} · ${size(m.bytes)}` : m.label, m.url));
   if (wanted) ui.modelSelect.value = wanted;
   suggestPrompt();
   const b = params.get('backend');
