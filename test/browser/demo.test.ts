@@ -20,8 +20,9 @@ import { createEngine } from '../../src/engine/engine.ts';
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const CHROMIUM = '/usr/bin/chromium';
 const PROMPT = 'Once upon a time';
-const FLAGS = ['--enable-unsafe-webgpu', '--no-sandbox', '--headless=new', '--no-first-run', '--disable-gpu-sandbox', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--disable-quic', '--disable-default-apps', '--disable-domain-reliability', '--metrics-recording-only'];
+// WebGPU on (SwiftShader here), and nothing that reaches for the network at start (the machine's is closed)
+const FLAGS = ['--enable-unsafe-webgpu', '--no-sandbox', '--no-first-run', '--disable-background-networking', '--disable-component-update',
+  '--disable-sync', '--disable-quic', '--disable-default-apps', '--disable-domain-reliability'];
 
 let dir: string, server: PreviewServer, base: string, browser: Browser;
 const nodeText = new Map<string, string>(); // backend:max_tokens -> the Node engine's greedy text
