@@ -22,7 +22,7 @@ export const DEMO_MODELS = {
 export type DemoModelName = keyof typeof DEMO_MODELS;
 
 /** Quantize one demo model into `out` (default build/demo); returns the .comet path. */
-export async function buildDemoModel(name: DemoModelName, o: { out?: string; calibTokens?: number; ctx?: number; quiet?: boolean } = {}): Promise<string> {
+export async function buildDemoModel(name: DemoModelName, o: { out?: string; calibTokens?: number; ctx?: number } = {}): Promise<string> {
   const m = DEMO_MODELS[name];
   for (const p of [m.model, m.calib]) if (!existsSync(p)) throw new Error(`${p} is missing (the demo models are built from ../shared/models and models/)`);
   const dir = o.out ?? join(REPO, 'build/demo');
@@ -30,7 +30,7 @@ export async function buildDemoModel(name: DemoModelName, o: { out?: string; cal
   const out = join(dir, `${name}.comet`);
   await quantize({
     model: m.model, tokenizer: m.tokenizer, calib: m.calib, out, block: m.block, weights: 'rtn', order: 'absmax', kv: 'kv4',
-    calibTokens: o.calibTokens ?? 2048, ctx: o.ctx ?? 512, json: o.quiet,
+    calibTokens: o.calibTokens ?? 2048, ctx: o.ctx ?? 512,
   });
   return out;
 }

@@ -24,7 +24,7 @@ let dir: string, comet: string;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'comet-bytes-'));
-  comet = await buildDemoModel('stories260K', { out: dir, calibTokens: 256, ctx: 128, quiet: true });
+  comet = await buildDemoModel('stories260K', { out: dir, calibTokens: 256, ctx: 128 });
 }, 60_000);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 

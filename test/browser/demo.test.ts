@@ -74,7 +74,7 @@ beforeAll(async () => {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (the browser tests never skip)`);
   dir = mkdtempSync(join(tmpdir(), 'comet-demo-'));
   // the model, and the broken files the bad-file test asks for (served under /models/ through COMET_DEMO_MODELS)
-  const comet = await buildDemoModel('stories260K', { out: dir, calibTokens: 512, ctx: 256, quiet: true });
+  const comet = await buildDemoModel('stories260K', { out: dir, calibTokens: 512, ctx: 256 });
   const bytes = readFileSync(comet);
   writeFileSync(join(dir, 'truncated.comet'), bytes.subarray(0, Math.floor(bytes.length * 0.6)));
   writeFileSync(join(dir, 'notes.comet'), '<!doctype html><title>Not Found</title><p>this is a web page, not a model\n');
