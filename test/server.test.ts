@@ -262,3 +262,24 @@ describe('server limits', () => {
     }
   });
 });
+
+describe('comet serve (CLI)', () => {
+  it('starts on loopback, serves, and exits cleanly on SIGTERM', async () => {
+    const { spawn } = await import('node:child_process');
+    const child = spawn(process.execPath, ['bin/comet.js', 'serve', '--port', '0', '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    const url = await new Promise<string>((res, rej) => {
+      const t = setTimeout(() => rej(new Error(`no URL in 30 s: ${out}`)), 30_000);
+      child.stdout.on('data', () => {
+        const m = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(out);
+        if (m) { clearTimeout(t); res(m[1]); }
+      });
+    });
+    const r = await fetch(`${url}/v1/completions`, { method: 'POST', headers: JSON_HEADERS, body: JSON.stringify({ prompt: PROMPTS[0], max_tokens: 12, temperature: 0 }) });
+    expect((await r.json()).choices[0].text).toBe(await alone(PROMPTS[0], 12));
+    const code = new Promise<number | null>((res) => child.on('exit', res));
+    child.kill('SIGTERM');
+    expect(await code).toBe(0);
+  }, 60_000);
+});
