@@ -256,7 +256,7 @@ describe('chat templates', () => {
   const tok = (chatTemplate?: string): Tokenizer => ({
     vocabSize: 256, bos: 1, eos: [2], chatTemplate,
     encode: (text, o) => [...(o?.bos === false ? [] : [1]), ...Array.from(new TextEncoder().encode(text))],
-    decode: () => '', pieceBytes: () => new Uint8Array(0),
+    decode: () => '', pieceBytes: () => new Uint8Array(0), tokenText: (id) => (id === 1 ? '<s>' : id === 2 ? '</s>' : ''),
   });
   const msgs = [{ role: 'system', content: 'S' }, { role: 'user', content: [{ type: 'text' as const, text: 'U' }] }];
   it('renders the tokenizer template with jinja (add_generation_prompt)', () => {

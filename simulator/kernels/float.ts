@@ -33,10 +33,14 @@ function matvec(x: Float32Array, xo: number, K: number, w: Float32Array, N: numb
     }
     out[oo + n] = a0 + b0; out[oo + n + 1] = a1 + b1; out[oo + n + 2] = a2 + b2; out[oo + n + 3] = a3 + b3;
   }
+  // the last N % 4 rows in the same order (even k, odd k, then their sum): every row of every token sums
+  // alike, so a token's result does not depend on how tokens or rows are grouped (batching invariance)
   for (; n < N; n++) {
-    let a = 0;
-    for (let k = 0; k < K; k++) a += w[n * K + k] * x[xo + k];
-    out[oo + n] = a;
+    const o0 = n * K;
+    let a = 0, b = 0, k = 0;
+    for (; k + 1 < K; k += 2) { a += w[o0 + k] * x[xo + k]; b += w[o0 + k + 1] * x[xo + k + 1]; }
+    if (k < K) a += w[o0 + k] * x[xo + k];
+    out[oo + n] = a + b;
   }
 }
 

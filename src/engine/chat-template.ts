@@ -48,9 +48,7 @@ export class ChatFormatter {
   }
 }
 
-/** The text of a special token, for templates that print it. The Tokenizer interface has no id -> text
- *  lookup yet; HF tokenizers hold one in their library object. */
+/** The text of a special token, for templates that print it. */
 function tokenText(tok: Tokenizer, id: number): string {
-  const lib = (tok as unknown as { lib?: { id_to_token?: (i: number) => string | undefined } }).lib;
-  return lib?.id_to_token?.(id) ?? '';
+  return tok.tokenText(id);
 }

@@ -106,6 +106,10 @@ export class HFTokenizer implements Tokenizer {
     return this.guarded('decode tokens', () => this.lib.decode(ids, { skip_special_tokens: true, clean_up_tokenization_spaces: false }));
   }
 
+  tokenText(id: number): string {
+    return this.lib.id_to_token(id) ?? '';
+  }
+
   pieceBytes(prev: number, tok: number): Uint8Array {
     const afterBos = prev === this.bos && this.style === 'sentencepiece';
     const key = afterBos ? -1 - tok : tok;

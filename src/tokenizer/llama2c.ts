@@ -118,6 +118,10 @@ export class Llama2cTokenizer implements Tokenizer {
     return new TextDecoder().decode(concat(parts));
   }
 
+  tokenText(id: number): string {
+    return this.pieces[id] ?? '';
+  }
+
   /** run.c decode(prev, tok): after BOS a leading ' ' is stripped; "<0xXX>" is the byte XX. (run.c then prints
    *  it through safe_printf, which drops a lone non-printable byte: see runcPrintable.) */
   pieceBytes(prev: number, tok: number): Uint8Array {

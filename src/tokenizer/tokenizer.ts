@@ -10,6 +10,8 @@ export interface Tokenizer {
   encode(text: string, opts?: { bos?: boolean }): number[];
   /** Text of a sequence; special tokens (BOS, EOS, ...) are skipped. */
   decode(ids: number[]): string;
+  /** the vocabulary entry of `id` as written in the tokenizer file (e.g. '<s>', '<|begin_of_text|>', '▁the'); '' if none */
+  tokenText(id: number): string;
   /** Bytes to print for `tok` following `prev`, exactly as llama2.c run.c prints them (after BOS a leading
    *  space is stripped; `<0xXX>` is the raw byte). For HF tokenizers: the bytes the token adds to the decoded
    *  text. Streaming these gives a UTF-8 stream (a character may span tokens). The array is shared: do not
