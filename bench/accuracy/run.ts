@@ -247,29 +247,58 @@ async function evalPhase(shard: number, n: number, only?: string[]): Promise<voi
 }
 
 // ---- report ----
-async function report(): Promise<void> {
+/** FP32 perplexities of DESIGN §8 (transformers, FP32), used where the table did not compute FP32 itself; our
+ *  float path reproduces them to 4 decimals where it did (2 and 4 windows). The stress transform keeps the float
+ *  function (checked to 1e-5 on the logits), so they hold for every α. */
+const FP32_REF: Record<string, Record<number, number>> = {
+  'wiki_heldout_a.txt': { 2: 15.8847, 4: 20.2819, 16: 29.156 },
+  // not wikitext2_test_raw_nonblank_crlf.txt: our tokenization of that CRLF text gives 100.8300 at 4 windows where
+  // DESIGN §8 has 96.5908 (held-out text: identical), so FP32 there is always computed here
+};
+const colName = (r: { model: string; text: string; alpha: number; windows: number }) => `${r.model} · ${r.text.replace('.txt', '').replace('_raw_nonblank_crlf', '')} · α=${r.alpha} · ${r.windows}w`;
+const fmt = (x: number) => (x >= 1000 ? x.toExponential(1) : x.toFixed(2));
+
+function loadResults(): any[] {
   const recs = existsSync(RESULTS) ? readFileSync(RESULTS, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)) : [];
   const latest = new Map<string, any>();
   for (const r of recs) latest.set(r.key, r);
   const rs = [...latest.values()];
-  const cols = [...new Set(rs.map((r) => `${r.model} · ${r.text.replace('.txt', '')} · α=${r.alpha} · ${r.windows}w`))];
-  const fp = new Map(rs.filter((r) => r.row === 'fp32').map((r) => [`${r.model}|${r.text}|${r.alpha}|${r.windows}`, r.ppl]));
+  // FP32 cells from the reference where not computed
+  for (const r of [...rs]) {
+    const ref = r.model === 'wikillama-28M' ? FP32_REF[r.text]?.[r.windows] : undefined;
+    if (ref && !rs.some((x) => x.row === 'fp32' && colName(x) === colName(r)))
+      rs.push({ key: `ref|${colName(r)}`, model: r.model, text: r.text, alpha: r.alpha, windows: r.windows, row: 'fp32', ppl: ref, ref: true });
+  }
+  return rs;
+}
+
+async function report(): Promise<void> {
+  const rs = loadResults();
+  const cols = [...new Set(rs.map(colName))].sort((a, b) => {
+    const pa = a.split(' · '), pb = b.split(' · ');
+    return pb[0].localeCompare(pa[0]) || pb[1].localeCompare(pa[1]) || Number(pa[2].slice(2)) - Number(pb[2].slice(2)) || Number(pb[3].slice(0, -1)) - Number(pa[3].slice(0, -1));
+  });
+  const fp = new Map(rs.filter((r) => r.row === 'fp32').map((r) => [colName(r), r.ppl]));
   const lines = ['| row | INT8 MACs | ' + cols.join(' | ') + ' |', '| --- | --- | ' + cols.map(() => '---').join(' | ') + ' |'];
   for (const def of ROWS) {
     const cells = cols.map((c) => {
-      const r = rs.find((x) => x.row === def.id && `${x.model} · ${x.text.replace('.txt', '')} · α=${x.alpha} · ${x.windows}w` === c);
+      const r = rs.find((x) => x.row === def.id && colName(x) === c);
       if (!r) return '';
-      const base = fp.get(`${r.model}|${r.text}|${r.alpha}|${r.windows}`);
-      return base && def.id !== 'fp32' ? `${r.ppl.toFixed(2)} (${((r.ppl / base - 1) * 100).toFixed(1)}%)` : r.ppl.toFixed(2);
+      const base = fp.get(c);
+      if (def.id === 'fp32') return `${r.ppl.toFixed(4)}${r.ref ? '†' : ''}`;
+      return base ? `${fmt(r.ppl)} (${r.ppl / base - 1 >= 10 ? '×' + (r.ppl / base).toFixed(0) : `${((r.ppl / base - 1) * 100).toFixed(1)}%`})` : fmt(r.ppl);
     });
     if (cells.every((c) => !c)) continue;
-    const fr = rs.filter((x) => x.row === def.id && x.model === 'wikillama-28M' && x.alpha === 1)[0]?.int8MacFraction ?? rs.find((x) => x.row === def.id)?.int8MacFraction;
+    const fr = rs.find((x) => x.row === def.id && x.model === 'wikillama-28M' && x.alpha === 1 && x.int8MacFraction !== undefined)?.int8MacFraction ?? rs.find((x) => x.row === def.id)?.int8MacFraction;
     lines.push(`| ${def.label} | ${fr === undefined ? '-' : `${(fr * 100).toFixed(1)}%`} | ${cells.join(' | ')} |`);
   }
   const md = ['# Accuracy: perplexity at ctx 512 (CPU simulator)', '', `Generated ${new Date().toISOString()} by bench/accuracy/run.ts. Cells: perplexity (change vs FP32 on the same windows).`,
-    'Columns: model · evaluation text · outlier-stress α · windows scored (first N windows of ctx 512).',
-    `Calibration: the last ${CALIB_WINDOWS} windows of 512 tokens of wiki_heldout_a.txt (wikillama-28M) or tinystories_valid_head.txt (stories260K); evaluation reads the first windows.`,
-    'INT8 MACs: share of the quantized GEMMs\' multiply-accumulates on INT8 activations (wikillama-28M, α=1).', '', ...lines, ''].join('\n');
+    'Columns: model · evaluation text · outlier-stress α · windows scored (the FIRST N windows of ctx 512 of the text).',
+    `Calibration: the LAST ${CALIB_WINDOWS} windows of 512 tokens of wiki_heldout_a.txt (wikillama-28M) or tinystories_valid_head.txt (stories260K): never an evaluated token.`,
+    'INT8 MACs: share of the quantized GEMMs\' multiply-accumulates that read INT8 activations (wikillama-28M at α=1 where run, else stories260K).',
+    '† FP32 from DESIGN.md §8 (transformers, FP32); our float path reproduces those values to 4 decimals at 2 and 4 windows. The outlier-stress transform keeps the float function (logits checked to 1e-5), so FP32 holds for every α.',
+    'W8A8 and W4A16 are fake quant (quantize-dequantize through the float path); every other row is a .comet file (W4Ax codes, f16 scales, KV4 pages) run on the simulator\'s quantizers with an f32-summed GEMM (src/quant/fake.ts; the "bit-exact" row runs the exact simulator backend).',
+    '', ...lines, ''].join('\n');
   writeFileSync(join(OUT, 'accuracy.md'), md);
   writeFileSync(join(OUT, 'accuracy.json'), JSON.stringify({ generated: new Date().toISOString(), ctx: CTX, calibration: { windows: CALIB_WINDOWS, slice: 'tail' }, rows: ROWS, results: rs }, null, 1));
   await plot(rs);
@@ -279,8 +308,8 @@ async function report(): Promise<void> {
 async function plot(rs: any[]): Promise<void> {
   const vl = await import('vega-lite'), vega = await import('vega');
   const data = rs.filter((r) => r.row !== 'fp32').map((r) => {
-    const base = rs.find((x) => x.row === 'fp32' && x.model === r.model && x.text === r.text && x.alpha === r.alpha && x.windows === r.windows)?.ppl;
-    return { row: ROWS.find((d) => d.id === r.row)!.label, panel: `${r.model} · ${r.text.replace('.txt', '').slice(0, 18)} · ${r.windows}w`, alpha: `α=${r.alpha}`, delta: base ? (r.ppl / base - 1) * 100 : null };
+    const base = rs.find((x) => x.row === 'fp32' && colName(x) === colName(r))?.ppl;
+    return { row: ROWS.find((d) => d.id === r.row)!.label, panel: `${r.model} · ${r.text.replace('.txt', '').slice(0, 18)} · ${r.windows}w`, alpha: `α=${r.alpha}`, delta: base ? Math.min((r.ppl / base - 1) * 100, 1e4) : null };
   }).filter((d) => d.delta !== null);
   const spec = {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json', data: { values: data },
@@ -288,7 +317,7 @@ async function plot(rs: any[]): Promise<void> {
     spec: {
       width: 420, height: { step: 9 },
       layer: [
-        { mark: 'bar', encoding: { y: { field: 'row', type: 'nominal', sort: ROWS.map((d) => d.label), title: null }, yOffset: { field: 'alpha' }, x: { field: 'delta', type: 'quantitative', title: 'perplexity increase over FP32 (%)', scale: { type: 'symlog' } }, color: { field: 'alpha', type: 'nominal', title: 'outlier stress' } } },
+        { mark: 'bar', encoding: { y: { field: 'row', type: 'nominal', sort: ROWS.map((d) => d.label), title: null }, yOffset: { field: 'alpha' }, x: { field: 'delta', type: 'quantitative', title: 'perplexity increase over FP32 (%)', scale: { type: 'symlog', domain: [0, 10000] } }, color: { field: 'alpha', type: 'nominal', title: 'outlier stress' } } },
         { mark: { type: 'rule', strokeDash: [4, 3], color: 'black' }, encoding: { x: { datum: 8 } } },
       ],
     },
