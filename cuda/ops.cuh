@@ -67,7 +67,7 @@ struct ActSpec {
   const int* perm;
 };
 
-constexpr int QUANT_THREADS = 256;  // 8 warps per token row; warp w quantizes B-blocks w, w+8, ...
+constexpr int QUANT_THREADS = 256;  // 8 warps per block; grid (B-block groups, tokens): one B-block per warp
 
 /** Quantize row m: quantized channel k reads input channel perm[k] through `load(c)` (an f32 value), rounds it
  *  to f16, and each warp quantizes whole B-blocks: amax (warp max, exact), s = f16(amax / qmax), codes
@@ -77,7 +77,7 @@ template <int E, class Load>
 __device__ void quantize_row(const ActSpec& sp, int m, Load load, int8_t* a8, uint8_t* a4, uint16_t* sa) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
   const int nb = sp.Kp / sp.B, K4 = sp.Kp - sp.K8;
-  for (int b = warp; b < nb; b += nw) {
+  for (int b = blockIdx.x * nw + warp; b < nb; b += gridDim.x * nw) {  // blocks along x share the row's B-blocks
     const int k0 = b * sp.B + lane * E;
     float v[E];
     float amax = 0.f;

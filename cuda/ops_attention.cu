@@ -397,6 +397,229 @@ __global__ void __launch_bounds__(FA_THREADS) attn_kv4_fast(FaArgs a) {
   }
 }
 
+// ---- v2: the per-code work shared across the GQA group -------------------------------------------------------
+// v1 spends ~4 instructions per (code, head) on both sides (each warp unpacks the K codes for one head; each
+// thread unpacks V codes for one head). v2 unpacks each code once for all GQ heads: scores with warp w = channel
+// quarter, lane = key (partial dots for every head, summed through shared memory); P·V with thread = channel,
+// all heads (P·s per (key, group, head) precomputed, the z terms summed per (head, group) by the softmax warps).
+// Needs HD/4 <= G (a channel quarter inside one group). Same inputs, partial format and plan as v1.
+template <int HD, int GQ>
+__global__ void __launch_bounds__(FA_THREADS) attn_kv4_v2(FaArgs a) {
+  constexpr int ROWB = HD / 2, KROW = ROWB + 16, V16 = ROWB / 16;
+  constexpr int LOADS = (FA_KT * V16 + FA_THREADS - 1) / FA_THREADS;
+  constexpr int Q = HD / 4;                    // channels per quarter (score phase)
+  constexpr int QW = Q / 8;                    // u32 code words per quarter
+  constexpr int MAXNG = 4;                     // groups per head at most (G >= HD/4)
+  constexpr int CH = HD >= FA_THREADS ? HD / FA_THREADS : 1;   // P·V channels per thread
+  constexpr int HS = HD >= FA_THREADS ? 1 : FA_THREADS / HD;   // P·V head sets
+  constexpr int HPT = (GQ + HS - 1) / HS;                      // heads per thread
+  __shared__ __align__(16) uint8_t sk[FA_KT * KROW];
+  __shared__ __align__(16) uint8_t sv[FA_KT * ROWB];
+  __shared__ uint32_t skz[FA_KT * MAXNG], svz[FA_KT * MAXNG];
+  __shared__ __align__(16) float sq[GQ * HD];
+  __shared__ float sqq[GQ * 4];                           // Σ q over each quarter
+  __shared__ float sd[4 * GQ * FA_KT];                    // partial scores [quarter][head][key]
+  __shared__ __align__(16) float sps[FA_KT * MAXNG * GQ]; // p·s_v [key][group][head]
+  __shared__ float scorr[GQ], szs[GQ * MAXNG], sml[2 * GQ];
+
+  const int sp_ = blockIdx.x, kvh = blockIdx.y, t = blockIdx.z, tid = threadIdx.x;
+  const int lane = tid & 31, warp = tid >> 5;
+  const int P = a.g.page_size, G = a.g.group, ng = HD / G, gq = a.gq;
+  const int n = a.st.pos[t] + 1;
+  const int j0 = sp_ * a.chunk, j1 = min(n, j0 + a.chunk);
+  const int32_t* bt = a.st.bt + a.st.bt_off[a.st.seq[t]];
+  const size_t codeBytes = (size_t)P * ROWB, szBytes = (size_t)P * ng * 4;
+  const size_t headBytes = 2 * codeBytes + 2 * szBytes;
+  const size_t pageStride = (size_t)a.g.n_kv_heads * headBytes;
+  const uint8_t* base = a.cache + (size_t)kvh * headBytes;
+  const int h0 = kvh * gq;
+
+  for (int i = tid; i < GQ * HD; i += FA_THREADS)
+    sq[i] = i < gq * HD ? a.q[(size_t)t * a.n_heads * HD + (size_t)h0 * HD + i] * a.scale : 0.f;
+  __syncthreads();
+  for (int i = tid; i < GQ * 4; i += FA_THREADS) {
+    const float* r = sq + (i >> 2) * HD + (i & 3) * Q;
+    float s = 0.f;
+    for (int c = 0; c < Q; c++) s += r[c];
+    sqq[i] = s;
+  }
+
+  uint4 rk[LOADS], rv[LOADS];
+  uint32_t rkz = 0, rvz = 0;  // FA_KT * ng <= 128 (key, group) words: one per thread
+  auto load_tile = [&](int jt) {
+#pragma unroll
+    for (int i = 0; i < LOADS; i++) {
+      const int u = tid + i * FA_THREADS, kk = u / V16, part = u % V16, j = jt + kk;
+      if (u < FA_KT * V16 && j < j1) {
+        const uint8_t* pb = base + (size_t)bt[j / P] * pageStride;
+        const int slot = j % P;
+        rk[i] = __ldg((const uint4*)(pb + (size_t)slot * ROWB) + part);
+        rv[i] = __ldg((const uint4*)(pb + codeBytes + (size_t)slot * ROWB) + part);
+      } else {
+        rk[i] = make_uint4(0, 0, 0, 0);
+        rv[i] = make_uint4(0, 0, 0, 0);
+      }
+    }
+    const int kk = tid / ng, gi = tid % ng, j = jt + kk;
+    if (tid < FA_KT * ng && j < j1) {
+      const uint8_t* pb = base + (size_t)bt[j / P] * pageStride + 2 * codeBytes;
+      const int slot = j % P;
+      rkz = __ldg((const uint32_t*)pb + (size_t)slot * ng + gi);
+      rvz = __ldg((const uint32_t*)(pb + szBytes) + (size_t)slot * ng + gi);
+    } else {
+      rkz = 0, rvz = 0;
+    }
+  };
+  auto store_tile = [&]() {
+#pragma unroll
+    for (int i = 0; i < LOADS; i++) {
+      const int u = tid + i * FA_THREADS, kk = u / V16, part = u % V16;
+      if (u < FA_KT * V16) {
+        *((uint4*)(sk + kk * KROW) + part) = rk[i];
+        *((uint4*)(sv + kk * ROWB) + part) = rv[i];
+      }
+    }
+    if (tid < FA_KT * ng) skz[tid] = rkz, svz[tid] = rvz;
+  };
+
+  float m[(GQ + 3) / 4], l[(GQ + 3) / 4];  // softmax state of this warp's heads warp + 4r
+#pragma unroll
+  for (int r = 0; r < (GQ + 3) / 4; r++) m[r] = -INFINITY, l[r] = 0.f;
+  float acc[HPT][CH];
+#pragma unroll
+  for (int i = 0; i < HPT; i++)
+#pragma unroll
+    for (int e = 0; e < CH; e++) acc[i][e] = 0.f;
+  if (tid < GQ * MAXNG) szs[tid] = 0.f;  // Σ p·z per (head, group): written only by the softmax warps
+
+  if (j0 < j1) load_tile(j0);
+  for (int jt = j0; jt < j1; jt += FA_KT) {
+    __syncthreads();
+    store_tile();
+    __syncthreads();
+    if (jt + FA_KT < j1) load_tile(jt + FA_KT);
+    // 1. partial scores: warp = quarter, lane = key, all heads
+    {
+      const int c0 = warp * Q, gi = c0 / G;
+      const uint8_t* kr = sk + lane * KROW + c0 / 2;
+      float d[GQ];
+#pragma unroll
+      for (int g = 0; g < GQ; g++) d[g] = 0.f;
+#pragma unroll
+      for (int wi = 0; wi < QW; wi++) {
+        const uint32_t w = *(const uint32_t*)(kr + 4 * wi);
+        float f[8];
+#pragma unroll
+        for (int e = 0; e < 8; e++) f[e] = nib(w, e);
+#pragma unroll
+        for (int g = 0; g < GQ; g++) {
+          const float4 qa = *(const float4*)(sq + g * HD + c0 + 8 * wi), qb = *(const float4*)(sq + g * HD + c0 + 8 * wi + 4);
+          d[g] = fmaf(qa.x, f[0], d[g]); d[g] = fmaf(qa.y, f[1], d[g]); d[g] = fmaf(qa.z, f[2], d[g]); d[g] = fmaf(qa.w, f[3], d[g]);
+          d[g] = fmaf(qb.x, f[4], d[g]); d[g] = fmaf(qb.y, f[5], d[g]); d[g] = fmaf(qb.z, f[6], d[g]); d[g] = fmaf(qb.w, f[7], d[g]);
+        }
+      }
+      const __half2 sz = *(const __half2*)&skz[lane * ng + gi];
+      const float s = __low2float(sz), z = __high2float(sz);
+#pragma unroll
+      for (int g = 0; g < GQ; g++) sd[(warp * GQ + g) * FA_KT + lane] = fmaf(s, d[g], z * sqq[g * 4 + warp]);
+    }
+    __syncthreads();
+    // 2. online softmax: warp w, heads w + 4r, lane = key; P·s_v per group and Σ P·z_v per (head, group)
+#pragma unroll
+    for (int r = 0; r < (GQ + 3) / 4; r++) {
+      const int g = warp + 4 * r;
+      if (g < gq) {
+        const int j = jt + lane;
+        const bool valid = j < j1;
+        const float s = valid ? sd[(0 * GQ + g) * FA_KT + lane] + sd[(1 * GQ + g) * FA_KT + lane] +
+                                    sd[(2 * GQ + g) * FA_KT + lane] + sd[(3 * GQ + g) * FA_KT + lane]
+                              : -INFINITY;
+        float mx = s;
+        for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        const float mn = fmaxf(m[r], mx);
+        const float p = valid ? expf(s - mn) : 0.f;
+        float ps = p;
+        for (int o = 16; o > 0; o >>= 1) ps += __shfl_xor_sync(0xffffffffu, ps, o);
+        const float corr = expf(m[r] - mn);
+        l[r] = l[r] * corr + ps;
+        m[r] = mn;
+        for (int gi = 0; gi < ng; gi++) {
+          const __half2 sz = *(const __half2*)&svz[lane * ng + gi];
+          sps[(lane * MAXNG + gi) * GQ + g] = p * __low2float(sz);
+          float pz = p * __high2float(sz);
+          for (int o = 16; o > 0; o >>= 1) pz += __shfl_xor_sync(0xffffffffu, pz, o);
+          if (lane == 0) szs[g * MAXNG + gi] = szs[g * MAXNG + gi] * corr + pz;
+        }
+        if (lane == 0) scorr[g] = corr;
+      } else if (g < GQ) {
+        for (int gi = lane; gi < ng; gi += 32)
+          for (int kk = 0; kk < FA_KT; kk++) sps[(kk * MAXNG + gi) * GQ + g] = 0.f;
+        if (lane == 0) scorr[g] = 0.f;
+      }
+    }
+    __syncthreads();
+    // 3. P·V: thread = CH channels x the heads hset + HS·i; each code unpacked once for all of them
+    {
+      const int nk = min(FA_KT, j1 - jt);
+      const int hset = tid / (HD / CH >= FA_THREADS ? FA_THREADS : HD / CH) ;
+      const int cbase = (tid % (HD / CH >= FA_THREADS ? FA_THREADS : HD / CH)) * CH;
+      const int gi = cbase / G;
+#pragma unroll
+      for (int i = 0; i < HPT; i++) {
+        const float corr = scorr[HS == 1 ? i : min(hset + HS * i, GQ - 1)];
+#pragma unroll
+        for (int e = 0; e < CH; e++) acc[i][e] *= corr;
+      }
+      for (int kk = 0; kk < nk; kk++) {
+        float f[CH];
+        if constexpr (CH == 1) {
+          const uint32_t b = sv[kk * ROWB + cbase / 2];
+          f[0] = nib(b, cbase & 1);
+        } else {
+          const uint32_t b = sv[kk * ROWB + cbase / 2];
+          f[0] = nib(b, 0), f[1] = nib(b, 1);
+        }
+        const float* pr = sps + (kk * MAXNG + gi) * GQ;
+#pragma unroll
+        for (int i = 0; i < HPT; i++) {
+          const float pv = pr[HS == 1 ? i : min(hset + HS * i, GQ - 1)];
+#pragma unroll
+          for (int e = 0; e < CH; e++) acc[i][e] = fmaf(pv, f[e], acc[i][e]);
+        }
+      }
+    }
+  }
+  __syncthreads();
+#pragma unroll
+  for (int r = 0; r < (GQ + 3) / 4; r++) {
+    const int g = warp + 4 * r;
+    if (g < gq && lane == 0) sml[g] = m[r], sml[GQ + g] = l[r];
+  }
+  __syncthreads();
+  {
+    const int hset = tid / (HD / CH >= FA_THREADS ? FA_THREADS : HD / CH);
+    const int cbase = (tid % (HD / CH >= FA_THREADS ? FA_THREADS : HD / CH)) * CH;
+    const int gi = cbase / G;
+#pragma unroll
+    for (int i = 0; i < HPT; i++) {
+      const int g = hset + HS * i;
+      if (g >= gq) continue;
+      const int h = h0 + g;
+      const float zs = szs[g * MAXNG + gi];
+      if (a.nsplit == 1) {
+        const float inv = 1.f / sml[GQ + g];
+#pragma unroll
+        for (int e = 0; e < CH; e++) a.out[(size_t)t * a.n_heads * HD + (size_t)h * HD + cbase + e] = (acc[i][e] + zs) * inv;
+      } else {
+        float* w = a.ws + (((size_t)t * a.n_heads + h) * a.nsplit + sp_) * (HD + 2);
+        if (cbase == 0) w[0] = sml[g], w[1] = sml[GQ + g];
+#pragma unroll
+        for (int e = 0; e < CH; e++) w[2 + cbase + e] = acc[i][e] + zs;
+      }
+    }
+  }
+}
+
 __global__ void attn_combine_f32(const float* __restrict__ ws, int n_heads, int hd, int nsplit, float* __restrict__ out) {
   const int h = blockIdx.x, t = blockIdx.y;
   const float* p = ws + ((size_t)t * n_heads + h) * nsplit * (hd + 2);
@@ -425,6 +648,21 @@ static void plan_fast(int T, int n_kv, int max_len, int* nsplit, int* chunk) {
   ch = (ch + FA_KT - 1) / FA_KT * FA_KT;  // whole tiles
   *chunk = ch;
   *nsplit = (max_len + ch - 1) / ch;
+}
+
+static bool v2_ok(const comet_kv_geom& g, int n_heads) {
+  static const bool v1 = getenv("COMET_ATTN_V1") && atoi(getenv("COMET_ATTN_V1")) > 0;
+  const int hd = g.head_dim;
+  return !v1 && (hd == 64 || hd == 128 || hd == 256) && g.group >= hd / 4;  // on top of fast_ok
+}
+
+template <int HD>
+static void launch_v2(const FaArgs& f, dim3 grid, cudaStream_t s) {
+  if (f.gq <= 1) attn_kv4_v2<HD, 1><<<grid, FA_THREADS, 0, s>>>(f);
+  else if (f.gq <= 2) attn_kv4_v2<HD, 2><<<grid, FA_THREADS, 0, s>>>(f);
+  else if (f.gq <= 4) attn_kv4_v2<HD, 4><<<grid, FA_THREADS, 0, s>>>(f);
+  else if (f.gq <= 8) attn_kv4_v2<HD, 8><<<grid, FA_THREADS, 0, s>>>(f);
+  else attn_kv4_v2<HD, 16><<<grid, FA_THREADS, 0, s>>>(f);
 }
 
 static bool fast_ok(const comet_kv_geom& g, int n_heads) {
@@ -481,7 +719,11 @@ extern "C" int comet_attention_kv4(const float* q, const uint8_t* cache, comet_s
     FaArgs f{q, cache, st, g, n_heads, n_heads / g.n_kv_heads, 0, 0, (float)(1.0 / sqrt((double)g.head_dim)), (float*)ws, out};
     plan_fast(st.T, g.n_kv_heads, max_len, &f.nsplit, &f.chunk);
     const dim3 grid(f.nsplit, g.n_kv_heads, st.T);
-    switch (g.head_dim) {
+    if (v2_ok(g, n_heads)) {
+      if (g.head_dim == 64) launch_v2<64>(f, grid, S(stream));
+      else if (g.head_dim == 128) launch_v2<128>(f, grid, S(stream));
+      else launch_v2<256>(f, grid, S(stream));
+    } else switch (g.head_dim) {
       case 32: attn_kv4_fast<32><<<grid, FA_THREADS, 0, S(stream)>>>(f); break;
       case 64: attn_kv4_fast<64><<<grid, FA_THREADS, 0, S(stream)>>>(f); break;
       case 128: attn_kv4_fast<128><<<grid, FA_THREADS, 0, S(stream)>>>(f); break;

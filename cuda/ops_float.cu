@@ -252,6 +252,84 @@ __global__ void __launch_bounds__(256) gemm_f32_fast(const float* __restrict__ x
   }
 }
 
+// Decode-size T (<= 8): a streaming GEMV. x [T][K] is staged whole in shared memory (dynamic, K·TT·4 bytes);
+// each warp owns GV_R rows and streams them with 16-byte loads, GV_U of them in flight per row per lane
+// (512 contiguous bytes per row per warp per load), so the 2 GB of an LLM classifier moves at near copy speed.
+constexpr int GV_WARPS = 16, GV_R = 4, GV_U = 4;
+
+template <int TT>
+__global__ void __launch_bounds__(GV_WARPS * 32) gemv_f32_fast(const float* __restrict__ x, int T, int K,
+                                                               const float* __restrict__ w, int N, float* __restrict__ y) {
+  extern __shared__ __align__(16) float xs[];  // [TT][K]
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int i = threadIdx.x * 4; i < TT * K; i += blockDim.x * 4) {
+    const int t = i / K;
+    *(float4*)(xs + i) = t < T ? *(const float4*)(x + i) : make_float4(0, 0, 0, 0);
+  }
+  __syncthreads();
+  const int n0 = (blockIdx.x * GV_WARPS + warp) * GV_R;
+  if (n0 >= N) return;
+  const float* wr[GV_R];
+#pragma unroll
+  for (int r = 0; r < GV_R; r++) wr[r] = w + (size_t)min(n0 + r, N - 1) * K;
+  float acc[GV_R][TT];
+#pragma unroll
+  for (int r = 0; r < GV_R; r++)
+#pragma unroll
+    for (int t = 0; t < TT; t++) acc[r][t] = 0.f;
+  const int step = 32 * 4 * GV_U;  // channels per warp iteration
+  int k0 = 0;
+  for (; k0 + step <= K; k0 += step) {
+    float4 v[GV_R][GV_U];
+#pragma unroll
+    for (int r = 0; r < GV_R; r++)
+#pragma unroll
+      for (int u = 0; u < GV_U; u++) v[r][u] = __ldcs((const float4*)(wr[r] + k0 + u * 128 + lane * 4));
+#pragma unroll
+    for (int u = 0; u < GV_U; u++) {
+      const int k = k0 + u * 128 + lane * 4;
+#pragma unroll
+      for (int t = 0; t < TT; t++) {
+        const float4 a = *(const float4*)(xs + t * K + k);
+#pragma unroll
+        for (int r = 0; r < GV_R; r++)
+          acc[r][t] = fmaf(a.w, v[r][u].w, fmaf(a.z, v[r][u].z, fmaf(a.y, v[r][u].y, fmaf(a.x, v[r][u].x, acc[r][t]))));
+      }
+    }
+  }
+  for (int k = k0 + lane * 4; k < K; k += 128) {  // the tail, one float4 per lane
+#pragma unroll
+    for (int r = 0; r < GV_R; r++) {
+      const float4 b = __ldcs((const float4*)(wr[r] + k));
+#pragma unroll
+      for (int t = 0; t < TT; t++) {
+        const float4 a = *(const float4*)(xs + t * K + k);
+        acc[r][t] = fmaf(a.w, b.w, fmaf(a.z, b.z, fmaf(a.y, b.y, fmaf(a.x, b.x, acc[r][t]))));
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < GV_R; r++)
+#pragma unroll
+    for (int t = 0; t < TT; t++) {
+      float v = acc[r][t];
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == 0 && t < T && n0 + r < N) y[(size_t)t * N + n0 + r] = v;
+    }
+}
+
+template <int TT>
+static int launch_gemv_fast(const float* x, int T, int K, const float* w, int N, float* y, void* stream) {
+  static size_t attr = 48 << 10;
+  const size_t smem = (size_t)TT * K * 4;
+  if (smem > attr) {
+    COMET_TRY("gemm_f32 (gemv) smem", cudaFuncSetAttribute(gemv_f32_fast<TT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    attr = smem;
+  }
+  gemv_f32_fast<TT><<<cdiv(N, GV_WARPS * GV_R), GV_WARPS * 32, smem, S(stream)>>>(x, T, K, w, N, y);
+  return check_launch("gemm_f32 (gemv f32)");
+}
+
 static int gemm_f32_mode() {  // 0 auto, 1 always f64, 2 always f32 (where K % 4 == 0)
   static const int mode = [] {
     const char* e = getenv("COMET_GEMM_F32");
@@ -265,6 +343,12 @@ extern "C" int comet_gemm_f32(const float* x, int T, int K, const float* w, int 
   const int mode = gemm_f32_mode();
   const bool aligned = K % 4 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0;
   if (aligned && (mode == 2 || (mode == 0 && (double)T * N * K > (double)(1 << 27)))) {
+    if (T <= 8 && (size_t)8 * K * 4 <= 200 << 10 && !getenv("COMET_GEMV_TILED")) {
+      if (T == 1) return launch_gemv_fast<1>(x, T, K, w, N, y, stream);
+      if (T == 2) return launch_gemv_fast<2>(x, T, K, w, N, y, stream);
+      if (T <= 4) return launch_gemv_fast<4>(x, T, K, w, N, y, stream);
+      return launch_gemv_fast<8>(x, T, K, w, N, y, stream);
+    }
     if (T <= 16) gemm_f32_fast<1><<<dim3(1, cdiv(N, FB_N)), 256, 0, S(stream)>>>(x, T, K, w, N, y);
     else gemm_f32_fast<4><<<dim3(cdiv(T, 64), cdiv(N, FB_N)), 256, 0, S(stream)>>>(x, T, K, w, N, y);
     return check_launch("gemm_f32 (f32)");

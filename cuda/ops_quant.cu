@@ -1,4 +1,6 @@
-// FMPQ activation quantizers (DESIGN §3.2), one block of QUANT_THREADS per token row:
+// FMPQ activation quantizers (DESIGN §3.2), grid (ceil(blocks / 8), tokens) of QUANT_THREADS: each warp one
+// B-block of one token row (a decode token's row is spread over several SMs; rmsnorm's sum is computed by every
+// block of the row, the same tree in each, so all agree bit for bit):
 //   quantize_act      x [T][K] f32                  -> gather by perm, f16, quantize
 //   rmsnorm_quant     rmsnorm(x)·w rounded to f32   -> the same (fused: the normalized row never hits memory)
 //   silu_mul_quant    silu(g)·u rounded to f32      -> the same
@@ -8,36 +10,46 @@
 
 using namespace comet_ops;
 
-__global__ void __launch_bounds__(QUANT_THREADS) quantize_act_kernel(const float* __restrict__ x, ActSpec sp,
+__global__ void __launch_bounds__(QUANT_THREADS) quantize_act_kernel(const float* __restrict__ x, int T, ActSpec sp,
                                                                      int8_t* a8, uint8_t* a4, uint16_t* sa) {
-  const int m = blockIdx.x;
-  const float* xr = x + (size_t)m * sp.K;
-  quantize_row_any(sp, m, [&](int c) { return xr[c]; }, a8, a4, sa);
+  for (int m = blockIdx.y; m < T; m += gridDim.y) {
+    const float* xr = x + (size_t)m * sp.K;
+    quantize_row_any(sp, m, [&](int c) { return xr[c]; }, a8, a4, sa);
+  }
 }
 
 __global__ void __launch_bounds__(QUANT_THREADS) rmsnorm_quant_kernel(const float* __restrict__ x,
-                                                                      const float* __restrict__ w, double eps,
+                                                                      const float* __restrict__ w, double eps, int T,
                                                                       ActSpec sp, int8_t* a8, uint8_t* a4,
                                                                       uint16_t* sa) {
-  const int m = blockIdx.x, C = sp.K;
-  const float* xr = x + (size_t)m * C;
-  double ss = 0;
-  for (int i = threadIdx.x; i < C; i += blockDim.x) ss += (double)xr[i] * xr[i];
-  ss = block_sum(ss);
-  const double inv = 1.0 / sqrt(ss / C + eps);
-  quantize_row_any(sp, m, [&](int c) { return (float)__dmul_rn((double)w[c], __dmul_rn((double)xr[c], inv)); }, a8, a4, sa);
+  const int C = sp.K;
+  for (int m = blockIdx.y; m < T; m += gridDim.y) {
+    const float* xr = x + (size_t)m * C;
+    double ss = 0;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) ss += (double)xr[i] * xr[i];
+    ss = block_sum(ss);
+    const double inv = 1.0 / sqrt(ss / C + eps);
+    quantize_row_any(sp, m, [&](int c) { return (float)__dmul_rn((double)w[c], __dmul_rn((double)xr[c], inv)); }, a8, a4, sa);
+    __syncthreads();  // block_sum's shared total is rewritten by the next row
+  }
 }
 
 __global__ void __launch_bounds__(QUANT_THREADS) silu_mul_quant_kernel(const float* __restrict__ g,
-                                                                       const float* __restrict__ u, ActSpec sp,
+                                                                       const float* __restrict__ u, int T, ActSpec sp,
                                                                        int8_t* a8, uint8_t* a4, uint16_t* sa) {
-  const int m = blockIdx.x;
-  const float* gr = g + (size_t)m * sp.K;
-  const float* ur = u + (size_t)m * sp.K;
-  quantize_row_any(sp, m, [&](int c) {
-    const double gd = gr[c];
-    return (float)__dmul_rn(__ddiv_rn(gd, 1.0 + exp(-gd)), (double)ur[c]);
-  }, a8, a4, sa);
+  for (int m = blockIdx.y; m < T; m += gridDim.y) {
+    const float* gr = g + (size_t)m * sp.K;
+    const float* ur = u + (size_t)m * sp.K;
+    quantize_row_any(sp, m, [&](int c) {
+      const double gd = gr[c];
+      return (float)__dmul_rn(__ddiv_rn(gd, 1.0 + exp(-gd)), (double)ur[c]);
+    }, a8, a4, sa);
+  }
+}
+
+/** (B-block groups of 8, tokens) */
+static dim3 quant_grid(const ActSpec& sp, int T) {
+  return dim3(cdiv(sp.Kp / sp.B, QUANT_THREADS / 32), T < 65535 ? T : 65535);
 }
 
 extern "C" int comet_quantize_act(const float* x, int T, int K, int B, int Kp, int K8, const int32_t* perm, int8_t* a8,
@@ -45,7 +57,7 @@ extern "C" int comet_quantize_act(const float* x, int T, int K, int B, int Kp, i
   const ActSpec sp{K, B, Kp, K8, perm};
   if (int e = check_spec("quantize_act", sp)) return e;
   if (T == 0) return 0;
-  quantize_act_kernel<<<T, QUANT_THREADS, 0, S(stream)>>>(x, sp, a8, a4, sa);
+  quantize_act_kernel<<<quant_grid(sp, T), QUANT_THREADS, 0, S(stream)>>>(x, T, sp, a8, a4, sa);
   return check_launch("quantize_act");
 }
 
@@ -54,7 +66,7 @@ extern "C" int comet_rmsnorm_quant(const float* x, const float* w, int T, double
   const ActSpec sp{K, B, Kp, K8, perm};
   if (int e = check_spec("rmsnorm_quant", sp)) return e;
   if (T == 0) return 0;
-  rmsnorm_quant_kernel<<<T, QUANT_THREADS, 0, S(stream)>>>(x, w, eps, sp, a8, a4, sa);
+  rmsnorm_quant_kernel<<<quant_grid(sp, T), QUANT_THREADS, 0, S(stream)>>>(x, w, eps, T, sp, a8, a4, sa);
   return check_launch("rmsnorm_quant");
 }
 
@@ -63,6 +75,6 @@ extern "C" int comet_silu_mul_quant(const float* g, const float* u, int T, int K
   const ActSpec sp{K, B, Kp, K8, perm};
   if (int e = check_spec("silu_mul_quant", sp)) return e;
   if (T == 0) return 0;
-  silu_mul_quant_kernel<<<T, QUANT_THREADS, 0, S(stream)>>>(g, u, sp, a8, a4, sa);
+  silu_mul_quant_kernel<<<quant_grid(sp, T), QUANT_THREADS, 0, S(stream)>>>(g, u, T, sp, a8, a4, sa);
   return check_launch("silu_mul_quant");
 }

@@ -79,8 +79,10 @@ export function syntheticQuantizedModel(c: LlamaConfig, o: { block: number; int8
   w('l0.wo', [c.dim, q], std * 1.7, 4); w('l0.w_gate', [c.hiddenDim, c.dim], std * 1.7, 5); w('l0.w_up', [c.hiddenDim, c.dim], std * 1.7, 6);
   w('l0.w_down', [c.dim, c.hiddenDim], 1.7 / Math.sqrt(c.hiddenDim), 7);
   const t0 = performance.now();
-  const r = quantizeModel(one, f, syntheticStats(one), { B: o.block, order: 'absmax', int8Fraction: o.int8Fraction, weights: 'rtn', kv: 'kv4' });
-  log(`quantized one layer (${[...f.values()].reduce((a, x) => a + (x.kind === 'f32' ? x.data.length : 0), 0).toLocaleString('en')} weights) in ${((performance.now() - t0) / 1000).toFixed(1)} s; INT8 MAC fraction ${(r.plan.int8MacFraction * 100).toFixed(1)}%`);
+  // COMET_E2E_CLIP_SEARCH=0: plain RTN (no clip search): minutes less on a slow host, same bytes and speed
+  const clipSearch = process.env.COMET_E2E_CLIP_SEARCH !== '0';
+  const r = quantizeModel(one, f, syntheticStats(one), { B: o.block, order: 'absmax', int8Fraction: o.int8Fraction, weights: 'rtn', kv: 'kv4', clipSearch });
+  log(`quantized one layer${clipSearch ? '' : ' (RTN without clip search)'} (${[...f.values()].reduce((a, x) => a + (x.kind === 'f32' ? x.data.length : 0), 0).toLocaleString('en')} weights) in ${((performance.now() - t0) / 1000).toFixed(1)} s; INT8 MAC fraction ${(r.plan.int8MacFraction * 100).toFixed(1)}%`);
   const out = new Map<string, HostWeight>();
   const ones = { kind: 'f32' as const, shape: [c.dim], data: new Float32Array(c.dim).fill(1) };
   for (let l = 0; l < c.nLayers; l++) {
@@ -151,7 +153,17 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
   // 3. one cache for the largest run: max(batches) sequences of ctx+1 tokens or the max-throughput batch
   const L = o.inLen + o.outLen;
   const budget = (o.memBudget ?? 76) * 2 ** 30;
-  const maxB = Math.floor((0.9 * budget - weightBytes) / (tokenKvBytes * L));
+  // device memory besides the KV cache: the weights read per step, the embedding table (f32, gathered, not
+  // read whole), and the step arena (every op's output lives until the step ends: ~all f32 activations of
+  // all layers per token, plus logits) -- for a decode step of the whole batch and for the inLen prefill
+  const embedBytes = c.vocabSize * c.dim * 4;
+  const q = c.nHeads * c.headDim, kvd = c.nKvHeads * c.headDim;
+  const arenaPerToken = c.nLayers * 4 * (3 * q + 3 * kvd + 4 * c.dim + 2 * c.hiddenDim + Math.ceil((2 * c.dim + q + c.hiddenDim) * 0.6 / 4)) + 2 * c.dim * 4;
+  const fixed = weightBytes + embedBytes + 2 ** 29;
+  const prefillArena = o.inLen * arenaPerToken;
+  const maxB = Math.floor((0.9 * budget - fixed) / (tokenKvBytes * L + arenaPerToken + c.vocabSize * 4));
+  if (maxB * (arenaPerToken + c.vocabSize * 4) < prefillArena) log(`note: the ${o.inLen}-token prefill's arena (${(prefillArena / 2 ** 30).toFixed(1)} GiB) exceeds the decode step's`);
+  log(`memory: weights ${(weightBytes / 2 ** 30).toFixed(2)} GiB + embedding ${(embedBytes / 2 ** 30).toFixed(2)} GiB + step arena ${((arenaPerToken + c.vocabSize * 4) / 2 ** 20).toFixed(1)} MiB per sequence; max batch ${maxB}`);
   if (maxB < 1) throw new CometError(`bench e2e: the weights (${(weightBytes / 2 ** 30).toFixed(1)} GiB) leave no room for one ${L}-token sequence in ${(budget / 2 ** 30).toFixed(0)} GiB`);
   const pagesFor = (n: number) => Math.ceil(n / P);
   const numPages = Math.max(Math.max(...batches) * pagesFor(o.ctx + 1), maxB * pagesFor(L));
