@@ -18,7 +18,13 @@ import { generate, singleSequenceCache } from '../src/engine/generate.ts';
 import { Llama } from '../src/model/llama.ts';
 import type { LlamaConfig } from '../src/model/config.ts';
 import { assertTokensMatch, golden, shared } from './helpers/shared.ts';
-import { webgpu } from './helpers/webgpu.ts';
+import { createWebGPUBackend, type WebGPUBackend } from '../backends/webgpu/webgpu.ts';
+
+/** The WebGPU backend, once per file. No adapter is a failure, never a skip: the message says why and how
+ *  (SwiftShader's env vars; .ci/webgpu-env.sh sets them on CI). */
+let gpuBackend: Promise<WebGPUBackend> | undefined;
+const webgpu = (): Promise<WebGPUBackend> =>
+  (gpuBackend ??= createWebGPUBackend().catch((e) => { throw new Error(`WebGPU tests need an adapter and have none: ${(e as Error).message}`); }));
 
 const GOLDEN = ['s260k_Once_upon_a_time.json', 's260k_Lily_and_her_mom_went_to.json', 's260k_EMPTY.json', 's260k_The_sun_was_shining.json'];
 

@@ -16,10 +16,15 @@ import { KVStoreKV4, kv4Layout } from '../simulator/kv4.ts';
 import { KVStoreF32 } from '../simulator/kv.ts';
 import { attention, kvAppend } from '../simulator/kernels/attention.ts';
 import * as F from '../simulator/kernels/float.ts';
-import { WebGPUBackend, type WTensor } from '../backends/webgpu/webgpu.ts';
+import { createWebGPUBackend, WebGPUBackend, type WTensor } from '../backends/webgpu/webgpu.ts';
 import { loadShaderSources } from '../backends/webgpu/shaders.ts';
 import { activations, normal, permutation, rng } from './simulator/rng.ts';
-import { webgpu } from './helpers/webgpu.ts';
+
+/** The WebGPU backend, once per file. No adapter is a failure, never a skip: the message says why and how
+ *  (SwiftShader's env vars; .ci/webgpu-env.sh sets them on CI). */
+let shared: Promise<WebGPUBackend> | undefined;
+const webgpu = (): Promise<WebGPUBackend> =>
+  (shared ??= createWebGPUBackend().catch((e) => { throw new Error(`WebGPU tests need an adapter and have none: ${(e as Error).message}`); }));
 
 let be: WebGPUBackend;
 beforeAll(async () => { be = await webgpu(); });

@@ -54,8 +54,8 @@ type Res = GPUBuffer | { buffer: GPUBuffer; offset: number; size: number };
 
 /** The pipelines of the op set: family, entry point, bindings (in order), override constants. */
 const PIPES = {
-  gemm_matvec1: { family: 'gemm_w4ax', entry: 'matvec', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { MT: 1 } },
-  gemm_matvec4: { family: 'gemm_w4ax', entry: 'matvec', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { MT: 4 } },
+  gemm_matvec1: { family: 'gemm_w4ax', entry: 'matvec', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { MT: 1, CH: 2048 } },
+  gemm_matvec4: { family: 'gemm_w4ax', entry: 'matvec', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { MT: 4, CH: 2048 } },
   gemm_rowwise: { family: 'gemm_w4ax', entry: 'rowwise', bind: ['uniform', 'read', 'read', 'read', 'write'] },
   gemm_tiled: { family: 'gemm_w4ax', entry: 'tiled', bind: ['uniform', 'read', 'read', 'read', 'write'] },
   gemm_f32: { family: 'gemm_f32', entry: 'gemm', bind: ['uniform', 'read', 'read', 'write'] },
@@ -193,7 +193,7 @@ export class WebGPUBackend implements Backend {
   /** a CPU adapter (SwiftShader): prefer kernels without workgroup barriers */
   readonly cpu: boolean;
 
-  constructor(readonly gpu: GpuContext, src: ShaderSources, readonly opts: WebGPUOptions = {}) {
+  constructor(readonly gpu: GpuContext, readonly src: ShaderSources, readonly opts: WebGPUOptions = {}) {
     this.dev = gpu.device;
     this.cpu = /swiftshader|llvmpipe|lavapipe/i.test(gpu.adapterName);
     let pc = pipelineCaches.get(gpu);
