@@ -26,11 +26,11 @@ const failuresOf = (out: Outcome[]) => {
 };
 
 /** A hand-made case: a base with some files replaced. */
-async function variant(format: FuzzFormat, baseName: string, id: string, edit: (files: Record<string, Uint8Array>) => void): Promise<FuzzCase> {
+async function variant(format: FuzzFormat, baseName: string, id: string, edit: (files: Record<string, Uint8Array>) => void, links?: Record<string, string>): Promise<FuzzCase> {
   const b = (await bases()).get(format)!.find((x) => x.name === baseName)!;
   const files = { ...b.files };
   edit(files);
-  return { id: `regression:${id}`, format, base: b.name, mutation: id, files, entry: b.entry };
+  return { id: `regression:${id}`, format, base: b.name, mutation: id, files, entry: b.entry, links };
 }
 const editJson = (files: Record<string, Uint8Array>, f: string, edit: (j: any) => void) => {
   const j = JSON.parse(dec.decode(files[f]));
@@ -105,6 +105,14 @@ describe('fuzzed files: a CometError naming the file or a valid load, never a cr
       // tokenizer/hf.ts: a catastrophic-backtracking pre-tokenizer regex hung encode()
       ...['(.*)*x', '(a+)+$', '((\\w+))*!'].map((re) => variant('tokenizer-json', 'stories260K', `Split regex ${re}`,
         (f) => editJson(f, 'tokenizer.json', (j) => { j.pre_tokenizer = { type: 'Split', pattern: { Regex: re }, behavior: 'Isolated', invert: false }; }))),
+      // a file that is a link to /dev/zero or a FIFO: read forever / open() blocked forever (loaders/index.ts,
+      // hf.ts, safetensors.ts, tokenizer/index.ts now take regular files only)
+      ...([['llama2c-v0', 'v0-tied', 'model.bin'], ['hf', 'hf-F32', 'config.json'], ['hf', 'hf-F32', 'model.safetensors'],
+        ['hf-sharded', 'hf3-BF16', 'model-00002-of-00003.safetensors'], ['hf-sharded', 'hf3-BF16', 'model.safetensors.index.json'],
+        ['safetensors', 'mixed', 'model.safetensors'], ['comet', 'comet-kv4', 'model.comet'], ['tokenizer-bin', 'tok512', 'tokenizer.bin'],
+        ['tokenizer-json', 'stories260K', 'tokenizer.json'], ['tokenizer-json', 'wikillama-28M', 'tokenizer_config.json']] as const)
+        .flatMap(([format, base, file]) => ['/dev/zero', 'FIFO'].map((target) =>
+          variant(format, base, `${format} ${file} -> ${target}`, () => {}, { [file]: target }))),
       // tokenizer/hf.ts: a WordPiece model over a BPE vocab encoded to undefined ids
       variant('tokenizer-json', 'wikillama-28M', 'model.type WordPiece', (f) => editJson(f, 'tokenizer.json', (j) => { j.model.type = 'WordPiece'; })),
     ]);
@@ -119,6 +127,7 @@ describe('fuzzed files: a CometError naming the file or a valid load, never a cr
     for (const v of ['.', '..', '../x.safetensors', 7]) expect(byId.get(`weight_map -> ${v}`)!.message, String(v)).toContain('expected a file name in the model directory');
     for (const v of [1e9, -1, 1.5, '3']) expect(byId.get(`vocab id ${JSON.stringify(v)}`)!.message).toContain('expected an integer in 0..');
     expect(byId.get('Split regex (.*)*x')!.message).toContain('catastrophic backtracking');
+    for (const [id, o] of byId) if (/ -> (\/dev\/zero|FIFO)$/.test(id)) expect(o.message, id).toContain('not a regular file');
     const wp = byId.get('model.type WordPiece')!;
     expect(wp.kind === 'error' || wp.runError !== undefined, show(wp)).toBe(true);
     for (const o of out) expect(o.ms!, o.id).toBeLessThan(8000); // were 80 s, out of memory, or forever

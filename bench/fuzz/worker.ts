@@ -1,7 +1,8 @@
 // The fuzz worker: a child process (forked by runCases in test/helpers/fuzz.ts) that runs cases one at a time.
 // Per case it says 'start' (the parent arms the deadline), writes the case's files, loads them with the real
 // loader under the allocation guard, exercises a valid load, and says 'done' with the outcome.
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
 // ---- allocation guard: typed-array / ArrayBuffer / Buffer constructors check the size BEFORE allocating ----
@@ -127,8 +128,13 @@ async function runOne(c: FuzzCase, caseDir: string): Promise<Outcome> {
   let inputBytes = 0;
   for (const [f, b] of Object.entries(c.files)) {
     mkdirSync(dirname(join(caseDir, f)), { recursive: true });
+    if (c.links?.[f]) continue;
     writeFileSync(join(caseDir, f), b);
     inputBytes += b.length;
+  }
+  for (const [f, target] of Object.entries(c.links ?? {})) {
+    if (target === 'FIFO') execFileSync('mkfifo', [join(caseDir, f)]);
+    else symlinkSync(target, join(caseDir, f));
   }
   const path = c.entry ? join(caseDir, c.entry) : caseDir;
   const base: Outcome = { id: c.id, kind: 'ok', mutation: c.mutation, inputBytes };

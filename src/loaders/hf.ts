@@ -27,12 +27,13 @@ export function hfName(name: string): string {
 }
 
 function readJson(path: string): Record<string, unknown> {
-  let text: string;
+  let text: string | undefined;
   try {
-    text = readFileSync(path, 'utf8');
+    if (statSync(path).isFile()) text = readFileSync(path, 'utf8');
   } catch (e) {
     throw new CometError(`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? e})`, 'not_found');
   }
+  if (text === undefined) throw new CometError(`${path}: not a regular file (a link to a device or a FIFO would be read forever)`);
   try {
     const j = JSON.parse(text);
     if (typeof j !== 'object' || j === null || Array.isArray(j)) throw new Error('not a JSON object');

@@ -25,7 +25,10 @@ export interface LoadedModel {
 
 export async function loadModel(path: string): Promise<LoadedModel> {
   if (!existsSync(path)) throw new CometError(`model not found: ${path}`, 'not_found');
-  if (statSync(path).isDirectory()) {
+  const stat = statSync(path);
+  // a FIFO would block open() forever and a device never ends: only directories and regular files
+  if (!stat.isDirectory() && !stat.isFile()) throw new CometError(`${path}: not a regular file or a directory`);
+  if (stat.isDirectory()) {
     if (!existsSync(join(path, 'config.json')))
       throw new CometError(`${path}: a model directory needs config.json (Hugging Face layout)`, 'not_found');
     const { config, weights, dtypes } = readHF(path);

@@ -8,7 +8,7 @@
 // overlaps) before it allocates anything, then reads one tensor at a time at its offset: a 10 GB file is never
 // read into one buffer. Host byte order is assumed little-endian (x86, ARM), as every typed-array view here is.
 
-import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { CometError } from '../errors.ts';
 
 export const DTYPE_SIZE = {
@@ -42,7 +42,7 @@ export class SafetensorsFile {
   static open(path: string): SafetensorsFile {
     let fd: number;
     try {
-      fd = openSync(path, 'r');
+      fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK); // a FIFO must not block: fstat below refuses it
     } catch (e) {
       throw new CometError(`${path}: cannot open safetensors file (${(e as NodeJS.ErrnoException).code ?? e})`, 'not_found');
     }

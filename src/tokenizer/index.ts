@@ -22,19 +22,32 @@ export async function loadTokenizer(path: string, opts: { vocabSize?: number } =
   }
   if (path.endsWith('.model'))
     throw new CometError(`${path}: sentencepiece .model files are not read; use its tokenizer.json or llama2.c tokenizer.bin`);
-  if (!path.endsWith('.json')) return Llama2cTokenizer.fromBytes(readFileSync(path), path, opts.vocabSize);
+  if (!path.endsWith('.json')) return Llama2cTokenizer.fromBytes(readRegular(path), path, opts.vocabSize);
   const json = readJson(path);
   const dir = dirname(path);
   const cfgPath = join(dir, 'tokenizer_config.json'), tmplPath = join(dir, 'chat_template.jinja');
   const config = existsSync(cfgPath) ? readJson(cfgPath) : {};
-  const template = existsSync(tmplPath) ? readFileSync(tmplPath, 'utf8') : undefined;
+  const template = existsSync(tmplPath) ? readRegular(tmplPath).toString('utf8') : undefined;
   if (typeof json.model !== 'object' || json.model === null) throw new CometError(`${path}: no 'model' object; not a Hugging Face tokenizer.json`);
   return new HFTokenizer(json, config, path, template);
 }
 
-function readJson(path: string): Record<string, any> {
+/** A regular file's bytes: a tokenizer that links to /dev/zero, or a FIFO, would be read forever. */
+function readRegular(path: string): Buffer {
+  let regular: boolean;
   try {
-    const j = JSON.parse(readFileSync(path, 'utf8'));
+    regular = statSync(path).isFile();
+  } catch (e) {
+    throw new CometError(`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? e})`, 'not_found');
+  }
+  if (!regular) throw new CometError(`${path}: not a regular file`);
+  return readFileSync(path);
+}
+
+function readJson(path: string): Record<string, any> {
+  const text = readRegular(path).toString('utf8');
+  try {
+    const j = JSON.parse(text);
     if (typeof j !== 'object' || j === null || Array.isArray(j)) throw new Error('not a JSON object');
     return j;
   } catch (e) {

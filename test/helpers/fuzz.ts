@@ -54,6 +54,8 @@ export interface FuzzCase {
   mutation: string;
   files: Record<string, Uint8Array>;
   entry: string;
+  /** files that are not regular: name -> a symlink target, or 'FIFO' for a named pipe (replaces a file) */
+  links?: Record<string, string>;
 }
 
 interface Base {
