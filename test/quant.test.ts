@@ -17,6 +17,7 @@ import { absmaxOrder, planFMPQ } from '../src/quant/plan.ts';
 import { gptqW4, invCholUpper, permutedHessian } from '../src/quant/gptq.ts';
 import { quantizeModel, weightErrorOf } from '../src/quant/quantize.ts';
 import { FakeQuantBackend } from '../src/quant/fake.ts';
+import { smoothModel } from '../src/quant/smooth.ts';
 import { actSpec } from '../simulator/act.ts';
 import { quantizeW4 } from '../simulator/w4.ts';
 import { mulberry32 } from './helpers/synthetic.ts';
@@ -66,6 +67,17 @@ describe('function-preserving transforms', () => {
     const st = await calibrate(new Llama(new SimBackend(), c, w), prompt, { ctx: prompt.length });
     const am = st.get('l1.attn_in')!.absmax, order = absmaxOrder(am);
     expect([...order.slice(0, chans.length)].sort((a, b) => a - b)).toEqual([...chans].sort((a, b) => a - b));
+  });
+});
+
+describe('SmoothQuant folding', () => {
+  it('keeps the float logits and undoes the outlier stress', async () => {
+    const stressed = outlierStress(c, lm.weights, stressChannels(c.dim), 128);
+    const st = await calibrate(new Llama(new SimBackend(), c, stressed), prompt, { ctx: prompt.length });
+    const { weights, stats } = smoothModel(c, stressed, st, 0.5);
+    expect(relDiff(await logits(weights, prompt), await logits(lm.weights, prompt))).toBeLessThan(1e-5);
+    const am = (m: Map<string, SiteStats>) => { const a = m.get('l1.attn_in')!.absmax; return Math.max(...a) / (a.reduce((x, y) => x + y, 0) / a.length); };
+    expect(am(stats)).toBeLessThan(am(st) / 4); // the α=128 outliers are gone from the activation
   });
 });
 

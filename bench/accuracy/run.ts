@@ -78,6 +78,9 @@ const ROWS: RowDef[] = [
   { id: 'fmpq-f10', label: 'FMPQ W4Ax 10%', kind: 'sim', quant: fmpq(0.1) },
   { id: 'fmpq-f20', label: 'FMPQ W4Ax 20%', kind: 'sim', quant: fmpq(0.2) },
   { id: 'fmpq-f30', label: 'FMPQ W4Ax 30%', kind: 'sim', quant: fmpq(0.3) },
+  { id: 'fmpq-blk1', label: 'FMPQ W4Ax, 1 INT8 block at every input (uniform)', kind: 'sim', quant: { order: 'absmax', int8Blocks: 1, weights: 'rtn', kv: 'f32' } },
+  { id: 'fmpq-smooth', label: 'FMPQ W4Ax + SmoothQuant β=0.5 (15%)', kind: 'sim', quant: fmpq(0.15, { smooth: 0.5 }) },
+  { id: 'fmpq-smooth-kv4', label: 'FMPQ W4AxKV4 + SmoothQuant β=0.5 (15%)', kind: 'sim', quant: fmpq(0.15, { smooth: 0.5, kv: 'kv4' }) },
   { id: 'fmpq-b64-kv4', label: 'FMPQ W4AxKV4 B=64 (15%)', kind: 'sim', quant: { ...fmpq(0.15, { kv: 'kv4' }), B: 64 } },
   { id: 'fmpq-b64-gptq-kv4', label: 'FMPQ W4AxKV4 B=64 GPTQ (15%)', kind: 'sim', quant: { ...fmpq(0.15, { kv: 'kv4', weights: 'gptq' }), B: 64 } },
 ];
@@ -93,13 +96,15 @@ interface Job { model: ModelName; text: string; alpha: number; row: string; wind
 function jobs(): Job[] {
   const out: Job[] = [];
   const add = (model: ModelName, text: string, alpha: number, rows: string[], windows: number) => rows.forEach((row) => out.push({ model, text, alpha, row, windows }));
-  for (const a of ALPHAS) add('stories260K', 'tinystories_valid_head.txt', a, a === 1 ? [...MAIN, ...KNOBS] : MAIN, 16);
+  for (const a of ALPHAS) add('stories260K', 'tinystories_valid_head.txt', a, a === 1 ? [...MAIN, ...KNOBS] : [...MAIN, 'fmpq-smooth'], 16);
   const H = 'wiki_heldout_a.txt', W2 = 'wikitext2_test_raw_nonblank_crlf.txt';
   add('wikillama-28M', H, 1, ['fp32'], 2);
   add('wikillama-28M', H, 1, ['w4a4', 'fmpq-kv4', 'fmpq', 'w4a4-reorder', 'fmpq-gptq-kv4', 'w4a8kv4', 'w4a16', 'w8a8'], 16);
   add('wikillama-28M', W2, 1, ['fp32', 'w4a4', 'fmpq-kv4', 'fmpq-gptq-kv4'], 4);
-  add('wikillama-28M', H, 1, ['fp32', 'fmpq-f05', 'fmpq-f10', 'fmpq-f20', 'fmpq-f30', 'fmpq-b64-kv4', 'fmpq', 'w4a4-reorder'], 4);
+  add('wikillama-28M', H, 1, ['fp32', 'fmpq-f05', 'fmpq-f10', 'fmpq-f20', 'fmpq-f30', 'fmpq-b64-kv4', 'fmpq', 'w4a4-reorder', 'fmpq-blk1'], 4);
   for (const a of [16, 128]) add('wikillama-28M', H, a, ['w4a4', 'w4a4-reorder', 'fmpq', 'fmpq-kv4', 'w4a16'], 2);
+  add('wikillama-28M', H, 1, ['fmpq-smooth', 'fmpq-smooth-kv4'], 4);
+  for (const a of [16, 128]) add('wikillama-28M', H, a, ['fmpq-smooth'], 2);
   add('wikillama-28M', H, 1, ['fmpq-kv4', 'fmpq-kv4-exact', 'w4a4', 'w4a4-reorder'], 2);
   const models = process.env.COMET_MODELS?.split(','); // restrict to these models (a machine that lacks the others)
   return models ? out.filter((j) => models.includes(j.model)) : out;
@@ -153,7 +158,7 @@ async function quantizePhase(model: ModelName, alpha: number, only?: string[]): 
   const sha = createHash('sha256').update(readFileSync(join(SHARED, 'texts', calibText))).digest('hex');
   const tok = tokenizerFiles(lm.tokenizerPath!, (p) => readFileSync(p));
   for (const r of ROWS) {
-    if (!r.quant || COMET_OF[r.id] || (alpha !== 1 && !MAIN.includes(r.id)) || (only && !only.includes(r.id))) continue;
+    if (!r.quant || COMET_OF[r.id] || (alpha !== 1 && !MAIN.includes(r.id) && !only?.includes(r.id)) || (only && !only.includes(r.id))) continue;
     const t1 = performance.now();
     const { B = MODELS[model].B, ...q } = r.quant;
     const res = quantizeModel(lm.config, lm.weights, stats, { B, ...q });

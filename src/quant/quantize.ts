@@ -1,4 +1,5 @@
 // The FMPQ quantizer: calibration statistics + float weights -> W4Ax weights (DESIGN §3.2-3.3).
+//   0. optionally SmoothQuant-scale channels into the weights (smooth.ts; function-preserving)
 //   1. plan (plan.ts): per site, the channel permutation and the INT8 blocks
 //   2. fold down_proj's permutation into gate/up rows and down columns (fold.ts); its runtime perm is identity
 //   3. quantize every linear: RTN with a clip search (simulator/w4.ts) or GPTQ (gptq.ts), columns in the
@@ -14,6 +15,7 @@ import { CometError } from '../errors.ts';
 import type { SiteStats } from './calibrate.ts';
 import { foldDownPerm } from './fold.ts';
 import { gptqW4, invCholUpper, permutedHessian } from './gptq.ts';
+import { smoothModel } from './smooth.ts';
 import { planFMPQ, type ChannelOrder, type Plan } from './plan.ts';
 
 export type WeightMethod = 'rtn' | 'gptq';
@@ -25,6 +27,7 @@ export interface QuantizeOptions {
   int8Blocks?: number;
   weights: WeightMethod;
   clipSearch?: boolean; // RTN clip search (default true)
+  smooth?: number; // SmoothQuant β (smooth.ts); absent = off
   kv: KVDType;
   kvGroup?: number; // default headDim
   onLinear?: (done: number, total: number, name: string) => void;
@@ -37,6 +40,7 @@ export interface QuantMeta {
   int8Policy: { fraction?: number; blocks?: number };
   int8MacFraction: number;
   weights: WeightMethod;
+  smooth?: number;
   kv: KVDType;
   kvGroup: number;
   sites: Record<string, { K: number; Kp: number; K8: number; int8Gain?: number[] }>;
@@ -51,6 +55,7 @@ export interface QuantizeResult {
 }
 
 export function quantizeModel(c: LlamaConfig, floatWeights: Map<string, HostWeight>, stats: Map<string, SiteStats>, o: QuantizeOptions): QuantizeResult {
+  if (o.smooth !== undefined) ({ weights: floatWeights, stats } = smoothModel(c, floatWeights, stats, o.smooth));
   if (o.weights === 'gptq' && [...stats.values()].some((s) => !s.H)) throw new CometError('quantize: --weights gptq needs calibration with the Hessian (calibrate({ hessian: true }))');
   const plan = planFMPQ(c, floatWeights, stats, o);
   // fold down_proj's permutation offline; its spec and statistics move to the folded order
@@ -86,7 +91,7 @@ export function quantizeModel(c: LlamaConfig, floatWeights: Map<string, HostWeig
   }
   const meta: QuantMeta = {
     B: o.B, order: o.order, int8Policy: { fraction: o.int8Fraction, blocks: o.int8Blocks }, int8MacFraction: plan.int8MacFraction,
-    weights: o.weights, kv: o.kv, kvGroup: o.kvGroup ?? c.headDim,
+    weights: o.weights, smooth: o.smooth, kv: o.kv, kvGroup: o.kvGroup ?? c.headDim,
     sites: Object.fromEntries(plan.sites.map((p) => [p.site.name, { K: p.spec.K, Kp: p.spec.Kp, K8: p.spec.K8 }])),
   };
   return { weights: out, plan, meta, weightError };
