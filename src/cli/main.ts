@@ -56,6 +56,7 @@ program
   .option('--order <o>', 'channel order: absmax (FMPQ permutation) | identity', 'absmax')
   .option('--kv <dtype>', 'KV cache: kv4 | f32', 'kv4')
   .option('--kv-group <g>', 'KV4 group size (default head_dim)', int('--kv-group', 2))
+  .option('--smooth <beta>', 'SmoothQuant channel scaling folded into norms/weights, migration strength β in [0, 1] (off by default)', num('--smooth', 0, 1))
   .option('--calib-tokens <n>', 'calibration tokens', int('--calib-tokens', 2), 2048)
   .option('--ctx <n>', 'calibration window length', int('--ctx', 2), 512)
   .option('--json', 'print one JSON summary')

@@ -18,7 +18,7 @@ import { CometError } from '../errors.ts';
 export interface QuantizeCliOptions {
   model: string; calib: string; out: string; tokenizer?: string;
   block: number; int8Fraction?: number; int8Blocks?: number; weights: WeightMethod; order: ChannelOrder;
-  kv: 'f32' | 'kv4'; kvGroup?: number; calibTokens: number; ctx: number; json?: boolean;
+  kv: 'f32' | 'kv4'; kvGroup?: number; smooth?: number; calibTokens: number; ctx: number; json?: boolean;
 }
 
 export async function quantize(o: QuantizeCliOptions): Promise<void> {
@@ -53,7 +53,7 @@ export async function quantize(o: QuantizeCliOptions): Promise<void> {
   const model = new Llama(new SimBackend(), lm.config, lm.weights);
   const stats = await calibrate(model, calibTokens, { ctx, hessian: o.weights === 'gptq', onWindow: (d) => calBar?.update(d) });
   const qBar = show ? bars.create(lm.config.nLayers * 7, 0, { task: `weights (${o.weights})`, unit: 'linears' }) : undefined;
-  const r = quantizeModel(lm.config, lm.weights, stats, { B: o.block, order: o.order, ...int8, weights: o.weights, kv: o.kv, kvGroup: o.kvGroup, onLinear: (d) => qBar?.update(d) });
+  const r = quantizeModel(lm.config, lm.weights, stats, { B: o.block, order: o.order, ...int8, weights: o.weights, smooth: o.smooth, kv: o.kv, kvGroup: o.kvGroup, onLinear: (d) => qBar?.update(d) });
   bars.stop();
   r.meta.calib = { file: basename(o.calib), sha256: createHash('sha256').update(text).digest('hex'), tokens: n, slice: `last ${n} tokens` };
   writeComet(o.out, { config: lm.config, weights: r.weights, quant: r.meta, weightError: r.weightError, tokenizer: tokenizerFiles(tokPath, (p) => readFileSync(p)) });
