@@ -275,7 +275,7 @@ async function report(r: { o: E2EOptions; c: LlamaConfig; int8MacFraction: numbe
     `## (b) Max throughput under equal memory (${r.o.inLen} in / ${r.o.outLen} out)`, '',
     '| | max batch | tok/s |', '| --- | --- | --- |',
     `| COMET W4A4KV4 | ${r.maxThroughput.max_batch} | ${r.maxThroughput.tok_s.toFixed(0)} |`,
-    `| PyTorch FP16 | ${bm?.max_batch ?? '-'} | ${bm?.tok_s?.toFixed(0) ?? '-'} |`, '',
+    `| PyTorch FP16 | ${bm?.max_batch ?? '-'} | ${bm?.tok_s?.toFixed(0) ?? (bm?.oom ? 'out of memory' : '-')} |`, '',
     `## (c) Time to first token, ${r.o.inLen}-token prompt`, '',
     `COMET ${r.ttft.toFixed(1)} ms; PyTorch FP16 ${(r.baseline?.ttft_ms as number | undefined)?.toFixed(1) ?? '-'} ms.`, '',
     ...opTables(r.opBreakdown),
