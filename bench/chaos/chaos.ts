@@ -100,7 +100,7 @@ const SUBJECTS = ['a dog', 'a cat', 'Lily', 'Tom', 'a bird', 'the sun', 'a boat'
 const PROMPTS = SUBJECTS.map((s, i) => `${i % 2 ? 'Once upon a time' : 'One day'}, ${s} ${i % 3 ? 'saw' : 'wanted'}`);
 const MAX_TOKENS = [1, 9, 33, 33, 160]; // 160: ~11 pages a sequence, so a full batch runs the small pool dry (preemption)
 
-interface Valid { kind: 'chat' | 'text'; prompt: string; maxTokens: number; stream: boolean; stop?: string }
+interface Valid { kind: 'chat' | 'text'; prompt: string; maxTokens: number; stream: boolean; stop?: string; slow?: boolean }
 const keyOf = (v: Valid) => `${v.kind}|${v.maxTokens}|${v.stop ?? ''}|${v.prompt}`;
 function bodyOf(v: Valid): object {
   const common = { max_tokens: v.maxTokens, temperature: 0, ...(v.stop ? { stop: v.stop } : {}), ...(v.stream ? { stream: true, stream_options: { include_usage: true } } : {}) };
@@ -137,10 +137,11 @@ function malformed(r: () => number, maxBody: number): Malformed {
 }
 
 /** Read an SSE body; `cutAfter` events then drop the connection. Returns the concatenated text. */
-async function readSse(res: Response, cutAfter: number | undefined, ac: AbortController): Promise<{ text: string; done: boolean; error?: unknown }> {
+async function readSse(res: Response, cutAfter: number | undefined, ac: AbortController, pauseMs = 0): Promise<{ text: string; done: boolean; error?: unknown }> {
   const reader = res.body!.getReader(), dec = new TextDecoder();
   let buf = '', text = '', n = 0;
   for (;;) {
+    if (pauseMs) await new Promise((r) => setTimeout(r, pauseMs)); // a slow reader: the server must buffer, not lose or block
     const { done, value } = await reader.read();
     if (done) return { text, done: false };
     buf += dec.decode(value, { stream: true });
@@ -218,7 +219,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       try {
         const res = await post(v.kind === 'chat' ? '/v1/chat/completions' : '/v1/completions', JSON.stringify(bodyOf(v)), ac.signal);
         if (res.status !== 200) return { status: res.status, json: await res.json().catch(() => undefined) };
-        if (v.stream) return { status: 200, ...(await readSse(res, cutAfter, ac)) };
+        if (v.stream) return { status: 200, ...(await readSse(res, cutAfter, ac, v.slow ? 40 : 0)) };
         const j = await res.json();
         return { status: 200, text: v.kind === 'chat' ? j.choices[0].message.content : j.choices[0].text, done: true };
       } finally {
@@ -230,9 +231,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     const r = mulberry32(o.seed);
     const pick = <T>(a: readonly T[]) => a[Math.floor(r() * a.length)];
     const planned: Valid[] = [];
-    const validOf = (): Valid => {
-      const v: Valid = { kind: r() < 0.5 ? 'chat' : 'text', prompt: pick(PROMPTS), maxTokens: pick(MAX_TOKENS), stream: r() < 0.5, stop: r() < 0.1 ? '.' : undefined };
-      planned.push(v);
+    const validOf = (over: Partial<Valid> = {}): Valid => {
+      const v: Valid = { kind: r() < 0.5 ? 'chat' : 'text', prompt: pick(PROMPTS), maxTokens: pick(MAX_TOKENS), stream: r() < 0.5, stop: r() < 0.1 ? '.' : undefined, slow: r() < 0.15, ...over };
+      planned.push(v); // its baseline is taken before the chaos
       return v;
     };
     const baseline = new Map<string, string>();
@@ -259,23 +260,23 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       const x = r();
       if (x < 0.4) {
         const v = validOf();
-        return { kind: v.stream ? 'valid-stream' : 'valid-plain', run: async () => {
+        const kind = v.stream ? (v.slow ? 'valid-stream-slow-reader' : 'valid-stream') : 'valid-plain';
+        return { kind, run: async () => {
           const w = await want(v);
           try {
             const got = await runValid(v, new AbortController());
-            if (got.status === 503 && got.json?.error?.code === 'queue_full') return count(v.stream ? 'valid-stream' : 'valid-plain', 'queue_full');
-            if (got.status !== 200) return count(v.stream ? 'valid-stream' : 'valid-plain', got.status >= 500 ? 'server_error' : 'wrong_status', `${got.status} ${JSON.stringify(got.json)}`);
-            if (v.stream && !got.done) return count('valid-stream', 'server_error', `stream ended without [DONE]: ${JSON.stringify(got.error)}`);
-            count(v.stream ? 'valid-stream' : 'valid-plain', got.text === w ? 'exact' : 'mismatch', got.text === w ? undefined : `${keyOf(v)}: got ${JSON.stringify(got.text)}, alone ${JSON.stringify(w)}`);
+            if (got.status === 503 && got.json?.error?.code === 'queue_full') return count(kind, 'queue_full');
+            if (got.status !== 200) return count(kind, got.status >= 500 ? 'server_error' : 'wrong_status', `${got.status} ${JSON.stringify(got.json)}`);
+            if (v.stream && !got.done) return count(kind, 'server_error', `stream ended without [DONE]: ${JSON.stringify(got.error)}`);
+            count(kind, got.text === w ? 'exact' : 'mismatch', got.text === w ? undefined : `${keyOf(v)}: got ${JSON.stringify(got.text)}, alone ${JSON.stringify(w)}`);
           } catch (e) {
-            count(v.stream ? 'valid-stream' : 'valid-plain', (e as Error).name === 'TimeoutError' || String(e).includes('timeout') ? 'timeout' : 'connection_error', String(e));
+            count(kind, (e as Error).name === 'TimeoutError' || String(e).includes('timeout') ? 'timeout' : 'connection_error', String(e));
           }
         } };
       }
       if (x < 0.62) {
-        const v = { ...validOf(), maxTokens: pick([24, 48]) }, how = pick(['before-response', 'mid-stream', 'mid-plain'] as const);
-        if (how === 'mid-stream') v.stream = true;
-        if (how === 'mid-plain') v.stream = false;
+        const how = pick(['before-response', 'mid-stream', 'mid-plain'] as const);
+        const v = validOf({ maxTokens: pick([24, 48]), ...(how === 'mid-stream' ? { stream: true } : how === 'mid-plain' ? { stream: false } : {}) });
         const delay = Math.floor(r() * 60), cut = 1 + Math.floor(r() * 6);
         return { kind: `disconnect-${how}`, run: async () => {
           const ac = new AbortController();
@@ -309,7 +310,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
           }
         } };
       }
-      if (x < 0.93) {
+      if (x < 0.96) {
         const how = pick(['partial-headers', 'partial-body', 'headers-then-close', 'garbage']);
         return { kind: `raw-${how}`, run: () => new Promise<void>((resolve) => {
           const sock = connect(port, '127.0.0.1');
@@ -326,7 +327,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         }) };
       }
       // a burst: many valid requests at once, past the queue limit
-      const n = o.maxBatch + o.maxQueue + 4 + Math.floor(r() * 6), vs = Array.from({ length: n }, () => ({ ...validOf(), stream: r() < 0.5 }));
+      const n = o.maxBatch + o.maxQueue + 2 + Math.floor(r() * 4), vs = Array.from({ length: n }, () => validOf());
       return { kind: 'burst', run: async () => {
         await Promise.all(vs.map(async (v) => {
           const w = await want(v);

@@ -41,7 +41,7 @@ if (!a['no-write']) {
   const md = [`# Server chaos (${new Date().toISOString()})`, '',
     `\`comet serve --backend sim\` (embedded stories260K) on 127.0.0.1 as a child process: max-batch ${o.maxBatch}, max-queue ${o.maxQueue}, ` +
     `kv-memory ${o.kvMemory} (preemption happens), max-body ${o.maxBody} bytes. ${o.rounds} rounds of ${o.requests} seeded requests (seed ${o.seed}), ` +
-    `${o.concurrency} clients at a time, plus bursts of max-batch + max-queue + 4..9 requests at once. Every valid request is greedy; ` +
+    `${o.concurrency} clients at a time, plus bursts of max-batch + max-queue + 2..5 requests at once; 15% of valid streams are read slowly (40 ms per read). Every valid request is greedy; ` +
     `its text is compared with the same request sent alone to the idle server first (${r.baselineRequests} distinct requests).`, '',
     `| request kind | ${outcomes.join(' | ')} |`, `| --- | ${outcomes.map(() => '---').join(' | ')} |`,
     ...kinds.map((k) => `| ${k} | ${outcomes.map((x) => r.counts[k][x] ?? 0).join(' | ')} |`), '',
