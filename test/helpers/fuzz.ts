@@ -604,7 +604,6 @@ export async function makeCase(format: FuzzFormat, seed: number, index: number):
     files[file] = m.bytes;
     mutation = `${file}: ${m.what}`;
   }
-  // a second, independent mutation now and then (dims that disagree across files, etc.)
   return { id: `${format}:${seed}:${index}`, format, base: base.name, mutation, files, entry: base.entry };
 }
 
