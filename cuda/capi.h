@@ -32,22 +32,25 @@ int comet_w4_create(const uint8_t* codes, const uint16_t* scales, int N, int Kp,
                     comet_w4_weight** out, void* stream);
 void comet_w4_destroy(comet_w4_weight* w);
 
-/** Y = A · W^T with the FMPQ epilogue. Chooses the decode kernel (M <= 64) or the tiled prefill kernel.
- *  The decode kernel's split-K uses one workspace per process: run W4Ax GEMMs of one process on one stream
- *  (or serialize them). */
+/** Y = A · W^T with the FMPQ epilogue. Chooses the decode kernel (M <= 32) or a tiled kernel (M >= 33: on sm_90+
+ *  with B = 128 the tiled kernel v5, else v4 / the sm_80 path; M <= 64 with B != 128 stays on decode). The split-K
+ *  kernels share workspaces per process: run W4Ax GEMMs of one process on one stream (or serialize them). */
 int comet_gemm_w4ax(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M, const comet_w4_weight* w,
                     void* y, int out_f16, void* stream);
 
 /** The partial-sum schedule the kernel will use for (M, N, Kp, B, K8) on the current device with the current
  *  forced variant: n_splits ranges of B-blocks [ranges[2i], ranges[2i+1]), each summed from +0 in ascending
  *  block order, then added in index order (sum = +0; sum = f32(sum + partial_i)). Returns n_splits
- *  (<= max_splits) or a negative error. The prefill kernels never split (1 range); the decode kernel splits K
- *  into k-tile-aligned slices so its grid is one full wave (depends on N, Kp, M and the SM count). */
+ *  (<= max_splits) or a negative error. The decode kernel splits K into k-tile-aligned slices so its grid is one
+ *  full wave; the tiled kernels v5/v6 (B = 128) split K into KS = min(SMs / output tiles, k-tiles / 4) slices when
+ *  the output tiles are fewer than the SMs, else 1 (depends on N, Kp, M and the SM count); v4 never splits. */
 int comet_gemm_w4ax_schedule(int M, int N, int Kp, int B, int K8, int* ranges_host, int max_splits);
 
-/** Force a kernel variant for tests/benchmarks: 0 auto, 1 decode GEMV (M <= 64 only), 2 prefill sm_90 path
- *  (s8 mma), 3 prefill sm_80 path (s4 mma for W4A4 blocks when B >= 64, s8 otherwise; emulated but exact on
- *  sm_90). Auto: 1 for M <= 64, else 2 on sm_90+ and 3 below. Process-wide. */
+/** Force a kernel variant for tests/benchmarks: 0 auto, 1 decode GEMV (M <= 64 only), 2 prefill v4 (s8 mma),
+ *  3 prefill sm_80 path (s4 mma for W4A4 blocks when B >= 64, s8 otherwise; emulated but exact on sm_90),
+ *  4 tiled v5 (s8 mma.sync, B = 128, any M), 5 tiled v6 (wgmma s8, sm_90 only, B = 128, any M); 4 and 5 run 2 when
+ *  B != 128, 5 runs 4 off sm_90. Auto: 1 for M <= 32; else 4 on sm_90+ with B = 128, else 1 (M <= 64), 2 (sm_90+)
+ *  or 3 (sm_80). Process-wide. */
 int comet_gemm_w4ax_force(int variant);
 
 // Other ops (embed, rmsnorm_quant, silu_mul_quant, rope, kv_append, attention, ...) are declared below by

@@ -142,7 +142,8 @@ function emulateKernel(a: QAct, w: W4Weight, schedule: Schedule): Float32Array {
   return out;
 }
 
-/** The decode kernel's k-slices: KS tile-aligned ranges of blocks (gemm_w4ax.cu comet_gemm_w4ax_schedule). */
+/** The split-K kernels' k-slices (decode, and the v5/v6 tiled kernels below one wave): KS tile-aligned ranges of
+ *  blocks, slice k = tiles [k*T/KS, (k+1)*T/KS) (gemm_w4ax.cu comet_gemm_w4ax_schedule). */
 function sliceSchedule(Kp: number, B: number, K8: number, KS: number): Schedule {
   const T8 = Math.ceil(K8 / KT), T = T8 + Math.ceil((Kp - K8) / KT), nb = Kp / B, nbt = KT / B;
   const block0 = (i: number) => (i < T8 ? i * nbt : Math.min(K8 / B + (i - T8) * nbt, nb));
@@ -156,6 +157,7 @@ describe('the CUDA kernels arithmetic on the tiled layout', () => {
     { M: 2, N: 9, K: 384, B: 128, K8: 128, extreme: false },
     { M: 2, N: 8, K: 256, B: 64, K8: 64, extreme: true }, // every code at its most negative value: |acc| = 2^13 / 2^17
     { M: 2, N: 8, K: 512, B: 128, K8: 256, extreme: true },
+    { M: 3, N: 5, K: 1152, B: 128, K8: 384, extreme: false }, // v5/v6 shape: one block per k-tile, 9 tiles
   ];
   it.each(cases)('equals gemmW4Ax %o', ({ M, N, K, B, K8, extreme }) => {
     const r = rng(M * 1000 + N * 10 + B);
@@ -168,7 +170,8 @@ describe('the CUDA kernels arithmetic on the tiled layout', () => {
     const scale = (i: number, base: number) => f16Bits(i % 7 === 3 ? 2 ** -22 * (1 + (i % 5)) : i % 11 === 5 ? 900 + i : base * (0.5 + r()));
     const a: QAct = { M, spec, a8, a4: packInt4(q4), sa: Uint16Array.from({ length: M * nb }, (_, i) => scale(i, 0.05)) };
     const w: W4Weight = w4FromCodes(N, wq, Uint16Array.from({ length: N * nb }, (_, i) => scale(i + 1, 0.002)), spec);
-    for (const sched of [[[0, nb]] as Schedule, sliceSchedule(Kp, B, K8, 2), sliceSchedule(Kp, B, K8, 3)]) {
+    for (const sched of [[[0, nb]] as Schedule, sliceSchedule(Kp, B, K8, 2), sliceSchedule(Kp, B, K8, 3),
+      sliceSchedule(Kp, B, K8, 4)]) {
       const want = gemmW4Ax(a, w, sched), got = emulateKernel(a, w, sched);
       expect(got.every((v, i) => Object.is(v, want[i]))).toBe(true);
     }

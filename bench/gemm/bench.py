@@ -156,14 +156,22 @@ def cmd_check(lib, args):
             for K8 in sorted({0, B, 3 * B if 3 * B < Kp else B, Kp}):
                 for N in (172, 1000):
                     for M in (1, 3, 17, 64, 100, 130):
-                        for v in (0, 1, 2, 3):
+                        for v in (0, 1, 2, 3, 4, 5):
                             if v == 1 and M > 64:
                                 continue
                             cases.append((M, N, K, B, K8, v))
-    cases += [(M, 1000, 4096, B, 512, v) for B in (32, 128) for M in (1, 16, 64, 130) for v in (0, 1, 2, 3)
+    cases += [(M, 1000, 4096, B, 512, v) for B in (32, 128) for M in (1, 16, 64, 130) for v in (0, 1, 2, 3, 4, 5)
               if not (v == 1 and M > 64)]
+    # v5 / v6 (variants 4 / 5, B = 128): split-K (one wave) and no split, partial M tiles, K8 = 0 / Kp, odd and
+    # even k-tile counts per slice
+    cases += [(M, N, K, 128, K8, v) for (M, N, K, K8) in ((33, 4096, 4096, 512), (64, 6144, 4096, 384),
+              (200, 1000, 2048, 0), (256, 300, 1024, 1024), (1000, 4096, 1024, 128), (129, 200, 640, 256),
+              (300, 1000, 384, 128), (96, 4096, 1152, 0)) for v in (0, 4, 5)]
+    if args.variants:
+        keep = {int(v) for v in args.variants.split(",")}
+        cases = [c for c in cases if c[5] in keep]
     if args.small:  # for compute-sanitizer: one case per variant and B, with padding and both precisions
-        cases = [(M, 172, 1000, B, B, v) for B in (32, 64, 128) for (M, v) in ((3, 1), (64, 1), (100, 2), (130, 3), (17, 2))]
+        cases = [(M, 172, 1000, B, B, v) for B in (32, 64, 128) for (M, v) in ((3, 1), (64, 1), (100, 2), (130, 3), (17, 2), (130, 4), (64, 4), (130, 5), (64, 5))]
     fails, total, t0 = 0, 0, time.time()
     for (M, N, K, B, K8, v) in cases:
         P = make_problem(M, N, K, B, K8, gen)
@@ -253,7 +261,7 @@ def bench_baselines(M, K, N, gen):
     return res
 
 
-def bench_ours(lib, M, K, N, B, K8, gen, check_sample=(48, 192)):
+def bench_ours(lib, M, K, N, B, K8, gen, check_sample=(48, 192), variant=0):
     Kp = (K + B - 1) // B * B
     nb = Kp // B
     wbytes = N * Kp // 2 + N * nb * 2
@@ -264,10 +272,14 @@ def bench_ours(lib, M, K, N, B, K8, gen, check_sample=(48, 192)):
     for P in probs:  # the canonical codes are not needed once repacked; keep P["codes"] for the check of copy 0
         if P is not probs[0]:
             P["codes"] = None
-    n, bad, ns = check_one(lib, probs[0], hs[0], 0, 1, sample=check_sample, gen=gen)
+    n, bad, ns = check_one(lib, probs[0], hs[0], variant, 1, sample=check_sample, gen=gen)
     ys = [torch.empty(M, N, device=DEV, dtype=torch.float16) for _ in range(R)]
-    ms = time_graph(lambda i: lib.gemm(probs[i % R]["a8"], probs[i % R]["a4"], probs[i % R]["sa"], M, hs[i % R],
-                                       ys[i % R], 1), R)
+    lib.force(variant)
+    try:
+        ms = time_graph(lambda i: lib.gemm(probs[i % R]["a8"], probs[i % R]["a4"], probs[i % R]["sa"], M, hs[i % R],
+                                           ys[i % R], 1), R)
+    finally:
+        lib.force(0)
     for h in hs:
         lib.destroy(h)
     return dict(ms=ms, checked=n, mismatches=bad, splits=ns, bytes=wbytes + abytes + M * N * 2)
@@ -292,7 +304,8 @@ def cmd_bench(lib, args):
             base = bench_baselines(M, K, N, gen)
             for frac in FRACS:
                 K8 = int(round(frac * K / B)) * B
-                o = bench_ours(lib, M, K, N, B, K8, gen)
+                o = bench_ours(lib, M, K, N, B, K8, gen,
+                               variant=args.prefill_variant if M >= args.tiled_min_m else 0)
                 ops = 2.0 * M * N * K
                 r = dict(model=model, layer=name, K=K, N=N, M=M, B=B, int8_frac=frac, K8=K8, ours_ms=o["ms"],
                          fp16_ms=base["fp16"], int8_ms=base["int8"], fp8_ms=base["fp8"],
@@ -363,12 +376,15 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("check")
     c.add_argument("--small", action="store_true")
+    c.add_argument("--variants", default="", help="only these forced variants (comma-separated)")
     b = sub.add_parser("bench")
     b.add_argument("--out", default="bench/results")
     b.add_argument("--quick", action="store_true")
     b.add_argument("--shapes", default="")
     b.add_argument("--ms", default="")
     b.add_argument("--B", type=int, default=128)
+    b.add_argument("--prefill-variant", type=int, default=0, help="force this variant for M >= --tiled-min-m")
+    b.add_argument("--tiled-min-m", type=int, default=33)
     o = sub.add_parser("one")
     for k, v in (("M", 16), ("K", 4096), ("N", 28672), ("B", 128), ("variant", 0), ("reps", 3)):
         o.add_argument("--" + k, type=int, default=v)

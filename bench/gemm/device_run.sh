@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the GPU machine (device tool), from the repo root, with the library built on the CPU machine and carried in
-# .device/gemm/libcomet_cuda.so.  Usage: bash bench/gemm/device_run.sh <what...>  (sass check sanitize quick full)
+# .device/gemm/libcomet_cuda.so.  Usage: bash bench/gemm/device_run.sh <what...>  (sass check sanitize quick full final ...)
 set -uo pipefail
 LIB=.device/gemm/libcomet_cuda.so
 OUT=${OUT:-/tmp/out}
@@ -13,8 +13,8 @@ for what in "$@"; do
     sass)
       for arch in sm_90a sm_80; do
         cuobjdump -sass -arch $arch $LIB > /tmp/sass.txt
-        for f in gemm_decodeILi1ELi128 gemm_decodeILi8ELi128 gemm_prefillILb0ELi128 gemm_prefillILb1ELi128 gemm_prefillILb0ELi32; do
-          echo "$arch $f: $(awk -v f=$f '/Function :/{on=index($0,f)>0} on' /tmp/sass.txt | grep -oE '\b(IMMA\.[A-Z0-9.]+|LDG\.E\.[0-9A-Z.]+|LDS(\.[0-9U]+)?|LDGSTS\.[A-Z0-9.]+|I2F[A-Z0-9.]*|LDL[A-Z0-9.]*|STL[A-Z0-9.]*|FFMA|FMUL|FADD)\b' | sort | uniq -c | tr '\n' ' ')"
+        for f in gemm_decodeILi1ELi128 gemm_decodeILi8ELi128 gemm_prefillILb0ELi128 gemm_prefillILb1ELi128 gemm_prefillILb0ELi32 gemm_v5 gemm_v6; do
+          echo "$arch $f: $(awk -v f=$f '/Function :/{on=index($0,f)>0} on' /tmp/sass.txt | grep -oE '\b([A-Z]*GMMA\.[A-Z0-9.]+|WARPGROUP\.[A-Z.]+|WARPSYNC|IMMA\.[A-Z0-9.]+|LDG\.E\.[0-9A-Z.]+|LDS(\.[0-9U]+)?|LOP3\.LUT|SHF\.[A-Z.0-9]+|IMAD\.SHL\.U32|IMAD\.[A-Z.0-9]+|IADD3|BAR\.SYNC[A-Z.]*|LDGSTS\.[A-Z0-9.]+|I2F[A-Z0-9.]*|LDL[A-Z0-9.]*|STL[A-Z0-9.]*|FFMA|FMUL|FADD)\b' | sort | uniq -c | tr '\n' ' ')"
         done
       done | tee "$OUT/sass.txt";;
     check) python3 bench/gemm/bench.py --lib $LIB check 2>&1 | tee "$OUT/check.txt" | tail -25;;
@@ -31,6 +31,18 @@ for what in "$@"; do
       ncu --section SpeedOfLight --section ComputeWorkloadAnalysis --section InstructionStats --section WarpStateStats \
         -k regex:gemm_ --launch-skip 1 --launch-count 1 python3 bench/gemm/bench.py --lib $LIB one --M 1024 --N 28672 --variant 2 > "$OUT/ncu_prefill.txt" 2>&1
       grep -E "Duration|Executed Ipc|Issue Slots|Pipe|Instructions|Warp Cycles|stall" "$OUT/ncu_prefill.txt" | cut -c1-160 | head -40;;
+    final)  # check every variant; bench with v6 (auto) if exact, else with v5 forced; sanitize + ncu of what is benched
+      timeout 150 python3 bench/gemm/bench.py --lib $LIB check 2>&1 | tee "$OUT/check.txt" | tail -30
+      if grep -q "cases bit-exact" "$OUT/check.txt" && ! grep -q MISMATCH "$OUT/check.txt"; then PV=0; NV=5; else PV=4; NV=4
+        python3 bench/gemm/bench.py --lib $LIB check --variants 1,2,3,4 2>&1 | tee "$OUT/check_no_v6.txt" | tail -8; fi
+      echo "=== bench with --prefill-variant $PV $(date -u +%H:%M:%S)"
+      timeout 300 python3 bench/gemm/bench.py --lib $LIB bench --prefill-variant $PV --out "$OUT" 2>&1 | tee "$OUT/full.txt"
+      echo "=== sanitize $(date -u +%H:%M:%S)"
+      timeout 90 compute-sanitizer --tool memcheck --print-limit 20 python3 bench/gemm/bench.py --lib $LIB check --small 2>&1 | tee "$OUT/sanitize.txt" | tail -4
+      echo "=== ncu variant $NV $(date -u +%H:%M:%S)"
+      timeout 90 ncu --section SpeedOfLight --section ComputeWorkloadAnalysis --section InstructionStats --section WarpStateStats --section SchedulerStats \
+        -k regex:gemm_ --launch-skip 1 --launch-count 1 python3 bench/gemm/bench.py --lib $LIB one --M 1024 --N 28672 --variant $NV > "$OUT/ncu_prefill.txt" 2>&1
+      grep -E "gemm_|Duration|Executed Ipc|Issue Slots|Pipe|Warp Cycles|No Eligible|Eligible Warps|Compute \(SM\)|Memory Throughput" "$OUT/ncu_prefill.txt" | cut -c1-150 | head -30;;
     quick) python3 bench/gemm/bench.py --lib $LIB bench --quick --out "$OUT" 2>&1 | tee "$OUT/quick.txt";;
     full) python3 bench/gemm/bench.py --lib $LIB bench --out "$OUT" 2>&1 | tee "$OUT/full.txt";;
   esac
