@@ -6,13 +6,16 @@ import { openModel } from '../runtime/open.ts';
 import { perplexity } from '../eval/ppl.ts';
 import { CometError } from '../errors.ts';
 
-export async function evalPpl(o: { model: string; text: string; tokenizer?: string; ctx: number; windows?: number; startWindow?: number; json?: boolean; backend: string }): Promise<void> {
+export async function evalPpl(o: { model: string; text: string; tokenizer?: string; ctx: number; windows?: number; startWindow?: number; json?: boolean; keepNewlines?: boolean; backend: string }): Promise<void> {
   let text: string;
   try {
     text = readFileSync(o.text, 'utf8');
   } catch (e) {
     throw new CometError(`${o.text}: cannot read the evaluation text (${(e as NodeJS.ErrnoException).code ?? e})`);
   }
+  // Python reads text files with universal newlines, so the reference perplexities (DESIGN.md §8, from
+  // transformers) were computed on LF text: CRLF / CR become LF unless --keep-newlines
+  if (!o.keepNewlines) text = text.replace(/\r\n?/g, '\n');
   const be = await createBackend(o.backend);
   const { model, tokenizer } = await openModel(be, o.model, o.tokenizer);
   const t0 = performance.now();

@@ -72,6 +72,7 @@ evalCmd
   .option('--ctx <n>', 'window length in tokens', int('--ctx', 2), 512)
   .option('--windows <n>', 'score only the first N windows', int('--windows', 1))
   .option('--start-window <n>', 'skip the first N windows (to shard a long text)', int('--start-window', 0))
+  .option('--keep-newlines', 'score CRLF line ends as they are (default: LF, as Python reads text files)')
   .option('--json', 'print one JSON object')
   .addOption(backendOpt())
   .action(async (o) => (await import('./eval.ts')).evalPpl(o));
