@@ -271,3 +271,15 @@ describe('chat templates', () => {
     expect(() => f.encode(msgs)).toThrow(expect.objectContaining({ status: 400, param: 'messages' }));
   });
 });
+
+describe('oversize prompts are refused before tokenizing', () => {
+  it('a megabyte prompt is a 400 context_length_exceeded, answered at once', async () => {
+    const engine = await createEngine(undefined, { backend: 'sim' });
+    const t0 = performance.now();
+    const e = await engine.completions.create({ prompt: 'a'.repeat(1 << 20), max_tokens: 4 }).then(() => undefined, (x: unknown) => x);
+    expect((e as { code?: string }).code).toBe('context_length_exceeded');
+    expect((e as { status?: number }).status).toBe(400);
+    expect(performance.now() - t0).toBeLessThan(200);
+    engine.close();
+  });
+});

@@ -67,6 +67,7 @@ export interface EngineStats extends SchedulerStats {
   tokensPerSecond: number; // generated tokens over the last 10 s
 }
 
+const MAX_PIECE_CHARS = 128;
 const TTFT_BOUNDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 const RATE_WINDOW_MS = 10_000;
 const tick: () => Promise<void> = () => new Promise((r) => (globalThis.setImmediate ?? setTimeout)(r));
@@ -158,6 +159,12 @@ export class Engine {
     if (r.model !== undefined && r.model !== this.modelId)
       throw new EngineError(`The model '${r.model}' does not exist (this server has '${this.modelId}')`, 'model_not_found', 404, 'model');
     const seqLen = this.contextLength, vocab = this.opened.model.config.vocabSize;
+    // refuse a text far longer than any context before tokenizing it: tokenization runs on the event loop, and
+    // a megabyte prompt would stall every other request for a second. No tokenizer we load has pieces longer
+    // than 128 characters, so a text over seqLen·128 characters cannot fit.
+    const chars = 'messages' in r ? r.messages.reduce((a, m) => a + JSON.stringify(m.content ?? '').length, 0) : typeof r.prompt === 'string' ? r.prompt.length : 0;
+    if (chars > seqLen * MAX_PIECE_CHARS)
+      throw new EngineError(`This model's maximum context length is ${seqLen} tokens; the prompt has ${chars} characters, more than ${seqLen} tokens can hold`, 'context_length_exceeded', 400, kind === 'chat' ? 'messages' : 'prompt');
     let prompt: number[];
     if ('messages' in r) prompt = this.formatter.encode(r.messages);
     else if (typeof r.prompt === 'string') prompt = this.tokenizer.encode(r.prompt, { bos: true });
