@@ -14,7 +14,7 @@ for what in "$@"; do
       for arch in sm_90a sm_80; do
         cuobjdump -sass -arch $arch $LIB > /tmp/sass.txt
         for f in gemm_decodeILi1ELi128 gemm_decodeILi8ELi128 gemm_prefillILb0ELi128 gemm_prefillILb1ELi128 gemm_prefillILb0ELi32 gemm_v5 gemm_v6; do
-          echo "$arch $f: $(awk -v f=$f '/Function :/{on=index($0,f)>0} on' /tmp/sass.txt | grep -oE '\b([A-Z]*GMMA\.[A-Z0-9.]+|WARPGROUP\.[A-Z.]+|WARPSYNC|IMMA\.[A-Z0-9.]+|LDG\.E\.[0-9A-Z.]+|LDS(\.[0-9U]+)?|LOP3\.LUT|SHF\.[A-Z.0-9]+|IMAD\.SHL\.U32|IMAD\.[A-Z.0-9]+|IADD3|BAR\.SYNC[A-Z.]*|LDGSTS\.[A-Z0-9.]+|I2F[A-Z0-9.]*|LDL[A-Z0-9.]*|STL[A-Z0-9.]*|FFMA|FMUL|FADD)\b' | sort | uniq -c | tr '\n' ' ')"
+          echo "$arch $f: $(awk -v f=$f '/Function :/{on=index($0,f)>0} on' /tmp/sass.txt | grep -oE '\b([A-Z]*GMMA[A-Za-z0-9._]*|WARPGROUP\.[A-Z.]+|WARPSYNC|IMMA\.[A-Z0-9.]+|LDG\.E\.[0-9A-Z.]+|LDS(\.[0-9U]+)?|LOP3\.LUT|SHF\.[A-Z.0-9]+|IMAD\.SHL\.U32|IMAD\.[A-Z.0-9]+|IADD3|BAR\.SYNC[A-Z.]*|LDGSTS\.[A-Z0-9.]+|I2F[A-Z0-9.]*|LDL[A-Z0-9.]*|STL[A-Z0-9.]*|FFMA|FMUL|FADD)\b' | sort | uniq -c | tr '\n' ' ')"
         done
       done | tee "$OUT/sass.txt";;
     check) python3 bench/gemm/bench.py --lib $LIB check 2>&1 | tee "$OUT/check.txt" | tail -25;;
