@@ -10,7 +10,8 @@ import { w4FromCodes } from '../simulator/w4.ts';
 import { rng } from './simulator/rng.ts';
 import { int4At } from '../simulator/int4.ts';
 import {
-  KT, NPAD, ROW_BYTES, convertWord, repackW4Tiled, tiledWord, transposeW4Scales, unrepackW4Tiled, w4TiledDims,
+  KT, NPAD, ROW_BYTES, convertWord, repackW4Tiled, tiledWord, transposeW4Scales, unrepackW4Tiled, v6ActStep,
+  v6WeightStep, w4TiledDims,
 } from '../simulator/layouts/w4_tiled.ts';
 
 function randomBytes(n: number, seed: number): Uint8Array {
@@ -81,6 +82,33 @@ describe('w4 tiled layout (cuda/gemm_w4ax.cuh)', () => {
             expect(hi4[j]).toBe(16 * W(n, kc4 + 8 * t + 2 * j + 1));
           }
         }
+  });
+
+  it('gives the v6 (wgmma) kernel operand rows whose k32 dot products are 16x / 256x the canonical ones', () => {
+    const s = { N: 8, Kp: 384, B: 128, K8: 128 };
+    const codes = randomBytes((s.N * s.Kp) / 2, 11);
+    const q = repackW4Tiled(codes, s);
+    const d = w4TiledDims(s);
+    const W = (n: number, k: number) => int4At(codes, n * s.Kp + k);
+    const a4 = randomBytes((s.Kp - s.K8) / 2, 12); // one activation row of the INT4 segment
+    const A4 = (k: number) => int4At(a4, k);
+    for (let n = 0; n < s.N; n++)
+      for (let c = 0; c < 4; c++) {
+        const w8 = v6WeightStep(q, d, 0, n, c); // W4A8 tile: canonical order, 16*W
+        for (let p = 0; p < 32; p++) expect(w8[p]).toBe(16 * W(n, 32 * c + p));
+        for (const i of [1, 2]) { // W4A4 tiles: both operands in the lo/hi order
+          const w4 = v6WeightStep(q, d, i, n, c), a = v6ActStep(a4, (i - d.T8) * ROW_BYTES, c);
+          let dot = 0, ref = 0;
+          for (let p = 0; p < 32; p++) dot += w4[p] * a[p];
+          for (let p = 0; p < 32; p++) {
+            const k = (i - d.T8) * KT + 32 * c + p;
+            ref += W(n, s.K8 + k) * A4(k);
+          }
+          expect(dot).toBe(256 * ref);
+          for (let t = 0; t < 4; t++)
+            for (let j = 0; j < 4; j++) expect(w4[4 * t + j]).toBe(16 * W(n, s.K8 + (i - d.T8) * KT + 32 * c + 8 * t + 2 * j));
+        }
+      }
   });
 
   it('transposes the weight scales with zero padding', () => {

@@ -105,3 +105,41 @@ export function tiledWord(q: Uint8Array, d: W4TiledDims, i: number, n: number, t
   const o = (i * d.Npad + n) * ROW_BYTES + 16 * t + 4 * c;
   return (q[o] | (q[o + 1] << 8) | (q[o + 2] << 16) | (q[o + 3] << 24)) >>> 0;
 }
+
+/**
+ * The v6 (wgmma) kernel's int8 operand rows in shared memory, before the 128-byte swizzle: the 32 bytes of k32 step
+ * c of weight row n in k-tile i, as converted once per CTA from the tiled words (t = 0..3) of that step.
+ * W4A8 tiles (i < T8): canonical channel order, [lo(w0) hi(w0) lo(w1) hi(w1) | lo(w2) hi(w2) lo(w3) hi(w3)] = 16*W[kc+p].
+ * W4A4 tiles: [lo(w0) lo(w1) lo(w2) lo(w3) | hi(w0) hi(w1) hi(w2) hi(w3)]: position 4t+j = 16*W[kc+8t+2j],
+ * 16+4t+j = 16*W[kc+8t+2j+1]; the int4 activations of those tiles are converted the same way (v6ActStep).
+ */
+export function v6WeightStep(q: Uint8Array, d: W4TiledDims, i: number, n: number, c: number): Int8Array {
+  const out = new Int8Array(32);
+  const conv = [0, 1, 2, 3].map((t) => convertWord(tiledWord(q, d, i, n, t, c)));
+  for (let t = 0; t < 4; t++)
+    for (let j = 0; j < 4; j++) {
+      if (i < d.T8) {
+        out[8 * t + j] = conv[t][0][j];
+        out[8 * t + 4 + j] = conv[t][1][j];
+      } else {
+        out[4 * t + j] = conv[t][0][j];
+        out[16 + 4 * t + j] = conv[t][1][j];
+      }
+    }
+  return out;
+}
+
+/** v6: the 32 int8 bytes (16*q) of k32 step c of an int4 activation row (canonical int4x2 bytes `row`, 64 per k-tile
+ *  of the INT4 segment; `off` = first byte of the k-tile), in the W4A4 order of v6WeightStep. */
+export function v6ActStep(row: Uint8Array, off: number, c: number): Int8Array {
+  const out = new Int8Array(32);
+  for (let t = 0; t < 4; t++) {
+    const o = off + 16 * c + 4 * t;
+    const [lo, hi] = convertWord((row[o] | (row[o + 1] << 8) | (row[o + 2] << 16) | (row[o + 3] << 24)) >>> 0);
+    for (let j = 0; j < 4; j++) {
+      out[4 * t + j] = lo[j];
+      out[16 + 4 * t + j] = hi[j];
+    }
+  }
+  return out;
+}
