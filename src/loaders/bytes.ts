@@ -1,40 +1,22 @@
-// Model files from bytes, with no node:fs: what the browser (and any caller that already holds a file in
-// memory) uses. The parsers read through a ByteSource, a random-access view of one file, so the same code can
-// serve a file on disk (read(pos, len) on a file descriptor: the Node loaders could call these parsers with
-// one and keep reading a 10 GB file a tensor at a time) and an ArrayBuffer (read = subarray, no copy).
+// Every model format parsed once, from a ByteSource (source.ts): a random-access view of one file. Node
+// passes fileSource (file-source.ts: reads at an offset on a file descriptor, one tensor at a time); the
+// browser, and any caller that already holds a file in memory, passes bytesSource. No node:fs here.
 //
 //   sniff(head)              'safetensors' (u64 LE header length, high word 0, then '{') or 'llama2c'
-//   SafetensorsBytes         header checked entry by entry (dtype, shape × size = bytes, in bounds, no overlap)
-//   parseLlama2c(src)        llama2.c v0 / v1 float32 checkpoints (layouts in llama2c.ts' header comment)
-//   loadModelBytes(bytes)    dispatch: llama2.c, or a .comet safetensors file (DESIGN §3.6); a plain
-//                            safetensors file is refused with a message that says what it is
-// Every failure is a CometError whose message names the file and says what was expected.
+//   Safetensors              header checked entry by entry (dtype, shape × size = bytes, in bounds, no overlap),
+//                            then tensors read one at a time (SafetensorsFile in safetensors.ts: over a file)
+//   parseLlama2c(src)        llama2.c v0 / v1 float32 checkpoints
+//   parseComet(st)           a .comet file (DESIGN §3.6) from its Safetensors reader
+//   loadModelBytes(bytes)    dispatch: llama2.c, or a .comet safetensors file; a plain safetensors file is
+//                            refused with a message that says what it is
+// Every failure is a CometError whose message names the file and says what was expected. Host byte order is
+// assumed little-endian (x86, ARM), as every typed-array view here is.
 import type { HostWeight } from '../../backends/backend.ts';
 import { actSpec } from '../../simulator/act.ts';
 import { checkW4 } from '../../simulator/w4.ts';
 import { CometError } from '../errors.ts';
 import { type LlamaConfig, validateConfig, weightNames, weightShape } from '../model/config.ts';
-
-/** A random-access view of one file. `read` returns exactly `len` bytes or throws. */
-export interface ByteSource {
-  readonly size: number;
-  readonly name: string; // file name or URL, for messages
-  read(pos: number, len: number): Uint8Array;
-}
-
-export function bytesSource(b: ArrayBuffer | Uint8Array, name: string): ByteSource {
-  // a plain Uint8Array view even when given a Node Buffer: Buffer's slice() is a view, not the copy that
-  // read(...).slice().buffer below relies on (it gave the whole file's pool as one tensor)
-  const u8 = b instanceof Uint8Array ? new Uint8Array(b.buffer, b.byteOffset, b.byteLength) : new Uint8Array(b);
-  return {
-    size: u8.length,
-    name,
-    read(pos, len) {
-      if (pos < 0 || pos + len > u8.length) throw new CometError(`${name}: file ended at byte ${u8.length}, expected ${pos + len - u8.length} more bytes`);
-      return u8.subarray(pos, pos + len);
-    },
-  };
-}
+import { type ByteSource, bytesSource } from './source.ts';
 
 /** safetensors starts with a u64 LE header length (< 4 GB: high word 0) then '{'. A llama2.c file never
  *  does: its second int32 is hidden_dim (v0) or the version (v1), both non-zero. */
@@ -44,7 +26,10 @@ export function sniff(head: Uint8Array): 'safetensors' | 'llama2c' {
   return dv.getUint32(4, true) === 0 && dv.getUint32(0, true) > 1 && head[8] === 0x7b ? 'safetensors' : 'llama2c';
 }
 
-// ---- safetensors ----
+// ---- safetensors (https://github.com/huggingface/safetensors, "Format") ----
+//   u64 LE  N                       header length in bytes
+//   N bytes JSON header             { "__metadata__"?: {str: str}, name: { dtype, shape, data_offsets: [begin, end] } }
+//   data                            tensors, row-major little-endian; offsets are relative to byte 8+N
 
 export const DTYPE_SIZE = {
   F64: 8, F32: 4, F16: 2, BF16: 2,
@@ -62,23 +47,37 @@ export interface TensorInfo {
   end: number;
 }
 
+export type StTypedArray =
+  | Float64Array | Float32Array | Uint16Array | Int32Array | Int16Array | Int8Array | Uint8Array
+  | BigInt64Array | BigUint64Array | Uint32Array;
+
 const MAX_HEADER = 100 << 20; // the spec's own limit on the JSON header (100 MB)
 
-/** Validate a parsed safetensors header against a data section of `dataLen` bytes. Pure: the Node reader
- *  (safetensors.ts) could call it as is. */
-export function parseSafetensorsHeader(header: unknown, dataLen: number, path: string): { metadata: Record<string, string>; tensors: Map<string, TensorInfo> } {
-  const metadata: Record<string, string> = {}, tensors = new Map<string, TensorInfo>();
-  if (typeof header !== 'object' || header === null || Array.isArray(header)) throw new CometError(`${path}: safetensors header is not a JSON object`);
+/** Read and check the header: every entry before anything of the sizes it claims is allocated. */
+function readHeader(src: ByteSource): { dataStart: number; metadata: Record<string, string>; tensors: Map<string, TensorInfo> } {
+  const p = src.name, size = src.size;
+  if (size < 8) throw new CometError(`${p}: not a safetensors file: ${size} bytes, shorter than the 8-byte header length`);
+  const n = Number(new DataView(src.read(0, 8).buffer).getBigUint64(0, true));
+  if (n > size - 8) throw new CometError(`${p}: safetensors header length ${n} runs past the end of the file (${size} bytes; truncated?)`);
+  if (n > MAX_HEADER) throw new CometError(`${p}: safetensors header length ${n} exceeds the ${MAX_HEADER}-byte limit`);
+  let header: unknown;
+  try {
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(src.read(8, n, 'the safetensors header')));
+  } catch (e) {
+    throw new CometError(`${p}: safetensors header is not valid JSON (${(e as Error).message})`);
+  }
+  const metadata: Record<string, string> = {}, tensors = new Map<string, TensorInfo>(), dataLen = size - 8 - n;
+  if (typeof header !== 'object' || header === null || Array.isArray(header)) throw new CometError(`${p}: safetensors header is not a JSON object`);
   for (const [name, v] of Object.entries(header as Record<string, unknown>)) {
     if (name === '__metadata__') {
-      if (typeof v !== 'object' || v === null) throw new CometError(`${path}: __metadata__ is not an object`);
+      if (typeof v !== 'object' || v === null) throw new CometError(`${p}: __metadata__ is not an object`);
       for (const [k, s] of Object.entries(v)) {
-        if (typeof s !== 'string') throw new CometError(`${path}: __metadata__.${k} is not a string`);
+        if (typeof s !== 'string') throw new CometError(`${p}: __metadata__.${k} is not a string`);
         metadata[k] = s;
       }
       continue;
     }
-    const bad = (what: string): never => { throw new CometError(`${path}: tensor '${name}': ${what}`); };
+    const bad = (what: string): never => { throw new CometError(`${p}: tensor '${name}': ${what}`); };
     const e = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     if (typeof e !== 'object' || e === null) bad('header entry is not an object');
     if (typeof e.dtype !== 'string' || !(e.dtype in DTYPE_SIZE)) bad(`dtype ${JSON.stringify(e.dtype)} (expected one of ${Object.keys(DTYPE_SIZE).join(', ')})`);
@@ -91,41 +90,29 @@ export function parseSafetensorsHeader(header: unknown, dataLen: number, path: s
     const [begin, end] = o as [number, number];
     const bytes = shape.reduce((a, d) => a * d, 1) * DTYPE_SIZE[dtype];
     if (end - begin !== bytes) bad(`${dtype} ${JSON.stringify(shape)} needs ${bytes} bytes, data_offsets [${begin}, ${end}] hold ${end - begin}`);
-    if (end > dataLen) bad(`data_offsets [${begin}, ${end}] point past the end of the file (data section is ${dataLen} bytes${dataLen < end ? '; truncated?' : ''})`);
+    if (end > dataLen) bad(`data_offsets [${begin}, ${end}] point past the end of the file (data section is ${dataLen} bytes, file ${size}; truncated?)`);
     tensors.set(name, { name, dtype, shape, begin, end });
   }
   const sorted = [...tensors.values()].sort((a, b) => a.begin - b.begin);
   for (let i = 1; i < sorted.length; i++)
     if (sorted[i].begin < sorted[i - 1].end)
-      throw new CometError(`${path}: tensors '${sorted[i - 1].name}' [${sorted[i - 1].begin}, ${sorted[i - 1].end}) and '${sorted[i].name}' [${sorted[i].begin}, ${sorted[i].end}) overlap`);
-  return { metadata, tensors };
+      throw new CometError(`${p}: tensors '${sorted[i - 1].name}' [${sorted[i - 1].begin}, ${sorted[i - 1].end}) and '${sorted[i].name}' [${sorted[i].begin}, ${sorted[i].end}) overlap`);
+  return { dataStart: 8 + n, metadata, tensors };
 }
 
-export type StTypedArray =
-  | Float64Array | Float32Array | Uint16Array | Int32Array | Int16Array | Int8Array | Uint8Array
-  | BigInt64Array | BigUint64Array | Uint32Array;
-
-/** A safetensors file read through a ByteSource; the same methods as SafetensorsFile (safetensors.ts). */
-export class SafetensorsBytes {
+/** A safetensors file read through a ByteSource, one tensor at a time. It owns `src`: close() closes it, and
+ *  so does a header that fails its checks. */
+export class Safetensors {
+  readonly dataStart: number;
   readonly metadata: Record<string, string>;
   readonly tensors: Map<string, TensorInfo>;
-  private constructor(private readonly src: ByteSource, readonly dataStart: number, header: unknown) {
-    ({ metadata: this.metadata, tensors: this.tensors } = parseSafetensorsHeader(header, src.size - dataStart, src.name));
-  }
-
-  static open(src: ByteSource): SafetensorsBytes {
-    const p = src.name;
-    if (src.size < 8) throw new CometError(`${p}: not a safetensors file: ${src.size} bytes, shorter than the 8-byte header length`);
-    const n = Number(new DataView(src.read(0, 8).slice().buffer).getBigUint64(0, true));
-    if (n > src.size - 8) throw new CometError(`${p}: safetensors header length ${n} runs past the end of the file (${src.size} bytes; truncated?)`);
-    if (n > MAX_HEADER) throw new CometError(`${p}: safetensors header length ${n} exceeds the ${MAX_HEADER}-byte limit`);
-    let header: unknown;
+  constructor(private readonly src: ByteSource) {
     try {
-      header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(src.read(8, n)));
+      ({ dataStart: this.dataStart, metadata: this.metadata, tensors: this.tensors } = readHeader(src));
     } catch (e) {
-      throw new CometError(`${p}: safetensors header is not valid JSON (${(e as Error).message})`);
+      src.close?.();
+      throw e;
     }
-    return new SafetensorsBytes(src, 8 + n, header);
   }
 
   get path(): string {
@@ -136,10 +123,10 @@ export class SafetensorsBytes {
     return this.tensors.get(name) ?? (() => { throw new CometError(`${this.src.name}: no tensor '${name}'`); })();
   }
 
-  /** Raw bytes of one tensor, copied into a fresh (hence aligned) buffer. */
+  /** Raw bytes of one tensor, in a buffer of their own (hence aligned). */
   bytes(name: string): Uint8Array {
     const t = this.info(name);
-    return this.src.read(this.dataStart + t.begin, t.end - t.begin).slice();
+    return this.src.read(this.dataStart + t.begin, t.end - t.begin, `tensor '${name}'`);
   }
 
   /** One tensor as the typed array of its dtype (F16/BF16 as raw Uint16 bits, F8 and BOOL as Uint8). */
@@ -170,7 +157,9 @@ export class SafetensorsBytes {
     }
   }
 
-  close(): void {}
+  close(): void {
+    this.src.close?.();
+  }
 }
 
 /** bf16 is the top half of an f32: widening is a 16-bit shift, exact. */
@@ -192,20 +181,35 @@ export function f16ToF32(src: Uint16Array): Float32Array {
   return out;
 }
 
-// ---- llama2.c ----
+// ---- llama2.c (karpathy/llama2.c): the legacy v0 file that run.c reads, and the versioned float32 export
+// (export.py `version1_export`). Both are float32, little-endian, one flat array per weight group.
+//
+// v0 (legacy):  int32 dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len   (28 bytes)
+//   vocab_size < 0 means the classifier is NOT shared with the embedding (then wcls follows at the end).
+//   token_embedding (V, D) · rms_att (L, D) · wq (L, D, D) · wk (L, kvD, D) · wv (L, kvD, D) · wo (L, D, D)
+//   · rms_ffn (L, D) · w1 (L, H, D) · w2 (L, D, H) · w3 (L, H, D) · rms_final (D)
+//   · freq_cis_real (seq_len, hd/2) · freq_cis_imag (seq_len, hd/2)   [unused by run.c: skipped]
+//   · wcls (V, D) if unshared
+// v1: 256-byte header: u32 magic 0x616b3432 ("ak42"), int32 version = 1, the same 7 int32 (vocab > 0),
+//   u8 shared_classifier, zero padding. Then norms FIRST: rms_att (L, D) · rms_ffn (L, D) · rms_final (D)
+//   · token_embedding · wq · wk · wv · wo · w1 · w2 · w3 · [wcls]; no freq_cis.
+//   v2 (Q8_0, runq.c) is not read: it is int8 with per-group scales, a different file.
+// head_size = dim / n_heads and kvD = n_kv_heads * head_size (run.c). q/k rows are in llama2.c's interleaved
+// RoPE order already, which is COMET's internal order. w1 = w_gate, w2 = w_down, w3 = w_up.
 
 export const LLAMA2C_MAGIC = 0x616b3432; // "ak42"
-const V1_HEADER = 256;
+export const LLAMA2C_V1_HEADER = 256;
 
-type Entry = { name: string; floats: number } | { skip: number };
+/** One flat float32 group in file order: an internal weight name, or `skip` floats (freq_cis). */
+export type Llama2cEntry = { name: string; floats: number } | { skip: number };
 
-/** File order of the flat f32 groups (llama2.c.ts' header comment has both layouts). */
-function llama2cLayout(c: LlamaConfig, version: 0 | 1): Entry[] {
+/** File order of the flat f32 groups (the layouts above); llama2c.ts' writer uses it too. */
+export function llama2cLayout(c: LlamaConfig, version: 0 | 1): Llama2cEntry[] {
   const one = (name: string) => ({ name, floats: weightShape(c, name).reduce((a, d) => a * d, 1) });
   const per = (base: string) => Array.from({ length: c.nLayers }, (_, i) => one(`l${i}.${base}`));
   const linears = ['wq', 'wk', 'wv', 'wo'].flatMap(per);
   const ffn = ['w_gate', 'w_down', 'w_up'].flatMap(per); // w1, w2, w3
-  const out: Entry[] = version === 0
+  const out: Llama2cEntry[] = version === 0
     ? [one('tok_embed'), ...per('attn_norm'), ...linears, ...per('ffn_norm'), ...ffn, one('norm'), { skip: c.seqLen * c.headDim }]
     : [...per('attn_norm'), ...per('ffn_norm'), one('norm'), one('tok_embed'), ...linears, ...ffn];
   if (!c.tiedEmbeddings) out.push(one('output'));
@@ -217,10 +221,10 @@ function llama2cConfig(ints: Int32Array, shared: boolean, path: string): LlamaCo
   const c: LlamaConfig = {
     dim, hiddenDim, nLayers, nHeads, nKvHeads, vocabSize: Math.abs(vocab), seqLen,
     headDim: nHeads > 0 ? dim / nHeads : 0,
-    normEps: 1e-5, ropeTheta: 10000, // fixed in llama2.c (run.c)
+    normEps: 1e-5, ropeTheta: 10000, // fixed in llama2.c (run.c rmsnorm and RoPE)
     tiedEmbeddings: shared,
     bos: 1,
-    eos: [1, 2],
+    eos: [1, 2], // run.c stops when it samples BOS (1): the TinyStories data delimits stories with BOS; 2 is EOS
   };
   const what = `dim=${dim} hidden_dim=${hiddenDim} n_layers=${nLayers} n_heads=${nHeads} n_kv_heads=${nKvHeads} vocab_size=${vocab} seq_len=${seqLen}`;
   if (nHeads > 0 && dim % nHeads !== 0) throw new CometError(`${path}: llama2.c header (${what}): dim is not a multiple of n_heads; not a llama2.c checkpoint?`);
@@ -241,13 +245,14 @@ export interface Llama2cCheckpoint {
 export function parseLlama2c(src: ByteSource): Llama2cCheckpoint {
   const path = src.name, size = src.size;
   if (size < 28) throw new CometError(`${path}: ${size} bytes is too short for a llama2.c checkpoint (header alone is 28 bytes)`);
-  const head = src.read(0, Math.min(size, V1_HEADER)).slice();
+  const head = src.read(0, Math.min(size, LLAMA2C_V1_HEADER));
   const dv = new DataView(head.buffer);
   let version: 0 | 1 = 0, config: LlamaConfig;
   if (dv.getUint32(0, true) === LLAMA2C_MAGIC) {
-    if (size < V1_HEADER) throw new CometError(`${path}: llama2.c 'ak42' header is cut short: ${size} bytes, expected ${V1_HEADER}`);
+    if (size < LLAMA2C_V1_HEADER) throw new CometError(`${path}: llama2.c 'ak42' header is cut short: ${size} bytes, expected ${LLAMA2C_V1_HEADER}`);
     const v = dv.getInt32(4, true);
-    if (v === 2) throw new CometError(`${path}: llama2.c version 2 (Q8_0, runq.c) checkpoints are not supported; convert to .comet with 'comet quantize'`);
+    if (v === 2)
+      throw new CometError(`${path}: llama2.c version 2 (Q8_0, runq.c) checkpoints are not supported; export with version 0 or 1 (float32), or convert to .comet with 'comet quantize'`);
     if (v !== 1) throw new CometError(`${path}: unknown llama2.c checkpoint version ${v} (supported: legacy v0 and v1 float32)`);
     version = 1;
     const ints = new Int32Array(head.buffer.slice(8, 36));
@@ -260,32 +265,25 @@ export function parseLlama2c(src: ByteSource): Llama2cCheckpoint {
   // the size the header implies, in closed form: a corrupt header may claim 2^24 layers, and listing 9 x 2^24
   // tensors (llama2cLayout) before this check hung and ran out of memory
   const D = config.dim, q = config.nHeads * config.headDim, kv = config.nKvHeads * config.headDim;
-  const floats = config.vocabSize * D * (config.tiedEmbeddings ? 1 : 2) + D + (version === 0 ? config.seqLen * config.headDim : 0)
-    + config.nLayers * (2 * D + 2 * q * D + 2 * kv * D + 3 * config.hiddenDim * D);
-  const want = (version === 0 ? 28 : V1_HEADER) + 4 * floats;
+  const perLayer = 2 * D + 2 * q * D + 2 * kv * D + 3 * config.hiddenDim * D; // norms, wq + wo, wk + wv, w1 w2 w3
+  const floats = config.vocabSize * D * (config.tiedEmbeddings ? 1 : 2) + config.nLayers * perLayer + D + (version === 0 ? config.seqLen * config.headDim : 0);
+  const want = (version === 0 ? 28 : LLAMA2C_V1_HEADER) + 4 * floats;
   if (size !== want)
     throw new CometError(`${path}: llama2.c v${version} checkpoint with this header (dim ${config.dim}, hidden ${config.hiddenDim}, ` +
       `${config.nLayers} layers, ${config.nHeads}/${config.nKvHeads} heads, vocab ${config.vocabSize}${config.tiedEmbeddings ? '' : ' unshared'}, ` +
       `seq_len ${config.seqLen}) must be ${want} bytes, file is ${size} bytes${size < want ? ' (truncated?)' : ''}`);
   const weights = new Map<string, HostWeight>();
-  let pos = version === 0 ? 28 : V1_HEADER;
+  let pos = version === 0 ? 28 : LLAMA2C_V1_HEADER;
   for (const e of llama2cLayout(config, version)) {
     if ('skip' in e) { pos += 4 * e.skip; continue; }
-    const data = new Float32Array(src.read(pos, 4 * e.floats).slice().buffer);
+    const data = new Float32Array(src.read(pos, 4 * e.floats, `'${e.name}'`).buffer);
     pos += 4 * e.floats;
     weights.set(e.name, { kind: 'f32', name: e.name, shape: weightShape(config, e.name), data });
   }
-  return { config, weights: new Map(weightNames(config).map((n) => [n, weights.get(n)!])), version };
+  return { config, weights: new Map(weightNames(config).map((n) => [n, weights.get(n)!])), version }; // canonical order, not file order
 }
 
 // ---- .comet (DESIGN §3.6; the tensor and metadata layout is comet.ts' header comment) ----
-
-/** The reader parseComet needs: SafetensorsBytes here, SafetensorsFile (safetensors.ts) in Node. */
-export interface SafetensorsReader {
-  readonly metadata: Record<string, string>;
-  readonly tensors: Map<string, TensorInfo>;
-  get(name: string): StTypedArray;
-}
 
 export interface CometParsed {
   config: LlamaConfig;
@@ -306,7 +304,7 @@ export const webSha16: Sha16 = async (b) => {
 
 /** Weights, config and tokenizer files of a .comet file, each tensor checked against its checksum, its dtype
  *  and shape, and its scales for non-finite values. `onTensor(done, total)` reports progress. */
-export async function parseComet(st: SafetensorsReader, path: string, sha16: Sha16 = webSha16, onTensor?: (done: number, total: number) => void | Promise<void>): Promise<CometParsed> {
+export async function parseComet(st: Safetensors, path: string, sha16: Sha16 = webSha16, onTensor?: (done: number, total: number) => void | Promise<void>): Promise<CometParsed> {
   const md = st.metadata;
   if (md.format !== 'comet') throw new CometError(`${path}: a safetensors file, but not a .comet model (metadata format ${JSON.stringify(md.format ?? null)}); convert it with 'comet quantize'`, 'not_comet');
   if (md.version !== COMET_FORMAT_VERSION) throw new CometError(`${path}: .comet version ${md.version} is not supported (this build reads version ${COMET_FORMAT_VERSION})`);
@@ -422,7 +420,7 @@ export async function loadModelBytes(bytes: ArrayBuffer | Uint8Array, name: stri
   const src = bytesSource(bytes, name);
   if (src.size === 0) throw new CometError(`${name}: the file is empty`);
   if (sniff(src.read(0, Math.min(9, src.size))) === 'safetensors') {
-    const st = SafetensorsBytes.open(src);
+    const st = new Safetensors(src);
     const c = await parseComet(st, name, o.sha16, o.onTensor);
     return { config: c.config, weights: c.weights, format: 'comet', path: name, meta: c.meta, tokenizer: c.tokenizer };
   }

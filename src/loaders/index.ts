@@ -4,12 +4,14 @@
 //   any other file                                 -> llama2.c checkpoint (llama2c.ts)
 // and findTokenizerPath: the tokenizer that sits beside a model.
 
-import { closeSync, existsSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { HostWeight } from '../../backends/backend.ts';
 import { CometError } from '../errors.ts';
 import type { LlamaConfig } from '../model/config.ts';
+import { sniff } from './bytes.ts';
 import { loadComet } from './comet.ts';
+import { fileSource } from './file-source.ts';
 import { readHF } from './hf.ts';
 import { readLlama2c } from './llama2c.ts';
 import { SafetensorsFile } from './safetensors.ts';
@@ -34,7 +36,7 @@ export async function loadModel(path: string): Promise<LoadedModel> {
     const { config, weights, dtypes } = readHF(path);
     return { config, weights, format: 'hf', path, tokenizerPath: findTokenizerPath(path), meta: { dtypes } };
   }
-  if (looksLikeSafetensors(path)) {
+  if (sniffFile(path) === 'safetensors') {
     const st = SafetensorsFile.open(path);
     const isComet = st.metadata.format === 'comet';
     st.close();
@@ -45,18 +47,14 @@ export async function loadModel(path: string): Promise<LoadedModel> {
   return { config, weights, format: 'llama2c', path, tokenizerPath: findTokenizerPath(path), meta: { version, dtypes: { F32: weights.size } } };
 }
 
-/** safetensors starts with a u64 LE header length (< 4 GB: high word 0) then '{'. A llama2.c file never
- *  does: its second int32 is hidden_dim (v0) or the version (v1), both non-zero. */
-function looksLikeSafetensors(path: string): boolean {
-  const b = new Uint8Array(9);
-  const fd = openSync(path, 'r');
+/** bytes.ts' sniff on the first 9 bytes of a file. */
+function sniffFile(path: string): 'safetensors' | 'llama2c' {
+  const src = fileSource(path, 'model file');
   try {
-    if (readSync(fd, b, 0, 9, 0) < 9) return false;
+    return sniff(src.read(0, Math.min(9, src.size)));
   } finally {
-    closeSync(fd);
+    src.close();
   }
-  const dv = new DataView(b.buffer);
-  return dv.getUint32(4, true) === 0 && dv.getUint32(0, true) > 1 && b[8] === 0x7b;
 }
 
 /** The tokenizer that belongs to a model: an HF directory's tokenizer.json; beside a file: tokenizer.bin,
