@@ -5,13 +5,16 @@
 // even/odd elements, so the act side is split the same way, int8 words with even8/odd8). The f32 epilogue
 // adds the blocks in ascending order, one chain per output; the product t_b must not be fused into that
 // add (an FMA would skip its rounding): `matvec` hands t_b to the chain through workgroup memory, `tiled`
-// passes it through `nofma` (an xor with a runtime zero the compiler cannot see through).
+// and `rowwise` pass it through `nofma` (an xor with a runtime zero the compiler cannot see through).
+// Measured bit-exact against the simulator on SwiftShader and on the H100 (test/webgpu-ops.test.ts).
 //
-// Two kernels:
-//   matvec (decode, M <= 4 per workgroup): 8 rows × MT tokens per workgroup of 256; each row is one team
-//     of 32 lanes streaming coalesced 16-byte words; K in chunks of 2048 channels.
-//   tiled (prefill): a 32-token × 64-row tile per workgroup, one B-block of both operands staged in
-//     workgroup memory at a time, 2 tokens × 4 rows per invocation.
+// Three kernels (the backend picks; bench/webgpu measures; results in bench/results/webgpu-*.md):
+//   matvec (decode, M <= 4 per workgroup): TEAMS rows × MT tokens per workgroup of TEAMS·32; each row is one
+//     team of 32 lanes streaming coalesced 16-byte words (up to 4 per lane per chunk, in named registers);
+//     K in chunks of 4096 (MT = 1) or 2048 channels. H100: 1182 GB/s at 14336x4096 (41% of copy).
+//   rowwise: one invocation per (row, 4 tokens), no barriers: small K, and CPU adapters (SwiftShader).
+//   tiled (prefill, M > 8): a 32-token × 64-row tile per workgroup, one B-block of both operands staged in
+//     workgroup memory at a time, 2 tokens × 4 rows per invocation (3.4 TOPS on the H100: not tuned).
 
 struct P {
   M: u32, N: u32, Kp: u32, K8: u32, B: u32, nb: u32,
@@ -44,19 +47,40 @@ fn act8(m: u32, k: u32) -> vec2<u32> {
 
 // ---------------------------------------------------------------- matvec
 override MT: u32 = 4u; // tokens per workgroup (1 for a single decode token)
-override CH: u32 = 2048u; // channels per chunk (2048 measured faster than 4096 on the H100)
+override TEAMS: u32 = 8u; // rows per workgroup (one team of 32 lanes per row)
+override CH: u32 = 2048u; // channels per chunk (<= 4096): 4096 for MT = 1, 2048 for MT = 4 (bench/webgpu sweeps, H100)
 
 // Staged activation, [tok][k 0..7][word v of the chunk]: word v's 32 channels are four 8-channel groups,
 // each an (even, odd) pair: k = 2·group + parity. Lanes read consecutive v: no bank conflicts.
 var<workgroup> xa: array<u32, MT * CH / 4u>;
-var<workgroup> pp: array<i32, 8u * MT * (CH / 32u)>; // [team][tok][word] int partials
-var<workgroup> tb: array<f32, 8u * MT * (CH / 32u)>; // [team][tok][block of chunk] t_b
+var<workgroup> pp: array<i32, TEAMS * MT * (CH / 32u)>; // [team][tok][word] int partials
+var<workgroup> tb: array<f32, TEAMS * MT * (CH / 32u)>; // [team][tok][block of chunk] t_b
 
-@compute @workgroup_size(256)
+/** 16-byte word j of this lane in the chunk at k0 (0 past the row or beyond the chunk's CV words) */
+fn wword(n: u32, k0: u32, lane: u32, j: u32, CV: u32, nk: u32) -> vec4<u32> {
+  let gv = k0 / 32u + lane + 32u * j;
+  if (n < p.N && gv < nk && lane + 32u * j < CV) { return wq[n * nk + gv]; }
+  return vec4<u32>(0u);
+}
+
+/** exact int partial of word v = lane + 32·j against each staged token */
+fn partials(w: vec4<u32>, team: u32, lane: u32, j: u32, CV: u32, CW: u32) {
+  let v = lane + 32u * j;
+  let wl = vec4<u32>(lo4(w.x), lo4(w.y), lo4(w.z), lo4(w.w));
+  let wh = vec4<u32>(hi4(w.x), hi4(w.y), hi4(w.z), hi4(w.w));
+  for (var t = 0u; t < MT; t++) {
+    let g = t * CW + v;
+    let acc = dot4(wl.x, xa[g]) + dot4(wh.x, xa[g + CV]) + dot4(wl.y, xa[g + 2u * CV]) + dot4(wh.y, xa[g + 3u * CV])
+            + dot4(wl.z, xa[g + 4u * CV]) + dot4(wh.z, xa[g + 5u * CV]) + dot4(wl.w, xa[g + 6u * CV]) + dot4(wh.w, xa[g + 7u * CV]);
+    pp[(team * MT + t) * CV + v] = acc;
+  }
+}
+
+@compute @workgroup_size(TEAMS * 32u)
 fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let team = lid >> 5u;
   let lane = lid & 31u;
-  let n = wg.x * 8u + team;
+  let n = wg.x * TEAMS + team;
   let mBase = p.m0 + wg.y * MT;
   let nk = p.Kp / 32u; // 16-byte words per row
   let vpb = p.B / 32u; // words per block
@@ -65,18 +89,17 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
   let CW = CH / 4u; // staged words per token
   var sum = 0.0;
   for (var k0 = 0u; k0 < p.Kp; k0 = k0 + CH) {
-    // 0. this lane's weight words of the chunk, loaded first (coalesced along the row) so their latency
-    //    overlaps the staging below
-    var w: array<vec4<u32>, 4>;
-    for (var j = 0u; j < CV / 32u; j++) {
-      let gv = k0 / 32u + lane + 32u * j;
-      w[j] = vec4<u32>(0u);
-      if (n < p.N && gv < nk) { w[j] = wq[n * nk + gv]; }
-    }
+    // 0. this lane's weight words of the chunk (up to 4: CH <= 4096; coalesced along the row), loaded first so their
+    //    latency overlaps the staging below; four named registers, not an indexed array (which a driver
+    //    may place in local memory)
+    let w0 = wword(n, k0, lane, 0u, CV, nk);
+    let w1 = wword(n, k0, lane, 1u, CV, nk);
+    let w2 = wword(n, k0, lane, 2u, CV, nk);
+    let w3 = wword(n, k0, lane, 3u, CV, nk);
     // 1. stage the activation chunk as (even, odd) i8x4 words, 8 channels per invocation per step
     for (var t = 0u; t < MT; t++) {
       let m = mBase + t;
-      for (var g = lid; g < CH / 8u; g = g + 256u) {
+      for (var g = lid; g < CH / 8u; g = g + TEAMS * 32u) {
         let k = k0 + g * 8u;
         var v = vec2<u32>(0u, 0u);
         if (m < p.M && k < p.Kp) { v = act8(m, k); }
@@ -87,17 +110,10 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     }
     workgroupBarrier();
     // 2. integer partials of each 16-byte word (32 channels)
-    for (var j = 0u; j < CV / 32u; j++) {
-      let v = lane + 32u * j;
-      let wl = vec4<u32>(lo4(w[j].x), lo4(w[j].y), lo4(w[j].z), lo4(w[j].w));
-      let wh = vec4<u32>(hi4(w[j].x), hi4(w[j].y), hi4(w[j].z), hi4(w[j].w));
-      for (var t = 0u; t < MT; t++) {
-        let g = t * CW + v;
-        let acc = dot4(wl.x, xa[g]) + dot4(wh.x, xa[g + CV]) + dot4(wl.y, xa[g + 2u * CV]) + dot4(wh.y, xa[g + 3u * CV])
-                + dot4(wl.z, xa[g + 4u * CV]) + dot4(wh.z, xa[g + 5u * CV]) + dot4(wl.w, xa[g + 6u * CV]) + dot4(wh.w, xa[g + 7u * CV]);
-        pp[(team * MT + t) * CV + v] = acc;
-      }
-    }
+    partials(w0, team, lane, 0u, CV, CW);
+    if (CV > 32u) { partials(w1, team, lane, 1u, CV, CW); }
+    if (CV > 64u) { partials(w2, team, lane, 2u, CV, CW); }
+    if (CV > 96u) { partials(w3, team, lane, 3u, CV, CW); }
     workgroupBarrier();
     // 3. t_b for each block of the chunk (exact int sums of the block's words, then the f32 products)
     for (var bl = lane; bl < nbc; bl = bl + 32u) {

@@ -61,17 +61,19 @@ describe('webgpu: W4Ax GEMM is bit-exact (DESIGN §3.4)', () => {
   const shapes: Array<[number, number, number, number, number]> = [
     [1, 37, 300, 128, 128], [1, 19, 4200, 128, 256], [3, 21, 200, 32, 64], [6, 9, 2100, 64, 0], [37, 70, 260, 64, 128], [9, 5, 96, 32, 96],
   ];
-  const kernels = ['matvec', 'rowwise', 'tiled'] as const;
-  let forced: Record<(typeof kernels)[number], WebGPUBackend>;
+  const kernels = {
+    matvec: { gemm: 'matvec' }, 'matvec 4x4096': { gemm: 'matvec', matvec: { teams: 4, chunk: 4096 } }, 'matvec 2x1024': { gemm: 'matvec', matvec: { teams: 2, chunk: 1024 } }, 'matvec 8x1024': { gemm: 'matvec', matvec: { teams: 8, chunk: 1024 } },
+    rowwise: { gemm: 'rowwise' }, tiled: { gemm: 'tiled' },
+  } as const;
+  let forced: Record<string, WebGPUBackend>;
   beforeAll(async () => {
     const src = await loadShaderSources();
-    forced = Object.fromEntries(kernels.map((k) => [k, new WebGPUBackend(be.gpu, src, { gemm: k })])) as typeof forced;
+    forced = Object.fromEntries(Object.entries(kernels).map(([k, o]) => [k, new WebGPUBackend(be.gpu, src, o)]));
   });
-  it.each(shapes)('M=%i N=%i K=%i B=%i K8=%i: every kernel (matvec, rowwise, tiled)', async (M, N, K, B, K8) => {
+  it.each(shapes)('M=%i N=%i K=%i B=%i K8=%i: every kernel (matvec variants, rowwise, tiled)', async (M, N, K, B, K8) => {
     const { x, spec, w } = problem(M * 1000 + N, M, N, K, B, K8);
     const want = gemmW4Ax(quantizeAct(x, M, spec), w);
-    for (const k of kernels) {
-      const b = forced[k];
+    for (const b of Object.values(forced)) {
       const got = await b.read(b.matmul(b.quantizeAct(b.fromHost(x, [M, K]), spec), b.uploadWeight({ kind: 'w4', name: 'w', ...w })));
       b.endStep();
       sameBits(got, want);

@@ -50,6 +50,7 @@ async function openGpu(): Promise<GpuContext> {
       : `webgpu: no WebGPU adapter. ${SWIFTSHADER_HINT}`, 'no_device');
   const L = adapter.limits;
   const device = await adapter.requestDevice({
+    requiredFeatures: adapter.features.has('timestamp-query') ? ['timestamp-query'] : [], // benchmarks (bench/webgpu)
     requiredLimits: {
       maxStorageBuffersPerShaderStage: L.maxStorageBuffersPerShaderStage,
       maxComputeWorkgroupStorageSize: L.maxComputeWorkgroupStorageSize,

@@ -54,7 +54,7 @@ type Res = GPUBuffer | { buffer: GPUBuffer; offset: number; size: number };
 
 /** The pipelines of the op set: family, entry point, bindings (in order), override constants. */
 const PIPES = {
-  gemm_matvec1: { family: 'gemm_w4ax', entry: 'matvec', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { MT: 1, CH: 2048 } },
+  gemm_matvec1: { family: 'gemm_w4ax', entry: 'matvec', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { MT: 1, CH: 4096 } },
   gemm_matvec4: { family: 'gemm_w4ax', entry: 'matvec', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { MT: 4, CH: 2048 } },
   gemm_rowwise: { family: 'gemm_w4ax', entry: 'rowwise', bind: ['uniform', 'read', 'read', 'read', 'write'] },
   gemm_tiled: { family: 'gemm_w4ax', entry: 'tiled', bind: ['uniform', 'read', 'read', 'read', 'write'] },
@@ -81,12 +81,14 @@ type PipeName = keyof typeof PIPES;
 /** Per device: shader modules and pipelines, made once. */
 class PipelineCache {
   private modules = new Map<Family, GPUShaderModule>();
-  private pipes = new Map<PipeName, Pipe>();
+  private pipes = new Map<string, Pipe>();
   constructor(readonly gpu: GpuContext, readonly src: ShaderSources) {}
-  get(name: PipeName): Pipe {
-    let p = this.pipes.get(name);
+  get(name: PipeName, extra?: Record<string, number>): Pipe {
+    const key = extra ? `${name}:${JSON.stringify(extra)}` : name;
+    let p = this.pipes.get(key);
     if (p) return p;
-    const d = PIPES[name] as { family: Family; entry: string; bind: Binding[]; constants?: Record<string, number> };
+    const base = PIPES[name] as { family: Family; entry: string; bind: Binding[]; constants?: Record<string, number> };
+    const d = extra ? { ...base, constants: { ...base.constants, ...extra } } : base;
     const dev = this.gpu.device;
     let module = this.modules.get(d.family);
     if (!module) this.modules.set(d.family, (module = dev.createShaderModule({ label: d.family, code: moduleSource(this.src, d.family, this.gpu.dot4) })));
@@ -101,7 +103,7 @@ class PipelineCache {
       label: name, layout: dev.createPipelineLayout({ bindGroupLayouts: [layout] }),
       compute: { module, entryPoint: d.entry, constants: d.constants },
     });
-    this.pipes.set(name, (p = { pipeline, layout }));
+    this.pipes.set(key, (p = { pipeline, layout }));
     return p;
   }
 }
@@ -113,6 +115,12 @@ const pipelineCaches = new WeakMap<GpuContext, PipelineCache>(); // keyed by con
 class Stream {
   private enc?: GPUCommandEncoder;
   private pass?: GPUComputePassEncoder;
+  /** bind groups by (layout, buffers, ranges): a decode step binds the same pooled buffers as the last one */
+  private groups = new Map<string, GPUBindGroup>();
+  private ids = new WeakMap<object, number>();
+  private nextId = 1;
+  /** timestamps of the next compute pass (benchmarks) */
+  timestamps?: GPUComputePassTimestampWrites;
   private segs: Array<{ buf: GPUBuffer; host: Uint8Array; used: number }> = [];
   private cur = 0;
   constructor(readonly dev: GPUDevice) {}
@@ -139,10 +147,24 @@ class Stream {
     seg.used = up256(offset + size);
     return { buffer: seg.buf, offset, size };
   }
+  private id(o: object): number {
+    let i = this.ids.get(o);
+    if (!i) this.ids.set(o, (i = this.nextId++));
+    return i;
+  }
   dispatch(p: Pipe, res: Res[], x: number, y = 1, z = 1) {
-    const entries = res.map((r, i) => ({ binding: i, resource: 'buffer' in r ? r : { buffer: r } }));
-    const bg = this.dev.createBindGroup({ layout: p.layout, entries: entries as GPUBindGroupEntry[] });
-    this.pass ??= this.encoder().beginComputePass();
+    let key = String(this.id(p.layout));
+    for (const r of res) key += 'buffer' in r ? `|${this.id(r.buffer)}:${r.offset}:${r.size}` : `|${this.id(r)}`;
+    let bg = this.groups.get(key);
+    if (!bg) {
+      if (this.groups.size > 20000) this.groups.clear();
+      const entries = res.map((r, i) => ({ binding: i, resource: 'buffer' in r ? r : { buffer: r } }));
+      this.groups.set(key, (bg = this.dev.createBindGroup({ layout: p.layout, entries: entries as GPUBindGroupEntry[] })));
+    }
+    if (!this.pass) {
+      this.pass = this.encoder().beginComputePass(this.timestamps ? { timestampWrites: this.timestamps } : undefined);
+      this.timestamps = undefined;
+    }
     this.pass.setPipeline(p.pipeline);
     this.pass.setBindGroup(0, bg);
     this.pass.dispatchWorkgroups(x, y, z);
@@ -166,6 +188,7 @@ class Stream {
   destroy() {
     for (const s of this.segs) s.buf.destroy();
     this.segs = [];
+    this.groups.clear();
   }
 }
 
@@ -204,6 +227,9 @@ export class WebGPUBackend implements Backend {
   }
 
   get adapterName() { return this.gpu.adapterName; }
+
+  /** Benchmarks: the next compute pass writes these timestamps (needs the device's timestamp-query). */
+  timeNextPass(t: GPUComputePassTimestampWrites) { this.stream.timestamps = t; }
 
   supports(op: OpName, dtype?: DType | KVDType): boolean {
     if (op === 'embed' && dtype === 'w4') return false; // the table is f32 (as the simulator's)
@@ -316,9 +342,9 @@ export class WebGPUBackend implements Backend {
   }
 
   // ---------------------------------------------------------------- helpers
-  private run(name: PipeName, params: number[], res: Res[], x: number, y = 1, z = 1) {
+  private run(name: PipeName, params: number[], res: Res[], x: number, y = 1, z = 1, extra?: Record<string, number>) {
     const u = this.stream.upload(Uint32Array.from(params));
-    this.stream.dispatch(this.pipes.get(name), [u, ...res], x, y, z);
+    this.stream.dispatch(this.pipes.get(name, extra), [u, ...res], x, y, z);
   }
   private want(t: Tensor, dtype: DType, op: string): WTensor {
     if (t.dtype !== dtype) throw new CometError(`webgpu ${op}: expected a ${dtype} tensor, got ${t.dtype}`);
@@ -394,8 +420,11 @@ export class WebGPUBackend implements Backend {
       const kernel = this.opts.gemm ?? (M > 8 ? 'tiled' : this.cpu || sw.Kp <= 512 ? 'rowwise' : 'matvec');
       if (kernel === 'rowwise') this.run('gemm_rowwise', params, res, Math.ceil(N / 64), Math.ceil(M / 4));
       else if (kernel === 'tiled') this.run('gemm_tiled', params, res, Math.ceil(N / 64), Math.ceil(M / 32));
-      else if (M === 1) this.run('gemm_matvec1', params, res, Math.ceil(N / 8), 1);
-      else this.run('gemm_matvec4', params, res, Math.ceil(N / 8), Math.ceil(M / 4));
+      else {
+        const mv = this.opts.matvec;
+        if (M === 1) this.run('gemm_matvec1', params, res, Math.ceil(N / (mv?.teams ?? 8)), 1, 1, mv ? { TEAMS: mv.teams, CH: mv.chunk } : undefined);
+        else this.run('gemm_matvec4', params, res, Math.ceil(N / 8), Math.ceil(M / 4));
+      }
       return out;
     }
     const xt = this.want(x, 'f32', 'matmul'), K = colsOf(w), T = rowsOf(x);
@@ -487,6 +516,9 @@ export interface WebGPUOptions {
   /** force one W4Ax kernel (tests, benchmarks); default: tiled for M > 8 tokens, else rowwise for small K or
    *  CPU adapters, else matvec */
   gemm?: 'matvec' | 'rowwise' | 'tiled';
+  /** one-token matvec variant (benchmark sweeps): rows per workgroup (teams of 32 lanes) and channels per
+   *  chunk (<= 4096); default 8 and 4096 (the 4-token matvec is always 8 rows, 2048 channels) */
+  matvec?: { teams: number; chunk: number };
   /** force one attention kernel; default: serial (one invocation per token and head) on CPU adapters, else
    *  workgroup (64 invocations per token and head) */
   attention?: 'workgroup' | 'serial';

@@ -44,12 +44,32 @@ async function timeIt(be: WebGPUBackend, record: () => unknown): Promise<number>
   return ms;
 }
 
-/** GPU ms per repetition: the slope between R and 2R repetitions (cancels submit and read-back latency) */
+/** GPU ms per repetition: `reps` dispatches recorded into one compute pass, timed by the pass's GPU
+ *  timestamps (timestamp-query); best of 3. */
 async function perRep(be: WebGPUBackend, reps: number, one: (r: number) => unknown): Promise<number> {
-  const run = (n: number) => timeIt(be, () => { let y; for (let r = 0; r < n; r++) y = one(r); return y; });
+  const dev = be.dev;
+  if (!dev.features.has('timestamp-query')) throw new Error('bench: the device has no timestamp-query');
+  const qs = dev.createQuerySet({ type: 'timestamp', count: 2 });
+  const res = dev.createBuffer({ size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+  const rd = dev.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
   let best = Infinity;
-  const a = await run(reps), b = await run(2 * reps);
-  best = (b - a) / reps;
+  for (let i = 0; i < 3; i++) {
+    be.endStep(); // no pass open: the next dispatch starts the timed pass
+    be.timeNextPass({ querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 });
+    let y;
+    for (let r = 0; r < reps; r++) y = one(r);
+    await be.read(y as never);
+    be.endStep();
+    const enc = dev.createCommandEncoder();
+    enc.resolveQuerySet(qs, 0, 2, res, 0);
+    enc.copyBufferToBuffer(res, 0, rd, 0, 16);
+    dev.queue.submit([enc.finish()]);
+    await rd.mapAsync(GPUMapMode.READ);
+    const t = new BigUint64Array(rd.getMappedRange().slice(0));
+    rd.unmap();
+    best = Math.min(best, Number(t[1] - t[0]) / 1e6 / reps);
+  }
+  qs.destroy(); res.destroy(); rd.destroy();
   return best;
 }
 
@@ -116,10 +136,15 @@ async function main() {
       const x = be.fromHost(Float32Array.from({ length: M * K }, () => rnd() * 2 - 1), [M, K]);
       const q = be.quantizeAct(x, w0.act);
       await be.read(q); be.endStep();
-      const kernels = M === 1 ? (['matvec', 'rowwise'] as const) : (['matvec'] as const); // tiled: 32-token tiles, for prefill
-      for (const kern of kernels) {
-        const kb = new WebGPUBackend(be.gpu, be.src, { gemm: kern });
-        const reps = quick ? copies : Math.max(copies, Math.ceil((0.006 * copy * 1e9) / wbytes / copies) * copies);
+      // matvec variants (rows per workgroup x channels per chunk; the first is the default), rowwise;
+      // tiled is the prefill kernel (32-token tiles), far off at these M
+      const variants: Array<[string, ConstructorParameters<typeof WebGPUBackend>[2]]> = M === 1
+        ? [['matvec 8x4096 (default)', { gemm: 'matvec' }], ['matvec 8x1024', { gemm: 'matvec', matvec: { teams: 8, chunk: 1024 } }], ['matvec 8x2048', { gemm: 'matvec', matvec: { teams: 8, chunk: 2048 } }],
+          ['matvec 4x4096', { gemm: 'matvec', matvec: { teams: 4, chunk: 4096 } }], ['matvec 2x4096', { gemm: 'matvec', matvec: { teams: 2, chunk: 4096 } }], ['rowwise', { gemm: 'rowwise' }]]
+        : [['matvec 8x2048 (4 tokens)', { gemm: 'matvec' }]];
+      for (const [kern, o] of variants) {
+        const kb = new WebGPUBackend(be.gpu, be.src, o);
+        const reps = quick ? copies : Math.max(copies, Math.ceil((0.01 * copy * 1e9) / wbytes / copies) * copies);
         await timeIt(kb, () => kb.matmul(q, ws[0])); // warm-up (pipeline)
         const us = 1000 * (await perRep(kb, reps, (r) => kb.matmul(q, ws[r % copies]))), gbs = wbytes / (us * 1e-6) / 1e9;
         const row = { shape: name, N, K, M, kernel: kern, us: +us.toFixed(2), GBs: +gbs.toFixed(0), ofCopy: +(gbs / copy).toFixed(3) };
