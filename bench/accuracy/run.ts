@@ -74,6 +74,7 @@ const ROWS: RowDef[] = [
   { id: 'fmpq-gptq-kv4', label: 'FMPQ W4AxKV4 GPTQ (15%)', kind: 'sim', quant: fmpq(0.15, { kv: 'kv4', weights: 'gptq' }) },
   // knobs, wikillama-28M held-out text at α = 1 only
   { id: 'fmpq-kv4-exact', label: 'FMPQ W4AxKV4 (15%), bit-exact simulator', kind: 'sim', quant: fmpq(0.15, { kv: 'kv4' }) },
+  { id: 'w4a4-exact', label: 'W4A4 RTN, bit-exact simulator', kind: 'sim', quant: { order: 'identity', int8Blocks: 0, weights: 'rtn', kv: 'f32' } },
   { id: 'fmpq-f05', label: 'FMPQ W4Ax 5%', kind: 'sim', quant: fmpq(0.05) },
   { id: 'fmpq-f10', label: 'FMPQ W4Ax 10%', kind: 'sim', quant: fmpq(0.1) },
   { id: 'fmpq-f20', label: 'FMPQ W4Ax 20%', kind: 'sim', quant: fmpq(0.2) },
@@ -81,12 +82,14 @@ const ROWS: RowDef[] = [
   { id: 'fmpq-blk1', label: 'FMPQ W4Ax, 1 INT8 block at every input (uniform)', kind: 'sim', quant: { order: 'absmax', int8Blocks: 1, weights: 'rtn', kv: 'f32' } },
   { id: 'fmpq-smooth', label: 'FMPQ W4Ax + SmoothQuant β=0.5 (15%)', kind: 'sim', quant: fmpq(0.15, { smooth: 0.5 }) },
   { id: 'fmpq-smooth-kv4', label: 'FMPQ W4AxKV4 + SmoothQuant β=0.5 (15%)', kind: 'sim', quant: fmpq(0.15, { smooth: 0.5, kv: 'kv4' }) },
+  { id: 'best-kv4', label: 'FMPQ W4AxKV4 B=64 GPTQ (25%)', kind: 'sim', quant: { ...fmpq(0.25, { kv: 'kv4', weights: 'gptq' }), B: 64 } },
+  { id: 'best-smooth-kv4', label: 'FMPQ W4AxKV4 B=64 GPTQ + SmoothQuant β=0.5 (25%)', kind: 'sim', quant: { ...fmpq(0.25, { kv: 'kv4', weights: 'gptq', smooth: 0.5 }), B: 64 } },
   { id: 'fmpq-b64-kv4', label: 'FMPQ W4AxKV4 B=64 (15%)', kind: 'sim', quant: { ...fmpq(0.15, { kv: 'kv4' }), B: 64 } },
   { id: 'fmpq-b64-gptq-kv4', label: 'FMPQ W4AxKV4 B=64 GPTQ (15%)', kind: 'sim', quant: { ...fmpq(0.15, { kv: 'kv4', weights: 'gptq' }), B: 64 } },
 ];
-const MAIN = ROWS.slice(0, 9).map((r) => r.id), KNOBS = ROWS.slice(10).map((r) => r.id);
+const MAIN = ROWS.slice(0, 9).map((r) => r.id), KNOBS = ROWS.slice(11).map((r) => r.id);
 /** Rows that reuse another row's .comet. */
-const COMET_OF: Record<string, string> = { 'fmpq-kv4-exact': 'fmpq-kv4' };
+const COMET_OF: Record<string, string> = { 'fmpq-kv4-exact': 'fmpq-kv4', 'w4a4-exact': 'w4a4' };
 
 interface Job { model: ModelName; text: string; alpha: number; row: string; windows: number }
 /** In priority order: what is done first is what a cut-short run still reports. The CPU budget (2 shared
@@ -104,8 +107,9 @@ function jobs(): Job[] {
   add('wikillama-28M', H, 1, ['fp32', 'fmpq-f05', 'fmpq-f10', 'fmpq-f20', 'fmpq-f30', 'fmpq-b64-kv4', 'fmpq', 'w4a4-reorder', 'fmpq-blk1'], 4);
   for (const a of [16, 128]) add('wikillama-28M', H, a, ['w4a4', 'w4a4-reorder', 'fmpq', 'fmpq-kv4', 'w4a16'], 2);
   add('wikillama-28M', H, 1, ['fmpq-smooth', 'fmpq-smooth-kv4'], 4);
+  add('wikillama-28M', H, 1, ['best-kv4', 'best-smooth-kv4'], 16);
   for (const a of [16, 128]) add('wikillama-28M', H, a, ['fmpq-smooth'], 2);
-  add('wikillama-28M', H, 1, ['fmpq-kv4', 'fmpq-kv4-exact', 'w4a4', 'w4a4-reorder'], 2);
+  add('wikillama-28M', H, 1, ['fmpq-kv4', 'fmpq-kv4-exact', 'w4a4', 'w4a4-exact', 'w4a4-reorder'], 2);
   const models = process.env.COMET_MODELS?.split(','); // restrict to these models (a machine that lacks the others)
   return models ? out.filter((j) => models.includes(j.model)) : out;
 }
