@@ -159,7 +159,7 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
   const embedBytes = c.vocabSize * c.dim * 4;
   const q = c.nHeads * c.headDim, kvd = c.nKvHeads * c.headDim;
   const arenaPerToken = c.nLayers * 4 * (3 * q + 3 * kvd + 4 * c.dim + 2 * c.hiddenDim + Math.ceil((2 * c.dim + q + c.hiddenDim) * 0.6 / 4)) + 2 * c.dim * 4;
-  const fixed = weightBytes + embedBytes + 2 ** 29;
+  const fixed = weightBytes + embedBytes + Math.min(2 ** 29, 0.1 * budget); // + workspace/allocator slack
   const prefillArena = o.inLen * arenaPerToken;
   const maxB = Math.floor((0.9 * budget - fixed) / (tokenKvBytes * L + arenaPerToken + c.vocabSize * 4));
   if (maxB * (arenaPerToken + c.vocabSize * 4) < prefillArena) log(`note: the ${o.inLen}-token prefill's arena (${(prefillArena / 2 ** 30).toFixed(1)} GiB) exceeds the decode step's`);
