@@ -95,3 +95,32 @@ describe('webgpu end to end: stories260K', () => {
     expect(prefix / gs.length, report.join('\n')).toBeGreaterThan(40);
   });
 });
+
+// wikillama-28M (hidden 512, B = 128 blocks, GQA 8/4, head_dim 64) as a .comet file, quantized here by the CLI's
+// path (`comet quantize`, 512 calibration tokens taken from the end of wiki_heldout_a.txt, never the prompts).
+// SwiftShader runs it at ~1 s per token, so: 4 golden prompts × 6 new tokens, same contract as above.
+describe('webgpu end to end: wikillama-28M .comet (W4A4KV4, B = 128)', () => {
+  it('greedy tokens agree with the simulator (measured agreement, as for stories260K)', async () => {
+    const gpu = await webgpu();
+    const { mkdtempSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const { quantize } = await import('../src/cli/quantize.ts');
+    const out = join(mkdtempSync(join(tmpdir(), 'comet-wg-')), 'wl.comet');
+    await quantize({ model: shared('wikillama-28M'), calib: shared('texts/wiki_heldout_a.txt'), out, calibTokens: 512, ctx: 512, block: 128, weights: 'rtn', order: 'absmax', kv: 'kv4', json: true });
+    const sim = await openModel(new SimBackend(), out), model = await openModel(gpu, out);
+    expect(sim.model.kvDType).toBe('kv4');
+    let agree = 0, total = 0;
+    const report: string[] = [];
+    for (const file of ['wl28m_The_history_of.json', 'wl28m_Music_is.json', 'wl28m_The_city_is_located.json', 'wl28m_The_first.json']) {
+      const g = golden(file), P = g.prompt_tokens.length;
+      const want = await greedy(sim.model, g.prompt_tokens, 6, sim.stop), got = await greedy(model.model, g.prompt_tokens, 6, model.stop);
+      let d = P;
+      while (d < want.length && got[d] === want[d]) d++;
+      agree += d - P; total += want.length - P;
+      report.push(`${JSON.stringify(g.prompt)}: identical for ${d - P} of ${want.length - P}`);
+    }
+    console.log(`webgpu W4A4KV4 wikillama-28M:\n${report.join('\n')}`);
+    expect(agree / total, report.join('\n')).toBeGreaterThanOrEqual(0.75);
+  }, 400_000);
+});
