@@ -334,6 +334,9 @@ export async function parseComet(st: Safetensors, path: string, sha16: Sha16 = w
     return v;
   };
   const quant = object<{ kv: 'f32' | 'kv4'; kvGroup: number }>('quant');
+  if (quant.kv !== 'f32' && quant.kv !== 'kv4') throw new CometError(`${path}: .comet metadata quant.kv is ${JSON.stringify(quant.kv)?.slice(0, 40)}, expected "kv4" or "f32"`);
+  if (!(Number.isInteger(quant.kvGroup) && quant.kvGroup > 0 && config.headDim % quant.kvGroup === 0 && quant.kvGroup % 2 === 0))
+    throw new CometError(`${path}: .comet metadata quant.kvGroup is ${JSON.stringify(quant.kvGroup)?.slice(0, 40)}, expected an even divisor of head_dim ${config.headDim}`);
   const linears = object<Record<string, { K: number; Kp: number; B: number; K8: number }>>('linears');
   const checksums = object<Record<string, string>>('checksums');
   const total = st.tensors.size;

@@ -18,16 +18,14 @@ import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { HostWeight } from '../../backends/backend.ts';
-import { actSpec } from '../../simulator/act.ts';
-import type { KVDType } from '../../simulator/formats.ts';
-import { checkW4 } from '../../simulator/w4.ts';
 import { CometError } from '../errors.ts';
-import { type LlamaConfig, validateConfig, weightNames, weightShape } from '../model/config.ts';
+import { type LlamaConfig, weightNames } from '../model/config.ts';
 import type { QuantMeta } from '../quant/quantize.ts';
 import type { LoadedModel } from './index.ts';
 import { SafetensorsFile, type StTensor, writeSafetensors } from './safetensors.ts';
+import { COMET_FORMAT_VERSION, parseComet } from './bytes.ts';
 
-export const COMET_VERSION = '1';
+export const COMET_VERSION = COMET_FORMAT_VERSION;
 
 export interface CometContents {
   config: LlamaConfig;
@@ -66,78 +64,14 @@ export function writeComet(path: string, m: CometContents): void {
   renameSync(tmp, path); // never leave a half-written .comet under the final name
 }
 
+/** Load a .comet file: the one parser of the format (bytes.ts parseComet, shared with the browser) over the
+ *  file, then the embedded tokenizer extracted to a cache directory for loadTokenizer. */
 export async function loadComet(path: string): Promise<LoadedModel> {
   const st = SafetensorsFile.open(path);
   try {
-    const md = st.metadata;
-    const json = <T>(key: string): T => {
-      if (md[key] === undefined) throw new CometError(`${path}: .comet metadata has no '${key}'`);
-      try {
-        return JSON.parse(md[key]) as T;
-      } catch (e) {
-        throw new CometError(`${path}: .comet metadata '${key}' is not valid JSON (${(e as Error).message})`);
-      }
-    };
-    if (md.format !== 'comet') throw new CometError(`${path}: not a .comet file (metadata format ${JSON.stringify(md.format)})`);
-    if (md.version !== COMET_VERSION) throw new CometError(`${path}: .comet version ${md.version} is not supported (this build reads version ${COMET_VERSION})`);
-    const config = json<LlamaConfig>('config');
-    validateConfig(config, path);
-    const quant = json<QuantMeta>('quant');
-    const linears = json<Record<string, { K: number; Kp: number; B: number; K8: number }>>('linears');
-    const checksums = json<Record<string, string>>('checksums');
-    const read = (name: string) => {
-      const want = checksums[name];
-      if (want === undefined) throw new CometError(`${path}: tensor '${name}' has no checksum in the metadata`);
-      const data = st.get(name);
-      if (sha(data).slice(0, 16) !== want) throw new CometError(`${path}: tensor '${name}' is corrupt (checksum mismatch)`);
-      return data;
-    };
-    const expect = (name: string, dtype: string, shape: number[]) => {
-      const t = st.tensors.get(name);
-      if (!t) throw new CometError(`${path}: tensor '${name}' is missing`);
-      if (t.dtype !== dtype || t.shape.join() !== shape.join())
-        throw new CometError(`${path}: tensor '${name}' is ${t.dtype} [${t.shape}], expected ${dtype} [${shape}]`);
-    };
-    const weights = new Map<string, HostWeight>();
-    for (const name of weightNames(config)) {
-      const shape = weightShape(config, name), lin = linears[name];
-      if (!lin) {
-        expect(name, 'F32', shape);
-        weights.set(name, { kind: 'f32', name, shape, data: read(name) as Float32Array });
-        continue;
-      }
-      const [N, K] = shape;
-      if (lin.K !== K) throw new CometError(`${path}: linear '${name}' has K = ${lin.K}, the config says ${K}`);
-      const permName = `${name}.perm`;
-      let perm: Int32Array | undefined;
-      if (st.tensors.has(permName)) {
-        expect(permName, 'I32', [K]);
-        perm = read(permName) as Int32Array;
-      }
-      let spec;
-      try {
-        spec = actSpec(K, lin.B, lin.K8, perm);
-      } catch (e) {
-        throw new CometError(`${path}: linear '${name}': ${(e as Error).message}`);
-      }
-      if (spec.Kp !== lin.Kp) throw new CometError(`${path}: linear '${name}' has Kp = ${lin.Kp}, expected ${spec.Kp}`);
-      expect(`${name}.codes`, 'U8', [N, spec.Kp / 2]);
-      expect(`${name}.scales`, 'F16', [N, spec.Kp / spec.B]);
-      const w = { N, codes: read(`${name}.codes`) as Uint8Array, scales: read(`${name}.scales`) as Uint16Array, act: spec };
-      checkW4(w);
-      for (let i = 0; i < w.scales.length; i++)
-        if ((w.scales[i] & 0x7c00) === 0x7c00) throw new CometError(`${path}: tensor '${name}.scales' holds a non-finite f16 at element ${i}`);
-      weights.set(name, { kind: 'w4', name, ...w });
-    }
-    const tok = json<{ main: string; files: string[] }>('tokenizer');
-    const tokFiles = tok.files.map((f) => ({ name: f, bytes: read(`tokenizer/${f}`) as Uint8Array }));
-    const tokenizerPath = extractTokenizer(tok.main, tokFiles);
-    const meta = {
-      dtypes: Object.fromEntries(['F32', 'U8', 'F16', 'I32'].map((d) => [d, [...st.tensors.values()].filter((t) => t.dtype === d).length])),
-      quant, kvDType: quant.kv as KVDType, kvGroup: quant.kvGroup, weightError: json<Record<string, number>>('weight_error'),
-      tokenizerFiles: tokFiles,
-    };
-    return { config, weights, format: 'comet', path, tokenizerPath, meta };
+    const c = await parseComet(st, path, async (b) => sha(b).slice(0, 16));
+    const tokenizerPath = extractTokenizer(c.tokenizer.main, c.tokenizer.files);
+    return { config: c.config, weights: c.weights, format: 'comet', path, tokenizerPath, meta: { ...c.meta, tokenizerFiles: c.tokenizer.files } };
   } finally {
     st.close();
   }
