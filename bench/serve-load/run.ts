@@ -6,11 +6,11 @@
 //   npx tsx bench/serve-load/run.ts [--backend sim|cuda|webgpu] [--model m] [--requests 64] [--concurrency 16]
 //                                   [--max-tokens 64] [--time-limit 120] [--device name] [--tag t] [--url http://127.0.0.1:8000]
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { cpus } from 'node:os';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { freePort } from '../lib/net.ts';
 
 const { values: a } = parseArgs({
   options: {
@@ -26,14 +26,6 @@ const SUBJECTS = ['a little dog', 'a small cat', 'Lily', 'Tom', 'a red bird', 't
 const VERBS = ['saw', 'found', 'wanted', 'liked', 'lost', 'made'];
 const prompt = (i: number) => `${i % 2 ? 'Once upon a time' : 'One day'}, ${SUBJECTS[i % SUBJECTS.length]} ${VERBS[Math.floor(i / SUBJECTS.length) % VERBS.length]}`;
 
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => res(p));
-    }).on('error', rej);
-  });
-}
 
 async function startChild(): Promise<{ url: string; child: ChildProcess }> {
   const port = await freePort();

@@ -1,7 +1,7 @@
 // A ByteSource (source.ts) over a file on disk: reads at an offset on a file descriptor, so the parsers take
 // one tensor at a time and a 10 GB file is never one buffer. Node only (node:fs): the browser bundle must not
 // import this module.
-import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { CometError } from '../errors.ts';
 import { type ByteSource, endedMessage } from './source.ts';
 
@@ -40,4 +40,29 @@ export function fileSource(path: string, kind: string): ByteSource & { close(): 
       fd = -1;
     },
   };
+}
+
+/** A whole small file (config, tokenizer), regular files only (a link to a device or a FIFO would be read
+ *  forever). */
+export function readRegularFile(path: string): Buffer {
+  let regular: boolean;
+  try {
+    regular = statSync(path).isFile();
+  } catch (e) {
+    throw new CometError(`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? e})`, 'not_found');
+  }
+  if (!regular) throw new CometError(`${path}: not a regular file (a link to a device or a FIFO would be read forever)`);
+  return readFileSync(path);
+}
+
+/** A JSON file whose top level must be an object. */
+export function readJsonObject(path: string): Record<string, any> {
+  const text = readRegularFile(path).toString('utf8');
+  try {
+    const j = JSON.parse(text);
+    if (typeof j !== 'object' || j === null || Array.isArray(j)) throw new Error('not a JSON object');
+    return j;
+  } catch (e) {
+    throw new CometError(`${path}: invalid JSON (${(e as Error).message})`);
+  }
 }

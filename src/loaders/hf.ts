@@ -6,10 +6,11 @@
 // llama2.c's interleaved order). COMET runs the interleaved order (pairs (2i, 2i+1) rotate together), so
 // at load: internal row 2i = HF row i, internal row 2i+1 = HF row hd/2 + i, per head.
 
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { HostWeight } from '../../backends/backend.ts';
 import { CometError } from '../errors.ts';
+import { readJsonObject } from './file-source.ts';
 import { type LlamaConfig, validateConfig, weightNames, weightShape } from '../model/config.ts';
 import { SafetensorsFile } from './safetensors.ts';
 
@@ -26,22 +27,7 @@ export function hfName(name: string): string {
   return `model.layers.${m[1]}.${sub[m[2]]}.weight`;
 }
 
-function readJson(path: string): Record<string, unknown> {
-  let text: string | undefined;
-  try {
-    if (statSync(path).isFile()) text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new CometError(`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? e})`, 'not_found');
-  }
-  if (text === undefined) throw new CometError(`${path}: not a regular file (a link to a device or a FIFO would be read forever)`);
-  try {
-    const j = JSON.parse(text);
-    if (typeof j !== 'object' || j === null || Array.isArray(j)) throw new Error('not a JSON object');
-    return j;
-  } catch (e) {
-    throw new CometError(`${path}: invalid JSON (${(e as Error).message})`);
-  }
-}
+const readJson = (path: string): Record<string, unknown> => readJsonObject(path);
 
 /** LlamaConfig from config.json (and generation_config.json for bos/eos when present). */
 export function readHFConfig(dir: string): LlamaConfig {

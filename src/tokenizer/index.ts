@@ -1,9 +1,10 @@
 // loadTokenizer: a tokenizer by file type. tokenizer.bin (or any other file) -> llama2.c format;
 // *.json -> Hugging Face tokenizer.json (+ tokenizer_config.json beside it); a directory -> its tokenizer.json.
 
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { CometError } from '../errors.ts';
+import { readJsonObject, readRegularFile } from '../loaders/file-source.ts';
 import { HFTokenizer } from './hf.ts';
 import { Llama2cTokenizer } from './llama2c.ts';
 import type { Tokenizer } from './tokenizer.ts';
@@ -22,35 +23,14 @@ export async function loadTokenizer(path: string, opts: { vocabSize?: number } =
   }
   if (path.endsWith('.model'))
     throw new CometError(`${path}: sentencepiece .model files are not read; use its tokenizer.json or llama2.c tokenizer.bin`);
-  if (!path.endsWith('.json')) return Llama2cTokenizer.fromBytes(readRegular(path), path, opts.vocabSize);
-  const json = readJson(path);
+  if (!path.endsWith('.json')) return Llama2cTokenizer.fromBytes(readRegularFile(path), path, opts.vocabSize);
+  const json = readJsonObject(path);
   const dir = dirname(path);
   const cfgPath = join(dir, 'tokenizer_config.json'), tmplPath = join(dir, 'chat_template.jinja');
-  const config = existsSync(cfgPath) ? readJson(cfgPath) : {};
-  const template = existsSync(tmplPath) ? readRegular(tmplPath).toString('utf8') : undefined;
+  const config = existsSync(cfgPath) ? readJsonObject(cfgPath) : {};
+  const template = existsSync(tmplPath) ? readRegularFile(tmplPath).toString('utf8') : undefined;
   if (typeof json.model !== 'object' || json.model === null) throw new CometError(`${path}: no 'model' object; not a Hugging Face tokenizer.json`);
   return new HFTokenizer(json, config, path, template);
 }
 
 /** A regular file's bytes: a tokenizer that links to /dev/zero, or a FIFO, would be read forever. */
-function readRegular(path: string): Buffer {
-  let regular: boolean;
-  try {
-    regular = statSync(path).isFile();
-  } catch (e) {
-    throw new CometError(`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? e})`, 'not_found');
-  }
-  if (!regular) throw new CometError(`${path}: not a regular file`);
-  return readFileSync(path);
-}
-
-function readJson(path: string): Record<string, any> {
-  const text = readRegular(path).toString('utf8');
-  try {
-    const j = JSON.parse(text);
-    if (typeof j !== 'object' || j === null || Array.isArray(j)) throw new Error('not a JSON object');
-    return j;
-  } catch (e) {
-    throw new CometError(`${path}: invalid JSON (${(e as Error).message})`);
-  }
-}
