@@ -84,6 +84,7 @@ const ROWS: RowDef[] = [
   { id: 'fmpq-smooth-kv4', label: 'FMPQ W4AxKV4 + SmoothQuant β=0.5 (15%)', kind: 'sim', quant: fmpq(0.15, { smooth: 0.5, kv: 'kv4' }) },
   { id: 'best-kv4', label: 'FMPQ W4AxKV4 B=64 GPTQ (25%)', kind: 'sim', quant: { ...fmpq(0.25, { kv: 'kv4', weights: 'gptq' }), B: 64 } },
   { id: 'best-smooth-kv4', label: 'FMPQ W4AxKV4 B=64 GPTQ + SmoothQuant β=0.5 (25%)', kind: 'sim', quant: { ...fmpq(0.25, { kv: 'kv4', weights: 'gptq', smooth: 0.5 }), B: 64 } },
+  { id: 'best32-kv4', label: 'FMPQ W4AxKV4 B=32 GPTQ (25%)', kind: 'sim', quant: { ...fmpq(0.25, { kv: 'kv4', weights: 'gptq' }), B: 32 } },
   { id: 'fmpq-b64-kv4', label: 'FMPQ W4AxKV4 B=64 (15%)', kind: 'sim', quant: { ...fmpq(0.15, { kv: 'kv4' }), B: 64 } },
   { id: 'fmpq-b64-gptq-kv4', label: 'FMPQ W4AxKV4 B=64 GPTQ (15%)', kind: 'sim', quant: { ...fmpq(0.15, { kv: 'kv4', weights: 'gptq' }), B: 64 } },
 ];
@@ -107,7 +108,8 @@ function jobs(): Job[] {
   add('wikillama-28M', H, 1, ['fp32', 'fmpq-f05', 'fmpq-f10', 'fmpq-f20', 'fmpq-f30', 'fmpq-b64-kv4', 'fmpq', 'w4a4-reorder', 'fmpq-blk1'], 4);
   for (const a of [16, 128]) add('wikillama-28M', H, a, ['w4a4', 'w4a4-reorder', 'fmpq', 'fmpq-kv4', 'w4a16'], 2);
   add('wikillama-28M', H, 1, ['fmpq-smooth', 'fmpq-smooth-kv4'], 4);
-  add('wikillama-28M', H, 1, ['best-kv4', 'best-smooth-kv4'], 16);
+  add('wikillama-28M', H, 1, ['best-kv4', 'best-smooth-kv4', 'best32-kv4'], 16);
+  add('wikillama-28M', W2, 1, ['best-kv4', 'best32-kv4'], 4);
   for (const a of [16, 128]) add('wikillama-28M', H, a, ['fmpq-smooth'], 2);
   add('wikillama-28M', H, 1, ['fmpq-kv4', 'fmpq-kv4-exact', 'w4a4', 'w4a4-exact', 'w4a4-reorder'], 2);
   const models = process.env.COMET_MODELS?.split(','); // restrict to these models (a machine that lacks the others)
@@ -326,7 +328,7 @@ async function plot(rs: any[]): Promise<void> {
     spec: {
       width: 420, height: { step: 9 },
       layer: [
-        { mark: 'bar', encoding: { y: { field: 'row', type: 'nominal', sort: ROWS.map((d) => d.label), title: null }, yOffset: { field: 'alpha' }, x: { field: 'delta', type: 'quantitative', title: 'perplexity increase over FP32 (%)', scale: { type: 'symlog', domain: [0, 10000] } }, color: { field: 'alpha', type: 'nominal', title: 'outlier stress' } } },
+        { mark: 'bar', encoding: { y: { field: 'row', type: 'nominal', sort: ROWS.map((d) => d.label), title: null, axis: { labelLimit: 360 } }, yOffset: { field: 'alpha' }, x: { field: 'delta', type: 'quantitative', title: 'perplexity increase over FP32 (%)', scale: { type: 'symlog', domain: [0, 10000] } }, color: { field: 'alpha', type: 'nominal', title: 'outlier stress' } } },
         { mark: { type: 'rule', strokeDash: [4, 3], color: 'black' }, encoding: { x: { datum: 8 } } },
       ],
     },
