@@ -105,6 +105,8 @@ const margin = (x: Float32Array) => {
 };
 const maxAbs = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
 
+if (process.env.COMET_TEST_CUDA !== '1')
+  console.warn('GPU TESTS NOT RUN: test/cuda-e2e.test.ts needs an NVIDIA GPU and COMET_TEST_CUDA=1 (`npm run test:cuda` on the GPU machine; its results are in bench/results and the issue notes)');
 describe.runIf(process.env.COMET_TEST_CUDA === '1')('cuda end to end: stories260K', () => {
   let cuda: Backend;
   let config: LlamaConfig, weights: Map<string, HostWeight>, stop: number[];
