@@ -112,7 +112,7 @@ export class Engine {
     this.formatter = new ChatFormatter(tokenizer);
     this.maxQueue = positive('maxQueue', o.maxQueue ?? 256);
     const maxBatch = positive('maxBatch', o.maxBatch ?? 32), pageSize = positive('pageSize', o.pageSize ?? 16);
-    const spec = { nLayers: c.nLayers, nKvHeads: c.nKvHeads, headDim: c.headDim, pageSize, dtype: model.kvDType, group: c.headDim };
+    const spec = { nLayers: c.nLayers, nKvHeads: c.nKvHeads, headDim: c.headDim, pageSize, dtype: model.kvDType, group: model.kvGroup };
     const perSeq = Math.ceil(c.seqLen / pageSize), bytes = pageBytes(spec);
     const numPages = o.kvMemory !== undefined ? Math.floor(o.kvMemory / bytes) : maxBatch * perSeq;
     // a lone sequence must always fit, or preemption could not make progress

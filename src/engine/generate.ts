@@ -15,11 +15,11 @@ export interface GenerateOptions extends SamplingParams {
   kvGroup?: number;
 }
 
-/** One sequence's paged cache, sized for `tokens` positions. */
-export function singleSequenceCache(model: Llama, tokens: number, kv: 'f32' | 'kv4' = 'f32', pageSize = 16, group?: number): { cache: KVCache; blockTable: Int32Array } {
+/** One sequence's paged cache, sized for `tokens` positions; the model's own KV dtype and group unless given. */
+export function singleSequenceCache(model: Llama, tokens: number, kv: 'f32' | 'kv4' = model.kvDType, pageSize = 16, group = model.kvGroup): { cache: KVCache; blockTable: Int32Array } {
   const c = model.config;
   const numPages = Math.ceil(tokens / pageSize);
-  const cache = model.be.createKVCache({ nLayers: c.nLayers, nKvHeads: c.nKvHeads, headDim: c.headDim, pageSize, numPages, dtype: kv, group: group ?? c.headDim });
+  const cache = model.be.createKVCache({ nLayers: c.nLayers, nKvHeads: c.nKvHeads, headDim: c.headDim, pageSize, numPages, dtype: kv, group });
   return { cache, blockTable: Int32Array.from({ length: numPages }, (_, i) => i) };
 }
 
@@ -30,7 +30,7 @@ export async function* generate(model: Llama, prompt: number[], o: GenerateOptio
   if (prompt.length >= c.seqLen)
     throw new CometError(`generate: the prompt has ${prompt.length} tokens, the model's context is ${c.seqLen}`, 'context_length_exceeded');
   const total = Math.min(c.seqLen, prompt.length + o.maxTokens);
-  const { cache, blockTable } = singleSequenceCache(model, total, o.kv ?? model.kvDType, o.pageSize, o.kvGroup);
+  const { cache, blockTable } = singleSequenceCache(model, total, o.kv ?? model.kvDType, o.pageSize, o.kvGroup ?? model.kvGroup);
   const rng = new Rng(o.seed);
   let tokens = Int32Array.from(prompt), pos = 0, produced = 0;
   for (;;) {

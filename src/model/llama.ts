@@ -27,8 +27,11 @@ export class Llama {
   readonly output: Weight; // (V, D), the embedding itself when tied
   readonly rope: RopeSpec;
 
+  readonly kvGroup: number; // KV4 channels per (s, z) group (DESIGN §3.5), head_dim unless the .comet says
+
   /** kv4 for FMPQ models (DESIGN §3.5), f32 for the float reference */
-  constructor(readonly be: Backend, readonly config: LlamaConfig, host: Map<string, HostWeight>, readonly kvDType: KVDType = 'f32') {
+  constructor(readonly be: Backend, readonly config: LlamaConfig, host: Map<string, HostWeight>, readonly kvDType: KVDType = 'f32', kvGroup?: number) {
+    this.kvGroup = kvGroup ?? config.headDim;
     const up = (name: string): Weight => {
       const w = host.get(name) ?? fail(`model: weight '${name}' is missing`);
       const shape = w.kind === 'f32' ? w.shape : [w.N, w.act.K];

@@ -26,7 +26,7 @@ export async function openModel(be: Backend, modelPath = defaultModelPath, token
   if (tokenizer.vocabSize > loaded.config.vocabSize)
     throw new CometError(`${tokPath}: tokenizer has ${tokenizer.vocabSize} tokens but the model's vocabulary is ${loaded.config.vocabSize}`);
   const kv = (loaded.meta?.kvDType as 'f32' | 'kv4' | undefined) ?? 'f32';
-  const model = new Llama(be, loaded.config, loaded.weights, kv);
+  const model = new Llama(be, loaded.config, loaded.weights, kv, loaded.meta?.kvGroup as number | undefined);
   const stop = loaded.format === 'llama2c' ? [loaded.config.bos] : loaded.config.eos;
   return { loaded, model, tokenizer, stop };
 }
