@@ -98,6 +98,12 @@ bench
   .option('--out <dir>', 'results folder', 'bench/results')
   .action(async (o) => (await import('./bench-e2e.ts')).benchE2E(o));
 
+// `comet info m | head` closes the pipe early: that is the reader's choice, not an error
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(0);
+  throw e;
+});
+
 program.hook('preAction', () => {
   process.on('unhandledRejection', report);
 });
