@@ -74,6 +74,8 @@ export interface Backend {
   /** Raw bytes of a quantized tensor (qact: a8 | a4 | sa concatenated) for exactness tests. */
   readRaw?(t: Tensor): Promise<Uint8Array>;
   createKVCache(spec: KVCacheSpec): KVCache;
+  /** Device memory, for backends that have a bounded one (GPU): a model too large is refused before any upload. */
+  memory?(): { free: number; total: number };
   /** Release step temporaries (tensors not returned by uploadWeight/fromHost). */
   endStep(): void;
   dispose(): void;

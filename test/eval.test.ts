@@ -21,3 +21,15 @@ it('perplexity runs on the model\'s KV dtype and group', async () => {
   expect(kv4.ppl).not.toBe(f32.ppl); // 4-bit pages change the scores
   expect(Math.abs(kv4.ppl / f32.ppl - 1)).toBeLessThan(0.5);
 });
+
+it('a model too large for the device is a clear error before any weight is uploaded', async () => {
+  const m = await loadModel(`${REPO}/models/stories260K.bin`);
+  let uploads = 0;
+  class Small extends SimBackend {
+    memory() { return { free: 100_000, total: 200_000 }; }
+    override uploadWeight(w: Parameters<SimBackend['uploadWeight']>[0]) { uploads++; return super.uploadWeight(w); }
+  }
+  expect(() => new Llama(new Small(), m.config, m.weights)).toThrow(/weights need 0\.00 GiB on sim, which has 0\.00 GiB free/);
+  expect(uploads).toBe(0);
+  try { new Llama(new Small(), m.config, m.weights); } catch (e) { expect((e as { code?: string }).code).toBe('out_of_memory'); }
+});

@@ -115,6 +115,11 @@ export class CudaBackend implements Backend {
     this.arena = new Arena(addon);
   }
 
+  memory(): { free: number; total: number } {
+    const f = this.addon.deviceInfo();
+    return { free: f.freeBytes, total: f.totalBytes };
+  }
+
   /** The addon with every kernel-launching call wrapped: when op timing is on, each call is preceded by a
    *  spin kernel and bracketed by events (cuda/ops_float.cu), so the pair times that op's GPU work alone. */
   private profiled(raw: CudaAddon): CudaAddon {

@@ -40,6 +40,12 @@ export class Llama {
       return be.uploadWeight(w);
     };
     const names = weightNames(config);
+    // a model too large for the device is refused before anything is uploaded (no partial allocation)
+    const bytes = names.reduce((a, n) => { const w = host.get(n); return a + (!w ? 0 : w.kind === 'f32' ? w.data.byteLength : w.codes.byteLength + w.scales.byteLength); }, 0);
+    let mem: { free: number; total: number } | undefined;
+    try { mem = be.memory?.(); } catch { mem = undefined; } // a backend that cannot say goes on to upload
+    if (mem && bytes > mem.free)
+      fail(`model: its weights need ${(bytes / 2 ** 30).toFixed(2)} GiB on ${be.name}, which has ${(mem.free / 2 ** 30).toFixed(2)} GiB free of ${(mem.total / 2 ** 30).toFixed(2)} GiB`, 'out_of_memory');
     const W = new Map(names.map((n) => [n, up(n)]));
     this.tokEmbed = W.get('tok_embed')!;
     this.norm = W.get('norm')!;
