@@ -29,6 +29,9 @@ export type HostWeight =
   | { kind: 'f32'; name: string; shape: readonly number[]; data: Float32Array }
   | ({ kind: 'w4'; name: string } & W4Weight);
 
+/** Bytes a host weight occupies (f32 data, or W4 codes + f16 scales). */
+export const hostWeightBytes = (w: HostWeight): number => (w.kind === 'f32' ? w.data.byteLength : w.codes.byteLength + w.scales.byteLength);
+
 /** A weight on the device; `act` says how its input activation is quantized (w4 only). */
 export interface Weight extends Tensor {
   readonly name: string;

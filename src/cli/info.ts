@@ -1,8 +1,7 @@
 // `comet info <model>`: config, parameter count, dtypes and bytes, and the quantization of each linear.
 import { loadModel } from '../loaders/index.ts';
-import type { HostWeight } from '../../backends/backend.ts';
+import { hostWeightBytes, type HostWeight } from '../../backends/backend.ts';
 
-const bytesOf = (w: HostWeight) => (w.kind === 'f32' ? w.data.byteLength : w.codes.byteLength + w.scales.byteLength);
 const paramsOf = (w: HostWeight) => (w.kind === 'f32' ? w.data.length : w.N * w.act.K);
 const human = (n: number) => (n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(2)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`);
 
@@ -12,14 +11,14 @@ export async function info(path: string, o: { json?: boolean }): Promise<void> {
   const byDtype: Record<string, { tensors: number; params: number; bytes: number }> = {};
   for (const w of ws) {
     const d = (byDtype[w.kind] ??= { tensors: 0, params: 0, bytes: 0 });
-    d.tensors++; d.params += paramsOf(w); d.bytes += bytesOf(w);
+    d.tensors++; d.params += paramsOf(w); d.bytes += hostWeightBytes(w);
   }
   const quant = ws.filter((w) => w.kind === 'w4').map((w) => {
     const q = w as Extract<HostWeight, { kind: 'w4' }>;
     return { name: q.name, N: q.N, K: q.act.K, Kp: q.act.Kp, B: q.act.B, K8: q.act.K8, int8Fraction: q.act.K8 / q.act.Kp, weightError: (m.meta?.weightError as Record<string, number> | undefined)?.[q.name] };
   });
   const params = ws.reduce((a, w) => a + paramsOf(w), 0);
-  const bytes = ws.reduce((a, w) => a + bytesOf(w), 0);
+  const bytes = ws.reduce((a, w) => a + hostWeightBytes(w), 0);
   const out = { path, format: m.format, config: m.config, params, bytes, dtypes: byDtype, quantization: quant, meta: m.meta };
   if (o.json) return console.log(JSON.stringify(out, null, 1));
   const c = m.config;

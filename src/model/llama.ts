@@ -10,7 +10,7 @@
 //     h   = rmsnorm(x) · ffn_norm
 //     x  += (silu(h Wgate^T) ⊙ h Wup^T) Wdown^T           (T, H) inside
 //   logits = rmsnorm(x[rows]) · norm  Wout^T              (R, V), R = the rows that need logits
-import type { Backend, HostWeight, KVCache, KVDType, RopeSpec, StepLayout, Tensor, Weight } from '../../backends/backend.ts';
+import { hostWeightBytes, type Backend, type HostWeight, type KVCache, type KVDType, type RopeSpec, type StepLayout, type Tensor, type Weight } from '../../backends/backend.ts';
 import { Graph, type Tap } from '../graph/graph.ts';
 import { type LlamaConfig, weightNames, weightShape } from './config.ts';
 import { fail } from '../errors.ts';
@@ -40,12 +40,7 @@ export class Llama {
       return be.uploadWeight(w);
     };
     const names = weightNames(config);
-    // a model too large for the device is refused before anything is uploaded (no partial allocation)
-    const bytes = names.reduce((a, n) => { const w = host.get(n); return a + (!w ? 0 : w.kind === 'f32' ? w.data.byteLength : w.codes.byteLength + w.scales.byteLength); }, 0);
-    let mem: { free: number; total: number } | undefined;
-    try { mem = be.memory?.(); } catch { mem = undefined; } // a backend that cannot say goes on to upload
-    if (mem && bytes > mem.free)
-      fail(`model: its weights need ${(bytes / 2 ** 30).toFixed(2)} GiB on ${be.name}, which has ${(mem.free / 2 ** 30).toFixed(2)} GiB free of ${(mem.total / 2 ** 30).toFixed(2)} GiB`, 'out_of_memory');
+    checkFits(be, names.map((n) => host.get(n)));
     const W = new Map(names.map((n) => [n, up(n)]));
     this.tokEmbed = W.get('tok_embed')!;
     this.norm = W.get('norm')!;
@@ -81,4 +76,13 @@ export class Llama {
     const last = g.rows('last', x, logitRows);
     return g.linear('logits', g.norm('norm', last, this.norm, eps, this.output), this.output);
   }
+}
+
+/** A model too large for the device is refused before anything is uploaded (no partial allocation). */
+function checkFits(be: Backend, weights: (HostWeight | undefined)[]): void {
+  let mem: { free: number; total: number } | undefined;
+  try { mem = be.memory?.(); } catch { mem = undefined; } // a backend that cannot say goes on to upload
+  const bytes = weights.reduce((a, w) => a + (w ? hostWeightBytes(w) : 0), 0), GiB = (b: number) => (b / 2 ** 30).toFixed(2);
+  if (mem && bytes > mem.free)
+    fail(`model: its weights need ${GiB(bytes)} GiB on ${be.name}, which has ${GiB(mem.free)} GiB free of ${GiB(mem.total)} GiB`, 'out_of_memory');
 }
