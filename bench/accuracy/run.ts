@@ -317,7 +317,7 @@ async function report(): Promise<void> {
 }
 
 async function plot(rs: any[]): Promise<void> {
-  const vl = await import('vega-lite'), vega = await import('vega');
+  const { renderSvg } = await import('../../src/cli/plot.ts');
   const data = rs.filter((r) => r.row !== 'fp32').map((r) => {
     const base = rs.find((x) => x.row === 'fp32' && colName(x) === colName(r))?.ppl;
     return { row: ROWS.find((d) => d.id === r.row)!.label, panel: `${r.model} · ${r.text.replace('.txt', '').slice(0, 18)} · ${r.windows}w`, alpha: `α=${r.alpha}`, delta: base ? Math.min((r.ppl / base - 1) * 100, 1e4) : null };
@@ -334,8 +334,7 @@ async function plot(rs: any[]): Promise<void> {
     },
     title: 'COMET accuracy: W4A4KV4 rows vs FP32 (dashed: +8% goal)',
   };
-  const view = new vega.View(vega.parse(vl.compile(spec as any).spec), { renderer: 'none' });
-  writeFileSync(join(OUT, 'accuracy.svg'), await view.toSVG());
+  writeFileSync(join(OUT, 'accuracy.svg'), await renderSvg(spec as Parameters<typeof renderSvg>[0]));
 }
 
 const [cmd, a, b] = process.argv.slice(2);

@@ -1,8 +1,8 @@
 // bench/results/gemm-<date>-<device>.json -> .svg: speed-up of the W4Ax GEMM over cuBLAS FP16 and FP8 by batch M.
 //   npx tsx bench/gemm/plot.ts bench/results/gemm-2026-11-24-h100-80gb-hbm3.json
 import { readFileSync, writeFileSync } from 'node:fs';
-import * as vl from 'vega-lite';
-import * as vega from 'vega';
+import type * as vl from 'vega-lite';
+import { renderSvg } from '../../src/cli/plot.ts';
 
 interface Row { model: string; layer: string; K: number; N: number; M: number; int8_frac: number; speedup_fp16: number; speedup_fp8: number }
 
@@ -34,7 +34,6 @@ const spec: vl.TopLevelSpec = {
     ],
   },
 };
-const view = new vega.View(vega.parse(vl.compile(spec).spec), { renderer: 'none' });
 const out = file.replace(/\.json$/, '.svg');
-writeFileSync(out, await view.toSVG());
+writeFileSync(out, await renderSvg(spec));
 console.log('wrote', out);

@@ -28,7 +28,11 @@ export async function svgPlotAsync(p: PlotSpec): Promise<string> {
       color: { field: p.series, type: 'nominal', title: null },
     },
   };
-  const view = new vega.View(vega.parse(vl.compile(spec).spec), { renderer: 'none' });
-  return view.toSVG();
+  return renderSvg(spec);
+}
+
+/** Any vega-lite spec rendered headless to an SVG string (every benchmark plot goes through here). */
+export function renderSvg(spec: vl.TopLevelSpec): Promise<string> {
+  return new vega.View(vega.parse(vl.compile(spec).spec), { renderer: 'none' }).toSVG();
 }
 
