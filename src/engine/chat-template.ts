@@ -24,7 +24,7 @@ export class ChatFormatter {
   constructor(readonly tokenizer: Tokenizer) {
     if (tokenizer.chatTemplate) this.template = new Template(tokenizer.chatTemplate);
     // special-token strings, when the tokenizer can name them (HF); '' otherwise
-    const name = (id: number | undefined) => (id === undefined || id < 0 ? '' : tokenText(tokenizer, id));
+    const name = (id: number | undefined) => (id === undefined || id < 0 ? '' : tokenizer.tokenText(id));
     this.bosText = name(tokenizer.bos);
     this.eosText = name(tokenizer.eos[0]);
   }
@@ -46,9 +46,4 @@ export class ChatFormatter {
     // a template that does not emit BOS text (or a tokenizer that cannot name it) still gets BOS
     return this.tokenizer.encode(rendered, { bos: this.bosText === '' || !rendered.startsWith(this.bosText) });
   }
-}
-
-/** The text of a special token, for templates that print it. */
-function tokenText(tok: Tokenizer, id: number): string {
-  return tok.tokenText(id);
 }
