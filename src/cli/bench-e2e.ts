@@ -12,7 +12,7 @@
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Backend, HostWeight, KVCache } from '../../backends/backend.ts';
+import { hostWeightBytes, type Backend, type HostWeight, type KVCache } from '../../backends/backend.ts';
 import { createBackend } from '../runtime/backends.ts';
 import { openModel, defaultModelPath } from '../runtime/open.ts';
 import { generate } from '../engine/generate.ts';
@@ -146,7 +146,8 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
   // 2. the model
   const { weights, int8MacFraction } = syntheticQuantizedModel(c, o, log);
   const model = new Llama(be, c, weights, 'kv4');
-  const weightBytes = [...weights.values()].reduce((a, w) => a + (w.kind === 'f32' ? (w.name === 'tok_embed' ? 0 : w.data.byteLength) : w.codes.byteLength + w.scales.byteLength), 0);
+  // bytes read per step: every weight but the embedding table, of which a step reads only its tokens' rows
+  const weightBytes = [...weights.values()].reduce((a, w) => a + (w.name === 'tok_embed' ? 0 : hostWeightBytes(w)), 0);
   const P = 16, G = c.headDim;
   const kvSpec = { nLayers: c.nLayers, nKvHeads: c.nKvHeads, headDim: c.headDim, pageSize: P, dtype: 'kv4' as const, group: G };
   const pageB = pageBytes(kvSpec), tokenKvBytes = pageB / P;
