@@ -94,6 +94,10 @@ export interface Backend {
   quantizeAct(x: Tensor, spec: ActQuantSpec): Tensor;
   /** x [T, K] f32 or qact, w [N, K] -> [T, N] f32. f32 x f32 ('gemm_f32') or qact x w4 ('gemm_w4ax', DESIGN §3.4) */
   matmul(x: Tensor, w: Weight): Tensor;
+  /** Several weights against one input in one launch (q/k/v, gate/up: the same input site, so the same act
+   *  spec). Output i equals matmul(x, ws[i]) bit for bit (each weight keeps its own split schedule); the
+   *  point is that small-N GEMMs share the GPU instead of running one after another. Absent = a loop. */
+  matmulMany?(x: Tensor, ws: readonly Weight[]): Tensor[];
   /** x [T, nHeads*headDim]: rotate pairs (2i, 2i+1) of each head by pos * theta^(-2i/headDim) (llama2.c order) */
   rope(x: Tensor, layout: StepLayout, spec: RopeSpec): Tensor;
   /** k, v [T, nKvHeads*headDim] -> written (quantized for kv4) into the pages of layer `layer` */

@@ -198,6 +198,29 @@ describe.each(backends)('ops on $name', ({ create }) => {
     expect(bad, bad >= 0 ? `first mismatch at ${bad}: ${got[bad]} vs ${want[bad]}` : '').toBe(-1);
   });
 
+  it.each([
+    // [M, [N...], K, B, K8]: q/k/v and gate/up groups; decode and prefill sizes, split-K shapes
+    [1, [512, 128, 128], 512, 128, 128],
+    [5, [100, 36, 36], 200, 32, 32],
+    [1, [1408, 1408], 512, 128, 0],
+    [16, [1408, 1408], 512, 64, 128],
+    [40, [256, 64, 64], 1000, 128, 256],
+    [64, [384, 384], 2048, 128, 128],
+    [100, [136, 72], 256, 128, 0],
+  ] as Array<[number, number[], number, number, number]>)('matmulMany M=%i N=%j K=%i B=%i K8=%i: output i = matmul(x, w_i) exactly', async (M, Ns, K, B, K8) => {
+    const spec = actSpec(K, B, K8, permutation(rng(M + K), K));
+    const ws = Ns.map((N, i) => be.uploadWeight({ kind: 'w4', name: `w${i}`, ...quantizeW4(randn(N + K + i, N * K, 0.05), N, spec, { clipSearch: false }) }));
+    const q = be.quantizeAct(up(activations(rng(M * 7 + K), M, K, [0, 9], 30), [M, K]), spec);
+    const many = be.matmulMany ? be.matmulMany(q, ws) : ws.map((w) => be.matmul(q, w));
+    expect(many.map((t) => t.shape.join())).toEqual(Ns.map((N) => `${M},${N}`));
+    for (let i = 0; i < ws.length; i++) {
+      const got = await be.read(many[i]), want = await be.read(be.matmul(q, ws[i]));
+      let bad = -1;
+      for (let j = 0; j < want.length && bad < 0; j++) if (!Object.is(got[j], want[j])) bad = j;
+      expect(bad, bad >= 0 ? `weight ${i}: first mismatch at ${bad}: ${got[bad]} vs ${want[bad]}` : '').toBe(-1);
+    }
+  });
+
   it.each([[8, 4, 8], [4, 2, 64], [6, 6, 48]])('rope nHeads=%i (q) / %i (k) headDim=%i (tier 3)', async (nH, nKv, hd) => {
     const T = 11, layout = { pos: Int32Array.from({ length: T }, (_, i) => (i * 37) % 300), seq: new Int32Array(T), blockTables: [new Int32Array(20)] };
     const freqs = F.ropeFreqs(hd, 10000);

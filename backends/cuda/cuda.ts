@@ -429,13 +429,27 @@ export class CudaBackend implements Backend {
     return q;
   }
 
+  /** A w4 weight against a quantized activation: the specs must agree (DESIGN §3.2-3.4). */
+  private checkW4(cx: CudaTensor, w: Weight): void {
+    if (cx.dtype !== 'qact') throw new CometError(`matmul: ${w.name} is w4 and needs a quantized activation, got ${cx.dtype}`);
+    const a = cx.q!.spec, b = w.act!;
+    for (const f of ['K', 'Kp', 'B', 'K8'] as const)
+      if (a[f] !== b[f]) throw new CometError(`matmul: activation ${f} = ${a[f]} but ${w.name} expects ${f} = ${b[f]}`);
+  }
+
+  matmulMany(x: Tensor, ws: readonly Weight[]): Tensor[] {
+    const cx = x as CudaTensor, M = rowsOf(x);
+    if (ws.length > 4 || !ws.every((w) => w.dtype === 'w4') || !this.addon.gemmW4axMany) return ws.map((w) => this.matmul(x, w));
+    ws.forEach((w) => this.checkW4(cx, w));
+    const outs = ws.map((w) => this.f32([M, w.shape[0]]));
+    this.addon.gemmW4axMany(cx.q!.a8, cx.q!.a4, cx.q!.sa, M, ws.map((w) => (w as CudaWeight).w4!), outs.map((o) => o.ptr), 0);
+    return outs;
+  }
+
   matmul(x: Tensor, w: Weight): Tensor {
     const cw = w as CudaWeight, cx = x as CudaTensor, N = w.shape[0], M = rowsOf(x);
     if (cw.dtype === 'w4') {
-      if (cx.dtype !== 'qact') throw new CometError(`matmul: ${w.name} is w4 and needs a quantized activation, got ${cx.dtype}`);
-      const a = cx.q!.spec, b = cw.act!;
-      for (const f of ['K', 'Kp', 'B', 'K8'] as const)
-        if (a[f] !== b[f]) throw new CometError(`matmul: activation ${f} = ${a[f]} but ${w.name} expects ${f} = ${b[f]}`);
+      this.checkW4(cx, w);
       const out = this.f32([M, N]);
       this.addon.gemmW4ax(cx.q!.a8, cx.q!.a4, cx.q!.sa, M, cw.w4!, out.ptr, 0);
       return out;

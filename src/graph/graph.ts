@@ -30,6 +30,15 @@ export class Graph {
     return this.out(name, this.be.matmul(x, w));
   }
 
+  /** Several linears over one input (q/k/v, gate/up), in one launch where the backend can. */
+  linears(names: readonly string[], x: Tensor, ws: readonly Weight[]): Tensor[] {
+    const act = ws[0].act;
+    if (ws.some((w) => (w.act === undefined) !== (act === undefined))) throw new Error(`${names.join(', ')}: weights of mixed dtypes`);
+    if (!this.be.matmulMany || ws.length === 1) return ws.map((w, i) => this.linear(names[i], x, w));
+    if (act && x.dtype !== 'qact') x = this.out(`${names[0]}.in_q`, this.be.quantizeAct(x, act));
+    return this.be.matmulMany(x, ws).map((y, i) => this.out(names[i], y));
+  }
+
   /** silu(gate) · up, quantized for `down` when it is a w4 weight. */
   swiglu(name: string, gate: Tensor, up: Tensor, down: Weight): Tensor {
     const act = down.act;

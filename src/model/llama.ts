@@ -63,14 +63,14 @@ export class Llama {
     let x = g.embed('embed', this.tokEmbed, tokens);
     this.layers.forEach((L, l) => {
       const h = g.norm(`l${l}.attn_norm`, x, L.attnNorm, eps, L.wq);
-      const q = g.rope(`l${l}.q`, g.linear(`l${l}.q_proj`, h, L.wq), layout, this.rope);
-      const k = g.rope(`l${l}.k`, g.linear(`l${l}.k_proj`, h, L.wk), layout, kvRope);
-      const v = g.linear(`l${l}.v`, h, L.wv);
+      const [qp, kp, v] = g.linears([`l${l}.q_proj`, `l${l}.k_proj`, `l${l}.v`], h, [L.wq, L.wk, L.wv]);
+      const q = g.rope(`l${l}.q`, qp, layout, this.rope), k = g.rope(`l${l}.k`, kp, layout, kvRope);
       g.kvAppend(cache, l, k, v, layout);
       const att = g.attention(`l${l}.attn`, q, cache, l, layout, c.nHeads);
       x = g.add(`l${l}.attn_res`, x, g.linear(`l${l}.o_proj`, att, L.wo));
       const h2 = g.norm(`l${l}.ffn_norm`, x, L.ffnNorm, eps, L.wGate);
-      const ff = g.swiglu(`l${l}.swiglu`, g.linear(`l${l}.gate`, h2, L.wGate), g.linear(`l${l}.up`, h2, L.wUp), L.wDown);
+      const [gate, up] = g.linears([`l${l}.gate`, `l${l}.up`], h2, [L.wGate, L.wUp]);
+      const ff = g.swiglu(`l${l}.swiglu`, gate, up, L.wDown);
       x = g.add(`l${l}.ffn_res`, x, g.linear(`l${l}.down`, ff, L.wDown));
     });
     const last = g.rows('last', x, logitRows);
