@@ -32,6 +32,13 @@ extern "C" const char* comet_error_string(int code) {
   return code > 0 ? cudaGetErrorString((cudaError_t)code) : code == COMET_EINVAL ? "invalid argument" : "error";
 }
 
+// Does this library hold code the GPU can run (its SASS, or PTX the driver can JIT)? A library built for other
+// architectures would otherwise fail at the first kernel launch, deep inside a model.
+__global__ void comet_probe_kernel() {}
+#ifndef COMET_CUDA_GENCODE_STR
+#define COMET_CUDA_GENCODE_STR "(unknown)"
+#endif
+
 extern "C" int comet_device_info(int device, comet_device_facts* out) {
   int n = 0;
   cudaError_t e = cudaGetDeviceCount(&n);
@@ -40,6 +47,15 @@ extern "C" int comet_device_info(int device, comet_device_facts* out) {
   cudaDeviceProp p;
   COMET_TRY("cudaGetDeviceProperties", cudaGetDeviceProperties(&p, device));
   COMET_TRY("cudaSetDevice", cudaSetDevice(device));
+  cudaFuncAttributes fa;
+  e = cudaFuncGetAttributes(&fa, comet_probe_kernel);
+  if (e == cudaErrorNoKernelImageForDevice || e == cudaErrorInvalidDeviceFunction || e == cudaErrorUnsupportedPtxVersion) {
+    cudaGetLastError();
+    return set_error((int)e, "this build of the COMET CUDA library has no code for %s (sm_%d%d): it was built with %s; "
+                     "rebuild it for this GPU (npm run build:cuda on a machine with a CUDA toolkit that knows it)",
+                     p.name, p.major, p.minor, COMET_CUDA_GENCODE_STR);
+  }
+  COMET_TRY("cudaFuncGetAttributes", e);
   size_t fr = 0, tot = 0;
   COMET_TRY("cudaMemGetInfo", cudaMemGetInfo(&fr, &tot));
   memset(out, 0, sizeof *out);

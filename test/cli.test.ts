@@ -39,6 +39,20 @@ describe('comet run reproduces llama2.c run.c byte for byte', () => {
   });
 });
 
+describe('comet eval verify', () => {
+  it('compares greedy tokens with the simulator per prompt (sim vs itself: equal, exit 0)', () => {
+    const r = comet('eval', 'verify', '--steps', '6', '--json', '--prompt', 'Once upon a time', '--prompt', 'The sun');
+    expect(r.status).toBe(0);
+    const lines = r.stdout.toString('utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.map((l) => l.prompt)).toEqual(['Once upon a time', 'The sun']);
+    for (const l of lines) {
+      expect(l.equal).toBe(true);
+      expect(l.tokens).toHaveLength(6);
+      expect(l.tokens).toEqual(l.reference);
+    }
+  });
+});
+
 describe('comet info', () => {
   it('shows config, parameter count, dtypes and bytes', () => {
     const r = comet('info', shared('wikillama-28M'), '--json');

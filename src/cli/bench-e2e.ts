@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { hostWeightBytes, type Backend, type HostWeight, type KVCache } from '../../backends/backend.ts';
 import { createBackend } from '../runtime/backends.ts';
 import { openModel, defaultModelPath } from '../runtime/open.ts';
-import { generate } from '../engine/generate.ts';
+import { verifyAgainstSim } from '../eval/verify.ts';
 import { pageBytes } from '../engine/kv-pages.ts';
 import { Llama } from '../model/llama.ts';
 import { type LlamaConfig, validateConfig } from '../model/config.ts';
@@ -96,22 +96,10 @@ export function syntheticQuantizedModel(c: LlamaConfig, o: { block: number; int8
   return { weights: out, int8MacFraction: r.plan.int8MacFraction };
 }
 
-/** Greedy tokens of `path` on `be` and on the simulator must be equal (32 new tokens, three prompts). */
+/** Greedy tokens of `path` on `be` and on the simulator must be equal (src/eval/verify.ts), or no speed is reported. */
 async function checkAgainstSim(be: Backend, path: string, log: (s: string) => void): Promise<void> {
-  // the reference sums each W4Ax GEMM in the order the backend's kernel reports (DESIGN §3.4)
-  const { SimBackend } = await import('../../backends/sim/sim.ts');
-  const sim = new SimBackend({ gemmSchedule: be.gemmSchedule?.bind(be) });
-  const a = await openModel(be, path), b = await openModel(sim, path);
-  for (const prompt of ['Once upon a time', 'The history of', 'Lily and her mom']) {
-    const ids = a.tokenizer.encode(prompt);
-    const run = async (m: typeof a) => {
-      const t: number[] = [];
-      for await (const x of generate(m.model, ids, { maxTokens: 32, temperature: 0, topP: 0, topK: 0, seed: 0, stop: m.stop })) t.push(x);
-      return t;
-    };
-    const [x, y] = [await run(a), await run(b)];
-    if (x.join() !== y.join()) throw new CometError(`bench e2e: ${be.name} and the simulator disagree on ${path} for '${prompt}' (${x.slice(0, 8)}… vs ${y.slice(0, 8)}…): refusing to report speed`);
-  }
+  for (const r of await verifyAgainstSim(be, path))
+    if (!r.equal) throw new CometError(`bench e2e: ${be.name} and the simulator disagree on ${path} for '${r.prompt}' at token ${r.firstDifference} (${r.tokens.slice(0, 8)}… vs ${r.reference.slice(0, 8)}…): refusing to report speed`);
   log(`check: ${path} greedy tokens on ${be.name} equal the simulator's`);
 }
 

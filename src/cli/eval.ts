@@ -2,8 +2,9 @@
 import { readFileSync } from 'node:fs';
 import cliProgress from 'cli-progress';
 import { createBackend } from '../runtime/backends.ts';
-import { openModel } from '../runtime/open.ts';
+import { defaultModelPath, openModel } from '../runtime/open.ts';
 import { perplexity } from '../eval/ppl.ts';
+import { verifyAgainstSim, VERIFY_PROMPTS } from '../eval/verify.ts';
 import { CometError } from '../errors.ts';
 
 export async function evalPpl(o: { model: string; text: string; tokenizer?: string; ctx: number; windows?: number; startWindow?: number; json?: boolean; keepNewlines?: boolean; backend: string }): Promise<void> {
@@ -32,4 +33,20 @@ export async function evalPpl(o: { model: string; text: string; tokenizer?: stri
   if (o.json) console.log(JSON.stringify(result));
   else console.log(`perplexity ${r.ppl.toFixed(4)} over ${r.windows}/${r.totalWindows} windows of ${r.ctx} tokens (${r.scored} scored, ${tokens.length} in the text), ${seconds.toFixed(1)} s on ${be.name}`);
   be.dispose();
+}
+
+/** `comet eval verify`: greedy tokens on a backend vs the simulator in that backend's GEMM order; exit 1 on a difference. */
+export async function evalVerify(o: { model?: string; tokenizer?: string; prompt?: string[]; steps: number; json?: boolean; backend: string }): Promise<void> {
+  const be = await createBackend(o.backend);
+  try {
+    const rs = await verifyAgainstSim(be, o.model ?? defaultModelPath, o.prompt?.length ? o.prompt : VERIFY_PROMPTS, o.steps, o.tokenizer);
+    for (const r of rs) {
+      if (o.json) console.log(JSON.stringify(r));
+      else console.log(`${r.equal ? 'equal' : 'DIFFERENT'}  ${JSON.stringify(r.prompt)}: ${r.tokens.length} tokens on ${r.backend}` +
+        (r.equal ? '' : `, first difference at ${r.firstDifference}: ${r.tokens[r.firstDifference]} vs ${r.reference[r.firstDifference]} (simulator)`));
+    }
+    if (rs.some((r) => !r.equal)) process.exitCode = 1;
+  } finally {
+    be.dispose();
+  }
 }

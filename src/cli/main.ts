@@ -76,6 +76,16 @@ evalCmd
   .option('--json', 'print one JSON object')
   .addOption(backendOpt())
   .action(async (o) => (await import('./eval.ts')).evalPpl(o));
+evalCmd
+  .command('verify')
+  .description("greedy tokens on a backend vs the simulator summing each W4Ax GEMM in that backend's order (exit 1 on any difference)")
+  .option('--model <path>', 'model path (default: the embedded stories260K)')
+  .option('--tokenizer <path>', 'tokenizer (default: beside the model)')
+  .option('--prompt <text>', 'a prompt (repeatable; default: three built-in prompts)', (v: string, p: string[] = []) => [...p, v])
+  .option('--steps <n>', 'new tokens per prompt', int('--steps', 1), 32)
+  .option('--json', 'one JSON object per prompt')
+  .addOption(backendOpt())
+  .action(async (o) => (await import('./eval.ts')).evalVerify(o));
 
 program.addCommand((await import('./serve.ts')).serveCommand(backendOpt()));
 
