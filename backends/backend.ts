@@ -38,6 +38,25 @@ export interface Weight extends Tensor {
   readonly act?: ActQuantSpec;
 }
 
+/** The host data of one step: what Llama.forward(tokens, layout, cache, rows) uploads. */
+export interface StepInputs {
+  tokens: Int32Array; // [T]
+  layout: StepLayout;
+  rows: Int32Array; // [R] token rows that get logits
+}
+
+/** One step recorded once and replayed (Backend.captureStep). A replay's inputs must have the captured shape:
+ *  the same T, R, number of sequences and block-table lengths; only the values change. */
+export interface CapturedStep {
+  /** device memory this capture holds besides the backend's shared step memory (bytes) */
+  readonly bytes: number;
+  /** Run the step again on `inputs` (absent: the data it last ran on); the argmax of each logit row [R]. */
+  replay(inputs?: StepInputs): Promise<Int32Array>;
+  /** Same, returning the logit rows [R][V] (for sampling at a temperature). */
+  replayLogits(inputs?: StepInputs): Promise<Float32Array>;
+  destroy(): void;
+}
+
 /** A paged KV cache owned by a backend; its storage layout is the backend's (DESIGN §3.5). */
 export interface KVCache {
   readonly spec: KVCacheSpec;
@@ -81,6 +100,13 @@ export interface Backend {
   memory?(): { free: number; total: number };
   /** Release step temporaries (tensors not returned by uploadWeight/fromHost). */
   endStep(): void;
+  /** Optional (CUDA: a CUDA graph): record the ops `fn` enqueues (one step, returning logits [R][V]) without
+   *  running them, for replays on new data of the same shape. `inputs` names every host array the step
+   *  uploads (fn must upload no other); launch sizes may depend only on their shapes (T, R, block-table
+   *  lengths), never on their values, so a replay of positions other than the captured ones is right. Needs
+   *  the same step shape to have run eagerly once (no allocation may happen while recording). Throws when the
+   *  step cannot be recorded; the caller runs it eagerly then. Absent: no capture (the engine runs eagerly). */
+  captureStep?(fn: () => Tensor, inputs?: StepInputs): CapturedStep;
   dispose(): void;
 
   // ---- ops ----

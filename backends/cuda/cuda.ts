@@ -7,7 +7,7 @@
 // ids, positions, block tables) is uploaded once per StepLayout into the arena.
 // Layouts on the device: f32 [T][C] row-major; qact one allocation a8 [M][K8] | a4 [M][(Kp-K8)/2] | sa [M][Kp/B]
 // (the simulator's readRaw order); w4 the GEMM kernel's repacked layout (comet_w4_create); KV caches as capi.h.
-import type { ActQuantSpec, Backend, DType, HostWeight, KVCache, KVCacheSpec, KVDType, OpName, RopeSpec, StepLayout, Tensor, Weight } from '../backend.ts';
+import type { ActQuantSpec, Backend, CapturedStep, DType, HostWeight, KVCache, KVCacheSpec, KVDType, OpName, RopeSpec, StepInputs, StepLayout, Tensor, Weight } from '../backend.ts';
 import type { QAct } from '../../simulator/formats.ts';
 import { ropeFreqs } from '../../simulator/kernels/float.ts';
 import { dequantizeAct } from '../../simulator/act.ts';
@@ -86,7 +86,76 @@ class Arena {
   }
 }
 
-interface DevLayout { pos: Ptr; seq: Ptr; bt: Ptr; btOff: Ptr; T: number; maxLen: number }
+/** A step layout on the device. maxLen = max(pos) + 1 (values); maxPages = the longest block table (shape). */
+interface DevLayout { pos: Ptr; seq: Ptr; bt: Ptr; btOff: Ptr; T: number; maxLen: number; maxPages: number }
+
+/** A capture in progress: where declared inputs live, and the KV pool its layout was checked against. */
+interface Capture {
+  inputs?: StepInputs;
+  region(data: ArrayBufferView): Ptr;
+  layoutPtr(l: StepLayout): Ptr;
+  kv?: { pageSize: number; numPages: number };
+}
+
+/** One upload for a layout: pos [T] | seq [T] | btOff [S] | bt [sum of lengths]; checks seq and pos. */
+function packLayout(l: StepLayout, into?: Int32Array): { all: Int32Array; T: number; maxLen: number; maxPages: number } {
+  const T = l.pos.length, S = l.blockTables.length;
+  if (l.seq.length !== T) throw new CometError(`cuda: layout has ${T} positions but ${l.seq.length} sequence ids`);
+  let n = 0, maxPages = 0, maxLen = 0;
+  for (const bt of l.blockTables) { n += bt.length; maxPages = Math.max(maxPages, bt.length); }
+  const all = into ?? new Int32Array(2 * T + S + n);
+  if (all.length !== 2 * T + S + n) throw new CometError(`cuda: layout of ${2 * T + S + n} words packed into ${all.length}`);
+  all.set(l.pos, 0);
+  all.set(l.seq, T);
+  let o = 0;
+  l.blockTables.forEach((bt, i) => { all[2 * T + i] = o; all.set(bt, 2 * T + S + o); o += bt.length; });
+  for (let t = 0; t < T; t++) {
+    if (!(l.seq[t] >= 0 && l.seq[t] < S)) throw new CometError(`cuda: token ${t} names sequence ${l.seq[t]}, but the step has ${S} block tables`);
+    if (l.pos[t] < 0) throw new CometError(`cuda: token ${t} has position ${l.pos[t]}`);
+    maxLen = Math.max(maxLen, l.pos[t] + 1);
+  }
+  return { all, T, maxLen, maxPages };
+}
+
+/** Every token's page exists and every page up to it is in the pool. */
+function checkLayoutPages(l: StepLayout, pageSize: number, numPages: number, op: string): void {
+  for (let t = 0; t < l.pos.length; t++) {
+    const bt = l.blockTables[l.seq[t]];
+    const pi = Math.floor(l.pos[t] / pageSize);
+    if (pi >= bt.length) throw new CometError(`${op}: position ${l.pos[t]} is past the sequence's ${bt.length} pages`);
+    for (let i = 0; i <= pi; i++)
+      if (!(bt[i] >= 0 && bt[i] < numPages)) throw new CometError(`${op}: page ${bt[i]} outside the pool of ${numPages}`);
+  }
+}
+
+/** A captured step's input image: tokens at word `tok`, the packed layout at `lay`, rows at `row`. */
+interface InputImage { words: Int32Array; tok: number; lay: number; row: number }
+const alignWords = (n: number) => Math.ceil(n / (ALIGN / 4)) * (ALIGN / 4);
+
+function packInputs(inp: StepInputs): InputImage {
+  const pk = packLayout(inp.layout);
+  const lay = alignWords(inp.tokens.length), row = lay + alignWords(pk.all.length);
+  const words = new Int32Array(Math.max(row + inp.rows.length, 1));
+  words.set(inp.tokens, 0);
+  words.set(pk.all, lay);
+  words.set(inp.rows, row);
+  return { words, tok: 0, lay, row };
+}
+
+/** Write `next` (the captured step's shape, other values) into the image, checked as the ops check an eager
+ *  step: the kernels it feeds were launched for the captured shape and read these values unchecked. */
+function repackInputs(img: InputImage, was: StepInputs, next: StepInputs, kv?: { pageSize: number; numPages: number }): void {
+  const a = was.layout, b = next.layout;
+  const same = next.tokens.length === was.tokens.length && next.rows.length === was.rows.length && b.pos.length === a.pos.length &&
+    b.blockTables.length === a.blockTables.length && b.blockTables.every((bt, i) => bt.length === a.blockTables[i].length);
+  if (!same) throw new CometError('cuda: step graph replayed on inputs of another shape (tokens, rows, sequences or block-table lengths differ)');
+  for (const t of next.tokens) if (t < 0) throw new CometError(`cuda: step graph replayed with token id ${t}`);
+  for (const r of next.rows) if (!(r >= 0 && r < next.tokens.length)) throw new CometError(`rows: row ${r} outside [0, ${next.tokens.length})`);
+  packLayout(b, img.words.subarray(img.lay, img.lay + 2 * b.pos.length + b.blockTables.length + b.blockTables.reduce((s, bt) => s + bt.length, 0)));
+  if (kv) checkLayoutPages(b, kv.pageSize, kv.numPages, 'step graph');
+  img.words.set(next.tokens, img.tok);
+  img.words.set(next.rows, img.row);
+}
 
 const rowsOf = (t: Tensor) => t.shape[0];
 const colsOf = (t: Tensor) => t.shape[t.shape.length - 1];
@@ -190,15 +259,18 @@ export class CudaBackend implements Backend {
   }
 
   private tmpUpload(data: ArrayBufferView): Ptr {
+    const cap = this.cap;
+    if (cap?.inputs) return cap.region(data); // declared step data: the capture's input buffer, nothing copied
     const p = this.arena.alloc(data.byteLength);
-    if (data.byteLength) this.addon.upload(p, this.capturing ? this.stage(data) : data);
+    if (data.byteLength) this.addon.upload(p, cap ? this.stage(data) : data);
     return p;
   }
 
-  /** While capturing a graph, step data goes through page-locked staging (a pageable copy cannot be captured);
-   *  the graph re-reads it on every replay. Regions are never reused (graphs are few, step data small). */
+  /** The capture in progress (captureStep), if any. */
+  private cap?: Capture;
+  /** Capture without declared inputs (the benchmark's fixed step): step data goes through page-locked staging
+   *  (a pageable copy cannot be captured) and the graph re-reads it on every replay. Regions are never reused. */
   private staging?: { buf: ArrayBuffer; off: number };
-  private capturing = false;
   private stage(data: ArrayBufferView): Uint8Array {
     const st = (this.staging ??= { buf: this.addon.hostAlloc(16 << 20), off: 0 });
     const n = data.byteLength;
@@ -209,40 +281,90 @@ export class CudaBackend implements Backend {
     return v;
   }
 
-  /** Capture `fn` (one step's ops, returning logits [R][V]) and a greedy argmax of its rows as a CUDA graph.
-   *  Run the same step eagerly once first (the arena, the GEMM and rope tables must be warm: nothing may be
-   *  allocated while capturing). replay() re-runs the step on the same step data (tokens, positions, block
-   *  tables as captured) and returns the argmax. Arena memory is reused by later steps, so replays must not
-   *  overlap other work (one stream keeps that order). */
-  captureStep(fn: () => Tensor): { replay(): Promise<Int32Array>; destroy(): void } {
+  /** Capture the ops `fn` enqueues (one step, returning logits [R][V]) as a CUDA graph (Backend.captureStep).
+   *  The same step shape must have run eagerly once (the arena, GEMM workspaces, rope tables and permutations
+   *  warm: nothing may be allocated while capturing). The graph uses the arena's addresses from its start (the
+   *  arena is reset first), so replays must not overlap other work: one stream keeps that order.
+   *  With `inputs`, every upload of the step must be one of them (tokens, rows, layout): they live in a device
+   *  buffer of this graph, image [tokens T | layout pos T · seq T · btOff S · bt | rows R] (256-byte aligned
+   *  parts), which a replay on new inputs rewrites with one copy before the launch. Launch sizes come from the
+   *  shapes alone (attention: launchLen below), so any positions within the block tables replay right.
+   *  Without `inputs` the step data is staged in page-locked memory and a replay repeats the captured step. */
+  captureStep(fn: () => Tensor, inputs?: StepInputs): CapturedStep {
     if (this.prof) throw new CometError('cuda: captureStep with op timing on');
+    if (this.cap) throw new CometError('cuda: captureStep inside a capture');
     this.addon.sync();
+    this.arena.reset();
+    this.layouts = new WeakMap();
     // everything that allocates comes before the capture (no cudaMalloc / cudaHostAlloc while capturing)
-    this.staging ??= { buf: this.addon.hostAlloc(16 << 20), off: 0 };
-    const out = this.persistent(4 * 16384);
-    this.capturing = true;
-    let exec: Ptr, R = 0;
+    const image = inputs ? packInputs(inputs) : undefined;
+    const buf = image ? this.persistent(image.words.byteLength) : 0;
+    const release = (p: Ptr) => { if (p && this.owned.delete(p)) this.addon.free(p); };
+    if (image) this.addon.upload(buf, image.words);
+    else this.staging ??= { buf: this.addon.hostAlloc(16 << 20), off: 0 };
+    const cap: Capture = {
+      inputs,
+      region: (data) => {
+        if (data === inputs?.tokens) return buf + 4 * image!.tok;
+        if (data === inputs?.rows) return buf + 4 * image!.row;
+        throw new CometError('cuda: captureStep: the step uploads data that is not one of its declared inputs (tokens, rows, layout)');
+      },
+      layoutPtr: (l) => {
+        if (l !== inputs?.layout) throw new CometError('cuda: captureStep: the step uses a layout other than its declared one');
+        return buf + 4 * image!.lay;
+      },
+    };
+    let exec: Ptr, x: CudaTensor;
+    this.cap = cap;
     this.addon.graphBegin();
     try {
-      const x = this.checkF32(fn(), 'captureStep');
-      R = rowsOf(x);
-      if (R > 16384) throw new CometError(`cuda: captureStep of ${R} logit rows (at most 16384)`);
-      this.addon.argmax(x.ptr, R, colsOf(x), out);
+      try {
+        x = this.checkF32(fn(), 'captureStep');
+      } catch (e) {
+        try { this.addon.graphDestroy(this.addon.graphEnd()); } catch { /* the capture is already broken */ }
+        throw e;
+      }
+      exec = this.addon.graphEnd(); // throws when an op did something a capture cannot hold
     } catch (e) {
-      try { this.addon.graphDestroy(this.addon.graphEnd()); } catch { /* the capture is already broken */ }
-      this.capturing = false;
+      this.cap = undefined;
       this.endStep();
+      release(buf);
       throw e;
     }
-    exec = this.addon.graphEnd();
-    this.capturing = false;
+    this.cap = undefined;
     this.endStep();
+    const R = rowsOf(x), V = colsOf(x), logits = x.ptr; // the logits stay at this arena address after each replay
+    const out = this.persistent(4 * Math.max(R, 1));
+    let live = true, last = inputs;
+    const launch = (inp?: StepInputs) => {
+      if (!live) throw new CometError('cuda: replay of a destroyed step graph');
+      if (this.cap) throw new CometError('cuda: replay inside a capture');
+      if (inp && inp !== last) {
+        if (!image || !inputs) throw new CometError('cuda: this step graph was captured without declared inputs; it replays only its own step');
+        repackInputs(image, inputs, inp, cap.kv);
+        this.addon.upload(buf, image.words);
+        last = inp;
+      }
+      this.addon.graphLaunch(exec);
+    };
     return {
-      replay: async () => {
-        this.addon.graphLaunch(exec);
+      bytes: (image ? image.words.byteLength : 0) + 4 * Math.max(R, 1),
+      replay: async (inp) => {
+        launch(inp);
+        this.addon.argmax(logits, R, V, out);
         return new Int32Array(this.addon.download(out, 4 * R));
       },
-      destroy: () => this.addon.graphDestroy(exec),
+      replayLogits: async (inp) => {
+        launch(inp);
+        return new Float32Array(this.addon.download(logits, 4 * R * V));
+      },
+      destroy: () => {
+        if (!live) return;
+        live = false;
+        this.addon.graphDestroy(exec);
+        release(out);
+        release(buf);
+      },
     };
   }
 
@@ -356,41 +478,30 @@ export class CudaBackend implements Backend {
   }
 
   // ---- step data ----
+  /** The step's positions, sequence ids and block tables on the device, once per StepLayout (a capture
+   *  places them in its input buffer instead of the arena). */
   private layout(l: StepLayout): DevLayout {
     let d = this.layouts.get(l);
     if (d) return d;
-    const T = l.pos.length;
-    if (l.seq.length !== T) throw new CometError(`cuda: layout has ${T} positions but ${l.seq.length} sequence ids`);
-    const off = new Int32Array(l.blockTables.length);
-    let n = 0;
-    l.blockTables.forEach((bt, i) => { off[i] = n; n += bt.length; });
-    // one upload: pos [T] | seq [T] | btOff [S] | bt [n]
-    const all = new Int32Array(2 * T + off.length + n);
-    all.set(l.pos, 0);
-    all.set(l.seq, T);
-    all.set(off, 2 * T);
-    l.blockTables.forEach((bt, i) => all.set(bt, 2 * T + off.length + off[i]));
-    let maxLen = 0;
-    for (let t = 0; t < T; t++) {
-      if (!(l.seq[t] >= 0 && l.seq[t] < l.blockTables.length)) throw new CometError(`cuda: token ${t} names sequence ${l.seq[t]}, but the step has ${l.blockTables.length} block tables`);
-      if (l.pos[t] < 0) throw new CometError(`cuda: token ${t} has position ${l.pos[t]}`);
-      maxLen = Math.max(maxLen, l.pos[t] + 1);
-    }
-    const p = this.tmpUpload(all);
-    d = { pos: p, seq: p + 4 * T, btOff: p + 8 * T, bt: p + 4 * (2 * T + off.length), T, maxLen };
+    const pk = packLayout(l), T = pk.T, S = l.blockTables.length;
+    const p = this.cap?.inputs ? this.cap.layoutPtr(l) : this.tmpUpload(pk.all);
+    d = { pos: p, seq: p + 4 * T, btOff: p + 8 * T, bt: p + 4 * (2 * T + S), T, maxLen: pk.maxLen, maxPages: pk.maxPages };
     this.layouts.set(l, d);
     return d;
   }
 
+  /** The key range attention is launched for (its split plan and workspace): the block tables' capacity,
+   *  max pages · P, a function of the layout's shape alone. A captured step replayed at other positions
+   *  therefore launches exactly as an eager step of the same shape (and computes the same bits); the kernels
+   *  read each token's real length (pos + 1) from device memory. */
+  private launchLen(d: DevLayout, s: KVCacheSpec): number {
+    return Math.max(d.maxLen, d.maxPages * s.pageSize);
+  }
+
   private checkPages(cache: CudaKVCache, l: StepLayout, op: string): void {
     const { pageSize, numPages } = cache.spec;
-    for (let t = 0; t < l.pos.length; t++) {
-      const bt = l.blockTables[l.seq[t]];
-      const pi = Math.floor(l.pos[t] / pageSize);
-      if (pi >= bt.length) throw new CometError(`${op}: position ${l.pos[t]} is past the sequence's ${bt.length} pages`);
-      for (let i = 0; i <= pi; i++)
-        if (!(bt[i] >= 0 && bt[i] < numPages)) throw new CometError(`${op}: page ${bt[i]} outside the pool of ${numPages}`);
-    }
+    checkLayoutPages(l, pageSize, numPages, op);
+    if (this.cap) this.cap.kv = { pageSize, numPages }; // a replay's new layout is checked against the same pool
   }
 
   // ---- ops ----
@@ -506,10 +617,11 @@ export class CudaBackend implements Backend {
       throw new CometError(`attention: q [${q.shape}] does not match ${layout.pos.length} tokens of ${nHeads}·${s.headDim}`);
     this.checkPages(c, layout, 'attention');
     const d = this.layout(layout), base = c.layerPtr(layer), out = this.f32(q.shape);
-    const ws = this.tmp(this.addon.attentionWorkspace(d.T, nHeads, s.headDim, d.maxLen));
+    const len = this.launchLen(d, s); // from the layout's shape (captured steps replay at other positions)
+    const ws = this.tmp(this.addon.attentionWorkspace(d.T, nHeads, s.headDim, len));
     const qp = this.checkF32(q, 'attention').ptr;
-    if (s.dtype === 'kv4') this.addon.attentionKv4(qp, base, ...this.stepArgs(d, s), nHeads, d.maxLen, ws, out.ptr);
-    else this.addon.attentionF32(qp, base, base + c.layerBytes / 2, ...this.stepArgs(d, s), nHeads, d.maxLen, ws, out.ptr);
+    if (s.dtype === 'kv4') this.addon.attentionKv4(qp, base, ...this.stepArgs(d, s), nHeads, len, ws, out.ptr);
+    else this.addon.attentionF32(qp, base, base + c.layerBytes / 2, ...this.stepArgs(d, s), nHeads, len, ws, out.ptr);
     return out;
   }
 

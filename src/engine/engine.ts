@@ -13,6 +13,7 @@ import type { OpenModel } from '../runtime/open.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
 import { Channel } from './channel.ts';
 import { ChatFormatter } from './chat-template.ts';
+import { DecodeGraphs, graphLimit, type GraphStats } from './graphs.ts';
 import { pageBytes, PagePool, type PoolStats } from './kv-pages.ts';
 import { type FinishReason, Scheduler, type SchedulerStats, Sequence } from './scheduler.ts';
 import {
@@ -30,6 +31,7 @@ export interface EngineOptions {
   pageSize?: number; // tokens per KV page (default 16)
   maxQueue?: number; // requests waiting for a batch slot before create() fails with 503 (default 256)
   maxStepTokens?: number; // tokens per forward: decodes + prefill chunks (default 256)
+  graphs?: number; // decode-step graphs kept, on a backend that can capture (CUDA); 0 = off (default: env COMET_ENGINE_GRAPHS, else 16)
   modelName?: string; // the id requests name (default: the model file's base name)
   onProgress?: (p: { phase: 'loading' | 'ready'; message: string }) => void;
 }
@@ -65,6 +67,7 @@ export interface EngineStats extends SchedulerStats {
   requests: { finished: number; cancelled: number; failed: number; rejected: number };
   ttft: { count: number; sum: number; buckets: [number, number][] }; // seconds; cumulative counts per upper bound
   tokensPerSecond: number; // generated tokens over the last 10 s
+  graphs?: GraphStats; // decode-step graphs (backends that can capture)
 }
 
 const MAX_PIECE_CHARS = 128;
@@ -123,7 +126,8 @@ export class Engine {
     const maxStepTokens = positive('maxStepTokens', o.maxStepTokens ?? Math.max(256, maxBatch));
     // every running sequence must be able to decode in every step, or the newest would starve
     if (maxStepTokens < maxBatch) throw new EngineError(`maxStepTokens (${maxStepTokens}) must be at least maxBatch (${maxBatch})`, 'invalid_config');
-    this.scheduler = new Scheduler(model, this.pool, cache, { maxBatch, pageSize, maxStepTokens });
+    const graphs = DecodeGraphs.for(model.be, model, cache, pageSize, graphLimit(o.graphs === undefined ? undefined : nonNegative('graphs', o.graphs)));
+    this.scheduler = new Scheduler(model, this.pool, cache, { maxBatch, pageSize, maxStepTokens }, graphs);
   }
 
   stats(): EngineStats {
@@ -135,6 +139,7 @@ export class Engine {
       requests: { ...this.counts },
       ttft: { count: this.ttft.count, sum: this.ttft.sum, buckets: TTFT_BOUNDS.map((b, i) => [b, this.ttft.le[i]]) },
       tokensPerSecond: recent / (RATE_WINDOW_MS / 1000),
+      ...(this.scheduler.graphs ? { graphs: this.scheduler.graphs.stats() } : {}),
     };
   }
 
@@ -143,6 +148,7 @@ export class Engine {
     this.closed = true;
     for (const s of [...this.scheduler.waiting, ...this.scheduler.running]) this.scheduler.cancel(s);
     if (!this.looping) this.scheduler.sweep();
+    this.scheduler.graphs?.dispose();
   }
 
   private async create(kind: 'chat' | 'text', params: ChatParams | CompletionParams, o: RequestOptions = {}): Promise<unknown> {
@@ -307,6 +313,10 @@ class TextOut {
 
 const isHighSurrogate = (c: number) => c >= 0xd800 && c <= 0xdbff;
 const usage = (p: number, c: number): Usage => ({ prompt_tokens: p, completion_tokens: c, total_tokens: p + c });
+const nonNegative = (name: string, v: number) => {
+  if (!(Number.isInteger(v) && v >= 0)) throw new EngineError(`${name} must be a non-negative integer, got ${v}`, 'invalid_config');
+  return v;
+};
 const positive = (name: string, v: number) => {
   if (!(Number.isInteger(v) && v > 0)) throw new EngineError(`${name} must be a positive integer, got ${v}`, 'invalid_config');
   return v;

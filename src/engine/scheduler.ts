@@ -9,6 +9,7 @@
 //            the step has token budget, and the pool has pages for the sequence's whole prompt (none in a
 //            step that preempted, or a victim would be readmitted at once and recompute in a loop)
 //          forward once; sample one token for each sequence whose pending tokens are all in
+//          (a decode-only step on a backend that can capture: a CUDA graph replay, graphs.ts)
 //
 // Sampling per sequence is generate()'s (same RNG, same order of draws), and each row of the batch is
 // computed as it is alone, so a request's tokens do not depend on what else runs (test/engine.test.ts).
@@ -16,6 +17,7 @@ import type { KVCache } from '../../backends/backend.ts';
 import type { Llama } from '../model/llama.ts';
 import { Rng, sample, type SamplingParams } from './sampler.ts';
 import type { PagePool } from './kv-pages.ts';
+import type { DecodeGraphs, DecodeOut } from './graphs.ts';
 
 export type FinishReason = 'stop' | 'length';
 
@@ -68,7 +70,8 @@ export class Scheduler {
   readonly running: Sequence[] = [];
   private stats_ = { steps: 0, preemptions: 0, computedTokens: 0, generatedTokens: 0 };
 
-  constructor(readonly model: Llama, readonly pool: PagePool, readonly cache: KVCache, readonly o: SchedulerOptions) {}
+  /** graphs: decode steps in a capturable shape, replayed as graphs (graphs.ts); absent: every step eager */
+  constructor(readonly model: Llama, readonly pool: PagePool, readonly cache: KVCache, readonly o: SchedulerOptions, readonly graphs?: DecodeGraphs) {}
 
   get busy(): boolean {
     return this.waiting.length > 0 || this.running.length > 0;
@@ -110,25 +113,37 @@ export class Scheduler {
       }
       if (start + n === seq.tokens.length) { rows.push(t - 1); sampled.push(seq); }
     });
-    const layout = { pos, seq: seqIdx, blockTables: batch.map((s) => Int32Array.from(s.seq.pages)) };
-    let logits: Float32Array;
+    // a decode-only step (every sequence feeds its newest token) goes through the decode graphs when the
+    // backend can capture (graphs.ts): its key's shape, and a replay once captured
+    const decodeOnly = this.graphs !== undefined && sampled.length === batch.length && T === batch.length;
+    let out: DecodeOut;
     const be = this.model.be;
     try {
-      logits = await be.read(this.model.forward(tokens, layout, this.cache, Int32Array.from(rows)));
+      if (decodeOnly) {
+        const d = this.graphs!.inputs(tokens, pos, batch.map((s) => s.seq.pages));
+        out = await this.graphs!.run(d.key, d.inputs, sampled.every((s) => s.params.temperature === 0));
+      } else {
+        const layout = { pos, seq: seqIdx, blockTables: batch.map((s) => Int32Array.from(s.seq.pages)) };
+        try {
+          out = { logits: await be.read(this.model.forward(tokens, layout, this.cache, Int32Array.from(rows))) };
+        } finally {
+          be.endStep();
+        }
+      }
     } catch (e) {
       for (const { seq } of batch) this.finish(seq, 'stop', e instanceof Error ? e : new Error(String(e)));
       return true;
-    } finally {
-      be.endStep();
     }
     this.stats_.steps++;
     this.stats_.computedTokens += T;
     for (const { seq, n } of batch) seq.computed += n;
-    const V = logits.length / Math.max(1, rows.length);
+    const logits = 'logits' in out ? out.logits : undefined, ids = 'argmax' in out ? out.argmax : undefined;
+    const V = logits ? logits.length / Math.max(1, rows.length) : 0;
     sampled.forEach((seq, r) => {
       if (seq.cancelled) return;
       const p = seq.params;
-      const next = sample(logits.subarray(r * V, (r + 1) * V), p, seq.rng);
+      // greedy rows of a graph replay: the device's argmax (first maximum, as sample() at temperature 0)
+      const next = ids ? ids[r] : sample(logits!.subarray(r * V, (r + 1) * V), p, seq.rng);
       if (p.stop.includes(next)) return this.finish(seq, 'stop');
       seq.tokens.push(next);
       seq.generated++;

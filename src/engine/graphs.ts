@@ -1,0 +1,147 @@
+// Decode steps as replays of captured steps (CUDA graphs), for backends that can capture (Backend.captureStep).
+//
+// A decode-only step (every sequence of the batch feeds its one newest token) of B sequences is keyed by
+// (B, bucket), bucket = the next power of two of the longest sequence's page count (clamped to a full context).
+// Its block tables are padded to `bucket` pages (page 0 past the sequence's own: never read, the kernels stop
+// at pos + 1), so every step of a key has one shape: tokens [B], pos/seq [B], B tables of `bucket` pages,
+// rows 0..B-1. The backend sizes its launches from that shape alone (CUDA: attention's key range =
+// bucket · pageSize), which is why a graph captured at one step replays right at later positions.
+// The padding is applied whenever the backend can capture, graphs on or off (COMET_ENGINE_GRAPHS=0), so both
+// run the same launches on the same shapes and give the same bits.
+//
+// Per key: the first step runs eagerly (it warms the backend's step memory for that shape: nothing may be
+// allocated while capturing), the second is captured and replayed, later ones replay with their data written
+// into the graph's input buffer. At most `max` graphs (least recently used evicted); a key whose capture
+// failed runs eagerly from then on. Greedy rows take the argmax computed on the device; a batch with any
+// sampled row reads the logit rows (one copy).
+import type { Backend, CapturedStep, KVCache, StepInputs, StepLayout } from '../../backends/backend.ts';
+import type { Llama } from '../model/llama.ts';
+
+export interface GraphStats {
+  enabled: boolean;
+  live: number; // graphs held
+  bytes: number; // device memory they hold besides the shared step memory
+  captures: number;
+  replays: number;
+  eager: number; // decode-only steps run eagerly (first sight of a key, failed key, graphs off)
+  evictions: number;
+  failures: number; // captures that threw (the key then runs eagerly)
+  keys: string[]; // held keys "B x bucket pages", least recent first
+}
+
+/** The decode step's result: device argmax per row (greedy batches) or the logit rows. */
+export type DecodeOut = { argmax: Int32Array } | { logits: Float32Array };
+
+const DEFAULT_MAX = 16;
+
+/** How many graphs an engine keeps: option, else COMET_ENGINE_GRAPHS (0 turns them off), else 16. */
+export function graphLimit(option?: number): number {
+  const env = typeof process !== 'undefined' ? process.env?.COMET_ENGINE_GRAPHS : undefined;
+  if (env === '0' || option === 0) return 0;
+  if (option !== undefined) return option;
+  const n = env !== undefined ? Number(env) : NaN;
+  return Number.isInteger(n) && n > 0 ? n : DEFAULT_MAX;
+}
+
+const nextPow2 = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+
+export class DecodeGraphs {
+  private readonly graphs = new Map<string, CapturedStep>(); // insertion order = recency (oldest first)
+  private readonly seen = new Set<string>();
+  private readonly failed = new Set<string>();
+  private readonly counts = { captures: 0, replays: 0, eager: 0, evictions: 0, failures: 0 };
+  private closed = false;
+
+  /** `max` = 0: graphs off, decode steps still padded to their bucket's shape (see the file comment). */
+  constructor(readonly model: Llama, readonly cache: KVCache, readonly pageSize: number, readonly max: number) {}
+
+  /** A backend that can capture gets the bucketed decode shape (graphs on or off); others nothing at all. */
+  static for(be: Backend, model: Llama, cache: KVCache, pageSize: number, max: number): DecodeGraphs | undefined {
+    return typeof be.captureStep === 'function' ? new DecodeGraphs(model, cache, pageSize, max) : undefined;
+  }
+
+  /** Pages per block table for a longest context of `ctx` tokens. */
+  bucket(ctx: number): number {
+    const full = Math.ceil(this.model.config.seqLen / this.pageSize);
+    return Math.min(full, nextPow2(Math.ceil(ctx / this.pageSize)));
+  }
+
+  /** The step's inputs in the key's shape: each sequence's pages, padded with page 0 to the bucket. */
+  inputs(tokens: Int32Array, pos: Int32Array, pages: readonly (readonly number[])[]): { key: string; inputs: StepInputs } {
+    const B = tokens.length;
+    let ctx = 0;
+    for (const p of pos) ctx = Math.max(ctx, p + 1);
+    const n = this.bucket(ctx);
+    const blockTables = pages.map((ps) => {
+      const bt = new Int32Array(Math.max(n, ps.length));
+      bt.set(ps);
+      return bt;
+    });
+    const layout: StepLayout = { pos, seq: Int32Array.from({ length: B }, (_, i) => i), blockTables };
+    return { key: `${B}x${n}`, inputs: { tokens, layout, rows: Int32Array.from({ length: B }, (_, i) => i) } };
+  }
+
+  /** Run one decode-only step: replay its key's graph, capture it (second sight), or run eagerly. */
+  async run(key: string, inp: StepInputs, greedy: boolean): Promise<DecodeOut> {
+    const be = this.model.be;
+    let g = this.graphs.get(key);
+    if (!g && this.max > 0 && !this.closed && this.seen.has(key) && !this.failed.has(key)) g = this.capture(key, inp);
+    if (!g) {
+      if (this.max > 0) this.remember(key);
+      this.counts.eager++;
+      try {
+        return { logits: await be.read(this.model.forward(inp.tokens, inp.layout, this.cache, inp.rows)) };
+      } finally {
+        be.endStep();
+      }
+    }
+    this.graphs.delete(key); // most recent last
+    this.graphs.set(key, g);
+    this.counts.replays++;
+    try {
+      return greedy ? { argmax: await g.replay(inp) } : { logits: await g.replayLogits(inp) };
+    } finally {
+      be.endStep();
+    }
+  }
+
+  private capture(key: string, inp: StepInputs): CapturedStep | undefined {
+    const be = this.model.be;
+    let g: CapturedStep;
+    try {
+      g = be.captureStep!(() => this.model.forward(inp.tokens, inp.layout, this.cache, inp.rows), inp);
+    } catch {
+      this.failed.add(key);
+      this.counts.failures++;
+      return undefined;
+    }
+    this.counts.captures++;
+    while (this.graphs.size >= this.max) {
+      const [oldest, og] = this.graphs.entries().next().value!;
+      og.destroy();
+      this.graphs.delete(oldest);
+      this.counts.evictions++;
+    }
+    this.graphs.set(key, g);
+    return g;
+  }
+
+  /** Keys seen once (a bounded set: a key forgotten is only warmed up again). */
+  private remember(key: string): void {
+    if (this.seen.size >= 1024) this.seen.clear();
+    this.seen.add(key);
+  }
+
+  stats(): GraphStats {
+    let bytes = 0;
+    for (const g of this.graphs.values()) bytes += g.bytes;
+    return { enabled: this.max > 0, live: this.graphs.size, bytes, ...this.counts, keys: [...this.graphs.keys()] };
+  }
+
+  /** Free every graph (engine close). */
+  dispose(): void {
+    this.closed = true;
+    for (const g of this.graphs.values()) g.destroy();
+    this.graphs.clear();
+  }
+}
