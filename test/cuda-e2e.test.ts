@@ -14,6 +14,7 @@ import { ScheduledSim, type ScheduleOf } from './helpers/backends.ts';
 import { defaultModelPath, openModel } from '../src/runtime/open.ts';
 import { generate, singleSequenceCache } from '../src/engine/generate.ts';
 import { Llama } from '../src/model/llama.ts';
+import { lockstepDifference } from '../src/eval/verify.ts';
 import type { LlamaConfig } from '../src/model/config.ts';
 
 const PROMPTS = ['Once upon a time', 'Lily and her mom went to', '', 'The sun was shining'];
@@ -50,54 +51,6 @@ async function teacherForced(model: Llama, seq: number[], promptLen: number, kv:
 }
 
 
-/** Both models fed the same tokens in lockstep (prefill the prompt, then one token per step). Returns a report
- *  of the first step where the logits or any KV-cache byte differ: which tensors differ at that step (in model
- *  order) and which cache bytes (layer, page, head, K|V codes|scales, slot), new or old slots. */
-async function firstDifference(a: Llama, b: Llama, seq: number[], promptLen: number, kv: KVDType, maxLines = 40): Promise<string[]> {
-  const { kvLayerBytes } = await import('./helpers/backends.ts');
-  const ca = singleSequenceCache(a, seq.length, kv), cb = singleSequenceCache(b, seq.length, kv);
-  const { kv4Layout } = await import('../simulator/kv4.ts');
-  const spec = ca.cache.spec, L = kv4Layout(spec);
-  const lines: string[] = [];
-  for (let pos = 0, step = 0; pos < seq.length; step++) {
-    const T = step === 0 ? promptLen : 1;
-    const layout = { pos: Int32Array.from({ length: T }, (_, i) => pos + i), seq: new Int32Array(T), blockTables: [ca.blockTable] };
-    const snaps: Array<Map<string, Float32Array | Uint8Array>> = [];
-    for (const [m, c] of [[a, ca.cache], [b, cb.cache]] as const) {
-      const tapped: Array<[string, Tensor]> = [];
-      const out = m.forward(Int32Array.from(seq.slice(pos, pos + T)), layout, c, Int32Array.of(T - 1), (n, t) => tapped.push([n, t]));
-      const snap = new Map<string, Float32Array | Uint8Array>();
-      for (const [n, t] of tapped) snap.set(n, t.dtype === 'qact' ? await m.be.readRaw!(t) : await m.be.read(t));
-      snap.set('logits!', await m.be.read(out));
-      snaps.push(snap);
-      m.be.endStep();
-    }
-    const diffs: string[] = [];
-    for (const [n, x] of snaps[0]) {
-      const y = snaps[1].get(n)!;
-      let cnt = 0, mx = 0;
-      for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) { cnt++; mx = Math.max(mx, Math.abs(x[i] - y[i])); }
-      if (cnt) diffs.push(`  ${n}: ${cnt} of ${x.length} differ${x instanceof Float32Array ? `, max |d| ${mx.toExponential(2)}` : ' (bytes)'}`);
-    }
-    for (let l = 0; l < spec.nLayers; l++) {
-      const x = await kvLayerBytes(ca.cache, l), y = await kvLayerBytes(cb.cache, l);
-      for (let i = 0; i < x.length; i++) {
-        if (x[i] === y[i]) continue;
-        if (kv !== 'kv4') { diffs.push(`  KV layer ${l} byte ${i} differs`); break; }
-        const page = Math.floor(i / L.pageBytes), r = i % L.pageBytes, head = Math.floor(r / L.headBytes), o = r % L.headBytes;
-        const part = o < L.vCodes ? 'kCodes' : o < L.kSZ ? 'vCodes' : o < L.vSZ ? 'kSZ' : 'vSZ';
-        const slot = part.endsWith('Codes') ? Math.floor((o % L.codeBytes) / (spec.headDim / 2)) : Math.floor(((o - L.kSZ) % L.szBytes) / (4 * (spec.headDim / spec.group)));
-        const p = page * spec.pageSize + slot;
-        diffs.push(`  KV layer ${l} page ${page} head ${head} ${part} slot ${slot} (position ${p}, ${p >= pos ? 'written this step' : 'OLD'}): ${x[i]} vs ${y[i]}`);
-        break;
-      }
-    }
-    if (diffs.length) return [`first difference at step ${step} (positions ${pos}..${pos + T - 1}):`, ...diffs.slice(0, maxLines)];
-    pos += T;
-  }
-  return ['no difference at any step (logits, named tensors, KV bytes)'];
-}
-
 const argmax = (x: Float32Array) => x.reduce((b, v, i) => (v > x[b] ? i : b), 0);
 const margin = (x: Float32Array) => {
   const s = Array.from(x).sort((a, b) => b - a);
@@ -131,7 +84,7 @@ describe.runIf(process.env.COMET_TEST_CUDA === '1')('cuda end to end: stories260
     const report: string[] = [];
     for (const [i, p] of prompts.entries()) {
       expect(await greedy(model, p, stop), JSON.stringify(PROMPTS[i])).toEqual(simFloat[i]);
-      report.push(JSON.stringify(PROMPTS[i]), ...(await firstDifference(sim, model, [...p, ...simFloat[i]], p.length, 'f32', 12)).map((l) => '  ' + l));
+      report.push(JSON.stringify(PROMPTS[i]), ...(await lockstepDifference(sim, model, [...p, ...simFloat[i]], p.length, 12)).map((l) => '  ' + l));
     }
     console.log(report.join('\n'));
   });
@@ -166,7 +119,7 @@ describe.runIf(process.env.COMET_TEST_CUDA === '1')('cuda end to end: stories260
       const div = got.findIndex((t, j) => t !== want[j]);
       const divMargin = div < 0 ? NaN : margin(a.logits[div]); // step div predicts want[div]
       report.push(`${JSON.stringify(PROMPTS[i])}: teacher-forced max |dlogit| ${worst.toExponential(2)} (step ${worstStep}), choice flips ${flips} (min margin ${minFlipMargin.toFixed(4)}); greedy ${div < 0 ? 'identical' : `diverges at token ${div}, sim margin there ${divMargin.toFixed(4)}`}`);
-      report.push(...(await firstDifference(sim, gpu, seq, p.length, 'kv4')).map((l) => '  ' + l));
+      report.push(...(await lockstepDifference(sim, gpu, seq, p.length)).map((l) => '  ' + l));
       if (worst > 1e-3) {
         // name the tensors that differ at the worst step (first to last, as the model runs)
         const sa = (await teacherForced(sim, seq, p.length, 'kv4', worstStep)).snap, sb = (await teacherForced(gpu, seq, p.length, 'kv4', worstStep)).snap;

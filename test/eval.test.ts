@@ -33,3 +33,26 @@ it('a model too large for the device is a clear error before any weight is uploa
   expect(uploads).toBe(0);
   try { new Llama(new Small(), m.config, m.weights); } catch (e) { expect((e as { code?: string }).code).toBe('out_of_memory'); }
 });
+
+it('lockstepDifference names the first step and tensor where two backends part (comet eval verify --explain)', async () => {
+  const { lockstepDifference } = await import('../src/eval/verify.ts');
+  const { SimTensor } = await import('../backends/sim/sim.ts');
+  const m = await loadModel(`${REPO}/models/stories260K.bin`);
+  // a backend whose residual add is off by one ulp-ish amount from position 5 on, in layer 2's attention residual
+  let adds = 0;
+  class Off extends SimBackend {
+    override add(a: Parameters<SimBackend['add']>[0], b: Parameters<SimBackend['add']>[1]) {
+      const t = super.add(a, b) as InstanceType<typeof SimTensor>;
+      if (adds++ % 10 === 4 && t.shape[0] === 1) t.data[3] += 1e-3; // layer 2 attn_res of a decode step
+      return t;
+    }
+  }
+  const a = new Llama(new SimBackend(), m.config, m.weights, 'kv4'), b = new Llama(new Off(), m.config, m.weights, 'kv4');
+  const seq = [1, 403, 407, 261, 378, 500, 300, 280];
+  const lines = await lockstepDifference(a, b, seq, 4);
+  expect(lines[0]).toMatch(/^first difference at step 1 \(positions 4\.\.4\)/);
+  expect(lines[1]).toMatch(/^ {2}l2\.attn_res: 1 of 64 differ \(first at 3/);
+  expect(lines.some((l) => /KV layer 3 page 0 head \d kCodes slot 4 \(position 4, written this step\)/.test(l)) || lines.some((l) => /^ {2}l3\./.test(l))).toBe(true);
+  // the same backend twice: no difference
+  expect(await lockstepDifference(a, new Llama(new SimBackend(), m.config, m.weights, 'kv4'), seq, 4)).toEqual(['no difference at any step (logits, named tensors, KV bytes)']);
+});

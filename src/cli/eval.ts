@@ -36,14 +36,15 @@ export async function evalPpl(o: { model: string; text: string; tokenizer?: stri
 }
 
 /** `comet eval verify`: greedy tokens on a backend vs the simulator in that backend's GEMM order; exit 1 on a difference. */
-export async function evalVerify(o: { model?: string; tokenizer?: string; prompt?: string[]; steps: number; json?: boolean; backend: string }): Promise<void> {
+export async function evalVerify(o: { model?: string; tokenizer?: string; prompt?: string[]; steps: number; json?: boolean; explain?: boolean; backend: string }): Promise<void> {
   const be = await createBackend(o.backend);
   try {
-    const rs = await verifyAgainstSim(be, o.model ?? defaultModelPath, o.prompt?.length ? o.prompt : VERIFY_PROMPTS, o.steps, o.tokenizer);
+    const rs = await verifyAgainstSim(be, o.model ?? defaultModelPath, o.prompt?.length ? o.prompt : VERIFY_PROMPTS, o.steps, o.tokenizer, o.explain);
     for (const r of rs) {
       if (o.json) console.log(JSON.stringify(r));
       else console.log(`${r.equal ? 'equal' : 'DIFFERENT'}  ${JSON.stringify(r.prompt)}: ${r.tokens.length} tokens on ${r.backend}` +
         (r.equal ? '' : `, first difference at ${r.firstDifference}: ${r.tokens[r.firstDifference]} vs ${r.reference[r.firstDifference]} (simulator)`));
+      if (!o.json && r.explain) console.log(r.explain.map((l) => '    ' + l).join('\n'));
     }
     if (rs.some((r) => !r.equal)) process.exitCode = 1;
   } finally {

@@ -84,6 +84,7 @@ evalCmd
   .option('--prompt <text>', 'a prompt (repeatable; default: three built-in prompts)', (v: string, p: string[] = []) => [...p, v])
   .option('--steps <n>', 'new tokens per prompt', int('--steps', 1), 32)
   .option('--json', 'one JSON object per prompt')
+  .option('--explain', 'on a difference, replay the simulator\'s tokens on both backends in lockstep and name the first tensor or KV byte that differs')
   .addOption(backendOpt())
   .action(async (o) => (await import('./eval.ts')).evalVerify(o));
 

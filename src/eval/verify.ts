@@ -1,19 +1,22 @@
 // A backend against the simulator on a whole model: greedy tokens of each prompt on `be` and on the simulator
 // summing every W4Ax GEMM in the order `be`'s kernels report (DESIGN §3.4), so a quantized model must agree
 // token for token (`comet eval verify`, and the correctness gate of `comet bench e2e`).
-import type { Backend } from '../../backends/backend.ts';
+import type { Backend, KVCache, KVDType, Tensor } from '../../backends/backend.ts';
 import { SimBackend } from '../../backends/sim/sim.ts';
+import { kv4Layout } from '../../simulator/kv4.ts';
+import type { Llama } from '../model/llama.ts';
 import { openModel } from '../runtime/open.ts';
-import { generate } from '../engine/generate.ts';
+import { generate, singleSequenceCache } from '../engine/generate.ts';
 
 export const VERIFY_PROMPTS = ['Once upon a time', 'The history of', 'Lily and her mom'];
 
 export interface VerifyResult {
   model: string; backend: string; prompt: string; steps: number; equal: boolean;
   tokens: number[]; reference: number[]; firstDifference: number; // -1 when equal
+  explain?: string[]; // with `explain`: where the two backends part (lockstepDifference)
 }
 
-export async function verifyAgainstSim(be: Backend, path: string, prompts = VERIFY_PROMPTS, steps = 32, tokenizer?: string): Promise<VerifyResult[]> {
+export async function verifyAgainstSim(be: Backend, path: string, prompts = VERIFY_PROMPTS, steps = 32, tokenizer?: string, explain = false): Promise<VerifyResult[]> {
   const sim = new SimBackend({ gemmSchedule: be.gemmSchedule?.bind(be) });
   const a = await openModel(be, path, tokenizer), b = await openModel(sim, path, tokenizer);
   const out: VerifyResult[] = [];
@@ -29,10 +32,75 @@ export async function verifyAgainstSim(be: Backend, path: string, prompts = VERI
       let d = 0;
       while (d < Math.max(tokens.length, reference.length) && tokens[d] === reference[d]) d++;
       const equal = d === tokens.length && d === reference.length;
-      out.push({ model: path, backend: be.name, prompt, steps, equal, tokens, reference, firstDifference: equal ? -1 : d });
+      const r: VerifyResult = { model: path, backend: be.name, prompt, steps, equal, tokens, reference, firstDifference: equal ? -1 : d };
+      if (!equal && explain) r.explain = await lockstepDifference(b.model, a.model, [...ids, ...reference], ids.length);
+      out.push(r);
     }
   } finally {
     sim.dispose();
   }
   return out;
+}
+
+/** Raw bytes of one layer of a backend's KV cache, in the simulator's layout (kv4: KVStoreKV4.data[layer];
+ *  f32: K pages then V pages). A GPU backend's cache exposes readLayer(layer); the simulator's, its store. */
+export async function kvLayerBytes(cache: KVCache, layer: number): Promise<Uint8Array> {
+  const c = cache as KVCache & { readLayer?: (l: number) => Promise<Uint8Array>; store?: { data?: Uint8Array[]; k?: Float32Array[]; v?: Float32Array[] } };
+  if (c.readLayer) return c.readLayer(layer);
+  const s = c.store;
+  if (s?.data) return s.data[layer];
+  if (s?.k && s.v) {
+    const k = s.k[layer], v = s.v[layer], out = new Uint8Array(k.byteLength + v.byteLength);
+    out.set(new Uint8Array(k.buffer, k.byteOffset, k.byteLength), 0);
+    out.set(new Uint8Array(v.buffer, v.byteOffset, v.byteLength), k.byteLength);
+    return out;
+  }
+  throw new Error('kvLayerBytes: this backend exposes no KV bytes (readLayer)');
+}
+
+/** Two models (same weights, two backends) fed the same tokens in lockstep: prefill seq[0, promptLen), then one
+ *  token per step. Reports the first step where the logits, any named tensor (Graph taps) or any KV-cache byte
+ *  differ: which tensors (in model order, with the largest |d|) and which cache byte (layer, page, head,
+ *  K|V codes|scales, slot, and whether it was written this step or is an OLD slot). */
+export async function lockstepDifference(a: Llama, b: Llama, seq: number[], promptLen: number, maxLines = 40): Promise<string[]> {
+  const kv: KVDType = a.kvDType;
+  const ca = singleSequenceCache(a, seq.length, kv), cb = singleSequenceCache(b, seq.length, kv);
+  const spec = ca.cache.spec, L = kv === 'kv4' ? kv4Layout(spec) : undefined;
+  for (let pos = 0, step = 0; pos < seq.length; step++) {
+    const T = step === 0 ? promptLen : 1;
+    const layout = { pos: Int32Array.from({ length: T }, (_, i) => pos + i), seq: new Int32Array(T), blockTables: [ca.blockTable] };
+    const snaps: Array<Map<string, Float32Array | Uint8Array>> = [];
+    for (const [m, c] of [[a, ca.cache], [b, cb.cache]] as const) {
+      const tapped: Array<[string, Tensor]> = [];
+      const out = m.forward(Int32Array.from(seq.slice(pos, pos + T)), layout, c, Int32Array.of(T - 1), (n, t) => tapped.push([n, t]));
+      const snap = new Map<string, Float32Array | Uint8Array>();
+      for (const [n, t] of tapped) snap.set(n, t.dtype === 'qact' ? await m.be.readRaw!(t) : await m.be.read(t));
+      snap.set('logits', await m.be.read(out));
+      snaps.push(snap);
+      m.be.endStep();
+    }
+    const diffs: string[] = [];
+    for (const [n, x] of snaps[0]) {
+      const y = snaps[1].get(n)!;
+      let cnt = 0, mx = 0, at = -1;
+      for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) { cnt++; if (at < 0) at = i; mx = Math.max(mx, Math.abs(x[i] - y[i])); }
+      if (cnt) diffs.push(`  ${n}: ${cnt} of ${x.length} differ (first at ${at}: ${x[at]} vs ${y[at]})${x instanceof Float32Array ? `, max |d| ${mx.toExponential(2)}` : ' (bytes)'}`);
+    }
+    for (let l = 0; l < spec.nLayers; l++) {
+      const x = await kvLayerBytes(ca.cache, l), y = await kvLayerBytes(cb.cache, l);
+      for (let i = 0; i < x.length; i++) {
+        if (x[i] === y[i]) continue;
+        if (!L) { diffs.push(`  KV layer ${l} byte ${i} differs`); break; }
+        const page = Math.floor(i / L.pageBytes), r = i % L.pageBytes, head = Math.floor(r / L.headBytes), o = r % L.headBytes;
+        const part = o < L.vCodes ? 'kCodes' : o < L.kSZ ? 'vCodes' : o < L.vSZ ? 'kSZ' : 'vSZ';
+        const slot = part.endsWith('Codes') ? Math.floor((o % L.codeBytes) / (spec.headDim / 2)) : Math.floor(((o - L.kSZ) % L.szBytes) / (4 * (spec.headDim / spec.group)));
+        const p = page * spec.pageSize + slot;
+        diffs.push(`  KV layer ${l} page ${page} head ${head} ${part} slot ${slot} (position ${p}, ${p >= pos ? 'written this step' : 'OLD'}): ${x[i]} vs ${y[i]}`);
+        break;
+      }
+    }
+    if (diffs.length) return [`first difference at step ${step} (positions ${pos}..${pos + T - 1}), ${a.be.name} vs ${b.be.name}:`, ...diffs.slice(0, maxLines)];
+    pos += T;
+  }
+  return ['no difference at any step (logits, named tensors, KV bytes)'];
 }

@@ -1,7 +1,7 @@
 // The backends the cross-backend tests run on (test/ops.test.ts, describe.each): the simulator always; CUDA
 // with COMET_TEST_CUDA=1; WebGPU with COMET_TEST_WEBGPU=1. A backend that is asked for but cannot be created
 // fails every test of its block (create() throws in beforeAll): it never skips.
-import type { ActQuantSpec, Backend, KVCache } from '../../backends/backend.ts';
+import type { ActQuantSpec, Backend } from '../../backends/backend.ts';
 import { SimBackend } from '../../backends/sim/sim.ts';
 
 export interface BackendCase {
@@ -25,21 +25,7 @@ if (process.env.COMET_TEST_WEBGPU === '1')
     },
   });
 
-/** Raw bytes of one layer of a backend's KV cache, in the simulator's layout (kv4: KVStoreKV4.data[layer];
- *  f32: K pages then V pages). A GPU backend's cache exposes readLayer(layer); the simulator's, its store. */
-export async function kvLayerBytes(cache: KVCache, layer: number): Promise<Uint8Array> {
-  const c = cache as KVCache & { readLayer?: (l: number) => Promise<Uint8Array>; store?: { data?: Uint8Array[]; k?: Float32Array[]; v?: Float32Array[] } };
-  if (c.readLayer) return c.readLayer(layer);
-  const s = c.store;
-  if (s?.data) return s.data[layer];
-  if (s?.k && s.v) {
-    const k = s.k[layer], v = s.v[layer], out = new Uint8Array(k.byteLength + v.byteLength);
-    out.set(new Uint8Array(k.buffer, k.byteOffset, k.byteLength), 0);
-    out.set(new Uint8Array(v.buffer, v.byteOffset, v.byteLength), k.byteLength);
-    return out;
-  }
-  throw new Error('kvLayerBytes: this backend exposes no KV bytes (readLayer)');
-}
+export { kvLayerBytes } from '../../src/eval/verify.ts';
 
 /** A backend's W4Ax partial-sum order for M tokens against an N x spec weight (Backend.gemmSchedule). */
 export type ScheduleOf = (M: number, N: number, spec: ActQuantSpec) => Array<[number, number]>;
