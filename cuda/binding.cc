@@ -154,6 +154,31 @@ void GemmW4ax(const Napi::CallbackInfo& info) {
         "gemm_w4ax");
 }
 
+/** gemmW4axMany(a8, a4, sa, M, ws: number[], ys: number[], outF16): ys[i] = gemmW4ax(.., ws[i], ys[i], ..) */
+void GemmW4axMany(const Napi::CallbackInfo& info) {
+  Args a(info);
+  Napi::Env env = info.Env();
+  if (info.Length() < 6 || !info[4].IsArray() || !info[5].IsArray())
+    throw Napi::TypeError::New(env, "gemmW4axMany: arguments 4 and 5 must be arrays of pointers");
+  Napi::Array wa = info[4].As<Napi::Array>(), ya = info[5].As<Napi::Array>();
+  const uint32_t n = wa.Length();
+  if (n < 1 || n > 4 || ya.Length() != n)
+    throw Napi::TypeError::New(env, "gemmW4axMany: 1..4 weights and as many outputs");
+  const comet_w4_weight* ws[4];
+  void* ys[4];
+  for (uint32_t i = 0; i < n; i++) {
+    Napi::Value w = wa[i], y = ya[i];
+    if (!w.IsNumber() || !y.IsNumber()) throw Napi::TypeError::New(env, "gemmW4axMany: pointers must be numbers");
+    ws[i] = (const comet_w4_weight*)(uintptr_t)w.As<Napi::Number>().DoubleValue();
+    ys[i] = (void*)(uintptr_t)y.As<Napi::Number>().DoubleValue();
+  }
+  comet_clear_error();
+  check(env,
+        comet_gemm_w4ax_many(a.ptr<int8_t>(0), a.ptr<uint8_t>(1), a.ptr<uint16_t>(2), a.i32(3), ws, ys, (int)n,
+                             a.i32(6), g_stream),
+        "gemm_w4ax_many");
+}
+
 /** gemmSchedule(M, N, Kp, B, K8) -> Int32Array of [b0, b1) pairs */
 Napi::Value GemmSchedule(const Napi::CallbackInfo& info) {
   Args a(info);
@@ -269,6 +294,7 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   EXPORT("w4Create", W4Create);
   EXPORT("w4Destroy", W4Destroy);
   EXPORT("gemmW4ax", GemmW4ax);
+  EXPORT("gemmW4axMany", GemmW4axMany);
   EXPORT("gemmSchedule", GemmSchedule);
   EXPORT("gemmForce", GemmForce);
   EXPORT("embed", Embed);

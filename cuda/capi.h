@@ -38,6 +38,14 @@ void comet_w4_destroy(comet_w4_weight* w);
 int comet_gemm_w4ax(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M, const comet_w4_weight* w,
                     void* y, int out_f16, void* stream);
 
+/** Several weights against one activation: ys[i] = comet_gemm_w4ax(a8, a4, sa, M, ws[i], ys[i], ..) bit for bit, for
+ *  n = 1..4 weights of the same Kp, B and K8 (N may differ: q/k/v, gate/up). Where the chosen variant is the decode
+ *  kernel, ONE launch covers all n problems, each with the split-K slices it gets alone (so
+ *  comet_gemm_w4ax_schedule per weight stays the schedule) and its own workspace region; the tiled kernels (and a
+ *  group whose workspaces do not fit the reserved one, at M = 33..64) run the problems one after another. */
+int comet_gemm_w4ax_many(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M,
+                         const comet_w4_weight* const* ws, void* const* ys, int n, int out_f16, void* stream);
+
 /** The partial-sum schedule the kernel will use for (M, N, Kp, B, K8) on the current device with the current
  *  forced variant: n_splits ranges of B-blocks [ranges[2i], ranges[2i+1]), each summed from +0 in ascending
  *  block order, then added in index order (sum = +0; sum = f32(sum + partial_i)). Returns n_splits

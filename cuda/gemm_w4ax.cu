@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include <algorithm>
+#include <climits>
 
 using namespace comet_gemm;
 
@@ -142,15 +143,18 @@ static DecPlan decode_plan(const WDesc& w, int M) {
 template <int TT>
 constexpr int dec_min_blocks() { return dec_min_blocks_rt(TT); }
 
+/** One CTA of the decode kernel: n-tile `ntile` (rows [128*ntile, +128) of W) and k-slice ks of KS of one problem.
+ *  ws: this problem's workspace [KS][M][Npad] f32; tickets: its [Npad/128] counters. Shared by the single-weight
+ *  kernel (gemm_decode: ntile = blockIdx.x, ks = blockIdx.y) and the grouped one (gemm_decode_group), so a problem
+ *  computes the same partial sums, in the same order, whichever launch it is in. */
 template <int TT, int B>
-__global__ void __launch_bounds__(DEC_THREADS, dec_min_blocks<TT>()) gemm_decode(const int8_t* __restrict__ a8, const uint8_t* __restrict__ a4,
-                                                           const __half* __restrict__ sa, int M, WDesc w, void* y,
-                                                           int out_f16, int KS, float* __restrict__ ws,
-                                                           int* __restrict__ tickets) {
+__device__ __forceinline__ void decode_cta(const int8_t* __restrict__ a8, const uint8_t* __restrict__ a4,
+                                           const __half* __restrict__ sa, int M, const WDesc& w, void* y, int out_f16,
+                                           int KS, int ntile, int ks, float* __restrict__ ws, int* __restrict__ tickets) {
   constexpr int MT = TT * 8, CPB = B / 32;
   extern __shared__ __align__(16) char smem[];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
-  const int ncta0 = blockIdx.x * 128, n0 = ncta0 + warp * 16, ks = blockIdx.y;
+  const int ncta0 = ntile * 128, n0 = ncta0 + warp * 16;
   const int ta = ks * w.T / KS, tb = (ks + 1) * w.T / KS, nt = tb - ta;
   const int bA = tile_block0<B>(w, ta), bB = tile_block0<B>(w, tb), nbs = bB - bA;
   char* Act = smem;                                            // [nt][MT][160 or 80]
@@ -280,7 +284,7 @@ __global__ void __launch_bounds__(DEC_THREADS, dec_min_blocks<TT>()) gemm_decode
   __shared__ int last;
   __threadfence();
   __syncthreads();
-  if (tid == 0) last = atomicAdd(&tickets[blockIdx.x], 1) == KS - 1;
+  if (tid == 0) last = atomicAdd(&tickets[ntile], 1) == KS - 1;
   __syncthreads();
   if (!last) return;
   __threadfence();
@@ -293,7 +297,42 @@ __global__ void __launch_bounds__(DEC_THREADS, dec_min_blocks<TT>()) gemm_decode
     if (out_f16) ((__half*)y)[(size_t)tok * w.N + n] = h;
     else ((float*)y)[(size_t)tok * w.N + n] = __half2float(h);
   }
-  if (tid == 0) tickets[blockIdx.x] = 0;  // ready for the next launch
+  if (tid == 0) tickets[ntile] = 0;  // ready for the next launch
+}
+
+template <int TT, int B>
+__global__ void __launch_bounds__(DEC_THREADS, dec_min_blocks<TT>()) gemm_decode(const int8_t* __restrict__ a8, const uint8_t* __restrict__ a4,
+                                                           const __half* __restrict__ sa, int M, WDesc w, void* y,
+                                                           int out_f16, int KS, float* __restrict__ ws,
+                                                           int* __restrict__ tickets) {
+  decode_cta<TT, B>(a8, a4, sa, M, w, y, out_f16, KS, blockIdx.x, blockIdx.y, ws, tickets);
+}
+
+// Grouped decode (comet_gemm_w4ax_many): up to GROUP_MAX weights of the same K layout against one activation in
+// ONE launch. The 1-D grid is the concatenation of each problem's solo grid (n-tile fastest, then k-slice, as
+// blockIdx.x / .y of the solo launch); each problem keeps its solo split (decode_plan), so its outputs and the
+// reported schedule are those of comet_gemm_w4ax. Workspaces and tickets are disjoint regions, one per problem.
+constexpr int GROUP_MAX = 4;
+struct DecGroup {
+  WDesc w[GROUP_MAX];
+  void* y[GROUP_MAX];
+  float* ws[GROUP_MAX];
+  int* tickets[GROUP_MAX];
+  int KS[GROUP_MAX];
+  int cta0[GROUP_MAX];  // first CTA of each problem; unused entries INT_MAX
+};
+
+template <int TT, int B>
+__global__ void __launch_bounds__(DEC_THREADS, dec_min_blocks<TT>())
+    gemm_decode_group(const int8_t* __restrict__ a8, const uint8_t* __restrict__ a4, const __half* __restrict__ sa,
+                      int M, const __grid_constant__ DecGroup gr, int out_f16) {
+  const int c = blockIdx.x;
+  int p = 0;
+#pragma unroll
+  for (int i = 1; i < GROUP_MAX; i++) p += c >= gr.cta0[i];
+  const int local = c - gr.cta0[p], ntiles = gr.w[p].Npad / 128;
+  decode_cta<TT, B>(a8, a4, sa, M, gr.w[p], gr.y[p], out_f16, gr.KS[p], local % ntiles, local / ntiles, gr.ws[p],
+                    gr.tickets[p]);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1136,10 +1175,14 @@ static cudaError_t reserve_workspace(const WDesc& d) {
       return e;
     }
   }
+  // Solo: this shape's largest workspace over the decode M classes. Grouped (comet_gemm_w4ax_many, up to GROUP_MAX
+  // problems side by side): GROUP_MAX x the largest at M <= 32 (the auto decode range), so any group of created
+  // weights fits there; a group at M = 33..64 that does not fit runs its problems one after another (same result).
   size_t need = 0;
   for (int M : {8, 16, 32, 64}) {
     DecPlan p = decode_plan(d, M);
-    if (p.KS > 1) need = std::max(need, (size_t)p.KS * M * d.Npad * sizeof(float));
+    size_t one = p.KS > 1 ? (size_t)p.KS * M * d.Npad * sizeof(float) : 0;
+    need = std::max(need, M <= 32 ? GROUP_MAX * one : one);
   }
   if (need > g_ws_bytes) {
     cudaError_t e = cudaDeviceSynchronize();  // the old workspace may be in use
@@ -1149,14 +1192,15 @@ static cudaError_t reserve_workspace(const WDesc& d) {
     if ((e = cudaMalloc(&g_ws, need)) != cudaSuccess) return e;
     g_ws_bytes = need;
   }
-  if (d.Npad / 128 > g_tickets_n) {
+  if (GROUP_MAX * d.Npad / 128 > g_tickets_n) {  // one counter per n-tile, for up to GROUP_MAX problems at once
+    const int n = GROUP_MAX * d.Npad / 128;
     cudaError_t e = cudaDeviceSynchronize();
     if (e != cudaSuccess) return e;
     cudaFree(g_tickets);
     g_tickets = nullptr, g_tickets_n = 0;
-    if ((e = cudaMalloc(&g_tickets, d.Npad / 128 * sizeof(int))) != cudaSuccess) return e;
-    if ((e = cudaMemset(g_tickets, 0, d.Npad / 128 * sizeof(int))) != cudaSuccess) return e;
-    g_tickets_n = d.Npad / 128;
+    if ((e = cudaMalloc(&g_tickets, n * sizeof(int))) != cudaSuccess) return e;
+    if ((e = cudaMemset(g_tickets, 0, n * sizeof(int))) != cudaSuccess) return e;
+    g_tickets_n = n;
   }
   return cudaSuccess;
 }
@@ -1220,6 +1264,52 @@ static cudaError_t launch_decode_b(const int8_t* a8, const uint8_t* a4, const ui
     case 32: return launch_decode<TT, 32>(a8, a4, sa, M, d, y, out_f16, s);
     case 64: return launch_decode<TT, 64>(a8, a4, sa, M, d, y, out_f16, s);
     default: return launch_decode<TT, 128>(a8, a4, sa, M, d, y, out_f16, s);
+  }
+}
+
+/** The grouped decode launch. Returns cudaErrorNotSupported (nothing launched) when the problems' workspaces do
+ *  not fit side by side in the reserved one: the caller then launches them one by one. */
+template <int TT, int B>
+static cudaError_t launch_decode_many(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M,
+                                      const comet_w4_weight* const* ws, void* const* ys, int n, int out_f16,
+                                      cudaStream_t s) {
+  static int attr = 0;
+  DecGroup gr;
+  int ctas = 0, smem = 0, tk = 0;
+  size_t off = 0;  // floats of workspace used so far
+  for (int i = 0; i < GROUP_MAX; i++) {
+    if (i >= n) {
+      gr.w[i] = gr.w[0], gr.y[i] = nullptr, gr.ws[i] = nullptr, gr.tickets[i] = nullptr, gr.KS[i] = 1;
+      gr.cta0[i] = INT_MAX;
+      continue;
+    }
+    const WDesc& d = ws[i]->d;
+    const DecPlan p = decode_plan(d, M);
+    gr.w[i] = d, gr.y[i] = ys[i], gr.KS[i] = p.KS, gr.cta0[i] = ctas;
+    gr.ws[i] = g_ws ? g_ws + off : nullptr, gr.tickets[i] = g_tickets ? g_tickets + tk : nullptr;
+    if (p.KS > 1) off += (size_t)p.KS * M * d.Npad;
+    tk += d.Npad / 128;
+    ctas += d.Npad / 128 * p.KS;
+    smem = std::max(smem, p.smem);
+  }
+  if ((off && off * sizeof(float) > g_ws_bytes) || tk > g_tickets_n) return cudaErrorNotSupported;
+  if (smem > attr) {
+    cudaError_t e = cudaFuncSetAttribute(gemm_decode_group<TT, B>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (e != cudaSuccess) return e;
+    attr = smem;
+  }
+  gemm_decode_group<TT, B><<<ctas, DEC_THREADS, smem, s>>>(a8, a4, (const __half*)sa, M, gr, out_f16);
+  return cudaSuccess;
+}
+
+template <int TT>
+static cudaError_t launch_decode_many_b(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M,
+                                        const comet_w4_weight* const* ws, void* const* ys, int n, int out_f16,
+                                        cudaStream_t s) {
+  switch (ws[0]->d.B) {
+    case 32: return launch_decode_many<TT, 32>(a8, a4, sa, M, ws, ys, n, out_f16, s);
+    case 64: return launch_decode_many<TT, 64>(a8, a4, sa, M, ws, ys, n, out_f16, s);
+    default: return launch_decode_many<TT, 128>(a8, a4, sa, M, ws, ys, n, out_f16, s);
   }
 }
 
@@ -1306,6 +1396,40 @@ extern "C" int comet_gemm_w4ax(const int8_t* a8, const uint8_t* a4, const uint16
     CUDA_TRY(launch_prefill_b<true>(a8, a4, sa, M, w->d, y, out_f16, s));
   }
   CUDA_TRY(cudaGetLastError());
+  return 0;
+}
+
+extern "C" int comet_gemm_w4ax_many(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M,
+                                    const comet_w4_weight* const* ws, void* const* ys, int n, int out_f16,
+                                    void* stream) {
+  if (!ws || !ys || n < 1 || n > GROUP_MAX) return set_err(-1, "gemm_w4ax_many: %s", "need 1..4 weights and outputs");
+  for (int i = 0; i < n; i++) {
+    if (!ws[i] || !ys[i]) return set_err(-1, "gemm_w4ax_many: %s", "null weight or output");
+    const WDesc &d = ws[i]->d, &d0 = ws[0]->d;
+    if (d.Kp != d0.Kp || d.B != d0.B || d.K8 != d0.K8)
+      return set_err(-1, "gemm_w4ax_many: %s", "weights differ in Kp, B or K8 (one activation serves them all)");
+  }
+  if (!sa || M < 0) return set_err(-1, "gemm_w4ax_many: %s", "bad argument");
+  if (M == 0) return 0;
+  const WDesc& d0 = ws[0]->d;
+  if ((d0.K8 > 0 && !a8) || (d0.K8 < d0.Kp && !a4)) return set_err(-1, "gemm_w4ax_many: %s", "missing activations");
+  if (((uintptr_t)a8 | (uintptr_t)a4) & 15) return set_err(-1, "gemm_w4ax_many: %s", "a8 and a4 must be 16-byte aligned");
+  cudaStream_t s = (cudaStream_t)stream;
+  // Only the decode kernel groups (the variant and the split are those each weight gets alone); the tiled kernels
+  // run one launch per weight.
+  if (n > 1 && pick_variant(M, d0.B) == 1 && M <= 64) {
+    cudaError_t e = M <= 8    ? launch_decode_many_b<1>(a8, a4, sa, M, ws, ys, n, out_f16, s)
+                    : M <= 16 ? launch_decode_many_b<2>(a8, a4, sa, M, ws, ys, n, out_f16, s)
+                    : M <= 32 ? launch_decode_many_b<4>(a8, a4, sa, M, ws, ys, n, out_f16, s)
+                              : launch_decode_many_b<8>(a8, a4, sa, M, ws, ys, n, out_f16, s);
+    if (e == cudaSuccess) {
+      CUDA_TRY(cudaGetLastError());
+      return 0;
+    }
+    if (e != cudaErrorNotSupported) return set_err((int)e, "gemm_w4ax_many: %s", cudaGetErrorString(e));
+  }
+  for (int i = 0; i < n; i++)
+    if (int e = comet_gemm_w4ax(a8, a4, sa, M, ws[i], ys[i], out_f16, stream)) return e;
   return 0;
 }
 

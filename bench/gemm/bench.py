@@ -36,6 +36,7 @@ class Lib:
         L.comet_w4_destroy.argtypes = [vp]
         L.comet_w4_destroy.restype = None
         L.comet_gemm_w4ax.argtypes = [vp, vp, vp, i, vp, vp, i, vp]
+        L.comet_gemm_w4ax_many.argtypes = [vp, vp, vp, i, ctypes.POINTER(vp), ctypes.POINTER(vp), i, i, vp]
         L.comet_gemm_w4ax_schedule.argtypes = [i, i, i, i, i, ctypes.POINTER(i), i]
         L.comet_gemm_w4ax_force.argtypes = [i]
         self.L = L
@@ -57,6 +58,14 @@ class Lib:
         p = lambda t: t.data_ptr() if t is not None and t.numel() else None
         self._ok(self.L.comet_gemm_w4ax(p(a8), p(a4), sa.data_ptr(), M, h, y.data_ptr(), out_f16,
                                         torch.cuda.current_stream().cuda_stream), "comet_gemm_w4ax")
+
+    def gemm_many(self, a8, a4, sa, M, hs, ys, out_f16=1):
+        p = lambda t: t.data_ptr() if t is not None and t.numel() else None
+        n = len(hs)
+        wa = (ctypes.c_void_p * n)(*[h.value for h in hs])
+        ya = (ctypes.c_void_p * n)(*[y.data_ptr() for y in ys])
+        self._ok(self.L.comet_gemm_w4ax_many(p(a8), p(a4), sa.data_ptr(), M, wa, ya, n, out_f16,
+                                             torch.cuda.current_stream().cuda_stream), "comet_gemm_w4ax_many")
 
     def schedule(self, M, N, Kp, B, K8):
         buf = (ctypes.c_int * 512)()
@@ -186,6 +195,175 @@ def cmd_check(lib, args):
         lib.destroy(h)
     print(f"check: {total - fails}/{total} cases bit-exact ({time.time() - t0:.1f} s)")
     return fails
+
+
+# ------------------------------------------------------------------------------------------------ grouped (matmulMany)
+def make_group(M, Ns, K, B, K8, gen):
+    """One activation and len(Ns) weights of the same K layout (q/k/v, gate/up)."""
+    P = make_problem(M, Ns[0], K, B, K8, gen)
+    ws = [dict(codes=P["codes"], sw=P["sw"])]
+    for N in Ns[1:]:
+        Q = make_problem(1, N, K, B, K8, gen)
+        ws.append(dict(codes=Q["codes"], sw=Q["sw"]))
+    return P, ws
+
+
+def group_outputs(lib, P, hs, Ns, variant, out_f16=1):
+    """(grouped outputs, separate outputs) of one forced variant, outputs poisoned with NaN first."""
+    M = P["M"]
+    dt = torch.float16 if out_f16 else torch.float32
+    lib.force(variant)
+    try:
+        yg = [torch.full((M, N), float("nan"), dtype=dt, device=DEV) for N in Ns]
+        ys = [torch.full((M, N), float("nan"), dtype=dt, device=DEV) for N in Ns]
+        lib.gemm_many(P["a8"], P["a4"], P["sa"], M, hs, yg, out_f16)
+        for h, y in zip(hs, ys):
+            lib.gemm(P["a8"], P["a4"], P["sa"], M, h, y, out_f16)
+        torch.cuda.synchronize()
+    finally:
+        lib.force(0)
+    return yg, ys
+
+
+def cmd_group_check(lib, args):
+    """comet_gemm_w4ax_many: every output bit-identical to its own comet_gemm_w4ax (whole outputs, NaN-poisoned),
+    and the first weight's output equal to the §3.4 reference in the reported schedule."""
+    gen = torch.Generator(device=DEV).manual_seed(99)
+    cases = []  # (M, Ns, K, B, K8, variant)
+    shapes = (((100, 36, 36), 200), ((1408, 1408), 1000), ((300, 1000, 172, 64), 640), ((512, 128, 128), 512),
+              ((4096, 1024, 1024), 4096))
+    for B in (32, 64, 128):
+        for (Ns, K) in (shapes if B == 128 else shapes[:3]):
+            Kp = (K + B - 1) // B * B
+            for K8 in sorted({0, B, Kp}):
+                for M in (1, 5, 9, 16, 17, 33, 64, 100):
+                    for v in (0, 1):
+                        if v == 1 and M > 64:
+                            continue
+                        cases.append((M, Ns, K, B, K8, v))
+    cases += [(M, (14336, 14336), 4096, 128, 384, v) for M in (1, 16, 32, 64) for v in (0, 1)]
+    cases += [(M, (8192, 1024, 1024), 8192, 128, 768, v) for M in (1, 8, 32, 64) for v in (0, 1)]
+    if args.small:  # for compute-sanitizer
+        cases = [(M, Ns, K, B, K8, v) for (M, Ns, K, B, K8, v) in (
+            (1, (512, 128, 128), 512, 128, 128, 0), (5, (100, 36, 36), 200, 32, 32, 0), (16, (1408, 1408), 1000, 64, 128, 0),
+            (32, (300, 1000, 172, 64), 640, 128, 0, 0), (64, (4096, 1024, 1024), 4096, 128, 384, 1),
+            (64, (384, 384), 2048, 128, 128, 0), (100, (136, 72), 256, 128, 0, 0), (9, (4096, 1024, 1024), 4096, 128, 384, 0))]
+    fails, total, t0 = 0, 0, time.time()
+    for (M, Ns, K, B, K8, v) in cases:
+        P, ws = make_group(M, Ns, K, B, K8, gen)
+        hs = [lib.create(w["codes"], w["sw"], N, P["Kp"], B, K8) for w, N in zip(ws, Ns)]
+        for out_f16 in ((1, 0) if M in (5, 17) else (1,)):
+            yg, ys = group_outputs(lib, P, hs, Ns, v, out_f16)
+            bad = sum(int((a.view(torch.int16 if out_f16 else torch.int32) != b.view(torch.int16 if out_f16 else torch.int32)).sum())
+                      for a, b in zip(yg, ys))
+            nan = sum(int(torch.isnan(a).sum()) for a in yg)
+            # the first weight against the contract, in its reported schedule
+            lib.force(v)
+            sched = lib.schedule(M, Ns[0], P["Kp"], B, K8)
+            lib.force(0)
+            ref = reference(P, torch.arange(M, device=DEV), torch.arange(Ns[0], device=DEV), sched)
+            got = yg[0] if out_f16 else yg[0].half()
+            rbad = int((got.view(torch.int16) != ref.view(torch.int16)).sum())
+            total += 1
+            if bad or nan or rbad:
+                fails += 1
+                print(f"MISMATCH M={M} Ns={Ns} K={K} B={B} K8={K8} variant={v} f16out={out_f16}: {bad} differ from "
+                      f"separate launches, {nan} unwritten, {rbad} differ from the reference")
+        for h in hs:
+            lib.destroy(h)
+    print(f"group-check: {total - fails}/{total} cases bit-exact ({time.time() - t0:.1f} s)")
+    return fails
+
+
+GROUPS = [  # (model, name, K, Ns)
+    ("L3-8B", "qkv", 4096, (4096, 1024, 1024)), ("L3-8B", "gate_up", 4096, (14336, 14336)),
+    ("L3-70B", "qkv", 8192, (8192, 1024, 1024)), ("L3-70B", "gate_up", 8192, (28672, 28672))]
+
+
+def cmd_group_bench(lib, args):
+    """Separate launches vs one grouped launch (comet_gemm_w4ax_many) vs one GEMM over the concatenated N, for the
+    q/k/v and gate/up groups; grouped outputs checked bit for bit against the separate ones in the same run."""
+    gen = torch.Generator(device=DEV).manual_seed(43)
+    dev = torch.cuda.get_device_name()
+    B, frac = 128, 0.10
+    ms_list = [int(m) for m in args.ms.split(",")]
+    rows = []
+    for (model, name, K, Ns) in GROUPS:
+        Kp = (K + B - 1) // B * B
+        K8 = int(round(frac * K / B)) * B
+        nb = Kp // B
+        Nf = sum(Ns)
+        wbytes = Nf * Kp // 2 + Nf * nb * 2
+        R = copies_for(wbytes)
+        for M in ms_list:
+            variants = [0] + ([1] if 32 < M <= 64 else [])
+            groups = [make_group(M, Ns, K, B, K8, gen) for _ in range(R)]
+            hs = [[lib.create(w["codes"], w["sw"], N, Kp, B, K8) for w, N in zip(ws, Ns)] for (_, ws) in groups]
+            fused = [make_problem(1, Nf, K, B, K8, gen) for _ in range(R)]
+            hf = [lib.create(F["codes"], F["sw"], Nf, Kp, B, K8) for F in fused]
+            del fused
+            for (_, ws) in groups:
+                ws.clear()
+            ys = [[torch.empty(M, N, dtype=torch.float16, device=DEV) for N in Ns] for _ in range(R)]
+            yf = [torch.empty(M, Nf, dtype=torch.float16, device=DEV) for _ in range(R)]
+            for v in variants:
+                # exactness in this run: grouped vs separate, on copy 0, whole outputs
+                yg, yss = group_outputs(lib, groups[0][0], hs[0], Ns, v)
+                bad = sum(int((a.view(torch.int16) != b.view(torch.int16)).sum()) for a, b in zip(yg, yss))
+                bad += sum(int(torch.isnan(a).sum()) for a in yg)
+                checked = sum(a.numel() for a in yg)
+                A = lambda i: groups[i % R][0]
+                lib.force(v)
+                try:
+                    t_sep = time_graph(lambda i: [lib.gemm(A(i)["a8"], A(i)["a4"], A(i)["sa"], M, h, y, 1)
+                                                  for h, y in zip(hs[i % R], ys[i % R])], R)
+                    t_grp = time_graph(lambda i: lib.gemm_many(A(i)["a8"], A(i)["a4"], A(i)["sa"], M, hs[i % R],
+                                                               ys[i % R], 1), R)
+                    t_fus = time_graph(lambda i: lib.gemm(A(i)["a8"], A(i)["a4"], A(i)["sa"], M, hf[i % R], yf[i % R], 1), R)
+                finally:
+                    lib.force(0)
+                lib.force(v)
+                splits = [len(lib.schedule(M, N, Kp, B, K8)) for N in Ns]
+                lib.force(0)
+                r = dict(model=model, group=name, K=K, Ns=list(Ns), M=M, B=B, K8=K8, variant=v, separate_ms=t_sep,
+                         grouped_ms=t_grp, fused_ms=t_fus, splits=splits, checked=checked, mismatches=bad,
+                         bytes=wbytes)
+                rows.append(r)
+                print(f"{model:6} {name:7} K={K:5} N={'+'.join(map(str, Ns)):13} M={M:3} v={v} | separate {t_sep*1e3:8.2f} "
+                      f"grouped {t_grp*1e3:8.2f} fused-N {t_fus*1e3:8.2f} us | splits {splits} | "
+                      f"exact {checked - bad}/{checked}", flush=True)
+            for hh in hs:
+                for h in hh:
+                    lib.destroy(h)
+            for h in hf:
+                lib.destroy(h)
+            del groups, hs, hf, ys, yf
+            torch.cuda.empty_cache()
+    meta = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), device=dev,
+                torch=torch.__version__, cuda=torch.version.cuda, command=" ".join(sys.argv), host=socket.gethostname(),
+                notes="us = median per call over CUDA-graph replays rotating over operand copies (>=160 MB, so L2 holds "
+                      "no weights). separate = one comet_gemm_w4ax per weight; grouped = one comet_gemm_w4ax_many; "
+                      "fused-N = one comet_gemm_w4ax over a weight of N = sum(Ns) (its own split schedule, so not "
+                      "bit-identical to the separate ones). variant 0 = auto (decode kernel M <= 32, v5 tiles M >= 33, "
+                      "where grouped = launches one after another inside the call); 1 = decode kernel forced. "
+                      "exact = grouped outputs equal to the separate launches' bit for bit (whole outputs, copy 0).")
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, f"gemm-grouped-{meta['date'][:10]}-h100")
+    with open(stem + ".json", "w") as f:
+        json.dump(dict(meta=meta, rows=rows), f, indent=1)
+    L = [f"# W4Ax GEMM: grouped launches (matmulMany) — {dev}, {meta['date']}", "", f"Command: `{meta['command']}`  ",
+         f"torch {meta['torch']}, CUDA {meta['cuda']}. B = 128, 10% INT8 blocks.  ", meta["notes"], "",
+         "| model | group | K | N | M | variant | separate µs | grouped µs | fused-N µs | separate/grouped | splits | exact |",
+         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        L.append(f"| {r['model']} | {r['group']} | {r['K']} | {'+'.join(map(str, r['Ns']))} | {r['M']} | "
+                 f"{'auto' if r['variant'] == 0 else 'decode'} | {r['separate_ms']*1e3:.1f} | {r['grouped_ms']*1e3:.1f} | "
+                 f"{r['fused_ms']*1e3:.1f} | {r['separate_ms']/r['grouped_ms']:.2f} | {r['splits']} | "
+                 f"{r['checked'] - r['mismatches']}/{r['checked']} |")
+    with open(stem + ".md", "w") as f:
+        f.write("\n".join(L) + "\n")
+    print("wrote", stem + ".md", stem + ".json")
+    return sum(r["mismatches"] for r in rows)
 
 
 # ------------------------------------------------------------------------------------------------ timing
@@ -385,13 +563,19 @@ def main():
     b.add_argument("--B", type=int, default=128)
     b.add_argument("--prefill-variant", type=int, default=0, help="force this variant for M >= --tiled-min-m")
     b.add_argument("--tiled-min-m", type=int, default=33)
+    gc = sub.add_parser("group-check")
+    gc.add_argument("--small", action="store_true")
+    gb = sub.add_parser("group-bench")
+    gb.add_argument("--out", default="bench/results")
+    gb.add_argument("--ms", default="1,16,32,64")
     o = sub.add_parser("one")
     for k, v in (("M", 16), ("K", 4096), ("N", 28672), ("B", 128), ("variant", 0), ("reps", 3)):
         o.add_argument("--" + k, type=int, default=v)
     o.add_argument("--frac", type=float, default=0.1)
     args = ap.parse_args()
     lib = Lib(os.path.abspath(args.lib))
-    rc = {"check": cmd_check, "bench": cmd_bench, "one": cmd_one}[args.cmd](lib, args)
+    rc = {"check": cmd_check, "bench": cmd_bench, "one": cmd_one, "group-check": cmd_group_check,
+          "group-bench": cmd_group_bench}[args.cmd](lib, args)
     sys.exit(1 if rc else 0)
 
 

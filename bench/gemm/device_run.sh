@@ -2,7 +2,7 @@
 # On the GPU machine (device tool), from the repo root, with the library built on the CPU machine and carried in
 # .device/gemm/libcomet_cuda.so.  Usage: bash bench/gemm/device_run.sh <what...>  (sass check sanitize quick full final ...)
 set -uo pipefail
-LIB=.device/gemm/libcomet_cuda.so
+LIB=${LIB:-.device/gemm/libcomet_cuda.so}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -13,7 +13,7 @@ for what in "$@"; do
     sass)
       for arch in sm_90a sm_80; do
         cuobjdump -sass -arch $arch $LIB > /tmp/sass.txt
-        for f in gemm_decodeILi1ELi128 gemm_decodeILi8ELi128 gemm_prefillILb0ELi128 gemm_prefillILb1ELi128 gemm_prefillILb0ELi32 gemm_v5 gemm_v6; do
+        for f in gemm_decodeILi1ELi128 gemm_decodeILi8ELi128 gemm_decode_groupILi1ELi128 gemm_decode_groupILi2ELi128 gemm_decode_groupILi4ELi128 gemm_prefillILb0ELi128 gemm_prefillILb1ELi128 gemm_prefillILb0ELi32 gemm_v5 gemm_v6; do
           echo "$arch $f: $(awk -v f=$f '/Function :/{on=index($0,f)>0} on' /tmp/sass.txt | grep -oE '\b([A-Z]*GMMA[A-Za-z0-9._]*|WARPGROUP\.[A-Z.]+|WARPSYNC|IMMA\.[A-Z0-9.]+|LDG\.E\.[0-9A-Z.]+|LDS(\.[0-9U]+)?|LOP3\.LUT|SHF\.[A-Z.0-9]+|IMAD\.SHL\.U32|IMAD\.[A-Z.0-9]+|IADD3|BAR\.SYNC[A-Z.]*|LDGSTS\.[A-Z0-9.]+|I2F[A-Z0-9.]*|LDL[A-Z0-9.]*|STL[A-Z0-9.]*|FFMA|FMUL|FADD)\b' | sort | uniq -c | tr '\n' ' ')"
         done
       done | tee "$OUT/sass.txt";;
@@ -43,6 +43,9 @@ for what in "$@"; do
       timeout 90 ncu --section SpeedOfLight --section ComputeWorkloadAnalysis --section InstructionStats --section WarpStateStats --section SchedulerStats \
         -k regex:gemm_ --launch-skip 1 --launch-count 1 python3 bench/gemm/bench.py --lib $LIB one --M 1024 --N 28672 --variant $NV > "$OUT/ncu_prefill.txt" 2>&1
       grep -E "gemm_|Duration|Executed Ipc|Issue Slots|Pipe|Warp Cycles|No Eligible|Eligible Warps|Compute \(SM\)|Memory Throughput" "$OUT/ncu_prefill.txt" | cut -c1-150 | head -30;;
+    gcheck) timeout 90 python3 bench/gemm/bench.py --lib $LIB group-check 2>&1 | tee "$OUT/group_check.txt" | tail -12;;
+    gsan) timeout 120 compute-sanitizer --tool memcheck --print-limit 20 python3 bench/gemm/bench.py --lib $LIB group-check --small 2>&1 | tee "$OUT/group_memcheck.txt" | tail -6;;
+    gbench) timeout 200 python3 bench/gemm/bench.py --lib $LIB group-bench --out "$OUT" 2>&1 | tee "$OUT/group_bench.txt";;
     quick) python3 bench/gemm/bench.py --lib $LIB bench --quick --out "$OUT" 2>&1 | tee "$OUT/quick.txt";;
     full) python3 bench/gemm/bench.py --lib $LIB bench --out "$OUT" 2>&1 | tee "$OUT/full.txt";;
   esac
