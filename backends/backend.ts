@@ -54,6 +54,9 @@ export interface CapturedStep {
   replay(inputs?: StepInputs): Promise<Int32Array>;
   /** Same, returning the logit rows [R][V] (for sampling at a temperature). */
   replayLogits(inputs?: StepInputs): Promise<Float32Array>;
+  /** false once the backend changed under the capture (weights uploaded since may have moved shared workspaces,
+   *  or the backend was disposed): destroy it and capture again. Absent = always valid. */
+  valid?(): boolean;
   destroy(): void;
 }
 

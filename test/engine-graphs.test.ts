@@ -28,6 +28,7 @@ class CaptureSim extends SimBackend {
   replays = 0;
   destroyed = 0;
   failNext = false;
+  stale = false; // every graph held reports invalid (as CUDA's after new weights)
   captureStep(fn: () => Tensor, own?: StepInputs): CapturedStep {
     if (!own) throw new Error('capture twin: inputs must be declared');
     if (this.failNext) { this.failNext = false; throw new Error('capture twin: refused'); }
@@ -50,6 +51,7 @@ class CaptureSim extends SimBackend {
     const check = () => { if (!live) throw new Error('capture twin: replay after destroy'); };
     return {
       bytes: 1000,
+      valid: () => !this.stale,
       replay: async (inp) => { check(); const r = await this.argmax(run(inp)); this.endStep(); return r; },
       replayLogits: async (inp) => { check(); const r = await this.read(run(inp)); this.endStep(); return r; },
       destroy: () => { live = false; this.destroyed++; },
@@ -185,6 +187,19 @@ describe('decode graphs: capture twin on the simulator', () => {
     expect(e.stats().graphs!.failures).toBe(1);
   });
 
+  it('stale graphs are dropped and captured again, tokens unchanged', async () => {
+    const { texts, e } = await scenario(m, PLAN, { pageSize: 4 });
+    expect(texts).toEqual(want);
+    const s = e.stats().graphs!;
+    be.stale = true;
+    const again = await e.completions.create({ prompt: PLAN[1].prompt, max_tokens: 6, temperature: 0 });
+    be.stale = false;
+    expect(again.choices[0].text).toBe(want[1].slice(0, again.choices[0].text.length));
+    const s2 = e.stats().graphs!;
+    expect(s2.stale).toBeGreaterThan(0);
+    expect(s2.captures).toBeGreaterThan(s.captures);
+  });
+
   it('COMET_ENGINE_GRAPHS=0 turns them off', async () => {
     const was = process.env.COMET_ENGINE_GRAPHS;
     process.env.COMET_ENGINE_GRAPHS = '0';
@@ -296,6 +311,14 @@ describe('decode graphs: the CUDA backend\'s capture, over a recording addon (no
     be.embed(model.tokEmbed, Int32Array.of(1, 2));
     be.endStep();
     expect(calls.map((c) => c.name)).toEqual(['upload', 'embed']);
+  });
+
+  it('a W4 weight uploaded after the capture makes the graph stale (the GEMM workspace may have moved)', async () => {
+    expect(graph.valid!()).toBe(true);
+    const spec = { K: 128, B: 128, Kp: 128, K8: 0 };
+    be.uploadWeight({ kind: 'w4', name: 'extra', N: 2, codes: new Uint8Array(128), scales: new Uint16Array(2), act: spec });
+    expect(graph.valid!()).toBe(false);
+    await expect(graph.replay()).rejects.toThrow(/stale/);
   });
 
   it('destroy frees the graph and its buffers', () => {

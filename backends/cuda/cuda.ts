@@ -335,9 +335,13 @@ export class CudaBackend implements Backend {
     this.endStep();
     const R = rowsOf(x), V = colsOf(x), logits = x.ptr; // the logits stay at this arena address after each replay
     const out = this.persistent(4 * Math.max(R, 1));
+    // a W4 weight uploaded later may regrow the GEMM library's split-K workspace that this graph's launches
+    // point at (comet_w4_create): the graph is stale then
+    const w4At = this.w4s.size;
     let live = true, last = inputs;
     const launch = (inp?: StepInputs) => {
       if (!live) throw new CometError('cuda: replay of a destroyed step graph');
+      if (this.disposed || this.w4s.size !== w4At) throw new CometError('cuda: replay of a stale step graph (weights were uploaded or the backend disposed since its capture)');
       if (this.cap) throw new CometError('cuda: replay inside a capture');
       if (inp && inp !== last) {
         if (!image || !inputs) throw new CometError('cuda: this step graph was captured without declared inputs; it replays only its own step');
@@ -349,6 +353,7 @@ export class CudaBackend implements Backend {
     };
     return {
       bytes: (image ? image.words.byteLength : 0) + 4 * Math.max(R, 1),
+      valid: () => live && !this.disposed && this.w4s.size === w4At,
       replay: async (inp) => {
         launch(inp);
         this.addon.argmax(logits, R, V, out);

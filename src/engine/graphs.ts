@@ -26,6 +26,7 @@ export interface GraphStats {
   eager: number; // decode-only steps run eagerly (first sight of a key, failed key, graphs off)
   evictions: number;
   failures: number; // captures that threw (the key then runs eagerly)
+  stale: number; // graphs dropped because the backend changed under them (CapturedStep.valid), then recaptured
   keys: string[]; // held keys "B x bucket pages", least recent first
 }
 
@@ -49,7 +50,7 @@ export class DecodeGraphs {
   private readonly graphs = new Map<string, CapturedStep>(); // insertion order = recency (oldest first)
   private readonly seen = new Set<string>();
   private readonly failed = new Set<string>();
-  private readonly counts = { captures: 0, replays: 0, eager: 0, evictions: 0, failures: 0 };
+  private readonly counts = { captures: 0, replays: 0, eager: 0, evictions: 0, failures: 0, stale: 0 };
   private closed = false;
 
   /** `max` = 0: graphs off, decode steps still padded to their bucket's shape (see the file comment). */
@@ -85,6 +86,12 @@ export class DecodeGraphs {
   async run(key: string, inp: StepInputs, greedy: boolean): Promise<DecodeOut> {
     const be = this.model.be;
     let g = this.graphs.get(key);
+    if (g && g.valid && !g.valid()) { // the backend changed under it (new weights): capture again
+      g.destroy();
+      this.graphs.delete(key);
+      this.counts.stale++;
+      g = undefined;
+    }
     if (!g && this.max > 0 && !this.closed && this.seen.has(key) && !this.failed.has(key)) g = this.capture(key, inp);
     if (!g) {
       if (this.max > 0) this.remember(key);
