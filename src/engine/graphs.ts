@@ -14,6 +14,8 @@
 // into the graph's input buffer. At most `max` graphs (least recently used evicted); a key whose capture
 // failed runs eagerly from then on. Greedy rows take the argmax computed on the device; a batch with any
 // sampled row reads the logit rows (one copy).
+// Measured (H100, test/engine-graphs-timing.test.ts: 32 layers of LLaMA-3-8B shape, W4A4KV4, vocab 512, context
+// ~150-200, the whole engine step): batch 1 4.48-4.69 -> 3.71-3.83 ms, batch 16 6.10-6.51 -> 5.55-5.57 ms (two runs).
 import type { Backend, CapturedStep, KVCache, StepInputs, StepLayout } from '../../backends/backend.ts';
 import type { Llama } from '../model/llama.ts';
 
