@@ -69,48 +69,59 @@ struct ActSpec {
 
 constexpr int QUANT_THREADS = 256;  // 8 warps per block; grid (B-block groups, tokens): one B-block per warp
 
-/** Quantize row m: quantized channel k reads input channel perm[k] through `load(c)` (an f32 value), rounds it
- *  to f16, and each warp quantizes whole B-blocks: amax (warp max, exact), s = f16(amax / qmax), codes
- *  clamp(rint(x / s)). Lane l holds the E = B/32 consecutive channels [k0 + lE, k0 + lE + E).
+/** Quantize B-block b of row m from its values, already rounded to f16: lane l holds the E = B/32 consecutive
+ *  channels [k0 + lE, k0 + lE + E) in v. amax (warp max, exact), s = f16(amax / qmax), codes clamp(rint(x / s)).
  *  Writes a8 [M][K8], a4 [M][(Kp-K8)/2] canonical int4 (element 2i low nibble), sa [M][Kp/B] f16 bits. */
+template <int E>
+__device__ __forceinline__ void quantize_block(const ActSpec& sp, int m, int b, const float (&v)[E], int8_t* a8,
+                                               uint8_t* a4, uint16_t* sa) {
+  const int lane = threadIdx.x & 31;
+  const int nb = sp.Kp / sp.B, K4 = sp.Kp - sp.K8;
+  const int k0 = b * sp.B + lane * E;
+  float amax = 0.f;
+#pragma unroll
+  for (int e = 0; e < E; e++) amax = fmaxf(amax, fabsf(v[e]));
+  amax = warp_max(amax);
+  const bool is8 = b * sp.B < sp.K8;
+  const float qmax = is8 ? 127.f : 7.f;
+  const __half sh = __float2half_rn(__fdiv_rn(amax, qmax));
+  const float s = __half2float(sh);
+  if (lane == 0) sa[(size_t)m * nb + b] = __half_as_ushort(sh);
+  int q[E];
+#pragma unroll
+  for (int e = 0; e < E; e++)
+    q[e] = s == 0.f ? 0 : (int)fminf(qmax, fmaxf(-qmax - 1.f, rintf(__fdiv_rn(v[e], s))));
+  if (is8) {
+#pragma unroll
+    for (int e = 0; e < E; e++) a8[(size_t)m * sp.K8 + k0 + e] = (int8_t)q[e];
+  } else {
+    uint8_t* row = a4 + (size_t)m * (K4 / 2);
+    const int i = k0 - sp.K8;  // element index in the int4 segment (even for E >= 2)
+    if constexpr (E == 1) {
+      const int hi = __shfl_down_sync(0xffffffffu, q[0], 1);
+      if ((lane & 1) == 0) row[i >> 1] = (uint8_t)((q[0] & 15) | ((hi & 15) << 4));
+    } else {
+#pragma unroll
+      for (int e = 0; e < E; e += 2) row[(i + e) >> 1] = (uint8_t)((q[e] & 15) | ((q[e + 1] & 15) << 4));
+    }
+  }
+}
+
+/** Quantize row m: quantized channel k reads input channel perm[k] through `load(c)` (an f32 value), rounds it
+ *  to f16, and each warp quantizes whole B-blocks (quantize_block). */
 template <int E, class Load>
 __device__ void quantize_row(const ActSpec& sp, int m, Load load, int8_t* a8, uint8_t* a4, uint16_t* sa) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  const int nb = sp.Kp / sp.B, K4 = sp.Kp - sp.K8;
+  const int nb = sp.Kp / sp.B;
   for (int b = blockIdx.x * nw + warp; b < nb; b += gridDim.x * nw) {  // blocks along x share the row's B-blocks
     const int k0 = b * sp.B + lane * E;
     float v[E];
-    float amax = 0.f;
 #pragma unroll
     for (int e = 0; e < E; e++) {
       const int k = k0 + e;
       v[e] = k < sp.K ? f16r(load(sp.perm ? sp.perm[k] : k)) : 0.f;
-      amax = fmaxf(amax, fabsf(v[e]));
     }
-    amax = warp_max(amax);
-    const bool is8 = b * sp.B < sp.K8;
-    const float qmax = is8 ? 127.f : 7.f;
-    const __half sh = __float2half_rn(__fdiv_rn(amax, qmax));
-    const float s = __half2float(sh);
-    if (lane == 0) sa[(size_t)m * nb + b] = __half_as_ushort(sh);
-    int q[E];
-#pragma unroll
-    for (int e = 0; e < E; e++)
-      q[e] = s == 0.f ? 0 : (int)fminf(qmax, fmaxf(-qmax - 1.f, rintf(__fdiv_rn(v[e], s))));
-    if (is8) {
-#pragma unroll
-      for (int e = 0; e < E; e++) a8[(size_t)m * sp.K8 + k0 + e] = (int8_t)q[e];
-    } else {
-      uint8_t* row = a4 + (size_t)m * (K4 / 2);
-      const int i = k0 - sp.K8;  // element index in the int4 segment (even for E >= 2)
-      if constexpr (E == 1) {
-        const int hi = __shfl_down_sync(0xffffffffu, q[0], 1);
-        if ((lane & 1) == 0) row[i >> 1] = (uint8_t)((q[0] & 15) | ((hi & 15) << 4));
-      } else {
-#pragma unroll
-        for (int e = 0; e < E; e += 2) row[(i + e) >> 1] = (uint8_t)((q[e] & 15) | ((q[e + 1] & 15) << 4));
-      }
-    }
+    quantize_block<E>(sp, m, b, v, a8, a4, sa);
   }
 }
 

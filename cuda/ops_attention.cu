@@ -8,6 +8,7 @@
 // per lane). Scores, exp and sums are f64, as in simulator/kernels/attention.ts (DESIGN §3.7 tier 3: the sum
 // order is ours). GQA: query head h reads KV head h / (n_heads / n_kv_heads).
 #include <stdlib.h>
+#include <string.h>
 
 #include "ops.cuh"
 
@@ -170,7 +171,7 @@ __global__ void attn_combine(const double* __restrict__ ws, int n_heads, int hd,
 static void plan(int T, int n_heads, int max_len, int* nsplit, int* chunk) {
   // enough blocks to fill the GPU (~4 per SM of an H100) when T·heads is small (decode), one split otherwise;
   // COMET_ATTN_SPLITS=n forces at most n splits (experiments, benchmarks)
-  static const int forced = getenv("COMET_ATTN_SPLITS") ? atoi(getenv("COMET_ATTN_SPLITS")) : 0;
+  static const int forced = getenv("COMET_ATTN_SPLITS") ? min(1024, atoi(getenv("COMET_ATTN_SPLITS"))) : 0;
   const int want = forced > 0 ? forced : (4 * 132 + T * n_heads - 1) / (T * n_heads);
   int ns = min(want, (max_len + MIN_CHUNK - 1) / MIN_CHUNK);
   ns = max(ns, 1);
@@ -200,6 +201,32 @@ struct FaArgs {
   float* out;  // [T][n_heads·hd]
 };
 
+/** The prologue every KV4 fast kernel starts with (one place for the page geometry, DESIGN §3.5): block
+ *  (split sp, KV head kvh, token t) covers keys [j0, j1) of the token's sequence, n = pos[t] + 1 of them in
+ *  all; (page, head) chunks are kCodes u4x2 [P][hd/2] | vCodes | kSZ f16 [P][ng][2] | vSZ, pages
+ *  n_kv_heads chunks apart. base = this head's chunk in page 0: the chunk of key j is page(j). */
+struct Kv4Span {
+  int P, ng, n, j0, j1;
+  const int32_t* bt;     // the sequence's block table
+  size_t codeBytes, szBytes, pageStride;
+  const uint8_t* base;
+  __device__ __forceinline__ Kv4Span(const FaArgs& a, int hd, int sp, int kvh, int t) {
+    P = a.g.page_size;
+    ng = hd / a.g.group;
+    n = a.st.pos[t] + 1;
+    j0 = sp * a.chunk;
+    j1 = min(n, j0 + a.chunk);
+    bt = a.st.bt + a.st.bt_off[a.st.seq[t]];
+    codeBytes = (size_t)P * hd / 2;
+    szBytes = (size_t)P * ng * 4;
+    const size_t headBytes = 2 * codeBytes + 2 * szBytes;
+    pageStride = (size_t)a.g.n_kv_heads * headBytes;
+    base = a.cache + (size_t)kvh * headBytes;
+  }
+  /** the (page, head) chunk holding key j */
+  __device__ __forceinline__ const uint8_t* page(int j) const { return base + (size_t)bt[j / P] * pageStride; }
+};
+
 /** nibble i of w as an exact float, without I2F: the bits of 2^23 + q, minus 2^23 */
 __device__ __forceinline__ float nib(uint32_t w, int i) {
   return __uint_as_float(0x4B000000u | ((w >> (4 * i)) & 15u)) - 8388608.f;
@@ -222,14 +249,11 @@ __global__ void __launch_bounds__(FA_THREADS) attn_kv4_fast(FaArgs a) {
 
   const int sp_ = blockIdx.x, kvh = blockIdx.y, t = blockIdx.z, tid = threadIdx.x;
   const int lane = tid & 31, warp = tid >> 5;
-  const int P = a.g.page_size, G = a.g.group, ng = HD / G, gq = a.gq;
-  const int n = a.st.pos[t] + 1;
-  const int j0 = sp_ * a.chunk, j1 = min(n, j0 + a.chunk);
-  const int32_t* bt = a.st.bt + a.st.bt_off[a.st.seq[t]];
-  const size_t codeBytes = (size_t)P * ROWB, szBytes = (size_t)P * ng * 4;
-  const size_t headBytes = 2 * codeBytes + 2 * szBytes;
-  const size_t pageStride = (size_t)a.g.n_kv_heads * headBytes;
-  const uint8_t* base = a.cache + (size_t)kvh * headBytes;
+  const Kv4Span S(a, HD, sp_, kvh, t);
+  const int P = S.P, G = a.g.group, ng = S.ng, gq = a.gq, j0 = S.j0, j1 = S.j1;
+  const int32_t* bt = S.bt;
+  const size_t codeBytes = S.codeBytes, szBytes = S.szBytes, pageStride = S.pageStride;
+  const uint8_t* base = S.base;
   const int h0 = kvh * gq;
 
   // q of the group, scaled; per-group sums
@@ -424,14 +448,11 @@ __global__ void __launch_bounds__(FA_THREADS) attn_kv4_v2(FaArgs a) {
 
   const int sp_ = blockIdx.x, kvh = blockIdx.y, t = blockIdx.z, tid = threadIdx.x;
   const int lane = tid & 31, warp = tid >> 5;
-  const int P = a.g.page_size, G = a.g.group, ng = HD / G, gq = a.gq;
-  const int n = a.st.pos[t] + 1;
-  const int j0 = sp_ * a.chunk, j1 = min(n, j0 + a.chunk);
-  const int32_t* bt = a.st.bt + a.st.bt_off[a.st.seq[t]];
-  const size_t codeBytes = (size_t)P * ROWB, szBytes = (size_t)P * ng * 4;
-  const size_t headBytes = 2 * codeBytes + 2 * szBytes;
-  const size_t pageStride = (size_t)a.g.n_kv_heads * headBytes;
-  const uint8_t* base = a.cache + (size_t)kvh * headBytes;
+  const Kv4Span S(a, HD, sp_, kvh, t);
+  const int P = S.P, G = a.g.group, ng = S.ng, gq = a.gq, j0 = S.j0, j1 = S.j1;
+  const int32_t* bt = S.bt;
+  const size_t codeBytes = S.codeBytes, szBytes = S.szBytes, pageStride = S.pageStride;
+  const uint8_t* base = S.base;
   const int h0 = kvh * gq;
 
   for (int i = tid; i < GQ * HD; i += FA_THREADS)
@@ -620,27 +641,361 @@ __global__ void __launch_bounds__(FA_THREADS) attn_kv4_v2(FaArgs a) {
   }
 }
 
-__global__ void attn_combine_f32(const float* __restrict__ ws, int n_heads, int hd, int nsplit, float* __restrict__ out) {
+// ==== KV4 decode/prefill on tensor cores (mma.sync m16n8k16, f16 operands, f32 accumulation) ==============
+// The v2 kernel spends ~70 warp instructions per key on the CUDA cores (unpack, FMA per (code, head)); here
+// both products run on the tensor cores and the CUDA cores only unpack nibbles (~1.4 instructions per code,
+// two codes per f16x2 register: lop3 to 1024 + q, one f16x2 subtract). Per warp, a tile of 16 keys:
+//   scores  S^T [16 keys][8 cols] = Kcodes [16 keys][HD] · Qx [HD][8 cols], cols 2i/2i+1 = hi/lo f16 parts of
+//           query head 4·nt + i (q = hi + lo to ~2^-22: codes 0..15 are exact in f16, so the f32-accumulated
+//           dot is f32-accurate). q is pre-scaled per head by a power of two 2^eq (max |q| in [2^14, 2^15)) so
+//           the lo part does not fall into f16 subnormals; score = s_k·dot·2^-eq + z_k·Σq (G == HD).
+//   P·V     O^T [HD][8 cols] += Vcodes^T [HD][16 keys] · P' [16 keys][8 cols], P' = p·s_v·2^et split hi/lo the
+//           same way; 2^et (per tile, from the tile's largest s_v) keeps P' in f16's normal range, and the
+//           running accumulator is rescaled by corr·2^(et - et_prev) with the softmax correction; Σ p·z_v and
+//           Σ p are kept in f32 per head.
+// Fragment layouts (PTX m16n8k16; lane = 4·gid + tig): the channel order inside an MMA is ours to choose
+// (a dot product does not care), so each lane reads contiguous bytes: for scores, lane tig owns the HD/8
+// code bytes [tig·HD/8, +HD/8) of key rows gid and gid+8 (word W, shift j -> channels 8W + j, 8W + j + 4);
+// for P·V, lane gid owns the HD/16 bytes [gid·HD/16, +HD/16) of key rows 2tig, 2tig+1, 2tig+8, 2tig+9
+// (two rows' words byte-permuted into one register: channel pairs of two keys). The score C fragment and
+// the P·V C fragment both give lane tig the columns of head 4·nt + tig: softmax state lives in registers.
+// Needs G == HD, page_size % 16 == 0 (a tile is inside one page), HD in {64, 128, 256}, NT·HD <= 256.
+constexpr int TC_WARPS = 4, TC_KT = 16, TC_MINCHUNK = TC_WARPS * TC_KT;
+
+__device__ __forceinline__ void mma_16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                          uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/** nibbles j (bits 4j..4j+3) and j + 4 (bits 16+4j..) of w as an exact f16x2 (low, high): 0x6400 | q is
+ *  1024 + q in f16, minus 1024 */
+__device__ __forceinline__ uint32_t nib2h(uint32_t w, int j) {
+  uint32_t r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(w >> (4 * j)), "r"(0x000F000Fu), "r"(0x64006400u));
+  asm("sub.f16x2 %0, %0, %1;" : "+r"(r) : "r"(0x64006400u));
+  return r;
+}
+
+/** the hi (part 0) or lo (part 1) f16 part of x: x ≈ hi + lo to ~2^-22 relative (for |x| >= 2^-3) */
+__device__ __forceinline__ __half f16part(float x, int part) {
+  const __half h = __float2half_rn(x);
+  return part ? __float2half_rn(x - __half2float(h)) : h;
+}
+__device__ __forceinline__ uint32_t h2bits(__half lo, __half hi) {
+  return (uint32_t)__half_as_ushort(lo) | ((uint32_t)__half_as_ushort(hi) << 16);
+}
+__device__ __forceinline__ float pow2f(int e) { return __uint_as_float((uint32_t)(127 + e) << 23); }  // |e| <= 126
+
+/** N consecutive 32-bit words from p (aligned to min(16, 4N) bytes), read-only path */
+template <int N>
+__device__ __forceinline__ void ld_words(const uint8_t* p, uint32_t (&w)[N]) {
+  if constexpr (N % 4 == 0) {
+#pragma unroll
+    for (int i = 0; i < N / 4; i++) {
+      const uint4 v = __ldg((const uint4*)p + i);
+      w[4 * i] = v.x, w[4 * i + 1] = v.y, w[4 * i + 2] = v.z, w[4 * i + 3] = v.w;
+    }
+  } else if constexpr (N == 2) {
+    const uint2 v = __ldg((const uint2*)p);
+    w[0] = v.x, w[1] = v.y;
+  } else {
+    w[0] = __ldg((const uint32_t*)p);
+  }
+}
+
+template <int HD>
+struct TcTile {                         // one lane's share of a 16-key tile, straight from the page
+  static constexpr int KW = HD / 32, VW = HD / 64;
+  uint32_t k0[KW], k1[KW];              // K codes of key rows gid, gid + 8: bytes [tig·HD/8, +HD/8)
+  uint32_t va[VW], vb[VW], vc[VW], vd[VW];  // V codes of rows 2tig, 2tig+1, 2tig+8, 2tig+9: [gid·HD/16, +HD/16)
+  uint32_t ksz0, ksz1, vsz0, vsz1;      // (s, z) f16x2 of keys gid, gid + 8, K and V
+};
+
+template <int HD, int NT>
+__global__ void __launch_bounds__(TC_WARPS * 32) attn_kv4_tc(FaArgs a) {
+  constexpr int KB = HD / 16;           // score k-blocks = P·V M-tiles
+  constexpr int ROWB = HD / 2, KW = HD / 32, VW = HD / 64, CPG = HD / 8;
+  __shared__ float s_ml[TC_WARPS][2][NT * 4];
+  __shared__ float s_acc[TC_WARPS][NT * 4][HD];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
+  const int t = blockIdx.z, gq = a.gq, h0 = blockIdx.y * gq;
+  const Kv4Span S(a, HD, blockIdx.x, blockIdx.y, t);
+
+  // Q as B fragments (column gid = head 4nt + gid/2, part gid & 1), its sum and scale for the C layout's head
+  uint32_t qf[NT][KB][2];
+  float qsum[NT], qinv[NT];
+#pragma unroll
+  for (int nt = 0; nt < NT; nt++) {
+    const int hq = 4 * nt + (gid >> 1), part = gid & 1;
+    const float* qp = a.q + ((size_t)t * a.n_heads + h0 + hq) * HD + tig * (HD / 4);
+    float qv[HD / 4], amax = 0.f, sum = 0.f;
+#pragma unroll
+    for (int i = 0; i < HD / 4; i += 4) {
+      const float4 v = hq < gq ? *(const float4*)(qp + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+      qv[i] = v.x * a.scale, qv[i + 1] = v.y * a.scale, qv[i + 2] = v.z * a.scale, qv[i + 3] = v.w * a.scale;
+#pragma unroll
+      for (int e = 0; e < 4; e++) amax = fmaxf(amax, fabsf(qv[i + e])), sum += qv[i + e];
+    }
+    for (int o = 1; o <= 2; o <<= 1) {
+      amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+      sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    }
+    const int ex = amax > 0.f ? (int)((__float_as_uint(amax) >> 23) & 255) - 127 : 0;
+    const int eq = max(-126, min(126, 14 - ex));
+    const float f = pow2f(eq);
+#pragma unroll
+    for (int kb = 0; kb < KB; kb++) {
+      const int c = 8 * (kb >> 1) + 2 * (kb & 1);
+      qf[nt][kb][0] = h2bits(f16part(qv[c] * f, part), f16part(qv[c + 4] * f, part));
+      qf[nt][kb][1] = h2bits(f16part(qv[c + 1] * f, part), f16part(qv[c + 5] * f, part));
+    }
+    qsum[nt] = __shfl_sync(0xffffffffu, sum, 8 * tig);
+    qinv[nt] = __shfl_sync(0xffffffffu, pow2f(-eq), 8 * tig);
+  }
+
+  float m[NT], l[NT], zs[NT], acc[NT][KB][4];
+#pragma unroll
+  for (int nt = 0; nt < NT; nt++) {
+    m[nt] = -INFINITY, l[nt] = 0.f, zs[nt] = 0.f;
+#pragma unroll
+    for (int mt = 0; mt < KB; mt++) acc[nt][mt][0] = acc[nt][mt][1] = acc[nt][mt][2] = acc[nt][mt][3] = 0.f;
+  }
+  int ep = 0;  // the accumulators hold Σ P'·code in units of 2^-ep
+
+  auto load = [&](int jt, TcTile<HD>& r) {
+    const uint8_t* pb = S.page(jt);
+    const int slot = jt % S.P;
+    const uint8_t* kc = pb + (size_t)slot * ROWB;
+    const uint8_t* vc = pb + S.codeBytes + (size_t)slot * ROWB;
+    ld_words<KW>(kc + gid * ROWB + tig * (HD / 8), r.k0);
+    ld_words<KW>(kc + (gid + 8) * ROWB + tig * (HD / 8), r.k1);
+    ld_words<VW>(vc + (2 * tig) * ROWB + gid * (HD / 16), r.va);
+    ld_words<VW>(vc + (2 * tig + 1) * ROWB + gid * (HD / 16), r.vb);
+    ld_words<VW>(vc + (2 * tig + 8) * ROWB + gid * (HD / 16), r.vc);
+    ld_words<VW>(vc + (2 * tig + 9) * ROWB + gid * (HD / 16), r.vd);
+    const uint32_t* ksz = (const uint32_t*)(pb + 2 * S.codeBytes) + slot;
+    const uint32_t* vsz = (const uint32_t*)(pb + 2 * S.codeBytes + S.szBytes) + slot;
+    r.ksz0 = __ldg(ksz + gid), r.ksz1 = __ldg(ksz + gid + 8);
+    r.vsz0 = __ldg(vsz + gid), r.vsz1 = __ldg(vsz + gid + 8);
+  };
+
+  constexpr int STRIDE = TC_KT * TC_WARPS;
+  int jt = S.j0 + TC_KT * warp;
+  TcTile<HD> cur;
+  if (jt < S.j1) load(jt, cur);
+  for (; jt < S.j1; jt += STRIDE) {
+    TcTile<HD> nxt;
+    if (jt + STRIDE < S.j1) load(jt + STRIDE, nxt);
+    const bool v0 = jt + gid < S.j1, v1 = jt + gid + 8 < S.j1;
+    // 1. scores of keys gid, gid + 8 for head 4nt + tig
+    float d[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) d[nt][0] = d[nt][1] = d[nt][2] = d[nt][3] = 0.f;
+#pragma unroll
+    for (int kb = 0; kb < KB; kb++) {
+      const int wi = kb >> 1, j = 2 * (kb & 1);
+      const uint32_t a0 = nib2h(cur.k0[wi], j), a1 = nib2h(cur.k1[wi], j);
+      const uint32_t a2 = nib2h(cur.k0[wi], j + 1), a3 = nib2h(cur.k1[wi], j + 1);
+#pragma unroll
+      for (int nt = 0; nt < NT; nt++) mma_16816(d[nt], a0, a1, a2, a3, qf[nt][kb][0], qf[nt][kb][1]);
+    }
+    // the tile's scale for P': 2^et with (largest s_v of the tile's valid keys)·2^et < 2^15
+    uint32_t sb = max(v0 ? cur.vsz0 & 0x7fffu : 0u, v1 ? cur.vsz1 & 0x7fffu : 0u);
+    for (int o = 4; o < 32; o <<= 1) sb = max(sb, __shfl_xor_sync(0xffffffffu, sb, o));
+    const int et = 29 - (int)(sb >> 10);
+    // (s, z) of a key past j1 may be any bits (a page's unwritten slots): zero them, so p = 0 stays 0
+    const float sv0 = v0 ? __low2float(*(const __half2*)&cur.vsz0) * pow2f(et) : 0.f;
+    const float zv0 = v0 ? __high2float(*(const __half2*)&cur.vsz0) : 0.f;
+    const float sv1 = v1 ? __low2float(*(const __half2*)&cur.vsz1) * pow2f(et) : 0.f;
+    const float zv1 = v1 ? __high2float(*(const __half2*)&cur.vsz1) : 0.f;
+    const float sk0 = __low2float(*(const __half2*)&cur.ksz0), zk0 = __high2float(*(const __half2*)&cur.ksz0);
+    const float sk1 = __low2float(*(const __half2*)&cur.ksz1), zk1 = __high2float(*(const __half2*)&cur.ksz1);
+    // 2. online softmax per head (lanes of one tig share it: reductions over gid)
+    uint32_t pb[NT][2];
+    float resc[NT];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+      const float s0 = v0 ? fmaf(sk0, (d[nt][0] + d[nt][1]) * qinv[nt], zk0 * qsum[nt]) : -INFINITY;
+      const float s1 = v1 ? fmaf(sk1, (d[nt][2] + d[nt][3]) * qinv[nt], zk1 * qsum[nt]) : -INFINITY;
+      float mx = fmaxf(s0, s1);
+      for (int o = 4; o < 32; o <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+      const float mn = fmaxf(m[nt], mx);  // finite: every tile has a valid key
+      const float p0 = v0 ? expf(s0 - mn) : 0.f, p1 = v1 ? expf(s1 - mn) : 0.f;
+      const float corr = expf(m[nt] - mn);  // 0 on the first tile
+      m[nt] = mn;
+      l[nt] = fmaf(l[nt], corr, p0 + p1);
+      zs[nt] = fmaf(zs[nt], corr, fmaf(p0, zv0, p1 * zv1));
+      resc[nt] = corr * pow2f(et - ep);
+      // P' as B fragment: column gid (head 4nt + gid/2, part gid & 1), keys 2tig, 2tig+1 | 2tig+8, 2tig+9
+      const float ps0 = p0 * sv0, ps1 = p1 * sv1;
+      const int src = 8 * tig + (gid >> 1), part = gid & 1;
+      const float x0 = __shfl_sync(0xffffffffu, ps0, src), x1 = __shfl_sync(0xffffffffu, ps0, src + 4);
+      const float x2 = __shfl_sync(0xffffffffu, ps1, src), x3 = __shfl_sync(0xffffffffu, ps1, src + 4);
+      pb[nt][0] = h2bits(f16part(x0, part), f16part(x1, part));
+      pb[nt][1] = h2bits(f16part(x2, part), f16part(x3, part));
+    }
+    ep = et;
+    // 3. P·V: M-tile mt = channels gid·CPG + mt (rows gid) and gid·CPG + KB + mt (rows gid + 8)
+    uint32_t xab[2 * VW], xcd[2 * VW];  // (row A, row B) byte pairs: channels [8w, 8w+4) then [8w+4, 8w+8)
+#pragma unroll
+    for (int w = 0; w < VW; w++) {
+      xab[2 * w] = __byte_perm(cur.va[w], cur.vb[w], 0x5410), xab[2 * w + 1] = __byte_perm(cur.va[w], cur.vb[w], 0x7632);
+      xcd[2 * w] = __byte_perm(cur.vc[w], cur.vd[w], 0x5410), xcd[2 * w + 1] = __byte_perm(cur.vc[w], cur.vd[w], 0x7632);
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+      for (int mt = 0; mt < KB; mt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) acc[nt][mt][e] *= resc[nt];
+#pragma unroll
+    for (int mt = 0; mt < KB; mt++) {
+      const int o0 = mt, o1 = KB + mt;  // channel offsets in the lane's CPG: word o/4 of xab, nibble o%4
+      const uint32_t a0 = nib2h(xab[o0 >> 2], o0 & 3), a1 = nib2h(xab[o1 >> 2], o1 & 3);
+      const uint32_t a2 = nib2h(xcd[o0 >> 2], o0 & 3), a3 = nib2h(xcd[o1 >> 2], o1 & 3);
+#pragma unroll
+      for (int nt = 0; nt < NT; nt++) mma_16816(acc[nt][mt], a0, a1, a2, a3, pb[nt][0], pb[nt][1]);
+    }
+    cur = nxt;
+  }
+
+  // this warp's partial per head: (m, l) and A[c] = Σ p·v'_c (P' units undone, Σ p·z added)
+  const float inv = pow2f(-ep);
+#pragma unroll
+  for (int nt = 0; nt < NT; nt++) {
+    for (int o = 4; o < 32; o <<= 1) {
+      l[nt] += __shfl_xor_sync(0xffffffffu, l[nt], o);
+      zs[nt] += __shfl_xor_sync(0xffffffffu, zs[nt], o);
+    }
+    const int hh = 4 * nt + tig;
+#pragma unroll
+    for (int mt = 0; mt < KB; mt++) {
+      s_acc[warp][hh][gid * CPG + mt] = fmaf(acc[nt][mt][0] + acc[nt][mt][1], inv, zs[nt]);
+      s_acc[warp][hh][gid * CPG + KB + mt] = fmaf(acc[nt][mt][2] + acc[nt][mt][3], inv, zs[nt]);
+    }
+    if (gid == 0) s_ml[warp][0][hh] = m[nt], s_ml[warp][1][hh] = l[nt];
+  }
+  __syncthreads();
+  // merge the warps: thread = (head, channel)
+  for (int i = threadIdx.x; i < gq * HD; i += TC_WARPS * 32) {
+    const int hh = i / HD, c = i % HD, h = h0 + hh;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < TC_WARPS; w++) M = fmaxf(M, s_ml[w][0][hh]);
+    float L = 0.f, O = 0.f;
+    if (M != -INFINITY) {
+#pragma unroll
+      for (int w = 0; w < TC_WARPS; w++) {
+        const float f = expf(s_ml[w][0][hh] - M);  // 0 for a warp without keys
+        L = fmaf(s_ml[w][1][hh], f, L);
+        O = fmaf(s_acc[w][hh][c], f, O);
+      }
+    }
+    if (a.nsplit == 1) {
+      a.out[((size_t)t * a.n_heads + h) * HD + c] = O / L;
+    } else {
+      float* wsp = a.ws + (((size_t)t * a.n_heads + h) * a.nsplit + blockIdx.x) * (HD + 2);
+      if (c == 0) wsp[0] = M, wsp[1] = L;
+      wsp[2 + c] = O;
+    }
+  }
+}
+
+/** Splits of the tensor-core path: one wave of blocks (T · n_kv · splits <= TC_WAVE, 4 resident blocks of 4 warps
+ *  per SM at 125 registers), whole 64-key rounds per split. Each block's prologue (block table, q) costs a few
+ *  dependent loads, and more splits mean more partials to combine: at batch 64 one split per (token, head) (512
+ *  blocks) beats 3 (1536 blocks, 3 waves) by ~2x; at batch 1 the sequence is cut into 64-key splits. */
+constexpr int TC_WAVE = 4 * 132;
+
+static void plan_tc(int T, int n_kv, int max_len, int* nsplit, int* chunk) {
+  static const int forced = getenv("COMET_ATTN_SPLITS") ? min(1024, atoi(getenv("COMET_ATTN_SPLITS"))) : 0;
+  const int want = forced > 0 ? forced : max(1, TC_WAVE / (T * n_kv));
+  int ns = min(want, (max_len + TC_MINCHUNK - 1) / TC_MINCHUNK);
+  ns = max(ns, 1);
+  int ch = (max_len + ns - 1) / ns;
+  ch = (ch + TC_MINCHUNK - 1) / TC_MINCHUNK * TC_MINCHUNK;
+  *chunk = ch;
+  *nsplit = (max_len + ch - 1) / ch;
+}
+
+static bool tc_ok(const comet_kv_geom& g, int n_heads) {
+  static const bool off = getenv("COMET_ATTN_TC") && !strcmp(getenv("COMET_ATTN_TC"), "0");
+  const int hd = g.head_dim, gq = n_heads / g.n_kv_heads;
+  if (off || g.group != hd || g.page_size % TC_KT) return false;
+  return (hd == 64 && gq <= 16) || (hd == 128 && gq <= 8) || (hd == 256 && gq <= 4);  // NT·HD <= 256
+}
+
+template <int HD>
+static void launch_tc(const FaArgs& f, dim3 grid, cudaStream_t s) {
+  if (f.gq <= 4) attn_kv4_tc<HD, 1><<<grid, TC_WARPS * 32, 0, s>>>(f);
+  else if constexpr (HD <= 128) {
+    if (f.gq <= 8) attn_kv4_tc<HD, 2><<<grid, TC_WARPS * 32, 0, s>>>(f);
+    else if constexpr (HD <= 64) attn_kv4_tc<HD, 4><<<grid, TC_WARPS * 32, 0, s>>>(f);
+  }
+}
+
+// Merge the splits of one (token, head): partials [nsplit][hd + 2] = (m, l, acc[hd]). The (m, l) of all splits
+// are read in parallel (one per thread into shared memory: a serial loop over them was a chain of dependent
+// loads, ~0.5 µs a split, the bulk of a batch-1 decode's attention), the weights exp(m_s - M) computed once,
+// then each thread sums its channel over the splits with independent loads.
+constexpr int COMBINE_MAX = 2048;
+
+__global__ void __launch_bounds__(128) attn_combine_f32(const float* __restrict__ ws, int n_heads, int hd, int nsplit,
+                                                        float* __restrict__ out) {
+  __shared__ float sw[COMBINE_MAX];
+  __shared__ float sred[2];
   const int h = blockIdx.x, t = blockIdx.y;
   const float* p = ws + ((size_t)t * n_heads + h) * nsplit * (hd + 2);
-  float M = -INFINITY;
-  for (int s = 0; s < nsplit; s++) M = fmaxf(M, p[s * (hd + 2)]);
-  for (int c = threadIdx.x; c < hd; c += blockDim.x) {
-    float l = 0.f, acc = 0.f;
-    for (int s = 0; s < nsplit; s++) {
-      const float m = p[s * (hd + 2)];
-      if (m == -INFINITY) continue;
-      const float w = expf(m - M);
-      l = fmaf(p[s * (hd + 2) + 1], w, l);
-      acc = fmaf(p[s * (hd + 2) + 2 + c], w, acc);
+  float* o = out + (size_t)t * n_heads * hd + (size_t)h * hd;
+  if (nsplit > COMBINE_MAX) {  // more splits than a plan makes (COMET_ATTN_SPLITS is capped below this)
+    float M = -INFINITY;
+    for (int s = 0; s < nsplit; s++) M = fmaxf(M, p[s * (hd + 2)]);
+    for (int c = threadIdx.x; c < hd; c += blockDim.x) {
+      float l = 0.f, acc = 0.f;
+      for (int s = 0; s < nsplit; s++) {
+        const float m = p[s * (hd + 2)];
+        if (m == -INFINITY) continue;
+        const float w = expf(m - M);
+        l = fmaf(p[s * (hd + 2) + 1], w, l);
+        acc = fmaf(p[s * (hd + 2) + 2 + c], w, acc);
+      }
+      o[c] = acc / l;
     }
-    out[(size_t)t * n_heads * hd + (size_t)h * hd + c] = acc / l;
+    return;
+  }
+  for (int s = threadIdx.x; s < nsplit; s += blockDim.x) sw[s] = p[s * (hd + 2)];
+  __syncthreads();
+  if (threadIdx.x < 32) {  // M and L by one warp, in a fixed order
+    float M = -INFINITY;
+    for (int s = threadIdx.x; s < nsplit; s += 32) M = fmaxf(M, sw[s]);
+    for (int d = 16; d > 0; d >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, d));
+    __syncwarp();
+    float L = 0.f;
+    for (int s = threadIdx.x; s < nsplit; s += 32) {
+      const float m = sw[s];
+      const float w = m == -INFINITY ? 0.f : expf(m - M);
+      L = fmaf(p[s * (hd + 2) + 1], w, L);
+      sw[s] = w;
+    }
+    for (int d = 16; d > 0; d >>= 1) L += __shfl_xor_sync(0xffffffffu, L, d);
+    if (threadIdx.x == 0) sred[0] = L;
+  }
+  __syncthreads();
+  const float inv = 1.f / sred[0];
+  for (int c = threadIdx.x; c < hd; c += blockDim.x) {
+    float acc = 0.f;
+#pragma unroll 8
+    for (int s = 0; s < nsplit; s++) acc = fmaf(p[s * (hd + 2) + 2 + c], sw[s], acc);
+    o[c] = acc * inv;
   }
 }
 
 /** Splits of the fast path: enough blocks (T · n_kv · splits) for ~8 per SM, at least FA_MINCHUNK keys each. */
 static void plan_fast(int T, int n_kv, int max_len, int* nsplit, int* chunk) {
-  static const int forced = getenv("COMET_ATTN_SPLITS") ? atoi(getenv("COMET_ATTN_SPLITS")) : 0;
+  static const int forced = getenv("COMET_ATTN_SPLITS") ? min(1024, atoi(getenv("COMET_ATTN_SPLITS"))) : 0;
   const int want = forced > 0 ? forced : (8 * 132 + T * n_kv - 1) / (T * n_kv);
   int ns = min(want, (max_len + FA_MINCHUNK - 1) / FA_MINCHUNK);
   ns = max(ns, 1);
@@ -715,6 +1070,18 @@ extern "C" int comet_attention_f32(const float* q, const float* kc, const float*
 
 extern "C" int comet_attention_kv4(const float* q, const uint8_t* cache, comet_step st, comet_kv_geom g, int n_heads,
                                    int max_len, void* ws, float* out, void* stream) {
+  if (st.T > 0 && max_len > 0 && fast_ok(g, n_heads) && tc_ok(g, n_heads)) {
+    FaArgs f{q, cache, st, g, n_heads, n_heads / g.n_kv_heads, 0, 0, (float)(1.0 / sqrt((double)g.head_dim)), (float*)ws, out};
+    plan_tc(st.T, g.n_kv_heads, max_len, &f.nsplit, &f.chunk);
+    const dim3 grid(f.nsplit, g.n_kv_heads, st.T);
+    if (g.head_dim == 64) launch_tc<64>(f, grid, S(stream));
+    else if (g.head_dim == 128) launch_tc<128>(f, grid, S(stream));
+    else launch_tc<256>(f, grid, S(stream));
+    if (int e = check_launch("attention (kv4, tensor cores)")) return e;
+    if (f.nsplit == 1) return 0;
+    attn_combine_f32<<<dim3(n_heads, st.T), 128, 0, S(stream)>>>(f.ws, n_heads, g.head_dim, f.nsplit, out);
+    return check_launch("attention (kv4, combine)");
+  }
   if (st.T > 0 && max_len > 0 && fast_ok(g, n_heads)) {
     FaArgs f{q, cache, st, g, n_heads, n_heads / g.n_kv_heads, 0, 0, (float)(1.0 / sqrt((double)g.head_dim)), (float*)ws, out};
     plan_fast(st.T, g.n_kv_heads, max_len, &f.nsplit, &f.chunk);

@@ -330,6 +330,178 @@ static int launch_gemv_fast(const float* x, int T, int K, const float* w, int N,
   return check_launch("gemm_f32 (gemv f32)");
 }
 
+// T > 32: 64 tokens x 128 rows per block of 128 threads, each thread 8 tokens x 8 rows (64 accumulators): per
+// k, 4 shared-memory float4 reads feed 64 FMAs, so FMA issue and shared-memory bandwidth are balanced (the
+// 128 x (16·TT) tile kernel above reads 3 float4 per 32 FMAs and ran at ~23 TFLOPS). K-steps of 16, the next
+// step's tiles loaded to registers while this one is multiplied, two shared buffers (one barrier per step).
+// A thread's rows are tx·4 + {0..3} and 64 + tx·4 + {0..3}, its tokens ty·4 + {0..3} and 32 + ty·4 + {0..3}:
+// a quarter-warp's float4 reads hit distinct banks.
+constexpr int G8_T = 64, G8_N = 128, G8_K = 16;
+
+__global__ void __launch_bounds__(128) gemm_f32_8x8(const float* __restrict__ x, int T, int K,
+                                                    const float* __restrict__ w, int N, float* __restrict__ y) {
+  __shared__ __align__(16) float xs[2][G8_K][G8_T + 4];
+  __shared__ __align__(16) float ws[2][G8_K][G8_N + 4];
+  const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+  const int m0 = blockIdx.x * G8_T, n0 = blockIdx.y * G8_N;
+  // loads per step: w 128 rows x 16 k = 512 float4 (4 per thread), x 64 x 16 = 256 float4 (2 per thread)
+  float4 rw[4], rx[2];
+  auto load = [&](int k0) {
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const int u = tid + 128 * i, r = u >> 2, c = (u & 3) * 4, n = n0 + r, k = k0 + c;
+      rw[i] = (n < N && k < K) ? __ldcs((const float4*)(w + (size_t)n * K + k)) : make_float4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+      const int u = tid + 128 * i, r = u >> 2, c = (u & 3) * 4, m = m0 + r, k = k0 + c;
+      rx[i] = (m < T && k < K) ? __ldg((const float4*)(x + (size_t)m * K + k)) : make_float4(0, 0, 0, 0);
+    }
+  };
+  auto store = [&](int b) {
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const int u = tid + 128 * i, r = u >> 2, c = (u & 3) * 4;
+      ws[b][c][r] = rw[i].x, ws[b][c + 1][r] = rw[i].y, ws[b][c + 2][r] = rw[i].z, ws[b][c + 3][r] = rw[i].w;
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+      const int u = tid + 128 * i, r = u >> 2, c = (u & 3) * 4;
+      xs[b][c][r] = rx[i].x, xs[b][c + 1][r] = rx[i].y, xs[b][c + 2][r] = rx[i].z, xs[b][c + 3][r] = rx[i].w;
+    }
+  };
+  float acc[8][8];
+#pragma unroll
+  for (int i = 0; i < 8; i++)
+#pragma unroll
+    for (int j = 0; j < 8; j++) acc[i][j] = 0.f;
+  load(0);
+  store(0);
+  __syncthreads();
+  int b = 0;
+  for (int k0 = 0; k0 < K; k0 += G8_K) {
+    const bool more = k0 + G8_K < K;
+    if (more) load(k0 + G8_K);
+#pragma unroll
+    for (int c = 0; c < G8_K; c++) {
+      const float4 a0 = *(const float4*)&xs[b][c][ty * 4], a1 = *(const float4*)&xs[b][c][32 + ty * 4];
+      const float4 b0 = *(const float4*)&ws[b][c][tx * 4], b1 = *(const float4*)&ws[b][c][64 + tx * 4];
+      const float av[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+      const float bv[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+      for (int i = 0; i < 8; i++)
+#pragma unroll
+        for (int j = 0; j < 8; j++) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+    }
+    if (more) {
+      store(b ^ 1);  // the other buffer: its last readers finished before the previous barrier
+      __syncthreads();
+      b ^= 1;
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 8; i++) {
+    const int m = m0 + (i < 4 ? ty * 4 + i : 32 + ty * 4 + i - 4);
+    if (m >= T) continue;
+#pragma unroll
+    for (int j = 0; j < 8; j += 4) {
+      const int n = n0 + (j < 4 ? tx * 4 : 64 + tx * 4);
+      float* yr = y + (size_t)m * N + n;
+      if (n + 3 < N && (N & 3) == 0) *(float4*)yr = make_float4(acc[i][j], acc[i][j + 1], acc[i][j + 2], acc[i][j + 3]);
+      else
+        for (int e = 0; e < 4; e++) if (n + e < N) yr[e] = acc[i][j + e];
+    }
+  }
+}
+
+// 8 < T <= 32: the same streaming GEMV, x staged in shared memory a K-chunk at a time ([TT][KC] f32, 128 KiB:
+// KC = 2048 channels at TT = 16, 1024 at TT = 32), so every weight is still read once, by one warp, with 16-byte
+// loads (GC_R rows x GC_U float4 in flight per lane), and each x value read from shared memory serves GC_R rows.
+// One block of 8 warps per SM (its registers: GC_R x TT accumulators). The tile kernel it replaces ran the
+// classifier at ~12 TFLOPS for T = 16..32 (2.6-2.8 ms); this one is bound by FMA issue and shared-memory reads
+// (~1 ms expected at T = 32, ~0.75 at T = 16). f32 sums as the other f32 kernels (tier 3).
+constexpr int GC_WARPS = 8, GC_R = 4, GC_U = 2, GC_SMEM = 128 << 10;
+
+template <int TT>
+__global__ void __launch_bounds__(GC_WARPS * 32, 1) gemv_f32_chunk(const float* __restrict__ x, int T, int K,
+                                                                   const float* __restrict__ w, int N, int KC,
+                                                                   float* __restrict__ y) {
+  extern __shared__ __align__(16) float xs[];  // [TT][KC]
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int n0 = (blockIdx.x * GC_WARPS + warp) * GC_R;
+  const bool active = n0 < N;  // an idle warp still joins the barriers
+  const float* wr[GC_R];
+#pragma unroll
+  for (int r = 0; r < GC_R; r++) wr[r] = w + (size_t)min(n0 + r, N - 1) * K;
+  float acc[GC_R][TT];
+#pragma unroll
+  for (int r = 0; r < GC_R; r++)
+#pragma unroll
+    for (int t = 0; t < TT; t++) acc[r][t] = 0.f;
+  for (int kc0 = 0; kc0 < K; kc0 += KC) {
+    const int kn = min(KC, K - kc0);
+    __syncthreads();  // the previous chunk is consumed
+    for (int i = threadIdx.x * 4; i < TT * KC; i += blockDim.x * 4) {
+      const int t = i / KC, k = i % KC;
+      *(float4*)(xs + i) = t < T && k < kn ? *(const float4*)(x + (size_t)t * K + kc0 + k) : make_float4(0, 0, 0, 0);
+    }
+    __syncthreads();
+    if (!active) continue;
+    constexpr int step = 32 * 4 * GC_U;
+    int k0 = 0;
+    for (; k0 + step <= kn; k0 += step) {
+      float4 v[GC_R][GC_U];
+#pragma unroll
+      for (int r = 0; r < GC_R; r++)
+#pragma unroll
+        for (int u = 0; u < GC_U; u++) v[r][u] = __ldcs((const float4*)(wr[r] + kc0 + k0 + u * 128 + lane * 4));
+#pragma unroll
+      for (int u = 0; u < GC_U; u++) {
+        const int k = k0 + u * 128 + lane * 4;
+#pragma unroll
+        for (int t = 0; t < TT; t++) {
+          const float4 a = *(const float4*)(xs + t * KC + k);
+#pragma unroll
+          for (int r = 0; r < GC_R; r++)
+            acc[r][t] = fmaf(a.w, v[r][u].w, fmaf(a.z, v[r][u].z, fmaf(a.y, v[r][u].y, fmaf(a.x, v[r][u].x, acc[r][t]))));
+        }
+      }
+    }
+    for (int k = k0 + lane * 4; k < kn; k += 128) {  // the chunk's tail, one float4 per lane
+#pragma unroll
+      for (int r = 0; r < GC_R; r++) {
+        const float4 b = __ldcs((const float4*)(wr[r] + kc0 + k));
+#pragma unroll
+        for (int t = 0; t < TT; t++) {
+          const float4 a = *(const float4*)(xs + t * KC + k);
+          acc[r][t] = fmaf(a.w, b.w, fmaf(a.z, b.z, fmaf(a.y, b.y, fmaf(a.x, b.x, acc[r][t]))));
+        }
+      }
+    }
+  }
+  if (!active) return;
+#pragma unroll
+  for (int r = 0; r < GC_R; r++)
+#pragma unroll
+    for (int t = 0; t < TT; t++) {
+      float v = acc[r][t];
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == 0 && t < T && n0 + r < N) y[(size_t)t * N + n0 + r] = v;
+    }
+}
+
+template <int TT>
+static int launch_gemv_chunk(const float* x, int T, int K, const float* w, int N, float* y, void* stream) {
+  static bool attr = false;
+  if (!attr) {
+    COMET_TRY("gemm_f32 (gemv chunk) smem", cudaFuncSetAttribute(gemv_f32_chunk<TT>, cudaFuncAttributeMaxDynamicSharedMemorySize, GC_SMEM));
+    attr = true;
+  }
+  const int KC = min(K, GC_SMEM / (TT * 4) / 4 * 4);  // whole float4s
+  gemv_f32_chunk<TT><<<cdiv(N, GC_WARPS * GC_R), GC_WARPS * 32, (size_t)TT * KC * 4, S(stream)>>>(x, T, K, w, N, KC, y);
+  return check_launch("gemm_f32 (gemv chunk)");
+}
+
 static int gemm_f32_mode() {  // 0 auto, 1 always f64, 2 always f32 (where K % 4 == 0)
   static const int mode = [] {
     const char* e = getenv("COMET_GEMM_F32");
@@ -348,6 +520,16 @@ extern "C" int comet_gemm_f32(const float* x, int T, int K, const float* w, int 
       if (T == 2) return launch_gemv_fast<2>(x, T, K, w, N, y, stream);
       if (T <= 4) return launch_gemv_fast<4>(x, T, K, w, N, y, stream);
       return launch_gemv_fast<8>(x, T, K, w, N, y, stream);
+    }
+    static const int gemv_max = getenv("COMET_GEMV_MAX_T") ? atoi(getenv("COMET_GEMV_MAX_T")) : 32;
+    if (T <= gemv_max && !getenv("COMET_GEMV_TILED")) {
+      if (T <= 16) return launch_gemv_chunk<16>(x, T, K, w, N, y, stream);
+      if (T <= 32) return launch_gemv_chunk<32>(x, T, K, w, N, y, stream);
+    }
+    static const bool t8 = !(getenv("COMET_GEMM_F32_TILE") && !strcmp(getenv("COMET_GEMM_F32_TILE"), "old"));
+    if (t8 && T > 32) {
+      gemm_f32_8x8<<<dim3(cdiv(T, G8_T), cdiv(N, G8_N)), 128, 0, S(stream)>>>(x, T, K, w, N, y);
+      return check_launch("gemm_f32 (8x8 tile)");
     }
     if (T <= 16) gemm_f32_fast<1><<<dim3(1, cdiv(N, FB_N)), 256, 0, S(stream)>>>(x, T, K, w, N, y);
     else gemm_f32_fast<4><<<dim3(cdiv(T, 64), cdiv(N, FB_N)), 256, 0, S(stream)>>>(x, T, K, w, N, y);
@@ -378,11 +560,35 @@ __device__ __forceinline__ void better(float& bv, int& bi, float v, int i) {
   if (v > bv || (v == bv && i < bi)) bv = v, bi = i;
 }
 
-__global__ void argmax_kernel(const float* __restrict__ x, int C, int32_t* __restrict__ out) {
+// One block of ARGMAX_THREADS per row. A decode step's logits row (V = 128256 at LLaMA-3) used to be scanned by
+// 256 threads a float at a time: ~500 dependent iterations, ~110 µs. Now 1024 threads, 16-byte loads, four in
+// flight per thread before any compare (~8 rounds). better() makes the result independent of the scan order.
+constexpr int ARGMAX_THREADS = 1024;
+
+__global__ void __launch_bounds__(ARGMAX_THREADS) argmax_kernel(const float* __restrict__ x, int C, int32_t* __restrict__ out) {
   const float* r = x + (size_t)blockIdx.x * C;
   float bv = -INFINITY;
   int bi = 0x7fffffff;
-  for (int c = threadIdx.x; c < C; c += blockDim.x) better(bv, bi, r[c], c);
+  int c0 = 0;
+  if ((C & 3) == 0 && ((uintptr_t)x & 15) == 0) {  // rows 16-byte aligned: float4 loads, 4 per thread in flight
+    const float4* r4 = (const float4*)r;
+    const int C4 = C >> 2;
+    for (int i = threadIdx.x; i < C4; i += 4 * ARGMAX_THREADS) {
+      float4 v[4];
+#pragma unroll
+      for (int u = 0; u < 4; u++) {
+        const int k = i + u * ARGMAX_THREADS;
+        v[u] = k < C4 ? __ldcs(r4 + k) : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
+      }
+#pragma unroll
+      for (int u = 0; u < 4; u++) {
+        const int k = 4 * (i + u * ARGMAX_THREADS);
+        if (k < C) better(bv, bi, v[u].x, k), better(bv, bi, v[u].y, k + 1), better(bv, bi, v[u].z, k + 2), better(bv, bi, v[u].w, k + 3);
+      }
+    }
+    c0 = C;
+  }
+  for (int c = c0 + threadIdx.x; c < C; c += blockDim.x) better(bv, bi, r[c], c);
   for (int o = 16; o > 0; o >>= 1) {
     const float v = __shfl_xor_sync(0xffffffffu, bv, o);
     const int i = __shfl_xor_sync(0xffffffffu, bi, o);
@@ -393,15 +599,21 @@ __global__ void argmax_kernel(const float* __restrict__ x, int C, int32_t* __res
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0) sv[warp] = bv, si[warp] = bi;
   __syncthreads();
-  if (threadIdx.x == 0) {
-    for (int i = 1; i < (int)(blockDim.x >> 5); i++) better(bv, bi, sv[i], si[i]);
-    out[blockIdx.x] = bi == 0x7fffffff ? 0 : bi;  // an all-NaN (or all -inf) row gives 0, as the simulator
+  if (warp == 0) {
+    bv = lane < (int)(blockDim.x >> 5) ? sv[lane] : -INFINITY;
+    bi = lane < (int)(blockDim.x >> 5) ? si[lane] : 0x7fffffff;
+    for (int o = 16; o > 0; o >>= 1) {
+      const float v = __shfl_xor_sync(0xffffffffu, bv, o);
+      const int i = __shfl_xor_sync(0xffffffffu, bi, o);
+      better(bv, bi, v, i);
+    }
+    if (lane == 0) out[blockIdx.x] = bi == 0x7fffffff ? 0 : bi;  // an all-NaN (or all -inf) row gives 0, as the simulator
   }
 }
 
 extern "C" int comet_argmax_f32(const float* x, int R, int C, int32_t* out, void* stream) {
   if (R == 0) return 0;
-  argmax_kernel<<<R, 256, 0, S(stream)>>>(x, C, out);
+  argmax_kernel<<<R, ARGMAX_THREADS, 0, S(stream)>>>(x, C, out);
   return check_launch("argmax");
 }
 

@@ -6,6 +6,8 @@
 //   silu_mul_quant    silu(g)·u rounded to f32      -> the same
 // Codes are exact against simulator/act.ts given the same f32 values (quantize_row in ops.cuh); the f32 values
 // of the fused ops are the float ops' own (f64 math, as ops_float.cu), so they agree up to f64 sum order.
+#include <stdlib.h>
+
 #include "ops.cuh"
 
 using namespace comet_ops;
@@ -30,6 +32,43 @@ __global__ void __launch_bounds__(QUANT_THREADS) rmsnorm_quant_kernel(const floa
     ss = block_sum(ss);
     const double inv = 1.0 / sqrt(ss / C + eps);
     quantize_row_any(sp, m, [&](int c) { return (float)__dmul_rn((double)w[c], __dmul_rn((double)xr[c], inv)); }, a8, a4, sa);
+    __syncthreads();  // block_sum's shared total is rewritten by the next row
+  }
+}
+
+// The same for a grid with one B-block per warp (every decode shape: gridDim.x·8 >= K/B): the warp's gathered
+// x[perm[k]] and w[perm[k]] are loaded before the row's sum, so their (dependent) loads overlap the sum's
+// instead of following it. The same f64 expressions as above: codes identical bit for bit.
+template <int E>
+__global__ void __launch_bounds__(QUANT_THREADS) rmsnorm_quant_1b_kernel(const float* __restrict__ x,
+                                                                         const float* __restrict__ w, double eps,
+                                                                         int T, ActSpec sp, int8_t* a8, uint8_t* a4,
+                                                                         uint16_t* sa) {
+  const int C = sp.K, lane = threadIdx.x & 31;
+  const int b = blockIdx.x * (QUANT_THREADS / 32) + (threadIdx.x >> 5);
+  const bool has = b < sp.Kp / sp.B;  // a warp past the last block still takes part in the sum's barriers
+  const int k0 = b * sp.B + lane * E;
+  for (int m = blockIdx.y; m < T; m += gridDim.y) {
+    const float* xr = x + (size_t)m * C;
+    float xv[E], wv[E];
+#pragma unroll
+    for (int e = 0; e < E; e++) {
+      const int k = k0 + e;
+      const int c = has && k < C ? (sp.perm ? sp.perm[k] : k) : -1;
+      xv[e] = c >= 0 ? xr[c] : 0.f;
+      wv[e] = c >= 0 ? w[c] : 0.f;
+    }
+    double ss = 0;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) ss += (double)xr[i] * xr[i];
+    ss = block_sum(ss);
+    const double inv = 1.0 / sqrt(ss / C + eps);
+    if (has) {
+      float v[E];
+#pragma unroll
+      for (int e = 0; e < E; e++)
+        v[e] = k0 + e < C ? f16r((float)__dmul_rn((double)wv[e], __dmul_rn((double)xv[e], inv))) : 0.f;
+      quantize_block<E>(sp, m, b, v, a8, a4, sa);
+    }
     __syncthreads();  // block_sum's shared total is rewritten by the next row
   }
 }
@@ -66,7 +105,12 @@ extern "C" int comet_rmsnorm_quant(const float* x, const float* w, int T, double
   const ActSpec sp{K, B, Kp, K8, perm};
   if (int e = check_spec("rmsnorm_quant", sp)) return e;
   if (T == 0) return 0;
-  rmsnorm_quant_kernel<<<quant_grid(sp, T), QUANT_THREADS, 0, S(stream)>>>(x, w, eps, T, sp, a8, a4, sa);
+  const dim3 grid = quant_grid(sp, T);  // grid.x·8 >= K/B: one B-block per warp
+  static const bool legacy = getenv("COMET_RMSNORM_QUANT_LEGACY") && atoi(getenv("COMET_RMSNORM_QUANT_LEGACY")) > 0;
+  if (legacy) rmsnorm_quant_kernel<<<grid, QUANT_THREADS, 0, S(stream)>>>(x, w, eps, T, sp, a8, a4, sa);
+  else if (sp.B == 32) rmsnorm_quant_1b_kernel<1><<<grid, QUANT_THREADS, 0, S(stream)>>>(x, w, eps, T, sp, a8, a4, sa);
+  else if (sp.B == 64) rmsnorm_quant_1b_kernel<2><<<grid, QUANT_THREADS, 0, S(stream)>>>(x, w, eps, T, sp, a8, a4, sa);
+  else rmsnorm_quant_1b_kernel<4><<<grid, QUANT_THREADS, 0, S(stream)>>>(x, w, eps, T, sp, a8, a4, sa);
   return check_launch("rmsnorm_quant");
 }
 

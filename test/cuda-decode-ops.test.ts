@@ -1,0 +1,94 @@
+// Attention over KV4 pages and the f32 classifier GEMM at LLaMA shapes, on the GPU backends only (the simulator is the reference): the
+// tensor-core decode kernel (cuda/ops_attention.cu attn_kv4_tc) covers G == head_dim, pages of 16k, GQA groups
+// of 1..16, which test/ops.test.ts's small geometries barely reach. Ragged batches (sequences of 1..1025
+// positions, so some splits of a block are empty), a prefill chunk, and V with a tiny scale (the per-tile
+// power-of-two scaling of P·s_v). Tier 3 (DESIGN §3.7): relative error < 1e-5.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Backend, KVCacheSpec, StepLayout } from '../backends/backend.ts';
+import { attention as simAttention, kvAppend as simKvAppend } from '../simulator/kernels/attention.ts';
+import { KVStoreKV4 } from '../simulator/kv4.ts';
+import * as F from '../simulator/kernels/float.ts';
+import { normal, permutation, rng } from './simulator/rng.ts';
+import { backends } from './helpers/backends.ts';
+
+const gpu = backends.filter((b) => b.name !== 'sim');
+
+const randn = (seed: number, n: number, scale = 1): Float32Array => {
+  const r = rng(seed), x = new Float32Array(n);
+  for (let i = 0; i < n; i++) x[i] = normal(r) * scale;
+  return x;
+};
+
+function relErr(a: Float32Array, b: Float32Array): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < a.length; i++) {
+    if (!Number.isFinite(a[i])) return Infinity;
+    num += (a[i] - b[i]) ** 2;
+    den += b[i] ** 2;
+  }
+  return Math.sqrt(num / (den || 1));
+}
+
+const GEOMS: Array<[string, { nKv: number; nH: number; hd: number; P: number; vScale: number }]> = [
+  ['llama3-8b heads (32/8, hd 128)', { nKv: 8, nH: 32, hd: 128, P: 16, vScale: 1 }],
+  ['GQA 8 hd 128, tiny V scale', { nKv: 2, nH: 16, hd: 128, P: 16, vScale: 1e-3 }],
+  ['GQA 16 hd 64, pages of 32', { nKv: 1, nH: 16, hd: 64, P: 32, vScale: 3 }],
+  ['GQA 2 hd 256', { nKv: 2, nH: 4, hd: 256, P: 16, vScale: 1 }],
+];
+
+describe.skipIf(!gpu.length).each(gpu)('KV4 attention at LLaMA shapes on $name', ({ create }) => {
+  let be: Backend;
+  beforeAll(async () => {
+    be = await create();
+  });
+  afterAll(() => be?.dispose());
+
+  it.each(GEOMS)('%s: ragged decode batch and a prefill chunk (tier 3)', async (_, g) => {
+    const lens = [1025, 700, 64, 17, 1];  // positions already in the cache before the step, per sequence
+    const pagesOf = (n: number) => Math.ceil(n / g.P);
+    const total = lens.reduce((a, n) => a + pagesOf(n + 1), 0);
+    const ids = permutation(rng(5 + g.hd), total + 4);
+    let o = 0;
+    const tables = lens.map((n) => ids.slice(o, (o += pagesOf(n + 1))));
+    const spec: KVCacheSpec = { nLayers: 1, nKvHeads: g.nKv, headDim: g.hd, pageSize: g.P, numPages: total + 4, dtype: 'kv4', group: g.hd };
+    const cache = be.createKVCache(spec), ref = new KVStoreKV4(spec);
+    const C = g.nKv * g.hd, Q = g.nH * g.hd;
+    // fill: every sequence's first lens[i] positions in one append
+    const fill: StepLayout = { pos: Int32Array.from(lens.flatMap((n) => Array.from({ length: n }, (_, p) => p))), seq: Int32Array.from(lens.flatMap((n, i) => new Array(n).fill(i))), blockTables: tables };
+    const T0 = fill.pos.length;
+    const k0 = randn(1 + g.hd, T0 * C, 2), v0 = randn(2 + g.hd, T0 * C, g.vScale);
+    be.kvAppend(cache, 0, be.fromHost(k0, [T0, C]), be.fromHost(v0, [T0, C]), fill);
+    simKvAppend(ref, 0, k0, v0, fill);
+    be.endStep();
+    // decode: one token per sequence at position lens[i]; then a prefill chunk of 24 tokens continuing seq 2
+    const steps: StepLayout[] = [
+      { pos: Int32Array.from(lens), seq: Int32Array.from(lens.map((_, i) => i)), blockTables: tables },
+    ];
+    for (const [i, l] of steps.entries()) {
+      const T = l.pos.length;
+      const k = randn(10 + i, T * C, 2), v = randn(20 + i, T * C, g.vScale), q = randn(30 + i, T * Q, 0.7);
+      be.kvAppend(cache, 0, be.fromHost(k, [T, C]), be.fromHost(v, [T, C]), l);
+      simKvAppend(ref, 0, k, v, l);
+      const got = await be.read(be.attention(be.fromHost(q, [T, Q]), cache, 0, l, g.nH));
+      expect(relErr(got, simAttention(ref, 0, q, l, g.nH)), `step ${i}`).toBeLessThan(1e-5);
+      be.endStep();
+    }
+    // prefill chunk: 24 new positions of a fresh sequence laid over sequence 1's pages after position 600
+    const pre: StepLayout = { pos: Int32Array.from({ length: 24 }, (_, i) => 600 + i), seq: new Int32Array(24).fill(1), blockTables: tables };
+    const T = 24, k = randn(40, T * C, 2), v = randn(41, T * C, g.vScale), q = randn(42, T * Q, 0.7);
+    be.kvAppend(cache, 0, be.fromHost(k, [T, C]), be.fromHost(v, [T, C]), pre);
+    simKvAppend(ref, 0, k, v, pre);
+    const got = await be.read(be.attention(be.fromHost(q, [T, Q]), cache, 0, pre, g.nH));
+    expect(relErr(got, simAttention(ref, 0, q, pre, g.nH)), 'prefill chunk').toBeLessThan(1e-5);
+    be.endStep();
+  });
+
+  // the classifier's f32 GEMM at 8 < T <= 32 (the chunked streaming GEMV: x staged in K-chunks) and above; sizes
+  // past 2^27 multiply-adds, where the f32 kernels take over from the f64 ones
+  it.each([[12, 4096, 2800], [20, 2052, 3300], [32, 4096, 1100], [40, 4096, 900], [256, 1024, 600]])('matmul f32 T=%i K=%i N=%i (tier 3)', async (T, K, N) => {
+    const x = randn(T + K, T * K), w = randn(N + 1, N * K, 0.05);
+    const W = be.uploadWeight({ kind: 'f32', name: 'w', shape: [N, K], data: w });
+    const got = await be.read(be.matmul(be.fromHost(x, [T, K]), W));
+    expect(relErr(got, F.matmul(x, T, K, w, N))).toBeLessThan(5e-6);
+  });
+});
