@@ -161,6 +161,13 @@ int comet_attention_f32(const float* q, const float* kc, const float* vc, comet_
 int comet_attention_kv4(const float* q, const uint8_t* cache, comet_step st, comet_kv_geom g, int n_heads,
                         int max_len, void* ws, float* out, void* stream);
 
+/** comet_attention_kv4 computed as the simulator computes it (cuda/ops_attention_exact.cu): each element dequantized
+ *  in f32 as kv4.ts does, then f64 dot products, scale, exp, sums and P·V; outputs equal the simulator's bit for bit
+ *  up to f64 near-ties. Same arguments and workspace (comet_attention_workspace); geometries it does not cover
+ *  (head_dim not 32/64/128/256, GQA group not 1/2/4/8, group % 8 != 0) run comet_attention_kv4. */
+int comet_attention_kv4_exact(const float* q, const uint8_t* cache, comet_step st, comet_kv_geom g, int n_heads,
+                              int max_len, void* ws, float* out, void* stream);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif

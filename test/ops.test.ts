@@ -100,7 +100,7 @@ function stepLayout(a0: number, a1: number, b0: number, b1: number, tA: Int32Arr
   return { pos: Int32Array.from(pos), seq: Int32Array.from(seq), blockTables: [tA, tB] };
 }
 
-describe.each(backends)('ops on $name', ({ create }) => {
+describe.each(backends)('ops on $name', ({ name, create }) => {
   let be: Backend;
   beforeAll(async () => {
     be = await create();
@@ -280,6 +280,42 @@ describe.each(backends)('ops on $name', ({ create }) => {
       }
     });
   }
+
+  // KV4 attention bit for bit (DESIGN §3.7, stricter than tier 3 where the backend computes as the simulator does:
+  // CUDA's default KV4 kernel, cuda/ops_attention_exact.cu, dequantizes in f32 as kv4.ts and does the rest in f64,
+  // so the f32 outputs equal the simulator's). Head dims of the LLaMA models (64, 128), GQA groups 2 and 4, group
+  // G < hd and = hd; a prefill chunk, a second chunk through the cache, a decode step split over the sequence.
+  // WebGPU has no f64 and COMET_ATTN_FAST=1 selects CUDA's f32 kernels: tier 3 only there (the test above).
+  const EXACT_GEOMS: Array<[string, { nKv: number; nH: number; hd: number; P: number; G: number }]> = [
+    ['hd=64 G=32 GQA 8/4', { nKv: 4, nH: 8, hd: 64, P: 16, G: 32 }],
+    ['hd=64 GQA 8/2', { nKv: 2, nH: 8, hd: 64, P: 16, G: 64 }],
+    ['hd=128 GQA 4/2', { nKv: 2, nH: 4, hd: 128, P: 16, G: 128 }],
+    ['hd=128 G=64 GQA 8/2', { nKv: 2, nH: 8, hd: 128, P: 16, G: 64 }],
+  ];
+  const exactAttn = name !== 'webgpu' && process.env.COMET_ATTN_FAST !== '1';
+  it.skipIf(!exactAttn).each(EXACT_GEOMS)('attention kv4 %s: prefill chunk + decode, bit-equal to the simulator', async (_, g) => {
+    const LA = 300, LB = 40;
+    const { tablesA, tablesB, numPages } = twoSeqs(LA + 1, LB + 1, g.P);
+    const spec: KVCacheSpec = { nLayers: 1, nKvHeads: g.nKv, headDim: g.hd, pageSize: g.P, numPages, dtype: 'kv4', group: g.G };
+    const cache = be.createKVCache(spec);
+    const ref = new KVStoreKV4(spec);
+    const C = g.nKv * g.hd, Q = g.nH * g.hd;
+    const steps = [stepLayout(0, 200, 0, 30, tablesA, tablesB), stepLayout(200, 300, 30, 40, tablesA, tablesB), stepLayout(300, 301, 40, 41, tablesA, tablesB)];
+    for (const [i, l] of steps.entries()) {
+      const T = l.pos.length;
+      const k = randn(170 + i, T * C, 2), v = randn(180 + i, T * C), q = randn(190 + i, T * Q, 0.5);
+      be.kvAppend(cache, 0, up(k, [T, C]), up(v, [T, C]), l);
+      simKvAppend(ref, 0, k, v, l);
+      const got = await be.read(be.attention(up(q, [T, Q]), cache, 0, l, g.nH));
+      const want = simAttention(ref, 0, q, l, g.nH);
+      const gb = new Uint32Array(got.buffer, got.byteOffset, got.length), wb = new Uint32Array(want.buffer, want.byteOffset, want.length);
+      let nd = 0, first = -1;
+      for (let j = 0; j < wb.length; j++) if (gb[j] !== wb[j]) { nd++; if (first < 0) first = j; }
+      expect(got.length).toBe(want.length);
+      expect(nd, `step ${i}: ${nd} of ${wb.length} differ, first at ${first} (${got[first]} vs ${want[first]})`).toBe(0);
+      be.endStep();
+    }
+  });
 
   it('argmax: first maximum wins, exactly', async () => {
     const R = 5, C = 1000, x = randn(21, R * C);

@@ -625,7 +625,11 @@ export class CudaBackend implements Backend {
     const len = this.launchLen(d, s); // from the layout's shape (captured steps replay at other positions)
     const ws = this.tmp(this.addon.attentionWorkspace(d.T, nHeads, s.headDim, len));
     const qp = this.checkF32(q, 'attention').ptr;
-    if (s.dtype === 'kv4') this.addon.attentionKv4(qp, base, ...this.stepArgs(d, s), nHeads, len, ws, out.ptr);
+    // KV4: the simulator-exact kernel by default (greedy tokens equal the simulator's); COMET_ATTN_FAST=1 picks the
+    // f32 kernels (tier 3, faster)
+    const exact = process.env.COMET_ATTN_FAST !== '1' && this.addon.attentionKv4Exact !== undefined;
+    if (s.dtype === 'kv4' && exact) this.addon.attentionKv4Exact!(qp, base, ...this.stepArgs(d, s), nHeads, len, ws, out.ptr);
+    else if (s.dtype === 'kv4') this.addon.attentionKv4(qp, base, ...this.stepArgs(d, s), nHeads, len, ws, out.ptr);
     else this.addon.attentionF32(qp, base, base + c.layerBytes / 2, ...this.stepArgs(d, s), nHeads, len, ws, out.ptr);
     return out;
   }
