@@ -32,19 +32,25 @@ int comet_w4_create(const uint8_t* codes, const uint16_t* scales, int N, int Kp,
                     comet_w4_weight** out, void* stream);
 void comet_w4_destroy(comet_w4_weight* w);
 
-/** Y = A · W^T with the FMPQ epilogue. Chooses the decode kernel (M <= 32) or a tiled kernel (M >= 33: on sm_90+
- *  with B = 128 the tiled kernel v5, else v4 / the sm_80 path; M <= 64 with B != 128 stays on decode). The split-K
- *  kernels share workspaces per process: run W4Ax GEMMs of one process on one stream (or serialize them). */
+/** Y = A · W^T with the FMPQ epilogue. Chooses the decode kernel (M <= 32; M <= 64 with B != 128, or with B = 128
+ *  and N <= 10240, Kp <= 8192) or a tiled kernel (otherwise: on sm_90+ with B = 128 the tiled kernel v5, else v4 /
+ *  the sm_80 path). The split-K kernels share workspaces per process: run W4Ax GEMMs of one process on one stream
+ *  (or serialize them). */
 int comet_gemm_w4ax(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M, const comet_w4_weight* w,
                     void* y, int out_f16, void* stream);
 
 /** Several weights against one activation: ys[i] = comet_gemm_w4ax(a8, a4, sa, M, ws[i], ys[i], ..) bit for bit, for
- *  n = 1..4 weights of the same Kp, B and K8 (N may differ: q/k/v, gate/up). Where the chosen variant is the decode
- *  kernel, ONE launch covers all n problems, each with the split-K slices it gets alone (so
- *  comet_gemm_w4ax_schedule per weight stays the schedule) and its own workspace region; the tiled kernels (and a
- *  group whose workspaces do not fit the reserved one, at M = 33..64) run the problems one after another. */
+ *  n = 1..4 weights of the same Kp, B and K8 (N may differ: q/k/v, gate/up). Where every weight's variant is the
+ *  decode kernel, ONE launch covers all n problems, each with the split-K slices it gets alone (so
+ *  comet_gemm_w4ax_schedule per weight stays the schedule) and its own workspace region, unless every weight
+ *  already fills a wave alone with long CTAs (large gate/up: measured slower grouped). Otherwise (tiled kernels, those
+ *  large weights, a group whose workspaces do not fit the reserved one at M = 33..64) one launch per weight. */
 int comet_gemm_w4ax_many(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M,
                          const comet_w4_weight* const* ws, void* const* ys, int n, int out_f16, void* stream);
+
+/** How comet_gemm_w4ax_many launches (for benchmarks; the outputs are the same in every mode): 0 auto (above),
+ *  1 one launch wherever every weight is on the decode kernel, 2 one launch per weight. Process-wide. */
+int comet_gemm_w4ax_group_mode(int mode);
 
 /** The partial-sum schedule the kernel will use for (M, N, Kp, B, K8) on the current device with the current
  *  forced variant: n_splits ranges of B-blocks [ranges[2i], ranges[2i+1]), each summed from +0 in ascending
@@ -57,8 +63,8 @@ int comet_gemm_w4ax_schedule(int M, int N, int Kp, int B, int K8, int* ranges_ho
 /** Force a kernel variant for tests/benchmarks: 0 auto, 1 decode GEMV (M <= 64 only), 2 prefill v4 (s8 mma),
  *  3 prefill sm_80 path (s4 mma for W4A4 blocks when B >= 64, s8 otherwise; emulated but exact on sm_90),
  *  4 tiled v5 (s8 mma.sync, B = 128, any M), 5 tiled v6 (wgmma s8, sm_90 only, B = 128, any M); 4 and 5 run 2 when
- *  B != 128, 5 runs 4 off sm_90. Auto: 1 for M <= 32; else 4 on sm_90+ with B = 128, else 1 (M <= 64), 2 (sm_90+)
- *  or 3 (sm_80). Process-wide. */
+ *  B != 128, 5 runs 4 off sm_90. Auto: 1 for M <= 32; else on sm_90+ with B = 128: 1 for M <= 64, N <= 10240,
+ *  Kp <= 8192, else 4; otherwise 1 (M <= 64), 2 (sm_90+) or 3 (sm_80). Process-wide. */
 int comet_gemm_w4ax_force(int variant);
 
 // Other ops (embed, rmsnorm_quant, silu_mul_quant, rope, kv_append, attention, ...) are declared below by

@@ -52,7 +52,8 @@ extern "C" __attribute__((weak)) const char* comet_last_error(void) { return g_e
     if (e_ != cudaSuccess) return set_err((int)e_, "gemm_w4ax: %s", cudaGetErrorString(e_)); \
   } while (0)
 
-static int g_force = 0;  // comet_gemm_w4ax_force
+static int g_force = 0;       // comet_gemm_w4ax_force
+static int g_group_mode = 0;  // comet_gemm_w4ax_group_mode
 
 // ---------------------------------------------------------------------------------------------------------
 // repack (comet_w4_create): canonical codes [N][Kp/2] -> q [T][Npad][64]; scales [N][nb] -> swT [nb][Npad]
@@ -102,7 +103,7 @@ constexpr int DEC_THREADS = 256, DEC_DEPTH = 4, DEC_SMEM_BUDGET = 96 * 1024;
 constexpr int A8_ROW = 160, A4_ROW = 80;  // shared-memory row strides of one k-tile of activations
 
 struct DecPlan {
-  int KS, tiles_max, smem;
+  int KS, tiles_max, smem, occ;  // occ: CTAs per SM at this plan's shared memory
 };
 static int dec_smem(int MT, int B, int tiles) {
   int blocks = tiles * (KT / B);
@@ -137,7 +138,8 @@ static DecPlan decode_plan(const WDesc& w, int M) {
   if (!best) best = w.T;
   int tmax = 0;
   for (int k = 0; k < best; k++) tmax = std::max(tmax, (k + 1) * w.T / best - k * w.T / best);
-  return DecPlan{best, tmax, dec_smem(MT, w.B, tmax)};
+  const int smem = dec_smem(MT, w.B, tmax);
+  return DecPlan{best, tmax, smem, std::min(dec_min_blocks_rt(TT), 227 * 1024 / (smem + 1024))};
 }
 
 template <int TT>
@@ -147,7 +149,7 @@ constexpr int dec_min_blocks() { return dec_min_blocks_rt(TT); }
  *  ws: this problem's workspace [KS][M][Npad] f32; tickets: its [Npad/128] counters. Shared by the single-weight
  *  kernel (gemm_decode: ntile = blockIdx.x, ks = blockIdx.y) and the grouped one (gemm_decode_group), so a problem
  *  computes the same partial sums, in the same order, whichever launch it is in. */
-template <int TT, int B>
+template <int TT, int B, int DEPTH = DEC_DEPTH>
 __device__ __forceinline__ void decode_cta(const int8_t* __restrict__ a8, const uint8_t* __restrict__ a4,
                                            const __half* __restrict__ sa, int M, const WDesc& w, void* y, int out_f16,
                                            int KS, int ntile, int ks, float* __restrict__ ws, int* __restrict__ tickets) {
@@ -164,9 +166,9 @@ __device__ __forceinline__ void decode_cta(const int8_t* __restrict__ a8, const 
   // 1. the weight ring first: the longest latency
   const uint8_t* wq = w.q + ((size_t)n0 + g) * ROW_BYTES + 16 * t;
   const size_t tstride = (size_t)w.Npad * ROW_BYTES, row8 = 8 * ROW_BYTES;
-  uint4 ra[DEC_DEPTH], rb[DEC_DEPTH];
+  uint4 ra[DEPTH], rb[DEPTH];
 #pragma unroll
-  for (int u = 0; u < DEC_DEPTH; u++)
+  for (int u = 0; u < DEPTH; u++)
     if (u < nt) ra[u] = ldg_stream(wq + (ta + u) * tstride), rb[u] = ldg_stream(wq + (ta + u) * tstride + row8);
 
   // 2. activations, their scales and the weight scales of the slice -> shared memory
@@ -203,14 +205,14 @@ __device__ __forceinline__ void decode_cta(const int8_t* __restrict__ a8, const 
 #pragma unroll
     for (int e = 0; e < 4; e++) acc[j][e] = MAGIC, sum[j][e] = 0.f;
 
-  for (int base = 0; base < nt; base += DEC_DEPTH) {
+  for (int base = 0; base < nt; base += DEPTH) {
 #pragma unroll
-    for (int u = 0; u < DEC_DEPTH; u++) {
+    for (int u = 0; u < DEPTH; u++) {
       const int li = base + u, i = ta + li;
       if (li < nt) {
         const uint4 xa = ra[u], xb = rb[u];
-        if (li + DEC_DEPTH < nt)
-          ra[u] = ldg_stream(wq + (i + DEC_DEPTH) * tstride), rb[u] = ldg_stream(wq + (i + DEC_DEPTH) * tstride + row8);
+        if (li + DEPTH < nt)
+          ra[u] = ldg_stream(wq + (i + DEPTH) * tstride), rb[u] = ldg_stream(wq + (i + DEPTH) * tstride + row8);
         const bool int8 = i < w.T8;
         const int seglen = int8 ? w.K8 : w.Kp - w.K8, kbase = int8 ? i * KT : (i - w.T8) * KT;
         const int blk0 = tile_block0<B>(w, i) - bA, nblk = tile_nblocks<B>(w, i);
@@ -312,6 +314,10 @@ __global__ void __launch_bounds__(DEC_THREADS, dec_min_blocks<TT>()) gemm_decode
 // ONE launch. The 1-D grid is the concatenation of each problem's solo grid (n-tile fastest, then k-slice, as
 // blockIdx.x / .y of the solo launch); each problem keeps its solo split (decode_plan), so its outputs and the
 // reported schedule are those of comet_gemm_w4ax. Workspaces and tickets are disjoint regions, one per problem.
+// The problem's descriptor is picked at run time, so it lives in registers rather than the parameter bank: at the
+// 64-register cap of M <= 8 (4 CTAs per SM) ptxas spills 64 B (B = 128) inside the k-loop. Measured on the H100
+// (2026-11-24): no slower than a 3-deep weight ring (no fewer spills on sm_90a) and faster than 3 CTAs per SM
+// without spills, except for groups of large weights, which comet_gemm_w4ax_many launches one by one anyway.
 constexpr int GROUP_MAX = 4;
 struct DecGroup {
   WDesc w[GROUP_MAX];
@@ -399,21 +405,19 @@ __device__ __forceinline__ void pf_store_sa(char* st, int tid, float v) {
 
 constexpr int PF_NT = 4;  // n8 tiles per warp
 
-/** The f32 epilogue of one B-block for this warp's 32x32 tile: sum += f32(acc) * (sa' * sw) (w4a4_term for
- *  W4A4 blocks). The next block's first mma restarts the accumulators at MAGIC. */
-__device__ __forceinline__ void pf_epilogue(const int (&acc)[2][PF_NT][4], float (&sum)[2][PF_NT][4], const float* Sa,
-                                            const __half* Sw, int blk, int wm, int wn, int g, int t, bool int8) {
-  float s[2][2];
+/** The f32 epilogue of one B-block for a warp tile of MT m16 tiles x 4 n8 tiles (v4: MT = 2, 32x32; v5: MT = 4,
+ *  64x32): sum += f32(acc) * (sa' * sw), or w4a4_term for W4A4 blocks. s[mt][h]: the activation scale (times
+ *  2^-shift) of row g + 8h of m-tile mt; Sw32: this block's f16 weight scales of the warp's 32 columns. The next
+ *  block's first mma restarts the accumulators at MAGIC. */
+template <int MT>
+__device__ __forceinline__ void tile_epilogue(const int (&acc)[MT][4][4], float (&sum)[MT][4][4],
+                                              const float (&s)[MT][2], const __half* Sw32, int t, bool int8) {
 #pragma unroll
-  for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-    for (int h = 0; h < 2; h++) s[mt][h] = Sa[(wm * 32 + mt * 16 + g + 8 * h) * 4 + blk];
-#pragma unroll
-  for (int nt = 0; nt < PF_NT; nt++) {
-    const float2 swf = __half22float2(*(const __half2*)(Sw + blk * 128 + wn * 32 + nt * 8 + 2 * t));
+  for (int nt = 0; nt < 4; nt++) {
+    const float2 swf = __half22float2(*(const __half2*)(Sw32 + nt * 8 + 2 * t));
     if (int8) {
 #pragma unroll
-      for (int mt = 0; mt < 2; mt++)
+      for (int mt = 0; mt < MT; mt++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
           const float p = __fmul_rn(s[mt][e >> 1], (e & 1) ? swf.y : swf.x);
@@ -422,13 +426,24 @@ __device__ __forceinline__ void pf_epilogue(const int (&acc)[2][PF_NT][4], float
     } else {
       const float Cx = magic_c(swf.x), Cy = magic_c(swf.y);
 #pragma unroll
-      for (int mt = 0; mt < 2; mt++)
+      for (int mt = 0; mt < MT; mt++)
 #pragma unroll
         for (int e = 0; e < 4; e++)
           sum[mt][nt][e] = __fadd_rn(sum[mt][nt][e], w4a4_term(acc[mt][nt][e], (e & 1) ? swf.y : swf.x,
                                                                 (e & 1) ? Cy : Cx, s[mt][e >> 1]));
     }
   }
+}
+
+/** v4: the epilogue of B-block blk of this warp's 32x32 tile (Sa: [row][4] f32 per stage, Sw: [4][128] f16). */
+__device__ __forceinline__ void pf_epilogue(const int (&acc)[2][PF_NT][4], float (&sum)[2][PF_NT][4], const float* Sa,
+                                            const __half* Sw, int blk, int wm, int wn, int g, int t, bool int8) {
+  float s[2][2];
+#pragma unroll
+  for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+    for (int h = 0; h < 2; h++) s[mt][h] = Sa[(wm * 32 + mt * 16 + g + 8 * h) * 4 + blk];
+  tile_epilogue<2>(acc, sum, s, Sw + blk * 128 + wn * 32, t, int8);
 }
 
 template <bool S4, int B>
@@ -622,27 +637,7 @@ __device__ __forceinline__ void v5_tile(int (&acc)[4][4][4], float (&sum)[4][4][
   for (int mt = 0; mt < 4; mt++)
 #pragma unroll
     for (int h = 0; h < 2; h++) s[mt][h] = Sa[wm * 64 + mt * 16 + g + 8 * h];
-#pragma unroll
-  for (int nt = 0; nt < 4; nt++) {
-    const float2 swf = __half22float2(*(const __half2*)(Sw + wn * 32 + nt * 8 + 2 * t));
-    if (INT8) {
-#pragma unroll
-      for (int mt = 0; mt < 4; mt++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const float p = __fmul_rn(s[mt][e >> 1], (e & 1) ? swf.y : swf.x);
-          sum[mt][nt][e] = __fadd_rn(sum[mt][nt][e], __fmul_rn(magic_to_f32(acc[mt][nt][e]), p));
-        }
-    } else {
-      const float Cx = magic_c(swf.x), Cy = magic_c(swf.y);
-#pragma unroll
-      for (int mt = 0; mt < 4; mt++)
-#pragma unroll
-        for (int e = 0; e < 4; e++)
-          sum[mt][nt][e] = __fadd_rn(sum[mt][nt][e], w4a4_term(acc[mt][nt][e], (e & 1) ? swf.y : swf.x,
-                                                                (e & 1) ? Cy : Cx, s[mt][e >> 1]));
-    }
-  }
+  tile_epilogue<4>(acc, sum, s, Sw + wn * 32, t, INT8);
 }
 
 __device__ __forceinline__ void v5_store(void* y, int out_f16, int N, int m, int n, float v) {
@@ -1113,12 +1108,15 @@ static int device_major() {
 
 /** 1 decode, 2 prefill s8 (v4), 3 prefill s4 (sm_80 path), 4 v5 mma.sync tiles, 5 v6 wgmma tiles (sm_90 only).
  *  4 and 5 need B = 128 (other B run variant 2); 5 on a device other than sm_90 runs 4. Auto picks v5, not v6: on
- *  the H100 (2026-11-24) v5 measured 0-11% faster than v6 at every M >= 64 point compared (NOTES-gemm.md). */
-static int pick_variant(int M, int B) {
+ *  the H100 (2026-11-24) v5 measured 0-11% faster than v6 at every M >= 64 point compared (NOTES-gemm.md).
+ *  M = 33..64 with B = 128: the decode kernel for weights up to N = 10240 x Kp = 8192 (0.74-0.97x v5's time on
+ *  every such shape measured: few 128x128 output tiles leave v5's grid part-empty), v5 above (N = 14336+ or
+ *  K = 14336+: v5 0.74-0.92x the decode kernel's time). */
+static int pick_variant(int M, int N, int Kp, int B) {
   int v = g_force;
   if (!v) {
     if (M < V5_MIN_M) v = 1;
-    else if (device_major() >= 9) v = B == 128 ? 4 : M <= 64 ? 1 : 2;
+    else if (device_major() >= 9) v = B == 128 ? (M <= 64 && N <= 10240 && Kp <= 8192 ? 1 : 4) : M <= 64 ? 1 : 2;
     else v = M <= 64 ? 1 : 3;
   }
   if (v == 5 && device_major() != 9) v = 4;
@@ -1379,7 +1377,7 @@ extern "C" int comet_gemm_w4ax(const int8_t* a8, const uint8_t* a4, const uint16
   if (((uintptr_t)a8 | (uintptr_t)a4) & 15)  // cp.async copies 16-byte pieces of the activation rows
     return set_err(-1, "gemm_w4ax: %s", "a8 and a4 must be 16-byte aligned");
   cudaStream_t s = (cudaStream_t)stream;
-  int v = pick_variant(M, w->d.B);
+  int v = pick_variant(M, w->d.N, w->d.Kp, w->d.B);
   if (v == 5) {
     CUDA_TRY(launch_v6(a8, a4, sa, M, w->d, y, out_f16, s));
   } else if (v == 4) {
@@ -1417,7 +1415,24 @@ extern "C" int comet_gemm_w4ax_many(const int8_t* a8, const uint8_t* a4, const u
   cudaStream_t s = (cudaStream_t)stream;
   // Only the decode kernel groups (the variant and the split are those each weight gets alone); the tiled kernels
   // run one launch per weight.
-  if (n > 1 && pick_variant(M, d0.B) == 1 && M <= 64) {
+  bool group = n > 1 && g_group_mode != 2 && M <= 64;
+  for (int i = 0; i < n && group; i++) group = pick_variant(M, ws[i]->d.N, d0.Kp, d0.B) == 1;
+  if (group && g_group_mode == 0) {
+    // One launch pays when a problem leaves its solo launch part-empty (k/v beside q: 0.5 wave each) or its CTAs
+    // are short (k/v at 2-4 k-tiles each). Weights that each fill >= 3/4 of a wave alone with long CTAs (>= 16
+    // k-tiles), or >= 2 waves, gain nothing: the bandwidth is already saturated, and the grouped grid's part-full
+    // last wave costs (H100, 2026-11-24, bench/results/gemm-grouped-*: L3-70B gate_up M = 1: 97 us separate, 109
+    // one launch; L3-8B gate_up M = 16: 46 separate, 40 one launch; L3-70B qkv M = 32: 76 separate, 55 one launch).
+    bool all_big = true;
+    for (int i = 0; i < n; i++) {
+      const WDesc& d = ws[i]->d;
+      const DecPlan p = decode_plan(d, M);
+      const int ctas = d.Npad / 128 * p.KS, wave = p.occ * num_sms();
+      all_big = all_big && 4 * ctas >= 3 * wave && (ctas >= 2 * wave || p.tiles_max >= 16);
+    }
+    group = !all_big;
+  }
+  if (group) {
     cudaError_t e = M <= 8    ? launch_decode_many_b<1>(a8, a4, sa, M, ws, ys, n, out_f16, s)
                     : M <= 16 ? launch_decode_many_b<2>(a8, a4, sa, M, ws, ys, n, out_f16, s)
                     : M <= 32 ? launch_decode_many_b<4>(a8, a4, sa, M, ws, ys, n, out_f16, s)
@@ -1438,7 +1453,7 @@ extern "C" int comet_gemm_w4ax_schedule(int M, int N, int Kp, int B, int K8, int
   if (M <= 0 || !ranges_host) return set_err(-1, "gemm_w4ax: %s", "bad argument");
   WDesc d = make_desc(N, Kp, B, K8);
   int KS = 1;
-  const int v = pick_variant(M, B);
+  const int v = pick_variant(M, N, Kp, B);
   if (v == 1 && M <= 64) KS = decode_plan(d, M).KS;
   else if (v == 4 || v == 5) KS = v5_splits(d, M);
   if (KS > max_splits) return set_err(-2, "gemm_w4ax: %s", "max_splits too small");
@@ -1452,5 +1467,11 @@ extern "C" int comet_gemm_w4ax_schedule(int M, int N, int Kp, int B, int K8, int
 extern "C" int comet_gemm_w4ax_force(int variant) {
   if (variant < 0 || variant > 5) return set_err(-1, "gemm_w4ax: %s", "variant must be 0..5");
   g_force = variant;
+  return 0;
+}
+
+extern "C" int comet_gemm_w4ax_group_mode(int mode) {
+  if (mode < 0 || mode > 2) return set_err(-1, "gemm_w4ax: %s", "group mode must be 0..2");
+  g_group_mode = mode;
   return 0;
 }

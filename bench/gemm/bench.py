@@ -39,6 +39,7 @@ class Lib:
         L.comet_gemm_w4ax_many.argtypes = [vp, vp, vp, i, ctypes.POINTER(vp), ctypes.POINTER(vp), i, i, vp]
         L.comet_gemm_w4ax_schedule.argtypes = [i, i, i, i, i, ctypes.POINTER(i), i]
         L.comet_gemm_w4ax_force.argtypes = [i]
+        L.comet_gemm_w4ax_group_mode.argtypes = [i]
         self.L = L
 
     def _ok(self, rc, what):
@@ -73,6 +74,9 @@ class Lib:
         if n < 0:
             raise RuntimeError(self.L.comet_last_error().decode())
         return [(buf[2 * k], buf[2 * k + 1]) for k in range(n)]
+
+    def group_mode(self, m):
+        self._ok(self.L.comet_gemm_w4ax_group_mode(m), "group_mode")
 
     def force(self, v):
         self._ok(self.L.comet_gemm_w4ax_force(v), "force")
@@ -208,11 +212,12 @@ def make_group(M, Ns, K, B, K8, gen):
     return P, ws
 
 
-def group_outputs(lib, P, hs, Ns, variant, out_f16=1):
-    """(grouped outputs, separate outputs) of one forced variant, outputs poisoned with NaN first."""
+def group_outputs(lib, P, hs, Ns, variant, out_f16=1, mode=0):
+    """(grouped outputs, separate outputs) of one forced variant and group mode, outputs poisoned with NaN first."""
     M = P["M"]
     dt = torch.float16 if out_f16 else torch.float32
     lib.force(variant)
+    lib.group_mode(mode)
     try:
         yg = [torch.full((M, N), float("nan"), dtype=dt, device=DEV) for N in Ns]
         ys = [torch.full((M, N), float("nan"), dtype=dt, device=DEV) for N in Ns]
@@ -222,6 +227,7 @@ def group_outputs(lib, P, hs, Ns, variant, out_f16=1):
         torch.cuda.synchronize()
     finally:
         lib.force(0)
+        lib.group_mode(0)
     return yg, ys
 
 
@@ -252,8 +258,8 @@ def cmd_group_check(lib, args):
     for (M, Ns, K, B, K8, v) in cases:
         P, ws = make_group(M, Ns, K, B, K8, gen)
         hs = [lib.create(w["codes"], w["sw"], N, P["Kp"], B, K8) for w, N in zip(ws, Ns)]
-        for out_f16 in ((1, 0) if M in (5, 17) else (1,)):
-            yg, ys = group_outputs(lib, P, hs, Ns, v, out_f16)
+        for (out_f16, mode) in ([(1, 0), (0, 0), (1, 1)] if M in (5, 17) else [(1, 0), (1, 1)]):
+            yg, ys = group_outputs(lib, P, hs, Ns, v, out_f16, mode)
             bad = sum(int((a.view(torch.int16 if out_f16 else torch.int32) != b.view(torch.int16 if out_f16 else torch.int32)).sum())
                       for a, b in zip(yg, ys))
             nan = sum(int(torch.isnan(a).sum()) for a in yg)
@@ -267,12 +273,34 @@ def cmd_group_check(lib, args):
             total += 1
             if bad or nan or rbad:
                 fails += 1
-                print(f"MISMATCH M={M} Ns={Ns} K={K} B={B} K8={K8} variant={v} f16out={out_f16}: {bad} differ from "
+                print(f"MISMATCH M={M} Ns={Ns} K={K} B={B} K8={K8} variant={v} mode={mode} f16out={out_f16}: {bad} differ from "
                       f"separate launches, {nan} unwritten, {rbad} differ from the reference")
         for h in hs:
             lib.destroy(h)
     print(f"group-check: {total - fails}/{total} cases bit-exact ({time.time() - t0:.1f} s)")
     return fails
+
+
+def cmd_crossover(lib, args):
+    """Solo comet_gemm_w4ax at M = 33..64: decode kernel (variant 1) vs v5 tiles (variant 4), per weight shape; each
+    configuration's sampled output checked against the reference first."""
+    gen = torch.Generator(device=DEV).manual_seed(44)
+    B, frac = 128, 0.10
+    shapes = [(4096, 1024), (4096, 4096), (4096, 6144), (4096, 14336), (4096, 28672), (14336, 4096), (8192, 1024),
+              (8192, 8192), (8192, 10240), (8192, 28672), (28672, 8192)]
+    bad_total = 0
+    print("K N M | decode(v1) us  v5(v4) us  v1/v4 | splits v1 v4 | exact")
+    for (K, N) in shapes:
+        for M in [int(m) for m in args.ms.split(",")]:
+            out = {}
+            for v in (1, 4):
+                o = bench_ours(lib, M, K, N, B, int(round(frac * K / B)) * B, gen, check_sample=(24, 96), variant=v)
+                out[v] = o
+                bad_total += o["mismatches"]
+            print(f"{K} {N} {M} | {out[1]['ms']*1e3:8.2f} {out[4]['ms']*1e3:8.2f} {out[1]['ms']/out[4]['ms']:6.2f} | "
+                  f"{out[1]['splits']} {out[4]['splits']} | {out[1]['checked'] - out[1]['mismatches']}/{out[1]['checked']} "
+                  f"{out[4]['checked'] - out[4]['mismatches']}/{out[4]['checked']}", flush=True)
+    return bad_total
 
 
 GROUPS = [  # (model, name, K, Ns)
@@ -317,8 +345,13 @@ def cmd_group_bench(lib, args):
                 try:
                     t_sep = time_graph(lambda i: [lib.gemm(A(i)["a8"], A(i)["a4"], A(i)["sa"], M, h, y, 1)
                                                   for h, y in zip(hs[i % R], ys[i % R])], R)
-                    t_grp = time_graph(lambda i: lib.gemm_many(A(i)["a8"], A(i)["a4"], A(i)["sa"], M, hs[i % R],
-                                                               ys[i % R], 1), R)
+                    t_modes = {}
+                    for mode in (0, 1):
+                        lib.group_mode(mode)
+                        t_modes[mode] = time_graph(lambda i: lib.gemm_many(A(i)["a8"], A(i)["a4"], A(i)["sa"], M,
+                                                                           hs[i % R], ys[i % R], 1), R)
+                    lib.group_mode(0)
+                    t_grp = t_modes[0]
                     t_fus = time_graph(lambda i: lib.gemm(A(i)["a8"], A(i)["a4"], A(i)["sa"], M, hf[i % R], yf[i % R], 1), R)
                 finally:
                     lib.force(0)
@@ -326,11 +359,12 @@ def cmd_group_bench(lib, args):
                 splits = [len(lib.schedule(M, N, Kp, B, K8)) for N in Ns]
                 lib.force(0)
                 r = dict(model=model, group=name, K=K, Ns=list(Ns), M=M, B=B, K8=K8, variant=v, separate_ms=t_sep,
-                         grouped_ms=t_grp, fused_ms=t_fus, splits=splits, checked=checked, mismatches=bad,
+                         grouped_ms=t_grp, grouped_modes_ms=t_modes, fused_ms=t_fus, splits=splits, checked=checked, mismatches=bad,
                          bytes=wbytes)
                 rows.append(r)
                 print(f"{model:6} {name:7} K={K:5} N={'+'.join(map(str, Ns)):13} M={M:3} v={v} | separate {t_sep*1e3:8.2f} "
                       f"grouped {t_grp*1e3:8.2f} fused-N {t_fus*1e3:8.2f} us | splits {splits} | "
+                      f"one-launch {t_modes[1]*1e3:8.2f} | "
                       f"exact {checked - bad}/{checked}", flush=True)
             for hh in hs:
                 for h in hh:
@@ -342,10 +376,13 @@ def cmd_group_bench(lib, args):
     meta = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), device=dev,
                 torch=torch.__version__, cuda=torch.version.cuda, command=" ".join(sys.argv), host=socket.gethostname(),
                 notes="us = median per call over CUDA-graph replays rotating over operand copies (>=160 MB, so L2 holds "
-                      "no weights). separate = one comet_gemm_w4ax per weight; grouped = one comet_gemm_w4ax_many; "
+                      "no weights). separate = one comet_gemm_w4ax per weight; grouped = comet_gemm_w4ax_many as the "
+                      "library chooses (one launch, or one per weight for groups of large weights); one launch = "
+                      "comet_gemm_w4ax_many forced to one launch wherever the decode kernel serves; "
                       "fused-N = one comet_gemm_w4ax over a weight of N = sum(Ns) (its own split schedule, so not "
-                      "bit-identical to the separate ones). variant 0 = auto (decode kernel M <= 32, v5 tiles M >= 33, "
-                      "where grouped = launches one after another inside the call); 1 = decode kernel forced. "
+                      "bit-identical to the separate ones). variant 0 = auto (decode kernel for M <= 32, and for M <= 64 "
+                      "when N <= 10240 and K <= 8192; else v5 tiles, one launch per weight inside the call); 1 = "
+                      "decode kernel forced. "
                       "exact = grouped outputs equal to the separate launches' bit for bit (whole outputs, copy 0).")
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"gemm-grouped-{meta['date'][:10]}-h100")
@@ -353,11 +390,13 @@ def cmd_group_bench(lib, args):
         json.dump(dict(meta=meta, rows=rows), f, indent=1)
     L = [f"# W4Ax GEMM: grouped launches (matmulMany) — {dev}, {meta['date']}", "", f"Command: `{meta['command']}`  ",
          f"torch {meta['torch']}, CUDA {meta['cuda']}. B = 128, 10% INT8 blocks.  ", meta["notes"], "",
-         "| model | group | K | N | M | variant | separate µs | grouped µs | fused-N µs | separate/grouped | splits | exact |",
-         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+         "| model | group | K | N | M | variant | separate µs | grouped (auto) µs | one launch µs | fused-N µs | "
+         "separate/grouped | splits | exact |",
+         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         L.append(f"| {r['model']} | {r['group']} | {r['K']} | {'+'.join(map(str, r['Ns']))} | {r['M']} | "
                  f"{'auto' if r['variant'] == 0 else 'decode'} | {r['separate_ms']*1e3:.1f} | {r['grouped_ms']*1e3:.1f} | "
+                 f"{r['grouped_modes_ms'][1]*1e3:.1f} | "
                  f"{r['fused_ms']*1e3:.1f} | {r['separate_ms']/r['grouped_ms']:.2f} | {r['splits']} | "
                  f"{r['checked'] - r['mismatches']}/{r['checked']} |")
     with open(stem + ".md", "w") as f:
@@ -567,7 +606,9 @@ def main():
     gc.add_argument("--small", action="store_true")
     gb = sub.add_parser("group-bench")
     gb.add_argument("--out", default="bench/results")
-    gb.add_argument("--ms", default="1,16,32,64")
+    gb.add_argument("--ms", default="1,8,16,32,64")
+    co = sub.add_parser("crossover")
+    co.add_argument("--ms", default="33,48,64")
     o = sub.add_parser("one")
     for k, v in (("M", 16), ("K", 4096), ("N", 28672), ("B", 128), ("variant", 0), ("reps", 3)):
         o.add_argument("--" + k, type=int, default=v)
@@ -575,7 +616,7 @@ def main():
     args = ap.parse_args()
     lib = Lib(os.path.abspath(args.lib))
     rc = {"check": cmd_check, "bench": cmd_bench, "one": cmd_one, "group-check": cmd_group_check,
-          "group-bench": cmd_group_bench}[args.cmd](lib, args)
+          "group-bench": cmd_group_bench, "crossover": cmd_crossover}[args.cmd](lib, args)
     sys.exit(1 if rc else 0)
 
 

@@ -46,6 +46,7 @@ for what in "$@"; do
     gcheck) timeout 90 python3 bench/gemm/bench.py --lib $LIB group-check 2>&1 | tee "$OUT/group_check.txt" | tail -12;;
     gsan) timeout 120 compute-sanitizer --tool memcheck --print-limit 20 python3 bench/gemm/bench.py --lib $LIB group-check --small 2>&1 | tee "$OUT/group_memcheck.txt" | tail -6;;
     gbench) timeout 200 python3 bench/gemm/bench.py --lib $LIB group-bench --out "$OUT" 2>&1 | tee "$OUT/group_bench.txt";;
+    cross) timeout 150 python3 bench/gemm/bench.py --lib $LIB crossover 2>&1 | tee "$OUT/crossover.txt";;
     quick) python3 bench/gemm/bench.py --lib $LIB bench --quick --out "$OUT" 2>&1 | tee "$OUT/quick.txt";;
     full) python3 bench/gemm/bench.py --lib $LIB bench --out "$OUT" 2>&1 | tee "$OUT/full.txt";;
   esac
