@@ -30,8 +30,9 @@ export interface CudaAddon {
   w4Create(codes: Ptr, scales: Ptr, N: number, Kp: number, B: number, K8: number): Ptr;
   w4Destroy(w: Ptr): void;
   gemmW4ax(a8: Ptr, a4: Ptr, sa: Ptr, M: number, w: Ptr, y: Ptr, outF16: number): void;
-  /** up to 4 weights (same K, Kp, B, K8) against one activation in one launch; y[i] = gemmW4ax(.., w[i], ..) bit
-   *  for bit. Optional: an addon built before it has none, and the backend loops. */
+  /** up to 4 weights (same K, Kp, B, K8) against one activation; y[i] = gemmW4ax(.., w[i], ..) bit for bit. One
+   *  launch where the decode kernel serves (cuda/capi.h comet_gemm_w4ax_many says when), else one per weight.
+   *  Optional: an addon built before it has none, and the backend loops. */
   gemmW4axMany?(a8: Ptr, a4: Ptr, sa: Ptr, M: number, ws: Ptr[], ys: Ptr[], outF16: number): void;
   gemmSchedule(M: number, N: number, Kp: number, B: number, K8: number): Int32Array;
   gemmForce(variant: number): void;
