@@ -32,10 +32,23 @@ def build(shape, max_len):
                                                    "num_attention_heads", "num_key_value_heads", "vocab_size")}
     cfg = LlamaConfig(**kw, max_position_embeddings=max(max_len, 2048), rope_theta=500000.0, tie_word_embeddings=False)
     torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = LlamaForCausalLM(cfg).to(torch.float16)  # random init on the GPU
+    # FP16 from the start (no f32 copy at init): random init on the GPU
+    torch.set_default_dtype(torch.float16)
+    try:
+        with torch.device("cuda"):
+            model = LlamaForCausalLM(cfg)
+    finally:
+        torch.set_default_dtype(torch.float32)
     model.eval()
     return model, cfg
+
+
+def fp16_params(cfg):
+    """Parameters of the model (embedding, layers, norms, untied head), to tell before building it whether it fits."""
+    d, h, L, V = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size
+    hd = d // cfg.num_attention_heads
+    kv = cfg.num_key_value_heads * hd
+    return 2 * V * d + d + L * (d * d * 2 + 2 * d * kv + 3 * d * h + 2 * d)
 
 
 def timed(fn, warm=3, iters=10):
@@ -101,6 +114,16 @@ def main():
             os.replace(a.partial + ".tmp", a.partial)
     dev = torch.cuda.get_device_name()
     t0 = time.time()
+    from transformers import LlamaConfig
+    kw = dict(SHAPES[a.shape]) if a.shape in SHAPES else {k: v for k, v in json.load(open(a.shape)).items() if k in (
+        "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "vocab_size")}
+    need = fp16_params(LlamaConfig(**kw)) * 2
+    total = torch.cuda.get_device_properties(0).total_memory
+    if need > total:  # e.g. LLaMA-3-70B: 141 GB of FP16 weights on an 80 GB GPU
+        print(json.dumps(dict(shape=a.shape, device=dev, torch=torch.__version__, dtype="float16", mode=a.mode, fits=False,
+                              weight_bytes=need, gpu_bytes=total, decode=[],
+                              note=f"FP16 weights alone ({need / 1e9:.0f} GB) exceed the GPU's memory ({total / 1e9:.0f} GB): PyTorch FP16 cannot serve this shape on one GPU")))
+        return
     model, cfg = build(a.shape, a.in_len + a.out_len)
     n_params = sum(p.numel() for p in model.parameters())
     weight_bytes = n_params * 2
