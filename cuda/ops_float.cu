@@ -330,7 +330,8 @@ static int launch_gemv_fast(const float* x, int T, int K, const float* w, int N,
   return check_launch("gemm_f32 (gemv f32)");
 }
 
-// T > 32: 64 tokens x 128 rows per block of 128 threads, each thread 8 tokens x 8 rows (64 accumulators): per
+// T > 16: 64 tokens x 128 rows per block of 128 threads, each thread 8 tokens x 8 rows (64 accumulators) (the
+// classifier at T = 64: 1.66 ms on the H100, 2.9 with the old tile; T = 17..32 costs the same tile work): per
 // k, 4 shared-memory float4 reads feed 64 FMAs, so FMA issue and shared-memory bandwidth are balanced (the
 // 128 x (16·TT) tile kernel above reads 3 float4 per 32 FMAs and ran at ~23 TFLOPS). K-steps of 16, the next
 // step's tiles loaded to registers while this one is multiplied, two shared buffers (one barrier per step).
@@ -414,12 +415,13 @@ __global__ void __launch_bounds__(128) gemm_f32_8x8(const float* __restrict__ x,
   }
 }
 
-// 8 < T <= 32: the same streaming GEMV, x staged in shared memory a K-chunk at a time ([TT][KC] f32, 128 KiB:
+// 8 < T <= 16 (COMET_GEMV_MAX_T=32 extends it to 32; measured slower there than the 8x8 tile below): the same
+// streaming GEMV, x staged in shared memory a K-chunk at a time ([TT][KC] f32, 128 KiB:
 // KC = 2048 channels at TT = 16, 1024 at TT = 32), so every weight is still read once, by one warp, with 16-byte
 // loads (GC_R rows x GC_U float4 in flight per lane), and each x value read from shared memory serves GC_R rows.
 // One block of 8 warps per SM (its registers: GC_R x TT accumulators). The tile kernel it replaces ran the
-// classifier at ~12 TFLOPS for T = 16..32 (2.6-2.8 ms); this one is bound by FMA issue and shared-memory reads
-// (~1 ms expected at T = 32, ~0.75 at T = 16). f32 sums as the other f32 kernels (tier 3).
+// classifier at ~12 TFLOPS for T = 16..32 (2.6-2.8 ms); this one: 1.26 ms at T = 16, 2.22 at T = 32 (H100,
+// predicted ~0.75 / ~1: bound by FMA issue and shared-memory reads with 8 warps per SM). f32 sums (tier 3).
 constexpr int GC_WARPS = 8, GC_R = 4, GC_U = 2, GC_SMEM = 128 << 10;
 
 template <int TT>
@@ -521,13 +523,14 @@ extern "C" int comet_gemm_f32(const float* x, int T, int K, const float* w, int 
       if (T <= 4) return launch_gemv_fast<4>(x, T, K, w, N, y, stream);
       return launch_gemv_fast<8>(x, T, K, w, N, y, stream);
     }
-    static const int gemv_max = getenv("COMET_GEMV_MAX_T") ? atoi(getenv("COMET_GEMV_MAX_T")) : 32;
+    // T = 17..32 goes to the 8x8 tile: measured 1.66 ms at T = 64 against 2.22 for the chunked GEMV at T = 32
+    static const int gemv_max = getenv("COMET_GEMV_MAX_T") ? atoi(getenv("COMET_GEMV_MAX_T")) : 16;
     if (T <= gemv_max && !getenv("COMET_GEMV_TILED")) {
       if (T <= 16) return launch_gemv_chunk<16>(x, T, K, w, N, y, stream);
       if (T <= 32) return launch_gemv_chunk<32>(x, T, K, w, N, y, stream);
     }
     static const bool t8 = !(getenv("COMET_GEMM_F32_TILE") && !strcmp(getenv("COMET_GEMM_F32_TILE"), "old"));
-    if (t8 && T > 32) {
+    if (t8 && T > 16) {
       gemm_f32_8x8<<<dim3(cdiv(T, G8_T), cdiv(N, G8_N)), 128, 0, S(stream)>>>(x, T, K, w, N, y);
       return check_launch("gemm_f32 (8x8 tile)");
     }

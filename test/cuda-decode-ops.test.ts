@@ -38,18 +38,26 @@ const GEOMS: Array<[string, { nKv: number; nH: number; hd: number; P: number; vS
 
 describe.skipIf(!gpu.length).each(gpu)('KV4 attention at LLaMA shapes on $name', ({ create }) => {
   let be: Backend;
+  // CUDA's default KV4 attention is the simulator-exact kernel (ops_attention_exact.cu, asserted bit for bit in
+  // test/ops.test.ts); these cases are for the fast f32/tensor-core kernels behind COMET_ATTN_FAST=1
+  const prevFast = process.env.COMET_ATTN_FAST;
   beforeAll(async () => {
+    process.env.COMET_ATTN_FAST = '1';
     be = await create();
   });
-  afterAll(() => be?.dispose());
+  afterAll(() => {
+    be?.dispose();
+    if (prevFast === undefined) delete process.env.COMET_ATTN_FAST;
+    else process.env.COMET_ATTN_FAST = prevFast;
+  });
 
   it.each(GEOMS)('%s: ragged decode batch and a prefill chunk (tier 3)', async (_, g) => {
     const lens = [1025, 700, 64, 17, 1];  // positions already in the cache before the step, per sequence
     const pagesOf = (n: number) => Math.ceil(n / g.P);
-    const total = lens.reduce((a, n) => a + pagesOf(n + 1), 0);
+    const total = lens.reduce((a, n) => a + pagesOf(n + 2), 0);
     const ids = permutation(rng(5 + g.hd), total + 4);
     let o = 0;
-    const tables = lens.map((n) => ids.slice(o, (o += pagesOf(n + 1))));
+    const tables = lens.map((n) => ids.slice(o, (o += pagesOf(n + 2))));
     const spec: KVCacheSpec = { nLayers: 1, nKvHeads: g.nKv, headDim: g.hd, pageSize: g.P, numPages: total + 4, dtype: 'kv4', group: g.hd };
     const cache = be.createKVCache(spec), ref = new KVStoreKV4(spec);
     const C = g.nKv * g.hd, Q = g.nH * g.hd;
@@ -60,9 +68,11 @@ describe.skipIf(!gpu.length).each(gpu)('KV4 attention at LLaMA shapes on $name',
     be.kvAppend(cache, 0, be.fromHost(k0, [T0, C]), be.fromHost(v0, [T0, C]), fill);
     simKvAppend(ref, 0, k0, v0, fill);
     be.endStep();
-    // decode: one token per sequence at position lens[i]; then a prefill chunk of 24 tokens continuing seq 2
+    // decode: one token per sequence at position lens[i]; then one for the first three (a batch small enough
+    // for one block per (token, KV head) at llama3-8b heads); then a prefill chunk
     const steps: StepLayout[] = [
       { pos: Int32Array.from(lens), seq: Int32Array.from(lens.map((_, i) => i)), blockTables: tables },
+      { pos: Int32Array.from(lens.slice(0, 3), (n) => n + 1), seq: Int32Array.of(0, 1, 2), blockTables: tables },
     ];
     for (const [i, l] of steps.entries()) {
       const T = l.pos.length;
