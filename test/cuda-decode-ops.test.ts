@@ -12,6 +12,8 @@ import { normal, permutation, rng } from './simulator/rng.ts';
 import { backends } from './helpers/backends.ts';
 
 const gpu = backends.filter((b) => b.name !== 'sim');
+// without a GPU backend one skipped placeholder suite (an empty describe.each would leave the file with no suite)
+const cases = gpu.length ? gpu : [{ name: 'no GPU backend (COMET_TEST_CUDA=1)', create: async (): Promise<Backend> => { throw new Error('no GPU backend'); } }];
 
 const randn = (seed: number, n: number, scale = 1): Float32Array => {
   const r = rng(seed), x = new Float32Array(n);
@@ -36,7 +38,7 @@ const GEOMS: Array<[string, { nKv: number; nH: number; hd: number; P: number; vS
   ['GQA 2 hd 256', { nKv: 2, nH: 4, hd: 256, P: 16, vScale: 1 }],
 ];
 
-describe.skipIf(!gpu.length).each(gpu)('KV4 attention at LLaMA shapes on $name', ({ create }) => {
+describe.skipIf(!gpu.length).each(cases)('KV4 attention at LLaMA shapes on $name', ({ create }) => {
   let be: Backend;
   // CUDA's default KV4 attention is the simulator-exact kernel (ops_attention_exact.cu, asserted bit for bit in
   // test/ops.test.ts); these cases are for the fast f32/tensor-core kernels behind COMET_ATTN_FAST=1
