@@ -26,6 +26,19 @@
 // At the end the KG key groups' accumulators are summed through shared memory (a fixed tree), then either the
 // output is written (one split: acc / l, rounded to f32) or the partial (m, l, acc[HD]) goes to the f64
 // workspace [T][n_heads][nsplit][HD + 2] and ex_combine merges the splits in f64.
+//
+// Measured (H100, LLaMA-3-8B attention: 32 heads, 8 KV heads, hd 128, KV4 G = 128, pages of 16; GPU time per
+// launch, us; .device/exact/check.ts through the backend's op timing, 2026-11-24):
+//   case                     variant 1  variant 0  variant 2  fast f32 kernels (COMET_ATTN_FAST=1)
+//   decode b1, ctx 1024         21.9       21.4       21.4      12.1
+//   decode b16, ctx 1024        71.0       70.1       63.8      22.0
+//   decode b64, ctx 1024       212.0      205.4      189.7      37.6
+//   prefill 256 tokens         128.0      124.9      116.1      37.3
+//   prefill 1024 tokens       1442.9     1420.4     1278.7     261.2
+// b64 does 537 M f64 FMAs (32 us at the H100's f64 rate), so ~190 us is neither the f64 pipe nor HBM (71 MB of
+// KV4, ~25 us): prefetching did not help (not latency), F2F did (issue). Suspects, unmeasured: the runtime
+// integer divisions j / P, j % P per key (~25 instructions each), 64-bit address arithmetic per key, and the
+// 128-bit shared broadcasts of q (phase A: GQ per 2 elements).
 #include <math.h>
 #include <stdlib.h>
 
@@ -36,6 +49,7 @@ using namespace comet_ops;
 namespace {
 
 constexpr int EX_THREADS = 128, EX_WARPS = EX_THREADS / 32, EX_KT = 32;
+constexpr int EX_DEFAULT_VARIANT = 2;  // launch_hd (the fastest measured; all three pass the bit-equal tests)
 
 struct ExArgs {
   const float* q;
@@ -48,35 +62,68 @@ struct ExArgs {
   float* out;  // [T][n_heads·HD]
 };
 
-/** An f32 that is 0 or normal, widened to f64 exactly with integer ops (a plain F2F.F64.F32 conversion runs at
- *  a quarter of the f64 FMA rate on sm_90; the ALU pipe is otherwise idle here). Dequantized KV4 values are
- *  multiples of 2^-24 (f16 s and z), so a non-zero one is >= 2^-24: never subnormal, never inf/nan. */
+/** An f32 that is 0 or normal, widened to f64 exactly with integer ops (variants 0 and 1; F2F.F64.F32 runs at a
+ *  quarter of the f64 FMA rate on sm_90, but measured, variant 2's F2F is ~10% faster than these ~6 ALU ops).
+ *  Dequantized KV4 values are multiples of 2^-24 (f16 s and z), so a non-zero one is >= 2^-24: never subnormal,
+ *  never inf/nan. */
 __device__ __forceinline__ double widen(float x) {
   const uint32_t u = __float_as_uint(x), a = u & 0x7fffffffu;
   const uint32_t hi = (u & 0x80000000u) | (a ? (a >> 3) + 0x38000000u : 0u);  // exponent + (1023 - 127)
   return __hiloint2double((int)hi, (int)(u << 29));
 }
 
-/** dequantized value of nibble i of w with the group's (s, z): f32(code·s + z), as kv4.ts */
+/** dequantized value of nibble i of w with the group's (s, z): f32(code·s + z), as kv4.ts; widened with integer
+ *  ops (CVT false) or the F2F conversion (CVT true): the same value, a different pipe */
+template <bool CVT>
 __device__ __forceinline__ double deq(uint32_t w, int i, float s, float z) {
   const float code = __uint_as_float(0x4B000000u | ((w >> (4 * i)) & 15u)) - 8388608.f;  // exact, no I2F
-  return widen(__fmaf_rn(code, s, z));
+  const float x = __fmaf_rn(code, s, z);
+  return CVT ? (double)x : widen(x);
 }
 
-/** (s, z) of a group: one little-endian u32 holding the f16 pair */
-__device__ __forceinline__ void sz_of(const uint8_t* p, float& s, float& z) {
-  const uint32_t w = __ldg((const uint32_t*)p);
-  s = __half2float(__ushort_as_half((unsigned short)(w & 0xffffu)));
-  z = __half2float(__ushort_as_half((unsigned short)(w >> 16)));
-}
+template <int HD>
+struct LoadA {
+  static constexpr int NW = HD / 4 / 8;
+  uint32_t w[NW], sz[NW];
+  __device__ __forceinline__ void load(const uint8_t* chunk, int slot, int warp, int G, int ng, size_t codeBytes) {
+    constexpr int QW = HD / 4;
+    const uint8_t* codes = chunk + (size_t)slot * (HD / 2) + warp * (QW / 2);
+    if constexpr (NW >= 4) {
+#pragma unroll
+      for (int v = 0; v < NW / 4; v++) {
+        const uint4 u = __ldg((const uint4*)codes + v);
+        w[4 * v] = u.x, w[4 * v + 1] = u.y, w[4 * v + 2] = u.z, w[4 * v + 3] = u.w;
+      }
+    } else if constexpr (NW == 2) {
+      const uint2 u = __ldg((const uint2*)codes);
+      w[0] = u.x, w[1] = u.y;
+    } else {
+      w[0] = __ldg((const uint32_t*)codes);
+    }
+    const uint32_t* szp = (const uint32_t*)(chunk + 2 * codeBytes) + (size_t)slot * ng;
+    if (G >= QW) {  // G and QW are powers of two dividing HD: the quarter is inside group warp·QW / G
+      const uint32_t v = __ldg(szp + warp * QW / G);
+#pragma unroll
+      for (int u = 0; u < NW; u++) sz[u] = v;
+    } else {
+#pragma unroll
+      for (int u = 0; u < NW; u++) sz[u] = __ldg(szp + (warp * QW + 8 * u) / G);
+    }
+  }
+};
 
-template <int HD, int GQ>
+__device__ __forceinline__ float h_lo(uint32_t w) { return __half2float(__ushort_as_half((unsigned short)(w & 0xffffu))); }
+__device__ __forceinline__ float h_hi(uint32_t w) { return __half2float(__ushort_as_half((unsigned short)(w >> 16))); }
+
+template <int HD, int GQ, int V>
 __global__ void __launch_bounds__(EX_THREADS) attn_kv4_exact(ExArgs a) {
+  constexpr bool PF = V >= 1, CVT = V == 2;       // variants: see launch_hd
   constexpr int CPT = GQ <= 4 ? 8 : 4;          // P·V channels per thread (acc registers: GQ·CPT doubles)
   constexpr int NSL = HD / CPT;                 // channel slices
   constexpr int KG = EX_THREADS / NSL;          // key groups in phase C
+  constexpr int KPT = EX_KT / KG;               // keys per thread per tile in phase C
   constexpr int QW = HD / 4;                    // channels per warp in phase A
-  static_assert(KG >= 1 && KG * NSL == EX_THREADS, "HD / CPT must divide the block");
+  static_assert(KG >= 1 && KG * NSL == EX_THREADS && KPT * KG == EX_KT, "HD / CPT must divide the block");
   __shared__ __align__(16) double qs[GQ][HD];
   __shared__ double ss[GQ][EX_WARPS][EX_KT];
   __shared__ double ps[GQ][EX_KT];
@@ -105,60 +152,71 @@ __global__ void __launch_bounds__(EX_THREADS) attn_kv4_exact(ExArgs a) {
   if (tid < GQ) sm_m[tid] = -INFINITY, sm_l[tid] = 0.0;
 
   const int sl = tid % NSL, kg = tid / NSL;  // phase C role
+  const int c0v = sl * CPT, giv = c0v / G;
   double acc[GQ][CPT];
 #pragma unroll
   for (int h = 0; h < GQ; h++)
 #pragma unroll
     for (int i = 0; i < CPT; i++) acc[h][i] = 0.0;
+
+  // phase A operands of the current tile (PF: loaded one tile ahead, while the previous tile computes)
+  LoadA<HD> la;
+  if (PF && j0 + lane < j1) {
+    const int j = j0 + lane;
+    la.load(base + (size_t)bt[j / P] * pageStride, j % P, warp, G, ng, codeBytes);
+  }
   __syncthreads();
 
   for (int jt = j0; jt < j1; jt += EX_KT) {
-    // ---- A: partial dots of key jt + lane over channel quarter `warp`, all GQ heads
+    // phase C operands of this tile, loaded before phase A computes (PF) or just before use
+    uint32_t cw[KPT], cz[KPT];
+    auto loadC = [&]() {
+#pragma unroll
+      for (int k = 0; k < KPT; k++) {
+        const int j = jt + kg + k * KG;
+        cw[k] = 0, cz[k] = 0;
+        if (j < j1) {
+          const uint8_t* chunk = base + (size_t)bt[j / P] * pageStride;
+          const int slot = j % P;
+          const uint8_t* codes = chunk + codeBytes + (size_t)slot * (HD / 2) + c0v / 2;
+          cw[k] = CPT == 8 ? __ldg((const uint32_t*)codes) : (uint32_t)__ldg((const uint16_t*)codes);
+          cz[k] = __ldg((const uint32_t*)(chunk + 2 * codeBytes + szBytes) + (size_t)slot * ng + giv);
+        }
+      }
+    };
+    if (PF) loadC();
+    // ---- A: partial dots of key jt + lane over channel quarter `warp`, all GQ heads (two chains per head)
     {
       const int j = jt + lane;
-      double part[GQ];
+      double part[GQ][2];
 #pragma unroll
-      for (int h = 0; h < GQ; h++) part[h] = 0.0;
+      for (int h = 0; h < GQ; h++) part[h][0] = part[h][1] = 0.0;
       if (j < j1) {
-        const uint8_t* chunk = base + (size_t)bt[j / P] * pageStride;
-        const int slot = j % P;
-        const uint8_t* codes = chunk + (size_t)slot * (HD / 2) + warp * (QW / 2);
-        const uint8_t* szp = chunk + 2 * codeBytes + (size_t)slot * ng * 4;
-        uint32_t w[QW / 8];
-        if constexpr (QW / 8 >= 4) {
-#pragma unroll
-          for (int v = 0; v < QW / 32; v++) {
-            const uint4 u = __ldg((const uint4*)codes + v);
-            w[4 * v] = u.x, w[4 * v + 1] = u.y, w[4 * v + 2] = u.z, w[4 * v + 3] = u.w;
-          }
-        } else if constexpr (QW / 8 == 2) {
-          const uint2 u = __ldg((const uint2*)codes);
-          w[0] = u.x, w[1] = u.y;
-        } else {
-          w[0] = __ldg((const uint32_t*)codes);
-        }
-        float s = 0.f, z = 0.f;
-        int gcur = -1;
+        if (!PF) la.load(base + (size_t)bt[j / P] * pageStride, j % P, warp, G, ng, codeBytes);
 #pragma unroll
         for (int u = 0; u < QW / 8; u++) {
           const int c0 = warp * QW + 8 * u;
-          const int gi = c0 / G;  // G % 8 == 0: a chunk of 8 channels is inside one group
-          if (gi != gcur) sz_of(szp + 4 * gi, s, z), gcur = gi;
+          const float s = h_lo(la.sz[u]), z = h_hi(la.sz[u]);
 #pragma unroll
           for (int i = 0; i < 8; i += 2) {
-            const double x0 = deq(w[u], i, s, z), x1 = deq(w[u], i + 1, s, z);
+            const double x0 = deq<CVT>(la.w[u], i, s, z), x1 = deq<CVT>(la.w[u], i + 1, s, z);
 #pragma unroll
             for (int h = 0; h < GQ; h++) {
               const double2 qq = *(const double2*)&qs[h][c0 + i];
-              part[h] = fma(qq.x, x0, part[h]);
-              part[h] = fma(qq.y, x1, part[h]);
+              part[h][0] = fma(qq.x, x0, part[h][0]);
+              part[h][1] = fma(qq.y, x1, part[h][1]);
             }
           }
         }
       }
 #pragma unroll
-      for (int h = 0; h < GQ; h++) ss[h][warp][lane] = part[h];
+      for (int h = 0; h < GQ; h++) ss[h][warp][lane] = part[h][0] + part[h][1];
+      if (PF && jt + EX_KT + lane < j1) {  // the next tile's phase A operands
+        const int jn = jt + EX_KT + lane;
+        la.load(base + (size_t)bt[jn / P] * pageStride, jn % P, warp, G, ng, codeBytes);
+      }
     }
+    if (!PF) loadC();
     __syncthreads();
     // ---- B: online softmax per head (warp = head, lane = key)
     for (int h = warp; h < GQ; h += EX_WARPS) {
@@ -193,23 +251,17 @@ __global__ void __launch_bounds__(EX_THREADS) attn_kv4_exact(ExArgs a) {
 #pragma unroll
         for (int i = 0; i < CPT; i++) acc[h][i] *= corr;
     }
-    {
-      const int c0 = sl * CPT, gi = c0 / G;
-      for (int jj = kg; jj < EX_KT; jj += KG) {
-        const int j = jt + jj;
-        if (j >= j1) break;
-        const uint8_t* chunk = base + (size_t)bt[j / P] * pageStride;
-        const int slot = j % P;
-        const uint8_t* codes = chunk + codeBytes + (size_t)slot * (HD / 2) + c0 / 2;
-        float s, z;
-        sz_of(chunk + 2 * codeBytes + szBytes + ((size_t)slot * ng + gi) * 4, s, z);
-        const uint32_t w = CPT == 8 ? __ldg((const uint32_t*)codes) : (uint32_t)__ldg((const uint16_t*)codes);
+#pragma unroll
+    for (int k = 0; k < KPT; k++) {
+      const int jj = kg + k * KG;
+      if (jt + jj < j1) {
+        const float s = h_lo(cz[k]), z = h_hi(cz[k]);
         double pj[GQ];
 #pragma unroll
         for (int h = 0; h < GQ; h++) pj[h] = ps[h][jj];
 #pragma unroll
         for (int i = 0; i < CPT; i++) {
-          const double x = deq(w, i, s, z);
+          const double x = deq<CVT>(cw[k], i, s, z);
 #pragma unroll
           for (int h = 0; h < GQ; h++) acc[h][i] = fma(pj[h], x, acc[h][i]);
         }
@@ -315,12 +367,24 @@ void plan_exact(int T, int n_heads, int n_kv, int hd, int max_len, int* nsplit, 
   *nsplit = (max_len + ch - 1) / ch;
 }
 
+template <int HD, int V>
+void launch_gq(const ExArgs& a, int gq, dim3 grid, cudaStream_t s) {
+  if (gq == 1) attn_kv4_exact<HD, 1, V><<<grid, EX_THREADS, 0, s>>>(a);
+  else if (gq == 2) attn_kv4_exact<HD, 2, V><<<grid, EX_THREADS, 0, s>>>(a);
+  else if (gq == 4) attn_kv4_exact<HD, 4, V><<<grid, EX_THREADS, 0, s>>>(a);
+  else attn_kv4_exact<HD, 8, V><<<grid, EX_THREADS, 0, s>>>(a);
+}
+/** Variants (same results, bit for bit): 0 loads each tile's codes just before use; 1 prefetches them (phase C's
+ *  before phase A computes, the next tile's phase A operands before phases B and C); 2 as 1, widening f32 -> f64
+ *  with F2F instead of integer ops. COMET_ATTN_EXACT_V=n picks one (default EX_DEFAULT_VARIANT); read per call so
+ *  a benchmark can switch inside one process. */
 template <int HD>
 void launch_hd(const ExArgs& a, int gq, dim3 grid, cudaStream_t s) {
-  if (gq == 1) attn_kv4_exact<HD, 1><<<grid, EX_THREADS, 0, s>>>(a);
-  else if (gq == 2) attn_kv4_exact<HD, 2><<<grid, EX_THREADS, 0, s>>>(a);
-  else if (gq == 4) attn_kv4_exact<HD, 4><<<grid, EX_THREADS, 0, s>>>(a);
-  else attn_kv4_exact<HD, 8><<<grid, EX_THREADS, 0, s>>>(a);
+  const char* e = getenv("COMET_ATTN_EXACT_V");
+  const int v = e && (e[0] == '0' || e[0] == '1' || e[0] == '2') ? e[0] - '0' : EX_DEFAULT_VARIANT;
+  if (v == 0) launch_gq<HD, 0>(a, gq, grid, s);
+  else if (v == 2) launch_gq<HD, 2>(a, gq, grid, s);
+  else launch_gq<HD, 1>(a, gq, grid, s);
 }
 
 }  // namespace

@@ -192,10 +192,11 @@ export class CudaBackend implements Backend {
   /** The addon with every kernel-launching call wrapped: when op timing is on, each call is preceded by a
    *  spin kernel and bracketed by events (cuda/ops_float.cu), so the pair times that op's GPU work alone. */
   private profiled(raw: CudaAddon): CudaAddon {
-    const ops = ['embed', 'rmsnorm', 'add', 'siluMul', 'rope', 'gemmF32', 'rows', 'argmax', 'quantizeAct', 'rmsnormQuant', 'siluMulQuant', 'kvAppendF32', 'kvAppendKv4', 'attentionF32', 'attentionKv4', 'gemmW4ax'] as const;
+    const ops = ['embed', 'rmsnorm', 'add', 'siluMul', 'rope', 'gemmF32', 'rows', 'argmax', 'quantizeAct', 'rmsnormQuant', 'siluMulQuant', 'kvAppendF32', 'kvAppendKv4', 'attentionF32', 'attentionKv4', 'attentionKv4Exact', 'gemmW4ax'] as const;
     const out = { ...raw } as Record<string, unknown>;
     for (const k of ops) {
-      const f = raw[k] as (...a: number[]) => void;
+      const f = raw[k] as ((...a: number[]) => void) | undefined;
+      if (!f) continue; // optional in an older addon (attentionKv4Exact)
       out[k] = (...a: number[]) => {
         const p = this.prof;
         if (!p) return f(...a);
