@@ -129,8 +129,17 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
   validateConfig(c, `--shape ${o.shape}`);
   const batches = o.batches.split(',').map(Number);
   const be = await createBackend(o.backend);
+  const fastGateLines: string[] = [];
   // 1. correctness gate
   for (const path of [defaultModelPath, ...o.check]) await checkAgainstSim(be, path, log);
+  if (be.name === 'cuda' && process.env.COMET_E2E_FAST !== '0') {
+    process.env.COMET_ATTN_FAST = '1';
+    const rs = [];
+    for (const p of [defaultModelPath, ...o.check]) rs.push(...(await verifyAgainstSim(be, p)));
+    delete process.env.COMET_ATTN_FAST;
+    fastGateLines.push(...rs.map((r) => `${r.model.split('/').pop()} '${r.prompt}': ${r.equal ? 'equal' : `parts at token ${r.firstDifference}`}`));
+    log(`fast attention (tier 3) vs the simulator: ${rs.filter((r) => r.equal).length} of ${rs.length} prompts give equal greedy tokens`);
+  }
   // 2. the model
   const { weights, int8MacFraction } = syntheticQuantizedModel(c, o, log);
   const model = new Llama(be, c, weights, 'kv4');
@@ -206,6 +215,30 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
       log(`  per-op GPU time, batch ${B} (sum ${sum.toFixed(2)} ms vs step ${ms.toFixed(2)} ms): ${ops.slice(0, 8).map((x) => `${x.op} ${x.ms.toFixed(3)}`).join('; ')}`);
     }
   }
+  // (a') the same decode steps with the fast f32 KV4 attention (cuda: COMET_ATTN_FAST=1, DESIGN §3.7 tier 3): the
+  //      default kernel is the simulator-exact f64 one (greedy tokens equal the simulator's); this one is faster
+  //      at large batch but its tokens may part from the simulator's (reported by the gate below)
+  const fast: { batch: number; step_ms: number; tok_s: number }[] = [];
+  if (be.name === 'cuda' && process.env.COMET_E2E_FAST !== '0') {
+    const prev = process.env.COMET_ATTN_FAST;
+    process.env.COMET_ATTN_FAST = '1';
+    try {
+      for (const B of batches) {
+        let ms = await time(step(B, o.ctx, pagesFor(o.ctx + 1)), 2, o.steps);
+        if (useGraphs) {
+          try {
+            const g = graphs.captureStep!(stepData(B, o.ctx, pagesFor(o.ctx + 1)).forward);
+            ms = Math.min(ms, await time(() => g.replay(), 2, Math.max(o.steps, 10)));
+            g.destroy();
+          } catch { /* eager only */ }
+        }
+        fast.push({ batch: B, step_ms: ms, tok_s: (B / ms) * 1e3 });
+        log(`decode batch ${B}, fast attention: ${ms.toFixed(2)} ms/step`);
+      }
+    } finally {
+      if (prev === undefined) delete process.env.COMET_ATTN_FAST; else process.env.COMET_ATTN_FAST = prev;
+    }
+  }
   // (c) time to first token: one inLen prompt, prefill + logits of its last token
   const prompt = Int32Array.from({ length: o.inLen }, (_, i) => (i * 31) % c.vocabSize);
   const pLayout = { pos: Int32Array.from({ length: o.inLen }, (_, i) => i), seq: new Int32Array(o.inLen), blockTables: [Int32Array.from({ length: pagesFor(o.inLen) }, (_, j) => j)] };
@@ -240,10 +273,10 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
   }
   const copyGBs = (baseline?.copy_gbps as number | undefined) ?? 3000;
   for (const d of decode) d.roofline_ms = ((weightBytes + d.batch * (o.ctx + 1) * tokenKvBytes) / (copyGBs * 1e9)) * 1e3;
-  await report({ o, c, int8MacFraction, weightBytes, tokenKvBytes, decode, ttft, maxThroughput, baseline, copyGBs, device: be.name, opBreakdown });
+  await report({ o, c, int8MacFraction, weightBytes, tokenKvBytes, decode, fast, fastGate: fastGateLines, ttft, maxThroughput, baseline, copyGBs, device: be.name, opBreakdown });
 }
 
-async function report(r: { o: E2EOptions; c: LlamaConfig; int8MacFraction: number; weightBytes: number; tokenKvBytes: number; decode: { batch: number; step_ms: number; eager_ms: number; graph_ms?: number; tok_s: number; roofline_ms: number }[]; ttft: number; maxThroughput: Record<string, number>; baseline?: Record<string, unknown>; copyGBs: number; device: string; opBreakdown: { batch: number; wall_ms: number; ops: { op: string; launches: number; ms: number }[] }[] }): Promise<void> {
+async function report(r: { o: E2EOptions; c: LlamaConfig; int8MacFraction: number; weightBytes: number; tokenKvBytes: number; decode: { batch: number; step_ms: number; eager_ms: number; graph_ms?: number; tok_s: number; roofline_ms: number }[]; fast: { batch: number; step_ms: number; tok_s: number }[]; fastGate: string[]; ttft: number; maxThroughput: Record<string, number>; baseline?: Record<string, unknown>; copyGBs: number; device: string; opBreakdown: { batch: number; wall_ms: number; ops: { op: string; launches: number; ms: number }[] }[] }): Promise<void> {
   const date = new Date().toISOString().slice(0, 10);
   const bl = (r.baseline?.decode as { batch: number; step_ms?: number; tok_s?: number }[] | undefined) ?? [];
   const gpu = (r.baseline?.device as string | undefined) ?? r.device;
@@ -257,10 +290,16 @@ async function report(r: { o: E2EOptions; c: LlamaConfig; int8MacFraction: numbe
     `# End-to-end serving: COMET W4A4KV4 vs PyTorch FP16, ${r.o.shape} (${date})`, '',
     `Device: ${gpu}. Command: \`${cmd}\`. Backend: ${r.device}.`,
     `Model: synthetic ${r.o.shape} weights, FMPQ (B=${r.o.block}, INT8 MAC fraction ${(r.int8MacFraction * 100).toFixed(1)}%), KV4 (G=head_dim, pages of 16). Weights read per step: ${(r.weightBytes / 2 ** 30).toFixed(2)} GiB; KV4 ${r.tokenKvBytes} B per token.`,
+    `Gate (before any timing): greedy tokens on ${r.device} equal the simulator's (summing each W4Ax GEMM in the kernel's order), 3 prompts × 32 tokens, for ${[defaultModelPath, ...r.o.check].map((p) => p.split('/').pop()).join(', ')}.`,
     `Roofline: (weight bytes + KV4 bytes read per step) / measured copy bandwidth ${r.copyGBs.toFixed(0)} GB/s. Baseline: ${r.baseline ? `transformers LlamaForCausalLM FP16, ${r.baseline.mode}, torch ${r.baseline.torch}` : 'not run'}.`, '',
     `## (a) Decode step at context ${r.o.ctx}`, '',
     '| batch | COMET ms | eager ms | CUDA graph ms | roofline ms | vs roofline | COMET tok/s | FP16 ms | FP16 tok/s | speedup |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |', ...rows, '',
-    'COMET ms = the better of eager (one launch per op from TypeScript) and the CUDA graph of the whole step (replayed).', '',
+    'COMET ms = the better of eager (one launch per op from TypeScript) and the CUDA graph of the whole step (replayed), with the default KV4 attention: the simulator-exact kernel (f64, greedy tokens equal the simulator\'s: the gate above).', '',
+    ...(r.fast.length ? [
+      '### The same steps with the fast f32 KV4 attention (`COMET_ATTN_FAST=1`, DESIGN §3.7 tier 3)', '',
+      '| batch | COMET ms | COMET tok/s | FP16 tok/s | speedup |', '| --- | --- | --- | --- | --- |',
+      ...r.fast.map((f) => { const b = bl.find((x) => x.batch === f.batch); return `| ${f.batch} | ${f.step_ms.toFixed(2)} | ${f.tok_s.toFixed(0)} | ${b?.tok_s?.toFixed(0) ?? '-'} | ${b?.tok_s ? `${(f.tok_s / b.tok_s).toFixed(2)}×` : '-'} |`; }), '',
+      `Greedy tokens with the fast attention vs the simulator (32 tokens per prompt): ${r.fastGate.join('; ')}.`, ''] : []),
     `## (b) Max throughput under equal memory (${r.o.inLen} in / ${r.o.outLen} out)`, '',
     '| | max batch | tok/s |', '| --- | --- | --- |',
     `| COMET W4A4KV4 | ${r.maxThroughput.max_batch} | ${r.maxThroughput.tok_s.toFixed(0)} |`,
