@@ -8,28 +8,12 @@ import type { Backend, KVCacheSpec, StepLayout } from '../backends/backend.ts';
 import { attention as simAttention, kvAppend as simKvAppend } from '../simulator/kernels/attention.ts';
 import { KVStoreKV4 } from '../simulator/kv4.ts';
 import * as F from '../simulator/kernels/float.ts';
-import { normal, permutation, rng } from './simulator/rng.ts';
+import { permutation, randn, relErr, rng } from './simulator/rng.ts';
 import { backends } from './helpers/backends.ts';
 
 const gpu = backends.filter((b) => b.name !== 'sim');
 // without a GPU backend one skipped placeholder suite (an empty describe.each would leave the file with no suite)
 const cases = gpu.length ? gpu : [{ name: 'no GPU backend (COMET_TEST_CUDA=1)', create: async (): Promise<Backend> => { throw new Error('no GPU backend'); } }];
-
-const randn = (seed: number, n: number, scale = 1): Float32Array => {
-  const r = rng(seed), x = new Float32Array(n);
-  for (let i = 0; i < n; i++) x[i] = normal(r) * scale;
-  return x;
-};
-
-function relErr(a: Float32Array, b: Float32Array): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) {
-    if (!Number.isFinite(a[i])) return Infinity;
-    num += (a[i] - b[i]) ** 2;
-    den += b[i] ** 2;
-  }
-  return Math.sqrt(num / (den || 1));
-}
 
 const GEOMS: Array<[string, { nKv: number; nH: number; hd: number; P: number; vScale: number }]> = [
   ['llama3-8b heads (32/8, hd 128)', { nKv: 8, nH: 32, hd: 128, P: 16, vScale: 1 }],

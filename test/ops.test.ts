@@ -17,25 +17,8 @@ import { quantizeW4 } from '../simulator/w4.ts';
 import { gemmW4Ax } from '../simulator/kernels/gemm_w4ax.ts';
 import type { QAct } from '../simulator/formats.ts';
 import { fromF16Bits } from '../simulator/f16.ts';
-import { activations, normal, permutation, rng } from './simulator/rng.ts';
+import { activations, permutation, randn, relErr, rng } from './simulator/rng.ts';
 import { backends, kvLayerBytes } from './helpers/backends.ts';
-
-const randn = (seed: number, n: number, scale = 1): Float32Array => {
-  const r = rng(seed), x = new Float32Array(n);
-  for (let i = 0; i < n; i++) x[i] = normal(r) * scale;
-  return x;
-};
-
-function relErr(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) {
-    if (!Number.isFinite(a[i])) return Infinity;
-    num += (a[i] - b[i]) ** 2;
-    den += b[i] ** 2;
-  }
-  return Math.sqrt(num / (den || 1));
-}
 
 /** a8 | a4 | sa bytes of a simulator QAct (the order readRaw returns) */
 function qactRaw(q: QAct): Uint8Array {
@@ -258,26 +241,7 @@ describe.each(backends)('ops on $name', ({ name, create }) => {
     });
 
     it.each(GEOMS)(`attention ${dtype} %s: prefill chunk + decode, two sequences (tier 3)`, async (_, g) => {
-      const LA = 300, LB = 40; // A long enough to split the decode over the sequence
-      const { tablesA, tablesB, numPages } = twoSeqs(LA + 1, LB + 1, g.P);
-      const spec: KVCacheSpec = { nLayers: 1, nKvHeads: g.nKv, headDim: g.hd, pageSize: g.P, numPages, dtype, group: g.G };
-      const cache = be.createKVCache(spec);
-      const ref: KVStore = dtype === 'kv4' ? new KVStoreKV4(spec) : new KVStoreF32(spec);
-      const C = g.nKv * g.hd, Q = g.nH * g.hd;
-      const steps = [
-        stepLayout(0, 200, 0, 30, tablesA, tablesB), // prefill chunks of both
-        stepLayout(200, 300, 30, 40, tablesA, tablesB), // second chunk, attends to the first through the cache
-        stepLayout(300, 301, 40, 41, tablesA, tablesB), // decode
-      ];
-      for (const [i, l] of steps.entries()) {
-        const T = l.pos.length;
-        const k = randn(70 + i, T * C, 2), v = randn(80 + i, T * C), q = randn(90 + i, T * Q, 0.5);
-        be.kvAppend(cache, 0, up(k, [T, C]), up(v, [T, C]), l);
-        simKvAppend(ref, 0, k, v, l);
-        const got = await be.read(be.attention(up(q, [T, Q]), cache, 0, l, g.nH));
-        expect(relErr(got, simAttention(ref, 0, q, l, g.nH)), `step ${i}`).toBeLessThan(1e-5);
-        be.endStep();
-      }
+      await attentionSteps(dtype, g, 70, (got, want, i) => expect(relErr(got, want), `step ${i}`).toBeLessThan(1e-5));
     });
   }
 
@@ -294,28 +258,35 @@ describe.each(backends)('ops on $name', ({ name, create }) => {
   ];
   const exactAttn = name !== 'webgpu' && process.env.COMET_ATTN_FAST !== '1';
   it.skipIf(!exactAttn).each(EXACT_GEOMS)('attention kv4 %s: prefill chunk + decode, bit-equal to the simulator', async (_, g) => {
-    const LA = 300, LB = 40;
-    const { tablesA, tablesB, numPages } = twoSeqs(LA + 1, LB + 1, g.P);
-    const spec: KVCacheSpec = { nLayers: 1, nKvHeads: g.nKv, headDim: g.hd, pageSize: g.P, numPages, dtype: 'kv4', group: g.G };
-    const cache = be.createKVCache(spec);
-    const ref = new KVStoreKV4(spec);
-    const C = g.nKv * g.hd, Q = g.nH * g.hd;
-    const steps = [stepLayout(0, 200, 0, 30, tablesA, tablesB), stepLayout(200, 300, 30, 40, tablesA, tablesB), stepLayout(300, 301, 40, 41, tablesA, tablesB)];
-    for (const [i, l] of steps.entries()) {
-      const T = l.pos.length;
-      const k = randn(170 + i, T * C, 2), v = randn(180 + i, T * C), q = randn(190 + i, T * Q, 0.5);
-      be.kvAppend(cache, 0, up(k, [T, C]), up(v, [T, C]), l);
-      simKvAppend(ref, 0, k, v, l);
-      const got = await be.read(be.attention(up(q, [T, Q]), cache, 0, l, g.nH));
-      const want = simAttention(ref, 0, q, l, g.nH);
+    await attentionSteps('kv4', g, 170, (got, want, i) => {
       const gb = new Uint32Array(got.buffer, got.byteOffset, got.length), wb = new Uint32Array(want.buffer, want.byteOffset, want.length);
       let nd = 0, first = -1;
       for (let j = 0; j < wb.length; j++) if (gb[j] !== wb[j]) { nd++; if (first < 0) first = j; }
       expect(got.length).toBe(want.length);
       expect(nd, `step ${i}: ${nd} of ${wb.length} differ, first at ${first} (${got[first]} vs ${want[first]})`).toBe(0);
+    });
+  });
+
+  /** Two sequences through one paged cache: a prefill chunk of both, a second chunk that attends to the first
+   *  through the cache, then a decode step (A long enough to split the decode over the sequence); `check` gets
+   *  the backend's and the simulator's attention outputs of each step. Seeds from `seed`. */
+  async function attentionSteps(dtype: 'f32' | 'kv4', g: { nKv: number; nH: number; hd: number; P: number; G: number }, seed: number, check: (got: Float32Array, want: Float32Array, step: number) => void): Promise<void> {
+    const LA = 300, LB = 40;
+    const { tablesA, tablesB, numPages } = twoSeqs(LA + 1, LB + 1, g.P);
+    const spec: KVCacheSpec = { nLayers: 1, nKvHeads: g.nKv, headDim: g.hd, pageSize: g.P, numPages, dtype, group: g.G };
+    const cache = be.createKVCache(spec);
+    const ref: KVStore = dtype === 'kv4' ? new KVStoreKV4(spec) : new KVStoreF32(spec);
+    const C = g.nKv * g.hd, Q = g.nH * g.hd;
+    const steps = [stepLayout(0, 200, 0, 30, tablesA, tablesB), stepLayout(200, 300, 30, 40, tablesA, tablesB), stepLayout(300, 301, 40, 41, tablesA, tablesB)];
+    for (const [i, l] of steps.entries()) {
+      const T = l.pos.length;
+      const k = randn(seed + i, T * C, 2), v = randn(seed + 10 + i, T * C), q = randn(seed + 20 + i, T * Q, 0.5);
+      be.kvAppend(cache, 0, up(k, [T, C]), up(v, [T, C]), l);
+      simKvAppend(ref, 0, k, v, l);
+      check(await be.read(be.attention(up(q, [T, Q]), cache, 0, l, g.nH)), simAttention(ref, 0, q, l, g.nH), i);
       be.endStep();
     }
-  });
+  }
 
   it('argmax: first maximum wins, exactly', async () => {
     const R = 5, C = 1000, x = randn(21, R * C);

@@ -26,3 +26,22 @@ export function permutation(r: () => number, n: number): Int32Array {
   for (let i = n - 1; i > 0; i--) { const j = Math.floor(r() * (i + 1)); [p[i], p[j]] = [p[j], p[i]]; }
   return p;
 }
+
+/** n normal samples × scale, seeded */
+export const randn = (seed: number, n: number, scale = 1): Float32Array => {
+  const r = rng(seed), x = new Float32Array(n);
+  for (let i = 0; i < n; i++) x[i] = normal(r) * scale;
+  return x;
+};
+
+/** ‖a − b‖ / ‖b‖ (Infinity when a has a non-finite value): the tier-3 measure (DESIGN §3.7) */
+export function relErr(a: Float32Array, b: Float32Array): number {
+  if (a.length !== b.length) throw new Error(`relErr: lengths ${a.length} and ${b.length}`);
+  let num = 0, den = 0;
+  for (let i = 0; i < a.length; i++) {
+    if (!Number.isFinite(a[i])) return Infinity;
+    num += (a[i] - b[i]) ** 2;
+    den += b[i] ** 2;
+  }
+  return Math.sqrt(num / (den || 1));
+}
