@@ -192,20 +192,21 @@ export class CudaBackend implements Backend {
   /** The addon with every kernel-launching call wrapped: when op timing is on, each call is preceded by a
    *  spin kernel and bracketed by events (cuda/ops_float.cu), so the pair times that op's GPU work alone. */
   private profiled(raw: CudaAddon): CudaAddon {
-    const ops = ['embed', 'rmsnorm', 'add', 'siluMul', 'rope', 'gemmF32', 'rows', 'argmax', 'quantizeAct', 'rmsnormQuant', 'siluMulQuant', 'kvAppendF32', 'kvAppendKv4', 'attentionF32', 'attentionKv4', 'attentionKv4Exact', 'gemmW4ax'] as const;
+    const ops = ['embed', 'rmsnorm', 'add', 'siluMul', 'rope', 'gemmF32', 'rows', 'argmax', 'quantizeAct', 'rmsnormQuant', 'siluMulQuant', 'kvAppendF32', 'kvAppendKv4', 'attentionF32', 'attentionKv4', 'attentionKv4Exact', 'gemmW4ax', 'gemmW4axMany'] as const;
     const out = { ...raw } as Record<string, unknown>;
     for (const k of ops) {
-      const f = raw[k] as ((...a: number[]) => void) | undefined;
-      if (!f) continue; // optional in an older addon (attentionKv4Exact)
-      out[k] = (...a: number[]) => {
+      const f = raw[k] as ((...a: unknown[]) => void) | undefined;
+      if (!f) continue; // optional in an older addon (attentionKv4Exact, gemmW4axMany)
+      out[k] = (...a: unknown[]) => {
         const p = this.prof;
         if (!p) return f(...a);
         raw.profSpin(60);
         raw.profMark();
         f(...a);
         raw.profMark();
-        const w = k === 'gemmW4ax' ? a[4] : k === 'gemmF32' ? a[3] : -1;
-        p.names.push(w >= 0 ? `${k} ${this.weightNames.get(w) ?? '?'} M=${a[k === 'gemmW4ax' ? 3 : 1]}` : k);
+        // GEMMs by weight (grouped ones: the weights joined with '+', e.g. wq+wk+wv)
+        const w = k === 'gemmW4ax' ? [a[4] as number] : k === 'gemmW4axMany' ? (a[4] as number[]) : k === 'gemmF32' ? [a[3] as number] : [];
+        p.names.push(w.length ? `${k === 'gemmW4axMany' ? 'gemmW4ax' : k} ${w.map((x) => this.weightNames.get(x) ?? '?').join('+')} M=${a[k === 'gemmF32' ? 1 : 3]}` : k);
       };
     }
     return out as unknown as CudaAddon;
