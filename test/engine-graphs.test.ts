@@ -17,6 +17,7 @@ import { generate } from '../src/engine/generate.ts';
 import { Llama } from '../src/model/llama.ts';
 import type { LlamaConfig } from '../src/model/config.ts';
 import { openModel, type OpenModel } from '../src/runtime/open.ts';
+import { prometheus } from '../src/server/metrics.ts';
 
 const opened = await openModel(new SimBackend());
 const enc = (s: string) => opened.tokenizer.encode(s, { bos: true });
@@ -165,6 +166,11 @@ describe('decode graphs: capture twin on the simulator', () => {
     for (const k of ['1x16', '1x32']) expect(s.keys, `request 0 alone crosses into bucket ${k}`).toContain(k);
     expect(s0).toMatchObject({ enabled: false, live: 0, captures: 0, replays: 0 });
     expect(be.captures).toBe(s.captures);
+    // the server's /metrics exposes them
+    const metrics = prometheus(on.e.stats());
+    expect(metrics).toContain(`comet_decode_graph_steps_total{how="replay"} ${s.replays}`);
+    expect(metrics).toContain(`comet_decode_graph_steps_total{how="capture"} ${s.captures}`);
+    expect(metrics).toMatch(new RegExp(`^comet_decode_graphs_live ${s.live}$`, 'm'));
     on.e.close();
     expect(be.destroyed).toBe(s.captures); // evicted ones at eviction, the rest at close
   });

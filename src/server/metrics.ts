@@ -19,6 +19,12 @@ export function prometheus(s: EngineStats): string {
   metric('computed_tokens_total', 'counter', 'Tokens fed to the model (prefill, decode, recomputation).', s.computedTokens);
   metric('generated_tokens_total', 'counter', 'Tokens generated.', s.generatedTokens);
   metric('tokens_per_second', 'gauge', 'Tokens generated per second over the last 10 s.', s.tokensPerSecond);
+  if (s.graphs) { // decode steps replayed as CUDA graphs (src/engine/graphs.ts)
+    const g = s.graphs;
+    metric('decode_graphs_live', 'gauge', 'Decode-step graphs held.', g.live);
+    metric('decode_graph_steps_total', 'counter', 'Decode-only steps by how they ran.', [['how="replay"', g.replays], ['how="capture"', g.captures], ['how="eager"', g.eager]]);
+    metric('decode_graph_events_total', 'counter', 'Graphs evicted (LRU), failed captures, stale graphs dropped.', [['event="eviction"', g.evictions], ['event="failure"', g.failures], ['event="stale"', g.stale]]);
+  }
   out.push('# HELP comet_time_to_first_token_seconds Time from queueing a request to its first generated token.',
     '# TYPE comet_time_to_first_token_seconds histogram');
   for (const [le, n] of s.ttft.buckets) out.push(`comet_time_to_first_token_seconds_bucket{le="${le}"} ${n}`);
