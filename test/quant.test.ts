@@ -109,6 +109,15 @@ describe('plan', () => {
     expect(wq.act.perm).toBeDefined();
     expect(wk.act).toEqual(wq.act); // q/k/v share one quantizer
     for (const e of Object.values(r.weightError)) expect(e).toBeLessThan(0.25);
+    expect(Object.keys(r.weightError)).toHaveLength(c.nLayers * 7);
+    // weightError: false (synthetic benchmarks) skips the measurement only: the same bytes
+    const q = quantizeModel(c, lm.weights, stats, { B: 32, order: 'absmax', int8Fraction: 0.15, weights: 'rtn', kv: 'kv4', weightError: false });
+    expect(q.weightError).toEqual({});
+    for (const [n, w] of r.weights) {
+      const v = q.weights.get(n)!;
+      if (w.kind === 'w4' && v.kind === 'w4') { expect(Buffer.compare(Buffer.from(w.codes), Buffer.from(v.codes)), n).toBe(0); expect(Buffer.compare(Buffer.from(w.scales.buffer), Buffer.from(v.scales.buffer)), n).toBe(0); }
+      else expect(v.kind).toBe(w.kind);
+    }
   });
   it('GPTQ lowers the calibration output error below RTN', () => {
     for (const site of ['l1.ffn_in', 'l3.down_in']) {

@@ -81,7 +81,7 @@ export function syntheticQuantizedModel(c: LlamaConfig, o: { block: number; int8
   const t0 = performance.now();
   // COMET_E2E_CLIP_SEARCH=0: plain RTN (no clip search): minutes less on a slow host, same bytes and speed
   const clipSearch = process.env.COMET_E2E_CLIP_SEARCH !== '0';
-  const r = quantizeModel(one, f, syntheticStats(one), { B: o.block, order: 'absmax', int8Fraction: o.int8Fraction, weights: 'rtn', kv: 'kv4', clipSearch });
+  const r = quantizeModel(one, f, syntheticStats(one), { B: o.block, order: 'absmax', int8Fraction: o.int8Fraction, weights: 'rtn', kv: 'kv4', clipSearch, weightError: false });
   log(`quantized one layer${clipSearch ? '' : ' (RTN without clip search)'} (${[...f.values()].reduce((a, x) => a + (x.kind === 'f32' ? x.data.length : 0), 0).toLocaleString('en')} weights) in ${((performance.now() - t0) / 1000).toFixed(1)} s; INT8 MAC fraction ${(r.plan.int8MacFraction * 100).toFixed(1)}%`);
   const out = new Map<string, HostWeight>();
   const ones = { kind: 'f32' as const, shape: [c.dim], data: new Float32Array(c.dim).fill(1) };

@@ -27,6 +27,8 @@ export interface QuantizeOptions {
   int8Blocks?: number;
   weights: WeightMethod;
   clipSearch?: boolean; // RTN clip search (default true)
+  weightError?: boolean; // measure each linear's output error on the calibration sample (default true; two f32
+  //                        GEMMs per weight: half the time of an RTN quantization, skipped by synthetic benchmarks)
   smooth?: number; // SmoothQuant β (smooth.ts); absent = off
   kv: KVDType;
   kvGroup?: number; // default headDim
@@ -85,7 +87,7 @@ export function quantizeModel(c: LlamaConfig, floatWeights: Map<string, HostWeig
       const N = w.shape[0];
       const q = U ? gptqW4(w.data, N, spec, U) : quantizeW4(w.data, N, spec, { clipSearch: o.clipSearch ?? true });
       out.set(name, { kind: 'w4', name, ...q });
-      weightError[name] = weightErrorOf(w.data, q, st);
+      if (o.weightError ?? true) weightError[name] = weightErrorOf(w.data, q, st);
       o.onLinear?.(++done, total, name);
     }
   }
