@@ -178,6 +178,10 @@ export class CudaBackend implements Backend {
   /** per-op timing (setOpTiming): names of the profiled launches in order, and totals per name */
   private prof?: { names: string[]; totals: Map<string, { ms: number; n: number }> };
   private readonly weightNames = new Map<Ptr, string>();
+  /** KV4 attention kernel: false = the simulator-exact one (f64, greedy tokens equal the simulator's), true = the
+   *  f32 kernels (DESIGN §3.7 tier 3, faster at large batch). From COMET_ATTN_FAST=1 at creation; settable (the
+   *  e2e benchmark times both). A captured step keeps the kernel it was captured with. */
+  fastAttention = process.env.COMET_ATTN_FAST === '1';
 
   constructor(addon: CudaAddon, readonly device: DeviceFacts) {
     this.addon = this.profiled(addon);
@@ -627,9 +631,7 @@ export class CudaBackend implements Backend {
     const len = this.launchLen(d, s); // from the layout's shape (captured steps replay at other positions)
     const ws = this.tmp(this.addon.attentionWorkspace(d.T, nHeads, s.headDim, len));
     const qp = this.checkF32(q, 'attention').ptr;
-    // KV4: the simulator-exact kernel by default (greedy tokens equal the simulator's); COMET_ATTN_FAST=1 picks the
-    // f32 kernels (tier 3, faster)
-    const exact = process.env.COMET_ATTN_FAST !== '1' && this.addon.attentionKv4Exact !== undefined;
+    const exact = !this.fastAttention && this.addon.attentionKv4Exact !== undefined; // an older addon has only the f32 kernels
     if (s.dtype === 'kv4' && exact) this.addon.attentionKv4Exact!(qp, base, ...this.stepArgs(d, s), nHeads, len, ws, out.ptr);
     else if (s.dtype === 'kv4') this.addon.attentionKv4(qp, base, ...this.stepArgs(d, s), nHeads, len, ws, out.ptr);
     else this.addon.attentionF32(qp, base, base + c.layerBytes / 2, ...this.stepArgs(d, s), nHeads, len, ws, out.ptr);

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { hostWeightBytes, type Backend, type HostWeight, type KVCache } from '../../backends/backend.ts';
 import { createBackend } from '../runtime/backends.ts';
 import { openModel, defaultModelPath } from '../runtime/open.ts';
-import { verifyAgainstSim } from '../eval/verify.ts';
+import { verifyAgainstSim, type VerifyResult } from '../eval/verify.ts';
 import { pageBytes } from '../engine/kv-pages.ts';
 import { Llama } from '../model/llama.ts';
 import { type LlamaConfig, validateConfig } from '../model/config.ts';
@@ -97,8 +97,8 @@ export function syntheticQuantizedModel(c: LlamaConfig, o: { block: number; int8
 }
 
 /** Greedy tokens of `path` on `be` and on the simulator must be equal (src/eval/verify.ts), or no speed is reported. */
-async function checkAgainstSim(be: Backend, path: string, log: (s: string) => void): Promise<void> {
-  for (const r of await verifyAgainstSim(be, path))
+async function checkAgainstSim(be: Backend, path: string, log: (s: string) => void, references: Map<string, number[]>): Promise<void> {
+  for (const r of await verifyAgainstSim(be, path, { references }))
     if (!r.equal) throw new CometError(`bench e2e: ${be.name} and the simulator disagree on ${path} for '${r.prompt}' at token ${r.firstDifference} (${r.tokens.slice(0, 8)}… vs ${r.reference.slice(0, 8)}…): refusing to report speed`);
   log(`check: ${path} greedy tokens on ${be.name} equal the simulator's`);
 }
@@ -129,14 +129,24 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
   validateConfig(c, `--shape ${o.shape}`);
   const batches = o.batches.split(',').map(Number);
   const be = await createBackend(o.backend);
+  // the CUDA backend's second KV4 attention (the fast f32 one, DESIGN §3.7 tier 3), timed beside the default
+  // simulator-exact one; COMET_E2E_FAST=0 skips it
+  const cuda = be as Backend & { fastAttention?: boolean };
+  const hasFast = cuda.fastAttention === false && process.env.COMET_E2E_FAST !== '0';
+  const withFast = async <T>(fn: () => Promise<T>): Promise<T> => {
+    cuda.fastAttention = true;
+    try { return await fn(); } finally { cuda.fastAttention = false; }
+  };
+  // 1. correctness gate (the simulator's tokens computed once per model, for both attention kernels)
+  const models = [defaultModelPath, ...o.check], references = models.map(() => new Map<string, number[]>());
+  for (const [i, path] of models.entries()) await checkAgainstSim(be, path, log, references[i]);
   const fastGateLines: string[] = [];
-  // 1. correctness gate
-  for (const path of [defaultModelPath, ...o.check]) await checkAgainstSim(be, path, log);
-  if (be.name === 'cuda' && process.env.COMET_E2E_FAST !== '0') {
-    process.env.COMET_ATTN_FAST = '1';
-    const rs = [];
-    for (const p of [defaultModelPath, ...o.check]) rs.push(...(await verifyAgainstSim(be, p)));
-    delete process.env.COMET_ATTN_FAST;
+  if (hasFast) {
+    const rs = await withFast(async () => {
+      const all: VerifyResult[] = [];
+      for (const [i, p] of models.entries()) all.push(...(await verifyAgainstSim(be, p, { references: references[i] })));
+      return all;
+    });
     fastGateLines.push(...rs.map((r) => `${r.model.split('/').pop()} '${r.prompt}': ${r.equal ? 'equal' : `parts at token ${r.firstDifference}`}`));
     log(`fast attention (tier 3) vs the simulator: ${rs.filter((r) => r.equal).length} of ${rs.length} prompts give equal greedy tokens`);
   }
@@ -188,7 +198,8 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
   //     previous run: attention cost does not depend on the values)
   const decode: { batch: number; step_ms: number; eager_ms: number; graph_ms?: number; tok_s: number; roofline_ms: number }[] = [];
   const opBreakdown: { batch: number; wall_ms: number; ops: { op: string; launches: number; ms: number }[] }[] = [];
-  for (const B of batches) {
+  /** Decode step of B sequences at context ctx: eager, and replayed as a CUDA graph where the backend captures. */
+  const decodeStep = async (B: number): Promise<{ eager: number; graph?: number; ms: number }> => {
     const eager = await time(step(B, o.ctx, pagesFor(o.ctx + 1)), 2, o.steps);
     let graph: number | undefined;
     if (useGraphs) {
@@ -200,7 +211,10 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
         log(`decode batch ${B}: CUDA graph capture failed (${(e as Error).message}); eager only`);
       }
     }
-    const ms = graph !== undefined ? Math.min(graph, eager) : eager;
+    return { eager, graph, ms: graph !== undefined ? Math.min(graph, eager) : eager };
+  };
+  for (const B of batches) {
+    const { eager, graph, ms } = await decodeStep(B);
     const bytes = weightBytes + B * (o.ctx + 1) * tokenKvBytes;
     decode.push({ batch: B, step_ms: ms, eager_ms: eager, graph_ms: graph, tok_s: (B / ms) * 1e3, roofline_ms: 0 });
     log(`decode batch ${B}: ${ms.toFixed(2)} ms/step (eager ${eager.toFixed(2)}, graph ${graph?.toFixed(2) ?? '-'}), ${((B / ms) * 1e3).toFixed(0)} tok/s (${(bytes / 2 ** 30).toFixed(2)} GiB read)`);
@@ -215,30 +229,17 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
       log(`  per-op GPU time, batch ${B} (sum ${sum.toFixed(2)} ms vs step ${ms.toFixed(2)} ms): ${ops.slice(0, 8).map((x) => `${x.op} ${x.ms.toFixed(3)}`).join('; ')}`);
     }
   }
-  // (a') the same decode steps with the fast f32 KV4 attention (cuda: COMET_ATTN_FAST=1, DESIGN §3.7 tier 3): the
-  //      default kernel is the simulator-exact f64 one (greedy tokens equal the simulator's); this one is faster
-  //      at large batch but its tokens may part from the simulator's (reported by the gate below)
+  // (a') the same decode steps with the fast f32 KV4 attention (tier 3): faster at large batch, but its tokens may
+  //      part from the simulator's (reported by the gate above)
   const fast: { batch: number; step_ms: number; tok_s: number }[] = [];
-  if (be.name === 'cuda' && process.env.COMET_E2E_FAST !== '0') {
-    const prev = process.env.COMET_ATTN_FAST;
-    process.env.COMET_ATTN_FAST = '1';
-    try {
+  if (hasFast)
+    await withFast(async () => {
       for (const B of batches) {
-        let ms = await time(step(B, o.ctx, pagesFor(o.ctx + 1)), 2, o.steps);
-        if (useGraphs) {
-          try {
-            const g = graphs.captureStep!(stepData(B, o.ctx, pagesFor(o.ctx + 1)).forward);
-            ms = Math.min(ms, await time(() => g.replay(), 2, Math.max(o.steps, 10)));
-            g.destroy();
-          } catch { /* eager only */ }
-        }
+        const { ms } = await decodeStep(B);
         fast.push({ batch: B, step_ms: ms, tok_s: (B / ms) * 1e3 });
         log(`decode batch ${B}, fast attention: ${ms.toFixed(2)} ms/step`);
       }
-    } finally {
-      if (prev === undefined) delete process.env.COMET_ATTN_FAST; else process.env.COMET_ATTN_FAST = prev;
-    }
-  }
+    });
   // (c) time to first token: one inLen prompt, prefill + logits of its last token
   const prompt = Int32Array.from({ length: o.inLen }, (_, i) => (i * 31) % c.vocabSize);
   const pLayout = { pos: Int32Array.from({ length: o.inLen }, (_, i) => i), seq: new Int32Array(o.inLen), blockTables: [Int32Array.from({ length: pagesFor(o.inLen) }, (_, j) => j)] };

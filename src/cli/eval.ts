@@ -4,7 +4,7 @@ import cliProgress from 'cli-progress';
 import { createBackend } from '../runtime/backends.ts';
 import { defaultModelPath, openModel } from '../runtime/open.ts';
 import { perplexity } from '../eval/ppl.ts';
-import { verifyAgainstSim, VERIFY_PROMPTS } from '../eval/verify.ts';
+import { verifyAgainstSim } from '../eval/verify.ts';
 import { CometError } from '../errors.ts';
 
 export async function evalPpl(o: { model: string; text: string; tokenizer?: string; ctx: number; windows?: number; startWindow?: number; json?: boolean; keepNewlines?: boolean; backend: string }): Promise<void> {
@@ -39,7 +39,7 @@ export async function evalPpl(o: { model: string; text: string; tokenizer?: stri
 export async function evalVerify(o: { model?: string; tokenizer?: string; prompt?: string[]; steps: number; json?: boolean; explain?: boolean; backend: string }): Promise<void> {
   const be = await createBackend(o.backend);
   try {
-    const rs = await verifyAgainstSim(be, o.model ?? defaultModelPath, o.prompt?.length ? o.prompt : VERIFY_PROMPTS, o.steps, o.tokenizer, o.explain);
+    const rs = await verifyAgainstSim(be, o.model ?? defaultModelPath, { prompts: o.prompt?.length ? o.prompt : undefined, steps: o.steps, tokenizer: o.tokenizer, explain: o.explain });
     for (const r of rs) {
       if (o.json) console.log(JSON.stringify(r));
       else console.log(`${r.equal ? 'equal' : 'DIFFERENT'}  ${JSON.stringify(r.prompt)}: ${r.tokens.length} tokens on ${r.backend}` +

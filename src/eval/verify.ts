@@ -5,7 +5,7 @@ import type { Backend, KVCache, KVDType, Tensor } from '../../backends/backend.t
 import { SimBackend } from '../../backends/sim/sim.ts';
 import { kv4Layout } from '../../simulator/kv4.ts';
 import type { Llama } from '../model/llama.ts';
-import { openModel } from '../runtime/open.ts';
+import { openModel, type OpenModel } from '../runtime/open.ts';
 import { generate, singleSequenceCache } from '../engine/generate.ts';
 
 export const VERIFY_PROMPTS = ['Once upon a time', 'The history of', 'Lily and her mom'];
@@ -16,24 +16,39 @@ export interface VerifyResult {
   explain?: string[]; // with `explain`: where the two backends part (lockstepDifference)
 }
 
-export async function verifyAgainstSim(be: Backend, path: string, prompts = VERIFY_PROMPTS, steps = 32, tokenizer?: string, explain = false): Promise<VerifyResult[]> {
+export interface VerifyOptions {
+  prompts?: string[]; // default VERIFY_PROMPTS
+  steps?: number; // new tokens per prompt (default 32)
+  tokenizer?: string;
+  explain?: boolean; // on a difference, lockstepDifference
+  /** The simulator's tokens per prompt, filled on first use: a second verify of the same model (another kernel
+   *  choice of the backend) reuses them instead of running the simulator again. */
+  references?: Map<string, number[]>;
+}
+
+export async function verifyAgainstSim(be: Backend, path: string, o: VerifyOptions = {}): Promise<VerifyResult[]> {
+  const steps = o.steps ?? 32, refs = o.references ?? new Map<string, number[]>();
   const sim = new SimBackend({ gemmSchedule: be.gemmSchedule?.bind(be) });
-  const a = await openModel(be, path, tokenizer), b = await openModel(sim, path, tokenizer);
+  const a = await openModel(be, path, o.tokenizer);
+  let b: OpenModel | undefined; // the simulator's copy, opened only when needed
+  const simModel = async () => (b ??= await openModel(sim, path, o.tokenizer));
   const out: VerifyResult[] = [];
   try {
-    for (const prompt of prompts) {
+    for (const prompt of o.prompts ?? VERIFY_PROMPTS) {
       const ids = a.tokenizer.encode(prompt);
-      const run = async (m: typeof a) => {
+      const run = async (m: OpenModel) => {
         const t: number[] = [];
         for await (const x of generate(m.model, ids, { maxTokens: steps, temperature: 0, topP: 0, topK: 0, seed: 0, stop: m.stop })) t.push(x);
         return t;
       };
-      const tokens = await run(a), reference = await run(b);
+      const tokens = await run(a);
+      let reference = refs.get(prompt);
+      if (!reference) refs.set(prompt, (reference = await run(await simModel())));
       let d = 0;
       while (d < Math.max(tokens.length, reference.length) && tokens[d] === reference[d]) d++;
       const equal = d === tokens.length && d === reference.length;
       const r: VerifyResult = { model: path, backend: be.name, prompt, steps, equal, tokens, reference, firstDifference: equal ? -1 : d };
-      if (!equal && explain) r.explain = await lockstepDifference(b.model, a.model, [...ids, ...reference], ids.length);
+      if (!equal && o.explain) r.explain = await lockstepDifference((await simModel()).model, a.model, [...ids, ...reference], ids.length);
       out.push(r);
     }
   } finally {
