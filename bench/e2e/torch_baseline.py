@@ -22,15 +22,20 @@ SHAPES = {
 }
 
 
-def build(shape, max_len):
-    from transformers import LlamaConfig, LlamaForCausalLM
+def shape_config(shape, max_len=2048):
+    """A transformers LlamaConfig of a named shape or of a config JSON (its size fields)."""
+    from transformers import LlamaConfig
     if shape in SHAPES:
         kw = dict(SHAPES[shape])
     else:
-        kw = json.load(open(shape))
-        kw = {k: v for k, v in kw.items() if k in ("hidden_size", "intermediate_size", "num_hidden_layers",
-                                                   "num_attention_heads", "num_key_value_heads", "vocab_size")}
-    cfg = LlamaConfig(**kw, max_position_embeddings=max(max_len, 2048), rope_theta=500000.0, tie_word_embeddings=False)
+        kw = {k: v for k, v in json.load(open(shape)).items() if k in (
+            "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "vocab_size")}
+    return LlamaConfig(**kw, max_position_embeddings=max(max_len, 2048), rope_theta=500000.0, tie_word_embeddings=False)
+
+
+def build(shape, max_len):
+    from transformers import LlamaForCausalLM
+    cfg = shape_config(shape, max_len)
     torch.manual_seed(0)
     # FP16 from the start (no f32 copy at init): random init on the GPU
     torch.set_default_dtype(torch.float16)
@@ -114,10 +119,7 @@ def main():
             os.replace(a.partial + ".tmp", a.partial)
     dev = torch.cuda.get_device_name()
     t0 = time.time()
-    from transformers import LlamaConfig
-    kw = dict(SHAPES[a.shape]) if a.shape in SHAPES else {k: v for k, v in json.load(open(a.shape)).items() if k in (
-        "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "vocab_size")}
-    need = fp16_params(LlamaConfig(**kw)) * 2
+    need = fp16_params(shape_config(a.shape)) * 2
     total = torch.cuda.get_device_properties(0).total_memory
     if need > total:  # e.g. LLaMA-3-70B: 141 GB of FP16 weights on an 80 GB GPU
         print(json.dumps(dict(shape=a.shape, device=dev, torch=torch.__version__, dtype="float16", mode=a.mode, fits=False,
