@@ -108,6 +108,8 @@ export default defineConfig(({ mode }) => ({
   base: './',
   publicDir: false,
   plugins: [browserEngine(), ...(mode === 'lib' ? [] : [models()])],
+  // the engine's Worker (src/web/worker.ts) is bundled on its own: it needs the same stand-ins
+  worker: { format: 'es', plugins: () => [browserEngine()] },
   server: { host: '127.0.0.1', port: 5173, fs: { allow: [REPO] } },
   preview: { host: '127.0.0.1', port: 4173 },
   build: mode === 'lib'
