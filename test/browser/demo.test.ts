@@ -231,6 +231,25 @@ describe('browser demo', () => {
     await ctx.close();
   }, 120_000);
 
+  test('without OPFS the Cache API keeps the model: a reload makes no request; Delete removes it', async () => {
+    const ctx = await browser.newContext();
+    await ctx.addInitScript(() => { delete (StorageManager.prototype as { getDirectory?: unknown }).getDirectory; });
+    const requests: string[] = [];
+    ctx.on('request', (r) => { if (new URL(r.url()).pathname.endsWith('/models/stories260K.comet')) requests.push(r.method()); });
+    const { page, errors } = await open(ctx, `${MODEL}&backend=sim&autoload=1`);
+    expect(await page.evaluate(() => document.body.dataset.state)).toBe('ready');
+    await expect.poll(() => page.textContent('#cached')).toMatch(/^models\/stories260K\.comet · [\d.]+ KiB · Cache API Delete$/);
+    await page.reload();
+    await settle(page);
+    expect(await page.evaluate(() => document.body.dataset.state)).toBe('ready');
+    expect(requests).toEqual(['GET']);
+    expect(await generate(page, 12)).toBe(await nodeGreedy(12));
+    await page.click('#cached button');
+    await expect.poll(() => page.textContent('#cached')).toBe('none');
+    expect(errors).toEqual([]);
+    await ctx.close();
+  });
+
   test('a full storage quota gives its message, keeps no partial file, and the page stays usable', async () => {
     const ctx = await browser.newContext();
     // window.quota: 'estimate' (the browser reports 1 KiB left), 'write' (QuotaExceededError while writing), else real
@@ -308,6 +327,15 @@ describe('browser demo', () => {
     expect(await p3.page.textContent('#no-webgpu-reason')).toMatch(/too limited: maxStorageBuffersPerShaderStage 4 < 8/);
     expect(p3.errors).toEqual([]);
     await ctx3.close();
+  });
+
+  test('the demo opens a W4A4KV4 .comet by default, with the float model as a choice', async () => {
+    const ctx = await browser.newContext();
+    const { page, errors } = await open(ctx, '');
+    expect(await page.$eval('#model-select', (s: HTMLSelectElement) => s.selectedOptions[0].textContent)).toMatch(/W4A4KV4 \.comet/);
+    expect(await page.$$eval('#model-select option', (o) => o.map((x) => x.textContent))).toContainEqual(expect.stringMatching(/stories260K · float32/));
+    expect(errors).toEqual([]);
+    await ctx.close();
   });
 
   test.each([
