@@ -13,8 +13,7 @@ import type { Channel } from './channel.ts';
 import type { Matcher } from './grammar.ts';
 import { adjustLogits, logprobs } from './sampler.ts';
 import type { FinishReason } from './scheduler.ts';
-import { type ToolCallDelta, type ToolPlan, ToolStream } from './tools.ts';
-import type { Tool } from './schema.ts';
+import { type Tool, type ToolCallDelta, type ToolPlan, ToolStream } from './tools.ts';
 
 export type Finish = FinishReason | 'tool_calls';
 export interface Usage { prompt_tokens: number; completion_tokens: number; total_tokens: number }

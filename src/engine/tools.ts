@@ -13,7 +13,10 @@
 //   [TOOL_CALLS][{...}, ...]                                           Mistral
 // A call to a function that is not in `tools`, or text that is not JSON, stays content.
 import type { GrammarSpec } from './grammar.ts';
-import type { Tool, ToolChoice } from './schema.ts';
+import type { ToolChoice } from './schema.ts';
+
+/** A tool as tools.ts reads it (schema.ts's Tool, or one built by hand) */
+export interface Tool { type: 'function'; function: { name: string; parameters?: Record<string, unknown> | undefined } }
 
 export type ToolMode = 'none' | 'auto' | 'required' | 'named';
 export interface ToolPlan { mode: ToolMode; name?: string; grammar?: GrammarSpec }
