@@ -42,7 +42,7 @@ async function nodeGreedy(maxTokens: number, backend: 'sim' | 'webgpu' = 'sim'):
     }
     const engine = await createEngine(join(dir, 'stories260K.comet'), { backend, maxBatch: 1 });
     const r = await engine.chat.completions.create({ messages: [{ role: 'user', content: PROMPT }], temperature: 0, max_tokens: maxTokens });
-    nodeText.set(key, r.choices[0].message.content);
+    nodeText.set(key, r.choices[0].message.content ?? '');
     engine.close();
   }
   return nodeText.get(key)!;
