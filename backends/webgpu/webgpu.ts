@@ -10,7 +10,7 @@
 // small host arrays (token ids, positions, block tables, RoPE tables) go to one upload buffer written once
 // at submit. Nothing is submitted until `read`/`argmax` needs a result, so a decode step is one submit.
 // Step tensors come from a size-keyed pool and go back to it in endStep. Pipelines are made once per device.
-import type { Backend, DType, HostWeight, KVCache, KVCacheSpec, KVDType, OpName, RopeSpec, StepLayout, Tensor, Weight } from '../backend.ts';
+import type { Backend, CapturedStep, DType, HostWeight, KVCache, KVCacheSpec, KVDType, OpName, RopeSpec, StepInputs, StepLayout, Tensor, Weight } from '../backend.ts';
 import type { ActQuantSpec, QAct } from '../../simulator/formats.ts';
 import { dequantizeAct } from '../../simulator/act.ts';
 import { checkW4 } from '../../simulator/w4.ts';
@@ -110,11 +110,23 @@ class PipelineCache {
 
 const pipelineCaches = new WeakMap<GpuContext, PipelineCache>(); // keyed by context: dot4 is part of the key
 
-/** Command recording for one step: one encoder, compute passes, and the upload arena (segments of 1 MiB,
- *  each written to its GPU buffer once, at submit; a segment is reused only after that submit). */
+/** One recorded command of a step. */
+type Cmd =
+  | { k: 'pass'; ts?: GPUComputePassTimestampWrites } // begin a compute pass (ends the one open)
+  | { k: 'd'; pipe: GPUComputePipeline; bg: GPUBindGroup; x: number; y: number; z: number }
+  | { k: 'clear'; buf: GPUBuffer; off: number; size: number }
+  | { k: 'copy'; src: GPUBuffer; so: number; dst: GPUBuffer; dof: number; size: number };
+
+/** Step data an upload holds that a replay rewrites (captureStep): made from the replay's StepInputs. */
+type Remake = (inp: StepInputs) => ArrayBufferView;
+
+/** Command recording for one step: a list of commands (compute passes of dispatches, clears, copies) and
+ *  the upload arena (segments of 1 MiB, each written to its GPU buffer once per submit). The eager path
+ *  records a step, then encodes and submits it once; a captured step (captureStep) keeps its list and its
+ *  arena and encodes them again on every replay, with the uploads that hold step inputs rewritten. */
 class Stream {
-  private enc?: GPUCommandEncoder;
-  private pass?: GPUComputePassEncoder;
+  private cmds: Cmd[] = [];
+  private passOpen = false;
   /** bind groups by (layout, buffers, ranges): a decode step binds the same pooled buffers as the last one */
   private groups = new Map<string, GPUBindGroup>();
   private ids = new WeakMap<object, number>();
@@ -123,16 +135,11 @@ class Stream {
   timestamps?: GPUComputePassTimestampWrites;
   private segs: Array<{ buf: GPUBuffer; host: Uint8Array; used: number }> = [];
   private cur = 0;
+  private remakes: Array<{ seg: number; offset: number; bytes: number; make: Remake }> = [];
   constructor(readonly dev: GPUDevice) {}
-  private encoder(): GPUCommandEncoder {
-    return (this.enc ??= this.dev.createCommandEncoder());
-  }
-  private endPass() {
-    this.pass?.end();
-    this.pass = undefined;
-  }
-  /** Copy host words into the upload arena; returns a binding of them (valid for this submit). */
-  upload(words: Uint32Array | Int32Array | Float32Array): { buffer: GPUBuffer; offset: number; size: number } {
+  /** Copy host words into the upload arena; returns a binding of them (valid for this submit). `make`
+   *  regenerates them from a replay's inputs (captured steps). */
+  upload(words: ArrayBufferView, make?: Remake): { buffer: GPUBuffer; offset: number; size: number } {
     const size = Math.max(16, up4(words.byteLength));
     let seg = this.segs[this.cur];
     while (seg && seg.used + size > seg.host.byteLength) seg = this.segs[++this.cur];
@@ -145,7 +152,16 @@ class Stream {
     const offset = seg.used;
     seg.host.set(new Uint8Array(words.buffer, words.byteOffset, words.byteLength), offset);
     seg.used = up256(offset + size);
+    if (make) this.remakes.push({ seg: this.cur, offset, bytes: words.byteLength, make });
     return { buffer: seg.buf, offset, size };
+  }
+  /** Rewrite the uploads that hold step inputs for `inp` (a replay); its shapes must be the captured ones. */
+  remake(inp: StepInputs) {
+    for (const r of this.remakes) {
+      const v = r.make(inp);
+      if (v.byteLength !== r.bytes) throw new CometError(`webgpu: replay inputs have another shape than the captured step (${v.byteLength} bytes where ${r.bytes} were captured)`);
+      this.segs[r.seg].host.set(new Uint8Array(v.buffer, v.byteOffset, v.byteLength), r.offset);
+    }
   }
   private id(o: object): number {
     let i = this.ids.get(o);
@@ -161,29 +177,57 @@ class Stream {
       const entries = res.map((r, i) => ({ binding: i, resource: 'buffer' in r ? r : { buffer: r } }));
       this.groups.set(key, (bg = this.dev.createBindGroup({ layout: p.layout, entries: entries as GPUBindGroupEntry[] })));
     }
-    if (!this.pass) {
-      this.pass = this.encoder().beginComputePass(this.timestamps ? { timestampWrites: this.timestamps } : undefined);
+    if (!this.passOpen) {
+      this.cmds.push({ k: 'pass', ts: this.timestamps });
       this.timestamps = undefined;
+      this.passOpen = true;
     }
-    this.pass.setPipeline(p.pipeline);
-    this.pass.setBindGroup(0, bg);
-    this.pass.dispatchWorkgroups(x, y, z);
+    this.cmds.push({ k: 'd', pipe: p.pipeline, bg, x, y, z });
   }
-  clear(buf: GPUBuffer, offset: number, size: number) {
-    this.endPass();
-    this.encoder().clearBuffer(buf, offset, size);
+  clear(buf: GPUBuffer, off: number, size: number) {
+    this.passOpen = false;
+    this.cmds.push({ k: 'clear', buf, off, size });
   }
-  copy(src: GPUBuffer, srcOff: number, dst: GPUBuffer, dstOff: number, size: number) {
-    this.endPass();
-    this.encoder().copyBufferToBuffer(src, srcOff, dst, dstOff, size);
+  copy(src: GPUBuffer, so: number, dst: GPUBuffer, dof: number, size: number) {
+    this.passOpen = false;
+    this.cmds.push({ k: 'copy', src, so, dst, dof, size });
   }
-  /** Write the upload arena and submit everything recorded. */
+  get empty() { return this.cmds.length === 0; }
+  /** The recorded commands into `enc` (setPipeline only where the pipeline changes). */
+  encode(enc: GPUCommandEncoder) {
+    let pass: GPUComputePassEncoder | undefined, pipe: GPUComputePipeline | undefined;
+    for (const c of this.cmds) {
+      if (c.k === 'd') {
+        if (c.pipe !== pipe) pass!.setPipeline((pipe = c.pipe));
+        pass!.setBindGroup(0, c.bg);
+        pass!.dispatchWorkgroups(c.x, c.y, c.z);
+        continue;
+      }
+      pass?.end();
+      pass = undefined;
+      pipe = undefined;
+      if (c.k === 'pass') pass = enc.beginComputePass(c.ts ? { timestampWrites: c.ts } : undefined);
+      else if (c.k === 'clear') enc.clearBuffer(c.buf, c.off, c.size);
+      else enc.copyBufferToBuffer(c.src, c.so, c.dst, c.dof, c.size);
+    }
+    pass?.end();
+  }
+  /** Write the upload arena to its buffers (before a submit that uses them). */
+  writeUploads() {
+    for (const s of this.segs) if (s.used) this.dev.queue.writeBuffer(s.buf, 0, s.host, 0, s.used);
+  }
+  /** Write the upload arena and submit everything recorded; the stream starts empty again. */
   flush() {
-    this.endPass();
-    for (const s of this.segs) if (s.used) { this.dev.queue.writeBuffer(s.buf, 0, s.host, 0, s.used); s.used = 0; }
+    if (this.cmds.length === 0 && this.segs.every((s) => !s.used)) return;
+    this.writeUploads();
+    const enc = this.dev.createCommandEncoder();
+    this.encode(enc);
+    this.dev.queue.submit([enc.finish()]);
+    this.cmds = [];
+    this.passOpen = false;
+    this.remakes = [];
+    for (const s of this.segs) s.used = 0;
     this.cur = 0;
-    if (this.enc) this.dev.queue.submit([this.enc.finish()]);
-    this.enc = undefined;
   }
   destroy() {
     for (const s of this.segs) s.buf.destroy();
@@ -215,6 +259,9 @@ export class WebGPUBackend implements Backend {
 
   /** a CPU adapter (SwiftShader): prefer kernels without workgroup barriers */
   readonly cpu: boolean;
+  disposed = false;
+  /** the capture in progress (captureStep), and the step inputs it declared */
+  private capturing?: { inputs?: StepInputs };
 
   constructor(readonly gpu: GpuContext, readonly src: ShaderSources, readonly opts: WebGPUOptions = {}) {
     this.dev = gpu.device;
@@ -290,12 +337,22 @@ export class WebGPUBackend implements Backend {
       throw new CometError(`webgpu: a GPU command failed (${message})`, 'gpu_error');
     }
   }
-  private async readBytes(buf: GPUBuffer, bytes: number): Promise<Uint8Array> {
+  /** `bytes` of `buf`, read back after what is recorded (and, for a replay, after the captured step `step`). */
+  async readBytes(buf: GPUBuffer, bytes: number, step?: Stream): Promise<Uint8Array> {
     this.check();
     const size = up256(Math.max(up4(bytes), 16));
     const st = this.mapFree.get(size)?.pop() ?? this.dev.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-    this.stream.copy(buf, 0, st, 0, up4(bytes));
-    this.stream.flush();
+    if (step) {
+      this.stream.flush(); // eager work recorded before the replay runs first
+      step.writeUploads();
+      const enc = this.dev.createCommandEncoder();
+      step.encode(enc);
+      enc.copyBufferToBuffer(buf, 0, st, 0, up4(bytes));
+      this.dev.queue.submit([enc.finish()]);
+    } else {
+      this.stream.copy(buf, 0, st, 0, up4(bytes));
+      this.stream.flush();
+    }
     try {
       await st.mapAsync(GPUMapMode.READ, 0, up4(bytes));
     } catch (e) {
@@ -401,6 +458,50 @@ export class WebGPUBackend implements Backend {
     return out;
   }
 
+  /** Record the step `fn` enqueues (logits [R][V]) and its argmax once, for replays on new inputs of the
+   *  same shape (Backend.captureStep). WebGPU cannot resubmit a command buffer, so a replay encodes the
+   *  recorded list again: no model code, no graph, no tensor or bind-group bookkeeping runs, and a greedy
+   *  replay reads back the R sampled ids alone. With `inputs`, every upload of step data must be one of them
+   *  (token ids, rows, the layout and the RoPE table made from its positions): a replay rewrites those in the
+   *  recorded upload arena. The step's buffers belong to the capture until destroy(). */
+  captureStep(fn: () => Tensor, inputs?: StepInputs): CapturedStep {
+    if (this.capturing) throw new CometError('webgpu: captureStep inside a capture');
+    this.stream.flush();
+    const eager = { stream: this.stream, live: this.live };
+    const rec = new Stream(this.dev);
+    this.stream = rec;
+    this.live = [];
+    this.capturing = { inputs };
+    let logits: WTensor, ids: WTensor, owned: GPUBuffer[];
+    try {
+      logits = this.want(fn(), 'f32', 'captureStep');
+      const R = rowsOf(logits);
+      ids = new WTensor([R], 'i32', this.temp(R * 4), R * 4);
+      this.run('argmax', [colsOf(logits)], [logits.buf, ids.buf], R);
+    } catch (e) {
+      rec.destroy();
+      this.release(this.live);
+      throw e;
+    } finally {
+      owned = this.live;
+      this.stream = eager.stream;
+      this.live = eager.live;
+      this.capturing = undefined;
+    }
+    return new WebGPUStep(this, rec, owned, logits!, ids!, inputs);
+  }
+  /** Step data for an upload: while capturing with declared inputs, how a replay remakes it (`ok`: the data is
+   *  one of the inputs); otherwise nothing. */
+  private stepData(ok: boolean, make: Remake): Remake | undefined {
+    if (!this.capturing?.inputs) return undefined;
+    if (!ok) throw new CometError('webgpu: captureStep: the step uploads data that is not one of its declared inputs (tokens, rows, layout)');
+    return make;
+  }
+  /** Step buffers back to the pool. */
+  release(bufs: GPUBuffer[]): void {
+    for (const b of bufs) (this.free.get(b.size) ?? this.free.set(b.size, []).get(b.size)!).push(b);
+  }
+
   endStep(): void {
     this.stream.flush();
     for (const b of this.live) (this.free.get(b.size) ?? this.free.set(b.size, []).get(b.size)!).push(b);
@@ -411,6 +512,7 @@ export class WebGPUBackend implements Backend {
     for (const b of [...this.owned, ...this.live, ...[...this.free.values()].flat(), ...[...this.mapFree.values()].flat()]) b.destroy();
     this.owned = []; this.live = []; this.free.clear(); this.mapFree.clear();
     this.stream.destroy();
+    this.disposed = true;
   }
 
   // ---------------------------------------------------------------- helpers
@@ -460,7 +562,7 @@ export class WebGPUBackend implements Backend {
     const tb = this.want(table, 'f32', 'embed'), [V, D] = table.shape;
     for (const t of tokens) if (t < 0 || t >= V) throw new CometError(`embed: token id ${t} outside the vocabulary [0, ${V})`);
     const out = this.f32([tokens.length, D]);
-    const ids = this.stream.upload(tokens);
+    const ids = this.stream.upload(tokens, this.stepData(tokens === this.capturing?.inputs?.tokens, (i) => i.tokens));
     this.run('embed', [D, tokens.length, 0], [tb.buf, ids, out.buf], Math.ceil(D / 256), tokens.length);
     return out;
   }
@@ -505,21 +607,25 @@ export class WebGPUBackend implements Backend {
     this.run('gemm_f32', [T, N, K], [xt.buf, wt.buf, out.buf], Math.ceil(N / 64), Math.ceil(T / 4));
     return out;
   }
-  rope(x: Tensor, layout: StepLayout, spec: RopeSpec): Tensor {
-    const xt = this.want(x, 'f32', 'rope'), T = rowsOf(x), half = spec.headDim / 2;
-    if (colsOf(x) !== spec.nHeads * spec.headDim) throw new CometError(`rope: rows have ${colsOf(x)} channels, expected ${spec.nHeads}·${spec.headDim}`);
-    const key = `${spec.headDim}:${spec.theta}`;
+  /** cos/sin of every (token, frequency): exactly the simulator's f32 angle and its f64 cos/sin, rounded */
+  private ropeTable(pos: Int32Array, spec: RopeSpec): Float32Array {
+    const key = `${spec.headDim}:${spec.theta}`, half = spec.headDim / 2, T = pos.length;
     let freqs = this.ropeFreqs.get(key);
     if (!freqs) this.ropeFreqs.set(key, (freqs = ropeFreqs(spec.headDim, spec.theta)));
-    const cs = new Float32Array(T * half * 2); // exactly the simulator's f32 angle and its f64 cos/sin, rounded
+    const cs = new Float32Array(T * half * 2);
     for (let t = 0; t < T; t++)
       for (let i = 0; i < half; i++) {
-        const a = Math.fround(layout.pos[t] * freqs[i]);
+        const a = Math.fround(pos[t] * freqs[i]);
         cs[(t * half + i) * 2] = Math.cos(a);
         cs[(t * half + i) * 2 + 1] = Math.sin(a);
       }
+    return cs;
+  }
+  rope(x: Tensor, layout: StepLayout, spec: RopeSpec): Tensor {
+    const xt = this.want(x, 'f32', 'rope'), T = rowsOf(x), half = spec.headDim / 2;
+    if (colsOf(x) !== spec.nHeads * spec.headDim) throw new CometError(`rope: rows have ${colsOf(x)} channels, expected ${spec.nHeads}·${spec.headDim}`);
     const out = this.f32(x.shape);
-    const csb = this.stream.upload(cs);
+    const csb = this.stream.upload(this.ropeTable(layout.pos, spec), this.stepData(layout === this.capturing?.inputs?.layout, (i) => this.ropeTable(i.layout.pos, spec)));
     this.run('rope', [T, spec.nHeads, spec.headDim, 0], [xt.buf, csb, out.buf], ...grid1(T * spec.nHeads * half, 256));
     return out;
   }
@@ -538,7 +644,7 @@ export class WebGPUBackend implements Backend {
       if (!bt || pi >= bt.length) throw new CometError(`kvAppend: position ${layout.pos[t]} is past the sequence's ${bt?.length ?? 0} pages`);
     }
     const lw = this.layoutWords(layout);
-    const lay = this.stream.upload(lw.words);
+    const lay = this.stream.upload(lw.words, this.stepData(layout === this.capturing?.inputs?.layout, (i) => this.layoutWords(i.layout).words));
     const range = { buffer: c.buf, offset: layer * c.layerStride, size: c.layerBytes };
     const params = this.cacheParams(c, T, lw);
     if (s.dtype === 'kv4') this.run('kv_append_kv4', params, [kt.buf, vt.buf, lay, range], ...grid1(T * s.nKvHeads * 2 * (s.headDim / s.group), 64));
@@ -548,7 +654,7 @@ export class WebGPUBackend implements Backend {
     const c = cache as WKVCache, s = c.spec, T = layout.pos.length, qt = this.want(q, 'f32', 'attention');
     if (T > 65535) throw new CometError(`attention: ${T} tokens in one step (at most 65535)`);
     const lw = this.layoutWords(layout);
-    const lay = this.stream.upload(lw.words);
+    const lay = this.stream.upload(lw.words, this.stepData(layout === this.capturing?.inputs?.layout, (i) => this.layoutWords(i.layout).words));
     const out = this.f32(q.shape);
     const params = [...this.cacheParams(c, T, lw), f32bits(1 / Math.sqrt(s.headDim))];
     params.splice(1, 0, nHeads); // P: T, nHeads, nKv, ...
@@ -577,8 +683,46 @@ export class WebGPUBackend implements Backend {
     const xt = this.want(x, 'f32', 'rows'), C = colsOf(x), R = idx.length;
     for (const r of idx) if (r < 0 || r >= rowsOf(x)) throw new CometError(`rows: row ${r} outside [0, ${rowsOf(x)})`);
     const out = this.f32([R, C]);
-    this.run('rows', [C, R, 0], [xt.buf, this.stream.upload(idx), out.buf], Math.ceil(C / 256), R);
+    const rows = this.stream.upload(idx, this.stepData(idx === this.capturing?.inputs?.rows, (i) => i.rows));
+    this.run('rows', [C, R, 0], [xt.buf, rows, out.buf], Math.ceil(C / 256), R);
     return out;
+  }
+}
+
+/** A captured step (WebGPUBackend.captureStep): its recorded commands and upload arena, and the buffers it
+ *  owns (its activations, logits and argmax). */
+class WebGPUStep implements CapturedStep {
+  readonly bytes: number;
+  private live = true;
+  private last?: StepInputs;
+  constructor(private be: WebGPUBackend, private rec: Stream, private bufs: GPUBuffer[], private logits: WTensor, private ids: WTensor, private inputs?: StepInputs) {
+    this.bytes = bufs.reduce((a, b) => a + b.size, 0);
+    this.last = inputs;
+  }
+  valid(): boolean { return this.live && !this.be.disposed && !this.be.gpu.lost; }
+  private async run(inp: StepInputs | undefined, out: WTensor): Promise<Uint8Array> {
+    if (!this.live) throw new CometError('webgpu: replay of a destroyed step');
+    if (this.be.disposed) throw new CometError('webgpu: replay of a step whose backend was disposed');
+    if (inp && inp !== this.last) {
+      if (!this.inputs) throw new CometError('webgpu: this step was captured without declared inputs; it replays only its own step');
+      this.rec.remake(inp);
+      this.last = inp;
+    }
+    return this.be.readBytes(out.buf, out.bytes, this.rec);
+  }
+  async replay(inp?: StepInputs): Promise<Int32Array> {
+    const b = await this.run(inp, this.ids);
+    return new Int32Array(b.buffer, b.byteOffset, this.ids.shape[0]);
+  }
+  async replayLogits(inp?: StepInputs): Promise<Float32Array> {
+    const b = await this.run(inp, this.logits);
+    return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
+  }
+  destroy(): void {
+    if (!this.live) return;
+    this.live = false;
+    this.rec.destroy();
+    if (!this.be.disposed) this.be.release(this.bufs);
   }
 }
 

@@ -12,6 +12,7 @@ import { build } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createWebGPUBackend, WebGPUBackend } from '../../backends/webgpu/webgpu.ts';
 import { runCases } from './webgpu-cases.ts';
+import { createEngine } from '../../src/engine/engine.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const FLAGS = ['--enable-unsafe-webgpu', '--no-sandbox', '--no-first-run', '--disable-background-networking', '--disable-component-update',
@@ -89,5 +90,35 @@ describe('webgpu failures reach the caller as clear errors (Node, Dawn)', () => 
     expect(() => be.checkFits([], kv)).toThrow(/one layer of the KV cache \(64 pages\) needs [\d.]+ KiB bound at once; the KV cache \(8 layers × 64 pages\) needs one [\d.]+ MiB buffer/);
     expect(() => be.createKVCache(kv)).toThrow(/does not fit/);
     await expect(be.uploadModel([big])).rejects.toMatchObject({ code: 'too_large' });
+  });
+});
+
+describe('webgpu captured decode steps (Node, Dawn)', () => {
+  it('the engine with captured steps gives the tokens of the engine without; greedy steps read back only the ids', async () => {
+    const model = fileURLToPath(new URL('../../models/stories260K.comet', import.meta.url));
+    const be = await createWebGPUBackend();
+    const reads: number[] = [], read = be.readBytes.bind(be);
+    be.readBytes = (buf, bytes, step) => { reads.push(bytes); return read(buf, bytes, step); };
+    const run = async (graphs: number, temperature: number) => {
+      const e = await createEngine(model, { backend: be, maxBatch: 2, graphs });
+      reads.length = 0;
+      const out = await Promise.all(['Once upon a time', 'The cat'].map((prompt) =>
+        e.completions.create({ prompt, max_tokens: 24, temperature, seed: 7 }))); // two sequences, past two page buckets
+      const stats = e.stats().graphs!;
+      e.close();
+      return { texts: out.map((r) => r.choices[0].text), stats, reads: [...reads] };
+    };
+    for (const temperature of [0, 0.8]) { // greedy: the device's argmax; sampled: the logit rows
+      const eager = await run(0, temperature), captured = await run(16, temperature);
+      expect(eager.stats.replays).toBe(0);
+      expect(captured.stats.captures).toBeGreaterThan(0);
+      expect(captured.stats.replays).toBeGreaterThan(10);
+      expect(captured.texts).toEqual(eager.texts);
+      expect(captured.texts[0].length).toBeGreaterThan(30);
+      if (temperature === 0) { // a replayed greedy step reads 2 ids (8 bytes); an eager step whole rows of 512 logits
+        expect(captured.reads.filter((n) => n === 8).length).toBe(captured.stats.replays);
+        expect(eager.reads.every((n) => n >= 512 * 4)).toBe(true); // whole logit rows
+      }
+    }
   });
 });
