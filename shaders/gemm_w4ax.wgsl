@@ -16,24 +16,50 @@
 //   tiled (prefill, M > 8): a 32-token × 64-row tile per workgroup, one B-block of both operands staged in
 //     workgroup memory at a time, 2 tokens × 4 rows per invocation (3.4 TOPS on the H100: not tuned).
 
+// One dispatch computes up to three GEMMs over the same activation (matmulMany: q/k/v, gate/up): "parts".
+// Part i has its own weight w_i (N_i rows), output y_i and range of workgroups along x, [g_i, g_{i+1}); a
+// workgroup finds its part once, so the weight and output it touches are uniform (the switches below).
 struct P {
   M: u32, N: u32, Kp: u32, K8: u32, B: u32, nb: u32,
   a4Off: u32, saOff: u32, // word offsets in act (a8 starts at 0)
-  wsOff: u32, // word offset of the scales in w
+  wsOff: u32, // word offset of the scales in w0
   zero: u32, // 0 at run time (FMA guard)
   m0: u32, // first token of this dispatch
+  g1: u32, g2: u32, // first workgroup (x) of parts 1 and 2 (0xffffffff: no such part)
+  N1: u32, N2: u32, ws1: u32, ws2: u32, // rows and scale offsets of parts 1 and 2
 };
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> act: array<u32>;
-@group(0) @binding(2) var<storage, read> wq: array<vec4<u32>>; // codes as 16-byte words (32 int4)
-@group(0) @binding(3) var<storage, read> ws: array<u32>; // the same buffer as u32 (scales)
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read> w0: array<vec4<u32>>; // codes as 16-byte words (32 int4) | scales
+@group(0) @binding(3) var<storage, read> w1: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read> w2: array<vec4<u32>>;
+@group(0) @binding(5) var<storage, read_write> y0: array<f32>;
+@group(0) @binding(6) var<storage, read_write> y1: array<f32>;
+@group(0) @binding(7) var<storage, read_write> y2: array<f32>;
+
+/** this workgroup's part: which weight and output, its first workgroup, rows, scale offset */
+struct Part { sel: u32, g: u32, N: u32, wsOff: u32 };
+fn part_of(x: u32) -> Part {
+  if (x >= p.g2) { return Part(2u, p.g2, p.N2, p.ws2); }
+  if (x >= p.g1) { return Part(1u, p.g1, p.N1, p.ws1); }
+  return Part(0u, 0u, p.N, p.wsOff);
+}
+fn wget(pt: Part, i: u32) -> vec4<u32> {
+  switch pt.sel { case 1u: { return w1[i]; } case 2u: { return w2[i]; } default: { return w0[i]; } }
+}
+fn yput(pt: Part, i: u32, v: f32) {
+  switch pt.sel { case 1u: { y1[i] = v; } case 2u: { y2[i] = v; } default: { y0[i] = v; } }
+}
 
 fn nofma(x: f32) -> f32 { return bitcast<f32>(bitcast<u32>(x) ^ p.zero); }
 
 fn sa_at(m: u32, b: u32) -> f32 { let i = m * p.nb + b; return f16_half(act[p.saOff + (i >> 1u)], i); }
-fn sw_at(n: u32, b: u32) -> f32 { let i = n * p.nb + b; return f16_half(ws[p.wsOff + (i >> 1u)], i); }
+fn sw_at(pt: Part, n: u32, b: u32) -> f32 {
+  let i = n * p.nb + b;
+  let wi = pt.wsOff + (i >> 1u);
+  return f16_half(wget(pt, wi >> 2u)[wi & 3u], i);
+}
 
 /** act elements [k, k+8) of token m as (even, odd) i8x4 words; k a multiple of 8, k < Kp */
 fn act8(m: u32, k: u32) -> vec2<u32> {
@@ -57,9 +83,9 @@ var<workgroup> pp: array<i32, TEAMS * MT * (CH / 32u)>; // [team][tok][word] int
 var<workgroup> tb: array<f32, TEAMS * MT * (CH / 32u)>; // [team][tok][block of chunk] t_b
 
 /** 16-byte word j of this lane in the chunk at k0 (0 past the row or beyond the chunk's CV words) */
-fn wword(n: u32, k0: u32, lane: u32, j: u32, CV: u32, nk: u32) -> vec4<u32> {
+fn wword(pt: Part, n: u32, k0: u32, lane: u32, j: u32, CV: u32, nk: u32) -> vec4<u32> {
   let gv = k0 / 32u + lane + 32u * j;
-  if (n < p.N && gv < nk && lane + 32u * j < CV) { return wq[n * nk + gv]; }
+  if (n < pt.N && gv < nk && lane + 32u * j < CV) { return wget(pt, n * nk + gv); }
   return vec4<u32>(0u);
 }
 
@@ -80,7 +106,8 @@ fn partials(w: vec4<u32>, team: u32, lane: u32, j: u32, CV: u32, CW: u32) {
 fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let team = lid >> 5u;
   let lane = lid & 31u;
-  let n = wg.x * TEAMS + team;
+  let pt = part_of(wg.x);
+  let n = (wg.x - pt.g) * TEAMS + team;
   let mBase = p.m0 + wg.y * MT;
   let nk = p.Kp / 32u; // 16-byte words per row
   let vpb = p.B / 32u; // words per block
@@ -92,10 +119,10 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     // 0. this lane's weight words of the chunk (up to 4: CH <= 4096; coalesced along the row), loaded first so their
     //    latency overlaps the staging below; four named registers, not an indexed array (which a driver
     //    may place in local memory)
-    let w0 = wword(n, k0, lane, 0u, CV, nk);
-    let w1 = wword(n, k0, lane, 1u, CV, nk);
-    let w2 = wword(n, k0, lane, 2u, CV, nk);
-    let w3 = wword(n, k0, lane, 3u, CV, nk);
+    let w0 = wword(pt, n, k0, lane, 0u, CV, nk);
+    let w1 = wword(pt, n, k0, lane, 1u, CV, nk);
+    let w2 = wword(pt, n, k0, lane, 2u, CV, nk);
+    let w3 = wword(pt, n, k0, lane, 3u, CV, nk);
     // 1. stage the activation chunk as (even, odd) i8x4 words, 8 channels per invocation per step
     for (var t = 0u; t < MT; t++) {
       let m = mBase + t;
@@ -123,7 +150,7 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         for (var i = 0u; i < vpb; i++) { acc = acc + pp[(team * MT + t) * CV + bl * vpb + i]; }
         var tv = 0.0;
         let m = mBase + t;
-        if (b < p.nb && n < p.N && m < p.M) { tv = f32(acc) * (sa_at(m, b) * sw_at(n, b)); }
+        if (b < p.nb && n < pt.N && m < p.M) { tv = f32(acc) * (sa_at(m, b) * sw_at(pt, n, b)); }
         tb[(team * MT + t) * CV + bl] = tv;
       }
     }
@@ -135,7 +162,7 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     }
   }
   let m = mBase + lane;
-  if (lane < MT && n < p.N && m < p.M) { y[m * p.N + n] = f16_round(sum); }
+  if (lane < MT && n < pt.N && m < p.M) { yput(pt, m * pt.N + n, f16_round(sum)); }
 }
 
 // ---------------------------------------------------------------- tiled
@@ -148,7 +175,8 @@ var<workgroup> tw: array<u32, 2048>; // [row 64][B/8 groups ≤ 16][lo, hi]
 fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let tx = lid & 15u; // rows tx*4 .. +4
   let ty = lid >> 4u; // tokens ty*2 .. +2
-  let n0 = wg.x * TN;
+  let pt = part_of(wg.x);
+  let n0 = (wg.x - pt.g) * TN;
   let mT = p.m0 + wg.y * TM;
   let ng = p.B / 8u; // 8-channel groups per block
   var sum: array<f32, 8>;
@@ -164,9 +192,9 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     for (var i = lid; i < TN * ng; i = i + 256u) {
       let r = i / ng; let g = i % ng; let n = n0 + r;
       var w = 0u;
-      if (n < p.N) {
+      if (n < pt.N) {
         let wi = (n * p.Kp + k0 + g * 8u) >> 3u; // u32 word of 8 nibbles
-        let v4 = wq[wi >> 2u];
+        let v4 = wget(pt, wi >> 2u);
         w = v4[wi & 3u];
       }
       tw[(r * 16u + g) * 2u] = lo4(w); tw[(r * 16u + g) * 2u + 1u] = hi4(w);
@@ -180,8 +208,8 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
         for (var g = 0u; g < ng; g++) {
           acc = acc + dot4(tw[(r * 16u + g) * 2u], ta[(t * 16u + g) * 2u]) + dot4(tw[(r * 16u + g) * 2u + 1u], ta[(t * 16u + g) * 2u + 1u]);
         }
-        if (m < p.M && n < p.N) {
-          sum[ti * 4u + ri] = sum[ti * 4u + ri] + nofma(f32(acc) * (sa_at(m, b) * sw_at(n, b)));
+        if (m < p.M && n < pt.N) {
+          sum[ti * 4u + ri] = sum[ti * 4u + ri] + nofma(f32(acc) * (sa_at(m, b) * sw_at(pt, n, b)));
         }
       }
     }
@@ -191,7 +219,7 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     let m = mT + ty * 2u + ti;
     for (var ri = 0u; ri < 4u; ri++) {
       let n = n0 + tx * 4u + ri;
-      if (m < p.M && n < p.N) { y[m * p.N + n] = f16_round(sum[ti * 4u + ri]); }
+      if (m < p.M && n < pt.N) { yput(pt, m * pt.N + n, f16_round(sum[ti * 4u + ri])); }
     }
   }
 }
@@ -200,17 +228,18 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
 // One invocation per (row, 4 tokens), all blocks in order, no workgroup memory and no barriers: for small
 // K (few blocks), and for CPU adapters (SwiftShader runs barriers slowly).
 @compute @workgroup_size(64)
-fn rowwise(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let n = gid.x;
-  let m0 = p.m0 + gid.y * 4u;
-  if (n >= p.N) { return; }
+fn rowwise(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let pt = part_of(wg.x);
+  let n = (wg.x - pt.g) * 64u + lid;
+  let m0 = p.m0 + wg.y * 4u;
+  if (n >= pt.N) { return; }
   let nt = min(4u, p.M - m0);
   let nk = p.Kp / 32u;
   var sum = vec4<f32>(0.0);
   for (var b = 0u; b < p.nb; b++) {
     var acc = vec4<i32>(0);
     for (var v = b * p.B / 32u; v < (b + 1u) * p.B / 32u; v++) {
-      let w = wq[n * nk + v];
+      let w = wget(pt, n * nk + v);
       for (var t = 0u; t < nt; t++) {
         var a = 0;
         for (var q = 0u; q < 4u; q++) {
@@ -220,8 +249,8 @@ fn rowwise(@builtin(global_invocation_id) gid: vec3<u32>) {
         acc[t] = acc[t] + a;
       }
     }
-    let swb = sw_at(n, b);
+    let swb = sw_at(pt, n, b);
     for (var t = 0u; t < nt; t++) { sum[t] = sum[t] + nofma(f32(acc[t]) * (sa_at(m0 + t, b) * swb)); }
   }
-  for (var t = 0u; t < nt; t++) { y[(m0 + t) * p.N + n] = f16_round(sum[t]); }
+  for (var t = 0u; t < nt; t++) { yput(pt, (m0 + t) * pt.N + n, f16_round(sum[t])); }
 }

@@ -52,12 +52,15 @@ type Binding = 'uniform' | 'read' | 'write';
 interface Pipe { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }
 type Res = GPUBuffer | { buffer: GPUBuffer; offset: number; size: number };
 
+/** gemm_w4ax.wgsl: params, act, up to three weights (codes | scales) and their outputs (matmulMany's parts) */
+const W4_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'read', 'write', 'write', 'write'];
+
 /** The pipelines of the op set: family, entry point, bindings (in order), override constants. */
 const PIPES = {
-  gemm_matvec1: { family: 'gemm_w4ax', entry: 'matvec', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { MT: 1, CH: 4096 } },
-  gemm_matvec4: { family: 'gemm_w4ax', entry: 'matvec', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { MT: 4, CH: 2048 } },
-  gemm_rowwise: { family: 'gemm_w4ax', entry: 'rowwise', bind: ['uniform', 'read', 'read', 'read', 'write'] },
-  gemm_tiled: { family: 'gemm_w4ax', entry: 'tiled', bind: ['uniform', 'read', 'read', 'read', 'write'] },
+  gemm_matvec1: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 1, CH: 4096 } },
+  gemm_matvec4: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 4, CH: 2048 } },
+  gemm_rowwise: { family: 'gemm_w4ax', entry: 'rowwise', bind: W4_BIND },
+  gemm_tiled: { family: 'gemm_w4ax', entry: 'tiled', bind: W4_BIND },
   gemm_f32: { family: 'gemm_f32', entry: 'gemm', bind: ['uniform', 'read', 'read', 'write'] },
   quantize_act: { family: 'quant', entry: 'main', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { MODE: 0 } },
   rmsnorm_quant: { family: 'quant', entry: 'main', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { MODE: 1 } },
@@ -583,24 +586,7 @@ export class WebGPUBackend implements Backend {
   }
   matmul(x: Tensor, w: Weight): Tensor {
     const wt = w as WWeight, N = w.shape[0];
-    if (wt.dtype === 'w4') {
-      const a = this.want(x, 'qact', 'matmul'), sa = a.spec!, sw = wt.act!;
-      for (const f of ['K', 'Kp', 'B', 'K8'] as const)
-        if (sa[f] !== sw[f]) throw new CometError(`matmul: ${w.name}: activation ${f} = ${sa[f]} but the weight expects ${sw[f]}`);
-      const M = rowsOf(x), nb = sw.Kp / sw.B, n = qactBytes(sw, M), wb = w4Bytes(sw, N);
-      const out = this.f32([M, N]);
-      const params = [M, N, sw.Kp, sw.K8, sw.B, nb, n.a8 / 4, (n.a8 + n.a4) / 4, wb.codes / 4, 0, 0];
-      const res: Res[] = [a.buf, { buffer: wt.buf, offset: 0, size: wb.codes }, wt.buf, out.buf];
-      const kernel = this.opts.gemm ?? (M > 8 ? 'tiled' : this.cpu || sw.Kp <= 512 ? 'rowwise' : 'matvec');
-      if (kernel === 'rowwise') this.run('gemm_rowwise', params, res, Math.ceil(N / 64), Math.ceil(M / 4));
-      else if (kernel === 'tiled') this.run('gemm_tiled', params, res, Math.ceil(N / 64), Math.ceil(M / 32));
-      else {
-        const mv = this.opts.matvec;
-        if (M === 1) this.run('gemm_matvec1', params, res, Math.ceil(N / (mv?.teams ?? 8)), 1, 1, mv ? { TEAMS: mv.teams, CH: mv.chunk } : undefined);
-        else this.run('gemm_matvec4', params, res, Math.ceil(N / 8), Math.ceil(M / 4));
-      }
-      return out;
-    }
+    if (wt.dtype === 'w4') return this.w4gemm(x, [wt])[0];
     const xt = this.want(x, 'f32', 'matmul'), K = colsOf(w), T = rowsOf(x);
     if (colsOf(x) !== K) throw new CometError(`matmul: ${w.name} expects ${K} input features, got ${colsOf(x)}`);
     const out = this.f32([T, N]);
@@ -621,6 +607,42 @@ export class WebGPUBackend implements Backend {
       }
     return cs;
   }
+  /** Several W4 linears over one quantized input (q/k/v, gate/up) in one dispatch; others one by one. */
+  matmulMany(x: Tensor, ws: readonly Weight[]): Tensor[] {
+    const w4 = ws as readonly WWeight[];
+    if (ws.length >= 2 && ws.length <= 3 && w4.every((w) => w.dtype === 'w4' && w.act === w4[0].act)) return this.w4gemm(x, w4);
+    return ws.map((w) => this.matmul(x, w));
+  }
+  /** W4Ax GEMM of one qact input against 1-3 weights of the same activation spec (gemm_w4ax.wgsl's parts):
+   *  the kernel is picked by M (and K, and the adapter), each part gets its own range of workgroups. */
+  private w4gemm(x: Tensor, ws: readonly WWeight[]): Tensor[] {
+    const a = this.want(x, 'qact', 'matmul'), sa = a.spec!, sw = ws[0].act!;
+    for (const w of ws)
+      for (const f of ['K', 'Kp', 'B', 'K8'] as const)
+        if (sa[f] !== w.act![f]) throw new CometError(`matmul: ${w.name}: activation ${f} = ${sa[f]} but the weight expects ${w.act![f]}`);
+    const M = rowsOf(x), nb = sw.Kp / sw.B, n = qactBytes(sw, M);
+    const kernel = this.opts.gemm ?? (M > 8 ? 'tiled' : this.cpu || sw.Kp <= 512 ? 'rowwise' : 'matvec');
+    const mv = this.opts.matvec, teams = kernel === 'matvec' && M === 1 ? mv?.teams ?? 8 : 8;
+    const rowsPerGroup = kernel === 'rowwise' ? 64 : kernel === 'tiled' ? 64 : teams;
+    const outs = ws.map((w) => this.f32([M, w.shape[0]]));
+    // part i: workgroups [g_i, g_{i+1}) along x
+    const groups = ws.map((w) => Math.ceil(w.shape[0] / rowsPerGroup)), g = [0];
+    for (const c of groups) g.push(g[g.length - 1] + c);
+    const NONE = 0xffffffff, wsOff = ws.map((w) => w4Bytes(sw, w.shape[0]).codes / 4);
+    const params = [M, ws[0].shape[0], sw.Kp, sw.K8, sw.B, nb, n.a8 / 4, (n.a8 + n.a4) / 4, wsOff[0], 0, 0,
+      ws.length > 1 ? g[1] : NONE, ws.length > 2 ? g[2] : NONE, ws[1]?.shape[0] ?? 0, ws[2]?.shape[0] ?? 0, wsOff[1] ?? 0, wsOff[2] ?? 0];
+    // unused parts: the first weight again (read-only aliasing is allowed) and a dummy output
+    const res: Res[] = [a.buf, ws[0].buf, (ws[1] ?? ws[0]).buf, (ws[2] ?? ws[0]).buf, outs[0].buf, outs[1]?.buf ?? this.dummyOut(1), outs[2]?.buf ?? this.dummyOut(2)];
+    const gx = g[g.length - 1];
+    if (kernel === 'rowwise') this.run('gemm_rowwise', params, res, gx, Math.ceil(M / 4));
+    else if (kernel === 'tiled') this.run('gemm_tiled', params, res, gx, Math.ceil(M / 32));
+    else if (M === 1) this.run('gemm_matvec1', params, res, gx, 1, 1, mv ? { TEAMS: mv.teams, CH: mv.chunk } : undefined);
+    else this.run('gemm_matvec4', params, res, gx, Math.ceil(M / 4));
+    return outs;
+  }
+  /** a 16-byte writable buffer for an output binding no workgroup writes (two: bindings must not alias) */
+  private dummies: GPUBuffer[] = [];
+  private dummyOut(i: number): GPUBuffer { return (this.dummies[i] ??= this.persistent(16, 'unused output')); }
   rope(x: Tensor, layout: StepLayout, spec: RopeSpec): Tensor {
     const xt = this.want(x, 'f32', 'rope'), T = rowsOf(x), half = spec.headDim / 2;
     if (colsOf(x) !== spec.nHeads * spec.headDim) throw new CometError(`rope: rows have ${colsOf(x)} channels, expected ${spec.nHeads}·${spec.headDim}`);

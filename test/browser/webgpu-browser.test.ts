@@ -12,6 +12,9 @@ import { build } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createWebGPUBackend, WebGPUBackend } from '../../backends/webgpu/webgpu.ts';
 import { runCases } from './webgpu-cases.ts';
+import { actSpec } from '../../simulator/act.ts';
+import { quantizeW4 } from '../../simulator/w4.ts';
+import { activations, permutation, rng } from '../simulator/rng.ts';
 import { createEngine } from '../../src/engine/engine.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -90,6 +93,24 @@ describe('webgpu failures reach the caller as clear errors (Node, Dawn)', () => 
     expect(() => be.checkFits([], kv)).toThrow(/one layer of the KV cache \(64 pages\) needs [\d.]+ KiB bound at once; the KV cache \(8 layers × 64 pages\) needs one [\d.]+ MiB buffer/);
     expect(() => be.createKVCache(kv)).toThrow(/does not fit/);
     await expect(be.uploadModel([big])).rejects.toMatchObject({ code: 'too_large' });
+  });
+});
+
+describe('webgpu W4Ax GEMM of several weights in one dispatch (Node, Dawn)', () => {
+  // matvec in 1024-channel chunks: the part mapping is the default variant's, at a fraction of its cost on SwiftShader
+  it.each(['matvec', 'rowwise', 'tiled'] as const)('%s: matmulMany equals one matmul per weight, bit for bit', async (gemm) => {
+    const real = await createWebGPUBackend(), be = new WebGPUBackend(real.gpu, real.src, { gemm, matvec: { teams: 8, chunk: 1024 } });
+    const shapes = { matvec: [[1, 512, 128, 128]], tiled: [[20, 256, 32, 0]], rowwise: [[1, 512, 128, 128], [3, 300, 64, 64], [20, 256, 32, 0]] }[gemm];
+    for (const [M, K, B, K8] of shapes) {
+      const r = rng(M + K), spec = actSpec(K, B, K8, permutation(r, K));
+      const q = be.quantizeAct(be.fromHost(activations(r, M, K, [1], 20), [M, K]), spec);
+      const ws = [70, 9, 130].map((N, i) => be.uploadWeight({ kind: 'w4', name: `w${i}`, ...quantizeW4(activations(r, N, K).map((v) => v * 0.05), N, spec, { clipSearch: false }) }));
+      for (const n of [2, 3]) {
+        const many = be.matmulMany(q, ws.slice(0, n));
+        for (let i = 0; i < n; i++) expect(Array.from(await be.read(many[i])), `M=${M} K=${K} part ${i} of ${n}`).toEqual(Array.from(await be.read(be.matmul(q, ws[i]))));
+      }
+      be.endStep();
+    }
   });
 });
 

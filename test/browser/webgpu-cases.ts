@@ -18,6 +18,10 @@ export async function runCases(be: Backend): Promise<Record<string, string>> {
     const q = be.quantizeAct(x, spec);
     out[`quantize_act M=${M} K=${K} B=${B} K8=${K8}`] = hex(await be.readRaw!(q));
     out[`gemm_w4ax M=${M} N=${N} K=${K}`] = f32hex(await be.read(be.matmul(q, be.uploadWeight({ kind: 'w4', name: 'w', ...w }))));
+    // three weights in one dispatch (q/k/v): each part is the GEMM alone
+    const ws = [N, 2 * N + 3, 7].map((n, i) => be.uploadWeight({ kind: 'w4', name: `w${i}`, ...quantizeW4(activations(r, n, K).map((v) => v * 0.05), n, spec, { clipSearch: false }) }));
+    const many = be.matmulMany!(q, ws);
+    for (let i = 0; i < 3; i++) out[`gemm_w4ax many M=${M} K=${K} part ${i}`] = f32hex(await be.read(many[i]));
     be.endStep();
   }
   const r = rng(7), nKv = 2, nH = 4, hd = 32, T = 11;
