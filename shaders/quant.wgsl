@@ -5,12 +5,16 @@
 // then v_j -> f16 (RNE), per B-block amax, s = f16(amax/qmax) and codes roundHalfEven(v/s) of the exact
 // quotients (common.wgsl), clamped to -qmax-1..qmax; channels [K, Kp) are 0.
 // Output: the qact buffer  a8 int8 [M][K8] | a4 int4x2 [M][(Kp-K8)/2] | sa f16 [M][Kp/B], written as whole
-// words (codes) and with atomicOr (scales: two tokens can share a word; the host clears sa first).
+// words. Scales: when no word of sa holds two tokens' scales (one token, or an even Kp/B), the workgroup keeps
+// its token's scales and stores whole words at the end (DIRECT = 1); else two tokens can share a word and
+// the scales go in with atomicOr over an sa the host cleared first. DIRECT saves the clear, which would end
+// the compute pass: every decode step's quantizers run that way.
 
 struct P {
   K: u32, Kp: u32, K8: u32, B: u32, nb: u32, hasPerm: u32,
   a4Off: u32, saOff: u32, // word offsets in the output
   eps: f32,
+  direct: u32, // 1: whole-word scale stores (needs nb <= NBMAX), 0: atomicOr into a cleared sa
 };
 override MODE: u32 = 0u;
 
@@ -24,6 +28,8 @@ const WG = 128u;
 var<workgroup> sh: array<f32, WG>; // |v| for the block max
 var<workgroup> cs: array<i32, WG>; // codes
 var<workgroup> ss: array<u32, 4>; // scale bits of the (WG/B) blocks of this pass
+const NBMAX = 512u;
+var<workgroup> sb: array<u32, NBMAX>; // DIRECT: scale bits of every block of the token
 
 @compute @workgroup_size(128)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -60,7 +66,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       let h = f16_div(sh[lid], qmax);
       ss[lid / p.B] = h;
       let i = m * p.nb + j / p.B;
-      atomicOr(&q[p.saOff + (i >> 1u)], h << ((i & 1u) * 16u));
+      if (p.direct != 0u) { sb[j / p.B] = h; }
+      else { atomicOr(&q[p.saOff + (i >> 1u)], h << ((i & 1u) * 16u)); }
     }
     workgroupBarrier();
     let s = f16_to_f32(ss[lid / p.B]);
@@ -80,5 +87,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       atomicStore(&q[p.a4Off + ((m * K4 + j - p.K8) >> 3u)], wv);
     }
     workgroupBarrier();
+  }
+  if (p.direct != 0u) { // m·nb is even here: this token's scales start a word
+    for (var w = lid; w < (p.nb + 1u) / 2u; w = w + WG) {
+      var hi = 0u;
+      if (2u * w + 1u < p.nb) { hi = sb[2u * w + 1u]; }
+      atomicStore(&q[p.saOff + ((m * p.nb) >> 1u) + w], sb[2u * w] | (hi << 16u));
+    }
   }
 }

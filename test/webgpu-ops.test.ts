@@ -92,7 +92,7 @@ describe('webgpu: W4Ax GEMM is bit-exact (DESIGN §3.4)', () => {
 });
 
 describe('webgpu: FMPQ activation quantizers (DESIGN §3.2)', () => {
-  it.each([[5, 300, 128, 128], [3, 96, 32, 32], [2, 700, 64, 0], [4, 256, 128, 256]])('quantize_act codes and scales are exact: M=%i K=%i B=%i K8=%i', async (M, K, B, K8) => {
+  it.each([[5, 300, 128, 128], [3, 96, 32, 32], [2, 700, 64, 0], [4, 256, 128, 256], [1, 300, 128, 128], [1, 700, 64, 0]])('quantize_act codes and scales are exact: M=%i K=%i B=%i K8=%i', async (M, K, B, K8) => {
     const r = rng(M * 31 + K), spec = actSpec(K, B, K8, permutation(r, K));
     const x = activations(r, M, K, [0, 5, K - 2], 40);
     x[3] = 0; // a zero and a block of zeros (s = 0)

@@ -553,9 +553,11 @@ export class WebGPUBackend implements Backend {
     if (colsOf(x) !== spec.K) throw new CometError(`webgpu ${name}: the rows have ${colsOf(x)} channels, the spec K = ${spec.K}`);
     const n = qactBytes(spec, M), bytes = n.a8 + n.a4 + n.sa;
     const out = new WTensor([M, spec.Kp], 'qact', this.temp(n.a8 + n.a4 + up4(n.sa)), bytes, spec);
-    this.stream.clear(out.buf, n.a8 + n.a4, up4(n.sa));
+    // whole-word scale stores when no sa word holds two tokens (quant.wgsl DIRECT), else a cleared sa and atomicOr
+    const nb = spec.Kp / spec.B, direct = (M === 1 || nb % 2 === 0) && nb <= 512;
+    if (!direct) this.stream.clear(out.buf, n.a8 + n.a4, up4(n.sa));
     const [gx, gy] = M <= 65535 ? [M, 1] : [65535, Math.ceil(M / 65535)];
-    this.run(name, [spec.K, spec.Kp, spec.K8, spec.B, spec.Kp / spec.B, spec.perm ? 1 : 0, n.a8 / 4, (n.a8 + n.a4) / 4, f32bits(eps)],
+    this.run(name, [spec.K, spec.Kp, spec.K8, spec.B, nb, spec.perm ? 1 : 0, n.a8 / 4, (n.a8 + n.a4) / 4, f32bits(eps), direct ? 1 : 0],
       [x.buf, y, this.permBuffer(spec), out.buf], gx, gy);
     return out;
   }
