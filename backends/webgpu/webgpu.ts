@@ -195,7 +195,7 @@ class Stream {
     this.passOpen = false;
     this.cmds.push({ k: 'copy', src, so, dst, dof, size });
   }
-  get empty() { return this.cmds.length === 0; }
+  get dispatches() { return this.cmds.filter((c) => c.k === 'd').length; }
   /** The recorded commands into `enc` (setPipeline only where the pipeline changes). */
   encode(enc: GPUCommandEncoder) {
     let pass: GPUComputePassEncoder | undefined, pipe: GPUComputePipeline | undefined;
@@ -612,8 +612,17 @@ export class WebGPUBackend implements Backend {
   /** Several W4 linears over one quantized input (q/k/v, gate/up) in one dispatch; others one by one. */
   matmulMany(x: Tensor, ws: readonly Weight[]): Tensor[] {
     const w4 = ws as readonly WWeight[];
-    if (ws.length >= 2 && ws.length <= 3 && w4.every((w) => w.dtype === 'w4' && w.act === w4[0].act)) return this.w4gemm(x, w4);
+    if (ws.length >= 2 && ws.length <= 3 && w4.every((w) => w.dtype === 'w4' && this.sameAct(w.act!, w4[0].act!))) return this.w4gemm(x, w4);
     return ws.map((w) => this.matmul(x, w));
+  }
+  /** Can one quantized activation feed both weights (same K, Kp, B, K8 and permutation)? Cached per pair. */
+  private sameActs = new WeakMap<ActQuantSpec, WeakSet<ActQuantSpec>>();
+  private sameAct(a: ActQuantSpec, b: ActQuantSpec): boolean {
+    if (a === b || this.sameActs.get(a)?.has(b)) return true;
+    const eq = a.K === b.K && a.Kp === b.Kp && a.B === b.B && a.K8 === b.K8
+      && (a.perm === b.perm || (!!a.perm && !!b.perm && a.perm.length === b.perm.length && a.perm.every((v, i) => v === b.perm![i])));
+    if (eq) (this.sameActs.get(a) ?? this.sameActs.set(a, new WeakSet()).get(a)!).add(b);
+    return eq;
   }
   /** W4Ax GEMM of one qact input against 1-3 weights of the same activation spec (gemm_w4ax.wgsl's parts):
    *  the kernel is picked by M (and K, and the adapter), each part gets its own range of workgroups. */
@@ -717,6 +726,8 @@ export class WebGPUBackend implements Backend {
  *  owns (its activations, logits and argmax). */
 class WebGPUStep implements CapturedStep {
   readonly bytes: number;
+  /** compute dispatches a replay encodes (the step's, and its argmax) */
+  get dispatches(): number { return this.rec.dispatches; }
   private live = true;
   private last?: StepInputs;
   constructor(private be: WebGPUBackend, private rec: Stream, private bufs: GPUBuffer[], private logits: WTensor, private ids: WTensor, private inputs?: StepInputs) {

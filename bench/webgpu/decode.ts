@@ -1,0 +1,140 @@
+// Decode at batch 1 on WebGPU (Dawn in Node) beside the CUDA backend, same process, same random-weight
+// W4A4KV4 model (LLaMA-3.2-1B shape by default), and the W4Ax matvec of its layer shapes against the WGSL copy
+// bandwidth.
+//   npx tsx bench/webgpu/decode.ts [--shape llama3.2-1b | stories110m | tiny] [--steps N] [--out DIR] [--no-cuda]
+// Decode runs as the engine runs a greedy batch-1 step: a prefill, eager steps, then the step captured once
+// (Backend.captureStep: a CUDA graph; on WebGPU the recorded command list) and replayed with new inputs, each
+// replay reading back only the sampled id. tokens/s = steps / wall time of the replays, after warm-up.
+// Weights are random codes and scales (not quantized from floats: speed does not depend on their values);
+// the classifier is an untied W4 matrix (LLaMA-3.2-1B ties it to the embedding; a tied f32 classifier would
+// read 1 GB per token on both backends, and the f16 classifier is another helper's work).
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Backend, HostWeight, StepInputs } from '../../backends/backend.ts';
+import { createWebGPUBackend, type WebGPUBackend } from '../../backends/webgpu/webgpu.ts';
+import { w4Bytes } from '../../simulator/traits.ts';
+import { type LlamaConfig, weightNames, weightShape } from '../../src/model/config.ts';
+import { Llama } from '../../src/model/llama.ts';
+import { singleSequenceCache } from '../../src/engine/generate.ts';
+import { copyBandwidth, perRep, randomW4, rnd } from './lib.ts';
+
+const args = process.argv.slice(2);
+const arg = (k: string, d: string) => (args.includes(k) ? args[args.indexOf(k) + 1] : d);
+const shape = arg('--shape', 'llama3.2-1b'), outDir = arg('--out', 'bench/results'), steps = Number(arg('--steps', '128'));
+
+const base = { normEps: 1e-5, ropeTheta: 500000, tiedEmbeddings: false, bos: 1, eos: [2], seqLen: 2048 };
+const SHAPES: Record<string, LlamaConfig> = {
+  'llama3.2-1b': { ...base, dim: 2048, hiddenDim: 8192, nLayers: 16, nHeads: 32, nKvHeads: 8, headDim: 64, vocabSize: 128256 },
+  stories110m: { ...base, dim: 768, hiddenDim: 2048, nLayers: 12, nHeads: 12, nKvHeads: 12, headDim: 64, vocabSize: 32000 },
+  tiny: { ...base, dim: 256, hiddenDim: 768, nLayers: 4, nHeads: 4, nKvHeads: 2, headDim: 64, vocabSize: 1024, seqLen: 512 }, // smoke test (SwiftShader)
+};
+const c = SHAPES[shape] ?? (() => { throw new Error(`--shape: one of ${Object.keys(SHAPES).join(', ')}`); })();
+
+/** Random host weights: W4 linears (B = 128, one INT8 block) and classifier, f32 embedding and norms. */
+function hostWeights(): { host: Map<string, HostWeight>; w4Bytes: number } {
+  const host = new Map<string, HostWeight>();
+  let bytes = 0;
+  for (const name of weightNames(c)) {
+    const s = weightShape(c, name);
+    if (s.length === 2 && name !== 'tok_embed') {
+      const w = randomW4(s[0], s[1]);
+      host.set(name, { kind: 'w4', name, ...w });
+      const b = w4Bytes(w.act, w.N);
+      bytes += b.codes + b.scales;
+    } else {
+      const data = new Float32Array(s.reduce((a, d) => a * d, 1));
+      if (s.length === 1) data.fill(1);
+      else { // a random block tiled over the table (values do not matter for speed)
+        const blk = Float32Array.from({ length: Math.min(data.length, 1 << 20) }, () => (rnd() * 2 - 1) * 0.05);
+        for (let o = 0; o < data.length; o += blk.length) data.set(blk.subarray(0, Math.min(blk.length, data.length - o)), o);
+      }
+      host.set(name, { kind: 'f32', name, shape: s, data });
+    }
+  }
+  return { host, w4Bytes: bytes };
+}
+
+interface DecodeResult { eagerMsPerToken: number; msPerToken: number; tokensPerS: number; tokens: number[]; dispatches?: number }
+
+/** Greedy batch-1 decode: prefill 16 tokens, 4 eager steps (timed), then `n` replays of the captured step. */
+async function decode(be: Backend, host: Map<string, HostWeight>, n: number): Promise<DecodeResult> {
+  const model = new Llama(be, c, host, 'kv4');
+  const P = 16, { cache, blockTable } = singleSequenceCache(model, P + n + 16, 'kv4');
+  const layout = (pos: number[]) => ({ pos: Int32Array.from(pos), seq: new Int32Array(pos.length), blockTables: [blockTable] });
+  const argmax = async (logits: ReturnType<Llama['forward']>) => { const r = await be.argmax(logits); be.endStep(); return r[0]; };
+  let tok = await argmax(model.forward(Int32Array.from({ length: P }, (_, i) => 1 + i * 7), layout([...Array(P).keys()]), cache, Int32Array.of(P - 1)));
+  const tokens = [tok];
+  let pos = P;
+  const t0 = performance.now();
+  for (let i = 0; i < 4; i++, pos++) tokens.push((tok = await argmax(model.forward(Int32Array.of(tok), layout([pos]), cache, Int32Array.of(0)))));
+  const eagerMsPerToken = (performance.now() - t0) / 4;
+  const inputs = (t: number, p: number): StepInputs => ({ tokens: Int32Array.of(t), layout: layout([p]), rows: Int32Array.of(0) });
+  const first = inputs(tok, pos);
+  const g = be.captureStep!(() => model.forward(first.tokens, first.layout, cache, first.rows), first);
+  const step = async (inp: StepInputs) => { const r = await g.replay(inp); be.endStep(); return r[0]; };
+  for (let i = 0; i < 4; i++, pos++) tokens.push((tok = await step(inputs(tok, pos)))); // warm-up
+  const t1 = performance.now();
+  for (let i = 0; i < n; i++, pos++) tokens.push((tok = await step(inputs(tok, pos))));
+  const ms = (performance.now() - t1) / n;
+  const dispatches = (g as { dispatches?: number }).dispatches; // WebGPU: compute dispatches per step
+  g.destroy();
+  return { eagerMsPerToken, msPerToken: ms, tokensPerS: 1000 / ms, tokens, dispatches };
+}
+
+async function main() {
+  const date = new Date().toISOString();
+  const wgpu = await createWebGPUBackend();
+  console.log(`WebGPU adapter: ${wgpu.adapterName}; dot4I8Packed ${wgpu.gpu.dot4}; ${shape}: dim ${c.dim}, ${c.nLayers} layers, hidden ${c.hiddenDim}, vocab ${c.vocabSize}`);
+  const t0 = performance.now();
+  const { host, w4Bytes: wb } = hostWeights();
+  console.log(`random W4A4KV4 weights in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${(wb / 1e6).toFixed(1)} MB of W4 weights per token`);
+
+  const copy = await copyBandwidth(wgpu, shape === 'tiny' ? 1 << 24 : 1 << 30);
+  // matvec (M = 1) at this model's layer shapes, q/k/v and gate/up as one dispatch (matmulMany), weights rotating
+  // over copies that exceed the L2 (H200: 50 MB)
+  const L2 = shape === 'tiny' ? 1 << 20 : 50 << 20;
+  const kv = c.nKvHeads * c.headDim, q = c.nHeads * c.headDim;
+  const mv: Array<Record<string, number | string>> = [];
+  for (const [name, Ns, K] of [['q+k+v', [q, kv, kv], c.dim], ['o', [c.dim], q], ['gate+up', [c.hiddenDim, c.hiddenDim], c.dim], ['down', [c.dim], c.hiddenDim], ['classifier', [c.vocabSize], c.dim]] as Array<[string, number[], number]>) {
+    const one = Ns.map((N) => randomW4(N, K)), bytes = one.reduce((a, w) => a + w4Bytes(w.act, w.N).codes + w4Bytes(w.act, w.N).scales, 0);
+    const copies = Math.max(2, Math.ceil((4 * L2) / bytes));
+    const sets = Array.from({ length: copies }, (_, i) => (i === 0 ? one : Ns.map((N) => randomW4(N, K))).map((w, j) => wgpu.uploadWeight({ kind: 'w4', name: `${name}${j}`, ...w })));
+    const x = wgpu.quantizeAct(wgpu.fromHost(Float32Array.from({ length: K }, () => rnd() * 2 - 1), [1, K]), one[0].act);
+    await wgpu.read(x); wgpu.endStep();
+    const ms = await perRep(wgpu, 4 * copies, (r) => wgpu.matmulMany(x, sets[r % copies])[0]);
+    const gbs = bytes / (ms * 1e-3) / 1e9;
+    mv.push({ shape: `${name} ${Ns.join('+')}x${K}`, us: +(ms * 1000).toFixed(2), GBs: +gbs.toFixed(0), ofCopy: +(gbs / copy.copyGBs).toFixed(3), ofReadRoofline: +(gbs / (copy.copyGBs / 2)).toFixed(3) });
+    console.log(JSON.stringify(mv[mv.length - 1]));
+    for (const s of sets) for (const w of s) (w as unknown as { buf: GPUBuffer }).buf.destroy();
+  }
+
+  const results: Record<string, unknown> = { date, shape, config: c, adapter: wgpu.adapterName, w4MBPerToken: wb / 1e6, steps, ...copy, matvec: mv };
+  const web = await decode(wgpu, host, steps);
+  console.log(`webgpu: ${web.tokensPerS.toFixed(1)} tok/s (${web.msPerToken.toFixed(2)} ms/token replayed, ${web.eagerMsPerToken.toFixed(2)} eager), ${web.dispatches} dispatches per step`);
+  results.webgpu = web;
+  wgpu.dispose();
+  if (!args.includes('--no-cuda')) {
+    try {
+      const { createCudaBackend } = await import('../../backends/cuda/cuda.ts');
+      const cuda = await createCudaBackend();
+      const r = await decode(cuda, host, steps);
+      console.log(`cuda: ${r.tokensPerS.toFixed(1)} tok/s (${r.msPerToken.toFixed(2)} ms/token replayed, ${r.eagerMsPerToken.toFixed(2)} eager)`);
+      results.cuda = r;
+      results.webgpuOverCuda = web.tokensPerS / r.tokensPerS;
+      const same = web.tokens.filter((t, i) => t === r.tokens[i]).length;
+      results.sameTokens = `${same}/${web.tokens.length}`;
+      console.log(`WebGPU / CUDA: ${(web.tokensPerS / r.tokensPerS).toFixed(2)}x; greedy tokens equal at ${same} of ${web.tokens.length} positions`);
+      cuda.dispose();
+    } catch (e) {
+      console.log(`cuda: not run (${(e as Error).message})`);
+      results.cuda = { error: (e as Error).message };
+    }
+  }
+  mkdirSync(outDir, { recursive: true });
+  const file = join(outDir, `webgpu-decode-${date.slice(0, 10)}-${shape}.json`);
+  writeFileSync(file, JSON.stringify(results, null, 2));
+  console.log(`wrote ${file}`);
+}
+
+await main();
+process.exit(0);
