@@ -1,4 +1,5 @@
-// argmax.wgsl: first index of the maximum of each row, one workgroup of 64 per row. Each invocation scans
+// argmax.wgsl: first index of the maximum of each row, one workgroup of 256 per row (a vocabulary of 128K
+// is 500 loads per invocation, 2000 with 64: one row is one workgroup's latency). Each invocation scans
 // a strided slice (strict >, so its first max wins), then a tree keeps the larger value, the smaller index
 // on ties: the result is the row's first maximum, as the simulator's.
 struct P { C: u32 };
@@ -6,21 +7,22 @@ struct P { C: u32 };
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<i32>;
 
-var<workgroup> bv: array<f32, 64>;
-var<workgroup> bi: array<u32, 64>;
+const WG = 256u;
+var<workgroup> bv: array<f32, WG>;
+var<workgroup> bi: array<u32, WG>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn argmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let o = wg.x * p.C;
   var v = -3.4028234663852886e38;
   var vi = 0xffffffffu;
-  for (var c = lid; c < p.C; c = c + 64u) {
+  for (var c = lid; c < p.C; c = c + WG) {
     let e = x[o + c];
     if (vi == 0xffffffffu || e > v) { v = e; vi = c; }
   }
   bv[lid] = v; bi[lid] = vi;
   workgroupBarrier();
-  for (var s = 32u; s > 0u; s = s >> 1u) {
+  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
     if (lid < s) {
       let ov = bv[lid + s]; let oi = bi[lid + s];
       if (oi != 0xffffffffu && (bi[lid] == 0xffffffffu || ov > bv[lid] || (ov == bv[lid] && oi < bi[lid]))) { bv[lid] = ov; bi[lid] = oi; }

@@ -11,7 +11,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Backend, HostWeight, StepInputs } from '../../backends/backend.ts';
-import { createWebGPUBackend, type WebGPUBackend } from '../../backends/webgpu/webgpu.ts';
+import { createWebGPUBackend } from '../../backends/webgpu/webgpu.ts';
 import { w4Bytes } from '../../simulator/traits.ts';
 import { type LlamaConfig, weightNames, weightShape } from '../../src/model/config.ts';
 import { Llama } from '../../src/model/llama.ts';
@@ -88,31 +88,16 @@ async function main() {
   const t0 = performance.now();
   const { host, w4Bytes: wb } = hostWeights();
   console.log(`random W4A4KV4 weights in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${(wb / 1e6).toFixed(1)} MB of W4 weights per token`);
+  const results: Record<string, unknown> = { date, shape, config: c, adapter: wgpu.adapterName, w4MBPerToken: wb / 1e6, steps };
+  mkdirSync(outDir, { recursive: true });
+  const file = join(outDir, `webgpu-decode-${date.slice(0, 10)}-${shape}.json`);
+  const save = () => writeFileSync(file, JSON.stringify(results, null, 2)); // after each part: a timeout keeps what ran
 
-  const copy = await copyBandwidth(wgpu, shape === 'tiny' ? 1 << 24 : 1 << 30);
-  // matvec (M = 1) at this model's layer shapes, q/k/v and gate/up as one dispatch (matmulMany), weights rotating
-  // over copies that exceed the L2 (H200: 50 MB)
-  const L2 = shape === 'tiny' ? 1 << 20 : 50 << 20;
-  const kv = c.nKvHeads * c.headDim, q = c.nHeads * c.headDim;
-  const mv: Array<Record<string, number | string>> = [];
-  for (const [name, Ns, K] of [['q+k+v', [q, kv, kv], c.dim], ['o', [c.dim], q], ['gate+up', [c.hiddenDim, c.hiddenDim], c.dim], ['down', [c.dim], c.hiddenDim], ['classifier', [c.vocabSize], c.dim]] as Array<[string, number[], number]>) {
-    const one = Ns.map((N) => randomW4(N, K)), bytes = one.reduce((a, w) => a + w4Bytes(w.act, w.N).codes + w4Bytes(w.act, w.N).scales, 0);
-    const copies = Math.max(2, Math.ceil((4 * L2) / bytes));
-    const sets = Array.from({ length: copies }, (_, i) => (i === 0 ? one : Ns.map((N) => randomW4(N, K))).map((w, j) => wgpu.uploadWeight({ kind: 'w4', name: `${name}${j}`, ...w })));
-    const x = wgpu.quantizeAct(wgpu.fromHost(Float32Array.from({ length: K }, () => rnd() * 2 - 1), [1, K]), one[0].act);
-    await wgpu.read(x); wgpu.endStep();
-    const ms = await perRep(wgpu, 4 * copies, (r) => wgpu.matmulMany(x, sets[r % copies])[0]);
-    const gbs = bytes / (ms * 1e-3) / 1e9;
-    mv.push({ shape: `${name} ${Ns.join('+')}x${K}`, us: +(ms * 1000).toFixed(2), GBs: +gbs.toFixed(0), ofCopy: +(gbs / copy.copyGBs).toFixed(3), ofReadRoofline: +(gbs / (copy.copyGBs / 2)).toFixed(3) });
-    console.log(JSON.stringify(mv[mv.length - 1]));
-    for (const s of sets) for (const w of s) (w as unknown as { buf: GPUBuffer }).buf.destroy();
-  }
-
-  const results: Record<string, unknown> = { date, shape, config: c, adapter: wgpu.adapterName, w4MBPerToken: wb / 1e6, steps, ...copy, matvec: mv };
+  // ---- decode, WebGPU then CUDA, the same weights
   const web = await decode(wgpu, host, steps);
   console.log(`webgpu: ${web.tokensPerS.toFixed(1)} tok/s (${web.msPerToken.toFixed(2)} ms/token replayed, ${web.eagerMsPerToken.toFixed(2)} eager), ${web.dispatches} dispatches per step`);
   results.webgpu = web;
-  wgpu.dispose();
+  save();
   if (!args.includes('--no-cuda')) {
     try {
       const { createCudaBackend } = await import('../../backends/cuda/cuda.ts');
@@ -129,10 +114,30 @@ async function main() {
       console.log(`cuda: not run (${(e as Error).message})`);
       results.cuda = { error: (e as Error).message };
     }
+    save();
   }
-  mkdirSync(outDir, { recursive: true });
-  const file = join(outDir, `webgpu-decode-${date.slice(0, 10)}-${shape}.json`);
-  writeFileSync(file, JSON.stringify(results, null, 2));
+
+  // ---- the roofline, and the matvec (M = 1) at this model's layer shapes, q/k/v and gate/up as one dispatch
+  // (matmulMany), weights rotating over copies that exceed the L2 (H200: 50 MB)
+  const copy = await copyBandwidth(wgpu, shape === 'tiny' ? 1 << 24 : 1 << 30);
+  Object.assign(results, copy);
+  const L2 = shape === 'tiny' ? 1 << 20 : 50 << 20;
+  const kv = c.nKvHeads * c.headDim, q = c.nHeads * c.headDim;
+  const mv: Array<Record<string, number | string>> = (results.matvec = []);
+  for (const [name, Ns, K] of [['q+k+v', [q, kv, kv], c.dim], ['o', [c.dim], q], ['gate+up', [c.hiddenDim, c.hiddenDim], c.dim], ['down', [c.dim], c.hiddenDim], ['classifier', [c.vocabSize], c.dim]] as Array<[string, number[], number]>) {
+    const one = Ns.map((N) => randomW4(N, K)), bytes = one.reduce((a, w) => a + w4Bytes(w.act, w.N).codes + w4Bytes(w.act, w.N).scales, 0);
+    const copies = Math.max(2, Math.ceil((4 * L2) / bytes));
+    const sets = Array.from({ length: copies }, (_, i) => (i === 0 ? one : Ns.map((N) => randomW4(N, K))).map((w, j) => wgpu.uploadWeight({ kind: 'w4', name: `${name}${j}`, ...w })));
+    const x = wgpu.quantizeAct(wgpu.fromHost(Float32Array.from({ length: K }, () => rnd() * 2 - 1), [1, K]), one[0].act);
+    await wgpu.read(x); wgpu.endStep();
+    const ms = await perRep(wgpu, 4 * copies, (r) => wgpu.matmulMany(x, sets[r % copies])[0]);
+    const gbs = bytes / (ms * 1e-3) / 1e9;
+    mv.push({ shape: `${name} ${Ns.join('+')}x${K}`, us: +(ms * 1000).toFixed(2), GBs: +gbs.toFixed(0), ofCopy: +(gbs / copy.copyGBs).toFixed(3), ofReadRoofline: +(gbs / (copy.copyGBs / 2)).toFixed(3) });
+    console.log(JSON.stringify(mv[mv.length - 1]));
+    for (const s of sets) for (const w of s) (w as unknown as { buf: GPUBuffer }).buf.destroy();
+    save();
+  }
+  wgpu.dispose();
   console.log(`wrote ${file}`);
 }
 
