@@ -52,7 +52,7 @@ export class Llama {
         ffnNorm: g('ffn_norm'), wGate: g('w_gate'), wUp: g('w_up'), wDown: g('w_down'),
       };
     });
-    this.rope = { nHeads: config.nHeads, headDim: config.headDim, theta: config.ropeTheta };
+    this.rope = ropeSpec(config);
   }
 
   /** One step over T tokens (any mix of prefill chunks and decode tokens). Returns logits (R, V) for the
@@ -65,6 +65,9 @@ export class Llama {
     return g.linear('logits', g.norm('norm', last, this.norm, eps, this.output), this.output);
   }
 }
+
+/** The RoPE of a config (query heads; the K rope is the same with nKvHeads). */
+export const ropeSpec = (c: LlamaConfig): RopeSpec => ({ nHeads: c.nHeads, headDim: c.headDim, theta: c.ropeTheta });
 
 /** Decoder layer `l` on the residual stream x (T, D) -> (T, D). Its K/V go to layer `cacheLayer` of `cache`
  *  (the model: l; the layer-by-layer quantizer: 0 of a one-layer cache). Tensors are named `l{l}.*`. */
