@@ -23,7 +23,6 @@ export interface QuantizeCliOptions {
   backend?: string; weightError?: boolean;
 }
 
-const rss0 = process.memoryUsage.rss(); // before any model data: the baseline of the peak the summary reports
 
 export async function quantize(o: QuantizeCliOptions): Promise<void> {
   if (!['rtn', 'gptq'].includes(o.weights)) throw new CometError(`--weights must be rtn or gptq, got '${o.weights}'`);
@@ -58,6 +57,7 @@ export async function quantize(o: QuantizeCliOptions): Promise<void> {
     const log = (s: string) => { if (!o.json) console.error(s); };
     log(`${basename(o.model)}: ${config.nLayers} layers, dim ${config.dim}; calibrating on the last ${n} of ${all.length} tokens of ${basename(o.calib)} (windows of ${ctx}), layer by layer on ${o.backend ?? 'sim'}`);
 
+    const rss0 = process.memoryUsage.rss(); // the model's headers and the tokenizer are in: the peak's baseline
     const be = await createBackend(o.backend ?? 'sim');
     const show = process.stderr.isTTY && !o.json;
     const bars = new cliProgress.MultiBar({ format: '{task} {bar} {value}/{total} layers | {tensors}/{totalTensors} tensors | {mb}/{totalMb} MB | {duration}s', hideCursor: true, stream: process.stderr }, cliProgress.Presets.shades_classic);
