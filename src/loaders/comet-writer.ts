@@ -7,8 +7,7 @@
 import type { HostWeight } from '../../backends/backend.ts';
 import { CometError } from '../errors.ts';
 import { type LlamaConfig, weightNames, weightShape } from '../model/config.ts';
-import type { QuantMeta } from '../quant/quantize.ts';
-import { COMET_FORMAT_VERSION } from './bytes.ts';
+import { COMET_FORMAT_VERSION } from './formats/comet.ts';
 import { type StEntry, StreamingSafetensors, stHeader } from './st-writer.ts';
 
 /** How one linear is stored: its activation spec's sizes, and whether it has a gather permutation. */
@@ -23,7 +22,7 @@ export interface LinearLayout {
 export interface CometHeader {
   config: LlamaConfig;
   linears: Map<string, LinearLayout>; // every quantized weight (the rest of weightNames is float)
-  quant: QuantMeta;
+  quant: { kv: 'f32' | 'kv4'; kvGroup: number }; // the quantizer's record (src/quant QuantMeta), written as JSON
   tokenizer: { main: string; files: Array<{ name: string; bytes: Uint8Array }> };
   weightError: boolean; // whether finish() gets a relative error for every linear
 }

@@ -13,7 +13,8 @@ import { CometError } from '../errors.ts';
 import { readJsonObject } from './file-source.ts';
 import { type LlamaConfig, validateConfig, weightNames, weightShape } from '../model/config.ts';
 import { SafetensorsFile } from './safetensors.ts';
-import { DTYPE_SIZE, bf16ToF32, f16ToF32 } from './bytes.ts';
+import { DTYPE_SIZE, bf16ToF32 } from './formats/safetensors.ts';
+import { f16ArrayToF32 } from '../../simulator/f16.ts';
 
 const SUPPORTED = `supported: model_type 'llama' with architectures ["LlamaForCausalLM"]`;
 
@@ -197,7 +198,7 @@ export function openHF(dir: string): HFReader {
         const r = rows[i];
         if (!(Number.isInteger(r) && r >= 0 && r < R)) throw new CometError(`${st.path}: row ${r} of '${hf}' outside [0, ${R})`);
         const raw = st.range(hf, r * C * el, C * el);
-        out.set(info.dtype === 'F32' ? new Float32Array(raw.buffer) : info.dtype === 'F16' ? f16ToF32(new Uint16Array(raw.buffer)) : bf16ToF32(new Uint16Array(raw.buffer)), i * C);
+        out.set(info.dtype === 'F32' ? new Float32Array(raw.buffer) : info.dtype === 'F16' ? f16ArrayToF32(new Uint16Array(raw.buffer)) : bf16ToF32(new Uint16Array(raw.buffer)), i * C);
       }
       return out;
     },

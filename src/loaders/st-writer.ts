@@ -7,7 +7,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { closeSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { CometError } from '../errors.ts';
-import { DTYPE_SIZE, type StDType } from './bytes.ts';
+import { DTYPE_SIZE, type StDType } from './formats/safetensors.ts';
 
 export interface StEntry {
   name: string;
