@@ -116,6 +116,20 @@ describe('structured output, tools, logprobs, n, penalties (openai client, sim)'
     expect(ajv.validate(schema, JSON.parse(r.choices[0].message.content!))).toBe(true);
   });
 
+  it('response_format grammar (an extension: XGrammar EBNF) holds the text to it; a grammar it cannot parse is a 400', async () => {
+    const GRAMMARS: [string, RegExp][] = [
+      ['root ::= "The answer is " ("yes" | "no") "."', /^The answer is (yes|no)\.$/],
+      ['root ::= [A-Z] [a-z]{2,6} " is " [0-9]{1,2} " years old"', /^[A-Z][a-z]{2,6} is [0-9]{1,2} years old$/],
+    ];
+    const rs = await Promise.all(GRAMMARS.map(([grammar]) => s.client.chat.completions.create({ model: MODEL, messages: USER, max_tokens: 40, temperature: 0, response_format: { type: 'grammar', grammar } } as never) as Promise<OpenAI.ChatCompletion>));
+    rs.forEach((r, i) => {
+      expect(r.choices[0].finish_reason).toBe('stop');
+      expect(r.choices[0].message.content).toMatch(GRAMMARS[i][1]);
+    });
+    await expect(s.client.chat.completions.create({ model: MODEL, messages: USER, response_format: { type: 'grammar', grammar: 'root ::= ("a" | ' } } as never))
+      .rejects.toMatchObject({ status: 400, param: 'response_format.grammar' });
+  });
+
   it('chat logprobs: the greedy token has the log-softmax of the logits decoding computes, the top list leads with it; streamed the same', async () => {
     const prompt = tok.encode(USER[0].content, { bos: true });
     const ref = await reference(prompt, 12);
