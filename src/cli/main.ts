@@ -107,7 +107,7 @@ bench
   .option('--steps <n>', 'timed steps per measurement', int('--steps', 1), 10)
   .option('--no-baseline', 'skip PyTorch FP16')
   .option('--out <dir>', 'results folder', 'bench/results')
-  .action(async (o) => (await import('./bench-e2e.ts')).benchE2E(o));
+  .action(async (o) => (await import('../../bench/e2e/e2e.ts')).benchE2E(o));
 
 // `comet info m | head` closes the pipe early: that is the reader's choice, not an error
 process.stdout.on('error', (e: NodeJS.ErrnoException) => {

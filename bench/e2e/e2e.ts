@@ -13,17 +13,17 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { hostWeightBytes, type Backend, type HostWeight, type KVCache } from '../../backends/backend.ts';
-import { createBackend } from '../runtime/backends.ts';
-import { openModel, defaultModelPath } from '../runtime/open.ts';
-import { verifyAgainstSim, type VerifyResult } from '../eval/verify.ts';
-import { pageBytes } from '../engine/kv-pages.ts';
-import { Llama } from '../model/llama.ts';
-import { type LlamaConfig, validateConfig } from '../model/config.ts';
-import { quantizeModel } from '../quant/quantize.ts';
-import type { SiteStats } from '../quant/calibrate.ts';
-import { sites } from '../quant/sites.ts';
-import { CometError } from '../errors.ts';
-import { svgPlotAsync } from './plot.ts';
+import { createBackend } from '../../src/runtime/backends.ts';
+import { openModel, defaultModelPath } from '../../src/runtime/open.ts';
+import { verifyAgainstSim, type VerifyResult } from '../../src/eval/verify.ts';
+import { pageBytes } from '../../src/engine/kv-pages.ts';
+import { Llama } from '../../src/model/llama.ts';
+import { type LlamaConfig, validateConfig } from '../../src/model/config.ts';
+import { quantizeModel } from '../../src/quant/quantize.ts';
+import type { SiteStats } from '../../src/quant/calibrate.ts';
+import { sites } from '../../src/quant/sites.ts';
+import { CometError } from '../../src/errors.ts';
+import { svgPlotAsync } from '../../src/cli/plot.ts';
 
 export const SHAPES: Record<string, LlamaConfig> = {
   'llama3-8b': { dim: 4096, hiddenDim: 14336, nLayers: 32, nHeads: 32, nKvHeads: 8, headDim: 128, vocabSize: 128256, seqLen: 8192, normEps: 1e-5, ropeTheta: 500000, tiedEmbeddings: false, bos: 128000, eos: [128001] },
