@@ -129,7 +129,8 @@ export class Scheduler {
     });
     // a decode-only step (every sequence feeds its newest token) goes through the decode graphs when the
     // backend can capture (graphs.ts): its key's shape, and a replay once captured
-    const decodeOnly = this.graphs !== undefined && sampled.length === batch.length && T === batch.length;
+    const allDecode = sampled.length === batch.length && T === batch.length;
+    const decodeOnly = this.graphs !== undefined && allDecode;
     let out: DecodeOut;
     const be = this.model.be;
     let t1 = 0, t2 = 0;
@@ -175,7 +176,7 @@ export class Scheduler {
       if (seq.generated >= p.maxTokens || seq.computed >= this.model.config.seqLen) this.finish(seq, 'length');
     });
     this.sweep();
-    const t4 = performance.now(), k = this.time_[decodeOnly ? 'decode' : 'mixed'];
+    const t4 = performance.now(), k = this.time_[allDecode ? 'decode' : 'mixed'];
     k.steps++;
     k.wallMs += t4 - t0;
     k.hostMs += t1 - t0 + (t4 - t3);
