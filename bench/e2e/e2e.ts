@@ -40,6 +40,8 @@ export interface E2EOptions {
   mixed: number; // requests of the mixed-length run (0: none)
   stepTokens: number; // the engine's token budget per step (batched prefill)
   baselineVariants?: string; // torch_fast.py --variants (fp16,int4,fp8)
+  baselineJson?: string; // torch_fast.py's JSON from a run on the same GPU in the same call (instead of running it)
+  waitFor?: string; // wait for this file before the first GPU work (the baselines' JSON, run beside our host work)
 }
 
 /** A fast seeded uniform generator (xorshift32) filling big arrays. */
@@ -212,6 +214,13 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
     cuda.fastAttention = true;
     try { return await fn(); } finally { cuda.fastAttention = false; }
   };
+  // 0. the synthetic model on the host (minutes of CPU at 8B: done first, so a GPU run can overlap it with the
+  //    PyTorch baselines, which then hand over through --baseline-json; --wait-for names the file to wait for)
+  const { weights, int8MacFraction } = syntheticQuantizedModel(c, o, log);
+  if (o.waitFor) {
+    log(`waiting for ${o.waitFor} (the baselines on the same GPU) before touching the GPU`);
+    while (!existsSync(o.waitFor)) await new Promise((r) => setTimeout(r, 500));
+  }
   // 1. correctness gate (the simulator's tokens computed once per model, for both attention kernels)
   const models = [defaultModelPath, ...o.check], references = models.map(() => new Map<string, number[]>());
   for (const [i, path] of models.entries()) await checkAgainstSim(be, path, log, references[i]);
@@ -226,7 +235,6 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
     log(`fast attention (tier 3) vs the simulator: ${rs.filter((r) => r.equal).length} of ${rs.length} prompts give equal greedy tokens`);
   }
   // 2. the model, and the device's own numbers: memory (no assumed card) and copy bandwidth (the roofline)
-  const { weights, int8MacFraction } = syntheticQuantizedModel(c, o, log);
   const model = new Llama(be, c, weights, 'kv4');
   // bytes read per step: every weight but the embedding table, of which a step reads only its tokens' rows
   const weightBytes = [...weights.values()].reduce((a, w) => a + (w.name === 'tok_embed' ? 0 : hostWeightBytes(w)), 0);
@@ -369,7 +377,14 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
   be.dispose();
   // 4. the baselines, same GPU, same call (our memory is released first)
   let baseline: Baseline | undefined;
-  if (o.baseline) {
+  if (o.baselineJson) {
+    try {
+      baseline = JSON.parse(readFileSync(o.baselineJson, 'utf8')) as Baseline;
+      log(`baseline: ${o.baselineJson} (torch_fast.py, run on this GPU in this call)`);
+    } catch (e) {
+      log(`baseline: cannot read ${o.baselineJson} (${(e as Error).message}); reporting ours alone`);
+    }
+  } else if (o.baseline) {
     baseline = runBaselines(o, Number(process.env.COMET_E2E_BASELINE_TIMEOUT ?? 600), log);
     if (!baseline) log('baseline: no numbers; reporting ours alone');
   }

@@ -109,6 +109,8 @@ bench
   .option('--mixed <n>', 'requests of a mixed-length run through the engine (0: none)', int('--mixed', 0), 0)
   .option('--step-tokens <n>', 'the engine\'s tokens per step (batched prefill budget) in those runs', int('--step-tokens', 1), 4096)
   .option('--baseline-variants <list>', 'PyTorch baselines: fp16,int4,fp8', 'fp16,int4,fp8')
+  .option('--baseline-json <file>', 'the baselines\' JSON (bench/e2e/torch_fast.py) from the same GPU in the same call, instead of running them')
+  .option('--wait-for <file>', 'wait for this file before the first GPU work (the baselines run meanwhile)')
   .option('--no-baseline', 'skip the PyTorch baselines')
   .option('--out <dir>', 'results folder', 'bench/results')
   .action(async (o) => (await import('../../bench/e2e/e2e.ts')).benchE2E(o));
