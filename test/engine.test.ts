@@ -94,7 +94,7 @@ describe('engine', () => {
     expect(r.choices[0].finish_reason).toBe('length');
     expect(r.usage).toEqual({ prompt_tokens: opened.tokenizer.encode(PROMPTS[0]).length, completion_tokens: 40, total_tokens: r.usage.prompt_tokens + 40 });
     const chat = await e.chat.completions.create({ messages: [{ role: 'user', content: PROMPTS[0] }], max_tokens: 40, temperature: 0 });
-    expect(chat.choices[0].message).toEqual({ role: 'assistant', content: r.choices[0].text });
+    expect(chat.choices[0].message).toEqual({ role: 'assistant', content: r.choices[0].text, refusal: null });
     let streamed = '', finish = '';
     for await (const ch of await e.chat.completions.create({ messages: [{ role: 'user', content: PROMPTS[0] }], max_tokens: 40, temperature: 0, stream: true })) {
       streamed += ch.choices[0]?.delta.content ?? '';

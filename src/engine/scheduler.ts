@@ -29,7 +29,11 @@ export interface SeqParams extends SamplingParams {
 
 /** What a sequence reports to its owner (the engine's request). */
 export interface SeqSink {
-  token(id: number): void;
+  /** present when the owner shapes the distribution (penalties, logit_bias, a grammar's mask) or reads it
+   *  (logprobs): called with the sequence's row of logits (V,) before sampling, may change it in place */
+  logits?(row: Float32Array): void | Promise<void>;
+  /** the sampled token; `row` is the (adjusted) logits it was drawn from when logits() is present */
+  token(id: number, row?: Float32Array): void;
   /** exactly once; `error` set when the step failed; not called after cancel() */
   finish(reason: FinishReason, error?: Error): void;
 }
@@ -138,7 +142,7 @@ export class Scheduler {
       if (decodeOnly) {
         const d = this.graphs!.inputs(tokens, pos, batch.map((s) => s.seq.pages));
         t1 = t2 = performance.now();
-        out = await this.graphs!.run(d.key, d.inputs, sampled.every((s) => s.params.temperature === 0));
+        out = await this.graphs!.run(d.key, d.inputs, sampled.every((s) => s.params.temperature === 0 && !s.sink.logits));
       } else {
         const layout = { pos, seq: seqIdx, blockTables: batch.map((s) => Int32Array.from(s.seq.pages)) };
         try {
@@ -162,19 +166,22 @@ export class Scheduler {
     for (const { seq, n } of batch) seq.computed += n;
     const logits = 'logits' in out ? out.logits : undefined, ids = 'argmax' in out ? out.argmax : undefined;
     const V = logits ? logits.length / Math.max(1, rows.length) : 0;
-    sampled.forEach((seq, r) => {
-      if (seq.cancelled) return;
+    for (let r = 0; r < sampled.length; r++) {
+      const seq = sampled[r];
+      if (seq.cancelled) continue;
       const p = seq.params;
       // greedy rows of a graph replay: the device's argmax (first maximum, as sample() at temperature 0)
-      const next = ids ? ids[r] : sample(logits!.subarray(r * V, (r + 1) * V), p, seq.rng);
-      if (p.stop.includes(next)) return this.finish(seq, 'stop');
+      const row = logits?.subarray(r * V, (r + 1) * V);
+      if (row && seq.sink.logits) await seq.sink.logits(row);
+      const next = ids ? ids[r] : sample(row!, p, seq.rng);
+      if (p.stop.includes(next)) { this.finish(seq, 'stop'); continue; }
       seq.tokens.push(next);
       seq.generated++;
       this.stats_.generatedTokens++;
-      seq.sink.token(next);
-      if (seq.cancelled) return; // the sink cancelled it (a stop string)
+      seq.sink.token(next, row);
+      if (seq.cancelled) continue; // the sink cancelled it (a stop string)
       if (seq.generated >= p.maxTokens || seq.computed >= this.model.config.seqLen) this.finish(seq, 'length');
-    });
+    }
     this.sweep();
     const t4 = performance.now(), k = this.time_[allDecode ? 'decode' : 'mixed'];
     k.steps++;
