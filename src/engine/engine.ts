@@ -287,6 +287,7 @@ export class Engine {
         seed: seed !== undefined ? seed + i : Math.floor(Math.random() * 2 ** 32), stop: this.opened.stop,
       }, {
         ...(choice.readsLogits ? { logits: (row: Float32Array) => choice.logits(row) } : {}),
+        ...(matchers[i] ? { prepare: () => choice.prepare() } : {}),
         token: (tok, row) => {
           if (firstToken) { firstToken = false; this.observeTtft((performance.now() - t0) / 1000); }
           try {

@@ -187,9 +187,14 @@ export class Matcher {
   private disposed = false;
   constructor(private readonly m: XgMatcher, private readonly vocabSize: number) {}
 
+  /** The tokens the grammar allows next: (ceil(V/32),) i32, bit j of word w for token 32w + j. */
+  allowed(): Promise<Int32Array> {
+    return this.m.getNextTokenBitmask();
+  }
+
   /** Set the logits of the tokens the grammar does not allow at this point to -Infinity, in place. */
-  async mask(logits: Float32Array): Promise<void> {
-    const bits = await this.m.getNextTokenBitmask();
+  async mask(logits: Float32Array, bits?: Int32Array): Promise<void> {
+    bits ??= await this.allowed();
     const V = Math.min(logits.length, this.vocabSize);
     for (let w = 0; w < bits.length; w++) {
       const word = bits[w];
