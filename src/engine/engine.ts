@@ -363,7 +363,7 @@ async function* textChunks(events: Channel<Event>, id: string, created: number, 
 }
 
 /** Open a model (a path, or one already opened with openModel) on a backend and start an engine. */
-export async function createEngine(modelOrPath: string | OpenModel | undefined, o: EngineOptions = {}): Promise<Engine> {
+export async function createEngine(modelOrPath?: string | OpenModel, o: EngineOptions = {}): Promise<Engine> {
   let opened: OpenModel, name = o.modelName;
   if (typeof modelOrPath === 'object') {
     opened = modelOrPath;
