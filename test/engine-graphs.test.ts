@@ -343,7 +343,7 @@ if (!CUDA)
 /** A small W4A4KV4 model with synthetic weights (the e2e benchmark's), head_dim 64 (the KV4 attention fast path),
  *  GQA 2, the embedded tokenizer's vocabulary. */
 export async function syntheticW4(be: import('../backends/backend.ts').Backend, c: Partial<LlamaConfig> = {}): Promise<OpenModel> {
-  const { syntheticQuantizedModel } = await import('../src/cli/bench-e2e.ts');
+  const { syntheticQuantizedModel } = await import('../bench/e2e/e2e.ts');
   const config: LlamaConfig = { dim: 256, hiddenDim: 768, nLayers: 4, nHeads: 4, nKvHeads: 2, headDim: 64, vocabSize: opened.loaded.config.vocabSize, seqLen: 512, normEps: 1e-5, ropeTheta: 10000, tiedEmbeddings: false, bos: 1, eos: [2], ...c };
   const was = process.env.COMET_E2E_CLIP_SEARCH;
   process.env.COMET_E2E_CLIP_SEARCH = '0';
