@@ -28,8 +28,10 @@ export interface ChaosOptions {
   requests: number; // per round
   rounds: number;
   concurrency: number;
+  backend: string; // comet serve --backend (sim; cuda on the GPU machine)
   maxBatch: number;
   maxQueue: number;
+  maxStepTokens?: number; // comet serve --max-step-tokens (default: max(64, maxBatch); larger = batched prefill)
   kvMemory: string; // '720K' = 36 pages of stories260K (f32 KV, 16 tokens): one full context is 32, so full batches preempt
   maxBody: number; // bytes
   deadlineS: number; // overall
@@ -39,7 +41,7 @@ export interface ChaosOptions {
 }
 
 export const DEFAULTS: ChaosOptions = {
-  seed: 1, requests: 300, rounds: 3, concurrency: 8, maxBatch: 6, maxQueue: 12, kvMemory: '720K', maxBody: 64 << 10,
+  seed: 1, requests: 300, rounds: 3, concurrency: 8, backend: 'sim', maxBatch: 6, maxQueue: 12, kvMemory: '720K', maxBody: 64 << 10,
   deadlineS: 300, requestTimeoutMs: 60_000, rssBoundMiB: 64,
 };
 
@@ -174,8 +176,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   const deadline = t0 + o.deadlineS * 1000;
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const args = [join(REPO, 'bin/comet.js'), 'serve', '--backend', 'sim', '--port', String(port), '--max-batch', String(o.maxBatch),
-    '--max-queue', String(o.maxQueue), '--kv-memory', o.kvMemory, '--max-body', String(o.maxBody), '--max-step-tokens', String(Math.max(64, o.maxBatch)), '--log-level', 'error'];
+  const args = [join(REPO, 'bin/comet.js'), 'serve', '--backend', o.backend, '--port', String(port), '--max-batch', String(o.maxBatch),
+    '--max-queue', String(o.maxQueue), '--kv-memory', o.kvMemory, '--max-body', String(o.maxBody), '--max-step-tokens', String(o.maxStepTokens ?? Math.max(64, o.maxBatch)), '--log-level', 'error'];
   const child: ChildProcess = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d) => { stderr = (stderr + d).slice(-8000); });
