@@ -26,7 +26,7 @@ import type { SiteStats } from '../../src/quant/calibrate.ts';
 import { sites } from '../../src/quant/sites.ts';
 import { CometError } from '../../src/errors.ts';
 import { svgPlotAsync } from '../../src/cli/plot.ts';
-import { requestSet, serveRun, syntheticOpenModel, type ServeRunResult } from './serve-run.ts';
+import { prefixRuns, requestSet, serveRun, sharedPrefixSet, syntheticOpenModel, type PrefixRuns, type ServeRunResult } from './serve-run.ts';
 
 export const SHAPES: Record<string, LlamaConfig> = {
   'llama3-8b': { dim: 4096, hiddenDim: 14336, nLayers: 32, nHeads: 32, nKvHeads: 8, headDim: 128, vocabSize: 128256, seqLen: 8192, normEps: 1e-5, ropeTheta: 500000, tiedEmbeddings: false, bos: 128000, eos: [128001] },
@@ -37,6 +37,7 @@ export interface E2EOptions {
   shape: string; backend: string; batches: string; ctx: number; inLen: number; outLen: number;
   memBudget?: number; int8Fraction: number; block: number; check: string[]; baseline: boolean; out: string; steps: number;
   throughput: number; // requests of the max-throughput run through the engine (0: none)
+  prefix: number; // requests sharing an inLen-token prefix, one after another, prefix cache on and off (0: none)
   mixed: number; // requests of the mixed-length run (0: none)
   stepTokens: number; // the engine's token budget per step (batched prefill)
   baselineVariants?: string; // torch_fast.py --variants (fp16,int4,fp8)
@@ -339,7 +340,7 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
   }
   // (b) max throughput as a run through the engine (serve-run.ts): the request set submitted at once
   cache = undefined;
-  const serve: { fixed?: ServeRunResult; mixed?: ServeRunResult; error?: string; sizing?: Record<string, number> } = {};
+  const serve: Report['serve'] = {};
   if (o.throughput > 0) {
     const L = o.inLen + o.outLen, perSeq = pagesFor(L) * pageB;
     const sizeRun = async (n: number, meanLen: number) => {
@@ -367,6 +368,14 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
         const zm = await sizeRun(o.mixed, mean);
         log(`serve run (mixed lengths, mean ${mean} tokens): ${o.mixed} requests; max batch ${zm.maxBatch}`);
         serve.mixed = await serveRun(opened, reqs, { ...zm, log });
+      }
+      if (o.prefix > 0) {
+        // prefix caching (issue 19 §4): requests sharing a long system prompt, submitted one after another
+        // (each arrives once the previous finished: a chat's turns), with the cache on and off
+        const reqs = sharedPrefixSet(c, o.prefix, o.inLen, 32, 16);
+        const zp = await sizeRun(1, o.inLen + 48);
+        serve.prefix = await prefixRuns(opened, reqs, zp);
+        log(`prefix cache: TTFT p50 ${serve.prefix.on.ttft_ms.p50.toFixed(1)} ms on vs ${serve.prefix.off.ttft_ms.p50.toFixed(1)} ms off; prefill tokens ${serve.prefix.on.prefill_tokens} vs ${serve.prefix.off.prefill_tokens}`);
       }
     } catch (e) {
       serve.error = (e as Error).message;
@@ -396,7 +405,7 @@ type OpBreakdown = { batch: number; wall_ms: number; ops: { op: string; launches
 interface Report {
   o: E2EOptions; c: LlamaConfig; int8MacFraction: number; weightBytes: number; tokenKvBytes: number; decode: DecodeRow[];
   fast: { batch: number; step_ms: number; tok_s: number }[]; fastGate: string[]; ttft: number; ttftChunk: number;
-  serve: { fixed?: ServeRunResult; mixed?: ServeRunResult; error?: string; sizing?: Record<string, number> };
+  serve: { fixed?: ServeRunResult; mixed?: ServeRunResult; prefix?: PrefixRuns; error?: string; sizing?: Record<string, number> };
   baseline?: Baseline; copyGBs?: number; budget: number; device: string; deviceName?: string; opBreakdown: OpBreakdown[];
 }
 
@@ -457,6 +466,10 @@ async function report(r: Report): Promise<void> {
     ...(r.serve.error ? [`COMET serve run failed: ${r.serve.error}`] : []),
     ...(sv?.errors.length ? [`COMET serve run errors: ${sv.errors.join('; ')}`] : []),
     ...(mx ? [`Mixed-length set: prompts uniform in [${Math.max(1, Math.floor(r.o.inLen / 8))}, ${2 * r.o.inLen}], outputs in [${Math.max(1, Math.floor(r.o.outLen / 8))}, ${2 * r.o.outLen}] tokens (seeded), ${mx.prompt_tokens} prompt and ${mx.output_tokens} output tokens; ${mx.preemptions} preemptions.`] : []), '',
+    ...(r.serve.prefix ? [
+      `### Prefix caching: ${r.serve.prefix.on.requests} requests sharing a ${r.o.inLen}-token prefix (+32 own tokens, 16 out), one after another`, '',
+      '| prefix cache | TTFT p50 / max ms | prefill tokens through the model | prefix pages hit | outputs equal |', '| --- | --- | --- | --- | --- |',
+      ...(['on', 'off'] as const).map((k) => { const x = r.serve.prefix![k]; return `| ${k} | ${f(x.ttft_ms.p50, 1)} / ${f(x.ttft_ms.max, 1)} | ${x.prefill_tokens} | ${x.hit_pages} | ${r.serve.prefix!.equal ? 'yes' : 'NO'} |`; }), ''] : []),
     '### Where the engine\'s step time goes (scheduler.ts StepTime)', '',
     'host = the scheduler\'s serial TypeScript work per step (sweep, planning, block tables, sampling, handing tokens to the streams); launch = TypeScript launching the ops of an eager (mixed) step while the GPU runs; loop gap = the engine loop between steps (streaming to clients, I/O) against all step time.', '',
     '| run | decode steps | ms/step | host | mixed steps | ms/step | host | launch | loop gap |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
