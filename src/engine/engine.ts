@@ -364,7 +364,7 @@ function formatGrammar(f: ResponseFormat | undefined): GrammarSpec | undefined {
 }
 
 /** Open a model (a path, or one already opened with openModel) on a backend and start an engine. */
-export async function createEngine(modelOrPath: string | OpenModel | undefined, o: EngineOptions = {}): Promise<Engine> {
+export async function createEngine(modelOrPath?: string | OpenModel, o: EngineOptions = {}): Promise<Engine> {
   let opened: OpenModel, name = o.modelName;
   if (typeof modelOrPath === 'object') {
     opened = modelOrPath;
