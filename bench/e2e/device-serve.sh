@@ -33,7 +33,7 @@ if [ "$MODE" = bench ]; then
     python3 -c "import json,sys; json.load(open('$OUT/baseline.json'))" 2>/dev/null || cp "$OUT/baseline-partial.json" "$OUT/baseline.json" 2>/dev/null
     echo "baselines rc=$rc after $(( $(date +%s) - T0 )) s" >> "$OUT/baseline.log"; touch /tmp/baseline.done ) &
   COMET_E2E_CLIP_SEARCH=0 timeout $(( $(left) - 3 )) node bin/comet.js bench e2e --shape llama3-8b --backend cuda --batches "$BATCHES" \
-    --steps 10 --check "$P/s260k-w4a4kv4.comet" --throughput "$N" --step-tokens "$STEP_TOKENS" --baseline-json "$OUT/baseline.json" \
+    --steps 10 --check "$P/s260k-w4a4kv4.comet" --throughput "$N" --prefix "${PREFIX:-8}" --step-tokens "$STEP_TOKENS" --baseline-json "$OUT/baseline.json" \
     --wait-for /tmp/baseline.done --out "$OUT/res" > /dev/null 2> "$OUT/bench.log"
   echo "bench rc=$? after $(( $(date +%s) - T0 )) s"
   wait
