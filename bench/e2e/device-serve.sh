@@ -19,7 +19,7 @@ tar -xzf "$P/tree.tgz" -C /tmp/w && cp .device/node.xz .device/node_modules.tar.
 source scripts/device-unpack.sh; set +e
 mkdir -p /tmp/addon && tar -xJf "$P/addon.tar.xz" -C /tmp/addon
 export COMET_CUDA_ADDON=/tmp/addon/comet_cuda.node PYTHONUNBUFFERED=1
-MODE=${MODE:-bench}; BUDGET_S=${BUDGET_S:-285}; BASE_S=${BASE_S:-150}; N=${N:-256}
+MODE=${MODE:-bench}; BUDGET_S=${BUDGET_S:-285}; BASE_S=${BASE_S:-135}; N=${N:-256}
 BATCHES=${BATCHES:-1,16,64,256}; STEP_TOKENS=${STEP_TOKENS:-4096}
 left() { echo $(( BUDGET_S - ($(date +%s) - T0) )); }
 date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; git log -1 --format=%H 2>/dev/null
@@ -32,7 +32,7 @@ if [ "$MODE" = bench ]; then
     rc=$?; tail -1 "$OUT/baseline.out" > "$OUT/baseline.json"
     python3 -c "import json,sys; json.load(open('$OUT/baseline.json'))" 2>/dev/null || cp "$OUT/baseline-partial.json" "$OUT/baseline.json" 2>/dev/null
     echo "baselines rc=$rc after $(( $(date +%s) - T0 )) s" >> "$OUT/baseline.log"; touch /tmp/baseline.done ) &
-  COMET_E2E_CLIP_SEARCH=0 timeout $(( $(left) - 3 )) node bin/comet.js bench e2e --shape llama3-8b --backend cuda --batches "$BATCHES" \
+  COMET_E2E_DEADLINE_S=$(( $(left) - 5 )) COMET_E2E_CLIP_SEARCH=0 timeout $(( $(left) - 3 )) node bin/comet.js bench e2e --shape llama3-8b --backend cuda --batches "$BATCHES" \
     --steps 10 --check "$P/s260k-w4a4kv4.comet" --throughput "$N" --prefix "${PREFIX:-8}" --step-tokens "$STEP_TOKENS" --baseline-json "$OUT/baseline.json" \
     --wait-for /tmp/baseline.done --out "$OUT/res" > /dev/null 2> "$OUT/bench.log"
   echo "bench rc=$? after $(( $(date +%s) - T0 )) s"

@@ -356,20 +356,29 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
       const maxBatch = Math.max(1, Math.min(n, Math.floor(kvMemory / (pagesFor(meanLen) * pageB)), stepTokens));
       return { free, reserve, kvMemory, maxBatch, maxStepTokens: Math.max(o.stepTokens, maxBatch) };
     };
+    // a bounded GPU call (COMET_E2E_DEADLINE_S: seconds after the process start) gets as many requests as fit in
+    // its time, estimated from the steps measured above (prefill ~0.7 x TTFT per prompt, out_len decode steps)
+    const endAt = Number(process.env.COMET_E2E_DEADLINE_S ?? Infinity) - 20, remaining = () => endAt - performance.now() / 1e3;
+    const deadline = remaining();
+    const big = decode[decode.length - 1];
+    const est = (n: number) => (n * 0.7 * (Number.isFinite(ttft) ? ttft : 100) + o.outLen * (big?.step_ms ?? 50) * Math.max(1, n / (big?.batch ?? 1)) ** 0.5) / 1e3;
+    let nReq = o.throughput;
+    while (nReq > 8 && 1.3 * est(nReq) > deadline) nReq = Math.floor(nReq / 2);
+    if (nReq !== o.throughput) log(`serve run: ${o.throughput} requests would not finish in the ${deadline.toFixed(0)} s left (estimated ${est(o.throughput).toFixed(0)} s): ${nReq}`);
     try {
       const opened = syntheticOpenModel(model);
-      const z = await sizeRun(o.throughput, L);
+      const z = await sizeRun(nReq, L);
       serve.sizing = z;
-      log(`serve run: ${o.throughput} requests of ${o.inLen} in / ${o.outLen} out; KV pool ${(z.kvMemory / 2 ** 30).toFixed(1)} GiB (${Math.floor(z.kvMemory / perSeq)} full sequences), max batch ${z.maxBatch}, ${z.maxStepTokens} tokens per step`);
-      serve.fixed = await serveRun(opened, requestSet(c, o.throughput, o.inLen, o.outLen, false), { ...z, log });
-      if (o.mixed > 0) {
+      log(`serve run: ${nReq} requests of ${o.inLen} in / ${o.outLen} out; KV pool ${(z.kvMemory / 2 ** 30).toFixed(1)} GiB (${Math.floor(z.kvMemory / perSeq)} full sequences), max batch ${z.maxBatch}, ${z.maxStepTokens} tokens per step`);
+      serve.fixed = await serveRun(opened, requestSet(c, nReq, o.inLen, o.outLen, false), { ...z, log });
+      if (o.mixed > 0 && remaining() > 60) {
         const reqs = requestSet(c, o.mixed, o.inLen, o.outLen, true, 2);
         const mean = Math.ceil(reqs.reduce((a, r) => a + r.prompt.length + r.maxTokens, 0) / reqs.length);
         const zm = await sizeRun(o.mixed, mean);
         log(`serve run (mixed lengths, mean ${mean} tokens): ${o.mixed} requests; max batch ${zm.maxBatch}`);
         serve.mixed = await serveRun(opened, reqs, { ...zm, log });
       }
-      if (o.prefix > 0) {
+      if (o.prefix > 0 && remaining() > 10) {
         // prefix caching (issue 19 §4): requests sharing a long system prompt, submitted one after another
         // (each arrives once the previous finished: a chat's turns), with the cache on and off
         const reqs = sharedPrefixSet(c, o.prefix, o.inLen, 32, 16);
