@@ -10,7 +10,8 @@
 #   git ls-files -co --exclude-standard | tar -czf $P/tree.tgz -T -
 #   comet quantize --model models/stories260K.bin --calib <text> --block 32 --out $P/s260k-w4a4kv4.comet (the gate)
 # Carry .device/node.xz .device/node_modules.tar.xz .device/serving. Env: MODE (bench | checks), BUDGET_S (285),
-# BASE_S (baselines' deadline, 150), N (requests of the throughput run, 256), BATCHES (1,16,64,256), STEP_TOKENS (4096).
+# BASE_S (baselines' deadline, 135), N (requests of the throughput run, 256), BATCHES (1,16,64,256), STEP_TOKENS (4096).
+# $OUT gets at most 8 files back: bench: res/ (md, json, 2 svg), bench.log, baseline.log, baseline.json.
 set -uo pipefail
 T0=$(date +%s)
 OUT=${OUT:-/tmp/comet-out}; P=$PWD/.device/serving
@@ -27,10 +28,10 @@ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,no
 if [ "$MODE" = bench ]; then
   echo "=== baselines (GPU) beside COMET's host-side model build [$(left) s left]"
   ( timeout $(( BASE_S + 15 )) python3 bench/e2e/torch_fast.py --shape llama3-8b --batches "$BATCHES" --ctx 1024 --in-len 1024 --out-len 512 \
-      --requests "$N" --throughput-variants "${TP_VARIANTS:-fp16,fp8}" --deadline-s "$BASE_S" --partial "$OUT/baseline-partial.json" \
-      > "$OUT/baseline.out" 2> "$OUT/baseline.log"
-    rc=$?; tail -1 "$OUT/baseline.out" > "$OUT/baseline.json"
-    python3 -c "import json,sys; json.load(open('$OUT/baseline.json'))" 2>/dev/null || cp "$OUT/baseline-partial.json" "$OUT/baseline.json" 2>/dev/null
+      --requests "$N" --throughput-variants "${TP_VARIANTS:-fp16,fp8}" --deadline-s "$BASE_S" --partial /tmp/baseline-partial.json \
+      > /tmp/baseline.out 2> "$OUT/baseline.log"
+    rc=$?; tail -1 /tmp/baseline.out > "$OUT/baseline.json"
+    python3 -c "import json,sys; json.load(open('$OUT/baseline.json'))" 2>/dev/null || cp /tmp/baseline-partial.json "$OUT/baseline.json" 2>/dev/null
     echo "baselines rc=$rc after $(( $(date +%s) - T0 )) s" >> "$OUT/baseline.log"; touch /tmp/baseline.done ) &
   COMET_E2E_DEADLINE_S=$(( $(left) - 5 )) COMET_E2E_CLIP_SEARCH=0 timeout $(( $(left) - 3 )) node bin/comet.js bench e2e --shape llama3-8b --backend cuda --batches "$BATCHES" \
     --steps 10 --check "$P/s260k-w4a4kv4.comet" --throughput "$N" --prefix "${PREFIX:-8}" --step-tokens "$STEP_TOKENS" --baseline-json "$OUT/baseline.json" \
