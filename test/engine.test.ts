@@ -50,9 +50,16 @@ const expectPoolFull = (e: Engine) => {
   expect(s.allocated).toBe(s.released);
 };
 
-describe('batched forward', () => {
+// Row independence, bit for bit, on every backend: what batching, batched prefill and prefix caching rely on for
+// "each request gets exactly what it gets alone" (a backend whose reductions depend on the step's token count
+// fails here first).
+describe.each(backends)('batched forward on $name', ({ name, create }) => {
+  let om: OpenModel;
+  beforeAll(async () => {
+    om = name === 'sim' ? opened : await openModel(await create());
+  });
   it('gives each row the logits it gets alone, bit for bit (prefill chunks and decodes mixed)', async () => {
-    const m = opened.model, be = m.be, c = m.config;
+    const m = om.model, be = m.be, c = m.config;
     const seqs = PROMPTS.slice(0, 6).map((p) => opened.tokenizer.encode(p, { bos: true }));
     const cacheFor = (pages: number) => be.createKVCache({ nLayers: c.nLayers, nKvHeads: c.nKvHeads, headDim: c.headDim, pageSize: 16, numPages: pages, dtype: m.kvDType, group: c.headDim });
     // alone: each sequence prefilled in one step, then one decode step of token 7

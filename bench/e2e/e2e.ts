@@ -436,7 +436,7 @@ async function report(r: Report): Promise<void> {
   });
   const modes = VARIANTS.filter(([v]) => vs[v]).map(([v, name]) => `${name}: ${vs[v].mode ?? '-'}${vs[v].compile_error ? ` (compile error: ${vs[v].compile_error})` : ''}${vs[v].error ? ` — failed: ${vs[v].error}` : ''}${vs[v].skipped ? ` — skipped: ${vs[v].skipped}` : ''}`);
   const sv = r.serve.fixed, mx = r.serve.mixed;
-  const tp = (v: string) => vs[v]?.throughput as Record<string, number> & { error?: string; cut?: string } | undefined;
+  const tp = (v: string) => vs[v]?.throughput as Record<string, number> & { error?: string; cut?: string; skipped?: string } | undefined;
   const serveRow = (name: string, x?: ServeRunResult) => x
     ? `| ${name} | ${x.requests} | ${x.max_batch} | ${x.peak_batch} | ${x.output_tok_s.toFixed(0)} | ${f(x.ttft_ms.p50, 0)} / ${f(x.ttft_ms.p99, 0)} | ${f(x.itl_ms.p50, 1)} / ${f(x.itl_ms.p99, 1)} | ${x.kv_pages_peak} / ${x.kv_pages_total} | ${x.wall_s.toFixed(1)} |` : `| ${name} | not run |  |  |  |  |  |  |  |`;
   const fpTp = tp('fp16')?.output_tok_s;
@@ -469,7 +469,7 @@ async function report(r: Report): Promise<void> {
     'COMET: the engine (scheduler with batched chunked prefill, KV4 page pool, decode-step CUDA graphs, sampler, OpenAI-shaped streams), greedy, every request to max_tokens; TTFT from submission (all at t=0) to the first streamed token; ITL = gaps between a request\'s streamed tokens. PyTorch: the same request set through its own loop (prompts prefilled together in chunks of ≤ 8192 tokens, then the batch decoded as CUDA graph replays, tokens synchronised to the host every step); its batch is what its memory holds.', '',
     '| engine | requests | max batch | peak batch | output tok/s | TTFT p50 / p99 ms | ITL p50 / p99 ms | KV pages peak / pool | wall s |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     serveRow('COMET W4A4KV4 (engine)', sv),
-    ...VARIANTS.map(([v, name]) => { const t = tp(v); return t && t.output_tok_s !== undefined ? `| ${name} (${vs[v].mode?.startsWith('torch.compile') ? 'compiled' : 'eager'} + CUDA graphs) | ${t.requests} | ${t.slots} | ${t.peak_batch} | ${t.output_tok_s.toFixed(0)} | ${f(t.ttft_p50_ms, 0)} / ${f(t.ttft_p99_ms, 0)} | ${f(t.itl_p50_ms, 1)} / ${f(t.itl_p99_ms, 1)} | - | ${f(t.wall_s, 1)} |` : `| ${name} | ${t?.error ? `failed: ${t.error}` : t?.cut ?? (vs[v]?.error ? `failed: ${vs[v].error}` : vs[v]?.skipped ? `skipped: ${vs[v].skipped}` : vs[v] ? 'not run (time)' : 'no baseline')} |  |  |  |  |  |  |  |`; }),
+    ...VARIANTS.map(([v, name]) => { const t = tp(v); return t && t.output_tok_s !== undefined ? `| ${name} (${vs[v].mode?.startsWith('torch.compile') ? 'compiled' : 'eager'} + CUDA graphs) | ${t.requests} | ${t.slots} | ${t.peak_batch} | ${t.output_tok_s.toFixed(0)} | ${f(t.ttft_p50_ms, 0)} / ${f(t.ttft_p99_ms, 0)} | ${f(t.itl_p50_ms, 1)} / ${f(t.itl_p99_ms, 1)} | - | ${f(t.wall_s, 1)} |` : `| ${name} | ${t?.error ? `failed: ${t.error}` : t?.skipped ? `skipped: ${t.skipped}` : t?.cut ?? (vs[v]?.error ? `failed: ${vs[v].error}` : vs[v]?.skipped ? `skipped: ${vs[v].skipped}` : vs[v] ? 'not run (time)' : 'no baseline')} |  |  |  |  |  |  |  |`; }),
     ...(mx ? [serveRow('COMET, mixed lengths', mx)] : []), '',
     sv && fpTp ? `COMET / compiled FP16 output tok/s on the same request set: **${(sv.output_tok_s / fpTp).toFixed(2)}×** (aim ≥ 2×; aim ≥ 18,000 tok/s: ${sv.output_tok_s >= 18000 ? 'reached' : 'not reached'}).` : '',
     ...(r.serve.error ? [`COMET serve run failed: ${r.serve.error}`] : []),

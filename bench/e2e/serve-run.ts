@@ -121,7 +121,7 @@ export async function serveRun(opened: OpenModel, reqs: RequestSpec[], o: ServeR
         else itl.push((now - last) / k);
         last = now;
         n += k;
-        const used = engine.pool.stats().used;
+        const used = engine.pool.total - engine.pool.free;
         if (used > peakPages) peakPages = used;
       }
       outTokens += n;

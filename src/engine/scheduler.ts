@@ -142,18 +142,21 @@ export class Scheduler {
     let out: DecodeOut;
     const be = this.model.be;
     let t1 = 0, t2 = 0;
+    // every row greedy and unshaped: the device's argmax (first maximum, as sample() at temperature 0) instead of
+    // copying R x V logits to the host and scanning them there (at batch 256, 128K vocabulary: 131 MB a step)
+    const greedy = sampled.every((s) => s.params.temperature === 0 && !s.sink.logits);
     try {
       if (decodeOnly) {
         const d = this.graphs!.inputs(tokens, pos, batch.map((s) => s.seq.pages));
         t1 = t2 = performance.now();
-        out = await this.graphs!.run(d.key, d.inputs, sampled.every((s) => s.params.temperature === 0 && !s.sink.logits));
+        out = await this.graphs!.run(d.key, d.inputs, greedy);
       } else {
         const layout = { pos, seq: seqIdx, blockTables: batch.map((s) => Int32Array.from(s.seq.pages)) };
         try {
           t1 = performance.now();
           const logits = this.model.forward(tokens, layout, this.cache, Int32Array.from(rows));
           t2 = performance.now();
-          out = { logits: await be.read(logits) };
+          out = greedy ? { argmax: await be.argmax(logits) } : { logits: await be.read(logits) };
         } finally {
           be.endStep();
         }
