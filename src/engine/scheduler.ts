@@ -34,6 +34,9 @@ export interface SeqSink {
   /** present when the owner shapes the distribution (penalties, logit_bias, a grammar's mask) or reads it
    *  (logprobs): called with the sequence's row of logits (V,) before sampling, may change it in place */
   logits?(row: Float32Array): void | Promise<void>;
+  /** work for this step's sample that needs no logits (a grammar's token mask): called after the forward is
+   *  launched and before its result is awaited, so on a GPU it runs while the device computes */
+  prepare?(): void | Promise<void>;
   /** the sampled token; `row` is the (adjusted) logits it was drawn from when logits() is present */
   token(id: number, row?: Float32Array): void;
   /** exactly once; `error` set when the step failed; not called after cancel() */
@@ -141,7 +144,7 @@ export class Scheduler {
     const decodeOnly = this.graphs !== undefined && allDecode;
     let out: DecodeOut;
     const be = this.model.be;
-    let t1 = 0, t2 = 0;
+    let t1 = 0, t2 = 0, prepareMs = 0;
     // every row greedy and unshaped: the device's argmax (first maximum, as sample() at temperature 0) instead of
     // copying R x V logits to the host and scanning them there (at batch 256, 128K vocabulary: 131 MB a step)
     const greedy = sampled.every((s) => s.params.temperature === 0 && !s.sink.logits);
@@ -149,13 +152,17 @@ export class Scheduler {
       if (decodeOnly) {
         const d = this.graphs!.inputs(tokens, pos, batch.map((s) => s.seq.pages));
         t1 = t2 = performance.now();
-        out = await this.graphs!.run(d.key, d.inputs, greedy);
+        const run = this.graphs!.run(d.key, d.inputs, greedy);
+        run.catch(() => {}); // awaited below; not an unhandled rejection while prepare() runs
+        prepareMs = await this.prepare(sampled);
+        out = await run;
       } else {
         const layout = { pos, seq: seqIdx, blockTables: batch.map((s) => Int32Array.from(s.seq.pages)) };
         try {
           t1 = performance.now();
           const logits = this.model.forward(tokens, layout, this.cache, Int32Array.from(rows));
           t2 = performance.now();
+          prepareMs = await this.prepare(sampled);
           out = greedy ? { argmax: await be.argmax(logits) } : { logits: await be.read(logits) };
         } finally {
           be.endStep();
@@ -196,10 +203,17 @@ export class Scheduler {
     const t4 = performance.now(), k = this.time_[allDecode ? 'decode' : 'mixed'];
     k.steps++;
     k.wallMs += t4 - t0;
-    k.hostMs += t1 - t0 + (t4 - t3);
+    k.hostMs += t1 - t0 + (t4 - t3) + prepareMs;
     k.launchMs += t2 - t1;
-    k.waitMs += t3 - t2;
+    k.waitMs += t3 - t2 - prepareMs;
     return true;
+  }
+
+  /** The sinks' prepare() for the sequences this step samples; returns the ms it took. */
+  private async prepare(sampled: Sequence[]): Promise<number> {
+    const t = performance.now();
+    for (const seq of sampled) if (!seq.cancelled && seq.sink.prepare) await seq.sink.prepare();
+    return performance.now() - t;
   }
 
   /** Finish every sequence with `error` (their pages return to the pool). */
