@@ -28,8 +28,10 @@ export interface ChaosOptions {
   requests: number; // per round
   rounds: number;
   concurrency: number;
+  backend: string; // comet serve --backend (sim; cuda on the GPU machine)
   maxBatch: number;
   maxQueue: number;
+  maxStepTokens?: number; // comet serve --max-step-tokens (default: max(64, maxBatch); larger = batched prefill)
   kvMemory: string; // '720K' = 36 pages of stories260K (f32 KV, 16 tokens): one full context is 32, so full batches preempt
   maxBody: number; // bytes
   deadlineS: number; // overall
@@ -39,7 +41,7 @@ export interface ChaosOptions {
 }
 
 export const DEFAULTS: ChaosOptions = {
-  seed: 1, requests: 300, rounds: 3, concurrency: 8, maxBatch: 6, maxQueue: 12, kvMemory: '720K', maxBody: 64 << 10,
+  seed: 1, requests: 300, rounds: 3, concurrency: 8, backend: 'sim', maxBatch: 6, maxQueue: 12, kvMemory: '720K', maxBody: 64 << 10,
   deadlineS: 300, requestTimeoutMs: 60_000, rssBoundMiB: 64,
 };
 
@@ -68,6 +70,8 @@ export interface ChaosReport {
   kv: { total: number; free: number; used: number };
   rssMiB: number[]; // server RSS after the baseline and after each round
   preemptions: number;
+  peakStepSequences: number; // the most sequences one step carried (the server's /metrics)
+  peakStepPrefills: number; // the most prompts prefilled in one step
   serverRequests: Record<string, number>; // the server's own requests_total{outcome} (/metrics)
   baselineRequests: number;
   seconds: number;
@@ -174,14 +178,14 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   const deadline = t0 + o.deadlineS * 1000;
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const args = [join(REPO, 'bin/comet.js'), 'serve', '--backend', 'sim', '--port', String(port), '--max-batch', String(o.maxBatch),
-    '--max-queue', String(o.maxQueue), '--kv-memory', o.kvMemory, '--max-body', String(o.maxBody), '--max-step-tokens', String(Math.max(64, o.maxBatch)), '--log-level', 'error'];
+  const args = [join(REPO, 'bin/comet.js'), 'serve', '--backend', o.backend, '--port', String(port), '--max-batch', String(o.maxBatch),
+    '--max-queue', String(o.maxQueue), '--kv-memory', o.kvMemory, '--max-body', String(o.maxBody), '--max-step-tokens', String(o.maxStepTokens ?? Math.max(64, o.maxBatch)), '--log-level', 'error'];
   const child: ChildProcess = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d) => { stderr = (stderr + d).slice(-8000); });
   const report: ChaosReport = {
     options: o, counts: {}, outcomes: {}, failures: [], leaks: 0, crashes: 0, health: false, kv: { total: 0, free: 0, used: 0 },
-    rssMiB: [], preemptions: 0, serverRequests: {}, baselineRequests: 0, seconds: 0,
+    rssMiB: [], preemptions: 0, peakStepSequences: 0, peakStepPrefills: 0, serverRequests: {}, baselineRequests: 0, seconds: 0,
   };
   const count = (kind: string, out: Outcome, detail?: string) => {
     (report.counts[kind] ??= {})[out] = (report.counts[kind][out] ?? 0) + 1;
@@ -192,7 +196,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     const text = await (await fetch(`${url}/metrics`)).text();
     const g = (n: string) => Number(new RegExp(`^comet_${n} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
     for (const [, k, v] of text.matchAll(/^comet_requests_total\{outcome="(\w+)"\} (\S+)$/gm)) report.serverRequests[k] = Number(v);
-    return { used: g('kv_pages_used'), free: g('kv_pages_free'), total: g('kv_pages_total'), running: g('requests_running'), waiting: g('requests_waiting'), preemptions: g('preemptions_total') };
+    return { used: g('kv_pages_used'), free: g('kv_pages_free'), total: g('kv_pages_total'), running: g('requests_running'), waiting: g('requests_waiting'), preemptions: g('preemptions_total'), maxBatch: g('step_sequences_max'), maxPrefills: g('step_prefills_max') };
   };
   const drain = async () => {
     for (let i = 0; i < 600 && performance.now() < deadline; i++) {
@@ -374,6 +378,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     const m = await drain();
     report.kv = { total: m.total, free: m.free, used: m.used };
     report.preemptions = m.preemptions;
+    report.peakStepSequences = m.maxBatch;
+    report.peakStepPrefills = m.maxPrefills;
     report.leaks = m.used + (m.total - m.free - m.used);
     if (m.used !== 0 || m.free !== m.total) report.failures.push(`KV pages leaked: used ${m.used}, free ${m.free} of ${m.total}`);
     const h = await fetch(`${url}/health`);

@@ -8,6 +8,10 @@
 // is queued; errors up to there are EngineErrors carrying their HTTP status. A streaming request resolves to
 // an async iterable of OpenAI chunks; a plain one to the OpenAI response object. `signal` aborts (the pages
 // go back to the pool at the next step); leaving a `for await` early does the same.
+// A request is n sequences (choices); what each does with its logits and tokens (penalties, logit_bias, a
+// grammar from response_format or a forced tool call, logprobs, tool-call parsing) is request.ts's, the
+// grammar (compiled once per schema, before the request is queued, so a bad one is a 400) grammar.ts's.
+// engine.tokenize() / detokenize() serve /tokenize and /detokenize.
 import type { Backend } from '../../backends/backend.ts';
 import type { OpenModel } from '../runtime/open.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
@@ -38,7 +42,8 @@ export interface EngineOptions {
   kvMemory?: number; // bytes for the KV page pool (default: maxBatch full-context sequences)
   pageSize?: number; // tokens per KV page (default 16)
   maxQueue?: number; // requests waiting for a batch slot before create() fails with 503 (default 256)
-  maxStepTokens?: number; // tokens per forward: decodes + prefill chunks (default 256)
+  maxStepTokens?: number; // tokens per forward: decodes + prefill chunks of several prompts (batched, chunked prefill; default 2048)
+  prefixCache?: boolean; // share the KV pages of equal prompt prefixes across requests (default true)
   graphs?: number; // decode-step graphs kept, on a backend that can capture (CUDA); 0 = off (default: env COMET_ENGINE_GRAPHS, else 16)
   modelName?: string; // the id requests name (default: the model file's base name)
   chatTemplate?: string; // a Jinja chat template instead of the tokenizer's own (or for a model without one)
@@ -54,6 +59,7 @@ export interface EngineStats extends SchedulerStats {
   ttft: { count: number; sum: number; buckets: [number, number][] }; // seconds; cumulative counts per upper bound
   tokensPerSecond: number; // generated tokens over the last 10 s
   graphs?: GraphStats; // decode-step graphs (backends that can capture)
+  loopGapMs: number; // time the step loop spent between steps (streaming to clients, new requests, I/O), summed
 }
 
 const MAX_PIECE_CHARS = 128;
@@ -92,6 +98,7 @@ export class Engine {
   private readonly counts = { finished: 0, cancelled: 0, failed: 0, rejected: 0 };
   private readonly ttft = { count: 0, sum: 0, le: new Array<number>(TTFT_BOUNDS.length).fill(0) };
   private readonly rate: [number, number][] = []; // (time ms, tokens generated in a step)
+  private loopGapMs = 0;
 
   constructor(readonly opened: OpenModel, readonly modelId: string, o: EngineOptions = {}) {
     const { model, tokenizer } = opened, c = model.config;
@@ -109,11 +116,11 @@ export class Engine {
       throw new EngineError(`kvMemory ${o.kvMemory} bytes holds ${numPages} pages of ${bytes} bytes; one full-context sequence (${c.seqLen} tokens) needs ${perSeq} (${perSeq * bytes} bytes)`, 'invalid_config');
     this.pool = new PagePool(numPages);
     const cache = model.be.createKVCache({ ...spec, numPages });
-    const maxStepTokens = positive('maxStepTokens', o.maxStepTokens ?? Math.max(256, maxBatch));
+    const maxStepTokens = positive('maxStepTokens', o.maxStepTokens ?? Math.max(2048, maxBatch));
     // every running sequence must be able to decode in every step, or the newest would starve
     if (maxStepTokens < maxBatch) throw new EngineError(`maxStepTokens (${maxStepTokens}) must be at least maxBatch (${maxBatch})`, 'invalid_config');
     const graphs = DecodeGraphs.for(model.be, model, cache, pageSize, graphLimit(o.graphs === undefined ? undefined : nonNegative('graphs', o.graphs)));
-    this.scheduler = new Scheduler(model, this.pool, cache, { maxBatch, pageSize, maxStepTokens }, graphs);
+    this.scheduler = new Scheduler(model, this.pool, cache, { maxBatch, pageSize, maxStepTokens, prefixCache: o.prefixCache !== false }, graphs);
   }
 
   stats(): EngineStats {
@@ -126,6 +133,7 @@ export class Engine {
       ttft: { count: this.ttft.count, sum: this.ttft.sum, buckets: TTFT_BOUNDS.map((b, i) => [b, this.ttft.le[i]]) },
       tokensPerSecond: recent / (RATE_WINDOW_MS / 1000),
       ...(this.scheduler.graphs ? { graphs: this.scheduler.graphs.stats() } : {}),
+      loopGapMs: this.loopGapMs,
     };
   }
 
@@ -280,6 +288,7 @@ export class Engine {
         seed: seed !== undefined ? seed + i : Math.floor(Math.random() * 2 ** 32), stop: this.opened.stop,
       }, {
         ...(choice.readsLogits ? { logits: (row: Float32Array) => choice.logits(row) } : {}),
+        ...(matchers[i] ? { prepare: () => choice.prepare() } : {}),
         token: (tok, row) => {
           if (firstToken) { firstToken = false; this.observeTtft((performance.now() - t0) / 1000); }
           try {
@@ -326,7 +335,9 @@ export class Engine {
         }
         this.rate.push([performance.now(), this.scheduler.stats().generatedTokens - before]);
         if (this.rate.length > 4096) this.rate.shift();
+        const t = performance.now();
         await tick(); // let I/O (new requests, disconnects) in between steps
+        this.loopGapMs += performance.now() - t;
       }
     } finally {
       this.looping = false;
@@ -354,11 +365,12 @@ export function abortError(): Error {
 function formatGrammar(f: ResponseFormat | undefined): GrammarSpec | undefined {
   if (f === undefined || f.type === 'text') return undefined;
   if (f.type === 'json_object') return { schema: { type: 'object' }, param: 'response_format' };
+  if (f.type === 'grammar') return { ebnf: f.grammar, param: 'response_format.grammar' };
   return { schema: f.json_schema.schema ?? { type: 'object' }, param: 'response_format.json_schema.schema' };
 }
 
 /** Open a model (a path, or one already opened with openModel) on a backend and start an engine. */
-export async function createEngine(modelOrPath: string | OpenModel | undefined, o: EngineOptions = {}): Promise<Engine> {
+export async function createEngine(modelOrPath?: string | OpenModel, o: EngineOptions = {}): Promise<Engine> {
   let opened: OpenModel, name = o.modelName;
   if (typeof modelOrPath === 'object') {
     opened = modelOrPath;
