@@ -483,7 +483,7 @@ export class WebGPUBackend implements Backend {
       this.run('argmax', [colsOf(logits)], [logits.buf, ids.buf], R);
     } catch (e) {
       rec.destroy();
-      this.release(this.live);
+      this.releaseBuffers(this.live);
       throw e;
     } finally {
       owned = this.live;
@@ -501,7 +501,7 @@ export class WebGPUBackend implements Backend {
     return make;
   }
   /** Step buffers back to the pool. */
-  release(bufs: GPUBuffer[]): void {
+  releaseBuffers(bufs: GPUBuffer[]): void {
     for (const b of bufs) (this.free.get(b.size) ?? this.free.set(b.size, []).get(b.size)!).push(b);
   }
 
@@ -757,7 +757,7 @@ class WebGPUStep implements CapturedStep {
     if (!this.live) return;
     this.live = false;
     this.rec.destroy();
-    if (!this.be.disposed) this.be.release(this.bufs);
+    if (!this.be.disposed) this.be.releaseBuffers(this.bufs);
   }
 }
 
