@@ -8,7 +8,7 @@ import type { Backend, KVCacheSpec, StepLayout } from '../backends/backend.ts';
 import { attention as simAttention, kvAppend as simKvAppend } from '../simulator/kernels/attention.ts';
 import { KVStoreKV4 } from '../simulator/kv4.ts';
 import * as F from '../simulator/kernels/float.ts';
-import { permutation, randn, relErr, rng } from './simulator/rng.ts';
+import { permutation, randn, relErr, rng } from '../testing/rng.ts';
 import { backends } from './helpers/backends.ts';
 
 const gpu = backends.filter((b) => b.name !== 'sim');

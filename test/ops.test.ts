@@ -17,7 +17,7 @@ import { quantizeW4 } from '../simulator/w4.ts';
 import { gemmW4Ax } from '../simulator/kernels/gemm_w4ax.ts';
 import type { QAct } from '../simulator/formats.ts';
 import { fromF16Bits } from '../simulator/f16.ts';
-import { activations, permutation, randn, relErr, rng } from './simulator/rng.ts';
+import { activations, permutation, randn, relErr, rng } from '../testing/rng.ts';
 import { backends, kvLayerBytes } from './helpers/backends.ts';
 
 /** a8 | a4 | sa bytes of a simulator QAct (the order readRaw returns) */

@@ -18,7 +18,7 @@ import { attention, kvAppend } from '../simulator/kernels/attention.ts';
 import * as F from '../simulator/kernels/float.ts';
 import { createWebGPUBackend, WebGPUBackend, type WTensor } from '../backends/webgpu/webgpu.ts';
 import { loadShaderSources } from '../backends/webgpu/shaders.ts';
-import { activations, normal, permutation, rng } from './simulator/rng.ts';
+import { activations, normal, permutation, rng } from '../testing/rng.ts';
 
 /** The WebGPU backend, once per file. No adapter is a failure, never a skip: the message says why and how
  *  (SwiftShader's env vars; .ci/webgpu-env.sh sets them on CI). */

@@ -14,7 +14,7 @@ import { dequantizeAct } from '../../simulator/act.ts';
 import { kv4Layout } from '../../simulator/kv4.ts';
 import { qactBytes } from '../../simulator/traits.ts';
 import { existsSync } from 'node:fs';
-import { CometError } from '../../src/errors.ts';
+import { CometError } from '../errors.ts';
 import { loadAddon, type CudaAddon, type DeviceFacts, type Ptr } from './addon.ts';
 
 const ALIGN = 256;

@@ -17,7 +17,7 @@ import { checkW4 } from '../../simulator/w4.ts';
 import { kv4Layout } from '../../simulator/kv4.ts';
 import { qactBytes, w4Bytes } from '../../simulator/traits.ts';
 import { ropeFreqs } from '../../simulator/kernels/float.ts';
-import { CometError } from '../../src/errors.ts';
+import { CometError } from '../errors.ts';
 import { getGpu, type GpuContext } from './device.ts';
 import { type Family, loadShaderSources, moduleSource, type ShaderSources } from './shaders.ts';
 

@@ -1,11 +1,11 @@
-// Server chaos benchmark (issue 10): bench/chaos/chaos.ts against `comet serve --backend sim` on loopback.
+// Server chaos benchmark (issue 10): testing/chaos.ts against `comet serve --backend sim` on loopback.
 // Prints the counts (requests by kind and outcome, leaks, crashes) and writes bench/results/chaos-<date>.md/.json.
 //   npx tsx bench/chaos/run.ts [--seed 1] [--requests 300] [--rounds 3] [--concurrency 12] [--no-write]
 // Exit status 1 on any failure (a wrong text, a 500, a wrong status, a timeout, a leak, a crash, RSS growth).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { DEFAULTS, FAILURE_OUTCOMES, REPO, runChaos } from './chaos.ts';
+import { DEFAULTS, FAILURE_OUTCOMES, REPO, runChaos } from '../../testing/chaos.ts';
 
 const { values: a } = parseArgs({
   options: {
