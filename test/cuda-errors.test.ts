@@ -21,10 +21,10 @@ describe('cuda backend errors', () => {
     }
   });
 
-  // CI builds the addon (nvcc, no GPU) and sets COMET_EXPECT_CUDA_ADDON=1: then it must load and say plainly
+  // CI builds the addon (nvcc, no GPU) and sets COMET_TEST_CUDA_ADDON=1: then it must load and say plainly
   // that there is no GPU. Elsewhere a built addon on a GPU-less machine is checked the same way.
   const built = existsSync(fileURLToPath(new URL('../build/Release/comet_cuda.node', import.meta.url)));
-  it.runIf(process.env.COMET_EXPECT_CUDA_ADDON === '1' || (built && process.env.COMET_TEST_CUDA !== '1' && !existsSync('/dev/nvidiactl')))(
+  it.runIf(process.env.COMET_TEST_CUDA_ADDON === '1' || (built && process.env.COMET_TEST_CUDA !== '1' && !existsSync('/dev/nvidiactl')))(
     'the built addon on a machine without a GPU is a CometError, not a crash', async () => {
       expect(built, 'build/Release/comet_cuda.node was not built (npm run build:cuda)').toBe(true);
       const { createCudaBackend } = await import('../backends/cuda/cuda.ts');

@@ -1,5 +1,5 @@
 // Timing of the engine's decode step with CUDA graphs on and off (COMET_TEST_CUDA=1 only), on a synthetic W4A4KV4
-// model of LLaMA-3-8B's layer shape (dim 4096, hidden 14336, 32 heads, 8 KV heads, head_dim 128; COMET_GRAPHS_LAYERS
+// model of LLaMA-3-8B's layer shape (dim 4096, hidden 14336, 32 heads, 8 KV heads, head_dim 128; COMET_TEST_GRAPHS_LAYERS
 // layers, default 32) with the embedded tokenizer's 512-token vocabulary (so the classifier is tiny and the step is
 // the layers' ~11 launches each). Random W4 codes and f16 scales (the kernels' speed does not depend on values).
 // B requests of a 150-token prompt decode 48 tokens each through the whole engine (scheduler, sampling on the
@@ -64,7 +64,7 @@ describe.runIf(CUDA)('decode graphs: timing on CUDA', () => {
     const { createCudaBackend } = await import('../backends/cuda/cuda.ts');
     be = await createCudaBackend();
     const base = await openModel(new SimBackend());
-    const nLayers = Number(process.env.COMET_GRAPHS_LAYERS ?? 32);
+    const nLayers = Number(process.env.COMET_TEST_GRAPHS_LAYERS ?? 32);
     const c: LlamaConfig = { dim: 4096, hiddenDim: 14336, nLayers, nHeads: 32, nKvHeads: 8, headDim: 128, vocabSize: base.loaded.config.vocabSize, seqLen: 2048, normEps: 1e-5, ropeTheta: 500000, tiedEmbeddings: false, bos: 1, eos: [2] };
     const t0 = performance.now();
     const m: OpenModel = { ...base, model: new Llama(be, c, randomW4(c), 'kv4'), stop: [] };

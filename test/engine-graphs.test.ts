@@ -122,19 +122,8 @@ describe('decode graphs: simulator (no capture)', () => {
     for (const [i, r] of PLAN.entries()) expect(texts[i], `request ${i}`).toBe(await alone(opened, r));
   });
 
-  it('graph limits: option, COMET_ENGINE_GRAPHS, default 16', () => {
-    const was = process.env.COMET_ENGINE_GRAPHS;
-    try {
-      delete process.env.COMET_ENGINE_GRAPHS;
-      expect([graphLimit(), graphLimit(4), graphLimit(0)]).toEqual([16, 4, 0]);
-      process.env.COMET_ENGINE_GRAPHS = '0';
-      expect([graphLimit(), graphLimit(4)]).toEqual([0, 0]);
-      process.env.COMET_ENGINE_GRAPHS = '3';
-      expect(graphLimit()).toBe(3);
-    } finally {
-      if (was === undefined) delete process.env.COMET_ENGINE_GRAPHS;
-      else process.env.COMET_ENGINE_GRAPHS = was;
-    }
+  it('graph limits: the option, default 16', () => {
+    expect([graphLimit(), graphLimit(4), graphLimit(0)]).toEqual([16, 4, 0]);
   });
 
   it('buckets: next power of two of the page count, clamped to a full context; tables padded with page 0', () => {
@@ -206,17 +195,10 @@ describe('decode graphs: capture twin on the simulator', () => {
     expect(s2.captures).toBeGreaterThan(s.captures);
   });
 
-  it('COMET_ENGINE_GRAPHS=0 turns them off', async () => {
-    const was = process.env.COMET_ENGINE_GRAPHS;
-    process.env.COMET_ENGINE_GRAPHS = '0';
-    try {
-      const { texts, e } = await scenario(m, PLAN.slice(0, 2), { pageSize: 4 });
-      expect(texts).toEqual(want.slice(0, 2));
-      expect(e.stats().graphs).toMatchObject({ enabled: false, captures: 0, replays: 0 });
-    } finally {
-      if (was === undefined) delete process.env.COMET_ENGINE_GRAPHS;
-      else process.env.COMET_ENGINE_GRAPHS = was;
-    }
+  it('graphs: 0 turns them off', async () => {
+    const { texts, e } = await scenario(m, PLAN.slice(0, 2), { pageSize: 4, graphs: 0 });
+    expect(texts).toEqual(want.slice(0, 2));
+    expect(e.stats().graphs).toMatchObject({ enabled: false, captures: 0, replays: 0 });
   });
 });
 

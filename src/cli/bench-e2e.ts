@@ -191,9 +191,8 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
     };
   };
   // CUDA graph of a whole decode step (backends that can capture one: cuda) and per-op GPU timing
-  const graphs = be as Backend & { captureStep?: (fn: () => ReturnType<Llama['forward']>) => { replay(): Promise<Int32Array>; destroy(): void } };
-  const prof = be as Backend & { setOpTiming?: (on: boolean) => void; opTimings?: () => Map<string, { ms: number; n: number }> };
-  const useGraphs = !!graphs.captureStep && process.env.COMET_E2E_GRAPHS !== '0';
+  const prof = be.profiler;
+  const useGraphs = !!be.captureStep && process.env.COMET_E2E_GRAPHS !== '0';
   // (a) fixed-batch decode at context ctx (the cache pages are written by earlier steps or hold codes from a
   //     previous run: attention cost does not depend on the values)
   const decode: { batch: number; step_ms: number; eager_ms: number; graph_ms?: number; tok_s: number; roofline_ms: number }[] = [];
@@ -204,7 +203,7 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
     let graph: number | undefined;
     if (useGraphs) {
       try {
-        const g = graphs.captureStep!(stepData(B, o.ctx, pagesFor(o.ctx + 1)).forward);
+        const g = be.captureStep!(stepData(B, o.ctx, pagesFor(o.ctx + 1)).forward);
         graph = await time(() => g.replay(), 2, Math.max(o.steps, 10));
         g.destroy();
       } catch (e) {
@@ -218,10 +217,10 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
     const bytes = weightBytes + B * (o.ctx + 1) * tokenKvBytes;
     decode.push({ batch: B, step_ms: ms, eager_ms: eager, graph_ms: graph, tok_s: (B / ms) * 1e3, roofline_ms: 0 });
     log(`decode batch ${B}: ${ms.toFixed(2)} ms/step (eager ${eager.toFixed(2)}, graph ${graph?.toFixed(2) ?? '-'}), ${((B / ms) * 1e3).toFixed(0)} tok/s (${(bytes / 2 ** 30).toFixed(2)} GiB read)`);
-    if (prof.setOpTiming && process.env.COMET_E2E_OPS !== '0') {
+    if (prof && process.env.COMET_E2E_OPS !== '0') {
       prof.setOpTiming(true);
       await step(B, o.ctx, pagesFor(o.ctx + 1))();
-      const t = prof.opTimings!();
+      const t = prof.opTimings();
       prof.setOpTiming(false);
       const ops = [...t].map(([op, v]) => ({ op, launches: v.n, ms: v.ms })).sort((a, b) => b.ms - a.ms);
       opBreakdown.push({ batch: B, wall_ms: ms, ops });

@@ -31,7 +31,7 @@ export interface EngineOptions {
   pageSize?: number; // tokens per KV page (default 16)
   maxQueue?: number; // requests waiting for a batch slot before create() fails with 503 (default 256)
   maxStepTokens?: number; // tokens per forward: decodes + prefill chunks (default 256)
-  graphs?: number; // decode-step graphs kept, on a backend that can capture (CUDA); 0 = off (default: env COMET_ENGINE_GRAPHS, else 16)
+  graphs?: number; // decode-step graphs kept, on a backend that can capture (CUDA); 0 = off (default 16)
   modelName?: string; // the id requests name (default: the model file's base name)
   onProgress?: (p: { phase: 'loading' | 'ready'; message: string }) => void;
 }
