@@ -8,6 +8,7 @@
 //                  bucket (the block tables' capacity), a replay writes one input image, bad replays are refused
 //   CUDA (COMET_TEST_CUDA=1)  the engine's tokens with graphs equal those without (float and W4A4KV4 models)
 import { afterAll, describe, expect, it } from 'vitest';
+import { eachBackend } from './helpers/backends.ts';
 import type { CapturedStep, StepInputs, Tensor } from '../backends/backend.ts';
 import { SimBackend } from '../backends/sim/sim.ts';
 import { CudaBackend } from '../backends/cuda/cuda.ts'; // the class only: no addon is loaded here
@@ -318,9 +319,6 @@ describe('decode graphs: the CUDA backend\'s capture, over a recording addon (no
 });
 
 // ---- on the GPU ----------------------------------------------------------------------------------------------
-const CUDA = process.env.COMET_TEST_CUDA === '1';
-if (!CUDA)
-  console.warn('GPU TESTS NOT RUN: test/engine-graphs.test.ts (CUDA graphs in the engine) needs an NVIDIA GPU and COMET_TEST_CUDA=1');
 
 /** A small W4A4KV4 model with synthetic weights (the e2e benchmark's), head_dim 64 (the KV4 attention fast path),
  *  GQA 2, the embedded tokenizer's vocabulary. */
@@ -338,13 +336,13 @@ export async function syntheticW4(be: import('../backends/backend.ts').Backend, 
   }
 }
 
-describe.runIf(CUDA)('decode graphs on CUDA', () => {
+// the backend that captures steps (CUDA); the row is a skipped suite, with its reason, where it cannot run
+eachBackend('decode graphs', ({ create }) => {
   let cuda: import('../backends/backend.ts').Backend;
   afterAll(() => cuda?.dispose());
 
   it.each(['stories260K float', 'synthetic W4A4KV4'])('%s: tokens with graphs equal those without (joins, leaves, buckets, sampling)', async (which) => {
-    const { createCudaBackend } = await import('../backends/cuda/cuda.ts');
-    cuda ??= await createCudaBackend();
+    cuda ??= await create();
     const m = which.startsWith('stories') ? { ...opened, model: new Llama(cuda, opened.loaded.config, opened.loaded.weights, 'f32') } : await syntheticW4(cuda);
     const on = await scenario(m, PLAN, { pageSize: 4 });
     const off = await scenario(m, PLAN, { pageSize: 4, graphs: 0 });
@@ -357,4 +355,4 @@ describe.runIf(CUDA)('decode graphs on CUDA', () => {
     expect(on.texts).toEqual(off.texts);
     on.e.close();
   });
-});
+}, (c) => c.name === 'cuda');

@@ -181,16 +181,16 @@ function expectKVBytes(got: Uint8Array, ref: KVStore, spec: KVCacheSpec, layer: 
 
 eachBackend('ops', ({ create, variants }) => {
   let be: Backend;
-  /** the backend itself and its forced kernels for `op` */
-  let kernels: (op: Variant['ops'][number]) => Array<[string, Backend]>;
+  let vs: Variant[] = [];
+  /** the backend itself and its forced kernels for `op` at `tokens` rows */
+  const kernels = (op: Variant['ops'][number], tokens: number): Array<[string, Backend]> =>
+    [['default', be], ...vs.filter((v) => v.ops.includes(op) && tokens <= (v.maxTokens ?? Infinity)).map((v): [string, Backend] => [v.name, v.be])];
   beforeAll(async () => {
     be = await create();
-    const vs = (await variants?.(be)) ?? [];
-    kernels = (op) => [['default', be], ...vs.filter((v) => v.ops.includes(op)).map((v): [string, Backend] => [v.name, v.be])];
+    vs = (await variants?.(be)) ?? [];
   });
   afterAll(() => {
-    for (const [, b] of kernels?.('gemm_w4ax').slice(1) ?? []) b.dispose();
-    for (const [, b] of kernels?.('attention').slice(1) ?? []) b.dispose();
+    for (const v of vs) v.be.dispose();
     be?.dispose();
   });
   const up = (x: Float32Array, shape: number[]) => be.fromHost(x, shape);
@@ -301,7 +301,7 @@ eachBackend('ops', ({ create, variants }) => {
     const spec = actSpec(K, B, K8, permutation(rng(M + N), K));
     const w4 = quantizeW4(randn(N + K, N * K, 0.05), N, spec, { clipSearch: false });
     const x = activations(rng(M * 5 + K), M, K, [0, 9], 30);
-    for (const [kernel, b] of kernels('gemm_w4ax')) {
+    for (const [kernel, b] of kernels('gemm_w4ax', M)) {
       const got = await b.read(b.matmul(b.quantizeAct(b.fromHost(x, [M, K]), spec), b.uploadWeight({ kind: 'w4', name: 'w4', ...w4 })));
       b.endStep();
       // a kernel that splits K reports its partial-sum order; the simulator reproduces it (DESIGN §3.4)
@@ -356,7 +356,7 @@ eachBackend('ops', ({ create, variants }) => {
     });
 
     it.each(GEOMS)(`attention ${dtype} %s: two prefill chunks through the cache, then a split decode step; every kernel`, async (_, g) => {
-      for (const [kernel, b] of kernels('attention')) {
+      for (const [kernel, b] of kernels('attention', Infinity)) {
         const LA = 300, LB = 40;
         const { tables, numPages } = pageTables([LA + 1, LB + 1], g.P, 7 + g.hd);
         const steps = [stepLayout([0, 0], [200, 30], tables), stepLayout([200, 30], [300, 40], tables), stepLayout([300, 40], [301, 41], tables)];
@@ -366,7 +366,7 @@ eachBackend('ops', ({ create, variants }) => {
   }
 
   it.each(LLAMA_GEOMS)('attention kv4 at LLaMA shapes, %s: a ragged decode batch and a prefill chunk; every kernel', async (_, g) => {
-    for (const [kernel, b] of kernels('attention')) {
+    for (const [kernel, b] of kernels('attention', Infinity)) {
       const lens = [1025, 650, 64, 17, 1]; // positions in the cache before the decode steps, per sequence
       const { tables, numPages } = pageTables(lens.map((n) => n + 2), g.P, 5 + g.hd);
       const steps = [

@@ -25,6 +25,8 @@ export interface Variant {
   name: string;
   /** the ops this variant forces a kernel for (the tests of other ops skip it) */
   ops: readonly ('gemm_w4ax' | 'attention')[];
+  /** the most tokens (rows) the kernel is meant for (a decode kernel forced onto a prefill is only slow) */
+  maxTokens?: number;
   be: Backend;
 }
 
@@ -52,15 +54,17 @@ const webgpu: BackendCase = {
     const { WebGPUBackend } = await import('../../backends/webgpu/webgpu.ts');
     const { loadShaderSources } = await import('../../backends/webgpu/shaders.ts');
     const b = base as InstanceType<typeof WebGPUBackend>, src = await loadShaderSources();
-    const make = (name: string, ops: Variant['ops'], o: ConstructorParameters<typeof WebGPUBackend>[2], gpu = b.gpu): Variant => ({ name, ops, be: new WebGPUBackend(gpu, src, o) });
+    const make = (name: string, ops: Variant['ops'], o: ConstructorParameters<typeof WebGPUBackend>[2], maxTokens?: number, gpu = b.gpu): Variant =>
+      ({ name, ops, maxTokens, be: new WebGPUBackend(gpu, src, o) });
+    // the W4Ax kernels: matvec (1 token; 2..8 tokens as a 4-token matvec) and rowwise for decode, tiled for more
     return [
-      make('matvec', ['gemm_w4ax'], { gemm: 'matvec' }),
-      make('matvec 4x4096', ['gemm_w4ax'], { gemm: 'matvec', matvec: { teams: 4, chunk: 4096 } }),
-      make('matvec 2x1024', ['gemm_w4ax'], { gemm: 'matvec', matvec: { teams: 2, chunk: 1024 } }),
-      make('matvec 8x1024', ['gemm_w4ax'], { gemm: 'matvec', matvec: { teams: 8, chunk: 1024 } }),
-      make('rowwise', ['gemm_w4ax'], { gemm: 'rowwise' }),
+      make('matvec', ['gemm_w4ax'], { gemm: 'matvec' }, 8),
+      make('matvec 4x4096', ['gemm_w4ax'], { gemm: 'matvec', matvec: { teams: 4, chunk: 4096 } }, 8),
+      make('matvec 2x1024', ['gemm_w4ax'], { gemm: 'matvec', matvec: { teams: 2, chunk: 1024 } }, 8),
+      make('matvec 8x1024', ['gemm_w4ax'], { gemm: 'matvec', matvec: { teams: 8, chunk: 1024 } }, 8),
+      make('rowwise', ['gemm_w4ax'], { gemm: 'rowwise' }, 8),
       make('tiled', ['gemm_w4ax'], { gemm: 'tiled' }),
-      make('matvec without dot4I8Packed', ['gemm_w4ax'], { gemm: 'matvec' }, { ...b.gpu, dot4: false }),
+      make('matvec without dot4I8Packed', ['gemm_w4ax'], { gemm: 'matvec' }, 8, { ...b.gpu, dot4: false }),
       make(`${b.cpu ? 'workgroup' : 'serial'} attention`, ['attention'], { attention: b.cpu ? 'workgroup' : 'serial' }),
     ];
   },
