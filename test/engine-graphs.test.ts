@@ -323,17 +323,10 @@ describe('decode graphs: the CUDA backend\'s capture, over a recording addon (no
 /** A small W4A4KV4 model with synthetic weights (the e2e benchmark's), head_dim 64 (the KV4 attention fast path),
  *  GQA 2, the embedded tokenizer's vocabulary. */
 export async function syntheticW4(be: import('../backends/backend.ts').Backend, c: Partial<LlamaConfig> = {}): Promise<OpenModel> {
-  const { syntheticQuantizedModel } = await import('../src/cli/bench-e2e.ts');
+  const { syntheticQuantizedModel } = await import('../testing/synthetic-quantized.ts');
   const config: LlamaConfig = { dim: 256, hiddenDim: 768, nLayers: 4, nHeads: 4, nKvHeads: 2, headDim: 64, vocabSize: opened.loaded.config.vocabSize, seqLen: 512, normEps: 1e-5, ropeTheta: 10000, tiedEmbeddings: false, bos: 1, eos: [2], ...c };
-  const was = process.env.COMET_E2E_CLIP_SEARCH;
-  process.env.COMET_E2E_CLIP_SEARCH = '0';
-  try {
-    const { weights } = syntheticQuantizedModel(config, { block: 128, int8Fraction: 0.25 }, () => {});
-    return { ...opened, model: new Llama(be, config, weights, 'kv4'), stop: [] };
-  } finally {
-    if (was === undefined) delete process.env.COMET_E2E_CLIP_SEARCH;
-    else process.env.COMET_E2E_CLIP_SEARCH = was;
-  }
+  const { weights } = syntheticQuantizedModel(config, { block: 128, int8Fraction: 0.25, clipSearch: false });
+  return { ...opened, model: new Llama(be, config, weights, 'kv4'), stop: [] };
 }
 
 // the backend that captures steps (CUDA); the row is a skipped suite, with its reason, where it cannot run

@@ -27,8 +27,11 @@ export const LAYERS: Record<string, readonly string[]> = {
 };
 /** Cycles known and owned elsewhere, each with the issue that removes it: reported, not failed. An entry that
  *  no longer occurs is reported too (delete it); any other cycle fails. */
-export const KNOWN_CYCLES: Record<string, string> = {
-  'src/loaders/comet.ts <-> src/loaders/index.ts': 'issue 18/20: the loaders split (helper pkg) takes LoadedModel out of index.ts',
+export const KNOWN_CYCLES: Record<string, string> = {};
+
+/** Imports against the layers that are there by design, each with its reason. */
+export const ALLOWED: Record<string, string> = {
+  'src/cli/main.ts -> bench/e2e/e2e.ts': 'the thin `comet bench e2e` entry: a dynamic import of the benchmark, which lives under bench/',
 };
 const SKIP = new Set(['node_modules', 'build', 'dist', 'dist-lib', '.git', '.device', 'results', 'models', 'shared', 'tmp']);
 
@@ -82,7 +85,7 @@ export function upwardImports(g: Graph): string[] {
   for (const [from, tos] of g.edges)
     for (const to of tos) {
       const a = top(from), b = top(to);
-      if (a !== b && !(LAYERS[a] ?? []).includes(b)) bad.push(`${from} -> ${to}`);
+      if (a !== b && !(LAYERS[a] ?? []).includes(b) && !(`${from} -> ${to}` in ALLOWED)) bad.push(`${from} -> ${to}`);
     }
   return bad.sort();
 }

@@ -93,21 +93,27 @@ program.addCommand((await import('./serve.ts')).serveCommand(backendOpt()));
 const bench = program.command('bench').description('benchmarks');
 bench
   .command('e2e')
-  .description('end-to-end W4A4KV4 serving speed of a model shape beside PyTorch FP16 (GPU machine)')
+  .description('end-to-end W4A4KV4 serving speed of a model shape beside PyTorch FP16 / INT4 / FP8: decode steps, TTFT, a max-throughput run through the engine (GPU machine)')
   .option('--shape <name|config.json>', 'llama3-8b | llama3-70b | a LlamaConfig JSON', 'llama3-8b')
   .addOption(backendOpt().default('cuda'))
   .option('--batches <list>', 'decode batch sizes', '1,8,32,64,128,256')
   .option('--ctx <n>', 'context of the decode steps', int('--ctx', 1), 1024)
   .option('--in-len <n>', 'prompt tokens (max throughput, TTFT)', int('--in-len', 1), 1024)
   .option('--out-len <n>', 'generated tokens (max throughput)', int('--out-len', 1), 512)
-  .option('--mem-budget <GiB>', 'GPU memory for weights + KV cache, both engines', num('--mem-budget', 0.001, 1e6), 76)
+  .option('--mem-budget <GiB>', 'device memory COMET may use (default: what the device reports)', num('--mem-budget', 0.001, 1e6))
   .option('--int8-fraction <f>', 'FMPQ INT8 MAC budget', num('--int8-fraction', 0, 1), 0.1)
   .option('--block <B>', 'FMPQ block size', int('--block', 32), 128)
   .option('--check <paths...>', 'models whose greedy tokens must equal the simulator\'s before timing', [])
   .option('--steps <n>', 'timed steps per measurement', int('--steps', 1), 10)
-  .option('--no-baseline', 'skip PyTorch FP16')
+  .option('--throughput <n>', 'requests of the max-throughput run through the engine, all submitted at once (0: none)', int('--throughput', 0), 256)
+  .option('--mixed <n>', 'requests of a mixed-length run through the engine (0: none)', int('--mixed', 0), 0)
+  .option('--step-tokens <n>', 'the engine\'s tokens per step (batched prefill budget) in those runs', int('--step-tokens', 1), 4096)
+  .option('--baseline-variants <list>', 'PyTorch baselines: fp16,int4,fp8', 'fp16,int4,fp8')
+  .option('--baseline-json <file>', 'the baselines\' JSON (bench/e2e/torch_fast.py) from the same GPU in the same call, instead of running them')
+  .option('--wait-for <file>', 'wait for this file before the first GPU work (the baselines run meanwhile)')
+  .option('--no-baseline', 'skip the PyTorch baselines')
   .option('--out <dir>', 'results folder', 'bench/results')
-  .action(async (o) => (await import('./bench-e2e.ts')).benchE2E(o));
+  .action(async (o) => (await import('../../bench/e2e/e2e.ts')).benchE2E(o));
 
 // `comet info m | head` closes the pipe early: that is the reader's choice, not an error
 process.stdout.on('error', (e: NodeJS.ErrnoException) => {
