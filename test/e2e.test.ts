@@ -2,8 +2,8 @@
 // ../shared/models (DESIGN §8; fails loudly without it):
 //   float path    stories260K (llama2.c .bin): greedy tokens on the four golden prompts equal llama2.c's (up to a
 //                 golden near-tie) and the simulator's; logits of 150 positions within 1e-4 of llama2.c's.
-//                 wikillama-28M (HF sharded BF16): logits of each golden sequence within 1e-3 of transformers',
-//                 and the first 16 greedy tokens equal (up to a near-tie). (Both loaders agree with each other:
+//                 wikillama-28M (HF sharded BF16): logits of a golden sequence within 1e-3 of transformers', and
+//                 the first 8 greedy tokens of each golden prompt equal (up to a near-tie). (Both loaders agree with each other:
 //                 test/loaders.test.ts; perplexity: test/eval.test.ts.)
 //   W4A4KV4       stories260K quantized here (calibration on the golden texts; FMPQ B = 32, a quarter of the
 //                 blocks INT8, RTN weights, KV4 cache), and wikillama-28M as a .comet from the CLI's quantize path
@@ -154,13 +154,18 @@ eachBackend('end to end', ({ create }) => {
     expect(maxAbs(got, readF32(shared('golden/s260k_Once_upon_a_time.logits.f32')))).toBeLessThan(1e-4);
   });
 
-  it('wikillama-28M float path: logits within 1e-3 of transformers; the first 16 greedy tokens equal (up to a near-tie)', async () => {
+  it('wikillama-28M float path: logits of 68 positions within 1e-3 of transformers', async () => {
+    const { config, weights } = await wikillama();
+    const g = golden('wl28m_The_history_of.json');
+    const got = await allLogits(new Llama(be, config, weights, 'f32'), g.tokens);
+    expect(maxAbs(got, readF32(shared('golden/wl28m_The_history_of.logits.f32')))).toBeLessThan(1e-3);
+  }, 400_000);
+
+  it('wikillama-28M float path: the first 8 greedy tokens of each golden prompt equal transformers (up to a near-tie)', async () => {
     const { config, weights, stop } = await wikillama();
     const model = new Llama(be, config, weights, 'f32');
-    const g0 = golden('wl28m_The_history_of.json');
-    expect(maxAbs(await allLogits(model, g0.tokens), readF32(shared('golden/wl28m_The_history_of.logits.f32')))).toBeLessThan(1e-3);
     for (const file of WL28M) {
-      const g = golden(file), n = 16;
+      const g = golden(file), n = 8;
       const got = await greedy(model, g.prompt_tokens, n, stop);
       expect(assertTokensMatch(got, { ...g, tokens: g.tokens.slice(0, g.prompt_tokens.length + n) }), file).toBeGreaterThan(g.prompt_tokens.length);
     }
