@@ -33,7 +33,7 @@ console.log(`chaos: ${total} requests in ${r.options.rounds} rounds (+${r.baseli
 for (const k of kinds) console.log(`  ${k.padEnd(28)} ${Object.entries(r.counts[k]).map(([x, n]) => `${x} ${n}`).join(', ')}`);
 console.log(`outcomes: ${Object.entries(r.outcomes).map(([x, n]) => `${x} ${n}`).join(', ')}`);
 console.log(`leaks = ${r.leaks} (kv pages used ${r.kv.used}, free ${r.kv.free}/${r.kv.total}), crashes = ${r.crashes}, health ${r.health ? 'ok' : 'FAILED'}, ` +
-  `preemptions ${r.preemptions}, server RSS ${r.rssMiB.map((x) => x.toFixed(0)).join(' -> ')} MiB`);
+  `preemptions ${r.preemptions}, peak step ${r.peakStepSequences} sequences / ${r.peakStepPrefills} prefills, server RSS ${r.rssMiB.map((x) => x.toFixed(0)).join(' -> ')} MiB`);
 console.log(`server's own counts (requests_total): ${Object.entries(r.serverRequests).map(([x, n]) => `${x} ${n}`).join(', ')}`);
 for (const f of r.failures) console.log(`  FAIL ${f}`);
 console.log(r.failures.length ? `${r.failures.length} failure(s)` : 'no failures');

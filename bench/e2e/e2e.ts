@@ -24,7 +24,7 @@ import { type LlamaConfig, validateConfig } from '../../src/model/config.ts';
 import { CometError } from '../../src/errors.ts';
 import { svgPlotAsync } from '../../src/cli/plot.ts';
 import { syntheticQuantizedModel } from '../../testing/synthetic-quantized.ts';
-import { requestSet, serveRun, syntheticOpenModel, type ServeRunResult } from './serve-run.ts';
+import { prefixRuns, requestSet, serveRun, sharedPrefixSet, syntheticOpenModel, type PrefixRuns, type ServeRunResult } from './serve-run.ts';
 
 export { syntheticQuantizedModel };
 
@@ -37,6 +37,7 @@ export interface E2EOptions {
   shape: string; backend: string; batches: string; ctx: number; inLen: number; outLen: number;
   memBudget?: number; int8Fraction: number; block: number; check: string[]; baseline: boolean; out: string; steps: number;
   throughput: number; // requests of the max-throughput run through the engine (0: none)
+  prefix: number; // requests sharing an inLen-token prefix, one after another, prefix cache on and off (0: none)
   mixed: number; // requests of the mixed-length run (0: none)
   stepTokens: number; // the engine's token budget per step (batched prefill)
   baselineVariants?: string; // torch_fast.py --variants (fp16,int4,fp8)
@@ -270,7 +271,7 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
   }
   // (b) max throughput as a run through the engine (serve-run.ts): the request set submitted at once
   cache = undefined;
-  const serve: { fixed?: ServeRunResult; mixed?: ServeRunResult; error?: string; sizing?: Record<string, number> } = {};
+  const serve: Report['serve'] = {};
   if (o.throughput > 0) {
     const L = o.inLen + o.outLen, perSeq = pagesFor(L) * pageB;
     const sizeRun = async (n: number, meanLen: number) => {
@@ -286,18 +287,35 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
       const maxBatch = Math.max(1, Math.min(n, Math.floor(kvMemory / (pagesFor(meanLen) * pageB)), stepTokens));
       return { free, reserve, kvMemory, maxBatch, maxStepTokens: Math.max(o.stepTokens, maxBatch) };
     };
+    // a bounded GPU call (COMET_E2E_DEADLINE_S: seconds after the process start) gets as many requests as fit in
+    // its time, estimated from the steps measured above (prefill ~0.7 x TTFT per prompt, out_len decode steps)
+    const endAt = Number(process.env.COMET_E2E_DEADLINE_S ?? Infinity) - 20, remaining = () => endAt - performance.now() / 1e3;
+    const deadline = remaining();
+    const big = decode[decode.length - 1];
+    const est = (n: number) => (n * 0.7 * (Number.isFinite(ttft) ? ttft : 100) + o.outLen * (big?.step_ms ?? 50) * Math.max(1, n / (big?.batch ?? 1)) ** 0.5) / 1e3;
+    let nReq = o.throughput;
+    while (nReq > 8 && 1.3 * est(nReq) > deadline) nReq = Math.floor(nReq / 2);
+    if (nReq !== o.throughput) log(`serve run: ${o.throughput} requests would not finish in the ${deadline.toFixed(0)} s left (estimated ${est(o.throughput).toFixed(0)} s): ${nReq}`);
     try {
       const opened = syntheticOpenModel(model);
-      const z = await sizeRun(o.throughput, L);
+      const z = await sizeRun(nReq, L);
       serve.sizing = z;
-      log(`serve run: ${o.throughput} requests of ${o.inLen} in / ${o.outLen} out; KV pool ${(z.kvMemory / 2 ** 30).toFixed(1)} GiB (${Math.floor(z.kvMemory / perSeq)} full sequences), max batch ${z.maxBatch}, ${z.maxStepTokens} tokens per step`);
-      serve.fixed = await serveRun(opened, requestSet(c, o.throughput, o.inLen, o.outLen, false), { ...z, log });
-      if (o.mixed > 0) {
+      log(`serve run: ${nReq} requests of ${o.inLen} in / ${o.outLen} out; KV pool ${(z.kvMemory / 2 ** 30).toFixed(1)} GiB (${Math.floor(z.kvMemory / perSeq)} full sequences), max batch ${z.maxBatch}, ${z.maxStepTokens} tokens per step`);
+      serve.fixed = await serveRun(opened, requestSet(c, nReq, o.inLen, o.outLen, false), { ...z, log });
+      if (o.mixed > 0 && remaining() > 60) {
         const reqs = requestSet(c, o.mixed, o.inLen, o.outLen, true, 2);
         const mean = Math.ceil(reqs.reduce((a, r) => a + r.prompt.length + r.maxTokens, 0) / reqs.length);
         const zm = await sizeRun(o.mixed, mean);
         log(`serve run (mixed lengths, mean ${mean} tokens): ${o.mixed} requests; max batch ${zm.maxBatch}`);
         serve.mixed = await serveRun(opened, reqs, { ...zm, log });
+      }
+      if (o.prefix > 0 && remaining() > 10) {
+        // prefix caching (issue 19 §4): requests sharing a long system prompt, submitted one after another
+        // (each arrives once the previous finished: a chat's turns), with the cache on and off
+        const reqs = sharedPrefixSet(c, o.prefix, o.inLen, 32, 16);
+        const zp = await sizeRun(1, o.inLen + 48);
+        serve.prefix = await prefixRuns(opened, reqs, zp);
+        log(`prefix cache: TTFT p50 ${serve.prefix.on.ttft_ms.p50.toFixed(1)} ms on vs ${serve.prefix.off.ttft_ms.p50.toFixed(1)} ms off; prefill tokens ${serve.prefix.on.prefill_tokens} vs ${serve.prefix.off.prefill_tokens}`);
       }
     } catch (e) {
       serve.error = (e as Error).message;
@@ -327,7 +345,7 @@ type OpBreakdown = { batch: number; wall_ms: number; ops: { op: string; launches
 interface Report {
   o: E2EOptions; c: LlamaConfig; int8MacFraction: number; weightBytes: number; tokenKvBytes: number; decode: DecodeRow[];
   fast: { batch: number; step_ms: number; tok_s: number }[]; fastGate: string[]; ttft: number; ttftChunk: number;
-  serve: { fixed?: ServeRunResult; mixed?: ServeRunResult; error?: string; sizing?: Record<string, number> };
+  serve: { fixed?: ServeRunResult; mixed?: ServeRunResult; prefix?: PrefixRuns; error?: string; sizing?: Record<string, number> };
   baseline?: Baseline; copyGBs?: number; budget: number; device: string; deviceName?: string; opBreakdown: OpBreakdown[];
 }
 
@@ -349,7 +367,7 @@ async function report(r: Report): Promise<void> {
   });
   const modes = VARIANTS.filter(([v]) => vs[v]).map(([v, name]) => `${name}: ${vs[v].mode ?? '-'}${vs[v].compile_error ? ` (compile error: ${vs[v].compile_error})` : ''}${vs[v].error ? ` — failed: ${vs[v].error}` : ''}${vs[v].skipped ? ` — skipped: ${vs[v].skipped}` : ''}`);
   const sv = r.serve.fixed, mx = r.serve.mixed;
-  const tp = (v: string) => vs[v]?.throughput as Record<string, number> & { error?: string; cut?: string } | undefined;
+  const tp = (v: string) => vs[v]?.throughput as Record<string, number> & { error?: string; cut?: string; skipped?: string } | undefined;
   const serveRow = (name: string, x?: ServeRunResult) => x
     ? `| ${name} | ${x.requests} | ${x.max_batch} | ${x.peak_batch} | ${x.output_tok_s.toFixed(0)} | ${f(x.ttft_ms.p50, 0)} / ${f(x.ttft_ms.p99, 0)} | ${f(x.itl_ms.p50, 1)} / ${f(x.itl_ms.p99, 1)} | ${x.kv_pages_peak} / ${x.kv_pages_total} | ${x.wall_s.toFixed(1)} |` : `| ${name} | not run |  |  |  |  |  |  |  |`;
   const fpTp = tp('fp16')?.output_tok_s;
@@ -382,12 +400,16 @@ async function report(r: Report): Promise<void> {
     'COMET: the engine (scheduler with batched chunked prefill, KV4 page pool, decode-step CUDA graphs, sampler, OpenAI-shaped streams), greedy, every request to max_tokens; TTFT from submission (all at t=0) to the first streamed token; ITL = gaps between a request\'s streamed tokens. PyTorch: the same request set through its own loop (prompts prefilled together in chunks of ≤ 8192 tokens, then the batch decoded as CUDA graph replays, tokens synchronised to the host every step); its batch is what its memory holds.', '',
     '| engine | requests | max batch | peak batch | output tok/s | TTFT p50 / p99 ms | ITL p50 / p99 ms | KV pages peak / pool | wall s |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     serveRow('COMET W4A4KV4 (engine)', sv),
-    ...VARIANTS.map(([v, name]) => { const t = tp(v); return t && t.output_tok_s !== undefined ? `| ${name} (${vs[v].mode?.startsWith('torch.compile') ? 'compiled' : 'eager'} + CUDA graphs) | ${t.requests} | ${t.slots} | ${t.peak_batch} | ${t.output_tok_s.toFixed(0)} | ${f(t.ttft_p50_ms, 0)} / ${f(t.ttft_p99_ms, 0)} | ${f(t.itl_p50_ms, 1)} / ${f(t.itl_p99_ms, 1)} | - | ${f(t.wall_s, 1)} |` : `| ${name} | ${t?.error ?? t?.cut ?? (vs[v] ? 'not run' : 'no baseline')} |  |  |  |  |  |  |  |`; }),
+    ...VARIANTS.map(([v, name]) => { const t = tp(v); return t && t.output_tok_s !== undefined ? `| ${name} (${vs[v].mode?.startsWith('torch.compile') ? 'compiled' : 'eager'} + CUDA graphs) | ${t.requests} | ${t.slots} | ${t.peak_batch} | ${t.output_tok_s.toFixed(0)} | ${f(t.ttft_p50_ms, 0)} / ${f(t.ttft_p99_ms, 0)} | ${f(t.itl_p50_ms, 1)} / ${f(t.itl_p99_ms, 1)} | - | ${f(t.wall_s, 1)} |` : `| ${name} | ${t?.error ? `failed: ${t.error}` : t?.skipped ? `skipped: ${t.skipped}` : t?.cut ?? (vs[v]?.error ? `failed: ${vs[v].error}` : vs[v]?.skipped ? `skipped: ${vs[v].skipped}` : vs[v] ? 'not run (time)' : 'no baseline')} |  |  |  |  |  |  |  |`; }),
     ...(mx ? [serveRow('COMET, mixed lengths', mx)] : []), '',
     sv && fpTp ? `COMET / compiled FP16 output tok/s on the same request set: **${(sv.output_tok_s / fpTp).toFixed(2)}×** (aim ≥ 2×; aim ≥ 18,000 tok/s: ${sv.output_tok_s >= 18000 ? 'reached' : 'not reached'}).` : '',
     ...(r.serve.error ? [`COMET serve run failed: ${r.serve.error}`] : []),
     ...(sv?.errors.length ? [`COMET serve run errors: ${sv.errors.join('; ')}`] : []),
     ...(mx ? [`Mixed-length set: prompts uniform in [${Math.max(1, Math.floor(r.o.inLen / 8))}, ${2 * r.o.inLen}], outputs in [${Math.max(1, Math.floor(r.o.outLen / 8))}, ${2 * r.o.outLen}] tokens (seeded), ${mx.prompt_tokens} prompt and ${mx.output_tokens} output tokens; ${mx.preemptions} preemptions.`] : []), '',
+    ...(r.serve.prefix ? [
+      `### Prefix caching: ${r.serve.prefix.on.requests} requests sharing a ${r.o.inLen}-token prefix (+32 own tokens, 16 out), one after another`, '',
+      '| prefix cache | TTFT p50 / max ms | prefill tokens through the model | prefix pages hit | outputs equal |', '| --- | --- | --- | --- | --- |',
+      ...(['on', 'off'] as const).map((k) => { const x = r.serve.prefix![k]; return `| ${k} | ${f(x.ttft_ms.p50, 1)} / ${f(x.ttft_ms.max, 1)} | ${x.prefill_tokens} | ${x.hit_pages} | ${r.serve.prefix!.equal ? 'yes' : 'NO'} |`; }), ''] : []),
     '### Where the engine\'s step time goes (scheduler.ts StepTime)', '',
     'host = the scheduler\'s serial TypeScript work per step (sweep, planning, block tables, sampling, handing tokens to the streams); launch = TypeScript launching the ops of an eager (mixed) step while the GPU runs; loop gap = the engine loop between steps (streaming to clients, I/O) against all step time.', '',
     '| run | decode steps | ms/step | host | mixed steps | ms/step | host | launch | loop gap |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',

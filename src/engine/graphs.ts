@@ -96,7 +96,8 @@ export class DecodeGraphs {
       if (this.max > 0) this.remember(key);
       this.counts.eager++;
       try {
-        return { logits: await be.read(this.model.forward(inp.tokens, inp.layout, this.cache, inp.rows)) };
+        const logits = this.model.forward(inp.tokens, inp.layout, this.cache, inp.rows);
+        return greedy ? { argmax: await be.argmax(logits) } : { logits: await be.read(logits) };
       } finally {
         be.endStep();
       }
