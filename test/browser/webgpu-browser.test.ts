@@ -14,7 +14,7 @@ import { createWebGPUBackend, WebGPUBackend } from '../../backends/webgpu/webgpu
 import { runCases } from './webgpu-cases.ts';
 import { actSpec } from '../../simulator/act.ts';
 import { quantizeW4 } from '../../simulator/w4.ts';
-import { activations, permutation, rng } from '../simulator/rng.ts';
+import { activations, permutation, rng } from '../../testing/rng.ts';
 import { createEngine } from '../../src/engine/engine.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
