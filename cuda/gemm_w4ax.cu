@@ -1115,12 +1115,14 @@ static int device_major() {
 static int pick_variant(int M, int N, int Kp, int B) {
   int v = g_force;
   if (!v) {
-    if (M < V5_MIN_M) v = 1;
+    if (M <= 16) v = 1;
+    else if (device_major() == 9 && B == 128) v = 6;
+    else if (M < V5_MIN_M) v = 1;
     else if (device_major() >= 9) v = B == 128 ? (M <= 64 && N <= 10240 && Kp <= 8192 ? 1 : 4) : M <= 64 ? 1 : 2;
     else v = M <= 64 ? 1 : 3;
   }
-  if (v == 5 && device_major() != 9) v = 4;
-  if ((v == 4 || v == 5) && B != 128) v = 2;
+  if ((v == 5 || v == 6) && device_major() != 9) v = 4;
+  if ((v == 4 || v == 5 || v == 6) && B != 128) v = 2;
   return v;
 }
 
@@ -1378,7 +1380,9 @@ extern "C" int comet_gemm_w4ax(const int8_t* a8, const uint8_t* a4, const uint16
     return set_err(-1, "gemm_w4ax: %s", "a8 and a4 must be 16-byte aligned");
   cudaStream_t s = (cudaStream_t)stream;
   int v = pick_variant(M, w->d.N, w->d.Kp, w->d.B);
-  if (v == 5) {
+  if (v == 6) {
+    CUDA_TRY(launch_v7(a8, a4, sa, M, w->d, y, out_f16, num_sms(), g_ws5, g_tickets5, s));
+  } else if (v == 5) {
     CUDA_TRY(launch_v6(a8, a4, sa, M, w->d, y, out_f16, s));
   } else if (v == 4) {
     CUDA_TRY(launch_v5(a8, a4, sa, M, w->d, y, out_f16, s));
@@ -1456,6 +1460,7 @@ extern "C" int comet_gemm_w4ax_schedule(int M, int N, int Kp, int B, int K8, int
   const int v = pick_variant(M, N, Kp, B);
   if (v == 1 && M <= 64) KS = decode_plan(d, M).KS;
   else if (v == 4 || v == 5) KS = v5_splits(d, M);
+  else if (v == 6) KS = v7_splits(d, M, num_sms());
   if (KS > max_splits) return set_err(-2, "gemm_w4ax: %s", "max_splits too small");
   for (int k = 0; k < KS; k++) {
     ranges_host[2 * k] = tile_block0(d, k * d.T / KS);
@@ -1465,7 +1470,7 @@ extern "C" int comet_gemm_w4ax_schedule(int M, int N, int Kp, int B, int K8, int
 }
 
 extern "C" int comet_gemm_w4ax_force(int variant) {
-  if (variant < 0 || variant > 5) return set_err(-1, "gemm_w4ax: %s", "variant must be 0..5");
+  if (variant < 0 || variant > 6) return set_err(-1, "gemm_w4ax: %s", "variant must be 0..6");
   g_force = variant;
   return 0;
 }
