@@ -1378,6 +1378,8 @@ extern "C" int comet_gemm_w4ax(const int8_t* a8, const uint8_t* a4, const uint16
   if ((w->d.K8 > 0 && !a8) || (w->d.K8 < w->d.Kp && !a4)) return set_err(-1, "gemm_w4ax: %s", "missing activations");
   if (((uintptr_t)a8 | (uintptr_t)a4) & 15)  // cp.async copies 16-byte pieces of the activation rows
     return set_err(-1, "gemm_w4ax: %s", "a8 and a4 must be 16-byte aligned");
+  if ((uintptr_t)sa & 3)  // v7 copies the activation scales in 4-byte words
+    return set_err(-1, "gemm_w4ax: %s", "sa must be 4-byte aligned");
   cudaStream_t s = (cudaStream_t)stream;
   int v = pick_variant(M, w->d.N, w->d.Kp, w->d.B);
   if (v == 6) {
@@ -1416,6 +1418,7 @@ extern "C" int comet_gemm_w4ax_many(const int8_t* a8, const uint8_t* a4, const u
   const WDesc& d0 = ws[0]->d;
   if ((d0.K8 > 0 && !a8) || (d0.K8 < d0.Kp && !a4)) return set_err(-1, "gemm_w4ax_many: %s", "missing activations");
   if (((uintptr_t)a8 | (uintptr_t)a4) & 15) return set_err(-1, "gemm_w4ax_many: %s", "a8 and a4 must be 16-byte aligned");
+  if ((uintptr_t)sa & 3) return set_err(-1, "gemm_w4ax_many: %s", "sa must be 4-byte aligned");
   cudaStream_t s = (cudaStream_t)stream;
   // Only the decode kernel groups (the variant and the split are those each weight gets alone); the tiled kernels
   // run one launch per weight.

@@ -2,12 +2,14 @@
 // Lab notes: cuda/NOTES-gemm.md (v7). Shared layout and helpers: gemm_w4ax.cuh.
 //
 // Y^T = W * A^T: a CTA computes a 128 (output features n) x NT (tokens m) tile, NT in {32, 64, 128}.
-//   warpgroup 0 (producer, 64 registers): cp.async of k-tile i (= one B-block, 128 channels) into stage i % 6:
+//   warpgroup 0 (producer, 80 registers): cp.async of k-tile i (= one B-block, 128 channels) into stage i % 6:
 //       int8 activation rows straight into the 128-byte-swizzled K-major layout wgmma reads as its B operand;
-//       int4 activation rows raw, converted to int8 (16*q, lo/hi-nibble order, below) two tiles later;
+//       int4 activation rows raw, converted to int8 (16*q, lo/hi-nibble order, below) once landed;
 //       the raw int4 weight tile [128 rows][64 B] (one contiguous 8 KB of the [T][Npad][64] layout), the weight
-//       scales, and the activation scales (f32, times 2^-4 / 2^-8). Then fence.proxy.async and arrive on full[s].
-//   warpgroups 1, 2 (consumers, 224 registers): weight rows 64c .. 64c+63 (c = 0, 1). Per k-tile: wait full[s];
+//       scales and the activation scales (f16 words, made f32 times 2^-4 / 2^-8 once landed). A tile is finished
+//       (converted, fence.proxy.async, arrive on full[s]) V7_LAG = 4 tiles after its copies were issued, so ~5
+//       tiles of copies are in flight and the producer never waits on a load of its own.
+//   warpgroups 1, 2 (consumers, 208 registers): weight rows 64c .. 64c+63 (c = 0, 1). Per k-tile: wait full[s];
 //       each thread loads its two weight rows' words (4 x 16 B) and converts them in registers into the wgmma A
 //       fragments (2 instructions per register); 4 x wgmma m64nNTk32 (the first with scale-d = 0: no reset);
 //       commit; wait(0) (ptxas serializes wgmma when a group is in flight across the loop's back edge); the
@@ -38,7 +40,10 @@ namespace comet_gemm {
 #define COMET_V7_DEVICE 1
 #endif
 
-constexpr int V7_STAGES = 6, V7_LAG = 2, V7_THREADS = 384;
+constexpr int V7_STAGES = 6, V7_LAG = 4, V7_THREADS = 384;  // LAG: tiles of copies in flight beyond the one converted
+// Registers: the launch gives every thread 168 (65,536 / 384, rounded down to 8), 64,512 per CTA; setmaxnreg moves
+// them from the producer (80: no spills) to the consumers (208): 128 x 80 + 256 x 208 = 63,488 <= 64,512. Asking for
+// more than the CTA holds (first try: 64 + 224 = 65,536) hangs in setmaxnreg.inc (measured 2026-12-02).
 
 /** Shared memory of one stage (bytes): ACT [NT][128] (swizzled, wgmma B) | W [128][64] | A4 [NT][64] | SW f16[128] | SA
  *  f32[NT], padded to 1 KB (ACT must be 1024-aligned for the 128-byte swizzle). */
@@ -95,16 +100,22 @@ __device__ __forceinline__ void mbar_init(uint64_t* b, int count) {
 __device__ __forceinline__ void mbar_arrive(uint64_t* b) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(b)) : "memory");
 }
+/** Waits for the phase of parity `parity` of barrier b. A wait of over ~20 s (a lost arrival: a bug) traps, so the
+ *  launch fails with an error instead of hanging the process. */
 __device__ __forceinline__ void mbar_wait(uint64_t* b, uint32_t parity) {
   const uint32_t addr = smem_u32(b);
   uint32_t ok = 0;
-  do {
+  long long t0 = 0;
+  for (int n = 0;; n++) {
     asm volatile(
         "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
         : "=r"(ok)
         : "r"(addr), "r"(parity)
         : "memory");
-  } while (!ok);
+    if (ok) return;
+    if (n == 64) t0 = clock64();
+    if (n > 64 && (n & 1023) == 0 && clock64() - t0 > 40000000000LL) __trap();
+  }
 }
 /** K-major operand, 128-byte swizzle, 8-row groups 1024 B apart (as v6). */
 __device__ __forceinline__ uint64_t v7_desc(uint32_t saddr) {
@@ -144,14 +155,16 @@ __global__ void __launch_bounds__(V7_THREADS, 1)
   __syncthreads();
 
   if (tid < 128) {  // ---------------- producer warpgroup
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 64;\n");
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 80;\n");
     const int p = tid;
     const int rowb4 = (w.Kp - w.K8) / 2;
     const uint8_t* wsrc = w.q + (size_t)n0 * ROW_BYTES + p * 16;
     const size_t wstride = (size_t)w.Npad * ROW_BYTES;
+    // activation scales travel with the tile's copies (4-byte cp.async of the aligned word holding sa[m][i]; the
+    // last element of an odd-length array is copied as 2 bytes + zero fill), converted to f32 when the tile landed.
+    // (v4-v6 read them with a plain load per k-tile: one exposed global latency per k-tile.)
     const bool sa_ok = p < NT && m0 + p < M;
-    const __half* sap = sa + (size_t)(sa_ok ? m0 + p : 0) * w.nb;
-    float sav = 0.f;
+    const size_t sa_total = (size_t)M * w.nb, sa_row = (size_t)(sa_ok ? m0 + p : 0) * w.nb;
     for (int j = 0; j < nt + V7_LAG; j++) {
       if (j < nt) {
         char* st = stage(j);
@@ -181,14 +194,19 @@ __global__ void __launch_bounds__(V7_THREADS, 1)
 #pragma unroll
         for (int q = 0; q < 4; q++) cp_async16(st + L::OFF_W + p * 16 + 2048 * q, src + 2048 * q, 16);
         if (p < 16) cp_async16(st + L::OFF_SW + p * 16, w.swT + (size_t)i * w.Npad + n0 + p * 8, 16);
-        sav = sa_ok ? __fmul_rn(__half2float(sap[i]), i < w.T8 ? 0.0625f : 0.00390625f) : 0.f;
+        if (p < NT) {
+          const size_t e = sa_row + i;  // sa is 4-byte aligned (checked by the host)
+          cp_async4(st + L::OFF_SA + 4 * p, sa_ok ? (const void*)(sa + (e & ~(size_t)1)) : (const void*)w.q,
+                    sa_ok ? ((e | 1) < sa_total ? 4 : 2) : 0);
+        }
       }
       cp_async_commit();
       const int jj = j - V7_LAG;
       if (jj >= 0) {
         cp_async_wait<V7_LAG>();  // this thread's copies of tile jj have landed
         char* st = stage(jj);
-        if (ta + jj >= w.T8) {  // int4 activations -> int8 (16*q), lo/hi order, into the swizzled ACT
+        const int i = ta + jj;
+        if (i >= w.T8) {  // int4 activations -> int8 (16*q), lo/hi order, into the swizzled ACT
           asm volatile("bar.sync 1, 128;\n" ::: "memory");  // every producer thread's copies of tile jj landed
 #pragma unroll
           for (int q = 0; q < NT / 32; q++) {
@@ -199,16 +217,21 @@ __global__ void __launch_bounds__(V7_THREADS, 1)
             *(uint4*)(dst + (((2 * c + 1) ^ (r & 7)) << 4)) = make_uint4(hi16x(x.x), hi16x(x.y), hi16x(x.z), hi16x(x.w));
           }
         }
+        if (p < NT) {  // this thread's scale word -> f32 sa * 2^-4 (W4A8) or 2^-8 (W4A4), in place (0 for rows >= M)
+          uint32_t* sw = (uint32_t*)(st + L::OFF_SA) + p;
+          const uint32_t u = *sw;
+          const __half h = __ushort_as_half((unsigned short)(((sa_row + i) & 1) ? u >> 16 : u & 0xFFFFu));
+          *(float*)sw = __fmul_rn(__half2float(h), i < w.T8 ? 0.0625f : 0.00390625f);
+        }
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // generic-proxy writes -> wgmma's reads
         mbar_arrive(&full[jj % V7_STAGES]);
       }
-      if (j < nt && p < NT) ((float*)(stage(j) + L::OFF_SA))[p] = sav;  // published by tile j's arrive, later
     }
     return;
   }
 
   // ---------------- consumer warpgroups
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 224;\n");
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 208;\n");
   const int ct = tid - 128, c = ct >> 7, warp = (ct >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
   const int rA = c * 64 + warp * 16 + g;  // this thread's weight rows in the tile: rA, rA + 8
   int acc[R];
