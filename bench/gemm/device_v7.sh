@@ -24,10 +24,10 @@ for what in "$@"; do
     quick) timeout 130 $B bench --shapes 2,3 --ms 64,256,1024,4096 --compare-variant 4 --out "$O/quick" 2>&1 | tee "$O/quick.txt";;
     full) timeout 200 $B bench --compare-variant 4 --out "$O/full" 2>&1 | tee "$O/full.txt" | grep -E "M=|wrote" | cut -c1-230;;
     memcheck) timeout 90 compute-sanitizer --tool memcheck --print-limit 20 $B check --small --variants 6 2>&1 | tee "$O/memcheck.txt" | tail -4;;
-    racecheck) timeout 120 compute-sanitizer --tool racecheck --print-limit 20 $B check --small --variants 6 2>&1 | tee "$O/racecheck.txt" | tail -6;;
+    racecheck) timeout 60 compute-sanitizer --tool racecheck --print-limit 20 $B check --small --variants 6 2>&1 | tee "$O/racecheck.txt" | tail -6;;
     ncu)  # the rows that miss their goal: prefill (M = 1024) and M = 64, L3-8B gate_up
       for M in 1024 64; do
-        timeout 60 ncu --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
+        timeout 45 ncu --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
           --section MemoryWorkloadAnalysis --metrics smsp__pcsamp_warps_issue_stalled_long_scoreboard,smsp__pcsamp_warps_issue_stalled_barrier,smsp__pcsamp_warps_issue_stalled_wait,smsp__pcsamp_warps_issue_stalled_math_pipe_throttle \
           -k regex:gemm_v7 --launch-skip 1 --launch-count 1 $B one --M $M --N 28672 --variant 6 > "$O/ncu_v7_M$M.txt" 2>&1
         echo "--- ncu M=$M"; grep -E "gemm_|Duration|Executed Ipc|Issue Slots|Pipe|Warp Cycles|No Eligible|Eligible Warps|Compute \(SM\)|Memory Throughput|DRAM Through|L2 Cache Through|L1/TEX Cache Through|Stall|stall" "$O/ncu_v7_M$M.txt" | cut -c1-160 | head -30
@@ -42,7 +42,7 @@ for what in "$@"; do
       S3="$S2 One day, Lily saw a big red ball under a tree. She ran to the tree and picked up the ball. Her dog barked and wagged his tail. Lily threw the ball and the dog ran after it. They played all day until the sun went down and Mom called them home for dinner."
       W1="The city is the capital of the province and the largest city in the region, with a population of"
       W2="The river rises in the mountains north of the city and flows south through a wide valley before it reaches the sea. In the nineteenth century the valley was an important centre of the wool trade, and several of the towns along the river grew rapidly after the railway arrived in 1850. Today the region is known for"
-      timeout 100 $N $D/comet.mjs eval verify --backend cuda --model $D/s260k-b128.comet --prompt "$S1" --prompt "$S2" --prompt "$S3" --steps 32 --explain 2>&1 | tee "$O/gate_s260k_b128.txt" | cut -c1-200
-      timeout 150 $N $D/comet.mjs eval verify --backend cuda --model $D/wl28m.comet --prompt "$W1" --prompt "$W2" --prompt "The" --steps 32 --explain 2>&1 | tee "$O/gate_wl28m.txt" | cut -c1-200;;
+      timeout 80 $N $D/comet.mjs eval verify --backend cuda --model $D/s260k-b128.comet --prompt "$S1" --prompt "$S2" --prompt "$S3" --steps 32 --explain 2>&1 | tee "$O/gate_s260k_b128.txt" | cut -c1-200
+      timeout 120 $N $D/comet.mjs eval verify --backend cuda --model $D/wl28m.comet --prompt "$W1" --prompt "$W2" --prompt "The" --steps 32 --explain 2>&1 | tee "$O/gate_wl28m.txt" | cut -c1-200;;
   esac
 done
