@@ -169,17 +169,17 @@ def cmd_check(lib, args):
             for K8 in sorted({0, B, 3 * B if 3 * B < Kp else B, Kp}):
                 for N in (172, 1000):
                     for M in (1, 3, 17, 64, 100, 130):
-                        for v in (0, 1, 2, 3, 4, 5, 6):
+                        for v in (0, 1, 2, 3, 6):
                             if v == 1 and M > 64:
                                 continue
                             cases.append((M, N, K, B, K8, v))
-    cases += [(M, 1000, 4096, B, 512, v) for B in (32, 128) for M in (1, 16, 64, 130) for v in (0, 1, 2, 3, 4, 5, 6)
+    cases += [(M, 1000, 4096, B, 512, v) for B in (32, 128) for M in (1, 16, 64, 130) for v in (0, 1, 2, 3, 6)
               if not (v == 1 and M > 64)]
-    # v5 / v6 (variants 4 / 5, B = 128): split-K (one wave) and no split, partial M tiles, K8 = 0 / Kp, odd and
+    # tiled wgmma (variant 6, B = 128): split-K (one wave) and no split, partial M tiles, K8 = 0 / Kp, odd and
     # even k-tile counts per slice
     cases += [(M, N, K, 128, K8, v) for (M, N, K, K8) in ((33, 4096, 4096, 512), (64, 6144, 4096, 384),
               (200, 1000, 2048, 0), (256, 300, 1024, 1024), (1000, 4096, 1024, 128), (129, 200, 640, 256),
-              (300, 1000, 384, 128), (96, 4096, 1152, 0)) for v in (0, 4, 5, 6)]
+              (300, 1000, 384, 128), (96, 4096, 1152, 0)) for v in (0, 6)]
     # v7 (variant 6): each token tile (32 / 64 / 128) with and without split-K, M not a multiple of 16, K8 = 0 / Kp
     cases += [(M, N, K, 128, K8, 6) for (M, N, K, K8) in ((17, 4096, 4096, 512), (31, 1000, 2048, 2048),
               (45, 4096, 1024, 0), (63, 6144, 4096, 384), (65, 1000, 4096, 512), (127, 300, 640, 128),
@@ -188,7 +188,7 @@ def cmd_check(lib, args):
         keep = {int(v) for v in args.variants.split(",")}
         cases = [c for c in cases if c[5] in keep]
     if args.small:  # for compute-sanitizer: one case per variant and B, with padding and both precisions
-        cases = [(M, 172, 1000, B, B, v) for B in (32, 64, 128) for (M, v) in ((3, 1), (64, 1), (100, 2), (130, 3), (17, 2), (130, 4), (64, 4), (130, 5), (64, 5), (17, 6), (64, 6), (130, 6))]
+        cases = [(M, 172, 1000, B, B, v) for B in (32, 64, 128) for (M, v) in ((3, 1), (64, 1), (100, 2), (130, 3), (17, 2), (17, 6), (64, 6), (130, 6))]
         cases += [(M, 4096, 2048, 128, 256, 6) for M in (20, 50, 200)]  # v7 split-K
     fails, total, t0 = 0, 0, time.time()
     for (M, N, K, B, K8, v) in cases:
@@ -287,24 +287,24 @@ def cmd_group_check(lib, args):
 
 
 def cmd_crossover(lib, args):
-    """Solo comet_gemm_w4ax at M = 33..64: decode kernel (variant 1) vs v5 tiles (variant 4), per weight shape; each
+    """Solo comet_gemm_w4ax at M = 17..64: decode kernel (variant 1) vs v7 (variant 6), per weight shape; each
     configuration's sampled output checked against the reference first."""
     gen = torch.Generator(device=DEV).manual_seed(44)
     B, frac = 128, 0.10
     shapes = [(4096, 1024), (4096, 4096), (4096, 6144), (4096, 14336), (4096, 28672), (14336, 4096), (8192, 1024),
               (8192, 8192), (8192, 10240), (8192, 28672), (28672, 8192)]
     bad_total = 0
-    print("K N M | decode(v1) us  v5(v4) us  v1/v4 | splits v1 v4 | exact")
+    print("K N M | decode(v1) us  v7(v6) us  v1/v6 | splits v1 v6 | exact")
     for (K, N) in shapes:
         for M in [int(m) for m in args.ms.split(",")]:
             out = {}
-            for v in (1, 4):
+            for v in (1, 6):
                 o = bench_ours(lib, M, K, N, B, int(round(frac * K / B)) * B, gen, check_sample=(24, 96), variant=v)
                 out[v] = o
                 bad_total += o["mismatches"]
-            print(f"{K} {N} {M} | {out[1]['ms']*1e3:8.2f} {out[4]['ms']*1e3:8.2f} {out[1]['ms']/out[4]['ms']:6.2f} | "
-                  f"{out[1]['splits']} {out[4]['splits']} | {out[1]['checked'] - out[1]['mismatches']}/{out[1]['checked']} "
-                  f"{out[4]['checked'] - out[4]['mismatches']}/{out[4]['checked']}", flush=True)
+            print(f"{K} {N} {M} | {out[1]['ms']*1e3:8.2f} {out[6]['ms']*1e3:8.2f} {out[1]['ms']/out[6]['ms']:6.2f} | "
+                  f"{out[1]['splits']} {out[6]['splits']} | {out[1]['checked'] - out[1]['mismatches']}/{out[1]['checked']} "
+                  f"{out[6]['checked'] - out[6]['mismatches']}/{out[6]['checked']}", flush=True)
     return bad_total
 
 
@@ -385,8 +385,8 @@ def cmd_group_bench(lib, args):
                       "library chooses (one launch, or one per weight for groups of large weights); one launch = "
                       "comet_gemm_w4ax_many forced to one launch wherever the decode kernel serves; "
                       "fused-N = one comet_gemm_w4ax over a weight of N = sum(Ns) (its own split schedule, so not "
-                      "bit-identical to the separate ones). variant 0 = auto (decode kernel for M <= 32, and for M <= 64 "
-                      "when N <= 10240 and K <= 8192; else v5 tiles, one launch per weight inside the call); 1 = "
+                      "bit-identical to the separate ones). variant 0 = auto (decode kernel for M <= 16; v7 for M >= 17 "
+                      "with B = 128 on sm_90, one launch per weight inside the call); 1 = "
                       "decode kernel forced. "
                       "exact = grouped outputs equal to the separate launches' bit for bit (whole outputs, copy 0).")
     os.makedirs(args.out, exist_ok=True)
@@ -624,7 +624,7 @@ def main():
     gb.add_argument("--out", default="bench/results")
     gb.add_argument("--ms", default="1,8,16,32,64")
     co = sub.add_parser("crossover")
-    co.add_argument("--ms", default="33,48,64")
+    co.add_argument("--ms", default="17,32,48,64")
     o = sub.add_parser("one")
     for k, v in (("M", 16), ("K", 4096), ("N", 28672), ("B", 128), ("variant", 0), ("reps", 3)):
         o.add_argument("--" + k, type=int, default=v)
