@@ -71,6 +71,34 @@ export interface RopeSpec {
   theta: number;
 }
 
+/** GPTQ's device half: src/quant/gptq.ts and calibrate.ts are the reference, and these follow their f64
+ *  arithmetic in the same order (cuda/quant_gptq.cu), so given the same activations they give the same codes. */
+export interface GptqOps {
+  /** A zeroed Hessian accumulator H [K][K] (f64) on the device. */
+  hessian(K: number): DeviceHessian;
+}
+
+export interface DeviceHessian {
+  readonly K: number;
+  /** H += f32(Xᵀ X) for x [T, K] f32 on this backend, as calibrate.ts accumulates one window. */
+  add(x: Tensor): void;
+  /** H [K][K] on the host (tests). */
+  read(): Promise<Float64Array>;
+  /** U = invCholUpper(permutedHessian(H, {K, Kp, perm}, damp)) (gptq.ts), kept on the device. */
+  factor(perm: Int32Array | undefined, Kp: number, damp: number): DeviceGptqFactor;
+  free(): void;
+}
+
+export interface DeviceGptqFactor {
+  readonly Kp: number;
+  /** gptq.ts gptqW4's codes [N][Kp] (int8, -8..7) and scales [N][Kp/B] (f16 bits) for w [N][K] f32, its
+   *  columns gathered by spec.perm. */
+  quantize(w: Float32Array, N: number, spec: ActQuantSpec, grid: number): { codes: Int8Array; scales: Uint16Array };
+  /** U [Kp][Kp] on the host (tests). */
+  read(): Promise<Float64Array>;
+  free(): void;
+}
+
 export type OpName =
   | 'embed'
   | 'rmsnorm'
@@ -110,6 +138,11 @@ export interface Backend {
    *  the same step shape to have run eagerly once (no allocation may happen while recording). Throws when the
    *  step cannot be recorded; the caller runs it eagerly then. Absent: no capture (the engine runs eagerly). */
   captureStep?(fn: () => Tensor, inputs?: StepInputs): CapturedStep;
+  /** Optional: release a weight, fromHost tensor or KV cache now rather than when it is garbage-collected (the
+   *  layer-by-layer quantizer keeps device memory to one layer). Using it afterwards is an error. */
+  release?(t: Tensor | KVCache): void;
+  /** Optional: GPTQ on the device (the quantizer runs src/quant/gptq.ts on the host without it). */
+  readonly gptq?: GptqOps;
   dispose(): void;
 
   // ---- ops ----

@@ -89,7 +89,9 @@ program
   .option('--smooth <beta>', 'SmoothQuant channel scaling folded into norms/weights, migration strength β in [0, 1] (off by default)', num('--smooth', 0, 1))
   .option('--calib-tokens <n>', 'calibration tokens', int('--calib-tokens', 2), 2048)
   .option('--ctx <n>', 'calibration window length', int('--ctx', 2), 512)
+  .option('--no-weight-error', 'skip measuring each linear\'s output error on the calibration sample (two f32 GEMMs per weight on the host)')
   .option('--json', 'print one JSON summary')
+  .addOption(backendOpt())
   .action(async (o) => (await import('./quantize.ts')).quantize(o));
 
 const evalCmd = program.command('eval').description('evaluate a model');
