@@ -2,14 +2,14 @@
 // correctness gate, the synthetic FMPQ model, all three measurements (the max-throughput run through the engine) and
 // the report files.
 import { expect, it } from 'vitest';
+import { tempDir } from './helpers/tmp.ts';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO } from './helpers/shared.ts';
 
 it('bench e2e on the simulator writes its table, JSON and plots', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'comet-e2e-'));
+  const dir = tempDir('comet-e2e-');
   const shape = join(dir, 'tiny.json');
   writeFileSync(shape, JSON.stringify({ dim: 64, hiddenDim: 172, nLayers: 2, nHeads: 8, nKvHeads: 4, headDim: 8, vocabSize: 512, seqLen: 512, normEps: 1e-5, ropeTheta: 10000, tiedEmbeddings: false, bos: 1, eos: [2] }));
   const r = spawnSync(process.execPath, [join(REPO, 'bin/comet.js'), 'bench', 'e2e', '--shape', shape, '--backend', 'sim', '--batches', '1,2', '--ctx', '32', '--in-len', '16', '--out-len', '4', '--mem-budget', '0.05', '--block', '32', '--no-baseline', '--steps', '2', '--throughput', '6', '--mixed', '5', '--prefix', '3', '--step-tokens', '40', '--out', dir], { encoding: 'utf8', timeout: 120_000 });

@@ -9,7 +9,7 @@ import { pageBytes, PagePool } from '../src/engine/kv-pages.ts';
 import { ChatFormatter } from '../src/engine/chat-template.ts';
 import { openModel, type OpenModel } from '../src/runtime/open.ts';
 import type { Tokenizer } from '../src/tokenizer/tokenizer.ts';
-import { backends } from './helpers/backends.ts';
+import { eachBackend } from './helpers/backends.ts';
 
 const opened = await openModel(new SimBackend());
 const PROMPTS = Array.from({ length: 12 }, (_, i) =>
@@ -53,7 +53,7 @@ const expectPoolFull = (e: Engine) => {
 // Row independence, bit for bit, on every backend: what batching, batched prefill and prefix caching rely on for
 // "each request gets exactly what it gets alone" (a backend whose reductions depend on the step's token count
 // fails here first).
-describe.each(backends)('batched forward on $name', ({ name, create }) => {
+eachBackend('batched forward', ({ name, create }) => {
   let om: OpenModel;
   beforeAll(async () => {
     om = name === 'sim' ? opened : await openModel(await create());
@@ -198,9 +198,9 @@ describe('engine', () => {
 });
 
 // Batching, chunked prefill and preemption on every backend (test/helpers/backends.ts: the simulator always,
-// CUDA with COMET_TEST_CUDA=1, WebGPU with COMET_TEST_WEBGPU=1): each request's text equals generate() alone
+// CUDA with COMET_TEST_CUDA=1, WebGPU with COMET_TEST_WEBGPU=1; rows that cannot run here show as skipped): each request's text equals generate() alone
 // on the same backend, for the float model, a KV4 cache and a W4A4KV4 model.
-describe.each(backends)('engine batching on $name', ({ name, create }) => {
+eachBackend('engine batching', ({ name, create }) => {
   let m: OpenModel;
   beforeAll(async () => {
     m = name === 'sim' ? opened : await openModel(await create());
@@ -250,7 +250,7 @@ describe.each(backends)('engine batching on $name', ({ name, create }) => {
 
 // Batched prefill: with a large step budget every prompt is prefilled in the same step (one forward of ~100 tokens
 // of 12 sequences), beside the decodes of requests that arrived earlier; each request still gets its text alone.
-describe.each(backends)('batched prefill on $name', ({ name, create }) => {
+eachBackend('batched prefill', ({ name, create }) => {
   let m: OpenModel;
   beforeAll(async () => {
     m = name === 'sim' ? opened : await openModel(await create());
@@ -276,7 +276,7 @@ describe.each(backends)('batched prefill on $name', ({ name, create }) => {
 
 // Automatic prefix caching (issue 19 §4): full KV pages of a token prefix computed before are taken, not
 // computed again; every request's text stays what it gets alone and with the cache off.
-describe.each(backends)('prefix caching on $name', ({ name, create }) => {
+eachBackend('prefix caching', ({ name, create }) => {
   let m: OpenModel;
   beforeAll(async () => {
     m = name === 'sim' ? opened : await openModel(await create());

@@ -1,4 +1,4 @@
-// Server chaos benchmark (issue 10): bench/chaos/chaos.ts against `comet serve --backend sim` on loopback.
+// Server chaos benchmark (issue 10): testing/chaos.ts against `comet serve --backend sim` on loopback.
 // Prints the counts (requests by kind and outcome, leaks, crashes) and writes bench/results/chaos-<date>.md/.json.
 //   npx tsx bench/chaos/run.ts [--seed 1] [--requests 300] [--rounds 3] [--concurrency 12] [--no-write]
 //     [--backend cuda --max-batch 256 --max-queue 64 --kv-memory 16M --max-step-tokens 4096] [--out dir]
@@ -6,7 +6,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { DEFAULTS, FAILURE_OUTCOMES, REPO, runChaos } from './chaos.ts';
+import { DEFAULTS, FAILURE_OUTCOMES, REPO, runChaos } from '../../testing/chaos.ts';
 
 const { values: a } = parseArgs({
   options: {

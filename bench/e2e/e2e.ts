@@ -21,12 +21,12 @@ import { verifyAgainstSim, type VerifyResult } from '../../src/eval/verify.ts';
 import { pageBytes } from '../../src/engine/kv-pages.ts';
 import { Llama } from '../../src/model/llama.ts';
 import { type LlamaConfig, validateConfig } from '../../src/model/config.ts';
-import { quantizeModel } from '../../src/quant/quantize.ts';
-import type { SiteStats } from '../../src/quant/calibrate.ts';
-import { sites } from '../../src/quant/sites.ts';
 import { CometError } from '../../src/errors.ts';
 import { svgPlotAsync } from '../../src/cli/plot.ts';
+import { syntheticQuantizedModel } from '../../testing/synthetic-quantized.ts';
 import { prefixRuns, requestSet, serveRun, sharedPrefixSet, syntheticOpenModel, type PrefixRuns, type ServeRunResult } from './serve-run.ts';
+
+export { syntheticQuantizedModel };
 
 export const SHAPES: Record<string, LlamaConfig> = {
   'llama3-8b': { dim: 4096, hiddenDim: 14336, nLayers: 32, nHeads: 32, nKvHeads: 8, headDim: 128, vocabSize: 128256, seqLen: 8192, normEps: 1e-5, ropeTheta: 500000, tiedEmbeddings: false, bos: 128000, eos: [128001] },
@@ -43,76 +43,6 @@ export interface E2EOptions {
   baselineVariants?: string; // torch_fast.py --variants (fp16,int4,fp8)
   baselineJson?: string; // torch_fast.py's JSON from a run on the same GPU in the same call (instead of running it)
   waitFor?: string; // wait for this file before the first GPU work (the baselines' JSON, run beside our host work)
-}
-
-/** A fast seeded uniform generator (xorshift32) filling big arrays. */
-function fillUniform(a: Float32Array, scale: number, seed: number): Float32Array {
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < a.length; i++) {
-    s ^= s << 13; s ^= s >>> 17; s ^= s << 5;
-    a[i] = ((s >>> 0) / 4294967296 - 0.5) * 2 * scale;
-  }
-  return a;
-}
-
-/** fillUniform over the first 4M values, then copies of them: the embedding and classifier tables (10^9 values
- *  at 8B) in a second instead of tens; their values do not matter for speed. */
-function fillTiled(a: Float32Array, scale: number, seed: number): Float32Array {
-  const n = Math.min(a.length, 1 << 22);
-  fillUniform(a.subarray(0, n), scale, seed);
-  for (let o = n; o < a.length; o += n) a.copyWithin(o, 0, Math.min(n, a.length - o));
-  return a;
-}
-
-/** Calibration statistics as a real LLaMA shows them: most channels ~N(0,1), a few residual-stream channels
- *  ~20× larger at the norm outputs (attn_in, ffn_in), a couple of ~50× spikes at down_proj's input. */
-function syntheticStats(c: LlamaConfig, rows = 64): Map<string, SiteStats> {
-  const out = new Map<string, SiteStats>();
-  const residualOutliers = Array.from({ length: Math.max(2, Math.round(c.dim / 256)) }, (_, i) => (i * 2654435761) % c.dim);
-  for (const s of sites(c)) {
-    const gain = new Float32Array(s.K).fill(1);
-    if (s.kind === 'attn_in' || s.kind === 'ffn_in') for (const ch of residualOutliers) gain[ch] = 20;
-    if (s.kind === 'down_in') for (let i = 0; i < 4; i++) gain[(i * 40503 + 7) % s.K] = 50;
-    if (s.kind === 'o_in') for (let i = 0; i < 8; i++) gain[(i * 977) % s.K] = 4;
-    const sample = fillUniform(new Float32Array(rows * s.K), 1.7, 1000 + s.layer * 4 + s.K);
-    const absmax = new Float32Array(s.K), sumsq = new Float64Array(s.K);
-    for (let r = 0; r < rows; r++)
-      for (let k = 0; k < s.K; k++) {
-        const v = (sample[r * s.K + k] *= gain[k]);
-        absmax[k] = Math.max(absmax[k], Math.abs(v));
-        sumsq[k] += v * v;
-      }
-    out.set(s.name, { K: s.K, count: rows, absmax, sumsq, sample, sampleRows: rows });
-  }
-  return out;
-}
-
-/** Host weights of the whole model: one layer quantized by the real FMPQ path, shared by every layer. */
-export function syntheticQuantizedModel(c: LlamaConfig, o: { block: number; int8Fraction: number }, log: (s: string) => void): { weights: Map<string, HostWeight>; int8MacFraction: number } {
-  const one: LlamaConfig = { ...c, nLayers: 1 };
-  const f = new Map<string, HostWeight>();
-  const w = (name: string, shape: number[], scale: number, seed: number) => f.set(name, { kind: 'f32', name, shape, data: fillUniform(new Float32Array(shape.reduce((a, b) => a * b)), scale, seed) });
-  const q = c.nHeads * c.headDim, kv = c.nKvHeads * c.headDim;
-  const std = 1 / Math.sqrt(c.dim); // weights of a trained LLaMA are ~N(0, 1/sqrt(fan-in))
-  w('l0.wq', [q, c.dim], std * 1.7, 1); w('l0.wk', [kv, c.dim], std * 1.7, 2); w('l0.wv', [kv, c.dim], std * 1.7, 3);
-  w('l0.wo', [c.dim, q], std * 1.7, 4); w('l0.w_gate', [c.hiddenDim, c.dim], std * 1.7, 5); w('l0.w_up', [c.hiddenDim, c.dim], std * 1.7, 6);
-  w('l0.w_down', [c.dim, c.hiddenDim], 1.7 / Math.sqrt(c.hiddenDim), 7);
-  const t0 = performance.now();
-  // COMET_E2E_CLIP_SEARCH=0: plain RTN (no clip search): minutes less on a slow host, same bytes and speed
-  const clipSearch = process.env.COMET_E2E_CLIP_SEARCH !== '0';
-  const r = quantizeModel(one, f, syntheticStats(one), { B: o.block, order: 'absmax', int8Fraction: o.int8Fraction, weights: 'rtn', kv: 'kv4', clipSearch, weightError: false });
-  log(`quantized one layer${clipSearch ? '' : ' (RTN without clip search)'} (${[...f.values()].reduce((a, x) => a + (x.kind === 'f32' ? x.data.length : 0), 0).toLocaleString('en')} weights) in ${((performance.now() - t0) / 1000).toFixed(1)} s; INT8 MAC fraction ${(r.plan.int8MacFraction * 100).toFixed(1)}%`);
-  const out = new Map<string, HostWeight>();
-  const ones = { kind: 'f32' as const, shape: [c.dim], data: new Float32Array(c.dim).fill(1) };
-  for (let l = 0; l < c.nLayers; l++) {
-    for (const n of ['wq', 'wk', 'wv', 'wo', 'w_gate', 'w_up', 'w_down']) out.set(`l${l}.${n}`, { ...r.weights.get(`l0.${n}`)!, name: `l${l}.${n}` });
-    out.set(`l${l}.attn_norm`, { ...ones, name: `l${l}.attn_norm` });
-    out.set(`l${l}.ffn_norm`, { ...ones, name: `l${l}.ffn_norm` });
-  }
-  out.set('norm', { ...ones, name: 'norm' });
-  out.set('tok_embed', { kind: 'f32', name: 'tok_embed', shape: [c.vocabSize, c.dim], data: fillTiled(new Float32Array(c.vocabSize * c.dim), 0.05, 11) });
-  if (!c.tiedEmbeddings) out.set('output', { kind: 'f32', name: 'output', shape: [c.vocabSize, c.dim], data: fillTiled(new Float32Array(c.vocabSize * c.dim), std * 1.7, 12) });
-  return { weights: out, int8MacFraction: r.plan.int8MacFraction };
 }
 
 /** Greedy tokens of `path` on `be` and on the simulator must be equal (src/eval/verify.ts), or no speed is reported. */
@@ -217,7 +147,8 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
   };
   // 0. the synthetic model on the host (minutes of CPU at 8B: done first, so a GPU run can overlap it with the
   //    PyTorch baselines, which then hand over through --baseline-json; --wait-for names the file to wait for)
-  const { weights, int8MacFraction } = syntheticQuantizedModel(c, o, log);
+  // COMET_E2E_CLIP_SEARCH=0: plain RTN (no clip search): minutes less on a slow host, same bytes and speed
+  const { weights, int8MacFraction } = syntheticQuantizedModel(c, { ...o, clipSearch: process.env.COMET_E2E_CLIP_SEARCH !== '0' }, log);
   if (o.waitFor) {
     log(`waiting for ${o.waitFor} (the baselines on the same GPU) before touching the GPU`);
     while (!existsSync(o.waitFor)) await new Promise((r) => setTimeout(r, 500));
@@ -270,8 +201,8 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
     };
   };
   // CUDA graph of a whole decode step (backends that can capture one: cuda) and per-op GPU timing
-  const graphs = be as Backend & { captureStep?: (fn: () => ReturnType<Llama['forward']>) => { replay(): Promise<Int32Array>; destroy(): void } };
-  const prof = be as Backend & { setOpTiming?: (on: boolean) => void; opTimings?: () => Map<string, { ms: number; n: number }> };
+  const graphs = be;
+  const prof = be.profiler;
   const useGraphs = !!graphs.captureStep && process.env.COMET_E2E_GRAPHS !== '0';
   const decode: DecodeRow[] = [];
   const opBreakdown: OpBreakdown[] = [];
@@ -295,10 +226,10 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
     const { eager, graph, ms } = await decodeStep(B);
     decode.push({ batch: B, step_ms: ms, eager_ms: eager, graph_ms: graph, tok_s: (B / ms) * 1e3, roofline_ms: roofline(B) });
     log(`decode batch ${B}: ${ms.toFixed(2)} ms/step (eager ${eager.toFixed(2)}, graph ${graph?.toFixed(2) ?? '-'}), ${((B / ms) * 1e3).toFixed(0)} tok/s`);
-    if (prof.setOpTiming && process.env.COMET_E2E_OPS !== '0') {
+    if (prof && process.env.COMET_E2E_OPS !== '0') {
       prof.setOpTiming(true);
       await step(B, o.ctx, pagesFor(o.ctx + 1))();
-      const t = prof.opTimings!();
+      const t = prof.opTimings();
       prof.setOpTiming(false);
       const ops = [...t].map(([op, v]) => ({ op, launches: v.n, ms: v.ms })).sort((a, b) => b.ms - a.ms);
       opBreakdown.push({ batch: B, wall_ms: ms, ops });

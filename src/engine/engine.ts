@@ -44,7 +44,7 @@ export interface EngineOptions {
   maxQueue?: number; // requests waiting for a batch slot before create() fails with 503 (default 256)
   maxStepTokens?: number; // tokens per forward: decodes + prefill chunks of several prompts (batched, chunked prefill; default 2048)
   prefixCache?: boolean; // share the KV pages of equal prompt prefixes across requests (default true)
-  graphs?: number; // decode-step graphs kept, on a backend that can capture (CUDA); 0 = off (default: env COMET_ENGINE_GRAPHS, else 16)
+  graphs?: number; // decode-step graphs kept, on a backend that can capture (CUDA); 0 = off (default 16)
   modelName?: string; // the id requests name (default: the model file's base name)
   chatTemplate?: string; // a Jinja chat template instead of the tokenizer's own (or for a model without one)
   onProgress?: (p: { phase: 'loading' | 'ready'; message: string }) => void;

@@ -18,10 +18,10 @@ import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort } from '../lib/net.ts';
-import { mulberry32 } from '../../test/helpers/synthetic.ts';
+import { freePort } from './net.ts';
+import { rng } from './rng.ts';
 
-export const REPO = fileURLToPath(new URL('../../', import.meta.url));
+export const REPO = fileURLToPath(new URL('../', import.meta.url));
 
 export interface ChaosOptions {
   seed: number;
@@ -237,7 +237,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     };
 
     // 1. the baseline: each distinct valid request alone on the idle server
-    const r = mulberry32(o.seed);
+    const r = rng(o.seed);
     const pick = <T>(a: readonly T[]) => a[Math.floor(r() * a.length)];
     const planned: Valid[] = [];
     const validOf = (over: Partial<Valid> = {}): Valid => {
