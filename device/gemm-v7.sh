@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # v7 device session (2026-12-02; its library still had v5 as variant 4, now in cuda/lab/, so `full` / `quick` with
 # --compare-variant 4 need that build): run from the repo root on the GPU machine with .device/gemm/ carried
-# (libcomet_cuda.so + bench/gemm from the gemm worktree). Usage: bash .device/gemm/device_v7.sh <what...>
+# (libcomet_cuda.so + bench/gemm from the gemm worktree). Usage (as run then: the script and bench.py copied into .device/gemm/): bash .device/gemm/device_v7.sh <what...>
 set -uo pipefail
 D=$(cd "$(dirname "$0")" && pwd)
 LIB=$D/addon/libcomet_cuda.so
