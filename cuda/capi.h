@@ -57,7 +57,8 @@ int comet_gemm_w4ax_group_mode(int mode);
  *  forced variant: n_splits ranges of B-blocks [ranges[2i], ranges[2i+1]), each summed from +0 in ascending
  *  block order, then added in index order (sum = +0; sum = f32(sum + partial_i)). Returns n_splits
  *  (<= max_splits) or a negative error. The decode kernel splits K into k-tile-aligned slices so its grid is one
- *  full wave; the tiled kernels v5/v6 (B = 128) split K into KS = min(SMs / output tiles, k-tiles / 4) slices when
+ *  full wave; v7 (B = 128; output tiles of 128 rows x 32/64/128 tokens) splits K into KS = min(SMs / output tiles,
+ *  k-tiles / 4) slices when
  *  the output tiles are fewer than the SMs, else 1 (depends on N, Kp, M and the SM count); v4 never splits. */
 int comet_gemm_w4ax_schedule(int M, int N, int Kp, int B, int K8, int* ranges_host, int max_splits);
 
