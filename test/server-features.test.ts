@@ -116,6 +116,20 @@ describe('structured output, tools, logprobs, n, penalties (openai client, sim)'
     expect(ajv.validate(schema, JSON.parse(r.choices[0].message.content!))).toBe(true);
   });
 
+  it('response_format grammar (an extension: XGrammar EBNF) holds the text to it; a grammar it cannot parse is a 400', async () => {
+    const GRAMMARS: [string, RegExp][] = [
+      ['root ::= "The answer is " ("yes" | "no") "."', /^The answer is (yes|no)\.$/],
+      ['root ::= [A-Z] [a-z]{2,6} " is " [0-9]{1,2} " years old"', /^[A-Z][a-z]{2,6} is [0-9]{1,2} years old$/],
+    ];
+    const rs = await Promise.all(GRAMMARS.map(([grammar]) => s.client.chat.completions.create({ model: MODEL, messages: USER, max_tokens: 40, temperature: 0, response_format: { type: 'grammar', grammar } } as never) as Promise<OpenAI.ChatCompletion>));
+    rs.forEach((r, i) => {
+      expect(r.choices[0].finish_reason).toBe('stop');
+      expect(r.choices[0].message.content).toMatch(GRAMMARS[i][1]);
+    });
+    await expect(s.client.chat.completions.create({ model: MODEL, messages: USER, response_format: { type: 'grammar', grammar: 'root ::= ("a" | ' } } as never))
+      .rejects.toMatchObject({ status: 400, param: 'response_format.grammar' });
+  });
+
   it('chat logprobs: the greedy token has the log-softmax of the logits decoding computes, the top list leads with it; streamed the same', async () => {
     const prompt = tok.encode(USER[0].content, { bos: true });
     const ref = await reference(prompt, 12);
@@ -168,8 +182,12 @@ describe('structured output, tools, logprobs, n, penalties (openai client, sim)'
       for (const [j, c] of counts) row[j] -= c * 1.2 + 0.6;
       for (const [j, b] of bias) row[j] += b;
     });
-    const r = await s.client.completions.create({ model: MODEL, prompt: 'Lily and Tom', max_tokens: 40, temperature: 0, frequency_penalty: 1.2, presence_penalty: 0.6, logit_bias: { [banned]: -100, [liked]: 3 } });
+    const body = { model: MODEL, prompt: 'Lily and Tom', max_tokens: 40, temperature: 0, frequency_penalty: 1.2, presence_penalty: 0.6, logit_bias: { [banned]: -100, [liked]: 3 } };
+    const [r, stream] = await Promise.all([s.client.completions.create(body), s.client.completions.create({ ...body, stream: true })]);
     expect(r.choices[0].text).toBe(text(ref.tokens, prompt[prompt.length - 1]));
+    let streamed = '';
+    for await (const ch of stream) streamed += ch.choices[0]?.text ?? '';
+    expect(streamed).toBe(r.choices[0].text);
     expect(ref.tokens).not.toContain(banned);
     const plain = await s.client.completions.create({ model: MODEL, prompt: 'Lily and Tom', max_tokens: 40, temperature: 0 });
     expect(plain.choices[0].text).not.toBe(r.choices[0].text);
@@ -278,10 +296,17 @@ describe('tool calling (a small chat template that renders tools)', () => {
     expect(calls.map((d) => [d.function.name, d.function.arguments])).toEqual([[call.function.name, call.function.arguments]]);
   });
 
-  it('tool_choice auto with a model that writes prose: content, no tool_calls', async () => {
-    const r = await s.client.chat.completions.create({ model: MODEL, messages: USER, tools: TOOLS, max_tokens: 30, temperature: 0 });
+  it('tool_choice auto with a model that writes prose: content, no tool_calls (streamed the same)', async () => {
+    const body = { model: MODEL, messages: USER, tools: TOOLS, max_tokens: 30, temperature: 0 };
+    const [r, stream] = await Promise.all([s.client.chat.completions.create(body), s.client.chat.completions.create({ ...body, stream: true })]);
     expect(r.choices[0].message.tool_calls).toBeUndefined();
     expect(r.choices[0].message.content!.length).toBeGreaterThan(0);
+    let streamed = '';
+    for await (const ch of stream) {
+      expect(ch.choices[0]?.delta.tool_calls).toBeUndefined();
+      streamed += ch.choices[0]?.delta.content ?? '';
+    }
+    expect(streamed).toBe(r.choices[0].message.content);
   });
 });
 

@@ -8,6 +8,10 @@
 // is queued; errors up to there are EngineErrors carrying their HTTP status. A streaming request resolves to
 // an async iterable of OpenAI chunks; a plain one to the OpenAI response object. `signal` aborts (the pages
 // go back to the pool at the next step); leaving a `for await` early does the same.
+// A request is n sequences (choices); what each does with its logits and tokens (penalties, logit_bias, a
+// grammar from response_format or a forced tool call, logprobs, tool-call parsing) is request.ts's, the
+// grammar (compiled once per schema, before the request is queued, so a bad one is a 400) grammar.ts's.
+// engine.tokenize() / detokenize() serve /tokenize and /detokenize.
 import type { Backend } from '../../backends/backend.ts';
 import type { OpenModel } from '../runtime/open.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
@@ -283,6 +287,7 @@ export class Engine {
         seed: seed !== undefined ? seed + i : Math.floor(Math.random() * 2 ** 32), stop: this.opened.stop,
       }, {
         ...(choice.readsLogits ? { logits: (row: Float32Array) => choice.logits(row) } : {}),
+        ...(matchers[i] ? { prepare: () => choice.prepare() } : {}),
         token: (tok, row) => {
           if (firstToken) { firstToken = false; this.observeTtft((performance.now() - t0) / 1000); }
           try {
@@ -359,6 +364,7 @@ export function abortError(): Error {
 function formatGrammar(f: ResponseFormat | undefined): GrammarSpec | undefined {
   if (f === undefined || f.type === 'text') return undefined;
   if (f.type === 'json_object') return { schema: { type: 'object' }, param: 'response_format' };
+  if (f.type === 'grammar') return { ebnf: f.grammar, param: 'response_format.grammar' };
   return { schema: f.json_schema.schema ?? { type: 'object' }, param: 'response_format.json_schema.schema' };
 }
 

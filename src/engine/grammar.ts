@@ -33,6 +33,7 @@ interface XgMatcher {
 interface XgCompiled { dispose(): void }
 interface XgCompiler {
   compileJSONSchema(schema: string, anyWhitespace?: boolean, indent?: number, separators?: [string, string], strictMode?: boolean, maxWhitespaceCnt?: number): Promise<XgCompiled>;
+  compileGrammar(ebnf: string, root?: string): Promise<XgCompiled>;
 }
 interface AjvLike { compile(s: object): unknown; removeSchema(s: object): unknown }
 interface Xg {
@@ -73,9 +74,9 @@ const BYTE_CHAR: string[] = (() => {
   return out;
 })();
 
-/** What a request constrains its output to: a JSON Schema (json_object is {type: 'object'}); `param` names
- *  the request field it came from, for errors. */
-export interface GrammarSpec { schema: object; param: string }
+/** What a request constrains its output to: a JSON Schema (json_object is {type: 'object'}) or an EBNF
+ *  grammar (XGrammar's dialect, rule `root` first); `param` names the request field it came from, for errors. */
+export type GrammarSpec = { schema: object; param: string } | { ebnf: string; param: string };
 
 const MAX_CACHED = 64;
 const LIMITS = { depth: 12, chars: 64 << 10, repeat: 1024, enum: 1024 };
@@ -120,7 +121,7 @@ export class Grammars {
   }
 
   private compiled(spec: GrammarSpec): Promise<XgCompiled> {
-    const key = JSON.stringify(spec.schema);
+    const key = 'ebnf' in spec ? `ebnf:${spec.ebnf}` : JSON.stringify(spec.schema);
     const hit = this.cache.get(key);
     if (hit) {
       this.cache.delete(key);
@@ -130,13 +131,18 @@ export class Grammars {
     const p = (async () => {
       const compiler = await (this.compiler ??= this.createCompiler());
       if (key.length > LIMITS.chars) throw new EngineError(`'${spec.param}': the schema has ${key.length} characters, at most ${LIMITS.chars}`, 'invalid_value', 400, spec.param);
-      checkSchema(spec.schema, spec.param);
-      await this.ajvCheck(spec.schema, spec.param);
+      if ('schema' in spec) {
+        checkSchema(spec.schema, spec.param);
+        await this.ajvCheck(spec.schema, spec.param);
+      }
       try {
-        return await compiler.compileJSONSchema(key, false);
+        return await ('ebnf' in spec ? compiler.compileGrammar(spec.ebnf, 'root') : compiler.compileJSONSchema(key, false));
       } catch (e) {
         if (!/Aborted/.test(String(e))) { xgModule = undefined; this.compiler = undefined; this.cache.clear(); } // a broken instance
-        throw new EngineError(`'${spec.param}': the grammar engine (XGrammar) cannot compile this schema (${String((e as Error)?.message ?? e).replace(/ Build with -sASSERTIONS.*/, '')}); it supports type, properties, required, items, enum, const, anyOf, $ref/$defs, pattern, lengths and ranges`, 'invalid_value', 400, spec.param);
+        const why = String((e as Error)?.message ?? e).replace(/ Build with -sASSERTIONS.*/, '');
+        throw new EngineError('ebnf' in spec
+          ? `'${spec.param}': the grammar engine (XGrammar) cannot parse this EBNF grammar (${why}); see XGrammar's EBNF: rules 'name ::= ...', a rule named root`
+          : `'${spec.param}': the grammar engine (XGrammar) cannot compile this schema (${why}); it supports type, properties, required, items, enum, const, anyOf, $ref/$defs, pattern, lengths and ranges`, 'invalid_value', 400, spec.param);
       }
     })();
     this.cache.set(key, p);
@@ -181,9 +187,14 @@ export class Matcher {
   private disposed = false;
   constructor(private readonly m: XgMatcher, private readonly vocabSize: number) {}
 
+  /** The tokens the grammar allows next: (ceil(V/32),) i32, bit j of word w for token 32w + j. */
+  allowed(): Promise<Int32Array> {
+    return this.m.getNextTokenBitmask();
+  }
+
   /** Set the logits of the tokens the grammar does not allow at this point to -Infinity, in place. */
-  async mask(logits: Float32Array): Promise<void> {
-    const bits = await this.m.getNextTokenBitmask();
+  async mask(logits: Float32Array, bits?: Int32Array): Promise<void> {
+    bits ??= await this.allowed();
     const V = Math.min(logits.length, this.vocabSize);
     for (let w = 0; w < bits.length; w++) {
       const word = bits[w];

@@ -71,6 +71,7 @@ export class Choice {
   private readonly out: TextOut;
   private readonly toolOut: ToolStream;
   private pending: LogprobEntry[] = []; // logprobs of tokens whose text is not out yet
+  private allowed?: Int32Array; // the grammar's mask for this step, from prepare()
   private prev: number;
   private readonly dec = new TextDecoder(); // one token's own text (lossy for a partial character)
 
@@ -87,9 +88,15 @@ export class Choice {
     return o.top !== undefined || o.frequency !== 0 || o.presence !== 0 || o.bias.size > 0 || o.matcher !== undefined;
   }
 
+  /** The grammar's mask for the next token, computed while the device runs the forward (SeqSink.prepare). */
+  async prepare(): Promise<void> {
+    this.allowed = await this.o.matcher?.allowed();
+  }
+
   async logits(row: Float32Array): Promise<void> {
     adjustLogits(row, this.counts, this.o.frequency, this.o.presence, this.o.bias);
-    await this.o.matcher?.mask(row);
+    await this.o.matcher?.mask(row, this.allowed);
+    this.allowed = undefined;
   }
 
   /** Returns true when a stop string ended the text (the caller cancels the sequence). */

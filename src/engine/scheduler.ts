@@ -32,6 +32,9 @@ export interface SeqSink {
   /** present when the owner shapes the distribution (penalties, logit_bias, a grammar's mask) or reads it
    *  (logprobs): called with the sequence's row of logits (V,) before sampling, may change it in place */
   logits?(row: Float32Array): void | Promise<void>;
+  /** work for this step's sample that needs no logits (a grammar's token mask): called after the forward is
+   *  launched and before its result is awaited, so on a GPU it runs while the device computes */
+  prepare?(): void | Promise<void>;
   /** the sampled token; `row` is the (adjusted) logits it was drawn from when logits() is present */
   token(id: number, row?: Float32Array): void;
   /** exactly once; `error` set when the step failed; not called after cancel() */
@@ -137,18 +140,22 @@ export class Scheduler {
     const decodeOnly = this.graphs !== undefined && allDecode;
     let out: DecodeOut;
     const be = this.model.be;
-    let t1 = 0, t2 = 0;
+    let t1 = 0, t2 = 0, prepareMs = 0;
     try {
       if (decodeOnly) {
         const d = this.graphs!.inputs(tokens, pos, batch.map((s) => s.seq.pages));
         t1 = t2 = performance.now();
-        out = await this.graphs!.run(d.key, d.inputs, sampled.every((s) => s.params.temperature === 0 && !s.sink.logits));
+        const run = this.graphs!.run(d.key, d.inputs, sampled.every((s) => s.params.temperature === 0 && !s.sink.logits));
+        run.catch(() => {}); // awaited below; not an unhandled rejection while prepare() runs
+        prepareMs = await this.prepare(sampled);
+        out = await run;
       } else {
         const layout = { pos, seq: seqIdx, blockTables: batch.map((s) => Int32Array.from(s.seq.pages)) };
         try {
           t1 = performance.now();
           const logits = this.model.forward(tokens, layout, this.cache, Int32Array.from(rows));
           t2 = performance.now();
+          prepareMs = await this.prepare(sampled);
           out = { logits: await be.read(logits) };
         } finally {
           be.endStep();
@@ -186,10 +193,17 @@ export class Scheduler {
     const t4 = performance.now(), k = this.time_[allDecode ? 'decode' : 'mixed'];
     k.steps++;
     k.wallMs += t4 - t0;
-    k.hostMs += t1 - t0 + (t4 - t3);
+    k.hostMs += t1 - t0 + (t4 - t3) + prepareMs;
     k.launchMs += t2 - t1;
-    k.waitMs += t3 - t2;
+    k.waitMs += t3 - t2 - prepareMs;
     return true;
+  }
+
+  /** The sinks' prepare() for the sequences this step samples; returns the ms it took. */
+  private async prepare(sampled: Sequence[]): Promise<number> {
+    const t = performance.now();
+    for (const seq of sampled) if (!seq.cancelled && seq.sink.prepare) await seq.sink.prepare();
+    return performance.now() - t;
   }
 
   /** Finish every sequence with `error` (their pages return to the pool). */

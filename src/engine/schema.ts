@@ -52,7 +52,9 @@ export const responseFormat = z.discriminatedUnion('type', [
     type: z.literal('json_schema'),
     json_schema: z.strictObject({ name: name64, description: opt(z.string()), schema: opt(jsonSchemaObject), strict: opt(z.boolean()) }),
   }),
-], { error: "expected {type: 'text' | 'json_object' | 'json_schema'}" });
+  // an extension: XGrammar's EBNF (root rule `root`), as vLLM's guided grammar and llama.cpp's GBNF
+  z.strictObject({ type: z.literal('grammar'), grammar: z.string().min(1).max(16 << 10) }),
+], { error: "expected {type: 'text' | 'json_object' | 'json_schema' | 'grammar'}" });
 
 const tool = z.strictObject({
   type: z.literal('function'),
