@@ -6,7 +6,7 @@
 //   - The GGUF tokenizer COMET writes tokenizes as llama.cpp does; round trips keep weights, config, tokenizer.
 //   - Q4_K and Q6_K (which COMET reads but does not write) dequantize as ggml's own to_float does, on blocks
 //     that ggml's quantizer made (test/peers/ggml_blocks.py loads llama.cpp's libggml-base through ctypes).
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,7 +19,7 @@ import { dequantize, GGML } from '../src/loaders/formats/ggml.ts';
 import type { GgufWriteType } from '../src/loaders/formats/gguf.ts';
 import { writeGguf } from '../src/loaders/gguf.ts';
 import { openModel, type OpenModel } from '../src/runtime/open.ts';
-import { shared } from './helpers/shared.ts';
+import { REPO, shared } from './helpers/shared.ts';
 import { ensureLlamaCpp, runLlamaCpp } from './peers/llama-cpp.ts';
 
 // Measured 2026-12-02 (this machine, llama.cpp with an F32 KV cache): F32 files max |dp| ~1e-5; Q8_0/Q4_0 files,
@@ -151,6 +151,58 @@ describe('GGUF round trips', () => {
       const ids = src.tokenizer.encode('Once upon a time, there was a little dog.');
       expect(back.tokenizer.decode(ids)).toBe(src.tokenizer.decode(ids));
     }
+  });
+
+  it('the chat template travels: tokenizer.chat_template in the file, the tokenizer\'s template on load', async () => {
+    const tmpl = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}<|assistant|>";
+    for (const [name, path] of [['s260k', shared('tinyllamas/stories260K.bin')], ['wl28m', shared('wikillama-28M')]] as const) {
+      const m = name === 'wl28m' ? await open(path) : await openModel(new SimBackend(), path);
+      const tok = tokenizerFiles(m.loaded.tokenizerPath!, (p) => readFileSync(p));
+      tok.files = [...tok.files.filter((f) => f.name !== 'chat_template.jinja'), { name: 'chat_template.jinja', bytes: new TextEncoder().encode(tmpl) }];
+      if (name === 'wl28m') { // a tokenizer.json model keeps its template in tokenizer_config.json
+        const cfg = tok.files.find((f) => f.name === 'tokenizer_config.json')!;
+        cfg.bytes = new TextEncoder().encode(JSON.stringify({ ...JSON.parse(new TextDecoder().decode(cfg.bytes)), chat_template: tmpl }));
+      }
+      const out = join(tmp, `tmpl-${name}.gguf`);
+      writeGguf(out, m.loaded.config, m.loaded.weights, tok, 'f16');
+      expect((await openModel(new SimBackend(), out)).tokenizer.chatTemplate, name).toBe(tmpl);
+    }
+  });
+});
+
+describe('the CLI on GGUF files', () => {
+  const comet = (...args: string[]) => spawnSync(process.execPath, [join(REPO, 'bin/comet.js'), ...args], { encoding: 'utf8', timeout: 120_000 });
+  it('comet export --gguf, then run / info / quantize on the .gguf: the same text as the source model', () => {
+    const out = join(tmp, 'cli.gguf');
+    const e = comet('export', '--model', shared('tinyllamas/stories260K.bin'), '--gguf', out, '--type', 'f32', '--json');
+    expect(e.status, e.stderr).toBe(0);
+    expect(JSON.parse(e.stdout).tensors).toEqual({ F32: 47 });
+    const run = (model: string) => comet('run', 'Once upon a time', '--model', model, '--temperature', '0', '--max-tokens', '40').stdout;
+    expect(run(out)).toBe(run(shared('tinyllamas/stories260K.bin')));
+    const info = comet('info', out, '--json');
+    expect(info.status, info.stderr).toBe(0);
+    expect(info.stdout).toMatch(/gguf/);
+    const q = comet('quantize', '--model', out, '--calib', shared('texts/tinystories_valid_head.txt'), '--out', join(tmp, 'cli.comet'), '--block', '32', '--calib-tokens', '256', '--ctx', '128', '--json');
+    expect(q.status, q.stderr).toBe(0);
+    const r = comet('run', 'Once upon a time', '--model', join(tmp, 'cli.comet'), '--temperature', '0', '--max-tokens', '16');
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout.length).toBeGreaterThan('Once upon a time'.length + 10);
+  });
+
+  it('a file that is not a LLaMA GGUF, or is cut short, is one clear error line', () => {
+    const src = readFileSync(join(tmp, 'cli.gguf'));
+    const cut = join(tmp, 'cut.gguf');
+    writeFileSync(cut, src.subarray(0, src.length - 1000));
+    const r = comet('run', '--model', cut);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/^comet: error: .*cut\.gguf: tensor '.*' .* runs past the end of the file \(truncated\?\)\n$/);
+    // general.architecture "llama" -> "qwen2"-like: same length, another model family
+    const other = Buffer.from(src), key = other.indexOf('general.architecture'), at = other.indexOf('llama', key);
+    other.write('lxama', at);
+    writeFileSync(join(tmp, 'other.gguf'), other);
+    const o = comet('info', join(tmp, 'other.gguf'));
+    expect(o.status).toBe(1);
+    expect(o.stderr).toMatch(/^comet: error: .*other\.gguf: GGUF architecture "lxama" is not supported \(COMET runs general.architecture "llama"\)\n$/);
   });
 });
 
