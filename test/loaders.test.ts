@@ -1,18 +1,18 @@
 // Loaders: real checkpoints in ../shared/models (DESIGN §8), round trips through our writers, and corrupt
 // input that must fail with a CometError naming the file and what is wrong.
 
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { tempDir } from './helpers/tmp.ts';
 import type { HostWeight } from '../backends/backend.ts';
 import { CometError } from '../src/errors.ts';
 import { findTokenizerPath, loadModel } from '../src/loaders/index.ts';
 import { readLlama2c, writeLlama2c } from '../src/loaders/llama2c.ts';
 import { SafetensorsFile, writeSafetensors } from '../src/loaders/safetensors.ts';
 import { type LlamaConfig, weightNames } from '../src/model/config.ts';
-import { f32ToBf16, f32ToF16, STORIES15M, syntheticWeights, writeSyntheticHF, writeSyntheticLlama2c } from './helpers/synthetic.ts';
+import { f32ToBf16, f32ToF16, STORIES15M, syntheticWeights, writeSyntheticHF, writeSyntheticLlama2c } from '../testing/synthetic.ts';
 
 const MODELS = fileURLToPath(new URL('../../shared/models/', import.meta.url));
 if (!existsSync(MODELS)) throw new Error(`test data missing: ${MODELS} must hold ../shared/models (DESIGN.md §8); these tests never skip`);
@@ -20,7 +20,7 @@ const S260K_BIN = join(MODELS, 'tinyllamas/stories260K.bin');
 const S260K_HF = join(MODELS, 'hf/stories260K');
 const WL28M = join(MODELS, 'wikillama-28M');
 
-const tmp = mkdtempSync(join(tmpdir(), 'comet-loaders-'));
+const tmp = tempDir('comet-loaders-');
 const f32 = (w: HostWeight | undefined): Float32Array => {
   if (!w || w.kind !== 'f32') throw new Error('expected an f32 weight');
   return w.data;
@@ -342,7 +342,7 @@ describe('loadModel dispatch and findTokenizerPath', () => {
   it('finds the tokenizer beside a model', () => {
     expect(findTokenizerPath(S260K_BIN)).toBe(join(MODELS, 'tinyllamas/tok512.bin'));
     expect(findTokenizerPath(WL28M)).toBe(join(WL28M, 'tokenizer.json'));
-    const dir = mkdtempSync(join(tmpdir(), 'comet-tokfind-'));
+    const dir = tempDir('comet-tokfind-');
     copyFileSync(S260K_BIN, join(dir, 'model.bin'));
     expect(findTokenizerPath(join(dir, 'model.bin'))).toBeUndefined();
     writeFileSync(join(dir, 'tokenizer.json'), '{}');

@@ -27,7 +27,8 @@ import { quantizeModel, type QuantizeOptions } from '../src/quant/quantize.ts';
 import { quantize } from '../src/cli/quantize.ts';
 import { backends } from './helpers/backends.ts';
 import { shared } from './helpers/shared.ts';
-import { mulberry32, syntheticWeights, writeSyntheticHF } from './helpers/synthetic.ts';
+import { syntheticWeights, writeSyntheticHF } from '../testing/synthetic.ts';
+import { rng } from '../testing/rng.ts';
 
 const S260K = shared('hf', 'stories260K');
 const WL = shared('wikillama-28M');
@@ -180,7 +181,7 @@ describe.each(backends.filter((b) => b.name !== 'sim'))('GPTQ on the device ($na
   let be: Backend;
   beforeAll(async () => { be = await create(); });
   afterAll(() => be?.dispose());
-  const rnd = mulberry32(11);
+  const rnd = rng(11);
   const gauss = () => Math.sqrt(-2 * Math.log(rnd() + 1e-12)) * Math.cos(2 * Math.PI * rnd());
   // activations with a few outlier channels, as real ones (DESIGN §8)
   const acts = (T: number, K: number) => Float32Array.from({ length: T * K }, (_, i) => gauss() * (i % K < 3 ? 20 : 1));

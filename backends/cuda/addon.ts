@@ -3,7 +3,7 @@
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { CometError } from '../../src/errors.ts';
+import { CometError } from '../errors.ts';
 
 export type Ptr = number;
 

@@ -7,14 +7,14 @@
 // ids, positions, block tables) is uploaded once per StepLayout into the arena.
 // Layouts on the device: f32 [T][C] row-major; qact one allocation a8 [M][K8] | a4 [M][(Kp-K8)/2] | sa [M][Kp/B]
 // (the simulator's readRaw order); w4 the GEMM kernel's repacked layout (comet_w4_create); KV caches as capi.h.
-import type { ActQuantSpec, Backend, CapturedStep, DType, GptqOps, HostWeight, KVCache, KVCacheSpec, KVDType, OpName, RopeSpec, StepInputs, StepLayout, Tensor, Weight } from '../backend.ts';
+import type { ActQuantSpec, Backend, CapturedStep, DType, GptqOps, HostWeight, KVCache, KVCacheSpec, OpProfiler, OpSet, RopeSpec, StepInputs, StepLayout, Tensor, Weight } from '../backend.ts';
 import type { QAct } from '../../simulator/formats.ts';
 import { ropeFreqs } from '../../simulator/kernels/float.ts';
 import { dequantizeAct } from '../../simulator/act.ts';
 import { kv4Layout } from '../../simulator/kv4.ts';
 import { qactBytes } from '../../simulator/traits.ts';
 import { existsSync } from 'node:fs';
-import { CometError } from '../../src/errors.ts';
+import { CometError } from '../errors.ts';
 import { loadAddon, type CudaAddon, type DeviceFacts, type Ptr } from './addon.ts';
 import { cudaGptq, hasGptq } from './gptq.ts';
 
@@ -255,11 +255,18 @@ export class CudaBackend implements Backend {
     p.names = [];
   }
 
-  supports(op: OpName, dtype?: DType | KVDType): boolean {
-    if (op === 'embed') return dtype === undefined || dtype === 'f32';
-    if (op === 'kv_append' || op === 'attention') return dtype === undefined || dtype === 'f32' || dtype === 'kv4';
-    return true;
+  /** What CUDA runs and how closely (DESIGN §3.7): the integer paths, the quantizers given equal f32 inputs and
+   *  the KV bytes bit for bit; f64 reductions (tolerance, tight); KV4 attention exact with the simulator-exact
+   *  kernel (ops_attention_exact.cu), tolerance with the f32 kernels (fastAttention). The embedding table is f32. */
+  get ops(): OpSet {
+    return {
+      embed: { f32: 'exact' }, rmsnorm: { f32: 'tolerance' }, rmsnorm_quant: { qact: 'tolerance' }, quantize_act: { qact: 'exact' },
+      gemm_f32: { f32: 'tolerance' }, gemm_w4ax: { w4: 'exact' }, rope: { f32: 'tolerance' }, kv_append: { f32: 'exact', kv4: 'exact' },
+      attention: { f32: 'tolerance', kv4: this.fastAttention || !this.addon.attentionKv4Exact ? 'tolerance' : 'exact' },
+      silu_mul: { f32: 'tolerance' }, silu_mul_quant: { qact: 'tolerance' }, add: { f32: 'exact' }, argmax: { f32: 'exact' }, rows: { f32: 'exact' },
+    };
   }
+  readonly profiler: OpProfiler = { setOpTiming: (on) => this.setOpTiming(on), opTimings: () => this.opTimings() };
 
   // ---- memory ----
   private persistent(bytes: number, owner?: object): Ptr {

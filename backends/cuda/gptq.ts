@@ -3,7 +3,7 @@
 // freed by the free() it calls (in a finally): a Hessian [K][K] f64 per site of the current layer, a factor
 // U [Kp][Kp] f64 per site while its consumers are quantized.
 import type { ActQuantSpec, DeviceGptqFactor, DeviceHessian, GptqOps, Tensor } from '../backend.ts';
-import { CometError } from '../../src/errors.ts';
+import { CometError } from '../errors.ts';
 import type { CudaAddon, Ptr } from './addon.ts';
 
 type GptqAddon = CudaAddon & Required<Pick<CudaAddon, 'gptqHessianAdd' | 'gptqPermute' | 'gptqInvCholUpper' | 'gptqQuantize'>>;

@@ -138,6 +138,7 @@ bench
   .option('--check <paths...>', 'models whose greedy tokens must equal the simulator\'s before timing', [])
   .option('--steps <n>', 'timed steps per measurement', int('--steps', 1), 10)
   .option('--throughput <n>', 'requests of the max-throughput run through the engine, all submitted at once (0: none)', int('--throughput', 0), 256)
+  .option('--prefix <n>', 'requests sharing an in-len-token prefix, one after another, prefix cache on and off (0: none)', int('--prefix', 0), 0)
   .option('--mixed <n>', 'requests of a mixed-length run through the engine (0: none)', int('--mixed', 0), 0)
   .option('--step-tokens <n>', 'the engine\'s tokens per step (batched prefill budget) in those runs', int('--step-tokens', 1), 4096)
   .option('--baseline-variants <list>', 'PyTorch baselines: fp16,int4,fp8', 'fp16,int4,fp8')

@@ -11,7 +11,7 @@
 //     x  += (silu(h Wgate^T) ⊙ h Wup^T) Wdown^T           (T, H) inside
 //   logits = rmsnorm(x[rows]) · norm  Wout^T              (R, V), R = the rows that need logits
 import { hostWeightBytes, type Backend, type HostWeight, type KVCache, type KVDType, type RopeSpec, type StepLayout, type Tensor, type Weight } from '../../backends/backend.ts';
-import { Graph, type Tap } from '../graph/graph.ts';
+import { Graph, requireOps, type Tap } from '../graph/graph.ts';
 import { type LlamaConfig, weightNames, weightShape } from './config.ts';
 import { fail } from '../errors.ts';
 
@@ -40,6 +40,7 @@ export class Llama {
       return be.uploadWeight(w);
     };
     const names = weightNames(config);
+    requireOps(be, host.values(), kvDType);
     checkFits(be, names.map((n) => host.get(n)));
     const W = new Map(names.map((n) => [n, up(n)]));
     this.tokEmbed = W.get('tok_embed')!;
