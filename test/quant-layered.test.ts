@@ -26,6 +26,7 @@ import { quantizeLayered, type LayeredProgress } from '../src/quant/layered.ts';
 import { quantizeModel, type QuantizeOptions } from '../src/quant/quantize.ts';
 import { quantize } from '../src/cli/quantize.ts';
 import { backends } from './helpers/backends.ts';
+import { expectCometError } from './helpers/errors.ts';
 import { shared } from './helpers/shared.ts';
 import { syntheticWeights, writeSyntheticHF } from '../testing/synthetic.ts';
 import { rng } from '../testing/rng.ts';
@@ -39,16 +40,6 @@ let tmp: string;
 beforeAll(() => { tmp = mkdtempSync(join(tmpdir(), 'comet-layered-')); });
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-const expectCometError = async (f: () => unknown, ...fragments: string[]) => {
-  let err: unknown;
-  try {
-    await f();
-  } catch (e) {
-    err = e;
-  }
-  expect(err, 'expected a CometError').toBeInstanceOf(CometError);
-  for (const s of fragments) expect((err as Error).message).toContain(s);
-};
 
 describe('layer by layer = whole model (simulator, stories260K)', async () => {
   const lm = await loadModel(S260K);
