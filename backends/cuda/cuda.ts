@@ -615,10 +615,10 @@ export class CudaBackend implements Backend {
   }
 
   rope(x: Tensor, layout: StepLayout, spec: RopeSpec): Tensor {
-    const key = `${spec.headDim}:${spec.theta}`;
+    const key = `${spec.headDim}:${spec.theta}:${JSON.stringify(spec.scaling ?? null)}`;
     let f = this.freqs.get(key);
     if (f === undefined) {
-      const host = ropeFreqs(spec.headDim, spec.theta);
+      const host = ropeFreqs(spec.headDim, spec.theta, spec.scaling);
       f = this.addon.malloc(host.byteLength);
       this.addon.upload(f, host);
       this.freqs.set(key, f);
