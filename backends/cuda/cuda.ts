@@ -7,15 +7,16 @@
 // ids, positions, block tables) is uploaded once per StepLayout into the arena.
 // Layouts on the device: f32 [T][C] row-major; qact one allocation a8 [M][K8] | a4 [M][(Kp-K8)/2] | sa [M][Kp/B]
 // (the simulator's readRaw order); w4 the GEMM kernel's repacked layout (comet_w4_create); KV caches as capi.h.
-import type { ActQuantSpec, Backend, CapturedStep, DType, HostWeight, KVCache, KVCacheSpec, KVDType, OpName, RopeSpec, StepInputs, StepLayout, Tensor, Weight } from '../backend.ts';
+import type { ActQuantSpec, Backend, CapturedStep, DType, GptqOps, HostWeight, KVCache, KVCacheSpec, OpProfiler, OpSet, RopeSpec, StepInputs, StepLayout, Tensor, Weight } from '../backend.ts';
 import type { QAct } from '../../simulator/formats.ts';
 import { ropeFreqs } from '../../simulator/kernels/float.ts';
 import { dequantizeAct } from '../../simulator/act.ts';
 import { kv4Layout } from '../../simulator/kv4.ts';
 import { qactBytes } from '../../simulator/traits.ts';
 import { existsSync } from 'node:fs';
-import { CometError } from '../../src/errors.ts';
+import { CometError } from '../errors.ts';
 import { loadAddon, type CudaAddon, type DeviceFacts, type Ptr } from './addon.ts';
+import { cudaGptq, hasGptq } from './gptq.ts';
 
 const ALIGN = 256;
 const align = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
@@ -183,9 +184,23 @@ export class CudaBackend implements Backend {
    *  e2e benchmark times both). A captured step keeps the kernel it was captured with. */
   fastAttention = process.env.COMET_ATTN_FAST === '1';
 
+  /** GPTQ on the device for the quantizer (backends/cuda/gptq.ts), when the addon has the kernels. */
+  readonly gptq?: GptqOps;
+
   constructor(addon: CudaAddon, readonly device: DeviceFacts) {
     this.addon = this.profiled(addon);
     this.arena = new Arena(addon);
+    if (hasGptq(this.addon)) this.gptq = cudaGptq(this.addon, (t) => (t as CudaTensor).ptr);
+  }
+
+  /** Free a weight, fromHost tensor or KV cache now (the layer-by-layer quantizer: one layer on the device). */
+  release(t: Tensor | KVCache): void {
+    if (t instanceof CudaWeight && t.w4 !== undefined) {
+      if (this.w4s.delete(t.w4)) this.addon.w4Destroy(t.w4);
+      return;
+    }
+    const p = (t as CudaTensor | CudaKVCache).ptr;
+    if (p && this.owned.delete(p)) this.addon.free(p);
   }
 
   memory(): { free: number; total: number } {
@@ -240,11 +255,18 @@ export class CudaBackend implements Backend {
     p.names = [];
   }
 
-  supports(op: OpName, dtype?: DType | KVDType): boolean {
-    if (op === 'embed') return dtype === undefined || dtype === 'f32';
-    if (op === 'kv_append' || op === 'attention') return dtype === undefined || dtype === 'f32' || dtype === 'kv4';
-    return true;
+  /** What CUDA runs and how closely (DESIGN §3.7): the integer paths, the quantizers given equal f32 inputs and
+   *  the KV bytes bit for bit; f64 reductions (tolerance, tight); KV4 attention exact with the simulator-exact
+   *  kernel (ops_attention_exact.cu), tolerance with the f32 kernels (fastAttention). The embedding table is f32. */
+  get ops(): OpSet {
+    return {
+      embed: { f32: 'exact' }, rmsnorm: { f32: 'tolerance' }, rmsnorm_quant: { qact: 'tolerance' }, quantize_act: { qact: 'exact' },
+      gemm_f32: { f32: 'tolerance' }, gemm_w4ax: { w4: 'exact' }, rope: { f32: 'tolerance' }, kv_append: { f32: 'exact', kv4: 'exact' },
+      attention: { f32: 'tolerance', kv4: this.fastAttention || !this.addon.attentionKv4Exact ? 'tolerance' : 'exact' },
+      silu_mul: { f32: 'tolerance' }, silu_mul_quant: { qact: 'tolerance' }, add: { f32: 'exact' }, argmax: { f32: 'exact' }, rows: { f32: 'exact' },
+    };
   }
+  readonly profiler: OpProfiler = { setOpTiming: (on) => this.setOpTiming(on), opTimings: () => this.opTimings() };
 
   // ---- memory ----
   private persistent(bytes: number, owner?: object): Ptr {
@@ -593,10 +615,10 @@ export class CudaBackend implements Backend {
   }
 
   rope(x: Tensor, layout: StepLayout, spec: RopeSpec): Tensor {
-    const key = `${spec.headDim}:${spec.theta}`;
+    const key = `${spec.headDim}:${spec.theta}:${JSON.stringify(spec.scaling ?? null)}`;
     let f = this.freqs.get(key);
     if (f === undefined) {
-      const host = ropeFreqs(spec.headDim, spec.theta);
+      const host = ropeFreqs(spec.headDim, spec.theta, spec.scaling);
       f = this.addon.malloc(host.byteLength);
       this.addon.upload(f, host);
       this.freqs.set(key, f);
@@ -691,7 +713,8 @@ export async function createCudaBackend(): Promise<Backend> {
   }
   if (facts.major < 8)
     throw new CometError(`cuda: ${facts.name} is sm_${facts.major}${facts.minor}; COMET's CUDA kernels need sm_80 (Ampere) or newer`, 'backend_unavailable');
-  // COMET_GEMM_FORCE=n pins the W4Ax kernel variant (comet_gemm_w4ax_force: 1 decode, 2 prefill sm_90, 3 sm_80 path)
+  // COMET_GEMM_FORCE=n pins the W4Ax kernel variant (comet_gemm_w4ax_force: 1 decode, 2 mma.sync tiles, 3 sm_80 path,
+  // 6 v7 wgmma; README, Backends)
   if (process.env.COMET_GEMM_FORCE) addon.gemmForce(Number(process.env.COMET_GEMM_FORCE));
   return new CudaBackend(addon, facts);
 }

@@ -4,7 +4,7 @@ import { fromF16Bits, toF16 } from '../../simulator/f16.ts';
 import { attention, kvAppend } from '../../simulator/kernels/attention.ts';
 import { KVStoreF32 } from '../../simulator/kv.ts';
 import { KVStoreKV4, kv4DequantizeGroup, kv4Layout, kv4QuantizeGroup } from '../../simulator/kv4.ts';
-import { normal, rng } from './rng.ts';
+import { normal, rng } from '../../testing/rng.ts';
 
 const spec = (o: Partial<KVCacheSpec>): KVCacheSpec => ({ nLayers: 1, nKvHeads: 1, headDim: 4, pageSize: 2, numPages: 2, dtype: 'kv4', group: 4, ...o });
 
