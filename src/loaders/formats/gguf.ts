@@ -197,6 +197,8 @@ const pad = (n: number) => (n + ALIGN - 1) & ~(ALIGN - 1);
 
 /** A float LLaMA (every weight f32 on the host) as a GGUF v3 file of `type`, tokenizer included. */
 export function encodeGguf(config: LlamaConfig, weights: Map<string, HostWeight>, tok: TokenizerFiles, type: GgufWriteType, name = 'comet'): GgufEncoded {
+  // llama.cpp takes Llama-3.1's scaled frequencies as a rope_freqs tensor, not written here: refuse, never export a wrong model
+  if (config.ropeScaling) throw new CometError(`gguf: a model with ${config.ropeScaling.type} RoPE scaling cannot be exported to GGUF yet`);
   const w = WRITE[type];
   const le = new TextEncoder();
   const tensors: Array<{ name: string; ne: number[]; type: GgmlType; bytes: Uint8Array }> = [];
