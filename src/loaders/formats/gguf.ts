@@ -125,7 +125,10 @@ export async function parseGguf(src: ByteSource): Promise<GgufParsed> {
     ropeTheta: num('llama.rope.freq_base', 10000),
     tiedEmbeddings: !tensors.has('output.weight'),
     bos: int('tokenizer.ggml.bos_token_id', 1),
-    eos: [int('tokenizer.ggml.eos_token_id', 2)],
+    // generation ends at any end-of-generation token, as llama.cpp's does (llama_vocab_is_eog): EOS, and the
+    // end-of-turn / end-of-message tokens chat models emit (Llama 3's <|eot_id|>, <|eom_id|>)
+    eos: [...new Set(['tokenizer.ggml.eos_token_id', 'tokenizer.ggml.eot_token_id', 'tokenizer.ggml.eom_token_id']
+      .filter((k, i) => i === 0 || u(md, k) !== undefined).map((k) => int(k, 2)))],
   };
   try {
     validateConfig(config, p);
@@ -136,8 +139,10 @@ export async function parseGguf(src: ByteSource): Promise<GgufParsed> {
   if (rot !== config.headDim) throw new CometError(`${p}: llama.rope.dimension_count ${rot} differs from head_dim ${config.headDim} (partial RoPE is not supported)`);
   if (config.nLayers * 9 > tensors.size) throw new CometError(`${p}: llama.block_count ${config.nLayers}, but the file holds only ${tensors.size} tensors (a LLaMA layer has 9)`);
   const known = new Set(weightNames(config).map(ggufName));
+  if (tensors.has('rope_freqs.weight'))
+    throw new CometError(`${p}: the file has rope_freqs.weight (Llama 3.1-style RoPE frequency scaling), which COMET does not run (plain RoPE only)`);
   for (const name of tensors.keys())
-    if (!known.has(name) && name !== 'rope_freqs.weight')
+    if (!known.has(name))
       throw new CometError(`${p}: unexpected tensor '${name}' for a LLaMA with ${config.nLayers} layers (no biases, no extra tensors)`);
 
   const alignment = int('general.alignment', 32);

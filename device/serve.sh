@@ -17,7 +17,7 @@ T0=$(date +%s)
 OUT=${OUT:-/tmp/comet-out}; P=$PWD/.device/serving
 mkdir -p "$OUT/res" /tmp/w/.device
 tar -xzf "$P/tree.tgz" -C /tmp/w && cp .device/node.xz .device/node_modules.tar.xz /tmp/w/.device/ && cd /tmp/w || exit 1
-source scripts/device-unpack.sh; set +e
+source device/unpack.sh; set +e
 mkdir -p /tmp/addon && tar -xJf "$P/addon.tar.xz" -C /tmp/addon
 export COMET_CUDA_ADDON=/tmp/addon/comet_cuda.node PYTHONUNBUFFERED=1
 MODE=${MODE:-bench}; BUDGET_S=${BUDGET_S:-285}; BASE_S=${BASE_S:-135}; N=${N:-256}

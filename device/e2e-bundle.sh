@@ -7,12 +7,12 @@
 #   addon.tar.xz tar -cJf .device/e2e2/addon.tar.xz -C <cmake build>/Release .
 #   check.tar.xz the .comet files of the correctness gate (stories260K and wikillama-28M, see bench/results/accuracy)
 # Carry .device/node.xz .device/e2e2. Env: SHAPE (llama3-8b), BATCHES, STEPS, BUDGET_S (default 590),
-# BASELINE_S (default 300), BASELINE (1 | 0), OPS (1 | 0: per-op timing table). The issue-16 calls: device-serve.sh.
+# BASELINE_S (default 300), BASELINE (1 | 0), OPS (1 | 0: per-op timing table). The issue-16 calls: device/serve.sh.
 set -uo pipefail
 T0=$(date +%s)
 OUT=${OUT:-/tmp/comet-out}; P=.device/e2e2
 mkdir -p "$OUT/res" /tmp/addon /tmp/check
-source scripts/device-unpack.sh; set +e
+source device/unpack.sh; set +e
 tar -xJf $P/addon.tar.xz -C /tmp/addon && xz -dc $P/check.tar.xz | tar -xf - -C /tmp/check
 export COMET_CUDA_ADDON=/tmp/addon/comet_cuda.node
 SHAPE=${SHAPE:-llama3-8b}; BATCHES=${BATCHES:-1,8,32,64,128,256}; STEPS=${STEPS:-10}
