@@ -602,9 +602,9 @@ export class WebGPUBackend implements Backend {
   }
   /** cos/sin of every (token, frequency): exactly the simulator's f32 angle and its f64 cos/sin, rounded */
   private ropeTable(pos: Int32Array, spec: RopeSpec): Float32Array {
-    const key = `${spec.headDim}:${spec.theta}`, half = spec.headDim / 2, T = pos.length;
+    const key = `${spec.headDim}:${spec.theta}:${JSON.stringify(spec.scaling ?? null)}`, half = spec.headDim / 2, T = pos.length;
     let freqs = this.ropeFreqs.get(key);
-    if (!freqs) this.ropeFreqs.set(key, (freqs = ropeFreqs(spec.headDim, spec.theta)));
+    if (!freqs) this.ropeFreqs.set(key, (freqs = ropeFreqs(spec.headDim, spec.theta, spec.scaling)));
     const cs = new Float32Array(T * half * 2);
     for (let t = 0; t < T; t++)
       for (let i = 0; i < half; i++) {

@@ -13,7 +13,7 @@ set -uo pipefail
 T0=$(date +%s)
 OUT=${OUT:-/tmp/comet-out}
 mkdir -p "$OUT"
-source scripts/device-unpack.sh
+source device/unpack.sh
 set +e
 for a in addon addon-base; do [ -f .device/ops/$a.tar.xz ] && mkdir -p /tmp/$a && tar -xJf .device/ops/$a.tar.xz -C /tmp/$a; done
 export COMET_CUDA_ADDON=/tmp/addon/comet_cuda.node
@@ -23,14 +23,14 @@ el() { echo $(( $(date +%s) - T0 )); }
 date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 
 echo "=== tests (cuda) [$(el) s]"
-COMET_TEST_CUDA=1 timeout 150 node node_modules/vitest/vitest.mjs run test/ops.test.ts test/cuda-decode-ops.test.ts > "$OUT/ops.log" 2>&1; echo "rc=$?"
+COMET_TEST_CUDA=1 timeout 150 node node_modules/vitest/vitest.mjs run test/ops.test.ts > "$OUT/ops.log" 2>&1; echo "rc=$?"
 grep -E "×|Tests |AssertionError|expected" "$OUT/ops.log" | head -30
 echo "--- f32 GEMM kernels forced onto the small matmul shapes" >> "$OUT/ops.log"
 COMET_GEMM_F32=f32 COMET_TEST_CUDA=1 timeout 60 node node_modules/vitest/vitest.mjs run test/ops.test.ts -t "cuda.*matmul f32" >> "$OUT/ops.log" 2>&1; echo "f32-forced rc=$?"
 grep -E "×|Tests " "$OUT/ops.log" | tail -3
 # (the "bit-equal" cases are the simulator-exact kernel's, ops_attention_exact.cu: not switched here)
 if grep -E "×" "$OUT/ops.log" | grep -v "bit-equal" | grep -qE "attention kv4|KV4 attention|ragged"; then  # the ring, then the path
-  COMET_ATTN_TC_PIPE=0 COMET_TEST_CUDA=1 timeout 90 node node_modules/vitest/vitest.mjs run test/ops.test.ts test/cuda-decode-ops.test.ts -t "attention|ragged" > "$OUT/ops-nopipe.log" 2>&1
+  COMET_ATTN_TC_PIPE=0 COMET_TEST_CUDA=1 timeout 90 node node_modules/vitest/vitest.mjs run test/ops.test.ts -t "cuda.*attention" > "$OUT/ops-nopipe.log" 2>&1
   if grep -E "×" "$OUT/ops-nopipe.log" | grep -qv "bit-equal"; then export COMET_ATTN_TC=0; echo "attention (tensor cores) failed: COMET_ATTN_TC=0"
   else export COMET_ATTN_TC_PIPE=0; echo "attention ring failed, registers pass: COMET_ATTN_TC_PIPE=0"; fi
 fi
@@ -38,7 +38,7 @@ if grep -qE "×.*matmul f32 T=(12|16|20|32) " "$OUT/ops.log"; then export COMET_
 if grep -qE "×.*matmul f32 T=(40|256|128) " "$OUT/ops.log"; then export COMET_GEMM_F32_TILE=old; echo "8x8 tile failed: COMET_GEMM_F32_TILE=old"; fi
 if grep -qE "×.*rmsnorm_quant" "$OUT/ops.log"; then export COMET_RMSNORM_QUANT_LEGACY=1; echo "rmsnorm_quant failed: legacy kernel"; fi
 echo "=== cuda e2e [$(el) s]"
-COMET_TEST_CUDA=1 timeout 150 node node_modules/vitest/vitest.mjs run test/cuda-e2e.test.ts > "$OUT/e2e.log" 2>&1; echo "rc=$?"
+COMET_TEST_CUDA=1 timeout 150 node node_modules/vitest/vitest.mjs run test/e2e.test.ts -t "on cuda" > "$OUT/e2e.log" 2>&1; echo "rc=$?"
 grep -E "✓|×|Tests |first difference" "$OUT/e2e.log" | head -12
 
 bench() {  # $1 name, $2 addon dir, $3 timeout (s)

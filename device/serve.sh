@@ -7,9 +7,11 @@
 # Here first (the tree as it will be on main, the addon built from it, node packed):
 #   cmake -S cuda -B /tmp/build-serving -DCMAKE_BUILD_TYPE=Release && cmake --build /tmp/build-serving -j2
 #   P=/work/main/.device/serving; mkdir -p $P && tar -cJf $P/addon.tar.xz -C /tmp/build-serving/Release .
-#   git ls-files -co --exclude-standard | tar -czf $P/tree.tgz -T -
+#   git ls-files -co --exclude-standard | grep -v '^node_modules$' | tar -czf $P/tree.tgz -T -
 #   comet quantize --model models/stories260K.bin --calib <text> --block 32 --out $P/s260k-w4a4kv4.comet (the gate)
-# Carry .device/node.xz .device/node_modules.tar.xz .device/serving. Env: MODE (bench | checks), BUDGET_S (285),
+# Carry .device/node.xz .device/node_modules.tar.xz .device/serving; the call's command:
+#   mkdir -p /tmp/w && tar -xzf .device/serving/tree.tgz -C /tmp/w device/serve.sh && MODE=bench bash /tmp/w/device/serve.sh
+# Env: MODE (bench | checks), BUDGET_S (285),
 # BASE_S (baselines' deadline, 135), N (requests of the throughput run, 256), BATCHES (1,16,64,256), STEP_TOKENS (4096).
 # $OUT gets at most 8 files back: bench: res/ (md, json, 2 svg), bench.log, baseline.log, baseline.json.
 set -uo pipefail
@@ -17,7 +19,7 @@ T0=$(date +%s)
 OUT=${OUT:-/tmp/comet-out}; P=$PWD/.device/serving
 mkdir -p "$OUT/res" /tmp/w/.device
 tar -xzf "$P/tree.tgz" -C /tmp/w && cp .device/node.xz .device/node_modules.tar.xz /tmp/w/.device/ && cd /tmp/w || exit 1
-source scripts/device-unpack.sh; set +e
+source device/unpack.sh; set +e
 mkdir -p /tmp/addon && tar -xJf "$P/addon.tar.xz" -C /tmp/addon
 export COMET_CUDA_ADDON=/tmp/addon/comet_cuda.node PYTHONUNBUFFERED=1
 MODE=${MODE:-bench}; BUDGET_S=${BUDGET_S:-285}; BASE_S=${BASE_S:-135}; N=${N:-256}
