@@ -250,10 +250,6 @@ OP(AttentionF32, comet_attention_f32(a.ptr<float>(0), a.ptr<float>(1), a.ptr<flo
 OP(AttentionKv4, comet_attention_kv4(a.ptr<float>(0), a.ptr<uint8_t>(1), stepAt(a, 2), geomAt(a, 7), a.i32(11),
                                      a.i32(12), a.ptr(13), a.ptr<float>(14), g_stream))
 
-// attentionKv4Exact(q, cache, step x5, geom x4, nHeads, maxLen, ws, out): as attentionKv4, simulator-exact
-OP(AttentionKv4Exact, comet_attention_kv4_exact(a.ptr<float>(0), a.ptr<uint8_t>(1), stepAt(a, 2), geomAt(a, 7),
-                                                a.i32(11), a.i32(12), a.ptr(13), a.ptr<float>(14), g_stream))
-
 /** hostAlloc(bytes) -> ArrayBuffer over page-locked memory (uploads from it can be captured in a graph) */
 Napi::Value HostAlloc(const Napi::CallbackInfo& info) {
   void* p = nullptr;
@@ -321,7 +317,6 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   EXPORT("hostAlloc", HostAlloc);
   EXPORT("profMark", ProfMark);
   EXPORT("profRead", ProfRead);
-  EXPORT("attentionKv4Exact", AttentionKv4Exact);
 #undef EXPORT
   return exports;
 }

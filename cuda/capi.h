@@ -158,21 +158,16 @@ typedef struct {
 int comet_kv_append_f32(float* kc, float* vc, const float* k, const float* v, comet_step st, comet_kv_geom g,
                         void* stream);
 int comet_kv_append_kv4(uint8_t* cache, const float* k, const float* v, comet_step st, comet_kv_geom g, void* stream);
-/** Bytes of f64 workspace attention needs for T tokens, n_heads heads, positions up to max_len. */
+/** Bytes of workspace attention needs for T tokens, n_heads heads, positions up to max_len (f32 or kv4 cache). */
 size_t comet_attention_workspace(int T, int n_heads, int head_dim, int max_len);
 /** out [T][n_heads*hd] = softmax(q k^T / sqrt(hd)) v over positions 0..pos[t] of the token's sequence, GQA.
  *  Split over the sequence (flash-decoding): partial (max, sum, acc) per split in `ws`, then one combine. */
 int comet_attention_f32(const float* q, const float* kc, const float* vc, comet_step st, comet_kv_geom g,
                         int n_heads, int max_len, void* ws, float* out, void* stream);
+/** KV4: the contract of simulator/kernels/attention_kv4.ts (DESIGN §3.5.1), bit for bit: q as INT8 per (token,
+ *  head), integer q·k and P·V, chunks of 64 keys, segments of 256 (cuda/ops_attention.cu). */
 int comet_attention_kv4(const float* q, const uint8_t* cache, comet_step st, comet_kv_geom g, int n_heads,
                         int max_len, void* ws, float* out, void* stream);
-
-/** comet_attention_kv4 computed as the simulator computes it (cuda/ops_attention_exact.cu): each element dequantized
- *  in f32 as kv4.ts does, then f64 dot products, scale, exp, sums and P·V; outputs equal the simulator's bit for bit
- *  up to f64 near-ties. Same arguments and workspace (comet_attention_workspace); geometries it does not cover
- *  (head_dim not 32/64/128/256, GQA group not 1/2/4/8, group % 8 != 0) run comet_attention_kv4. */
-int comet_attention_kv4_exact(const float* q, const uint8_t* cache, comet_step st, comet_kv_geom g, int n_heads,
-                              int max_len, void* ws, float* out, void* stream);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -170,87 +170,8 @@ __global__ void __launch_bounds__(256) gemm_tiled_kernel(const float* __restrict
 }
 
 // ---- f32 GEMM, f32 FMA: the large problems (an LLM classifier: 128256 x 4096 f32 weights, 2 GB a step) --------
-// Weights are read once, 16 bytes per load, a tile of BN = 128 rows x BK = 32 channels per step (the next tile
-// in registers while this one is multiplied); x tiles of BT = 16·TT tokens; 256 threads, each TT tokens x 8
-// rows of outputs. f32 sums (DESIGN §3.7 tier 3). Used when T·N·K > 2^27 (so tiny models keep the f64 path
-// above, bit-close to the simulator) and K % 4 == 0; COMET_GEMM_F32=f64|f32 forces one path (tests).
-constexpr int FB_N = 128, FB_K = 32;
-
-template <int TT>
-__global__ void __launch_bounds__(256) gemm_f32_fast(const float* __restrict__ x, int T, int K,
-                                                     const float* __restrict__ w, int N, float* __restrict__ y) {
-  constexpr int BT = 16 * TT;
-  __shared__ __align__(16) float xs[FB_K][BT + 4];
-  __shared__ __align__(16) float ws[FB_K][FB_N + 4];
-  const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
-  const int n0 = blockIdx.y * FB_N, m0 = blockIdx.x * BT;  // token tiles of one weight tile adjacent: L2 reuse
-  // loads: w tile 128 x 32 = 1024 float4, 4 per thread; x tile BT x 32 = 8·BT float4
-  constexpr int WL = FB_N * FB_K / 4 / 256, XL = (BT * FB_K / 4 + 255) / 256;
-  float4 rw[WL], rx[XL];
-  auto load = [&](int k0) {
-#pragma unroll
-    for (int i = 0; i < WL; i++) {
-      const int u = tid + 256 * i, r = u >> 3, c = (u & 7) * 4, n = n0 + r, k = k0 + c;
-      rw[i] = (n < N && k < K) ? __ldg((const float4*)(w + (size_t)n * K + k)) : make_float4(0, 0, 0, 0);
-    }
-#pragma unroll
-    for (int i = 0; i < XL; i++) {
-      const int u = tid + 256 * i, r = u >> 3, c = (u & 7) * 4, m = m0 + r, k = k0 + c;
-      rx[i] = (u < BT * FB_K / 4 && m < T && k < K) ? *(const float4*)(x + (size_t)m * K + k) : make_float4(0, 0, 0, 0);
-    }
-  };
-  auto store = [&]() {
-#pragma unroll
-    for (int i = 0; i < WL; i++) {
-      const int u = tid + 256 * i, r = u >> 3, c = (u & 7) * 4;
-      ws[c][r] = rw[i].x, ws[c + 1][r] = rw[i].y, ws[c + 2][r] = rw[i].z, ws[c + 3][r] = rw[i].w;
-    }
-#pragma unroll
-    for (int i = 0; i < XL; i++) {
-      const int u = tid + 256 * i, r = u >> 3, c = (u & 7) * 4;
-      if (u < BT * FB_K / 4) xs[c][r] = rx[i].x, xs[c + 1][r] = rx[i].y, xs[c + 2][r] = rx[i].z, xs[c + 3][r] = rx[i].w;
-    }
-  };
-  float acc[TT][8];
-#pragma unroll
-  for (int i = 0; i < TT; i++)
-#pragma unroll
-    for (int j = 0; j < 8; j++) acc[i][j] = 0.f;
-  load(0);
-  for (int k0 = 0; k0 < K; k0 += FB_K) {
-    __syncthreads();
-    store();
-    __syncthreads();
-    if (k0 + FB_K < K) load(k0 + FB_K);
-#pragma unroll 8
-    for (int c = 0; c < FB_K; c++) {
-      float a[TT];
-      if constexpr (TT == 4) {
-        const float4 v = *(const float4*)&xs[c][ty * 4];
-        a[0] = v.x, a[1] = v.y, a[2] = v.z, a[3] = v.w;
-      } else {
-#pragma unroll
-        for (int i = 0; i < TT; i++) a[i] = xs[c][ty * TT + i];
-      }
-      const float4 b0 = *(const float4*)&ws[c][tx * 8], b1 = *(const float4*)&ws[c][tx * 8 + 4];
-      const float b[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
-#pragma unroll
-      for (int i = 0; i < TT; i++)
-#pragma unroll
-        for (int j = 0; j < 8; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-    }
-  }
-#pragma unroll
-  for (int i = 0; i < TT; i++) {
-    const int m = m0 + ty * TT + i;
-    if (m >= T) continue;
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-      const int n = n0 + tx * 8 + j;
-      if (n < N) y[(size_t)m * N + n] = acc[i][j];
-    }
-  }
-}
+// f32 sums (DESIGN §3.7 tier 3). Used when T·N·K > 2^27 (so tiny models keep the f64 path above, bit-close to the
+// simulator) and K % 4 == 0: T <= 8 the streaming GEMV, 8 < T <= 16 the chunked GEMV, T > 16 the 8x8 tile.
 
 // Decode-size T (<= 8): a streaming GEMV. x [T][K] is staged whole in shared memory (dynamic, K·TT·4 bytes);
 // each warp owns GV_R rows and streams them with 16-byte loads, GV_U of them in flight per row per lane
@@ -415,7 +336,7 @@ __global__ void __launch_bounds__(128) gemm_f32_8x8(const float* __restrict__ x,
   }
 }
 
-// 8 < T <= 16 (COMET_GEMV_MAX_T=32 extends it to 32; measured slower there than the 8x8 tile below): the same
+// 8 < T <= 16 (measured slower than the 8x8 tile below at T = 32): the same
 // streaming GEMV, x staged in shared memory a K-chunk at a time ([TT][KC] f32, 128 KiB:
 // KC = 2048 channels at TT = 16, 1024 at TT = 32), so every weight is still read once, by one warp, with 16-byte
 // loads (GC_R rows x GC_U float4 in flight per lane), and each x value read from shared memory serves GC_R rows.
@@ -504,39 +425,20 @@ static int launch_gemv_chunk(const float* x, int T, int K, const float* w, int N
   return check_launch("gemm_f32 (gemv chunk)");
 }
 
-static int gemm_f32_mode() {  // 0 auto, 1 always f64, 2 always f32 (where K % 4 == 0)
-  static const int mode = [] {
-    const char* e = getenv("COMET_GEMM_F32");
-    return !e ? 0 : !strcmp(e, "f64") ? 1 : !strcmp(e, "f32") ? 2 : 0;
-  }();
-  return mode;
-}
-
 extern "C" int comet_gemm_f32(const float* x, int T, int K, const float* w, int N, float* y, void* stream) {
   if (T == 0 || N == 0) return 0;
-  const int mode = gemm_f32_mode();
   const bool aligned = K % 4 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0;
-  if (aligned && (mode == 2 || (mode == 0 && (double)T * N * K > (double)(1 << 27)))) {
-    if (T <= 8 && (size_t)8 * K * 4 <= 200 << 10 && !getenv("COMET_GEMV_TILED")) {
+  if (aligned && (double)T * N * K > (double)(1 << 27)) {
+    if (T <= 8 && (size_t)8 * K * 4 <= 200 << 10) {
       if (T == 1) return launch_gemv_fast<1>(x, T, K, w, N, y, stream);
       if (T == 2) return launch_gemv_fast<2>(x, T, K, w, N, y, stream);
       if (T <= 4) return launch_gemv_fast<4>(x, T, K, w, N, y, stream);
       return launch_gemv_fast<8>(x, T, K, w, N, y, stream);
     }
-    // T = 17..32 goes to the 8x8 tile: measured 1.66 ms at T = 64 against 2.22 for the chunked GEMV at T = 32
-    static const int gemv_max = getenv("COMET_GEMV_MAX_T") ? atoi(getenv("COMET_GEMV_MAX_T")) : 16;
-    if (T <= gemv_max && !getenv("COMET_GEMV_TILED")) {
-      if (T <= 16) return launch_gemv_chunk<16>(x, T, K, w, N, y, stream);
-      if (T <= 32) return launch_gemv_chunk<32>(x, T, K, w, N, y, stream);
-    }
-    static const bool t8 = !(getenv("COMET_GEMM_F32_TILE") && !strcmp(getenv("COMET_GEMM_F32_TILE"), "old"));
-    if (t8 && T > 16) {
-      gemm_f32_8x8<<<dim3(cdiv(T, G8_T), cdiv(N, G8_N)), 128, 0, S(stream)>>>(x, T, K, w, N, y);
-      return check_launch("gemm_f32 (8x8 tile)");
-    }
-    if (T <= 16) gemm_f32_fast<1><<<dim3(1, cdiv(N, FB_N)), 256, 0, S(stream)>>>(x, T, K, w, N, y);
-    else gemm_f32_fast<4><<<dim3(cdiv(T, 64), cdiv(N, FB_N)), 256, 0, S(stream)>>>(x, T, K, w, N, y);
-    return check_launch("gemm_f32 (f32)");
+    if (T <= 16) return launch_gemv_chunk<16>(x, T, K, w, N, y, stream);
+    // T = 17..32 too: measured 1.66 ms at T = 64 against 2.22 for the chunked GEMV at T = 32 (H100)
+    gemm_f32_8x8<<<dim3(cdiv(T, G8_T), cdiv(N, G8_N)), 128, 0, S(stream)>>>(x, T, K, w, N, y);
+    return check_launch("gemm_f32 (8x8 tile)");
   }
   if (T <= 2 * GEMV_T) {
     gemv_kernel<<<cdiv(N, 8), 256, 0, S(stream)>>>(x, T, K, w, N, y);

@@ -59,9 +59,6 @@ export interface CudaAddon {
   profRead(): Float32Array;
   /** page-locked host memory as an ArrayBuffer (never freed) */
   hostAlloc(bytes: number): ArrayBuffer;
-  /** attentionKv4 computed as the simulator does (f32 dequantization, f64 math): bit-equal outputs. Optional: an
-   *  addon built before it has none, and the backend runs attentionKv4. */
-  attentionKv4Exact?(q: Ptr, cache: Ptr, ...rest: number[]): void;
 }
 
 /** Where the addon is: $COMET_CUDA_ADDON, else build/Release/comet_cuda.node of this package. */

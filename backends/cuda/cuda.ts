@@ -178,10 +178,6 @@ export class CudaBackend implements Backend {
   /** per-op timing (setOpTiming): names of the profiled launches in order, and totals per name */
   private prof?: { names: string[]; totals: Map<string, { ms: number; n: number }> };
   private readonly weightNames = new Map<Ptr, string>();
-  /** KV4 attention kernel: false = the simulator-exact one (f64, greedy tokens equal the simulator's), true = the
-   *  f32 kernels (DESIGN §3.7 tier 3, faster at large batch). From COMET_ATTN_FAST=1 at creation; settable (the
-   *  e2e benchmark times both). A captured step keeps the kernel it was captured with. */
-  fastAttention = process.env.COMET_ATTN_FAST === '1';
 
   constructor(addon: CudaAddon, readonly device: DeviceFacts) {
     this.addon = this.profiled(addon);
@@ -196,11 +192,11 @@ export class CudaBackend implements Backend {
   /** The addon with every kernel-launching call wrapped: when op timing is on, each call is preceded by a
    *  spin kernel and bracketed by events (cuda/ops_float.cu), so the pair times that op's GPU work alone. */
   private profiled(raw: CudaAddon): CudaAddon {
-    const ops = ['embed', 'rmsnorm', 'add', 'siluMul', 'rope', 'gemmF32', 'rows', 'argmax', 'quantizeAct', 'rmsnormQuant', 'siluMulQuant', 'kvAppendF32', 'kvAppendKv4', 'attentionF32', 'attentionKv4', 'attentionKv4Exact', 'gemmW4ax', 'gemmW4axMany'] as const;
+    const ops = ['embed', 'rmsnorm', 'add', 'siluMul', 'rope', 'gemmF32', 'rows', 'argmax', 'quantizeAct', 'rmsnormQuant', 'siluMulQuant', 'kvAppendF32', 'kvAppendKv4', 'attentionF32', 'attentionKv4', 'gemmW4ax', 'gemmW4axMany'] as const;
     const out = { ...raw } as Record<string, unknown>;
     for (const k of ops) {
       const f = raw[k] as ((...a: unknown[]) => void) | undefined;
-      if (!f) continue; // optional in an older addon (attentionKv4Exact, gemmW4axMany)
+      if (!f) continue; // optional in an older addon (gemmW4axMany)
       out[k] = (...a: unknown[]) => {
         const p = this.prof;
         if (!p) return f(...a);
@@ -631,9 +627,7 @@ export class CudaBackend implements Backend {
     const len = this.launchLen(d, s); // from the layout's shape (captured steps replay at other positions)
     const ws = this.tmp(this.addon.attentionWorkspace(d.T, nHeads, s.headDim, len));
     const qp = this.checkF32(q, 'attention').ptr;
-    const exact = !this.fastAttention && this.addon.attentionKv4Exact !== undefined; // an older addon has only the f32 kernels
-    if (s.dtype === 'kv4' && exact) this.addon.attentionKv4Exact!(qp, base, ...this.stepArgs(d, s), nHeads, len, ws, out.ptr);
-    else if (s.dtype === 'kv4') this.addon.attentionKv4(qp, base, ...this.stepArgs(d, s), nHeads, len, ws, out.ptr);
+    if (s.dtype === 'kv4') this.addon.attentionKv4(qp, base, ...this.stepArgs(d, s), nHeads, len, ws, out.ptr);
     else this.addon.attentionF32(qp, base, base + c.layerBytes / 2, ...this.stepArgs(d, s), nHeads, len, ws, out.ptr);
     return out;
   }

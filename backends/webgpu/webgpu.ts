@@ -66,10 +66,9 @@ const PIPES = {
   rope: { family: 'rope', entry: 'rope', bind: ['uniform', 'read', 'read', 'write'] },
   kv_append_f32: { family: 'kv_append', entry: 'append_f32', bind: ['uniform', 'read', 'read', 'read', 'write'] },
   kv_append_kv4: { family: 'kv_append', entry: 'append_kv4', bind: ['uniform', 'read', 'read', 'read', 'write'] },
-  attention_f32: { family: 'attention', entry: 'attention', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { KV4: 0 } },
-  attention_kv4: { family: 'attention', entry: 'attention', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { KV4: 1 } },
-  attention_serial_f32: { family: 'attention', entry: 'attention_serial', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { KV4: 0 } },
-  attention_serial_kv4: { family: 'attention', entry: 'attention_serial', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { KV4: 1 } },
+  attention_f32: { family: 'attention', entry: 'attention', bind: ['uniform', 'read', 'read', 'read', 'write'] },
+  attention_serial_f32: { family: 'attention', entry: 'attention_serial', bind: ['uniform', 'read', 'read', 'read', 'write'] },
+  attention_kv4: { family: 'attention', entry: 'attention_kv4', bind: ['uniform', 'read', 'read', 'read', 'write'] },
   add: { family: 'elementwise', entry: 'add', bind: ['uniform', 'read', 'read', 'write'] },
   silu_mul: { family: 'elementwise', entry: 'silu_mul', bind: ['uniform', 'read', 'read', 'write'] },
   embed: { family: 'embed', entry: 'embed', bind: ['uniform', 'read', 'read', 'write'] },
@@ -478,12 +477,13 @@ export class WebGPUBackend implements Backend {
     const lw = this.layoutWords(layout);
     const lay = this.stream.upload(lw.words);
     const out = this.f32(q.shape);
-    const params = [...this.cacheParams(c, T, lw), f32bits(1 / Math.sqrt(s.headDim))];
+    // scale: 1/sqrt(hd) for the f32 cache, the KV4 contract's f32(log2(e)/sqrt(hd))
+    const params = [...this.cacheParams(c, T, lw), f32bits(s.dtype === 'kv4' ? Math.LOG2E / Math.sqrt(s.headDim) : 1 / Math.sqrt(s.headDim))];
     params.splice(1, 0, nHeads); // P: T, nHeads, nKv, ...
     const res: Res[] = [qt.buf, lay, { buffer: c.buf, offset: layer * c.layerStride, size: c.layerBytes }, out.buf];
-    if ((this.opts.attention ?? (this.cpu ? 'serial' : 'workgroup')) === 'serial')
-      this.run(s.dtype === 'kv4' ? 'attention_serial_kv4' : 'attention_serial_f32', params, res, ...grid1(T * nHeads, 64));
-    else this.run(s.dtype === 'kv4' ? 'attention_kv4' : 'attention_f32', params, res, T, nHeads);
+    if (s.dtype === 'kv4') this.run('attention_kv4', params, res, ...grid1(T * nHeads, 64));
+    else if ((this.opts.attention ?? (this.cpu ? 'serial' : 'workgroup')) === 'serial') this.run('attention_serial_f32', params, res, ...grid1(T * nHeads, 64));
+    else this.run('attention_f32', params, res, T, nHeads);
     return out;
   }
   private elementwise(name: 'add' | 'silu_mul', a: Tensor, b: Tensor): Tensor {
