@@ -1,7 +1,7 @@
 // Loaders: real checkpoints in ../shared/models (DESIGN §8), round trips through our writers, and corrupt
 // input that must fail with a CometError naming the file and what is wrong.
 
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -351,5 +351,20 @@ describe('loadModel dispatch and findTokenizerPath', () => {
     expect(findTokenizerPath(join(dir, 'model.bin'))).toBe(join(dir, 'tok512.bin'));
     writeFileSync(join(dir, 'tokenizer.bin'), '');
     expect(findTokenizerPath(join(dir, 'model.bin'))).toBe(join(dir, 'tokenizer.bin'));
+  });
+});
+
+describe('loaders layout', () => {
+  // formats/ (and bytes.ts, source.ts) reach the browser bundle: a node:* import there breaks comet/web.
+  // And the Node loaders import formats/ and model.ts, never the dispatcher (index.ts) that imports them.
+  const dir = fileURLToPath(new URL('../src/loaders/', import.meta.url));
+  const imports = (f: string) => [...readFileSync(join(dir, f), 'utf8').matchAll(/^import .* from '([^']+)';$/gm)].map((m) => m[1]);
+  it('the browser-safe parsers import nothing from Node', () => {
+    for (const f of ['bytes.ts', 'source.ts', ...readdirSync(join(dir, 'formats')).map((x) => `formats/${x}`)])
+      expect(imports(f).filter((m) => m.startsWith('node:') || /file-source|\/index\.ts$/.test(m)), f).toEqual([]);
+  });
+  it('no loader imports index.ts (no cycle through the dispatcher) or src/quant', () => {
+    for (const f of readdirSync(dir).filter((x) => x.endsWith('.ts') && x !== 'index.ts'))
+      expect(imports(f).filter((m) => m === './index.ts' || m.includes('/quant/')), f).toEqual([]);
   });
 });

@@ -20,17 +20,17 @@ import { join } from 'node:path';
 import type { HostWeight } from '../../backends/backend.ts';
 import { CometError } from '../errors.ts';
 import { type LlamaConfig, weightNames } from '../model/config.ts';
-import type { QuantMeta } from '../quant/quantize.ts';
-import type { LoadedModel } from './index.ts';
+import { COMET_FORMAT_VERSION, parseComet } from './formats/comet.ts';
+import type { LoadedModel } from './model.ts';
 import { SafetensorsFile, type StTensor, writeSafetensors } from './safetensors.ts';
-import { COMET_FORMAT_VERSION, parseComet } from './bytes.ts';
 
 export const COMET_VERSION = COMET_FORMAT_VERSION;
 
 export interface CometContents {
   config: LlamaConfig;
   weights: Map<string, HostWeight>;
-  quant: QuantMeta;
+  /** the quantizer's record (src/quant QuantMeta), written as JSON; the format itself reads kv and kvGroup */
+  quant: { kv: 'f32' | 'kv4'; kvGroup: number };
   weightError: Record<string, number>;
   tokenizer: { main: string; files: Array<{ name: string; bytes: Uint8Array }> };
 }
@@ -64,7 +64,7 @@ export function writeComet(path: string, m: CometContents): void {
   renameSync(tmp, path); // never leave a half-written .comet under the final name
 }
 
-/** Load a .comet file: the one parser of the format (bytes.ts parseComet, shared with the browser) over the
+/** Load a .comet file: the one parser of the format (formats/comet.ts parseComet, shared with the browser) over the
  *  file, then the embedded tokenizer extracted to a cache directory for loadTokenizer. */
 export async function loadComet(path: string): Promise<LoadedModel> {
   const st = SafetensorsFile.open(path);

@@ -6,24 +6,16 @@
 
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import type { HostWeight } from '../../backends/backend.ts';
 import { CometError } from '../errors.ts';
-import type { LlamaConfig } from '../model/config.ts';
-import { sniff } from './bytes.ts';
 import { loadComet } from './comet.ts';
 import { fileSource } from './file-source.ts';
+import { isSafetensors } from './formats/safetensors.ts';
 import { readHF } from './hf.ts';
 import { readLlama2c } from './llama2c.ts';
+import type { LoadedModel } from './model.ts';
 import { SafetensorsFile } from './safetensors.ts';
 
-export interface LoadedModel {
-  config: LlamaConfig;
-  weights: Map<string, HostWeight>; // internal names (src/model/config.ts weightNames)
-  format: 'llama2c' | 'hf' | 'comet';
-  path: string;
-  tokenizerPath?: string;
-  meta?: Record<string, unknown>;
-}
+export type { LoadedModel } from './model.ts';
 
 export async function loadModel(path: string): Promise<LoadedModel> {
   if (!existsSync(path)) throw new CometError(`model not found: ${path}`, 'not_found');
@@ -36,7 +28,7 @@ export async function loadModel(path: string): Promise<LoadedModel> {
     const { config, weights, dtypes } = readHF(path);
     return { config, weights, format: 'hf', path, tokenizerPath: findTokenizerPath(path), meta: { dtypes } };
   }
-  if (sniffFile(path) === 'safetensors') {
+  if (isSafetensors(head(path, 9))) {
     const st = SafetensorsFile.open(path);
     const isComet = st.metadata.format === 'comet';
     st.close();
@@ -47,11 +39,11 @@ export async function loadModel(path: string): Promise<LoadedModel> {
   return { config, weights, format: 'llama2c', path, tokenizerPath: findTokenizerPath(path), meta: { version, dtypes: { F32: weights.size } } };
 }
 
-/** bytes.ts' sniff on the first 9 bytes of a file. */
-function sniffFile(path: string): 'safetensors' | 'llama2c' {
+/** The first (up to) n bytes of a file. */
+function head(path: string, n: number): Uint8Array {
   const src = fileSource(path, 'model file');
   try {
-    return sniff(src.read(0, Math.min(9, src.size)));
+    return src.read(0, Math.min(n, src.size));
   } finally {
     src.close();
   }

@@ -1,13 +1,13 @@
-// llama2.c checkpoints (karpathy/llama2.c) on disk: readLlama2c is bytes.ts' parseLlama2c (the one parser,
-// browser and Node alike) over a file descriptor; writeLlama2c writes v0 (as run.c reads it) or v1. Both
-// layouts are in bytes.ts' llama2.c section.
+// llama2.c checkpoints (karpathy/llama2.c) on disk: readLlama2c is formats/llama2c.ts' parseLlama2c (the one
+// parser, browser and Node alike) over a file descriptor; writeLlama2c writes v0 (as run.c reads it) or v1.
+// Both layouts are in formats/llama2c.ts.
 
 import { closeSync, openSync } from 'node:fs';
 import type { HostWeight } from '../../backends/backend.ts';
 import { CometError } from '../errors.ts';
 import { type LlamaConfig, weightShape } from '../model/config.ts';
-import { LLAMA2C_MAGIC, LLAMA2C_V1_HEADER, type Llama2cCheckpoint, llama2cLayout, parseLlama2c } from './bytes.ts';
 import { fileSource } from './file-source.ts';
+import { LLAMA2C_MAGIC, LLAMA2C_V1_HEADER, type Llama2cCheckpoint, llama2cLayout, parseLlama2c } from './formats/llama2c.ts';
 import { writeAll } from './safetensors.ts';
 
 export function readLlama2c(path: string): Llama2cCheckpoint {

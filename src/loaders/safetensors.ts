@@ -1,11 +1,12 @@
-// safetensors on disk: SafetensorsFile, the format's one reader (Safetensors, bytes.ts: header checks, typed
-// tensors) over a file descriptor (file-source.ts), so a 10 GB file is read one tensor at a time, never into
-// one buffer; and the writer (DESIGN §7: no good npm one exists). The file layout is in bytes.ts.
+// safetensors on disk: SafetensorsFile, the format's one reader (Safetensors, formats/safetensors.ts: header
+// checks, typed tensors) over a file descriptor (file-source.ts), so a 10 GB file is read one tensor at a time,
+// never into one buffer; and the writer (DESIGN §7: no good npm one exists). The file layout is in
+// formats/safetensors.ts.
 
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { CometError } from '../errors.ts';
-import { DTYPE_SIZE, Safetensors, type StDType } from './bytes.ts';
 import { fileSource } from './file-source.ts';
+import { DTYPE_SIZE, Safetensors, type StDType } from './formats/safetensors.ts';
 
 /** An open safetensors file (regular files only). Call close() when done (loaders do it in `finally`). */
 export class SafetensorsFile extends Safetensors {

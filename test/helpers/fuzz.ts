@@ -34,7 +34,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeLlama2c } from '../../src/loaders/llama2c.ts';
-import { DTYPE_SIZE } from '../../src/loaders/bytes.ts';
+import { DTYPE_SIZE } from '../../src/loaders/formats/safetensors.ts';
 import { writeSafetensors } from '../../src/loaders/safetensors.ts';
 import type { LlamaConfig } from '../../src/model/config.ts';
 import { weightNames, weightShape } from '../../src/model/config.ts';

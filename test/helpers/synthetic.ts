@@ -8,7 +8,7 @@ import type { HostWeight } from '../../backends/backend.ts';
 import { type LlamaConfig, weightNames, weightShape } from '../../src/model/config.ts';
 import { hfName, interleavedToRotateHalf } from '../../src/loaders/hf.ts';
 import { writeLlama2c } from '../../src/loaders/llama2c.ts';
-import type { StDType } from '../../src/loaders/bytes.ts';
+import type { StDType } from '../../src/loaders/formats/safetensors.ts';
 import { type StTensor, writeSafetensors } from '../../src/loaders/safetensors.ts';
 
 /** The stories15M shape (llama2.c's smallest public TinyStories model), for the CPU benchmark. */
