@@ -107,6 +107,8 @@ int comet_graph_destroy(void* exec);
 // ---- float ops (cuda/ops_float.cu). x [T][C] row-major f32; w [N][K] ([out, in]) -------------------------
 /** out [T][D] = table[tokens[t]] ; tokens [T] device int32, already checked to be < V */
 int comet_embed_f32(const float* table, int D, const int32_t* tokens, int T, float* out, void* stream);
+/** comet_embed_f32 with an f16 table [V][D] (bits; rows widened to f32, exactly). */
+int comet_embed_f16(const uint16_t* table, int D, const int32_t* tokens, int T, float* out, void* stream);
 /** llama2.c RMSNorm: ss = sum x^2 (f64); out = w * (x / sqrt(ss/C + eps)), f64 math, f32 store */
 int comet_rmsnorm_f32(const float* x, const float* w, int T, int C, double eps, float* out, void* stream);
 int comet_add_f32(const float* a, const float* b, size_t n, float* out, void* stream);
@@ -117,6 +119,8 @@ int comet_rope_f32(const float* x, int T, int n_heads, int head_dim, const int32
                    float* out, void* stream);
 /** y [T][N] = x [T][K] . w [N][K]^T, products and sums in f64 (the simulator's order up to f64 rounding) */
 int comet_gemm_f32(const float* x, int T, int K, const float* w, int N, float* y, void* stream);
+/** comet_gemm_f32 with f16 weights w [N][K] (bits; each read as the f32 it is exactly, the same sums). */
+int comet_gemm_f16w(const float* x, int T, int K, const uint16_t* w, int N, float* y, void* stream);
 /** out [R][C] = x[rows[r]]; rows device int32 */
 int comet_rows_f32(const float* x, int C, const int32_t* rows, int R, float* out, void* stream);
 /** out [R] = first index of the maximum of each row of x [R][C] */

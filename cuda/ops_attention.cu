@@ -345,7 +345,7 @@ __global__ void __launch_bounds__(KT) attn_kv4(Kv4Args a) {
   float segn[SL], totn[SL];
 #pragma unroll
   for (int i = 0; i < SL; i++) segn[i] = totn[i] = 0.f;
-  const bool shfl_path = G >= Gm::CK;  // a P1 thread's channels lie in one group
+  const bool shfl_path = HD >= 128 || G >= Gm::CK;  // a P1 thread's channels lie in one group (G >= hd/4 >= 32)
   __syncthreads();
 
   for (int ci = cbeg; ci < cend; ci++) {
@@ -390,7 +390,7 @@ __global__ void __launch_bounds__(KT) attn_kv4(Kv4Args a) {
             for (int wi = 0; wi < Gm::KW; wi++) {
               const int wd = part * Gm::KW + wi;
               const int ql = (int)s.qpk[h][wd][0], qh = (int)s.qpk[h][wd][1];
-              if (G >= 8) {
+              if (HD >= 32 || G >= 8) {
                 atomicAdd(&s.d[h][8 * wd / G][kk], __dp4a((int)hi[wi], qh, __dp4a((int)lo[wi], ql, 0)));
               } else {  // G = 2 or 4: G/2 bytes of lo and of hi per group
                 const uint32_t m0 = G == 4 ? 0xFFFFu : 0xFFu;
@@ -482,7 +482,7 @@ __global__ void __launch_bounds__(KT) attn_kv4(Kv4Args a) {
           for (int i = 0; i < 4; i++) vq[2 * i] = tb[i] & 0x0F0F0F0Fu, vq[2 * i + 1] = (tb[i] >> 4) & 0x0F0F0F0Fu;
 #pragma unroll
           for (int h = 0; h < GQ; h++) {
-            if (G >= 8) {
+            if (HD >= 32 || G >= 8) {  // G >= hd / 4
               const int g = 8 * wc / G;
               const uint32_t u01 = *(const uint32_t*)&s.u[h][g][k0], u23 = *(const uint32_t*)&s.u[h][g][k0 + 2];
 #pragma unroll
@@ -566,14 +566,33 @@ int launch_kv4(const Kv4Args& a, dim3 grid, cudaStream_t s) {
   return check_launch("attention (kv4)");
 }
 
+/** The instantiations: head_dim 8 (stories260K), 32, 64, 128, 256 with the GQA groups of the LLaMA family
+ *  (64: up to 16 query heads per KV head; 256: up to 2). */
 template <int HD>
 int launch_kv4_gq(const Kv4Args& a, int gq, dim3 grid, cudaStream_t s) {
   switch (gq) {
     case 1: return launch_kv4<HD, 1>(a, grid, s);
     case 2: return launch_kv4<HD, 2>(a, grid, s);
-    case 4: return launch_kv4<HD, 4>(a, grid, s);
-    case 8: return launch_kv4<HD, 8>(a, grid, s);
-    default: return launch_kv4<HD, 16>(a, grid, s);
+  }
+  if constexpr (HD <= 128) {
+    if (gq == 4) return launch_kv4<HD, 4>(a, grid, s);
+  }
+  if constexpr (HD == 64 || HD == 128) {
+    if (gq == 8) return launch_kv4<HD, 8>(a, grid, s);
+  }
+  if constexpr (HD == 64) {
+    if (gq == 16) return launch_kv4<HD, 16>(a, grid, s);
+  }
+  return set_error(COMET_EINVAL, "attention (kv4): %d query heads per KV head at head_dim %d not supported", gq, HD);
+}
+
+bool kv4_supported(int hd, int gq) {
+  switch (hd) {
+    case 8: case 32: return gq == 1 || gq == 2 || gq == 4;
+    case 64: return gq == 1 || gq == 2 || gq == 4 || gq == 8 || gq == 16;
+    case 128: return gq == 1 || gq == 2 || gq == 4 || gq == 8;
+    case 256: return gq == 1 || gq == 2;
+    default: return false;
   }
 }
 
@@ -620,14 +639,15 @@ extern "C" int comet_attention_kv4(const float* q, const uint8_t* cache, comet_s
   const int T = st.T, hd = g.head_dim, G = g.group, nkv = g.n_kv_heads;
   if (T == 0) return 0;
   const int gq = nkv > 0 && n_heads % nkv == 0 ? n_heads / nkv : 0;
-  const bool hd_ok = hd == 8 || hd == 16 || hd == 32 || hd == 64 || hd == 128 || hd == 256;
   const bool g_ok = G > 0 && hd % G == 0 && hd / G <= NGMAX && (G % 8 == 0 || G == 2 || G == 4);
-  if (!hd_ok || !(gq == 1 || gq == 2 || gq == 4 || gq == 8 || gq == 16) || gq * hd > 2048 || !g_ok)
+  const int P = g.page_size, cu = hd / 2 < 16 ? hd / 2 : 16;  // cp.async size of the code rows
+  const bool align_ok = P > 0 && ((size_t)P * hd + (size_t)8 * P * (g_ok ? hd / G : 1)) % cu == 0;
+  if (!kv4_supported(hd, gq) || !g_ok || !align_ok)
     return set_error(COMET_EINVAL,
-                     "attention (kv4): head_dim %d (8..256, a power of two), %d heads over %d KV heads (1, 2, 4, 8 or 16 "
-                     "per KV head, heads·head_dim <= 2048 per group), KV4 group %d (2, 4 or a multiple of 8, at least "
-                     "head_dim / %d) not supported",
-                     hd, n_heads, nkv, G, NGMAX);
+                     "attention (kv4): head_dim %d with %d query heads per KV head (%d over %d; head_dim 8, 32: 1, 2, 4; "
+                     "64: 1..16; 128: 1..8; 256: 1, 2), KV4 group %d (2, 4 or a multiple of 8, at least head_dim / %d), "
+                     "pages of %d not supported",
+                     hd, gq, n_heads, nkv, G, NGMAX, P);
   if (max_len <= 0) return set_error(COMET_EINVAL, "attention (kv4): max_len %d", max_len);
   const int nseg = (max_len + SEG - 1) / SEG;
   Kv4Args a{q, cache, st, g, n_heads, T * nkv < SPLIT_BELOW && nseg > 1, nseg, (float)(1.4426950408889634 / sqrt((double)hd)), (float*)ws, out};
@@ -635,7 +655,6 @@ extern "C" int comet_attention_kv4(const float* q, const uint8_t* cache, comet_s
   int e;
   switch (hd) {
     case 8: e = launch_kv4_gq<8>(a, gq, grid, S(stream)); break;
-    case 16: e = launch_kv4_gq<16>(a, gq, grid, S(stream)); break;
     case 32: e = launch_kv4_gq<32>(a, gq, grid, S(stream)); break;
     case 64: e = launch_kv4_gq<64>(a, gq, grid, S(stream)); break;
     case 128: e = launch_kv4_gq<128>(a, gq, grid, S(stream)); break;

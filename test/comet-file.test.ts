@@ -39,7 +39,7 @@ async function makeComet(modelPath: string, text: string, out: string, o: Omit<Q
 }
 
 const bytesOf = (w: HostWeight): Uint8Array[] =>
-  w.kind === 'f32' ? [new Uint8Array(w.data.buffer, w.data.byteOffset, w.data.byteLength)]
+  w.kind !== 'w4' ? [new Uint8Array(w.data.buffer, w.data.byteOffset, w.data.byteLength)]
     : [w.codes, new Uint8Array(w.scales.buffer, w.scales.byteOffset, w.scales.byteLength), ...(w.act.perm ? [new Uint8Array(w.act.perm.buffer, w.act.perm.byteOffset, w.act.perm.byteLength)] : [])];
 
 describe('stories260K .comet (B = 32, GPTQ, KV4)', () => {

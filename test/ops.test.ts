@@ -5,6 +5,7 @@
 //           them in f64 as the simulator does, so the bounds are tight); rmsnorm_quant and silu_mul_quant:
 //           codes may differ by 1 where the f32 input moved by an ulp, in a small measured fraction.
 // Inputs are seeded random (a failure names its seed through the test title).
+import { f16ArrayToF32, f16Bits } from '../simulator/f16.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ActQuantSpec, Backend, KVCacheSpec, StepLayout, Tensor } from '../backends/backend.ts';
 import * as F from '../simulator/kernels/float.ts';
@@ -97,6 +98,20 @@ describe.each(backends)('ops on $name', ({ name, create }) => {
     const tokens = Int32Array.from([0, 5, 36, 5, 17]);
     expect(await be.read(be.embed(w, tokens))).toEqual(F.embed(table, D, tokens));
     expect(() => be.embed(w, Int32Array.of(37))).toThrow(/outside the vocabulary/);
+  });
+
+  // f16 float weights (a .comet's classifier and embedding): read as the f32 values they are, so every op on
+  // them equals the same op on f32 weights holding those values, bit for bit (same kernels' sums). The large
+  // shape (T·K·N > 2^27: CUDA's f32 streaming GEMV; the small one its f64 kernel) only where it is fast.
+  it.each(name === 'cuda' ? [[3, 64, 200], [3, 4096, 11000], [12, 4096, 2800], [24, 4096, 1400]] : [[3, 64, 200]])('f16 weights T=%i K=%i N=%i: embed and matmul equal those of their f32 values', async (T, K, N) => {
+    const w = randn(N + K, N * K, 0.1), bits = Uint16Array.from(w, f16Bits), wv = f16ArrayToF32(bits);
+    const W16 = be.uploadWeight({ kind: 'f16', name: 'output', shape: [N, K], data: bits });
+    const W32 = be.uploadWeight({ kind: 'f32', name: 'output32', shape: [N, K], data: wv });
+    const tokens = Int32Array.from([0, 7, N - 1]);
+    expect(await be.read(be.embed(W16, tokens))).toEqual(F.embed(wv, K, tokens));
+    const x = up(randn(T + K, T * K), [T, K]);
+    const a = await be.read(be.matmul(x, W16)), b = await be.read(be.matmul(x, W32));
+    expect(firstDiff(new Uint8Array(a.buffer), new Uint8Array(b.buffer))).toBe(-1);
   });
 
   it('add: exactly', async () => {

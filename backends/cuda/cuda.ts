@@ -192,7 +192,7 @@ export class CudaBackend implements Backend {
   /** The addon with every kernel-launching call wrapped: when op timing is on, each call is preceded by a
    *  spin kernel and bracketed by events (cuda/ops_float.cu), so the pair times that op's GPU work alone. */
   private profiled(raw: CudaAddon): CudaAddon {
-    const ops = ['embed', 'rmsnorm', 'add', 'siluMul', 'rope', 'gemmF32', 'rows', 'argmax', 'quantizeAct', 'rmsnormQuant', 'siluMulQuant', 'kvAppendF32', 'kvAppendKv4', 'attentionF32', 'attentionKv4', 'gemmW4ax', 'gemmW4axMany'] as const;
+    const ops = ['embed', 'embedF16', 'rmsnorm', 'add', 'siluMul', 'rope', 'gemmF32', 'gemmF16w', 'rows', 'argmax', 'quantizeAct', 'rmsnormQuant', 'siluMulQuant', 'kvAppendF32', 'kvAppendKv4', 'attentionF32', 'attentionKv4', 'gemmW4ax', 'gemmW4axMany'] as const;
     const out = { ...raw } as Record<string, unknown>;
     for (const k of ops) {
       const f = raw[k] as ((...a: unknown[]) => void) | undefined;
@@ -399,8 +399,8 @@ export class CudaBackend implements Backend {
   }
 
   uploadWeight(w: HostWeight): Weight {
-    if (w.kind === 'f32') {
-      const t = new CudaWeight(w.name, w.shape, 'f32', 0, w.data.byteLength);
+    if (w.kind === 'f32' || w.kind === 'f16') {
+      const t = new CudaWeight(w.name, w.shape, w.kind, 0, w.data.byteLength);
       const p = this.persistent(w.data.byteLength, t);
       (t as { ptr: Ptr }).ptr = p;
       this.addon.upload(p, w.data);
@@ -518,11 +518,11 @@ export class CudaBackend implements Backend {
   }
 
   embed(table: Weight, tokens: Int32Array): Tensor {
-    const tb = this.checkF32(table, 'embed');
+    const f16 = table.dtype === 'f16', tb = f16 ? (table as CudaWeight) : this.checkF32(table, 'embed');
     const [V, D] = table.shape;
     for (const t of tokens) if (t < 0 || t >= V) throw new CometError(`embed: token id ${t} outside the vocabulary [0, ${V})`);
     const out = this.f32([tokens.length, D]);
-    this.addon.embed(tb.ptr, D, this.tmpUpload(tokens), tokens.length, out.ptr);
+    (f16 ? this.addon.embedF16 : this.addon.embed)(tb.ptr, D, this.tmpUpload(tokens), tokens.length, out.ptr);
     return out;
   }
 
@@ -575,7 +575,7 @@ export class CudaBackend implements Backend {
     const K = colsOf(w);
     if (colsOf(x) !== K) throw new CometError(`matmul: ${w.name} expects ${K} input features, got ${colsOf(x)}`);
     const out = this.f32([M, N]);
-    this.addon.gemmF32(this.checkF32(x, 'matmul').ptr, M, K, cw.ptr, N, out.ptr);
+    (cw.dtype === 'f16' ? this.addon.gemmF16w : this.addon.gemmF32)(this.checkF32(x, 'matmul').ptr, M, K, cw.ptr, N, out.ptr);
     return out;
   }
 

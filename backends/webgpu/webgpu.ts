@@ -10,6 +10,7 @@
 // small host arrays (token ids, positions, block tables, RoPE tables) go to one upload buffer written once
 // at submit. Nothing is submitted until `read`/`argmax` needs a result, so a decode step is one submit.
 // Step tensors come from a size-keyed pool and go back to it in endStep. Pipelines are made once per device.
+import { f16ArrayToF32 } from '../../simulator/f16.ts';
 import type { Backend, DType, HostWeight, KVCache, KVCacheSpec, KVDType, OpName, RopeSpec, StepLayout, Tensor, Weight } from '../backend.ts';
 import type { ActQuantSpec, QAct } from '../../simulator/formats.ts';
 import { dequantizeAct } from '../../simulator/act.ts';
@@ -258,10 +259,13 @@ export class WebGPUBackend implements Backend {
   }
 
   uploadWeight(w: HostWeight): Weight {
-    if (w.kind === 'f32') {
-      const buf = this.persistent(w.data.byteLength, w.name);
-      this.put(buf, w.data);
-      return new WWeight(w.name, w.shape, 'f32', buf, w.data.byteLength);
+    if (w.kind === 'f32' || w.kind === 'f16') {
+      // f16 weights (a .comet's classifier and embedding) are widened to the f32 they are exactly: the same
+      // values and sums as on the other backends, at f32's memory (the WGSL kernels read f32 weights)
+      const data = w.kind === 'f16' ? f16ArrayToF32(w.data) : w.data;
+      const buf = this.persistent(data.byteLength, w.name);
+      this.put(buf, data);
+      return new WWeight(w.name, w.shape, 'f32', buf, data.byteLength);
     }
     checkW4(w);
     const { codes, scales } = w4Bytes(w.act, w.N);

@@ -9,6 +9,7 @@
 //
 // Correctness first: before any timing, the backend's greedy tokens must equal the simulator's for the
 // embedded stories260K model and any --check model (e.g. a wikillama-28M .comet); otherwise it refuses.
+import { f16BitsArray } from '../../simulator/f16.ts';
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -91,8 +92,9 @@ export function syntheticQuantizedModel(c: LlamaConfig, o: { block: number; int8
     out.set(`l${l}.ffn_norm`, { ...ones, name: `l${l}.ffn_norm` });
   }
   out.set('norm', { ...ones, name: 'norm' });
-  out.set('tok_embed', { kind: 'f32', name: 'tok_embed', shape: [c.vocabSize, c.dim], data: fillUniform(new Float32Array(c.vocabSize * c.dim), 0.05, 11) });
-  if (!c.tiedEmbeddings) out.set('output', { kind: 'f32', name: 'output', shape: [c.vocabSize, c.dim], data: fillUniform(new Float32Array(c.vocabSize * c.dim), std * 1.7, 12) });
+  // the classifier and embedding in f16, as quantizeModel writes them to a .comet
+  out.set('tok_embed', { kind: 'f16', name: 'tok_embed', shape: [c.vocabSize, c.dim], data: f16BitsArray(fillUniform(new Float32Array(c.vocabSize * c.dim), 0.05, 11)) });
+  if (!c.tiedEmbeddings) out.set('output', { kind: 'f16', name: 'output', shape: [c.vocabSize, c.dim], data: f16BitsArray(fillUniform(new Float32Array(c.vocabSize * c.dim), std * 1.7, 12)) });
   return { weights: out, int8MacFraction: r.plan.int8MacFraction };
 }
 

@@ -2,7 +2,7 @@
 import { loadModel } from '../loaders/index.ts';
 import { hostWeightBytes, type HostWeight } from '../../backends/backend.ts';
 
-const paramsOf = (w: HostWeight) => (w.kind === 'f32' ? w.data.length : w.N * w.act.K);
+const paramsOf = (w: HostWeight) => (w.kind === 'w4' ? w.N * w.act.K : w.data.length);
 const human = (n: number) => (n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(2)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`);
 
 export async function info(path: string, o: { json?: boolean }): Promise<void> {

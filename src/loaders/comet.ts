@@ -1,7 +1,7 @@
 // .comet model files (DESIGN §3.6): one safetensors file holds the whole quantized model.
 //
 // Tensors (internal weight names, src/model/config.ts):
-//   {name}            F32   float weights: tok_embed [V, D], norms [D], output [V, D] (untied only)
+//   {name}            F32   float weights: norms [D]; tok_embed [V, D] and output [V, D] (untied only) F32 or F16
 //   {name}.codes      U8    W4 codes [N, Kp/2], int4 canonical packing (DESIGN §3.1), columns permuted
 //   {name}.scales     F16   [N, Kp/B] one scale per row per B-block (DESIGN §3.3)
 //   {name}.perm       I32   [K] activation gather (quantized channel j reads input channel perm[j]); absent =
@@ -43,8 +43,8 @@ export function writeComet(path: string, m: CometContents): void {
   for (const name of weightNames(m.config)) {
     const w = m.weights.get(name);
     if (!w) throw new CometError(`${path}: weight '${name}' is missing`);
-    if (w.kind === 'f32') {
-      tensors.push({ name, dtype: 'F32', shape: w.shape, data: w.data });
+    if (w.kind !== 'w4') {
+      tensors.push({ name, dtype: w.kind === 'f16' ? 'F16' : 'F32', shape: w.shape, data: w.data });
       continue;
     }
     const { K, Kp, B, K8, perm } = w.act;

@@ -5,6 +5,7 @@
 //   3. quantize every linear: RTN with a clip search (simulator/w4.ts) or GPTQ (gptq.ts), columns in the
 //      site's permuted order, one f16 scale per row per B-block
 //   4. measure each linear's weight error: the relative output error of its rounding on calibration inputs
+import { f16BitsArray } from '../../simulator/f16.ts';
 import type { HostWeight } from '../../backends/backend.ts';
 import type { ActQuantSpec, KVDType, W4Weight } from '../../simulator/formats.ts';
 import { actSpec } from '../../simulator/act.ts';
@@ -32,6 +33,7 @@ export interface QuantizeOptions {
   smooth?: number; // SmoothQuant β (smooth.ts); absent = off
   kv: KVDType;
   kvGroup?: number; // default headDim
+  head?: 'f16' | 'f32'; // the classifier and embedding: f16 (default; half their bytes, read as f32) or f32
   onLinear?: (done: number, total: number, name: string) => void;
 }
 
@@ -91,6 +93,13 @@ export function quantizeModel(c: LlamaConfig, floatWeights: Map<string, HostWeig
       o.onLinear?.(++done, total, name);
     }
   }
+  // the classifier and embedding in f16 (DESIGN §3.6): the largest float tensors (LLaMA-3-8B: 2 × 1 GB in f32), read
+  // back as the f32 values they round to; a tensor past f16's range stays f32
+  if ((o.head ?? 'f16') === 'f16')
+    for (const name of ['tok_embed', 'output']) {
+      const w = out.get(name);
+      if (w?.kind === 'f32' && w.data.every((x) => Math.abs(x) <= 65504)) out.set(name, { kind: 'f16', name, shape: w.shape, data: f16BitsArray(w.data) });
+    }
   const meta: QuantMeta = {
     B: o.B, order: o.order, int8Policy: { fraction: o.int8Fraction, blocks: o.int8Blocks }, int8MacFraction: plan.int8MacFraction,
     weights: o.weights, smooth: o.smooth, kv: o.kv, kvGroup: o.kvGroup ?? c.headDim,
