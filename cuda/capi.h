@@ -169,7 +169,7 @@ size_t comet_attention_workspace(int T, int n_heads, int head_dim, int max_len);
 int comet_attention_f32(const float* q, const float* kc, const float* vc, comet_step st, comet_kv_geom g,
                         int n_heads, int max_len, void* ws, float* out, void* stream);
 /** KV4: the contract of simulator/kernels/attention_kv4.ts (DESIGN §3.5.1), bit for bit: q as INT8 per (token,
- *  head), integer q·k and P·V, chunks of 64 keys, segments of 256 (cuda/ops_attention.cu). */
+ *  head), integer q·k and P·V, chunks of 64 keys, segments of 128 (cuda/ops_attention.cu). */
 int comet_attention_kv4(const float* q, const uint8_t* cache, comet_step st, comet_kv_geom g, int n_heads,
                         int max_len, void* ws, float* out, void* stream);
 

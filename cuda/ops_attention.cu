@@ -8,14 +8,15 @@
 //   segments of 256 keys and segments into the output, every float op __fmul_rn / __fadd_rn / __fdiv_rn in the
 //   contract's order. The integer sums are exact in any order, so the kernel reduces them however it likes.
 //   attn_kv4   grid (segment or 1, KV head, token), KT threads: one block serves all GQ query heads of its KV
-//              head (each page is read once per GQA group), a chunk at a time, the next chunk's code rows and
-//              (s, z) pairs copied into shared memory (cp.async) while this one is computed:
+//              head (each page is read once per GQA group), a chunk at a time, the next two chunks' code rows and
+//              (s, z) pairs in flight into a shared-memory ring (cp.async), the block table read a chunk earlier:
 //                P1 D[h][g][key] = Σ q8·k (dp4a; thread = (key, 32-channel slice), slices summed by shuffles)
 //                P2 t[h][key] = the key's f32 score
 //                P3 warp = head, lane = keys (lane, lane + 32): max, exp2, l, 15-bit weights u, Σ p·z
-//                P4 A[h][c] = Σ u·v (dp2a; thread = (8-channel word, 8 keys), key quads transposed by prmt)
-//                P5 thread = (head, channel): num = f32(A)·dq + zs, folded into the segment (and the total)
-//   Small batches (T · n_kv < SPLIT_BELOW): one block per 256-key segment, states to the workspace, then
+//                P4 A[h][c] = Σ u·v (dp2a; thread = (8-channel word, 8 keys), key quads transposed by prmt;
+//                   the key groups summed by shuffles inside a warp, one row per warp to shared memory)
+//                P5 thread = (head, channel): num = f32(Σ rows)·dq + zs, folded into the segment (and the total)
+//   Small batches (T · n_kv < SPLIT_BELOW): one block per 128-key segment, states to the workspace, then
 //   attn_kv4_combine folds them in order; otherwise one block per (token, KV head) folds everything.
 // f32 cache (the float reference path): f64 arithmetic as simulator/kernels/attention.ts (tier 3): attn_split
 //   grid (split, head, token), a key per sub-group of lanes, online softmax, partials merged by attn_combine.
@@ -174,7 +175,8 @@ static void plan(int T, int n_heads, int max_len, int* nsplit, int* chunk) {
 namespace {
 
 constexpr int KT = 128;                  // threads per block (4 warps)
-constexpr int CH = 64, SEG = 256;        // contract: keys per chunk, keys per segment
+constexpr int CH = 64, SEG = 128;        // contract: keys per chunk, keys per segment
+constexpr int NBUF = 3;                  // staged chunks: this one and two in flight
 constexpr int NGMAX = 4;                 // KV4 groups per head at most (G >= head_dim / 4)
 constexpr int SPLIT_BELOW = 1024;        // T · n_kv below this: one block per segment (more blocks in flight)
 
@@ -213,7 +215,7 @@ __device__ __forceinline__ void cp_async(void* dst, const void* src) {
   else asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(d), "l"(src), "n"(N));
 }
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_wait1() { asm volatile("cp.async.wait_group 1;\n" ::); }
+__device__ __forceinline__ void cp_wait_ahead() { asm volatile("cp.async.wait_group %0;\n" ::"n"(NBUF - 1)); }
 
 struct Kv4Args {
   const float* q;
@@ -244,11 +246,11 @@ struct Geo {
 
 template <int HD, int GQ>
 struct Kv4Smem {
-  uint8_t kc[2][CH][HD / 2];                 // staged K code rows (double buffer)
-  uint8_t vc[2][CH][HD / 2];
-  uint32_t ksz[2][CH * NGMAX], vsz[2][CH * NGMAX];  // (s, z) f16 pairs, [key][group]
-  const uint8_t* kb[2][CH];                  // (page, KV head) chunk of each key of a staged chunk, null past the end
-  int ksl[2][CH];                            // its slot in the page
+  uint8_t kc[NBUF][CH][HD / 2];              // staged K code rows (a ring of NBUF chunks)
+  uint8_t vc[NBUF][CH][HD / 2];
+  uint32_t ksz[NBUF][CH * NGMAX], vsz[NBUF][CH * NGMAX];  // (s, z) f16 pairs, [key][group]
+  const uint8_t* kb[NBUF][CH];               // (page, KV head) chunk of each key of a staged chunk, null past the end
+  int ksl[NBUF][CH];                         // its slot in the page
   int8_t q8[GQ][HD];
   uint32_t qpk[GQ][HD / 8][2];               // q8 by code word: [lo: channels 0,2,4,6 | hi: 1,3,5,7] as bytes
   int qg[GQ][NGMAX];
@@ -259,7 +261,7 @@ struct Kv4Smem {
   float dq[GQ][NGMAX], zs[GQ][NGMAX];
   float ca[GQ], cb[GQ], sm[GQ], sl[GQ];      // chunk -> segment fold factors; segment (m, l)
   float sa[GQ], sb[GQ], tm[GQ], tl[GQ];      // segment -> total fold factors; total (m, l)
-  uint32_t acc[GQ][HD];                      // P4 -> P5 (shared atomics: integer, any order)
+  uint32_t red[KT / 32][GQ][HD];             // P4 -> P5: each warp's integer partial sums (added in P5)
 };
 
 template <int HD, int GQ>
@@ -280,12 +282,13 @@ __global__ void __launch_bounds__(KT) attn_kv4(Kv4Args a) {
   const size_t headBytes = 2 * codeBytes + 2 * szBytes;
   const int32_t* bt = a.st.bt + a.st.bt_off[a.st.seq[t]];
 
-  auto locate = [&](int ci, int b) {  // page chunk and slot of each key of chunk ci
+  // page of key ci·CH + tid (threads tid < CH), or -1 past the block's keys: loaded a chunk ahead of its use so
+  // the block-table read's latency hides behind a chunk's compute
+  auto page_of = [&](int ci) { const int j = ci * CH + tid; return tid < CH && ci < cend && j < n ? bt[j / P] : -1; };
+  auto locate = [&](int ci, int pg, int b) {  // page chunk and slot of each key of chunk ci into ring slot b
     if (tid < CH) {
-      const int j = ci * CH + tid;
-      const bool ok = ci < cend && j < n;
-      s.kb[b][tid] = ok ? a.cache + ((size_t)bt[j / P] * a.g.n_kv_heads + kvh) * headBytes : nullptr;
-      s.ksl[b][tid] = j % P;
+      s.kb[b][tid] = pg >= 0 ? a.cache + ((size_t)pg * a.g.n_kv_heads + kvh) * headBytes : nullptr;
+      s.ksl[b][tid] = (ci * CH + tid) % P;
     }
   };
   auto stage = [&](int b) {  // cp.async the located chunk's code rows and (s, z) pairs into buffer b
@@ -302,7 +305,7 @@ __global__ void __launch_bounds__(KT) attn_kv4(Kv4Args a) {
     }
   };
 
-  locate(cbeg, 0);
+  for (int k = 0; k < NBUF; k++) locate(cbeg + k, page_of(cbeg + k), k);
   // q to INT8 per head (contract step 1): warp = head
   for (int h = warp; h < GQ; h += KT / 32) {
     const float* qh = a.q + (size_t)t * C + (size_t)(h0 + h) * HD;
@@ -324,9 +327,10 @@ __global__ void __launch_bounds__(KT) attn_kv4(Kv4Args a) {
     if (lane == 0) s.cs[h] = __fmul_rn(sq, a.ks), s.sl[h] = 0.f, s.tl[h] = 0.f, s.sm[h] = 0.f, s.tm[h] = 0.f;
   }
   __syncthreads();
-  stage(0);
-  cp_commit();
-  locate(cbeg + 1, 1);
+  for (int k = 0; k + 1 < NBUF; k++) {
+    stage(k);
+    cp_commit();
+  }
   for (int i = tid; i < GQ * ng; i += KT) {
     const int h = i / ng, g = i % ng;
     int sum = 0;
@@ -349,16 +353,15 @@ __global__ void __launch_bounds__(KT) attn_kv4(Kv4Args a) {
   __syncthreads();
 
   for (int ci = cbeg; ci < cend; ci++) {
-    const int b = (ci - cbeg) & 1, nk = min(CH, n - ci * CH);
+    const int b = (ci - cbeg) % NBUF, nk = min(CH, n - ci * CH);
     const bool seg_first = ci % (SEG / CH) == 0, seg_last = ci + 1 == cend || (ci + 1) % (SEG / CH) == 0;
-    if (ci + 1 < cend) stage(b ^ 1);
+    if (ci + NBUF - 1 < cend) stage((b + NBUF - 1) % NBUF);  // located in the previous iteration
     cp_commit();
     if (!shfl_path)
       for (int i = tid; i < GQ * NGMAX * CH; i += KT) (&s.d[0][0][0])[i] = 0;
-    for (int i = tid; i < GQ * HD; i += KT) (&s.acc[0][0])[i] = 0u;
-    cp_wait1();
+    const int pg_next = page_of(ci + NBUF);  // stored at the end of this iteration
+    cp_wait_ahead();
     __syncthreads();
-    locate(ci + 2, b);  // buffer b's pointers were consumed by stage() of the last iteration
 
     // ---- P1: D[h][g][key] = Σ_{c in g} q8_c · k_c
 #pragma unroll
@@ -498,22 +501,20 @@ __global__ void __launch_bounds__(KT) attn_kv4(Kv4Args a) {
           }
         }
       }
-      // sum the key groups: inside the warp by shuffles, across warps by shared atomics
-      if (warp * 32 < WC * KG) {
+      // sum the key groups: inside the warp by shuffles, then one row per warp (P5 adds the rows)
+#pragma unroll
+      for (int h = 0; h < GQ; h++)
+#pragma unroll
+        for (int c = 0; c < 8; c++) {
+          uint32_t v = acc[h][c];
+          for (int o = WC; o < 32; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+          acc[h][c] = v;
+        }
+      if (lane < WC)
 #pragma unroll
         for (int h = 0; h < GQ; h++)
 #pragma unroll
-          for (int c = 0; c < 8; c++) {
-            uint32_t v = acc[h][c];
-            for (int o = WC; o < 32; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-            acc[h][c] = v;
-          }
-        if (lane < WC)
-#pragma unroll
-          for (int h = 0; h < GQ; h++)
-#pragma unroll
-            for (int c = 0; c < 8; c++) atomicAdd(&s.acc[h][8 * wc + c], acc[h][c]);
-      }
+          for (int c = 0; c < 8; c++) s.red[warp][h][8 * wc + c] = acc[h][c];
     }
     __syncthreads();
     // ---- P5: num = fr(fr(f32(A) · dq) + zs), folded into the segment; a finished segment into the total
@@ -522,7 +523,10 @@ __global__ void __launch_bounds__(KT) attn_kv4(Kv4Args a) {
       const int i = tid + k * KT;
       if (i < GQ * HD) {
         const int h = i / HD, c = i % HD, g = c / G;
-        const float nc = __fadd_rn(__fmul_rn(__uint2float_rn(s.acc[h][c]), s.dq[h][g]), s.zs[h][g]);
+        uint32_t A = 0;
+#pragma unroll
+        for (int w = 0; w < KT / 32; w++) A += s.red[w][h][c];
+        const float nc = __fadd_rn(__fmul_rn(__uint2float_rn(A), s.dq[h][g]), s.zs[h][g]);
         segn[k] = __fadd_rn(__fmul_rn(segn[k], s.ca[h]), __fmul_rn(nc, s.cb[h]));
         if (seg_last && a.split) {
           float* o = a.ws + (((size_t)t * a.n_heads + h0 + h) * a.nseg + blockIdx.x) * (HD + 2);
@@ -534,6 +538,7 @@ __global__ void __launch_bounds__(KT) attn_kv4(Kv4Args a) {
         }
       }
     }
+    locate(ci + NBUF, pg_next, b);  // ring slot b's pointers were consumed when chunk ci was staged
     __syncthreads();
   }
 }

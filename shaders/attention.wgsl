@@ -180,8 +180,8 @@ fn attention_kv4(@builtin(global_invocation_id) gid: vec3<u32>) {
     // 3. softmax, l, and the fold factors (chunk -> segment; at a segment's end segment -> total)
     for (var j = 0u; j < 64u; j++) { pp[j] = select(0.0, exp2c(tt[j] - m), j < nk); }
     let l = bfly64(&pp);
-    let first = c0 % 256u == 0u;
-    let last = c0 + 64u >= n || (c0 + 64u) % 256u == 0u;
+    let first = c0 % 128u == 0u;   // segments of 128 keys (KV4_SEG)
+    let last = c0 + 64u >= n || (c0 + 64u) % 128u == 0u;
     var fa = 0.0; var fb = 1.0; var M = m;
     if (!first) { M = max(sm, m); fa = exp2c(sm - M); fb = exp2c(m - M); }
     sl = sl * fa + l * fb;
@@ -189,7 +189,7 @@ fn attention_kv4(@builtin(global_invocation_id) gid: vec3<u32>) {
     var ta = 0.0; var tb = 1.0;
     if (last) {
       var TM = sm;
-      if (c0 >= 256u) { TM = max(tm, sm); ta = exp2c(tm - TM); tb = exp2c(sm - TM); }
+      if (c0 >= 128u) { TM = max(tm, sm); ta = exp2c(tm - TM); tb = exp2c(sm - TM); }
       tl = tl * ta + sl * tb;
       tm = TM;
     }

@@ -263,7 +263,7 @@ describe.each(backends)('ops on $name', ({ name, create }) => {
   // KV4 attention bit for bit (DESIGN §3.5.1: integer q·k and P·V, f32 ops in a fixed order, a specified exp2;
   // simulator/kernels/attention_kv4.ts is the definition, CUDA's kernel computes it exactly). Head dims of the test
   // models (8: stories260K, 64, 128), GQA groups 1, 2 and 4, KV4 groups G < 8, G < hd and G = hd; a prefill chunk,
-  // a second chunk through the cache, a decode step over two 256-key segments. WebGPU has no FMA control: the
+  // a second chunk through the cache, a decode step over three 128-key segments. WebGPU has no FMA control: the
   // tier-3 test above bounds it.
   const EXACT_GEOMS: Array<[string, { nKv: number; nH: number; hd: number; P: number; G: number }]> = [
     ['hd=8 GQA 8/4 (stories260K)', { nKv: 4, nH: 8, hd: 8, P: 4, G: 8 }],

@@ -21,7 +21,7 @@
 //         fr(32767 / W))) (≤ 32767), dq = fr(W / 32767); zs_g = bfly(fr(p_j · zv_jg));
 //     A_c = Σ_j u_{j,g(c)}·v_jc (integer; < 2^26); num_c = fr(fr(f32(A_c) · dq_g(c)) + zs_g(c)).
 //     (P·V = Σ p_j (s_j·v_jc + z_j) = Σ w_j v_jc + Σ p_j z_j, with w quantized to 15 bits of the chunk's max.)
-//  4. merge: the 4 chunks of each segment of SEG = 256 keys (segment k = keys [256k, 256k + 256)) in ascending
+//  4. merge: the 2 chunks of each segment of SEG = 128 keys (segment k = keys [128k, 128k + 128)) in ascending
 //     order, then the segments' states in ascending order, each fold starting from the state (m, l, num) =
 //     (-inf, 0, 0) with the rule M = max(m, m_i); a = 0, b = 1 for the first state folded in, else
 //     a = exp2c(fr(m - M)), b = exp2c(fr(m_i - M)); l = fr(fr(l·a) + fr(l_i·b)), num_c = fr(fr(num_c·a) +
@@ -37,7 +37,7 @@ import type { StepLayout } from '../formats.ts';
 import type { KVStoreKV4 } from '../kv4.ts';
 import { fromF16Bits, roundHalfEven } from '../f16.ts';
 
-export const KV4_CHUNK = 64, KV4_SEG = 256;
+export const KV4_CHUNK = 64, KV4_SEG = 128;
 /** exp2 on [-1/2, 1/2]: f32 coefficients of a degree-6 fit (max relative error 1e-7 with f32 Horner) */
 export const EXP2_COEFS = [1, 0.693147182, 0.240226462, 0.0555032901, 0.00961851981, 0.00133998599, 0.000153375775].map(Math.fround);
 const fr = Math.fround;

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { hostWeightBytes, type Backend, type HostWeight, type KVCache } from '../../backends/backend.ts';
 import { createBackend } from '../runtime/backends.ts';
 import { openModel, defaultModelPath } from '../runtime/open.ts';
-import { verifyAgainstSim, type VerifyResult } from '../eval/verify.ts';
+import { verifyAgainstSim } from '../eval/verify.ts';
 import { pageBytes } from '../engine/kv-pages.ts';
 import { Llama } from '../model/llama.ts';
 import { type LlamaConfig, validateConfig } from '../model/config.ts';
@@ -131,27 +131,9 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
   validateConfig(c, `--shape ${o.shape}`);
   const batches = o.batches.split(',').map(Number);
   const be = await createBackend(o.backend);
-  // the CUDA backend's second KV4 attention (the fast f32 one, DESIGN §3.7 tier 3), timed beside the default
-  // simulator-exact one; COMET_E2E_FAST=0 skips it
-  const cuda = be as Backend & { fastAttention?: boolean };
-  const hasFast = cuda.fastAttention === false && process.env.COMET_E2E_FAST !== '0';
-  const withFast = async <T>(fn: () => Promise<T>): Promise<T> => {
-    cuda.fastAttention = true;
-    try { return await fn(); } finally { cuda.fastAttention = false; }
-  };
-  // 1. correctness gate (the simulator's tokens computed once per model, for both attention kernels)
+  // 1. correctness gate
   const models = [defaultModelPath, ...o.check], references = models.map(() => new Map<string, number[]>());
   for (const [i, path] of models.entries()) await checkAgainstSim(be, path, log, references[i]);
-  const fastGateLines: string[] = [];
-  if (hasFast) {
-    const rs = await withFast(async () => {
-      const all: VerifyResult[] = [];
-      for (const [i, p] of models.entries()) all.push(...(await verifyAgainstSim(be, p, { references: references[i] })));
-      return all;
-    });
-    fastGateLines.push(...rs.map((r) => `${r.model.split('/').pop()} '${r.prompt}': ${r.equal ? 'equal' : `parts at token ${r.firstDifference}`}`));
-    log(`fast attention (tier 3) vs the simulator: ${rs.filter((r) => r.equal).length} of ${rs.length} prompts give equal greedy tokens`);
-  }
   // 2. the model
   const { weights, int8MacFraction } = syntheticQuantizedModel(c, o, log);
   const model = new Llama(be, c, weights, 'kv4');
@@ -231,17 +213,6 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
       log(`  per-op GPU time, batch ${B} (sum ${sum.toFixed(2)} ms vs step ${ms.toFixed(2)} ms): ${ops.slice(0, 8).map((x) => `${x.op} ${x.ms.toFixed(3)}`).join('; ')}`);
     }
   }
-  // (a') the same decode steps with the fast f32 KV4 attention (tier 3): faster at large batch, but its tokens may
-  //      part from the simulator's (reported by the gate above)
-  const fast: { batch: number; step_ms: number; tok_s: number }[] = [];
-  if (hasFast)
-    await withFast(async () => {
-      for (const B of batches) {
-        const { ms } = await decodeStep(B);
-        fast.push({ batch: B, step_ms: ms, tok_s: (B / ms) * 1e3 });
-        log(`decode batch ${B}, fast attention: ${ms.toFixed(2)} ms/step`);
-      }
-    });
   // (c) time to first token: one inLen prompt, prefill + logits of its last token
   const prompt = Int32Array.from({ length: o.inLen }, (_, i) => (i * 31) % c.vocabSize);
   const pLayout = { pos: Int32Array.from({ length: o.inLen }, (_, i) => i), seq: new Int32Array(o.inLen), blockTables: [Int32Array.from({ length: pagesFor(o.inLen) }, (_, j) => j)] };
@@ -316,10 +287,21 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
   }
   const copyGBs = (baseline?.copy_gbps as number | undefined) ?? 3000;
   for (const d of decode) d.roofline_ms = ((weightBytes + d.batch * (o.ctx + 1) * tokenKvBytes) / (copyGBs * 1e9)) * 1e3;
-  await report({ o, c, int8MacFraction, weightBytes, tokenKvBytes, decode, fast, fastGate: fastGateLines, ttft, maxThroughput, baseline, copyGBs, device: be.name, opBreakdown });
+  await report({ o, c, int8MacFraction, weightBytes, tokenKvBytes, decode, ttft, maxThroughput, baseline, copyGBs, device: be.name, opBreakdown });
 }
 
-async function report(r: { o: E2EOptions; c: LlamaConfig; int8MacFraction: number; weightBytes: number; tokenKvBytes: number; decode: { batch: number; step_ms: number; eager_ms: number; graph_ms?: number; tok_s: number; roofline_ms: number }[]; fast: { batch: number; step_ms: number; tok_s: number }[]; fastGate: string[]; ttft: number; maxThroughput: Record<string, number>; baseline?: Record<string, unknown>; copyGBs: number; device: string; opBreakdown: { batch: number; wall_ms: number; ops: { op: string; launches: number; ms: number }[] }[] }): Promise<void> {
+/** The KV4 attention kernel alone against the bandwidth: its per-op time per step vs the KV4 bytes it must read. */
+function attentionRoofline(r: { o: E2EOptions; tokenKvBytes: number; copyGBs: number; opBreakdown: { batch: number; ops: { op: string; ms: number }[] }[] }): string[] {
+  const rows = r.opBreakdown.flatMap(({ batch, ops }) => {
+    const ms = ops.filter((x) => x.op.startsWith('attention')).reduce((a, x) => a + x.ms, 0);
+    if (!ms) return [];
+    const bytes = batch * (r.o.ctx + 1) * r.tokenKvBytes, gbs = bytes / (ms * 1e6);
+    return [`| ${batch} | ${ms.toFixed(3)} | ${(bytes / 2 ** 30).toFixed(2)} | ${gbs.toFixed(0)} | ${((100 * gbs) / r.copyGBs).toFixed(0)}% |`];
+  });
+  return rows.length ? ['KV4 attention alone (per-op GPU time below, all layers):', '', '| batch | attention ms | KV4 GiB read | GB/s | of copy bandwidth |', '| --- | --- | --- | --- | --- |', ...rows, ''] : [];
+}
+
+async function report(r: { o: E2EOptions; c: LlamaConfig; int8MacFraction: number; weightBytes: number; tokenKvBytes: number; decode: { batch: number; step_ms: number; eager_ms: number; graph_ms?: number; tok_s: number; roofline_ms: number }[]; ttft: number; maxThroughput: Record<string, number>; baseline?: Record<string, unknown>; copyGBs: number; device: string; opBreakdown: { batch: number; wall_ms: number; ops: { op: string; launches: number; ms: number }[] }[] }): Promise<void> {
   const date = new Date().toISOString().slice(0, 10);
   const bl = (r.baseline?.decode as { batch: number; step_ms?: number; tok_s?: number }[] | undefined) ?? [];
   const gpu = (r.baseline?.device as string | undefined) ?? r.device;
@@ -337,12 +319,8 @@ async function report(r: { o: E2EOptions; c: LlamaConfig; int8MacFraction: numbe
     `Roofline: (weight bytes + KV4 bytes read per step) / measured copy bandwidth ${r.copyGBs.toFixed(0)} GB/s. Baseline: ${r.baseline ? `transformers LlamaForCausalLM FP16, ${r.baseline.mode}${r.baseline.compile_failed ? ` (torch.compile was tried first: ${r.baseline.compile_failed as string}, so eager with a captured CUDA graph)` : ''}, torch ${r.baseline.torch}` : 'not run'}.`, '',
     `## (a) Decode step at context ${r.o.ctx}`, '',
     '| batch | COMET ms | eager ms | CUDA graph ms | roofline ms | vs roofline | COMET tok/s | FP16 ms | FP16 tok/s | speedup |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |', ...rows, '',
-    'COMET ms = the better of eager (one launch per op from TypeScript) and the CUDA graph of the whole step (replayed), with the default KV4 attention: the simulator-exact kernel (f64, greedy tokens equal the simulator\'s: the gate above).', '',
-    ...(r.fast.length ? [
-      '### The same steps with the fast f32 KV4 attention (`COMET_ATTN_FAST=1`, DESIGN §3.7 tier 3)', '',
-      '| batch | COMET ms | COMET tok/s | FP16 tok/s | speedup |', '| --- | --- | --- | --- | --- |',
-      ...r.fast.map((f) => { const b = bl.find((x) => x.batch === f.batch); return `| ${f.batch} | ${f.step_ms.toFixed(2)} | ${f.tok_s.toFixed(0)} | ${b?.tok_s?.toFixed(0) ?? '-'} | ${b?.tok_s ? `${(f.tok_s / b.tok_s).toFixed(2)}×` : '-'} |`; }), '',
-      `Greedy tokens with the fast attention vs the simulator (32 tokens per prompt): ${r.fastGate.join('; ')}.`, ''] : []),
+    'COMET ms = the better of eager (one launch per op from TypeScript) and the CUDA graph of the whole step (replayed). KV4 attention: the one kernel, bit-equal to the simulator\'s KV4 attention contract (README).', '',
+    ...attentionRoofline(r), 
     `## (b) Max throughput under equal memory (${r.o.inLen} in / ${r.o.outLen} out)`, '',
     '| | max batch | tok/s |', '| --- | --- | --- |',
     `| COMET W4A4KV4 | ${r.maxThroughput.max_batch} | ${r.maxThroughput.tok_s.toFixed(0)} |`,
