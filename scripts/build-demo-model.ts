@@ -3,6 +3,7 @@
 //
 //   npx tsx scripts/build-demo-model.ts                    wikillama-28M.comet (~15 MB; the demo's default) and stories260K.comet
 //   npx tsx scripts/build-demo-model.ts stories260K        one of them
+//   npx tsx scripts/build-demo-model.ts --out models stories260K   the small W4A4KV4 model that ships in models/ (the demo default without build/demo)
 //   npx tsx scripts/build-demo-model.ts --out DIR --calib-tokens N stories260K
 //
 // wikillama-28M: hidden 512 / intermediate 1408, B = 128, calibrated on the tail of wiki_heldout_a.txt.

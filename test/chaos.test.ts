@@ -18,5 +18,7 @@ describe('server chaos (loopback, bounded)', () => {
     // the sample covers what it claims to
     for (const k of ['exact', 'cancelled', 'rejected_as_expected', 'queue_full', 'raw_cut']) expect(r.outcomes[k] ?? 0, k).toBeGreaterThan(0);
     expect(r.serverRequests.cancelled ?? 0).toBeGreaterThan(0);
+    for (const f of ['schema', 'tool']) // schema-constrained and forced-tool requests were among the exact ones
+      expect(Object.entries(r.counts).filter(([k]) => k.endsWith(`-${f}`)).reduce((a, [, o]) => a + (o.exact ?? 0), 0), f).toBeGreaterThan(0);
   }, 120_000);
 });

@@ -175,6 +175,25 @@ describe('decode graphs: capture twin on the simulator', () => {
     expect(be.destroyed).toBe(s.captures); // evicted ones at eviction, the rest at close
   });
 
+  it('requests that read or shape logits (json_schema grammar, logprobs, penalties) replay with full logits: same output as without graphs', async () => {
+    const schema = { type: 'object', properties: { name: { type: 'string', maxLength: 10 }, n: { type: 'integer', minimum: 0, maximum: 9 } }, required: ['name', 'n'] };
+    const run = async (graphs?: number) => {
+      const e = await createEngine(m, { pageSize: 4, ...(graphs === undefined ? {} : { graphs }) });
+      const rs = await Promise.all([
+        e.chat.completions.create({ messages: [{ role: 'user', content: 'Once upon a time' }], max_tokens: 60, temperature: 0, response_format: { type: 'json_schema', json_schema: { name: 'x', schema } } }),
+        e.chat.completions.create({ messages: [{ role: 'user', content: 'One day' }], max_tokens: 20, temperature: 0, logprobs: true, top_logprobs: 2 }),
+        e.completions.create({ prompt: 'Lily saw', max_tokens: 20, temperature: 0, frequency_penalty: 1, logit_bias: { 300: 2 } }),
+      ]);
+      const replays = e.stats().graphs?.replays ?? 0;
+      e.close();
+      return { out: JSON.stringify(rs.map((r) => r.choices[0])), replays };
+    };
+    const on = await run(), off = await run(0);
+    expect(on.replays).toBeGreaterThan(10);
+    expect(on.out).toBe(off.out);
+    expect(on.out).toContain('\\"name\\"');
+  });
+
   it('at most `graphs` held: the least recently used is evicted, tokens unchanged', async () => {
     const before = be.destroyed;
     const { texts, e } = await scenario(m, PLAN, { pageSize: 4, graphs: 2 });
@@ -343,7 +362,7 @@ if (!CUDA)
 /** A small W4A4KV4 model with synthetic weights (the e2e benchmark's), head_dim 64 (the KV4 attention fast path),
  *  GQA 2, the embedded tokenizer's vocabulary. */
 export async function syntheticW4(be: import('../backends/backend.ts').Backend, c: Partial<LlamaConfig> = {}): Promise<OpenModel> {
-  const { syntheticQuantizedModel } = await import('../src/cli/bench-e2e.ts');
+  const { syntheticQuantizedModel } = await import('../bench/e2e/e2e.ts');
   const config: LlamaConfig = { dim: 256, hiddenDim: 768, nLayers: 4, nHeads: 4, nKvHeads: 2, headDim: 64, vocabSize: opened.loaded.config.vocabSize, seqLen: 512, normEps: 1e-5, ropeTheta: 10000, tiedEmbeddings: false, bos: 1, eos: [2], ...c };
   const was = process.env.COMET_E2E_CLIP_SEARCH;
   process.env.COMET_E2E_CLIP_SEARCH = '0';

@@ -26,6 +26,20 @@ async function alone(m: OpenModel, prompt: string, maxTokens: number, sampling =
   return text + dec.decode();
 }
 
+/** stories260K quantized W4A4KV4 (calibrated on the simulator, quantized once), on m's backend */
+let w4Weights: Promise<Map<string, import('../backends/backend.ts').HostWeight>> | undefined;
+async function w4Model(m: OpenModel): Promise<OpenModel> {
+  const { Llama } = await import('../src/model/llama.ts');
+  w4Weights ??= (async () => {
+    const { calibrate } = await import('../src/quant/calibrate.ts');
+    const { quantizeModel } = await import('../src/quant/quantize.ts');
+    const calib = opened.tokenizer.encode(PROMPTS.join(' ').repeat(4), { bos: true }).slice(0, 256);
+    const stats = await calibrate(opened.model, calib, { ctx: 128 });
+    return quantizeModel(opened.loaded.config, opened.loaded.weights, stats, { B: 32, order: 'absmax', int8Fraction: 0.15, weights: 'rtn', kv: 'kv4' }).weights;
+  })();
+  return { ...m, model: new Llama(m.model.be, opened.loaded.config, await w4Weights, 'kv4') };
+}
+
 const idle = async (e: Engine) => {
   for (let i = 0; i < 500 && e.scheduler.busy; i++) await new Promise((r) => setTimeout(r, 5));
   expect(e.scheduler.busy).toBe(false);
@@ -80,7 +94,7 @@ describe('engine', () => {
     expect(r.choices[0].finish_reason).toBe('length');
     expect(r.usage).toEqual({ prompt_tokens: opened.tokenizer.encode(PROMPTS[0]).length, completion_tokens: 40, total_tokens: r.usage.prompt_tokens + 40 });
     const chat = await e.chat.completions.create({ messages: [{ role: 'user', content: PROMPTS[0] }], max_tokens: 40, temperature: 0 });
-    expect(chat.choices[0].message).toEqual({ role: 'assistant', content: r.choices[0].text });
+    expect(chat.choices[0].message).toEqual({ role: 'assistant', content: r.choices[0].text, refusal: null });
     let streamed = '', finish = '';
     for await (const ch of await e.chat.completions.create({ messages: [{ role: 'user', content: PROMPTS[0] }], max_tokens: 40, temperature: 0, stream: true })) {
       streamed += ch.choices[0]?.delta.content ?? '';
@@ -219,18 +233,37 @@ describe.each(backends)('engine batching on $name', ({ name, create }) => {
   });
 
   it('a W4A4KV4 model (FMPQ weights and activations, KV4 pages) batches exactly too', async () => {
-    const { Llama } = await import('../src/model/llama.ts');
-    const { calibrate } = await import('../src/quant/calibrate.ts');
-    const { quantizeModel } = await import('../src/quant/quantize.ts');
-    const c = opened.loaded.config;
-    const calib = opened.tokenizer.encode(PROMPTS.join(' ').repeat(4), { bos: true }).slice(0, 256);
-    const stats = await calibrate(opened.model, calib, { ctx: 128 });
-    const q = quantizeModel(c, opened.loaded.weights, stats, { B: 32, order: 'absmax', int8Fraction: 0.15, weights: 'rtn', kv: 'kv4' });
-    const w4 = { ...m, model: new Llama(m.model.be, c, q.weights, 'kv4') }; // calibrated on the simulator
+    const w4 = await w4Model(m);
     const e = await createEngine(w4, { maxStepTokens: 32 });
     const got = await Promise.all(PROMPTS.slice(0, 6).map((p) => e.completions.create({ prompt: p, max_tokens: 30, temperature: 0 })));
     for (let i = 0; i < 6; i++) expect(got[i].choices[0].text).toBe(await alone(w4, PROMPTS[i], 30));
     expectPoolFull(e);
+  });
+});
+
+// Batched prefill: with a large step budget every prompt is prefilled in the same step (one forward of ~100 tokens
+// of 12 sequences), beside the decodes of requests that arrived earlier; each request still gets its text alone.
+describe.each(backends)('batched prefill on $name', ({ name, create }) => {
+  let m: OpenModel;
+  beforeAll(async () => {
+    m = name === 'sim' ? opened : await openModel(await create());
+  });
+  const together = async (model: OpenModel, maxTokens: number) => {
+    const e = await createEngine(model, { maxBatch: 16, maxStepTokens: 4096 });
+    const first = e.completions.create({ prompt: PROMPTS[0], max_tokens: maxTokens + 8, temperature: 0 }); // decoding while the rest prefill
+    await new Promise((r) => setTimeout(r, 0));
+    const got = await Promise.all([first, ...PROMPTS.slice(1).map((p, i) => e.completions.create({ prompt: p, max_tokens: maxTokens + i, temperature: 0 }))]);
+    const s = e.stats();
+    expect(s.maxStepPrefills).toBeGreaterThanOrEqual(PROMPTS.length - 1); // the prompts went through one step together
+    expect(s.time.mixed.steps).toBeGreaterThan(0);
+    for (let i = 0; i < PROMPTS.length; i++) expect(got[i].choices[0].text, `request ${i}`).toBe(await alone(model, PROMPTS[i], i === 0 ? maxTokens + 8 : maxTokens + i - 1));
+    expectPoolFull(e);
+  };
+  it('the float model: 12 prompts prefilled in one step give each request its text alone', async () => {
+    await together(m, 24);
+  });
+  it('a W4A4KV4 model: 12 prompts prefilled in one step give each request its text alone', async () => {
+    await together(await w4Model(m), 20);
   });
 });
 

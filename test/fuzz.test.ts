@@ -7,9 +7,9 @@ import { baseCases, bases, FAILURES, FORMATS, type FuzzCase, type FuzzFormat, ty
 
 const SEED = 101;
 const PER_FORMAT: Record<FuzzFormat, number> = {
-  'llama2c-v0': 200, 'llama2c-v1': 200, safetensors: 200, hf: 200, 'hf-sharded': 200, comet: 200, 'tokenizer-bin': 200,
+  'llama2c-v0': 200, 'llama2c-v1': 200, safetensors: 200, hf: 200, 'hf-sharded': 200, comet: 200, gguf: 200, 'tokenizer-bin': 200,
   'tokenizer-json': 60, // ~50 ms a case (the wikillama-28M tokenizer.json is 550 KB): the bench runs 10,000
-  'bytes-llama2c': 200, 'bytes-comet': 200,
+  'bytes-llama2c': 200, 'bytes-comet': 200, 'bytes-gguf': 100,
 };
 
 const enc = new TextEncoder(), dec = new TextDecoder();

@@ -1,7 +1,8 @@
 // The demo page: load a model (server list or a picked file) with a progress bar, then chat with it through
 // comet/web's engine, streaming, with Stop, sampling controls and live numbers.
-// URL parameters (shareable, and what the browser tests use): ?model=URL&tokenizer=URL&backend=sim|webgpu&prompt=TEXT&autoload=1
-import { createEngine, detectWebGPU, engineMemory, type Engine, type GpuProbe, type LoadProgress, type WebBackendName } from '../src/web.ts';
+// The engine runs in a Web Worker (comet/web's default); ?worker=0 runs it on the page's thread.
+// URL parameters (shareable, and what the browser tests use): ?model=URL&tokenizer=URL&backend=sim|webgpu&prompt=TEXT&autoload=1&worker=0
+import { createEngine, deleteCachedModel, detectWebGPU, listCachedModels, type GpuProbe, type LoadProgress, type WebBackendName, type WebEngine } from '../src/web.ts';
 
 interface DemoModel { id: string; label: string; url: string; tokenizer?: string; bytes: number; prompt?: string }
 
@@ -13,12 +14,13 @@ const ui = {
   prompt: $<HTMLTextAreaElement>('prompt'), temperature: $<HTMLInputElement>('temperature'), topP: $<HTMLInputElement>('top-p'),
   maxTokens: $<HTMLInputElement>('max-tokens'), generate: $<HTMLButtonElement>('generate'), stop: $<HTMLButtonElement>('stop'),
   output: $('output'), shownPrompt: $('shown-prompt'), generated: $('generated'), finish: $('finish'),
+  cached: $('cached'),
   stat: (k: string) => $(`stat-${k}`),
 };
 const params = new URLSearchParams(location.search);
 
 let probe: GpuProbe | undefined;
-let engine: Engine | undefined;
+let engine: WebEngine | undefined;
 let generation: AbortController | undefined;
 let loading: AbortController | undefined;
 
@@ -114,16 +116,18 @@ async function load(model: string | File, tokenizer: string | File | undefined):
   for (const k of ['model-bytes', 'kv-bytes', 'backend']) ui.stat(k).textContent = '–';
   const backend = ui.backend.value as WebBackendName;
   try {
-    const e = await createEngine(model, { backend, tokenizer, onProgress, maxBatch: 1, signal: ac.signal });
+    const e = await createEngine(model, { backend, tokenizer, onProgress, maxBatch: 1, signal: ac.signal, worker: params.get('worker') !== '0' });
     if (ac.signal.aborted) return e.close();
     engine = e;
-    const m = engineMemory(e);
+    const { memory: m, config: c } = e.info;
     ui.stat('model-bytes').textContent = bytes(m.modelBytes);
-    ui.stat('kv-bytes').textContent = `${bytes(m.kvBytes)} · ${m.kvPages} pages of ${m.pageSize} tokens, ${e.opened.model.kvDType}`;
-    const c = e.opened.model.config;
-    ui.stat('backend').textContent = `${e.opened.model.be.name} · ${e.opened.loaded.format} · ${c.nLayers} layers, dim ${c.dim}, vocab ${c.vocabSize}, context ${c.seqLen}`;
+    ui.stat('kv-bytes').textContent = `${bytes(m.kvBytes)} · ${m.kvPages} pages of ${m.pageSize} tokens, ${e.info.kvDType}`;
+    ui.stat('backend').textContent = `${e.info.backend} · ${e.info.format} · ${c.nLayers} layers, dim ${c.dim}, vocab ${c.vocabSize}, context ${c.seqLen} · ${e.mode === 'worker' ? 'in a Worker' : 'on the page thread'}`;
     ui.maxTokens.max = String(c.seqLen);
+    // a lost GPU device ends this engine: say so, and let the user load again (a new engine, a new device)
+    void e.lost.then((err) => { if (engine === e) engineLost(err); });
     setState('ready');
+    void renderCached();
   } catch (err) {
     if (ac.signal.aborted) return;
     ui.progress.value = 0;
@@ -135,6 +139,31 @@ async function load(model: string | File, tokenizer: string | File | undefined):
   } finally {
     if (loading === ac) loading = undefined;
   }
+}
+
+function engineLost(err: Error): void {
+  generation?.abort();
+  engine?.close();
+  engine = undefined;
+  ui.progress.value = 0;
+  ui.progressText.textContent = 'no model loaded';
+  showError(`${err.message}. Press Load to start the model again.`);
+  setState('idle');
+}
+
+/** The models this browser keeps (OPFS, or the Cache API), each with a Delete button. */
+async function renderCached(): Promise<void> {
+  const list = await listCachedModels().catch(() => []);
+  ui.cached.replaceChildren(...list.map((m) => {
+    const li = document.createElement('li'), del = document.createElement('button');
+    li.textContent = `${m.url.replace(location.origin, '').replace(/^.*\/models\//, 'models/')} · ${size(m.bytes)} · ${m.where === 'opfs' ? 'OPFS' : 'Cache API'} `;
+    del.type = 'button';
+    del.textContent = 'Delete';
+    del.addEventListener('click', () => void deleteCachedModel(m.url).then(renderCached));
+    li.append(del);
+    return li;
+  }));
+  if (!list.length) ui.cached.textContent = 'none';
 }
 
 /** The model's suggested prompt replaces the text box's content until the user types there. */
@@ -199,11 +228,14 @@ async function generate(): Promise<void> {
     ui.finish.textContent = finish === 'length' ? 'Stopped at the token limit.' : 'The model ended the text.';
   } catch (err) {
     if ((err as Error).name === 'AbortError') ui.finish.textContent = 'Stopped.';
+    else if ((err as { code?: string }).code === 'device_lost') return engineLost(err as Error);
     else showError(`Generation failed. ${errorText(err)}`);
   } finally {
     show(performance.now());
     if (generation === ac) generation = undefined;
     setState(engine ? 'ready' : 'idle');
+    // the engine's own count (in the Worker): a Stop shows up here as a cancelled request
+    void engine?.stats().then((s) => { ui.stat('requests').textContent = `${s.requests.finished} finished · ${s.requests.cancelled} stopped · ${s.requests.failed} failed`; }, () => {});
   }
 }
 
@@ -222,6 +254,7 @@ async function start(): Promise<void> {
   ui.stop.addEventListener('click', () => generation?.abort());
   ui.prompt.addEventListener('keydown', (e) => { if (e.key === 'Enter' && (e.ctrlKey || e.metaKey) && !ui.generate.disabled) void generate(); });
 
+  void renderCached();
   probe = await detectWebGPU();
   renderGpu(probe);
   try {

@@ -31,14 +31,18 @@ function findModel(name: string): string | undefined {
 /** A first prompt in the style of the model's training text (TinyStories, Wikipedia). */
 const promptFor = (file: string) => (file.startsWith('stories') ? 'Once upon a time' : file.startsWith('wikillama') ? 'The history of' : 'Once upon a time');
 
-/** The demo's model list: .comet files first (the quantized wikillama-28M is the default), then the float
- *  stories260K that ships in models/. */
+/** The demo's model list: the W4A4KV4 .comet files first (the default: wikillama-28M when
+ *  `npm run demo:model` built it into build/demo, else the stories260K.comet that ships in models/), then the
+ *  float stories260K llama2.c checkpoint, as the float reference. */
 function demoModels(): DemoModel[] {
-  const out: DemoModel[] = [];
-  const demo = join(REPO, 'build/demo');
-  const comets = existsSync(demo) ? readdirSync(demo).filter((f) => f.endsWith('.comet')).sort((a, b) => Number(b.startsWith('wikillama')) - Number(a.startsWith('wikillama'))) : [];
-  for (const f of comets)
-    out.push({ id: f.replace(/\.comet$/, ''), label: `${f.replace(/\.comet$/, '')} · W4A4KV4 .comet`, url: `models/${f}`, bytes: statSync(join(demo, f)).size, prompt: promptFor(f) });
+  const out: DemoModel[] = [], seen = new Set<string>();
+  for (const dir of [join(REPO, 'build/demo'), join(REPO, 'models')]) {
+    const comets = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.comet') && !seen.has(f)).sort((a, b) => Number(b.startsWith('wikillama')) - Number(a.startsWith('wikillama'))) : [];
+    for (const f of comets) {
+      seen.add(f);
+      out.push({ id: f.replace(/\.comet$/, ''), label: `${f.replace(/\.comet$/, '')} · W4A4KV4 .comet`, url: `models/${f}`, bytes: statSync(join(dir, f)).size, prompt: promptFor(f) });
+    }
+  }
   const s = join(REPO, 'models/stories260K.bin');
   if (existsSync(s)) out.push({ id: 'stories260K', label: 'stories260K · float32 llama2.c (embedded)', url: 'models/stories260K.bin', tokenizer: 'models/tok512.bin', bytes: statSync(s).size, prompt: promptFor('stories') });
   return out;
@@ -108,6 +112,8 @@ export default defineConfig(({ mode }) => ({
   base: './',
   publicDir: false,
   plugins: [browserEngine(), ...(mode === 'lib' ? [] : [models()])],
+  // the engine's Worker (src/web/worker.ts) is bundled on its own: it needs the same stand-ins
+  worker: { format: 'es', plugins: () => [browserEngine()] },
   server: { host: '127.0.0.1', port: 5173, fs: { allow: [REPO] } },
   preview: { host: '127.0.0.1', port: 4173 },
   build: mode === 'lib'

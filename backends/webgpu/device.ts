@@ -10,7 +10,15 @@ export interface GpuContext {
   adapterName: string;
   /** WGSL has dot4I8Packed (language feature packed_4x8_integer_dot_product) */
   dot4: boolean;
-  limits: { storageBuffers: number; workgroupStorage: number; maxBinding: number };
+  /** the smaller of the adapter's and the device's limits (an app or a test may narrow what the adapter says) */
+  limits: { storageBuffers: number; workgroupStorage: number; maxBinding: number; maxBuffer: number };
+  /** set once the device is lost (GPU reset, driver update, tab in the background too long, device.destroy()):
+   *  every later read fails with a 'device_lost' CometError; the app creates a new engine (a new device) */
+  lost?: { reason: string; message: string };
+  /** resolves when the device is lost */
+  whenLost: Promise<{ reason: string; message: string }>;
+  /** the first uncaptured GPU error (validation, out of memory, internal), thrown by the next read */
+  error?: string;
 }
 
 const SWIFTSHADER_HINT =
@@ -31,6 +39,10 @@ async function nodeGpu(): Promise<GPU> {
   for (const [k, v] of Object.entries(mod.globals)) if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
   return mod.create([]);
 }
+
+/** The error every request gets once the device is lost. */
+export const deviceLost = (l: { reason: string; message: string }) =>
+  new CometError(`webgpu: the GPU device was lost (${l.reason}${l.message ? `: ${l.message.replace(/\.$/, '')}` : ''}); this engine cannot continue: create it again`, 'device_lost');
 
 let shared: Promise<GpuContext> | undefined;
 
@@ -60,19 +72,30 @@ async function openGpu(): Promise<GpuContext> {
       maxComputeWorkgroupSizeX: L.maxComputeWorkgroupSizeX,
     },
   });
-  device.addEventListener?.('uncapturederror', (ev) => {
-    console.error(`webgpu: uncaptured error: ${(ev as GPUUncapturedErrorEvent).error.message}`);
-  });
   const info = adapter.info;
   const wgsl = (gpu as GPU & { wgslLanguageFeatures?: ReadonlySet<string> }).wgslLanguageFeatures;
-  return {
+  const ctx: GpuContext = {
     device, gpu, adapter,
     adapterName: [info?.vendor, info?.architecture, info?.device, info?.description].filter(Boolean).join(' ') || 'unknown adapter',
     dot4: !!wgsl?.has('packed_4x8_integer_dot_product'),
     limits: {
       storageBuffers: device.limits.maxStorageBuffersPerShaderStage,
       workgroupStorage: device.limits.maxComputeWorkgroupStorageSize,
-      maxBinding: device.limits.maxStorageBufferBindingSize,
+      maxBinding: Math.min(L.maxStorageBufferBindingSize, device.limits.maxStorageBufferBindingSize),
+      maxBuffer: Math.min(L.maxBufferSize, device.limits.maxBufferSize),
     },
+    whenLost: device.lost.then((i) => {
+      ctx.lost = { reason: i.reason ?? 'unknown', message: i.message ?? '' };
+      if (shared && current === ctx) shared = undefined; // the next getGpu() asks for a new device
+      return ctx.lost;
+    }),
   };
+  // Errors no scope caught go to the request that reads next (a clear error there), not to the console.
+  device.addEventListener?.('uncapturederror', (ev) => {
+    ctx.error ??= (ev as GPUUncapturedErrorEvent).error.message;
+  });
+  current = ctx;
+  return ctx;
 }
+
+let current: GpuContext | undefined;

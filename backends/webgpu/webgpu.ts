@@ -19,7 +19,7 @@ import { kv4Layout } from '../../simulator/kv4.ts';
 import { qactBytes, w4Bytes } from '../../simulator/traits.ts';
 import { ropeFreqs } from '../../simulator/kernels/float.ts';
 import { CometError } from '../../src/errors.ts';
-import { getGpu, type GpuContext } from './device.ts';
+import { deviceLost, getGpu, type GpuContext } from './device.ts';
 import { type Family, loadShaderSources, moduleSource, type ShaderSources } from './shaders.ts';
 
 const up4 = (n: number) => Math.ceil(n / 4) * 4;
@@ -227,6 +227,8 @@ export class WebGPUBackend implements Backend {
   }
 
   get adapterName() { return this.gpu.adapterName; }
+  /** resolves when the device is lost (the engine on it is then dead; make a new one) */
+  get whenLost(): Promise<{ reason: string; message: string }> { return this.gpu.whenLost; }
 
   /** Benchmarks: the next compute pass writes these timestamps (needs the device's timestamp-query). */
   timeNextPass(t: GPUComputePassTimestampWrites) { this.stream.timestamps = t; }
@@ -281,12 +283,31 @@ export class WebGPUBackend implements Backend {
     this.put(buf, data);
     return new WTensor(shape, 'f32', buf, data.byteLength);
   }
+  /** A lost device or an uncaptured GPU error, as the error of the request that reads next. */
+  private check(): void {
+    const g = this.gpu;
+    if (g.lost) throw deviceLost(g.lost);
+    if (g.error) {
+      const message = g.error;
+      g.error = undefined;
+      throw new CometError(`webgpu: a GPU command failed (${message})`, 'gpu_error');
+    }
+  }
   private async readBytes(buf: GPUBuffer, bytes: number): Promise<Uint8Array> {
+    this.check();
     const size = up256(Math.max(up4(bytes), 16));
     const st = this.mapFree.get(size)?.pop() ?? this.dev.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
     this.stream.copy(buf, 0, st, 0, up4(bytes));
     this.stream.flush();
-    await st.mapAsync(GPUMapMode.READ, 0, up4(bytes));
+    try {
+      await st.mapAsync(GPUMapMode.READ, 0, up4(bytes));
+    } catch (e) {
+      // a device lost while the step ran rejects the map first; device.lost resolves right after
+      await Promise.race([this.gpu.whenLost, new Promise((r) => setTimeout(r, 500))]);
+      this.check();
+      throw new CometError(`webgpu: reading a result back failed (${(e as Error).message})`, 'gpu_error');
+    }
+    this.check();
     const out = new Uint8Array(st.getMappedRange(0, up4(bytes)).slice(0, bytes));
     st.unmap();
     (this.mapFree.get(size) ?? this.mapFree.set(size, []).get(size)!).push(st);
@@ -317,7 +338,8 @@ export class WebGPUBackend implements Backend {
     return this.readBytes(tmp, c.layerBytes);
   }
 
-  createKVCache(spec: KVCacheSpec): KVCache {
+  /** Bytes of the KV cache buffer: one binding per layer, layers 256-byte aligned in one buffer. */
+  private kvBytes(spec: KVCacheSpec): { layerBytes: number; layerStride: number; total: number } {
     const { nLayers, nKvHeads, headDim, pageSize, numPages } = spec;
     if (headDim > 256) throw new CometError(`webgpu: head_dim ${headDim} > 256 is not supported by attention.wgsl`, 'unsupported');
     let layerBytes: number;
@@ -327,9 +349,60 @@ export class WebGPUBackend implements Backend {
       layerBytes = numPages * kv4Layout(spec).pageBytes;
     } else layerBytes = 2 * numPages * nKvHeads * pageSize * headDim * 4; // K half | V half
     const layerStride = up256(layerBytes);
-    if (layerBytes > this.gpu.limits.maxBinding)
-      throw new CometError(`webgpu: one KV layer needs ${layerBytes} bytes, more than this adapter binds (${this.gpu.limits.maxBinding}); use fewer pages`, 'unsupported');
-    return new WKVCache(spec, this.persistent(nLayers * layerStride, 'kv'), layerBytes, layerStride, this);
+    return { layerBytes, layerStride, total: nLayers * layerStride };
+  }
+  createKVCache(spec: KVCacheSpec): KVCache {
+    this.checkFits([], spec);
+    const { layerBytes, layerStride, total } = this.kvBytes(spec);
+    return new WKVCache(spec, this.persistent(total, 'kv'), layerBytes, layerStride, this);
+  }
+  /** Bytes of the one buffer uploadWeight makes for `w` (w4: codes | scales; f32: the data; f16: as f32). */
+  weightBufferBytes(w: HostWeight): number {
+    if (w.kind === 'f16') return w.data.length * 4; // widened to f32 (uploadWeight)
+    return w.kind === 'f32' ? w.data.byteLength : w4Bytes(w.act, w.N).codes + up4(w4Bytes(w.act, w.N).scales);
+  }
+  /** Refuse, before anything is uploaded, weights or a KV cache this device cannot hold: a buffer above
+   *  maxBufferSize, a binding above maxStorageBufferBindingSize (every weight is bound whole; the cache one
+   *  layer at a time). The message says what needs how much, and what the adapter allows. WebGPU does not tell
+   *  the device's total memory: an upload that runs out of it is caught by an out-of-memory error scope
+   *  (uploadModel). */
+  checkFits(weights: Iterable<HostWeight>, kv?: KVCacheSpec): void {
+    const { maxBinding, maxBuffer } = this.gpu.limits, over: string[] = [];
+    const mb = (n: number) => (n < 2 ** 20 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 2 ** 20).toFixed(1)} MiB`);
+    for (const w of weights) {
+      const n = this.weightBufferBytes(w);
+      if (n > Math.min(maxBinding, maxBuffer)) over.push(`${w.name} needs one ${mb(n)} buffer`);
+    }
+    if (kv) {
+      const k = this.kvBytes(kv);
+      if (k.layerBytes > maxBinding) over.push(`one layer of the KV cache (${kv.numPages} pages) needs ${mb(k.layerBytes)} bound at once`);
+      if (k.total > maxBuffer) over.push(`the KV cache (${kv.nLayers} layers × ${kv.numPages} pages) needs one ${mb(k.total)} buffer`);
+    }
+    if (over.length)
+      throw new CometError(`webgpu: this model does not fit the GPU adapter (${this.adapterName}), which allows buffers of at most ${mb(maxBuffer)} `
+        + `and bindings of at most ${mb(maxBinding)}: ${over.slice(0, 4).join('; ')}${over.length > 4 ? `; and ${over.length - 4} more` : ''}`, 'too_large');
+  }
+  /** Upload weights inside an out-of-memory error scope: a device that runs out of memory gives a clear error
+   *  (what the model needs) instead of a lost device later. `each` runs between uploads (progress, yielding). */
+  async uploadModel(weights: HostWeight[], each?: (w: HostWeight) => Promise<void> | void): Promise<Map<HostWeight, Weight>> {
+    this.checkFits(weights);
+    const out = new Map<HostWeight, Weight>();
+    this.dev.pushErrorScope('out-of-memory');
+    try {
+      for (const w of weights) {
+        await each?.(w);
+        out.set(w, this.uploadWeight(w));
+      }
+    } finally {
+      const err = await this.dev.popErrorScope();
+      if (err) {
+        for (const w of out.values()) (w as WWeight).buf.destroy();
+        const total = weights.reduce((a, w) => a + this.weightBufferBytes(w), 0);
+        throw new CometError(`webgpu: the GPU ran out of memory uploading the model's weights (${(total / 2 ** 20).toFixed(1)} MiB in ${weights.length} buffers; ${err.message})`, 'out_of_memory');
+      }
+    }
+    this.check();
+    return out;
   }
 
   endStep(): void {

@@ -10,7 +10,8 @@
 //   - memory: RSS after the last round is within `rssBoundMiB` of RSS after the first (warm) round
 //   - every valid greedy request that was not cancelled (and not refused with 503 queue_full) got exactly the
 //     text the same request gets alone on the idle server (the baseline, taken first)
-//   - every malformed request got its documented 4xx status and OpenAI error JSON; never a 500
+//   - every malformed request got its documented 4xx status and OpenAI error JSON; never a 500 (malformed
+//     schemas and tools included: a schema the grammar engine cannot compile is a 400, the server goes on)
 // Used by bench/chaos/run.ts (bigger, writes bench/results) and test/chaos.test.ts (a small fixed sample).
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -27,8 +28,10 @@ export interface ChaosOptions {
   requests: number; // per round
   rounds: number;
   concurrency: number;
+  backend: string; // comet serve --backend (sim; cuda on the GPU machine)
   maxBatch: number;
   maxQueue: number;
+  maxStepTokens?: number; // comet serve --max-step-tokens (default: max(64, maxBatch); larger = batched prefill)
   kvMemory: string; // '720K' = 36 pages of stories260K (f32 KV, 16 tokens): one full context is 32, so full batches preempt
   maxBody: number; // bytes
   deadlineS: number; // overall
@@ -38,7 +41,7 @@ export interface ChaosOptions {
 }
 
 export const DEFAULTS: ChaosOptions = {
-  seed: 1, requests: 300, rounds: 3, concurrency: 8, maxBatch: 6, maxQueue: 12, kvMemory: '720K', maxBody: 64 << 10,
+  seed: 1, requests: 300, rounds: 3, concurrency: 8, backend: 'sim', maxBatch: 6, maxQueue: 12, kvMemory: '720K', maxBody: 64 << 10,
   deadlineS: 300, requestTimeoutMs: 60_000, rssBoundMiB: 64,
 };
 
@@ -85,10 +88,18 @@ const SUBJECTS = ['a dog', 'a cat', 'Lily', 'Tom', 'a bird', 'the sun', 'a boat'
 const PROMPTS = SUBJECTS.map((s, i) => `${i % 2 ? 'Once upon a time' : 'One day'}, ${s} ${i % 3 ? 'saw' : 'wanted'}`);
 const MAX_TOKENS = [1, 9, 33, 33, 160]; // 160: ~11 pages a sequence, so a full batch runs the small pool dry (preemption)
 
-interface Valid { kind: 'chat' | 'text'; prompt: string; maxTokens: number; stream: boolean; stop?: string; slow?: boolean }
-const keyOf = (v: Valid) => `${v.kind}|${v.maxTokens}|${v.stop ?? ''}|${v.prompt}`;
+// structured requests are greedy too, so their text (the JSON, or a forced call's arguments) is exact as well
+const SCHEMA = { type: 'object', properties: { name: { type: 'string', maxLength: 12 }, n: { type: 'integer', minimum: 0, maximum: 99 } }, required: ['name', 'n'] };
+const TOOLS = [{ type: 'function', function: { name: 'lookup', parameters: SCHEMA } }];
+type Format = 'schema' | 'tool';
+interface Valid { kind: 'chat' | 'text'; prompt: string; maxTokens: number; stream: boolean; stop?: string; slow?: boolean; format?: Format }
+const keyOf = (v: Valid) => `${v.kind}|${v.maxTokens}|${v.stop ?? ''}|${v.format ?? ''}|${v.prompt}`;
 function bodyOf(v: Valid): object {
-  const common = { max_tokens: v.maxTokens, temperature: 0, ...(v.stop ? { stop: v.stop } : {}), ...(v.stream ? { stream: true, stream_options: { include_usage: true } } : {}) };
+  const common = {
+    max_tokens: v.maxTokens, temperature: 0, ...(v.stop ? { stop: v.stop } : {}), ...(v.stream ? { stream: true, stream_options: { include_usage: true } } : {}),
+    ...(v.format === 'schema' ? { response_format: { type: 'json_schema', json_schema: { name: 'thing', schema: SCHEMA } } } : {}),
+    ...(v.format === 'tool' ? { tools: TOOLS, tool_choice: { type: 'function', function: { name: 'lookup' } } } : {}),
+  };
   return v.kind === 'chat' ? { messages: [{ role: 'user', content: v.prompt }], ...common } : { prompt: v.prompt, ...common };
 }
 
@@ -116,6 +127,15 @@ function malformed(r: () => number, maxBody: number): Malformed {
     { name: 'unknown route', path: '/v1/engines', body: '{}', status: [404] },
     { name: 'GET on a POST route', path: '/v1/completions', body: '', method: 'GET', status: [404, 405] },
     { name: 'empty body', path: '/v1/chat/completions', body: '', status: [400] },
+    { name: 'bad response_format', path: '/v1/chat/completions', body: JSON.stringify({ messages: [{ role: 'user', content: 'Hi' }], response_format: { type: 'yaml' } }), status: [400] },
+    { name: 'invalid JSON Schema', path: '/v1/completions', body: JSON.stringify({ prompt: 'Once', response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'integer', minimum: 'low' } } } }), status: [400] },
+    { name: 'schema the grammar engine aborts on', path: '/v1/chat/completions', body: JSON.stringify({ messages: [{ role: 'user', content: 'Hi' }], response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', minProperties: 4 } } } }), status: [400] },
+    { name: 'schema nested 100 deep', path: '/v1/chat/completions', body: JSON.stringify({ messages: [{ role: 'user', content: 'Hi' }], response_format: { type: 'json_schema', json_schema: { name: 'x', schema: JSON.parse('{"items":'.repeat(100) + '{}' + '}'.repeat(100)) } } }), status: [400] },
+    { name: 'tool_choice without tools', path: '/v1/chat/completions', body: JSON.stringify({ messages: [{ role: 'user', content: 'Hi' }], tool_choice: 'required' }), status: [400] },
+    { name: 'tool_choice naming no tool', path: '/v1/chat/completions', body: JSON.stringify({ messages: [{ role: 'user', content: 'Hi' }], tools: TOOLS, tool_choice: { type: 'function', function: { name: 'nope' } } }), status: [400] },
+    { name: 'logprobs past 20', path: '/v1/completions', body: JSON.stringify({ prompt: 'Once', logprobs: 50 }), status: [400] },
+    { name: 'logit_bias past the vocabulary', path: '/v1/completions', body: JSON.stringify({ prompt: 'Once', logit_bias: { 123456: 5 } }), status: [400] },
+    { name: 'detokenize past the vocabulary', path: '/detokenize', body: JSON.stringify({ tokens: [1, 1e6] }), status: [400] },
   ];
   const m = list[Math.floor(r() * list.length)];
   return { contentType: J, method: 'POST', ...m };
@@ -138,7 +158,8 @@ async function readSse(res: Response, cutAfter: number | undefined, ac: AbortCon
       if (data === '[DONE]') return { text, done: true };
       const j = JSON.parse(data);
       if (j.error) return { text, done: false, error: j.error };
-      text += j.choices?.[0]?.text ?? j.choices?.[0]?.delta?.content ?? '';
+      const c = j.choices?.[0];
+      text += c?.text ?? c?.delta?.content ?? c?.delta?.tool_calls?.[0]?.function?.arguments ?? '';
       if (cutAfter !== undefined && ++n >= cutAfter) {
         ac.abort();
         return { text, done: false };
@@ -155,8 +176,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   const deadline = t0 + o.deadlineS * 1000;
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const args = [join(REPO, 'bin/comet.js'), 'serve', '--backend', 'sim', '--port', String(port), '--max-batch', String(o.maxBatch),
-    '--max-queue', String(o.maxQueue), '--kv-memory', o.kvMemory, '--max-body', String(o.maxBody), '--max-step-tokens', String(Math.max(64, o.maxBatch)), '--log-level', 'error'];
+  const args = [join(REPO, 'bin/comet.js'), 'serve', '--backend', o.backend, '--port', String(port), '--max-batch', String(o.maxBatch),
+    '--max-queue', String(o.maxQueue), '--kv-memory', o.kvMemory, '--max-body', String(o.maxBody), '--max-step-tokens', String(o.maxStepTokens ?? Math.max(64, o.maxBatch)), '--log-level', 'error'];
   const child: ChildProcess = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d) => { stderr = (stderr + d).slice(-8000); });
@@ -206,7 +227,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         if (res.status !== 200) return { status: res.status, json: await res.json().catch(() => undefined) };
         if (v.stream) return { status: 200, ...(await readSse(res, cutAfter, ac, v.slow ? 40 : 0)) };
         const j = await res.json();
-        return { status: 200, text: v.kind === 'chat' ? j.choices[0].message.content : j.choices[0].text, done: true };
+        const c = j.choices[0];
+        return { status: 200, text: v.kind === 'chat' ? c.message.content ?? c.message.tool_calls[0].function.arguments : c.text, done: true };
       } finally {
         clearTimeout(timer);
       }
@@ -218,6 +240,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     const planned: Valid[] = [];
     const validOf = (over: Partial<Valid> = {}): Valid => {
       const v: Valid = { kind: r() < 0.5 ? 'chat' : 'text', prompt: pick(PROMPTS), maxTokens: pick(MAX_TOKENS), stream: r() < 0.5, stop: r() < 0.1 ? '.' : undefined, slow: r() < 0.15, ...over };
+      const f = r(); // a fifth constrained by a schema, a tenth of the chats a forced tool call
+      if (f < 0.2) v.format = 'schema';
+      else if (f < 0.3 && v.kind === 'chat') v.format = 'tool';
       planned.push(v); // its baseline is taken before the chaos
       return v;
     };
@@ -245,7 +270,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       const x = r();
       if (x < 0.4) {
         const v = validOf();
-        const kind = v.stream ? (v.slow ? 'valid-stream-slow-reader' : 'valid-stream') : 'valid-plain';
+        const kind = (v.stream ? (v.slow ? 'valid-stream-slow-reader' : 'valid-stream') : 'valid-plain') + (v.format ? `-${v.format}` : '');
         return { kind, run: async () => {
           const w = await want(v);
           try {

@@ -85,7 +85,7 @@ async function exerciseModel(m: LoadedModel): Promise<{ nonFinite: number }> {
   const prompt = [Math.min(Math.max(0, Math.trunc(Number(c.bos)) || 0), c.vocabSize - 1), 3 % c.vocabSize];
   for await (const t of generate(model, prompt, { temperature: 0, topP: 0, topK: 0, maxTokens: 3, seed: 1, stop: [] }))
     if (!Number.isInteger(t) || t < 0 || t >= c.vocabSize) throw new Error(`greedy run produced token ${t}, vocabulary is ${c.vocabSize}`);
-  if (m.format === 'comet' && m.tokenizerPath) exerciseTokenizer(await loadTokenizer(m.tokenizerPath));
+  if ((m.format === 'comet' || m.format === 'gguf') && m.tokenizerPath) exerciseTokenizer(await loadTokenizer(m.tokenizerPath));
   return { nonFinite };
 }
 
@@ -116,7 +116,7 @@ async function load(c: FuzzCase, path: string): Promise<{ model?: LoadedModel; t
     }
     case 'tokenizer-bin': case 'tokenizer-json':
       return { tok: await loadTokenizer(path) };
-    case 'bytes-llama2c': case 'bytes-comet':
+    case 'bytes-llama2c': case 'bytes-comet': case 'bytes-gguf':
       return { model: await loadModelBytes(readFileSync(path), path) as unknown as LoadedModel };
     default:
       return { model: await loadModel(path) };

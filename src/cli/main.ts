@@ -24,8 +24,8 @@ program
   .command('run')
   .description('generate text from a prompt (the embedded stories260K model by default), streamed as llama2.c prints it')
   .argument('[prompt]', 'prompt text', '')
-  .option('--model <path>', 'llama2.c .bin, Hugging Face directory, or .comet file (default: embedded stories260K)')
-  .option('--tokenizer <path>', 'tokenizer.bin or tokenizer.json (default: found beside the model)')
+  .option('--model <path>', 'llama2.c .bin, Hugging Face directory, .gguf or .comet file (default: embedded stories260K)')
+  .option('--tokenizer <path>', 'tokenizer.bin or tokenizer.json (default: found beside the model, or in the file)')
   .option('--max-tokens <n>', 'new tokens to generate', int('--max-tokens', 1), 256)
   .option('--steps <n>', 'llama2.c -n: total tokens printed, prompt included (overrides --max-tokens)', int('--steps', 1))
   .option('--temperature <t>', 'sampling temperature, 0 = greedy', num('--temperature', 0, 100), 1.0)
@@ -34,6 +34,36 @@ program
   .option('--seed <n>', 'random seed (default: time)', int('--seed'))
   .addOption(backendOpt())
   .action(async (prompt: string, o) => (await import('./run.ts')).run(prompt, o));
+
+program
+  .command('chat')
+  .description('talk with a model: streamed replies, history, the model\'s chat template; Ctrl-C stops a reply, /reset, /exit')
+  .option('--model <path>', 'llama2.c .bin, Hugging Face directory, .gguf or .comet file (default: embedded stories260K)')
+  .option('--tokenizer <path>', 'tokenizer.bin or tokenizer.json (default: found beside the model, or in the file)')
+  .option('--system <text>', 'system prompt, kept at the start of the conversation')
+  .option('--max-tokens <n>', 'longest reply in tokens (default: up to the end of the context)', int('--max-tokens', 1))
+  .option('--temperature <t>', 'sampling temperature, 0 = greedy', num('--temperature', 0, 100), 0.8)
+  .option('--top-p <p>', 'nucleus sampling threshold (1 = off)', num('--top-p', 0, 1), 0.9)
+  .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', int('--top-k'), 40)
+  .option('--seed <n>', 'random seed (default: time)', int('--seed'))
+  .option('--verbose', 'time each reply (stderr)')
+  .addOption(backendOpt())
+  .action(async (o) => (await import('./chat.ts')).chat(o));
+
+program
+  .command('export')
+  .description('write a float model (llama2.c, Hugging Face, GGUF) as a GGUF file llama.cpp and Ollama run')
+  .requiredOption('--model <path>', 'float model: llama2.c .bin, Hugging Face directory, or .gguf')
+  .requiredOption('--gguf <file>', 'output .gguf file')
+  .option('--tokenizer <path>', 'tokenizer (default: beside the model, or in the file)')
+  .addOption(new Option('--type <t>', 'tensor type of the matrices (norms stay F32)').choices(['f32', 'f16', 'q8_0', 'q4_0']).default('f16'))
+  .option('--json', 'print one JSON summary')
+  .action(async (o) => (await import('./export.ts')).exportGguf(o));
+
+program
+  .command('build-cuda')
+  .description('compile the CUDA addon for this installation (needs nvcc >= 13 and CMake; the --backend cuda prerequisite)')
+  .action(async () => (await import('./build-cuda.ts')).buildCuda());
 
 program
   .command('info')
@@ -45,7 +75,7 @@ program
 program
   .command('quantize')
   .description('FMPQ-quantize a float model (W4Ax weights, INT8 outlier blocks, optional KV4) into one .comet file')
-  .requiredOption('--model <path>', 'float model: llama2.c .bin or Hugging Face directory')
+  .requiredOption('--model <path>', 'float model: llama2.c .bin, Hugging Face directory, or .gguf (dequantized on load)')
   .requiredOption('--calib <file>', 'calibration text (its LAST --calib-tokens tokens are used)')
   .requiredOption('--out <file>', 'output .comet file')
   .option('--tokenizer <path>', 'tokenizer (default: beside the model; embedded in the .comet)')
@@ -93,21 +123,27 @@ program.addCommand((await import('./serve.ts')).serveCommand(backendOpt()));
 const bench = program.command('bench').description('benchmarks');
 bench
   .command('e2e')
-  .description('end-to-end W4A4KV4 serving speed of a model shape beside PyTorch FP16 (GPU machine)')
+  .description('end-to-end W4A4KV4 serving speed of a model shape beside PyTorch FP16 / INT4 / FP8: decode steps, TTFT, a max-throughput run through the engine (GPU machine)')
   .option('--shape <name|config.json>', 'llama3-8b | llama3-70b | a LlamaConfig JSON', 'llama3-8b')
   .addOption(backendOpt().default('cuda'))
   .option('--batches <list>', 'decode batch sizes', '1,8,32,64,128,256')
   .option('--ctx <n>', 'context of the decode steps', int('--ctx', 1), 1024)
   .option('--in-len <n>', 'prompt tokens (max throughput, TTFT)', int('--in-len', 1), 1024)
   .option('--out-len <n>', 'generated tokens (max throughput)', int('--out-len', 1), 512)
-  .option('--mem-budget <GiB>', 'GPU memory for weights + KV cache, both engines', num('--mem-budget', 0.001, 1e6), 76)
+  .option('--mem-budget <GiB>', 'device memory COMET may use (default: what the device reports)', num('--mem-budget', 0.001, 1e6))
   .option('--int8-fraction <f>', 'FMPQ INT8 MAC budget', num('--int8-fraction', 0, 1), 0.1)
   .option('--block <B>', 'FMPQ block size', int('--block', 32), 128)
   .option('--check <paths...>', 'models whose greedy tokens must equal the simulator\'s before timing', [])
   .option('--steps <n>', 'timed steps per measurement', int('--steps', 1), 10)
-  .option('--no-baseline', 'skip PyTorch FP16')
+  .option('--throughput <n>', 'requests of the max-throughput run through the engine, all submitted at once (0: none)', int('--throughput', 0), 256)
+  .option('--mixed <n>', 'requests of a mixed-length run through the engine (0: none)', int('--mixed', 0), 0)
+  .option('--step-tokens <n>', 'the engine\'s tokens per step (batched prefill budget) in those runs', int('--step-tokens', 1), 4096)
+  .option('--baseline-variants <list>', 'PyTorch baselines: fp16,int4,fp8', 'fp16,int4,fp8')
+  .option('--baseline-json <file>', 'the baselines\' JSON (bench/e2e/torch_fast.py) from the same GPU in the same call, instead of running them')
+  .option('--wait-for <file>', 'wait for this file before the first GPU work (the baselines run meanwhile)')
+  .option('--no-baseline', 'skip the PyTorch baselines')
   .option('--out <dir>', 'results folder', 'bench/results')
-  .action(async (o) => (await import('./bench-e2e.ts')).benchE2E(o));
+  .action(async (o) => (await import('../../bench/e2e/e2e.ts')).benchE2E(o));
 
 // `comet info m | head` closes the pipe early: that is the reader's choice, not an error
 process.stdout.on('error', (e: NodeJS.ErrnoException) => {

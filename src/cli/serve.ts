@@ -37,7 +37,7 @@ export function serveCommand(backendOpt: Option): Command {
     .option('--kv-memory <size>', 'bytes for the KV page pool, e.g. 512M, 4G (default: max-batch full-context sequences)', parseBytes('--kv-memory'))
     .option('--page-size <n>', 'tokens per KV page', int('--page-size', 1, 4096), 16)
     .option('--max-queue <n>', 'requests waiting for a slot before new ones get 503', int('--max-queue', 0), 256)
-    .option('--max-step-tokens <n>', 'tokens per forward step (decodes + prefill chunks)', int('--max-step-tokens', 1), 256)
+    .option('--max-step-tokens <n>', 'tokens per forward step (decodes + prefill chunks)', int('--max-step-tokens', 1), 2048)
     .option('--max-body <size>', 'largest request body; larger ones get 413', parseBytes('--max-body'), 1 << 20)
     .option('--log-level <level>', 'pino log level: fatal | error | warn | info | debug | silent', 'info')
     .action(async (o: ServeOptions) => serve(o));

@@ -71,3 +71,36 @@ function sampleMult(idx: number[], prob: number[], coin: number): number {
   }
   return idx[idx.length - 1];
 }
+
+/** OpenAI's penalties and logit_bias, in place on one row of logits (V,): for each token j generated so far
+ *  `count[j]` times, logit -= count·frequency + (count > 0)·presence; then logit += bias[j]. */
+export function adjustLogits(logits: Float32Array, counts: Map<number, number>, frequency: number, presence: number, bias: Map<number, number>): void {
+  if (frequency !== 0 || presence !== 0) for (const [j, c] of counts) logits[j] -= c * frequency + presence;
+  for (const [j, b] of bias) logits[j] += b;
+}
+
+export interface TokenLogprob { id: number; logprob: number }
+
+/** log-softmax of one row at `id`, and the `top` most likely tokens (logprob descending, then id), in f64.
+ *  -Infinity logits (masked by a grammar) have logprob -Infinity and are never among the top. */
+export function logprobs(logits: Float32Array, id: number, top: number): { logprob: number; top: TokenLogprob[] } {
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - max);
+  const lse = max + Math.log(sum);
+  const best: TokenLogprob[] = [];
+  if (top > 0) {
+    // a running top-k (k ≤ 20): insert into a short sorted list; most tokens fail the first comparison
+    for (let i = 0; i < logits.length; i++) {
+      const x = logits[i];
+      if (x === -Infinity || (best.length === top && x <= best[top - 1].logprob)) continue;
+      let at = best.length;
+      while (at > 0 && best[at - 1].logprob < x) at--;
+      best.splice(at, 0, { id: i, logprob: x });
+      if (best.length > top) best.pop();
+    }
+    for (const b of best) b.logprob -= lse;
+  }
+  return { logprob: logits[id] - lse, top: best };
+}

@@ -29,7 +29,14 @@ export interface SeqParams extends SamplingParams {
 
 /** What a sequence reports to its owner (the engine's request). */
 export interface SeqSink {
-  token(id: number): void;
+  /** present when the owner shapes the distribution (penalties, logit_bias, a grammar's mask) or reads it
+   *  (logprobs): called with the sequence's row of logits (V,) before sampling, may change it in place */
+  logits?(row: Float32Array): void | Promise<void>;
+  /** work for this step's sample that needs no logits (a grammar's token mask): called after the forward is
+   *  launched and before its result is awaited, so on a GPU it runs while the device computes */
+  prepare?(): void | Promise<void>;
+  /** the sampled token; `row` is the (adjusted) logits it was drawn from when logits() is present */
+  token(id: number, row?: Float32Array): void;
   /** exactly once; `error` set when the step failed; not called after cancel() */
   finish(reason: FinishReason, error?: Error): void;
 }
@@ -61,14 +68,27 @@ export interface SchedulerStats {
   preemptions: number;
   computedTokens: number; // tokens fed to forward (prefill, decode and recomputation)
   generatedTokens: number;
+  maxStepSequences: number; // the most sequences one step carried
+  maxStepPrefills: number; // the most sequences one step carried prefill chunks of (batched prefill)
+  time: { decode: StepTime; mixed: StepTime }; // decode-only steps (graph replays) and steps with prefill chunks
 }
 
+/** Where a kind of step spends its wall time (ms, summed over steps): `host` is the scheduler's own serial work
+ *  (sweep, planning, block tables, sampling, handing tokens to the sinks); `launch` the forward's op launches
+ *  from TypeScript (eager steps; the GPU runs meanwhile); `wait` waiting for the device's result. */
+export interface StepTime { steps: number; wallMs: number; hostMs: number; launchMs: number; waitMs: number }
+
 interface Slot { seq: Sequence; start: number; n: number }
+
+/** A slot that feeds one sequence its newest generated token (else it carries a prefill or recompute chunk). */
+const isDecode = (s: Slot) => s.n === 1 && s.seq.generated > 0 && s.start === s.seq.tokens.length - 1;
+const stepTime = (): StepTime => ({ steps: 0, wallMs: 0, hostMs: 0, launchMs: 0, waitMs: 0 });
 
 export class Scheduler {
   readonly waiting: Sequence[] = [];
   readonly running: Sequence[] = [];
-  private stats_ = { steps: 0, preemptions: 0, computedTokens: 0, generatedTokens: 0 };
+  private stats_ = { steps: 0, preemptions: 0, computedTokens: 0, generatedTokens: 0, maxStepSequences: 0, maxStepPrefills: 0 };
+  private readonly time_ = { decode: stepTime(), mixed: stepTime() };
 
   /** graphs: decode steps in a capturable shape, replayed as graphs (graphs.ts); absent: every step eager */
   constructor(readonly model: Llama, readonly pool: PagePool, readonly cache: KVCache, readonly o: SchedulerOptions, readonly graphs?: DecodeGraphs) {}
@@ -78,7 +98,7 @@ export class Scheduler {
   }
 
   stats(): SchedulerStats {
-    return { running: this.running.length, waiting: this.waiting.length, ...this.stats_ };
+    return { running: this.running.length, waiting: this.waiting.length, ...this.stats_, time: { decode: { ...this.time_.decode }, mixed: { ...this.time_.mixed } } };
   }
 
   add(seq: Sequence): void {
@@ -98,6 +118,7 @@ export class Scheduler {
 
   /** One step. Returns false when there was nothing to run. */
   async step(): Promise<boolean> {
+    const t0 = performance.now();
     this.sweep();
     const batch = this.plan();
     if (batch.length === 0) return false;
@@ -115,17 +136,27 @@ export class Scheduler {
     });
     // a decode-only step (every sequence feeds its newest token) goes through the decode graphs when the
     // backend can capture (graphs.ts): its key's shape, and a replay once captured
-    const decodeOnly = this.graphs !== undefined && sampled.length === batch.length && T === batch.length;
+    const allDecode = sampled.length === batch.length && T === batch.length;
+    const decodeOnly = this.graphs !== undefined && allDecode;
     let out: DecodeOut;
     const be = this.model.be;
+    let t1 = 0, t2 = 0, prepareMs = 0;
     try {
       if (decodeOnly) {
         const d = this.graphs!.inputs(tokens, pos, batch.map((s) => s.seq.pages));
-        out = await this.graphs!.run(d.key, d.inputs, sampled.every((s) => s.params.temperature === 0));
+        t1 = t2 = performance.now();
+        const run = this.graphs!.run(d.key, d.inputs, sampled.every((s) => s.params.temperature === 0 && !s.sink.logits));
+        run.catch(() => {}); // awaited below; not an unhandled rejection while prepare() runs
+        prepareMs = await this.prepare(sampled);
+        out = await run;
       } else {
         const layout = { pos, seq: seqIdx, blockTables: batch.map((s) => Int32Array.from(s.seq.pages)) };
         try {
-          out = { logits: await be.read(this.model.forward(tokens, layout, this.cache, Int32Array.from(rows))) };
+          t1 = performance.now();
+          const logits = this.model.forward(tokens, layout, this.cache, Int32Array.from(rows));
+          t2 = performance.now();
+          prepareMs = await this.prepare(sampled);
+          out = { logits: await be.read(logits) };
         } finally {
           be.endStep();
         }
@@ -134,26 +165,45 @@ export class Scheduler {
       for (const { seq } of batch) this.finish(seq, 'stop', e instanceof Error ? e : new Error(String(e)));
       return true;
     }
+    const t3 = performance.now();
     this.stats_.steps++;
     this.stats_.computedTokens += T;
+    this.stats_.maxStepSequences = Math.max(this.stats_.maxStepSequences, batch.length);
+    this.stats_.maxStepPrefills = Math.max(this.stats_.maxStepPrefills, batch.reduce((a, s) => a + (isDecode(s) ? 0 : 1), 0));
     for (const { seq, n } of batch) seq.computed += n;
     const logits = 'logits' in out ? out.logits : undefined, ids = 'argmax' in out ? out.argmax : undefined;
     const V = logits ? logits.length / Math.max(1, rows.length) : 0;
-    sampled.forEach((seq, r) => {
-      if (seq.cancelled) return;
+    for (let r = 0; r < sampled.length; r++) {
+      const seq = sampled[r];
+      if (seq.cancelled) continue;
       const p = seq.params;
       // greedy rows of a graph replay: the device's argmax (first maximum, as sample() at temperature 0)
-      const next = ids ? ids[r] : sample(logits!.subarray(r * V, (r + 1) * V), p, seq.rng);
-      if (p.stop.includes(next)) return this.finish(seq, 'stop');
+      const row = logits?.subarray(r * V, (r + 1) * V);
+      if (row && seq.sink.logits) await seq.sink.logits(row);
+      const next = ids ? ids[r] : sample(row!, p, seq.rng);
+      if (p.stop.includes(next)) { this.finish(seq, 'stop'); continue; }
       seq.tokens.push(next);
       seq.generated++;
       this.stats_.generatedTokens++;
-      seq.sink.token(next);
-      if (seq.cancelled) return; // the sink cancelled it (a stop string)
+      seq.sink.token(next, row);
+      if (seq.cancelled) continue; // the sink cancelled it (a stop string)
       if (seq.generated >= p.maxTokens || seq.computed >= this.model.config.seqLen) this.finish(seq, 'length');
-    });
+    }
     this.sweep();
+    const t4 = performance.now(), k = this.time_[allDecode ? 'decode' : 'mixed'];
+    k.steps++;
+    k.wallMs += t4 - t0;
+    k.hostMs += t1 - t0 + (t4 - t3) + prepareMs;
+    k.launchMs += t2 - t1;
+    k.waitMs += t3 - t2 - prepareMs;
     return true;
+  }
+
+  /** The sinks' prepare() for the sequences this step samples; returns the ms it took. */
+  private async prepare(sampled: Sequence[]): Promise<number> {
+    const t = performance.now();
+    for (const seq of sampled) if (!seq.cancelled && seq.sink.prepare) await seq.sink.prepare();
+    return performance.now() - t;
   }
 
   /** Finish every sequence with `error` (their pages return to the pool). */

@@ -79,7 +79,7 @@ export async function loadComet(path: string): Promise<LoadedModel> {
 
 /** The embedded tokenizer, written once per content hash to a cache directory (loadTokenizer reads paths;
  *  tokenizer.json also wants its tokenizer_config.json beside it). Returns the main file's path. */
-function extractTokenizer(main: string, files: Array<{ name: string; bytes: Uint8Array }>): string {
+export function extractTokenizer(main: string, files: Array<{ name: string; bytes: Uint8Array }>): string {
   const h = createHash('sha256');
   for (const f of files) h.update(f.name).update(f.bytes);
   const dir = join(tmpdir(), `comet-tokenizer-${h.digest('hex').slice(0, 16)}`);
@@ -96,15 +96,14 @@ function extractTokenizer(main: string, files: Array<{ name: string; bytes: Uint
   return join(dir, main);
 }
 
-/** The files of a model's tokenizer, for embedding: tokenizer.json (+ tokenizer_config.json) or a .bin. */
+/** The files of a model's tokenizer, for embedding: tokenizer.json (+ tokenizer_config.json) or a .bin, and a
+ *  chat_template.jinja beside either. */
 export function tokenizerFiles(tokPath: string, read: (p: string) => Uint8Array): CometContents['tokenizer'] {
   const base = tokPath.split(/[\\/]/).pop()!;
   const files = [{ name: base, bytes: read(tokPath) }];
-  if (base.endsWith('.json')) {
-    const cfg = join(tokPath, '..', 'tokenizer_config.json');
-    if (existsSync(cfg)) files.push({ name: 'tokenizer_config.json', bytes: read(cfg) });
-    const tmpl = join(tokPath, '..', 'chat_template.jinja');
-    if (existsSync(tmpl)) files.push({ name: 'chat_template.jinja', bytes: read(tmpl) });
-  }
+  const cfg = join(tokPath, '..', 'tokenizer_config.json');
+  if (base.endsWith('.json') && existsSync(cfg)) files.push({ name: 'tokenizer_config.json', bytes: read(cfg) });
+  const tmpl = join(tokPath, '..', 'chat_template.jinja'); // beside tokenizer.json, or tokenizer.bin (from a GGUF)
+  if (existsSync(tmpl)) files.push({ name: 'chat_template.jinja', bytes: read(tmpl) });
   return { main: base, files };
 }

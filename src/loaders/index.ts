@@ -1,6 +1,7 @@
 // loadModel: one entry point for every model format. Dispatch:
 //   a directory                                   -> Hugging Face layout (hf.ts)
 //   a safetensors file with __metadata__.format 'comet' -> .comet (comet.ts, DESIGN §3.6)
+//   a file that starts with "GGUF"                 -> llama.cpp GGUF (gguf.ts)
 //   any other file                                 -> llama2.c checkpoint (llama2c.ts)
 // and findTokenizerPath: the tokenizer that sits beside a model.
 
@@ -9,7 +10,9 @@ import { basename, dirname, join } from 'node:path';
 import { CometError } from '../errors.ts';
 import { loadComet } from './comet.ts';
 import { fileSource } from './file-source.ts';
+import { isGguf } from './formats/gguf.ts';
 import { isSafetensors } from './formats/safetensors.ts';
+import { loadGguf } from './gguf.ts';
 import { readHF } from './hf.ts';
 import { readLlama2c } from './llama2c.ts';
 import type { LoadedModel } from './model.ts';
@@ -28,7 +31,9 @@ export async function loadModel(path: string): Promise<LoadedModel> {
     const { config, weights, dtypes } = readHF(path);
     return { config, weights, format: 'hf', path, tokenizerPath: findTokenizerPath(path), meta: { dtypes } };
   }
-  if (isSafetensors(head(path, 9))) {
+  const first = head(path, 9);
+  if (isGguf(first)) return loadGguf(path);
+  if (isSafetensors(first)) {
     const st = SafetensorsFile.open(path);
     const isComet = st.metadata.format === 'comet';
     st.close();

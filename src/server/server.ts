@@ -2,6 +2,9 @@
 //
 //   POST /v1/chat/completions, POST /v1/completions   JSON, or SSE when "stream": true (OpenAI chunks, then
 //                                                      `data: [DONE]`; stream_options.include_usage)
+//   POST /tokenize, /detokenize                        vLLM's shapes ({prompt} or {messages} -> {count, max_model_len,
+//                                                      tokens}; {tokens} -> {prompt}) and llama.cpp's ({content} ->
+//                                                      {tokens}; {tokens} -> {content})
 //   GET  /v1/models, /v1/models/:id, /health, /metrics (Prometheus text)
 //
 // Every error is OpenAI's shape, {error: {message, type, param, code}}:
@@ -57,23 +60,28 @@ export function createApp(engine: Engine, o: ServerOptions = {}): Hono {
     });
   }
   // JSON only: a cross-site page can POST text/plain without asking, but not application/json
-  app.use('/v1/*', async (c, next) => {
+  const jsonOnly = async (c: Context, next: () => Promise<void>) => {
     if (c.req.method === 'POST' && !/^application\/json\b/i.test(c.req.header('content-type') ?? ''))
       return fail(c, 415, `send the body as JSON with 'Content-Type: application/json' (got '${c.req.header('content-type') ?? 'none'}')`, 'unsupported_media_type');
     await next();
-  });
-  app.use('/v1/*', bodyLimit({
+  };
+  const limit = bodyLimit({
     maxSize: maxBody,
     onError: (c) => fail(c, 413, `the request body is larger than ${maxBody} bytes`, 'body_too_large'),
-  }));
-
-  const completion = (kind: 'chat' | 'text') => async (c: Context) => {
-    let body: unknown;
+  });
+  for (const path of ['/v1/*', '/tokenize', '/detokenize']) app.use(path, jsonOnly, limit);
+  const readJson = async (c: Context): Promise<{ body: unknown } | Response> => {
     try {
-      body = JSON.parse(await c.req.text());
+      return { body: JSON.parse(await c.req.text()) };
     } catch (e) {
       return fail(c, 400, `the body is not valid JSON (${(e as Error).message})`, 'invalid_json');
     }
+  };
+
+  const completion = (kind: 'chat' | 'text') => async (c: Context) => {
+    const parsed = await readJson(c);
+    if (parsed instanceof Response) return parsed;
+    const body = parsed.body;
     // the request's signal aborts when the client goes away; streams also abort when their reader cancels
     const ac = new AbortController();
     const disconnect = () => ac.abort();
@@ -88,6 +96,11 @@ export function createApp(engine: Engine, o: ServerOptions = {}): Hono {
   };
   app.post('/v1/chat/completions', completion('chat'));
   app.post('/v1/completions', completion('text'));
+  for (const [path, f] of [['/tokenize', (b: unknown) => engine.tokenize(b as never)], ['/detokenize', (b: unknown) => engine.detokenize(b as never)]] as const)
+    app.post(path, async (c) => {
+      const parsed = await readJson(c);
+      return parsed instanceof Response ? parsed : c.json(f(parsed.body));
+    });
 
   const modelCard = () => ({ id: engine.modelId, object: 'model', created: 0, owned_by: 'comet', max_model_len: engine.contextLength });
   app.get('/v1/models', (c) => c.json({ object: 'list', data: [modelCard()] }));

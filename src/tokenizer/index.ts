@@ -23,12 +23,13 @@ export async function loadTokenizer(path: string, opts: { vocabSize?: number } =
   }
   if (path.endsWith('.model'))
     throw new CometError(`${path}: sentencepiece .model files are not read; use its tokenizer.json or llama2.c tokenizer.bin`);
-  if (!path.endsWith('.json')) return Llama2cTokenizer.fromBytes(readRegularFile(path), path, opts.vocabSize);
-  const json = readJsonObject(path);
   const dir = dirname(path);
-  const cfgPath = join(dir, 'tokenizer_config.json'), tmplPath = join(dir, 'chat_template.jinja');
-  const config = existsSync(cfgPath) ? readJsonObject(cfgPath) : {};
+  const tmplPath = join(dir, 'chat_template.jinja');
   const template = existsSync(tmplPath) ? readRegularFile(tmplPath).toString('utf8') : undefined;
+  if (!path.endsWith('.json')) return Llama2cTokenizer.fromBytes(readRegularFile(path), path, opts.vocabSize, template);
+  const json = readJsonObject(path);
+  const cfgPath = join(dir, 'tokenizer_config.json');
+  const config = existsSync(cfgPath) ? readJsonObject(cfgPath) : {};
   if (typeof json.model !== 'object' || json.model === null) throw new CometError(`${path}: no 'model' object; not a Hugging Face tokenizer.json`);
   return new HFTokenizer(json, config, path, template);
 }

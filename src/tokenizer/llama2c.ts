@@ -21,7 +21,7 @@ export class Llama2cTokenizer implements Tokenizer {
   private readonly printed: Uint8Array[]; // run.c decode(): piece, or the raw byte of "<0xXX>"
   private readonly printedAfterBos: Uint8Array[]; // the same with one leading ' ' stripped
 
-  private constructor(readonly pieces: string[], readonly scores: Float32Array, readonly maxTokenLength: number) {
+  private constructor(readonly pieces: string[], readonly scores: Float32Array, readonly maxTokenLength: number, readonly chatTemplate?: string) {
     this.vocabSize = pieces.length;
     pieces.forEach((p, i) => { if (!this.lookup.has(p)) this.lookup.set(p, i); });
     const bytesOf = (p: string) => {
@@ -32,8 +32,9 @@ export class Llama2cTokenizer implements Tokenizer {
     this.printedAfterBos = pieces.map((p) => bytesOf(p[0] === ' ' ? p.slice(1) : p));
   }
 
-  /** Parse tokenizer.bin. `vocabSize`, when given (the model's), must equal the number of pieces. */
-  static fromBytes(buf: Uint8Array, path: string, vocabSize?: number): Llama2cTokenizer {
+  /** Parse tokenizer.bin. `vocabSize`, when given (the model's), must equal the number of pieces. `chatTemplate`:
+   *  a chat_template.jinja beside it (a GGUF sentencepiece model's tokenizer.chat_template). */
+  static fromBytes(buf: Uint8Array, path: string, vocabSize?: number, chatTemplate?: string): Llama2cTokenizer {
     const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
     if (buf.length < 4) throw new CometError(`${path}: ${buf.length} bytes is too short for a llama2.c tokenizer (no max_token_length)`);
     const maxLen = dv.getInt32(0, true);
@@ -53,7 +54,7 @@ export class Llama2cTokenizer implements Tokenizer {
     if (pieces.length < 3 + 256) throw new CometError(`${path}: only ${pieces.length} tokens; a llama2.c tokenizer has <unk>, BOS, EOS and 256 byte tokens`);
     if (vocabSize !== undefined && pieces.length !== vocabSize)
       throw new CometError(`${path}: ${pieces.length} tokens, the model's vocab_size is ${vocabSize}`);
-    return new Llama2cTokenizer(pieces, Float32Array.from(scores), maxLen);
+    return new Llama2cTokenizer(pieces, Float32Array.from(scores), maxLen, chatTemplate);
   }
 
   /** run.c encode(text, bos, eos=0): dummy ' ' prefix, UTF-8 code points (byte fallback +3), then repeatedly

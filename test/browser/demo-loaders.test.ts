@@ -81,6 +81,19 @@ describe('comet/web loaders equal the Node loaders', () => {
   });
 });
 
+describe('the demo model that ships in models/', () => {
+  it('stories260K.comet is a W4A4KV4 model this version opens, and it tells a story', async () => {
+    const shipped = join(REPO, 'models/stories260K.comet');
+    const m = await loadModel(shipped);
+    expect(m.meta!.kvDType).toBe('kv4');
+    expect([...m.weights.values()].filter((w) => w.kind === 'w4').length).toBe(5 * 7); // q k v o gate up down per layer
+    const e = await createEngine(shipped, { backend: 'sim' });
+    const text = (await e.completions.create({ prompt: 'Once upon a time', max_tokens: 24, temperature: 0 })).choices[0].text;
+    expect(text).toMatch(/^[ ,.\w'"!?\n-]{40,}$/); // words, not noise (rebuild with: npm run demo:model -- --out models stories260K)
+    e.close();
+  });
+});
+
 describe('the comet/web library bundle (vite build --mode lib)', () => {
   it('builds, and its createEngine from bytes generates what the Node engine does', async () => {
     // inside the repo, so the bundle's bare imports (@huggingface/*, zod) resolve from node_modules
@@ -93,7 +106,8 @@ describe('the comet/web library bundle (vite build --mode lib)', () => {
     for await (const c of await a.chat.completions.create({ ...request, stream: true })) text += c.choices[0]?.delta.content ?? '';
     const b = await createEngine(comet, { backend: 'sim' });
     expect(text).toBe((await b.chat.completions.create(request)).choices[0].message.content);
-    expect(web.engineMemory(a)).toMatchObject({ modelBytes: web.weightBytes(b.opened.loaded) });
+    expect(a.mode).toBe('main'); // Node has no Worker: the engine runs on this thread
+    expect(a.info.memory).toMatchObject({ modelBytes: web.weightBytes(b.opened.loaded) });
     a.close();
     b.close();
   });

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium, type Browser } from 'playwright-core';
 import { build } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createWebGPUBackend } from '../../backends/webgpu/webgpu.ts';
+import { createWebGPUBackend, WebGPUBackend } from '../../backends/webgpu/webgpu.ts';
 import { runCases } from './webgpu-cases.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -59,5 +59,35 @@ describe('webgpu in the browser', () => {
     console.log(`browser adapter: ${web.adapter}; Node adapter: ${be.adapterName}; ${Object.keys(node).length} results compared`);
     expect(Object.keys(web.results)).toEqual(Object.keys(node));
     for (const k of Object.keys(node)) expect(web.results[k], k).toBe(node[k]);
+  });
+});
+
+describe('webgpu failures reach the caller as clear errors (Node, Dawn)', () => {
+  it('an uncaptured GPU error fails the next read; a lost device fails every read and the next device is new', async () => {
+    const be = await createWebGPUBackend();
+    const x = be.fromHost(Float32Array.of(1, 2, 3, 4), [1, 4]);
+    expect(Array.from(await be.read(x))).toEqual([1, 2, 3, 4]);
+    be.dev.createBuffer({ size: 16, usage: 0 }); // a validation error no scope catches
+    await expect(be.read(x)).rejects.toMatchObject({ code: 'gpu_error', message: expect.stringMatching(/^webgpu: a GPU command failed \([\s\S]+\)$/) });
+    expect(Array.from(await be.read(x))).toEqual([1, 2, 3, 4]); // reported once
+    be.dev.destroy();
+    await expect(be.read(x)).rejects.toMatchObject({ code: 'device_lost', message: expect.stringMatching(/^webgpu: the GPU device was lost \(destroyed.*\); this engine cannot continue: create it again$/) });
+    await expect(be.whenLost).resolves.toMatchObject({ reason: 'destroyed' });
+    const again = await createWebGPUBackend();
+    expect(again.dev).not.toBe(be.dev);
+    expect(Array.from(await again.read(again.fromHost(Float32Array.of(5), [1, 1])))).toEqual([5]);
+  });
+
+  it('weights or a KV cache above the adapter\'s limits are refused before upload, with what they need', async () => {
+    const real = await createWebGPUBackend();
+    const be = new WebGPUBackend({ ...real.gpu, limits: { ...real.gpu.limits, maxBuffer: 1 << 20, maxBinding: 1 << 16 } }, real.src);
+    const small = { kind: 'f32' as const, name: 'norm', shape: [64], data: new Float32Array(64) };
+    const big = { kind: 'f32' as const, name: 'tok_embeddings', shape: [512, 64], data: new Float32Array(512 * 64) };
+    expect(() => be.checkFits([small])).not.toThrow();
+    expect(() => be.checkFits([small, big])).toThrow(/does not fit the GPU adapter .* buffers of at most 1\.0 MiB and bindings of at most 64\.0 KiB: tok_embeddings needs one 128\.0 KiB buffer$/);
+    const kv = { nLayers: 8, nKvHeads: 4, headDim: 64, pageSize: 16, numPages: 64, dtype: 'kv4' as const, group: 64 };
+    expect(() => be.checkFits([], kv)).toThrow(/one layer of the KV cache \(64 pages\) needs [\d.]+ KiB bound at once; the KV cache \(8 layers × 64 pages\) needs one [\d.]+ MiB buffer/);
+    expect(() => be.createKVCache(kv)).toThrow(/does not fit/);
+    await expect(be.uploadModel([big])).rejects.toMatchObject({ code: 'too_large' });
   });
 });

@@ -41,7 +41,7 @@ import { weightNames, weightShape } from '../../src/model/config.ts';
 import { f32ToBf16, f32ToF16, mulberry32, syntheticWeights, writeSyntheticHF } from './synthetic.ts';
 
 // bytes-*: the same files through src/loaders/bytes.ts (loadModelBytes, the browser's loader)
-export const FORMATS = ['llama2c-v0', 'llama2c-v1', 'safetensors', 'hf', 'hf-sharded', 'comet', 'tokenizer-bin', 'tokenizer-json', 'bytes-llama2c', 'bytes-comet'] as const;
+export const FORMATS = ['llama2c-v0', 'llama2c-v1', 'safetensors', 'hf', 'hf-sharded', 'comet', 'gguf', 'tokenizer-bin', 'tokenizer-json', 'bytes-llama2c', 'bytes-comet', 'bytes-gguf'] as const;
 export type FuzzFormat = (typeof FORMATS)[number];
 
 export const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -185,6 +185,7 @@ async function makeBases(): Promise<Map<FuzzFormat, Base[]>> {
     m.set('hf', hf);
     m.set('hf-sharded', sharded);
     m.set('comet', [stBase('comet-kv4', { 'model.comet': await cometBase(join(tmp, 'model.comet')) }, 'model.comet')]);
+    m.set('gguf', await ggufBases());
     const tb = u8(readFileSync(join(SHARED, 'tinyllamas/tok512.bin')));
     const T = tokBinLayout(tb);
     m.set('tokenizer-bin', [{ name: 'tok512', files: { 'tokenizer.bin': tb }, entry: 'tokenizer.bin', boundaries: { 'tokenizer.bin': T.boundaries }, intFields: { 'tokenizer.bin': T.intFields }, floats: { 'tokenizer.bin': T.floats } }]);
@@ -197,6 +198,7 @@ async function makeBases(): Promise<Map<FuzzFormat, Base[]>> {
     };
     m.set('bytes-llama2c', [...m.get('llama2c-v0')!, ...m.get('llama2c-v1')!]);
     m.set('bytes-comet', m.get('comet')!);
+    m.set('bytes-gguf', m.get('gguf')!);
     // a Llama-3-style variant: the pre-tokenizer is a Split regex then ByteLevel without its own regex
     const split = tj('wikillama-split', join(SHARED, 'wikillama-28M'));
     const sj = JSON.parse(new TextDecoder().decode(split.files['tokenizer.json']));
@@ -234,6 +236,29 @@ async function cometBase(path: string): Promise<Uint8Array> {
     }), { format: 'comet', version: '1', config: JSON.stringify(c) });
   }
   return u8(readFileSync(path));
+}
+
+/** GGUF files from COMET's own writer (src/loaders/formats/gguf.ts): F32 and Q8_0 with the sentencepiece
+ *  tok512 vocabulary, Q4_0 with wikillama-28M's byte-level BPE one. Truncation points: every section the writer
+ *  emits (header + metadata, each tensor info, padding, each tensor); int fields: version and the two counts. */
+async function ggufBases(): Promise<Base[]> {
+  const { encodeGguf } = await import('../../src/loaders/formats/gguf.ts');
+  const spm = { main: 'tokenizer.bin', files: [{ name: 'tokenizer.bin', bytes: u8(readFileSync(join(SHARED, 'tinyllamas/tok512.bin'))) }] };
+  const wl = join(SHARED, 'wikillama-28M');
+  const bpe = { main: 'tokenizer.json', files: ['tokenizer.json', 'tokenizer_config.json'].map((name) => ({ name, bytes: u8(readFileSync(join(wl, name))) })) };
+  const out: Base[] = [];
+  for (const [type, tok, vocab] of [['f32', spm, 512], ['q8_0', spm, 512], ['q4_0', bpe, 8192]] as const) {
+    const c: LlamaConfig = { ...FUZZ_CONFIG, dim: 32, hiddenDim: 64, nHeads: 4, nKvHeads: 2, vocabSize: vocab, bos: vocab === 512 ? 1 : 0, eos: [vocab === 512 ? 2 : 1] };
+    const { chunks } = encodeGguf(c, syntheticWeights(c, 13), tok, type);
+    const bytes = new Uint8Array(chunks.reduce((a, b) => a + b.length, 0));
+    const boundaries = [0, 4, 8, 16, 24];
+    let pos = 0;
+    for (const ch of chunks) { bytes.set(ch, pos); boundaries.push((pos += ch.length)); }
+    const dataStart = chunks.slice(0, weightNames(c).length + 2).reduce((a, b) => a + b.length, 0); // header, infos, padding
+    out.push({ name: `gguf-${type}`, files: { 'model.gguf': bytes }, entry: 'model.gguf', boundaries: { 'model.gguf': [...new Set(boundaries)].sort((a, b) => a - b) },
+      intFields: { 'model.gguf': [4, 8, 16] }, floats: type === 'f32' ? { 'model.gguf': [[dataStart, bytes.length]] } : {} });
+  }
+  return out;
 }
 
 export async function bases(): Promise<Map<FuzzFormat, Base[]>> {
