@@ -72,17 +72,23 @@ fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
   for (var i = 0u; i < 4u; i++) { let d = lid + 64u * i; if (d < p.hd) { y[qo + d] = acc[i] / l; } }
 }
 
+/** The (token, head) of an invocation of the one-per-(token, head) kernels (live: not past the last): its KV head,
+ *  q row offset, key count and block table. */
+struct Head { live: bool, kvh: u32, qo: u32, n: u32, bt: u32 }
+fn head_of(gid: vec3<u32>) -> Head {
+  let i = gid.x + gid.y * 65535u * 64u;
+  if (i >= p.T * p.nHeads) { return Head(false, 0u, 0u, 0u, 0u); }
+  let t = i / p.nHeads; let h = i % p.nHeads;
+  return Head(true, h / (p.nHeads / p.nKv), (t * p.nHeads + h) * p.hd, lay[p.posOff + t] + 1u, lay[p.btoOff + lay[p.seqOff + t]]);
+}
+
 // One invocation per (token, head), online softmax over the positions in order, no workgroup memory and no
 // barriers: for CPU adapters (SwiftShader), where barriers dominate. acc in registers (hd <= 256).
 @compute @workgroup_size(64)
 fn attention_serial(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = gid.x + gid.y * 65535u * 64u;
-  if (i >= p.T * p.nHeads) { return; }
-  let t = i / p.nHeads; let h = i % p.nHeads;
-  let kvh = h / (p.nHeads / p.nKv);
-  let qo = (t * p.nHeads + h) * p.hd;
-  let n = lay[p.posOff + t] + 1u;
-  let bt = lay[p.btoOff + lay[p.seqOff + t]];
+  let r = head_of(gid);
+  if (!r.live) { return; }
+  let kvh = r.kvh; let qo = r.qo; let n = r.n; let bt = r.bt;
   var acc: array<f32, 256>;
   for (var d = 0u; d < p.hd; d++) { acc[d] = 0.0; }
   var mx = -3.4028234663852886e38;
@@ -140,13 +146,9 @@ fn bfly64(x: ptr<function, array<f32, 64>>) -> f32 {
 
 @compute @workgroup_size(64)
 fn attention_kv4(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = gid.x + gid.y * 65535u * 64u;
-  if (i >= p.T * p.nHeads) { return; }
-  let t = i / p.nHeads; let h = i % p.nHeads;
-  let kvh = h / (p.nHeads / p.nKv);
-  let qo = (t * p.nHeads + h) * p.hd;
-  let n = lay[p.posOff + t] + 1u;
-  let bt = lay[p.btoOff + lay[p.seqOff + t]];
+  let r = head_of(gid);
+  if (!r.live) { return; }
+  let kvh = r.kvh; let qo = r.qo; let n = r.n; let bt = r.bt;
   let ng = p.hd / p.G;
   // 1. q to INT8
   var amax = 0.0;

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { HostWeight } from '../backends/backend.ts';
+import { f16Bits } from '../simulator/f16.ts';
 import { SimBackend } from '../backends/sim/sim.ts';
 import { CometError } from '../src/errors.ts';
 import { loadModel, type LoadedModel } from '../src/loaders/index.ts';
@@ -50,6 +51,16 @@ describe('stories260K .comet (B = 32, GPTQ, KV4)', () => {
     made = await makeComet(S260K, 'tinystories_valid_head.txt', path, { B: 32, order: 'absmax', int8Fraction: 0.15, weights: 'gptq' }, 1024);
     loaded = await loadComet(path);
   }, 120_000);
+
+  it('the classifier (the tied embedding) is stored in f16: the float model\'s values rounded to nearest even', () => {
+    const w = loaded.weights.get('tok_embed')!, f = made.lm.weights.get('tok_embed')!;
+    expect(w.kind).toBe('f16');
+    if (w.kind !== 'f16' || f.kind !== 'f32') return;
+    expect(SafetensorsFile.open(path).tensors.get('tok_embed')?.dtype).toBe('F16');
+    let bad = -1;
+    for (let i = 0; i < f.data.length && bad < 0; i++) if (w.data[i] !== f16Bits(f.data[i])) bad = i;
+    expect(bad).toBe(-1);
+  });
 
   it('round trip: every tensor, spec and the config come back identical', () => {
     expect(loaded.config).toEqual(made.lm.config);

@@ -29,6 +29,8 @@ export async function info(path: string, o: { json?: boolean }): Promise<void> {
   const src = m.meta?.dtypes as Record<string, number> | undefined;
   if (src) console.log(`  stored as: ${Object.entries(src).map(([k, n]) => `${k} (${n} tensors)`).join(', ')}`);
   for (const [k, d] of Object.entries(byDtype)) console.log(`  in memory ${k}: ${d.tensors} tensors, ${d.params.toLocaleString('en')} params, ${human(d.bytes)}`);
+  const head = m.weights.get(c.tiedEmbeddings ? 'tok_embed' : 'output');
+  if (head) console.log(`  classifier ${head.kind}${c.tiedEmbeddings ? ' (tied: the embedding)' : `, embedding ${m.weights.get('tok_embed')?.kind}`}`);
   if (quant.length) {
     console.log('  quantization (FMPQ, W4Ax):');
     console.log('    linear             N      K     B   K8/Kp         int8   weight err');
