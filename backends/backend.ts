@@ -2,8 +2,9 @@
 //
 // The model (src/model/llama.ts) only ever calls these ops, through src/graph/. Quantization enters through
 // dtypes: a linear layer whose weight is `w4` gets an FMPQ-quantized activation (`qact`), a KV cache made
-// with `kv4` stores 4-bit pages. A backend says which ops and dtypes it supports; tests are written once
-// against this interface and run on every backend (test/ops.test.ts, `describe.each(backends)`).
+// with `kv4` stores 4-bit pages. A backend declares which ops it runs, on which dtypes, and how closely each
+// matches the simulator (`ops`: an OpSet); the graph refuses a model whose ops a backend does not declare,
+// and the tests, written once against this interface, read each backend's tier from it (test/ops.test.ts).
 //
 // Shapes: T = tokens in the step (all sequences of the batch, flattened, vLLM-style "varlen"),
 // D = model dim, N = output features, K = input features (reduction), V = vocab.
@@ -67,12 +68,43 @@ export interface CapturedStep {
 /** A paged KV cache owned by a backend; its storage layout is the backend's (DESIGN §3.5). */
 export interface KVCache {
   readonly spec: KVCacheSpec;
+  /** The bytes of one layer as DESIGN §3.5 lays them out (kv4: the pages; f32: every K row, then every V row),
+   *  for exactness tests and cross-backend diffs. Waits for the device. */
+  readLayer(layer: number): Promise<Uint8Array>;
 }
 
 export interface RopeSpec {
   nHeads: number;
   headDim: number;
   theta: number;
+}
+
+/** GPTQ's device half: src/quant/gptq.ts and calibrate.ts are the reference, and these follow their f64
+ *  arithmetic in the same order (cuda/quant_gptq.cu), so given the same activations they give the same codes. */
+export interface GptqOps {
+  /** A zeroed Hessian accumulator H [K][K] (f64) on the device. */
+  hessian(K: number): DeviceHessian;
+}
+
+export interface DeviceHessian {
+  readonly K: number;
+  /** H += f32(Xᵀ X) for x [T, K] f32 on this backend, as calibrate.ts accumulates one window. */
+  add(x: Tensor): void;
+  /** H [K][K] on the host (tests). */
+  read(): Promise<Float64Array>;
+  /** U = invCholUpper(permutedHessian(H, {K, Kp, perm}, damp)) (gptq.ts), kept on the device. */
+  factor(perm: Int32Array | undefined, Kp: number, damp: number): DeviceGptqFactor;
+  free(): void;
+}
+
+export interface DeviceGptqFactor {
+  readonly Kp: number;
+  /** gptq.ts gptqW4's codes [N][Kp] (int8, -8..7) and scales [N][Kp/B] (f16 bits) for w [N][K] f32, its
+   *  columns gathered by spec.perm. */
+  quantize(w: Float32Array, N: number, spec: ActQuantSpec, grid: number): { codes: Int8Array; scales: Uint16Array };
+  /** U [Kp][Kp] on the host (tests). */
+  read(): Promise<Float64Array>;
+  free(): void;
 }
 
 export type OpName =
@@ -88,12 +120,45 @@ export type OpName =
   | 'silu_mul'
   | 'silu_mul_quant'
   | 'add'
-  | 'argmax';
+  | 'argmax'
+  | 'rows';
+
+/** The dtype an op is declared for: embed's table (f32, w4), a GEMM's weight (gemm_f32: f32, gemm_w4ax: w4), the
+ *  cache of kv_append / attention (f32, kv4), the output of the quantizers (qact), f32 for the float ops. */
+export type OpDType = DType | KVDType;
+
+/** How closely a backend's op matches the simulator's definition (DESIGN §3.7):
+ *   exact      tier 1: bit for bit (bytes, codes, f32 values)
+ *   bounded    tier 2: codes may differ by 1 in a small measured fraction; scales and everything else exact
+ *   tolerance  tier 3: relative error ‖a−b‖/‖b‖ (reductions, transcendentals whose order is the kernel's);
+ *              for a quantizer fed by such a reduction: codes of equal f32 inputs exact, so the codes differ
+ *              by at most 1 in a small fraction. */
+export type Tier = 'exact' | 'bounded' | 'tolerance';
+
+/** What a backend runs: for each op, the dtypes it takes and the tier of each. An op or dtype left out is not
+ *  run by that backend. */
+export type OpSet = { readonly [op in OpName]?: { readonly [dt in OpDType]?: Tier } };
+
+/** The tier `be` declares for `op` on `dtype` (f32 when absent), undefined when it does not run it. */
+export const opTier = (be: { readonly ops: OpSet }, op: OpName, dtype: OpDType = 'f32'): Tier | undefined => be.ops[op]?.[dtype];
+
+/** Does `be` run `op` on `dtype` (e.g. supports(be, 'kv_append', 'kv4'))? */
+export const supports = (be: { readonly ops: OpSet }, op: OpName, dtype: OpDType = 'f32'): boolean => opTier(be, op, dtype) !== undefined;
+
+/** Per-op GPU timing (CUDA: a spin kernel before each launch, events around it), for benchmarks. */
+export interface OpProfiler {
+  /** Timing on or off (off costs one flag test per launch); on again starts new totals. */
+  setOpTiming(on: boolean): void;
+  /** Totals per op name (GEMMs also by weight and M) since timing went on: ms summed, and launch counts. */
+  opTimings(): Map<string, { ms: number; n: number }>;
+}
 
 export interface Backend {
   readonly name: string;
-  /** Can this backend run `op` on data of `dtype` (e.g. supports('kv_append', 'kv4'))? */
-  supports(op: OpName, dtype?: DType | KVDType): boolean;
+  /** The ops, dtypes and tiers this backend runs (supports(), opTier() read it). */
+  readonly ops: OpSet;
+  /** Per-op timing, where the backend can measure it (CUDA). */
+  readonly profiler?: OpProfiler;
 
   // ---- memory ----
   uploadWeight(w: HostWeight): Weight;
@@ -114,6 +179,11 @@ export interface Backend {
    *  the same step shape to have run eagerly once (no allocation may happen while recording). Throws when the
    *  step cannot be recorded; the caller runs it eagerly then. Absent: no capture (the engine runs eagerly). */
   captureStep?(fn: () => Tensor, inputs?: StepInputs): CapturedStep;
+  /** Optional: release a weight, fromHost tensor or KV cache now rather than when it is garbage-collected (the
+   *  layer-by-layer quantizer keeps device memory to one layer). Using it afterwards is an error. */
+  release?(t: Tensor | KVCache): void;
+  /** Optional: GPTQ on the device (the quantizer runs src/quant/gptq.ts on the host without it). */
+  readonly gptq?: GptqOps;
   dispose(): void;
 
   // ---- ops ----

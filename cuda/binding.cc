@@ -252,6 +252,16 @@ OP(AttentionF32, comet_attention_f32(a.ptr<float>(0), a.ptr<float>(1), a.ptr<flo
 OP(AttentionKv4, comet_attention_kv4(a.ptr<float>(0), a.ptr<uint8_t>(1), stepAt(a, 2), geomAt(a, 7), a.i32(11),
                                      a.i32(12), a.ptr(13), a.ptr<float>(14), g_stream))
 
+// GPTQ (cuda/quant_gptq.cu). gptqHessianAdd(x, T, K, H)
+OP(GptqHessianAdd, comet_gptq_hessian_add(a.ptr<float>(0), a.i32(1), a.i32(2), a.ptr<double>(3), g_stream))
+// gptqPermute(H, K, Kp, perm, damp, P)
+OP(GptqPermute, comet_gptq_permute(a.ptr<double>(0), a.i32(1), a.i32(2), a.ptr<int32_t>(3), a.num(4), a.ptr<double>(5), g_stream))
+// gptqInvCholUpper(P, n, U)  (waits for the stream)
+OP(GptqInvCholUpper, comet_gptq_inv_chol_upper(a.ptr<double>(0), a.i32(1), a.ptr<double>(2), g_stream))
+// gptqQuantize(w, N, K, Kp, B, perm, U, grid, codes, scales)
+OP(GptqQuantize, comet_gptq_quantize(a.ptr<float>(0), a.i32(1), a.i32(2), a.i32(3), a.i32(4), a.ptr<int32_t>(5),
+                                     a.ptr<double>(6), a.i32(7), a.ptr<int8_t>(8), a.ptr<uint16_t>(9), g_stream))
+
 /** hostAlloc(bytes) -> ArrayBuffer over page-locked memory (uploads from it can be captured in a graph) */
 Napi::Value HostAlloc(const Napi::CallbackInfo& info) {
   void* p = nullptr;
@@ -321,6 +331,10 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   EXPORT("hostAlloc", HostAlloc);
   EXPORT("profMark", ProfMark);
   EXPORT("profRead", ProfRead);
+  EXPORT("gptqHessianAdd", GptqHessianAdd);
+  EXPORT("gptqPermute", GptqPermute);
+  EXPORT("gptqInvCholUpper", GptqInvCholUpper);
+  EXPORT("gptqQuantize", GptqQuantize);
 #undef EXPORT
   return exports;
 }

@@ -173,6 +173,20 @@ int comet_attention_f32(const float* q, const float* kc, const float* vc, comet_
 int comet_attention_kv4(const float* q, const uint8_t* cache, comet_step st, comet_kv_geom g, int n_heads,
                         int max_len, void* ws, float* out, void* stream);
 
+// ---- GPTQ (cuda/quant_gptq.cu): src/quant/gptq.ts and calibrate.ts in the same f64 operations and order ----
+/** H [K][K] f64 += f32(X^T X) for x [T][K] f32, each element as simulator/kernels/float.ts matmul sums it (even-t
+ *  and odd-t sums in ascending t, then their sum rounded to f32): calibrate.ts accumulate of one window. */
+int comet_gptq_hessian_add(const float* x, int T, int K, double* H, void* stream);
+/** P [Kp][Kp] = gptq.ts permutedHessian(H [K][K], {K, Kp, perm}, damp); perm [K] device int32 or NULL. */
+int comet_gptq_permute(const double* H, int K, int Kp, const int32_t* perm, double damp, double* P, void* stream);
+/** U [n][n] = gptq.ts invCholUpper(P) (upper factor of P^-1). Allocates 2·n²·8 bytes of workspace; waits for the
+ *  stream. COMET_EINVAL naming the pivot when P is not positive definite. */
+int comet_gptq_inv_chol_upper(const double* P, int n, double* U, void* stream);
+/** gptq.ts gptqW4: w [N][K] f32 (original column order, gathered by perm [K] device int32 or NULL), U [Kp][Kp]
+ *  -> codes int8 [N][Kp] (-8..7, padding 0), scales f16 bits [N][Kp/B]; clip search over `grid` points (<= 64). */
+int comet_gptq_quantize(const float* w, int N, int K, int Kp, int B, const int32_t* perm, const double* U, int grid,
+                        int8_t* codes, uint16_t* scales, void* stream);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif

@@ -1,11 +1,11 @@
-// Server chaos on loopback (issue 10): a small fixed sample of bench/chaos/chaos.ts (the bench runs 900
-// requests). `comet serve` (sim backend, embedded stories260K, a KV pool small enough to preempt) gets valid
+// Server chaos on loopback (issue 10): a small fixed sample of testing/chaos.ts (bench/chaos/run.ts runs
+// 900 requests). `comet serve` (sim backend, embedded stories260K, a KV pool small enough to preempt) gets valid
 // greedy requests, malformed and oversize ones, clients that disconnect at random points, raw sockets cut inside
 // the headers or the body, and bursts past the queue limit. Afterwards it must still answer /health, hold no KV
 // page, not have grown in memory, and every valid request that was not cancelled (or refused with 503) must have
 // got exactly the text it gets alone.
 import { describe, expect, it } from 'vitest';
-import { DEFAULTS, runChaos } from '../bench/chaos/chaos.ts';
+import { DEFAULTS, runChaos } from '../testing/chaos.ts';
 
 describe('server chaos (loopback, bounded)', () => {
   it('valid, malformed, oversize, disconnecting and bursting clients: exact texts, no leak, no crash', async () => {

@@ -1,9 +1,9 @@
 // The `comet` command as a user runs it: byte-exact llama2.c output on the golden prompts, and bad input
 // reported as ONE clear line (what, where) with a non-zero exit, never a stack trace, never a hang.
 import { describe, expect, it, beforeAll } from 'vitest';
+import { tempDir } from './helpers/tmp.ts';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync, readdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO, golden, shared } from './helpers/shared.ts';
 
@@ -71,7 +71,7 @@ describe('comet info', () => {
 describe('bad input: one line, non-zero exit, no stack', () => {
   let tmp: string;
   beforeAll(() => {
-    tmp = mkdtempSync(join(tmpdir(), 'comet-cli-'));
+    tmp = tempDir('comet-cli-');
   });
   const hfCopy = (name: string, edit?: (cfg: Record<string, unknown>) => void): string => {
     const d = join(tmp, name);

@@ -1,11 +1,11 @@
 // .comet files (DESIGN §3.6): quantize -> write -> read is the identity on every tensor; a corrupt or truncated
 // file fails with an error that names the tensor; a .comet runs from the file alone (embedded tokenizer);
 // greedy generation of a quantized wikillama-28M stays close to the float model's.
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, existsSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { tempDir } from './helpers/tmp.ts';
 import type { HostWeight } from '../backends/backend.ts';
 import { f16Bits } from '../simulator/f16.ts';
 import { SimBackend } from '../backends/sim/sim.ts';
@@ -24,7 +24,7 @@ const MODELS = fileURLToPath(new URL('../../shared/models/', import.meta.url));
 if (!existsSync(MODELS)) throw new Error(`test data missing: ${MODELS} (DESIGN.md §8); these tests never skip`);
 const S260K = join(MODELS, 'tinyllamas/stories260K.bin');
 const WL28M = join(MODELS, 'wikillama-28M');
-const tmp = mkdtempSync(join(tmpdir(), 'comet-file-'));
+const tmp = tempDir('comet-file-');
 
 /** Quantize a float model on the tail of a text and write it; returns the in-memory result too. */
 async function makeComet(modelPath: string, text: string, out: string, o: Omit<QuantizeOptions, 'kv'> & { kv?: 'f32' | 'kv4' }, calibTokens: number) {

@@ -1,5 +1,5 @@
 // Timing of the engine's decode step with CUDA graphs on and off (COMET_TEST_CUDA=1 only), on a synthetic W4A4KV4
-// model of LLaMA-3-8B's layer shape (dim 4096, hidden 14336, 32 heads, 8 KV heads, head_dim 128; COMET_GRAPHS_LAYERS
+// model of LLaMA-3-8B's layer shape (dim 4096, hidden 14336, 32 heads, 8 KV heads, head_dim 128; COMET_TEST_GRAPHS_LAYERS
 // layers, default 32) with the embedded tokenizer's 512-token vocabulary (so the classifier is tiny and the step is
 // the layers' ~11 launches each). Random W4 codes and f16 scales (the kernels' speed does not depend on values).
 // B requests of a 150-token prompt decode 48 tokens each through the whole engine (scheduler, sampling on the
@@ -7,6 +7,7 @@
 // eager warm-up and the capture). Also checks that the tokens with graphs equal those without.
 // Prints a table, and writes it to $OUT/engine-graphs-timing.json when OUT is set.
 import { afterAll, describe, expect, it } from 'vitest';
+import { eachBackend } from './helpers/backends.ts';
 import { writeFileSync } from 'node:fs';
 import type { Backend, HostWeight } from '../backends/backend.ts';
 import { SimBackend } from '../backends/sim/sim.ts';
@@ -15,8 +16,6 @@ import { Llama } from '../src/model/llama.ts';
 import { weightNames, weightShape, type LlamaConfig } from '../src/model/config.ts';
 import { openModel, type OpenModel } from '../src/runtime/open.ts';
 
-const CUDA = process.env.COMET_TEST_CUDA === '1';
-if (!CUDA) console.warn('GPU TESTS NOT RUN: test/engine-graphs-timing.test.ts (engine decode step, graphs on/off) needs an NVIDIA GPU and COMET_TEST_CUDA=1');
 
 /** Host weights of `c`: every linear W4 (B = 128, a quarter of the blocks INT8, identity permutation) with random
  *  codes and scales ~ 1/(4.6·sqrt(K)) (unit-variance rows); norms 1; embedding and classifier f32. One set of
@@ -56,15 +55,14 @@ export function randomW4(c: LlamaConfig): Map<string, HostWeight> {
 
 const median = (x: number[]) => [...x].sort((a, b) => a - b)[Math.floor(x.length / 2)];
 
-describe.runIf(CUDA)('decode graphs: timing on CUDA', () => {
+eachBackend('decode graphs: timing', ({ create }) => {
   let be: Backend | undefined;
   afterAll(() => be?.dispose());
 
   it('decode step, graphs on and off, batch 1 and 16 (tokens equal)', async () => {
-    const { createCudaBackend } = await import('../backends/cuda/cuda.ts');
-    be = await createCudaBackend();
+    be = await create();
     const base = await openModel(new SimBackend());
-    const nLayers = Number(process.env.COMET_GRAPHS_LAYERS ?? 32);
+    const nLayers = Number(process.env.COMET_TEST_GRAPHS_LAYERS ?? 32);
     const c: LlamaConfig = { dim: 4096, hiddenDim: 14336, nLayers, nHeads: 32, nKvHeads: 8, headDim: 128, vocabSize: base.loaded.config.vocabSize, seqLen: 2048, normEps: 1e-5, ropeTheta: 500000, tiedEmbeddings: false, bos: 1, eos: [2] };
     const t0 = performance.now();
     const m: OpenModel = { ...base, model: new Llama(be, c, randomW4(c), 'kv4'), stop: [] };
@@ -99,4 +97,4 @@ describe.runIf(CUDA)('decode graphs: timing on CUDA', () => {
     if (process.env.OUT) writeFileSync(`${process.env.OUT}/engine-graphs-timing.json`, JSON.stringify({ config: c, rows, table }, null, 1));
     for (const r of rows) if (r.graphs) expect((r.stats as { failures: number }).failures).toBe(0);
   });
-});
+}, (c) => c.name === 'cuda');

@@ -8,6 +8,7 @@
 //                  bucket (the block tables' capacity), a replay writes one input image, bad replays are refused
 //   CUDA (COMET_TEST_CUDA=1)  the engine's tokens with graphs equal those without (float and W4A4KV4 models)
 import { afterAll, describe, expect, it } from 'vitest';
+import { eachBackend } from './helpers/backends.ts';
 import type { CapturedStep, StepInputs, Tensor } from '../backends/backend.ts';
 import { SimBackend } from '../backends/sim/sim.ts';
 import { CudaBackend } from '../backends/cuda/cuda.ts'; // the class only: no addon is loaded here
@@ -122,19 +123,8 @@ describe('decode graphs: simulator (no capture)', () => {
     for (const [i, r] of PLAN.entries()) expect(texts[i], `request ${i}`).toBe(await alone(opened, r));
   });
 
-  it('graph limits: option, COMET_ENGINE_GRAPHS, default 16', () => {
-    const was = process.env.COMET_ENGINE_GRAPHS;
-    try {
-      delete process.env.COMET_ENGINE_GRAPHS;
-      expect([graphLimit(), graphLimit(4), graphLimit(0)]).toEqual([16, 4, 0]);
-      process.env.COMET_ENGINE_GRAPHS = '0';
-      expect([graphLimit(), graphLimit(4)]).toEqual([0, 0]);
-      process.env.COMET_ENGINE_GRAPHS = '3';
-      expect(graphLimit()).toBe(3);
-    } finally {
-      if (was === undefined) delete process.env.COMET_ENGINE_GRAPHS;
-      else process.env.COMET_ENGINE_GRAPHS = was;
-    }
+  it('graph limits: the option, default 16', () => {
+    expect([graphLimit(), graphLimit(4), graphLimit(0)]).toEqual([16, 4, 0]);
   });
 
   it('buckets: next power of two of the page count, clamped to a full context; tables padded with page 0', () => {
@@ -225,17 +215,10 @@ describe('decode graphs: capture twin on the simulator', () => {
     expect(s2.captures).toBeGreaterThan(s.captures);
   });
 
-  it('COMET_ENGINE_GRAPHS=0 turns them off', async () => {
-    const was = process.env.COMET_ENGINE_GRAPHS;
-    process.env.COMET_ENGINE_GRAPHS = '0';
-    try {
-      const { texts, e } = await scenario(m, PLAN.slice(0, 2), { pageSize: 4 });
-      expect(texts).toEqual(want.slice(0, 2));
-      expect(e.stats().graphs).toMatchObject({ enabled: false, captures: 0, replays: 0 });
-    } finally {
-      if (was === undefined) delete process.env.COMET_ENGINE_GRAPHS;
-      else process.env.COMET_ENGINE_GRAPHS = was;
-    }
+  it('graphs: 0 turns them off', async () => {
+    const { texts, e } = await scenario(m, PLAN.slice(0, 2), { pageSize: 4, graphs: 0 });
+    expect(texts).toEqual(want.slice(0, 2));
+    expect(e.stats().graphs).toMatchObject({ enabled: false, captures: 0, replays: 0 });
   });
 });
 
@@ -355,33 +338,23 @@ describe('decode graphs: the CUDA backend\'s capture, over a recording addon (no
 });
 
 // ---- on the GPU ----------------------------------------------------------------------------------------------
-const CUDA = process.env.COMET_TEST_CUDA === '1';
-if (!CUDA)
-  console.warn('GPU TESTS NOT RUN: test/engine-graphs.test.ts (CUDA graphs in the engine) needs an NVIDIA GPU and COMET_TEST_CUDA=1');
 
 /** A small W4A4KV4 model with synthetic weights (the e2e benchmark's), head_dim 64 (the KV4 attention fast path),
  *  GQA 2, the embedded tokenizer's vocabulary. */
 export async function syntheticW4(be: import('../backends/backend.ts').Backend, c: Partial<LlamaConfig> = {}): Promise<OpenModel> {
-  const { syntheticQuantizedModel } = await import('../bench/e2e/e2e.ts');
+  const { syntheticQuantizedModel } = await import('../testing/synthetic-quantized.ts');
   const config: LlamaConfig = { dim: 256, hiddenDim: 768, nLayers: 4, nHeads: 4, nKvHeads: 2, headDim: 64, vocabSize: opened.loaded.config.vocabSize, seqLen: 512, normEps: 1e-5, ropeTheta: 10000, tiedEmbeddings: false, bos: 1, eos: [2], ...c };
-  const was = process.env.COMET_E2E_CLIP_SEARCH;
-  process.env.COMET_E2E_CLIP_SEARCH = '0';
-  try {
-    const { weights } = syntheticQuantizedModel(config, { block: 128, int8Fraction: 0.25 }, () => {});
-    return { ...opened, model: new Llama(be, config, weights, 'kv4'), stop: [] };
-  } finally {
-    if (was === undefined) delete process.env.COMET_E2E_CLIP_SEARCH;
-    else process.env.COMET_E2E_CLIP_SEARCH = was;
-  }
+  const { weights } = syntheticQuantizedModel(config, { block: 128, int8Fraction: 0.25, clipSearch: false });
+  return { ...opened, model: new Llama(be, config, weights, 'kv4'), stop: [] };
 }
 
-describe.runIf(CUDA)('decode graphs on CUDA', () => {
+// the backend that captures steps (CUDA); the row is a skipped suite, with its reason, where it cannot run
+eachBackend('decode graphs', ({ create }) => {
   let cuda: import('../backends/backend.ts').Backend;
   afterAll(() => cuda?.dispose());
 
   it.each(['stories260K float', 'synthetic W4A4KV4'])('%s: tokens with graphs equal those without (joins, leaves, buckets, sampling)', async (which) => {
-    const { createCudaBackend } = await import('../backends/cuda/cuda.ts');
-    cuda ??= await createCudaBackend();
+    cuda ??= await create();
     const m = which.startsWith('stories') ? { ...opened, model: new Llama(cuda, opened.loaded.config, opened.loaded.weights, 'f32') } : await syntheticW4(cuda);
     const on = await scenario(m, PLAN, { pageSize: 4 });
     const off = await scenario(m, PLAN, { pageSize: 4, graphs: 0 });
@@ -394,4 +367,4 @@ describe.runIf(CUDA)('decode graphs on CUDA', () => {
     expect(on.texts).toEqual(off.texts);
     on.e.close();
   });
-});
+}, (c) => c.name === 'cuda');

@@ -9,7 +9,7 @@ import { pageBytes, PagePool } from '../src/engine/kv-pages.ts';
 import { ChatFormatter } from '../src/engine/chat-template.ts';
 import { openModel, type OpenModel } from '../src/runtime/open.ts';
 import type { Tokenizer } from '../src/tokenizer/tokenizer.ts';
-import { backends } from './helpers/backends.ts';
+import { eachBackend } from './helpers/backends.ts';
 
 const opened = await openModel(new SimBackend());
 const PROMPTS = Array.from({ length: 12 }, (_, i) =>
@@ -50,9 +50,16 @@ const expectPoolFull = (e: Engine) => {
   expect(s.allocated).toBe(s.released);
 };
 
-describe('batched forward', () => {
+// Row independence, bit for bit, on every backend: what batching, batched prefill and prefix caching rely on for
+// "each request gets exactly what it gets alone" (a backend whose reductions depend on the step's token count
+// fails here first).
+eachBackend('batched forward', ({ name, create }) => {
+  let om: OpenModel;
+  beforeAll(async () => {
+    om = name === 'sim' ? opened : await openModel(await create());
+  });
   it('gives each row the logits it gets alone, bit for bit (prefill chunks and decodes mixed)', async () => {
-    const m = opened.model, be = m.be, c = m.config;
+    const m = om.model, be = m.be, c = m.config;
     const seqs = PROMPTS.slice(0, 6).map((p) => opened.tokenizer.encode(p, { bos: true }));
     const cacheFor = (pages: number) => be.createKVCache({ nLayers: c.nLayers, nKvHeads: c.nKvHeads, headDim: c.headDim, pageSize: 16, numPages: pages, dtype: m.kvDType, group: c.headDim });
     // alone: each sequence prefilled in one step, then one decode step of token 7
@@ -191,9 +198,9 @@ describe('engine', () => {
 });
 
 // Batching, chunked prefill and preemption on every backend (test/helpers/backends.ts: the simulator always,
-// CUDA with COMET_TEST_CUDA=1, WebGPU with COMET_TEST_WEBGPU=1): each request's text equals generate() alone
+// CUDA with COMET_TEST_CUDA=1, WebGPU with COMET_TEST_WEBGPU=1; rows that cannot run here show as skipped): each request's text equals generate() alone
 // on the same backend, for the float model, a KV4 cache and a W4A4KV4 model.
-describe.each(backends)('engine batching on $name', ({ name, create }) => {
+eachBackend('engine batching', ({ name, create }) => {
   let m: OpenModel;
   beforeAll(async () => {
     m = name === 'sim' ? opened : await openModel(await create());
@@ -243,7 +250,7 @@ describe.each(backends)('engine batching on $name', ({ name, create }) => {
 
 // Batched prefill: with a large step budget every prompt is prefilled in the same step (one forward of ~100 tokens
 // of 12 sequences), beside the decodes of requests that arrived earlier; each request still gets its text alone.
-describe.each(backends)('batched prefill on $name', ({ name, create }) => {
+eachBackend('batched prefill', ({ name, create }) => {
   let m: OpenModel;
   beforeAll(async () => {
     m = name === 'sim' ? opened : await openModel(await create());
@@ -267,12 +274,115 @@ describe.each(backends)('batched prefill on $name', ({ name, create }) => {
   });
 });
 
+// Automatic prefix caching (issue 19 §4): full KV pages of a token prefix computed before are taken, not
+// computed again; every request's text stays what it gets alone and with the cache off.
+eachBackend('prefix caching', ({ name, create }) => {
+  let m: OpenModel;
+  beforeAll(async () => {
+    m = name === 'sim' ? opened : await openModel(await create());
+  });
+  const SYSTEM = 'Once upon a time, there was a little girl named Lily. She liked to play outside with her dog. ';
+  const ids = (text: string) => opened.tokenizer.encode(text, { bos: true });
+
+  it('a repeated prompt computes only its last partial page; a shared prefix is computed once; texts unchanged', async () => {
+    const on = await createEngine(m, { maxStepTokens: 512 }), off = await createEngine(m, { maxStepTokens: 512, prefixCache: false });
+    const prompt = SYSTEM + 'One day';
+    const n = ids(prompt).length;
+    expect(n).toBeGreaterThan(32);
+    const a = await on.completions.create({ prompt, max_tokens: 20, temperature: 0 });
+    const before = on.stats().computedTokens;
+    const b = await on.completions.create({ prompt, max_tokens: 20, temperature: 0 });
+    // the second time: only the tokens past the last full page (and at least the last one) go through the model
+    const full = Math.floor((n - 1) / 16) * 16;
+    expect(on.stats().computedTokens - before).toBe(n - full + 19);
+    expect(on.stats().kv.hitPages).toBe(full / 16);
+    const want = await alone(m, prompt, 20);
+    expect(a.choices[0].text).toBe(want);
+    expect(b.choices[0].text).toBe(want);
+    // several requests sharing a prefix, at once and after each other: the same texts as with the cache off
+    const suffixes = ['The little dog', 'Mom said', 'Tom went to the park', 'A big cat'];
+    const onBefore = on.stats().computedTokens;
+    const got = await Promise.all(suffixes.map((x) => on.completions.create({ prompt: SYSTEM + x, max_tokens: 24, temperature: 0 })));
+    const ref = await Promise.all(suffixes.map((x) => off.completions.create({ prompt: SYSTEM + x, max_tokens: 24, temperature: 0 })));
+    for (let i = 0; i < suffixes.length; i++) {
+      expect(got[i].choices[0].text).toBe(ref[i].choices[0].text);
+      expect(got[i].choices[0].text).toBe(await alone(m, SYSTEM + suffixes[i], 24));
+    }
+    expect(on.stats().kv.hitPages).toBeGreaterThanOrEqual(full / 16 + 4);
+    expect(off.stats().kv.hitPages).toBe(0);
+    // each saved the full pages it shares with the first prompt's tokens
+    const lcp = (x: number[], y: number[]) => { let i = 0; while (i < x.length && i < y.length && x[i] === y[i]) i++; return i; };
+    const saved = suffixes.reduce((acc, x) => { const t = ids(SYSTEM + x); return acc + Math.floor(Math.min(lcp(t, ids(prompt)), t.length - 1) / 16) * 16; }, 0);
+    expect(saved).toBeGreaterThanOrEqual(4 * 16);
+    expect(on.stats().computedTokens - onBefore).toBe(off.stats().computedTokens - saved);
+    expectPoolFull(on);
+    expectPoolFull(off);
+  });
+
+  it('a second chat turn reuses the pages of the first turn and its reply', async () => {
+    const e = await createEngine(m);
+    const turn1 = SYSTEM + 'What did Lily do?';
+    const r1 = await e.completions.create({ prompt: turn1, max_tokens: 40, temperature: 0 });
+    const turn2 = turn1 + r1.choices[0].text + ' And then?';
+    const p1 = ids(turn1).length, p2 = ids(turn2).length;
+    const hits = e.stats().kv.hitPages;
+    const r2 = await e.completions.create({ prompt: turn2, max_tokens: 20, temperature: 0 });
+    expect(r2.choices[0].text).toBe(await alone(m, turn2, 20));
+    // at least the first turn's full pages are hits (its reply's too where the re-encoded text has the same ids)
+    expect(e.stats().kv.hitPages - hits).toBeGreaterThanOrEqual(Math.floor(p1 / 16));
+    expect(p2).toBeGreaterThan(p1);
+    expectPoolFull(e);
+  });
+
+  it('under memory pressure idle cached pages are evicted (least recently used) and texts stay right', async () => {
+    const c = m.model.config;
+    const bytes = pageBytes({ nLayers: c.nLayers, nKvHeads: c.nKvHeads, headDim: c.headDim, pageSize: 16, dtype: m.model.kvDType, group: c.headDim });
+    const e = await createEngine(m, { kvMemory: 34 * bytes });
+    const prompts = PROMPTS.slice(0, 8).map((p, i) => `${SYSTEM.slice(0, 20 + 9 * i)} ${p}`);
+    const got = await Promise.all(prompts.map((p) => e.completions.create({ prompt: p, max_tokens: 60, temperature: 0 })));
+    for (let i = 0; i < prompts.length; i++) expect(got[i].choices[0].text).toBe(await alone(m, prompts[i], 60));
+    const again = await Promise.all(prompts.slice(0, 4).map((p) => e.completions.create({ prompt: p, max_tokens: 60, temperature: 0 })));
+    for (let i = 0; i < 4; i++) expect(again[i].choices[0].text).toBe(got[i].choices[0].text);
+    const k = e.stats().kv;
+    expect(k.evictions).toBeGreaterThan(0);
+    expect(k.cached).toBeGreaterThan(0);
+    expectPoolFull(e);
+  });
+});
+
 describe('KV pages', () => {
   it('page bytes follow DESIGN §3.5 (kv4: codes P·hd/2 ×2, f16 (s, z) per token per group ×2)', () => {
     const spec = { nLayers: 2, nKvHeads: 4, headDim: 64, pageSize: 16, group: 64 };
     expect(pageBytes({ ...spec, dtype: 'f32' })).toBe(2 * 4 * 2 * 16 * 64 * 4);
     expect(pageBytes({ ...spec, dtype: 'kv4' })).toBe(2 * 4 * (2 * 16 * 32 + 2 * 16 * 1 * 4));
     expect(pageBytes({ ...spec, dtype: 'kv4', group: 32 })).toBe(2 * 4 * (2 * 16 * 32 + 2 * 16 * 2 * 4));
+  });
+  it('prefix cache: references, idle pages, LRU eviction, and no match through an evicted parent', () => {
+    const p = new PagePool(4), P = 2, toks = [1, 2, 3, 4, 5, 6];
+    const a = p.alloc(3)!;
+    let parent = 0;
+    for (let i = 0; i < 3; i++) parent = p.register(a[i], parent, toks, i, P);
+    // a second sequence with the same tokens: all three pages by reference
+    const hit = p.match(toks, P, 3);
+    expect(hit.pages).toEqual(a);
+    p.release(a);
+    expect(p.stats()).toMatchObject({ used: 3, cached: 3, cachedIdle: 0 });
+    p.release(hit.pages);
+    expect(p.stats()).toMatchObject({ free: 4, used: 0, cached: 3, cachedIdle: 3 });
+    expect(() => p.release([a[0]])).toThrow(/twice/);
+    // other tokens after the first block: only the first page matches
+    expect(p.match([1, 2, 9, 9], P, 2).pages).toEqual([a[0]]);
+    p.release([a[0]]);
+    // allocations take the never-cached page first, then evict idle cached ones, least recently released first
+    const b = p.alloc(2)!;
+    expect(b).toContain(3);
+    expect(p.stats().evictions).toBe(1);
+    expect(b).toContain(a[1]); // a[0] was released last (after its hit), so a[1] went first
+    // the evicted block 1 takes block 2 (chained from it) out of reach, though block 2's page is still cached
+    expect(p.match(toks, P, 3).pages).toEqual([a[0]]);
+    p.register(b[0], 0, [7, 7], 0, P);
+    expect(p.match([7, 7, 5, 6], P, 2).pages).toEqual([b[0]]);
+    expect(p.stats().allocated - p.stats().released).toBe(4);
   });
   it('allocates all-or-nothing and refuses double frees', () => {
     const p = new PagePool(4);

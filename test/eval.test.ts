@@ -1,12 +1,25 @@
-// comet eval ppl scores a model with its own KV cache: a KV4 model is evaluated on KV4 pages (not silently on
-// an f32 cache), with its KV group.
+// comet eval ppl: the float reference path's perplexity on wikillama-28M against the reference value (DESIGN §8),
+// and a model scored with its own KV cache: a KV4 model is evaluated on KV4 pages (not silently on an f32
+// cache), with its KV group.
+import { readFileSync } from 'node:fs';
 import { expect, it } from 'vitest';
 import { SimBackend } from '../backends/sim/sim.ts';
 import type { KVCacheSpec } from '../backends/backend.ts';
 import { loadModel } from '../src/loaders/index.ts';
 import { Llama } from '../src/model/llama.ts';
 import { perplexity } from '../src/eval/ppl.ts';
-import { REPO } from './helpers/shared.ts';
+import { openModel } from '../src/runtime/open.ts';
+import { REPO, shared } from './helpers/shared.ts';
+
+it('perplexity of the first 4 windows of wiki_heldout_a.txt at ctx 512 is 20.2819 ± 0.2% (wikillama-28M, float)', async () => {
+  const m = await openModel(new SimBackend(), shared('wikillama-28M'));
+  const tokens = m.tokenizer.encode(readFileSync(shared('texts/wiki_heldout_a.txt'), 'utf8'), { bos: false });
+  expect(tokens.length).toBe(268430);
+  const r = await perplexity(m.model, tokens, 512, 4);
+  expect(r.windows).toBe(4);
+  expect(r.scored).toBe(4 * 511);
+  expect(Math.abs(r.ppl / 20.2819 - 1)).toBeLessThan(0.002);
+}, 400_000);
 
 it('perplexity runs on the model\'s KV dtype and group', async () => {
   const m = await loadModel(`${REPO}/models/stories260K.bin`);

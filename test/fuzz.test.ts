@@ -1,9 +1,10 @@
 // Fuzzed model and tokenizer files (issue 10): a fixed sample of the seeded cases of bench/fuzz/run.ts (which
 // runs 10,000 per format), plus one regression case per bug the fuzzer found. Every case must end in a
 // CometError naming the file, or a valid load whose checked run does not crash; never another exception, a
-// hang, a dead worker, or an allocation beyond 2 x the input + 1 MiB. test/helpers/fuzz.ts has the details.
+// hang, a dead worker, or an allocation beyond 2 x the input + 1 MiB. testing/fuzz/cases.ts has the details.
 import { describe, expect, it } from 'vitest';
-import { baseCases, bases, FAILURES, FORMATS, type FuzzCase, type FuzzFormat, type Outcome, runCases } from './helpers/fuzz.ts';
+import { baseCases, bases, FAILURES, FORMATS, type FuzzCase, type FuzzFormat, type Outcome } from '../testing/fuzz/cases.ts';
+import { runCases } from '../testing/fuzz/runner.ts';
 
 const SEED = 101;
 const PER_FORMAT: Record<FuzzFormat, number> = {

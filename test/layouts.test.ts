@@ -7,7 +7,7 @@ import { f16Bits, fromF16Bits, toF16 } from '../simulator/f16.ts';
 import { packInt4 } from '../simulator/int4.ts';
 import { gemmW4Ax, type Schedule } from '../simulator/kernels/gemm_w4ax.ts';
 import { w4FromCodes } from '../simulator/w4.ts';
-import { rng } from './simulator/rng.ts';
+import { rng } from '../testing/rng.ts';
 import { int4At } from '../simulator/int4.ts';
 import {
   KT, NPAD, ROW_BYTES, convertWord, repackW4Tiled, tiledWord, transposeW4Scales, unrepackW4Tiled, v6ActStep,

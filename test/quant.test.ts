@@ -20,7 +20,7 @@ import { FakeQuantBackend } from '../src/quant/fake.ts';
 import { smoothModel } from '../src/quant/smooth.ts';
 import { actSpec } from '../simulator/act.ts';
 import { quantizeW4 } from '../simulator/w4.ts';
-import { mulberry32 } from './helpers/synthetic.ts';
+import { rng } from '../testing/rng.ts';
 import { readFileSync } from 'node:fs';
 
 const MODELS = fileURLToPath(new URL('../../shared/models/', import.meta.url));
@@ -49,7 +49,7 @@ const prompt = tokens.slice(0, 48);
 
 describe('function-preserving transforms', () => {
   it('folding down_proj permutations into gate/up rows and down columns keeps the float logits', async () => {
-    const rnd = mulberry32(7), perms = new Map<number, Int32Array>();
+    const rnd = rng(7), perms = new Map<number, Int32Array>();
     for (let l = 0; l < c.nLayers; l++) {
       const p = Int32Array.from({ length: c.hiddenDim }, (_, i) => i);
       for (let i = p.length - 1; i > 0; i--) { const j = Math.floor(rnd() * (i + 1)); [p[i], p[j]] = [p[j], p[i]]; }
@@ -132,7 +132,7 @@ describe('plan', () => {
 
 describe('GPTQ algebra', () => {
   it('invCholUpper gives U with Uᵀ U = H⁻¹', () => {
-    const n = 24, rnd = mulberry32(3), A = new Float64Array(n * n), H = new Float64Array(n * n);
+    const n = 24, rnd = rng(3), A = new Float64Array(n * n), H = new Float64Array(n * n);
     for (let i = 0; i < A.length; i++) A[i] = rnd() - 0.5;
     for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) { let s = i === j ? 0.5 : 0; for (let k = 0; k < n; k++) s += A[i * n + k] * A[j * n + k]; H[i * n + j] = s; }
     const U = invCholUpper(H, n);

@@ -2,19 +2,19 @@
 // run.c prints (golden/s260k_*.txt), wikillama-28M's prompts, our heap BPE against run.c's O(n^2) loop, and
 // corrupt files.
 
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { tempDir } from './helpers/tmp.ts';
 import { CometError } from '../src/errors.ts';
 import { type Tokenizer, Llama2cTokenizer, loadTokenizer, runcPrintable } from '../src/tokenizer/index.ts';
-import { mulberry32 } from './helpers/synthetic.ts';
+import { rng } from '../testing/rng.ts';
 
 const MODELS = fileURLToPath(new URL('../../shared/models/', import.meta.url));
 if (!existsSync(MODELS)) throw new Error(`test data missing: ${MODELS} must hold ../shared/models (DESIGN.md §8); these tests never skip`);
 const G = (f: string) => JSON.parse(readFileSync(join(MODELS, 'golden', f), 'utf8'));
-const tmp = mkdtempSync(join(tmpdir(), 'comet-tok-'));
+const tmp = tempDir('comet-tok-');
 
 const TOKENIZERS = {
   llama2_bin: 'llama2-tokenizer/tokenizer.bin',
@@ -130,7 +130,7 @@ function runcEncode(t: Llama2cTokenizer, text: string): number[] {
 describe('llama2.c BPE', () => {
   it.each(['tok512_bin', 'llama2_bin'] as const)('heap merge equals run.c\'s loop on random text (%s)', async (key) => {
     const t = (await tok(key)) as Llama2cTokenizer;
-    const rnd = mulberry32(42);
+    const rnd = rng(42);
     const alphabet = [...'abcdefghijklmnopqrstuvwxyz     eeettaaoo.,!?\'"\n\t0123456789ABCZ', 'é', 'ü', '東', '京', '🙂', '—', '\u0000'];
     for (let n = 0; n < 60; n++) {
       let s = '';
@@ -197,7 +197,7 @@ describe('loadTokenizer errors', () => {
   });
 
   it('chat template from tokenizer_config.json', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'comet-chat-'));
+    const dir = tempDir('comet-chat-');
     copyFileSync(join(MODELS, TOKENIZERS.wl28m_json), join(dir, 'tokenizer.json'));
     const cfg = JSON.parse(readFileSync(join(MODELS, 'wikillama-28M/tokenizer_config.json'), 'utf8'));
     writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ ...cfg, chat_template: '{{ messages }}' }));

@@ -3,7 +3,7 @@
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { CometError } from '../../src/errors.ts';
+import { CometError } from '../errors.ts';
 
 export type Ptr = number;
 
@@ -62,6 +62,12 @@ export interface CudaAddon {
   profRead(): Float32Array;
   /** page-locked host memory as an ArrayBuffer (never freed) */
   hostAlloc(bytes: number): ArrayBuffer;
+  // GPTQ (cuda/quant_gptq.cu; the quantizer's device half). Optional: an addon built before it has none, and the
+  // quantizer runs src/quant/gptq.ts on the host.
+  gptqHessianAdd?(x: Ptr, T: number, K: number, H: Ptr): void;
+  gptqPermute?(H: Ptr, K: number, Kp: number, perm: Ptr, damp: number, P: Ptr): void;
+  gptqInvCholUpper?(P: Ptr, n: number, U: Ptr): void;
+  gptqQuantize?(w: Ptr, N: number, K: number, Kp: number, B: number, perm: Ptr, U: Ptr, grid: number, codes: Ptr, scales: Ptr): void;
 }
 
 /** Where the addon is: $COMET_CUDA_ADDON, else build/Release/comet_cuda.node of this package. */

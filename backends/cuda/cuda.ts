@@ -7,15 +7,16 @@
 // ids, positions, block tables) is uploaded once per StepLayout into the arena.
 // Layouts on the device: f32 [T][C] row-major; qact one allocation a8 [M][K8] | a4 [M][(Kp-K8)/2] | sa [M][Kp/B]
 // (the simulator's readRaw order); w4 the GEMM kernel's repacked layout (comet_w4_create); KV caches as capi.h.
-import type { ActQuantSpec, Backend, CapturedStep, DType, HostWeight, KVCache, KVCacheSpec, KVDType, OpName, RopeSpec, StepInputs, StepLayout, Tensor, Weight } from '../backend.ts';
+import type { ActQuantSpec, Backend, CapturedStep, DType, GptqOps, HostWeight, KVCache, KVCacheSpec, OpProfiler, OpSet, RopeSpec, StepInputs, StepLayout, Tensor, Weight } from '../backend.ts';
 import type { QAct } from '../../simulator/formats.ts';
 import { ropeFreqs } from '../../simulator/kernels/float.ts';
 import { dequantizeAct } from '../../simulator/act.ts';
 import { kv4Layout } from '../../simulator/kv4.ts';
 import { qactBytes } from '../../simulator/traits.ts';
 import { existsSync } from 'node:fs';
-import { CometError } from '../../src/errors.ts';
+import { CometError } from '../errors.ts';
 import { loadAddon, type CudaAddon, type DeviceFacts, type Ptr } from './addon.ts';
+import { cudaGptq, hasGptq } from './gptq.ts';
 
 const ALIGN = 256;
 const align = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
@@ -179,9 +180,23 @@ export class CudaBackend implements Backend {
   private prof?: { names: string[]; totals: Map<string, { ms: number; n: number }> };
   private readonly weightNames = new Map<Ptr, string>();
 
+  /** GPTQ on the device for the quantizer (backends/cuda/gptq.ts), when the addon has the kernels. */
+  readonly gptq?: GptqOps;
+
   constructor(addon: CudaAddon, readonly device: DeviceFacts) {
     this.addon = this.profiled(addon);
     this.arena = new Arena(addon);
+    if (hasGptq(this.addon)) this.gptq = cudaGptq(this.addon, (t) => (t as CudaTensor).ptr);
+  }
+
+  /** Free a weight, fromHost tensor or KV cache now (the layer-by-layer quantizer: one layer on the device). */
+  release(t: Tensor | KVCache): void {
+    if (t instanceof CudaWeight && t.w4 !== undefined) {
+      if (this.w4s.delete(t.w4)) this.addon.w4Destroy(t.w4);
+      return;
+    }
+    const p = (t as CudaTensor | CudaKVCache).ptr;
+    if (p && this.owned.delete(p)) this.addon.free(p);
   }
 
   memory(): { free: number; total: number } {
@@ -236,11 +251,18 @@ export class CudaBackend implements Backend {
     p.names = [];
   }
 
-  supports(op: OpName, dtype?: DType | KVDType): boolean {
-    if (op === 'embed') return dtype === undefined || dtype === 'f32';
-    if (op === 'kv_append' || op === 'attention') return dtype === undefined || dtype === 'f32' || dtype === 'kv4';
-    return true;
+  /** What CUDA runs and how closely (DESIGN §3.7): the integer paths, the quantizers given equal f32 inputs, the
+   *  KV bytes and the KV4 attention (its contract, simulator/kernels/attention_kv4.ts) bit for bit; f64 reductions
+   *  (tolerance, tight). Float weights (embedding, classifier) f32 or f16. */
+  get ops(): OpSet {
+    return {
+      embed: { f32: 'exact', f16: 'exact' }, rmsnorm: { f32: 'tolerance' }, rmsnorm_quant: { qact: 'tolerance' }, quantize_act: { qact: 'exact' },
+      gemm_f32: { f32: 'tolerance', f16: 'tolerance' }, gemm_w4ax: { w4: 'exact' }, rope: { f32: 'tolerance' }, kv_append: { f32: 'exact', kv4: 'exact' },
+      attention: { f32: 'tolerance', kv4: 'exact' },
+      silu_mul: { f32: 'tolerance' }, silu_mul_quant: { qact: 'tolerance' }, add: { f32: 'exact' }, argmax: { f32: 'exact' }, rows: { f32: 'exact' },
+    };
   }
+  readonly profiler: OpProfiler = { setOpTiming: (on) => this.setOpTiming(on), opTimings: () => this.opTimings() };
 
   // ---- memory ----
   private persistent(bytes: number, owner?: object): Ptr {

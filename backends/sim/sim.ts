@@ -1,9 +1,10 @@
 // The simulator as a backend: every op is the simulator's reference kernel on host typed arrays.
 // It is the slow, exact definition the fast backends are tested against, and the CPU path for CI.
-import type { Backend, DType, HostWeight, KVCache, KVCacheSpec, KVDType, OpName, RopeSpec, StepLayout, Tensor, Weight } from '../backend.ts';
+import type { Backend, DType, HostWeight, KVCache, KVCacheSpec, OpSet, RopeSpec, StepLayout, Tensor, Weight } from '../backend.ts';
 import * as F from '../../simulator/kernels/float.ts';
 import { attention, kvAppend } from '../../simulator/kernels/attention.ts';
 import { KVStoreF32, type KVStore } from '../../simulator/kv.ts';
+import type { KVStoreKV4 } from '../../simulator/kv4.ts';
 import { simQuantOps, type QuantOps } from './quant.ts';
 import type { QAct, W4Weight } from '../../simulator/formats.ts';
 import { f16ArrayToF32 } from '../../simulator/f16.ts';
@@ -25,8 +26,16 @@ export class SimWeight extends SimTensor implements Weight {
   get act() { return this.w4?.act; }
 }
 
-class SimKVCache implements KVCache {
+export class SimKVCache implements KVCache {
   constructor(readonly spec: KVCacheSpec, readonly store: KVStore) {}
+  async readLayer(layer: number): Promise<Uint8Array> {
+    const s = this.store as Partial<KVStoreKV4 & KVStoreF32>;
+    if (s.data) return s.data[layer];
+    const k = s.k![layer], v = s.v![layer], out = new Uint8Array(k.byteLength + v.byteLength);
+    out.set(new Uint8Array(k.buffer, k.byteOffset, k.byteLength), 0);
+    out.set(new Uint8Array(v.buffer, v.byteOffset, v.byteLength), k.byteLength);
+    return out;
+  }
 }
 
 const f32 = (t: Tensor): Float32Array => {
@@ -50,10 +59,13 @@ export class SimBackend implements Backend {
   private quant: QuantOps = simQuantOps;
   constructor(private readonly opts: SimOptions = {}) {}
 
-  supports(op: OpName, dtype?: DType | KVDType): boolean {
-    void op; void dtype;
-    return true; // the simulator defines every op and dtype
-  }
+  /** the simulator defines every op and dtype: exact by definition */
+  readonly ops: OpSet = {
+    embed: { f32: 'exact', f16: 'exact', w4: 'exact' }, rmsnorm: { f32: 'exact' }, rmsnorm_quant: { qact: 'exact' }, quantize_act: { qact: 'exact' },
+    gemm_f32: { f32: 'exact', f16: 'exact' }, gemm_w4ax: { w4: 'exact' }, rope: { f32: 'exact' }, kv_append: { f32: 'exact', kv4: 'exact' },
+    attention: { f32: 'exact', kv4: 'exact' }, silu_mul: { f32: 'exact' }, silu_mul_quant: { qact: 'exact' }, add: { f32: 'exact' },
+    argmax: { f32: 'exact' }, rows: { f32: 'exact' },
+  };
 
   uploadWeight(w: HostWeight): Weight {
     if (w.kind === 'f32') return new SimWeight(w.name, w.shape, 'f32', w.data);

@@ -1,6 +1,6 @@
 // Finding a WebGPU device in both worlds: `navigator.gpu` in a browser, npm `webgpu` (Dawn) in Node.
 // The Node path needs a Vulkan driver; on our CPU machines that is Chromium's SwiftShader (DESIGN §6).
-import { CometError } from '../../src/errors.ts';
+import { CometError } from '../errors.ts';
 
 export interface GpuContext {
   device: GPUDevice;

@@ -11,14 +11,14 @@
 // at submit. Nothing is submitted until `read`/`argmax` needs a result, so a decode step is one submit.
 // Step tensors come from a size-keyed pool and go back to it in endStep. Pipelines are made once per device.
 import { f16ArrayToF32 } from '../../simulator/f16.ts';
-import type { Backend, DType, HostWeight, KVCache, KVCacheSpec, KVDType, OpName, RopeSpec, StepLayout, Tensor, Weight } from '../backend.ts';
+import type { Backend, DType, HostWeight, KVCache, KVCacheSpec, OpSet, RopeSpec, StepLayout, Tensor, Weight } from '../backend.ts';
 import type { ActQuantSpec, QAct } from '../../simulator/formats.ts';
 import { dequantizeAct } from '../../simulator/act.ts';
 import { checkW4 } from '../../simulator/w4.ts';
 import { kv4Layout } from '../../simulator/kv4.ts';
 import { qactBytes, w4Bytes } from '../../simulator/traits.ts';
 import { ropeFreqs } from '../../simulator/kernels/float.ts';
-import { CometError } from '../../src/errors.ts';
+import { CometError } from '../errors.ts';
 import { deviceLost, getGpu, type GpuContext } from './device.ts';
 import { type Family, loadShaderSources, moduleSource, type ShaderSources } from './shaders.ts';
 
@@ -233,10 +233,15 @@ export class WebGPUBackend implements Backend {
   /** Benchmarks: the next compute pass writes these timestamps (needs the device's timestamp-query). */
   timeNextPass(t: GPUComputePassTimestampWrites) { this.stream.timestamps = t; }
 
-  supports(op: OpName, dtype?: DType | KVDType): boolean {
-    if (op === 'embed' && dtype === 'w4') return false; // the table is f32 (as the simulator's)
-    return true;
-  }
+  /** What WebGPU runs and how closely (DESIGN §3.7): the W4Ax GEMM, quantize_act and the f32 KV bytes bit for
+   *  bit; KV4 codes within 1 (the shader rounds the exact quotient, the simulator an f32 one first); f32
+   *  reductions and transcendentals within tolerance (no f64 in WGSL). The embedding table is f32. */
+  readonly ops: OpSet = {
+    embed: { f32: 'exact', f16: 'exact' }, rmsnorm: { f32: 'tolerance' }, rmsnorm_quant: { qact: 'tolerance' }, quantize_act: { qact: 'exact' },
+    gemm_f32: { f32: 'tolerance', f16: 'tolerance' }, gemm_w4ax: { w4: 'exact' }, rope: { f32: 'tolerance' }, kv_append: { f32: 'exact', kv4: 'bounded' },
+    attention: { f32: 'tolerance', kv4: 'tolerance' }, silu_mul: { f32: 'tolerance' }, silu_mul_quant: { qact: 'tolerance' }, add: { f32: 'exact' },
+    argmax: { f32: 'exact' }, rows: { f32: 'exact' },
+  };
 
   // ---------------------------------------------------------------- memory
   private persistent(bytes: number, label?: string): GPUBuffer {

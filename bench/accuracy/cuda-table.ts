@@ -1,6 +1,6 @@
 // The FMPQ accuracy table recomputed on the CUDA backend over ALL windows (issue 5), beside the CPU simulator's
 // first-16-window numbers: reads bench/results/accuracy/cuda/results-*.jsonl (written from the device run of
-// bench/accuracy/cuda-device.sh) and bench/results/accuracy/results.jsonl, writes cuda/accuracy-cuda.{md,json,svg}.
+// device/accuracy-cuda.sh) and bench/results/accuracy/results.jsonl, writes cuda/accuracy-cuda.{md,json,svg}.
 //   npx tsx bench/accuracy/cuda-table.ts
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { renderSvg } from '../../src/cli/plot.ts';
@@ -24,10 +24,10 @@ const md = [
   '# FMPQ accuracy on the CUDA backend, all windows (wikillama-28M, ctx 512)', '',
   'Device: NVIDIA H100 80GB HBM3 (driver 580.159.04), 2026-11-24. Command (on the GPU machine, per row):',
   '`comet eval ppl --backend cuda --model wikillama-28M-a1-<row>.comet --text <text> --ctx 512 --json [--windows 16]`',
-  '(bench/accuracy/cuda-device.sh; the .comet files are the ones of the CPU table, bench/results/accuracy/accuracy.md;',
+  '(device/accuracy-cuda.sh; the .comet files are the ones of the CPU table, bench/results/accuracy/accuracy.md;',
   'calibration on the LAST 4 windows of wiki_heldout_a.txt, never scored). WikiText-2 read with universal newlines (LF), 676 windows.',
   'KV4 attention in this run: the fast f32 kernel (tier 3), then the default; the default is now the simulator-exact',
-  'kernel (cuda/ops_attention_exact.cu), with which the greedy tokens of these .comet files equal the simulator\'s.', '',
+  'kernel of that time (f64; since issue 15 the KV4 attention contract of simulator/kernels/attention_kv4.ts, which CUDA computes bit for bit), with which the greedy tokens of these .comet files equal the simulator\'s.', '',
   '| row | INT8 MACs | wiki_heldout_a, 524 windows (vs FP32 26.537) | WikiText-2, 676 windows (vs FP32 74.243) | CUDA, first 16 windows | simulator (f32-summed GEMM), 16 windows | exact simulator, 16 windows | CUDA vs exact simulator |',
   '| --- | --- | --- | --- | --- | --- | --- | --- |',
   `| FP32 (float path) | - | 26.5370 (CUDA: 26.5370) | 74.2431 | | 29.1560 | | |`,

@@ -6,6 +6,9 @@
 //                                                            rows: comma-separated row ids to restrict to
 //   npx tsx bench/accuracy/run.ts report                     table (Markdown + JSON) and plot (SVG)
 //   npx tsx bench/accuracy/run.ts all                        everything, one process
+// Options (a bundled run on another machine): --shared DIR (../shared/models), --out DIR (bench/results/accuracy),
+// --calib-windows N (4), --models a,b (only these models' jobs), --claim-dir DIR (workers sharing one job list
+// take a job by mkdir there).
 //
 // Rows. "sim" rows are .comet files (the W4Ax formats of DESIGN §3), evaluated with src/quant/fake.ts: the
 // simulator's own activation quantizer, KV4 store and weight codes, with the GEMM summed in f32 instead of the
@@ -22,7 +25,7 @@
 //   FMPQ W4AxKV4    the same + KV4 (G = head_dim)                                   sim
 //   FMPQ GPTQ KV4   GPTQ weights instead of RTN                                     sim
 //   sweep           FMPQ W4Ax at INT8 fractions 5/10/20/30% (0% is "W4A4 reorder"); B = 64 variants
-// Calibration: the LAST 4 windows (2048 tokens; COMET_CALIB_WINDOWS) of the model's calibration text (wikillama-28M:
+// Calibration: the LAST 4 windows (2048 tokens; --calib-windows) of the model's calibration text (wikillama-28M:
 // wiki_heldout_a.txt; stories260K: tinystories_valid_head.txt); evaluation: the FIRST windows of each text.
 // The two never overlap. Outlier stress: outlierStress (src/quant/fold.ts) at α = 16, 128 on the float
 // weights before calibration; the script asserts the float logits equal α = 1's to 1e-5 (relative).
@@ -30,6 +33,7 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } fr
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 import type { Backend, HostWeight } from '../../backends/backend.ts';
 import { SimBackend } from '../../backends/sim/sim.ts';
 import { loadModel, type LoadedModel } from '../../src/loaders/index.ts';
@@ -47,11 +51,15 @@ import { quantizeW4 } from '../../simulator/w4.ts';
 import type { ActQuantSpec, KVDType } from '../../simulator/formats.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const SHARED = process.env.COMET_SHARED ?? join(ROOT, '../shared/models'); // env overrides: a bundled run elsewhere
-const OUT = process.env.COMET_ACC_OUT ?? join(ROOT, 'bench/results/accuracy');
+const { values: opt, positionals } = parseArgs({
+  allowPositionals: true,
+  options: { shared: { type: 'string' }, out: { type: 'string' }, 'calib-windows': { type: 'string' }, models: { type: 'string' }, 'claim-dir': { type: 'string' } },
+});
+const SHARED = opt.shared ?? join(ROOT, '../shared/models');
+const OUT = opt.out ?? join(ROOT, 'bench/results/accuracy');
 const WORK = join(OUT, 'work'); // .comet variants (git-ignored by size; regenerate with `quantize`)
 const RESULTS = join(OUT, 'results.jsonl');
-const CTX = 512, CALIB_WINDOWS = Number(process.env.COMET_CALIB_WINDOWS ?? 4);
+const CTX = 512, CALIB_WINDOWS = Number(opt['calib-windows'] ?? 4);
 
 const MODELS = {
   'wikillama-28M': { path: join(SHARED, 'wikillama-28M'), calib: 'wiki_heldout_a.txt', texts: ['wiki_heldout_a.txt', 'wikitext2_test_raw_nonblank_crlf.txt'], B: 128 },
@@ -112,7 +120,7 @@ function jobs(): Job[] {
   add('wikillama-28M', W2, 1, ['best-kv4', 'best32-kv4'], 4);
   for (const a of [16, 128]) add('wikillama-28M', H, a, ['fmpq-smooth'], 2);
   add('wikillama-28M', H, 1, ['fmpq-kv4', 'fmpq-kv4-exact', 'w4a4', 'w4a4-exact', 'w4a4-reorder'], 2);
-  const models = process.env.COMET_MODELS?.split(','); // restrict to these models (a machine that lacks the others)
+  const models = opt.models?.split(','); // restrict to these models (a machine that lacks the others)
   return models ? out.filter((j) => models.includes(j.model)) : out;
 }
 const jobKey = (j: Job) => `${j.model}|${j.text}|a${j.alpha}|${j.row}|w${j.windows}`;
@@ -237,7 +245,7 @@ async function evalPhase(shard: number, n: number, only?: string[]): Promise<voi
   mkdirSync(OUT, { recursive: true });
   const have = done();
   const mine = jobs().filter((j) => !only || only.includes(j.row)).filter((_, i) => i % n === shard).filter((j) => !have.has(jobKey(j)));
-  const claims = process.env.COMET_CLAIM_DIR; // several workers share one job list: a job is theirs by mkdir
+  const claims = opt['claim-dir']; // several workers share one job list: a job is theirs by mkdir
   let blocked = 0;
   for (const j of mine) {
     const def = ROWS.find((r) => r.id === j.row)!;
@@ -337,8 +345,8 @@ async function plot(rs: any[]): Promise<void> {
   writeFileSync(join(OUT, 'accuracy.svg'), await renderSvg(spec as Parameters<typeof renderSvg>[0]));
 }
 
-const [cmd, a, b] = process.argv.slice(2);
-if (cmd === 'quantize') await quantizePhase(a as ModelName, Number(b), process.argv[5]?.split(','));
+const [cmd, a, b, c] = positionals;
+if (cmd === 'quantize') await quantizePhase(a as ModelName, Number(b), c?.split(','));
 else if (cmd === 'eval') { const [s, n] = (a ?? '0/1').split('/').map(Number); await evalPhase(s, n, b?.split(',')); }
 else if (cmd === 'report') await report();
 else if (cmd === 'all') {

@@ -1,4 +1,4 @@
-// Server chaos benchmark (issue 10): bench/chaos/chaos.ts against `comet serve --backend sim` on loopback.
+// Server chaos benchmark (issue 10): testing/chaos.ts against `comet serve --backend sim` on loopback.
 // Prints the counts (requests by kind and outcome, leaks, crashes) and writes bench/results/chaos-<date>.md/.json.
 //   npx tsx bench/chaos/run.ts [--seed 1] [--requests 300] [--rounds 3] [--concurrency 12] [--no-write]
 //     [--backend cuda --max-batch 256 --max-queue 64 --kv-memory 16M --max-step-tokens 4096] [--out dir]
@@ -6,7 +6,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { DEFAULTS, FAILURE_OUTCOMES, REPO, runChaos } from './chaos.ts';
+import { DEFAULTS, FAILURE_OUTCOMES, REPO, runChaos } from '../../testing/chaos.ts';
 
 const { values: a } = parseArgs({
   options: {
@@ -33,7 +33,7 @@ console.log(`chaos: ${total} requests in ${r.options.rounds} rounds (+${r.baseli
 for (const k of kinds) console.log(`  ${k.padEnd(28)} ${Object.entries(r.counts[k]).map(([x, n]) => `${x} ${n}`).join(', ')}`);
 console.log(`outcomes: ${Object.entries(r.outcomes).map(([x, n]) => `${x} ${n}`).join(', ')}`);
 console.log(`leaks = ${r.leaks} (kv pages used ${r.kv.used}, free ${r.kv.free}/${r.kv.total}), crashes = ${r.crashes}, health ${r.health ? 'ok' : 'FAILED'}, ` +
-  `preemptions ${r.preemptions}, server RSS ${r.rssMiB.map((x) => x.toFixed(0)).join(' -> ')} MiB`);
+  `preemptions ${r.preemptions}, peak step ${r.peakStepSequences} sequences / ${r.peakStepPrefills} prefills, server RSS ${r.rssMiB.map((x) => x.toFixed(0)).join(' -> ')} MiB`);
 console.log(`server's own counts (requests_total): ${Object.entries(r.serverRequests).map(([x, n]) => `${x} ${n}`).join(', ')}`);
 for (const f of r.failures) console.log(`  FAIL ${f}`);
 console.log(r.failures.length ? `${r.failures.length} failure(s)` : 'no failures');

@@ -7,7 +7,7 @@ import { tmpdir, cpus } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
-import { STORIES15M, writeSyntheticLlama2c } from '../../test/helpers/synthetic.ts';
+import { STORIES15M, writeSyntheticLlama2c } from '../../testing/synthetic.ts';
 import { SimBackend } from '../../backends/sim/sim.ts';
 import { loadModel } from '../../src/loaders/index.ts';
 import { Llama } from '../../src/model/llama.ts';

@@ -11,7 +11,6 @@
 //
 // Correctness first: before any timing, the backend's greedy tokens must equal the simulator's for the
 // embedded stories260K model and any --check model (e.g. a wikillama-28M .comet); otherwise it refuses.
-import { f16BitsArray } from '../../simulator/f16.ts';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -22,12 +21,12 @@ import { verifyAgainstSim } from '../../src/eval/verify.ts';
 import { pageBytes } from '../../src/engine/kv-pages.ts';
 import { Llama } from '../../src/model/llama.ts';
 import { type LlamaConfig, validateConfig } from '../../src/model/config.ts';
-import { quantizeModel } from '../../src/quant/quantize.ts';
-import type { SiteStats } from '../../src/quant/calibrate.ts';
-import { sites } from '../../src/quant/sites.ts';
 import { CometError } from '../../src/errors.ts';
 import { svgPlotAsync } from '../../src/cli/plot.ts';
-import { requestSet, serveRun, syntheticOpenModel, type ServeRunResult } from './serve-run.ts';
+import { syntheticQuantizedModel } from '../../testing/synthetic-quantized.ts';
+import { prefixRuns, requestSet, serveRun, sharedPrefixSet, syntheticOpenModel, type PrefixRuns, type ServeRunResult } from './serve-run.ts';
+
+export { syntheticQuantizedModel };
 
 export const SHAPES: Record<string, LlamaConfig> = {
   'llama3-8b': { dim: 4096, hiddenDim: 14336, nLayers: 32, nHeads: 32, nKvHeads: 8, headDim: 128, vocabSize: 128256, seqLen: 8192, normEps: 1e-5, ropeTheta: 500000, tiedEmbeddings: false, bos: 128000, eos: [128001] },
@@ -38,82 +37,12 @@ export interface E2EOptions {
   shape: string; backend: string; batches: string; ctx: number; inLen: number; outLen: number;
   memBudget?: number; int8Fraction: number; block: number; check: string[]; baseline: boolean; out: string; steps: number;
   throughput: number; // requests of the max-throughput run through the engine (0: none)
+  prefix: number; // requests sharing an inLen-token prefix, one after another, prefix cache on and off (0: none)
   mixed: number; // requests of the mixed-length run (0: none)
   stepTokens: number; // the engine's token budget per step (batched prefill)
   baselineVariants?: string; // torch_fast.py --variants (fp16,int4,fp8)
   baselineJson?: string; // torch_fast.py's JSON from a run on the same GPU in the same call (instead of running it)
   waitFor?: string; // wait for this file before the first GPU work (the baselines' JSON, run beside our host work)
-}
-
-/** A fast seeded uniform generator (xorshift32) filling big arrays. */
-function fillUniform(a: Float32Array, scale: number, seed: number): Float32Array {
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < a.length; i++) {
-    s ^= s << 13; s ^= s >>> 17; s ^= s << 5;
-    a[i] = ((s >>> 0) / 4294967296 - 0.5) * 2 * scale;
-  }
-  return a;
-}
-
-/** fillUniform over the first 4M values, then copies of them: the embedding and classifier tables (10^9 values
- *  at 8B) in a second instead of tens; their values do not matter for speed. */
-function fillTiled(a: Float32Array, scale: number, seed: number): Float32Array {
-  const n = Math.min(a.length, 1 << 22);
-  fillUniform(a.subarray(0, n), scale, seed);
-  for (let o = n; o < a.length; o += n) a.copyWithin(o, 0, Math.min(n, a.length - o));
-  return a;
-}
-
-/** Calibration statistics as a real LLaMA shows them: most channels ~N(0,1), a few residual-stream channels
- *  ~20× larger at the norm outputs (attn_in, ffn_in), a couple of ~50× spikes at down_proj's input. */
-function syntheticStats(c: LlamaConfig, rows = 64): Map<string, SiteStats> {
-  const out = new Map<string, SiteStats>();
-  const residualOutliers = Array.from({ length: Math.max(2, Math.round(c.dim / 256)) }, (_, i) => (i * 2654435761) % c.dim);
-  for (const s of sites(c)) {
-    const gain = new Float32Array(s.K).fill(1);
-    if (s.kind === 'attn_in' || s.kind === 'ffn_in') for (const ch of residualOutliers) gain[ch] = 20;
-    if (s.kind === 'down_in') for (let i = 0; i < 4; i++) gain[(i * 40503 + 7) % s.K] = 50;
-    if (s.kind === 'o_in') for (let i = 0; i < 8; i++) gain[(i * 977) % s.K] = 4;
-    const sample = fillUniform(new Float32Array(rows * s.K), 1.7, 1000 + s.layer * 4 + s.K);
-    const absmax = new Float32Array(s.K), sumsq = new Float64Array(s.K);
-    for (let r = 0; r < rows; r++)
-      for (let k = 0; k < s.K; k++) {
-        const v = (sample[r * s.K + k] *= gain[k]);
-        absmax[k] = Math.max(absmax[k], Math.abs(v));
-        sumsq[k] += v * v;
-      }
-    out.set(s.name, { K: s.K, count: rows, absmax, sumsq, sample, sampleRows: rows });
-  }
-  return out;
-}
-
-/** Host weights of the whole model: one layer quantized by the real FMPQ path, shared by every layer. */
-export function syntheticQuantizedModel(c: LlamaConfig, o: { block: number; int8Fraction: number }, log: (s: string) => void): { weights: Map<string, HostWeight>; int8MacFraction: number } {
-  const one: LlamaConfig = { ...c, nLayers: 1 };
-  const f = new Map<string, HostWeight>();
-  const w = (name: string, shape: number[], scale: number, seed: number) => f.set(name, { kind: 'f32', name, shape, data: fillUniform(new Float32Array(shape.reduce((a, b) => a * b)), scale, seed) });
-  const q = c.nHeads * c.headDim, kv = c.nKvHeads * c.headDim;
-  const std = 1 / Math.sqrt(c.dim); // weights of a trained LLaMA are ~N(0, 1/sqrt(fan-in))
-  w('l0.wq', [q, c.dim], std * 1.7, 1); w('l0.wk', [kv, c.dim], std * 1.7, 2); w('l0.wv', [kv, c.dim], std * 1.7, 3);
-  w('l0.wo', [c.dim, q], std * 1.7, 4); w('l0.w_gate', [c.hiddenDim, c.dim], std * 1.7, 5); w('l0.w_up', [c.hiddenDim, c.dim], std * 1.7, 6);
-  w('l0.w_down', [c.dim, c.hiddenDim], 1.7 / Math.sqrt(c.hiddenDim), 7);
-  const t0 = performance.now();
-  // COMET_E2E_CLIP_SEARCH=0: plain RTN (no clip search): minutes less on a slow host, same bytes and speed
-  const clipSearch = process.env.COMET_E2E_CLIP_SEARCH !== '0';
-  const r = quantizeModel(one, f, syntheticStats(one), { B: o.block, order: 'absmax', int8Fraction: o.int8Fraction, weights: 'rtn', kv: 'kv4', clipSearch, weightError: false });
-  log(`quantized one layer${clipSearch ? '' : ' (RTN without clip search)'} (${[...f.values()].reduce((a, x) => a + (x.kind === 'f32' ? x.data.length : 0), 0).toLocaleString('en')} weights) in ${((performance.now() - t0) / 1000).toFixed(1)} s; INT8 MAC fraction ${(r.plan.int8MacFraction * 100).toFixed(1)}%`);
-  const out = new Map<string, HostWeight>();
-  const ones = { kind: 'f32' as const, shape: [c.dim], data: new Float32Array(c.dim).fill(1) };
-  for (let l = 0; l < c.nLayers; l++) {
-    for (const n of ['wq', 'wk', 'wv', 'wo', 'w_gate', 'w_up', 'w_down']) out.set(`l${l}.${n}`, { ...r.weights.get(`l0.${n}`)!, name: `l${l}.${n}` });
-    out.set(`l${l}.attn_norm`, { ...ones, name: `l${l}.attn_norm` });
-    out.set(`l${l}.ffn_norm`, { ...ones, name: `l${l}.ffn_norm` });
-  }
-  out.set('norm', { ...ones, name: 'norm' });
-  // the classifier and embedding in f16, as quantizeModel writes them to a .comet
-  out.set('tok_embed', { kind: 'f16', name: 'tok_embed', shape: [c.vocabSize, c.dim], data: f16BitsArray(fillTiled(new Float32Array(c.vocabSize * c.dim), 0.05, 11)) });
-  if (!c.tiedEmbeddings) out.set('output', { kind: 'f16', name: 'output', shape: [c.vocabSize, c.dim], data: f16BitsArray(fillTiled(new Float32Array(c.vocabSize * c.dim), std * 1.7, 12)) });
-  return { weights: out, int8MacFraction: r.plan.int8MacFraction };
 }
 
 /** Greedy tokens of `path` on `be` and on the simulator must be equal (src/eval/verify.ts), or no speed is reported. */
@@ -210,7 +139,8 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
   const be = await createBackend(o.backend);
   // 0. the synthetic model on the host (minutes of CPU at 8B: done first, so a GPU run can overlap it with the
   //    PyTorch baselines, which then hand over through --baseline-json; --wait-for names the file to wait for)
-  const { weights, int8MacFraction } = syntheticQuantizedModel(c, o, log);
+  // COMET_E2E_CLIP_SEARCH=0: plain RTN (no clip search): minutes less on a slow host, same bytes and speed
+  const { weights, int8MacFraction } = syntheticQuantizedModel(c, { ...o, clipSearch: process.env.COMET_E2E_CLIP_SEARCH !== '0' }, log);
   if (o.waitFor) {
     log(`waiting for ${o.waitFor} (the baselines on the same GPU) before touching the GPU`);
     while (!existsSync(o.waitFor)) await new Promise((r) => setTimeout(r, 500));
@@ -253,8 +183,8 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
     };
   };
   // CUDA graph of a whole decode step (backends that can capture one: cuda) and per-op GPU timing
-  const graphs = be as Backend & { captureStep?: (fn: () => ReturnType<Llama['forward']>) => { replay(): Promise<Int32Array>; destroy(): void } };
-  const prof = be as Backend & { setOpTiming?: (on: boolean) => void; opTimings?: () => Map<string, { ms: number; n: number }> };
+  const graphs = be;
+  const prof = be.profiler;
   const useGraphs = !!graphs.captureStep && process.env.COMET_E2E_GRAPHS !== '0';
   const decode: DecodeRow[] = [];
   const opBreakdown: OpBreakdown[] = [];
@@ -278,10 +208,10 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
     const { eager, graph, ms } = await decodeStep(B);
     decode.push({ batch: B, step_ms: ms, eager_ms: eager, graph_ms: graph, tok_s: (B / ms) * 1e3, roofline_ms: roofline(B) });
     log(`decode batch ${B}: ${ms.toFixed(2)} ms/step (eager ${eager.toFixed(2)}, graph ${graph?.toFixed(2) ?? '-'}), ${((B / ms) * 1e3).toFixed(0)} tok/s`);
-    if (prof.setOpTiming && process.env.COMET_E2E_OPS !== '0') {
+    if (prof && process.env.COMET_E2E_OPS !== '0') {
       prof.setOpTiming(true);
       await step(B, o.ctx, pagesFor(o.ctx + 1))();
-      const t = prof.opTimings!();
+      const t = prof.opTimings();
       prof.setOpTiming(false);
       const ops = [...t].map(([op, v]) => ({ op, launches: v.n, ms: v.ms })).sort((a, b) => b.ms - a.ms);
       opBreakdown.push({ batch: B, wall_ms: ms, ops });
@@ -312,7 +242,7 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
   }
   // (b) max throughput as a run through the engine (serve-run.ts): the request set submitted at once
   cache = undefined;
-  const serve: { fixed?: ServeRunResult; mixed?: ServeRunResult; error?: string; sizing?: Record<string, number> } = {};
+  const serve: Report['serve'] = {};
   if (o.throughput > 0) {
     const L = o.inLen + o.outLen, perSeq = pagesFor(L) * pageB;
     const sizeRun = async (n: number, meanLen: number) => {
@@ -328,18 +258,35 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
       const maxBatch = Math.max(1, Math.min(n, Math.floor(kvMemory / (pagesFor(meanLen) * pageB)), stepTokens));
       return { free, reserve, kvMemory, maxBatch, maxStepTokens: Math.max(o.stepTokens, maxBatch) };
     };
+    // a bounded GPU call (COMET_E2E_DEADLINE_S: seconds after the process start) gets as many requests as fit in
+    // its time, estimated from the steps measured above (prefill ~0.7 x TTFT per prompt, out_len decode steps)
+    const endAt = Number(process.env.COMET_E2E_DEADLINE_S ?? Infinity) - 20, remaining = () => endAt - performance.now() / 1e3;
+    const deadline = remaining();
+    const big = decode[decode.length - 1];
+    const est = (n: number) => (n * 0.7 * (Number.isFinite(ttft) ? ttft : 100) + o.outLen * (big?.step_ms ?? 50) * Math.max(1, n / (big?.batch ?? 1)) ** 0.5) / 1e3;
+    let nReq = o.throughput;
+    while (nReq > 8 && 1.3 * est(nReq) > deadline) nReq = Math.floor(nReq / 2);
+    if (nReq !== o.throughput) log(`serve run: ${o.throughput} requests would not finish in the ${deadline.toFixed(0)} s left (estimated ${est(o.throughput).toFixed(0)} s): ${nReq}`);
     try {
       const opened = syntheticOpenModel(model);
-      const z = await sizeRun(o.throughput, L);
+      const z = await sizeRun(nReq, L);
       serve.sizing = z;
-      log(`serve run: ${o.throughput} requests of ${o.inLen} in / ${o.outLen} out; KV pool ${(z.kvMemory / 2 ** 30).toFixed(1)} GiB (${Math.floor(z.kvMemory / perSeq)} full sequences), max batch ${z.maxBatch}, ${z.maxStepTokens} tokens per step`);
-      serve.fixed = await serveRun(opened, requestSet(c, o.throughput, o.inLen, o.outLen, false), { ...z, log });
-      if (o.mixed > 0) {
+      log(`serve run: ${nReq} requests of ${o.inLen} in / ${o.outLen} out; KV pool ${(z.kvMemory / 2 ** 30).toFixed(1)} GiB (${Math.floor(z.kvMemory / perSeq)} full sequences), max batch ${z.maxBatch}, ${z.maxStepTokens} tokens per step`);
+      serve.fixed = await serveRun(opened, requestSet(c, nReq, o.inLen, o.outLen, false), { ...z, log });
+      if (o.mixed > 0 && remaining() > 60) {
         const reqs = requestSet(c, o.mixed, o.inLen, o.outLen, true, 2);
         const mean = Math.ceil(reqs.reduce((a, r) => a + r.prompt.length + r.maxTokens, 0) / reqs.length);
         const zm = await sizeRun(o.mixed, mean);
         log(`serve run (mixed lengths, mean ${mean} tokens): ${o.mixed} requests; max batch ${zm.maxBatch}`);
         serve.mixed = await serveRun(opened, reqs, { ...zm, log });
+      }
+      if (o.prefix > 0 && remaining() > 10) {
+        // prefix caching (issue 19 §4): requests sharing a long system prompt, submitted one after another
+        // (each arrives once the previous finished: a chat's turns), with the cache on and off
+        const reqs = sharedPrefixSet(c, o.prefix, o.inLen, 32, 16);
+        const zp = await sizeRun(1, o.inLen + 48);
+        serve.prefix = await prefixRuns(opened, reqs, zp);
+        log(`prefix cache: TTFT p50 ${serve.prefix.on.ttft_ms.p50.toFixed(1)} ms on vs ${serve.prefix.off.ttft_ms.p50.toFixed(1)} ms off; prefill tokens ${serve.prefix.on.prefill_tokens} vs ${serve.prefix.off.prefill_tokens}`);
       }
     } catch (e) {
       serve.error = (e as Error).message;
@@ -369,7 +316,7 @@ type OpBreakdown = { batch: number; wall_ms: number; ops: { op: string; launches
 interface Report {
   o: E2EOptions; c: LlamaConfig; int8MacFraction: number; weightBytes: number; tokenKvBytes: number; decode: DecodeRow[];
   ttft: number; ttftChunk: number;
-  serve: { fixed?: ServeRunResult; mixed?: ServeRunResult; error?: string; sizing?: Record<string, number> };
+  serve: { fixed?: ServeRunResult; mixed?: ServeRunResult; prefix?: PrefixRuns; error?: string; sizing?: Record<string, number> };
   baseline?: Baseline; copyGBs?: number; budget: number; device: string; deviceName?: string; opBreakdown: OpBreakdown[];
 }
 
@@ -402,7 +349,7 @@ async function report(r: Report): Promise<void> {
   });
   const modes = VARIANTS.filter(([v]) => vs[v]).map(([v, name]) => `${name}: ${vs[v].mode ?? '-'}${vs[v].compile_error ? ` (compile error: ${vs[v].compile_error})` : ''}${vs[v].error ? ` — failed: ${vs[v].error}` : ''}${vs[v].skipped ? ` — skipped: ${vs[v].skipped}` : ''}`);
   const sv = r.serve.fixed, mx = r.serve.mixed;
-  const tp = (v: string) => vs[v]?.throughput as Record<string, number> & { error?: string; cut?: string } | undefined;
+  const tp = (v: string) => vs[v]?.throughput as Record<string, number> & { error?: string; cut?: string; skipped?: string } | undefined;
   const serveRow = (name: string, x?: ServeRunResult) => x
     ? `| ${name} | ${x.requests} | ${x.max_batch} | ${x.peak_batch} | ${x.output_tok_s.toFixed(0)} | ${f(x.ttft_ms.p50, 0)} / ${f(x.ttft_ms.p99, 0)} | ${f(x.itl_ms.p50, 1)} / ${f(x.itl_ms.p99, 1)} | ${x.kv_pages_peak} / ${x.kv_pages_total} | ${x.wall_s.toFixed(1)} |` : `| ${name} | not run |  |  |  |  |  |  |  |`;
   const fpTp = tp('fp16')?.output_tok_s;
@@ -431,12 +378,16 @@ async function report(r: Report): Promise<void> {
     'COMET: the engine (scheduler with batched chunked prefill, KV4 page pool, decode-step CUDA graphs, sampler, OpenAI-shaped streams), greedy, every request to max_tokens; TTFT from submission (all at t=0) to the first streamed token; ITL = gaps between a request\'s streamed tokens. PyTorch: the same request set through its own loop (prompts prefilled together in chunks of ≤ 8192 tokens, then the batch decoded as CUDA graph replays, tokens synchronised to the host every step); its batch is what its memory holds.', '',
     '| engine | requests | max batch | peak batch | output tok/s | TTFT p50 / p99 ms | ITL p50 / p99 ms | KV pages peak / pool | wall s |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     serveRow('COMET W4A4KV4 (engine)', sv),
-    ...VARIANTS.map(([v, name]) => { const t = tp(v); return t && t.output_tok_s !== undefined ? `| ${name} (${vs[v].mode?.startsWith('torch.compile') ? 'compiled' : 'eager'} + CUDA graphs) | ${t.requests} | ${t.slots} | ${t.peak_batch} | ${t.output_tok_s.toFixed(0)} | ${f(t.ttft_p50_ms, 0)} / ${f(t.ttft_p99_ms, 0)} | ${f(t.itl_p50_ms, 1)} / ${f(t.itl_p99_ms, 1)} | - | ${f(t.wall_s, 1)} |` : `| ${name} | ${t?.error ?? t?.cut ?? (vs[v] ? 'not run' : 'no baseline')} |  |  |  |  |  |  |  |`; }),
+    ...VARIANTS.map(([v, name]) => { const t = tp(v); return t && t.output_tok_s !== undefined ? `| ${name} (${vs[v].mode?.startsWith('torch.compile') ? 'compiled' : 'eager'} + CUDA graphs) | ${t.requests} | ${t.slots} | ${t.peak_batch} | ${t.output_tok_s.toFixed(0)} | ${f(t.ttft_p50_ms, 0)} / ${f(t.ttft_p99_ms, 0)} | ${f(t.itl_p50_ms, 1)} / ${f(t.itl_p99_ms, 1)} | - | ${f(t.wall_s, 1)} |` : `| ${name} | ${t?.error ? `failed: ${t.error}` : t?.skipped ? `skipped: ${t.skipped}` : t?.cut ?? (vs[v]?.error ? `failed: ${vs[v].error}` : vs[v]?.skipped ? `skipped: ${vs[v].skipped}` : vs[v] ? 'not run (time)' : 'no baseline')} |  |  |  |  |  |  |  |`; }),
     ...(mx ? [serveRow('COMET, mixed lengths', mx)] : []), '',
     sv && fpTp ? `COMET / compiled FP16 output tok/s on the same request set: **${(sv.output_tok_s / fpTp).toFixed(2)}×** (aim ≥ 2×; aim ≥ 18,000 tok/s: ${sv.output_tok_s >= 18000 ? 'reached' : 'not reached'}).` : '',
     ...(r.serve.error ? [`COMET serve run failed: ${r.serve.error}`] : []),
     ...(sv?.errors.length ? [`COMET serve run errors: ${sv.errors.join('; ')}`] : []),
     ...(mx ? [`Mixed-length set: prompts uniform in [${Math.max(1, Math.floor(r.o.inLen / 8))}, ${2 * r.o.inLen}], outputs in [${Math.max(1, Math.floor(r.o.outLen / 8))}, ${2 * r.o.outLen}] tokens (seeded), ${mx.prompt_tokens} prompt and ${mx.output_tokens} output tokens; ${mx.preemptions} preemptions.`] : []), '',
+    ...(r.serve.prefix ? [
+      `### Prefix caching: ${r.serve.prefix.on.requests} requests sharing a ${r.o.inLen}-token prefix (+32 own tokens, 16 out), one after another`, '',
+      '| prefix cache | TTFT p50 / max ms | prefill tokens through the model | prefix pages hit | outputs equal |', '| --- | --- | --- | --- | --- |',
+      ...(['on', 'off'] as const).map((k) => { const x = r.serve.prefix![k]; return `| ${k} | ${f(x.ttft_ms.p50, 1)} / ${f(x.ttft_ms.max, 1)} | ${x.prefill_tokens} | ${x.hit_pages} | ${r.serve.prefix!.equal ? 'yes' : 'NO'} |`; }), ''] : []),
     '### Where the engine\'s step time goes (scheduler.ts StepTime)', '',
     'host = the scheduler\'s serial TypeScript work per step (sweep, planning, block tables, sampling, handing tokens to the streams); launch = TypeScript launching the ops of an eager (mixed) step while the GPU runs; loop gap = the engine loop between steps (streaming to clients, I/O) against all step time.', '',
     '| run | decode steps | ms/step | host | mixed steps | ms/step | host | launch | loop gap |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',

@@ -23,6 +23,7 @@ export interface ServeRunOptions {
   maxBatch: number;
   kvMemory: number; // bytes for the page pool
   maxStepTokens: number;
+  prefixCache?: boolean; // default on, as the engine's
   log?: (s: string) => void;
 }
 
@@ -44,6 +45,8 @@ export interface ServeRunResult {
   max_batch: number;
   max_step_tokens: number;
   steps: number;
+  computed_tokens: number; // tokens through the model (prefill + decode + recompute)
+  prefix_hit_pages: number;
   preemptions: number;
   step_time: EngineStats['time'];
   loop_gap_ms: number;
@@ -57,6 +60,12 @@ export function pct(xs: number[]): Pct {
   if (!xs.length) return { p50: NaN, p90: NaN, p99: NaN, mean: NaN, max: NaN };
   const s = [...xs].sort((a, b) => a - b), at = (p: number) => s[Math.min(s.length - 1, Math.floor(p * s.length))];
   return { p50: at(0.5), p90: at(0.9), p99: at(0.99), mean: s.reduce((a, b) => a + b, 0) / s.length, max: s[s.length - 1] };
+}
+
+/** n requests sharing one `prefixLen`-token prefix (a system prompt), each with `suffixLen` tokens of its own. */
+export function sharedPrefixSet(c: LlamaConfig, n: number, prefixLen: number, suffixLen: number, outLen: number, seed = 3): RequestSpec[] {
+  const [shared] = requestSet(c, 1, prefixLen, outLen, false, seed);
+  return requestSet(c, n, suffixLen, outLen, false, seed + 1).map((r) => ({ prompt: [...shared.prompt, ...r.prompt], maxTokens: outLen }));
 }
 
 /** A seeded request set: n × (inLen prompt, outLen out), or, with `mixed`, prompt lengths uniform in
@@ -73,20 +82,28 @@ export function requestSet(c: LlamaConfig, n: number, inLen: number, outLen: num
   });
 }
 
-/** The engine over a synthetic model: token-id prompts, a tokenizer that prints one byte per token (so every
- *  token is one streamed chunk), no stop token. */
+/** Characters a synthetic token prints: its id in base 36, 4 digits (every token one streamed chunk, and the
+ *  ids readable back from the text). */
+export const PIECE = 4;
+const pieceText = (id: number) => id.toString(36).padStart(PIECE, '0');
+/** Token ids back from a synthetic model's streamed text. */
+export const idsOf = (text: string) => Array.from({ length: text.length / PIECE }, (_, i) => parseInt(text.slice(i * PIECE, (i + 1) * PIECE), 36));
+
+/** The engine over a synthetic model: token-id prompts, a tokenizer that prints each token as PIECE characters,
+ *  no stop token. */
 export function syntheticOpenModel(model: Llama): OpenModel {
-  const c = model.config, piece = new Uint8Array([0x78]);
+  const c = model.config, enc = new TextEncoder(), pieces = new Map<number, Uint8Array>();
+  const piece = (id: number) => { let p = pieces.get(id); if (!p) pieces.set(id, (p = enc.encode(pieceText(id)))); return p; };
   const tokenizer: Tokenizer = {
     vocabSize: c.vocabSize, bos: c.bos, eos: [], encode: () => { throw new Error('synthetic model: prompts are token ids'); },
-    decode: (ids) => 'x'.repeat(ids.length), tokenText: () => 'x', pieceBytes: () => piece,
+    decode: (ids) => ids.map(pieceText).join(''), tokenText: pieceText, pieceBytes: (_prev, tok) => piece(tok),
   };
   const loaded = { config: c, weights: new Map(), format: 'synthetic' } as unknown as LoadedModel;
   return { loaded, model, tokenizer, stop: [] };
 }
 
 export async function serveRun(opened: OpenModel, reqs: RequestSpec[], o: ServeRunOptions): Promise<ServeRunResult> {
-  const engine = new Engine(opened, 'synthetic', { maxBatch: o.maxBatch, kvMemory: o.kvMemory, maxStepTokens: o.maxStepTokens, maxQueue: reqs.length + 1 });
+  const engine = new Engine(opened, 'synthetic', { maxBatch: o.maxBatch, kvMemory: o.kvMemory, maxStepTokens: o.maxStepTokens, maxQueue: reqs.length + 1, prefixCache: o.prefixCache });
   const errors: string[] = [];
   let peakPages = 0, outTokens = 0;
   const ttft: number[] = [], itl: number[] = [], e2e: number[] = [];
@@ -99,11 +116,12 @@ export async function serveRun(opened: OpenModel, reqs: RequestSpec[], o: ServeR
         const text = ch.choices[0]?.text ?? '';
         if (!text) continue;
         const now = performance.now();
+        const k = text.length / PIECE; // a chunk may carry several tokens when the client lags
         if (last < 0) ttft.push(now - t0);
-        else itl.push((now - last) / text.length); // a chunk may carry several tokens when the client lags
+        else itl.push((now - last) / k);
         last = now;
-        n += text.length;
-        const used = engine.pool.stats().used;
+        n += k;
+        const used = engine.pool.total - engine.pool.free;
         if (used > peakPages) peakPages = used;
       }
       outTokens += n;
@@ -124,7 +142,7 @@ export async function serveRun(opened: OpenModel, reqs: RequestSpec[], o: ServeR
     ttft_ms: pct(ttft), itl_ms: pct(itl), e2e_ms: pct(e2e),
     peak_batch: st.maxStepSequences, peak_prefills: st.maxStepPrefills,
     kv_pages_total: st.kv.total, kv_pages_peak: peakPages, kv_pages_leaked: st.kv.used,
-    max_batch: o.maxBatch, max_step_tokens: o.maxStepTokens, steps: st.steps, preemptions: st.preemptions,
+    max_batch: o.maxBatch, max_step_tokens: o.maxStepTokens, steps: st.steps, computed_tokens: st.computedTokens, prefix_hit_pages: st.kv.hitPages, preemptions: st.preemptions,
     step_time: st.time, loop_gap_ms: st.loopGapMs,
     ...(g ? { graphs: { captures: g.captures, replays: g.replays, eager: g.eager, failures: g.failures } } : {}),
     errors: errors.slice(0, 10),
@@ -139,4 +157,38 @@ export async function serveRun(opened: OpenModel, reqs: RequestSpec[], o: ServeR
 export function hostShare(t: EngineStats['time']['decode']): string {
   if (!t.steps) return 'no steps';
   return `host ${((100 * t.hostMs) / t.wallMs).toFixed(1)}% + launch ${((100 * t.launchMs) / t.wallMs).toFixed(1)}% of ${t.steps} steps of ${(t.wallMs / t.steps).toFixed(2)} ms`;
+}
+
+export interface PrefixRun { requests: number; ttft_ms: Pct; prefill_tokens: number; hit_pages: number; tokens: number[][] }
+export interface PrefixRuns { on: PrefixRun; off: PrefixRun; equal: boolean }
+
+/** Requests one after another (each submitted when the previous finished, as a chat's turns arrive) on an
+ *  engine with the prefix cache on and one with it off: TTFT, tokens prefilled, hits, and whether every
+ *  request streamed the same tokens both ways (greedy). */
+export async function prefixRuns(opened: OpenModel, reqs: RequestSpec[], o: ServeRunOptions): Promise<PrefixRuns> {
+  const one = async (on: boolean): Promise<PrefixRun> => {
+    const e = new Engine(opened, 'synthetic', { maxBatch: o.maxBatch, kvMemory: o.kvMemory, maxStepTokens: o.maxStepTokens, prefixCache: on });
+    const ttft: number[] = [], tokens: number[][] = [];
+    let prefill = 0;
+    for (const r of reqs) {
+      const before = e.stats().computedTokens, t0 = performance.now();
+      let first = -1;
+      const out = await e.completions.create({ prompt: r.prompt, max_tokens: r.maxTokens, temperature: 0, stream: true });
+      const ids: number[] = [];
+      for await (const ch of out) {
+        if (!ch.choices[0]?.text) continue;
+        if (first < 0) first = performance.now() - t0;
+        ids.push(...idsOf(ch.choices[0].text));
+      }
+      ttft.push(first);
+      tokens.push(ids);
+      prefill += e.stats().computedTokens - before - (r.maxTokens - 1); // the rest were decodes
+    }
+    const st = e.stats();
+    e.close();
+    return { requests: reqs.length, ttft_ms: pct(ttft), prefill_tokens: prefill, hit_pages: st.kv.hitPages, tokens };
+  };
+  const on = await one(true), off = await one(false);
+  o.log?.(`prefix cache on/off: TTFT p50 ${on.ttft_ms.p50.toFixed(1)} / ${off.ttft_ms.p50.toFixed(1)} ms, prefill tokens ${on.prefill_tokens} / ${off.prefill_tokens}`);
+  return { on, off, equal: JSON.stringify(on.tokens) === JSON.stringify(off.tokens) };
 }

@@ -22,7 +22,7 @@ rewrites --partial after each measurement.
 
   python3 bench/e2e/torch_fast.py --shape llama3-8b --batches 1,16,64,256 --ctx 1024 --requests 256
 """
-import argparse, json, math, os, sys, time, traceback
+import argparse, gc, json, math, os, sys, time, traceback
 import torch
 import torch.nn.functional as F
 
@@ -180,6 +180,12 @@ class Llama:
         self.v = [torch.zeros(shp, device="cuda", dtype=self.dt) for _ in range(self.s["layers"])]
         self.max_len = max_len
         self.cache_bytes = 2 * self.s["layers"] * self.k[0].numel() * 2
+
+    def free(self):
+        """Drop every device tensor now: torch.compile's caches keep a reference to this object (the compiled
+        layer is a bound method), so deleting the object alone would leave its weights and cache on the GPU."""
+        self.k = self.v = self.embed = self.layers = self.out = self.cos = self.sin = None
+        self.compiled = self.layer_fn = self.lin = None
 
     def kv_bytes_per_token(self):
         return 2 * self.s["layers"] * self.KVH * self.hd * 2
@@ -366,16 +372,28 @@ def main():
                 v["ttft_error"] = f"{type(e).__name__}: {str(e)[:300]}"
             save()
             # (b) max throughput: the same request set as COMET's (requests x in_len prompt, out_len greedy tokens)
-            if a.requests > 0 and kind in a.throughput_variants.split(",") and left() > 30:
+            if a.requests > 0 and kind not in a.throughput_variants.split(","):
+                v["throughput"] = dict(skipped="not in --throughput-variants")
+            elif a.requests > 0 and left() <= 30:
+                v["throughput"] = dict(skipped="out of time")
+            elif a.requests > 0:
                 v["throughput"] = throughput(m, s, a, left)
-                save()
+            save()
         except Exception as e:  # noqa: BLE001
             v["error"] = f"{type(e).__name__}: {str(e)[:400]}"
             log(f"{kind}: {v['error']}")
             traceback.print_exc(file=sys.stderr)
         finally:
+            if m is not None:
+                m.free()
             del m
+            try:
+                torch._dynamo.reset()
+            except Exception:  # noqa: BLE001
+                pass
+            gc.collect()
             torch.cuda.empty_cache()
+            log(f"{kind}: done; {torch.cuda.mem_get_info()[0] / 2 ** 30:.1f} GiB free")
         save()
     res["total_s"] = time.time() - T0
     print(json.dumps(res))
@@ -437,6 +455,7 @@ def throughput(m, s, a, left):
     except Exception as e:  # noqa: BLE001
         r["error"] = f"{type(e).__name__}: {str(e)[:400]}"
         log(f"{m.kind} throughput: {r['error']}")
+    gc.collect()
     return r
 
 

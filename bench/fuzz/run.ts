@@ -1,5 +1,5 @@
 // Fuzz every file format COMET reads (issue 10): N seeded cases per format, each in a worker process with a
-// deadline (test/helpers/fuzz.ts says what a case is and what counts as a failure). Prints the counts and writes
+// deadline (testing/fuzz/cases.ts says what a case is and what counts as a failure). Prints the counts and writes
 // bench/results/fuzz-<date>.md and .json.
 //
 //   npx tsx bench/fuzz/run.ts [--cases 10000] [--seed 1] [--formats hf,comet] [--deadline 10000] [--no-write]
@@ -8,7 +8,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { FAILURES, FORMATS, type FuzzFormat, makeCase, messageClass, type Outcome, parseId, REPO, runCases } from '../../test/helpers/fuzz.ts';
+import { FAILURES, FORMATS, type FuzzFormat, makeCase, type Outcome, parseId, REPO } from '../../testing/fuzz/cases.ts';
+import { messageClass, runCases } from '../../testing/fuzz/runner.ts';
 
 const { values: a } = parseArgs({
   options: {

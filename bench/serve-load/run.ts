@@ -10,7 +10,7 @@ import { cpus } from 'node:os';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { freePort } from '../lib/net.ts';
+import { freePort } from '../../testing/net.ts';
 
 const { values: a } = parseArgs({
   options: {

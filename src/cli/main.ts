@@ -89,7 +89,9 @@ program
   .option('--smooth <beta>', 'SmoothQuant channel scaling folded into norms/weights, migration strength β in [0, 1] (off by default)', num('--smooth', 0, 1))
   .option('--calib-tokens <n>', 'calibration tokens', int('--calib-tokens', 2), 2048)
   .option('--ctx <n>', 'calibration window length', int('--ctx', 2), 512)
+  .option('--no-weight-error', 'skip measuring each linear\'s output error on the calibration sample (two f32 GEMMs per weight on the host)')
   .option('--json', 'print one JSON summary')
+  .addOption(backendOpt())
   .action(async (o) => (await import('./quantize.ts')).quantize(o));
 
 const evalCmd = program.command('eval').description('evaluate a model');
@@ -136,6 +138,7 @@ bench
   .option('--check <paths...>', 'models whose greedy tokens must equal the simulator\'s before timing', [])
   .option('--steps <n>', 'timed steps per measurement', int('--steps', 1), 10)
   .option('--throughput <n>', 'requests of the max-throughput run through the engine, all submitted at once (0: none)', int('--throughput', 0), 256)
+  .option('--prefix <n>', 'requests sharing an in-len-token prefix, one after another, prefix cache on and off (0: none)', int('--prefix', 0), 0)
   .option('--mixed <n>', 'requests of a mixed-length run through the engine (0: none)', int('--mixed', 0), 0)
   .option('--step-tokens <n>', 'the engine\'s tokens per step (batched prefill budget) in those runs', int('--step-tokens', 1), 4096)
   .option('--baseline-variants <list>', 'PyTorch baselines: fp16,int4,fp8', 'fp16,int4,fp8')

@@ -22,7 +22,7 @@ const int = (name: string, min: number, max = Number.MAX_SAFE_INTEGER) => (v: st
 export interface ServeOptions {
   model?: string; tokenizer?: string; backend: string; host: string; port: number;
   maxBatch: number; kvMemory?: number; pageSize: number; maxQueue: number; maxStepTokens: number;
-  maxBody: number; logLevel: string;
+  maxBody: number; graphs: number; logLevel: string;
 }
 
 export function serveCommand(backendOpt: Option): Command {
@@ -38,6 +38,7 @@ export function serveCommand(backendOpt: Option): Command {
     .option('--page-size <n>', 'tokens per KV page', int('--page-size', 1, 4096), 16)
     .option('--max-queue <n>', 'requests waiting for a slot before new ones get 503', int('--max-queue', 0), 256)
     .option('--max-step-tokens <n>', 'tokens per forward step (decodes + prefill chunks)', int('--max-step-tokens', 1), 2048)
+    .option('--graphs <n>', 'decode-step CUDA graphs kept (per batch size and context bucket; 0 = off)', int('--graphs', 0), 16)
     .option('--max-body <size>', 'largest request body; larger ones get 413', parseBytes('--max-body'), 1 << 20)
     .option('--log-level <level>', 'pino log level: fatal | error | warn | info | debug | silent', 'info')
     .action(async (o: ServeOptions) => serve(o));
@@ -53,7 +54,7 @@ export async function serve(o: ServeOptions): Promise<void> {
   process.on('unhandledRejection', (e) => log.error({ err: e }, 'unhandled rejection'));
   const engine = await createEngine(o.model, {
     backend: o.backend, tokenizer: o.tokenizer, maxBatch: o.maxBatch, kvMemory: o.kvMemory, pageSize: o.pageSize,
-    maxQueue: o.maxQueue, maxStepTokens: o.maxStepTokens, onProgress: (p) => log.info(p.message),
+    maxQueue: o.maxQueue, maxStepTokens: o.maxStepTokens, graphs: o.graphs, onProgress: (p) => log.info(p.message),
   });
   const srv = await startServer(engine, { host: o.host, port: o.port, maxBodyBytes: o.maxBody, logger: log });
   log.info({ url: srv.url, model: engine.modelId, backend: o.backend, kvPages: engine.pool.total }, `serving ${engine.modelId} at ${srv.url}/v1`);

@@ -43,7 +43,8 @@ export interface EngineOptions {
   pageSize?: number; // tokens per KV page (default 16)
   maxQueue?: number; // requests waiting for a batch slot before create() fails with 503 (default 256)
   maxStepTokens?: number; // tokens per forward: decodes + prefill chunks of several prompts (batched, chunked prefill; default 2048)
-  graphs?: number; // decode-step graphs kept, on a backend that can capture (CUDA); 0 = off (default: env COMET_ENGINE_GRAPHS, else 16)
+  prefixCache?: boolean; // share the KV pages of equal prompt prefixes across requests (default true)
+  graphs?: number; // decode-step graphs kept, on a backend that can capture (CUDA); 0 = off (default 16)
   modelName?: string; // the id requests name (default: the model file's base name)
   chatTemplate?: string; // a Jinja chat template instead of the tokenizer's own (or for a model without one)
   onProgress?: (p: { phase: 'loading' | 'ready'; message: string }) => void;
@@ -119,7 +120,7 @@ export class Engine {
     // every running sequence must be able to decode in every step, or the newest would starve
     if (maxStepTokens < maxBatch) throw new EngineError(`maxStepTokens (${maxStepTokens}) must be at least maxBatch (${maxBatch})`, 'invalid_config');
     const graphs = DecodeGraphs.for(model.be, model, cache, pageSize, graphLimit(o.graphs === undefined ? undefined : nonNegative('graphs', o.graphs)));
-    this.scheduler = new Scheduler(model, this.pool, cache, { maxBatch, pageSize, maxStepTokens }, graphs);
+    this.scheduler = new Scheduler(model, this.pool, cache, { maxBatch, pageSize, maxStepTokens, prefixCache: o.prefixCache !== false }, graphs);
   }
 
   stats(): EngineStats {

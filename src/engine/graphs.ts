@@ -37,13 +37,10 @@ export type DecodeOut = { argmax: Int32Array } | { logits: Float32Array };
 
 const DEFAULT_MAX = 16;
 
-/** How many graphs an engine keeps: option, else COMET_ENGINE_GRAPHS (0 turns them off), else 16. */
+/** How many graphs an engine keeps: the option (EngineOptions.graphs, `comet serve --graphs`; 0 turns them off),
+ *  else 16. */
 export function graphLimit(option?: number): number {
-  const env = typeof process !== 'undefined' ? process.env?.COMET_ENGINE_GRAPHS : undefined;
-  if (env === '0' || option === 0) return 0;
-  if (option !== undefined) return option;
-  const n = env !== undefined ? Number(env) : NaN;
-  return Number.isInteger(n) && n > 0 ? n : DEFAULT_MAX;
+  return option ?? DEFAULT_MAX;
 }
 
 const nextPow2 = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
@@ -99,7 +96,8 @@ export class DecodeGraphs {
       if (this.max > 0) this.remember(key);
       this.counts.eager++;
       try {
-        return { logits: await be.read(this.model.forward(inp.tokens, inp.layout, this.cache, inp.rows)) };
+        const logits = this.model.forward(inp.tokens, inp.layout, this.cache, inp.rows);
+        return greedy ? { argmax: await be.argmax(logits) } : { logits: await be.read(logits) };
       } finally {
         be.endStep();
       }

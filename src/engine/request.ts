@@ -138,11 +138,17 @@ export class Choice {
 /** Token ids -> text, as a UTF-8 stream (a character may span tokens), with OpenAI stop strings: the text
  *  ends before the first one, and up to (longest stop - 1) characters are held back until they cannot start
  *  one. Returns true from token() when a stop string was found. */
+const isAscii = (b: Uint8Array) => {
+  for (let i = 0; i < b.length; i++) if (b[i] >= 0x80) return false;
+  return true;
+};
+
 export class TextOut {
   private text = '';
   private sent = 0;
   private stopped = false;
   private readonly decoder = new TextDecoder();
+  private inChar = false; // the decoder may hold the first bytes of a character
   private readonly hold: number;
   constructor(private readonly tok: Tokenizer, private prev: number, private readonly stops: string[], private readonly emit: (s: string) => void) {
     this.hold = Math.max(0, ...stops.map((s) => s.length - 1));
@@ -150,7 +156,13 @@ export class TextOut {
   token(id: number): boolean {
     const bytes = this.tok.pieceBytes(this.prev, id);
     this.prev = id;
-    this.text += this.decoder.decode(bytes, { stream: true });
+    // ASCII pieces while the decoder holds no partial character: the bytes are the text (a TextDecoder call
+    // per token is ~3 us, a tenth of the engine's host time per decode step at batch 256)
+    if (!this.inChar && isAscii(bytes)) this.text += String.fromCharCode.apply(null, bytes as unknown as number[]);
+    else {
+      this.text += this.decoder.decode(bytes, { stream: true });
+      this.inChar = !(bytes.length > 0 && bytes[bytes.length - 1] < 0x80); // ends in ASCII: nothing held back
+    }
     return this.flush(false);
   }
   end(): void {

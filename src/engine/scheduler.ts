@@ -7,7 +7,9 @@
 //            preempted (pages freed, recomputed from its tokens later) until the older one fits
 //          waiting sequences, strictly FIFO (the head blocks the rest): admitted while the batch has room,
 //            the step has token budget, and the pool has pages for the sequence's whole prompt (none in a
-//            step that preempted, or a victim would be readmitted at once and recompute in a loop)
+//            step that preempted, or a victim would be readmitted at once and recompute in a loop); the
+//            leading full pages of its tokens that are in the prefix cache (kv-pages.ts) are taken, not computed
+//          after the forward, every page that became full is registered in the prefix cache
 //          forward once; sample one token for each sequence whose pending tokens are all in
 //          (a decode-only step on a backend that can capture: a CUDA graph replay, graphs.ts)
 //
@@ -46,6 +48,7 @@ export class Sequence {
   computed = 0; // tokens whose K/V are in the cache
   generated = 0;
   pages: number[] = [];
+  serials: number[] = []; // prefix-cache serial of each leading full page registered or hit (kv-pages.ts)
   state: 'waiting' | 'running' | 'done' = 'waiting';
   cancelled = false;
   readonly rng: Rng;
@@ -59,6 +62,7 @@ export interface SchedulerOptions {
   maxBatch: number; // sequences running at once
   maxStepTokens: number; // tokens per forward (decode + prefill chunks)
   pageSize: number;
+  prefixCache?: boolean; // share full KV pages of equal token prefixes (kv-pages.ts); default on
 }
 
 export interface SchedulerStats {
@@ -141,11 +145,14 @@ export class Scheduler {
     let out: DecodeOut;
     const be = this.model.be;
     let t1 = 0, t2 = 0, prepareMs = 0;
+    // every row greedy and unshaped: the device's argmax (first maximum, as sample() at temperature 0) instead of
+    // copying R x V logits to the host and scanning them there (at batch 256, 128K vocabulary: 131 MB a step)
+    const greedy = sampled.every((s) => s.params.temperature === 0 && !s.sink.logits);
     try {
       if (decodeOnly) {
         const d = this.graphs!.inputs(tokens, pos, batch.map((s) => s.seq.pages));
         t1 = t2 = performance.now();
-        const run = this.graphs!.run(d.key, d.inputs, sampled.every((s) => s.params.temperature === 0 && !s.sink.logits));
+        const run = this.graphs!.run(d.key, d.inputs, greedy);
         run.catch(() => {}); // awaited below; not an unhandled rejection while prepare() runs
         prepareMs = await this.prepare(sampled);
         out = await run;
@@ -156,7 +163,7 @@ export class Scheduler {
           const logits = this.model.forward(tokens, layout, this.cache, Int32Array.from(rows));
           t2 = performance.now();
           prepareMs = await this.prepare(sampled);
-          out = { logits: await be.read(logits) };
+          out = greedy ? { argmax: await be.argmax(logits) } : { logits: await be.read(logits) };
         } finally {
           be.endStep();
         }
@@ -170,7 +177,10 @@ export class Scheduler {
     this.stats_.computedTokens += T;
     this.stats_.maxStepSequences = Math.max(this.stats_.maxStepSequences, batch.length);
     this.stats_.maxStepPrefills = Math.max(this.stats_.maxStepPrefills, batch.reduce((a, s) => a + (isDecode(s) ? 0 : 1), 0));
-    for (const { seq, n } of batch) seq.computed += n;
+    for (const { seq, n } of batch) {
+      seq.computed += n;
+      if (this.o.prefixCache !== false) this.registerFull(seq);
+    }
     const logits = 'logits' in out ? out.logits : undefined, ids = 'argmax' in out ? out.argmax : undefined;
     const V = logits ? logits.length / Math.max(1, rows.length) : 0;
     for (let r = 0; r < sampled.length; r++) {
@@ -234,12 +244,24 @@ export class Scheduler {
     // no admission in a step that had to preempt: the pages it freed are for the older sequences' next tokens
     while (!preempted && this.waiting.length > 0 && this.running.length < this.o.maxBatch && budget > 0) {
       const seq = this.waiting[0];
-      if (!this.reserve(seq, seq.tokens.length)) break; // FIFO: the head waits for pages, nobody overtakes it
+      // prefix cache: the leading full pages computed before (by any sequence) are taken as they are; at least
+      // the last token is computed, for its logits
+      if (this.o.prefixCache !== false && seq.pages.length === 0) {
+        const hit = this.pool.match(seq.tokens, this.o.pageSize, Math.floor((seq.tokens.length - 1) / this.o.pageSize));
+        seq.pages = hit.pages;
+        seq.serials = hit.serials;
+        seq.computed = hit.pages.length * this.o.pageSize;
+      }
+      if (!this.reserve(seq, seq.tokens.length)) { // FIFO: the head waits for pages, nobody overtakes it
+        this.drop(seq);
+        break;
+      }
+      if (this.o.prefixCache !== false) this.pool.countLookup(Math.floor((seq.tokens.length - 1) / this.o.pageSize), seq.serials.length);
       this.waiting.shift();
       seq.state = 'running';
       this.running.push(seq);
-      const n = Math.min(seq.tokens.length, budget);
-      batch.push({ seq, start: 0, n });
+      const n = Math.min(seq.tokens.length - seq.computed, budget);
+      batch.push({ seq, start: seq.computed, n });
       budget -= n;
     }
     return batch;
@@ -255,10 +277,23 @@ export class Scheduler {
     return true;
   }
 
-  private preempt(seq: Sequence): void {
+  /** Register the sequence's newly full pages in the prefix cache, chained from its previous ones. */
+  private registerFull(seq: Sequence): void {
+    const P = this.o.pageSize;
+    for (let i = seq.serials.length; i < Math.floor(seq.computed / P); i++)
+      seq.serials.push(this.pool.register(seq.pages[i], i === 0 ? 0 : seq.serials[i - 1], seq.tokens, i, P));
+  }
+
+  /** Give back every page the sequence holds; it computes from scratch (or from a prefix-cache hit) later. */
+  private drop(seq: Sequence): void {
     this.pool.release(seq.pages);
     seq.pages = [];
-    seq.computed = 0; // recomputed from seq.tokens (prompt + generated so far) when readmitted
+    seq.serials = [];
+    seq.computed = 0;
+  }
+
+  private preempt(seq: Sequence): void {
+    this.drop(seq); // recomputed from seq.tokens (prompt + generated so far) when readmitted
     seq.state = 'waiting';
     this.running.splice(this.running.indexOf(seq), 1);
     // back in the queue at its arrival place: it is older than everything that waits behind it
@@ -277,8 +312,7 @@ export class Scheduler {
     const list = seq.state === 'waiting' ? this.waiting : this.running;
     const i = list.indexOf(seq);
     if (i >= 0) list.splice(i, 1);
-    this.pool.release(seq.pages);
-    seq.pages = [];
+    this.drop(seq);
     seq.state = 'done';
   }
 }

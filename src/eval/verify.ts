@@ -59,19 +59,7 @@ export async function verifyAgainstSim(be: Backend, path: string, o: VerifyOptio
 
 /** Raw bytes of one layer of a backend's KV cache, in the simulator's layout (kv4: KVStoreKV4.data[layer];
  *  f32: K pages then V pages). A GPU backend's cache exposes readLayer(layer); the simulator's, its store. */
-export async function kvLayerBytes(cache: KVCache, layer: number): Promise<Uint8Array> {
-  const c = cache as KVCache & { readLayer?: (l: number) => Promise<Uint8Array>; store?: { data?: Uint8Array[]; k?: Float32Array[]; v?: Float32Array[] } };
-  if (c.readLayer) return c.readLayer(layer);
-  const s = c.store;
-  if (s?.data) return s.data[layer];
-  if (s?.k && s.v) {
-    const k = s.k[layer], v = s.v[layer], out = new Uint8Array(k.byteLength + v.byteLength);
-    out.set(new Uint8Array(k.buffer, k.byteOffset, k.byteLength), 0);
-    out.set(new Uint8Array(v.buffer, v.byteOffset, v.byteLength), k.byteLength);
-    return out;
-  }
-  throw new Error('kvLayerBytes: this backend exposes no KV bytes (readLayer)');
-}
+export const kvLayerBytes = (cache: KVCache, layer: number): Promise<Uint8Array> => cache.readLayer(layer);
 
 /** Two models (same weights, two backends) fed the same tokens in lockstep: prefill seq[0, promptLen), then one
  *  token per step. Reports the first step where the logits, any named tensor (Graph taps) or any KV-cache byte

@@ -3,7 +3,8 @@
 // consumer weight is w4 fuses the FMPQ quantizer (rmsnorm_quant, silu_mul_quant); a linear on w4 quantizes an
 // f32 input first (quantize_act, with the channel gather of its spec).
 // `tap` sees every named tensor (dumps, cross-backend diffs); ops enqueue, so tapping costs nothing unset.
-import type { Backend, KVCache, RopeSpec, StepLayout, Tensor, Weight } from '../../backends/backend.ts';
+import { type Backend, type HostWeight, type KVCache, type KVDType, type OpDType, type OpName, type RopeSpec, type StepLayout, supports, type Tensor, type Weight } from '../../backends/backend.ts';
+import { CometError } from '../errors.ts';
 
 export type Tap = (name: string, t: Tensor) => void;
 
@@ -64,4 +65,31 @@ export class Graph {
   rows(name: string, x: Tensor, rows: Int32Array): Tensor {
     return this.out(name, this.be.rows(x, rows));
   }
+}
+
+/** The ops (with their dtypes) this graph runs for a model of these weights and KV cache dtype: the norms and
+ *  SwiGLU fuse the quantizer where their consumer is w4, linears are gemm_w4ax or gemm_f32 by weight. */
+export function opsNeeded(weights: Iterable<HostWeight>, kv: KVDType): Array<[OpName, OpDType]> {
+  const need = new Map<string, [OpName, OpDType]>();
+  const add = (op: OpName, dt: OpDType) => need.set(`${op}:${dt}`, [op, dt]);
+  for (const op of ['rope', 'add', 'rows', 'argmax'] as const) add(op, 'f32');
+  add('kv_append', kv);
+  add('attention', kv);
+  for (const w of weights) {
+    if (w.name === 'tok_embed') add('embed', w.kind);
+    if (w.kind === 'w4') {
+      for (const op of ['quantize_act', 'rmsnorm_quant', 'silu_mul_quant'] as const) add(op, 'qact');
+      add('gemm_w4ax', 'w4');
+    } else if (w.shape.length === 2) {
+      for (const op of ['rmsnorm', 'silu_mul'] as const) add(op, 'f32');
+      add('gemm_f32', w.kind); // f32 or f16 weights (a .comet's classifier)
+    }
+  }
+  return [...need.values()];
+}
+
+/** Refuse a model that needs an op the backend does not declare (Backend.ops), before anything is uploaded. */
+export function requireOps(be: Backend, weights: Iterable<HostWeight>, kv: KVDType): void {
+  const missing = opsNeeded(weights, kv).filter(([op, dt]) => !supports(be, op, dt));
+  if (missing.length) throw new CometError(`model: the ${be.name} backend does not run ${missing.map(([op, dt]) => `${op} on ${dt}`).join(', ')} (backends/${be.name}: its declared op set)`, 'unsupported');
 }

@@ -22,7 +22,8 @@ import { CometError } from '../errors.ts';
 import { type LlamaConfig, weightNames } from '../model/config.ts';
 import { COMET_FORMAT_VERSION, parseComet } from './formats/comet.ts';
 import type { LoadedModel } from './model.ts';
-import { SafetensorsFile, type StTensor, writeSafetensors } from './safetensors.ts';
+import { SafetensorsFile } from './safetensors.ts';
+import { CometWriter, type LinearLayout } from './comet-writer.ts';
 
 export const COMET_VERSION = COMET_FORMAT_VERSION;
 
@@ -37,31 +38,24 @@ export interface CometContents {
 
 const sha = (b: ArrayBufferView) => createHash('sha256').update(new Uint8Array(b.buffer, b.byteOffset, b.byteLength)).digest('hex');
 
+/** A whole model at once, through the streaming writer (comet-writer.ts): the same bytes as the layer-by-layer
+ *  quantizer writes for the same weights. */
 export function writeComet(path: string, m: CometContents): void {
-  const tensors: StTensor[] = [];
-  const linears: Record<string, { K: number; Kp: number; B: number; K8: number }> = {};
+  const linears = new Map<string, LinearLayout>();
   for (const name of weightNames(m.config)) {
     const w = m.weights.get(name);
     if (!w) throw new CometError(`${path}: weight '${name}' is missing`);
-    if (w.kind !== 'w4') {
-      tensors.push({ name, dtype: w.kind === 'f16' ? 'F16' : 'F32', shape: w.shape, data: w.data });
-      continue;
-    }
-    const { K, Kp, B, K8, perm } = w.act;
-    tensors.push({ name: `${name}.codes`, dtype: 'U8', shape: [w.N, Kp / 2], data: w.codes });
-    tensors.push({ name: `${name}.scales`, dtype: 'F16', shape: [w.N, Kp / B], data: w.scales });
-    if (perm) tensors.push({ name: `${name}.perm`, dtype: 'I32', shape: [K], data: perm });
-    linears[name] = { K, Kp, B, K8 };
+    if (w.kind === 'w4') linears.set(name, { K: w.act.K, Kp: w.act.Kp, B: w.act.B, K8: w.act.K8, perm: !!w.act.perm });
   }
-  for (const f of m.tokenizer.files) tensors.push({ name: `tokenizer/${f.name}`, dtype: 'U8', shape: [f.bytes.length], data: f.bytes });
-  const checksums = Object.fromEntries(tensors.map((t) => [t.name, sha(t.data).slice(0, 16)]));
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeSafetensors(tmp, tensors, {
-    format: 'comet', version: COMET_VERSION, config: JSON.stringify(m.config), quant: JSON.stringify(m.quant),
-    linears: JSON.stringify(linears), weight_error: JSON.stringify(m.weightError),
-    tokenizer: JSON.stringify({ main: m.tokenizer.main, files: m.tokenizer.files.map((f) => f.name) }), checksums: JSON.stringify(checksums),
-  });
-  renameSync(tmp, path); // never leave a half-written .comet under the final name
+  const f16 = weightNames(m.config).filter((n) => m.weights.get(n)?.kind === 'f16');
+  const out = new CometWriter(path, { config: m.config, linears, quant: m.quant, tokenizer: m.tokenizer, weightError: Object.keys(m.weightError).length > 0, f16 });
+  try {
+    for (const name of weightNames(m.config)) out.put(m.weights.get(name)!);
+  } catch (e) {
+    out.abort();
+    throw e;
+  }
+  out.finish(m.weightError);
 }
 
 /** Load a .comet file: the one parser of the format (formats/comet.ts parseComet, shared with the browser) over the

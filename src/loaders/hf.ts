@@ -13,6 +13,8 @@ import { CometError } from '../errors.ts';
 import { readJsonObject } from './file-source.ts';
 import { type LlamaConfig, validateConfig, weightNames, weightShape } from '../model/config.ts';
 import { SafetensorsFile } from './safetensors.ts';
+import { DTYPE_SIZE, bf16ToF32 } from './formats/safetensors.ts';
+import { f16ArrayToF32 } from '../../simulator/f16.ts';
 
 const SUPPORTED = `supported: model_type 'llama' with architectures ["LlamaForCausalLM"]`;
 
@@ -105,6 +107,34 @@ function weightFiles(dir: string): Map<string, string> {
 }
 
 export function readHF(dir: string): HFCheckpoint {
+  const ck = openHF(dir);
+  try {
+    const weights = new Map<string, HostWeight>();
+    for (const name of weightNames(ck.config)) weights.set(name, ck.weight(name));
+    return { config: ck.config, weights, dtypes: ck.dtypes };
+  } finally {
+    ck.close();
+  }
+}
+
+/** An HF checkpoint opened for reading one tensor at a time (the layer-by-layer quantizer holds one layer).
+ *  Everything that can be checked without reading tensor data is checked at open, before any work starts:
+ *  config.json is supported, every shard of the index exists and has a valid header, every expected tensor
+ *  is there with the shape config.json implies and a float dtype, no tensor is unexpected, and a tied model's
+ *  lm_head.weight (when the checkpoint has one) equals embed_tokens. */
+export interface HFReader {
+  config: LlamaConfig;
+  dtypes: Record<string, number>; // source dtype -> tensor count
+  /** internal name -> f32 host weight (q/k rows converted to the interleaved RoPE order) */
+  weight(name: string): Extract<HostWeight, { kind: 'f32' }>;
+  /** rows of a 2-D tensor (embedding lookup without reading the table): [rows.length][cols] f32 */
+  rows(name: string, rows: ArrayLike<number>): Float32Array;
+  /** bytes of the tensor as stored (bf16 2, f32 4 per element) */
+  storedBytes(name: string): number;
+  close(): void;
+}
+
+export function openHF(dir: string): HFReader {
   const config = readHFConfig(dir);
   const files = weightFiles(dir);
   // every layer has 9 tensors: a config claiming more layers than the checkpoint has tensors is refused before
@@ -116,32 +146,67 @@ export function readHF(dir: string): HFCheckpoint {
     if (!want.has(k) && k !== 'lm_head.weight' && !k.endsWith('.rotary_emb.inv_freq'))
       throw new CometError(`${files.get(k)}: unexpected tensor '${k}' for a LLaMA with ${config.nLayers} layers (${SUPPORTED}, no biases)`);
   const open = new Map<string, SafetensorsFile>();
-  const weights = new Map<string, HostWeight>();
+  const close = () => { for (const st of open.values()) st.close(); };
+  const shard = (hf: string): SafetensorsFile => {
+    const file = files.get(hf)!;
+    let st = open.get(file);
+    if (!st) open.set(file, (st = SafetensorsFile.open(file)));
+    return st;
+  };
   const dtypes: Record<string, number> = {};
   try {
+    for (const file of new Set(files.values())) if (!open.has(file)) open.set(file, SafetensorsFile.open(file)); // a missing shard fails here
     for (const [hf, name] of want) {
-      const file = files.get(hf);
-      if (!file) {
+      if (!files.has(hf)) {
         const hint = name === 'output' ? ' (config.json has tie_word_embeddings false/absent, so lm_head.weight is needed)' : '';
         throw new CometError(`${dir}: tensor '${hf}' is missing${hint}`);
       }
-      let st = open.get(file);
-      if (!st) open.set(file, (st = SafetensorsFile.open(file)));
-      const info = st.info(hf);
+      const st = shard(hf), info = st.tensors.get(hf);
+      if (!info) throw new CometError(`${st.path}: model.safetensors.index.json puts tensor '${hf}' in this shard, but it is not there`);
       const shape = weightShape(config, name);
       if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i]))
-        throw new CometError(`${file}: tensor '${hf}' has shape [${info.shape}], config.json implies [${shape}] ` +
+        throw new CometError(`${st.path}: tensor '${hf}' has shape [${info.shape}], config.json implies [${shape}] ` +
           `(hidden ${config.dim}, intermediate ${config.hiddenDim}, heads ${config.nHeads}/${config.nKvHeads}, head_dim ${config.headDim}, vocab ${config.vocabSize})`);
-      let data = st.getF32(hf);
+      if (!['F32', 'F16', 'BF16'].includes(info.dtype)) throw new CometError(`${st.path}: tensor '${hf}' has dtype ${info.dtype}, expected a float tensor (F32, F16 or BF16)`);
       dtypes[info.dtype] = (dtypes[info.dtype] ?? 0) + 1;
+    }
+    if (config.tiedEmbeddings && files.has('lm_head.weight')) {
+      const a = shard('model.embed_tokens.weight'), b = shard('lm_head.weight');
+      const ia = a.info('model.embed_tokens.weight'), ib = b.info('lm_head.weight');
+      if (ia.dtype !== ib.dtype || ia.shape.join() !== ib.shape.join() || Buffer.compare(a.bytes('model.embed_tokens.weight'), b.bytes('lm_head.weight')) !== 0)
+        throw new CometError(`${join(dir, 'config.json')}: tie_word_embeddings is true, but the checkpoint's lm_head.weight differs from model.embed_tokens.weight (set tie_word_embeddings false to keep both)`);
+    }
+  } catch (e) {
+    close();
+    throw e;
+  }
+  const internal = new Map([...want].map(([hf, n]) => [n, hf]));
+  const hfOf = (name: string) => internal.get(name) ?? (() => { throw new CometError(`${dir}: no weight '${name}' in this model`); })();
+  return {
+    config, dtypes, close,
+    weight(name) {
+      const hf = hfOf(name), shape = weightShape(config, name);
+      let data = shard(hf).getF32(hf);
       const base = name.replace(/^l\d+\./, '');
       if (base === 'wq' || base === 'wk') data = rotateHalfToInterleaved(data, shape[0] / config.headDim, config.headDim, config.dim);
-      weights.set(name, { kind: 'f32', name, shape, data });
-    }
-  } finally {
-    for (const st of open.values()) st.close();
-  }
-  return { config, weights, dtypes };
+      return { kind: 'f32', name, shape, data };
+    },
+    rows(name, rows) {
+      const hf = hfOf(name), st = shard(hf), info = st.info(hf), [R, C] = info.shape, el = DTYPE_SIZE[info.dtype];
+      const out = new Float32Array(rows.length * C);
+      for (let i = 0; i < rows.length; i++) {
+        const r = rows[i];
+        if (!(Number.isInteger(r) && r >= 0 && r < R)) throw new CometError(`${st.path}: row ${r} of '${hf}' outside [0, ${R})`);
+        const raw = st.range(hf, r * C * el, C * el);
+        out.set(info.dtype === 'F32' ? new Float32Array(raw.buffer) : info.dtype === 'F16' ? f16ArrayToF32(new Uint16Array(raw.buffer)) : bf16ToF32(new Uint16Array(raw.buffer)), i * C);
+      }
+      return out;
+    },
+    storedBytes(name) {
+      const info = shard(hfOf(name)).info(hfOf(name));
+      return info.end - info.begin;
+    },
+  };
 }
 
 /** Rows of q/k [nHeads*hd, cols] from HF rotate-half order to interleaved: out row 2i <- in row i,

@@ -3,15 +3,26 @@
 // never into one buffer; and the writer (DESIGN §7: no good npm one exists). The file layout is in
 // formats/safetensors.ts.
 
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { writeSync } from 'node:fs';
 import { CometError } from '../errors.ts';
 import { fileSource } from './file-source.ts';
 import { DTYPE_SIZE, Safetensors, type StDType } from './formats/safetensors.ts';
+import { StreamingSafetensors } from './st-writer.ts';
+import type { ByteSource } from './source.ts';
 
 /** An open safetensors file (regular files only). Call close() when done (loaders do it in `finally`). */
 export class SafetensorsFile extends Safetensors {
   static open(path: string): SafetensorsFile {
     return new SafetensorsFile(fileSource(path, 'safetensors file'));
+  }
+  private constructor(private readonly file: ByteSource) {
+    super(file);
+  }
+  /** `length` bytes at `offset` inside tensor `name` (one embedding row without reading the table). */
+  range(name: string, offset: number, length: number): Uint8Array {
+    const t = this.info(name);
+    if (!(offset >= 0 && length >= 0 && offset + length <= t.end - t.begin)) throw new CometError(`${this.path}: bytes [${offset}, ${offset + length}) outside tensor '${name}'`);
+    return this.file.read(this.dataStart + t.begin + offset, length, `tensor '${name}'`);
   }
 }
 
@@ -24,36 +35,21 @@ export interface StTensor {
   data: ArrayBufferView; // element size must match dtype (F16/BF16 as Uint16Array bits)
 }
 
-/** Write tensors in the given order. The header is padded with spaces so the data starts 8-byte aligned. */
+/** Write tensors in the given order (through the streaming writer, st-writer.ts, with nothing to stream). */
 export function writeSafetensors(path: string, tensors: readonly StTensor[], metadata: Record<string, string> = {}): void {
-  const header: Record<string, unknown> = {};
-  if (Object.keys(metadata).length) header.__metadata__ = metadata;
-  let off = 0;
   for (const t of tensors) {
-    if (t.name === '__metadata__' || t.name in header) throw new CometError(`${path}: duplicate or reserved tensor name '${t.name}'`);
     const bytes = t.shape.reduce((a, d) => a * d, 1) * DTYPE_SIZE[t.dtype];
     if (t.data.byteLength !== bytes)
       throw new CometError(`${path}: tensor '${t.name}': ${t.dtype} ${JSON.stringify(t.shape)} needs ${bytes} bytes, data has ${t.data.byteLength}`);
-    const el = (t.data as unknown as { BYTES_PER_ELEMENT?: number }).BYTES_PER_ELEMENT ?? 1;
-    if (el !== 1 && el !== DTYPE_SIZE[t.dtype])
-      throw new CometError(`${path}: tensor '${t.name}': dtype ${t.dtype} is ${DTYPE_SIZE[t.dtype]} bytes per element, data is a ${t.data.constructor.name}`);
-    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + bytes] };
-    off += bytes;
   }
-  const json = JSON.stringify(header);
-  const enc = new TextEncoder();
-  let hb = enc.encode(json);
-  hb = enc.encode(json + ' '.repeat((8 - (hb.length % 8)) % 8));
-  const len = new Uint8Array(8);
-  new DataView(len.buffer).setBigUint64(0, BigInt(hb.length), true);
-  const fd = openSync(path, 'w');
+  const w = new StreamingSafetensors(path, tensors, 0, metadata);
   try {
-    writeSync(fd, len);
-    writeSync(fd, hb);
-    for (const t of tensors) writeAll(fd, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
-  } finally {
-    closeSync(fd);
+    for (const t of tensors) w.write(t.name, t.data);
+  } catch (e) {
+    w.abort();
+    throw e;
   }
+  w.finish();
 }
 
 export function writeAll(fd: number, b: Uint8Array): void {

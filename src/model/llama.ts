@@ -11,7 +11,7 @@
 //     x  += (silu(h Wgate^T) ⊙ h Wup^T) Wdown^T           (T, H) inside
 //   logits = rmsnorm(x[rows]) · norm  Wout^T              (R, V), R = the rows that need logits
 import { hostWeightBytes, type Backend, type HostWeight, type KVCache, type KVDType, type RopeSpec, type StepLayout, type Tensor, type Weight } from '../../backends/backend.ts';
-import { Graph, type Tap } from '../graph/graph.ts';
+import { Graph, requireOps, type Tap } from '../graph/graph.ts';
 import { type LlamaConfig, weightNames, weightShape } from './config.ts';
 import { fail } from '../errors.ts';
 
@@ -40,6 +40,7 @@ export class Llama {
       return be.uploadWeight(w);
     };
     const names = weightNames(config);
+    requireOps(be, host.values(), kvDType);
     checkFits(be, names.map((n) => host.get(n)));
     const W = new Map(names.map((n) => [n, up(n)]));
     this.tokEmbed = W.get('tok_embed')!;
@@ -52,30 +53,37 @@ export class Llama {
         ffnNorm: g('ffn_norm'), wGate: g('w_gate'), wUp: g('w_up'), wDown: g('w_down'),
       };
     });
-    this.rope = { nHeads: config.nHeads, headDim: config.headDim, theta: config.ropeTheta };
+    this.rope = ropeSpec(config);
   }
 
   /** One step over T tokens (any mix of prefill chunks and decode tokens). Returns logits (R, V) for the
    *  token rows in `logitRows` (e.g. the last token of each sequence). */
   forward(tokens: Int32Array, layout: StepLayout, cache: KVCache, logitRows: Int32Array, tap?: Tap): Tensor {
     const c = this.config, g = new Graph(this.be, tap), eps = c.normEps;
-    const kvRope = { ...this.rope, nHeads: c.nKvHeads };
     let x = g.embed('embed', this.tokEmbed, tokens);
-    this.layers.forEach((L, l) => {
-      const h = g.norm(`l${l}.attn_norm`, x, L.attnNorm, eps, L.wq);
-      const [qp, kp, v] = g.linears([`l${l}.q_proj`, `l${l}.k_proj`, `l${l}.v`], h, [L.wq, L.wk, L.wv]);
-      const q = g.rope(`l${l}.q`, qp, layout, this.rope), k = g.rope(`l${l}.k`, kp, layout, kvRope);
-      g.kvAppend(cache, l, k, v, layout);
-      const att = g.attention(`l${l}.attn`, q, cache, l, layout, c.nHeads);
-      x = g.add(`l${l}.attn_res`, x, g.linear(`l${l}.o_proj`, att, L.wo));
-      const h2 = g.norm(`l${l}.ffn_norm`, x, L.ffnNorm, eps, L.wGate);
-      const [gate, up] = g.linears([`l${l}.gate`, `l${l}.up`], h2, [L.wGate, L.wUp]);
-      const ff = g.swiglu(`l${l}.swiglu`, gate, up, L.wDown);
-      x = g.add(`l${l}.ffn_res`, x, g.linear(`l${l}.down`, ff, L.wDown));
-    });
+    this.layers.forEach((L, l) => { x = decoderLayer(g, c, this.rope, l, L, x, layout, cache, l); });
     const last = g.rows('last', x, logitRows);
     return g.linear('logits', g.norm('norm', last, this.norm, eps, this.output), this.output);
   }
+}
+
+/** The RoPE of a config (query heads; the K rope is the same with nKvHeads). */
+export const ropeSpec = (c: LlamaConfig): RopeSpec => ({ nHeads: c.nHeads, headDim: c.headDim, theta: c.ropeTheta });
+
+/** Decoder layer `l` on the residual stream x (T, D) -> (T, D). Its K/V go to layer `cacheLayer` of `cache`
+ *  (the model: l; the layer-by-layer quantizer: 0 of a one-layer cache). Tensors are named `l{l}.*`. */
+export function decoderLayer(g: Graph, c: LlamaConfig, rope: RopeSpec, l: number, L: LayerWeights, x: Tensor, layout: StepLayout, cache: KVCache, cacheLayer: number): Tensor {
+  const eps = c.normEps, kvRope = { ...rope, nHeads: c.nKvHeads };
+  const h = g.norm(`l${l}.attn_norm`, x, L.attnNorm, eps, L.wq);
+  const [qp, kp, v] = g.linears([`l${l}.q_proj`, `l${l}.k_proj`, `l${l}.v`], h, [L.wq, L.wk, L.wv]);
+  const q = g.rope(`l${l}.q`, qp, layout, rope), k = g.rope(`l${l}.k`, kp, layout, kvRope);
+  g.kvAppend(cache, cacheLayer, k, v, layout);
+  const att = g.attention(`l${l}.attn`, q, cache, cacheLayer, layout, c.nHeads);
+  x = g.add(`l${l}.attn_res`, x, g.linear(`l${l}.o_proj`, att, L.wo));
+  const h2 = g.norm(`l${l}.ffn_norm`, x, L.ffnNorm, eps, L.wGate);
+  const [gate, up] = g.linears([`l${l}.gate`, `l${l}.up`], h2, [L.wGate, L.wUp]);
+  const ff = g.swiglu(`l${l}.swiglu`, gate, up, L.wDown);
+  return g.add(`l${l}.ffn_res`, x, g.linear(`l${l}.down`, ff, L.wDown));
 }
 
 /** A model too large for the device is refused before anything is uploaded (no partial allocation). */

@@ -36,11 +36,7 @@ export async function calibrate(model: Llama, tokens: number[], o: CalibOptions)
   const perWin = Math.min(o.samplePerWindow ?? 64, ctx);
   const ss = sites(model.config);
   const stats = new Map<string, SiteStats>();
-  for (const s of ss)
-    stats.set(s.name, {
-      K: s.K, count: 0, absmax: new Float32Array(s.K), sumsq: new Float64Array(s.K),
-      sample: new Float32Array(windows * perWin * s.K), sampleRows: 0, H: o.hessian ? new Float64Array(s.K * s.K) : undefined,
-    });
+  for (const s of ss) stats.set(s.name, newSiteStats(s.K, windows * perWin, !!o.hessian));
   const byTap = new Map(ss.map((s) => [s.tap, s.name]));
   const { cache, blockTable } = singleSequenceCache(model, ctx);
   const layout = { pos: Int32Array.from({ length: ctx }, (_, i) => i), seq: new Int32Array(ctx), blockTables: [blockTable] };
@@ -56,7 +52,13 @@ export async function calibrate(model: Llama, tokens: number[], o: CalibOptions)
   return stats;
 }
 
-function accumulate(s: SiteStats, x: Float32Array, T: number, perWin: number): void {
+/** Empty statistics of a K-channel site that keeps `rows` sample rows (and H when `hessian`). */
+export function newSiteStats(K: number, rows: number, hessian: boolean): SiteStats {
+  return { K, count: 0, absmax: new Float32Array(K), sumsq: new Float64Array(K), sample: new Float32Array(rows * K), sampleRows: 0, H: hessian ? new Float64Array(K * K) : undefined };
+}
+
+/** Add one window's tapped input x [T][K] (perWin of its rows to the sample; H += f32(Xᵀ X) when kept). */
+export function accumulate(s: SiteStats, x: Float32Array, T: number, perWin: number): void {
   const K = s.K;
   if (x.length !== T * K) throw new CometError(`calibrate: tapped tensor has ${x.length} elements, expected ${T}×${K}`);
   for (let t = 0; t < T; t++)

@@ -6,7 +6,7 @@
 // against each other on a window.
 import type { HostWeight, KVCache, KVCacheSpec, Tensor, Weight } from '../../backends/backend.ts';
 import type { ActQuantSpec, W4Weight } from '../../simulator/formats.ts';
-import { SimBackend, SimTensor } from '../../backends/sim/sim.ts';
+import { SimBackend, SimKVCache, SimTensor } from '../../backends/sim/sim.ts';
 import { dequantizeAct, quantizeAct } from '../../simulator/act.ts';
 import { dequantizeW4 } from '../../simulator/w4.ts';
 import { KVStoreKV4 } from '../../simulator/kv4.ts';
@@ -56,7 +56,7 @@ export class FakeQuantBackend extends SimBackend {
     return new FakeWeight(w.name, [N, Kp], d, act);
   }
   override createKVCache(spec: KVCacheSpec): KVCache {
-    return { spec, store: spec.dtype === 'kv4' ? new KVStoreKV4(spec) : new KVStoreF32(spec) } as KVCache;
+    return new SimKVCache(spec, spec.dtype === 'kv4' ? new KVStoreKV4(spec) : new KVStoreF32(spec));
   }
   private qdq(x: Float32Array, M: number, spec: ActQuantSpec): Tensor {
     return new SimTensor([M, spec.Kp], 'qact', dequantizeAct(quantizeAct(x, M, spec)));

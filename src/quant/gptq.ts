@@ -63,13 +63,16 @@ export const GPTQ_DAMP = 1.0;
 export function permutedHessian(H: Float64Array, spec: ActQuantSpec, damp = GPTQ_DAMP): Float64Array {
   const { K, Kp, perm } = spec;
   const P = new Float64Array(Kp * Kp);
-  let mean = 0;
-  for (let k = 0; k < K; k++) mean += H[k * K + k];
-  mean /= K;
   for (let i = 0; i < K; i++) {
     const pi = perm ? perm[i] : i;
     for (let j = 0; j < K; j++) P[i * Kp + j] = H[pi * K + (perm ? perm[j] : j)];
   }
+  // summed in the permuted order, so that a Hessian permuted beforehand (down_in, whose permutation is folded
+  // into the weights: quantize.ts permuteStats) gives the same bits, and the GPU's factor (cuda/quant_gptq.cu)
+  // sums it in that order too
+  let mean = 0;
+  for (let k = 0; k < K; k++) mean += P[k * Kp + k];
+  mean /= K;
   for (let i = 0; i < Kp; i++) {
     if (i >= K || P[i * Kp + i] === 0) P[i * Kp + i] = 1; // padding and dead channels: unconstrained
     P[i * Kp + i] += damp * mean;

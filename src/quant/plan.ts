@@ -50,18 +50,35 @@ const f32 = (w: HostWeight): Float32Array => {
   return w.data;
 };
 
-export function planFMPQ(c: LlamaConfig, weights: Map<string, HostWeight>, stats: Map<string, SiteStats>, o: PlanOptions): Plan {
+/** One site's share of the plan, before the global INT8 budget is handed out: its permutation, MACs and the
+ *  gain of each block made INT8. Needs only this site's statistics and weights (the layer-by-layer quantizer
+ *  computes it layer by layer, then allocates once). */
+export interface SiteInput extends SitePlan {
+  N: number; // Σ consumer rows
+}
+
+export function checkPlanOptions(o: PlanOptions): void {
   if (o.int8Fraction !== undefined && o.int8Blocks !== undefined) throw new CometError('quantize: give --int8-fraction or --int8-blocks, not both');
   if (o.int8Fraction !== undefined && !(o.int8Fraction >= 0 && o.int8Fraction <= 1)) throw new CometError(`quantize: --int8-fraction ${o.int8Fraction} must be in [0, 1]`);
-  const plans = sites(c).map((site) => {
-    const st = stats.get(site.name) ?? fail(`plan: no calibration statistics for ${site.name}`);
-    const perm = o.order === 'absmax' ? absmaxOrder(st.absmax) : undefined;
-    const base = actSpec(site.K, o.B, 0, perm);
-    const N = site.consumers.reduce((a, n) => a + f32(weights.get(n) ?? fail(`plan: weight '${n}' is missing`)).length / site.K, 0);
-    const gain = o.int8Fraction !== undefined ? blockGains(site, base, st, weights) : [];
-    return { site, spec: base, macs: base.Kp * N, int8Macs: 0, blockGain: gain, N };
-  });
-  const setK8 = (p: (typeof plans)[number], blocks: number) => {
+}
+
+export function planFMPQ(c: LlamaConfig, weights: Map<string, HostWeight>, stats: Map<string, SiteStats>, o: PlanOptions): Plan {
+  checkPlanOptions(o);
+  return allocateInt8(sites(c).map((site) => planSite(site, stats.get(site.name) ?? fail(`plan: no calibration statistics for ${site.name}`), weights, o)), o);
+}
+
+export function planSite(site: Site, st: SiteStats, weights: Map<string, HostWeight>, o: PlanOptions): SiteInput {
+  const perm = o.order === 'absmax' ? absmaxOrder(st.absmax) : undefined;
+  const base = actSpec(site.K, o.B, 0, perm);
+  const N = site.consumers.reduce((a, n) => a + f32(weights.get(n) ?? fail(`plan: weight '${n}' is missing`)).length / site.K, 0);
+  const gain = o.int8Fraction !== undefined ? blockGains(site, base, st, weights) : [];
+  return { site, spec: base, macs: base.Kp * N, int8Macs: 0, blockGain: gain, N };
+}
+
+/** INT8 blocks for every site (DESIGN §3.2 policies, header comment), given all sites' inputs. */
+export function allocateInt8(inputs: SiteInput[], o: PlanOptions): Plan {
+  const plans = inputs.map((p) => ({ ...p }));
+  const setK8 = (p: SiteInput, blocks: number) => {
     p.spec = actSpec(p.site.K, o.B, blocks * o.B, p.spec.perm);
     p.int8Macs = p.spec.K8 * p.N;
   };

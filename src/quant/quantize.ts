@@ -17,7 +17,7 @@ import type { SiteStats } from './calibrate.ts';
 import { foldDownPerm } from './fold.ts';
 import { gptqW4, invCholUpper, permutedHessian } from './gptq.ts';
 import { smoothModel } from './smooth.ts';
-import { planFMPQ, type ChannelOrder, type Plan } from './plan.ts';
+import { planFMPQ, type ChannelOrder, type Plan, type SitePlan } from './plan.ts';
 
 export type WeightMethod = 'rtn' | 'gptq';
 
@@ -62,11 +62,43 @@ export function quantizeModel(c: LlamaConfig, floatWeights: Map<string, HostWeig
   if (o.smooth !== undefined) ({ weights: floatWeights, stats } = smoothModel(c, floatWeights, stats, o.smooth));
   if (o.weights === 'gptq' && [...stats.values()].some((s) => !s.H)) throw new CometError('quantize: --weights gptq needs calibration with the Hessian (calibrate({ hessian: true }))');
   const plan = planFMPQ(c, floatWeights, stats, o);
+  const total = plan.sites.reduce((a, p) => a + p.site.consumers.length, 0);
+  let done = 0;
+  const q = quantizeSites(c, floatWeights, plan.sites, stats, o, hostGptq, (name) => o.onLinear?.(++done, total, name));
+  const weights = new Map([...floatWeights, ...q.weights]);
+  if ((o.head ?? 'f16') === 'f16') for (const n of HEAD) { const w = weights.get(n); if (w?.kind === 'f32') weights.set(n, headF16(w)); }
+  return { weights, plan, meta: quantMeta(plan, o, c), weightError: q.weightError };
+}
+
+/** The float weights a .comet stores in f16 (QuantizeOptions.head): the classifier and the embedding, the largest
+ *  float tensors (LLaMA-3-8B: 2 × 1 GB in f32); every backend reads them back as the f32 values they round to. */
+export const HEAD = ['tok_embed', 'output'] as const;
+export function headF16(w: { name: string; shape: readonly number[]; data: Float32Array }): HostWeight {
+  const bad = w.data.findIndex((x) => !(Math.abs(x) <= 65504));
+  if (bad >= 0) throw new CometError(`quantize: '${w.name}' holds ${w.data[bad]} at element ${bad}, outside f16's range: quantize with the f32 head`);
+  return { kind: 'f16', name: w.name, shape: w.shape, data: f16BitsArray(w.data) };
+}
+
+/** GPTQ's factor of a site, then its weights: on the host (gptq.ts) or on a device (the layer-by-layer
+ *  quantizer passes the backend's). `plan.spec` has the site's original permutation; `spec` and `st` are the
+ *  effective ones (down_in's permutation folded: no perm, statistics permuted). */
+export type GptqFactor = (plan: SitePlan, st: SiteStats, spec: ActQuantSpec) => { quantize(w: Float32Array, N: number): W4Weight; free?(): void };
+
+export const hostGptq: GptqFactor = (_p, st, spec) => {
+  const U = invCholUpper(permutedHessian(st.H!, spec), spec.Kp);
+  return { quantize: (w, N) => gptqW4(w, N, spec, U) };
+};
+
+/** Quantize the consumers of `plans` (any subset of the model's sites; the weights map needs only theirs):
+ *  down_in's permutation folded into gate/up rows and down columns, then RTN or GPTQ per linear. Returns the
+ *  W4 weights and, when o.weightError, each one's relative output error on the calibration sample. */
+export function quantizeSites(c: LlamaConfig, floatWeights: Map<string, HostWeight>, plans: readonly SitePlan[], stats: Map<string, SiteStats>, o: QuantizeOptions,
+  gptq: GptqFactor, onLinear?: (name: string) => void): { weights: Map<string, HostWeight>; weightError: Record<string, number> } {
   // fold down_proj's permutation offline; its spec and statistics move to the folded order
   const downPerms = new Map<number, Int32Array>();
   const specs = new Map<string, ActQuantSpec>(), effStats = new Map<string, SiteStats>();
-  for (const p of plan.sites) {
-    const st = stats.get(p.site.name)!;
+  for (const p of plans) {
+    const st = stats.get(p.site.name) ?? fail(`quantize: no calibration statistics for ${p.site.name}`);
     if (p.site.kind === 'down_in' && p.spec.perm) {
       downPerms.set(p.site.layer, p.spec.perm);
       specs.set(p.site.name, actSpec(p.spec.K, p.spec.B, p.spec.K8));
@@ -77,36 +109,37 @@ export function quantizeModel(c: LlamaConfig, floatWeights: Map<string, HostWeig
     }
   }
   const folded = foldDownPerm(c, floatWeights, downPerms);
-  const out = new Map(folded), weightError: Record<string, number> = {};
-  const total = plan.sites.reduce((a, p) => a + p.site.consumers.length, 0);
-  let done = 0;
-  for (const p of plan.sites) {
+  const out = new Map<string, HostWeight>(), weightError: Record<string, number> = {};
+  for (const p of plans) {
     const spec = specs.get(p.site.name)!, st = effStats.get(p.site.name)!;
-    const U = o.weights === 'gptq' ? invCholUpper(permutedHessian(st.H!, spec), spec.Kp) : undefined;
-    for (const name of p.site.consumers) {
-      const w = folded.get(name)!;
-      if (w.kind !== 'f32') throw new CometError(`quantize: '${name}' is already quantized`);
-      const N = w.shape[0];
-      const q = U ? gptqW4(w.data, N, spec, U) : quantizeW4(w.data, N, spec, { clipSearch: o.clipSearch ?? true });
-      out.set(name, { kind: 'w4', name, ...q });
-      if (o.weightError ?? true) weightError[name] = weightErrorOf(w.data, q, st);
-      o.onLinear?.(++done, total, name);
+    const g = o.weights === 'gptq' ? gptq(p, st, spec) : undefined;
+    try {
+      for (const name of p.site.consumers) {
+        const w = folded.get(name) ?? fail(`quantize: weight '${name}' is missing`);
+        if (w.kind !== 'f32') throw new CometError(`quantize: '${name}' is already quantized`);
+        const N = w.shape[0];
+        const q = g ? g.quantize(w.data, N) : quantizeW4(w.data, N, spec, { clipSearch: o.clipSearch ?? true });
+        out.set(name, { kind: 'w4', name, ...q });
+        if (o.weightError ?? true) weightError[name] = weightErrorOf(w.data, q, st);
+        onLinear?.(name);
+      }
+    } finally {
+      g?.free?.();
     }
   }
-  // the classifier and embedding in f16 (DESIGN §3.6): the largest float tensors (LLaMA-3-8B: 2 × 1 GB in f32), read
-  // back as the f32 values they round to; a tensor past f16's range stays f32
-  if ((o.head ?? 'f16') === 'f16')
-    for (const name of ['tok_embed', 'output']) {
-      const w = out.get(name);
-      if (w?.kind === 'f32' && w.data.every((x) => Math.abs(x) <= 65504)) out.set(name, { kind: 'f16', name, shape: w.shape, data: f16BitsArray(w.data) });
-    }
-  const meta: QuantMeta = {
+  return { weights: out, weightError };
+}
+
+/** The quantization record of a plan (the .comet file's `quant` metadata, less the calibration source). */
+export function quantMeta(plan: Plan, o: QuantizeOptions, c: LlamaConfig): QuantMeta {
+  return {
     B: o.B, order: o.order, int8Policy: { fraction: o.int8Fraction, blocks: o.int8Blocks }, int8MacFraction: plan.int8MacFraction,
     weights: o.weights, smooth: o.smooth, kv: o.kv, kvGroup: o.kvGroup ?? c.headDim,
     sites: Object.fromEntries(plan.sites.map((p) => [p.site.name, { K: p.spec.K, Kp: p.spec.Kp, K8: p.spec.K8 }])),
   };
-  return { weights: out, plan, meta, weightError };
 }
+
+const fail = (msg: string): never => { throw new CometError(msg); };
 
 /** Statistics of a site whose channels were re-ordered (new channel j = old channel perm[j]). */
 export function permuteStats(st: SiteStats, perm: Int32Array): SiteStats {

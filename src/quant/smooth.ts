@@ -16,7 +16,8 @@ import { sites } from './sites.ts';
 
 type F32 = Extract<HostWeight, { kind: 'f32' }>;
 
-export function smoothModel(c: LlamaConfig, weights: Map<string, HostWeight>, stats: Map<string, SiteStats>, beta: number): { weights: Map<string, HostWeight>; stats: Map<string, SiteStats> } {
+/** `layer`: only that layer's sites (the layer-by-layer quantizer; its maps hold one layer). */
+export function smoothModel(c: LlamaConfig, weights: Map<string, HostWeight>, stats: Map<string, SiteStats>, beta: number, layer?: number): { weights: Map<string, HostWeight>; stats: Map<string, SiteStats> } {
   if (!(beta >= 0 && beta <= 1)) throw new CometError(`smooth: β = ${beta} must be in [0, 1]`);
   const out = new Map(weights), st2 = new Map(stats);
   const get = (n: string): F32 => {
@@ -26,7 +27,7 @@ export function smoothModel(c: LlamaConfig, weights: Map<string, HostWeight>, st
   };
   const put = (w: F32, f: (d: Float32Array) => void) => { const d = w.data.slice(); f(d); out.set(w.name, { ...w, data: d }); };
   for (const site of sites(c)) {
-    if (site.kind === 'o_in') continue;
+    if (site.kind === 'o_in' || (layer !== undefined && site.layer !== layer)) continue;
     const st = stats.get(site.name)!, K = site.K, wmax = new Float64Array(K);
     for (const n of site.consumers) {
       const w = get(n).data, N = w.length / K;

@@ -14,6 +14,11 @@ export function prometheus(s: EngineStats): string {
   metric('kv_pages_used', 'gauge', 'KV cache pages held by sequences.', s.kv.used);
   metric('kv_pages_free', 'gauge', 'KV cache pages in the pool.', s.kv.free);
   metric('kv_pages_total', 'gauge', `KV cache pages (${s.pageSize} tokens each).`, s.kv.total);
+  metric('kv_pages_cached', 'gauge', 'KV pages in the prefix cache (held or idle).', s.kv.cached);
+  metric('prefix_cache_pages_total', 'counter', 'Full prompt pages looked up in the prefix cache, and found.', [['result="lookup"', s.kv.lookupPages], ['result="hit"', s.kv.hitPages]]);
+  metric('prefix_cache_evictions_total', 'counter', 'Idle cached KV pages taken back for new allocations.', s.kv.evictions);
+  metric('step_sequences_max', 'gauge', 'The most sequences one forward step carried (decodes and prefill chunks).', s.maxStepSequences);
+  metric('step_prefills_max', 'gauge', 'The most prompts one forward step carried prefill chunks of (batched prefill).', s.maxStepPrefills);
   metric('preemptions_total', 'counter', 'Sequences preempted (pages freed, recomputed later).', s.preemptions);
   metric('steps_total', 'counter', 'Batched forward steps.', s.steps);
   metric('computed_tokens_total', 'counter', 'Tokens fed to the model (prefill, decode, recomputation).', s.computedTokens);

@@ -29,6 +29,12 @@ const FLAGS = ['--enable-unsafe-webgpu', '--no-sandbox', '--no-first-run', '--di
   '--disable-sync', '--disable-quic', '--disable-default-apps', '--disable-domain-reliability'];
 
 let dir: string, server: PreviewServer, base: string, browser: Browser;
+// screenshots go to the test's temporary directory; COMET_TEST_SCREENSHOTS=bench/results refreshes the tracked ones
+const shot = (page: Page, name: string) => {
+  const to = process.env.COMET_TEST_SCREENSHOTS ? join(REPO, process.env.COMET_TEST_SCREENSHOTS) : dir;
+  mkdirSync(to, { recursive: true });
+  return page.screenshot({ path: join(to, name), fullPage: true });
+};
 const nodeText = new Map<string, string>(); // backend:max_tokens -> the Node engine's greedy text
 
 /** Greedy chat completion in Node, same file and request as the page, on `backend` (sim, or WebGPU through
@@ -131,8 +137,7 @@ describe('browser demo', () => {
     expect(await generate(page, 48)).toBe(await nodeGreedy(48));
     expect(await page.textContent('#finish')).toContain('token limit');
     for (const k of ['prefill', 'decode', 'model-bytes', 'kv-bytes']) expect(await page.textContent(`#stat-${k}`)).toMatch(/\d/);
-    mkdirSync(join(REPO, 'bench/results'), { recursive: true });
-    await page.screenshot({ path: join(REPO, 'bench/results/web-demo-sim.png'), fullPage: true });
+    await shot(page, 'web-demo-sim.png');
 
     // Stop mid-stream: the stream ends, the page says so, and the next request works
     await page.fill('#max-tokens', '450');
@@ -177,7 +182,7 @@ describe('browser demo', () => {
     const text = await generate(page, 6);
     expect(text.length).toBeGreaterThan(0);
     expect(text).toBe(await reference);
-    await page.screenshot({ path: join(REPO, 'bench/results/web-demo-webgpu.png'), fullPage: true });
+    await shot(page, 'web-demo-webgpu.png');
 
     // the GPU device is lost mid-request (device.destroy() inside the engine's Worker, at its next command
     // encoder): the request fails with that message, and the page loads the model again
@@ -293,7 +298,7 @@ describe('browser demo', () => {
     expect(await page.textContent('#no-webgpu')).toContain('WebGPU is not available');
     expect(await page.textContent('#no-webgpu-reason')).toContain('navigator.gpu is undefined');
     expect(await page.isDisabled('#backend option[value=webgpu]')).toBe(true);
-    await page.screenshot({ path: join(REPO, 'bench/results/web-demo-no-webgpu.png'), fullPage: true });
+    await shot(page, 'web-demo-no-webgpu.png');
     await page.click('#use-sim');
     await page.waitForFunction(() => document.body.dataset.state === 'ready', null, { timeout: 30_000 });
     expect(await page.textContent('#stat-backend')).toMatch(/^sim .* on the page thread$/);

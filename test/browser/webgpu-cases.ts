@@ -4,7 +4,7 @@
 import type { Backend } from '../../backends/backend.ts';
 import { actSpec } from '../../simulator/act.ts';
 import { quantizeW4 } from '../../simulator/w4.ts';
-import { activations, normal, permutation, rng } from '../simulator/rng.ts';
+import { activations, normal, permutation, rng } from '../../testing/rng.ts';
 
 const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 const f32hex = (f: Float32Array) => hex(new Uint8Array(f.buffer, f.byteOffset, f.byteLength));

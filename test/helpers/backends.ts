@@ -1,39 +1,80 @@
-// The backends the cross-backend tests run on (test/ops.test.ts, describe.each): the simulator always; CUDA
-// with COMET_TEST_CUDA=1; WebGPU with COMET_TEST_WEBGPU=1. A backend that is asked for but cannot be created
-// fails every test of its block (create() throws in beforeAll): it never skips.
-import type { ActQuantSpec, Backend } from '../../backends/backend.ts';
+// The backends every cross-backend test runs on, one row each: the simulator always; CUDA with COMET_TEST_CUDA=1
+// (a GPU machine); WebGPU with COMET_TEST_WEBGPU=1 (`npm test` sets it: SwiftShader on CI). A row that cannot run
+// here is still there: eachBackend() makes its suite skipped, with the reason in its title, so the count of
+// skipped tests says what did not run. A row that is asked for but cannot be created fails every test of its
+// suite (create() throws in beforeAll): it never skips.
+//
+// What a backend runs, and the tier each test holds it to, come from its declared op set (Backend.ops; read with
+// opTier/supports): the tests never branch on a backend's name.
+import { describe } from 'vitest';
+import type { Backend } from '../../backends/backend.ts';
 import { SimBackend } from '../../backends/sim/sim.ts';
 
 export interface BackendCase {
-  name: string;
+  name: 'sim' | 'cuda' | 'webgpu';
+  /** why this row does not run here (the skipped suite's title says it); undefined when it runs */
+  skip?: string;
   create: () => Promise<Backend>;
+  /** The backend's other kernels for an op, each forced (the default picks among them by shape): tests that
+   *  cover an op run every shape on each, so a kernel the default path does not pick at these sizes is checked
+   *  too. Created from the row's backend, after it. */
+  variants?: (be: Backend) => Promise<Variant[]>;
 }
 
-export const backends: BackendCase[] = [{ name: 'sim', create: async () => new SimBackend() }];
+export interface Variant {
+  name: string;
+  /** the ops this variant forces a kernel for (the tests of other ops skip it) */
+  ops: readonly ('gemm_w4ax' | 'attention')[];
+  /** the most tokens (rows) the kernel is meant for (a decode kernel forced onto a prefill is only slow) */
+  maxTokens?: number;
+  be: Backend;
+}
 
-if (process.env.COMET_TEST_CUDA === '1')
-  backends.push({ name: 'cuda', create: async () => (await import('../../backends/cuda/cuda.ts')).createCudaBackend() });
+const cuda: BackendCase = {
+  name: 'cuda',
+  skip: process.env.COMET_TEST_CUDA === '1' ? undefined : 'needs an NVIDIA GPU and COMET_TEST_CUDA=1 (npm run test:cuda on the GPU machine)',
+  create: async () => (await import('../../backends/cuda/cuda.ts')).createCudaBackend(),
+};
 
-if (process.env.COMET_TEST_WEBGPU === '1')
-  backends.push({
-    name: 'webgpu',
-    // a path held in a variable: the module is the WebGPU work's and may not exist yet in this checkout
-    create: async () => {
-      const path = '../../backends/webgpu/webgpu.ts';
-      const m = (await import(/* @vite-ignore */ path)) as { createWebGPUBackend: () => Promise<Backend> };
-      return m.createWebGPUBackend();
-    },
-  });
+const webgpu: BackendCase = {
+  name: 'webgpu',
+  skip: process.env.COMET_TEST_WEBGPU === '1' ? undefined : 'needs COMET_TEST_WEBGPU=1 and an adapter (npm test sets it; .ci/webgpu-env.sh installs SwiftShader)',
+  create: async () => {
+    const { createWebGPUBackend } = await import('../../backends/webgpu/webgpu.ts');
+    return createWebGPUBackend().catch((e) => { throw new Error(`WebGPU tests need an adapter and have none: ${(e as Error).message}`); });
+  },
+  variants: async (base) => {
+    const { WebGPUBackend } = await import('../../backends/webgpu/webgpu.ts');
+    const { loadShaderSources } = await import('../../backends/webgpu/shaders.ts');
+    const b = base as InstanceType<typeof WebGPUBackend>, src = await loadShaderSources();
+    const make = (name: string, ops: Variant['ops'], o: ConstructorParameters<typeof WebGPUBackend>[2], maxTokens?: number, gpu = b.gpu): Variant =>
+      ({ name, ops, maxTokens, be: new WebGPUBackend(gpu, src, o) });
+    // the W4Ax kernels: matvec (1 token; 2..8 tokens as a 4-token matvec) and rowwise for decode, tiled for more
+    return [
+      make('matvec', ['gemm_w4ax'], { gemm: 'matvec' }, 8),
+      make('matvec 4x4096', ['gemm_w4ax'], { gemm: 'matvec', matvec: { teams: 4, chunk: 4096 } }, 8),
+      make('matvec 2x1024', ['gemm_w4ax'], { gemm: 'matvec', matvec: { teams: 2, chunk: 1024 } }, 8),
+      make('matvec 8x1024', ['gemm_w4ax'], { gemm: 'matvec', matvec: { teams: 8, chunk: 1024 } }, 8),
+      make('rowwise', ['gemm_w4ax'], { gemm: 'rowwise' }, 8),
+      make('tiled', ['gemm_w4ax'], { gemm: 'tiled' }),
+      make('matvec without dot4I8Packed', ['gemm_w4ax'], { gemm: 'matvec' }, 8, { ...b.gpu, dot4: false }),
+      make(`${b.cpu ? 'workgroup' : 'serial'} attention`, ['attention'], { attention: b.cpu ? 'workgroup' : 'serial' }),
+    ];
+  },
+};
 
-export { kvLayerBytes } from '../../src/eval/verify.ts';
+export const BACKENDS: BackendCase[] = [{ name: 'sim', create: async () => new SimBackend() }, cuda, webgpu];
 
-/** A backend's W4Ax partial-sum order for M tokens against an N x spec weight (Backend.gemmSchedule). */
-export type ScheduleOf = (M: number, N: number, spec: ActQuantSpec) => Array<[number, number]>;
+/** The rows that run here. */
+export const backends: BackendCase[] = BACKENDS.filter((b) => !b.skip);
 
-/** The simulator summing the W4Ax GEMM in another backend's reported order (DESIGN §3.4): the reference when
- *  comparing a whole model with that backend: `new ScheduledSim(cuda.gemmSchedule.bind(cuda))`. */
-export class ScheduledSim extends SimBackend {
-  constructor(schedule: ScheduleOf) {
-    super({ gemmSchedule: schedule });
+/** `describe(`${title} on ${name}`)` for every backend row; a row that cannot run here is a skipped suite whose
+ *  title gives the reason. `only` keeps some rows (e.g. the GPU ones for a GPU-only file). */
+export function eachBackend(title: string, body: (c: BackendCase) => void, only: (c: BackendCase) => boolean = () => true): void {
+  for (const c of BACKENDS.filter(only)) {
+    if (c.skip) describe.skip(`${title} on ${c.name} (skipped: ${c.skip})`, () => body(c));
+    else describe(`${title} on ${c.name}`, () => body(c));
   }
 }
+
+export { kvLayerBytes } from '../../src/eval/verify.ts';

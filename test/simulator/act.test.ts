@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { actSpec, dequantizeAct, quantizeAct } from '../../simulator/act.ts';
 import { fromF16Bits, toF16 } from '../../simulator/f16.ts';
 import { unpackInt4 } from '../../simulator/int4.ts';
-import { activations, permutation, rng } from './rng.ts';
+import { activations, permutation, rng } from '../../testing/rng.ts';
 
 const row = (K: number, head: number[]) => { const x = new Float32Array(K); x.set(head); return x; };
 

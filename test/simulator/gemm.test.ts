@@ -6,7 +6,7 @@ import { f16Bits } from '../../simulator/f16.ts';
 import { int4At, packInt4, unpackInt4 } from '../../simulator/int4.ts';
 import { gemmW4Ax, type Schedule } from '../../simulator/kernels/gemm_w4ax.ts';
 import { quantizeW4, w4FromCodes } from '../../simulator/w4.ts';
-import { activations, permutation, rng } from './rng.ts';
+import { activations, permutation, rng } from '../../testing/rng.ts';
 
 // The slow reference, written from the contract (DESIGN §3.4) without the simulator's helpers: BigInt dot
 // products over the packed bytes, f16 scales decoded by the float16 library, Math.fround after every operation.

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { int4At, packInt4, packUint4, uint4At, unpackInt4, unpackUint4 } from '../../simulator/int4.ts';
-import { rng } from './rng.ts';
+import { rng } from '../../testing/rng.ts';
 
 describe('int4 canonical packing (DESIGN §3.1)', () => {
   it('packs by hand: element 2i low nibble, two\'s complement', () => {

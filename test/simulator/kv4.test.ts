@@ -5,7 +5,7 @@ import { attention, kvAppend } from '../../simulator/kernels/attention.ts';
 import { EXP2_COEFS, exp2c } from '../../simulator/kernels/attention_kv4.ts';
 import { KVStoreF32 } from '../../simulator/kv.ts';
 import { KVStoreKV4, kv4DequantizeGroup, kv4Layout, kv4QuantizeGroup } from '../../simulator/kv4.ts';
-import { normal, rng } from './rng.ts';
+import { normal, rng } from '../../testing/rng.ts';
 
 const spec = (o: Partial<KVCacheSpec>): KVCacheSpec => ({ nLayers: 1, nKvHeads: 1, headDim: 4, pageSize: 2, numPages: 2, dtype: 'kv4', group: 4, ...o });
 

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { actSpec, quantizeAct } from '../../simulator/act.ts';
 import { rmsnorm, siluMul } from '../../simulator/kernels/float.ts';
 import { rmsnormQuant, siluMulQuant } from '../../simulator/kernels/quant.ts';
-import { activations, permutation, rng } from './rng.ts';
+import { activations, permutation, rng } from '../../testing/rng.ts';
 
 describe('fused quantizing kernels = float op, then quantizeAct', () => {
   it('rmsnormQuant: rmsnorm, gather by perm, f16, FMPQ', () => {

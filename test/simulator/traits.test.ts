@@ -4,7 +4,7 @@ import { packInt4, unpackInt4 } from '../../simulator/int4.ts';
 import { KVStoreKV4, kv4QuantizeGroup } from '../../simulator/kv4.ts';
 import { actQ4, actQ8, kv4Block, kv4PageBytes, qactBytes, w4Block, w4Bytes } from '../../simulator/traits.ts';
 import { quantizeW4 } from '../../simulator/w4.ts';
-import { activations, rng } from './rng.ts';
+import { activations, rng } from '../../testing/rng.ts';
 
 describe('format traits table', () => {
   it('block sizes as data (ggml style)', () => {

@@ -3,7 +3,7 @@ import { actSpec } from '../../simulator/act.ts';
 import { fromF16Bits } from '../../simulator/f16.ts';
 import { unpackInt4 } from '../../simulator/int4.ts';
 import { dequantizeW4, quantizeW4, w4FromCodes } from '../../simulator/w4.ts';
-import { activations, permutation, rng } from './rng.ts';
+import { activations, permutation, rng } from '../../testing/rng.ts';
 
 const blockErr = (w: Float32Array, d: Float32Array, o: number, od: number, B: number) => {
   let e = 0;

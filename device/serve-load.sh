@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # On the GPU machine: serving on the CUDA backend, float stories260K and a W4A4KV4 .comet, in one call.
-# Here first: build the addon (scripts/device-cuda-ops.sh says how), bash scripts/device-pack.sh, then
+# Here first: build the addon (device/cuda-tests.sh says how), bash device/pack.sh, then
 #   mkdir -p .device/serve-load && tar -cJf .device/serve-load/addon.tar.xz -C build/Release .
 #   cp model.comet .device/serve-load/s260k.comet     (comet quantize --model models/stories260K.bin ...)
-# and run `bash bench/serve-load/device.sh` there, carrying .device/node.xz .device/node_modules.tar.xz
+# and run `bash device/serve-load.sh` there, carrying .device/node.xz .device/node_modules.tar.xz
 # .device/serve-load. Results go to $OUT (exact_*.json, serve-load-*.md/.json).
 set -uo pipefail
 OUT=${OUT:-/tmp/comet-out}
 mkdir -p "$OUT"
-source scripts/device-unpack.sh
-set +e # (device-unpack.sh sets -e)
+source device/unpack.sh
+set +e # (unpack.sh sets -e)
 mkdir -p /tmp/addon && tar -xJf .device/serve-load/addon.tar.xz -C /tmp/addon
 export COMET_CUDA_ADDON=/tmp/addon/comet_cuda.node
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader

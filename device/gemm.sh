@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the GPU machine (device tool), from the repo root, with the library built on the CPU machine and carried in
-# .device/gemm/libcomet_cuda.so.  Usage: bash bench/gemm/device_run.sh <what...>  (sass check sanitize quick full final ...)
+# .device/gemm/libcomet_cuda.so.  Usage: bash device/gemm.sh <what...>  (sass check sanitize quick full final ...)
 set -uo pipefail
 LIB=${LIB:-.device/gemm/libcomet_cuda.so}
 OUT=${OUT:-/tmp/out}

@@ -2,7 +2,7 @@
 # Pack what the GPU machine needs to run our TypeScript (it has no Node.js and no network):
 #   .device/node.xz          this machine's node binary
 #   .device/node_modules.tar.xz   node_modules without other platforms' binaries and dev-only giants
-# Name `.device` in the device tool's `carry`, then on the device run `bash scripts/device-unpack.sh`.
+# Name `.device` in the device tool's `carry`, then on the device run `bash device/unpack.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .device

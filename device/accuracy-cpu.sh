@@ -13,18 +13,18 @@ if [ -f $P/node.zst ] && [ ! -x $A/node ]; then LD_LIBRARY_PATH=$P $P/zstd -d -q
 cp $P/run.mjs $A/run.mjs
 $A/node --version || exit 1
 [ "$PHASE" = unpack ] && exit 0
-export COMET_SHARED=$A/models COMET_ACC_OUT=$A/out COMET_CLAIM_DIR=$A/claims COMET_STRESS_WINDOWS=${STRESS_WINDOWS:-4}
 END=$(( $(date +%s) + SECS )); N=$(nproc)
+ARGS="--shared $A/models --out $A/out --claim-dir $A/claims"
 R="timeout $SECS $A/node --max-old-space-size=6000 $A/run.mjs"
 Q="w4a8kv4,w4a4,w4a4-reorder,fmpq,fmpq-kv4"; G="fmpq-gptq-kv4"; K1="fmpq-f05,fmpq-f10,fmpq-f20,fmpq-f30"; K2="fmpq-b64-kv4,fmpq-b64-gptq-kv4"
-(for a in 1 16 128; do $R quantize stories260K $a; done) > $A/out/q-s.log 2>&1 &
+(for a in 1 16 128; do $R quantize stories260K $a $ARGS; done) > $A/out/q-s.log 2>&1 &
 for spec in "1 $Q" "1 $G" "1 $K1" "1 $K2" "16 $Q" "16 $G" "128 $Q" "128 $G"; do
-  set -- $spec; $R quantize wikillama-28M $1 $2 > $A/out/q-$1-${2%%,*}.log 2>&1 &
+  set -- $spec; $R quantize wikillama-28M $1 $2 $ARGS > $A/out/q-$1-${2%%,*}.log 2>&1 &
 done
 for i in $(seq 1 $((N - 9))) $(seq 1 9 | sed 's/^/late/'); do
   ( [[ $i == late* ]] && sleep 150
     while [ $(date +%s) -lt $END ]; do
-      timeout $(( END - $(date +%s) )) $A/node --max-old-space-size=6000 $A/run.mjs eval 0/1 >> $A/out/e-$i.log 2>&1; [ $? = 3 ] && break; sleep 5
+      timeout $(( END - $(date +%s) )) $A/node --max-old-space-size=6000 $A/run.mjs eval 0/1 $ARGS >> $A/out/e-$i.log 2>&1; [ $? = 3 ] && break; sleep 5
     done ) &
 done
 wait

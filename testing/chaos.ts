@@ -18,10 +18,10 @@ import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort } from '../lib/net.ts';
-import { mulberry32 } from '../../test/helpers/synthetic.ts';
+import { freePort } from './net.ts';
+import { rng } from './rng.ts';
 
-export const REPO = fileURLToPath(new URL('../../', import.meta.url));
+export const REPO = fileURLToPath(new URL('../', import.meta.url));
 
 export interface ChaosOptions {
   seed: number;
@@ -70,6 +70,8 @@ export interface ChaosReport {
   kv: { total: number; free: number; used: number };
   rssMiB: number[]; // server RSS after the baseline and after each round
   preemptions: number;
+  peakStepSequences: number; // the most sequences one step carried (the server's /metrics)
+  peakStepPrefills: number; // the most prompts prefilled in one step
   serverRequests: Record<string, number>; // the server's own requests_total{outcome} (/metrics)
   baselineRequests: number;
   seconds: number;
@@ -183,7 +185,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   child.stderr!.on('data', (d) => { stderr = (stderr + d).slice(-8000); });
   const report: ChaosReport = {
     options: o, counts: {}, outcomes: {}, failures: [], leaks: 0, crashes: 0, health: false, kv: { total: 0, free: 0, used: 0 },
-    rssMiB: [], preemptions: 0, serverRequests: {}, baselineRequests: 0, seconds: 0,
+    rssMiB: [], preemptions: 0, peakStepSequences: 0, peakStepPrefills: 0, serverRequests: {}, baselineRequests: 0, seconds: 0,
   };
   const count = (kind: string, out: Outcome, detail?: string) => {
     (report.counts[kind] ??= {})[out] = (report.counts[kind][out] ?? 0) + 1;
@@ -194,7 +196,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     const text = await (await fetch(`${url}/metrics`)).text();
     const g = (n: string) => Number(new RegExp(`^comet_${n} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
     for (const [, k, v] of text.matchAll(/^comet_requests_total\{outcome="(\w+)"\} (\S+)$/gm)) report.serverRequests[k] = Number(v);
-    return { used: g('kv_pages_used'), free: g('kv_pages_free'), total: g('kv_pages_total'), running: g('requests_running'), waiting: g('requests_waiting'), preemptions: g('preemptions_total') };
+    return { used: g('kv_pages_used'), free: g('kv_pages_free'), total: g('kv_pages_total'), running: g('requests_running'), waiting: g('requests_waiting'), preemptions: g('preemptions_total'), maxBatch: g('step_sequences_max'), maxPrefills: g('step_prefills_max') };
   };
   const drain = async () => {
     for (let i = 0; i < 600 && performance.now() < deadline; i++) {
@@ -235,7 +237,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     };
 
     // 1. the baseline: each distinct valid request alone on the idle server
-    const r = mulberry32(o.seed);
+    const r = rng(o.seed);
     const pick = <T>(a: readonly T[]) => a[Math.floor(r() * a.length)];
     const planned: Valid[] = [];
     const validOf = (over: Partial<Valid> = {}): Valid => {
@@ -376,6 +378,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     const m = await drain();
     report.kv = { total: m.total, free: m.free, used: m.used };
     report.preemptions = m.preemptions;
+    report.peakStepSequences = m.maxBatch;
+    report.peakStepPrefills = m.maxPrefills;
     report.leaks = m.used + (m.total - m.free - m.used);
     if (m.used !== 0 || m.free !== m.total) report.failures.push(`KV pages leaked: used ${m.used}, free ${m.free} of ${m.total}`);
     const h = await fetch(`${url}/health`);

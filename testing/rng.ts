@@ -1,4 +1,5 @@
-// Seeded random inputs for the simulator's property tests (mulberry32: small, fast, reproducible).
+// Seeded random inputs for tests and benchmarks (mulberry32: small, fast, reproducible): the one PRNG of
+// testing/ (synthetic checkpoints, fuzz cases, chaos requests, op-test inputs).
 export function rng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {

@@ -5,12 +5,12 @@
 # Payload in .device/acc (made here, see bench/results/accuracy/cuda/README.md): comet.mjs (the CLI bundled by
 # esbuild), addon.tar.xz (this build), addon80.tar.xz (an sm_80-only build: no code the H100 can run),
 # comets.tar.xz.part* (the .comet files, xz -9 with a 256 MiB dictionary, split to fit two calls), texts/,
-# wl-tok/. Node: scripts/device-unpack.sh (from .device/node.xz, or kept from an earlier call).
-#   bash bench/accuracy/cuda-device.sh stage    (first call: keeps the parts it carries in /tmp/acc)
-#   bash bench/accuracy/cuda-device.sh run      (second call)
+# wl-tok/. Node: device/unpack.sh (from .device/node.xz, or kept from an earlier call).
+#   bash device/accuracy-cuda.sh stage    (first call: keeps the parts it carries in /tmp/acc)
+#   bash device/accuracy-cuda.sh run      (second call)
 set -uo pipefail
 OUT=${OUT:-/tmp/comet-out}; A=/tmp/acc; P=.device/acc; mkdir -p "$OUT" $A/comets
-source scripts/device-unpack.sh; set +e
+source device/unpack.sh; set +e
 N=/tmp/nodebin/node
 cp $P/comets.tar.xz.part* $A/ 2>/dev/null
 [ "${1:-run}" = stage ] && { ls -la $A; exit 0; }

@@ -1,14 +1,14 @@
-// Seeded, reproducible fuzz cases for every file format COMET reads (issue 10), and the runner that executes
-// them in a child process with a deadline.
+// Seeded, reproducible fuzz cases for every file format COMET reads (issue 10); runner.ts executes them in a
+// child process (worker.ts) with a deadline.
 //
 // A case is (format, seed, index): makeCase() regenerates the exact bytes from those three numbers, so a failure
 // reported as `hf-sharded:1:4711` is replayed with `npx tsx bench/fuzz/run.ts --replay hf-sharded:1:4711`.
-// Each format has a few small, deterministic base inputs (synthetic checkpoints from helpers/synthetic.ts, the
+// Each format has a few small, deterministic base inputs (synthetic checkpoints from testing/synthetic.ts, the
 // real tokenizers from ../shared) and a list of mutators: truncation at every section boundary, random
 // truncation, bit flips, header fields set to 0 / negative / huge, offsets past the end or overlapping, dims
 // that disagree, NaN/Inf weights, huge JSON headers, non-UTF-8 bytes, and JSON edits at a random path.
 //
-// Outcomes (runCase, in the worker bench/fuzz/worker.ts):
+// Outcomes (runCase, in the worker testing/fuzz/worker.ts):
 //   ok        a valid load; the result is then exercised (a greedy run of the model, or encode/decode and every
 //             token's bytes for a tokenizer), which must not crash either
 //   error     a CometError whose message names the file (or the model directory)
@@ -28,8 +28,7 @@
 // such a model prints garbage but never an out-of-range id). The counts report how many loads held non-finite
 // weights. (.comet scales are checked by its loader: a non-finite f16 scale is a load error.)
 
-import { type ChildProcess, fork } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -38,7 +37,8 @@ import { DTYPE_SIZE } from '../../src/loaders/formats/safetensors.ts';
 import { writeSafetensors } from '../../src/loaders/safetensors.ts';
 import type { LlamaConfig } from '../../src/model/config.ts';
 import { weightNames, weightShape } from '../../src/model/config.ts';
-import { f32ToBf16, f32ToF16, mulberry32, syntheticWeights, writeSyntheticHF } from './synthetic.ts';
+import { f32ToBf16, f32ToF16, syntheticWeights, writeSyntheticHF } from '../synthetic.ts';
+import { rng } from '../rng.ts';
 
 // bytes-*: the same files through src/loaders/bytes.ts (loadModelBytes, the browser's loader)
 export const FORMATS = ['llama2c-v0', 'llama2c-v1', 'safetensors', 'hf', 'hf-sharded', 'comet', 'gguf', 'tokenizer-bin', 'tokenizer-json', 'bytes-llama2c', 'bytes-comet', 'bytes-gguf'] as const;
@@ -160,7 +160,7 @@ async function makeBases(): Promise<Map<FuzzFormat, Base[]>> {
     // a raw safetensors file with every common dtype, metadata and a zero-size tensor
     {
       const p = join(tmp, 'mixed.safetensors');
-      const r = mulberry32(3), f = Float32Array.from({ length: 24 }, () => r() * 2 - 1);
+      const r = rng(3), f = Float32Array.from({ length: 24 }, () => r() * 2 - 1);
       writeSafetensors(p, [
         { name: 'f32', dtype: 'F32', shape: [4, 6], data: f },
         { name: 'f16', dtype: 'F16', shape: [3, 8], data: f32ToF16(f) },
@@ -224,7 +224,7 @@ async function cometBase(path: string): Promise<Uint8Array> {
     const { Llama } = await import('../../src/model/llama.ts');
     const { calibrate } = await import('../../src/quant/calibrate.ts');
     const { quantizeModel } = await import('../../src/quant/quantize.ts');
-    const r = mulberry32(11), tokens = Array.from({ length: 64 }, () => Math.floor(r() * c.vocabSize));
+    const r = rng(11), tokens = Array.from({ length: 64 }, () => Math.floor(r() * c.vocabSize));
     const stats = await calibrate(new Llama(new SimBackend(), c, weights), tokens, { ctx: 32 });
     const q = quantizeModel(c, weights, stats, { B: 32, order: 'absmax', int8Fraction: 0.25, weights: 'rtn', kv: 'kv4' });
     const tok = { name: 'tokenizer.bin', bytes: u8(readFileSync(join(SHARED, 'tinyllamas/tok512.bin'))) };
@@ -599,7 +599,7 @@ function mutateTokenizerJson(r: Rng, files: Record<string, Uint8Array>, base: Ba
 /** The case (format, seed, index): the same three numbers always give the same bytes. */
 export async function makeCase(format: FuzzFormat, seed: number, index: number): Promise<FuzzCase> {
   const all = (await bases()).get(format)!;
-  const r = mulberry32(hash32(`${format}:${seed}:${index}`));
+  const r = rng(hash32(`${format}:${seed}:${index}`));
   const base = pick(r, all);
   const files = { ...base.files };
   let mutation: string;
@@ -638,7 +638,7 @@ export async function baseCases(format: FuzzFormat): Promise<FuzzCase[]> {
   return ((await bases()).get(format) ?? []).map((b) => ({ id: `${format}:base:${b.name}`, format, base: b.name, mutation: 'none', files: { ...b.files }, entry: b.entry }));
 }
 
-// ---- the runner (parent side) ----
+// ---- what a case came to (the worker reports it, testing/fuzz/runner.ts collects it) ----
 
 export type OutcomeKind = 'ok' | 'error' | 'unnamed' | 'foreign' | 'alloc' | 'rss' | 'hang' | 'crash';
 export const FAILURES: OutcomeKind[] = ['unnamed', 'foreign', 'alloc', 'rss', 'hang', 'crash'];
@@ -659,89 +659,8 @@ export interface Outcome {
   runError?: string; // a CometError from the checked run (allowed)
 }
 
-export interface RunOptions {
-  deadlineMs?: number; // per case
-  onOutcome?: (o: Outcome, done: number) => void;
-  heapMb?: number;
-}
-
-const WORKER = join(REPO, 'bench/fuzz/worker.ts');
-
-/** Run cases in a child process, one at a time, each with a deadline; a worker that hangs is killed and one
- *  that dies is restarted, and the case is recorded as a hang / crash. A case that ran past its deadline is
- *  first run once more in a fresh worker (a loaded machine can stall one case for seconds): only a second
- *  time out is a hang. */
 export type CaseRef = { format: FuzzFormat; seed: number; index: number } | FuzzCase;
 
-export async function runCases(ids: CaseRef[], o: RunOptions = {}): Promise<Outcome[]> {
-  const deadline = o.deadlineMs ?? 10_000;
-  const out: Outcome[] = [];
-  const retried = new Set<number>();
-  let next = 0;
-  const work = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'comet-fuzz-'));
-  try {
-    while (next < ids.length) {
-      await new Promise<void>((resolve) => {
-        const child: ChildProcess = fork(WORKER, [work], {
-          execArgv: ['--import', 'tsx', `--max-old-space-size=${o.heapMb ?? 768}`, '--stack-size=984'],
-          stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-          serialization: 'advanced',
-        });
-        let stderr = '', current = -1, timer: NodeJS.Timeout | undefined, finished = false, lost: Outcome | undefined;
-        child.stderr!.on('data', (d) => { stderr = (stderr + d).slice(-4000); });
-        const record = (x: Outcome) => {
-          out.push(x);
-          o.onOutcome?.(x, out.length);
-        };
-        const arm = () => {
-          clearTimeout(timer);
-          timer = setTimeout(() => {
-            if (retried.has(current)) {
-              lost = { id: idOf(ids[current]), kind: 'hang', message: `no result after ${deadline} ms, twice` };
-              next = current + 1;
-            } else {
-              retried.add(current);
-              next = current;
-              finished = true; // not a result: the same case again, in a fresh worker
-            }
-            child.kill('SIGKILL');
-          }, deadline);
-        };
-        child.on('message', (m: any) => {
-          if (m.type === 'start') {
-            current = m.i;
-            arm();
-          } else if (m.type === 'done') {
-            clearTimeout(timer);
-            record(m.outcome);
-            next = m.i + 1;
-            if (next >= ids.length) {
-              finished = true;
-              child.kill();
-            }
-          }
-        });
-        child.on('exit', async (code, signal) => {
-          clearTimeout(timer);
-          if (!finished) {
-            const i = lost ? next - 1 : current >= next ? current : next;
-            lost ??= { id: idOf(ids[i]), kind: 'crash', message: `worker exited (code ${code}, signal ${signal}): ${stderr.slice(-600)}` };
-            lost.mutation = (await caseOf(ids[i])).mutation;
-            record(lost);
-            next = i + 1;
-          }
-          resolve();
-        });
-        child.send({ type: 'run', cases: ids.slice(next), offset: next });
-      });
-    }
-  } finally {
-    rmSync(work, { recursive: true, force: true });
-  }
-  return out;
-}
-
-const idOf = (c: CaseRef) => ('id' in c ? c.id : `${c.format}:${c.seed}:${c.index}`);
 /** A case given by its numbers is regenerated; a hand-made one (a regression test) is used as it is. */
 export const caseOf = async (c: CaseRef): Promise<FuzzCase> => ('files' in c ? c : makeCase(c.format, c.seed, c.index));
 
@@ -751,9 +670,3 @@ export function parseId(id: string): { format: FuzzFormat; seed: number; index: 
   return { format: format as FuzzFormat, seed: Number(seed), index: Number(index) };
 }
 
-/** A message with the case path and numbers taken out, for counting errors by class. */
-export function messageClass(msg: string, caseDir?: string): string {
-  let s = caseDir ? msg.split(caseDir).join('<case>') : msg;
-  s = s.replace(/\/[\w./+-]*comet-fuzz-[\w./+-]*/g, '<path>').replace(/(?<![A-Za-z_])-?\d+(\.\d+)?(e[+-]?\d+)?/gi, 'N').replace(/'[^']*'/g, "'…'").replace(/"[^"]*"/g, '"…"');
-  return s.slice(0, 110);
-}

@@ -2,7 +2,7 @@
 # On the GPU machine, in one call: the CUDA op tests (cuda half), `comet bench e2e` (ours, then the PyTorch FP16
 # baseline, bounded), then the CUDA end-to-end test with the time left. Here first:
 #   cmake -S cuda -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build -j
-#   bash scripts/device-pack.sh   (once: .device/node.xz, .device/node_modules.tar.xz)
+#   bash device/pack.sh   (once: .device/node.xz, .device/node_modules.tar.xz)
 #   mkdir -p .device/e2e && tar -cJf .device/e2e/addon.tar.xz -C build/Release .
 # Carry .device/node.xz .device/node_modules.tar.xz .device/e2e. Env: SHAPE (llama3-8b), BATCHES, STEPS,
 # BUDGET_S (whole script, default 560), BASELINE_S (default 200), BASELINE_MODE (graph | compile), CLIP_SEARCH (1 | 0).
@@ -10,7 +10,7 @@ set -uo pipefail
 T0=$(date +%s)
 OUT=${OUT:-/tmp/comet-out}
 mkdir -p "$OUT/res"
-source scripts/device-unpack.sh
+source device/unpack.sh
 set +e
 mkdir -p /tmp/addon && tar -xJf .device/e2e/addon.tar.xz -C /tmp/addon
 export COMET_CUDA_ADDON=/tmp/addon/comet_cuda.node
@@ -33,7 +33,7 @@ grep -vE "^\s*$" "$OUT/bench.log" | tail -40
 L=$(left)
 if [ "$L" -gt 40 ]; then
   echo "=== cuda end to end test [$L s left]"
-  COMET_TEST_CUDA=1 timeout $(( L - 10 )) node node_modules/vitest/vitest.mjs run test/cuda-e2e.test.ts > "$OUT/cuda-e2e.log" 2>&1; echo "rc=$?"
+  COMET_TEST_CUDA=1 timeout $(( L - 10 )) node node_modules/vitest/vitest.mjs run test/e2e.test.ts -t "on cuda" > "$OUT/cuda-e2e.log" 2>&1; echo "rc=$?"
   grep -E "✓|×|FAIL|Tests |first difference" "$OUT/cuda-e2e.log" | head -12
 else echo "=== cuda end to end test skipped ($L s left)"; fi
 ls -la "$OUT" "$OUT/res"

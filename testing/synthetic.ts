@@ -4,12 +4,13 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setFloat16 } from '@petamoriken/float16';
-import type { HostWeight } from '../../backends/backend.ts';
-import { type LlamaConfig, weightNames, weightShape } from '../../src/model/config.ts';
-import { hfName, interleavedToRotateHalf } from '../../src/loaders/hf.ts';
-import { writeLlama2c } from '../../src/loaders/llama2c.ts';
-import type { StDType } from '../../src/loaders/formats/safetensors.ts';
-import { type StTensor, writeSafetensors } from '../../src/loaders/safetensors.ts';
+import { rng } from './rng.ts';
+import type { HostWeight } from '../backends/backend.ts';
+import { type LlamaConfig, weightNames, weightShape } from '../src/model/config.ts';
+import { hfName, interleavedToRotateHalf } from '../src/loaders/hf.ts';
+import { writeLlama2c } from '../src/loaders/llama2c.ts';
+import type { StDType } from '../src/loaders/formats/safetensors.ts';
+import { type StTensor, writeSafetensors } from '../src/loaders/safetensors.ts';
 
 /** The stories15M shape (llama2.c's smallest public TinyStories model), for the CPU benchmark. */
 export const STORIES15M: LlamaConfig = {
@@ -17,21 +18,10 @@ export const STORIES15M: LlamaConfig = {
   normEps: 1e-5, ropeTheta: 10000, tiedEmbeddings: true, bos: 1, eos: [1, 2],
 };
 
-/** mulberry32: a tiny seeded PRNG, uniform in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Linears and embeddings uniform in ±scale; norm weights 1 ± scale (near 1, as trained models have them,
  *  so activations stay in a realistic range). Internal names and interleaved q/k order. */
 export function syntheticWeights(c: LlamaConfig, seed: number, scale = 0.05): Map<string, HostWeight> {
-  const rnd = mulberry32(seed);
+  const rnd = rng(seed);
   const out = new Map<string, HostWeight>();
   for (const name of weightNames(c)) {
     const shape = weightShape(c, name);

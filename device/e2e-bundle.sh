@@ -12,7 +12,7 @@ set -uo pipefail
 T0=$(date +%s)
 OUT=${OUT:-/tmp/comet-out}; P=.device/e2e2
 mkdir -p "$OUT/res" /tmp/addon /tmp/check
-source scripts/device-unpack.sh; set +e
+source device/unpack.sh; set +e
 tar -xJf $P/addon.tar.xz -C /tmp/addon && xz -dc $P/check.tar.xz | tar -xf - -C /tmp/check
 export COMET_CUDA_ADDON=/tmp/addon/comet_cuda.node
 SHAPE=${SHAPE:-llama3-8b}; BATCHES=${BATCHES:-1,8,32,64,128,256}; STEPS=${STEPS:-10}

@@ -1,4 +1,4 @@
-// The fuzz worker: a child process (forked by runCases in test/helpers/fuzz.ts) that runs cases one at a time.
+// The fuzz worker: a child process (forked by runCases in testing/fuzz/runner.ts) that runs cases one at a time.
 // Per case it says 'start' (the parent arms the deadline), writes the case's files, loads them with the real
 // loader under the allocation guard, exercises a valid load, and says 'done' with the outcome.
 import { execFileSync } from 'node:child_process';
@@ -44,9 +44,9 @@ const { weightNames } = await import('../../src/model/config.ts');
 const { SimBackend } = await import('../../backends/sim/sim.ts');
 const { Llama } = await import('../../src/model/llama.ts');
 const { generate } = await import('../../src/engine/generate.ts');
-const { caseOf } = await import('../../test/helpers/fuzz.ts');
-type Outcome = import('../../test/helpers/fuzz.ts').Outcome;
-type FuzzCase = import('../../test/helpers/fuzz.ts').FuzzCase;
+const { caseOf } = await import('./cases.ts');
+type Outcome = import('./cases.ts').Outcome;
+type FuzzCase = import('./cases.ts').FuzzCase;
 type Tokenizer = import('../../src/tokenizer/index.ts').Tokenizer;
 type LoadedModel = import('../../src/loaders/index.ts').LoadedModel;
 

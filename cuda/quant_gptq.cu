@@ -1,0 +1,375 @@
+// GPTQ on the GPU (src/quant/gptq.ts and calibrate.ts are the reference): the Hessian accumulation, the
+// permuted damped Hessian, the inverse's upper Cholesky factor U, and the column-by-column quantization with
+// error feedback. Everything is f64, and every element is computed with the reference's operations in the
+// reference's order (mul and add/sub rounded separately: __dmul_rn/__dsub_rn, never a contracted FMA except
+// where the product is exact), so given the same activations the codes and scales are the host's, bit for bit.
+// The parallelism comes from what the reference leaves independent:
+//   hessian_add     one thread per 4×4 outputs; each output's even-t and odd-t sums run in ascending t, as
+//                   simulator/kernels/float.ts matmul sums X^T X; the f32 rounding of their sum is added to H.
+//   chol (left-looking, 16-column panels)   M = lower Cholesky factor of J P J (J the reversal). Element
+//                   (i, j) is (P' - Σ_{k<j} M[i][k] M[j][k]) / M[j][j], the sum in ascending k: a panel
+//                   kernel takes every row's k < j0 terms for 16 columns at once (one read of each M[i][k] for
+//                   16 columns), a one-block kernel finishes the 16×16 diagonal block, a third the rows below
+//                   (k in [j0, j)). M is stored transposed (Mt[k][i] = M[i][k]) so a warp's rows read coalesced.
+//   inverse         Mi = M⁻¹ column by column (each column of a triangular inverse is its own forward
+//                   substitution): one thread per column, rows in blocks of 8 sharing the reads of Mi[k][j].
+//   quantize        one CTA per weight row (rows are independent in GPTQ): the row in shared memory (f64; rows
+//                   wider than 24K columns use a global scratch row), the clip search of each B-block on 20
+//                   threads (one grid point each, the error summed in k order), then per column the owner thread
+//                   of column k quantizes it and broadcasts the error, every thread updates its columns > k.
+// Layouts: x [T][K] f32 · H, P, U [n][n] f64 row-major · w [N][K] f32 (original column order) · perm [K] int32
+// (quantized column j reads column perm[j]) · codes [N][Kp] int8 · scales [N][Kp/B] f16 bits.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "capi.h"
+#include "ops.cuh"
+
+using comet_ops::cdiv;
+using comet_ops::S;
+using comet_ops::set_error;
+
+namespace {
+
+// ---- Hessian: H += f32(X^T X) ------------------------------------------------------------------------------
+constexpr int HT = 64, HTT = 16;  // 64×64 outputs per CTA, 16 tokens per shared-memory stage, 256 threads
+
+__global__ void hessian_add_kernel(const float* __restrict__ x, int T, int K, double* __restrict__ H) {
+  __shared__ double xi[HTT][HT], xj[HTT][HT];
+  const int i0 = blockIdx.y * HT, j0 = blockIdx.x * HT, tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+  double a[4][4], b[4][4];  // even-t and odd-t sums (float.ts matmul: a += ..k even, b += ..k odd; out = a + b)
+#pragma unroll
+  for (int r = 0; r < 4; r++)
+#pragma unroll
+    for (int s = 0; s < 4; s++) a[r][s] = b[r][s] = 0.0;
+  for (int t0 = 0; t0 < T; t0 += HTT) {
+    for (int idx = threadIdx.x; idx < HTT * HT; idx += blockDim.x) {
+      const int tt = idx / HT, c = idx % HT, t = t0 + tt;
+      xi[tt][c] = (t < T && i0 + c < K) ? (double)x[(size_t)t * K + i0 + c] : 0.0;
+      xj[tt][c] = (t < T && j0 + c < K) ? (double)x[(size_t)t * K + j0 + c] : 0.0;
+    }
+    __syncthreads();
+    const int tn = min(HTT, T - t0);  // t0 is even (HTT is), so tt's parity is t's
+    for (int tt = 0; tt < tn; tt++) {
+      double vi[4], vj[4];
+#pragma unroll
+      for (int r = 0; r < 4; r++) { vi[r] = xi[tt][ty * 4 + r]; vj[r] = xj[tt][tx * 4 + r]; }
+      // an f32·f32 product is exact in f64, so the FMA rounds exactly as the reference's add of the product
+      if ((tt & 1) == 0) {
+#pragma unroll
+        for (int r = 0; r < 4; r++)
+#pragma unroll
+          for (int s = 0; s < 4; s++) a[r][s] = fma(vi[r], vj[s], a[r][s]);
+      } else {
+#pragma unroll
+        for (int r = 0; r < 4; r++)
+#pragma unroll
+          for (int s = 0; s < 4; s++) b[r][s] = fma(vi[r], vj[s], b[r][s]);
+      }
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int r = 0; r < 4; r++)
+#pragma unroll
+    for (int s = 0; s < 4; s++) {
+      const int i = i0 + ty * 4 + r, j = j0 + tx * 4 + s;
+      if (i < K && j < K) {
+        const size_t o = (size_t)i * K + j;
+        H[o] = __dadd_rn(H[o], (double)__double2float_rn(__dadd_rn(a[r][s], b[r][s])));
+      }
+    }
+}
+
+// ---- permuted, padded, damped Hessian (gptq.ts permutedHessian) -------------------------------------------
+__global__ void diag_mean_kernel(const double* __restrict__ H, int K, const int32_t* __restrict__ perm, double* mean) {
+  double m = 0.0;  // one thread: the reference's sequential sum over the permuted diagonal
+  for (int k = 0; k < K; k++) {
+    const int p = perm ? perm[k] : k;
+    m = __dadd_rn(m, H[(size_t)p * K + p]);
+  }
+  *mean = __ddiv_rn(m, (double)K);
+}
+
+__global__ void permute_kernel(const double* __restrict__ H, int K, int Kp, const int32_t* __restrict__ perm,
+                               const double* __restrict__ mean, double damp, double* __restrict__ P) {
+  const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (idx >= (size_t)Kp * Kp) return;
+  const int i = (int)(idx / Kp), j = (int)(idx % Kp);
+  double v = 0.0;
+  if (i < K && j < K) v = H[(size_t)(perm ? perm[i] : i) * K + (perm ? perm[j] : j)];
+  if (i == j) {
+    if (i >= K || v == 0.0) v = 1.0;  // padding and dead channels: unconstrained
+    v = __dadd_rn(v, __dmul_rn(damp, *mean));
+  }
+  P[idx] = v;
+}
+
+// ---- M = chol(J P J) (lower), stored transposed: Mt[k][i] = M[i][k] ---------------------------------------
+constexpr int JB = 16;
+// P' = J P J: P'[i][j] = P[n-1-i][n-1-j]
+__device__ __forceinline__ double prev(const double* P, int n, int i, int j) { return P[(size_t)(n - 1 - i) * n + (n - 1 - j)]; }
+
+/** rows i >= j0: pan[i - j0][jj] = P'[i][j0+jj] - Σ_{k<j0} M[i][k] M[j0+jj][k]  (jj with j0+jj <= i) */
+__global__ void chol_panel_kernel(const double* __restrict__ P, const double* __restrict__ Mt, int n, int j0, double* __restrict__ pan) {
+  const int i = j0 + blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const int nj = min(JB, min(n - j0, i - j0 + 1));
+  double s[JB];
+#pragma unroll
+  for (int jj = 0; jj < JB; jj++) s[jj] = jj < nj ? prev(P, n, i, j0 + jj) : 0.0;
+  for (int k = 0; k < j0; k++) {
+    const double mik = Mt[(size_t)k * n + i];
+    const double* mj = Mt + (size_t)k * n + j0;  // M[j0+jj][k], the same for every thread: broadcast
+#pragma unroll
+    for (int jj = 0; jj < JB; jj++)
+      if (jj < nj) s[jj] = __dsub_rn(s[jj], __dmul_rn(mik, mj[jj]));
+  }
+  for (int jj = 0; jj < nj; jj++) pan[(size_t)(i - j0) * JB + jj] = s[jj];
+}
+
+/** the diagonal block, one thread in order: columns j0.., each its pivot then the rows of the block below it */
+__global__ void chol_diag_kernel(double* __restrict__ Mt, int n, int j0, const double* __restrict__ pan, int* __restrict__ status) {
+  const int nb = min(JB, n - j0);
+  for (int jj = 0; jj < nb; jj++) {
+    const int j = j0 + jj;
+    for (int ii = jj; ii < nb; ii++) {
+      const int i = j0 + ii;
+      double s = pan[(size_t)ii * JB + jj];
+      for (int k = j0; k < j; k++) s = __dsub_rn(s, __dmul_rn(Mt[(size_t)k * n + i], Mt[(size_t)k * n + j]));
+      if (ii == jj) {
+        if (!(s > 0.0) && *status == 0) *status = n - i;  // gptq.ts reports pivot n-1-i, +1 so 0 means none
+        Mt[(size_t)j * n + i] = __dsqrt_rn(s);
+      } else {
+        Mt[(size_t)j * n + i] = __ddiv_rn(s, Mt[(size_t)j * n + j]);
+      }
+    }
+  }
+}
+
+/** rows i >= j0+JB: finish the panel's columns (k in [j0, j)) in order */
+__global__ void chol_rows_kernel(double* __restrict__ Mt, int n, int j0, const double* __restrict__ pan) {
+  const int i = j0 + JB + blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  double m[JB];  // M[i][j0+jj], computed in this loop
+  for (int jj = 0; jj < JB; jj++) {
+    const int j = j0 + jj;
+    double s = pan[(size_t)(i - j0) * JB + jj];
+    for (int kk = 0; kk < jj; kk++) s = __dsub_rn(s, __dmul_rn(m[kk], Mt[(size_t)(j0 + kk) * n + j]));
+    m[jj] = __ddiv_rn(s, Mt[(size_t)j * n + j]);
+    Mt[(size_t)j * n + i] = m[jj];
+  }
+}
+
+// ---- Mi = M⁻¹ (lower), row-major; thread = column j --------------------------------------------------------
+constexpr int IB = 8;
+__global__ void inverse_kernel(const double* __restrict__ Mt, int n, double* __restrict__ Mi) {
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  const int jlo = blockIdx.x * blockDim.x;  // the block's rows start at its first column (rows above are 0)
+  if (j >= n) return;
+  auto M = [&](int i, int k) { return Mt[(size_t)k * n + i]; };
+  for (int i0 = jlo; i0 < n; i0 += IB) {
+    double acc[IB];
+#pragma unroll
+    for (int r = 0; r < IB; r++) acc[r] = 0.0;
+    // terms k in [j, i0): rows below read Mi[k][j] once for IB rows (gptq.ts: acc[j] += c·Mi[k][j], k ascending, c = 0 skipped)
+    for (int k = j; k < i0; k++) {
+      const double x = Mi[(size_t)k * n + j];
+#pragma unroll
+      for (int r = 0; r < IB; r++)
+        if (i0 + r < n) {
+          const double c = M(i0 + r, k);
+          if (c != 0.0) acc[r] = __dadd_rn(acc[r], __dmul_rn(c, x));
+        }
+    }
+    double xr[IB];
+    for (int r = 0; r < IB && i0 + r < n; r++) {
+      const int i = i0 + r;
+      if (i < j) { xr[r] = 0.0; continue; }
+      const double d = M(i, i);
+      if (i == j) { xr[r] = __ddiv_rn(1.0, d); Mi[(size_t)i * n + j] = xr[r]; continue; }
+      for (int rr = max(0, j - i0); rr < r; rr++) {
+        const double c = M(i, i0 + rr);
+        if (c != 0.0) acc[r] = __dadd_rn(acc[r], __dmul_rn(c, xr[rr]));
+      }
+      xr[r] = __ddiv_rn(-acc[r], d);
+      Mi[(size_t)i * n + j] = xr[r];
+    }
+  }
+}
+
+/** U[i][j] = Mi[n-1-i][n-1-j] for j >= i, 0 below */
+__global__ void reverse_kernel(const double* __restrict__ Mi, int n, double* __restrict__ U) {
+  const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (idx >= (size_t)n * n) return;
+  const int i = (int)(idx / n), j = (int)(idx % n);
+  U[idx] = j >= i ? Mi[(size_t)(n - 1 - i) * n + (n - 1 - j)] : 0.0;
+}
+
+// ---- quantize ----------------------------------------------------------------------------------------------
+/** f64 -> the nearest f16 value (ties to even), rounded once from f64 as @petamoriken/float16 (toF16) does */
+__device__ double f16_round(double x) {
+  const double a = fabs(x);
+  if (a != a) return x;
+  if (a >= 65520.0) return copysign(INFINITY, x);
+  double q;
+  if (a < 6.103515625e-05) {
+    q = rint(a * 16777216.0) / 16777216.0;  // subnormal: quantum 2^-24 (scalings by powers of two are exact)
+  } else {
+    int e;
+    frexp(a, &e);  // a in [2^(e-1), 2^e): 11 significant bits, quantum 2^(e-11)
+    const double sc = ldexp(1.0, 11 - e);
+    q = rint(a * sc) / sc;
+  }
+  return copysign(q, x);
+}
+
+__device__ __forceinline__ int q4(double x, double s) {
+  if (s == 0.0) return 0;
+  const float f = __double2float_rn(__ddiv_rn(x, s));  // Math.fround(x / s)
+  return (int)fminf(7.f, fmaxf(-8.f, rintf(f)));       // roundHalfEven, clamp
+}
+
+constexpr int QT = 256, GRID_MAX = 64;
+
+template <bool SMEM>
+__global__ void __launch_bounds__(QT) gptq_rows_kernel(const float* __restrict__ w, int K, int Kp, int B, const int32_t* __restrict__ perm,
+                                                      const double* __restrict__ U, int grid, double* __restrict__ scratch,
+                                                      int8_t* __restrict__ codes, uint16_t* __restrict__ scales) {
+  extern __shared__ double dyn[];
+  __shared__ double errs[GRID_MAX], ss[GRID_MAX], bcast[2];
+  const int n = blockIdx.x, nb = Kp / B;
+  double* W = SMEM ? dyn : scratch + (size_t)n * Kp;
+  for (int j = threadIdx.x; j < Kp; j += QT) W[j] = j < K ? (double)w[(size_t)n * K + (perm ? perm[j] : j)] : 0.0;
+  __syncthreads();
+  for (int b = 0; b < nb; b++) {
+    const int k0 = b * B;
+    // clip search (gptq.ts clipScale): grid point g on thread g, its error summed in k order
+    double amax = 0.0;
+    for (int k = 0; k < B; k++) amax = fmax(amax, fabs(W[k0 + k]));
+    if (threadIdx.x < grid) {
+      const int g = threadIdx.x;
+      const double s = f16_round(__ddiv_rn(__dmul_rn(amax, __dsub_rn(1.0, __ddiv_rn(0.5 * g, (double)grid))), 7.0));
+      double err = 0.0;
+      if (s != 0.0)
+        for (int k = 0; k < B; k++) {
+          const double d = __dsub_rn(W[k0 + k], __dmul_rn((double)q4(W[k0 + k], s), s));
+          err = __dadd_rn(err, __dmul_rn(d, d));
+        }
+      errs[g] = err;
+      ss[g] = s;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      double best = INFINITY, bestS = 0.0;
+      for (int g = 0; g < grid; g++) {
+        if (ss[g] == 0.0) { bestS = 0.0; break; }  // the reference returns 0 at the first zero scale
+        if (errs[g] < best) { best = errs[g]; bestS = ss[g]; }
+      }
+      bcast[0] = bestS;
+      scales[(size_t)n * nb + b] = __half_as_ushort(__float2half_rn((float)bestS));  // exact: bestS is an f16 value
+    }
+    __syncthreads();
+    const double sn = bcast[0];
+    for (int k = k0; k < k0 + B; k++) {
+      const double d = U[(size_t)k * Kp + k];
+      // every thread computes the column's code and error (same inputs, same result): no broadcast needed
+      const double x = W[k];
+      const int q = q4(x, sn);
+      if (threadIdx.x == 0) codes[(size_t)n * Kp + k] = k < K ? (int8_t)q : 0;
+      const double e = __ddiv_rn(__dsub_rn(x, __dmul_rn((double)q, sn)), d);
+      __syncthreads();  // everyone has read W[k] before anyone writes past it
+      if (e != 0.0) {
+        const double* u = U + (size_t)k * Kp;
+        for (int j = k + 1 + threadIdx.x; j < Kp; j += QT) W[j] = __dsub_rn(W[j], __dmul_rn(e, u[j]));
+      }
+      __syncthreads();
+    }
+  }
+}
+
+int check(const char* op) { return comet_ops::check_launch(op); }
+
+}  // namespace
+
+extern "C" {
+
+int comet_gptq_hessian_add(const float* x, int T, int K, double* H, void* stream) {
+  if (T <= 0 || K <= 0) return set_error(COMET_EINVAL, "gptq_hessian_add: T = %d, K = %d must be positive", T, K);
+  dim3 grid(cdiv(K, HT), cdiv(K, HT));
+  hessian_add_kernel<<<grid, 256, 0, S(stream)>>>(x, T, K, H);
+  return check("gptq_hessian_add");
+}
+
+int comet_gptq_permute(const double* H, int K, int Kp, const int32_t* perm, double damp, double* P, void* stream) {
+  if (K <= 0 || Kp < K) return set_error(COMET_EINVAL, "gptq_permute: K = %d, Kp = %d", K, Kp);
+  double* mean = nullptr;
+  COMET_TRY("gptq_permute", cudaMallocAsync((void**)&mean, sizeof(double), S(stream)));
+  diag_mean_kernel<<<1, 1, 0, S(stream)>>>(H, K, perm, mean);
+  permute_kernel<<<cdiv((size_t)Kp * Kp, 256), 256, 0, S(stream)>>>(H, K, Kp, perm, mean, damp, P);
+  int rc = check("gptq_permute");
+  cudaFreeAsync(mean, S(stream));
+  return rc;
+}
+
+int comet_gptq_inv_chol_upper(const double* P, int n, double* U, void* stream) {
+  if (n <= 0) return set_error(COMET_EINVAL, "gptq_inv_chol_upper: n = %d", n);
+  double *Mt = nullptr, *Mi = nullptr, *pan = nullptr;
+  int* status = nullptr;
+  const size_t nn = (size_t)n * n * sizeof(double);
+  if (cudaMalloc((void**)&Mt, nn) != cudaSuccess || cudaMalloc((void**)&Mi, nn) != cudaSuccess ||
+      cudaMalloc((void**)&pan, (size_t)n * JB * sizeof(double)) != cudaSuccess || cudaMalloc((void**)&status, sizeof(int)) != cudaSuccess) {
+    cudaFree(Mt), cudaFree(Mi), cudaFree(pan), cudaFree(status);
+    cudaGetLastError();
+    return set_error(COMET_ENOMEM, "gptq_inv_chol_upper: %zu bytes of f64 workspace for n = %d do not fit", 2 * nn, n);
+  }
+  int rc = 0;
+  cudaMemsetAsync(Mt, 0, nn, S(stream));
+  cudaMemsetAsync(Mi, 0, nn, S(stream));
+  cudaMemsetAsync(status, 0, sizeof(int), S(stream));
+  for (int j0 = 0; j0 < n && rc == 0; j0 += JB) {
+    chol_panel_kernel<<<cdiv(n - j0, 128), 128, 0, S(stream)>>>(P, Mt, n, j0, pan);
+    chol_diag_kernel<<<1, 1, 0, S(stream)>>>(Mt, n, j0, pan, status);
+    if (n - j0 - JB > 0) chol_rows_kernel<<<cdiv(n - j0 - JB, 128), 128, 0, S(stream)>>>(Mt, n, j0, pan);
+    rc = check("gptq_inv_chol_upper");
+  }
+  int bad = 0;
+  if (rc == 0) {
+    cudaMemcpyAsync(&bad, status, sizeof(int), cudaMemcpyDeviceToHost, S(stream));
+    cudaStreamSynchronize(S(stream));
+    if (bad) rc = set_error(COMET_EINVAL, "gptq: Hessian is not positive definite (pivot %d); raise the damping", bad - 1);
+  }
+  if (rc == 0) {
+    inverse_kernel<<<cdiv(n, 64), 64, 0, S(stream)>>>(Mt, n, Mi);
+    reverse_kernel<<<cdiv((size_t)n * n, 256), 256, 0, S(stream)>>>(Mi, n, U);
+    rc = check("gptq_inv_chol_upper");
+  }
+  cudaStreamSynchronize(S(stream));
+  cudaFree(Mt), cudaFree(Mi), cudaFree(pan), cudaFree(status);
+  return rc;
+}
+
+int comet_gptq_quantize(const float* w, int N, int K, int Kp, int B, const int32_t* perm, const double* U, int grid,
+                        int8_t* codes, uint16_t* scales, void* stream) {
+  if (N <= 0 || K <= 0 || Kp < K || B <= 0 || Kp % B != 0 || grid < 1 || grid > GRID_MAX || grid > QT)
+    return set_error(COMET_EINVAL, "gptq_quantize: N %d, K %d, Kp %d, B %d, grid %d (grid <= %d, B | Kp)", N, K, Kp, B, grid, GRID_MAX);
+  const size_t rowBytes = (size_t)Kp * sizeof(double);
+  if (rowBytes <= 200 * 1024) {
+    COMET_TRY("gptq_quantize", cudaFuncSetAttribute(gptq_rows_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)rowBytes));
+    gptq_rows_kernel<true><<<N, QT, rowBytes, S(stream)>>>(w, K, Kp, B, perm, U, grid, nullptr, codes, scales);
+    return check("gptq_quantize");
+  }
+  double* scratch = nullptr;  // rows too wide for shared memory: one f64 row per CTA in global memory
+  if (cudaMalloc((void**)&scratch, rowBytes * N) != cudaSuccess) {
+    cudaGetLastError();
+    return set_error(COMET_ENOMEM, "gptq_quantize: %zu bytes of row scratch do not fit", rowBytes * N);
+  }
+  gptq_rows_kernel<false><<<N, QT, 0, S(stream)>>>(w, K, Kp, B, perm, U, grid, scratch, codes, scales);
+  int rc = check("gptq_quantize");
+  cudaStreamSynchronize(S(stream));
+  cudaFree(scratch);
+  return rc;
+}
+
+}  // extern "C"
