@@ -11,6 +11,7 @@
 // Ops enqueue work and return at once; only `read` waits for the device.
 
 import type { ActQuantSpec, KVCacheSpec, KVDType, StepLayout, W4Weight } from '../simulator/formats.ts';
+import type { RopeScaling } from '../simulator/kernels/float.ts';
 export type { ActQuantSpec, KVCacheSpec, KVDType, StepLayout, W4Weight };
 
 export type DType =
@@ -77,6 +78,7 @@ export interface RopeSpec {
   nHeads: number;
   headDim: number;
   theta: number;
+  scaling?: RopeScaling; // Llama-3.1 frequency scaling (simulator/kernels/float.ts ropeFreqs)
 }
 
 /** GPTQ's device half: src/quant/gptq.ts and calibrate.ts are the reference, and these follow their f64

@@ -20,6 +20,7 @@ const char* comet_last_error(void);
 // (cudaMalloc / torch allocations are). Scales must be finite (W4A4 blocks use an FMA that is exact for them).
 // Weights are repacked once at load into the kernel's physical layout (cuda/gemm_w4ax.cuh; its pure-TS twin:
 // simulator/layouts/w4_tiled.ts).
+// sa must be 4-byte aligned (v7 copies it in 4-byte words).
 // Output y [M][N]: f32 holding f16(sum) exactly (out_f16 = 0) or f16 bits (out_f16 = 1). Bit-exact to §3.4 with
 // the schedule below.
 // ---------------------------------------------------------------------------------------------------------
@@ -56,15 +57,15 @@ int comet_gemm_w4ax_group_mode(int mode);
  *  forced variant: n_splits ranges of B-blocks [ranges[2i], ranges[2i+1]), each summed from +0 in ascending
  *  block order, then added in index order (sum = +0; sum = f32(sum + partial_i)). Returns n_splits
  *  (<= max_splits) or a negative error. The decode kernel splits K into k-tile-aligned slices so its grid is one
- *  full wave; the tiled kernels v5/v6 (B = 128) split K into KS = min(SMs / output tiles, k-tiles / 4) slices when
+ *  full wave; v7 (B = 128; output tiles of 128 rows x 32/64/128 tokens) splits K into KS = min(SMs / output tiles,
+ *  k-tiles / 4) slices when
  *  the output tiles are fewer than the SMs, else 1 (depends on N, Kp, M and the SM count); v4 never splits. */
 int comet_gemm_w4ax_schedule(int M, int N, int Kp, int B, int K8, int* ranges_host, int max_splits);
 
-/** Force a kernel variant for tests/benchmarks: 0 auto, 1 decode GEMV (M <= 64 only), 2 prefill v4 (s8 mma),
+/** Force a kernel variant for tests/benchmarks: 0 auto, 1 decode GEMV (M <= 64 only), 2 prefill v4 (s8 mma.sync),
  *  3 prefill sm_80 path (s4 mma for W4A4 blocks when B >= 64, s8 otherwise; emulated but exact on sm_90),
- *  4 tiled v5 (s8 mma.sync, B = 128, any M), 5 tiled v6 (wgmma s8, sm_90 only, B = 128, any M); 4 and 5 run 2 when
- *  B != 128, 5 runs 4 off sm_90. Auto: 1 for M <= 32; else on sm_90+ with B = 128: 1 for M <= 64, N <= 10240,
- *  Kp <= 8192, else 4; otherwise 1 (M <= 64), 2 (sm_90+) or 3 (sm_80). Process-wide. */
+ *  6 v7 (warp-specialized wgmma, sm_90a, B = 128, any M; runs 2 elsewhere). 4 and 5 (v5, v6) are in cuda/lab/.
+ *  Auto: 1 for M <= 16; 6 on sm_90 with B = 128; otherwise 1 (M <= 64), 2 (sm_90+) or 3 (sm_80). Process-wide. */
 int comet_gemm_w4ax_force(int variant);
 
 // Other ops (embed, rmsnorm_quant, silu_mul_quant, rope, kv_append, attention, ...) are declared below by

@@ -18,6 +18,7 @@
 //   swT: f16 [Kp/B][Npad]  weight scales transposed (one block's scales of 128 rows are 256 contiguous bytes).
 #pragma once
 #include <cuda_fp16.h>
+#include <cuda_runtime.h>
 #include <stdint.h>
 
 namespace comet_gemm {
@@ -117,6 +118,11 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src
   uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
 }
+/** 4-byte cp.async; src_bytes < 4 zero-fills the rest. */
+__device__ __forceinline__ void cp_async4(void* smem, const void* gmem, int src_bytes) {
+  uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
@@ -129,5 +135,14 @@ __device__ __forceinline__ uint4 ldg_stream(const void* p) {
                : "l"(p));
   return v;
 }
+
+// v7 (gemm_w4ax_sm90.cu): warp-specialized wgmma for M >= 17 on sm_90a with B = 128.
+/** Tokens per CTA tile of v7 for M tokens (32, 64 or 128). */
+int v7_tokens(int M);
+/** v7's k-slices for M tokens on a device of `sms` SMs (1 = no split-K); the reported schedule. */
+int v7_splits(const WDesc& d, int M, int sms);
+/** Launches v7; ws / tickets: a workspace of sms x 128 x 128 f32 and sms zeroed ints (used when split). */
+cudaError_t launch_v7(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M, const WDesc& d, void* y,
+                      int out_f16, int sms, float* ws, int* tickets, cudaStream_t s);
 
 }  // namespace comet_gemm

@@ -7,7 +7,7 @@
 #   addon.tar.xz tar -cJf .device/e2e2/addon.tar.xz -C <cmake build>/Release .
 #   check.tar.xz the .comet files of the correctness gate (stories260K and wikillama-28M, see bench/results/accuracy)
 # Carry .device/node.xz .device/e2e2. Env: SHAPE (llama3-8b), BATCHES, STEPS, BUDGET_S (default 590),
-# BASELINE_S (default 300), BASELINE_MODE (compile | graph), BASELINE (1 | 0), OPS (1 | 0: per-op timing table).
+# BASELINE_S (default 300), BASELINE (1 | 0), OPS (1 | 0: per-op timing table). The issue-16 calls: device/serve.sh.
 set -uo pipefail
 T0=$(date +%s)
 OUT=${OUT:-/tmp/comet-out}; P=.device/e2e2
@@ -21,7 +21,7 @@ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,no
 NB=""; [ "${BASELINE:-1}" = 0 ] && NB="--no-baseline"
 CHECK=$(ls /tmp/check/*.comet | tr '\n' ' ')
 echo "=== bench e2e $SHAPE, gate: $CHECK"
-COMET_E2E_OPS=${OPS:-1} COMET_E2E_CLIP_SEARCH=0 COMET_E2E_BASELINE_TIMEOUT=$BASELINE_S COMET_E2E_BASELINE_MODE=${BASELINE_MODE:-compile} \
+COMET_E2E_OPS=${OPS:-1} COMET_E2E_CLIP_SEARCH=0 COMET_E2E_BASELINE_TIMEOUT=$BASELINE_S \
   PYTHONUNBUFFERED=1 timeout $(( BUDGET_S - ($(date +%s) - T0) - 5 )) /tmp/nodebin/node $P/comet.mjs bench e2e --shape "$SHAPE" \
   --backend cuda --batches "$BATCHES" --steps "$STEPS" --check $CHECK --out "$OUT/res" $NB > /dev/null 2> "$OUT/bench.log"
 echo "rc=$? after $(( $(date +%s) - T0 )) s"

@@ -5,7 +5,7 @@
 #   bash device/pack.sh   (once: .device/node.xz, .device/node_modules.tar.xz)
 #   mkdir -p .device/e2e && tar -cJf .device/e2e/addon.tar.xz -C build/Release .
 # Carry .device/node.xz .device/node_modules.tar.xz .device/e2e. Env: SHAPE (llama3-8b), BATCHES, STEPS,
-# BUDGET_S (whole script, default 560), BASELINE_S (default 200), BASELINE_MODE (graph | compile), CLIP_SEARCH (1 | 0).
+# BUDGET_S (whole script, default 560), BASELINE_S (default 200), CLIP_SEARCH (1 | 0).
 set -uo pipefail
 T0=$(date +%s)
 OUT=${OUT:-/tmp/comet-out}
@@ -15,7 +15,7 @@ set +e
 mkdir -p /tmp/addon && tar -xJf .device/e2e/addon.tar.xz -C /tmp/addon
 export COMET_CUDA_ADDON=/tmp/addon/comet_cuda.node
 SHAPE=${SHAPE:-llama3-8b}; BATCHES=${BATCHES:-1,8,32,64,128,256}; STEPS=${STEPS:-10}
-BUDGET_S=${BUDGET_S:-560}; BASELINE_S=${BASELINE_S:-200}; BASELINE_MODE=${BASELINE_MODE:-graph}
+BUDGET_S=${BUDGET_S:-560}; BASELINE_S=${BASELINE_S:-200}
 left() { echo $(( BUDGET_S - ($(date +%s) - T0) )); }
 date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 
@@ -24,7 +24,7 @@ COMET_TEST_CUDA=1 timeout 100 node node_modules/vitest/vitest.mjs run test/ops.t
 grep -E "×|FAIL|Tests |AssertionError" "$OUT/ops.log" | head -30
 
 echo "=== bench e2e $SHAPE [$(left) s left]"
-COMET_E2E_CLIP_SEARCH=${CLIP_SEARCH:-1} COMET_E2E_BASELINE_TIMEOUT=$BASELINE_S COMET_E2E_BASELINE_MODE=$BASELINE_MODE PYTHONUNBUFFERED=1 \
+COMET_E2E_CLIP_SEARCH=${CLIP_SEARCH:-1} COMET_E2E_BASELINE_TIMEOUT=$BASELINE_S PYTHONUNBUFFERED=1 \
   timeout $(( $(left) - 30 )) node bin/comet.js bench e2e --shape "$SHAPE" --backend cuda --batches "$BATCHES" --steps "$STEPS" --out "$OUT/res" \
   > /dev/null 2> "$OUT/bench.log"
 echo "rc=$?"

@@ -7,9 +7,11 @@
 # Here first (the tree as it will be on main, the addon built from it, node packed):
 #   cmake -S cuda -B /tmp/build-serving -DCMAKE_BUILD_TYPE=Release && cmake --build /tmp/build-serving -j2
 #   P=/work/main/.device/serving; mkdir -p $P && tar -cJf $P/addon.tar.xz -C /tmp/build-serving/Release .
-#   git ls-files -co --exclude-standard | tar -czf $P/tree.tgz -T -
+#   git ls-files -co --exclude-standard | grep -v '^node_modules$' | tar -czf $P/tree.tgz -T -
 #   comet quantize --model models/stories260K.bin --calib <text> --block 32 --out $P/s260k-w4a4kv4.comet (the gate)
-# Carry .device/node.xz .device/node_modules.tar.xz .device/serving. Env: MODE (bench | checks), BUDGET_S (285),
+# Carry .device/node.xz .device/node_modules.tar.xz .device/serving; the call's command:
+#   mkdir -p /tmp/w && tar -xzf .device/serving/tree.tgz -C /tmp/w device/serve.sh && MODE=bench bash /tmp/w/device/serve.sh
+# Env: MODE (bench | checks), BUDGET_S (285),
 # BASE_S (baselines' deadline, 135), N (requests of the throughput run, 256), BATCHES (1,16,64,256), STEP_TOKENS (4096).
 # $OUT gets at most 8 files back: bench: res/ (md, json, 2 svg), bench.log, baseline.log, baseline.json.
 set -uo pipefail

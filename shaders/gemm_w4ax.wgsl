@@ -6,7 +6,7 @@
 // adds the blocks in ascending order, one chain per output; the product t_b must not be fused into that
 // add (an FMA would skip its rounding): `matvec` hands t_b to the chain through workgroup memory, `tiled`
 // and `rowwise` pass it through `nofma` (an xor with a runtime zero the compiler cannot see through).
-// Measured bit-exact against the simulator on SwiftShader and on the H100 (test/webgpu-ops.test.ts).
+// Measured bit-exact against the simulator on SwiftShader and on the H100 (test/ops.test.ts, every WebGPU kernel variant).
 //
 // Three kernels (the backend picks; bench/webgpu measures; results in bench/results/webgpu-*.md):
 //   matvec (decode, M <= 4 per workgroup): TEAMS rows × MT tokens per workgroup of TEAMS·32; each row is one

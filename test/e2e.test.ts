@@ -145,7 +145,7 @@ eachBackend('end to end', ({ create }) => {
       expect(got, file).toEqual(want);
       expect(assertTokensMatch(got, g), file).toBeGreaterThan(g.prompt_tokens.length + 40);
     }
-  });
+  }, 300_000);
 
   it('stories260K float path: logits of 150 positions within 1e-4 of llama2.c', async () => {
     const { config, weights } = await stories();
@@ -203,7 +203,7 @@ eachBackend('end to end', ({ create }) => {
       expect(same / steps, report.join('\n')).toBeGreaterThan(0.9);
       expect(prefix / S260K.length, report.join('\n')).toBeGreaterThan(40);
     }
-  });
+  }, 300_000);
 
   it('wikillama-28M .comet (W4A4KV4, B = 128, GQA 8/4, head_dim 64): greedy tokens against the simulator, 4 prompts x 6 tokens', async (ctx) => {
     if (isReference) ctx.skip(`${be.name} declares every op exact: it is the reference`);

@@ -350,6 +350,24 @@ eachBackend('prefix caching', ({ name, create }) => {
   });
 });
 
+describe('streamed text', () => {
+  it('ASCII pieces and characters split across tokens decode as one UTF-8 stream', async () => {
+    const { TextOut } = await import('../src/engine/request.ts');
+    const text = 'a é 東京 🙂 b—c', bytes = new TextEncoder().encode(text);
+    // one token per byte (as byte-fallback tokens give), then pieces of mixed lengths
+    for (const cut of [1, 2, 3, 5]) {
+      const pieces: Uint8Array[] = [];
+      for (let i = 0; i < bytes.length; i += cut) pieces.push(bytes.subarray(i, i + cut));
+      const tok = { pieceBytes: (_p: number, t: number) => pieces[t] } as unknown as Tokenizer;
+      let got = '';
+      const out = new TextOut(tok, -1, [], (s) => { got += s; });
+      pieces.forEach((_, i) => out.token(i));
+      out.end();
+      expect(got, `pieces of ${cut} bytes`).toBe(text);
+    }
+  });
+});
+
 describe('KV pages', () => {
   it('page bytes follow DESIGN §3.5 (kv4: codes P·hd/2 ×2, f16 (s, z) per token per group ×2)', () => {
     const spec = { nLayers: 2, nKvHeads: 4, headDim: 64, pageSize: 16, group: 64 };

@@ -6,7 +6,7 @@
 //   - The GGUF tokenizer COMET writes tokenizes as llama.cpp does; round trips keep weights, config, tokenizer.
 //   - Q4_K and Q6_K (which COMET reads but does not write) dequantize as ggml's own to_float does, on blocks
 //     that ggml's quantizer made (test/peers/ggml_blocks.py loads llama.cpp's libggml-base through ctypes).
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,7 +19,7 @@ import { dequantize, GGML } from '../src/loaders/formats/ggml.ts';
 import type { GgufWriteType } from '../src/loaders/formats/gguf.ts';
 import { writeGguf } from '../src/loaders/gguf.ts';
 import { openModel, type OpenModel } from '../src/runtime/open.ts';
-import { shared } from './helpers/shared.ts';
+import { REPO, shared } from './helpers/shared.ts';
 import { ensureLlamaCpp, runLlamaCpp } from './peers/llama-cpp.ts';
 
 // Measured 2026-12-02 (this machine, llama.cpp with an F32 KV cache): F32 files max |dp| ~1e-5; Q8_0/Q4_0 files,
@@ -59,23 +59,28 @@ const softmax = (row: Float32Array) => {
 };
 
 /**
- * COMET (model `m`) against llama.cpp on the GGUF file `file`, per prompt: COMET's free-running greedy tokens, and
- * teacher-forced along llama.cpp's greedy tokens, COMET's logits and probabilities at every position. Returns how
- * many prompts gave identical greedy tokens, the worst margin (COMET's max logit minus its logit of llama.cpp's
- * token: 0 where both pick the same) and the worst probability difference.
+ * COMET (model `m`) against llama.cpp on the GGUF file `file`, per prompt: teacher-forced along llama.cpp's greedy
+ * tokens, COMET's logits and probabilities at every position (one prefill). Where COMET's argmax is llama.cpp's
+ * token at every position, COMET's own greedy run is that same sequence: `identical` counts those prompts
+ * (`freeRun` also runs COMET's decode loop for the first prompt, to tie this to generate()). `margin`: the worst
+ * COMET max logit minus its logit of llama.cpp's token (0 where both pick the same); `dp`: the worst probability
+ * difference over llama.cpp's top 8.
  */
-async function compare(m: OpenModel, file: string, texts: string[], steps: number) {
+async function compare(m: OpenModel, file: string, texts: string[], steps: number, freeRun = false) {
   const prompts = texts.map((t) => m.tokenizer.encode(t));
   const ans = runLlamaCpp({ dir: peer.dir, tmp, model: file, prompts, steps, topProbs: 8, texts });
   let identical = 0, margin = 0, dp = 0;
   for (let i = 0; i < prompts.length; i++) {
     const theirs = ans.results[i].greedy;
-    if ((await greedy(m, prompts[i], steps)).join() === theirs.join()) identical++;
+    if (freeRun && i === 0) expect(await greedy(m, prompts[i], steps), `${texts[i]}: COMET's decode loop`).toEqual(theirs);
     const rows = await logitsAll(m, [...prompts[i], ...theirs]);
+    let worst = 0;
     theirs.forEach((tok, k) => {
       const row = rows[prompts[i].length - 1 + k];
-      margin = Math.max(margin, row.reduce((a, b) => Math.max(a, b), -Infinity) - row[tok]);
+      worst = Math.max(worst, row.reduce((a, b) => Math.max(a, b), -Infinity) - row[tok]);
     });
+    if (worst === 0) identical++;
+    margin = Math.max(margin, worst);
     ans.results[i].probs.forEach((top, t) => {
       const p = softmax(rows[t]);
       for (const [tok, q] of top) dp = Math.max(dp, Math.abs(q - p[tok]));
@@ -101,7 +106,7 @@ describe('COMET GGUF exports in llama.cpp', () => {
   it.each(cases)('%s F32: llama.cpp gives COMET\'s float-path greedy tokens, probabilities within 2e-3', async (name, path, texts, steps) => {
     const m = await open(path);
     const { out } = exportOf(m, name, 'f32');
-    const r = await compare(m, out, [...texts], steps);
+    const r = await compare(m, out, [...texts], steps, true);
     console.log(`${name} F32 GGUF in llama.cpp: ${r.identical}/${texts.length} prompts x ${steps} tokens identical; worst margin ${r.margin.toExponential(2)}; max |dp| ${r.dp.toExponential(2)}`);
     expect(r.identical).toBe(texts.length);
     expect(r.dp).toBeLessThan(PROB_TOL.f32);
@@ -151,6 +156,58 @@ describe('GGUF round trips', () => {
       const ids = src.tokenizer.encode('Once upon a time, there was a little dog.');
       expect(back.tokenizer.decode(ids)).toBe(src.tokenizer.decode(ids));
     }
+  });
+
+  it('the chat template travels: tokenizer.chat_template in the file, the tokenizer\'s template on load', async () => {
+    const tmpl = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}<|assistant|>";
+    for (const [name, path] of [['s260k', shared('tinyllamas/stories260K.bin')], ['wl28m', shared('wikillama-28M')]] as const) {
+      const m = name === 'wl28m' ? await open(path) : await openModel(new SimBackend(), path);
+      const tok = tokenizerFiles(m.loaded.tokenizerPath!, (p) => readFileSync(p));
+      tok.files = [...tok.files.filter((f) => f.name !== 'chat_template.jinja'), { name: 'chat_template.jinja', bytes: new TextEncoder().encode(tmpl) }];
+      if (name === 'wl28m') { // a tokenizer.json model keeps its template in tokenizer_config.json
+        const cfg = tok.files.find((f) => f.name === 'tokenizer_config.json')!;
+        cfg.bytes = new TextEncoder().encode(JSON.stringify({ ...JSON.parse(new TextDecoder().decode(cfg.bytes)), chat_template: tmpl }));
+      }
+      const out = join(tmp, `tmpl-${name}.gguf`);
+      writeGguf(out, m.loaded.config, m.loaded.weights, tok, 'f16');
+      expect((await openModel(new SimBackend(), out)).tokenizer.chatTemplate, name).toBe(tmpl);
+    }
+  });
+});
+
+describe('the CLI on GGUF files', () => {
+  const comet = (...args: string[]) => spawnSync(process.execPath, [join(REPO, 'bin/comet.js'), ...args], { encoding: 'utf8', timeout: 120_000 });
+  it('comet export --gguf, then run / info / quantize on the .gguf: the same text as the source model', () => {
+    const out = join(tmp, 'cli.gguf');
+    const e = comet('export', '--model', shared('tinyllamas/stories260K.bin'), '--gguf', out, '--type', 'f32', '--json');
+    expect(e.status, e.stderr).toBe(0);
+    expect(JSON.parse(e.stdout).tensors).toEqual({ F32: 47 });
+    const run = (model: string) => comet('run', 'Once upon a time', '--model', model, '--temperature', '0', '--max-tokens', '40').stdout;
+    expect(run(out)).toBe(run(shared('tinyllamas/stories260K.bin')));
+    const info = comet('info', out, '--json');
+    expect(info.status, info.stderr).toBe(0);
+    expect(info.stdout).toMatch(/gguf/);
+    const q = comet('quantize', '--model', out, '--calib', shared('texts/tinystories_valid_head.txt'), '--out', join(tmp, 'cli.comet'), '--block', '32', '--calib-tokens', '256', '--ctx', '128', '--json');
+    expect(q.status, q.stderr).toBe(0);
+    const r = comet('run', 'Once upon a time', '--model', join(tmp, 'cli.comet'), '--temperature', '0', '--max-tokens', '16');
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout.length).toBeGreaterThan('Once upon a time'.length + 10);
+  });
+
+  it('a file that is not a LLaMA GGUF, or is cut short, is one clear error line', () => {
+    const src = readFileSync(join(tmp, 'cli.gguf'));
+    const cut = join(tmp, 'cut.gguf');
+    writeFileSync(cut, src.subarray(0, src.length - 1000));
+    const r = comet('run', '--model', cut);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/^comet: error: .*cut\.gguf: tensor '.*' .* runs past the end of the file \(truncated\?\)\n$/);
+    // general.architecture "llama" -> "qwen2"-like: same length, another model family
+    const other = Buffer.from(src), key = other.indexOf('general.architecture'), at = other.indexOf('llama', key);
+    other.write('lxama', at);
+    writeFileSync(join(tmp, 'other.gguf'), other);
+    const o = comet('info', join(tmp, 'other.gguf'));
+    expect(o.status).toBe(1);
+    expect(o.stderr).toMatch(/^comet: error: .*other\.gguf: GGUF architecture "lxama" is not supported \(COMET runs general.architecture "llama"\)\n$/);
   });
 });
 

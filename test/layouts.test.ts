@@ -11,7 +11,7 @@ import { rng } from '../testing/rng.ts';
 import { int4At } from '../simulator/int4.ts';
 import {
   KT, NPAD, ROW_BYTES, convertWord, repackW4Tiled, tiledWord, transposeW4Scales, unrepackW4Tiled, v6ActStep,
-  v6WeightStep, w4TiledDims,
+  v6WeightStep, v7WeightFragment, w4TiledDims,
 } from '../simulator/layouts/w4_tiled.ts';
 
 function randomBytes(n: number, seed: number): Uint8Array {
@@ -109,6 +109,21 @@ describe('w4 tiled layout (cuda/gemm_w4ax.cuh)', () => {
             for (let j = 0; j < 4; j++) expect(w4[4 * t + j]).toBe(16 * W(n, s.K8 + (i - d.T8) * KT + 32 * c + 8 * t + 2 * j));
         }
       }
+  });
+
+  it('gives the v7 kernel register fragments (weights as wgmma A) the operand rows of v6, in every tile and step', () => {
+    for (const s of [{ N: 16, Kp: 512, B: 128, K8: 256 }, { N: 9, Kp: 384, B: 128, K8: 0 }, { N: 9, Kp: 256, B: 128, K8: 256 }]) {
+      const codes = randomBytes((s.N * s.Kp) / 2, 13 + s.K8);
+      const q = repackW4Tiled(codes, s), d = w4TiledDims(s);
+      for (let i = 0; i < d.T; i++)
+        for (let n = 0; n < s.N; n++)
+          for (let c = 0; c < 4; c++) {
+            const v7 = v7WeightFragment(q, d, i, n, c);
+            expect(Array.from(v7)).toEqual(Array.from(v6WeightStep(q, d, i, n, c)));
+            if (i < d.T8) // W4A8 tiles: 16*W in canonical channel order, as the int8 activation rows land in smem
+              for (let p = 0; p < 32; p++) expect(v7[p]).toBe(16 * int4At(codes, n * s.Kp + i * KT + 32 * c + p));
+          }
+    }
   });
 
   it('transposes the weight scales with zero padding', () => {

@@ -5,6 +5,7 @@ import { copyFileSync, existsSync, readdirSync, readFileSync, statSync, writeFil
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { expectCometError } from './helpers/errors.ts';
 import { tempDir } from './helpers/tmp.ts';
 import type { HostWeight } from '../backends/backend.ts';
 import { CometError } from '../src/errors.ts';
@@ -38,17 +39,6 @@ const expectSameWeights = (a: Map<string, HostWeight>, b: Map<string, HostWeight
     expect(v.kind === 'f32' && w.kind === 'f32' && v.shape, k).toEqual(w.kind === 'f32' && w.shape);
     expect(maxAbsDiff(f32(w), f32(b.get(k))), k).toBe(0);
   }
-};
-/** Expect a CometError whose message contains every fragment. */
-const expectCometError = async (f: () => unknown, ...fragments: string[]) => {
-  let err: unknown;
-  try {
-    await f();
-  } catch (e) {
-    err = e;
-  }
-  expect(err, 'expected a CometError').toBeInstanceOf(CometError);
-  for (const s of fragments) expect((err as Error).message).toContain(s);
 };
 
 const TINY: LlamaConfig = { ...STORIES15M, dim: 32, hiddenDim: 48, nLayers: 2, nHeads: 4, nKvHeads: 2, headDim: 8, vocabSize: 300, seqLen: 16 };

@@ -108,9 +108,7 @@ type Geom = { nKv: number; nH: number; hd: number; P: number; G: number };
 const GEOMS: Array<[string, Geom]> = [
   ['hd=8 P=4 GQA 8/4', { nKv: 4, nH: 8, hd: 8, P: 4, G: 8 }],
   ['hd=8 G=4 P=16 MHA 4/4', { nKv: 4, nH: 4, hd: 8, P: 16, G: 4 }],
-  ['hd=32 G=16 P=4 GQA 4/2', { nKv: 2, nH: 4, hd: 32, P: 4, G: 16 }],
   ['hd=64 G=32 P=16 GQA 8/2', { nKv: 2, nH: 8, hd: 64, P: 16, G: 32 }],
-  ['hd=64 G=32 P=16 GQA 8/4', { nKv: 4, nH: 8, hd: 64, P: 16, G: 32 }],
   ['hd=128 P=16 MHA 2/2', { nKv: 2, nH: 2, hd: 128, P: 16, G: 128 }],
   ['hd=128 G=64 P=16 GQA 8/2', { nKv: 2, nH: 8, hd: 128, P: 16, G: 64 }],
 ];
@@ -373,9 +371,9 @@ eachBackend('ops', ({ name, create, variants }) => {
 
     it.each(GEOMS)(`attention ${dtype} %s: two prefill chunks through the cache, then a split decode step; every kernel`, async (_, g) => {
       for (const [kernel, b] of kernels('attention', Infinity)) {
-        const LA = 300, LB = 40;
+        const LA = 200, LB = 40;
         const { tables, numPages } = pageTables([LA + 1, LB + 1], g.P, 7 + g.hd);
-        const steps = [stepLayout([0, 0], [200, 30], tables), stepLayout([200, 30], [300, 40], tables), stepLayout([300, 40], [301, 41], tables)];
+        const steps = [stepLayout([0, 0], [120, 30], tables), stepLayout([120, 30], [200, 40], tables), stepLayout([200, 40], [201, 41], tables)];
         await attentionSteps(b, kernel, dtype, g, steps, numPages, 70);
       }
     });
@@ -396,7 +394,7 @@ eachBackend('ops', ({ name, create, variants }) => {
       ];
       await attentionSteps(b, kernel, 'kv4', g, steps, numPages, 170, g.vScale, 1);
     }
-  });
+  }, 300_000); // SwiftShader: several seconds per kernel
 
   /** Run `steps` through one paged cache on backend `b` and the simulator: kv_append, then (after the first
    *  `fillSteps`, which only append) attention, whose output is checked (at b's attention tier) against the simulator reading b's own cache bytes, so a KV code

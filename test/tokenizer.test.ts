@@ -6,6 +6,7 @@ import { copyFileSync, existsSync, readdirSync, readFileSync, writeFileSync } fr
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { expectCometError } from './helpers/errors.ts';
 import { tempDir } from './helpers/tmp.ts';
 import { CometError } from '../src/errors.ts';
 import { type Tokenizer, Llama2cTokenizer, loadTokenizer, runcPrintable } from '../src/tokenizer/index.ts';
@@ -165,11 +166,6 @@ describe('llama2.c BPE', () => {
 });
 
 describe('loadTokenizer errors', () => {
-  const expectCometError = async (f: () => unknown, ...fragments: string[]) => {
-    const err = await Promise.resolve().then(f).then(() => undefined, (e) => e);
-    expect(err, 'expected a CometError').toBeInstanceOf(CometError);
-    for (const s of fragments) expect((err as Error).message).toContain(s);
-  };
   const bin = readFileSync(join(MODELS, TOKENIZERS.tok512_bin));
 
   it('tokenizer.bin cut short, bad lengths, wrong vocab size', async () => {

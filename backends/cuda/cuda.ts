@@ -611,10 +611,10 @@ export class CudaBackend implements Backend {
   }
 
   rope(x: Tensor, layout: StepLayout, spec: RopeSpec): Tensor {
-    const key = `${spec.headDim}:${spec.theta}`;
+    const key = `${spec.headDim}:${spec.theta}:${JSON.stringify(spec.scaling ?? null)}`;
     let f = this.freqs.get(key);
     if (f === undefined) {
-      const host = ropeFreqs(spec.headDim, spec.theta);
+      const host = ropeFreqs(spec.headDim, spec.theta, spec.scaling);
       f = this.addon.malloc(host.byteLength);
       this.addon.upload(f, host);
       this.freqs.set(key, f);
@@ -707,7 +707,8 @@ export async function createCudaBackend(): Promise<Backend> {
   }
   if (facts.major < 8)
     throw new CometError(`cuda: ${facts.name} is sm_${facts.major}${facts.minor}; COMET's CUDA kernels need sm_80 (Ampere) or newer`, 'backend_unavailable');
-  // COMET_GEMM_FORCE=n pins the W4Ax kernel variant (comet_gemm_w4ax_force: 1 decode, 2 prefill sm_90, 3 sm_80 path)
+  // COMET_GEMM_FORCE=n pins the W4Ax kernel variant (comet_gemm_w4ax_force: 1 decode, 2 mma.sync tiles, 3 sm_80 path,
+  // 6 v7 wgmma; README, Backends)
   if (process.env.COMET_GEMM_FORCE) addon.gemmForce(Number(process.env.COMET_GEMM_FORCE));
   return new CudaBackend(addon, facts);
 }

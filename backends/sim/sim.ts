@@ -123,9 +123,9 @@ export class SimBackend implements Backend {
     return new SimTensor([rows(x), N], 'f32', F.matmul(f32(x), rows(x), K, floats(w), N));
   }
   rope(x: Tensor, layout: StepLayout, spec: RopeSpec): Tensor {
-    const key = `${spec.headDim}:${spec.theta}`;
+    const key = `${spec.headDim}:${spec.theta}:${JSON.stringify(spec.scaling ?? null)}`;
     let freqs = ropeFreqCache.get(key);
-    if (!freqs) ropeFreqCache.set(key, (freqs = F.ropeFreqs(spec.headDim, spec.theta)));
+    if (!freqs) ropeFreqCache.set(key, (freqs = F.ropeFreqs(spec.headDim, spec.theta, spec.scaling)));
     return new SimTensor(x.shape, 'f32', F.rope(f32(x), rows(x), spec.nHeads, spec.headDim, layout.pos, freqs));
   }
   kvAppend(cache: KVCache, layer: number, k: Tensor, v: Tensor, layout: StepLayout): void {

@@ -517,9 +517,9 @@ export class WebGPUBackend implements Backend {
   rope(x: Tensor, layout: StepLayout, spec: RopeSpec): Tensor {
     const xt = this.want(x, 'f32', 'rope'), T = rowsOf(x), half = spec.headDim / 2;
     if (colsOf(x) !== spec.nHeads * spec.headDim) throw new CometError(`rope: rows have ${colsOf(x)} channels, expected ${spec.nHeads}·${spec.headDim}`);
-    const key = `${spec.headDim}:${spec.theta}`;
+    const key = `${spec.headDim}:${spec.theta}:${JSON.stringify(spec.scaling ?? null)}`;
     let freqs = this.ropeFreqs.get(key);
-    if (!freqs) this.ropeFreqs.set(key, (freqs = ropeFreqs(spec.headDim, spec.theta)));
+    if (!freqs) this.ropeFreqs.set(key, (freqs = ropeFreqs(spec.headDim, spec.theta, spec.scaling)));
     const cs = new Float32Array(T * half * 2); // exactly the simulator's f32 angle and its f64 cos/sin, rounded
     for (let t = 0; t < T; t++)
       for (let i = 0; i < half; i++) {

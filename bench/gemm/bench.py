@@ -169,22 +169,27 @@ def cmd_check(lib, args):
             for K8 in sorted({0, B, 3 * B if 3 * B < Kp else B, Kp}):
                 for N in (172, 1000):
                     for M in (1, 3, 17, 64, 100, 130):
-                        for v in (0, 1, 2, 3, 4, 5):
+                        for v in (0, 1, 2, 3, 6):
                             if v == 1 and M > 64:
                                 continue
                             cases.append((M, N, K, B, K8, v))
-    cases += [(M, 1000, 4096, B, 512, v) for B in (32, 128) for M in (1, 16, 64, 130) for v in (0, 1, 2, 3, 4, 5)
+    cases += [(M, 1000, 4096, B, 512, v) for B in (32, 128) for M in (1, 16, 64, 130) for v in (0, 1, 2, 3, 6)
               if not (v == 1 and M > 64)]
-    # v5 / v6 (variants 4 / 5, B = 128): split-K (one wave) and no split, partial M tiles, K8 = 0 / Kp, odd and
+    # tiled wgmma (variant 6, B = 128): split-K (one wave) and no split, partial M tiles, K8 = 0 / Kp, odd and
     # even k-tile counts per slice
     cases += [(M, N, K, 128, K8, v) for (M, N, K, K8) in ((33, 4096, 4096, 512), (64, 6144, 4096, 384),
               (200, 1000, 2048, 0), (256, 300, 1024, 1024), (1000, 4096, 1024, 128), (129, 200, 640, 256),
-              (300, 1000, 384, 128), (96, 4096, 1152, 0)) for v in (0, 4, 5)]
+              (300, 1000, 384, 128), (96, 4096, 1152, 0)) for v in (0, 6)]
+    # v7 (variant 6): each token tile (32 / 64 / 128) with and without split-K, M not a multiple of 16, K8 = 0 / Kp
+    cases += [(M, N, K, 128, K8, 6) for (M, N, K, K8) in ((17, 4096, 4096, 512), (31, 1000, 2048, 2048),
+              (45, 4096, 1024, 0), (63, 6144, 4096, 384), (65, 1000, 4096, 512), (127, 300, 640, 128),
+              (250, 8192, 1024, 256), (1000, 2048, 1536, 0), (2049, 1024, 896, 896), (77, 14336, 512, 128))]
     if args.variants:
         keep = {int(v) for v in args.variants.split(",")}
         cases = [c for c in cases if c[5] in keep]
     if args.small:  # for compute-sanitizer: one case per variant and B, with padding and both precisions
-        cases = [(M, 172, 1000, B, B, v) for B in (32, 64, 128) for (M, v) in ((3, 1), (64, 1), (100, 2), (130, 3), (17, 2), (130, 4), (64, 4), (130, 5), (64, 5))]
+        cases = [(M, 172, 1000, B, B, v) for B in (32, 64, 128) for (M, v) in ((3, 1), (64, 1), (100, 2), (130, 3), (17, 2), (17, 6), (64, 6), (130, 6))]
+        cases += [(M, 4096, 2048, 128, 256, 6) for M in (20, 50, 200)]  # v7 split-K
     fails, total, t0 = 0, 0, time.time()
     for (M, N, K, B, K8, v) in cases:
         P = make_problem(M, N, K, B, K8, gen)
@@ -282,24 +287,24 @@ def cmd_group_check(lib, args):
 
 
 def cmd_crossover(lib, args):
-    """Solo comet_gemm_w4ax at M = 33..64: decode kernel (variant 1) vs v5 tiles (variant 4), per weight shape; each
+    """Solo comet_gemm_w4ax at M = 17..64: decode kernel (variant 1) vs v7 (variant 6), per weight shape; each
     configuration's sampled output checked against the reference first."""
     gen = torch.Generator(device=DEV).manual_seed(44)
     B, frac = 128, 0.10
     shapes = [(4096, 1024), (4096, 4096), (4096, 6144), (4096, 14336), (4096, 28672), (14336, 4096), (8192, 1024),
               (8192, 8192), (8192, 10240), (8192, 28672), (28672, 8192)]
     bad_total = 0
-    print("K N M | decode(v1) us  v5(v4) us  v1/v4 | splits v1 v4 | exact")
+    print("K N M | decode(v1) us  v7(v6) us  v1/v6 | splits v1 v6 | exact")
     for (K, N) in shapes:
         for M in [int(m) for m in args.ms.split(",")]:
             out = {}
-            for v in (1, 4):
+            for v in (1, 6):
                 o = bench_ours(lib, M, K, N, B, int(round(frac * K / B)) * B, gen, check_sample=(24, 96), variant=v)
                 out[v] = o
                 bad_total += o["mismatches"]
-            print(f"{K} {N} {M} | {out[1]['ms']*1e3:8.2f} {out[4]['ms']*1e3:8.2f} {out[1]['ms']/out[4]['ms']:6.2f} | "
-                  f"{out[1]['splits']} {out[4]['splits']} | {out[1]['checked'] - out[1]['mismatches']}/{out[1]['checked']} "
-                  f"{out[4]['checked'] - out[4]['mismatches']}/{out[4]['checked']}", flush=True)
+            print(f"{K} {N} {M} | {out[1]['ms']*1e3:8.2f} {out[6]['ms']*1e3:8.2f} {out[1]['ms']/out[6]['ms']:6.2f} | "
+                  f"{out[1]['splits']} {out[6]['splits']} | {out[1]['checked'] - out[1]['mismatches']}/{out[1]['checked']} "
+                  f"{out[6]['checked'] - out[6]['mismatches']}/{out[6]['checked']}", flush=True)
     return bad_total
 
 
@@ -380,8 +385,8 @@ def cmd_group_bench(lib, args):
                       "library chooses (one launch, or one per weight for groups of large weights); one launch = "
                       "comet_gemm_w4ax_many forced to one launch wherever the decode kernel serves; "
                       "fused-N = one comet_gemm_w4ax over a weight of N = sum(Ns) (its own split schedule, so not "
-                      "bit-identical to the separate ones). variant 0 = auto (decode kernel for M <= 32, and for M <= 64 "
-                      "when N <= 10240 and K <= 8192; else v5 tiles, one launch per weight inside the call); 1 = "
+                      "bit-identical to the separate ones). variant 0 = auto (decode kernel for M <= 16; v7 for M >= 17 "
+                      "with B = 128 on sm_90, one launch per weight inside the call); 1 = "
                       "decode kernel forced. "
                       "exact = grouped outputs equal to the separate launches' bit for bit (whole outputs, copy 0).")
     os.makedirs(args.out, exist_ok=True)
@@ -523,6 +528,9 @@ def cmd_bench(lib, args):
                 K8 = int(round(frac * K / B)) * B
                 o = bench_ours(lib, M, K, N, B, K8, gen,
                                variant=args.prefill_variant if M >= args.tiled_min_m else 0)
+                cmp = None  # the previous kernel (--compare-variant) on the same shape, same process
+                if args.compare_variant and M >= args.tiled_min_m and frac == FRACS[0]:
+                    cmp = bench_ours(lib, M, K, N, B, K8, gen, check_sample=(8, 32), variant=args.compare_variant)
                 ops = 2.0 * M * N * K
                 r = dict(model=model, layer=name, K=K, N=N, M=M, B=B, int8_frac=frac, K8=K8, ours_ms=o["ms"],
                          fp16_ms=base["fp16"], int8_ms=base["int8"], fp8_ms=base["fp8"],
@@ -532,12 +540,16 @@ def cmd_bench(lib, args):
                          tops=ops / (o["ms"] * 1e-3) / 1e12,
                          int8_peak_pct=100 * ops / (o["ms"] * 1e-3) / 1e12 / INT8_PEAK_TOPS,
                          checked=o["checked"], mismatches=o["mismatches"], splits=o["splits"])
+                if cmp:
+                    r.update(cmp_variant=args.compare_variant, cmp_ms=cmp["ms"], cmp_mismatches=cmp["mismatches"])
                 rows.append(r)
                 roof = (f"{r['hbm_roofline_pct']:5.1f}% HBM" if M <= 64 else f"{r['int8_peak_pct']:5.1f}% INT8pk")
                 print(f"{model:6} {name:7} K={K:5} N={N:5} M={M:4} int8={int(frac*100):2}% | ours {o['ms']:.4f} "
                       f"fp16 {base['fp16']:.4f} int8 {base['int8']:.4f} fp8 {base['fp8']:.4f} ms | "
                       f"x{r['speedup_fp16']:.2f} vs fp16, x{r['speedup_fp8']:.2f} vs fp8 | {roof} | "
-                      f"exact {o['checked'] - o['mismatches']}/{o['checked']}", flush=True)
+                      f"exact {o['checked'] - o['mismatches']}/{o['checked']}"
+                      + (f" | v{args.compare_variant} {cmp['ms']:.4f} ms (x{cmp['ms'] / o['ms']:.2f})" if cmp else ""),
+                      flush=True)
     meta = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), device=dev,
                 torch=torch.__version__, cuda=torch.version.cuda, copy_tbps=bw, int8_peak_tops=INT8_PEAK_TOPS,
                 command=" ".join(sys.argv), host=socket.gethostname(),
@@ -558,14 +570,17 @@ def write_results(out, meta, rows):
     L = [f"# W4Ax GEMM vs cuBLAS — {meta['device']}, {meta['date']}", "",
          f"Command: `{meta['command']}`  ", f"torch {meta['torch']}, CUDA {meta['cuda']}; device-to-device copy "
          f"{meta['copy_tbps']:.3f} TB/s (read + write).  ", meta["notes"], "",
-         "| model | layer | K×N | M | INT8 % | ours ms | FP16 ms | INT8 ms | FP8 ms | ×FP16 | ×FP8 | roofline | exact |",
-         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+         "| model | layer | K×N | M | INT8 % | ours ms | FP16 ms | INT8 ms | FP8 ms | ×FP16 | ×FP8 | roofline | exact "
+         "| earlier kernel ms (its time / ours) |",
+         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         roof = (f"{r['hbm_roofline_pct']:.0f}% HBM" if r["M"] <= 64 else f"{r['int8_peak_pct']:.0f}% INT8 peak")
+        cmp = (f"{r.get('cmp_name', 'variant %d' % r['cmp_variant'])} {r['cmp_ms']:.4f} ({r['cmp_ms'] / r['ours_ms']:.2f})"
+               if "cmp_ms" in r else "")
         L.append(f"| {r['model']} | {r['layer']} | {r['K']}×{r['N']} | {r['M']} | {int(r['int8_frac']*100)} | "
                  f"{r['ours_ms']:.4f} | {r['fp16_ms']:.4f} | {r['int8_ms']:.4f} | {r['fp8_ms']:.4f} | "
                  f"{r['speedup_fp16']:.2f} | {r['speedup_fp8']:.2f} | {roof} | "
-                 f"{r['checked'] - r['mismatches']}/{r['checked']} |")
+                 f"{r['checked'] - r['mismatches']}/{r['checked']} | {cmp} |")
     with open(stem + ".md", "w") as f:
         f.write("\n".join(L) + "\n")
     print("wrote", stem + ".md", stem + ".json")
@@ -601,14 +616,15 @@ def main():
     b.add_argument("--ms", default="")
     b.add_argument("--B", type=int, default=128)
     b.add_argument("--prefill-variant", type=int, default=0, help="force this variant for M >= --tiled-min-m")
-    b.add_argument("--tiled-min-m", type=int, default=33)
+    b.add_argument("--tiled-min-m", type=int, default=17)
+    b.add_argument("--compare-variant", type=int, default=0, help="also time this variant for M >= --tiled-min-m")
     gc = sub.add_parser("group-check")
     gc.add_argument("--small", action="store_true")
     gb = sub.add_parser("group-bench")
     gb.add_argument("--out", default="bench/results")
     gb.add_argument("--ms", default="1,8,16,32,64")
     co = sub.add_parser("crossover")
-    co.add_argument("--ms", default="33,48,64")
+    co.add_argument("--ms", default="17,32,48,64")
     o = sub.add_parser("one")
     for k, v in (("M", 16), ("K", 4096), ("N", 28672), ("B", 128), ("variant", 0), ("reps", 3)):
         o.add_argument("--" + k, type=int, default=v)

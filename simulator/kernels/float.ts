@@ -81,10 +81,33 @@ export function rmsnorm(x: Float32Array, T: number, C: number, w: Float32Array, 
   return out;
 }
 
-/** Inverse frequencies of the rotary pairs, f32 as llama2.c computes them: theta^(-2i/headDim). */
-export function ropeFreqs(headDim: number, theta: number): Float32Array {
+/** Llama-3.1's RoPE frequency scaling (HF rope_scaling { rope_type: 'llama3', ... }). */
+export interface RopeScaling {
+  type: 'llama3';
+  factor: number;
+  lowFreqFactor: number;
+  highFreqFactor: number;
+  originalMaxPositionEmbeddings: number;
+}
+
+/** Inverse frequencies of the rotary pairs, f32 as llama2.c computes them: theta^(-2i/headDim); with llama3
+ *  scaling (transformers' _compute_llama3_parameters, in f64 then rounded to f32): pairs whose wavelength 2π/f
+ *  is below original/highFreqFactor keep f, above original/lowFreqFactor take f/factor, and in between blend
+ *  the two by s = (original/wavelength - lowFreqFactor) / (highFreqFactor - lowFreqFactor). */
+export function ropeFreqs(headDim: number, theta: number, scaling?: RopeScaling): Float32Array {
   const f = new Float32Array(headDim / 2);
   for (let i = 0; i < headDim / 2; i++) f[i] = 1 / Math.fround(Math.pow(theta, Math.fround((2 * i) / headDim)));
+  if (!scaling) return f;
+  const { factor, lowFreqFactor: lo, highFreqFactor: hi, originalMaxPositionEmbeddings: old } = scaling;
+  for (let i = 0; i < f.length; i++) {
+    const wavelen = (2 * Math.PI) / f[i];
+    if (wavelen < old / hi) continue;
+    if (wavelen > old / lo) f[i] = f[i] / factor;
+    else {
+      const s = (old / wavelen - lo) / (hi - lo);
+      f[i] = (1 - s) * (f[i] / factor) + s * f[i];
+    }
+  }
   return f;
 }
 

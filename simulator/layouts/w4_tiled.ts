@@ -129,7 +129,30 @@ export function v6WeightStep(q: Uint8Array, d: W4TiledDims, i: number, n: number
   return out;
 }
 
-/** v6: the 32 int8 bytes (16*q) of k32 step c of an int4 activation row (canonical int4x2 bytes `row`, 64 per k-tile
+/**
+ * The v7 kernel (cuda/gemm_w4ax_sm90.cu) builds the same operand row in registers: weights are wgmma's A operand, and
+ * thread t of a quad holds k-positions 4t..4t+3 (register a0 / a1 for rows g / g+8) and 16+4t..16+4t+3 (a2 / a3).
+ * It reads piece p0 for the first run and p1 for the second, shifted left by sh0 / sh1 and masked with 0xF0F0F0F0:
+ * W4A8 tiles p0 = t>>1, p1 = 2 + (t>>1), sh0 = sh1 = (t odd ? 0 : 4) (so the canonical int8 activation rows need no
+ * reordering); W4A4 tiles p0 = p1 = t, sh0 = 4, sh1 = 0. Returns the 32 bytes in k-position order; equal to
+ * v6WeightStep (tested), so v6ActStep gives the activation operand of W4A4 tiles for both kernels.
+ */
+export function v7WeightFragment(q: Uint8Array, d: W4TiledDims, i: number, n: number, c: number): Int8Array {
+  const out = new Int8Array(32);
+  const int8 = i < d.T8;
+  const bytesOf = (x: number, o: number) => {
+    for (let j = 0; j < 4; j++) out[o + j] = ((x >>> (8 * j)) << 24) >> 24;
+  };
+  for (let t = 0; t < 4; t++) {
+    const p0 = int8 ? t >> 1 : t, p1 = int8 ? 2 + (t >> 1) : t;
+    const sh0 = int8 ? (t & 1 ? 0 : 4) : 4, sh1 = int8 ? sh0 : 0;
+    bytesOf(((tiledWord(q, d, i, n, p0, c) << sh0) & 0xf0f0f0f0) >>> 0, 4 * t);
+    bytesOf(((tiledWord(q, d, i, n, p1, c) << sh1) & 0xf0f0f0f0) >>> 0, 16 + 4 * t);
+  }
+  return out;
+}
+
+/** v6 / v7: the 32 int8 bytes (16*q) of k32 step c of an int4 activation row (canonical int4x2 bytes `row`, 64 per k-tile
  *  of the INT4 segment; `off` = first byte of the k-tile), in the W4A4 order of v6WeightStep. */
 export function v6ActStep(row: Uint8Array, off: number, c: number): Int8Array {
   const out = new Int8Array(32);

@@ -7,12 +7,17 @@ import { CometError } from '../errors.ts';
 
 const has = (cmd: string) => spawnSync(cmd, ['--version'], { stdio: 'ignore' }).status === 0;
 
-export async function buildCuda(): Promise<void> {
+export async function buildCuda(o: { print?: boolean } = {}): Promise<void> {
   const root = fileURLToPath(new URL('../../', import.meta.url));
+  const steps = [['-S', `${root}cuda`, '-B', `${root}build`, '-DCMAKE_BUILD_TYPE=Release'], ['--build', `${root}build`, '-j']];
+  if (o.print) {
+    for (const args of steps) console.log(`cmake ${args.join(' ')}`);
+    return;
+  }
   const missing = ['nvcc', 'cmake'].filter((c) => !has(c));
   if (missing.length)
     throw new CometError(`build-cuda needs ${missing.join(' and ')} on the PATH (the CUDA toolkit >= 13 and CMake >= 3.25); install them, then run \`npx comet build-cuda\` again`);
-  for (const args of [['-S', `${root}cuda`, '-B', `${root}build`, '-DCMAKE_BUILD_TYPE=Release'], ['--build', `${root}build`, '-j']]) {
+  for (const args of steps) {
     const r = spawnSync('cmake', args, { stdio: 'inherit' });
     if (r.status !== 0) throw new CometError(`cmake ${args.join(' ')} failed (exit ${r.status}); its output is above`);
   }

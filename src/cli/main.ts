@@ -63,7 +63,8 @@ program
 program
   .command('build-cuda')
   .description('compile the CUDA addon for this installation (needs nvcc >= 13 and CMake; the --backend cuda prerequisite)')
-  .action(async () => (await import('./build-cuda.ts')).buildCuda());
+  .option('--print', 'print the cmake commands instead of running them')
+  .action(async (o) => (await import('./build-cuda.ts')).buildCuda(o));
 
 program
   .command('info')

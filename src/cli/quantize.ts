@@ -63,6 +63,7 @@ export async function quantize(o: QuantizeCliOptions): Promise<void> {
     const bars = new cliProgress.MultiBar({ format: '{task} {bar} {value}/{total} layers | {tensors}/{totalTensors} tensors | {mb}/{totalMb} MB | {duration}s', hideCursor: true, stream: process.stderr }, cliProgress.Presets.shades_classic);
     const bar: Record<string, cliProgress.SingleBar> = {};
     const MB = (b: number) => (b / 2 ** 20).toFixed(0);
+    const layerDone: Record<string, number[]> = {}; // seconds since start at which each layer finished, per pass
     let r;
     try {
       r = await quantizeLayered(src, be, calibTokens, o.out, {
@@ -70,6 +71,7 @@ export async function quantize(o: QuantizeCliOptions): Promise<void> {
         ctx, calib: { file: basename(o.calib), sha256: createHash('sha256').update(text).digest('hex'), tokens: n, slice: `last ${n} tokens` },
         tokenizer: tokenizerFiles(tokPath, (p) => readFileSync(p)),
         onProgress: (p) => {
+          if (p.layer > 0) (layerDone[p.pass] ??= [])[p.layer - 1] = +((performance.now() - t0) / 1000).toFixed(2);
           if (!show) return;
           const b = (bar[p.pass] ??= bars.create(p.layers, 0, { task: p.pass === 'statistics' ? 'pass 1: statistics' : `pass 2: ${o.weights}    `, tensors: 0, totalTensors: 0, mb: 0, totalMb: 0 }));
           b.update(p.layer, { tensors: p.tensors, totalTensors: p.totalTensors, mb: MB(p.bytes), totalMb: MB(p.totalBytes) });
@@ -83,7 +85,7 @@ export async function quantize(o: QuantizeCliOptions): Promise<void> {
     const summary = {
       out: o.out, backend: o.backend ?? 'sim', B: o.block, weights: o.weights, kv: o.kv, int8MacFraction: r.plan.int8MacFraction,
       sites: r.meta.sites, meanWeightError: errs.length ? errs.reduce((a, b) => a + b, 0) / errs.length : null, passes: r.passes,
-      seconds: (performance.now() - t0) / 1000, peakRssBytes: process.resourceUsage().maxRSS * 1024, startRssBytes: rss0,
+      seconds: (performance.now() - t0) / 1000, layerDone, peakRssBytes: process.resourceUsage().maxRSS * 1024, startRssBytes: rss0,
     };
     if (o.json) console.log(JSON.stringify(summary));
     else console.log(`wrote ${o.out}: B=${o.block}, ${o.weights}, kv ${o.kv}, INT8 activations on ${(r.plan.int8MacFraction * 100).toFixed(1)}% of GEMM MACs, ` +

@@ -15,6 +15,7 @@ import { type LlamaConfig, validateConfig, weightNames, weightShape } from '../m
 import { SafetensorsFile } from './safetensors.ts';
 import { DTYPE_SIZE, bf16ToF32 } from './formats/safetensors.ts';
 import { f16ArrayToF32 } from '../../simulator/f16.ts';
+import type { RopeScaling } from '../../simulator/kernels/float.ts';
 
 const SUPPORTED = `supported: model_type 'llama' with architectures ["LlamaForCausalLM"]`;
 
@@ -43,14 +44,24 @@ export function readHFConfig(dir: string): LlamaConfig {
     if (typeof v !== 'number' || !Number.isFinite(v)) throw new CometError(`${path}: field '${k}' is ${JSON.stringify(v)}, expected a number`);
     return v;
   };
-  const unsupported = (what: string) => { throw new CometError(`${path}: ${what} is not supported (COMET runs plain LLaMA: no biases, SiLU, default RoPE)`); };
+  const unsupported = (what: string) => { throw new CometError(`${path}: ${what} is not supported (COMET runs plain LLaMA: no biases, SiLU, default or llama3 RoPE)`); };
   if ((j.hidden_act ?? 'silu') !== 'silu') unsupported(`hidden_act ${JSON.stringify(j.hidden_act)}`);
   if (j.attention_bias === true) unsupported('attention_bias: true');
   if (j.mlp_bias === true) unsupported('mlp_bias: true');
   const rp = j.rope_parameters as Record<string, unknown> | undefined;
-  const ropeType = rp?.rope_type ?? (j.rope_scaling as Record<string, unknown> | null | undefined)?.rope_type
-    ?? (j.rope_scaling as Record<string, unknown> | null | undefined)?.type;
-  if (ropeType !== undefined && ropeType !== 'default') unsupported(`RoPE scaling type ${JSON.stringify(ropeType)}`);
+  const rs = (rp?.rope_type !== undefined ? rp : j.rope_scaling) as Record<string, unknown> | null | undefined;
+  const ropeType = rs?.rope_type ?? rs?.type;
+  if (ropeType !== undefined && ropeType !== 'default' && ropeType !== 'llama3') unsupported(`RoPE scaling type ${JSON.stringify(ropeType)} (supported: default, llama3)`);
+  let ropeScaling: RopeScaling | undefined;
+  if (ropeType === 'llama3') {
+    const p = (k: string) => {
+      const v = rs![k];
+      if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) throw new CometError(`${path}: rope_scaling.${k} is ${JSON.stringify(v)}, expected a positive number (rope_type llama3)`);
+      return v;
+    };
+    ropeScaling = { type: 'llama3', factor: p('factor'), lowFreqFactor: p('low_freq_factor'), highFreqFactor: p('high_freq_factor'), originalMaxPositionEmbeddings: p('original_max_position_embeddings') };
+    if (!(ropeScaling.highFreqFactor > ropeScaling.lowFreqFactor)) throw new CometError(`${path}: rope_scaling high_freq_factor ${ropeScaling.highFreqFactor} must exceed low_freq_factor ${ropeScaling.lowFreqFactor}`);
+  }
   const dim = num('hidden_size'), nHeads = num('num_attention_heads');
   const gen = existsSync(join(dir, 'generation_config.json')) ? readJson(join(dir, 'generation_config.json')) : {};
   const eos = gen.eos_token_id ?? j.eos_token_id ?? 2;
@@ -66,6 +77,7 @@ export function readHFConfig(dir: string): LlamaConfig {
     normEps: num('rms_norm_eps', 1e-6), // transformers' LlamaConfig defaults
     ropeTheta: typeof rp?.rope_theta === 'number' ? rp.rope_theta : num('rope_theta', 10000),
     tiedEmbeddings: j.tie_word_embeddings === true, // transformers' LlamaConfig default: false
+    ...(ropeScaling ? { ropeScaling } : {}),
     bos: Number(gen.bos_token_id ?? j.bos_token_id ?? 1),
     eos: (Array.isArray(eos) ? eos : [eos]).map(Number),
   };

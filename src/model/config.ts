@@ -1,4 +1,5 @@
 // LLaMA model configuration, one shape for every loader (llama2.c .bin, HF directory, .comet).
+import type { RopeScaling } from '../../simulator/kernels/float.ts';
 
 export interface LlamaConfig {
   dim: number; // D, residual stream width
@@ -11,6 +12,7 @@ export interface LlamaConfig {
   seqLen: number; // maximum context
   normEps: number; // RMSNorm epsilon (llama2.c: 1e-5)
   ropeTheta: number; // 10000
+  ropeScaling?: RopeScaling; // Llama-3.1 (HF rope_scaling rope_type 'llama3'); absent = plain RoPE
   tiedEmbeddings: boolean; // classifier shares the embedding table
   bos: number;
   eos: number[];

@@ -68,7 +68,7 @@ export class Llama {
 }
 
 /** The RoPE of a config (query heads; the K rope is the same with nKvHeads). */
-export const ropeSpec = (c: LlamaConfig): RopeSpec => ({ nHeads: c.nHeads, headDim: c.headDim, theta: c.ropeTheta });
+export const ropeSpec = (c: LlamaConfig): RopeSpec => ({ nHeads: c.nHeads, headDim: c.headDim, theta: c.ropeTheta, ...(c.ropeScaling ? { scaling: c.ropeScaling } : {}) });
 
 /** Decoder layer `l` on the residual stream x (T, D) -> (T, D). Its K/V go to layer `cacheLayer` of `cache`
  *  (the model: l; the layer-by-layer quantizer: 0 of a one-layer cache). Tensors are named `l{l}.*`. */

@@ -49,6 +49,9 @@ export async function parseComet(st: Safetensors, path: string, sha16: Sha16 = w
   // validateConfig does not look at RoPE theta; a string or a negative one makes every activation NaN
   if (!(typeof config.ropeTheta === 'number' && config.ropeTheta > 0 && Number.isFinite(config.ropeTheta)))
     throw new CometError(`${path}: .comet config ropeTheta is ${JSON.stringify(config.ropeTheta)?.slice(0, 40)}, expected a positive number`);
+  const rs = config.ropeScaling as unknown as Record<string, unknown> | undefined;
+  if (rs !== undefined && !(rs.type === 'llama3' && ['factor', 'lowFreqFactor', 'highFreqFactor', 'originalMaxPositionEmbeddings'].every((k) => typeof rs[k] === 'number' && (rs[k] as number) > 0)))
+    throw new CometError(`${path}: .comet config ropeScaling is ${JSON.stringify(rs)?.slice(0, 80)}, expected { type: 'llama3', factor, lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings } (positive numbers)`);
   if (config.nLayers > st.tensors.size) throw new CometError(`${path}: .comet config has ${config.nLayers} layers, the file holds only ${st.tensors.size} tensors`);
   const object = <T>(key: string): T => {
     const v = json<T>(key);

@@ -125,7 +125,10 @@ export async function parseGguf(src: ByteSource): Promise<GgufParsed> {
     ropeTheta: num('llama.rope.freq_base', 10000),
     tiedEmbeddings: !tensors.has('output.weight'),
     bos: int('tokenizer.ggml.bos_token_id', 1),
-    eos: [int('tokenizer.ggml.eos_token_id', 2)],
+    // generation ends at any end-of-generation token, as llama.cpp's does (llama_vocab_is_eog): EOS, and the
+    // end-of-turn / end-of-message tokens chat models emit (Llama 3's <|eot_id|>, <|eom_id|>)
+    eos: [...new Set(['tokenizer.ggml.eos_token_id', 'tokenizer.ggml.eot_token_id', 'tokenizer.ggml.eom_token_id']
+      .filter((k, i) => i === 0 || u(md, k) !== undefined).map((k) => int(k, 2)))],
   };
   try {
     validateConfig(config, p);
@@ -136,8 +139,10 @@ export async function parseGguf(src: ByteSource): Promise<GgufParsed> {
   if (rot !== config.headDim) throw new CometError(`${p}: llama.rope.dimension_count ${rot} differs from head_dim ${config.headDim} (partial RoPE is not supported)`);
   if (config.nLayers * 9 > tensors.size) throw new CometError(`${p}: llama.block_count ${config.nLayers}, but the file holds only ${tensors.size} tensors (a LLaMA layer has 9)`);
   const known = new Set(weightNames(config).map(ggufName));
+  if (tensors.has('rope_freqs.weight'))
+    throw new CometError(`${p}: the file has rope_freqs.weight (Llama 3.1-style RoPE frequency scaling), which COMET does not run (plain RoPE only)`);
   for (const name of tensors.keys())
-    if (!known.has(name) && name !== 'rope_freqs.weight')
+    if (!known.has(name))
       throw new CometError(`${p}: unexpected tensor '${name}' for a LLaMA with ${config.nLayers} layers (no biases, no extra tensors)`);
 
   const alignment = int('general.alignment', 32);
@@ -192,6 +197,8 @@ const pad = (n: number) => (n + ALIGN - 1) & ~(ALIGN - 1);
 
 /** A float LLaMA (every weight f32 on the host) as a GGUF v3 file of `type`, tokenizer included. */
 export function encodeGguf(config: LlamaConfig, weights: Map<string, HostWeight>, tok: TokenizerFiles, type: GgufWriteType, name = 'comet'): GgufEncoded {
+  // llama.cpp takes Llama-3.1's scaled frequencies as a rope_freqs tensor, not written here: refuse, never export a wrong model
+  if (config.ropeScaling) throw new CometError(`gguf: a model with ${config.ropeScaling.type} RoPE scaling cannot be exported to GGUF yet`);
   const w = WRITE[type];
   const le = new TextEncoder();
   const tensors: Array<{ name: string; ne: number[]; type: GgmlType; bytes: Uint8Array }> = [];

@@ -1,0 +1,259 @@
+// W4Ax GEMM, decode family (M <= 16; M <= 64 for B = 32 / 64): GEMV-style mma.sync kernels, solo and grouped.
+// Included once by gemm_w4ax.cu (one translation unit: its launchers instantiate these templates). Lab notes:
+// cuda/NOTES-gemm.md. Layout and helpers: gemm_w4ax.cuh.
+#pragma once
+#include "gemm_w4ax.cuh"
+
+namespace comet_gemm {
+
+// ---------------------------------------------------------------------------------------------------------
+// decode: M <= 64. Grid (Npad/128, KS): a CTA = 8 warps x 16 weight rows = 128 rows, over k-slice blockIdx.y.
+// The slice's activations (rows padded to 160 / 80 bytes: conflict-free 8 / 4-byte fragment reads), its
+// activation scales (f32, pre-multiplied by 2^-4 / 2^-8) and weight scales go to shared memory once; the
+// weights stream from global memory through a register ring, DEC_DEPTH k-tiles ahead.
+// KS > 1: each CTA writes its f32 partial to the workspace; the last CTA of an n-tile (ticket) adds the KS
+// partials in slice order from +0 (the reported schedule) and writes Y.
+constexpr int DEC_THREADS = 256, DEC_DEPTH = 4, DEC_SMEM_BUDGET = 96 * 1024;
+constexpr int A8_ROW = 160, A4_ROW = 80;  // shared-memory row strides of one k-tile of activations
+
+struct DecPlan {
+  int KS, tiles_max, smem, occ;  // occ: CTAs per SM at this plan's shared memory
+};
+static int dec_smem(int MT, int B, int tiles) {
+  int blocks = tiles * (KT / B);
+  return tiles * MT * A8_ROW + blocks * (MT * 4 + 128 * 2);
+}
+static int num_sms() {
+  static int n = 0;
+  if (!n) {
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+      n = 0;
+    if (n <= 0) n = 132;
+  }
+  return n;
+}
+constexpr int dec_min_blocks_rt(int TT) { return TT == 1 ? 4 : TT == 2 ? 3 : TT == 4 ? 2 : 1; }
+
+/** One wave: the most k-slices for which all CTAs are resident at once (registers and shared memory), and
+ *  at least as many as the shared-memory budget needs. */
+static DecPlan decode_plan(const WDesc& w, int M) {
+  const int TT = M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : 8, MT = 8 * TT;
+  const int ntile = w.Npad / 128;
+  int best = 0;
+  for (int ks = 1; ks <= w.T; ks++) {
+    int smem = dec_smem(MT, w.B, (w.T + ks - 1) / ks);
+    if (smem > DEC_SMEM_BUDGET) continue;
+    int occ = std::min(dec_min_blocks_rt(TT), 227 * 1024 / (smem + 1024));
+    if (best && ntile * ks > occ * num_sms()) break;
+    best = ks;
+    if (ntile * ks > occ * num_sms()) break;  // even the first fitting split is more than one wave
+  }
+  if (!best) best = w.T;
+  int tmax = 0;
+  for (int k = 0; k < best; k++) tmax = std::max(tmax, (k + 1) * w.T / best - k * w.T / best);
+  const int smem = dec_smem(MT, w.B, tmax);
+  return DecPlan{best, tmax, smem, std::min(dec_min_blocks_rt(TT), 227 * 1024 / (smem + 1024))};
+}
+
+template <int TT>
+constexpr int dec_min_blocks() { return dec_min_blocks_rt(TT); }
+
+/** One CTA of the decode kernel: n-tile `ntile` (rows [128*ntile, +128) of W) and k-slice ks of KS of one problem.
+ *  ws: this problem's workspace [KS][M][Npad] f32; tickets: its [Npad/128] counters. Shared by the single-weight
+ *  kernel (gemm_decode: ntile = blockIdx.x, ks = blockIdx.y) and the grouped one (gemm_decode_group), so a problem
+ *  computes the same partial sums, in the same order, whichever launch it is in. */
+template <int TT, int B, int DEPTH = DEC_DEPTH>
+__device__ __forceinline__ void decode_cta(const int8_t* __restrict__ a8, const uint8_t* __restrict__ a4,
+                                           const __half* __restrict__ sa, int M, const WDesc& w, void* y, int out_f16,
+                                           int KS, int ntile, int ks, float* __restrict__ ws, int* __restrict__ tickets) {
+  constexpr int MT = TT * 8, CPB = B / 32;
+  extern __shared__ __align__(16) char smem[];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int ncta0 = ntile * 128, n0 = ncta0 + warp * 16;
+  const int ta = ks * w.T / KS, tb = (ks + 1) * w.T / KS, nt = tb - ta;
+  const int bA = tile_block0<B>(w, ta), bB = tile_block0<B>(w, tb), nbs = bB - bA;
+  char* Act = smem;                                            // [nt][MT][160 or 80]
+  float* Sa = (float*)(smem + nt * MT * A8_ROW);               // [nbs][MT]
+  __half* Sw = (__half*)(smem + nt * MT * A8_ROW + nbs * MT * 4);  // [nbs][128]
+
+  // 1. the weight ring first: the longest latency
+  const uint8_t* wq = w.q + ((size_t)n0 + g) * ROW_BYTES + 16 * t;
+  const size_t tstride = (size_t)w.Npad * ROW_BYTES, row8 = 8 * ROW_BYTES;
+  uint4 ra[DEPTH], rb[DEPTH];
+#pragma unroll
+  for (int u = 0; u < DEPTH; u++)
+    if (u < nt) ra[u] = ldg_stream(wq + (ta + u) * tstride), rb[u] = ldg_stream(wq + (ta + u) * tstride + row8);
+
+  // 2. activations, their scales and the weight scales of the slice -> shared memory
+  const int rowb4 = (w.Kp - w.K8) / 2;
+  for (int idx = tid; idx < nt * MT * 8; idx += DEC_THREADS) {
+    int li = idx / (MT * 8), r = (idx / 8) % MT, pc = idx % 8, i = ta + li;
+    if (i < w.T8) {
+      int gk = i * KT + pc * 16;
+      bool ok = r < M && gk < w.K8;
+      cp_async16(Act + (li * MT + r) * A8_ROW + pc * 16, ok ? (const void*)(a8 + (size_t)r * w.K8 + gk) : (const void*)w.q,
+                 ok ? 16 : 0);
+    } else if (pc < 4) {
+      int gb = (i - w.T8) * (KT / 2) + pc * 16;
+      bool ok = r < M && gb < rowb4;
+      cp_async16(Act + li * MT * A8_ROW + r * A4_ROW + pc * 16, ok ? (const void*)(a4 + (size_t)r * rowb4 + gb) : (const void*)w.q,
+                 ok ? 16 : 0);
+    }
+  }
+  for (int idx = tid; idx < nbs * 16; idx += DEC_THREADS)
+    cp_async16(Sw + (idx >> 4) * 128 + (idx & 15) * 8, w.swT + (size_t)(bA + (idx >> 4)) * w.Npad + ncta0 + (idx & 15) * 8, 16);
+  cp_async_commit();
+  const int nb8 = w.K8 / B;
+  for (int idx = tid; idx < nbs * MT; idx += DEC_THREADS) {
+    int blk = idx / MT, r = idx % MT, b = bA + blk;
+    Sa[idx] = r < M ? __fmul_rn(__half2float(sa[(size_t)r * w.nb + b]), b < nb8 ? 0.0625f : 0.00390625f) : 0.f;
+  }
+  cp_async_wait<0>();
+  __syncthreads();
+
+  int acc[TT][4];
+  float sum[TT][4];
+#pragma unroll
+  for (int j = 0; j < TT; j++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) acc[j][e] = MAGIC, sum[j][e] = 0.f;
+
+  for (int base = 0; base < nt; base += DEPTH) {
+#pragma unroll
+    for (int u = 0; u < DEPTH; u++) {
+      const int li = base + u, i = ta + li;
+      if (li < nt) {
+        const uint4 xa = ra[u], xb = rb[u];
+        if (li + DEPTH < nt)
+          ra[u] = ldg_stream(wq + (i + DEPTH) * tstride), rb[u] = ldg_stream(wq + (i + DEPTH) * tstride + row8);
+        const bool int8 = i < w.T8;
+        const int seglen = int8 ? w.K8 : w.Kp - w.K8, kbase = int8 ? i * KT : (i - w.T8) * KT;
+        const int blk0 = tile_block0<B>(w, i) - bA, nblk = tile_nblocks<B>(w, i);
+        const char* At = Act + li * MT * A8_ROW;
+        const uint32_t* wa_ = (const uint32_t*)&xa;
+        const uint32_t* wb_ = (const uint32_t*)&xb;
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+          if (kbase + 32 * c < seglen) {
+            const uint32_t A0 = lo16x(wa_[c]), A1 = lo16x(wb_[c]), A2 = hi16x(wa_[c]), A3 = hi16x(wb_[c]);
+#pragma unroll
+            for (int j = 0; j < TT; j++) {
+              uint32_t b0v, b1v;
+              if (int8) {
+                uint2 v = *(const uint2*)(At + (j * 8 + g) * A8_ROW + 32 * c + 8 * t);
+                b0v = v.x, b1v = v.y;
+              } else {
+                uint32_t v = *(const uint32_t*)(At + (j * 8 + g) * A4_ROW + 16 * c + 4 * t);
+                b0v = lo16x(v), b1v = hi16x(v);
+              }
+              if (c % CPB == 0) mma_s8_first(acc[j], A0, A1, A2, A3, b0v, b1v);
+              else mma_s8(acc[j], A0, A1, A2, A3, b0v, b1v);
+            }
+          }
+          if ((c + 1) % CPB == 0 && (c + 1) / CPB - 1 < nblk) {  // end of a B-block: the f32 epilogue
+            const int bl = blk0 + (c + 1) / CPB - 1;
+            const float sw0 = __half2float(Sw[bl * 128 + warp * 16 + g]), sw1 = __half2float(Sw[bl * 128 + warp * 16 + g + 8]);
+            // c0: (row g, tok 2t) c1: (g, 2t+1) c2: (g+8, 2t) c3: (g+8, 2t+1)
+            if (int8) {
+#pragma unroll
+              for (int j = 0; j < TT; j++) {
+                const float2 s = *(const float2*)(Sa + bl * MT + j * 8 + 2 * t);
+                const float p[4] = {__fmul_rn(s.x, sw0), __fmul_rn(s.y, sw0), __fmul_rn(s.x, sw1), __fmul_rn(s.y, sw1)};
+#pragma unroll
+                for (int e = 0; e < 4; e++) sum[j][e] = __fadd_rn(sum[j][e], __fmul_rn(magic_to_f32(acc[j][e]), p[e]));
+              }
+            } else {
+              const float C0 = magic_c(sw0), C1 = magic_c(sw1);
+#pragma unroll
+              for (int j = 0; j < TT; j++) {
+                const float2 s = *(const float2*)(Sa + bl * MT + j * 8 + 2 * t);
+                sum[j][0] = __fadd_rn(sum[j][0], w4a4_term(acc[j][0], sw0, C0, s.x));
+                sum[j][1] = __fadd_rn(sum[j][1], w4a4_term(acc[j][1], sw0, C0, s.y));
+                sum[j][2] = __fadd_rn(sum[j][2], w4a4_term(acc[j][2], sw1, C1, s.x));
+                sum[j][3] = __fadd_rn(sum[j][3], w4a4_term(acc[j][3], sw1, C1, s.y));
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+
+  // 3. out: directly (KS == 1) or through the workspace and the last CTA of this n-tile
+#pragma unroll
+  for (int j = 0; j < TT; j++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      int n = n0 + g + 8 * (e >> 1), tok = j * 8 + 2 * t + (e & 1);
+      if (tok < M && n < w.N) {
+        if (KS == 1) {
+          __half h = __float2half_rn(sum[j][e]);
+          if (out_f16) ((__half*)y)[(size_t)tok * w.N + n] = h;
+          else ((float*)y)[(size_t)tok * w.N + n] = __half2float(h);
+        } else {
+          ws[((size_t)ks * M + tok) * w.Npad + n] = sum[j][e];
+        }
+      }
+    }
+  if (KS == 1) return;
+  __shared__ int last;
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) last = atomicAdd(&tickets[ntile], 1) == KS - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int idx = tid; idx < M * 128; idx += DEC_THREADS) {
+    int tok = idx / 128, n = ncta0 + idx % 128;
+    if (n >= w.N) continue;
+    float s = 0.f;
+    for (int k = 0; k < KS; k++) s = __fadd_rn(s, __ldcg(ws + ((size_t)k * M + tok) * w.Npad + n));
+    __half h = __float2half_rn(s);
+    if (out_f16) ((__half*)y)[(size_t)tok * w.N + n] = h;
+    else ((float*)y)[(size_t)tok * w.N + n] = __half2float(h);
+  }
+  if (tid == 0) tickets[ntile] = 0;  // ready for the next launch
+}
+
+template <int TT, int B>
+__global__ void __launch_bounds__(DEC_THREADS, dec_min_blocks<TT>()) gemm_decode(const int8_t* __restrict__ a8, const uint8_t* __restrict__ a4,
+                                                           const __half* __restrict__ sa, int M, WDesc w, void* y,
+                                                           int out_f16, int KS, float* __restrict__ ws,
+                                                           int* __restrict__ tickets) {
+  decode_cta<TT, B>(a8, a4, sa, M, w, y, out_f16, KS, blockIdx.x, blockIdx.y, ws, tickets);
+}
+
+// Grouped decode (comet_gemm_w4ax_many): up to GROUP_MAX weights of the same K layout against one activation in
+// ONE launch. The 1-D grid is the concatenation of each problem's solo grid (n-tile fastest, then k-slice, as
+// blockIdx.x / .y of the solo launch); each problem keeps its solo split (decode_plan), so its outputs and the
+// reported schedule are those of comet_gemm_w4ax. Workspaces and tickets are disjoint regions, one per problem.
+// The problem's descriptor is picked at run time, so it lives in registers rather than the parameter bank: at the
+// 64-register cap of M <= 8 (4 CTAs per SM) ptxas spills 64 B (B = 128) inside the k-loop. Measured on the H100
+// (2026-11-24): no slower than a 3-deep weight ring (no fewer spills on sm_90a) and faster than 3 CTAs per SM
+// without spills, except for groups of large weights, which comet_gemm_w4ax_many launches one by one anyway.
+constexpr int GROUP_MAX = 4;
+struct DecGroup {
+  WDesc w[GROUP_MAX];
+  void* y[GROUP_MAX];
+  float* ws[GROUP_MAX];
+  int* tickets[GROUP_MAX];
+  int KS[GROUP_MAX];
+  int cta0[GROUP_MAX];  // first CTA of each problem; unused entries INT_MAX
+};
+
+template <int TT, int B>
+__global__ void __launch_bounds__(DEC_THREADS, dec_min_blocks<TT>())
+    gemm_decode_group(const int8_t* __restrict__ a8, const uint8_t* __restrict__ a4, const __half* __restrict__ sa,
+                      int M, const __grid_constant__ DecGroup gr, int out_f16) {
+  const int c = blockIdx.x;
+  int p = 0;
+#pragma unroll
+  for (int i = 1; i < GROUP_MAX; i++) p += c >= gr.cta0[i];
+  const int local = c - gr.cta0[p], ntiles = gr.w[p].Npad / 128;
+  decode_cta<TT, B>(a8, a4, sa, M, gr.w[p], gr.y[p], out_f16, gr.KS[p], local % ntiles, local / ntiles, gr.ws[p],
+                    gr.tickets[p]);
+}
+
+
+}  // namespace comet_gemm

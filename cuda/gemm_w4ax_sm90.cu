@@ -1,0 +1,374 @@
+// W4Ax GEMM v7 (sm_90a, B = 128, M >= 17): warp-specialized wgmma with the weights as the REGISTER operand.
+// Lab notes: cuda/NOTES-gemm.md (v7). Shared layout and helpers: gemm_w4ax.cuh.
+//
+// Y^T = W * A^T: a CTA computes a 128 (output features n) x NT (tokens m) tile, NT in {32, 64, 128}.
+//   warpgroup 0 (producer, 80 registers): cp.async of k-tile i (= one B-block, 128 channels) into stage i % 6:
+//       int8 activation rows straight into the 128-byte-swizzled K-major layout wgmma reads as its B operand;
+//       int4 activation rows raw, converted to int8 (16*q, lo/hi-nibble order, below) once landed;
+//       the raw int4 weight tile [128 rows][64 B] (one contiguous 8 KB of the [T][Npad][64] layout), the weight
+//       scales and the activation scales (f16 words, made f32 times 2^-4 / 2^-8 once landed). A tile is finished
+//       (converted, fence.proxy.async, arrive on full[s]) V7_LAG = 4 tiles after its copies were issued, so ~5
+//       tiles of copies are in flight and the producer never waits on a load of its own.
+//   warpgroups 1, 2 (consumers, 208 registers): weight rows 64c .. 64c+63 (c = 0, 1). Per k-tile: wait full[s];
+//       each thread loads its two weight rows' words (4 x 16 B) and converts them in registers into the wgmma A
+//       fragments (2 instructions per register); 4 x wgmma m64nNTk32 (the first with scale-d = 0: no reset);
+//       commit; wait(0) (ptxas serializes wgmma when a group is in flight across the loop's back edge); the
+//       block's f32 epilogue (DESIGN 3.4) into the running sums; arrive on empty[s]. The two consumer warpgroups
+//       and the producer run out of phase through the 6-stage mbarrier ring: one warpgroup's epilogue overlaps the
+//       other's wgmma; conversion and loads overlap both.
+// k order inside a k32 step (any order is exact if both operands agree; wgmma's A fragment of thread (g, t) holds
+// k-positions 4t..4t+3 (a0, a1) and 16+4t..16+4t+3 (a2, a3) of rows g, g+8):
+//   INT8 tiles: activations canonical (position = channel). Weight word (piece p, step c) of the layout holds
+//       channels 8p..8p+3 in its low nibbles and 8p+4..8p+7 in its high nibbles, so thread t takes pieces t/2 and
+//       2 + t/2, low nibbles (x << 4) & 0xF0F0F0F0 for even t, high nibbles x & 0xF0F0F0F0 for odd t.
+//   INT4 tiles: weight word (t, c) = canonical nibbles 8t..8t+7: a0 = low nibbles (channels 8t+2j), a2 = high
+//       (8t+2j+1); the producer writes the activations in the same lo/hi order (position 4tt+j = channel 8tt+2j,
+//       16+4tt+j = channel 8tt+2j+1), as v6 did.
+// Values are 16*q on both int4 sides: raw = 16*acc (W4A8) or 256*acc (W4A4); the 2^-4 / 2^-8 is in the f32
+// activation scale (exact). Accumulators are read as bits of 1.5*2^23 + raw after one integer add (MAGIC).
+// Split-K below one wave of output tiles: the v5 rule (same slices formula on this kernel's tiles), partials summed
+// from +0 in slice order by the tile's last CTA (the schedule comet_gemm_w4ax_schedule reports).
+#include "gemm_w4ax.cuh"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+namespace comet_gemm {
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define COMET_V7_DEVICE 1
+#endif
+
+constexpr int V7_STAGES = 6, V7_LAG = 4, V7_THREADS = 384;  // LAG: tiles of copies in flight beyond the one converted
+// Registers: the launch gives every thread 168 (65,536 / 384, rounded down to 8), 64,512 per CTA; setmaxnreg moves
+// them from the producer (80: no spills) to the consumers (208): 128 x 80 + 256 x 208 = 63,488 <= 64,512. Asking for
+// more than the CTA holds (first try: 64 + 224 = 65,536) hangs in setmaxnreg.inc (measured 2026-12-02).
+
+/** Shared memory of one stage (bytes): ACT [NT][128] (swizzled, wgmma B) | W [128][64] | A4 [NT][64] | SW f16[128] | SA
+ *  f32[NT], padded to 1 KB (ACT must be 1024-aligned for the 128-byte swizzle). */
+template <int NT>
+struct V7L {
+  static constexpr int OFF_W = NT * 128, OFF_A4 = OFF_W + 128 * 64, OFF_SW = OFF_A4 + NT * 64, OFF_SA = OFF_SW + 256;
+  static constexpr int STAGE = (OFF_SA + NT * 4 + 1023) / 1024 * 1024;
+  static constexpr int SMEM = 1024 + V7_STAGES * STAGE;  // + alignment slack
+};
+
+template <int NT>
+__device__ __forceinline__ void wgmma_rs(int (&d)[NT / 2], const uint32_t (&a)[4], uint64_t db, int acc);
+
+#ifdef COMET_V7_DEVICE
+/** wgmma m64n32k32 s8: A (64 weight rows x k32) from registers, B (k32 x 32 tokens) from shared memory; D = A*B
+ *  (+ D when acc != 0). */
+template <>
+__device__ __forceinline__ void wgmma_rs<32>(int (&d)[16], const uint32_t (&a)[4], uint64_t db, int acc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k32.s32.s8.s8 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %20, p;\n}\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]), "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc));
+}
+/** wgmma m64n64k32 s8: A (64 weight rows x k32) from registers, B (k32 x 64 tokens) from shared memory; D = A*B
+ *  (+ D when acc != 0). */
+template <>
+__device__ __forceinline__ void wgmma_rs<64>(int (&d)[32], const uint32_t (&a)[4], uint64_t db, int acc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k32.s32.s8.s8 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p;\n}\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]), "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]), "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc));
+}
+/** wgmma m64n128k32 s8: A (64 weight rows x k32) from registers, B (k32 x 128 tokens) from shared memory; D = A*B
+ *  (+ D when acc != 0). */
+template <>
+__device__ __forceinline__ void wgmma_rs<128>(int (&d)[64], const uint32_t (&a)[4], uint64_t db, int acc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p;\n}\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]), "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]), "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]), "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]), "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]), "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc));
+}
+#else
+template <int NT>
+__device__ __forceinline__ void wgmma_rs(int (&)[NT / 2], const uint32_t (&)[4], uint64_t, int) { __trap(); }
+#endif
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void mbar_init(uint64_t* b, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(b)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* b) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(b)) : "memory");
+}
+/** Waits for the phase of parity `parity` of barrier b. A wait of over ~20 s (a lost arrival: a bug) traps, so the
+ *  launch fails with an error instead of hanging the process. */
+__device__ __forceinline__ void mbar_wait(uint64_t* b, uint32_t parity) {
+  const uint32_t addr = smem_u32(b);
+  uint32_t ok = 0;
+  long long t0 = 0;
+  for (int n = 0;; n++) {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(ok)
+        : "r"(addr), "r"(parity)
+        : "memory");
+    if (ok) return;
+    if (n == 64) t0 = clock64();
+    if (n > 64 && (n & 1023) == 0 && clock64() - t0 > 40000000000LL) __trap();
+  }
+}
+/** K-major operand, 128-byte swizzle, 8-row groups 1024 B apart (as v6). */
+__device__ __forceinline__ uint64_t v7_desc(uint32_t saddr) {
+  return (uint64_t)((saddr & 0x3FFFF) >> 4) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
+}
+template <int R>
+__device__ __forceinline__ void v7_fence_acc(int (&d)[R]) {
+#pragma unroll
+  for (int i = 0; i < R; i++) asm volatile("" : "+r"(d[i])::"memory");
+}
+__device__ __forceinline__ void v7_store(void* y, int out_f16, int N, int m, int n, float v) {
+  const __half h = __float2half_rn(v);
+  if (out_f16) ((__half*)y)[(size_t)m * N + n] = h;
+  else ((float*)y)[(size_t)m * N + n] = __half2float(h);
+}
+
+template <int NT>
+__global__ void __launch_bounds__(V7_THREADS, 1)
+    gemm_v7(const int8_t* __restrict__ a8, const uint8_t* __restrict__ a4, const __half* __restrict__ sa, int M,
+            WDesc w, void* y, int out_f16, int KS, float* __restrict__ ws, int* __restrict__ tickets) {
+#ifdef COMET_V7_DEVICE
+  using L = V7L<NT>;
+  constexpr int R = NT / 2;  // accumulators per consumer thread
+  extern __shared__ __align__(16) char smem_raw[];
+  __shared__ __align__(8) uint64_t full[V7_STAGES], empty[V7_STAGES];
+  __shared__ int last;
+  char* smem = (char*)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
+  const int tid = threadIdx.x;
+  const int m0 = blockIdx.x * NT, n0 = blockIdx.y * 128, ks = blockIdx.z;
+  const int ta = ks * w.T / KS, nt = (ks + 1) * w.T / KS - ta;  // this CTA's k-tiles [ta, ta + nt)
+  auto stage = [&](int li) { return smem + (li % V7_STAGES) * L::STAGE; };
+  if (tid == 0) {
+#pragma unroll
+    for (int s = 0; s < V7_STAGES; s++) mbar_init(&full[s], 128), mbar_init(&empty[s], 256);
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  if (tid < 128) {  // ---------------- producer warpgroup
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 80;\n");
+    const int p = tid;
+    const int rowb4 = (w.Kp - w.K8) / 2;
+    const uint8_t* wsrc = w.q + (size_t)n0 * ROW_BYTES + p * 16;
+    const size_t wstride = (size_t)w.Npad * ROW_BYTES;
+    // activation scales travel with the tile's copies (4-byte cp.async of the aligned word holding sa[m][i]; the
+    // last element of an odd-length array is copied as 2 bytes + zero fill), converted to f32 when the tile landed.
+    // (v4-v6 read them with a plain load per k-tile: one exposed global latency per k-tile.)
+    const bool sa_ok = p < NT && m0 + p < M;
+    const size_t sa_total = (size_t)M * w.nb, sa_row = (size_t)(sa_ok ? m0 + p : 0) * w.nb;
+    for (int j = 0; j < nt + V7_LAG; j++) {
+      if (j < nt) {
+        char* st = stage(j);
+        if (j >= V7_STAGES) mbar_wait(&empty[j % V7_STAGES], ((j / V7_STAGES) - 1) & 1);
+        const int i = ta + j;
+        if (i < w.T8) {  // int8 rows: 16-byte piece pc of row r at r*128 + ((pc ^ (r & 7)) * 16)
+#pragma unroll
+          for (int q = 0; q < NT / 16; q++) {
+            const int idx = p + 128 * q, r = idx >> 3, pc = idx & 7;
+            const bool ok = m0 + r < M;
+            cp_async16(st + r * 128 + ((pc ^ (r & 7)) << 4),
+                       ok ? (const void*)(a8 + (size_t)(m0 + r) * w.K8 + (size_t)i * KT + pc * 16) : (const void*)w.q,
+                       ok ? 16 : 0);
+          }
+        } else {  // int4 rows raw [NT][64]
+#pragma unroll
+          for (int q = 0; q < NT / 32; q++) {
+            const int idx = p + 128 * q, r = idx >> 2, pc = idx & 3;
+            const bool ok = m0 + r < M;
+            cp_async16(st + L::OFF_A4 + r * 64 + pc * 16,
+                       ok ? (const void*)(a4 + (size_t)(m0 + r) * rowb4 + (size_t)(i - w.T8) * (KT / 2) + pc * 16)
+                          : (const void*)w.q,
+                       ok ? 16 : 0);
+          }
+        }
+        const uint8_t* src = wsrc + (size_t)i * wstride;
+#pragma unroll
+        for (int q = 0; q < 4; q++) cp_async16(st + L::OFF_W + p * 16 + 2048 * q, src + 2048 * q, 16);
+        if (p < 16) cp_async16(st + L::OFF_SW + p * 16, w.swT + (size_t)i * w.Npad + n0 + p * 8, 16);
+        if (p < NT) {
+          const size_t e = sa_row + i;  // sa is 4-byte aligned (checked by the host)
+          cp_async4(st + L::OFF_SA + 4 * p, sa_ok ? (const void*)(sa + (e & ~(size_t)1)) : (const void*)w.q,
+                    sa_ok ? ((e | 1) < sa_total ? 4 : 2) : 0);
+        }
+      }
+      cp_async_commit();
+      const int jj = j - V7_LAG;
+      if (jj >= 0) {
+        cp_async_wait<V7_LAG>();  // this thread's copies of tile jj have landed
+        char* st = stage(jj);
+        const int i = ta + jj;
+        if (i >= w.T8) {  // int4 activations -> int8 (16*q), lo/hi order, into the swizzled ACT
+          asm volatile("bar.sync 1, 128;\n" ::: "memory");  // every producer thread's copies of tile jj landed
+#pragma unroll
+          for (int q = 0; q < NT / 32; q++) {
+            const int idx = p + 128 * q, r = idx >> 2, c = idx & 3;
+            const uint4 x = *(const uint4*)(st + L::OFF_A4 + r * 64 + c * 16);
+            char* dst = st + r * 128;
+            *(uint4*)(dst + (((2 * c) ^ (r & 7)) << 4)) = make_uint4(lo16x(x.x), lo16x(x.y), lo16x(x.z), lo16x(x.w));
+            *(uint4*)(dst + (((2 * c + 1) ^ (r & 7)) << 4)) = make_uint4(hi16x(x.x), hi16x(x.y), hi16x(x.z), hi16x(x.w));
+          }
+        }
+        if (p < NT) {  // this thread's scale word -> f32 sa * 2^-4 (W4A8) or 2^-8 (W4A4), in place (0 for rows >= M)
+          uint32_t* sw = (uint32_t*)(st + L::OFF_SA) + p;
+          const uint32_t u = *sw;
+          const __half h = __ushort_as_half((unsigned short)(((sa_row + i) & 1) ? u >> 16 : u & 0xFFFFu));
+          *(float*)sw = __fmul_rn(__half2float(h), i < w.T8 ? 0.0625f : 0.00390625f);
+        }
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // generic-proxy writes -> wgmma's reads
+        mbar_arrive(&full[jj % V7_STAGES]);
+      }
+    }
+    return;
+  }
+
+  // ---------------- consumer warpgroups
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 208;\n");
+  const int ct = tid - 128, c = ct >> 7, warp = (ct >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int rA = c * 64 + warp * 16 + g;  // this thread's weight rows in the tile: rA, rA + 8
+  int acc[R];
+  float sum[R];
+#pragma unroll
+  for (int i = 0; i < R; i++) acc[i] = 0, sum[i] = 0.f;
+  for (int li = 0; li < nt; li++) {
+    const int s = li % V7_STAGES;
+    mbar_wait(&full[s], (li / V7_STAGES) & 1);
+    const char* st = stage(li);
+    const bool int8 = ta + li < w.T8;
+    // weight fragments (see the header): pieces p0 / p1 of rows rA, rA + 8, shifts sh0 / sh1
+    const int p0 = int8 ? t >> 1 : t, p1 = int8 ? 2 + (t >> 1) : t;
+    const int sh0 = int8 ? ((t & 1) ? 0 : 4) : 4, sh1 = int8 ? sh0 : 0;
+    const char* W = st + L::OFF_W + rA * ROW_BYTES;
+    const uint4 xa0 = *(const uint4*)(W + 16 * p0), xa1 = *(const uint4*)(W + 16 * p1);
+    const uint4 xb0 = *(const uint4*)(W + 8 * ROW_BYTES + 16 * p0), xb1 = *(const uint4*)(W + 8 * ROW_BYTES + 16 * p1);
+    const uint32_t wa0[4] = {xa0.x, xa0.y, xa0.z, xa0.w}, wa1[4] = {xa1.x, xa1.y, xa1.z, xa1.w};
+    const uint32_t wb0[4] = {xb0.x, xb0.y, xb0.z, xb0.w}, wb1[4] = {xb1.x, xb1.y, xb1.z, xb1.w};
+    uint32_t a[4][4];
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+      a[k][0] = (wa0[k] << sh0) & 0xF0F0F0F0u, a[k][1] = (wb0[k] << sh0) & 0xF0F0F0F0u;
+      a[k][2] = (wa1[k] << sh1) & 0xF0F0F0F0u, a[k][3] = (wb1[k] << sh1) & 0xF0F0F0F0u;
+    }
+    const uint32_t bbase = smem_u32(st);
+    v7_fence_acc(acc);
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+    for (int k = 0; k < 4; k++) wgmma_rs<NT>(acc, a[k], v7_desc(bbase + 32 * k), k);
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    v7_fence_acc(acc);
+    // the block's f32 epilogue: element (row rA + 8h, token 8j + 2t + e) = acc[4j + 2h + e]
+    const float* Sa = (const float*)(st + L::OFF_SA);
+    const __half* Sw = (const __half*)(st + L::OFF_SW);
+    const float sw0 = __half2float(Sw[rA]), sw1 = __half2float(Sw[rA + 8]);
+    if (int8) {
+#pragma unroll
+      for (int j = 0; j < NT / 8; j++) {
+        const float2 s2 = *(const float2*)(Sa + 8 * j + 2 * t);
+        const float p00 = __fmul_rn(s2.x, sw0), p01 = __fmul_rn(s2.y, sw0), p10 = __fmul_rn(s2.x, sw1),
+                    p11 = __fmul_rn(s2.y, sw1);
+        sum[4 * j + 0] = __fadd_rn(sum[4 * j + 0], __fmul_rn(magic_to_f32(acc[4 * j + 0] + MAGIC), p00));
+        sum[4 * j + 1] = __fadd_rn(sum[4 * j + 1], __fmul_rn(magic_to_f32(acc[4 * j + 1] + MAGIC), p01));
+        sum[4 * j + 2] = __fadd_rn(sum[4 * j + 2], __fmul_rn(magic_to_f32(acc[4 * j + 2] + MAGIC), p10));
+        sum[4 * j + 3] = __fadd_rn(sum[4 * j + 3], __fmul_rn(magic_to_f32(acc[4 * j + 3] + MAGIC), p11));
+      }
+    } else {
+      const float C0 = magic_c(sw0), C1 = magic_c(sw1);
+#pragma unroll
+      for (int j = 0; j < NT / 8; j++) {
+        const float2 s2 = *(const float2*)(Sa + 8 * j + 2 * t);
+        sum[4 * j + 0] = __fadd_rn(sum[4 * j + 0], w4a4_term(acc[4 * j + 0] + MAGIC, sw0, C0, s2.x));
+        sum[4 * j + 1] = __fadd_rn(sum[4 * j + 1], w4a4_term(acc[4 * j + 1] + MAGIC, sw0, C0, s2.y));
+        sum[4 * j + 2] = __fadd_rn(sum[4 * j + 2], w4a4_term(acc[4 * j + 2] + MAGIC, sw1, C1, s2.x));
+        sum[4 * j + 3] = __fadd_rn(sum[4 * j + 3], w4a4_term(acc[4 * j + 3] + MAGIC, sw1, C1, s2.y));
+      }
+    }
+    mbar_arrive(&empty[s]);
+  }
+
+  // out: y[m][n], m = m0 + 8j + 2t + e, n = n0 + rA + 8h
+  if (KS == 1) {
+#pragma unroll
+    for (int j = 0; j < NT / 8; j++)
+#pragma unroll
+      for (int h = 0; h < 2; h++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          const int m = m0 + 8 * j + 2 * t + e, n = n0 + rA + 8 * h;
+          if (m < M && n < w.N) v7_store(y, out_f16, w.N, m, n, sum[4 * j + 2 * h + e]);
+        }
+    return;
+  }
+  // split-K: this slice's partial [NT][128] (token-major) -> workspace; the tile's last CTA adds them in slice order
+  const int tile = blockIdx.x * gridDim.y + blockIdx.y;
+  float* part = ws + ((size_t)tile * KS + ks) * (NT * 128);
+#pragma unroll
+  for (int j = 0; j < NT / 8; j++)
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+      for (int e = 0; e < 2; e++) part[(8 * j + 2 * t + e) * 128 + rA + 8 * h] = sum[4 * j + 2 * h + e];
+  __threadfence();
+  asm volatile("bar.sync 2, 256;\n" ::: "memory");
+  if (ct == 0) last = atomicAdd(&tickets[tile], 1) == KS - 1;
+  asm volatile("bar.sync 2, 256;\n" ::: "memory");
+  if (!last) return;
+  __threadfence();
+  const int rows = min(NT, M - m0), cols = min(128, w.N - n0);
+  for (int idx = ct; idx < rows * 128; idx += 256) {
+    const int r = idx >> 7, cl = idx & 127;
+    if (cl >= cols) continue;
+    const float* p0 = ws + (size_t)tile * KS * (NT * 128) + idx;
+    float v = 0.f;
+    for (int k = 0; k < KS; k++) v = __fadd_rn(v, __ldcg(p0 + (size_t)k * (NT * 128)));
+    v7_store(y, out_f16, w.N, m0 + r, n0 + cl, v);
+  }
+  if (ct == 0) tickets[tile] = 0;
+#else
+  __trap();
+#endif
+}
+
+int v7_tokens(int M) { return M <= 32 ? 32 : M <= 64 ? 64 : 128; }
+
+int v7_splits(const WDesc& d, int M, int sms) {
+  const int NT = v7_tokens(M), tiles = (M + NT - 1) / NT * (d.Npad / 128);
+  if (tiles >= sms) return 1;
+  return std::max(std::min(sms / tiles, d.T / 4), 1);
+}
+
+template <int NT>
+static cudaError_t launch(const int8_t* a8, const uint8_t* a4, const __half* sa, int M, const WDesc& d, void* y,
+                          int out_f16, int KS, float* ws, int* tickets, cudaStream_t s) {
+  static bool attr = false;
+  if (!attr) {
+    cudaError_t e = cudaFuncSetAttribute(gemm_v7<NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, V7L<NT>::SMEM);
+    if (e != cudaSuccess) return e;
+    attr = true;
+  }
+  dim3 grid((M + NT - 1) / NT, d.Npad / 128, KS);
+  gemm_v7<NT><<<grid, V7_THREADS, V7L<NT>::SMEM, s>>>(a8, a4, sa, M, d, y, out_f16, KS, ws, tickets);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_v7(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M, const WDesc& d, void* y,
+                      int out_f16, int sms, float* ws, int* tickets, cudaStream_t s) {
+  const int KS = v7_splits(d, M, sms);
+  if (KS > 1 && (!ws || !tickets)) return cudaErrorInvalidValue;
+  const __half* h = (const __half*)sa;
+  switch (v7_tokens(M)) {
+    case 32: return launch<32>(a8, a4, h, M, d, y, out_f16, KS, ws, tickets, s);
+    case 64: return launch<64>(a8, a4, h, M, d, y, out_f16, KS, ws, tickets, s);
+    default: return launch<128>(a8, a4, h, M, d, y, out_f16, KS, ws, tickets, s);
+  }
+}
+
+}  // namespace comet_gemm
