@@ -16,6 +16,7 @@ export type { ActQuantSpec, KVCacheSpec, KVDType, StepLayout, W4Weight };
 
 export type DType =
   | 'f32' // dense float activations / float weights, row-major
+  | 'f16' // float weights stored as f16 (classifier, embedding), read as f32, f32 (or wider) accumulation
   | 'i32'
   | 'qact' // FMPQ activation: a8 int8 [M][K8], a4 int4x2 [M][(Kp-K8)/2], sa f16 [M][Kp/B]  (DESIGN §3.2)
   | 'w4'; // W4 weight: codes int4x2 [N][Kp/2], sw f16 [N][Kp/B]  (DESIGN §3.3)
@@ -26,13 +27,16 @@ export interface Tensor {
   readonly dtype: DType;
 }
 
-/** A weight as the host holds it before upload. Float weights are [N][K] (PyTorch [out, in]) f32. */
+/** A weight as the host holds it before upload. Float weights are [N][K] (PyTorch [out, in]), f32 or f16 (bits:
+ *  the classifier and embedding of a .comet, half the bytes of the largest float tensors; a matmul against one
+ *  reads each weight as the f32 it is exactly and accumulates as for f32 weights). */
 export type HostWeight =
   | { kind: 'f32'; name: string; shape: readonly number[]; data: Float32Array }
+  | { kind: 'f16'; name: string; shape: readonly number[]; data: Uint16Array }
   | ({ kind: 'w4'; name: string } & W4Weight);
 
-/** Bytes a host weight occupies (f32 data, or W4 codes + f16 scales). */
-export const hostWeightBytes = (w: HostWeight): number => (w.kind === 'f32' ? w.data.byteLength : w.codes.byteLength + w.scales.byteLength);
+/** Bytes a host weight occupies (float data, or W4 codes + f16 scales). */
+export const hostWeightBytes = (w: HostWeight): number => (w.kind === 'w4' ? w.codes.byteLength + w.scales.byteLength : w.data.byteLength);
 
 /** A weight on the device; `act` says how its input activation is quantized (w4 only). */
 export interface Weight extends Tensor {

@@ -204,6 +204,7 @@ void GemmForce(const Napi::CallbackInfo& info) {
 
 // embed(table, D, tokens, T, out)
 OP(Embed, comet_embed_f32(a.ptr<float>(0), a.i32(1), a.ptr<int32_t>(2), a.i32(3), a.ptr<float>(4), g_stream))
+OP(EmbedF16, comet_embed_f16(a.ptr<uint16_t>(0), a.i32(1), a.ptr<int32_t>(2), a.i32(3), a.ptr<float>(4), g_stream))
 // rmsnorm(x, w, T, C, eps, out)
 OP(Rmsnorm, comet_rmsnorm_f32(a.ptr<float>(0), a.ptr<float>(1), a.i32(2), a.i32(3), a.num(4), a.ptr<float>(5), g_stream))
 // add(a, b, n, out)
@@ -215,6 +216,7 @@ OP(Rope, comet_rope_f32(a.ptr<float>(0), a.i32(1), a.i32(2), a.i32(3), a.ptr<int
                         a.ptr<float>(6), g_stream))
 // gemmF32(x, T, K, w, N, y)
 OP(GemmF32, comet_gemm_f32(a.ptr<float>(0), a.i32(1), a.i32(2), a.ptr<float>(3), a.i32(4), a.ptr<float>(5), g_stream))
+OP(GemmF16w, comet_gemm_f16w(a.ptr<float>(0), a.i32(1), a.i32(2), a.ptr<uint16_t>(3), a.i32(4), a.ptr<float>(5), g_stream))
 // rows(x, C, rows, R, out)
 OP(Rows, comet_rows_f32(a.ptr<float>(0), a.i32(1), a.ptr<int32_t>(2), a.i32(3), a.ptr<float>(4), g_stream))
 // argmax(x, R, C, out)
@@ -249,10 +251,6 @@ OP(AttentionF32, comet_attention_f32(a.ptr<float>(0), a.ptr<float>(1), a.ptr<flo
 // attentionKv4(q, cache, step x5, geom x4, nHeads, maxLen, ws, out)
 OP(AttentionKv4, comet_attention_kv4(a.ptr<float>(0), a.ptr<uint8_t>(1), stepAt(a, 2), geomAt(a, 7), a.i32(11),
                                      a.i32(12), a.ptr(13), a.ptr<float>(14), g_stream))
-
-// attentionKv4Exact(q, cache, step x5, geom x4, nHeads, maxLen, ws, out): as attentionKv4, simulator-exact
-OP(AttentionKv4Exact, comet_attention_kv4_exact(a.ptr<float>(0), a.ptr<uint8_t>(1), stepAt(a, 2), geomAt(a, 7),
-                                                a.i32(11), a.i32(12), a.ptr(13), a.ptr<float>(14), g_stream))
 
 // GPTQ (cuda/quant_gptq.cu). gptqHessianAdd(x, T, K, H)
 OP(GptqHessianAdd, comet_gptq_hessian_add(a.ptr<float>(0), a.i32(1), a.i32(2), a.ptr<double>(3), g_stream))
@@ -312,11 +310,13 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   EXPORT("gemmSchedule", GemmSchedule);
   EXPORT("gemmForce", GemmForce);
   EXPORT("embed", Embed);
+  EXPORT("embedF16", EmbedF16);
   EXPORT("rmsnorm", Rmsnorm);
   EXPORT("add", Add);
   EXPORT("siluMul", SiluMul);
   EXPORT("rope", Rope);
   EXPORT("gemmF32", GemmF32);
+  EXPORT("gemmF16w", GemmF16w);
   EXPORT("rows", Rows);
   EXPORT("argmax", Argmax);
   EXPORT("quantizeAct", QuantizeAct);
@@ -331,7 +331,6 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   EXPORT("hostAlloc", HostAlloc);
   EXPORT("profMark", ProfMark);
   EXPORT("profRead", ProfRead);
-  EXPORT("attentionKv4Exact", AttentionKv4Exact);
   EXPORT("gptqHessianAdd", GptqHessianAdd);
   EXPORT("gptqPermute", GptqPermute);
   EXPORT("gptqInvCholUpper", GptqInvCholUpper);

@@ -108,6 +108,8 @@ int comet_graph_destroy(void* exec);
 // ---- float ops (cuda/ops_float.cu). x [T][C] row-major f32; w [N][K] ([out, in]) -------------------------
 /** out [T][D] = table[tokens[t]] ; tokens [T] device int32, already checked to be < V */
 int comet_embed_f32(const float* table, int D, const int32_t* tokens, int T, float* out, void* stream);
+/** comet_embed_f32 with an f16 table [V][D] (bits; rows widened to f32, exactly). */
+int comet_embed_f16(const uint16_t* table, int D, const int32_t* tokens, int T, float* out, void* stream);
 /** llama2.c RMSNorm: ss = sum x^2 (f64); out = w * (x / sqrt(ss/C + eps)), f64 math, f32 store */
 int comet_rmsnorm_f32(const float* x, const float* w, int T, int C, double eps, float* out, void* stream);
 int comet_add_f32(const float* a, const float* b, size_t n, float* out, void* stream);
@@ -118,6 +120,8 @@ int comet_rope_f32(const float* x, int T, int n_heads, int head_dim, const int32
                    float* out, void* stream);
 /** y [T][N] = x [T][K] . w [N][K]^T, products and sums in f64 (the simulator's order up to f64 rounding) */
 int comet_gemm_f32(const float* x, int T, int K, const float* w, int N, float* y, void* stream);
+/** comet_gemm_f32 with f16 weights w [N][K] (bits; each read as the f32 it is exactly, the same sums). */
+int comet_gemm_f16w(const float* x, int T, int K, const uint16_t* w, int N, float* y, void* stream);
 /** out [R][C] = x[rows[r]]; rows device int32 */
 int comet_rows_f32(const float* x, int C, const int32_t* rows, int R, float* out, void* stream);
 /** out [R] = first index of the maximum of each row of x [R][C] */
@@ -159,21 +163,16 @@ typedef struct {
 int comet_kv_append_f32(float* kc, float* vc, const float* k, const float* v, comet_step st, comet_kv_geom g,
                         void* stream);
 int comet_kv_append_kv4(uint8_t* cache, const float* k, const float* v, comet_step st, comet_kv_geom g, void* stream);
-/** Bytes of f64 workspace attention needs for T tokens, n_heads heads, positions up to max_len. */
+/** Bytes of workspace attention needs for T tokens, n_heads heads, positions up to max_len (f32 or kv4 cache). */
 size_t comet_attention_workspace(int T, int n_heads, int head_dim, int max_len);
 /** out [T][n_heads*hd] = softmax(q k^T / sqrt(hd)) v over positions 0..pos[t] of the token's sequence, GQA.
  *  Split over the sequence (flash-decoding): partial (max, sum, acc) per split in `ws`, then one combine. */
 int comet_attention_f32(const float* q, const float* kc, const float* vc, comet_step st, comet_kv_geom g,
                         int n_heads, int max_len, void* ws, float* out, void* stream);
+/** KV4: the contract of simulator/kernels/attention_kv4.ts (DESIGN §3.5.1), bit for bit: q as INT8 per (token,
+ *  head), integer q·k and P·V, chunks of 64 keys, segments of 128 (cuda/ops_attention.cu). */
 int comet_attention_kv4(const float* q, const uint8_t* cache, comet_step st, comet_kv_geom g, int n_heads,
                         int max_len, void* ws, float* out, void* stream);
-
-/** comet_attention_kv4 computed as the simulator computes it (cuda/ops_attention_exact.cu): each element dequantized
- *  in f32 as kv4.ts does, then f64 dot products, scale, exp, sums and P·V; outputs equal the simulator's bit for bit
- *  up to f64 near-ties. Same arguments and workspace (comet_attention_workspace); geometries it does not cover
- *  (head_dim not 32/64/128/256, GQA group not 1/2/4/8, group % 8 != 0) run comet_attention_kv4. */
-int comet_attention_kv4_exact(const float* q, const uint8_t* cache, comet_step st, comet_kv_geom g, int n_heads,
-                              int max_len, void* ws, float* out, void* stream);
 
 // ---- GPTQ (cuda/quant_gptq.cu): src/quant/gptq.ts and calibrate.ts in the same f64 operations and order ----
 /** H [K][K] f64 += f32(X^T X) for x [T][K] f32, each element as simulator/kernels/float.ts matmul sums it (even-t

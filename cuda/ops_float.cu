@@ -1,4 +1,6 @@
 // Float ops: embed, rmsnorm, add, silu·mul, rope, the f32 GEMM (float path and classifier), rows, argmax.
+// Float weights (the GEMM's and the embedding's) are f32 or f16 (W = float | __half: a .comet's classifier and
+// embedding, half the bytes), read as the f32 they are exactly; every sum is the same for both.
 // The simulator (simulator/kernels/float.ts) computes these in f64 and stores f32; so do we where it is cheap,
 // which makes the float path agree with it bit for bit except for f64 summation order (DESIGN §3.7 tier 3).
 #include <stdlib.h>
@@ -8,18 +10,37 @@
 
 using namespace comet_ops;
 
-// ---- embed: out [T][D] = table [V][D] rows -------------------------------------------------------------------
-__global__ void embed_kernel(const float* __restrict__ table, int D, const int32_t* __restrict__ tokens,
-                             float* __restrict__ out) {
-  const int t = blockIdx.y;
-  const float* src = table + (size_t)tokens[t] * D;
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < D; i += gridDim.x * blockDim.x) out[(size_t)t * D + i] = src[i];
+// weight loads: one element, or 4 consecutive ones (16 bytes of f32, 8 of f16) as a float4; the 4-wide streaming
+// loads of weights read once per step (__ldcs: do not keep them in L2)
+__device__ __forceinline__ float ldw(const float* p) { return *p; }
+__device__ __forceinline__ float ldw(const __half* p) { return __half2float(*p); }
+__device__ __forceinline__ float4 ldw4(const float* p) { return __ldcs((const float4*)p); }
+__device__ __forceinline__ float4 ldw4(const __half* p) {
+  const uint2 u = __ldcs((const uint2*)p);
+  const float2 a = __half22float2(*(const __half2*)&u.x), b = __half22float2(*(const __half2*)&u.y);
+  return make_float4(a.x, a.y, b.x, b.y);
 }
 
-extern "C" int comet_embed_f32(const float* table, int D, const int32_t* tokens, int T, float* out, void* stream) {
+// ---- embed: out [T][D] = table [V][D] rows -------------------------------------------------------------------
+template <class W>
+__global__ void embed_kernel(const W* __restrict__ table, int D, const int32_t* __restrict__ tokens,
+                             float* __restrict__ out) {
+  const int t = blockIdx.y;
+  const W* src = table + (size_t)tokens[t] * D;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < D; i += gridDim.x * blockDim.x) out[(size_t)t * D + i] = ldw(src + i);
+}
+
+template <class W>
+static int embed(const W* table, int D, const int32_t* tokens, int T, float* out, void* stream) {
   if (T == 0) return 0;
-  embed_kernel<<<dim3(cdiv(D, 256), T), 256, 0, S(stream)>>>(table, D, tokens, out);
+  embed_kernel<W><<<dim3(cdiv(D, 256), T), 256, 0, S(stream)>>>(table, D, tokens, out);
   return check_launch("embed");
+}
+extern "C" int comet_embed_f32(const float* table, int D, const int32_t* tokens, int T, float* out, void* stream) {
+  return embed(table, D, tokens, T, out, stream);
+}
+extern "C" int comet_embed_f16(const uint16_t* table, int D, const int32_t* tokens, int T, float* out, void* stream) {
+  return embed((const __half*)table, D, tokens, T, out, stream);
 }
 
 // ---- rmsnorm: one block per row; ss in f64 (tree order), scaling in f64 as llama2.c-in-JS does -----------------
@@ -107,18 +128,19 @@ extern "C" int comet_rope_f32(const float* x, int T, int n_heads, int head_dim, 
 // runs f64 FMA at half its f32 rate, and this path is the accuracy baseline, not the product.
 constexpr int GEMV_T = 8;
 
-__global__ void gemv_kernel(const float* __restrict__ x, int T, int K, const float* __restrict__ w, int N,
+template <class W>
+__global__ void gemv_kernel(const float* __restrict__ x, int T, int K, const W* __restrict__ w, int N,
                             float* __restrict__ y) {
   const int lane = threadIdx.x & 31;
   const int n = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
   if (n >= N) return;
-  const float* wr = w + (size_t)n * K;
+  const W* wr = w + (size_t)n * K;
   for (int t0 = 0; t0 < T; t0 += GEMV_T) {
     double acc[GEMV_T];
 #pragma unroll
     for (int j = 0; j < GEMV_T; j++) acc[j] = 0;
     for (int k = lane; k < K; k += 32) {
-      const double wk = wr[k];
+      const double wk = ldw(wr + k);
 #pragma unroll
       for (int j = 0; j < GEMV_T; j++)
         if (t0 + j < T) acc[j] = __dadd_rn(acc[j], __dmul_rn(wk, (double)x[(size_t)(t0 + j) * K + k]));
@@ -133,8 +155,9 @@ __global__ void gemv_kernel(const float* __restrict__ x, int T, int K, const flo
 
 constexpr int TM = 64, TN = 64, TK = 16;
 
+template <class W>
 __global__ void __launch_bounds__(256) gemm_tiled_kernel(const float* __restrict__ x, int T, int K,
-                                                         const float* __restrict__ w, int N, float* __restrict__ y) {
+                                                         const W* __restrict__ w, int N, float* __restrict__ y) {
   __shared__ float xs[TK][TM + 1];
   __shared__ float ws[TK][TN + 1];
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
@@ -145,7 +168,7 @@ __global__ void __launch_bounds__(256) gemm_tiled_kernel(const float* __restrict
       const int r = i / TK, c = i % TK;  // consecutive threads read consecutive k of one row
       const int m = m0 + r, n = n0 + r, k = k0 + c;
       xs[c][r] = (m < T && k < K) ? x[(size_t)m * K + k] : 0.f;
-      ws[c][r] = (n < N && k < K) ? w[(size_t)n * K + k] : 0.f;
+      ws[c][r] = (n < N && k < K) ? ldw(w + (size_t)n * K + k) : 0.f;
     }
     __syncthreads();
 #pragma unroll
@@ -170,96 +193,17 @@ __global__ void __launch_bounds__(256) gemm_tiled_kernel(const float* __restrict
 }
 
 // ---- f32 GEMM, f32 FMA: the large problems (an LLM classifier: 128256 x 4096 f32 weights, 2 GB a step) --------
-// Weights are read once, 16 bytes per load, a tile of BN = 128 rows x BK = 32 channels per step (the next tile
-// in registers while this one is multiplied); x tiles of BT = 16·TT tokens; 256 threads, each TT tokens x 8
-// rows of outputs. f32 sums (DESIGN §3.7 tier 3). Used when T·N·K > 2^27 (so tiny models keep the f64 path
-// above, bit-close to the simulator) and K % 4 == 0; COMET_GEMM_F32=f64|f32 forces one path (tests).
-constexpr int FB_N = 128, FB_K = 32;
-
-template <int TT>
-__global__ void __launch_bounds__(256) gemm_f32_fast(const float* __restrict__ x, int T, int K,
-                                                     const float* __restrict__ w, int N, float* __restrict__ y) {
-  constexpr int BT = 16 * TT;
-  __shared__ __align__(16) float xs[FB_K][BT + 4];
-  __shared__ __align__(16) float ws[FB_K][FB_N + 4];
-  const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
-  const int n0 = blockIdx.y * FB_N, m0 = blockIdx.x * BT;  // token tiles of one weight tile adjacent: L2 reuse
-  // loads: w tile 128 x 32 = 1024 float4, 4 per thread; x tile BT x 32 = 8·BT float4
-  constexpr int WL = FB_N * FB_K / 4 / 256, XL = (BT * FB_K / 4 + 255) / 256;
-  float4 rw[WL], rx[XL];
-  auto load = [&](int k0) {
-#pragma unroll
-    for (int i = 0; i < WL; i++) {
-      const int u = tid + 256 * i, r = u >> 3, c = (u & 7) * 4, n = n0 + r, k = k0 + c;
-      rw[i] = (n < N && k < K) ? __ldg((const float4*)(w + (size_t)n * K + k)) : make_float4(0, 0, 0, 0);
-    }
-#pragma unroll
-    for (int i = 0; i < XL; i++) {
-      const int u = tid + 256 * i, r = u >> 3, c = (u & 7) * 4, m = m0 + r, k = k0 + c;
-      rx[i] = (u < BT * FB_K / 4 && m < T && k < K) ? *(const float4*)(x + (size_t)m * K + k) : make_float4(0, 0, 0, 0);
-    }
-  };
-  auto store = [&]() {
-#pragma unroll
-    for (int i = 0; i < WL; i++) {
-      const int u = tid + 256 * i, r = u >> 3, c = (u & 7) * 4;
-      ws[c][r] = rw[i].x, ws[c + 1][r] = rw[i].y, ws[c + 2][r] = rw[i].z, ws[c + 3][r] = rw[i].w;
-    }
-#pragma unroll
-    for (int i = 0; i < XL; i++) {
-      const int u = tid + 256 * i, r = u >> 3, c = (u & 7) * 4;
-      if (u < BT * FB_K / 4) xs[c][r] = rx[i].x, xs[c + 1][r] = rx[i].y, xs[c + 2][r] = rx[i].z, xs[c + 3][r] = rx[i].w;
-    }
-  };
-  float acc[TT][8];
-#pragma unroll
-  for (int i = 0; i < TT; i++)
-#pragma unroll
-    for (int j = 0; j < 8; j++) acc[i][j] = 0.f;
-  load(0);
-  for (int k0 = 0; k0 < K; k0 += FB_K) {
-    __syncthreads();
-    store();
-    __syncthreads();
-    if (k0 + FB_K < K) load(k0 + FB_K);
-#pragma unroll 8
-    for (int c = 0; c < FB_K; c++) {
-      float a[TT];
-      if constexpr (TT == 4) {
-        const float4 v = *(const float4*)&xs[c][ty * 4];
-        a[0] = v.x, a[1] = v.y, a[2] = v.z, a[3] = v.w;
-      } else {
-#pragma unroll
-        for (int i = 0; i < TT; i++) a[i] = xs[c][ty * TT + i];
-      }
-      const float4 b0 = *(const float4*)&ws[c][tx * 8], b1 = *(const float4*)&ws[c][tx * 8 + 4];
-      const float b[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
-#pragma unroll
-      for (int i = 0; i < TT; i++)
-#pragma unroll
-        for (int j = 0; j < 8; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-    }
-  }
-#pragma unroll
-  for (int i = 0; i < TT; i++) {
-    const int m = m0 + ty * TT + i;
-    if (m >= T) continue;
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-      const int n = n0 + tx * 8 + j;
-      if (n < N) y[(size_t)m * N + n] = acc[i][j];
-    }
-  }
-}
+// f32 sums (DESIGN §3.7 tier 3). Used when T·N·K > 2^27 (so tiny models keep the f64 path above, bit-close to the
+// simulator) and K % 4 == 0: T <= 8 the streaming GEMV, 8 < T <= 16 the chunked GEMV, T > 16 the 8x8 tile.
 
 // Decode-size T (<= 8): a streaming GEMV. x [T][K] is staged whole in shared memory (dynamic, K·TT·4 bytes);
 // each warp owns GV_R rows and streams them with 16-byte loads, GV_U of them in flight per row per lane
 // (512 contiguous bytes per row per warp per load), so the 2 GB of an LLM classifier moves at near copy speed.
 constexpr int GV_WARPS = 16, GV_R = 4, GV_U = 4;
 
-template <int TT>
+template <int TT, class W>
 __global__ void __launch_bounds__(GV_WARPS * 32) gemv_f32_fast(const float* __restrict__ x, int T, int K,
-                                                               const float* __restrict__ w, int N, float* __restrict__ y) {
+                                                               const W* __restrict__ w, int N, float* __restrict__ y) {
   extern __shared__ __align__(16) float xs[];  // [TT][K]
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   for (int i = threadIdx.x * 4; i < TT * K; i += blockDim.x * 4) {
@@ -269,7 +213,7 @@ __global__ void __launch_bounds__(GV_WARPS * 32) gemv_f32_fast(const float* __re
   __syncthreads();
   const int n0 = (blockIdx.x * GV_WARPS + warp) * GV_R;
   if (n0 >= N) return;
-  const float* wr[GV_R];
+  const W* wr[GV_R];
 #pragma unroll
   for (int r = 0; r < GV_R; r++) wr[r] = w + (size_t)min(n0 + r, N - 1) * K;
   float acc[GV_R][TT];
@@ -284,7 +228,7 @@ __global__ void __launch_bounds__(GV_WARPS * 32) gemv_f32_fast(const float* __re
 #pragma unroll
     for (int r = 0; r < GV_R; r++)
 #pragma unroll
-      for (int u = 0; u < GV_U; u++) v[r][u] = __ldcs((const float4*)(wr[r] + k0 + u * 128 + lane * 4));
+      for (int u = 0; u < GV_U; u++) v[r][u] = ldw4(wr[r] + k0 + u * 128 + lane * 4);
 #pragma unroll
     for (int u = 0; u < GV_U; u++) {
       const int k = k0 + u * 128 + lane * 4;
@@ -300,7 +244,7 @@ __global__ void __launch_bounds__(GV_WARPS * 32) gemv_f32_fast(const float* __re
   for (int k = k0 + lane * 4; k < K; k += 128) {  // the tail, one float4 per lane
 #pragma unroll
     for (int r = 0; r < GV_R; r++) {
-      const float4 b = __ldcs((const float4*)(wr[r] + k));
+      const float4 b = ldw4(wr[r] + k);
 #pragma unroll
       for (int t = 0; t < TT; t++) {
         const float4 a = *(const float4*)(xs + t * K + k);
@@ -318,15 +262,15 @@ __global__ void __launch_bounds__(GV_WARPS * 32) gemv_f32_fast(const float* __re
     }
 }
 
-template <int TT>
-static int launch_gemv_fast(const float* x, int T, int K, const float* w, int N, float* y, void* stream) {
+template <int TT, class W>
+static int launch_gemv_fast(const float* x, int T, int K, const W* w, int N, float* y, void* stream) {
   static size_t attr = 48 << 10;
   const size_t smem = (size_t)TT * K * 4;
   if (smem > attr) {
-    COMET_TRY("gemm_f32 (gemv) smem", cudaFuncSetAttribute(gemv_f32_fast<TT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    COMET_TRY("gemm_f32 (gemv) smem", cudaFuncSetAttribute(gemv_f32_fast<TT, W>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     attr = smem;
   }
-  gemv_f32_fast<TT><<<cdiv(N, GV_WARPS * GV_R), GV_WARPS * 32, smem, S(stream)>>>(x, T, K, w, N, y);
+  gemv_f32_fast<TT, W><<<cdiv(N, GV_WARPS * GV_R), GV_WARPS * 32, smem, S(stream)>>>(x, T, K, w, N, y);
   return check_launch("gemm_f32 (gemv f32)");
 }
 
@@ -339,8 +283,9 @@ static int launch_gemv_fast(const float* x, int T, int K, const float* w, int N,
 // a quarter-warp's float4 reads hit distinct banks.
 constexpr int G8_T = 64, G8_N = 128, G8_K = 16;
 
+template <class W>
 __global__ void __launch_bounds__(128) gemm_f32_8x8(const float* __restrict__ x, int T, int K,
-                                                    const float* __restrict__ w, int N, float* __restrict__ y) {
+                                                    const W* __restrict__ w, int N, float* __restrict__ y) {
   __shared__ __align__(16) float xs[2][G8_K][G8_T + 4];
   __shared__ __align__(16) float ws[2][G8_K][G8_N + 4];
   const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
@@ -351,7 +296,7 @@ __global__ void __launch_bounds__(128) gemm_f32_8x8(const float* __restrict__ x,
 #pragma unroll
     for (int i = 0; i < 4; i++) {
       const int u = tid + 128 * i, r = u >> 2, c = (u & 3) * 4, n = n0 + r, k = k0 + c;
-      rw[i] = (n < N && k < K) ? __ldcs((const float4*)(w + (size_t)n * K + k)) : make_float4(0, 0, 0, 0);
+      rw[i] = (n < N && k < K) ? ldw4(w + (size_t)n * K + k) : make_float4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int i = 0; i < 2; i++) {
@@ -415,7 +360,7 @@ __global__ void __launch_bounds__(128) gemm_f32_8x8(const float* __restrict__ x,
   }
 }
 
-// 8 < T <= 16 (COMET_GEMV_MAX_T=32 extends it to 32; measured slower there than the 8x8 tile below): the same
+// 8 < T <= 16 (measured slower than the 8x8 tile below at T = 32): the same
 // streaming GEMV, x staged in shared memory a K-chunk at a time ([TT][KC] f32, 128 KiB:
 // KC = 2048 channels at TT = 16, 1024 at TT = 32), so every weight is still read once, by one warp, with 16-byte
 // loads (GC_R rows x GC_U float4 in flight per lane), and each x value read from shared memory serves GC_R rows.
@@ -424,15 +369,15 @@ __global__ void __launch_bounds__(128) gemm_f32_8x8(const float* __restrict__ x,
 // predicted ~0.75 / ~1: bound by FMA issue and shared-memory reads with 8 warps per SM). f32 sums (tier 3).
 constexpr int GC_WARPS = 8, GC_R = 4, GC_U = 2, GC_SMEM = 128 << 10;
 
-template <int TT>
+template <int TT, class W>
 __global__ void __launch_bounds__(GC_WARPS * 32, 1) gemv_f32_chunk(const float* __restrict__ x, int T, int K,
-                                                                   const float* __restrict__ w, int N, int KC,
+                                                                   const W* __restrict__ w, int N, int KC,
                                                                    float* __restrict__ y) {
   extern __shared__ __align__(16) float xs[];  // [TT][KC]
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int n0 = (blockIdx.x * GC_WARPS + warp) * GC_R;
   const bool active = n0 < N;  // an idle warp still joins the barriers
-  const float* wr[GC_R];
+  const W* wr[GC_R];
 #pragma unroll
   for (int r = 0; r < GC_R; r++) wr[r] = w + (size_t)min(n0 + r, N - 1) * K;
   float acc[GC_R][TT];
@@ -456,7 +401,7 @@ __global__ void __launch_bounds__(GC_WARPS * 32, 1) gemv_f32_chunk(const float* 
 #pragma unroll
       for (int r = 0; r < GC_R; r++)
 #pragma unroll
-        for (int u = 0; u < GC_U; u++) v[r][u] = __ldcs((const float4*)(wr[r] + kc0 + k0 + u * 128 + lane * 4));
+        for (int u = 0; u < GC_U; u++) v[r][u] = ldw4(wr[r] + kc0 + k0 + u * 128 + lane * 4);
 #pragma unroll
       for (int u = 0; u < GC_U; u++) {
         const int k = k0 + u * 128 + lane * 4;
@@ -472,7 +417,7 @@ __global__ void __launch_bounds__(GC_WARPS * 32, 1) gemv_f32_chunk(const float* 
     for (int k = k0 + lane * 4; k < kn; k += 128) {  // the chunk's tail, one float4 per lane
 #pragma unroll
       for (int r = 0; r < GC_R; r++) {
-        const float4 b = __ldcs((const float4*)(wr[r] + kc0 + k));
+        const float4 b = ldw4(wr[r] + kc0 + k);
 #pragma unroll
         for (int t = 0; t < TT; t++) {
           const float4 a = *(const float4*)(xs + t * KC + k);
@@ -492,58 +437,46 @@ __global__ void __launch_bounds__(GC_WARPS * 32, 1) gemv_f32_chunk(const float* 
     }
 }
 
-template <int TT>
-static int launch_gemv_chunk(const float* x, int T, int K, const float* w, int N, float* y, void* stream) {
+template <int TT, class W>
+static int launch_gemv_chunk(const float* x, int T, int K, const W* w, int N, float* y, void* stream) {
   static bool attr = false;
   if (!attr) {
-    COMET_TRY("gemm_f32 (gemv chunk) smem", cudaFuncSetAttribute(gemv_f32_chunk<TT>, cudaFuncAttributeMaxDynamicSharedMemorySize, GC_SMEM));
+    COMET_TRY("gemm_f32 (gemv chunk) smem", cudaFuncSetAttribute(gemv_f32_chunk<TT, W>, cudaFuncAttributeMaxDynamicSharedMemorySize, GC_SMEM));
     attr = true;
   }
   const int KC = min(K, GC_SMEM / (TT * 4) / 4 * 4);  // whole float4s
-  gemv_f32_chunk<TT><<<cdiv(N, GC_WARPS * GC_R), GC_WARPS * 32, (size_t)TT * KC * 4, S(stream)>>>(x, T, K, w, N, KC, y);
+  gemv_f32_chunk<TT, W><<<cdiv(N, GC_WARPS * GC_R), GC_WARPS * 32, (size_t)TT * KC * 4, S(stream)>>>(x, T, K, w, N, KC, y);
   return check_launch("gemm_f32 (gemv chunk)");
 }
 
-static int gemm_f32_mode() {  // 0 auto, 1 always f64, 2 always f32 (where K % 4 == 0)
-  static const int mode = [] {
-    const char* e = getenv("COMET_GEMM_F32");
-    return !e ? 0 : !strcmp(e, "f64") ? 1 : !strcmp(e, "f32") ? 2 : 0;
-  }();
-  return mode;
-}
-
-extern "C" int comet_gemm_f32(const float* x, int T, int K, const float* w, int N, float* y, void* stream) {
+template <class W>
+static int gemm(const float* x, int T, int K, const W* w, int N, float* y, void* stream) {
   if (T == 0 || N == 0) return 0;
-  const int mode = gemm_f32_mode();
   const bool aligned = K % 4 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0;
-  if (aligned && (mode == 2 || (mode == 0 && (double)T * N * K > (double)(1 << 27)))) {
-    if (T <= 8 && (size_t)8 * K * 4 <= 200 << 10 && !getenv("COMET_GEMV_TILED")) {
+  if (aligned && (double)T * N * K > (double)(1 << 27)) {
+    if (T <= 8 && (size_t)8 * K * 4 <= 200 << 10) {
       if (T == 1) return launch_gemv_fast<1>(x, T, K, w, N, y, stream);
       if (T == 2) return launch_gemv_fast<2>(x, T, K, w, N, y, stream);
       if (T <= 4) return launch_gemv_fast<4>(x, T, K, w, N, y, stream);
       return launch_gemv_fast<8>(x, T, K, w, N, y, stream);
     }
-    // T = 17..32 goes to the 8x8 tile: measured 1.66 ms at T = 64 against 2.22 for the chunked GEMV at T = 32
-    static const int gemv_max = getenv("COMET_GEMV_MAX_T") ? atoi(getenv("COMET_GEMV_MAX_T")) : 16;
-    if (T <= gemv_max && !getenv("COMET_GEMV_TILED")) {
-      if (T <= 16) return launch_gemv_chunk<16>(x, T, K, w, N, y, stream);
-      if (T <= 32) return launch_gemv_chunk<32>(x, T, K, w, N, y, stream);
-    }
-    static const bool t8 = !(getenv("COMET_GEMM_F32_TILE") && !strcmp(getenv("COMET_GEMM_F32_TILE"), "old"));
-    if (t8 && T > 16) {
-      gemm_f32_8x8<<<dim3(cdiv(T, G8_T), cdiv(N, G8_N)), 128, 0, S(stream)>>>(x, T, K, w, N, y);
-      return check_launch("gemm_f32 (8x8 tile)");
-    }
-    if (T <= 16) gemm_f32_fast<1><<<dim3(1, cdiv(N, FB_N)), 256, 0, S(stream)>>>(x, T, K, w, N, y);
-    else gemm_f32_fast<4><<<dim3(cdiv(T, 64), cdiv(N, FB_N)), 256, 0, S(stream)>>>(x, T, K, w, N, y);
-    return check_launch("gemm_f32 (f32)");
+    if (T <= 16) return launch_gemv_chunk<16>(x, T, K, w, N, y, stream);
+    // T = 17..32 too: measured 1.66 ms at T = 64 against 2.22 for the chunked GEMV at T = 32 (H100)
+    gemm_f32_8x8<W><<<dim3(cdiv(T, G8_T), cdiv(N, G8_N)), 128, 0, S(stream)>>>(x, T, K, w, N, y);
+    return check_launch("gemm_f32 (8x8 tile)");
   }
   if (T <= 2 * GEMV_T) {
-    gemv_kernel<<<cdiv(N, 8), 256, 0, S(stream)>>>(x, T, K, w, N, y);
+    gemv_kernel<W><<<cdiv(N, 8), 256, 0, S(stream)>>>(x, T, K, w, N, y);
     return check_launch("gemm_f32 (gemv)");
   }
-  gemm_tiled_kernel<<<dim3(cdiv(N, TN), cdiv(T, TM)), 256, 0, S(stream)>>>(x, T, K, w, N, y);
+  gemm_tiled_kernel<W><<<dim3(cdiv(N, TN), cdiv(T, TM)), 256, 0, S(stream)>>>(x, T, K, w, N, y);
   return check_launch("gemm_f32 (tiled)");
+}
+extern "C" int comet_gemm_f32(const float* x, int T, int K, const float* w, int N, float* y, void* stream) {
+  return gemm(x, T, K, w, N, y, stream);
+}
+extern "C" int comet_gemm_f16w(const float* x, int T, int K, const uint16_t* w, int N, float* y, void* stream) {
+  return gemm(x, T, K, (const __half*)w, N, y, stream);
 }
 
 // ---- rows, argmax ----------------------------------------------------------------------------------------------

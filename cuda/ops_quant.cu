@@ -20,25 +20,9 @@ __global__ void __launch_bounds__(QUANT_THREADS) quantize_act_kernel(const float
   }
 }
 
-__global__ void __launch_bounds__(QUANT_THREADS) rmsnorm_quant_kernel(const float* __restrict__ x,
-                                                                      const float* __restrict__ w, double eps, int T,
-                                                                      ActSpec sp, int8_t* a8, uint8_t* a4,
-                                                                      uint16_t* sa) {
-  const int C = sp.K;
-  for (int m = blockIdx.y; m < T; m += gridDim.y) {
-    const float* xr = x + (size_t)m * C;
-    double ss = 0;
-    for (int i = threadIdx.x; i < C; i += blockDim.x) ss += (double)xr[i] * xr[i];
-    ss = block_sum(ss);
-    const double inv = 1.0 / sqrt(ss / C + eps);
-    quantize_row_any(sp, m, [&](int c) { return (float)__dmul_rn((double)w[c], __dmul_rn((double)xr[c], inv)); }, a8, a4, sa);
-    __syncthreads();  // block_sum's shared total is rewritten by the next row
-  }
-}
-
-// The same for a grid with one B-block per warp (every decode shape: gridDim.x·8 >= K/B): the warp's gathered
-// x[perm[k]] and w[perm[k]] are loaded before the row's sum, so their (dependent) loads overlap the sum's
-// instead of following it. The same f64 expressions as above: codes identical bit for bit.
+// rmsnorm + FMPQ quantize, grid (B-blocks / 8, tokens): one B-block per warp (quant_grid), each block of a row
+// recomputes the row's f64 sum of squares with the same tree. The warp's gathered x[perm[k]] and w[perm[k]] are
+// loaded before the sum, so their (dependent) loads overlap the sum's instead of following it.
 template <int E>
 __global__ void __launch_bounds__(QUANT_THREADS) rmsnorm_quant_1b_kernel(const float* __restrict__ x,
                                                                          const float* __restrict__ w, double eps,
@@ -106,9 +90,7 @@ extern "C" int comet_rmsnorm_quant(const float* x, const float* w, int T, double
   if (int e = check_spec("rmsnorm_quant", sp)) return e;
   if (T == 0) return 0;
   const dim3 grid = quant_grid(sp, T);  // grid.x·8 >= K/B: one B-block per warp
-  static const bool legacy = getenv("COMET_RMSNORM_QUANT_LEGACY") && atoi(getenv("COMET_RMSNORM_QUANT_LEGACY")) > 0;
-  if (legacy) rmsnorm_quant_kernel<<<grid, QUANT_THREADS, 0, S(stream)>>>(x, w, eps, T, sp, a8, a4, sa);
-  else if (sp.B == 32) rmsnorm_quant_1b_kernel<1><<<grid, QUANT_THREADS, 0, S(stream)>>>(x, w, eps, T, sp, a8, a4, sa);
+  if (sp.B == 32) rmsnorm_quant_1b_kernel<1><<<grid, QUANT_THREADS, 0, S(stream)>>>(x, w, eps, T, sp, a8, a4, sa);
   else if (sp.B == 64) rmsnorm_quant_1b_kernel<2><<<grid, QUANT_THREADS, 0, S(stream)>>>(x, w, eps, T, sp, a8, a4, sa);
   else rmsnorm_quant_1b_kernel<4><<<grid, QUANT_THREADS, 0, S(stream)>>>(x, w, eps, T, sp, a8, a4, sa);
   return check_launch("rmsnorm_quant");

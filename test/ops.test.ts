@@ -12,6 +12,7 @@
 // split-K and several K chunks, GQA groups 1-16, head dims 8-256, several pages and sequences, LLaMA-3 heads.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { type ActQuantSpec, type Backend, type KVCache, type KVCacheSpec, type OpDType, type OpName, opTier, type StepLayout, type Tensor, type Tier } from '../backends/backend.ts';
+import { f16ArrayToF32, f16Bits } from '../simulator/f16.ts';
 import * as F from '../simulator/kernels/float.ts';
 import { attention as simAttention, kvAppend as simKvAppend } from '../simulator/kernels/attention.ts';
 import { KVStoreF32, type KVStore } from '../simulator/kv.ts';
@@ -106,6 +107,7 @@ const SPECS: Array<[string, ActQuantSpec]> = [
 type Geom = { nKv: number; nH: number; hd: number; P: number; G: number };
 const GEOMS: Array<[string, Geom]> = [
   ['hd=8 P=4 GQA 8/4', { nKv: 4, nH: 8, hd: 8, P: 4, G: 8 }],
+  ['hd=8 G=4 P=16 MHA 4/4', { nKv: 4, nH: 4, hd: 8, P: 16, G: 4 }],
   ['hd=64 G=32 P=16 GQA 8/2', { nKv: 2, nH: 8, hd: 64, P: 16, G: 32 }],
   ['hd=128 P=16 MHA 2/2', { nKv: 2, nH: 2, hd: 128, P: 16, G: 128 }],
   ['hd=128 G=64 P=16 GQA 8/2', { nKv: 2, nH: 8, hd: 128, P: 16, G: 64 }],
@@ -177,7 +179,7 @@ function expectKVBytes(got: Uint8Array, ref: KVStore, spec: KVCacheSpec, layer: 
   expect(diff / codes, `${diff} of ${codes} KV4 codes differ by 1`).toBeLessThan(1e-3);
 }
 
-eachBackend('ops', ({ create, variants }) => {
+eachBackend('ops', ({ name, create, variants }) => {
   let be: Backend;
   let vs: Variant[] = [];
   /** the backend itself and its forced kernels for `op` at `tokens` rows */
@@ -204,6 +206,20 @@ eachBackend('ops', ({ create, variants }) => {
     const tokens = Int32Array.from([3, 0, 49, 3, 17]);
     expectF32(await be.read(be.embed(w, tokens)), F.embed(table, D, tokens), tier('embed'), 0);
     expect(() => be.embed(w, Int32Array.of(V))).toThrow(/outside the vocabulary/);
+  });
+
+  // f16 float weights (a .comet's classifier and embedding): read as the f32 values they are, so every op on
+  // them equals the same op on f32 weights holding those values, bit for bit (same kernels' sums). The large
+  // shape (T·K·N > 2^27: CUDA's f32 streaming GEMV; the small one its f64 kernel) only where it is fast.
+  it.each(name === 'cuda' ? [[3, 64, 200], [3, 4096, 11000], [12, 4096, 2800], [24, 4096, 1400]] : [[3, 64, 200]])('f16 weights T=%i K=%i N=%i: embed and matmul equal those of their f32 values', async (T, K, N) => {
+    const w = randn(N + K, N * K, 0.1), bits = Uint16Array.from(w, f16Bits), wv = f16ArrayToF32(bits);
+    const W16 = be.uploadWeight({ kind: 'f16', name: 'output', shape: [N, K], data: bits });
+    const W32 = be.uploadWeight({ kind: 'f32', name: 'output32', shape: [N, K], data: wv });
+    const tokens = Int32Array.from([0, 7, N - 1]);
+    expect(await be.read(be.embed(W16, tokens))).toEqual(F.embed(wv, K, tokens));
+    const x = up(randn(T + K, T * K), [T, K]);
+    const a = await be.read(be.matmul(x, W16)), b = await be.read(be.matmul(x, W32));
+    expect(firstDiff(new Uint8Array(a.buffer), new Uint8Array(b.buffer)), 'f16 vs f32 weights').toBe(-1);
   });
 
   it('add', async () => {
@@ -372,6 +388,9 @@ eachBackend('ops', ({ create, variants }) => {
         stepLayout(lens, lens.map((n) => n + 1), tables), // decode: one token per sequence
         stepLayout(lens.slice(0, 3).map((n) => n + 1), lens.slice(0, 3).map((n) => n + 2), tables), // three of them
         stepLayout([0, 600], [0, 616], tables), // a prefill chunk over sequence 1's pages after position 600
+        // CUDA: 136 tokens over sequence 0's pages from 880: at 8 KV heads T·n_kv >= 1024, its one-block-per-(token,
+        // KV head) mode (the steps above take its one-block-per-128-key-segment mode); too slow for SwiftShader
+        ...(name === 'cuda' ? [stepLayout([880], [1016], tables)] : []),
       ];
       await attentionSteps(b, kernel, 'kv4', g, steps, numPages, 170, g.vScale, 1);
     }

@@ -2,6 +2,7 @@
 // synthetic weights with realistic activation outliers, quantized by the real FMPQ path (src/quant: plan ->
 // permutation + INT8 blocks -> fold -> RTN) from synthetic calibration statistics. ONE layer is made and
 // quantized and shared by every layer (quantizing every layer of an 8B model in TS would take an hour).
+import { f16BitsArray } from '../simulator/f16.ts';
 import type { HostWeight } from '../backends/backend.ts';
 import type { LlamaConfig } from '../src/model/config.ts';
 import { quantizeModel } from '../src/quant/quantize.ts';
@@ -72,7 +73,8 @@ export function syntheticQuantizedModel(c: LlamaConfig, o: { block: number; int8
     out.set(`l${l}.ffn_norm`, { ...ones, name: `l${l}.ffn_norm` });
   }
   out.set('norm', { ...ones, name: 'norm' });
-  out.set('tok_embed', { kind: 'f32', name: 'tok_embed', shape: [c.vocabSize, c.dim], data: fillTiled(new Float32Array(c.vocabSize * c.dim), 0.05, 11) });
-  if (!c.tiedEmbeddings) out.set('output', { kind: 'f32', name: 'output', shape: [c.vocabSize, c.dim], data: fillTiled(new Float32Array(c.vocabSize * c.dim), std * 1.7, 12) });
+  // the classifier and embedding in f16, as quantizeModel writes them to a .comet
+  out.set('tok_embed', { kind: 'f16', name: 'tok_embed', shape: [c.vocabSize, c.dim], data: f16BitsArray(fillTiled(new Float32Array(c.vocabSize * c.dim), 0.05, 11)) });
+  if (!c.tiedEmbeddings) out.set('output', { kind: 'f16', name: 'output', shape: [c.vocabSize, c.dim], data: f16BitsArray(fillTiled(new Float32Array(c.vocabSize * c.dim), std * 1.7, 12)) });
   return { weights: out, int8MacFraction: r.plan.int8MacFraction };
 }

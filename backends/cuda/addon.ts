@@ -38,11 +38,14 @@ export interface CudaAddon {
   gemmForce(variant: number): void;
   // ops (cuda/ops_*.cu); argument order as capi.h
   embed(table: Ptr, D: number, tokens: Ptr, T: number, out: Ptr): void;
+  embedF16(table: Ptr, D: number, tokens: Ptr, T: number, out: Ptr): void;  // table f16 [V][D]
   rmsnorm(x: Ptr, w: Ptr, T: number, C: number, eps: number, out: Ptr): void;
   add(a: Ptr, b: Ptr, n: number, out: Ptr): void;
   siluMul(g: Ptr, u: Ptr, n: number, out: Ptr): void;
   rope(x: Ptr, T: number, nHeads: number, headDim: number, pos: Ptr, freqs: Ptr, out: Ptr): void;
   gemmF32(x: Ptr, T: number, K: number, w: Ptr, N: number, y: Ptr): void;
+  /** as gemmF32 with f16 weights [N][K] (read as f32, the same sums) */
+  gemmF16w(x: Ptr, T: number, K: number, w: Ptr, N: number, y: Ptr): void;
   rows(x: Ptr, C: number, rows: Ptr, R: number, out: Ptr): void;
   argmax(x: Ptr, R: number, C: number, out: Ptr): void;
   quantizeAct(x: Ptr, T: number, K: number, B: number, Kp: number, K8: number, perm: Ptr, a8: Ptr, a4: Ptr, sa: Ptr): void;
@@ -59,9 +62,6 @@ export interface CudaAddon {
   profRead(): Float32Array;
   /** page-locked host memory as an ArrayBuffer (never freed) */
   hostAlloc(bytes: number): ArrayBuffer;
-  /** attentionKv4 computed as the simulator does (f32 dequantization, f64 math): bit-equal outputs. Optional: an
-   *  addon built before it has none, and the backend runs attentionKv4. */
-  attentionKv4Exact?(q: Ptr, cache: Ptr, ...rest: number[]): void;
   // GPTQ (cuda/quant_gptq.cu; the quantizer's device half). Optional: an addon built before it has none, and the
   // quantizer runs src/quant/gptq.ts on the host.
   gptqHessianAdd?(x: Ptr, T: number, K: number, H: Ptr): void;

@@ -179,10 +179,6 @@ export class CudaBackend implements Backend {
   /** per-op timing (setOpTiming): names of the profiled launches in order, and totals per name */
   private prof?: { names: string[]; totals: Map<string, { ms: number; n: number }> };
   private readonly weightNames = new Map<Ptr, string>();
-  /** KV4 attention kernel: false = the simulator-exact one (f64, greedy tokens equal the simulator's), true = the
-   *  f32 kernels (DESIGN §3.7 tier 3, faster at large batch). From COMET_ATTN_FAST=1 at creation; settable (the
-   *  e2e benchmark times both). A captured step keeps the kernel it was captured with. */
-  fastAttention = process.env.COMET_ATTN_FAST === '1';
 
   /** GPTQ on the device for the quantizer (backends/cuda/gptq.ts), when the addon has the kernels. */
   readonly gptq?: GptqOps;
@@ -211,11 +207,11 @@ export class CudaBackend implements Backend {
   /** The addon with every kernel-launching call wrapped: when op timing is on, each call is preceded by a
    *  spin kernel and bracketed by events (cuda/ops_float.cu), so the pair times that op's GPU work alone. */
   private profiled(raw: CudaAddon): CudaAddon {
-    const ops = ['embed', 'rmsnorm', 'add', 'siluMul', 'rope', 'gemmF32', 'rows', 'argmax', 'quantizeAct', 'rmsnormQuant', 'siluMulQuant', 'kvAppendF32', 'kvAppendKv4', 'attentionF32', 'attentionKv4', 'attentionKv4Exact', 'gemmW4ax', 'gemmW4axMany'] as const;
+    const ops = ['embed', 'embedF16', 'rmsnorm', 'add', 'siluMul', 'rope', 'gemmF32', 'gemmF16w', 'rows', 'argmax', 'quantizeAct', 'rmsnormQuant', 'siluMulQuant', 'kvAppendF32', 'kvAppendKv4', 'attentionF32', 'attentionKv4', 'gemmW4ax', 'gemmW4axMany'] as const;
     const out = { ...raw } as Record<string, unknown>;
     for (const k of ops) {
       const f = raw[k] as ((...a: unknown[]) => void) | undefined;
-      if (!f) continue; // optional in an older addon (attentionKv4Exact, gemmW4axMany)
+      if (!f) continue; // optional in an older addon (gemmW4axMany)
       out[k] = (...a: unknown[]) => {
         const p = this.prof;
         if (!p) return f(...a);
@@ -255,14 +251,14 @@ export class CudaBackend implements Backend {
     p.names = [];
   }
 
-  /** What CUDA runs and how closely (DESIGN §3.7): the integer paths, the quantizers given equal f32 inputs and
-   *  the KV bytes bit for bit; f64 reductions (tolerance, tight); KV4 attention exact with the simulator-exact
-   *  kernel (ops_attention_exact.cu), tolerance with the f32 kernels (fastAttention). The embedding table is f32. */
+  /** What CUDA runs and how closely (DESIGN §3.7): the integer paths, the quantizers given equal f32 inputs, the
+   *  KV bytes and the KV4 attention (its contract, simulator/kernels/attention_kv4.ts) bit for bit; f64 reductions
+   *  (tolerance, tight). Float weights (embedding, classifier) f32 or f16. */
   get ops(): OpSet {
     return {
-      embed: { f32: 'exact' }, rmsnorm: { f32: 'tolerance' }, rmsnorm_quant: { qact: 'tolerance' }, quantize_act: { qact: 'exact' },
-      gemm_f32: { f32: 'tolerance' }, gemm_w4ax: { w4: 'exact' }, rope: { f32: 'tolerance' }, kv_append: { f32: 'exact', kv4: 'exact' },
-      attention: { f32: 'tolerance', kv4: this.fastAttention || !this.addon.attentionKv4Exact ? 'tolerance' : 'exact' },
+      embed: { f32: 'exact', f16: 'exact' }, rmsnorm: { f32: 'tolerance' }, rmsnorm_quant: { qact: 'tolerance' }, quantize_act: { qact: 'exact' },
+      gemm_f32: { f32: 'tolerance', f16: 'tolerance' }, gemm_w4ax: { w4: 'exact' }, rope: { f32: 'tolerance' }, kv_append: { f32: 'exact', kv4: 'exact' },
+      attention: { f32: 'tolerance', kv4: 'exact' },
       silu_mul: { f32: 'tolerance' }, silu_mul_quant: { qact: 'tolerance' }, add: { f32: 'exact' }, argmax: { f32: 'exact' }, rows: { f32: 'exact' },
     };
   }
@@ -425,8 +421,8 @@ export class CudaBackend implements Backend {
   }
 
   uploadWeight(w: HostWeight): Weight {
-    if (w.kind === 'f32') {
-      const t = new CudaWeight(w.name, w.shape, 'f32', 0, w.data.byteLength);
+    if (w.kind === 'f32' || w.kind === 'f16') {
+      const t = new CudaWeight(w.name, w.shape, w.kind, 0, w.data.byteLength);
       const p = this.persistent(w.data.byteLength, t);
       (t as { ptr: Ptr }).ptr = p;
       this.addon.upload(p, w.data);
@@ -544,11 +540,11 @@ export class CudaBackend implements Backend {
   }
 
   embed(table: Weight, tokens: Int32Array): Tensor {
-    const tb = this.checkF32(table, 'embed');
+    const f16 = table.dtype === 'f16', tb = f16 ? (table as CudaWeight) : this.checkF32(table, 'embed');
     const [V, D] = table.shape;
     for (const t of tokens) if (t < 0 || t >= V) throw new CometError(`embed: token id ${t} outside the vocabulary [0, ${V})`);
     const out = this.f32([tokens.length, D]);
-    this.addon.embed(tb.ptr, D, this.tmpUpload(tokens), tokens.length, out.ptr);
+    (f16 ? this.addon.embedF16 : this.addon.embed)(tb.ptr, D, this.tmpUpload(tokens), tokens.length, out.ptr);
     return out;
   }
 
@@ -601,7 +597,7 @@ export class CudaBackend implements Backend {
     const K = colsOf(w);
     if (colsOf(x) !== K) throw new CometError(`matmul: ${w.name} expects ${K} input features, got ${colsOf(x)}`);
     const out = this.f32([M, N]);
-    this.addon.gemmF32(this.checkF32(x, 'matmul').ptr, M, K, cw.ptr, N, out.ptr);
+    (cw.dtype === 'f16' ? this.addon.gemmF16w : this.addon.gemmF32)(this.checkF32(x, 'matmul').ptr, M, K, cw.ptr, N, out.ptr);
     return out;
   }
 
@@ -653,9 +649,7 @@ export class CudaBackend implements Backend {
     const len = this.launchLen(d, s); // from the layout's shape (captured steps replay at other positions)
     const ws = this.tmp(this.addon.attentionWorkspace(d.T, nHeads, s.headDim, len));
     const qp = this.checkF32(q, 'attention').ptr;
-    const exact = !this.fastAttention && this.addon.attentionKv4Exact !== undefined; // an older addon has only the f32 kernels
-    if (s.dtype === 'kv4' && exact) this.addon.attentionKv4Exact!(qp, base, ...this.stepArgs(d, s), nHeads, len, ws, out.ptr);
-    else if (s.dtype === 'kv4') this.addon.attentionKv4(qp, base, ...this.stepArgs(d, s), nHeads, len, ws, out.ptr);
+    if (s.dtype === 'kv4') this.addon.attentionKv4(qp, base, ...this.stepArgs(d, s), nHeads, len, ws, out.ptr);
     else this.addon.attentionF32(qp, base, base + c.layerBytes / 2, ...this.stepArgs(d, s), nHeads, len, ws, out.ptr);
     return out;
   }

@@ -7,6 +7,7 @@ import { KVStoreF32, type KVStore } from '../../simulator/kv.ts';
 import type { KVStoreKV4 } from '../../simulator/kv4.ts';
 import { simQuantOps, type QuantOps } from './quant.ts';
 import type { QAct, W4Weight } from '../../simulator/formats.ts';
+import { f16ArrayToF32 } from '../../simulator/f16.ts';
 
 /** A host tensor: f32 data, or a quantized payload. */
 export class SimTensor implements Tensor {
@@ -42,6 +43,8 @@ const f32 = (t: Tensor): Float32Array => {
   if (s.dtype !== 'f32') throw new Error(`sim: expected an f32 tensor, got ${s.dtype}`);
   return s.data;
 };
+/** a float weight's values: f32, or f16 held as the f32 values they are exactly */
+const floats = (t: Tensor): Float32Array => ((t as SimTensor).dtype === 'f16' ? (t as SimTensor).data : f32(t));
 const rows = (t: Tensor) => t.shape[0];
 const cols = (t: Tensor) => t.shape[t.shape.length - 1];
 const ropeFreqCache = new Map<string, Float32Array>();
@@ -58,14 +61,15 @@ export class SimBackend implements Backend {
 
   /** the simulator defines every op and dtype: exact by definition */
   readonly ops: OpSet = {
-    embed: { f32: 'exact', w4: 'exact' }, rmsnorm: { f32: 'exact' }, rmsnorm_quant: { qact: 'exact' }, quantize_act: { qact: 'exact' },
-    gemm_f32: { f32: 'exact' }, gemm_w4ax: { w4: 'exact' }, rope: { f32: 'exact' }, kv_append: { f32: 'exact', kv4: 'exact' },
+    embed: { f32: 'exact', f16: 'exact', w4: 'exact' }, rmsnorm: { f32: 'exact' }, rmsnorm_quant: { qact: 'exact' }, quantize_act: { qact: 'exact' },
+    gemm_f32: { f32: 'exact', f16: 'exact' }, gemm_w4ax: { w4: 'exact' }, rope: { f32: 'exact' }, kv_append: { f32: 'exact', kv4: 'exact' },
     attention: { f32: 'exact', kv4: 'exact' }, silu_mul: { f32: 'exact' }, silu_mul_quant: { qact: 'exact' }, add: { f32: 'exact' },
     argmax: { f32: 'exact' }, rows: { f32: 'exact' },
   };
 
   uploadWeight(w: HostWeight): Weight {
     if (w.kind === 'f32') return new SimWeight(w.name, w.shape, 'f32', w.data);
+    if (w.kind === 'f16') return new SimWeight(w.name, w.shape, 'f16', f16ArrayToF32(w.data));
     return new SimWeight(w.name, [w.N, w.act.K], 'w4', new Float32Array(0), w);
   }
   fromHost(data: Float32Array, shape: readonly number[]): Tensor {
@@ -94,7 +98,7 @@ export class SimBackend implements Backend {
   embed(table: Weight, tokens: Int32Array): Tensor {
     const D = cols(table);
     for (const t of tokens) if (t < 0 || t >= table.shape[0]) throw new Error(`embed: token id ${t} outside the vocabulary [0, ${table.shape[0]})`);
-    return new SimTensor([tokens.length, D], 'f32', F.embed(f32(table), D, tokens));
+    return new SimTensor([tokens.length, D], 'f32', F.embed(floats(table), D, tokens));
   }
   rmsnorm(x: Tensor, w: Tensor, eps: number): Tensor {
     return new SimTensor(x.shape, 'f32', F.rmsnorm(f32(x), rows(x), cols(x), f32(w), eps));
@@ -116,7 +120,7 @@ export class SimBackend implements Backend {
     }
     const K = cols(w);
     if (cols(x) !== K) throw new Error(`matmul: ${w.name} expects ${K} input features, got ${cols(x)}`);
-    return new SimTensor([rows(x), N], 'f32', F.matmul(f32(x), rows(x), K, f32(w), N));
+    return new SimTensor([rows(x), N], 'f32', F.matmul(f32(x), rows(x), K, floats(w), N));
   }
   rope(x: Tensor, layout: StepLayout, spec: RopeSpec): Tensor {
     const key = `${spec.headDim}:${spec.theta}:${JSON.stringify(spec.scaling ?? null)}`;

@@ -10,6 +10,7 @@
 // small host arrays (token ids, positions, block tables, RoPE tables) go to one upload buffer written once
 // at submit. Nothing is submitted until `read`/`argmax` needs a result, so a decode step is one submit.
 // Step tensors come from a size-keyed pool and go back to it in endStep. Pipelines are made once per device.
+import { f16ArrayToF32 } from '../../simulator/f16.ts';
 import type { Backend, CapturedStep, DType, HostWeight, KVCache, KVCacheSpec, OpSet, RopeSpec, StepInputs, StepLayout, Tensor, Weight } from '../backend.ts';
 import type { ActQuantSpec, QAct } from '../../simulator/formats.ts';
 import { dequantizeAct } from '../../simulator/act.ts';
@@ -69,10 +70,9 @@ const PIPES = {
   rope: { family: 'rope', entry: 'rope', bind: ['uniform', 'read', 'read', 'write'] },
   kv_append_f32: { family: 'kv_append', entry: 'append_f32', bind: ['uniform', 'read', 'read', 'read', 'write'] },
   kv_append_kv4: { family: 'kv_append', entry: 'append_kv4', bind: ['uniform', 'read', 'read', 'read', 'write'] },
-  attention_f32: { family: 'attention', entry: 'attention', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { KV4: 0 } },
-  attention_kv4: { family: 'attention', entry: 'attention', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { KV4: 1 } },
-  attention_serial_f32: { family: 'attention', entry: 'attention_serial', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { KV4: 0 } },
-  attention_serial_kv4: { family: 'attention', entry: 'attention_serial', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { KV4: 1 } },
+  attention_f32: { family: 'attention', entry: 'attention', bind: ['uniform', 'read', 'read', 'read', 'write'] },
+  attention_serial_f32: { family: 'attention', entry: 'attention_serial', bind: ['uniform', 'read', 'read', 'read', 'write'] },
+  attention_kv4: { family: 'attention', entry: 'attention_kv4', bind: ['uniform', 'read', 'read', 'read', 'write'] },
   add: { family: 'elementwise', entry: 'add', bind: ['uniform', 'read', 'read', 'write'] },
   silu_mul: { family: 'elementwise', entry: 'silu_mul', bind: ['uniform', 'read', 'read', 'write'] },
   embed: { family: 'embed', entry: 'embed', bind: ['uniform', 'read', 'read', 'write'] },
@@ -287,8 +287,8 @@ export class WebGPUBackend implements Backend {
    *  bit; KV4 codes within 1 (the shader rounds the exact quotient, the simulator an f32 one first); f32
    *  reductions and transcendentals within tolerance (no f64 in WGSL). The embedding table is f32. */
   readonly ops: OpSet = {
-    embed: { f32: 'exact' }, rmsnorm: { f32: 'tolerance' }, rmsnorm_quant: { qact: 'tolerance' }, quantize_act: { qact: 'exact' },
-    gemm_f32: { f32: 'tolerance' }, gemm_w4ax: { w4: 'exact' }, rope: { f32: 'tolerance' }, kv_append: { f32: 'exact', kv4: 'bounded' },
+    embed: { f32: 'exact', f16: 'exact' }, rmsnorm: { f32: 'tolerance' }, rmsnorm_quant: { qact: 'tolerance' }, quantize_act: { qact: 'exact' },
+    gemm_f32: { f32: 'tolerance', f16: 'tolerance' }, gemm_w4ax: { w4: 'exact' }, rope: { f32: 'tolerance' }, kv_append: { f32: 'exact', kv4: 'bounded' },
     attention: { f32: 'tolerance', kv4: 'tolerance' }, silu_mul: { f32: 'tolerance' }, silu_mul_quant: { qact: 'tolerance' }, add: { f32: 'exact' },
     argmax: { f32: 'exact' }, rows: { f32: 'exact' },
   };
@@ -316,10 +316,13 @@ export class WebGPUBackend implements Backend {
   }
 
   uploadWeight(w: HostWeight): Weight {
-    if (w.kind === 'f32') {
-      const buf = this.persistent(w.data.byteLength, w.name);
-      this.put(buf, w.data);
-      return new WWeight(w.name, w.shape, 'f32', buf, w.data.byteLength);
+    if (w.kind === 'f32' || w.kind === 'f16') {
+      // f16 weights (a .comet's classifier and embedding) are widened to the f32 they are exactly: the same
+      // values and sums as on the other backends, at f32's memory (the WGSL kernels read f32 weights)
+      const data = w.kind === 'f16' ? f16ArrayToF32(w.data) : w.data;
+      const buf = this.persistent(data.byteLength, w.name);
+      this.put(buf, data);
+      return new WWeight(w.name, w.shape, 'f32', buf, data.byteLength);
     }
     checkW4(w);
     const { codes, scales } = w4Bytes(w.act, w.N);
@@ -418,8 +421,9 @@ export class WebGPUBackend implements Backend {
     const { layerBytes, layerStride, total } = this.kvBytes(spec);
     return new WKVCache(spec, this.persistent(total, 'kv'), layerBytes, layerStride, this);
   }
-  /** Bytes of the one buffer uploadWeight makes for `w` (w4: codes | scales; f32: the data). */
+  /** Bytes of the one buffer uploadWeight makes for `w` (w4: codes | scales; f32: the data; f16: as f32). */
   weightBufferBytes(w: HostWeight): number {
+    if (w.kind === 'f16') return w.data.length * 4; // widened to f32 (uploadWeight)
     return w.kind === 'f32' ? w.data.byteLength : w4Bytes(w.act, w.N).codes + up4(w4Bytes(w.act, w.N).scales);
   }
   /** Refuse, before anything is uploaded, weights or a KV cache this device cannot hold: a buffer above
@@ -694,12 +698,13 @@ export class WebGPUBackend implements Backend {
     const lw = this.layoutWords(layout);
     const lay = this.stream.upload(lw.words, this.stepData(layout === this.capturing?.inputs?.layout, (i) => this.layoutWords(i.layout).words));
     const out = this.f32(q.shape);
-    const params = [...this.cacheParams(c, T, lw), f32bits(1 / Math.sqrt(s.headDim))];
+    // scale: 1/sqrt(hd) for the f32 cache, the KV4 contract's f32(log2(e)/sqrt(hd))
+    const params = [...this.cacheParams(c, T, lw), f32bits(s.dtype === 'kv4' ? Math.LOG2E / Math.sqrt(s.headDim) : 1 / Math.sqrt(s.headDim))];
     params.splice(1, 0, nHeads); // P: T, nHeads, nKv, ...
     const res: Res[] = [qt.buf, lay, { buffer: c.buf, offset: layer * c.layerStride, size: c.layerBytes }, out.buf];
-    if ((this.opts.attention ?? (this.cpu ? 'serial' : 'workgroup')) === 'serial')
-      this.run(s.dtype === 'kv4' ? 'attention_serial_kv4' : 'attention_serial_f32', params, res, ...grid1(T * nHeads, 64));
-    else this.run(s.dtype === 'kv4' ? 'attention_kv4' : 'attention_f32', params, res, T, nHeads);
+    if (s.dtype === 'kv4') this.run('attention_kv4', params, res, ...grid1(T * nHeads, 64));
+    else if ((this.opts.attention ?? (this.cpu ? 'serial' : 'workgroup')) === 'serial') this.run('attention_serial_f32', params, res, ...grid1(T * nHeads, 64));
+    else this.run('attention_f32', params, res, T, nHeads);
     return out;
   }
   private elementwise(name: 'add' | 'silu_mul', a: Tensor, b: Tensor): Tensor {

@@ -27,7 +27,7 @@ const md = [
   '(device/accuracy-cuda.sh; the .comet files are the ones of the CPU table, bench/results/accuracy/accuracy.md;',
   'calibration on the LAST 4 windows of wiki_heldout_a.txt, never scored). WikiText-2 read with universal newlines (LF), 676 windows.',
   'KV4 attention in this run: the fast f32 kernel (tier 3), then the default; the default is now the simulator-exact',
-  'kernel (cuda/ops_attention_exact.cu), with which the greedy tokens of these .comet files equal the simulator\'s.', '',
+  'kernel of that time (f64; since issue 15 the KV4 attention contract of simulator/kernels/attention_kv4.ts, which CUDA computes bit for bit), with which the greedy tokens of these .comet files equal the simulator\'s.', '',
   '| row | INT8 MACs | wiki_heldout_a, 524 windows (vs FP32 26.537) | WikiText-2, 676 windows (vs FP32 74.243) | CUDA, first 16 windows | simulator (f32-summed GEMM), 16 windows | exact simulator, 16 windows | CUDA vs exact simulator |',
   '| --- | --- | --- | --- | --- | --- | --- | --- |',
   `| FP32 (float path) | - | 26.5370 (CUDA: 26.5370) | 74.2431 | | 29.1560 | | |`,

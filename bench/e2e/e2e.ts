@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { hostWeightBytes, type Backend, type HostWeight, type KVCache } from '../../backends/backend.ts';
 import { createBackend } from '../../src/runtime/backends.ts';
 import { openModel, defaultModelPath } from '../../src/runtime/open.ts';
-import { verifyAgainstSim, type VerifyResult } from '../../src/eval/verify.ts';
+import { verifyAgainstSim } from '../../src/eval/verify.ts';
 import { pageBytes } from '../../src/engine/kv-pages.ts';
 import { Llama } from '../../src/model/llama.ts';
 import { type LlamaConfig, validateConfig } from '../../src/model/config.ts';
@@ -137,14 +137,6 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
   validateConfig(c, `--shape ${o.shape}`);
   const batches = o.batches.split(',').map(Number);
   const be = await createBackend(o.backend);
-  // the CUDA backend's second KV4 attention (the fast f32 one, DESIGN §3.7 tier 3), timed beside the default
-  // simulator-exact one; COMET_E2E_FAST=0 skips it
-  const cuda = be as Backend & { fastAttention?: boolean };
-  const hasFast = cuda.fastAttention === false && process.env.COMET_E2E_FAST !== '0';
-  const withFast = async <T>(fn: () => Promise<T>): Promise<T> => {
-    cuda.fastAttention = true;
-    try { return await fn(); } finally { cuda.fastAttention = false; }
-  };
   // 0. the synthetic model on the host (minutes of CPU at 8B: done first, so a GPU run can overlap it with the
   //    PyTorch baselines, which then hand over through --baseline-json; --wait-for names the file to wait for)
   // COMET_E2E_CLIP_SEARCH=0: plain RTN (no clip search): minutes less on a slow host, same bytes and speed
@@ -153,19 +145,9 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
     log(`waiting for ${o.waitFor} (the baselines on the same GPU) before touching the GPU`);
     while (!existsSync(o.waitFor)) await new Promise((r) => setTimeout(r, 500));
   }
-  // 1. correctness gate (the simulator's tokens computed once per model, for both attention kernels)
+  // 1. correctness gate
   const models = [defaultModelPath, ...o.check], references = models.map(() => new Map<string, number[]>());
   for (const [i, path] of models.entries()) await checkAgainstSim(be, path, log, references[i]);
-  const fastGateLines: string[] = [];
-  if (hasFast) {
-    const rs = await withFast(async () => {
-      const all: VerifyResult[] = [];
-      for (const [i, p] of models.entries()) all.push(...(await verifyAgainstSim(be, p, { references: references[i] })));
-      return all;
-    });
-    fastGateLines.push(...rs.map((r) => `${r.model.split('/').pop()} '${r.prompt}': ${r.equal ? 'equal' : `parts at token ${r.firstDifference}`}`));
-    log(`fast attention (tier 3) vs the simulator: ${rs.filter((r) => r.equal).length} of ${rs.length} prompts give equal greedy tokens`);
-  }
   // 2. the model, and the device's own numbers: memory (no assumed card) and copy bandwidth (the roofline)
   const model = new Llama(be, c, weights, 'kv4');
   // bytes read per step: every weight but the embedding table, of which a step reads only its tokens' rows
@@ -235,17 +217,6 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
       opBreakdown.push({ batch: B, wall_ms: ms, ops });
     }
   }
-  // (a') the same decode steps with the fast f32 KV4 attention (tier 3): faster at large batch, but its tokens may
-  //      part from the simulator's (reported by the gate above)
-  const fast: { batch: number; step_ms: number; tok_s: number }[] = [];
-  if (hasFast)
-    await withFast(async () => {
-      for (const B of batches) {
-        const { ms } = await decodeStep(B);
-        fast.push({ batch: B, step_ms: ms, tok_s: (B / ms) * 1e3 });
-        log(`decode batch ${B}, fast attention: ${ms.toFixed(2)} ms/step`);
-      }
-    });
   // (c) time to first token: one inLen prompt, prefill + logits of its last token, in one step unless its arena
   //     would not fit in half the free memory (LLaMA-3-70B: ~38 MiB per token), then in chunks as the engine does
   const prompt = Int32Array.from({ length: o.inLen }, (_, i) => (i * 31) % c.vocabSize);
@@ -337,20 +308,31 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
     baseline = runBaselines(o, Number(process.env.COMET_E2E_BASELINE_TIMEOUT ?? 600), log);
     if (!baseline) log('baseline: no numbers; reporting ours alone');
   }
-  await report({ o, c, int8MacFraction, weightBytes, tokenKvBytes, decode, fast, fastGate: fastGateLines, ttft, ttftChunk: chunk, serve, baseline, copyGBs: copyBps ? copyBps / 1e9 : undefined, budget, device: be.name, deviceName, opBreakdown });
+  await report({ o, c, int8MacFraction, weightBytes, tokenKvBytes, decode, ttft, ttftChunk: chunk, serve, baseline, copyGBs: copyBps ? copyBps / 1e9 : undefined, budget, device: be.name, deviceName, opBreakdown });
 }
 
 type DecodeRow = { batch: number; step_ms: number; eager_ms: number; graph_ms?: number; tok_s: number; roofline_ms?: number };
 type OpBreakdown = { batch: number; wall_ms: number; ops: { op: string; launches: number; ms: number }[] };
 interface Report {
   o: E2EOptions; c: LlamaConfig; int8MacFraction: number; weightBytes: number; tokenKvBytes: number; decode: DecodeRow[];
-  fast: { batch: number; step_ms: number; tok_s: number }[]; fastGate: string[]; ttft: number; ttftChunk: number;
+  ttft: number; ttftChunk: number;
   serve: { fixed?: ServeRunResult; mixed?: ServeRunResult; prefix?: PrefixRuns; error?: string; sizing?: Record<string, number> };
   baseline?: Baseline; copyGBs?: number; budget: number; device: string; deviceName?: string; opBreakdown: OpBreakdown[];
 }
 
 const VARIANTS: [string, string][] = [['fp16', 'PyTorch FP16'], ['int4', 'PyTorch INT4 weight-only'], ['fp8', 'PyTorch FP8']];
 const f = (x: number | undefined, d = 2) => (x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(d));
+
+/** The KV4 attention kernel alone against the bandwidth: its per-op time per step vs the KV4 bytes it must read. */
+function attentionRoofline(r: Report): string[] {
+  const rows = r.opBreakdown.flatMap(({ batch, ops }) => {
+    const ms = ops.filter((x) => x.op.startsWith('attention')).reduce((a, x) => a + x.ms, 0);
+    if (!ms) return [];
+    const bytes = batch * (r.o.ctx + 1) * r.tokenKvBytes, gbs = bytes / (ms * 1e6);
+    return [`| ${batch} | ${ms.toFixed(3)} | ${(bytes / 2 ** 30).toFixed(2)} | ${gbs.toFixed(0)} | ${r.copyGBs ? `${((100 * gbs) / r.copyGBs).toFixed(0)}%` : '-'} |`];
+  });
+  return rows.length ? ['KV4 attention alone (per-op GPU time, all layers):', '', '| batch | attention ms | KV4 GiB read | GB/s | of copy bandwidth |', '| --- | --- | --- | --- | --- |', ...rows, ''] : [];
+}
 
 async function report(r: Report): Promise<void> {
   const date = new Date().toISOString().slice(0, 10);
@@ -390,12 +372,8 @@ async function report(r: Report): Promise<void> {
     `## (a) Decode step at context ${r.o.ctx}`, '',
     '| batch | COMET ms | eager ms | CUDA graph ms | roofline ms | vs roofline | COMET tok/s | FP16 ms | INT4-wo ms | FP8 ms | speedup vs FP16 | vs best PyTorch |',
     '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |', ...rows, '',
-    'COMET ms = the better of eager (one launch per op from TypeScript) and the CUDA graph of the whole step (replayed), with the default KV4 attention: the simulator-exact kernel (greedy tokens equal the simulator\'s: the gate above). Speedup > 1: COMET faster.', '',
-    ...(r.fast.length ? [
-      '### The same steps with the fast f32 KV4 attention (`COMET_ATTN_FAST=1`, DESIGN §3.7 tier 3)', '',
-      '| batch | COMET ms | COMET tok/s | FP16 tok/s | speedup vs FP16 |', '| --- | --- | --- | --- | --- |',
-      ...r.fast.map((x) => { const b = bDecode('fp16', x.batch); return `| ${x.batch} | ${x.step_ms.toFixed(2)} | ${x.tok_s.toFixed(0)} | ${b?.tok_s?.toFixed(0) ?? '-'} | ${b?.tok_s ? `${(x.tok_s / b.tok_s).toFixed(2)}×` : '-'} |`; }), '',
-      `Greedy tokens with the fast attention vs the simulator (32 tokens per prompt): ${r.fastGate.join('; ')}.`, ''] : []),
+    'COMET ms = the better of eager (one launch per op from TypeScript) and the CUDA graph of the whole step (replayed). KV4 attention: the one kernel, bit-equal to the simulator\'s KV4 attention contract (README; greedy tokens equal the simulator\'s: the gate above). Speedup > 1: COMET faster.', '',
+    ...attentionRoofline(r),
     `## (b) Max throughput, run: ${r.o.throughput} requests of ${r.o.inLen} in / ${r.o.outLen} out submitted at once`, '',
     'COMET: the engine (scheduler with batched chunked prefill, KV4 page pool, decode-step CUDA graphs, sampler, OpenAI-shaped streams), greedy, every request to max_tokens; TTFT from submission (all at t=0) to the first streamed token; ITL = gaps between a request\'s streamed tokens. PyTorch: the same request set through its own loop (prompts prefilled together in chunks of ≤ 8192 tokens, then the batch decoded as CUDA graph replays, tokens synchronised to the host every step); its batch is what its memory holds.', '',
     '| engine | requests | max batch | peak batch | output tok/s | TTFT p50 / p99 ms | ITL p50 / p99 ms | KV pages peak / pool | wall s |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',

@@ -1,8 +1,12 @@
 // Attention over a paged KV store (prefill and decode are the same loop: token t attends to positions
-// 0..pos[t] of its sequence, read through that sequence's block table). llama2.c order: scores q·k/sqrt(hd),
-// softmax with max subtraction, then Σ a_j v_j. GQA: query head h reads KV head h / (nHeads/nKvHeads).
+// 0..pos[t] of its sequence, read through that sequence's block table). GQA: query head h reads KV head
+// h / (nHeads/nKvHeads). A KV4 store runs the KV4 contract (attention_kv4.ts: integer dot products, chunks of 64
+// keys, a specified exp2); an f32 store (the float reference path) runs llama2.c's order in f64: scores
+// q·k/sqrt(hd), softmax with max subtraction, then Σ a_j v_j.
 import type { StepLayout } from '../formats.ts';
 import type { KVStore } from '../kv.ts';
+import { KVStoreKV4 } from '../kv4.ts';
+import { attentionKV4 } from './attention_kv4.ts';
 
 /** k, v [T][nKvHeads*headDim] -> written into the pages of `layer` at each token's position. */
 export function kvAppend(store: KVStore, layer: number, k: Float32Array, v: Float32Array, layout: StepLayout): void {
@@ -18,6 +22,7 @@ export function kvAppend(store: KVStore, layer: number, k: Float32Array, v: Floa
 
 /** q [T][nHeads*headDim] -> [T][nHeads*headDim] */
 export function attention(store: KVStore, layer: number, q: Float32Array, layout: StepLayout, nHeads: number): Float32Array {
+  if (store instanceof KVStoreKV4) return attentionKV4(store, layer, q, layout, nHeads);
   const { pageSize, nKvHeads, headDim: hd } = store.spec;
   const T = layout.pos.length, C = nHeads * hd, group = nHeads / nKvHeads;
   const out = new Float32Array(T * C);

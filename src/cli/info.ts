@@ -2,7 +2,7 @@
 import { loadModel } from '../loaders/index.ts';
 import { hostWeightBytes, type HostWeight } from '../../backends/backend.ts';
 
-const paramsOf = (w: HostWeight) => (w.kind === 'f32' ? w.data.length : w.N * w.act.K);
+const paramsOf = (w: HostWeight) => (w.kind === 'w4' ? w.N * w.act.K : w.data.length);
 const human = (n: number) => (n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(2)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`);
 
 export async function info(path: string, o: { json?: boolean }): Promise<void> {
@@ -29,6 +29,8 @@ export async function info(path: string, o: { json?: boolean }): Promise<void> {
   const src = m.meta?.dtypes as Record<string, number> | undefined;
   if (src) console.log(`  stored as: ${Object.entries(src).map(([k, n]) => `${k} (${n} tensors)`).join(', ')}`);
   for (const [k, d] of Object.entries(byDtype)) console.log(`  in memory ${k}: ${d.tensors} tensors, ${d.params.toLocaleString('en')} params, ${human(d.bytes)}`);
+  const head = m.weights.get(c.tiedEmbeddings ? 'tok_embed' : 'output');
+  if (head) console.log(`  classifier ${head.kind}${c.tiedEmbeddings ? ' (tied: the embedding)' : `, embedding ${m.weights.get('tok_embed')?.kind}`}`);
   if (quant.length) {
     console.log('  quantization (FMPQ, W4Ax):');
     console.log('    linear             N      K     B   K8/Kp         int8   weight err');

@@ -1,10 +1,14 @@
 // Single-sequence generation, as llama2.c run.c does it: the prompt is prefilled in one step (run.c feeds it
 // token by token; the math per position is the same), then one token per step until `maxTokens` new tokens,
 // a stop token, or the end of the context. The engine (src/engine/engine.ts) batches many of these.
+// On a backend that captures steps (CUDA), each decode step is the engine's: a replay of the captured step of its
+// (1 sequence, context bucket) key (graphs.ts); greedy takes the argmax computed on the device and copies back
+// one token id, sampling copies back the logit row (the seeded sampler runs on the host, as before).
 import type { KVCache } from '../../backends/backend.ts';
 import type { Llama } from '../model/llama.ts';
 import { CometError } from '../errors.ts';
 import { Rng, sample, type SamplingParams } from './sampler.ts';
+import { DecodeGraphs, graphLimit } from './graphs.ts';
 
 export interface GenerateOptions extends SamplingParams {
   maxTokens: number;
@@ -32,17 +36,29 @@ export async function* generate(model: Llama, prompt: number[], o: GenerateOptio
   const total = Math.min(c.seqLen, prompt.length + o.maxTokens);
   const { cache, blockTable } = singleSequenceCache(model, total, o.kv ?? model.kvDType, o.pageSize, o.kvGroup ?? model.kvGroup);
   const rng = new Rng(o.seed);
+  const P = o.pageSize ?? 16, graphs = DecodeGraphs.for(model.be, model, cache, P, graphLimit());
   let tokens = Int32Array.from(prompt), pos = 0, produced = 0;
-  for (;;) {
-    const T = tokens.length;
-    const layout = { pos: Int32Array.from({ length: T }, (_, i) => pos + i), seq: new Int32Array(T), blockTables: [blockTable] };
-    const logits = await model.be.read(model.forward(tokens, layout, cache, Int32Array.of(T - 1)));
-    model.be.endStep();
-    pos += T;
-    const next = sample(logits, o, rng);
-    if (o.stop.includes(next)) return;
-    yield next;
-    if (++produced >= o.maxTokens || pos >= c.seqLen) return;
-    tokens = Int32Array.of(next);
+  try {
+    for (;;) {
+      const T = tokens.length;
+      let next: number;
+      if (graphs && T === 1) {
+        const { key, inputs } = graphs.inputs(tokens, Int32Array.of(pos), [Array.from(blockTable.subarray(0, Math.ceil((pos + 1) / P)))]);
+        const out = await graphs.run(key, inputs, o.temperature === 0);
+        next = 'argmax' in out ? out.argmax[0] : sample(out.logits, o, rng);
+      } else {
+        const layout = { pos: Int32Array.from({ length: T }, (_, i) => pos + i), seq: new Int32Array(T), blockTables: [blockTable] };
+        const logits = await model.be.read(model.forward(tokens, layout, cache, Int32Array.of(T - 1)));
+        model.be.endStep();
+        next = sample(logits, o, rng);
+      }
+      pos += T;
+      if (o.stop.includes(next)) return;
+      yield next;
+      if (++produced >= o.maxTokens || pos >= c.seqLen) return;
+      tokens = Int32Array.of(next);
+    }
+  } finally {
+    graphs?.dispose();
   }
 }

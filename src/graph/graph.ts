@@ -81,7 +81,8 @@ export function opsNeeded(weights: Iterable<HostWeight>, kv: KVDType): Array<[Op
       for (const op of ['quantize_act', 'rmsnorm_quant', 'silu_mul_quant'] as const) add(op, 'qact');
       add('gemm_w4ax', 'w4');
     } else if (w.shape.length === 2) {
-      for (const op of ['rmsnorm', 'silu_mul', 'gemm_f32'] as const) add(op, 'f32');
+      for (const op of ['rmsnorm', 'silu_mul'] as const) add(op, 'f32');
+      add('gemm_f32', w.kind); // f32 or f16 weights (a .comet's classifier)
     }
   }
   return [...need.values()];

@@ -4,6 +4,7 @@
 // Host memory holds one weight at a time, never the model. The header is reserved at open for the largest
 // metadata the file can have (checksums are 16 hex digits, a weight error at most 24 characters of JSON), so a
 // whole-model write and a layer-by-layer one of the same weights give the same bytes.
+import { f16BitsArray } from '../../simulator/f16.ts';
 import type { HostWeight } from '../../backends/backend.ts';
 import { CometError } from '../errors.ts';
 import { type LlamaConfig, weightNames, weightShape } from '../model/config.ts';
@@ -25,6 +26,7 @@ export interface CometHeader {
   quant: { kv: 'f32' | 'kv4'; kvGroup: number }; // the quantizer's record (src/quant QuantMeta), written as JSON
   tokenizer: { main: string; files: Array<{ name: string; bytes: Uint8Array }> };
   weightError: boolean; // whether finish() gets a relative error for every linear
+  f16?: readonly string[]; // float weights stored as F16 (the classifier, the embedding: QuantizeOptions.head)
 }
 
 const WIDEST_NUMBER = -2.2250738585072014e-308; // 24 characters of JSON: no finite double is longer
@@ -40,7 +42,7 @@ export class CometWriter {
     const entries: StEntry[] = [];
     for (const name of weightNames(h.config)) {
       const L = h.linears.get(name);
-      if (!L) { entries.push({ name, dtype: 'F32', shape: weightShape(h.config, name) }); continue; }
+      if (!L) { entries.push({ name, dtype: h.f16?.includes(name) ? 'F16' : 'F32', shape: weightShape(h.config, name) }); continue; }
       const N = weightShape(h.config, name)[0];
       entries.push({ name: `${name}.codes`, dtype: 'U8', shape: [N, L.Kp / 2] }, { name: `${name}.scales`, dtype: 'F16', shape: [N, L.Kp / L.B] });
       if (L.perm) entries.push({ name: `${name}.perm`, dtype: 'I32', shape: [L.K] });
@@ -75,9 +77,11 @@ export class CometWriter {
   /** One weight, whole (a float weight may also come in row chunks through floatRows). */
   put(w: HostWeight): void {
     const L = this.h.linears.get(w.name);
-    if (w.kind === 'f32') {
+    if (w.kind !== 'w4') {
       if (L) throw new CometError(`${this.path}: '${w.name}' was declared quantized, got a float weight`);
-      this.st.write(w.name, w.data);
+      const f16 = !!this.h.f16?.includes(w.name);
+      if (w.kind === 'f16' && !f16) throw new CometError(`${this.path}: '${w.name}' is f16 but was declared F32`);
+      this.st.write(w.name, f16 && w.kind === 'f32' ? this.toF16(w.name, w.data) : w.data);
       return;
     }
     const { K, Kp, B, K8, perm } = w.act;
@@ -91,7 +95,14 @@ export class CometWriter {
   /** The next rows of a float weight (f32), for tensors too large to hold whole (the embedding). */
   floatRows(name: string, rows: Float32Array): void {
     if (this.h.linears.has(name)) throw new CometError(`${this.path}: '${name}' was declared quantized`);
-    this.st.write(name, rows);
+    this.st.write(name, this.h.f16?.includes(name) ? this.toF16(name, rows) : rows);
+  }
+
+  /** f32 values of a weight declared F16, rounded (nearest even); one past f16's range is an error, not an inf */
+  private toF16(name: string, x: Float32Array): Uint16Array {
+    const bad = x.findIndex((v) => !(Math.abs(v) <= 65504));
+    if (bad >= 0) throw new CometError(`${this.path}: '${name}' holds ${x[bad]}, outside f16's range (store it as f32)`);
+    return f16BitsArray(x);
   }
 
   finish(weightError: Record<string, number>): void {

@@ -1,7 +1,7 @@
 // .comet model files (DESIGN §3.6): one safetensors file holds the whole quantized model.
 //
 // Tensors (internal weight names, src/model/config.ts):
-//   {name}            F32   float weights: tok_embed [V, D], norms [D], output [V, D] (untied only)
+//   {name}            F32   float weights: norms [D]; tok_embed [V, D] and output [V, D] (untied only) F32 or F16
 //   {name}.codes      U8    W4 codes [N, Kp/2], int4 canonical packing (DESIGN §3.1), columns permuted
 //   {name}.scales     F16   [N, Kp/B] one scale per row per B-block (DESIGN §3.3)
 //   {name}.perm       I32   [K] activation gather (quantized channel j reads input channel perm[j]); absent =
@@ -47,7 +47,8 @@ export function writeComet(path: string, m: CometContents): void {
     if (!w) throw new CometError(`${path}: weight '${name}' is missing`);
     if (w.kind === 'w4') linears.set(name, { K: w.act.K, Kp: w.act.Kp, B: w.act.B, K8: w.act.K8, perm: !!w.act.perm });
   }
-  const out = new CometWriter(path, { config: m.config, linears, quant: m.quant, tokenizer: m.tokenizer, weightError: Object.keys(m.weightError).length > 0 });
+  const f16 = weightNames(m.config).filter((n) => m.weights.get(n)?.kind === 'f16');
+  const out = new CometWriter(path, { config: m.config, linears, quant: m.quant, tokenizer: m.tokenizer, weightError: Object.keys(m.weightError).length > 0, f16 });
   try {
     for (const name of weightNames(m.config)) out.put(m.weights.get(name)!);
   } catch (e) {

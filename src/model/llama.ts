@@ -34,7 +34,7 @@ export class Llama {
     this.kvGroup = kvGroup ?? config.headDim;
     const up = (name: string): Weight => {
       const w = host.get(name) ?? fail(`model: weight '${name}' is missing`);
-      const shape = w.kind === 'f32' ? w.shape : [w.N, w.act.K];
+      const shape = w.kind === 'w4' ? [w.N, w.act.K] : w.shape;
       const want = weightShape(config, name);
       if (shape.join() !== want.join()) fail(`model: weight '${name}' has shape [${shape}], expected [${want}]`);
       return be.uploadWeight(w);

@@ -24,7 +24,7 @@ import { CometError } from '../errors.ts';
 import { accumulate, newSiteStats, type SiteStats } from './calibrate.ts';
 import { GPTQ_DAMP } from './gptq.ts';
 import { allocateInt8, checkPlanOptions, planSite, type Plan, type SiteInput, type SitePlan } from './plan.ts';
-import { hostGptq, quantizeSites, quantMeta, type GptqFactor, type QuantMeta, type QuantizeOptions } from './quantize.ts';
+import { HEAD, hostGptq, quantizeSites, quantMeta, type GptqFactor, type QuantMeta, type QuantizeOptions } from './quantize.ts';
 import { smoothModel } from './smooth.ts';
 import { sites, type Site } from './sites.ts';
 
@@ -116,7 +116,9 @@ export async function quantizeLayered(src: LayerSource, be: Backend, tokens: num
   for (const p of shape.sites)
     for (const name of p.site.consumers)
       linears.set(name, { K: p.spec.K, Kp: p.spec.Kp, B: p.spec.B, K8: p.spec.K8, perm: o.order === 'absmax' && p.site.kind !== 'down_in' });
-  const writer = new CometWriter(out, { config: c, linears, quant: meta, tokenizer: o.tokenizer, weightError: o.weightError ?? true });
+  // the classifier and embedding in f16 unless o.head says f32 (QuantizeOptions.head; CometWriter rounds their rows)
+  const f16 = (o.head ?? 'f16') === 'f16' ? HEAD.filter((n) => weightNames(c).includes(n)) : [];
+  const writer = new CometWriter(out, { config: c, linears, quant: meta, tokenizer: o.tokenizer, weightError: o.weightError ?? true, f16 });
   const progress = (l: number) => o.onProgress?.({ pass: 'quantize', layer: l, layers: c.nLayers, ...rename(writer.progress) });
   try {
     for (const name of weightNames(c).filter((n) => !/^l\d+\./.test(n))) {

@@ -5,6 +5,7 @@
 //   3. quantize every linear: RTN with a clip search (simulator/w4.ts) or GPTQ (gptq.ts), columns in the
 //      site's permuted order, one f16 scale per row per B-block
 //   4. measure each linear's weight error: the relative output error of its rounding on calibration inputs
+import { f16BitsArray } from '../../simulator/f16.ts';
 import type { HostWeight } from '../../backends/backend.ts';
 import type { ActQuantSpec, KVDType, W4Weight } from '../../simulator/formats.ts';
 import { actSpec } from '../../simulator/act.ts';
@@ -32,6 +33,7 @@ export interface QuantizeOptions {
   smooth?: number; // SmoothQuant β (smooth.ts); absent = off
   kv: KVDType;
   kvGroup?: number; // default headDim
+  head?: 'f16' | 'f32'; // the classifier and embedding: f16 (default; half their bytes, read as f32) or f32
   onLinear?: (done: number, total: number, name: string) => void;
 }
 
@@ -63,7 +65,18 @@ export function quantizeModel(c: LlamaConfig, floatWeights: Map<string, HostWeig
   const total = plan.sites.reduce((a, p) => a + p.site.consumers.length, 0);
   let done = 0;
   const q = quantizeSites(c, floatWeights, plan.sites, stats, o, hostGptq, (name) => o.onLinear?.(++done, total, name));
-  return { weights: new Map([...floatWeights, ...q.weights]), plan, meta: quantMeta(plan, o, c), weightError: q.weightError };
+  const weights = new Map([...floatWeights, ...q.weights]);
+  if ((o.head ?? 'f16') === 'f16') for (const n of HEAD) { const w = weights.get(n); if (w?.kind === 'f32') weights.set(n, headF16(w)); }
+  return { weights, plan, meta: quantMeta(plan, o, c), weightError: q.weightError };
+}
+
+/** The float weights a .comet stores in f16 (QuantizeOptions.head): the classifier and the embedding, the largest
+ *  float tensors (LLaMA-3-8B: 2 × 1 GB in f32); every backend reads them back as the f32 values they round to. */
+export const HEAD = ['tok_embed', 'output'] as const;
+export function headF16(w: { name: string; shape: readonly number[]; data: Float32Array }): HostWeight {
+  const bad = w.data.findIndex((x) => !(Math.abs(x) <= 65504));
+  if (bad >= 0) throw new CometError(`quantize: '${w.name}' holds ${w.data[bad]} at element ${bad}, outside f16's range: quantize with the f32 head`);
+  return { kind: 'f16', name: w.name, shape: w.shape, data: f16BitsArray(w.data) };
 }
 
 /** GPTQ's factor of a site, then its weights: on the host (gptq.ts) or on a device (the layer-by-layer

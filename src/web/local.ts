@@ -125,7 +125,7 @@ function tokenizerFromFiles(t: NonNullable<BytesModel['tokenizer']>, where: stri
 }
 
 /** Host bytes of one weight, and of a model's weights (what the backend holds, before any repacking). */
-const hostBytes = (w: HostWeight) => (w.kind === 'f32' ? w.data.byteLength : w.codes.byteLength + w.scales.byteLength + (w.act.perm?.byteLength ?? 0));
+const hostBytes = (w: HostWeight) => (w.kind !== 'w4' ? w.data.byteLength : w.codes.byteLength + w.scales.byteLength + (w.act.perm?.byteLength ?? 0));
 export function weightBytes(m: { weights: Map<string, HostWeight> }): number {
   let n = 0;
   for (const w of m.weights.values()) n += hostBytes(w);

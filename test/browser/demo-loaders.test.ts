@@ -30,7 +30,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const buf = (x: ArrayBufferView) => Buffer.from(x.buffer, x.byteOffset, x.byteLength).toString('base64');
 /** Shape and spec as values, every array as its bytes: equal means bit for bit. */
-const bits = (w: HostWeight) => (w.kind === 'f32' ? [w.shape, buf(w.data)]
+const bits = (w: HostWeight) => (w.kind !== 'w4' ? [w.kind, w.shape, buf(w.data)]
   : [w.N, w.act.K, w.act.Kp, w.act.B, w.act.K8, w.act.perm ? buf(w.act.perm) : null, buf(w.codes), buf(w.scales)]);
 const sameWeights = (a: Map<string, HostWeight>, b: Map<string, HostWeight>) => {
   expect([...a.keys()]).toEqual([...b.keys()]);

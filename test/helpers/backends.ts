@@ -34,13 +34,6 @@ const cuda: BackendCase = {
   name: 'cuda',
   skip: process.env.COMET_TEST_CUDA === '1' ? undefined : 'needs an NVIDIA GPU and COMET_TEST_CUDA=1 (npm run test:cuda on the GPU machine)',
   create: async () => (await import('../../backends/cuda/cuda.ts')).createCudaBackend(),
-  variants: async () => {
-    // the f32 / tensor-core KV4 attention kernels (DESIGN §3.7 tier 3) beside the default simulator-exact one
-    const { createCudaBackend } = await import('../../backends/cuda/cuda.ts');
-    const fast = (await createCudaBackend()) as Backend & { fastAttention: boolean };
-    fast.fastAttention = true;
-    return [{ name: 'f32 attention kernels', ops: ['attention'], be: fast }];
-  },
 };
 
 const webgpu: BackendCase = {

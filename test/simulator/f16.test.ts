@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { f16Bits, fromF16Bits, roundHalfEven, toF16 } from '../../simulator/f16.ts';
+import { f16Bits, f16BitsArray, fromF16Bits, roundHalfEven, toF16 } from '../../simulator/f16.ts';
 
 describe('f16 rounding', () => {
   it('rounds ties to even (normal range)', () => {
@@ -67,5 +67,21 @@ describe('roundHalfEven', () => {
   });
   it('non-ties go to the nearest', () => {
     expect([0.49999999999999994, 0.5000000000000001, -2.5000001, 7.4, -7.6, 0, 2 ** 53].map(roundHalfEven)).toEqual([0, 1, -3, 7, -8, 0, 2 ** 53]);
+  });
+});
+
+describe('f16BitsArray (the fast f32 -> f16 of the classifier and embedding)', () => {
+  it('equals f16Bits on every kind of f32: random bits, normals, subnormals, ties, the overflow edge, NaN', () => {
+    const n = 300_000, f = new Float32Array(n), u = new Uint32Array(f.buffer);
+    let s = 7;
+    for (let i = 0; i < n; i++) {
+      s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+      u[i] = i % 3 === 0 ? s : ((((s >>> 9) % 40) + 100) << 23) | (s & 0x807fffff); // exponents 2^-27..2^12
+    }
+    f.set([65519.99, 65520, -65504, 2 ** -25, 3 * 2 ** -26, NaN, Infinity, -0, 2 ** -14 - 2 ** -30, 1 + 2 ** -11, 1 + 3 * 2 ** -11]);
+    const b = f16BitsArray(f);
+    let bad = -1;
+    for (let i = 0; i < n && bad < 0; i++) if (b[i] !== f16Bits(f[i])) bad = i;
+    expect(bad, bad >= 0 ? `${f[bad]}: ${b[bad]} vs ${f16Bits(f[bad])}` : '').toBe(-1);
   });
 });

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { KVCacheSpec, StepLayout } from '../../simulator/formats.ts';
 import { fromF16Bits, toF16 } from '../../simulator/f16.ts';
 import { attention, kvAppend } from '../../simulator/kernels/attention.ts';
+import { EXP2_COEFS, exp2c } from '../../simulator/kernels/attention_kv4.ts';
 import { KVStoreF32 } from '../../simulator/kv.ts';
 import { KVStoreKV4, kv4DequantizeGroup, kv4Layout, kv4QuantizeGroup } from '../../simulator/kv4.ts';
 import { normal, rng } from '../../testing/rng.ts';
@@ -122,7 +123,10 @@ describe('attention over KV4 pages', () => {
     const a = attention(kv4, 0, q, layout, nH), b = attention(f32, 0, q, layout, nH);
     let num = 0, den = 0;
     for (let i = 0; i < a.length; i++) { num += (a[i] - b[i]) ** 2; den += b[i] ** 2; }
-    return { rel: Math.sqrt(num / den), exact: attention(deq, 0, q, layout, nH).every((x, i) => Object.is(x, a[i])) };
+    const d = attention(deq, 0, q, layout, nH);
+    let dn = 0;
+    for (let i = 0; i < a.length; i++) dn += (a[i] - d[i]) ** 2;
+    return { rel: Math.sqrt(num / den), relDeq: Math.sqrt(dn / den) };
   }
   // Measured over seeds 1..20: G=32 0.099-0.116, G=16 0.086-0.097. Why that size: 32 N(0,1) values span ~4.1σ,
   // so s ≈ 0.27σ and each dequantized K and V element carries a uniform error of rms s/√12 ≈ 0.08σ (G=16: span
@@ -132,8 +136,15 @@ describe('attention over KV4 pages', () => {
   it.each([[32, 0.14], [16, 0.12]])('G=%i: relative error below %f', (G, bound) => {
     for (let seed = 1; seed <= 5; seed++) expect(run(G, seed).rel).toBeLessThan(bound);
   });
-  it('attention over KV4 pages = attention over f32 pages holding the dequantized rows, bit for bit', () => {
-    expect(run(32, 9).exact && run(16, 9).exact).toBe(true);
+  // The KV4 contract (attention_kv4.ts) quantizes q to INT8 per head and the softmax weights p·s_v to 15 bits per
+  // chunk: against f64 attention over f32 pages holding exactly the dequantized rows it differs by ~0.3-0.5%
+  // (measured 0.0035-0.0053 on random heads; q's step is 1/254 of its largest |q|), 20× below KV4's own error.
+  it('attention over KV4 pages is within 1% of f64 attention over the dequantized rows (and not equal to it)', () => {
+    for (const G of [32, 16]) {
+      const { relDeq } = run(G, 9);
+      expect(relDeq).toBeLessThan(0.01);
+      expect(relDeq).toBeGreaterThan(0);
+    }
   });
   it('a KV4 store reads back exactly the f32 store when the data are on the 4-bit grid', () => {
     // every group {z + q·s}: lo = z, hi = z + 15 s with f16 z, s -> exact codes, exact dequantization
@@ -144,5 +155,40 @@ describe('attention over KV4 pages', () => {
     a.readV(0, 0, 0, 2, out);
     expect([...out]).toEqual([...x]);
     expect(fromF16Bits(a.words[0][(kv4Layout(a.spec).vSZ >> 1) + 4])).toBe(0.25);
+  });
+});
+
+describe('the KV4 attention contract (DESIGN §3.5.1) by hand', () => {
+  it('exp2c: exact at integers, within 1.2e-7 of 2^x on [-125, 0], 0 below -125', () => {
+    expect(EXP2_COEFS[0]).toBe(1);
+    for (const n of [0, -1, -7, -125]) expect(exp2c(n)).toBe(2 ** n);
+    let worst = 0;
+    for (let x = -125; x <= 0; x += 0.0173) worst = Math.max(worst, Math.abs(exp2c(Math.fround(x)) / 2 ** Math.fround(x) - 1));
+    expect(worst).toBeLessThan(1.2e-7);
+    expect(exp2c(-125.5)).toBe(0);
+    expect(exp2c(NaN)).toBe(0);
+  });
+  it('one key: the output is that key\'s dequantized V row (p = 1, w = s_v quantized to 32767)', () => {
+    const sp: KVCacheSpec = { nLayers: 1, nKvHeads: 1, headDim: 8, pageSize: 4, numPages: 1, dtype: 'kv4', group: 8 };
+    const st = new KVStoreKV4(sp), k = Float32Array.of(1, -2, 3, 0.5, 0, 1, 2, -1), v = Float32Array.of(0.25, -1, 3, 2, 0, 1.5, -0.5, 1);
+    const layout: StepLayout = { pos: Int32Array.of(0), seq: Int32Array.of(0), blockTables: [Int32Array.of(0)] };
+    kvAppend(st, 0, k, v, layout);
+    const row = new Float32Array(8);
+    st.readV(0, 0, 0, 0, row);
+    const out = attention(st, 0, Float32Array.of(0.3, 0.1, -0.2, 0, 1, 0.5, 0.2, -0.7), layout, 1);
+    for (let c = 0; c < 8; c++) expect(Math.abs(out[c] - row[c])).toBeLessThanOrEqual(4e-7 * Math.max(1, Math.abs(row[c])));
+  });
+  it('a query of zeros attends uniformly: the mean of the dequantized V rows (300 keys: two segments)', () => {
+    const n = 300, sp: KVCacheSpec = { nLayers: 1, nKvHeads: 1, headDim: 8, pageSize: 16, numPages: 19, dtype: 'kv4', group: 8 };
+    const st = new KVStoreKV4(sp), r = rng(4);
+    const layout: StepLayout = { pos: Int32Array.from({ length: n }, (_, i) => i), seq: new Int32Array(n), blockTables: [Int32Array.from({ length: 19 }, (_, i) => 18 - i)] };
+    kvAppend(st, 0, Float32Array.from({ length: 8 * n }, () => normal(r)), Float32Array.from({ length: 8 * n }, () => normal(r)), layout);
+    const last: StepLayout = { pos: Int32Array.of(n - 1), seq: Int32Array.of(0), blockTables: layout.blockTables };
+    const out = attention(st, 0, new Float32Array(8), last, 1), row = new Float32Array(8), mean = new Float64Array(8);
+    for (let j = 0; j < n; j++) {
+      st.readV(0, layout.blockTables[0][Math.floor(j / 16)], 0, j % 16, row);
+      for (let c = 0; c < 8; c++) mean[c] += row[c] / n;
+    }
+    for (let c = 0; c < 8; c++) expect(Math.abs(out[c] - mean[c])).toBeLessThan(1e-4);
   });
 });

@@ -82,6 +82,14 @@ export async function parseComet(st: Safetensors, path: string, sha16: Sha16 = w
   const weights = new Map<string, HostWeight>();
   for (const name of weightNames(config)) {
     const shape = weightShape(config, name), lin = linears[name];
+    if (!lin && (name === 'tok_embed' || name === 'output') && st.tensors.get(name)?.dtype === 'F16') {
+      expect(name, 'F16', shape); // the classifier / embedding stored in f16 (read as f32 by every backend)
+      const data = (await read(name)) as Uint16Array;
+      const bad = data.findIndex((b) => (b & 0x7c00) === 0x7c00);
+      if (bad >= 0) throw new CometError(`${path}: tensor '${name}' holds a non-finite f16 at element ${bad}`);
+      weights.set(name, { kind: 'f16', name, shape, data });
+      continue;
+    }
     if (!lin) {
       expect(name, 'F32', shape);
       const data = (await read(name)) as Float32Array;

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# On the GPU machine: a synthetic LLaMA-3-8B-shape Hugging Face checkpoint (bench/quant/synth_llama3.py: bf16
+# shards, outlier channels; LAYERS of the 32 layers, embedding and untied classifier of 128256 rows) quantized
+# layer by layer with GPTQ on CUDA (B 128, 15% INT8 MACs, KV4; src/quant/layered.ts, cuda/quant_gptq.cu), then
+# served (`comet run --backend cuda`) and the greedy gate against the simulator (`comet eval verify`). The
+# quantize summary (--json) has the time each layer finished per pass and the peak RSS: 32 layers ≈ the fixed
+# part + 32 × the per-layer time. (The GPTQ kernels' bit-equality with gptq.ts is test/quant-layered.test.ts,
+# run by device/cuda-tests.sh.)
+# Here first:
+#   cmake -S cuda -B /tmp/cbuild -DCMAKE_BUILD_TYPE=Release && cmake --build /tmp/cbuild -j2 && bash device/pack.sh
+#   mkdir -p .device/quant && tar -cJf .device/quant/addon.tar.xz -C /tmp/cbuild/Release .
+#   cp ../shared/models/wikillama-28M/tokenizer*.json .device/quant/ && tail -c 40000 ../shared/models/texts/wiki_heldout_a.txt > .device/quant/calib.txt
+# Carry .device/node.xz .device/node_modules.tar.xz .device/quant.   LAYERS=4 bash device/quant-llama3.sh
+set -uo pipefail
+OUT=${OUT:-/tmp/comet-out}; P=.device/quant; LAYERS=${LAYERS:-4}
+mkdir -p "$OUT"
+source device/unpack.sh
+set +e
+mkdir -p /tmp/addon && tar -xJf $P/addon.tar.xz -C /tmp/addon
+export COMET_CUDA_ADDON=/tmp/addon/comet_cuda.node
+T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/timeline.txt"; }
+el "$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader)"
+timeout 60 python3 bench/quant/synth_llama3.py /tmp/l3 "$LAYERS" > "$OUT/synth.log" 2>&1; el "synth rc=$? $(du -sh /tmp/l3 | cut -f1)"
+cp $P/tokenizer.json $P/tokenizer_config.json /tmp/l3/
+/usr/bin/time -v timeout 400 node bin/comet.js quantize --model /tmp/l3 --calib $P/calib.txt --out /tmp/l3.comet --weights gptq --block 128 \
+  --int8-fraction 0.15 --kv kv4 --backend cuda --no-weight-error --json > "$OUT/quantize.json" 2> "$OUT/quantize.err"; el "quantize rc=$?"
+grep -E "Maximum resident|Elapsed" "$OUT/quantize.err"; tail -c 400 "$OUT/quantize.json"; ls -la /tmp/l3.comet
+timeout 60 node bin/comet.js run "The history of" --model /tmp/l3.comet --backend cuda --steps 8 --temperature 0 > "$OUT/run.txt" 2>&1; el "run rc=$?"
+timeout 120 node bin/comet.js eval verify --model /tmp/l3.comet --backend cuda --prompt "The history of" --steps 3 --json > "$OUT/verify.json" 2>&1; el "verify rc=$?"
+tail -c 600 "$OUT/verify.json"
