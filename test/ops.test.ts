@@ -107,7 +107,6 @@ const SPECS: Array<[string, ActQuantSpec]> = [
 type Geom = { nKv: number; nH: number; hd: number; P: number; G: number };
 const GEOMS: Array<[string, Geom]> = [
   ['hd=8 P=4 GQA 8/4', { nKv: 4, nH: 8, hd: 8, P: 4, G: 8 }],
-  ['hd=8 G=4 P=16 MHA 4/4', { nKv: 4, nH: 4, hd: 8, P: 16, G: 4 }],
   ['hd=64 G=32 P=16 GQA 8/2', { nKv: 2, nH: 8, hd: 64, P: 16, G: 32 }],
   ['hd=128 P=16 MHA 2/2', { nKv: 2, nH: 2, hd: 128, P: 16, G: 128 }],
   ['hd=128 G=64 P=16 GQA 8/2', { nKv: 2, nH: 8, hd: 128, P: 16, G: 64 }],
