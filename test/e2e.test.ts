@@ -195,7 +195,10 @@ eachBackend('end to end', ({ create }) => {
       if (strict) {
         expect(hardFlips, report.join('\n')).toBe(0);
         expect(agree, report.join('\n')).toBe(a.length); // = greedy tokens identical
-      } else expect(agree, report.join('\n')).toBeGreaterThanOrEqual(16);
+      } else expect(agree, report.join('\n')).toBeGreaterThanOrEqual(8);
+      // 8, was 16 before the integer-q·k attention contract (2026-12-02): q is quantized to INT8 per token and
+      // head, so a tier-3 backend's 1-ulp difference in q can flip a code; measured on WebGPU (SwiftShader) then:
+      // identical greedy prefixes 146/146, 12/143, 150/150, 75/142 (the aggregate bounds below are unchanged).
     }
     console.log(`${be.name} W4A4KV4 stories260K:\n${report.join('\n')}`);
     if (!strict) {
