@@ -14,6 +14,7 @@ import { parseArgs } from 'node:util';
 import { SimBackend } from '../../backends/sim/sim.ts';
 import { createEngine, type Engine } from '../../src/engine/engine.ts';
 import { Grammars } from '../../src/engine/grammar.ts';
+import { argmax } from '../../src/engine/sampler.ts';
 import { openModel } from '../../src/runtime/open.ts';
 import { loadTokenizer } from '../../src/tokenizer/index.ts';
 
@@ -73,8 +74,7 @@ while (ids.length < 200 && !m0.terminated) {
   for (let i = 0; i < row.length; i++) row[i] = rand();
   const w0 = performance.now(), c1 = process.cpuUsage();
   await m0.mask(row);
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
+  const best = argmax(row);
   if (row[best] === -Infinity) throw new Error('the grammar allows no token');
   if (tok32.eos.includes(best)) break; // the reply is complete
   if (!m0.accept(best)) throw new Error(`the grammar refused token ${best}, which its mask allowed`);
