@@ -472,11 +472,127 @@ static int gemm(const float* x, int T, int K, const W* w, int N, float* y, void*
   gemm_tiled_kernel<W><<<dim3(cdiv(N, TN), cdiv(T, TM)), 256, 0, S(stream)>>>(x, T, K, w, N, y);
   return check_launch("gemm_f32 (tiled)");
 }
+// ---- f16 weights on tensor cores (the classifier of a .comet: 128256 x 4096 f16, 1 GB a step) ------------------
+// y [T][N] = x [T][K] (f32) · w [N][K]^T (f16), mma.sync m16n8k16 f16 x f16 -> f32: A = 16 weight rows, B = 8 tokens.
+// x is split as hi = f16(x), lo = f16(x - hi) (|x| < 65504), and every k16 step adds W·hi then W·lo into the f32
+// accumulator, so the product keeps ~f32 precision (tier 3: tolerance against the simulator's f64 sums).
+// A row's result does not depend on T or on where the row sits in a tile: each output is accumulated over k
+// ascending, in the same k16 steps (the same fixed permutation of k inside a step), with no split-K; one kernel
+// for every T (no T-dependent dispatch), so a batched step's logits equal each request run alone, bit for bit.
+// Block: 8 warps x 32 weight rows (two m16 tiles per warp), TT tokens (TT/8 n-tiles); grid (token tiles, row
+// blocks), token tiles fastest so blocks sharing weight rows run together (the weights come from L2 after the
+// first). Weights stream from global straight into A fragments: a lane's 16-byte load W[row][k0 + 8tq, +8) covers
+// two k16 steps (pairs 0,1 | 2,3 the first, 4,5 | 6,7 the second) and x in shared memory is read in the same
+// order. x is staged a chunk of KC channels at a time as f16 hi / lo (64 KiB a block).
+constexpr int HM_WARPS = 8, HM_BN = HM_WARPS * 32, HM_XS = 64 << 10;
+
+__device__ __forceinline__ void mma_f16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+template <int TT>
+__global__ void __launch_bounds__(HM_WARPS * 32) gemm_f16w_mma(const float* __restrict__ x, int T, int K, const __half* __restrict__ w,
+                                                              int N, float* __restrict__ y) {
+  constexpr int KC = HM_XS / (TT * 4), KS = KC + 8, NTT = TT / 8;  // KS: row stride in halves (16-byte skew)
+  extern __shared__ __align__(16) uint8_t smraw[];
+  __half* xh = (__half*)smraw;  // [TT][KS]
+  __half* xl = xh + TT * KS;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2, tq = lane & 3;
+  const int t0 = blockIdx.x * TT, n0 = blockIdx.y * HM_BN + warp * 32;
+  const __half* wr[4];  // rows n0 + 16(i / 2) + 8(i % 2) + gid (clamped; stores are guarded)
+#pragma unroll
+  for (int i = 0; i < 4; i++) wr[i] = w + (size_t)min(n0 + 16 * (i >> 1) + 8 * (i & 1) + gid, N - 1) * K + 8 * tq;
+  float acc[2][NTT][4];
+#pragma unroll
+  for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+    for (int nt = 0; nt < NTT; nt++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) acc[mi][nt][e] = 0.f;
+  for (int kc0 = 0; kc0 < K; kc0 += KC) {
+    const int kn = min(KC, K - kc0);  // a multiple of 32
+    __syncthreads();  // the previous chunk is consumed
+    for (int i = tid * 4; i < TT * kn; i += HM_WARPS * 32 * 4) {
+      const int tt = i / kn, k = i - tt * kn;
+      const float4 v = t0 + tt < T ? __ldg((const float4*)(x + (size_t)(t0 + tt) * K + kc0 + k)) : make_float4(0, 0, 0, 0);
+      const __half h0 = __float2half_rn(v.x), h1 = __float2half_rn(v.y), h2 = __float2half_rn(v.z), h3 = __float2half_rn(v.w);
+      __half* ph = xh + tt * KS + k;
+      __half* pl = xl + tt * KS + k;
+      *(__half2*)ph = __halves2half2(h0, h1), *(__half2*)(ph + 2) = __halves2half2(h2, h3);
+      *(__half2*)pl = __halves2half2(__float2half_rn(__fsub_rn(v.x, __half2float(h0))), __float2half_rn(__fsub_rn(v.y, __half2float(h1))));
+      *(__half2*)(pl + 2) = __halves2half2(__float2half_rn(__fsub_rn(v.z, __half2float(h2))), __float2half_rn(__fsub_rn(v.w, __half2float(h3))));
+    }
+    __syncthreads();
+    uint4 nx[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) nx[i] = __ldcs((const uint4*)(wr[i] + kc0));
+    for (int k = 0; k < kn; k += 32) {
+      uint4 cu[4];
+#pragma unroll
+      for (int i = 0; i < 4; i++) cu[i] = nx[i];
+      if (k + 32 < kn)
+#pragma unroll
+        for (int i = 0; i < 4; i++) nx[i] = __ldcs((const uint4*)(wr[i] + kc0 + k + 32));
+#pragma unroll
+      for (int nt = 0; nt < NTT; nt++) {
+        const uint4 bh = *(const uint4*)(xh + (8 * nt + gid) * KS + k + 8 * tq);
+        const uint4 bl = *(const uint4*)(xl + (8 * nt + gid) * KS + k + 8 * tq);
+#pragma unroll
+        for (int mi = 0; mi < 2; mi++) {
+          const uint4 r0 = cu[2 * mi], r1 = cu[2 * mi + 1];
+          mma_f16(acc[mi][nt], r0.x, r1.x, r0.y, r1.y, bh.x, bh.y);  // k16 step 1: pairs (0,1 | 2,3), hi then lo
+          mma_f16(acc[mi][nt], r0.x, r1.x, r0.y, r1.y, bl.x, bl.y);
+          mma_f16(acc[mi][nt], r0.z, r1.z, r0.w, r1.w, bh.z, bh.w);  // k16 step 2: pairs (4,5 | 6,7)
+          mma_f16(acc[mi][nt], r0.z, r1.z, r0.w, r1.w, bl.z, bl.w);
+        }
+      }
+    }
+  }
+  // d0: (row gid, token 2tq) d1: (gid, 2tq + 1) d2: (gid + 8, 2tq) d3: (gid + 8, 2tq + 1)
+#pragma unroll
+  for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+    for (int nt = 0; nt < NTT; nt++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int n = n0 + 16 * mi + gid + 8 * (e >> 1), t = t0 + 8 * nt + 2 * tq + (e & 1);
+        if (n < N && t < T) y[(size_t)t * N + n] = acc[mi][nt][e];
+      }
+}
+
+template <int TT>
+static int launch_f16w_mma(const float* x, int T, int K, const __half* w, int N, float* y, void* stream) {
+  static bool attr = false;
+  if (!attr) {
+    COMET_TRY("gemm_f16w (mma) smem", cudaFuncSetAttribute(gemm_f16w_mma<TT>, cudaFuncAttributeMaxDynamicSharedMemorySize, HM_XS + TT * 32));
+    attr = true;
+  }
+  const dim3 grid(cdiv(T, TT), cdiv(N, HM_BN));
+  gemm_f16w_mma<TT><<<grid, HM_WARPS * 32, HM_XS + TT * 32, S(stream)>>>(x, T, K, w, N, y);
+  return check_launch("gemm_f16w (mma)");
+}
+
+/** f16 weights: the tensor-core kernel for every T when K % 32 == 0 (rows 16-byte aligned), else the f64 GEMV for
+ *  every T; never a T-dependent choice, so a row's logits are the same in any batch. */
+static int gemm_f16w(const float* x, int T, int K, const __half* w, int N, float* y, void* stream) {
+  if (T == 0 || N == 0) return 0;
+  if (K % 32 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0) {
+    if (T <= 8) return launch_f16w_mma<8>(x, T, K, w, N, y, stream);
+    if (T <= 16) return launch_f16w_mma<16>(x, T, K, w, N, y, stream);
+    if (T <= 64) return launch_f16w_mma<32>(x, T, K, w, N, y, stream);
+    return launch_f16w_mma<64>(x, T, K, w, N, y, stream);
+  }
+  gemv_kernel<__half><<<cdiv(N, 8), 256, 0, S(stream)>>>(x, T, K, w, N, y);
+  return check_launch("gemm_f16w (gemv)");
+}
+
 extern "C" int comet_gemm_f32(const float* x, int T, int K, const float* w, int N, float* y, void* stream) {
   return gemm(x, T, K, w, N, y, stream);
 }
 extern "C" int comet_gemm_f16w(const float* x, int T, int K, const uint16_t* w, int N, float* y, void* stream) {
-  return gemm(x, T, K, (const __half*)w, N, y, stream);
+  return gemm_f16w(x, T, K, (const __half*)w, N, y, stream);
 }
 
 // ---- rows, argmax ----------------------------------------------------------------------------------------------
