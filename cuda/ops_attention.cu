@@ -591,6 +591,7 @@ struct Mc {
   static constexpr int NSET = HD / 64;      // P·V word sets (8 code words = 64 channels)
   static constexpr int NT4 = (GQ + 3) / 4;  // P·V n-tiles (4 heads × lo/hi)
   static constexpr int SLF = (GQ * HD + MW * 32 - 1) / (MW * 32);  // block fold: (head, channel) slots per thread
+  static constexpr bool DUP = GQ <= 4;      // score columns 4..7 repeat heads 0..3 (see attn_kv4_mma)
 };
 
 template <int HD, int GQ>
@@ -709,13 +710,15 @@ __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
     s.qg[h][g] = sum;
   }
   __syncthreads();
-  // score B operands: head 8nt + gid, channel tile ct, word W = 4ct + tq: [lo: 8W + 0,2,4,6 | hi: 1,3,5,7]
+  // score B operands: column gid = head hcol(nt, gid), channel tile ct, word W = 4ct + tq: [lo: 8W + 0,2,4,6 |
+  // hi: 1,3,5,7]. GQ <= 4 (C::DUP): columns 4..7 repeat heads 0..3, so lanes tq and tq ^ 2 hold the same scores
+  // and each takes one of its two key rows (r = tq >> 1): the softmax work per lane halves.
   uint32_t qb[C::NT1][C::NCT][2];
 #pragma unroll
   for (int nt = 0; nt < C::NT1; nt++)
 #pragma unroll
     for (int ct = 0; ct < C::NCT; ct++) {
-      const int h = 8 * nt + gid, W = 4 * ct + tq;
+      const int h = C::DUP ? (gid & 3) : 8 * nt + gid, W = 4 * ct + tq;
       uint32_t lo = 0, hi = 0;
       if (h < GQ) {
         const uint2 w = *(const uint2*)&s.q8[h][8 * W];
@@ -723,14 +726,18 @@ __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
       }
       qb[nt][ct][0] = lo, qb[nt][ct][1] = hi;
     }
-  // this lane's score heads 8nt + 2tq + hb
+  // this lane's score rows (keys 16kt + gid + 8r) and heads: rr < NR, r = DUP ? tq >> 1 : rr; head = DUP ?
+  // 2(tq & 1) + hb : 8nt + 2tq + hb
+  constexpr int NR = C::DUP ? 1 : 2;
+  auto hof = [&](int nt, int hb) { return C::DUP ? 2 * (tq & 1) + hb : 8 * nt + 2 * tq + hb; };
+  auto rof = [&](int rr) { return C::DUP ? tq >> 1 : rr; };
   float csr[C::NT1][2];
   int qgr[C::NT1][2][C::NGM];
 #pragma unroll
   for (int nt = 0; nt < C::NT1; nt++)
 #pragma unroll
     for (int hb = 0; hb < 2; hb++) {
-      const int h = 8 * nt + 2 * tq + hb;
+      const int h = hof(nt, hb);
       csr[nt][hb] = h < GQ ? s.cs[h] : 0.f;
 #pragma unroll
       for (int g = 0; g < C::NGM; g++) qgr[nt][hb][g] = h < GQ && g < ng ? s.qg[h][g] : 0;
@@ -755,16 +762,19 @@ __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
       __syncwarp();
       if (ci >= 0) {
         const int c0 = ci * CH, nk = min(CH, n - c0);
-        // ---- scores: t[kt][nt][e], key 16kt + gid + 8(e >> 1), head 8nt + 2tq + (e & 1)
-        float tv[4][C::NT1][4];
+        // ---- scores: tv[kt][nt][rr][hb], key 16kt + gid + 8·rof(rr), head hof(nt, hb)
+        float tv[4][C::NT1][NR][2];
 #pragma unroll
         for (int kt = 0; kt < 4; kt++) {
-          float dot[C::NT1][4];
+          float dot[C::NT1][NR][2];
           int D[C::NT1][4];
 #pragma unroll
-          for (int nt = 0; nt < C::NT1; nt++)
+          for (int nt = 0; nt < C::NT1; nt++) {
 #pragma unroll
-            for (int e = 0; e < 4; e++) dot[nt][e] = 0.f, D[nt][e] = 0;
+            for (int e = 0; e < 4; e++) D[nt][e] = 0;
+#pragma unroll
+            for (int rr = 0; rr < NR; rr++) dot[nt][rr][0] = dot[nt][rr][1] = 0.f;
+          }
           const int k0 = 16 * kt + gid, k1 = k0 + 8;
 #pragma unroll
           for (int ct = 0; ct < C::NCT; ct++) {
@@ -776,83 +786,100 @@ __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
             for (int nt = 0; nt < C::NT1; nt++) mma_u8s8(D[nt], a0, a1, a2, a3, qb[nt][ct][0], qb[nt][ct][1]);
             if ((ct + 1) % cpg == 0) {  // end of a KV4 group: dot += fr(fr(s·D_g) + fr(z·Q_g)) in group order
               const int g = ct / cpg;
-              const uint32_t sz0 = ws.ksz[b][k0 * ng + g], sz1 = ws.ksz[b][k1 * ng + g];
+#pragma unroll
+              for (int rr = 0; rr < NR; rr++) {
+                const bool r1 = rof(rr) == 1;
+                const uint32_t sz = ws.ksz[b][(r1 ? k1 : k0) * ng + g];
+#pragma unroll
+                for (int nt = 0; nt < C::NT1; nt++)
+#pragma unroll
+                  for (int hb = 0; hb < 2; hb++) {
+                    const int d = r1 ? D[nt][2 + hb] : D[nt][hb];
+                    int qgv = 0;
+#pragma unroll
+                    for (int gg = 0; gg < C::NGM; gg++) if (gg == g) qgv = qgr[nt][hb][gg];
+                    dot[nt][rr][hb] = __fadd_rn(dot[nt][rr][hb], __fadd_rn(__fmul_rn(h_lo(sz), __int2float_rn(d)), __fmul_rn(h_hi(sz), __int2float_rn(qgv))));
+                  }
+              }
 #pragma unroll
               for (int nt = 0; nt < C::NT1; nt++)
 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                  const uint32_t sz = e < 2 ? sz0 : sz1;
-                  int qgv = 0;
-#pragma unroll
-                  for (int gg = 0; gg < C::NGM; gg++) if (gg == g) qgv = qgr[nt][e & 1][gg];
-                  dot[nt][e] = __fadd_rn(dot[nt][e], __fadd_rn(__fmul_rn(h_lo(sz), __int2float_rn(D[nt][e])), __fmul_rn(h_hi(sz), __int2float_rn(qgv))));
-                  D[nt][e] = 0;
-                }
+                for (int e = 0; e < 4; e++) D[nt][e] = 0;
             }
           }
 #pragma unroll
           for (int nt = 0; nt < C::NT1; nt++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) tv[kt][nt][e] = __fmul_rn(dot[nt][e], csr[nt][e & 1]);
+            for (int rr = 0; rr < NR; rr++)
+#pragma unroll
+              for (int hb = 0; hb < 2; hb++) tv[kt][nt][rr][hb] = __fmul_rn(dot[nt][rr][hb], csr[nt][hb]);
         }
         // ---- the chunk's softmax per head: m, p, l; per group the 15-bit weights u, dq, zs
+        auto kmax = [&](float v) {  // over the lanes holding this lane's heads' other keys
+          if (NR == 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+          v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 4));
+          v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 8));
+          return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 16));
+        };
+        auto tree = [&](const float (&x)[4][NR]) {  // the contract's bfly: key bits 5, 4 (and 3) here, then 3, 2, 1, 0
+          float v;
+          if constexpr (NR == 2) {
+            float y0 = __fadd_rn(x[0][0], x[2][0]), y1 = __fadd_rn(x[0][NR - 1], x[2][NR - 1]);
+            const float z0 = __fadd_rn(x[1][0], x[3][0]), z1 = __fadd_rn(x[1][NR - 1], x[3][NR - 1]);
+            y0 = __fadd_rn(y0, z0), y1 = __fadd_rn(y1, z1);
+            v = __fadd_rn(y0, y1);
+          } else {
+            v = __fadd_rn(__fadd_rn(x[0][0], x[2][0]), __fadd_rn(x[1][0], x[3][0]));
+            v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 2));
+          }
+          v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 16));
+          v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 8));
+          return __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 4));
+        };
 #pragma unroll
         for (int nt = 0; nt < C::NT1; nt++)
 #pragma unroll
           for (int hb = 0; hb < 2; hb++) {
-            const int h = 8 * nt + 2 * tq + hb;
+            const int h = hof(nt, hb);
             float m = -INFINITY;
 #pragma unroll
             for (int kt = 0; kt < 4; kt++)
 #pragma unroll
-              for (int rr = 0; rr < 2; rr++)
-                if (16 * kt + 8 * rr + gid < nk) m = fmaxf(m, tv[kt][nt][2 * rr + hb]);
-            m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 4));
-            m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 8));
-            m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 16));
-            float p[4][2];
+              for (int rr = 0; rr < NR; rr++)
+                if (16 * kt + 8 * rof(rr) + gid < nk) m = fmaxf(m, tv[kt][nt][rr][hb]);
+            m = kmax(m);
+            float p[4][NR];
 #pragma unroll
             for (int kt = 0; kt < 4; kt++)
 #pragma unroll
-              for (int rr = 0; rr < 2; rr++)
-                p[kt][rr] = 16 * kt + 8 * rr + gid < nk ? exp2c(__fsub_rn(tv[kt][nt][2 * rr + hb], m)) : 0.f;
-            auto tree = [&](const float (&x)[4][2]) {  // the contract's bfly: key bits 5, 4, 3 here, 2, 1, 0 by shuffles
-              float y0 = __fadd_rn(x[0][0], x[2][0]), y1 = __fadd_rn(x[0][1], x[2][1]);
-              float z0 = __fadd_rn(x[1][0], x[3][0]), z1 = __fadd_rn(x[1][1], x[3][1]);
-              y0 = __fadd_rn(y0, z0), y1 = __fadd_rn(y1, z1);
-              float v = __fadd_rn(y0, y1);
-              v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 16));
-              v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 8));
-              return __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 4));
-            };
+              for (int rr = 0; rr < NR; rr++)
+                p[kt][rr] = 16 * kt + 8 * rof(rr) + gid < nk ? exp2c(__fsub_rn(tv[kt][nt][rr][hb], m)) : 0.f;
             const float l = tree(p);
             for (int g = 0; g < ng; g++) {
-              float w[4][2], zt[4][2], W = 0.f;
+              float w[4][NR], zt[4][NR], W = 0.f;
 #pragma unroll
               for (int kt = 0; kt < 4; kt++)
 #pragma unroll
-                for (int rr = 0; rr < 2; rr++) {
-                  const int key = 16 * kt + 8 * rr + gid;
+                for (int rr = 0; rr < NR; rr++) {
+                  const int key = 16 * kt + 8 * rof(rr) + gid;
                   const uint32_t sz = key < nk ? ws.vsz[b][key * ng + g] : 0u;
                   w[kt][rr] = key < nk ? __fmul_rn(p[kt][rr], h_lo(sz)) : 0.f;
                   zt[kt][rr] = key < nk ? __fmul_rn(p[kt][rr], h_hi(sz)) : 0.f;
                   W = fmaxf(W, w[kt][rr]);
                 }
-              W = fmaxf(W, __shfl_xor_sync(0xffffffffu, W, 4));
-              W = fmaxf(W, __shfl_xor_sync(0xffffffffu, W, 8));
-              W = fmaxf(W, __shfl_xor_sync(0xffffffffu, W, 16));
+              W = kmax(W);
               const float rW = W > 0.f ? __fdiv_rn(32767.f, W) : 0.f;
               const float zs = tree(zt);
               if (h < GQ) {
 #pragma unroll
                 for (int kt = 0; kt < 4; kt++)
 #pragma unroll
-                  for (int rr = 0; rr < 2; rr++)
-                    ws.uh[g][h][16 * kt + 8 * rr + gid] = W > 0.f ? (uint16_t)min(32767u, __float2uint_rn(__fmul_rn(w[kt][rr], rW))) : (uint16_t)0;
-                if (gid == 0) ws.dq[h][g] = W > 0.f ? __fdiv_rn(W, 32767.f) : 0.f, ws.zs[h][g] = zs;
+                  for (int rr = 0; rr < NR; rr++)
+                    ws.uh[g][h][16 * kt + 8 * rof(rr) + gid] = W > 0.f ? (uint16_t)min(32767u, __float2uint_rn(__fmul_rn(w[kt][rr], rW))) : (uint16_t)0;
+                if (lane < 4) ws.dq[h][g] = W > 0.f ? __fdiv_rn(W, 32767.f) : 0.f, ws.zs[h][g] = zs;
               }
             }
-            if (h < GQ && gid == 0) ws.m[h] = m, ws.l[h] = l;
+            if (h < GQ && lane < 4) ws.m[h] = m, ws.l[h] = l;
           }
         __syncwarp();
         // ---- P·V: A[c] = Σ u·v over the chunk's 64 keys (two k32 steps), per head
