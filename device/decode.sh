@@ -31,7 +31,7 @@ echo "unpacked in $(( $(date +%s) - T0 )) s"
 echo "=== op tests, cuda rows [$(left) s left]"
 COMET_TEST_CUDA=1 timeout 110 node node_modules/vitest/vitest.mjs run test/ops.test.ts -t cuda --reporter=verbose > "$OUT/ops.log" 2>&1; echo "rc=$?"
 grep -E "×|✗|FAIL|Tests |differ|AssertionError" "$OUT/ops.log" | head -30
-grep -E "attention kv4|f16 weights" "$OUT/ops.log" | head -20
+grep -E "ops on cuda" "$OUT/ops.log" | grep -E "attention kv4|f16 weights" | grep -vE "↓" | sed 's/.*ops on cuda[^>]*> //' | head -24
 
 echo "=== bench e2e llama3-8b [$(left) s left]"
 COMET_E2E_CLIP_SEARCH=0 PYTHONUNBUFFERED=1 timeout $(( $(left) - 50 )) node bin/comet.js bench e2e --shape llama3-8b --backend cuda \
