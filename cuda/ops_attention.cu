@@ -4,10 +4,14 @@
 // KV4 cache (quantized models): the contract of simulator/kernels/attention_kv4.ts (DESIGN §3.5.1), bit for bit.
 //   q is quantized to INT8 per (token, head); scores are integer dot products with the UINT4 K codes (dp4a),
 //   scaled by the key's (s, z) in f32; keys go in chunks of 64 (softmax per chunk, exp2 by the contract's
-//   polynomial), P·V is an integer dot product of 15-bit weights with the V codes (dp2a); chunk states fold into
-//   segments of 256 keys and segments into the output, every float op __fmul_rn / __fadd_rn / __fdiv_rn in the
-//   contract's order. The integer sums are exact in any order, so the kernel reduces them however it likes.
-//   attn_kv4   grid (segment or 1, KV head, token), KT threads: one block serves all GQ query heads of its KV
+//   polynomial), P·V is an integer dot product of 15-bit weights with the V codes; chunk states fold into
+//   segments of 128 keys and segments into the output, every float op __fmul_rn / __fadd_rn / __fdiv_rn in the
+//   contract's order. The integer sums are exact in any order, so the kernels reduce them however they like.
+//   Two kernels, picked by shape (kv4_mma_supported), the same bits:
+//   attn_kv4_mma  head_dim 64 / 128 / 256, groups G >= 64, GQ · head_dim <= 1024, pages of a power of two: a
+//              warp per 128-key segment, both products on mma.sync m16n8k32 u8 (see its comment below)
+//   attn_kv4   every other shape (stories260K's head_dim 8, G < 64), dp4a / dp2a on the CUDA cores:
+//              grid (segment or 1, KV head, token), KT threads: one block serves all GQ query heads of its KV
 //              head (each page is read once per GQA group), a chunk at a time, the next two chunks' code rows and
 //              (s, z) pairs in flight into a shared-memory ring (cp.async), the block table read a chunk earlier:
 //                P1 D[h][g][key] = Σ q8·k (dp4a; thread = (key, 32-channel slice), slices summed by shuffles)
