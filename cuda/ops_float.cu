@@ -525,16 +525,8 @@ __global__ void __launch_bounds__(HM_WARPS * 32) gemm_f16w_mma(const float* __re
       *(__half2*)(pl + 2) = __halves2half2(__float2half_rn(__fsub_rn(v.z, __half2float(h2))), __float2half_rn(__fsub_rn(v.w, __half2float(h3))));
     }
     __syncthreads();
-    uint4 nx[4];
-#pragma unroll
-    for (int i = 0; i < 4; i++) nx[i] = __ldcs((const uint4*)(wr[i] + kc0));
-    for (int k = 0; k < kn; k += 32) {
-      uint4 cu[4];
-#pragma unroll
-      for (int i = 0; i < 4; i++) cu[i] = nx[i];
-      if (k + 32 < kn)
-#pragma unroll
-        for (int i = 0; i < 4; i++) nx[i] = __ldcs((const uint4*)(wr[i] + kc0 + k + 32));
+    // two k32 steps of weights in flight per lane (128 bytes): the stream needs ~40 KB in flight per SM
+    auto step = [&](const uint4 (&cu)[4], int k) {
 #pragma unroll
       for (int nt = 0; nt < NTT; nt++) {
         const uint4 bh = *(const uint4*)(xh + (8 * nt + gid) * KS + k + 8 * tq);
@@ -547,6 +539,29 @@ __global__ void __launch_bounds__(HM_WARPS * 32) gemm_f16w_mma(const float* __re
           mma_f16(acc[mi][nt], r0.z, r1.z, r0.w, r1.w, bh.z, bh.w);  // k16 step 2: pairs (4,5 | 6,7)
           mma_f16(acc[mi][nt], r0.z, r1.z, r0.w, r1.w, bl.z, bl.w);
         }
+      }
+    };
+    uint4 na[4], nb[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      na[i] = __ldcs((const uint4*)(wr[i] + kc0));
+      if (32 < kn) nb[i] = __ldcs((const uint4*)(wr[i] + kc0 + 32));
+    }
+    for (int k = 0; k < kn; k += 64) {
+      uint4 cu[4];
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        cu[i] = na[i];
+        if (k + 64 < kn) na[i] = __ldcs((const uint4*)(wr[i] + kc0 + k + 64));
+      }
+      step(cu, k);
+      if (k + 32 < kn) {
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+          cu[i] = nb[i];
+          if (k + 96 < kn) nb[i] = __ldcs((const uint4*)(wr[i] + kc0 + k + 96));
+        }
+        step(cu, k + 32);
       }
     }
   }
