@@ -213,10 +213,12 @@ export interface Backend {
   siluMul(g: Tensor, u: Tensor): Tensor;
   siluMulQuant(g: Tensor, u: Tensor, spec: ActQuantSpec): Tensor;
   add(a: Tensor, b: Tensor): Tensor;
-  /** The W4Ax partial-sum order this backend's GEMM uses for M tokens against an N-row weight: block ranges
-   *  summed from +0 in ascending order, then added in list order (DESIGN §3.4). Absent = one range (plain
-   *  order). The simulator reproduces it: `new SimBackend({ gemmSchedule: be.gemmSchedule.bind(be) })`. */
-  gemmSchedule?(M: number, N: number, spec: ActQuantSpec): Array<[number, number]>;
+  /** The W4Ax partial-sum order this backend's GEMM uses against an N-row weight of this activation spec: block
+   *  ranges summed from +0 in ascending order, then added in list order (DESIGN §3.4). A function of the weight's
+   *  shape only, never of the token count M, so a row's outputs are the same bits whether it is computed alone or
+   *  batched (prefill alone vs with others, decode at batch 1 vs 64, prefix-cache hit or not). Absent = one range
+   *  (plain order). The simulator reproduces it: `new SimBackend({ gemmSchedule: be.gemmSchedule.bind(be) })`. */
+  gemmSchedule?(N: number, spec: ActQuantSpec): Array<[number, number]>;
   /** rows of x [R, C] -> argmax per row (first max wins) */
   argmax(x: Tensor): Promise<Int32Array>;
   /** keep only the given rows: x [T, C] -> [rows.length, C] (last token of each sequence before the classifier) */

@@ -179,12 +179,12 @@ void GemmW4axMany(const Napi::CallbackInfo& info) {
         "gemm_w4ax_many");
 }
 
-/** gemmSchedule(M, N, Kp, B, K8) -> Int32Array of [b0, b1) pairs */
+/** gemmSchedule(N, Kp, B, K8) -> Int32Array of [b0, b1) pairs */
 Napi::Value GemmSchedule(const Napi::CallbackInfo& info) {
   Args a(info);
   int ranges[2 * 1024];
   comet_clear_error();
-  const int n = comet_gemm_w4ax_schedule(a.i32(0), a.i32(1), a.i32(2), a.i32(3), a.i32(4), ranges, 1024);
+  const int n = comet_gemm_w4ax_schedule(a.i32(0), a.i32(1), a.i32(2), a.i32(3), ranges, 1024);
   if (n < 0) fail(info.Env(), n, "gemm_w4ax_schedule");
   Napi::Int32Array out = Napi::Int32Array::New(info.Env(), 2 * n);
   for (int i = 0; i < 2 * n; i++) out[i] = ranges[i];

@@ -53,14 +53,13 @@ int comet_gemm_w4ax_many(const int8_t* a8, const uint8_t* a4, const uint16_t* sa
  *  1 one launch wherever every weight is on the decode kernel, 2 one launch per weight. Process-wide. */
 int comet_gemm_w4ax_group_mode(int mode);
 
-/** The partial-sum schedule the kernel will use for (M, N, Kp, B, K8) on the current device with the current
- *  forced variant: n_splits ranges of B-blocks [ranges[2i], ranges[2i+1]), each summed from +0 in ascending
- *  block order, then added in index order (sum = +0; sum = f32(sum + partial_i)). Returns n_splits
- *  (<= max_splits) or a negative error. The decode kernel splits K into k-tile-aligned slices so its grid is one
- *  full wave; v7 (B = 128; output tiles of 128 rows x 32/64/128 tokens) splits K into KS = min(SMs / output tiles,
- *  k-tiles / 4) slices when
- *  the output tiles are fewer than the SMs, else 1 (depends on N, Kp, M and the SM count); v4 never splits. */
-int comet_gemm_w4ax_schedule(int M, int N, int Kp, int B, int K8, int* ranges_host, int max_splits);
+/** The partial-sum schedule of every W4Ax GEMM against an (N, Kp, B, K8) weight on the current device: n_splits
+ *  ranges of B-blocks [ranges[2i], ranges[2i+1]), each summed from +0 in ascending block order, then added in index
+ *  order (sum = +0; sum = f32(sum + partial_i)). Returns n_splits (<= max_splits) or a negative error. It depends on
+ *  the weight's shape and the SM count only, never on M or the kernel variant, so a row's output bits do not depend
+ *  on how many tokens share the GEMM. The rule: k-tile-aligned slices (slice k = k-tiles [k*T/KS, (k+1)*T/KS)), KS
+ *  = the decode kernel's one-wave split at M <= 8 (schedule_slices, cuda/gemm_w4ax_decode.cuh). */
+int comet_gemm_w4ax_schedule(int N, int Kp, int B, int K8, int* ranges_host, int max_splits);
 
 /** Force a kernel variant for tests/benchmarks: 0 auto, 1 decode GEMV (M <= 64 only), 2 prefill v4 (s8 mma.sync),
  *  3 prefill sm_80 path (s4 mma for W4A4 blocks when B >= 64, s8 otherwise; emulated but exact on sm_90),

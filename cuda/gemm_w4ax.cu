@@ -147,14 +147,15 @@ static size_t g_ws_bytes = 0;
 static int* g_tickets = nullptr;
 static int g_tickets_n = 0;
 
-// v7 split-K: at most one wave of CTAs (tiles * KS <= SMs), each partial at most 128 x 128, so a fixed workspace of
-// SMs 128x128 f32 tiles and SMs tickets serves every shape; allocated once by comet_w4_create.
+// v7 split-K (output tiles < SMs): one f32 partial per output tile and schedule slice, so a launch splits only when
+// tiles x slices x its tile fit this fixed workspace of V7_WS_TILES x SMs 128x128 f32 tiles (and tiles < SMs tickets);
+// allocated once by comet_w4_create.
 static float* g_ws5 = nullptr;
 static int* g_tickets5 = nullptr;
 
 static cudaError_t reserve_workspace(const WDesc& d) {
   if (!g_ws5) {
-    cudaError_t e = cudaMalloc(&g_ws5, (size_t)num_sms() * 128 * 128 * sizeof(float));
+    cudaError_t e = cudaMalloc(&g_ws5, v7_ws_floats(num_sms()) * sizeof(float));
     if (e == cudaSuccess) e = cudaMalloc(&g_tickets5, num_sms() * sizeof(int));
     if (e == cudaSuccess) e = cudaMemset(g_tickets5, 0, num_sms() * sizeof(int));
     if (e != cudaSuccess) {
@@ -241,7 +242,8 @@ static cudaError_t launch_decode(const int8_t* a8, const uint8_t* a4, const uint
   if (p.KS > 1 && ((size_t)p.KS * M * d.Npad * sizeof(float) > g_ws_bytes || d.Npad / 128 > g_tickets_n))
     return cudaErrorInvalidValue;  // cannot happen: comet_w4_create reserved it
   dim3 grid(d.Npad / 128, p.KS);
-  gemm_decode<TT, B><<<grid, DEC_THREADS, p.smem, s>>>(a8, a4, (const __half*)sa, M, d, y, out_f16, p.KS, g_ws, g_tickets);
+  gemm_decode<TT, B><<<grid, DEC_THREADS, p.smem, s>>>(a8, a4, (const __half*)sa, M, d, y, out_f16, p.KS, p.chunk, g_ws,
+                                                       g_tickets);
   return cudaSuccess;
 }
 
@@ -267,13 +269,13 @@ static cudaError_t launch_decode_many(const int8_t* a8, const uint8_t* a4, const
   size_t off = 0;  // floats of workspace used so far
   for (int i = 0; i < GROUP_MAX; i++) {
     if (i >= n) {
-      gr.w[i] = gr.w[0], gr.y[i] = nullptr, gr.ws[i] = nullptr, gr.tickets[i] = nullptr, gr.KS[i] = 1;
+      gr.w[i] = gr.w[0], gr.y[i] = nullptr, gr.ws[i] = nullptr, gr.tickets[i] = nullptr, gr.KS[i] = 1, gr.chunk[i] = 1;
       gr.cta0[i] = INT_MAX;
       continue;
     }
     const WDesc& d = ws[i]->d;
     const DecPlan p = decode_plan(d, M);
-    gr.w[i] = d, gr.y[i] = ys[i], gr.KS[i] = p.KS, gr.cta0[i] = ctas;
+    gr.w[i] = d, gr.y[i] = ys[i], gr.KS[i] = p.KS, gr.chunk[i] = p.chunk, gr.cta0[i] = ctas;
     gr.ws[i] = g_ws ? g_ws + off : nullptr, gr.tickets[i] = g_tickets ? g_tickets + tk : nullptr;
     if (p.KS > 1) off += (size_t)p.KS * M * d.Npad;
     tk += d.Npad / 128;
@@ -311,7 +313,7 @@ static cudaError_t launch_prefill(const int8_t* a8, const uint8_t* a4, const uin
     attr = true;
   }
   dim3 grid((M + 127) / 128, d.Npad / 128);
-  gemm_prefill<S4, B><<<grid, PF_THREADS, PF_SMEM, s>>>(a8, a4, (const __half*)sa, M, d, y, out_f16);
+  gemm_prefill<S4, B><<<grid, PF_THREADS, PF_SMEM, s>>>(a8, a4, (const __half*)sa, M, d, y, out_f16, schedule_slices(d));
   return cudaSuccess;
 }
 
@@ -337,7 +339,7 @@ extern "C" int comet_gemm_w4ax(const int8_t* a8, const uint8_t* a4, const uint16
   cudaStream_t s = (cudaStream_t)stream;
   const int v = pick_variant(M, w->d.B);
   if (v == 6) {
-    CUDA_TRY(launch_v7(a8, a4, sa, M, w->d, y, out_f16, num_sms(), g_ws5, g_tickets5, s));
+    CUDA_TRY(launch_v7(a8, a4, sa, M, w->d, schedule_slices(w->d), y, out_f16, num_sms(), g_ws5, g_tickets5, s));
   } else if (v == 1) {
     if (M > 64) return set_err(-1, "gemm_w4ax: %s", "decode kernel needs M <= 64");
     if (M <= 8) CUDA_TRY(launch_decode_b<1>(a8, a4, sa, M, w->d, y, out_f16, s));
@@ -405,14 +407,11 @@ extern "C" int comet_gemm_w4ax_many(const int8_t* a8, const uint8_t* a4, const u
   return 0;
 }
 
-extern "C" int comet_gemm_w4ax_schedule(int M, int N, int Kp, int B, int K8, int* ranges_host, int max_splits) {
+extern "C" int comet_gemm_w4ax_schedule(int N, int Kp, int B, int K8, int* ranges_host, int max_splits) {
   if (int e = check_shape(N, Kp, B, K8)) return e;
-  if (M <= 0 || !ranges_host) return set_err(-1, "gemm_w4ax: %s", "bad argument");
+  if (!ranges_host) return set_err(-1, "gemm_w4ax: %s", "bad argument");
   WDesc d = make_desc(N, Kp, B, K8);
-  int KS = 1;
-  const int v = pick_variant(M, B);
-  if (v == 1 && M <= 64) KS = decode_plan(d, M).KS;
-  else if (v == 6) KS = v7_splits(d, M, num_sms());
+  const int KS = schedule_slices(d);  // every variant, every M
   if (KS > max_splits) return set_err(-2, "gemm_w4ax: %s", "max_splits too small");
   for (int k = 0; k < KS; k++) {
     ranges_host[2 * k] = tile_block0(d, k * d.T / KS);

@@ -137,12 +137,20 @@ __device__ __forceinline__ uint4 ldg_stream(const void* p) {
 }
 
 // v7 (gemm_w4ax_sm90.cu): warp-specialized wgmma for M >= 17 on sm_90a with B = 128.
-/** Tokens per CTA tile of v7 for M tokens (32, 64 or 128). */
+/** Tokens per CTA tile of v7 for M tokens (32, 64 or 128) before the schedule's constraint (v7_plan). */
 int v7_tokens(int M);
-/** v7's k-slices for M tokens on a device of `sms` SMs (1 = no split-K); the reported schedule. */
-int v7_splits(const WDesc& d, int M, int sms);
-/** Launches v7; ws / tickets: a workspace of sms x 128 x 128 f32 and sms zeroed ints (used when split). */
-cudaError_t launch_v7(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M, const WDesc& d, void* y,
+/** How v7 runs the schedule's S slices for M tokens: NT tokens per tile, G CTAs per output tile along K (split, G > 1)
+ *  or one with an in-CTA running total (total) or neither (S = 1). */
+struct V7Plan {
+  int NT, G;
+  bool total;
+};
+V7Plan v7_plan(const WDesc& d, int M, int S, int sms);
+/** v7's split workspace: V7_WS_TILES x sms tiles of 128 x 128 f32. */
+constexpr int V7_WS_TILES = 4;
+size_t v7_ws_floats(int sms);
+/** Launches v7 for the schedule's S slices; ws / tickets: v7_ws_floats(sms) f32 and sms zeroed ints (used when split). */
+cudaError_t launch_v7(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M, const WDesc& d, int S, void* y,
                       int out_f16, int sms, float* ws, int* tickets, cudaStream_t s);
 
 }  // namespace comet_gemm

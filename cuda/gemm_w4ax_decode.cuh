@@ -17,7 +17,7 @@ constexpr int DEC_THREADS = 256, DEC_DEPTH = 4, DEC_SMEM_BUDGET = 96 * 1024;
 constexpr int A8_ROW = 160, A4_ROW = 80;  // shared-memory row strides of one k-tile of activations
 
 struct DecPlan {
-  int KS, tiles_max, smem, occ;  // occ: CTAs per SM at this plan's shared memory
+  int KS, tiles_max, chunk, smem, occ;  // chunk: k-tiles per shared-memory fill; occ: CTAs per SM at this smem
 };
 static int dec_smem(int MT, int B, int tiles) {
   int blocks = tiles * (KT / B);
@@ -34,26 +34,40 @@ static int num_sms() {
   return n;
 }
 constexpr int dec_min_blocks_rt(int TT) { return TT == 1 ? 4 : TT == 2 ? 3 : TT == 4 ? 2 : 1; }
+constexpr int dec_tt(int M) { return M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : 8; }
 
-/** One wave: the most k-slices for which all CTAs are resident at once (registers and shared memory), and
- *  at least as many as the shared-memory budget needs. */
-static DecPlan decode_plan(const WDesc& w, int M) {
-  const int TT = M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : 8, MT = 8 * TT;
+/** THE W4Ax schedule (DESIGN 3.4, comet_gemm_w4ax_schedule): the number of k-tile-aligned K slices, slice k = k-tiles
+ *  [k*T/KS, (k+1)*T/KS). A function of the weight's shape and the SM count only, never of M, so a row's output bits do
+ *  not depend on how many tokens share the GEMM (a request alone or batched, prefix-cache hit or not). Every kernel
+ *  (decode, v7, v4, sm_80) sums each slice from +0 and adds the slices in order from +0. The rule: the decode kernel's
+ *  one-wave split at M <= 8 (4 CTAs of 128 rows per SM), i.e. the most slices for which all CTAs are resident at once,
+ *  and at least as many as its shared-memory budget needs at M <= 16 (so both decode classes of sm_90 run a slice in
+ *  one pass); tuned for M = 1, where the GEMM is a bandwidth problem. */
+static int schedule_slices(const WDesc& w) {
   const int ntile = w.Npad / 128;
   int best = 0;
   for (int ks = 1; ks <= w.T; ks++) {
-    int smem = dec_smem(MT, w.B, (w.T + ks - 1) / ks);
-    if (smem > DEC_SMEM_BUDGET) continue;
-    int occ = std::min(dec_min_blocks_rt(TT), 227 * 1024 / (smem + 1024));
+    if (dec_smem(16, w.B, (w.T + ks - 1) / ks) > DEC_SMEM_BUDGET) continue;
+    int occ = std::min(dec_min_blocks_rt(1), 227 * 1024 / (dec_smem(8, w.B, (w.T + ks - 1) / ks) + 1024));
     if (best && ntile * ks > occ * num_sms()) break;
     best = ks;
     if (ntile * ks > occ * num_sms()) break;  // even the first fitting split is more than one wave
   }
-  if (!best) best = w.T;
+  return best ? best : w.T;
+}
+
+/** The decode launch for M tokens: the schedule's slices (one CTA per n-tile and slice); a slice whose activations do
+ *  not fit the shared-memory budget at this M class runs in chunks of `chunk` k-tiles (the running sums stay in
+ *  registers across chunks, so the bits are those of one pass). */
+static DecPlan decode_plan(const WDesc& w, int M) {
+  const int TT = dec_tt(M), MT = 8 * TT, KS = schedule_slices(w);
   int tmax = 0;
-  for (int k = 0; k < best; k++) tmax = std::max(tmax, (k + 1) * w.T / best - k * w.T / best);
-  const int smem = dec_smem(MT, w.B, tmax);
-  return DecPlan{best, tmax, smem, std::min(dec_min_blocks_rt(TT), 227 * 1024 / (smem + 1024))};
+  for (int k = 0; k < KS; k++) tmax = std::max(tmax, (k + 1) * w.T / KS - k * w.T / KS);
+  int nch = 1;  // chunks per slice, balanced
+  while ((tmax + nch - 1) / nch > 1 && dec_smem(MT, w.B, (tmax + nch - 1) / nch) > DEC_SMEM_BUDGET) nch++;
+  const int chunk = (tmax + nch - 1) / nch;
+  const int smem = dec_smem(MT, w.B, chunk);
+  return DecPlan{KS, tmax, chunk, smem, std::min(dec_min_blocks_rt(TT), 227 * 1024 / (smem + 1024))};
 }
 
 template <int TT>
@@ -66,12 +80,21 @@ constexpr int dec_min_blocks() { return dec_min_blocks_rt(TT); }
 template <int TT, int B, int DEPTH = DEC_DEPTH>
 __device__ __forceinline__ void decode_cta(const int8_t* __restrict__ a8, const uint8_t* __restrict__ a4,
                                            const __half* __restrict__ sa, int M, const WDesc& w, void* y, int out_f16,
-                                           int KS, int ntile, int ks, float* __restrict__ ws, int* __restrict__ tickets) {
+                                           int KS, int chunk, int ntile, int ks, float* __restrict__ ws,
+                                           int* __restrict__ tickets) {
   constexpr int MT = TT * 8, CPB = B / 32;
   extern __shared__ __align__(16) char smem[];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
   const int ncta0 = ntile * 128, n0 = ncta0 + warp * 16;
-  const int ta = ks * w.T / KS, tb = (ks + 1) * w.T / KS, nt = tb - ta;
+  const int slice_a = ks * w.T / KS, slice_b = (ks + 1) * w.T / KS;  // this CTA's slice: k-tiles [slice_a, slice_b)
+
+  int acc[TT][4];
+  float sum[TT][4];
+
+  // the slice in chunks of at most `chunk` k-tiles (one chunk unless its activations overflow shared memory; always one
+  // at TT <= 2, the classes the schedule is sized for: no loop there, which keeps them without spills at 64 / 80 registers)
+  auto run_chunk = [&](const int ta, const int nt) {
+  const int tb = ta + nt;
   const int bA = tile_block0<B>(w, ta), bB = tile_block0<B>(w, tb), nbs = bB - bA;
   char* Act = smem;                                            // [nt][MT][160 or 80]
   float* Sa = (float*)(smem + nt * MT * A8_ROW);               // [nbs][MT]
@@ -111,13 +134,12 @@ __device__ __forceinline__ void decode_cta(const int8_t* __restrict__ a8, const 
   }
   cp_async_wait<0>();
   __syncthreads();
-
-  int acc[TT][4];
-  float sum[TT][4];
+  if (ta == slice_a) {  // here, not before the prologue: fewer live registers under the weight ring at TT = 1
 #pragma unroll
-  for (int j = 0; j < TT; j++)
+    for (int j = 0; j < TT; j++)
 #pragma unroll
-    for (int e = 0; e < 4; e++) acc[j][e] = MAGIC, sum[j][e] = 0.f;
+      for (int e = 0; e < 4; e++) acc[j][e] = MAGIC, sum[j][e] = 0.f;
+  }
 
   for (int base = 0; base < nt; base += DEPTH) {
 #pragma unroll
@@ -179,6 +201,15 @@ __device__ __forceinline__ void decode_cta(const int8_t* __restrict__ a8, const 
       }
     }
   }
+  };
+  if (TT <= 2) {
+    run_chunk(slice_a, slice_b - slice_a);
+  } else {
+    for (int ta = slice_a; ta < slice_b; ta += chunk) {
+      if (ta != slice_a) __syncthreads();  // every thread is done with the previous chunk's shared memory
+      run_chunk(ta, min(chunk, slice_b - ta));
+    }
+  }
 
   // 3. out: directly (KS == 1) or through the workspace and the last CTA of this n-tile
 #pragma unroll
@@ -219,9 +250,9 @@ __device__ __forceinline__ void decode_cta(const int8_t* __restrict__ a8, const 
 template <int TT, int B>
 __global__ void __launch_bounds__(DEC_THREADS, dec_min_blocks<TT>()) gemm_decode(const int8_t* __restrict__ a8, const uint8_t* __restrict__ a4,
                                                            const __half* __restrict__ sa, int M, WDesc w, void* y,
-                                                           int out_f16, int KS, float* __restrict__ ws,
+                                                           int out_f16, int KS, int chunk, float* __restrict__ ws,
                                                            int* __restrict__ tickets) {
-  decode_cta<TT, B>(a8, a4, sa, M, w, y, out_f16, KS, blockIdx.x, blockIdx.y, ws, tickets);
+  decode_cta<TT, B>(a8, a4, sa, M, w, y, out_f16, KS, chunk, blockIdx.x, blockIdx.y, ws, tickets);
 }
 
 // Grouped decode (comet_gemm_w4ax_many): up to GROUP_MAX weights of the same K layout against one activation in
@@ -239,6 +270,7 @@ struct DecGroup {
   float* ws[GROUP_MAX];
   int* tickets[GROUP_MAX];
   int KS[GROUP_MAX];
+  int chunk[GROUP_MAX];
   int cta0[GROUP_MAX];  // first CTA of each problem; unused entries INT_MAX
 };
 
@@ -251,7 +283,7 @@ __global__ void __launch_bounds__(DEC_THREADS, dec_min_blocks<TT>())
 #pragma unroll
   for (int i = 1; i < GROUP_MAX; i++) p += c >= gr.cta0[i];
   const int local = c - gr.cta0[p], ntiles = gr.w[p].Npad / 128;
-  decode_cta<TT, B>(a8, a4, sa, M, gr.w[p], gr.y[p], out_f16, gr.KS[p], local % ntiles, local / ntiles, gr.ws[p],
+  decode_cta<TT, B>(a8, a4, sa, M, gr.w[p], gr.y[p], out_f16, gr.KS[p], gr.chunk[p], local % ntiles, local / ntiles, gr.ws[p],
                     gr.tickets[p]);
 }
 

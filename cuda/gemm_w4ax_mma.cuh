@@ -8,10 +8,13 @@ namespace comet_gemm {
 
 // ---------------------------------------------------------------------------------------------------------
 // prefill: M > 64
-constexpr int PF_THREADS = 512, PF_STAGES = 4;  // 16 warps: 4 (M) x 4 (N) of 32x32
+constexpr int PF_THREADS = 512, PF_STAGES = 3;  // 16 warps: 4 (M) x 4 (N) of 32x32
 constexpr int PF_A = 128 * 128, PF_W = 128 * ROW_BYTES, PF_SW = 4 * 128 * 2, PF_SA = 128 * 4 * 4;
 constexpr int PF_STAGE = PF_A + PF_W + PF_SW + PF_SA;  // 27,648 bytes
-constexpr int PF_SMEM = PF_STAGES * PF_STAGE;          // 110,592 bytes
+// + the running total of the schedule's finished slices, f32 [32][512] (value v of thread tid at [v][tid]: conflict
+// free): a third set of 32 registers would not fit the 128 of 16 warps. 3 stages keep it under sm_80's 163 KB.
+constexpr int PF_TOTAL = 32 * PF_THREADS * 4;              // 65,536 bytes
+constexpr int PF_SMEM = PF_STAGES * PF_STAGE + PF_TOTAL;   // 148,480 bytes
 
 // Shared-memory swizzles (16-byte granularity), chosen so the fragment reads are conflict-free:
 //   a8 tile row r (128 B): a thread reads 8 bytes at 32c+8t; piece p -> p ^ ((r&3)<<1) spreads 4 rows x 32 B.
@@ -114,7 +117,7 @@ __device__ __forceinline__ void pf_epilogue(const int (&acc)[2][PF_NT][4], float
 template <bool S4, int B>
 __global__ void __launch_bounds__(PF_THREADS, 1)
     gemm_prefill(const int8_t* __restrict__ a8, const uint8_t* __restrict__ a4, const __half* __restrict__ sa, int M,
-                 WDesc w, void* y, int out_f16) {
+                 WDesc w, void* y, int out_f16, int S) {
   constexpr int CPB = B / 32;
   constexpr bool S4B = S4 && B >= 64;  // W4A4 blocks on the s4 mma (a k64 mma must not straddle two B-blocks)
   extern __shared__ __align__(16) char smem[];
@@ -130,6 +133,10 @@ __global__ void __launch_bounds__(PF_THREADS, 1)
     for (int b = 0; b < PF_NT; b++)
 #pragma unroll
       for (int e = 0; e < 4; e++) acc[a][b][e] = MAGIC, sum[a][b][e] = 0.f;
+
+  // the schedule (DESIGN 3.4): S k-tile-aligned slices, each summed from +0; the finished ones' running total in Tot
+  float* Tot = (float*)(smem + PF_STAGES * PF_STAGE) + tid;
+  int slice = 0, slice_end = w.T / S;  // slice `slice` ends before k-tile slice_end
 
   float sav = 0.f;
 #pragma unroll
@@ -225,6 +232,15 @@ __global__ void __launch_bounds__(PF_THREADS, 1)
       }
     }
     if (inext < w.T) pf_store_sa(stn, tid, sav);  // its stage was last read before this iteration's barrier
+    if (i + 1 == slice_end && i + 1 < w.T) {  // a slice (not the last) ends: total = total + sum (+0 + sum at the first)
+#pragma unroll
+      for (int v = 0; v < 32; v++) {
+        float& x = sum[v >> 4][(v >> 2) & 3][v & 3];
+        Tot[v * PF_THREADS] = slice ? __fadd_rn(Tot[v * PF_THREADS], x) : x;
+        x = 0.f;
+      }
+      slice++, slice_end = (slice + 1) * w.T / S;
+    }
   }
   cp_async_wait<0>();
 
@@ -236,7 +252,7 @@ __global__ void __launch_bounds__(PF_THREADS, 1)
       for (int e = 0; e < 4; e++) {
         int m = m0 + wm * 32 + mt * 16 + g + 8 * (e >> 1), n = n0 + wn * 32 + nt * 8 + 2 * t + (e & 1);
         if (m < M && n < w.N) {
-          __half h = __float2half_rn(sum[mt][nt][e]);
+          __half h = __float2half_rn(S > 1 ? __fadd_rn(Tot[(mt * 16 + nt * 4 + e) * PF_THREADS], sum[mt][nt][e]) : sum[mt][nt][e]);
           if (out_f16)
             ((__half*)y)[(size_t)m * w.N + n] = h;
           else

@@ -26,8 +26,13 @@
 //       16+4tt+j = channel 8tt+2j+1), as v6 did.
 // Values are 16*q on both int4 sides: raw = 16*acc (W4A8) or 256*acc (W4A4); the 2^-4 / 2^-8 is in the f32
 // activation scale (exact). Accumulators are read as bits of 1.5*2^23 + raw after one integer add (MAGIC).
-// Split-K below one wave of output tiles: the v5 rule (same slices formula on this kernel's tiles), partials summed
-// from +0 in slice order by the tile's last CTA (the schedule comet_gemm_w4ax_schedule reports).
+// The schedule (DESIGN 3.4; S k-tile-aligned slices, a function of the weight's shape only: schedule_slices in
+// gemm_w4ax_decode.cuh, reported by comet_gemm_w4ax_schedule): the running sums restart from +0 at every slice, and
+// the slices' partials are added in slice order from +0, in one of two ways (v7_plan):
+//   split (output tiles < SMs, and their partials fit the workspace): G CTAs per output tile along K, CTA k takes
+//       slices [k*S/G, (k+1)*S/G) and writes each slice's partial to the workspace; the tile's last CTA adds them;
+//   in-CTA (TOTAL): at each slice end total = total + sum, sum = +0 (a third register set: NT <= 64, since 3 x 64
+//       values of NT = 128 do not fit 208 registers). With S = 1 neither is needed: any NT, one CTA per tile.
 #include "gemm_w4ax.cuh"
 
 #include <cuda_runtime.h>
@@ -132,10 +137,10 @@ __device__ __forceinline__ void v7_store(void* y, int out_f16, int N, int m, int
   else ((float*)y)[(size_t)m * N + n] = __half2float(h);
 }
 
-template <int NT>
+template <int NT, bool TOTAL>
 __global__ void __launch_bounds__(V7_THREADS, 1)
     gemm_v7(const int8_t* __restrict__ a8, const uint8_t* __restrict__ a4, const __half* __restrict__ sa, int M,
-            WDesc w, void* y, int out_f16, int KS, float* __restrict__ ws, int* __restrict__ tickets) {
+            WDesc w, void* y, int out_f16, int S, float* __restrict__ ws, int* __restrict__ tickets) {
 #ifdef COMET_V7_DEVICE
   using L = V7L<NT>;
   constexpr int R = NT / 2;  // accumulators per consumer thread
@@ -144,8 +149,9 @@ __global__ void __launch_bounds__(V7_THREADS, 1)
   __shared__ int last;
   char* smem = (char*)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
   const int tid = threadIdx.x;
-  const int m0 = blockIdx.x * NT, n0 = blockIdx.y * 128, ks = blockIdx.z;
-  const int ta = ks * w.T / KS, nt = (ks + 1) * w.T / KS - ta;  // this CTA's k-tiles [ta, ta + nt)
+  const int m0 = blockIdx.x * NT, n0 = blockIdx.y * 128, G = gridDim.z;
+  const int s0 = blockIdx.z * S / G, s1 = (blockIdx.z + 1) * S / G;  // this CTA's slices [s0, s1)
+  const int ta = s0 * w.T / S, nt = s1 * w.T / S - ta;              // and k-tiles [ta, ta + nt)
   auto stage = [&](int li) { return smem + (li % V7_STAGES) * L::STAGE; };
   if (tid == 0) {
 #pragma unroll
@@ -235,9 +241,13 @@ __global__ void __launch_bounds__(V7_THREADS, 1)
   const int ct = tid - 128, c = ct >> 7, warp = (ct >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
   const int rA = c * 64 + warp * 16 + g;  // this thread's weight rows in the tile: rA, rA + 8
   int acc[R];
-  float sum[R];
+  float sum[R], total[TOTAL ? R : 1];
 #pragma unroll
   for (int i = 0; i < R; i++) acc[i] = 0, sum[i] = 0.f;
+#pragma unroll
+  for (int i = 0; i < (TOTAL ? R : 1); i++) total[i] = 0.f;
+  const int tile = blockIdx.x * gridDim.y + blockIdx.y;
+  int slice = s0, slice_end = (s0 + 1) * w.T / S - ta;  // slice `slice` ends before local k-tile slice_end
   for (int li = 0; li < nt; li++) {
     const int s = li % V7_STAGES;
     mbar_wait(&full[s], (li / V7_STAGES) & 1);
@@ -292,10 +302,29 @@ __global__ void __launch_bounds__(V7_THREADS, 1)
       }
     }
     mbar_arrive(&empty[s]);
+    if (li + 1 == slice_end) {  // a slice ends: its partial joins the total (in-CTA) or goes to the workspace (split)
+      if (TOTAL) {
+#pragma unroll
+        for (int i = 0; i < R; i++) total[i] = __fadd_rn(total[i], sum[i]), sum[i] = 0.f;
+      } else if (G > 1) {
+        float* part = ws + ((size_t)tile * S + slice) * (NT * 128);
+#pragma unroll
+        for (int j = 0; j < NT / 8; j++)
+#pragma unroll
+          for (int h = 0; h < 2; h++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+              float& x = sum[4 * j + 2 * h + e];
+              part[(8 * j + 2 * t + e) * 128 + rA + 8 * h] = x;
+              x = 0.f;
+            }
+      }
+      slice++, slice_end = (slice + 1) * w.T / S - ta;
+    }
   }
 
   // out: y[m][n], m = m0 + 8j + 2t + e, n = n0 + rA + 8h
-  if (KS == 1) {
+  if (G == 1) {  // S == 1: sum; TOTAL: total (= ((+0 + part_0) + part_1) + ...)
 #pragma unroll
     for (int j = 0; j < NT / 8; j++)
 #pragma unroll
@@ -303,22 +332,14 @@ __global__ void __launch_bounds__(V7_THREADS, 1)
 #pragma unroll
         for (int e = 0; e < 2; e++) {
           const int m = m0 + 8 * j + 2 * t + e, n = n0 + rA + 8 * h;
-          if (m < M && n < w.N) v7_store(y, out_f16, w.N, m, n, sum[4 * j + 2 * h + e]);
+          if (m < M && n < w.N) v7_store(y, out_f16, w.N, m, n, TOTAL ? total[4 * j + 2 * h + e] : sum[4 * j + 2 * h + e]);
         }
     return;
   }
-  // split-K: this slice's partial [NT][128] (token-major) -> workspace; the tile's last CTA adds them in slice order
-  const int tile = blockIdx.x * gridDim.y + blockIdx.y;
-  float* part = ws + ((size_t)tile * KS + ks) * (NT * 128);
-#pragma unroll
-  for (int j = 0; j < NT / 8; j++)
-#pragma unroll
-    for (int h = 0; h < 2; h++)
-#pragma unroll
-      for (int e = 0; e < 2; e++) part[(8 * j + 2 * t + e) * 128 + rA + 8 * h] = sum[4 * j + 2 * h + e];
+  // split: this CTA's slice partials [NT][128] (token-major) are in the workspace; the tile's last CTA adds all S
   __threadfence();
   asm volatile("bar.sync 2, 256;\n" ::: "memory");
-  if (ct == 0) last = atomicAdd(&tickets[tile], 1) == KS - 1;
+  if (ct == 0) last = atomicAdd(&tickets[tile], 1) == G - 1;
   asm volatile("bar.sync 2, 256;\n" ::: "memory");
   if (!last) return;
   __threadfence();
@@ -326,9 +347,9 @@ __global__ void __launch_bounds__(V7_THREADS, 1)
   for (int idx = ct; idx < rows * 128; idx += 256) {
     const int r = idx >> 7, cl = idx & 127;
     if (cl >= cols) continue;
-    const float* p0 = ws + (size_t)tile * KS * (NT * 128) + idx;
+    const float* p0 = ws + (size_t)tile * S * (NT * 128) + idx;
     float v = 0.f;
-    for (int k = 0; k < KS; k++) v = __fadd_rn(v, __ldcg(p0 + (size_t)k * (NT * 128)));
+    for (int k = 0; k < S; k++) v = __fadd_rn(v, __ldcg(p0 + (size_t)k * (NT * 128)));
     v7_store(y, out_f16, w.N, m0 + r, n0 + cl, v);
   }
   if (ct == 0) tickets[tile] = 0;
@@ -339,35 +360,45 @@ __global__ void __launch_bounds__(V7_THREADS, 1)
 
 int v7_tokens(int M) { return M <= 32 ? 32 : M <= 64 ? 64 : 128; }
 
-int v7_splits(const WDesc& d, int M, int sms) {
+size_t v7_ws_floats(int sms) { return (size_t)V7_WS_TILES * sms * 128 * 128; }
+
+V7Plan v7_plan(const WDesc& d, int M, int S, int sms) {
   const int NT = v7_tokens(M), tiles = (M + NT - 1) / NT * (d.Npad / 128);
-  if (tiles >= sms) return 1;
-  return std::max(std::min(sms / tiles, d.T / 4), 1);
+  if (S == 1) return V7Plan{NT, 1, false};
+  if (tiles < sms) {  // below one wave: split K across CTAs along the schedule's slices, when their partials fit
+    const int G = std::min(S, sms / tiles);
+    if (G > 1 && (size_t)tiles * S * NT * 128 <= v7_ws_floats(sms)) return V7Plan{NT, G, false};
+  }
+  return V7Plan{std::min(NT, 64), 1, true};
 }
 
-template <int NT>
-static cudaError_t launch(const int8_t* a8, const uint8_t* a4, const __half* sa, int M, const WDesc& d, void* y,
-                          int out_f16, int KS, float* ws, int* tickets, cudaStream_t s) {
+template <int NT, bool TOTAL>
+static cudaError_t launch(const int8_t* a8, const uint8_t* a4, const __half* sa, int M, const WDesc& d, int S, int G,
+                          void* y, int out_f16, float* ws, int* tickets, cudaStream_t s) {
   static bool attr = false;
   if (!attr) {
-    cudaError_t e = cudaFuncSetAttribute(gemm_v7<NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, V7L<NT>::SMEM);
+    cudaError_t e = cudaFuncSetAttribute(gemm_v7<NT, TOTAL>, cudaFuncAttributeMaxDynamicSharedMemorySize, V7L<NT>::SMEM);
     if (e != cudaSuccess) return e;
     attr = true;
   }
-  dim3 grid((M + NT - 1) / NT, d.Npad / 128, KS);
-  gemm_v7<NT><<<grid, V7_THREADS, V7L<NT>::SMEM, s>>>(a8, a4, sa, M, d, y, out_f16, KS, ws, tickets);
+  dim3 grid((M + NT - 1) / NT, d.Npad / 128, G);
+  gemm_v7<NT, TOTAL><<<grid, V7_THREADS, V7L<NT>::SMEM, s>>>(a8, a4, sa, M, d, y, out_f16, S, ws, tickets);
   return cudaGetLastError();
 }
 
-cudaError_t launch_v7(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M, const WDesc& d, void* y,
+cudaError_t launch_v7(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M, const WDesc& d, int S, void* y,
                       int out_f16, int sms, float* ws, int* tickets, cudaStream_t s) {
-  const int KS = v7_splits(d, M, sms);
-  if (KS > 1 && (!ws || !tickets)) return cudaErrorInvalidValue;
+  const V7Plan p = v7_plan(d, M, S, sms);
+  if (p.G > 1 && (!ws || !tickets)) return cudaErrorInvalidValue;
   const __half* h = (const __half*)sa;
-  switch (v7_tokens(M)) {
-    case 32: return launch<32>(a8, a4, h, M, d, y, out_f16, KS, ws, tickets, s);
-    case 64: return launch<64>(a8, a4, h, M, d, y, out_f16, KS, ws, tickets, s);
-    default: return launch<128>(a8, a4, h, M, d, y, out_f16, KS, ws, tickets, s);
+  if (p.total) {
+    if (p.NT == 32) return launch<32, true>(a8, a4, h, M, d, S, 1, y, out_f16, ws, tickets, s);
+    return launch<64, true>(a8, a4, h, M, d, S, 1, y, out_f16, ws, tickets, s);
+  }
+  switch (p.NT) {
+    case 32: return launch<32, false>(a8, a4, h, M, d, S, p.G, y, out_f16, ws, tickets, s);
+    case 64: return launch<64, false>(a8, a4, h, M, d, S, p.G, y, out_f16, ws, tickets, s);
+    default: return launch<128, false>(a8, a4, h, M, d, S, p.G, y, out_f16, ws, tickets, s);
   }
 }
 

@@ -11,7 +11,7 @@ tar -cJf .device/node_modules.tar.xz \
   --exclude='node_modules/webgpu/dist/darwin-*' --exclude='node_modules/webgpu/dist/win32-*' \
   --exclude='node_modules/webgpu/dist/linux-arm64' \
   --exclude='node_modules/@typescript' --exclude='node_modules/typescript' \
-  --exclude='node_modules/playwright-core' --exclude='node_modules/openai' \
+  --exclude='node_modules/playwright-core' \
   --exclude='node_modules/lightningcss-linux-x64-gnu' \
   node_modules
 du -sh .device/*

@@ -11,14 +11,16 @@
 #   comet quantize --model models/stories260K.bin --calib <text> --block 32 --out $P/s260k-w4a4kv4.comet (the gate)
 # Carry .device/node.xz .device/node_modules.tar.xz .device/serving; the call's command:
 #   mkdir -p /tmp/w && tar -xzf .device/serving/tree.tgz -C /tmp/w device/serve.sh && MODE=bench bash /tmp/w/device/serve.sh
-# Env: MODE (bench | checks), BUDGET_S (285),
+# Env: MODE (bench | checks), SERVE_DIR (.device/serving: addon.tar.xz, the gate .comet, tree.tgz when not main's), BUDGET_S (285),
 # BASE_S (baselines' deadline, 135), N (requests of the throughput run, 256), BATCHES (1,16,64,256), STEP_TOKENS (4096).
 # $OUT gets at most 8 files back: bench: res/ (md, json, 2 svg), bench.log, baseline.log, baseline.json.
 set -uo pipefail
 T0=$(date +%s)
-OUT=${OUT:-/tmp/comet-out}; P=$PWD/.device/serving
+OUT=${OUT:-/tmp/comet-out}; P=${SERVE_DIR:-$PWD/.device/serving}
 mkdir -p "$OUT/res" /tmp/w/.device
-tar -xzf "$P/tree.tgz" -C /tmp/w && cp .device/node.xz .device/node_modules.tar.xz /tmp/w/.device/ && cd /tmp/w || exit 1
+if [ -f "$P/tree.tgz" ]; then  # a helper's tree, not main's: run there
+  tar -xzf "$P/tree.tgz" -C /tmp/w && cp .device/node.xz .device/node_modules.tar.xz /tmp/w/.device/ && cd /tmp/w || exit 1
+fi
 source device/unpack.sh; set +e
 mkdir -p /tmp/addon && tar -xJf "$P/addon.tar.xz" -C /tmp/addon
 export COMET_CUDA_ADDON=/tmp/addon/comet_cuda.node PYTHONUNBUFFERED=1

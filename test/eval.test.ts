@@ -9,6 +9,7 @@ import { loadModel } from '../src/loaders/index.ts';
 import { Llama } from '../src/model/llama.ts';
 import { perplexity } from '../src/eval/ppl.ts';
 import { openModel } from '../src/runtime/open.ts';
+import { checkFits } from '../src/runtime/fits.ts';
 import { REPO, shared } from './helpers/shared.ts';
 
 it('perplexity of the first 4 windows of wiki_heldout_a.txt at ctx 512 is 20.2819 ± 0.2% (wikillama-28M, float)', async () => {
@@ -42,9 +43,11 @@ it('a model too large for the device is a clear error before any weight is uploa
     memory() { return { free: 100_000, total: 200_000 }; }
     override uploadWeight(w: Parameters<SimBackend['uploadWeight']>[0]) { uploads++; return super.uploadWeight(w); }
   }
-  expect(() => new Llama(new Small(), m.config, m.weights)).toThrow(/weights need 0\.00 GiB on sim, which has 0\.00 GiB free/);
+  const open = () => openModel(new Small(), `${REPO}/models/stories260K.bin`);
+  await expect(open()).rejects.toThrow(/weights need 0\.00 GiB on sim, which has 0\.00 GiB free/);
   expect(uploads).toBe(0);
-  try { new Llama(new Small(), m.config, m.weights); } catch (e) { expect((e as { code?: string }).code).toBe('out_of_memory'); }
+  await expect(open()).rejects.toMatchObject({ code: 'out_of_memory' });
+  expect(() => checkFits(new Small(), m.weights.values())).toThrow(/0\.00 GiB free of 0\.00 GiB/);
 });
 
 it('lockstepDifference names the first step and tensor where two backends part (comet eval verify --explain)', async () => {

@@ -11,7 +11,7 @@
 // SwiftShader on CI) but cover every branch: both precisions, padding (K not a multiple of B), permutations,
 // split-K and several K chunks, GQA groups 1-16, head dims 8-256, several pages and sequences, LLaMA-3 heads.
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { type ActQuantSpec, type Backend, type KVCache, type KVCacheSpec, type OpDType, type OpName, opTier, type StepLayout, type Tensor, type Tier } from '../backends/backend.ts';
+import { type ActQuantSpec, type Backend, type Weight, type KVCache, type KVCacheSpec, type OpDType, type OpName, opTier, type StepLayout, type Tensor, type Tier } from '../backends/backend.ts';
 import { f16ArrayToF32, f16Bits } from '../simulator/f16.ts';
 import * as F from '../simulator/kernels/float.ts';
 import { attention as simAttention, kvAppend as simKvAppend } from '../simulator/kernels/attention.ts';
@@ -332,7 +332,7 @@ eachBackend('ops', ({ name, create, variants }) => {
       const got = await b.read(b.matmul(b.quantizeAct(b.fromHost(x, [M, K]), spec), b.uploadWeight({ kind: 'w4', name: 'w4', ...w4 })));
       b.endStep();
       // a kernel that splits K reports its partial-sum order; the simulator reproduces it (DESIGN §3.4)
-      const want = gemmW4Ax(quantizeAct(x, M, spec), w4, b.gemmSchedule?.(M, N, spec));
+      const want = gemmW4Ax(quantizeAct(x, M, spec), w4, b.gemmSchedule?.(N, spec));
       if (opTier(b, 'gemm_w4ax', 'w4') === 'exact') expectSameBits(got, want, kernel);
       else expect(relErr(got, want), kernel).toBeLessThan(1e-6);
     }
@@ -354,6 +354,57 @@ eachBackend('ops', ({ name, create, variants }) => {
     const many = be.matmulMany ? be.matmulMany(q, ws) : ws.map((w) => be.matmul(q, w));
     expect(many.map((t) => t.shape.join())).toEqual(Ns.map((N) => `${M},${N}`));
     for (let i = 0; i < ws.length; i++) expectSameBits(await be.read(many[i]), await be.read(be.matmul(q, ws[i])), `weight ${i}`);
+  });
+
+  // DESIGN §3.4: the partial-sum schedule is a function of the weight only (Backend.gemmSchedule(N, spec)), so the
+  // engine's "batched == alone" and prefix-cache outputs hold: a row's bits do not depend on how many rows share the
+  // GEMM, on which kernel the backend picks for that many rows, or on a grouped (matmulMany) launch.
+  it.each([
+    // [N, K, B, K8]: many one-k-tile slices (N = 64: one n-tile), K8 = 0 / Kp / between, padding (K = 300, B = 32)
+    [64, 1024, 128, 0],
+    [96, 384, 64, 384],
+    [136, 300, 32, 64],
+  ])('matmul w4 N=%i K=%i B=%i K8=%i: a row\'s bits do not depend on M, the kernel or grouping', async (N, K, B, K8) => {
+    const spec = actSpec(K, B, K8, permutation(rng(N + K), K)), Mx = 300;
+    const w4 = quantizeW4(randn(N * 7 + K, N * K, 0.05), N, spec, { clipSearch: false });
+    const w4b = quantizeW4(randn(N * 5 + K, 40 * K, 0.05), 40, spec, { clipSearch: false });
+    const x = activations(rng(N * 3 + K), Mx, K, [0, 9], 30);
+    const pick = (rows: number[]) => {
+      const out = new Float32Array(rows.length * K);
+      rows.forEach((r, i) => out.set(x.subarray(r * K, (r + 1) * K), i * K));
+      return out;
+    };
+    const range = (a: number, b: number) => Array.from({ length: b - a }, (_, i) => a + i);
+    const all = await be.read(be.matmul(be.quantizeAct(up(x, [Mx, K]), spec), be.uploadWeight({ kind: 'w4', name: 'w', ...w4 })));
+    be.endStep();
+    const want = gemmW4Ax(quantizeAct(x, Mx, spec), w4, be.gemmSchedule?.(N, spec));
+    if (tier('gemm_w4ax', 'w4') === 'exact') expectSameBits(all, want, `M=${Mx}`);
+    else expect(relErr(all, want)).toBeLessThan(1e-6);
+    /** each output row equals its row in `all` (row r of the batch of Mx) */
+    const expectRows = (got: Float32Array, rows: number[], what: string) => {
+      expect(got.length, what).toBe(rows.length * N);
+      const ref = new Float32Array(rows.length * N);
+      rows.forEach((r, i) => ref.set(all.subarray(r * N, (r + 1) * N), i * N));
+      expectSameBits(got, ref, what);
+    };
+    // (a few batches, the lone row on the default kernel only: every kernel also equals the simulator at every M in the
+    // tests above, and the simulator is M-independent)
+    const batches: number[][] = [17, 40, 65].map((M) => range(0, M));
+    batches.push([299, 3, 150, 7, 0, 298, 41, 42, 200, 17, 18, 19, 64, 65, 66, 100, 101, 250]); // another mix
+    batches.push([150]); // alone
+    const weights = new Map<Backend, [Weight, Weight]>();
+    for (const rows of batches) {
+      const M = rows.length;
+      for (const [kernel, b] of M > 1 ? kernels('gemm_w4ax', M) : [['default', be] as [string, Backend]]) {
+        if (!weights.has(b)) weights.set(b, [b.uploadWeight({ kind: 'w4', name: 'w', ...w4 }), b.uploadWeight({ kind: 'w4', name: 'w2', ...w4b })]);
+        const [W, W2] = weights.get(b)!;
+        const q = b.quantizeAct(b.fromHost(pick(rows), [M, K]), spec);
+        expectRows(await b.read(b.matmul(q, W)), rows, `${kernel} rows ${rows.slice(0, 4).join()}.. (M = ${M})`);
+        const many = b.matmulMany ? b.matmulMany(q, [W, W2]) : [b.matmul(q, W)];
+        expectRows(await b.read(many[0]), rows, `${kernel} matmulMany rows ${rows.slice(0, 4).join()}.. (M = ${M})`);
+        b.endStep();
+      }
+    }
   });
 
   it.each([[8, 4, 8], [4, 2, 64], [6, 6, 48], [3, 3, 32]])('rope nHeads=%i (q) / %i (k) headDim=%i', async (nH, nKv, hd) => {

@@ -34,7 +34,8 @@ export interface CudaAddon {
    *  launch where the decode kernel serves (cuda/capi.h comet_gemm_w4ax_many says when), else one per weight.
    *  Optional: an addon built before it has none, and the backend loops. */
   gemmW4axMany?(a8: Ptr, a4: Ptr, sa: Ptr, M: number, ws: Ptr[], ys: Ptr[], outF16: number): void;
-  gemmSchedule(M: number, N: number, Kp: number, B: number, K8: number): Int32Array;
+  /** the W4Ax partial-sum schedule of an (N, Kp, B, K8) weight: [b0, b1) pairs (capi.h comet_gemm_w4ax_schedule) */
+  gemmSchedule(N: number, Kp: number, B: number, K8: number): Int32Array;
   gemmForce(variant: number): void;
   // ops (cuda/ops_*.cu); argument order as capi.h
   embed(table: Ptr, D: number, tokens: Ptr, T: number, out: Ptr): void;

@@ -601,11 +601,11 @@ export class CudaBackend implements Backend {
     return out;
   }
 
-  /** The partial-sum schedule the W4Ax kernel uses for M tokens against an N x spec weight (DESIGN §3.4):
+  /** The partial-sum schedule every W4Ax kernel uses against an N x spec weight, at any M (DESIGN §3.4):
    *  B-block ranges [b0, b1), each summed in ascending order, then added in list order. The simulator
    *  reproduces the kernel bit for bit given it (simulator/kernels/gemm_w4ax.ts, `schedule`). */
-  gemmSchedule(M: number, N: number, spec: ActQuantSpec): Array<[number, number]> {
-    const r = this.addon.gemmSchedule(M, N, spec.Kp, spec.B, spec.K8), out: Array<[number, number]> = [];
+  gemmSchedule(N: number, spec: ActQuantSpec): Array<[number, number]> {
+    const r = this.addon.gemmSchedule(N, spec.Kp, spec.B, spec.K8), out: Array<[number, number]> = [];
     for (let i = 0; i < r.length; i += 2) out.push([r[i], r[i + 1]]);
     return out;
   }

@@ -116,7 +116,7 @@ export class SimBackend implements Backend {
     const N = w.shape[0];
     if (sw.dtype === 'w4') {
       if (sx.dtype !== 'qact') throw new Error(`matmul: ${w.name} is w4 and needs a quantized activation, got ${sx.dtype}`);
-      return new SimTensor([rows(x), N], 'f32', this.quant.gemmW4Ax(sx.q!, sw.w4!, this.opts.gemmSchedule?.(rows(x), N, sw.act!)));
+      return new SimTensor([rows(x), N], 'f32', this.quant.gemmW4Ax(sx.q!, sw.w4!, this.opts.gemmSchedule?.(N, sw.act!)));
     }
     const K = cols(w);
     if (cols(x) !== K) throw new Error(`matmul: ${w.name} expects ${K} input features, got ${cols(x)}`);

@@ -2,6 +2,7 @@
 """W4Ax GEMM (DESIGN.md §3.4) beside cuBLAS FP16 / INT8 / FP8, in one process, on the same GPU.
 
   python3 bench/gemm/bench.py --lib build/libcomet_cuda.so check      # exactness at odd shapes, every variant
+  python3 bench/gemm/bench.py --lib build/libcomet_cuda.so mindep     # a row's bits do not depend on M
   python3 bench/gemm/bench.py --lib build/libcomet_cuda.so bench --out DIR [--quick]
 
 Our library is loaded through its C ABI (cuda/capi.h) with ctypes; inputs are made on the GPU with torch.
@@ -37,7 +38,7 @@ class Lib:
         L.comet_w4_destroy.restype = None
         L.comet_gemm_w4ax.argtypes = [vp, vp, vp, i, vp, vp, i, vp]
         L.comet_gemm_w4ax_many.argtypes = [vp, vp, vp, i, ctypes.POINTER(vp), ctypes.POINTER(vp), i, i, vp]
-        L.comet_gemm_w4ax_schedule.argtypes = [i, i, i, i, i, ctypes.POINTER(i), i]
+        L.comet_gemm_w4ax_schedule.argtypes = [i, i, i, i, ctypes.POINTER(i), i]
         L.comet_gemm_w4ax_force.argtypes = [i]
         L.comet_gemm_w4ax_group_mode.argtypes = [i]
         self.L = L
@@ -68,9 +69,10 @@ class Lib:
         self._ok(self.L.comet_gemm_w4ax_many(p(a8), p(a4), sa.data_ptr(), M, wa, ya, n, out_f16,
                                              torch.cuda.current_stream().cuda_stream), "comet_gemm_w4ax_many")
 
-    def schedule(self, M, N, Kp, B, K8):
+    def schedule(self, N, Kp, B, K8):
+        """the weight's partial-sum schedule: the same for every M and variant (capi.h)"""
         buf = (ctypes.c_int * 512)()
-        n = self.L.comet_gemm_w4ax_schedule(M, N, Kp, B, K8, buf, 256)
+        n = self.L.comet_gemm_w4ax_schedule(N, Kp, B, K8, buf, 256)
         if n < 0:
             raise RuntimeError(self.L.comet_last_error().decode())
         return [(buf[2 * k], buf[2 * k + 1]) for k in range(n)]
@@ -139,7 +141,7 @@ def check_one(lib, P, h, variant, out_f16=1, sample=None, gen=None):
     lib.force(variant)
     y = torch.full((M, N), float("nan"), dtype=torch.float16 if out_f16 else torch.float32, device=DEV)
     lib.gemm(P["a8"], P["a4"], P["sa"], M, h, y, out_f16)
-    sched = lib.schedule(M, N, P["Kp"], P["B"], P["K8"])
+    sched = lib.schedule(N, P["Kp"], P["B"], P["K8"])
     lib.force(0)
     torch.cuda.synchronize()
     if sample:
@@ -203,6 +205,75 @@ def cmd_check(lib, args):
                       f"{bad}/{n} elements differ (splits {ns})")
         lib.destroy(h)
     print(f"check: {total - fails}/{total} cases bit-exact ({time.time() - t0:.1f} s)")
+    return fails
+
+
+# ------------------------------------------------------------------------------------------------ M-independence
+def cmd_mindep(lib, args):
+    """A row's output bits must not depend on M (capi.h comet_gemm_w4ax_schedule): for each shape, the first M rows of
+    one activation run as a batch of M, for several M, every variant (auto and forced), solo and grouped
+    (comet_gemm_w4ax_many beside a second weight), and sampled rows alone (M = 1): every output row equal bit for bit
+    to the auto kernel's row of the largest batch, and that batch equal to the torch reference in the schedule."""
+    gen = torch.Generator(device=DEV).manual_seed(77)
+    # (N, K, B, K8): several slices (S = 2..32), K8 = 0 / Kp, padding, B = 32 / 64; N = 8192: v7 split (M <= 128)
+    # and in-CTA total (larger M); N = 20000 at M = 17..32: v7's in-CTA total at NT = 32
+    shapes = [(1000, 4096, 128, 512), (4096, 4096, 128, 384), (8192, 4096, 128, 0), (20000, 1024, 128, 1024),
+              (172, 1000, 32, 0), (1000, 1000, 64, 1024), (300, 640, 128, 128), (28672, 4096, 128, 384)]
+    ms = [1, 5, 16, 17, 40, 64, 65, 300, 1000]
+    if args.small:
+        shapes, ms = [(4096, 4096, 128, 384), (8192, 4096, 128, 0), (20000, 1024, 128, 1024), (172, 1000, 32, 0)], [1, 17, 64, 300]
+    fails, total, t0 = 0, 0, time.time()
+    for (N, K, B, K8) in shapes:
+        Mx = max(ms)
+        P = make_problem(Mx, N, K, B, K8, gen)
+        Q = make_problem(1, N // 2 + 8, K, B, K8, gen)  # a second weight, for the grouped launch
+        h = lib.create(P["codes"], P["sw"], N, P["Kp"], B, K8)
+        h2 = lib.create(Q["codes"], Q["sw"], N // 2 + 8, P["Kp"], B, K8)
+        sched = lib.schedule(N, P["Kp"], B, K8)
+        y_all = torch.full((Mx, N), float("nan"), dtype=torch.float16, device=DEV)
+        lib.gemm(P["a8"], P["a4"], P["sa"], Mx, h, y_all, 1)
+        torch.cuda.synchronize()
+        rows = torch.unique(torch.cat([torch.randint(0, Mx, (24,), device=DEV, generator=gen), torch.tensor([0, Mx - 1], device=DEV)]))
+        cols = torch.unique(torch.cat([torch.randint(0, N, (96,), device=DEV, generator=gen), torch.tensor([0, N - 1], device=DEV)]))
+        rbad = int((y_all[rows][:, cols].view(torch.int16) != reference(P, rows, cols, sched).view(torch.int16)).sum())
+        total += 1
+        if rbad:
+            fails += 1
+            print(f"MISMATCH vs reference N={N} K={K} B={B} K8={K8} M={Mx}: {rbad} differ (slices {len(sched)})")
+        sub = lambda t, a, b: None if t is None or not t.numel() else t[a:b].clone()
+        for M in ms:
+            a8, a4, sa = sub(P["a8"], 0, M), sub(P["a4"], 0, M), P["sa"][:M].clone()
+            for v in (0, 1, 2, 3, 6):
+                if v == 1 and M > 64:
+                    continue
+                lib.force(v)
+                try:
+                    y = torch.full((M, N), float("nan"), dtype=torch.float16, device=DEV)
+                    lib.gemm(a8, a4, sa, M, h, y, 1)
+                    yg = [torch.full((M, n), float("nan"), dtype=torch.float16, device=DEV) for n in (N, N // 2 + 8)]
+                    lib.gemm_many(a8, a4, sa, M, [h, h2], yg, 1)
+                    torch.cuda.synchronize()
+                finally:
+                    lib.force(0)
+                bad = int((y.view(torch.int16) != y_all[:M].view(torch.int16)).sum())
+                gbad = int((yg[0].view(torch.int16) != y_all[:M].view(torch.int16)).sum())
+                total += 1
+                if bad or gbad:
+                    fails += 1
+                    print(f"MISMATCH N={N} K={K} B={B} K8={K8} M={M} variant={v}: {bad} solo / {gbad} grouped outputs "
+                          f"differ from the same rows in the batch of {Mx}")
+        for r in rows.tolist()[:6]:  # rows alone
+            y1 = torch.full((1, N), float("nan"), dtype=torch.float16, device=DEV)
+            lib.gemm(sub(P["a8"], r, r + 1), sub(P["a4"], r, r + 1), P["sa"][r:r + 1].clone(), 1, h, y1, 1)
+            torch.cuda.synchronize()
+            bad = int((y1.view(torch.int16) != y_all[r:r + 1].view(torch.int16)).sum())
+            total += 1
+            if bad:
+                fails += 1
+                print(f"MISMATCH N={N} K={K} B={B} K8={K8} row {r} alone: {bad} differ from its row in the batch of {Mx}")
+        lib.destroy(h)
+        lib.destroy(h2)
+    print(f"mindep: {total - fails}/{total} cases bit-exact ({time.time() - t0:.1f} s)")
     return fails
 
 
@@ -270,7 +341,7 @@ def cmd_group_check(lib, args):
             nan = sum(int(torch.isnan(a).sum()) for a in yg)
             # the first weight against the contract, in its reported schedule
             lib.force(v)
-            sched = lib.schedule(M, Ns[0], P["Kp"], B, K8)
+            sched = lib.schedule(Ns[0], P["Kp"], B, K8)
             lib.force(0)
             ref = reference(P, torch.arange(M, device=DEV), torch.arange(Ns[0], device=DEV), sched)
             got = yg[0] if out_f16 else yg[0].half()
@@ -361,7 +432,7 @@ def cmd_group_bench(lib, args):
                 finally:
                     lib.force(0)
                 lib.force(v)
-                splits = [len(lib.schedule(M, N, Kp, B, K8)) for N in Ns]
+                splits = [len(lib.schedule(N, Kp, B, K8)) for N in Ns]
                 lib.force(0)
                 r = dict(model=model, group=name, K=K, Ns=list(Ns), M=M, B=B, K8=K8, variant=v, separate_ms=t_sep,
                          grouped_ms=t_grp, grouped_modes_ms=t_modes, fused_ms=t_fus, splits=splits, checked=checked, mismatches=bad,
@@ -623,6 +694,8 @@ def main():
     gb = sub.add_parser("group-bench")
     gb.add_argument("--out", default="bench/results")
     gb.add_argument("--ms", default="1,8,16,32,64")
+    md = sub.add_parser("mindep")
+    md.add_argument("--small", action="store_true")
     co = sub.add_parser("crossover")
     co.add_argument("--ms", default="17,32,48,64")
     o = sub.add_parser("one")
@@ -632,7 +705,7 @@ def main():
     args = ap.parse_args()
     lib = Lib(os.path.abspath(args.lib))
     rc = {"check": cmd_check, "bench": cmd_bench, "one": cmd_one, "group-check": cmd_group_check,
-          "group-bench": cmd_group_bench, "crossover": cmd_crossover}[args.cmd](lib, args)
+          "group-bench": cmd_group_bench, "crossover": cmd_crossover, "mindep": cmd_mindep}[args.cmd](lib, args)
     sys.exit(1 if rc else 0)
 
 

@@ -2,8 +2,14 @@
 //   acc_b  = Σ_{k in block b} qa[m][k]·qw[n][k]                exact int32 (|acc_b| ≤ B·128·8 ≤ 2^17)
 //   t_b    = f32(acc_b) * f32(f32(sa[m][b]) * f32(sw[n][b]))  each product rounded to f32, no FMA
 //   partial over a range [b0, b1): from +0, ascending b, f32 add after each block
-//   Y[m][n] = f16(Σ partials in schedule order, from +0, f32 adds)
+//   Y[m][n] = f16(Σ partials in schedule order, from +0, f32 adds) = f16(((+0 + part_0) + part_1) + …)
 // With no schedule there is one range [0, Kp/B): the plain ascending sum.
+// The schedule is a function of the weight (N, Kp, B, K8) and the device only, NEVER of M (Backend.gemmSchedule): a
+// row's output bits must not depend on how many tokens share the GEMM (a request prefilled alone or batched with
+// others, decoded at batch 1 or 64, with or without a prefix-cache hit). A kernel free to split K differently by M
+// (more CTAs for small M) must still add exactly these partials in this order: CUDA's split kernels write one partial
+// per range, its unsplit ones restart the running sum at each range and keep the total of the finished ranges
+// (cuda/gemm_w4ax_decode.cuh schedule_slices gives the rule).
 // Shapes: a QAct [M][Kp] (permuted channel order), w W4Weight [N][Kp] (same order) -> [M][N] f32 holding f16 values.
 import type { QAct, W4Weight } from '../formats.ts';
 import { f16ArrayToF32, toF16 } from '../f16.ts';

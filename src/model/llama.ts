@@ -10,7 +10,7 @@
 //     h   = rmsnorm(x) · ffn_norm
 //     x  += (silu(h Wgate^T) ⊙ h Wup^T) Wdown^T           (T, H) inside
 //   logits = rmsnorm(x[rows]) · norm  Wout^T              (R, V), R = the rows that need logits
-import { hostWeightBytes, type Backend, type HostWeight, type KVCache, type KVDType, type RopeSpec, type StepLayout, type Tensor, type Weight } from '../../backends/backend.ts';
+import { type Backend, type HostWeight, type KVCache, type KVDType, type RopeSpec, type StepLayout, type Tensor, type Weight } from '../../backends/backend.ts';
 import { Graph, requireOps, type Tap } from '../graph/graph.ts';
 import { type LlamaConfig, weightNames, weightShape } from './config.ts';
 import { fail } from '../errors.ts';
@@ -41,7 +41,6 @@ export class Llama {
     };
     const names = weightNames(config);
     requireOps(be, host.values(), kvDType);
-    checkFits(be, names.map((n) => host.get(n)));
     const W = new Map(names.map((n) => [n, up(n)]));
     this.tokEmbed = W.get('tok_embed')!;
     this.norm = W.get('norm')!;
@@ -84,13 +83,4 @@ export function decoderLayer(g: Graph, c: LlamaConfig, rope: RopeSpec, l: number
   const [gate, up] = g.linears([`l${l}.gate`, `l${l}.up`], h2, [L.wGate, L.wUp]);
   const ff = g.swiglu(`l${l}.swiglu`, gate, up, L.wDown);
   return g.add(`l${l}.ffn_res`, x, g.linear(`l${l}.down`, ff, L.wDown));
-}
-
-/** A model too large for the device is refused before anything is uploaded (no partial allocation). */
-function checkFits(be: Backend, weights: (HostWeight | undefined)[]): void {
-  let mem: { free: number; total: number } | undefined;
-  try { mem = be.memory?.(); } catch { mem = undefined; } // a backend that cannot say goes on to upload
-  const bytes = weights.reduce((a, w) => a + (w ? hostWeightBytes(w) : 0), 0), GiB = (b: number) => (b / 2 ** 30).toFixed(2);
-  if (mem && bytes > mem.free)
-    fail(`model: its weights need ${GiB(bytes)} GiB on ${be.name}, which has ${GiB(mem.free)} GiB free of ${GiB(mem.total)} GiB`, 'out_of_memory');
 }
