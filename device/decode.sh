@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the GPU machine, one call (issue 15, decode: KV4 attention on tensor cores, the f16 classifier on tensor cores):
-#   1. test/ops.test.ts, CUDA rows (the attention contract bit for bit at LLaMA shapes; f16 matmul vs the simulator
+#   1. test/ops.test.ts, the CUDA rows of the KV4 attention and f16-weight tests (the attention contract bit for bit at LLaMA shapes; f16 matmul vs the simulator
 #      and rows alone == rows in T = 37 / 300 calls)
 #   2. `comet bench e2e --shape llama3-8b --backend cuda --batches 1,16,64,256 --steps 5 --throughput 0
 #      --no-baseline` (its own greedy gate: the embedded stories260K; then decode steps and the per-op table)
@@ -29,7 +29,8 @@ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,no
 echo "unpacked in $(( $(date +%s) - T0 )) s"
 
 echo "=== op tests, cuda rows [$(left) s left]"
-COMET_TEST_CUDA=1 timeout 110 node node_modules/vitest/vitest.mjs run test/ops.test.ts -t cuda --reporter=verbose > "$OUT/ops.log" 2>&1; echo "rc=$?"
+COMET_TEST_CUDA=1 timeout 120 node node_modules/vitest/vitest.mjs run test/ops.test.ts -t "ops on cuda.*(attention kv4|f16 weights)" \
+  --reporter=verbose > "$OUT/ops.log" 2>&1; echo "rc=$?"
 grep -E "×|✗|FAIL|Tests |differ|AssertionError" "$OUT/ops.log" | head -30
 grep -E "ops on cuda" "$OUT/ops.log" | grep -E "attention kv4|f16 weights" | grep -vE "↓" | sed 's/.*ops on cuda[^>]*> //' | head -24
 
