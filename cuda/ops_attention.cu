@@ -641,7 +641,8 @@ __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2, tq = lane & 3;
   auto& ws = s.w[warp];
   const int kvh = blockIdx.y, t = blockIdx.z, h0 = kvh * GQ, Cq = a.n_heads * HD;
-  const int P = a.g.page_size, lp = __ffs(P) - 1, G = a.g.group, ng = HD / G, cpg = G / 32;
+  // P, G are powers of two here (kv4_mma_supported): shifts, not divisions, in the per-chunk index math
+  const int P = a.g.page_size, lp = __ffs(P) - 1, G = a.g.group, lG = __ffs(G) - 1, ng = HD >> lG, lng = __ffs(ng) - 1, lcpg = lG - 5;
   const int n = a.st.pos[t] + 1, nch = (n + CH - 1) / CH, nsg = (n + SEG - 1) / SEG;
   // this block's segments: [sg0, sg1); the warp's k-th is sg0 + warp + MW·k
   const int sg0 = a.split ? blockIdx.x * MW : 0, sg1 = a.split ? min(nsg, sg0 + MW) : nsg;
@@ -678,7 +679,7 @@ __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
         }
       }
       for (int i = lane; i < 2 * 16 * ng; i += 32) {  // (s, z): 4 keys × ng groups = ng pieces per quad
-        const int isv = i / (16 * ng), r = i - isv * 16 * ng, quad = r / ng, gp = r - quad * ng, key = 4 * quad;
+        const int isv = i >> (4 + lng), r = i & ((16 << lng) - 1), quad = r >> lng, gp = r & (ng - 1), key = 4 * quad;
         const int pg = __shfl_sync(0xffffffffu, pgv, key >> lp);  // every lane runs ng rounds
         if (c0 + key < n) {
           const int slot = (c0 + key) & (P - 1);
@@ -788,8 +789,8 @@ __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
             const uint32_t a0 = w0 & 0x0F0F0F0Fu, a1 = w1 & 0x0F0F0F0Fu, a2 = (w0 >> 4) & 0x0F0F0F0Fu, a3 = (w1 >> 4) & 0x0F0F0F0Fu;
 #pragma unroll
             for (int nt = 0; nt < C::NT1; nt++) mma_u8s8(D[nt], a0, a1, a2, a3, qb[nt][ct][0], qb[nt][ct][1]);
-            if ((ct + 1) % cpg == 0) {  // end of a KV4 group: dot += fr(fr(s·D_g) + fr(z·Q_g)) in group order
-              const int g = ct / cpg;
+            if (((ct + 1) & ((1 << lcpg) - 1)) == 0) {  // end of a KV4 group: dot += fr(fr(s·D_g) + fr(z·Q_g)) in group order
+              const int g = ct >> lcpg;
 #pragma unroll
               for (int rr = 0; rr < NR; rr++) {
                 const bool r1 = rof(rr) == 1;
@@ -901,7 +902,7 @@ __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
           const int kA = 32 * sk + 4 * tq, kB = kA + 16;
 #pragma unroll
           for (int st = 0; st < C::NSET; st++) {
-            const int g = st * 64 / G, W = gid + 8 * st;
+            const int g = (st * 64) >> lG, W = gid + 8 * st;
             uint32_t bf[C::NT4][2];
 #pragma unroll
             for (int nt = 0; nt < C::NT4; nt++) {
@@ -947,7 +948,7 @@ __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
             sgm[nt] = M;
 #pragma unroll
             for (int st = 0; st < C::NSET; st++) {
-              const int g = st * 64 / G;
+              const int g = (st * 64) >> lG;
               const float dq = ws.dq[h][g], zs = ws.zs[h][g];
 #pragma unroll
               for (int e2 = 0; e2 < 4; e2++)
