@@ -15,12 +15,14 @@
 #      --exclude=node_modules/typescript --exclude=node_modules/playwright-core --exclude=node_modules/openai \
 #      --exclude=node_modules/lightningcss-linux-x64-gnu node_modules | xz -T2 -6 > $D/nm.tar.xz)
 #   xz -9 -c some-wikillama-28M.comet > $D/wl.comet.xz   (optional)
-# Carry .device/node.xz .device/decode. Logs and results in $OUT.
+# Carry .device/node.xz (or put node.xz in $D) and .device/decode. Logs and results in $OUT.
 set -uo pipefail
 T0=$(date +%s); OUT=${OUT:-/tmp/comet-out}; D=$PWD/.device/decode; BUDGET_S=${BUDGET_S:-285}
 left() { echo $(( BUDGET_S - ($(date +%s) - T0) )); }
 mkdir -p "$OUT/res" /tmp/w/.device /tmp/addon
-tar -xzf $D/tree.tgz -C /tmp/w && cp .device/node.xz /tmp/w/.device/ && tar -xJf $D/addon.tar.xz -C /tmp/addon
+# the tree: $D/tree.tgz (a worktree not yet merged), else the checkout the call runs in
+if [ -f $D/tree.tgz ]; then tar -xzf $D/tree.tgz -C /tmp/w; else tar -cf - --exclude=./.device . | tar -xf - -C /tmp/w; fi
+cp $( [ -f $D/node.xz ] && echo $D/node.xz || echo .device/node.xz ) /tmp/w/.device/node.xz && tar -xJf $D/addon.tar.xz -C /tmp/addon
 cd /tmp/w && tar -xJf $D/nm.tar.xz && source device/unpack.sh
 set +e
 [ -f $D/wl.comet.xz ] && xz -dc $D/wl.comet.xz > /tmp/wl.comet
