@@ -42,8 +42,10 @@ constexpr int dec_tt(int M) { return M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : 8;
  *  (decode, v7, v4, sm_80) sums each slice from +0 and adds the slices in order from +0. The rule: the decode kernel's
  *  one-wave split at 9 <= M <= 16 (3 CTAs of 128 rows per SM: its register-bound occupancy), i.e. the most slices for
  *  which all CTAs are resident at once, and at least as many as its shared-memory budget needs, so both decode classes
- *  of sm_90 run a slice in one pass and in one wave (M <= 8, at up to 4 CTAs per SM, fills 3/4 of its slots with the
- *  same slices: measured <FILL> at M = 1 against the M <= 8 one-wave rule, while that rule cost M = 16 up to 1.38x). */
+ *  of sm_90 run a slice in one pass and in one wave. M <= 8 (up to 4 CTAs per SM) then fills ~3/4 of its slots: on
+ *  the H200 (2026-12-02, bench/results/gemm-2026-12-02-h200-s4-steps.md) M = 1 ran 0.96-1.07x its time under the
+ *  M <= 8 wave on 7 of the 8 LLaMA shapes and 1.15x on L3-70B down, while the M <= 8 rule ran M = 16 up to 1.38x
+ *  slower (8B qkv) and left 8B gate_up two slices (one now: no in-CTA total in v7). */
 static int schedule_slices(const WDesc& w) {
   const int ntile = w.Npad / 128;
   int best = 0;
