@@ -40,7 +40,8 @@ for what in "$@"; do
       awk '/Function : .*gemm_v7/{on=1} /Function : /&&!/gemm_v7/{on=0} on' /tmp/sass.txt > "$O/sass_v7.txt"; wc -l "$O/sass_v7.txt";;
     ab)  # the lab steps, each: exactness (check, mindep) unless only timed, then the bench rows it can change
       mkdir -p /tmp/libs && tar -xJf $D/libs.tar.xz -C /tmp/libs
-      for spec in ${AB:-"1:64,256,1024,4096:t C:1,16,64,256,1024,4096:v B:1,16,64,256,1024,4096:v D:64,256,1024,4096:v E:64,256,1024,4096:v F:64,256,1024,4096:t G:1,16,64,256,1024,4096:t"}; do
+      # (unquoted default: one word per library; call 2 quoted it and ran the first library only)
+      for spec in ${AB:-1:64,256,1024,4096:t C:1,16,64,256,1024,4096:v B:1,16,64,256,1024,4096:v D:64,256,1024,4096:v E:64,256,1024,4096:v F:64,256,1024,4096:t G:1,16,64,256,1024,4096:t}; do
         X=${spec%%:*}; r=${spec#*:}; MS=${r%%:*}; V=${r##*:}; L="python3 bench/gemm/bench.py --lib /tmp/libs/lib$X.so"
         [ "$(left)" -lt 20 ] && { echo "lib$X: no time left"; continue; }
         if [ $V = v ]; then
