@@ -8,6 +8,10 @@
 #   chaos    bench/chaos against `comet serve --backend cuda`, max-batch 256, batched prefill (issue 16)
 #   webgpu   bench/webgpu/decode.ts: WebGPU (Dawn, Vulkan over the NVIDIA driver) beside CUDA at batch 1 (issue 21)
 #   serve    device/serve.sh MODE=bench (issue 16: baselines, decode steps, TTFT, max throughput, prefix cache)
+#   quant    issue 17: wikillama-28M quantized layer by layer with RTN and GPTQ on the simulator and on CUDA (four
+#            processes at once, the machine has 16 cores), perplexity of each on the first 16 windows of
+#            wiki_heldout_a.txt (evaluated on CUDA, bit-equal to the simulator); then device/quant-llama3.sh
+#            (LAYERS of the LLaMA-3-8B shape with GPTQ on CUDA). Needs ../shared/models staged and .device/quant.
 # Here first: build the addon (cmake -S cuda -B /tmp/cbuild -DCMAKE_BUILD_TYPE=Release && cmake --build /tmp/cbuild -j2),
 #   bash device/pack.sh; mkdir -p .device/final; tar -cJf .device/final/addon.tar.xz -C /tmp/cbuild/Release .
 #   node bin/comet.js quantize --model models/stories260K.bin --calib ../shared/models/texts/tinystories_valid_head.txt \
@@ -48,6 +52,18 @@ for part in ${PARTS:-tests memcheck chaos webgpu}; do
     webgpu)
       timeout 200 node node_modules/tsx/dist/cli.mjs bench/webgpu/decode.ts --shape llama3.2-1b --steps 128 --out "$L" > "$L/decode.log" 2>&1
       echo "rc=$?"; tail -25 "$L/decode.log" ;;
+    quant)
+      M=../shared/models/wikillama-28M; TX=../shared/models/texts/wiki_heldout_a.txt
+      for b in sim cuda; do for w in rtn gptq; do
+        ( /usr/bin/time -f "%e s wall, %M KB peak" timeout 300 node bin/comet.js quantize --model $M --calib $TX --out /tmp/wl-$b-$w.comet \
+            --weights $w --backend $b --json > "$L/q-$b-$w.json" 2> "$L/q-$b-$w.err" ) &
+      done; done; wait
+      for b in sim cuda; do for w in rtn gptq; do
+        echo "$b $w: $(tail -1 "$L/q-$b-$w.err") $(sha256sum /tmp/wl-$b-$w.comet 2>/dev/null | cut -c1-16)"
+        timeout 120 node bin/comet.js eval ppl --model /tmp/wl-$b-$w.comet --text $TX --windows 16 --backend cuda --json > "$L/ppl-$b-$w.json" 2>&1
+        echo "  ppl16 $(tail -c 300 "$L/ppl-$b-$w.json")"
+      done; done
+      OUT=$L LAYERS=${LAYERS:-4} bash device/quant-llama3.sh ;;
     serve)
       OUT=$L SERVE_DIR=$F MODE=bench BUDGET_S=${SERVE_S:-300} bash device/serve.sh ;;
   esac
