@@ -5,9 +5,10 @@
 # Call 2 also carries libs.tar.xz: gemm-only sm_90a builds of the lab steps (lib1 = call 1's build; A .. F: the steps of
 # NOTES-gemm.md "session 4", built by `nvcc -shared gemm_w4ax.cu gemm_w4ax_sm90.cu`), compared by `ab` in one process
 # each, on the same GPU. Outputs go to $OUT/r and are packed into $OUT/r.tgz after each step (a call returns few files).
+# GEMM_DIR=.device/gemm-next selects another carried folder (the s4/gemm-next candidate).
 # Usage: BUDGET=310 bash device/gemm-s4.sh <step...>   (check mindep gcheck nodetests bench table memcheck sass ncu ab)
 set -uo pipefail
-R=$(pwd); D=$R/.device/gemm; O=${OUT:-/tmp/out}; mkdir -p "$O"
+R=$(pwd); D=$R/${GEMM_DIR:-.device/gemm}; O=${OUT:-/tmp/out}; mkdir -p "$O"
 O0=$O; O=$O/r; mkdir -p $O
 W=/tmp/w; [ -d $W/bench ] || { mkdir -p $W && tar -xzf $D/tree.tgz -C $W; }
 A=/tmp/addon; [ -f $A/libcomet_cuda.so ] || { mkdir -p $A && tar -xJf $D/addon.tar.xz -C $A; }
