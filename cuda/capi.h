@@ -58,7 +58,7 @@ int comet_gemm_w4ax_group_mode(int mode);
  *  order (sum = +0; sum = f32(sum + partial_i)). Returns n_splits (<= max_splits) or a negative error. It depends on
  *  the weight's shape and the SM count only, never on M or the kernel variant, so a row's output bits do not depend
  *  on how many tokens share the GEMM. The rule: k-tile-aligned slices (slice k = k-tiles [k*T/KS, (k+1)*T/KS)), KS
- *  = the decode kernel's one-wave split at M <= 8 (schedule_slices, cuda/gemm_w4ax_decode.cuh). */
+ *  = the decode kernel's one-wave split at 9 <= M <= 16 (3 CTAs per SM; schedule_slices, cuda/gemm_w4ax_decode.cuh). */
 int comet_gemm_w4ax_schedule(int N, int Kp, int B, int K8, int* ranges_host, int max_splits);
 
 /** Force a kernel variant for tests/benchmarks: 0 auto, 1 decode GEMV (M <= 64 only), 2 prefill v4 (s8 mma.sync),

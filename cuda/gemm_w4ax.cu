@@ -107,7 +107,8 @@ static int device_major() {
  *  B >= 64), 6 v7 wgmma (sm_90a, B = 128). (4 and 5 were v5 and v6: cuda/lab/.) The auto choice, from an explicit list:
  *    M <= 16                        decode (memory-bound GEMV)
  *    sm_90, B = 128, M >= 17        v7 (H200, 2026-12-02: 1.1-1.9x the decode kernel at M = 33..64 on the 8 LLaMA
- *                                   shapes, 0.88-1.12x at M = 32; 0.92-1.49x v5 at M >= 64, faster on 28 of 32 rows)
+ *                                   shapes, 0.88-1.12x at M = 32; 0.92-1.49x v5 at M >= 64, faster on 28 of 32 rows;
+ *                                   measured before the M-independent schedule, the crossover not re-measured since)
  *    B != 128 or not sm_90          decode for M <= 64, else v4 (s8 on sm_90+, the s4 path on sm_80)
  *  A forced variant that cannot run falls back: 6 off sm_90 or with B != 128 runs 2; 1 with M > 64 is an error. */
 static int pick_variant(int M, int B) {
@@ -152,6 +153,8 @@ static int g_tickets_n = 0;
 // allocated once by comet_w4_create.
 static float* g_ws5 = nullptr;
 static int* g_tickets5 = nullptr;
+// v7's INT4 activations expanded to int8 (launch_v7), allocated by the first comet_w4_create of a weight v7 can run
+static int8_t* g_x8 = nullptr;
 
 static cudaError_t reserve_workspace(const WDesc& d) {
   if (!g_ws5) {
@@ -163,6 +166,10 @@ static cudaError_t reserve_workspace(const WDesc& d) {
       g_ws5 = nullptr, g_tickets5 = nullptr;
       return e;
     }
+  }
+  if (!g_x8 && d.B == 128 && device_major() == 9) {
+    cudaError_t e = cudaMalloc(&g_x8, V7_X8_BYTES);
+    if (e != cudaSuccess) return g_x8 = nullptr, e;
   }
   // Solo: this shape's largest workspace over the decode M classes. Grouped (comet_gemm_w4ax_many, up to GROUP_MAX
   // problems side by side): GROUP_MAX x the largest at M <= 32 (the auto decode range), so any group of created
@@ -339,7 +346,8 @@ extern "C" int comet_gemm_w4ax(const int8_t* a8, const uint8_t* a4, const uint16
   cudaStream_t s = (cudaStream_t)stream;
   const int v = pick_variant(M, w->d.B);
   if (v == 6) {
-    CUDA_TRY(launch_v7(a8, a4, sa, M, w->d, schedule_slices(w->d), y, out_f16, num_sms(), g_ws5, g_tickets5, s));
+    CUDA_TRY(launch_v7(a8, a4, sa, M, w->d, schedule_slices(w->d), y, out_f16, num_sms(), g_ws5, g_tickets5, g_x8,
+                       g_x8 ? V7_X8_BYTES : 0, s));
   } else if (v == 1) {
     if (M > 64) return set_err(-1, "gemm_w4ax: %s", "decode kernel needs M <= 64");
     if (M <= 8) CUDA_TRY(launch_decode_b<1>(a8, a4, sa, M, w->d, y, out_f16, s));

@@ -136,6 +136,22 @@ __device__ __forceinline__ uint4 ldg_stream(const void* p) {
   return v;
 }
 
+/** ((+0 + p[0]) + p[stride]) + ... + p[(n-1)*stride], f32 adds in that order (the schedule's combine), with the loads
+ *  issued 8 at a time (L2 reads of the split workspace; a plain loop waits one L2 latency per slice). */
+__device__ __forceinline__ float sum_slices(const float* p, size_t stride, int n) {
+  float v = 0.f;
+  int k = 0;
+  for (; k + 8 <= n; k += 8) {
+    float x[8];
+#pragma unroll
+    for (int u = 0; u < 8; u++) x[u] = __ldcg(p + (size_t)(k + u) * stride);
+#pragma unroll
+    for (int u = 0; u < 8; u++) v = __fadd_rn(v, x[u]);
+  }
+  for (; k < n; k++) v = __fadd_rn(v, __ldcg(p + (size_t)k * stride));
+  return v;
+}
+
 // v7 (gemm_w4ax_sm90.cu): warp-specialized wgmma for M >= 17 on sm_90a with B = 128.
 /** Tokens per CTA tile of v7 for M tokens (32, 64 or 128) before the schedule's constraint (v7_plan). */
 int v7_tokens(int M);
@@ -149,8 +165,10 @@ V7Plan v7_plan(const WDesc& d, int M, int S, int sms);
 /** v7's split workspace: V7_WS_TILES x sms tiles of 128 x 128 f32. */
 constexpr int V7_WS_TILES = 4;
 size_t v7_ws_floats(int sms);
-/** Launches v7 for the schedule's S slices; ws / tickets: v7_ws_floats(sms) f32 and sms zeroed ints (used when split). */
+/** Launches v7 for the schedule's S slices; ws / tickets: v7_ws_floats(sms) f32 and sms zeroed ints (used when split);
+ *  x8: V7_X8_BYTES for the INT4 activations expanded to int8 (M is run in chunks of rows that fit). */
+constexpr size_t V7_X8_BYTES = 64u << 20;
 cudaError_t launch_v7(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M, const WDesc& d, int S, void* y,
-                      int out_f16, int sms, float* ws, int* tickets, cudaStream_t s);
+                      int out_f16, int sms, float* ws, int* tickets, int8_t* x8, size_t x8_bytes, cudaStream_t s);
 
 }  // namespace comet_gemm

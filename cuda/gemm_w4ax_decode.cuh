@@ -40,15 +40,18 @@ constexpr int dec_tt(int M) { return M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : 8;
  *  [k*T/KS, (k+1)*T/KS). A function of the weight's shape and the SM count only, never of M, so a row's output bits do
  *  not depend on how many tokens share the GEMM (a request alone or batched, prefix-cache hit or not). Every kernel
  *  (decode, v7, v4, sm_80) sums each slice from +0 and adds the slices in order from +0. The rule: the decode kernel's
- *  one-wave split at M <= 8 (4 CTAs of 128 rows per SM), i.e. the most slices for which all CTAs are resident at once,
- *  and at least as many as its shared-memory budget needs at M <= 16 (so both decode classes of sm_90 run a slice in
- *  one pass); tuned for M = 1, where the GEMM is a bandwidth problem. */
+ *  one-wave split at 9 <= M <= 16 (3 CTAs of 128 rows per SM: its register-bound occupancy), i.e. the most slices for
+ *  which all CTAs are resident at once, and at least as many as its shared-memory budget needs, so both decode classes
+ *  of sm_90 run a slice in one pass and in one wave. M <= 8 (up to 4 CTAs per SM) then fills ~3/4 of its slots: on
+ *  the H200 (2026-12-02, bench/results/gemm-2026-12-02-h200-s4-steps.md) M = 1 ran 0.96-1.07x its time under the
+ *  M <= 8 wave on 7 of the 8 LLaMA shapes and 1.15x on L3-70B down, while the M <= 8 rule ran M = 16 up to 1.38x
+ *  slower (8B qkv) and left 8B gate_up two slices (one now: no in-CTA total in v7). */
 static int schedule_slices(const WDesc& w) {
   const int ntile = w.Npad / 128;
   int best = 0;
   for (int ks = 1; ks <= w.T; ks++) {
     if (dec_smem(16, w.B, (w.T + ks - 1) / ks) > DEC_SMEM_BUDGET) continue;
-    int occ = std::min(dec_min_blocks_rt(1), 227 * 1024 / (dec_smem(8, w.B, (w.T + ks - 1) / ks) + 1024));
+    int occ = std::min(dec_min_blocks_rt(2), 227 * 1024 / (dec_smem(16, w.B, (w.T + ks - 1) / ks) + 1024));
     if (best && ntile * ks > occ * num_sms()) break;
     best = ks;
     if (ntile * ks > occ * num_sms()) break;  // even the first fitting split is more than one wave
@@ -238,8 +241,7 @@ __device__ __forceinline__ void decode_cta(const int8_t* __restrict__ a8, const 
   for (int idx = tid; idx < M * 128; idx += DEC_THREADS) {
     int tok = idx / 128, n = ncta0 + idx % 128;
     if (n >= w.N) continue;
-    float s = 0.f;
-    for (int k = 0; k < KS; k++) s = __fadd_rn(s, __ldcg(ws + ((size_t)k * M + tok) * w.Npad + n));
+    const float s = sum_slices(ws + (size_t)tok * w.Npad + n, (size_t)M * w.Npad, KS);
     __half h = __float2half_rn(s);
     if (out_f16) ((__half*)y)[(size_t)tok * w.N + n] = h;
     else ((float*)y)[(size_t)tok * w.N + n] = __half2float(h);

@@ -2,27 +2,28 @@
 // Lab notes: cuda/NOTES-gemm.md (v7). Shared layout and helpers: gemm_w4ax.cuh.
 //
 // Y^T = W * A^T: a CTA computes a 128 (output features n) x NT (tokens m) tile, NT in {32, 64, 128}.
-//   warpgroup 0 (producer, 80 registers): cp.async of k-tile i (= one B-block, 128 channels) into stage i % 6:
-//       int8 activation rows straight into the 128-byte-swizzled K-major layout wgmma reads as its B operand;
-//       int4 activation rows raw, converted to int8 (16*q, lo/hi-nibble order, below) once landed;
+//   warpgroup 0 (producer, 80 registers): cp.async of k-tile i (= one B-block, 128 channels) into stage i % STAGES:
+//       int8 activation rows straight into the 128-byte-swizzled K-major layout wgmma reads as its B operand: a8 for
+//       INT8 tiles, and for INT4 tiles the rows v7_expand_a4 made before the launch (16*q, lo/hi-nibble order, below;
+//       until session 4 the producer converted them itself after a named barrier, on the critical path);
 //       the raw int4 weight tile [128 rows][64 B] (one contiguous 8 KB of the [T][Npad][64] layout), the weight
 //       scales and the activation scales (f16 words, made f32 times 2^-4 / 2^-8 once landed). A tile is finished
-//       (converted, fence.proxy.async, arrive on full[s]) V7_LAG = 4 tiles after its copies were issued, so ~5
-//       tiles of copies are in flight and the producer never waits on a load of its own.
+//       (scales converted, fence.proxy.async, arrive on full[s]) LAG = STAGES - 2 tiles after its copies were
+//       issued (V7L: 8 stages, 6 with the shared-memory total), so the producer never waits on a load of its own.
 //   warpgroups 1, 2 (consumers, 208 registers): weight rows 64c .. 64c+63 (c = 0, 1). Per k-tile: wait full[s];
 //       each thread loads its two weight rows' words (4 x 16 B) and converts them in registers into the wgmma A
 //       fragments (2 instructions per register); 4 x wgmma m64nNTk32 (the first with scale-d = 0: no reset);
 //       commit; wait(0) (ptxas serializes wgmma when a group is in flight across the loop's back edge); the
 //       block's f32 epilogue (DESIGN 3.4) into the running sums; arrive on empty[s]. The two consumer warpgroups
-//       and the producer run out of phase through the 6-stage mbarrier ring: one warpgroup's epilogue overlaps the
-//       other's wgmma; conversion and loads overlap both.
+//       issue their wgmma groups in strict alternation (ping-pong through two named barriers), so one warpgroup's
+//       epilogue runs under the other's wgmma; the producer runs ahead through the mbarrier ring.
 // k order inside a k32 step (any order is exact if both operands agree; wgmma's A fragment of thread (g, t) holds
 // k-positions 4t..4t+3 (a0, a1) and 16+4t..16+4t+3 (a2, a3) of rows g, g+8):
 //   INT8 tiles: activations canonical (position = channel). Weight word (piece p, step c) of the layout holds
 //       channels 8p..8p+3 in its low nibbles and 8p+4..8p+7 in its high nibbles, so thread t takes pieces t/2 and
 //       2 + t/2, low nibbles (x << 4) & 0xF0F0F0F0 for even t, high nibbles x & 0xF0F0F0F0 for odd t.
 //   INT4 tiles: weight word (t, c) = canonical nibbles 8t..8t+7: a0 = low nibbles (channels 8t+2j), a2 = high
-//       (8t+2j+1); the producer writes the activations in the same lo/hi order (position 4tt+j = channel 8tt+2j,
+//       (8t+2j+1); v7_expand_a4 writes the activations in the same lo/hi order (position 4tt+j = channel 8tt+2j,
 //       16+4tt+j = channel 8tt+2j+1), as v6 did.
 // Values are 16*q on both int4 sides: raw = 16*acc (W4A8) or 256*acc (W4A4); the 2^-4 / 2^-8 is in the f32
 // activation scale (exact). Accumulators are read as bits of 1.5*2^23 + raw after one integer add (MAGIC).
@@ -31,8 +32,9 @@
 // the slices' partials are added in slice order from +0, in one of two ways (v7_plan):
 //   split (output tiles < SMs, and their partials fit the workspace): G CTAs per output tile along K, CTA k takes
 //       slices [k*S/G, (k+1)*S/G) and writes each slice's partial to the workspace; the tile's last CTA adds them;
-//   in-CTA (TOTAL): at each slice end total = total + sum, sum = +0 (a third register set: NT <= 64, since 3 x 64
-//       values of NT = 128 do not fit 208 registers). With S = 1 neither is needed: any NT, one CTA per tile.
+//   in-CTA (TOTAL): at each slice end total = total + sum, sum = +0 (a third register set at NT <= 64; in shared
+//       memory at NT = 128, since acc 64 + sum 64 + total 64 do not fit 208 registers). With S = 1 neither is
+//       needed: any NT, one CTA per tile.
 #include "gemm_w4ax.cuh"
 
 #include <cuda_runtime.h>
@@ -45,19 +47,24 @@ namespace comet_gemm {
 #define COMET_V7_DEVICE 1
 #endif
 
-constexpr int V7_STAGES = 6, V7_LAG = 4, V7_THREADS = 384;  // LAG: tiles of copies in flight beyond the one converted
+constexpr int V7_THREADS = 384;
 // Registers: the launch gives every thread 168 (65,536 / 384, rounded down to 8), 64,512 per CTA; setmaxnreg moves
 // them from the producer (80: no spills) to the consumers (208): 128 x 80 + 256 x 208 = 63,488 <= 64,512. Asking for
 // more than the CTA holds (first try: 64 + 224 = 65,536) hangs in setmaxnreg.inc (measured 2026-12-02).
 
-/** Shared memory of one stage (bytes): ACT [NT][128] (swizzled, wgmma B) | W [128][64] | A4 [NT][64] | SW f16[128] | SA
- *  f32[NT], padded to 1 KB (ACT must be 1024-aligned for the 128-byte swizzle). */
-template <int NT>
+/** Shared memory: STAGES stages of ACT [NT][128] (swizzled, wgmma B) | W [128][64] | SW f16[128] | SA f32[NT], each
+ *  padded to 1 KB (ACT must be 1024-aligned for the 128-byte swizzle), then (TOTAL at NT = 128) the running total f32
+ *  [64][256]. 8 stages where they fit, else 6; a tile is handed to the consumers LAG = STAGES - 2 tiles after its
+ *  copies were issued (so LAG + 1 tiles of copies are in flight and the producer never waits on a load of its own). */
+template <int NT, bool TOTAL>
 struct V7L {
-  static constexpr int OFF_W = NT * 128, OFF_A4 = OFF_W + 128 * 64, OFF_SW = OFF_A4 + NT * 64, OFF_SA = OFF_SW + 256;
+  static constexpr int OFF_W = NT * 128, OFF_SW = OFF_W + 128 * 64, OFF_SA = OFF_SW + 256;
   static constexpr int STAGE = (OFF_SA + NT * 4 + 1023) / 1024 * 1024;
-  static constexpr int SMEM = 1024 + V7_STAGES * STAGE;  // + alignment slack
+  static constexpr int TOT = TOTAL && NT == 128 ? 64 * 256 * 4 : 0;
+  static constexpr int STAGES = TOT ? 6 : 8, LAG = STAGES - 2;
+  static constexpr int SMEM = 1024 + STAGES * STAGE + TOT;  // + alignment slack
 };
+constexpr int V7_MAX_STAGES = 8;
 
 template <int NT>
 __device__ __forceinline__ void wgmma_rs(int (&d)[NT / 2], const uint32_t (&a)[4], uint64_t db, int acc);
@@ -131,6 +138,11 @@ __device__ __forceinline__ void v7_fence_acc(int (&d)[R]) {
 #pragma unroll
   for (int i = 0; i < R; i++) asm volatile("" : "+r"(d[i])::"memory");
 }
+__device__ __forceinline__ void v7_fence_a(uint32_t (&a)[4][4]) {
+#pragma unroll
+  for (int k = 0; k < 4; k++)
+    asm volatile("" : "+r"(a[k][0]), "+r"(a[k][1]), "+r"(a[k][2]), "+r"(a[k][3])::"memory");
+}
 __device__ __forceinline__ void v7_store(void* y, int out_f16, int N, int m, int n, float v) {
   const __half h = __float2half_rn(v);
   if (out_f16) ((__half*)y)[(size_t)m * N + n] = h;
@@ -139,13 +151,17 @@ __device__ __forceinline__ void v7_store(void* y, int out_f16, int N, int m, int
 
 template <int NT, bool TOTAL>
 __global__ void __launch_bounds__(V7_THREADS, 1)
-    gemm_v7(const int8_t* __restrict__ a8, const uint8_t* __restrict__ a4, const __half* __restrict__ sa, int M,
+    gemm_v7(const int8_t* __restrict__ a8, const int8_t* __restrict__ a4x8, const __half* __restrict__ sa, int M,
             WDesc w, void* y, int out_f16, int S, float* __restrict__ ws, int* __restrict__ tickets) {
 #ifdef COMET_V7_DEVICE
-  using L = V7L<NT>;
-  constexpr int R = NT / 2;  // accumulators per consumer thread
+  using L = V7L<NT, TOTAL>;
+  constexpr int V7_STAGES = L::STAGES, V7_LAG = L::LAG;
+  constexpr int R = NT / 2;  // accumulators and running sums per consumer thread
+  // the in-CTA total at NT = 128 lives in shared memory (acc 64 + sum 64 + total 64 do not fit 208 registers): f32
+  // [64][256], value i of consumer thread ct at [i][ct] (conflict-free), after the stage ring
+  constexpr bool TSM = TOTAL && NT == 128;
   extern __shared__ __align__(16) char smem_raw[];
-  __shared__ __align__(8) uint64_t full[V7_STAGES], empty[V7_STAGES];
+  __shared__ __align__(8) uint64_t full[V7_MAX_STAGES], empty[V7_MAX_STAGES];
   __shared__ int last;
   char* smem = (char*)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
   const int tid = threadIdx.x;
@@ -163,7 +179,7 @@ __global__ void __launch_bounds__(V7_THREADS, 1)
   if (tid < 128) {  // ---------------- producer warpgroup
     asm volatile("setmaxnreg.dec.sync.aligned.u32 80;\n");
     const int p = tid;
-    const int rowb4 = (w.Kp - w.K8) / 2;
+    const int K4 = w.Kp - w.K8;
     const uint8_t* wsrc = w.q + (size_t)n0 * ROW_BYTES + p * 16;
     const size_t wstride = (size_t)w.Npad * ROW_BYTES;
     // activation scales travel with the tile's copies (4-byte cp.async of the aligned word holding sa[m][i]; the
@@ -176,25 +192,17 @@ __global__ void __launch_bounds__(V7_THREADS, 1)
         char* st = stage(j);
         if (j >= V7_STAGES) mbar_wait(&empty[j % V7_STAGES], ((j / V7_STAGES) - 1) & 1);
         const int i = ta + j;
-        if (i < w.T8) {  // int8 rows: 16-byte piece pc of row r at r*128 + ((pc ^ (r & 7)) * 16)
+        // activation rows, int8 (INT8 tiles: a8; INT4 tiles: a4x8, expanded by v7_expand_a4): 16-byte piece pc of
+        // row r at r*128 + ((pc ^ (r & 7)) * 16)
+        const bool i8 = i < w.T8;
+        const int8_t* abase = i8 ? a8 + (size_t)i * KT : a4x8 + (size_t)(i - w.T8) * KT;
+        const size_t astride = i8 ? w.K8 : K4;
 #pragma unroll
-          for (int q = 0; q < NT / 16; q++) {
-            const int idx = p + 128 * q, r = idx >> 3, pc = idx & 7;
-            const bool ok = m0 + r < M;
-            cp_async16(st + r * 128 + ((pc ^ (r & 7)) << 4),
-                       ok ? (const void*)(a8 + (size_t)(m0 + r) * w.K8 + (size_t)i * KT + pc * 16) : (const void*)w.q,
-                       ok ? 16 : 0);
-          }
-        } else {  // int4 rows raw [NT][64]
-#pragma unroll
-          for (int q = 0; q < NT / 32; q++) {
-            const int idx = p + 128 * q, r = idx >> 2, pc = idx & 3;
-            const bool ok = m0 + r < M;
-            cp_async16(st + L::OFF_A4 + r * 64 + pc * 16,
-                       ok ? (const void*)(a4 + (size_t)(m0 + r) * rowb4 + (size_t)(i - w.T8) * (KT / 2) + pc * 16)
-                          : (const void*)w.q,
-                       ok ? 16 : 0);
-          }
+        for (int q = 0; q < NT / 16; q++) {
+          const int idx = p + 128 * q, r = idx >> 3, pc = idx & 7;
+          const bool ok = m0 + r < M;
+          cp_async16(st + r * 128 + ((pc ^ (r & 7)) << 4), ok ? (const void*)(abase + (size_t)(m0 + r) * astride + pc * 16)
+                                                              : (const void*)w.q, ok ? 16 : 0);
         }
         const uint8_t* src = wsrc + (size_t)i * wstride;
 #pragma unroll
@@ -212,17 +220,6 @@ __global__ void __launch_bounds__(V7_THREADS, 1)
         cp_async_wait<V7_LAG>();  // this thread's copies of tile jj have landed
         char* st = stage(jj);
         const int i = ta + jj;
-        if (i >= w.T8) {  // int4 activations -> int8 (16*q), lo/hi order, into the swizzled ACT
-          asm volatile("bar.sync 1, 128;\n" ::: "memory");  // every producer thread's copies of tile jj landed
-#pragma unroll
-          for (int q = 0; q < NT / 32; q++) {
-            const int idx = p + 128 * q, r = idx >> 2, c = idx & 3;
-            const uint4 x = *(const uint4*)(st + L::OFF_A4 + r * 64 + c * 16);
-            char* dst = st + r * 128;
-            *(uint4*)(dst + (((2 * c) ^ (r & 7)) << 4)) = make_uint4(lo16x(x.x), lo16x(x.y), lo16x(x.z), lo16x(x.w));
-            *(uint4*)(dst + (((2 * c + 1) ^ (r & 7)) << 4)) = make_uint4(hi16x(x.x), hi16x(x.y), hi16x(x.z), hi16x(x.w));
-          }
-        }
         if (p < NT) {  // this thread's scale word -> f32 sa * 2^-4 (W4A8) or 2^-8 (W4A4), in place (0 for rows >= M)
           uint32_t* sw = (uint32_t*)(st + L::OFF_SA) + p;
           const uint32_t u = *sw;
@@ -241,11 +238,12 @@ __global__ void __launch_bounds__(V7_THREADS, 1)
   const int ct = tid - 128, c = ct >> 7, warp = (ct >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
   const int rA = c * 64 + warp * 16 + g;  // this thread's weight rows in the tile: rA, rA + 8
   int acc[R];
-  float sum[R], total[TOTAL ? R : 1];
+  float sum[R], total[TOTAL && !TSM ? R : 1];
+  float* Tot = (float*)(smem + V7_STAGES * L::STAGE) + ct;
 #pragma unroll
   for (int i = 0; i < R; i++) acc[i] = 0, sum[i] = 0.f;
 #pragma unroll
-  for (int i = 0; i < (TOTAL ? R : 1); i++) total[i] = 0.f;
+  for (int i = 0; i < (TOTAL && !TSM ? R : 1); i++) total[i] = 0.f;
   const int tile = blockIdx.x * gridDim.y + blockIdx.y;
   int slice = s0, slice_end = (s0 + 1) * w.T / S - ta;  // slice `slice` ends before local k-tile slice_end
   for (int li = 0; li < nt; li++) {
@@ -268,13 +266,25 @@ __global__ void __launch_bounds__(V7_THREADS, 1)
       a[k][2] = (wa1[k] << sh1) & 0xF0F0F0F0u, a[k][3] = (wb1[k] << sh1) & 0xF0F0F0F0u;
     }
     const uint32_t bbase = smem_u32(st);
+    // ping-pong: the two consumer warpgroups issue their wgmma groups in strict alternation (0, 1, 0, 1, ...; named
+    // barriers 3: 0 -> 1, 4: 1 -> 0), so warpgroup 0's group completes first and its epilogue runs under warpgroup
+    // 1's group instead of both epilogues running side by side after both groups
+    if (c == 0) {
+      if (li > 0) asm volatile("bar.sync 4, 256;\n" ::: "memory");
+    } else {
+      asm volatile("bar.sync 3, 256;\n" ::: "memory");
+    }
     v7_fence_acc(acc);
+    v7_fence_a(a);  // all 16 fragment registers materialized before the first wgmma ...
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
     for (int k = 0; k < 4; k++) wgmma_rs<NT>(acc, a[k], v7_desc(bbase + 32 * k), k);
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    if (c == 0) asm volatile("bar.arrive 3, 256;\n" ::: "memory");
+    else if (li + 1 < nt) asm volatile("bar.arrive 4, 256;\n" ::: "memory");
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
     v7_fence_acc(acc);
+    v7_fence_a(a);  // ... and live until the group completed: ptxas cannot reuse them (no wait between the wgmma)
     // the block's f32 epilogue: element (row rA + 8h, token 8j + 2t + e) = acc[4j + 2h + e]
     const float* Sa = (const float*)(st + L::OFF_SA);
     const __half* Sw = (const __half*)(st + L::OFF_SW);
@@ -303,7 +313,12 @@ __global__ void __launch_bounds__(V7_THREADS, 1)
     }
     mbar_arrive(&empty[s]);
     if (li + 1 == slice_end) {  // a slice ends: its partial joins the total (in-CTA) or goes to the workspace (split)
-      if (TOTAL) {
+      if (TSM) {  // total = total + sum (+0 + sum at the first slice); the last slice's sum is added at the end
+        if (li + 1 < nt) {
+#pragma unroll
+          for (int i = 0; i < R; i++) Tot[i * 256] = slice ? __fadd_rn(Tot[i * 256], sum[i]) : sum[i], sum[i] = 0.f;
+        }
+      } else if (TOTAL) {
 #pragma unroll
         for (int i = 0; i < R; i++) total[i] = __fadd_rn(total[i], sum[i]), sum[i] = 0.f;
       } else if (G > 1) {
@@ -332,7 +347,9 @@ __global__ void __launch_bounds__(V7_THREADS, 1)
 #pragma unroll
         for (int e = 0; e < 2; e++) {
           const int m = m0 + 8 * j + 2 * t + e, n = n0 + rA + 8 * h;
-          if (m < M && n < w.N) v7_store(y, out_f16, w.N, m, n, TOTAL ? total[4 * j + 2 * h + e] : sum[4 * j + 2 * h + e]);
+          const int i = 4 * j + 2 * h + e;
+          if (m < M && n < w.N)
+            v7_store(y, out_f16, w.N, m, n, TSM ? __fadd_rn(Tot[i * 256], sum[i]) : TOTAL ? total[i] : sum[i]);
         }
     return;
   }
@@ -344,13 +361,29 @@ __global__ void __launch_bounds__(V7_THREADS, 1)
   if (!last) return;
   __threadfence();
   const int rows = min(NT, M - m0), cols = min(128, w.N - n0);
-  for (int idx = ct; idx < rows * 128; idx += 256) {
-    const int r = idx >> 7, cl = idx & 127;
-    if (cl >= cols) continue;
-    const float* p0 = ws + (size_t)tile * S * (NT * 128) + idx;
-    float v = 0.f;
-    for (int k = 0; k < S; k++) v = __fadd_rn(v, __ldcg(p0 + (size_t)k * (NT * 128)));
-    v7_store(y, out_f16, w.N, m0 + r, n0 + cl, v);
+  // ((+0 + part_0) + part_1) + ... per element, 4 elements (a float4) x U per thread at a time: S round trips to L2
+  // per batch instead of one per element and slice
+  constexpr int U = NT / 8;  // NT * 128 / 4 float4 per partial = 256 threads x U
+  const float4* p0 = (const float4*)(ws + (size_t)tile * S * (NT * 128));
+  float4 v[U];
+#pragma unroll
+  for (int u = 0; u < U; u++) v[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+  for (int k = 0; k < S; k++) {
+    float4 x[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) x[u] = __ldcg(p0 + (size_t)k * (NT * 32) + ct + 256 * u);
+#pragma unroll
+    for (int u = 0; u < U; u++)
+      v[u] = make_float4(__fadd_rn(v[u].x, x[u].x), __fadd_rn(v[u].y, x[u].y), __fadd_rn(v[u].z, x[u].z),
+                         __fadd_rn(v[u].w, x[u].w));
+  }
+#pragma unroll
+  for (int u = 0; u < U; u++) {
+    const int q = ct + 256 * u, r = q >> 5, cl = (q & 31) * 4;
+    const float e[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+      if (r < rows && cl + i < cols) v7_store(y, out_f16, w.N, m0 + r, n0 + cl + i, e[i]);
   }
   if (ct == 0) tickets[tile] = 0;
 #else
@@ -363,43 +396,78 @@ int v7_tokens(int M) { return M <= 32 ? 32 : M <= 64 ? 64 : 128; }
 size_t v7_ws_floats(int sms) { return (size_t)V7_WS_TILES * sms * 128 * 128; }
 
 V7Plan v7_plan(const WDesc& d, int M, int S, int sms) {
-  const int NT = v7_tokens(M), tiles = (M + NT - 1) / NT * (d.Npad / 128);
+  int NT = v7_tokens(M), tiles = (M + NT - 1) / NT * (d.Npad / 128);
   if (S == 1) return V7Plan{NT, 1, false};
+  // 128-token tiles that would split (<= half a wave): 64-token tiles instead, twice as many, often a full wave with
+  // the in-register total (H200 2026-12-02: 8B o / down at M = 256, 0.034 / 0.110 ms as 64-token tiles without split
+  // against 0.058 / 0.155 as 128-token tiles split in two)
+  if (NT == 128 && 2 * tiles <= sms) NT = 64, tiles = (M + 63) / 64 * (d.Npad / 128);
   if (tiles < sms) {  // below one wave: split K across CTAs along the schedule's slices, when their partials fit
     const int G = std::min(S, sms / tiles);
     if (G > 1 && (size_t)tiles * S * NT * 128 <= v7_ws_floats(sms)) return V7Plan{NT, G, false};
   }
-  return V7Plan{std::min(NT, 64), 1, true};
+  return V7Plan{NT, 1, true};
 }
 
 template <int NT, bool TOTAL>
-static cudaError_t launch(const int8_t* a8, const uint8_t* a4, const __half* sa, int M, const WDesc& d, int S, int G,
+static cudaError_t launch(const int8_t* a8, const int8_t* a4x8, const __half* sa, int M, const WDesc& d, int S, int G,
                           void* y, int out_f16, float* ws, int* tickets, cudaStream_t s) {
+  constexpr int smem = V7L<NT, TOTAL>::SMEM;
   static bool attr = false;
   if (!attr) {
-    cudaError_t e = cudaFuncSetAttribute(gemm_v7<NT, TOTAL>, cudaFuncAttributeMaxDynamicSharedMemorySize, V7L<NT>::SMEM);
+    cudaError_t e = cudaFuncSetAttribute(gemm_v7<NT, TOTAL>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (e != cudaSuccess) return e;
     attr = true;
   }
   dim3 grid((M + NT - 1) / NT, d.Npad / 128, G);
-  gemm_v7<NT, TOTAL><<<grid, V7_THREADS, V7L<NT>::SMEM, s>>>(a8, a4, sa, M, d, y, out_f16, S, ws, tickets);
+  gemm_v7<NT, TOTAL><<<grid, V7_THREADS, smem, s>>>(a8, a4x8, sa, M, d, y, out_f16, S, ws, tickets);
   return cudaGetLastError();
 }
 
-cudaError_t launch_v7(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M, const WDesc& d, int S, void* y,
-                      int out_f16, int sms, float* ws, int* tickets, cudaStream_t s) {
+/** INT4 activation rows -> the int8 rows v7 copies: each 16-byte piece of packed nibbles (32 channels) becomes 32 bytes,
+ *  16*q of its low nibbles (even channels) then of its high nibbles (odd channels): the lo/hi order of the header. */
+__global__ void v7_expand_a4(const uint4* __restrict__ a4, size_t pieces, uint4* __restrict__ out) {
+  const size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i >= pieces) return;
+  const uint4 x = a4[i];
+  out[2 * i] = make_uint4(lo16x(x.x), lo16x(x.y), lo16x(x.z), lo16x(x.w));
+  out[2 * i + 1] = make_uint4(hi16x(x.x), hi16x(x.y), hi16x(x.z), hi16x(x.w));
+}
+
+static cudaError_t launch_rows(const int8_t* a8, const int8_t* a4x8, const __half* sa, int M, const WDesc& d, int S,
+                               void* y, int out_f16, int sms, float* ws, int* tickets, cudaStream_t s) {
   const V7Plan p = v7_plan(d, M, S, sms);
   if (p.G > 1 && (!ws || !tickets)) return cudaErrorInvalidValue;
-  const __half* h = (const __half*)sa;
-  if (p.total) {
-    if (p.NT == 32) return launch<32, true>(a8, a4, h, M, d, S, 1, y, out_f16, ws, tickets, s);
-    return launch<64, true>(a8, a4, h, M, d, S, 1, y, out_f16, ws, tickets, s);
-  }
+  if (p.total) switch (p.NT) {
+      case 32: return launch<32, true>(a8, a4x8, sa, M, d, S, 1, y, out_f16, ws, tickets, s);
+      case 64: return launch<64, true>(a8, a4x8, sa, M, d, S, 1, y, out_f16, ws, tickets, s);
+      default: return launch<128, true>(a8, a4x8, sa, M, d, S, 1, y, out_f16, ws, tickets, s);
+    }
   switch (p.NT) {
-    case 32: return launch<32, false>(a8, a4, h, M, d, S, p.G, y, out_f16, ws, tickets, s);
-    case 64: return launch<64, false>(a8, a4, h, M, d, S, p.G, y, out_f16, ws, tickets, s);
-    default: return launch<128, false>(a8, a4, h, M, d, S, p.G, y, out_f16, ws, tickets, s);
+    case 32: return launch<32, false>(a8, a4x8, sa, M, d, S, p.G, y, out_f16, ws, tickets, s);
+    case 64: return launch<64, false>(a8, a4x8, sa, M, d, S, p.G, y, out_f16, ws, tickets, s);
+    default: return launch<128, false>(a8, a4x8, sa, M, d, S, p.G, y, out_f16, ws, tickets, s);
   }
+}
+
+cudaError_t launch_v7(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M, const WDesc& d, int S, void* y,
+                      int out_f16, int sms, float* ws, int* tickets, int8_t* x8, size_t x8_bytes, cudaStream_t s) {
+  const __half* h = (const __half*)sa;
+  const int K4 = d.Kp - d.K8;
+  if (K4 == 0) return launch_rows(a8, nullptr, h, M, d, S, y, out_f16, sms, ws, tickets, s);
+  // rows in chunks whose expanded INT4 activations fit x8 (a multiple of 128 rows; every row is computed alone)
+  const size_t fit = x8 ? x8_bytes / K4 / 128 * 128 : 0;
+  if (fit < 128) return cudaErrorInvalidValue;
+  const int Mc = (int)std::min<size_t>(fit, (size_t)M);
+  for (int m0 = 0; m0 < M; m0 += Mc) {
+    const int mc = std::min(Mc, M - m0);
+    const size_t pieces = (size_t)mc * K4 / 32;
+    v7_expand_a4<<<(unsigned)((pieces + 255) / 256), 256, 0, s>>>((const uint4*)(a4 + (size_t)m0 * K4 / 2), pieces, (uint4*)x8);
+    cudaError_t e = launch_rows(d.K8 ? a8 + (size_t)m0 * d.K8 : a8, x8, h + (size_t)m0 * d.nb, mc, d, S,
+                                (char*)y + (size_t)m0 * d.N * (out_f16 ? 2 : 4), out_f16, sms, ws, tickets, s);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
 }
 
 }  // namespace comet_gemm

@@ -185,8 +185,9 @@ function emulateKernel(a: QAct, w: W4Weight, schedule: Schedule): Float32Array {
   return out;
 }
 
-/** The split-K kernels' k-slices (decode, and the v5/v6 tiled kernels below one wave): KS tile-aligned ranges of
- *  blocks, slice k = tiles [k*T/KS, (k+1)*T/KS) (gemm_w4ax.cu comet_gemm_w4ax_schedule). */
+/** The CUDA schedule's k-slices (every kernel, every M; KS from the weight's shape: gemm_w4ax_decode.cuh
+ *  schedule_slices, reported by comet_gemm_w4ax_schedule): KS tile-aligned ranges of blocks, slice k = tiles
+ *  [k*T/KS, (k+1)*T/KS). */
 function sliceSchedule(Kp: number, B: number, K8: number, KS: number): Schedule {
   const T8 = Math.ceil(K8 / KT), T = T8 + Math.ceil((Kp - K8) / KT), nb = Kp / B, nbt = KT / B;
   const block0 = (i: number) => (i < T8 ? i * nbt : Math.min(K8 / B + (i - T8) * nbt, nb));

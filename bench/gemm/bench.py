@@ -595,7 +595,7 @@ def cmd_bench(lib, args):
     for (model, name, K, N) in shapes:
         for M in ms_list:
             base = bench_baselines(M, K, N, gen)
-            for frac in FRACS:
+            for frac in ([float(f) for f in args.fracs.split(",")] if args.fracs else FRACS):
                 K8 = int(round(frac * K / B)) * B
                 o = bench_ours(lib, M, K, N, B, K8, gen,
                                variant=args.prefill_variant if M >= args.tiled_min_m else 0)
@@ -686,6 +686,7 @@ def main():
     b.add_argument("--shapes", default="")
     b.add_argument("--ms", default="")
     b.add_argument("--B", type=int, default=128)
+    b.add_argument("--fracs", default="", help="INT8 fractions (default 0.10,0.25)")
     b.add_argument("--prefill-variant", type=int, default=0, help="force this variant for M >= --tiled-min-m")
     b.add_argument("--tiled-min-m", type=int, default=17)
     b.add_argument("--compare-variant", type=int, default=0, help="also time this variant for M >= --tiled-min-m")
