@@ -119,7 +119,8 @@ int comet_rope_f32(const float* x, int T, int n_heads, int head_dim, const int32
                    float* out, void* stream);
 /** y [T][N] = x [T][K] . w [N][K]^T, products and sums in f64 (the simulator's order up to f64 rounding) */
 int comet_gemm_f32(const float* x, int T, int K, const float* w, int N, float* y, void* stream);
-/** comet_gemm_f32 with f16 weights w [N][K] (bits; each read as the f32 it is exactly, the same sums). */
+/** y = x . w^T with f16 weights w [N][K] (bits): tensor cores, x as f16 hi + lo, f32 accumulation over k ascending in
+ *  fixed k16 steps (K % 32 == 0; else the f64 GEMV), one kernel for every T: a row's result does not depend on T. */
 int comet_gemm_f16w(const float* x, int T, int K, const uint16_t* w, int N, float* y, void* stream);
 /** out [R][C] = x[rows[r]]; rows device int32 */
 int comet_rows_f32(const float* x, int C, const int32_t* rows, int R, float* out, void* stream);
