@@ -5,6 +5,7 @@ import { loadModel, findTokenizerPath, type LoadedModel } from '../loaders/index
 import { loadTokenizer } from '../tokenizer/index.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
 import { Llama } from '../model/llama.ts';
+import { weightNames } from '../model/config.ts';
 import { checkFits } from './fits.ts';
 import { CometError } from '../errors.ts';
 
@@ -27,7 +28,7 @@ export async function openModel(be: Backend, modelPath = defaultModelPath, token
   if (tokenizer.vocabSize > loaded.config.vocabSize)
     throw new CometError(`${tokPath}: tokenizer has ${tokenizer.vocabSize} tokens but the model's vocabulary is ${loaded.config.vocabSize}`);
   const kv = (loaded.meta?.kvDType as 'f32' | 'kv4' | undefined) ?? 'f32';
-  checkFits(be, loaded.weights.values());
+  checkFits(be, weightNames(loaded.config).map((n) => loaded.weights.get(n)));
   const model = new Llama(be, loaded.config, loaded.weights, kv, loaded.meta?.kvGroup as number | undefined);
   const stop = loaded.format === 'llama2c' ? [loaded.config.bos] : loaded.config.eos;
   return { loaded, model, tokenizer, stop };
