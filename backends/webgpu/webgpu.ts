@@ -73,6 +73,7 @@ const PIPES = {
   attention_f32: { family: 'attention', entry: 'attention', bind: ['uniform', 'read', 'read', 'read', 'write'] },
   attention_serial_f32: { family: 'attention', entry: 'attention_serial', bind: ['uniform', 'read', 'read', 'read', 'write'] },
   attention_kv4: { family: 'attention', entry: 'attention_kv4', bind: ['uniform', 'read', 'read', 'read', 'write'] },
+  attention_kv4_serial: { family: 'attention', entry: 'attention_kv4_serial', bind: ['uniform', 'read', 'read', 'read', 'write'] },
   add: { family: 'elementwise', entry: 'add', bind: ['uniform', 'read', 'read', 'write'] },
   silu_mul: { family: 'elementwise', entry: 'silu_mul', bind: ['uniform', 'read', 'read', 'write'] },
   embed: { family: 'embed', entry: 'embed', bind: ['uniform', 'read', 'read', 'write'] },
@@ -702,9 +703,9 @@ export class WebGPUBackend implements Backend {
     const params = [...this.cacheParams(c, T, lw), f32bits(s.dtype === 'kv4' ? Math.LOG2E / Math.sqrt(s.headDim) : 1 / Math.sqrt(s.headDim))];
     params.splice(1, 0, nHeads); // P: T, nHeads, nKv, ...
     const res: Res[] = [qt.buf, lay, { buffer: c.buf, offset: layer * c.layerStride, size: c.layerBytes }, out.buf];
-    if (s.dtype === 'kv4') this.run('attention_kv4', params, res, ...grid1(T * nHeads, 64));
-    else if ((this.opts.attention ?? (this.cpu ? 'serial' : 'workgroup')) === 'serial') this.run('attention_serial_f32', params, res, ...grid1(T * nHeads, 64));
-    else this.run('attention_f32', params, res, T, nHeads);
+    const serial = (this.opts.attention ?? (this.cpu ? 'serial' : 'workgroup')) === 'serial';
+    if (serial) this.run(s.dtype === 'kv4' ? 'attention_kv4_serial' : 'attention_serial_f32', params, res, ...grid1(T * nHeads, 64));
+    else this.run(s.dtype === 'kv4' ? 'attention_kv4' : 'attention_f32', params, res, T, nHeads);
     return out;
   }
   private elementwise(name: 'add' | 'silu_mul', a: Tensor, b: Tensor): Tensor {
@@ -780,8 +781,8 @@ export interface WebGPUOptions {
   /** one-token matvec variant (benchmark sweeps): rows per workgroup (teams of 32 lanes) and channels per
    *  chunk (<= 4096); default 8 and 4096 (the 4-token matvec is always 8 rows, 2048 channels) */
   matvec?: { teams: number; chunk: number };
-  /** force one attention kernel; default: serial (one invocation per token and head) on CPU adapters, else
-   *  workgroup (64 invocations per token and head) */
+  /** force one attention kernel (f32 and KV4 cache alike); default: serial (one invocation per token and head)
+   *  on CPU adapters, else workgroup (64 invocations per token and head) */
   attention?: 'workgroup' | 'serial';
 }
 
