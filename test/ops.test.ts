@@ -483,11 +483,12 @@ eachBackend('ops', ({ name, create, variants }) => {
     }
   }
 
-  it('argmax: first maximum wins', async () => {
-    const R = 5, C = 1000, x = randn(21, R * C);
+  it.each([1000, 5000])('argmax: first maximum wins (%i columns)', async (C) => {
+    const R = 6, x = randn(21, R * C);
     x[1 * C + 10] = 9; x[1 * C + 500] = 9; // a tie: 10 wins
-    x[3 * C + 999] = 50;
+    x[3 * C + C - 1] = 50;
     x.fill(-2, 4 * C, 5 * C); // an all-equal row: 0 wins
+    x[5 * C + 300 + 512] = 7; x[5 * C + 300 + 256] = 7; x[5 * C + C - 3] = 7; // ties read by one invocation in one go: 556 wins
     const got = Array.from(await be.argmax(up(x, [R, C])));
     expect(tier('argmax')).toBe('exact'); // the engine's greedy tokens depend on it
     expect(got).toEqual(Array.from(F.argmax(x, R, C)));

@@ -50,7 +50,7 @@ class WKVCache implements KVCache {
 }
 
 type Binding = 'uniform' | 'read' | 'write';
-interface Pipe { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }
+interface Pipe { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout; name: string }
 type Res = GPUBuffer | { buffer: GPUBuffer; offset: number; size: number };
 
 /** gemm_w4ax.wgsl: params, act, up to three weights (codes | scales) and their outputs (matmulMany's parts) */
@@ -107,7 +107,7 @@ class PipelineCache {
       label: name, layout: dev.createPipelineLayout({ bindGroupLayouts: [layout] }),
       compute: { module, entryPoint: d.entry, constants: d.constants },
     });
-    this.pipes.set(key, (p = { pipeline, layout }));
+    this.pipes.set(key, (p = { pipeline, layout, name }));
     return p;
   }
 }
@@ -117,9 +117,12 @@ const pipelineCaches = new WeakMap<GpuContext, PipelineCache>(); // keyed by con
 /** One recorded command of a step. */
 type Cmd =
   | { k: 'pass'; ts?: GPUComputePassTimestampWrites } // begin a compute pass (ends the one open)
-  | { k: 'd'; pipe: GPUComputePipeline; bg: GPUBindGroup; x: number; y: number; z: number }
+  | { k: 'd'; pipe: GPUComputePipeline; bg: GPUBindGroup; x: number; y: number; z: number; name: string }
   | { k: 'clear'; buf: GPUBuffer; off: number; size: number }
   | { k: 'copy'; src: GPUBuffer; so: number; dst: GPUBuffer; dof: number; size: number };
+
+/** Host-time profiling: adds the time since the last lap to a phase (WebGPUBackend.profile). */
+type Lap = (phase: string) => void;
 
 /** Step data an upload holds that a replay rewrites (captureStep): made from the replay's StepInputs. */
 type Remake = (inp: StepInputs) => ArrayBufferView;
@@ -186,7 +189,7 @@ class Stream {
       this.timestamps = undefined;
       this.passOpen = true;
     }
-    this.cmds.push({ k: 'd', pipe: p.pipeline, bg, x, y, z });
+    this.cmds.push({ k: 'd', pipe: p.pipeline, bg, x, y, z, name: p.name });
   }
   clear(buf: GPUBuffer, off: number, size: number) {
     this.passOpen = false;
@@ -197,10 +200,26 @@ class Stream {
     this.cmds.push({ k: 'copy', src, so, dst, dof, size });
   }
   get dispatches() { return this.cmds.filter((c) => c.k === 'd').length; }
-  /** The recorded commands into `enc` (setPipeline only where the pipeline changes). */
-  encode(enc: GPUCommandEncoder) {
+  /** The recorded commands into `enc` (setPipeline only where the pipeline changes). Profiling (StepProfile):
+   *  `span` gets the GPU timestamps of the first pass's start (0) and the last pass's end (1); `each` puts
+   *  every dispatch in a pass of its own timed into queries 2i, 2i + 1, and returns the pipelines' names. */
+  encode(enc: GPUCommandEncoder, span?: GPUQuerySet, each?: GPUQuerySet): string[] {
     let pass: GPUComputePassEncoder | undefined, pipe: GPUComputePipeline | undefined;
+    const names: string[] = [];
+    const passes = this.cmds.filter((c) => c.k === 'pass').length;
+    let np = 0;
     for (const c of this.cmds) {
+      if (c.k === 'd' && each) {
+        pass?.end();
+        const i = names.push(c.name) - 1;
+        pass = enc.beginComputePass({ timestampWrites: { querySet: each, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
+        pass.setPipeline(c.pipe);
+        pass.setBindGroup(0, c.bg);
+        pass.dispatchWorkgroups(c.x, c.y, c.z);
+        pass.end();
+        pass = undefined;
+        continue;
+      }
       if (c.k === 'd') {
         if (c.pipe !== pipe) pass!.setPipeline((pipe = c.pipe));
         pass!.setBindGroup(0, c.bg);
@@ -210,23 +229,34 @@ class Stream {
       pass?.end();
       pass = undefined;
       pipe = undefined;
-      if (c.k === 'pass') pass = enc.beginComputePass(c.ts ? { timestampWrites: c.ts } : undefined);
-      else if (c.k === 'clear') enc.clearBuffer(c.buf, c.off, c.size);
+      if (c.k === 'pass') {
+        np++;
+        if (each) continue;
+        const ts: GPUComputePassTimestampWrites | undefined = span && (np === 1 || np === passes)
+          ? { querySet: span, ...(np === 1 ? { beginningOfPassWriteIndex: 0 } : {}), ...(np === passes ? { endOfPassWriteIndex: 1 } : {}) }
+          : c.ts;
+        pass = enc.beginComputePass(ts ? { timestampWrites: ts } : undefined);
+      } else if (c.k === 'clear') enc.clearBuffer(c.buf, c.off, c.size);
       else enc.copyBufferToBuffer(c.src, c.so, c.dst, c.dof, c.size);
     }
     pass?.end();
+    return names;
   }
   /** Write the upload arena to its buffers (before a submit that uses them). */
   writeUploads() {
     for (const s of this.segs) if (s.used) this.dev.queue.writeBuffer(s.buf, 0, s.host, 0, s.used);
   }
   /** Write the upload arena and submit everything recorded; the stream starts empty again. */
-  flush() {
+  flush(lap?: Lap) {
     if (this.cmds.length === 0 && this.segs.every((s) => !s.used)) return;
     this.writeUploads();
+    lap?.('upload');
     const enc = this.dev.createCommandEncoder();
     this.encode(enc);
-    this.dev.queue.submit([enc.finish()]);
+    const cb = enc.finish();
+    lap?.('encode');
+    this.dev.queue.submit([cb]);
+    lap?.('submit');
     this.cmds = [];
     this.passOpen = false;
     this.remakes = [];
@@ -280,6 +310,18 @@ export class WebGPUBackend implements Backend {
   get adapterName() { return this.gpu.adapterName; }
   /** resolves when the device is lost (the engine on it is then dead; make a new one) */
   get whenLost(): Promise<{ reason: string; message: string }> { return this.gpu.whenLost; }
+
+  /** Benchmarks: host milliseconds per phase of the reads (and so of the steps) while set, summed: upload
+   *  (the upload arena's writeBuffer), encode (command encoding), submit, wait (mapAsync of the readback until
+   *  its promise resolves: the GPU's work and Dawn's callback delivery), read (the mapped bytes out), remake (a
+   *  replay's step inputs rewritten). */
+  profile?: Record<string, number>;
+  private lapper(): Lap | undefined {
+    const prof = this.profile;
+    if (!prof) return undefined;
+    let t = performance.now();
+    return (k) => { const n = performance.now(); prof[k] = (prof[k] ?? 0) + n - t; t = n; };
+  }
 
   /** Benchmarks: the next compute pass writes these timestamps (needs the device's timestamp-query). */
   timeNextPass(t: GPUComputePassTimestampWrites) { this.stream.timestamps = t; }
@@ -352,21 +394,27 @@ export class WebGPUBackend implements Backend {
   /** `bytes` of `buf`, read back after what is recorded (and, for a replay, after the captured step `step`). */
   async readBytes(buf: GPUBuffer, bytes: number, step?: Stream): Promise<Uint8Array> {
     this.check();
+    const lap = this.lapper();
     const size = up256(Math.max(up4(bytes), 16));
     const st = this.mapFree.get(size)?.pop() ?? this.dev.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
     if (step) {
       this.stream.flush(); // eager work recorded before the replay runs first
       step.writeUploads();
+      lap?.('upload');
       const enc = this.dev.createCommandEncoder();
       step.encode(enc);
       enc.copyBufferToBuffer(buf, 0, st, 0, up4(bytes));
-      this.dev.queue.submit([enc.finish()]);
+      const cb = enc.finish();
+      lap?.('encode');
+      this.dev.queue.submit([cb]);
+      lap?.('submit');
     } else {
       this.stream.copy(buf, 0, st, 0, up4(bytes));
-      this.stream.flush();
+      this.stream.flush(lap);
     }
     try {
       await st.mapAsync(GPUMapMode.READ, 0, up4(bytes));
+      lap?.('wait');
     } catch (e) {
       // a device lost while the step ran rejects the map first; device.lost resolves right after
       await Promise.race([this.gpu.whenLost, new Promise((r) => setTimeout(r, 500))]);
@@ -377,6 +425,7 @@ export class WebGPUBackend implements Backend {
     const out = new Uint8Array(st.getMappedRange(0, up4(bytes)).slice(0, bytes));
     st.unmap();
     (this.mapFree.get(size) ?? this.mapFree.set(size, []).get(size)!).push(st);
+    lap?.('read');
     return out;
   }
   async read(t: Tensor): Promise<Float32Array> {
@@ -735,7 +784,7 @@ export class WebGPUBackend implements Backend {
 
 /** A captured step (WebGPUBackend.captureStep): its recorded commands and upload arena, and the buffers it
  *  owns (its activations, logits and argmax). */
-class WebGPUStep implements CapturedStep {
+export class WebGPUStep implements CapturedStep {
   readonly bytes: number;
   /** compute dispatches a replay encodes (the step's, and its argmax) */
   get dispatches(): number { return this.rec.dispatches; }
@@ -750,11 +799,41 @@ class WebGPUStep implements CapturedStep {
     if (!this.live) throw new CometError('webgpu: replay of a destroyed step');
     if (this.be.disposed) throw new CometError('webgpu: replay of a step whose backend was disposed');
     if (inp && inp !== this.last) {
+      const t0 = this.be.profile ? performance.now() : 0;
       if (!this.inputs) throw new CometError('webgpu: this step was captured without declared inputs; it replays only its own step');
       this.rec.remake(inp);
       this.last = inp;
+      if (this.be.profile) this.be.profile.remake = (this.be.profile.remake ?? 0) + performance.now() - t0;
     }
     return this.be.readBytes(out.buf, out.bytes, this.rec);
+  }
+  /** Benchmarks (needs timestamp-query): GPU milliseconds of one replay as it runs (first pass start to last
+   *  pass end), and of each dispatch run apart (a pass of its own: its latency without its neighbours'
+   *  overlap), in the step's order. Runs the step twice on the inputs of the last replay. */
+  async profileGpu(): Promise<{ stepMs: number; kernels: Array<{ name: string; ms: number }> }> {
+    const dev = this.be.dev;
+    if (!dev.features.has('timestamp-query')) throw new CometError('webgpu: profiling needs the timestamp-query feature');
+    const n = this.rec.dispatches, count = 32 + 2 * n; // span at 0, the dispatches from 256 bytes (resolve alignment)
+    const span = dev.createQuerySet({ type: 'timestamp', count: 2 }), each = dev.createQuerySet({ type: 'timestamp', count: 2 * n });
+    const res = dev.createBuffer({ size: count * 8, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+    const rd = dev.createBuffer({ size: count * 8, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    this.rec.writeUploads();
+    let enc = dev.createCommandEncoder();
+    this.rec.encode(enc, span);
+    enc.resolveQuerySet(span, 0, 2, res, 0);
+    dev.queue.submit([enc.finish()]);
+    this.rec.writeUploads();
+    enc = dev.createCommandEncoder();
+    const names = this.rec.encode(enc, undefined, each);
+    enc.resolveQuerySet(each, 0, 2 * n, res, 256);
+    enc.copyBufferToBuffer(res, 0, rd, 0, count * 8);
+    dev.queue.submit([enc.finish()]);
+    await rd.mapAsync(GPUMapMode.READ);
+    const t = new BigUint64Array(rd.getMappedRange().slice(0));
+    rd.unmap();
+    span.destroy(); each.destroy(); res.destroy(); rd.destroy();
+    const ms = (a: bigint, b: bigint) => Number(b - a) / 1e6;
+    return { stepMs: ms(t[0], t[1]), kernels: names.map((name, i) => ({ name, ms: ms(t[32 + 2 * i], t[33 + 2 * i]) })) };
   }
   async replay(inp?: StepInputs): Promise<Int32Array> {
     const b = await this.run(inp, this.ids);
