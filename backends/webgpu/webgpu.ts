@@ -616,8 +616,11 @@ export class WebGPUBackend implements Backend {
     const nb = spec.Kp / spec.B, direct = (M === 1 || nb % 2 === 0) && nb <= 512;
     if (!direct) this.stream.clear(out.buf, n.a8 + n.a4, up4(n.sa));
     const [gx, gy] = M <= 65535 ? [M, 1] : [65535, Math.ceil(M / 65535)];
-    this.run(name, [spec.K, spec.Kp, spec.K8, spec.B, nb, spec.perm ? 1 : 0, n.a8 / 4, (n.a8 + n.a4) / 4, f32bits(eps), direct ? 1 : 0],
-      [x.buf, y, this.permBuffer(spec), out.buf], gx, gy);
+    // a decode step's few rows: a workgroup per 256 channels (one per row left the GPU a single workgroup
+    // looping over the row); many rows fill the GPU a workgroup per row
+    const chunk = M < 128 ? 256 : spec.Kp;
+    this.run(name, [spec.K, spec.Kp, spec.K8, spec.B, nb, spec.perm ? 1 : 0, n.a8 / 4, (n.a8 + n.a4) / 4, f32bits(eps), direct ? 1 : 0, chunk],
+      [x.buf, y, this.permBuffer(spec), out.buf], gx, gy, Math.ceil(spec.Kp / chunk));
     return out;
   }
 
