@@ -391,27 +391,45 @@ export class WebGPUBackend implements Backend {
       throw new CometError(`webgpu: a GPU command failed (${message})`, 'gpu_error');
     }
   }
-  /** `bytes` of `buf`, read back after what is recorded (and, for a replay, after the captured step `step`). */
-  async readBytes(buf: GPUBuffer, bytes: number, step?: Stream): Promise<Uint8Array> {
+  /** `bytes` of `buf`, read back after what is recorded. */
+  async readBytes(buf: GPUBuffer, bytes: number): Promise<Uint8Array> {
     this.check();
     const lap = this.lapper();
     const size = up256(Math.max(up4(bytes), 16));
     const st = this.mapFree.get(size)?.pop() ?? this.dev.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-    if (step) {
-      this.stream.flush(); // eager work recorded before the replay runs first
-      step.writeUploads();
-      lap?.('upload');
+    this.stream.copy(buf, 0, st, 0, up4(bytes));
+    this.stream.flush(lap);
+    const out = await this.mapRead(st, bytes, lap);
+    (this.mapFree.get(size) ?? this.mapFree.set(size, []).get(size)!).push(st);
+    return out;
+  }
+  /** A replay of the captured step `rec` and the readback of `out` into the step's own buffer `rb`. The
+   *  command buffer was encoded while the GPU ran the previous replay (`pre.cb`: the same commands and
+   *  bindings; the upload arena, rewritten before the submit, carries the new inputs), and the next one is
+   *  encoded while the GPU runs this one: encoding (~2 µs a dispatch in Dawn) leaves the step's critical path. */
+  async readReplay(rec: Stream, out: WTensor, pre: { rb: GPUBuffer; cb?: GPUCommandBuffer }): Promise<Uint8Array> {
+    this.check();
+    const lap = this.lapper();
+    const encode = () => {
       const enc = this.dev.createCommandEncoder();
-      step.encode(enc);
-      enc.copyBufferToBuffer(buf, 0, st, 0, up4(bytes));
-      const cb = enc.finish();
-      lap?.('encode');
-      this.dev.queue.submit([cb]);
-      lap?.('submit');
-    } else {
-      this.stream.copy(buf, 0, st, 0, up4(bytes));
-      this.stream.flush(lap);
-    }
+      rec.encode(enc);
+      enc.copyBufferToBuffer(out.buf, 0, pre.rb, 0, up4(out.bytes));
+      return enc.finish();
+    };
+    this.stream.flush(); // eager work recorded before the replay runs first
+    rec.writeUploads();
+    lap?.('upload');
+    const cb = pre.cb ?? encode();
+    pre.cb = undefined;
+    lap?.('encode');
+    this.dev.queue.submit([cb]);
+    lap?.('submit');
+    pre.cb = encode();
+    lap?.('encode next');
+    return this.mapRead(pre.rb, out.bytes, lap);
+  }
+  /** The first `bytes` of the MAP_READ buffer `st` once the GPU has written it (it is unmapped again after). */
+  private async mapRead(st: GPUBuffer, bytes: number, lap?: Lap): Promise<Uint8Array> {
     try {
       await st.mapAsync(GPUMapMode.READ, 0, up4(bytes));
       lap?.('wait');
@@ -424,7 +442,6 @@ export class WebGPUBackend implements Backend {
     this.check();
     const out = new Uint8Array(st.getMappedRange(0, up4(bytes)).slice(0, bytes));
     st.unmap();
-    (this.mapFree.get(size) ?? this.mapFree.set(size, []).get(size)!).push(st);
     lap?.('read');
     return out;
   }
@@ -808,8 +825,12 @@ export class WebGPUStep implements CapturedStep {
       this.last = inp;
       if (this.be.profile) this.be.profile.remake = (this.be.profile.remake ?? 0) + performance.now() - t0;
     }
-    return this.be.readBytes(out.buf, out.bytes, this.rec);
+    let pre = this.pre.get(out);
+    if (!pre) this.pre.set(out, (pre = { rb: this.be.dev.createBuffer({ size: up256(Math.max(up4(out.bytes), 16)), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST }) }));
+    return this.be.readReplay(this.rec, out, pre);
   }
+  /** per output read back (ids, logits): its readback buffer and the command buffer encoded for the next replay */
+  private pre = new Map<WTensor, { rb: GPUBuffer; cb?: GPUCommandBuffer }>();
   /** Benchmarks (needs timestamp-query): GPU milliseconds of one replay as it runs (first pass start to last
    *  pass end), and of each dispatch run apart (a pass of its own: its latency without its neighbours'
    *  overlap), in the step's order. Runs the step twice on the inputs of the last replay. */
@@ -849,6 +870,8 @@ export class WebGPUStep implements CapturedStep {
   destroy(): void {
     if (!this.live) return;
     this.live = false;
+    for (const p of this.pre.values()) p.rb.destroy();
+    this.pre.clear();
     this.rec.destroy();
     if (!this.be.disposed) this.be.releaseBuffers(this.bufs);
   }
