@@ -70,6 +70,7 @@ const PIPES = {
   rope: { family: 'rope', entry: 'rope', bind: ['uniform', 'read', 'read', 'write'] },
   kv_append_f32: { family: 'kv_append', entry: 'append_f32', bind: ['uniform', 'read', 'read', 'read', 'write'] },
   kv_append_kv4: { family: 'kv_append', entry: 'append_kv4', bind: ['uniform', 'read', 'read', 'read', 'write'] },
+  kv_append_kv4_wg: { family: 'kv_append', entry: 'append_kv4_wg', bind: ['uniform', 'read', 'read', 'read', 'write'] },
   attention_f32: { family: 'attention', entry: 'attention', bind: ['uniform', 'read', 'read', 'read', 'write'] },
   attention_serial_f32: { family: 'attention', entry: 'attention_serial', bind: ['uniform', 'read', 'read', 'read', 'write'] },
   attention_kv4: { family: 'attention', entry: 'attention_kv4', bind: ['uniform', 'read', 'read', 'read', 'write'] },
@@ -293,6 +294,9 @@ export class WebGPUBackend implements Backend {
 
   /** a CPU adapter (SwiftShader): prefer kernels without workgroup barriers */
   readonly cpu: boolean;
+  /** attention and KV4 append: one invocation per (token, head) or group, no barriers (CPU adapters), or a
+   *  workgroup per (token, head) (GPUs) */
+  private readonly serialKernels: boolean;
   disposed = false;
   /** the capture in progress (captureStep), and the step inputs it declared */
   private capturing?: { inputs?: StepInputs };
@@ -300,6 +304,7 @@ export class WebGPUBackend implements Backend {
   constructor(readonly gpu: GpuContext, readonly src: ShaderSources, readonly opts: WebGPUOptions = {}) {
     this.dev = gpu.device;
     this.cpu = /swiftshader|llvmpipe|lavapipe/i.test(gpu.adapterName);
+    this.serialKernels = (opts.attention ?? (this.cpu ? 'serial' : 'workgroup')) === 'serial';
     let pc = pipelineCaches.get(gpu);
     if (!pc) pipelineCaches.set(gpu, (pc = new PipelineCache(gpu, src)));
     this.pipes = pc;
@@ -759,7 +764,10 @@ export class WebGPUBackend implements Backend {
     const lay = this.stream.upload(lw.words, this.stepData(layout === this.capturing?.inputs?.layout, (i) => this.layoutWords(i.layout).words));
     const range = { buffer: c.buf, offset: layer * c.layerStride, size: c.layerBytes };
     const params = this.cacheParams(c, T, lw);
-    if (s.dtype === 'kv4') this.run('kv_append_kv4', params, [kt.buf, vt.buf, lay, range], ...grid1(T * s.nKvHeads * 2 * (s.headDim / s.group), 64));
+    // KV4: a workgroup per (token, KV head, K/V) (the workgroup kernels), else an invocation per group (the serial
+    // ones, and past the grid's 65535 tokens); the same bytes
+    if (s.dtype === 'kv4' && (this.serialKernels || T > 65535)) this.run('kv_append_kv4', params, [kt.buf, vt.buf, lay, range], ...grid1(T * s.nKvHeads * 2 * (s.headDim / s.group), 64));
+    else if (s.dtype === 'kv4') this.run('kv_append_kv4_wg', params, [kt.buf, vt.buf, lay, range], T, 2 * s.nKvHeads);
     else this.run('kv_append_f32', params, [kt.buf, vt.buf, lay, range], ...grid1(T * s.nKvHeads * s.headDim, 256));
   }
   attention(q: Tensor, cache: KVCache, layer: number, layout: StepLayout, nHeads: number): Tensor {
@@ -772,8 +780,7 @@ export class WebGPUBackend implements Backend {
     const params = [...this.cacheParams(c, T, lw), f32bits(s.dtype === 'kv4' ? Math.LOG2E / Math.sqrt(s.headDim) : 1 / Math.sqrt(s.headDim))];
     params.splice(1, 0, nHeads); // P: T, nHeads, nKv, ...
     const res: Res[] = [qt.buf, lay, { buffer: c.buf, offset: layer * c.layerStride, size: c.layerBytes }, out.buf];
-    const serial = (this.opts.attention ?? (this.cpu ? 'serial' : 'workgroup')) === 'serial';
-    if (serial) this.run(s.dtype === 'kv4' ? 'attention_kv4_serial' : 'attention_serial_f32', params, res, ...grid1(T * nHeads, 64));
+    if (this.serialKernels) this.run(s.dtype === 'kv4' ? 'attention_kv4_serial' : 'attention_serial_f32', params, res, ...grid1(T * nHeads, 64));
     else this.run(s.dtype === 'kv4' ? 'attention_kv4' : 'attention_f32', params, res, T, nHeads);
     return out;
   }
@@ -886,8 +893,8 @@ export interface WebGPUOptions {
   /** one-token matvec variant (benchmark sweeps): rows per workgroup (teams of 32 lanes) and channels per
    *  chunk (<= 4096); default 8 and 4096 (the 4-token matvec is always 8 rows, 2048 channels) */
   matvec?: { teams: number; chunk: number };
-  /** force one attention kernel (f32 and KV4 cache alike); default: serial (one invocation per token and head)
-   *  on CPU adapters, else workgroup (64 invocations per token and head) */
+  /** force the attention and KV4-append kernels (f32 and KV4 cache alike); default: serial (one invocation per
+   *  token and head, or KV4 group) on CPU adapters, else workgroup (64 invocations per token and head) */
   attention?: 'workgroup' | 'serial';
 }
 
