@@ -2,6 +2,10 @@
 // W4A4KV4 model (LLaMA-3.2-1B shape by default), and the W4Ax matvec of its layer shapes against the WGSL copy
 // bandwidth.
 //   npx tsx bench/webgpu/decode.ts [--shape llama3.2-1b | stories110m | tiny] [--steps N] [--out DIR] [--no-cuda]
+//     [--attention serial | workgroup] [--decode-only]
+// --attention forces WebGPU's attention and KV-append kernels (the CPU adapters' serial ones, say, for their GPU
+// profile); --decode-only skips the copy bandwidth and matvec part. The WebGPU step is profiled after the timed
+// replays: host ms per phase, and each kernel's GPU time (printed, and in the JSON).
 // Decode runs as the engine runs a greedy batch-1 step: a prefill, eager steps, then the step captured once
 // (Backend.captureStep: a CUDA graph; on WebGPU the recorded command list) and replayed with new inputs, each
 // replay reading back only the sampled id. tokens/s = steps / wall time of the replays, after warm-up.
@@ -139,14 +143,15 @@ function printProfile(p: StepProfile) {
 
 async function main() {
   const date = new Date().toISOString();
-  const wgpu = await createWebGPUBackend();
+  const attention = arg('--attention', '') as '' | 'serial' | 'workgroup';
+  const wgpu = await createWebGPUBackend(attention ? { attention } : {});
   console.log(`WebGPU adapter: ${wgpu.adapterName}; dot4I8Packed ${wgpu.gpu.dot4}; ${shape}: dim ${c.dim}, ${c.nLayers} layers, hidden ${c.hiddenDim}, vocab ${c.vocabSize}`);
   const t0 = performance.now();
   const { host, w4Bytes: wb } = hostWeights();
   console.log(`random W4A4KV4 weights in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${(wb / 1e6).toFixed(1)} MB of W4 weights per token`);
   const results: Record<string, unknown> = { date, shape, config: c, adapter: wgpu.adapterName, w4MBPerToken: wb / 1e6, steps };
   mkdirSync(outDir, { recursive: true });
-  const file = join(outDir, `webgpu-decode-${date.slice(0, 10)}-${shape}.json`);
+  const file = join(outDir, `webgpu-decode-${date.slice(0, 10)}-${shape}${attention ? `-${attention}` : ''}.json`);
   const save = () => writeFileSync(file, JSON.stringify(results, null, 2)); // after each part: a timeout keeps what ran
 
   // ---- decode, WebGPU then CUDA, the same weights
@@ -174,6 +179,7 @@ async function main() {
     save();
   }
 
+  if (args.includes('--decode-only')) { wgpu.dispose(); console.log(`wrote ${file}`); return; }
   // ---- the roofline, and the matvec (M = 1) at this model's layer shapes, q/k/v and gate/up as one dispatch
   // (matmulMany), weights rotating over copies that exceed the L2 (H200: 50 MB)
   const copy = await copyBandwidth(wgpu, shape === 'tiny' ? 1 << 24 : 1 << 30);
