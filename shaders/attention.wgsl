@@ -144,6 +144,27 @@ fn bfly64(x: ptr<function, array<f32, 64>>) -> f32 {
   return y[0];
 }
 
+/** The contract's step 4 for the chunk at c0 (of n keys) with max m and sum l: folds it into the segment state
+ *  st = (seg m, seg l, total m, total l), and at a segment's end (last) the segment into the total. A channel's
+ *  num folds with the factors returned: seg = seg·fa + num·fb, then when last, tot = tot·ta + seg·tb. */
+struct Fold { fa: f32, fb: f32, ta: f32, tb: f32, last: bool };
+fn fold_chunk(c0: u32, n: u32, m: f32, l: f32, st: ptr<function, vec4<f32>>) -> Fold {
+  let first = c0 % 128u == 0u;   // segments of 128 keys (KV4_SEG)
+  let last = c0 + 64u >= n || (c0 + 64u) % 128u == 0u;
+  var fa = 0.0; var fb = 1.0; var M = m;
+  if (!first) { M = max((*st).x, m); fa = exp2c((*st).x - M); fb = exp2c(m - M); }
+  (*st).y = (*st).y * fa + l * fb;
+  (*st).x = M;
+  var ta = 0.0; var tb = 1.0;
+  if (last) {
+    var TM = (*st).x;
+    if (c0 >= 128u) { TM = max((*st).z, (*st).x); ta = exp2c((*st).z - TM); tb = exp2c((*st).x - TM); }
+    (*st).w = (*st).w * ta + (*st).y * tb;
+    (*st).z = TM;
+  }
+  return Fold(fa, fb, ta, tb, last);
+}
+
 // One invocation per (token, head) (CPU adapters: no barriers). A GPU runs attention_kv4 below.
 @compute @workgroup_size(64)
 fn attention_kv4_serial(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -162,7 +183,7 @@ fn attention_kv4_serial(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var d = 0u; d < p.hd; d++) { q8[d] = clamp(i32(round(q[qo + d] * rq)), -127, 127); qg[d / p.G] += q8[d]; }
   var seg: array<f32, 256>; var tot: array<f32, 256>;
   for (var d = 0u; d < p.hd; d++) { seg[d] = 0.0; tot[d] = 0.0; }
-  var sm = 0.0; var sl = 0.0; var tm = 0.0; var tl = 0.0;
+  var st = vec4<f32>(0.0); // the segment's (m, l) and the total's (m, l)
   var tt: array<f32, 64>; var pp: array<f32, 64>; var ww: array<f32, 64>; var zt: array<f32, 64>; var u: array<u32, 64>;
   for (var c0 = 0u; c0 < n; c0 += 64u) {
     let nk = min(64u, n - c0);
@@ -183,19 +204,7 @@ fn attention_kv4_serial(@builtin(global_invocation_id) gid: vec3<u32>) {
     // 3. softmax, l, and the fold factors (chunk -> segment; at a segment's end segment -> total)
     for (var j = 0u; j < 64u; j++) { pp[j] = select(0.0, exp2c(tt[j] - m), j < nk); }
     let l = bfly64(&pp);
-    let first = c0 % 128u == 0u;   // segments of 128 keys (KV4_SEG)
-    let last = c0 + 64u >= n || (c0 + 64u) % 128u == 0u;
-    var fa = 0.0; var fb = 1.0; var M = m;
-    if (!first) { M = max(sm, m); fa = exp2c(sm - M); fb = exp2c(m - M); }
-    sl = sl * fa + l * fb;
-    sm = M;
-    var ta = 0.0; var tb = 1.0;
-    if (last) {
-      var TM = sm;
-      if (c0 >= 128u) { TM = max(tm, sm); ta = exp2c(tm - TM); tb = exp2c(sm - TM); }
-      tl = tl * ta + sl * tb;
-      tm = TM;
-    }
+    let f = fold_chunk(c0, n, m, l, &st);
     // per V group: 15-bit weights, Σ p·z, then the channels' integer P·V, folded
     for (var g = 0u; g < ng; g++) {
       var W = 0.0;
@@ -216,12 +225,12 @@ fn attention_kv4_serial(@builtin(global_invocation_id) gid: vec3<u32>) {
         var A = 0u;
         for (var j = 0u; j < nk; j++) { A += u[j] * kv4_code(1u, lay[bt + (c0 + j) / p.P], kvh, (c0 + j) % p.P, c); }
         let nc = f32(A) * dq + zs;
-        seg[c] = seg[c] * fa + nc * fb;
-        if (last) { tot[c] = tot[c] * ta + seg[c] * tb; }
+        seg[c] = seg[c] * f.fa + nc * f.fb;
+        if (f.last) { tot[c] = tot[c] * f.ta + seg[c] * f.tb; }
       }
     }
   }
-  for (var d = 0u; d < p.hd; d++) { y[qo + d] = tot[d] / tl; }
+  for (var d = 0u; d < p.hd; d++) { y[qo + d] = tot[d] / st.w; }
 }
 
 // ---- KV4, one workgroup of 64 lanes per (token, head) (grid T x nHeads). A decode step has one token per sequence,
@@ -281,7 +290,7 @@ fn attention_kv4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
   workgroupBarrier();
   var seg = array<f32, 4>(0.0, 0.0, 0.0, 0.0); // channels lid + 64·i
   var tot = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-  var sm = 0.0; var sl = 0.0; var tm = 0.0; var tl = 0.0;
+  var st = vec4<f32>(0.0); // the segment's (m, l) and the total's (m, l)
   for (var c0 = 0u; c0 < n; c0 += 64u) {
     let nk = min(64u, n - c0);
     let live = lid < nk; // this lane's key c0 + lid
@@ -307,19 +316,7 @@ fn attention_kv4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     var pj = 0.0;
     if (live) { pj = exp2c(tj - m); }
     let l = bfly_wg(pj, lid);
-    let first = c0 % 128u == 0u;   // segments of 128 keys (KV4_SEG)
-    let last = c0 + 64u >= n || (c0 + 64u) % 128u == 0u;
-    var fa = 0.0; var fb = 1.0; var M = m;
-    if (!first) { M = max(sm, m); fa = exp2c(sm - M); fb = exp2c(m - M); }
-    sl = sl * fa + l * fb;
-    sm = M;
-    var ta = 0.0; var tb = 1.0;
-    if (last) {
-      var TM = sm;
-      if (c0 >= 128u) { TM = max(tm, sm); ta = exp2c(tm - TM); tb = exp2c(sm - TM); }
-      tl = tl * ta + sl * tb;
-      tm = TM;
-    }
+    let f = fold_chunk(c0, n, m, l, &st);
     // per V group: the 15-bit weights of the chunk's keys, and Σ p·z
     for (var g = 0u; g < ng; g++) {
       var wj = 0.0; var zj = 0.0;
@@ -352,11 +349,11 @@ fn attention_kv4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
         for (var k = 0u; k < KG; k++) { A += kA[k * p.hd + c]; }
         let g = c / p.G;
         let nc = f32(A) * kdq[g] + kzs[g];
-        seg[i] = seg[i] * fa + nc * fb;
-        if (last) { tot[i] = tot[i] * ta + seg[i] * tb; }
+        seg[i] = seg[i] * f.fa + nc * f.fb;
+        if (f.last) { tot[i] = tot[i] * f.ta + seg[i] * f.tb; }
       }
     }
     workgroupBarrier(); // ku, kA, kdq, kzs are the next chunk's
   }
-  for (var i = 0u; i < 4u; i++) { let c = lid + 64u * i; if (c < p.hd) { y[qo + c] = tot[i] / tl; } }
+  for (var i = 0u; i < 4u; i++) { let c = lid + 64u * i; if (c < p.hd) { y[qo + c] = tot[i] / st.w; } }
 }
