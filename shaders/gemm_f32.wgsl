@@ -1,10 +1,18 @@
-// gemm_f32.wgsl: y[t][n] = Σ_k x[t][k]·w[n][k], f32 (the float path and a float classifier). One invocation
-// per weight row and 4 tokens, a plain sequential sum over K (tier 3): no workgroup barriers, which
-// SwiftShader (CI) runs slowly; this path is the accuracy reference, the fast path is gemm_w4ax.
+// gemm_f32.wgsl: y[t][n] = Σ_k x[t][k]·w[n][k], f32 products and sums, w f32 or f16 (F16W; a .comet's classifier,
+// f16 bits two per word, the low half first). `gemm`: one invocation per weight row and 4 tokens, a plain
+// sequential sum over K (tier 3), no workgroup barriers, which SwiftShader (CI) runs slowly: the float path's
+// accuracy reference, and the f16 classifier on CPU adapters. `gemm_f16w` below: the f16 classifier on GPUs.
 struct P { T: u32, N: u32, K: u32 };
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<u32>; // f32 bits, or f16 bits two per word (F16W)
+override F16W: bool = false;
+
+/** element e of w as f32 (exact) */
+fn wat(e: u32) -> f32 {
+  if (F16W) { return f16_half(w[e >> 1u], e); }
+  return bitcast<f32>(w[e]);
+}
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
 @compute @workgroup_size(64)
@@ -15,7 +23,7 @@ fn gemm(@builtin(global_invocation_id) g: vec3<u32>) {
   let nt = min(4u, p.T - t0);
   var a0 = 0.0; var a1 = 0.0; var a2 = 0.0; var a3 = 0.0;
   for (var k = 0u; k < p.K; k++) {
-    let wv = w[n * p.K + k];
+    let wv = wat(n * p.K + k);
     a0 = a0 + wv * x[t0 * p.K + k];
     if (nt > 1u) { a1 = a1 + wv * x[(t0 + 1u) * p.K + k]; }
     if (nt > 2u) { a2 = a2 + wv * x[(t0 + 2u) * p.K + k]; }
@@ -25,4 +33,42 @@ fn gemm(@builtin(global_invocation_id) g: vec3<u32>) {
   if (nt > 1u) { y[(t0 + 1u) * p.N + n] = a1; }
   if (nt > 2u) { y[(t0 + 2u) * p.N + n] = a2; }
   if (nt > 3u) { y[(t0 + 3u) * p.N + n] = a3; }
+}
+
+// f16 weights (a .comet's classifier, kept as f16: half the bytes a decode step reads), f32 products and sums:
+// y[t][n] = Σ_k x[t][k]·f32(w[n][k]). A team of 32 lanes per row (8 rows per workgroup), lanes on consecutive
+// weight words (coalesced: the classifier is the largest read of a step), 4 tokens per workgroup; lane l sums
+// k = 2l, 2l + 1 (mod 64) in ascending k, then the 32 lane sums are added in lane order. The order depends on
+// neither T nor the other tokens, so a row's logits are the same alone or in a batch (tier 3 against the
+// simulator's sequential sum).
+var<workgroup> part: array<f32, 1024>; // [token 4][row 8][lane 32]
+
+@compute @workgroup_size(256)
+fn gemm_f16w(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let team = lid >> 5u; let lane = lid & 31u;
+  let n = wg.x * 8u + team;
+  let t0 = wg.y * 4u;
+  let nt = min(4u, p.T - t0);
+  var a = vec4<f32>(0.0);
+  if (n < p.N) {
+    let row = n * p.K;
+    for (var k = 2u * lane; k < p.K; k += 64u) {
+      let w0 = f16_half(w[(row + k) >> 1u], row + k);
+      var w1 = 0.0;
+      let two = k + 1u < p.K;
+      if (two) { w1 = f16_half(w[(row + k + 1u) >> 1u], row + k + 1u); }
+      for (var t = 0u; t < nt; t++) {
+        let xo = (t0 + t) * p.K + k;
+        a[t] = a[t] + w0 * x[xo];
+        if (two) { a[t] = a[t] + w1 * x[xo + 1u]; }
+      }
+    }
+  }
+  for (var t = 0u; t < 4u; t++) { part[(t * 8u + team) * 32u + lane] = a[t]; }
+  workgroupBarrier();
+  if (lane < nt && n < p.N) {
+    var s = 0.0;
+    for (var l = 0u; l < 32u; l++) { s = s + part[(lane * 8u + team) * 32u + l]; }
+    y[(t0 + lane) * p.N + n] = s;
+  }
 }

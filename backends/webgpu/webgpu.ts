@@ -10,7 +10,6 @@
 // small host arrays (token ids, positions, block tables, RoPE tables) go to one upload buffer written once
 // at submit. Nothing is submitted until `read`/`argmax` needs a result, so a decode step is one submit.
 // Step tensors come from a size-keyed pool and go back to it in endStep. Pipelines are made once per device.
-import { f16ArrayToF32 } from '../../simulator/f16.ts';
 import type { Backend, CapturedStep, DType, HostWeight, KVCache, KVCacheSpec, OpSet, RopeSpec, StepInputs, StepLayout, Tensor, Weight } from '../backend.ts';
 import type { ActQuantSpec, QAct } from '../../simulator/formats.ts';
 import { dequantizeAct } from '../../simulator/act.ts';
@@ -63,6 +62,8 @@ const PIPES = {
   gemm_rowwise: { family: 'gemm_w4ax', entry: 'rowwise', bind: W4_BIND },
   gemm_tiled: { family: 'gemm_w4ax', entry: 'tiled', bind: W4_BIND },
   gemm_f32: { family: 'gemm_f32', entry: 'gemm', bind: ['uniform', 'read', 'read', 'write'] },
+  gemm_f16w: { family: 'gemm_f32', entry: 'gemm_f16w', bind: ['uniform', 'read', 'read', 'write'] },
+  gemm_f16w_serial: { family: 'gemm_f32', entry: 'gemm', bind: ['uniform', 'read', 'read', 'write'], constants: { F16W: 1 } },
   quantize_act: { family: 'quant', entry: 'main', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { MODE: 0 } },
   rmsnorm_quant: { family: 'quant', entry: 'main', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { MODE: 1 } },
   silu_mul_quant: { family: 'quant', entry: 'main', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { MODE: 2 } },
@@ -78,6 +79,7 @@ const PIPES = {
   add: { family: 'elementwise', entry: 'add', bind: ['uniform', 'read', 'read', 'write'] },
   silu_mul: { family: 'elementwise', entry: 'silu_mul', bind: ['uniform', 'read', 'read', 'write'] },
   embed: { family: 'embed', entry: 'embed', bind: ['uniform', 'read', 'read', 'write'] },
+  embed_f16: { family: 'embed', entry: 'embed_f16', bind: ['uniform', 'read', 'read', 'write'] },
   argmax: { family: 'argmax', entry: 'argmax', bind: ['uniform', 'read', 'write'] },
   rows: { family: 'rows', entry: 'rows', bind: ['uniform', 'read', 'read', 'write'] },
 } satisfies Record<string, { family: Family; entry: string; bind: Binding[]; constants?: Record<string, number> }>;
@@ -294,8 +296,8 @@ export class WebGPUBackend implements Backend {
 
   /** a CPU adapter (SwiftShader): prefer kernels without workgroup barriers */
   readonly cpu: boolean;
-  /** attention and KV4 append: one invocation per (token, head) or group, no barriers (CPU adapters), or a
-   *  workgroup per (token, head) (GPUs) */
+  /** attention, KV4 append and the f16-weight GEMM: one invocation per (token, head), KV4 group or (row, 4
+   *  tokens), no barriers (CPU adapters), or a workgroup per (token, head) or 8 rows (GPUs) */
   private readonly serialKernels: boolean;
   disposed = false;
   /** the capture in progress (captureStep), and the step inputs it declared */
@@ -304,7 +306,7 @@ export class WebGPUBackend implements Backend {
   constructor(readonly gpu: GpuContext, readonly src: ShaderSources, readonly opts: WebGPUOptions = {}) {
     this.dev = gpu.device;
     this.cpu = /swiftshader|llvmpipe|lavapipe/i.test(gpu.adapterName);
-    this.serialKernels = (opts.attention ?? (this.cpu ? 'serial' : 'workgroup')) === 'serial';
+    this.serialKernels = (opts.kernels ?? (this.cpu ? 'serial' : 'workgroup')) === 'serial';
     let pc = pipelineCaches.get(gpu);
     if (!pc) pipelineCaches.set(gpu, (pc = new PipelineCache(gpu, src)));
     this.pipes = pc;
@@ -333,7 +335,7 @@ export class WebGPUBackend implements Backend {
 
   /** What WebGPU runs and how closely (DESIGN §3.7): the W4Ax GEMM, quantize_act and the f32 KV bytes bit for
    *  bit; KV4 codes within 1 (the shader rounds the exact quotient, the simulator an f32 one first); f32
-   *  reductions and transcendentals within tolerance (no f64 in WGSL). The embedding table is f32. */
+   *  reductions and transcendentals within tolerance (no f64 in WGSL). Float weights are f32 or f16 (read as the f32 values they are). */
   readonly ops: OpSet = {
     embed: { f32: 'exact', f16: 'exact' }, rmsnorm: { f32: 'tolerance' }, rmsnorm_quant: { qact: 'tolerance' }, quantize_act: { qact: 'exact' },
     gemm_f32: { f32: 'tolerance', f16: 'tolerance' }, gemm_w4ax: { w4: 'exact' }, rope: { f32: 'tolerance' }, kv_append: { f32: 'exact', kv4: 'bounded' },
@@ -365,12 +367,11 @@ export class WebGPUBackend implements Backend {
 
   uploadWeight(w: HostWeight): Weight {
     if (w.kind === 'f32' || w.kind === 'f16') {
-      // f16 weights (a .comet's classifier and embedding) are widened to the f32 they are exactly: the same
-      // values and sums as on the other backends, at f32's memory (the WGSL kernels read f32 weights)
-      const data = w.kind === 'f16' ? f16ArrayToF32(w.data) : w.data;
-      const buf = this.persistent(data.byteLength, w.name);
-      this.put(buf, data);
-      return new WWeight(w.name, w.shape, 'f32', buf, data.byteLength);
+      // f16 weights (a .comet's classifier and embedding) stay f16 bits, two per word: the kernels read the f32
+      // values they are exactly (embed_f16, gemm_f16w), at half the memory and half a classifier's read
+      const buf = this.persistent(w.data.byteLength, w.name);
+      this.put(buf, w.data);
+      return new WWeight(w.name, w.shape, w.kind, buf, w.data.byteLength);
     }
     checkW4(w);
     const { codes, scales } = w4Bytes(w.act, w.N);
@@ -493,10 +494,9 @@ export class WebGPUBackend implements Backend {
     const { layerBytes, layerStride, total } = this.kvBytes(spec);
     return new WKVCache(spec, this.persistent(total, 'kv'), layerBytes, layerStride, this);
   }
-  /** Bytes of the one buffer uploadWeight makes for `w` (w4: codes | scales; f32: the data; f16: as f32). */
+  /** Bytes of the one buffer uploadWeight makes for `w` (w4: codes | scales; f32, f16: the data). */
   weightBufferBytes(w: HostWeight): number {
-    if (w.kind === 'f16') return w.data.length * 4; // widened to f32 (uploadWeight)
-    return w.kind === 'f32' ? w.data.byteLength : w4Bytes(w.act, w.N).codes + up4(w4Bytes(w.act, w.N).scales);
+    return w.kind === 'w4' ? w4Bytes(w.act, w.N).codes + up4(w4Bytes(w.act, w.N).scales) : up4(w.data.byteLength);
   }
   /** Refuse, before anything is uploaded, weights or a KV cache this device cannot hold: a buffer above
    *  maxBufferSize, a binding above maxStorageBufferBindingSize (every weight is bound whole; the cache one
@@ -604,6 +604,11 @@ export class WebGPUBackend implements Backend {
     const u = this.stream.upload(Uint32Array.from(params));
     this.stream.dispatch(this.pipes.get(name, extra), [u, ...res], x, y, z);
   }
+  /** a float weight: f32, or f16 bits two per word */
+  private float(t: Tensor, op: string): WTensor {
+    if (t.dtype !== 'f32' && t.dtype !== 'f16') throw new CometError(`webgpu ${op}: expected an f32 or f16 weight, got ${t.dtype}`);
+    return t as WTensor;
+  }
   private want(t: Tensor, dtype: DType, op: string): WTensor {
     if (t.dtype !== dtype) throw new CometError(`webgpu ${op}: expected a ${dtype} tensor, got ${t.dtype}`);
     return t as WTensor;
@@ -648,11 +653,11 @@ export class WebGPUBackend implements Backend {
 
   // ---------------------------------------------------------------- ops
   embed(table: Weight, tokens: Int32Array): Tensor {
-    const tb = this.want(table, 'f32', 'embed'), [V, D] = table.shape;
+    const tb = this.float(table, 'embed'), [V, D] = table.shape;
     for (const t of tokens) if (t < 0 || t >= V) throw new CometError(`embed: token id ${t} outside the vocabulary [0, ${V})`);
     const out = this.f32([tokens.length, D]);
     const ids = this.stream.upload(tokens, this.stepData(tokens === this.capturing?.inputs?.tokens, (i) => i.tokens));
-    this.run('embed', [D, tokens.length, 0], [tb.buf, ids, out.buf], Math.ceil(D / 256), tokens.length);
+    this.run(tb.dtype === 'f16' ? 'embed_f16' : 'embed', [D, tokens.length, 0], [tb.buf, ids, out.buf], Math.ceil(D / 256), tokens.length);
     return out;
   }
   rmsnorm(x: Tensor, w: Tensor, eps: number): Tensor {
@@ -676,7 +681,9 @@ export class WebGPUBackend implements Backend {
     const xt = this.want(x, 'f32', 'matmul'), K = colsOf(w), T = rowsOf(x);
     if (colsOf(x) !== K) throw new CometError(`matmul: ${w.name} expects ${K} input features, got ${colsOf(x)}`);
     const out = this.f32([T, N]);
-    this.run('gemm_f32', [T, N, K], [xt.buf, wt.buf, out.buf], Math.ceil(N / 64), Math.ceil(T / 4));
+    if (this.float(w, 'matmul').dtype === 'f16' && !this.serialKernels) this.run('gemm_f16w', [T, N, K], [xt.buf, wt.buf, out.buf], Math.ceil(N / 8), Math.ceil(T / 4));
+    else if (wt.dtype === 'f16') this.run('gemm_f16w_serial', [T, N, K], [xt.buf, wt.buf, out.buf], Math.ceil(N / 64), Math.ceil(T / 4));
+    else this.run('gemm_f32', [T, N, K], [xt.buf, wt.buf, out.buf], Math.ceil(N / 64), Math.ceil(T / 4));
     return out;
   }
   /** cos/sin of every (token, frequency): exactly the simulator's f32 angle and its f64 cos/sin, rounded */
@@ -893,9 +900,10 @@ export interface WebGPUOptions {
   /** one-token matvec variant (benchmark sweeps): rows per workgroup (teams of 32 lanes) and channels per
    *  chunk (<= 4096); default 8 and 4096 (the 4-token matvec is always 8 rows, 2048 channels) */
   matvec?: { teams: number; chunk: number };
-  /** force the attention and KV4-append kernels (f32 and KV4 cache alike); default: serial (one invocation per
-   *  token and head, or KV4 group) on CPU adapters, else workgroup (64 invocations per token and head) */
-  attention?: 'workgroup' | 'serial';
+  /** force the barrier-free kernels (serial: one invocation per token and head, KV4 group, or weight row and 4
+   *  tokens) or the workgroup ones (64 invocations per token and head, 32 per weight row) of attention, KV4 append
+   *  and the f16-weight GEMM; default: serial on CPU adapters (SwiftShader runs barriers slowly), else workgroup */
+  kernels?: 'workgroup' | 'serial';
 }
 
 export async function createWebGPUBackend(opts: WebGPUOptions = {}): Promise<WebGPUBackend> {

@@ -17,5 +17,5 @@ run() { local name=$1 limit=$2; shift 2
   local t0=$SECONDS; timeout "$limit" node node_modules/tsx/dist/cli.mjs bench/webgpu/decode.ts "$@" --out "$OUT" > "$OUT/$name.log" 2>&1
   echo "$name rc=$? ($((SECONDS - t0)) s)"; grep -vE '^\{"shape"' "$OUT/$name.log" | grep -vE '^\s+(embed|rows|rope|add) ' | tail -40; }
 run decode 130 --shape llama3.2-1b --steps 128
-run serial 55 --shape llama3.2-1b --steps 32 --no-cuda --decode-only --attention serial
+run serial 55 --shape llama3.2-1b --steps 32 --no-cuda --decode-only --kernels serial
 grep -E '^\{"shape"' "$OUT/decode.log"
