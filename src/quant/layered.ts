@@ -207,7 +207,9 @@ class LayerRunner {
         const seen = new Map<string, Tensor>();
         const graph = new Graph(be, (name, t) => { if (byTap.has(name)) seen.set(byTap.get(name)!, t); });
         const x = be.fromHost(this.x[w], [ctx, c.dim]);
-        const y = decoderLayer(graph, c, ropeSpec(c), l, L, x, this.layout, cache, 0);
+        const res = graph.residual(x);
+        decoderLayer(graph, c, ropeSpec(c), l, L, res, this.layout, cache, 0);
+        const y = res.value();
         for (const [site, t] of seen) {
           accumulate(stats.get(site)!, await be.read(t), ctx, perWin);
           hessians.get(site)?.add(t);
