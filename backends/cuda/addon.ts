@@ -24,6 +24,8 @@ export interface CudaAddon {
   sync(): void;
   graphBegin(): void;
   graphEnd(): Ptr;
+  /** kernel launches of the graph graphEnd last made (optional: older addons) */
+  graphKernels?(): number;
   graphLaunch(exec: Ptr): void;
   graphDestroy(exec: Ptr): void;
   // W4Ax GEMM (cuda/gemm_w4ax*.cu)
@@ -62,6 +64,8 @@ export interface CudaAddon {
   ropeKvAppendKv4(cache: Ptr, q: Ptr, k: Ptr, v: Ptr, nHeads: number, freqs: Ptr, qOut: Ptr, ...stepAndGeom: number[]): void;
   attentionF32(q: Ptr, kc: Ptr, vc: Ptr, ...rest: number[]): void;
   attentionKv4(q: Ptr, cache: Ptr, ...rest: number[]): void;
+  /** attentionKv4's arguments, then K, B, Kp, K8, perm, a8, a4, sa: its output quantized for o_proj (capi.h) */
+  attentionKv4Quant(q: Ptr, cache: Ptr, ...rest: number[]): void;
   attentionWorkspace(T: number, nHeads: number, headDim: number, maxLen: number): number;
   // op profiler (cuda/ops_float.cu): spin kernel, event marks, mark-pair times in ms
   profSpin(us: number): void;
