@@ -124,7 +124,6 @@ export type OpName =
   | 'kv_append'
   | 'rope_kv_append' // exactly rope(q), rope(k), then kv_append of rope(k), v (dtype: the cache's)
   | 'attention'
-  | 'attention_quant' // exactly attention, then quantize_act of its output (o_proj's input; dtype: the cache's)
   | 'silu_mul'
   | 'silu_mul_quant'
   | 'add'
@@ -224,8 +223,6 @@ export interface Backend {
   ropeKvAppend(q: Tensor, k: Tensor, v: Tensor, cache: KVCache, layer: number, layout: StepLayout, spec: RopeSpec): Tensor;
   /** q [T, nHeads*headDim] -> [T, nHeads*headDim]: softmax(q k^T / sqrt(headDim)) v over the paged cache, GQA */
   attention(q: Tensor, cache: KVCache, layer: number, layout: StepLayout, nHeads: number): Tensor;
-  /** attention(), then quantizeAct(·, spec) of its output (o_proj's input), bit for bit those two ops. */
-  attentionQuant(q: Tensor, cache: KVCache, layer: number, layout: StepLayout, nHeads: number, spec: ActQuantSpec): Tensor;
   /** silu(g) * u, elementwise, [T, H] */
   siluMul(g: Tensor, u: Tensor): Tensor;
   siluMulQuant(g: Tensor, u: Tensor, spec: ActQuantSpec): Tensor;

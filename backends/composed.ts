@@ -1,9 +1,9 @@
-// The fused decode ops (Backend.addRmsnorm, addRmsnormQuant, ropeKvAppend, attentionQuant) written as the compositions of unfused
+// The fused decode ops (Backend.addRmsnorm, addRmsnormQuant, ropeKvAppend) written as the compositions of unfused
 // ops they stand for. This is their definition: the simulator runs them so (sim.ts), WebGPU too (no fused WGSL
 // kernels yet), and a backend with fused kernels (CUDA) must give exactly these bits (test/ops.test.ts).
 import type { ActQuantSpec, Backend, KVCache, RopeSpec, StepLayout, Tensor } from './backend.ts';
 
-type Ops = Pick<Backend, 'add' | 'rmsnorm' | 'rmsnormQuant' | 'rope' | 'kvAppend' | 'attention' | 'quantizeAct'>;
+type Ops = Pick<Backend, 'add' | 'rmsnorm' | 'rmsnormQuant' | 'rope' | 'kvAppend'>;
 
 export const composed = {
   /** [x + y, rmsnorm(x + y)] */
@@ -22,9 +22,5 @@ export const composed = {
     const qr = be.rope(q, layout, spec);
     be.kvAppend(cache, layer, kr, v, layout);
     return qr;
-  },
-  /** quantizeAct(attention(q)) for o_proj */
-  attentionQuant(be: Ops, q: Tensor, cache: KVCache, layer: number, layout: StepLayout, nHeads: number, spec: ActQuantSpec): Tensor {
-    return be.quantizeAct(be.attention(q, cache, layer, layout, nHeads), spec);
   },
 };

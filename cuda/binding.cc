@@ -267,11 +267,6 @@ OP(AttentionF32, comet_attention_f32(a.ptr<float>(0), a.ptr<float>(1), a.ptr<flo
 // attentionKv4(q, cache, step x5, geom x4, nHeads, maxLen, ws, out)
 OP(AttentionKv4, comet_attention_kv4(a.ptr<float>(0), a.ptr<uint8_t>(1), stepAt(a, 2), geomAt(a, 7), a.i32(11),
                                      a.i32(12), a.ptr(13), a.ptr<float>(14), g_stream))
-// attentionKv4Quant(q, cache, step x5, geom x4, nHeads, maxLen, ws, out, K, B, Kp, K8, perm, a8, a4, sa)
-OP(AttentionKv4Quant, comet_attention_kv4_quant(a.ptr<float>(0), a.ptr<uint8_t>(1), stepAt(a, 2), geomAt(a, 7), a.i32(11),
-                                                a.i32(12), a.ptr(13), a.ptr<float>(14), a.i32(15), a.i32(16), a.i32(17),
-                                                a.i32(18), a.ptr<int32_t>(19), a.ptr<int8_t>(20), a.ptr<uint8_t>(21),
-                                                a.ptr<uint16_t>(22), g_stream))
 
 // GPTQ (cuda/quant_gptq.cu). gptqHessianAdd(x, T, K, H)
 OP(GptqHessianAdd, comet_gptq_hessian_add(a.ptr<float>(0), a.i32(1), a.i32(2), a.ptr<double>(3), g_stream))
@@ -347,7 +342,6 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   EXPORT("addRmsnormQuant", AddRmsnormQuant);
   EXPORT("ropeKvAppendF32", RopeKvAppendF32);
   EXPORT("ropeKvAppendKv4", RopeKvAppendKv4);
-  EXPORT("attentionKv4Quant", AttentionKv4Quant);
   EXPORT("siluMulQuant", SiluMulQuant);
   EXPORT("kvAppendF32", KvAppendF32);
   EXPORT("kvAppendKv4", KvAppendKv4);

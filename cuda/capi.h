@@ -189,11 +189,6 @@ int comet_attention_f32(const float* q, const float* kc, const float* vc, comet_
  *  head), integer q·k and P·V, chunks of 64 keys, segments of 128 (cuda/ops_attention.cu). */
 int comet_attention_kv4(const float* q, const uint8_t* cache, comet_step st, comet_kv_geom g, int n_heads,
                         int max_len, void* ws, float* out, void* stream);
-/** comet_attention_kv4, then comet_quantize_act of its output (K = n_heads·hd) for o_proj, bit for bit: a split
- *  attention's combine writes the quantized row itself (one launch less); `out` is scratch [T][n_heads·hd]. */
-int comet_attention_kv4_quant(const float* q, const uint8_t* cache, comet_step st, comet_kv_geom g, int n_heads,
-                              int max_len, void* ws, float* out, int K, int B, int Kp, int K8, const int32_t* perm,
-                              int8_t* a8, uint8_t* a4, uint16_t* sa, void* stream);
 
 // ---- GPTQ (cuda/quant_gptq.cu): src/quant/gptq.ts and calibrate.ts in the same f64 operations and order ----
 /** H [K][K] f64 += f32(X^T X) for x [T][K] f32, each element as simulator/kernels/float.ts matmul sums it (even-t

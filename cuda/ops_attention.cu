@@ -221,15 +221,6 @@ __device__ __forceinline__ void cp_async(void* dst, const void* src) {
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_wait_ahead() { asm volatile("cp.async.wait_group %0;\n" ::"n"(NBUF - 1)); }
 
-/** attention_quant's output: o_proj's input quantized (quantize_act of `out`); done once a kernel wrote it. */
-struct QuantTo {
-  ActSpec sp;
-  int8_t* a8;
-  uint8_t* a4;
-  uint16_t* sa;
-  bool done;
-};
-
 struct Kv4Args {
   const float* q;
   const uint8_t* cache;
@@ -239,7 +230,6 @@ struct Kv4Args {
   float ks;                  // f32(log2(e) / sqrt(hd))
   float* ws;                 // [T][n_heads][nseg][hd + 2]: (m, l, num[hd]) per segment
   float* out;                // [T][n_heads · hd]
-  QuantTo* quant = nullptr;  // attention_quant: o_proj's quantized input, written by the combine where it can
 };
 
 /** Thread roles for head_dim HD (a power of two, 8..256). */
@@ -557,54 +547,23 @@ __global__ void __launch_bounds__(KT) attn_kv4(Kv4Args a) {
   }
 }
 
-/** The fold of one (token, head)'s segment states p [ns][hd + 2] in order (contract step 4), divided: channel c. */
-__device__ __forceinline__ float combine_channel(const float* p, int ns, int hd, int c) {
-  float m = p[0], l = p[1], num = p[2 + c];  // the first fold (a = 0, b = 1) gives the first state itself
-  for (int k = 1; k < ns; k++) {
-    const float* q = p + (size_t)k * (hd + 2);
-    const float M = fmaxf(m, q[0]), fa = exp2c(__fsub_rn(m, M)), fb = exp2c(__fsub_rn(q[0], M));
-    l = __fadd_rn(__fmul_rn(l, fa), __fmul_rn(q[1], fb));
-    num = __fadd_rn(__fmul_rn(num, fa), __fmul_rn(q[2 + c], fb));
-    m = M;
-  }
-  return __fdiv_rn(num, l);
-}
-
-/** Fold the segment states of one (token, head) in order and divide: grid (n_heads, T). */
+/** Fold the segment states of one (token, head) in order (contract step 4) and divide: grid (n_heads, T). */
 __global__ void __launch_bounds__(128) attn_kv4_combine(const float* __restrict__ ws, const int32_t* __restrict__ pos,
                                                         int n_heads, int hd, int nseg, float* __restrict__ out) {
   const int h = blockIdx.x, t = blockIdx.y;
   const int ns = (pos[t] + SEG) / SEG;  // segments of this token's pos + 1 keys
   const float* p = ws + ((size_t)t * n_heads + h) * nseg * (hd + 2);
-  for (int c = threadIdx.x; c < hd; c += blockDim.x) out[(size_t)t * n_heads * hd + (size_t)h * hd + c] = combine_channel(p, ns, hd, c);
-}
-
-/** attention_quant's combine: grid (1, T), one block per token folds every head (combine_channel, into shared
- *  memory) and quantizes the row for o_proj (quantize_row: the codes of quantize_act of the same f32 values), so
- *  the attention output never goes through memory and quantize_act is not a launch of its own. */
-constexpr int CQ_THREADS = 1024, CQ_MAX = (48 << 10) / 4;  // channels of a row held in shared memory at most
-__global__ void __launch_bounds__(CQ_THREADS) attn_kv4_combine_quant(const float* __restrict__ ws, const int32_t* __restrict__ pos,
-                                                                     int n_heads, int hd, int nseg, ActSpec sp, int8_t* a8,
-                                                                     uint8_t* a4, uint16_t* sa) {
-  extern __shared__ float row[];  // [n_heads · hd]
-  const int t = blockIdx.y, ns = (pos[t] + SEG) / SEG;
-  for (int i = threadIdx.x; i < n_heads * hd; i += blockDim.x)
-    row[i] = combine_channel(ws + ((size_t)t * n_heads + i / hd) * nseg * (hd + 2), ns, hd, i % hd);
-  __syncthreads();
-  quantize_row_any(sp, t, [&](int c) { return row[c]; }, a8, a4, sa);
-}
-
-/** After a split attention: the combine, quantizing for o_proj where attention_quant asks and the row fits. */
-int launch_kv4_combine(const Kv4Args& a, int hd, cudaStream_t s) {
-  const int T = a.st.T, C = a.n_heads * hd;
-  if (a.quant && C <= CQ_MAX) {
-    const QuantTo& q = *a.quant;
-    attn_kv4_combine_quant<<<dim3(1, T), CQ_THREADS, (size_t)C * 4, s>>>(a.ws, a.st.pos, a.n_heads, hd, a.nseg, q.sp, q.a8, q.a4, q.sa);
-    a.quant->done = true;
-    return check_launch("attention (kv4 combine + quantize)");
+  for (int c = threadIdx.x; c < hd; c += blockDim.x) {
+    float m = p[0], l = p[1], num = p[2 + c];  // the first fold (a = 0, b = 1) gives the first state itself
+    for (int k = 1; k < ns; k++) {
+      const float* q = p + (size_t)k * (hd + 2);
+      const float M = fmaxf(m, q[0]), fa = exp2c(__fsub_rn(m, M)), fb = exp2c(__fsub_rn(q[0], M));
+      l = __fadd_rn(__fmul_rn(l, fa), __fmul_rn(q[1], fb));
+      num = __fadd_rn(__fmul_rn(num, fa), __fmul_rn(q[2 + c], fb));
+      m = M;
+    }
+    out[(size_t)t * n_heads * hd + (size_t)h * hd + c] = __fdiv_rn(num, l);
   }
-  attn_kv4_combine<<<dim3(a.n_heads, T), 128, 0, s>>>(a.ws, a.st.pos, a.n_heads, hd, a.nseg, a.out);
-  return check_launch("attention (kv4 combine)");
 }
 
 // ==== KV4 on tensor cores (attn_kv4_mma): the same contract, one warp per 128-key segment ==================
@@ -1104,7 +1063,9 @@ int launch_kv4_mma(Kv4Args a, int T, int nkv, cudaStream_t s) {
   const dim3 grid(a.split ? (a.nseg + MW - 1) / MW : 1, nkv, T);
   attn_kv4_mma<HD, GQ><<<grid, MW * 32, smem, s>>>(a);
   if (int e = check_launch("attention (kv4 mma)")) return e;
-  return a.split ? launch_kv4_combine(a, HD, s) : 0;
+  if (!a.split) return 0;
+  attn_kv4_combine<<<dim3(a.n_heads, T), 128, 0, s>>>(a.ws, a.st.pos, a.n_heads, HD, a.nseg, a.out);
+  return check_launch("attention (kv4 combine)");
 }
 
 int launch_kv4_mma_any(const Kv4Args& a, int hd, int gq, int T, int nkv, cudaStream_t s) {
@@ -1173,8 +1134,8 @@ extern "C" int comet_attention_f32(const float* q, const float* kc, const float*
   return check_launch("attention (f32)");
 }
 
-static int attention_kv4(const float* q, const uint8_t* cache, comet_step st, comet_kv_geom g, int n_heads, int max_len,
-                         void* ws, float* out, QuantTo* quant, void* stream) {
+extern "C" int comet_attention_kv4(const float* q, const uint8_t* cache, comet_step st, comet_kv_geom g, int n_heads,
+                                   int max_len, void* ws, float* out, void* stream) {
   const int T = st.T, hd = g.head_dim, G = g.group, nkv = g.n_kv_heads;
   if (T == 0) return 0;
   const int gq = nkv > 0 && n_heads % nkv == 0 ? n_heads / nkv : 0;
@@ -1190,10 +1151,10 @@ static int attention_kv4(const float* q, const uint8_t* cache, comet_step st, co
   if (max_len <= 0) return set_error(COMET_EINVAL, "attention (kv4): max_len %d", max_len);
   const int nseg = (max_len + SEG - 1) / SEG;
   if (kv4_mma_supported(hd, gq, G, P)) {
-    const Kv4Args a{q, cache, st, g, n_heads, 0, nseg, (float)(1.4426950408889634 / sqrt((double)hd)), (float*)ws, out, quant};
+    const Kv4Args a{q, cache, st, g, n_heads, 0, nseg, (float)(1.4426950408889634 / sqrt((double)hd)), (float*)ws, out};
     return launch_kv4_mma_any(a, hd, gq, T, nkv, S(stream));
   }
-  Kv4Args a{q, cache, st, g, n_heads, T * nkv < SPLIT_BELOW && nseg > 1, nseg, (float)(1.4426950408889634 / sqrt((double)hd)), (float*)ws, out, quant};
+  Kv4Args a{q, cache, st, g, n_heads, T * nkv < SPLIT_BELOW && nseg > 1, nseg, (float)(1.4426950408889634 / sqrt((double)hd)), (float*)ws, out};
   const dim3 grid(a.split ? nseg : 1, nkv, T);
   int e;
   switch (hd) {
@@ -1204,20 +1165,6 @@ static int attention_kv4(const float* q, const uint8_t* cache, comet_step st, co
     default: e = launch_kv4_gq<256>(a, gq, grid, S(stream)); break;
   }
   if (e || !a.split) return e;
-  return launch_kv4_combine(a, hd, S(stream));
-}
-
-extern "C" int comet_attention_kv4(const float* q, const uint8_t* cache, comet_step st, comet_kv_geom g, int n_heads,
-                                   int max_len, void* ws, float* out, void* stream) {
-  return attention_kv4(q, cache, st, g, n_heads, max_len, ws, out, nullptr, stream);
-}
-
-extern "C" int comet_attention_kv4_quant(const float* q, const uint8_t* cache, comet_step st, comet_kv_geom g,
-                                         int n_heads, int max_len, void* ws, float* out, int K, int B, int Kp, int K8,
-                                         const int32_t* perm, int8_t* a8, uint8_t* a4, uint16_t* sa, void* stream) {
-  QuantTo qt{ActSpec{K, B, Kp, K8, perm}, a8, a4, sa, false};
-  if (int e = check_spec("attention_quant", qt.sp)) return e;
-  if (K != n_heads * g.head_dim) return set_error(COMET_EINVAL, "attention_quant: spec.K = %d but the output has %d channels", K, n_heads * g.head_dim);
-  if (int e = attention_kv4(q, cache, st, g, n_heads, max_len, ws, out, &qt, stream)) return e;
-  return qt.done ? 0 : comet_quantize_act(out, st.T, K, B, Kp, K8, perm, a8, a4, sa, stream);  // unsplit: out, then quantize
+  attn_kv4_combine<<<dim3(n_heads, T), 128, 0, S(stream)>>>(a.ws, st.pos, n_heads, hd, nseg, out);
+  return check_launch("attention (kv4 combine)");
 }

@@ -233,7 +233,7 @@ function recordingAddon() {
   const facts = { name: 'recording', count: 1, major: 9, minor: 0, sms: 132, freeBytes: 2 ** 34, totalBytes: 2 ** 34, driverVersion: 0, runtimeVersion: 0 };
   const names = ['free', 'copy', 'memset', 'sync', 'w4Destroy', 'gemmW4ax', 'gemmForce', 'embed', 'rmsnorm', 'add', 'siluMul', 'rope', 'gemmF32', 'rows',
     'argmax', 'quantizeAct', 'rmsnormQuant', 'siluMulQuant', 'kvAppendF32', 'kvAppendKv4', 'attentionF32', 'attentionKv4', 'profSpin', 'profMark', 'graphLaunch', 'graphDestroy',
-    'addRmsnorm', 'addRmsnormQuant', 'ropeKvAppendF32', 'ropeKvAppendKv4', 'gemmW4axMany', 'embedF16', 'gemmF16w', 'attentionKv4Quant'];
+    'addRmsnorm', 'addRmsnormQuant', 'ropeKvAppendF32', 'ropeKvAppendKv4', 'gemmW4axMany', 'embedF16', 'gemmF16w'];
   const addon: Record<string, unknown> = Object.fromEntries(names.map((n) => [n, rec(n)]));
   Object.assign(addon, {
     init: () => facts, deviceInfo: () => facts,
@@ -340,12 +340,12 @@ describe('decode graphs: the CUDA backend\'s capture, over a recording addon (no
 
 describe('the fused decode step: launches per layer, over a recording addon (no GPU)', () => {
   // what one decoder layer of a W4A4KV4 model enqueues (the model through src/graph): the residual add inside the
-  // next norm (addRmsnormQuant), RoPE inside the KV append (ropeKvAppendKv4), o_proj's quantizer inside the
-  // attention (attentionKv4Quant), q/k/v and gate/up each one GEMM (gemmW4axMany). Unfused it was 14: rmsnormQuant, gemm q/k/v, rope ×2, kvAppendKv4, attention, quantizeAct,
+  // next norm (addRmsnormQuant), RoPE inside the KV append (ropeKvAppendKv4), q/k/v and gate/up each one GEMM
+  // (gemmW4axMany). Unfused it was 14: rmsnormQuant, gemm q/k/v, rope ×2, kvAppendKv4, attention, quantizeAct,
   // gemm o, add, rmsnormQuant, gemm gate/up, siluMulQuant, gemm down, add.
   const KERNELS = new Set(['embed', 'embedF16', 'rmsnorm', 'add', 'siluMul', 'rope', 'gemmF32', 'gemmF16w', 'rows', 'argmax', 'quantizeAct', 'rmsnormQuant', 'siluMulQuant', 'kvAppendF32', 'kvAppendKv4',
-    'attentionF32', 'attentionKv4', 'gemmW4ax', 'gemmW4axMany', 'addRmsnorm', 'addRmsnormQuant', 'ropeKvAppendF32', 'ropeKvAppendKv4', 'attentionKv4Quant']);
-  it('a W4A4KV4 decode layer is 9 ops (was 14)', async () => {
+    'attentionF32', 'attentionKv4', 'gemmW4ax', 'gemmW4axMany', 'addRmsnorm', 'addRmsnormQuant', 'ropeKvAppendF32', 'ropeKvAppendKv4']);
+  it('a W4A4KV4 decode layer is 10 ops (was 14)', async () => {
     const { addon, calls, facts } = recordingAddon();
     const be = new CudaBackend(addon as never, facts);
     const m = (await syntheticW4(be)).model, c = m.config;
@@ -353,7 +353,7 @@ describe('the fused decode step: launches per layer, over a recording addon (no 
     calls.length = 0;
     m.forward(Int32Array.of(3, 4), { pos: Int32Array.of(7, 2), seq: Int32Array.of(0, 1), blockTables: [Int32Array.of(0), Int32Array.of(1)] }, cache, Int32Array.of(0, 1));
     const ops = calls.map((x) => x.name).filter((n) => KERNELS.has(n));
-    const layer = ['addRmsnormQuant', 'gemmW4axMany', 'ropeKvAppendKv4', 'attentionKv4Quant', 'gemmW4ax', 'addRmsnormQuant', 'gemmW4axMany', 'siluMulQuant', 'gemmW4ax'];
+    const layer = ['addRmsnormQuant', 'gemmW4axMany', 'ropeKvAppendKv4', 'attentionKv4', 'quantizeAct', 'gemmW4ax', 'addRmsnormQuant', 'gemmW4axMany', 'siluMulQuant', 'gemmW4ax'];
     expect(ops.slice(1, -4)).toEqual(['rmsnormQuant', ...layer.slice(1), ...Array.from({ length: c.nLayers - 1 }, () => layer).flat()]);
     expect(ops.slice(-4, -1)).toEqual(['add', 'rows', 'rmsnorm']); // the last layer's add, the rows, the final norm, the classifier
     be.endStep();

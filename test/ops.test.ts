@@ -516,27 +516,6 @@ eachBackend('ops', ({ name, create, variants }) => {
     }
   }, 300_000); // SwiftShader: several seconds per kernel
 
-  // attention_quant (o_proj's input quantized by the attention's own launches where it can: CUDA's split decode
-  // combine) is quantize_act of attention bit for bit, on a decode batch and a prefill chunk (CUDA: unsplit).
-  for (const dtype of ['f32', 'kv4'] as const)
-    it(`attention_quant ${dtype}: exactly quantize_act of attention, decode batch and prefill chunk`, async () => {
-      // CUDA: LLaMA-3 heads (its prefill chunk, 136 tokens x 8 KV heads, runs unsplit); elsewhere a small GQA 2
-      const g: Geom = name === 'cuda' ? LLAMA_GEOMS[0][1] : { nKv: 2, nH: 4, hd: 64, P: 16, G: 64 };
-      const lens = [300, 17, 1], Q = g.nH * g.hd, C = g.nKv * g.hd; // 300 keys: 3 segments
-      const spec = actSpec(Q, 64, 128, permutation(rng(23), Q));
-      const { tables, numPages } = pageTables(lens.map((n) => n + 140), g.P, 24);
-      const cache = be.createKVCache({ nLayers: 1, nKvHeads: g.nKv, headDim: g.hd, pageSize: g.P, numPages, dtype, group: g.G });
-      const steps = [stepLayout([0, 0, 0], lens, tables), stepLayout(lens, lens.map((n) => n + 1), tables), ...(name === 'cuda' ? [stepLayout([301], [437], tables)] : [])];
-      for (const [i, l] of steps.entries()) {
-        const T = l.pos.length, q = up(randn(80 + i, T * Q, 0.5), [T, Q]);
-        be.kvAppend(cache, 0, up(randn(81 + i, T * C, 2), [T, C]), up(randn(82 + i, T * C), [T, C]), l);
-        if (i === 0) continue; // the fill
-        const fused = await be.readRaw!(be.attentionQuant(q, cache, 0, l, g.nH, spec));
-        expect(firstDiff(fused, await be.readRaw!(composed.attentionQuant(be, q, cache, 0, l, g.nH, spec))), `step ${i}`).toBe(-1);
-        be.endStep();
-      }
-    }, 300_000);
-
   /** Run `steps` through one paged cache on backend `b` and the simulator: kv_append, then (after the first
    *  `fillSteps`, which only append) attention, whose output is checked (at b's attention tier) against the simulator reading b's own cache bytes, so a KV code
    *  a bounded backend rounded the other way does not count against its attention. The KV bytes themselves are

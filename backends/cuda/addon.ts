@@ -64,8 +64,6 @@ export interface CudaAddon {
   ropeKvAppendKv4(cache: Ptr, q: Ptr, k: Ptr, v: Ptr, nHeads: number, freqs: Ptr, qOut: Ptr, ...stepAndGeom: number[]): void;
   attentionF32(q: Ptr, kc: Ptr, vc: Ptr, ...rest: number[]): void;
   attentionKv4(q: Ptr, cache: Ptr, ...rest: number[]): void;
-  /** attentionKv4's arguments, then K, B, Kp, K8, perm, a8, a4, sa: its output quantized for o_proj (capi.h) */
-  attentionKv4Quant(q: Ptr, cache: Ptr, ...rest: number[]): void;
   attentionWorkspace(T: number, nHeads: number, headDim: number, maxLen: number): number;
   // op profiler (cuda/ops_float.cu): spin kernel, event marks, mark-pair times in ms
   profSpin(us: number): void;

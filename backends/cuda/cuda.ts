@@ -17,7 +17,6 @@ import { existsSync } from 'node:fs';
 import { CometError } from '../errors.ts';
 import { loadAddon, type CudaAddon, type DeviceFacts, type Ptr } from './addon.ts';
 import { cudaGptq, hasGptq } from './gptq.ts';
-import { composed } from '../composed.ts';
 
 const ALIGN = 256;
 const align = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
@@ -208,7 +207,7 @@ export class CudaBackend implements Backend {
   /** The addon with every kernel-launching call wrapped: when op timing is on, each call is preceded by a
    *  spin kernel and bracketed by events (cuda/ops_float.cu), so the pair times that op's GPU work alone. */
   private profiled(raw: CudaAddon): CudaAddon {
-    const ops = ['embed', 'embedF16', 'rmsnorm', 'add', 'siluMul', 'rope', 'gemmF32', 'gemmF16w', 'rows', 'argmax', 'quantizeAct', 'rmsnormQuant', 'siluMulQuant', 'kvAppendF32', 'kvAppendKv4', 'addRmsnorm', 'addRmsnormQuant', 'ropeKvAppendF32', 'ropeKvAppendKv4', 'attentionKv4Quant', 'attentionF32', 'attentionKv4', 'gemmW4ax', 'gemmW4axMany'] as const;
+    const ops = ['embed', 'embedF16', 'rmsnorm', 'add', 'siluMul', 'rope', 'gemmF32', 'gemmF16w', 'rows', 'argmax', 'quantizeAct', 'rmsnormQuant', 'siluMulQuant', 'kvAppendF32', 'kvAppendKv4', 'addRmsnorm', 'addRmsnormQuant', 'ropeKvAppendF32', 'ropeKvAppendKv4', 'attentionF32', 'attentionKv4', 'gemmW4ax', 'gemmW4axMany'] as const;
     const out = { ...raw } as Record<string, unknown>;
     for (const k of ops) {
       const f = raw[k] as ((...a: unknown[]) => void) | undefined;
@@ -263,7 +262,6 @@ export class CudaBackend implements Backend {
       silu_mul: { f32: 'tolerance' }, silu_mul_quant: { qact: 'tolerance' }, add: { f32: 'exact' }, argmax: { f32: 'exact' }, rows: { f32: 'exact' },
       // fused kernels (cuda/ops_*.cu): bit for bit this backend's composition; against the simulator, their halves' tiers
       add_rmsnorm: { f32: 'tolerance' }, add_rmsnorm_quant: { qact: 'tolerance' }, rope_kv_append: { f32: 'tolerance', kv4: 'tolerance' },
-      attention_quant: { f32: 'tolerance', kv4: 'exact' },
     };
   }
   readonly profiler: OpProfiler = { setOpTiming: (on) => this.setOpTiming(on), opTimings: () => this.opTimings() };
@@ -695,20 +693,6 @@ export class CudaBackend implements Backend {
     const qp = this.checkF32(q, 'attention').ptr;
     if (s.dtype === 'kv4') this.addon.attentionKv4(qp, base, ...this.stepArgs(d, s), nHeads, len, ws, out.ptr);
     else this.addon.attentionF32(qp, base, base + c.layerBytes / 2, ...this.stepArgs(d, s), nHeads, len, ws, out.ptr);
-    return out;
-  }
-
-  attentionQuant(q: Tensor, cache: KVCache, layer: number, layout: StepLayout, nHeads: number, spec: ActQuantSpec): Tensor {
-    const c = cache as CudaKVCache, s = c.spec;
-    if (s.dtype !== 'kv4') return composed.attentionQuant(this, q, cache, layer, layout, nHeads, spec); // f32 cache: two ops
-    if (spec.K !== nHeads * s.headDim) throw new CometError(`attentionQuant: spec.K = ${spec.K} but the output has ${nHeads}·${s.headDim} channels`);
-    if (colsOf(q) !== nHeads * s.headDim || rowsOf(q) !== layout.pos.length)
-      throw new CometError(`attention: q [${q.shape}] does not match ${layout.pos.length} tokens of ${nHeads}·${s.headDim}`);
-    this.checkPages(c, layout, 'attention');
-    const d = this.layout(layout), len = this.launchLen(d, s), scratch = this.f32(q.shape), out = this.qact(spec, rowsOf(q)), o = out.q!;
-    const ws = this.tmp(this.addon.attentionWorkspace(d.T, nHeads, s.headDim, len));
-    this.addon.attentionKv4Quant(this.checkF32(q, 'attention_quant').ptr, c.layerPtr(layer), ...this.stepArgs(d, s), nHeads, len, ws, scratch.ptr,
-      spec.K, spec.B, spec.Kp, spec.K8, this.permPtr(spec), o.a8, o.a4, o.sa);
     return out;
   }
 

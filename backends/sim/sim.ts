@@ -63,7 +63,7 @@ export class SimBackend implements Backend {
   /** the simulator defines every op and dtype: exact by definition */
   readonly ops: OpSet = {
     embed: { f32: 'exact', f16: 'exact', w4: 'exact' }, rmsnorm: { f32: 'exact' }, rmsnorm_quant: { qact: 'exact' }, quantize_act: { qact: 'exact' },
-    add_rmsnorm: { f32: 'exact' }, add_rmsnorm_quant: { qact: 'exact' }, rope_kv_append: { f32: 'exact', kv4: 'exact' }, attention_quant: { f32: 'exact', kv4: 'exact' },
+    add_rmsnorm: { f32: 'exact' }, add_rmsnorm_quant: { qact: 'exact' }, rope_kv_append: { f32: 'exact', kv4: 'exact' },
     gemm_f32: { f32: 'exact', f16: 'exact' }, gemm_w4ax: { w4: 'exact' }, rope: { f32: 'exact' }, kv_append: { f32: 'exact', kv4: 'exact' },
     attention: { f32: 'exact', kv4: 'exact' }, silu_mul: { f32: 'exact' }, silu_mul_quant: { qact: 'exact' }, add: { f32: 'exact' },
     argmax: { f32: 'exact' }, rows: { f32: 'exact' },
@@ -115,9 +115,6 @@ export class SimBackend implements Backend {
   addRmsnormQuant(x: Tensor, y: Tensor, w: Tensor, eps: number, spec: Weight['act'] & object): [Tensor, Tensor] { return composed.addRmsnormQuant(this, x, y, w, eps, spec); }
   ropeKvAppend(q: Tensor, k: Tensor, v: Tensor, cache: KVCache, layer: number, layout: StepLayout, spec: RopeSpec): Tensor {
     return composed.ropeKvAppend(this, q, k, v, cache, layer, layout, spec);
-  }
-  attentionQuant(q: Tensor, cache: KVCache, layer: number, layout: StepLayout, nHeads: number, spec: Weight['act'] & object): Tensor {
-    return composed.attentionQuant(this, q, cache, layer, layout, nHeads, spec);
   }
   quantizeAct(x: Tensor, spec: Weight['act'] & object): Tensor {
     const q = this.quant.quantizeAct(f32(x), rows(x), spec);

@@ -294,7 +294,6 @@ export class WebGPUBackend implements Backend {
     argmax: { f32: 'exact' }, rows: { f32: 'exact' },
     // the fused decode ops, as compositions of the kernels above (same dispatches): tiers of their halves
     add_rmsnorm: { f32: 'tolerance' }, add_rmsnorm_quant: { qact: 'tolerance' }, rope_kv_append: { f32: 'tolerance', kv4: 'tolerance' },
-    attention_quant: { f32: 'tolerance', kv4: 'tolerance' },
   };
 
   // ---------------------------------------------------------------- memory
@@ -726,9 +725,6 @@ export class WebGPUBackend implements Backend {
   addRmsnormQuant(x: Tensor, y: Tensor, w: Tensor, eps: number, spec: ActQuantSpec): [Tensor, Tensor] { return composed.addRmsnormQuant(this, x, y, w, eps, spec); }
   ropeKvAppend(q: Tensor, k: Tensor, v: Tensor, cache: KVCache, layer: number, layout: StepLayout, spec: RopeSpec): Tensor {
     return composed.ropeKvAppend(this, q, k, v, cache, layer, layout, spec);
-  }
-  attentionQuant(q: Tensor, cache: KVCache, layer: number, layout: StepLayout, nHeads: number, spec: ActQuantSpec): Tensor {
-    return composed.attentionQuant(this, q, cache, layer, layout, nHeads, spec);
   }
   async argmax(x: Tensor): Promise<Int32Array> {
     const xt = this.want(x, 'f32', 'argmax'), R = rowsOf(x);

@@ -3,8 +3,7 @@
 // consumer weight is w4 fuses the FMPQ quantizer (rmsnorm_quant, silu_mul_quant); a linear on w4 quantizes an
 // f32 input first (quantize_act, with the channel gather of its spec).
 // The residual stream is a Residual: `x += y` waits for the next norm that reads x, which does both in one launch
-// (add_rmsnorm[_quant]); RoPE of q and k goes with the KV append (rope_kv_append); attention quantizes its
-// output for a w4 o_proj (attention_quant). Every fused op is, bit for bit,
+// (add_rmsnorm[_quant]); RoPE of q and k goes with the KV append (rope_kv_append). Every fused op is, bit for bit,
 // the composition it replaces (Backend), so fusing changes launches, never results.
 // `tap` sees every named tensor (dumps, cross-backend diffs); ops enqueue, so tapping costs nothing unset.
 import { type Backend, type HostWeight, type KVCache, type KVDType, type OpDType, type OpName, type RopeSpec, type StepLayout, supports, type Tensor, type Weight } from '../../backends/backend.ts';
@@ -65,10 +64,8 @@ export class Graph {
     return this.out(name, this.be.ropeKvAppend(q, k, v, cache, layer, layout, spec));
   }
 
-  /** Attention over the cache; quantized for `consumer` (o_proj) when it is a w4 weight (attention_quant). */
-  attention(name: string, q: Tensor, cache: KVCache, layer: number, layout: StepLayout, nHeads: number, consumer: Weight): Tensor {
-    const act = consumer.act;
-    return this.out(name, act ? this.be.attentionQuant(q, cache, layer, layout, nHeads, act) : this.be.attention(q, cache, layer, layout, nHeads));
+  attention(name: string, q: Tensor, cache: KVCache, layer: number, layout: StepLayout, nHeads: number): Tensor {
+    return this.out(name, this.be.attention(q, cache, layer, layout, nHeads));
   }
 
   add(name: string, a: Tensor, b: Tensor): Tensor {
@@ -123,7 +120,6 @@ export function opsNeeded(weights: Iterable<HostWeight>, kv: KVDType): Array<[Op
     if (w.name === 'tok_embed') add('embed', w.kind);
     if (w.kind === 'w4') {
       for (const op of ['quantize_act', 'rmsnorm_quant', 'add_rmsnorm_quant', 'silu_mul_quant'] as const) add(op, 'qact');
-      add('attention_quant', kv);
       add('gemm_w4ax', 'w4');
     } else if (w.shape.length === 2) {
       for (const op of ['rmsnorm', 'add_rmsnorm', 'silu_mul'] as const) add(op, 'f32');

@@ -77,7 +77,7 @@ export function decoderLayer(g: Graph, c: LlamaConfig, rope: RopeSpec, l: number
   const h = g.norm(`l${l}.attn_norm`, x, L.attnNorm, eps, L.wq);
   const [qp, k, v] = g.linears([`l${l}.q_proj`, `l${l}.k_proj`, `l${l}.v`], h, [L.wq, L.wk, L.wv]);
   const q = g.ropeKvAppend(`l${l}.q`, qp, k, v, cache, cacheLayer, layout, rope); // cache ← rope(k), v
-  const att = g.attention(`l${l}.attn`, q, cache, cacheLayer, layout, c.nHeads, L.wo);
+  const att = g.attention(`l${l}.attn`, q, cache, cacheLayer, layout, c.nHeads);
   x.add(`l${l}.attn_res`, g.linear(`l${l}.o_proj`, att, L.wo));
   const h2 = g.norm(`l${l}.ffn_norm`, x, L.ffnNorm, eps, L.wGate);
   const [gate, up] = g.linears([`l${l}.gate`, `l${l}.up`], h2, [L.wGate, L.wUp]);
