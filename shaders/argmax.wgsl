@@ -16,7 +16,17 @@ fn argmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
   let o = wg.x * p.C;
   var v = -3.4028234663852886e38;
   var vi = 0xffffffffu;
-  for (var c = lid; c < p.C; c = c + WG) {
+  // four loads in flight per invocation (a GPU otherwise waits out each load's latency in turn), compared in
+  // ascending index order as one at a time would
+  var c = lid;
+  for (; c + 3u * WG < p.C; c = c + 4u * WG) {
+    let e0 = x[o + c]; let e1 = x[o + c + WG]; let e2 = x[o + c + 2u * WG]; let e3 = x[o + c + 3u * WG];
+    if (vi == 0xffffffffu || e0 > v) { v = e0; vi = c; }
+    if (e1 > v) { v = e1; vi = c + WG; }
+    if (e2 > v) { v = e2; vi = c + 2u * WG; }
+    if (e3 > v) { v = e3; vi = c + 3u * WG; }
+  }
+  for (; c < p.C; c = c + WG) {
     let e = x[o + c];
     if (vi == 0xffffffffu || e > v) { v = e; vi = c; }
   }

@@ -2,8 +2,8 @@
 // attends to positions 0..pos[t] of its sequence (prefill is causal by construction). Cache layouts: kv_append.wgsl.
 // f32 cache (the float reference path): softmax(q·k/sqrt(hd))·v, one workgroup of 64 per (token, head), positions
 // in chunks of 1024 scores in workgroup memory with an online softmax across chunks (tier 3); or attention_serial.
-// KV4 cache: attention_kv4, the contract of simulator/kernels/attention_kv4.ts (DESIGN §3.5.1) step by step, one
-// invocation per (token, head). Its integer dot products are exact; its f32 ops are the contract's, but WGSL has no
+// KV4 cache: the contract of simulator/kernels/attention_kv4.ts (DESIGN §3.5.1) step by step: attention_kv4, one
+// workgroup of 64 per (token, head), or attention_kv4_serial, one invocation per (token, head) (CPU adapters). Its integer dot products are exact; its f32 ops are the contract's, but WGSL has no
 // FMA control and divides to 2.5 ulp, so the outputs are tier 3 (relative error ~1e-7, test/ops.test.ts).
 struct P {
   T: u32, nHeads: u32, nKv: u32, hd: u32, P: u32, G: u32,
@@ -144,8 +144,30 @@ fn bfly64(x: ptr<function, array<f32, 64>>) -> f32 {
   return y[0];
 }
 
+/** The contract's step 4 for the chunk at c0 (of n keys) with max m and sum l: folds it into the segment state
+ *  st = (seg m, seg l, total m, total l), and at a segment's end (last) the segment into the total. A channel's
+ *  num folds with the factors returned: seg = seg·fa + num·fb, then when last, tot = tot·ta + seg·tb. */
+struct Fold { fa: f32, fb: f32, ta: f32, tb: f32, last: bool };
+fn fold_chunk(c0: u32, n: u32, m: f32, l: f32, st: ptr<function, vec4<f32>>) -> Fold {
+  let first = c0 % 128u == 0u;   // segments of 128 keys (KV4_SEG)
+  let last = c0 + 64u >= n || (c0 + 64u) % 128u == 0u;
+  var fa = 0.0; var fb = 1.0; var M = m;
+  if (!first) { M = max((*st).x, m); fa = exp2c((*st).x - M); fb = exp2c(m - M); }
+  (*st).y = (*st).y * fa + l * fb;
+  (*st).x = M;
+  var ta = 0.0; var tb = 1.0;
+  if (last) {
+    var TM = (*st).x;
+    if (c0 >= 128u) { TM = max((*st).z, (*st).x); ta = exp2c((*st).z - TM); tb = exp2c((*st).x - TM); }
+    (*st).w = (*st).w * ta + (*st).y * tb;
+    (*st).z = TM;
+  }
+  return Fold(fa, fb, ta, tb, last);
+}
+
+// One invocation per (token, head) (CPU adapters: no barriers). A GPU runs attention_kv4 below.
 @compute @workgroup_size(64)
-fn attention_kv4(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn attention_kv4_serial(@builtin(global_invocation_id) gid: vec3<u32>) {
   let r = head_of(gid);
   if (!r.live) { return; }
   let kvh = r.kvh; let qo = r.qo; let n = r.n; let bt = r.bt;
@@ -161,7 +183,7 @@ fn attention_kv4(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var d = 0u; d < p.hd; d++) { q8[d] = clamp(i32(round(q[qo + d] * rq)), -127, 127); qg[d / p.G] += q8[d]; }
   var seg: array<f32, 256>; var tot: array<f32, 256>;
   for (var d = 0u; d < p.hd; d++) { seg[d] = 0.0; tot[d] = 0.0; }
-  var sm = 0.0; var sl = 0.0; var tm = 0.0; var tl = 0.0;
+  var st = vec4<f32>(0.0); // the segment's (m, l) and the total's (m, l)
   var tt: array<f32, 64>; var pp: array<f32, 64>; var ww: array<f32, 64>; var zt: array<f32, 64>; var u: array<u32, 64>;
   for (var c0 = 0u; c0 < n; c0 += 64u) {
     let nk = min(64u, n - c0);
@@ -182,19 +204,7 @@ fn attention_kv4(@builtin(global_invocation_id) gid: vec3<u32>) {
     // 3. softmax, l, and the fold factors (chunk -> segment; at a segment's end segment -> total)
     for (var j = 0u; j < 64u; j++) { pp[j] = select(0.0, exp2c(tt[j] - m), j < nk); }
     let l = bfly64(&pp);
-    let first = c0 % 128u == 0u;   // segments of 128 keys (KV4_SEG)
-    let last = c0 + 64u >= n || (c0 + 64u) % 128u == 0u;
-    var fa = 0.0; var fb = 1.0; var M = m;
-    if (!first) { M = max(sm, m); fa = exp2c(sm - M); fb = exp2c(m - M); }
-    sl = sl * fa + l * fb;
-    sm = M;
-    var ta = 0.0; var tb = 1.0;
-    if (last) {
-      var TM = sm;
-      if (c0 >= 128u) { TM = max(tm, sm); ta = exp2c(tm - TM); tb = exp2c(sm - TM); }
-      tl = tl * ta + sl * tb;
-      tm = TM;
-    }
+    let f = fold_chunk(c0, n, m, l, &st);
     // per V group: 15-bit weights, Σ p·z, then the channels' integer P·V, folded
     for (var g = 0u; g < ng; g++) {
       var W = 0.0;
@@ -215,10 +225,135 @@ fn attention_kv4(@builtin(global_invocation_id) gid: vec3<u32>) {
         var A = 0u;
         for (var j = 0u; j < nk; j++) { A += u[j] * kv4_code(1u, lay[bt + (c0 + j) / p.P], kvh, (c0 + j) % p.P, c); }
         let nc = f32(A) * dq + zs;
-        seg[c] = seg[c] * fa + nc * fb;
-        if (last) { tot[c] = tot[c] * ta + seg[c] * tb; }
+        seg[c] = seg[c] * f.fa + nc * f.fb;
+        if (f.last) { tot[c] = tot[c] * f.ta + seg[c] * f.tb; }
       }
     }
   }
-  for (var d = 0u; d < p.hd; d++) { y[qo + d] = tot[d] / tl; }
+  for (var d = 0u; d < p.hd; d++) { y[qo + d] = tot[d] / st.w; }
+}
+
+// ---- KV4, one workgroup of 64 lanes per (token, head) (grid T x nHeads). A decode step has one token per sequence,
+// so one invocation per head left the GPU with 32 threads walking every key alone (10 µs per key and layer on the
+// H200). Here lanes are the chunk's 64 keys for the scores and the softmax (the contract's bfly is a 64-lane
+// reduction), and (code word, key subset) pairs for P·V, whose integer sums are exact in any split.
+var<workgroup> kq8: array<i32, 256>;   // q as INT8 [hd]
+var<workgroup> kqg: array<i32, 32>;    // Q_g = Σ_{c∈g} q8_c [ng]
+var<workgroup> ku: array<u32, 2048>;   // the chunk's 15-bit weights u [ng][64 keys]
+var<workgroup> kdq: array<f32, 32>;    // dq_g
+var<workgroup> kzs: array<f32, 32>;    // zs_g
+var<workgroup> kA: array<u32, 512>;    // P·V partial sums [key subset][hd] (subsets · hd <= 64 · 8)
+var<workgroup> bx: array<f32, 64>;
+var<workgroup> by: array<f32, 32>;
+
+/** the contract's bfly over the 64 lanes' values, lane by lane as the TS (each sum in one lane; y_i + y_{i^o} and
+ *  y_{i^o} + y_i are the same f32): every lane gets y_0 */
+fn bfly_wg(v: f32, lid: u32) -> f32 {
+  bx[lid] = v;
+  workgroupBarrier();
+  if (lid < 32u) { by[lid] = bx[lid] + bx[lid + 32u]; }
+  workgroupBarrier();
+  for (var o = 16u; o > 0u; o = o >> 1u) {
+    var s = 0.0;
+    if (lid < 32u) { s = by[lid] + by[lid ^ o]; }
+    workgroupBarrier();
+    if (lid < 32u) { by[lid] = s; }
+    workgroupBarrier();
+  }
+  return by[0]; // the next writer of by is past at least one more barrier
+}
+
+@compute @workgroup_size(64)
+fn attention_kv4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let t = wg.x; let h = wg.y;
+  let kvh = h / (p.nHeads / p.nKv);
+  let qo = (t * p.nHeads + h) * p.hd;
+  let n = lay[p.posOff + t] + 1u;
+  let bt = lay[p.btoOff + lay[p.seqOff + t]];
+  let ng = p.hd / p.G;
+  let W8 = p.hd / 8u;   // code words of a key row
+  let KG = 64u / W8;    // P·V: lane = (word lid % W8, keys lid / W8 + KG·i)
+  // 1. q to INT8
+  var am = 0.0;
+  for (var d = lid; d < p.hd; d += 64u) { am = max(am, abs(q[qo + d])); }
+  let amax = wg_max(am, lid);
+  var rq = 0.0; var sq = 0.0;
+  if (amax > 0.0) { rq = 127.0 / amax; sq = amax / 127.0; }
+  let cs = sq * p.scale;
+  for (var d = lid; d < p.hd; d += 64u) { kq8[d] = clamp(i32(round(q[qo + d] * rq)), -127, 127); }
+  workgroupBarrier();
+  if (lid < ng) {
+    var s = 0;
+    for (var c = lid * p.G; c < (lid + 1u) * p.G; c++) { s += kq8[c]; }
+    kqg[lid] = s;
+  }
+  workgroupBarrier();
+  var seg = array<f32, 4>(0.0, 0.0, 0.0, 0.0); // channels lid + 64·i
+  var tot = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+  var st = vec4<f32>(0.0); // the segment's (m, l) and the total's (m, l)
+  for (var c0 = 0u; c0 < n; c0 += 64u) {
+    let nk = min(64u, n - c0);
+    let live = lid < nk; // this lane's key c0 + lid
+    var base = 0u; var slot = 0u;
+    if (live) { base = (lay[bt + (c0 + lid) / p.P] * p.nKv + kvh) * p.headW; slot = (c0 + lid) % p.P; }
+    // 2. the lane's score
+    var tj = -3.4028234663852886e38;
+    if (live) {
+      var dot = 0.0;
+      for (var g = 0u; g < ng; g++) {
+        var D = 0;
+        for (var w = g * p.G / 8u; w < (g + 1u) * p.G / 8u; w++) {
+          let cw = cache[base + p.kCodesW + slot * W8 + w];
+          for (var e = 0u; e < 8u; e++) { D += kq8[w * 8u + e] * i32((cw >> (4u * e)) & 0xfu); }
+        }
+        let sz = cache[base + p.kSZW + slot * ng + g];
+        dot = dot + (f16_half(sz, 0u) * f32(D) + f16_half(sz, 1u) * f32(kqg[g]));
+      }
+      tj = dot * cs;
+    }
+    let m = wg_max(tj, lid);
+    // 3. softmax, l, and the fold factors (chunk -> segment; at a segment's end segment -> total)
+    var pj = 0.0;
+    if (live) { pj = exp2c(tj - m); }
+    let l = bfly_wg(pj, lid);
+    let f = fold_chunk(c0, n, m, l, &st);
+    // per V group: the 15-bit weights of the chunk's keys, and Σ p·z
+    for (var g = 0u; g < ng; g++) {
+      var wj = 0.0; var zj = 0.0;
+      if (live) { let sz = cache[base + p.vSZW + slot * ng + g]; wj = pj * f16_half(sz, 0u); zj = pj * f16_half(sz, 1u); }
+      let W = wg_max(wj, lid); // >= 0: lanes past the chunk give 0, as the contract's max from 0
+      var r = 0.0; var dq = 0.0;
+      if (W > 0.0) { r = 32767.0 / W; dq = W / 32767.0; }
+      ku[g * 64u + lid] = select(0u, min(32767u, u32(round(wj * r))), W > 0.0);
+      let zs = bfly_wg(zj, lid);
+      if (lid == 0u) { kdq[g] = dq; kzs[g] = zs; }
+    }
+    workgroupBarrier();
+    // the channels' integer P·V: lane (word w, keys kg, kg + KG, ...) sums 8 channels, then the subsets are added
+    let w = lid % W8; let kg = lid / W8;
+    if (kg < KG) {
+      let ug = ((w * 8u) / p.G) * 64u;
+      var a = array<u32, 8>(0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u);
+      for (var j = kg; j < nk; j += KG) {
+        let cw = cache[(lay[bt + (c0 + j) / p.P] * p.nKv + kvh) * p.headW + p.vCodesW + ((c0 + j) % p.P) * W8 + w];
+        let uu = ku[ug + j];
+        for (var e = 0u; e < 8u; e++) { a[e] += uu * ((cw >> (4u * e)) & 0xfu); }
+      }
+      for (var e = 0u; e < 8u; e++) { kA[kg * p.hd + w * 8u + e] = a[e]; }
+    }
+    workgroupBarrier();
+    for (var i = 0u; i < 4u; i++) {
+      let c = lid + 64u * i;
+      if (c < p.hd) {
+        var A = 0u;
+        for (var k = 0u; k < KG; k++) { A += kA[k * p.hd + c]; }
+        let g = c / p.G;
+        let nc = f32(A) * kdq[g] + kzs[g];
+        seg[i] = seg[i] * f.fa + nc * f.fb;
+        if (f.last) { tot[i] = tot[i] * f.ta + seg[i] * f.tb; }
+      }
+    }
+    workgroupBarrier(); // ku, kA, kdq, kzs are the next chunk's
+  }
+  for (var i = 0u; i < 4u; i++) { let c = lid + 64u * i; if (c < p.hd) { y[qo + c] = tot[i] / st.w; } }
 }

@@ -123,6 +123,14 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     let w1 = wword(pt, n, k0, lane, 1u, CV, nk);
     let w2 = wword(pt, n, k0, lane, 2u, CV, nk);
     let w3 = wword(pt, n, k0, lane, 3u, CV, nk);
+    // the scales of this lane's first block of step 3 (the only one when the chunk has <= 32 blocks), loaded
+    // now too: after the barriers their latency would stand alone in each workgroup's critical path
+    let bp = k0 / p.B + lane;
+    var swp = 0.0; var sap = 0.0;
+    if (lane < nbc && bp < p.nb && n < pt.N) {
+      swp = sw_at(pt, n, bp);
+      if (MT == 1u && mBase < p.M) { sap = sa_at(mBase, bp); }
+    }
     // 1. stage the activation chunk as (even, odd) i8x4 words, 8 channels per invocation per step
     for (var t = 0u; t < MT; t++) {
       let m = mBase + t;
@@ -150,7 +158,12 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         for (var i = 0u; i < vpb; i++) { acc = acc + pp[(team * MT + t) * CV + bl * vpb + i]; }
         var tv = 0.0;
         let m = mBase + t;
-        if (b < p.nb && n < pt.N && m < p.M) { tv = f32(acc) * (sa_at(m, b) * sw_at(pt, n, b)); }
+        if (b < p.nb && n < pt.N && m < p.M) {
+          var sa = 0.0; var sw = 0.0;
+          if (bl == lane) { sw = swp; if (MT == 1u) { sa = sap; } else { sa = sa_at(m, b); } }
+          else { sw = sw_at(pt, n, b); sa = sa_at(m, b); }
+          tv = f32(acc) * (sa * sw);
+        }
         tb[(team * MT + t) * CV + bl] = tv;
       }
     }

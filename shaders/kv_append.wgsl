@@ -67,3 +67,39 @@ fn append_kv4(@builtin(global_invocation_id) g: vec3<u32>) {
     cache[co + wi] = word;
   }
 }
+
+// KV4, one workgroup of 64 per (token, KV head, K or V) (grid T x 2·nKv; GPUs): lane c holds channels c + 64·i,
+// lanes g < hd/G find their group's range, lanes w < hd/8 pack code word w. append_kv4 above (one invocation per
+// group walking its G channels twice) stays for CPU adapters; both store the same bytes.
+var<workgroup> xs: array<f32, 256>;   // the row [hd]
+var<workgroup> gsz: array<vec2<f32>, 32>; // (s, z) of each group as f32
+
+@compute @workgroup_size(64)
+fn append_kv4_wg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let t = wg.x; let h = wg.y / 2u; let which = wg.y % 2u;
+  let ng = p.hd / p.G;
+  let xo = t * p.nKv * p.hd + h * p.hd;
+  for (var c = lid; c < p.hd; c += 64u) { if (which == 1u) { xs[c] = vx[xo + c]; } else { xs[c] = kx[xo + c]; } }
+  workgroupBarrier();
+  let ps = place(t);
+  let base = (ps.x * p.nKv + h) * p.headW;
+  if (lid < ng) {
+    var lo = 3.4028234663852886e38; var hi = -3.4028234663852886e38;
+    for (var c = lid * p.G; c < (lid + 1u) * p.G; c++) { lo = min(lo, xs[c]); hi = max(hi, xs[c]); }
+    let sh = f16_div(hi - lo, 15.0);
+    let zh = f32_to_f16(lo);
+    gsz[lid] = vec2<f32>(f16_to_f32(sh), f16_to_f32(zh));
+    cache[base + select(p.kSZW, p.vSZW, which == 1u) + ps.y * ng + lid] = sh | (zh << 16u);
+  }
+  workgroupBarrier();
+  if (lid < p.hd / 8u) {
+    let sz = gsz[(lid * 8u) / p.G];
+    var word = 0u;
+    for (var e = 0u; e < 8u; e++) {
+      var q = 0u;
+      if (sz.x != 0.0) { q = u32(clamp(div_rne(xs[lid * 8u + e] - sz.y, sz.x), 0.0, 15.0)); }
+      word = word | (q << (4u * e));
+    }
+    cache[base + select(p.kCodesW, p.vCodesW, which == 1u) + (ps.y * p.hd) / 8u + lid] = word;
+  }
+}

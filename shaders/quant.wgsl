@@ -15,6 +15,8 @@ struct P {
   a4Off: u32, saOff: u32, // word offsets in the output
   eps: f32,
   direct: u32, // 1: whole-word scale stores (needs nb <= NBMAX), 0: atomicOr into a cleared sa
+  chunk: u32, // channels per workgroup (grid z: the row's chunks), a multiple of 2·WG: few rows (decode) spread
+              // over many workgroups; every chunk's scales are whole words (an even number of blocks)
 };
 override MODE: u32 = 0u;
 
@@ -34,6 +36,7 @@ var<workgroup> sb: array<u32, NBMAX>; // DIRECT: scale bits of every block of th
 @compute @workgroup_size(128)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let m = wg.x + wg.y * 65535u;
+  let jA = wg.z * p.chunk; let jB = min(p.Kp, jA + p.chunk); // this workgroup's channels
   let xo = m * p.K;
   var inv = 0.0;
   if (MODE == 1u) {
@@ -43,7 +46,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     inv = 1.0 / sqrt(s2 / f32(p.K) + p.eps);
   }
   let K4 = p.Kp - p.K8;
-  for (var j0 = 0u; j0 < p.Kp; j0 = j0 + WG) {
+  for (var j0 = jA; j0 < jB; j0 = j0 + WG) {
     let j = j0 + lid;
     var v = 0.0;
     if (j < p.K) {
@@ -88,8 +91,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     workgroupBarrier();
   }
-  if (p.direct != 0u) { // m·nb is even here: this token's scales start a word
-    for (var w = lid; w < (p.nb + 1u) / 2u; w = w + WG) {
+  if (p.direct != 0u) { // m·nb is even here: this token's scales start a word, and so do this chunk's
+    for (var w = jA / p.B / 2u + lid; w < (jB / p.B + 1u) / 2u; w = w + WG) {
       var hi = 0u;
       if (2u * w + 1u < p.nb) { hi = sb[2u * w + 1u]; }
       atomicStore(&q[p.saOff + ((m * p.nb) >> 1u) + w], sb[2u * w] | (hi << 16u));

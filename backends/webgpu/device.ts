@@ -37,7 +37,9 @@ async function nodeGpu(): Promise<GPU> {
   }
   // GPUBufferUsage, GPUMapMode, ... as in a browser
   for (const [k, v] of Object.entries(mod.globals)) if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
-  return mod.create([]);
+  // timestamps at full precision: Dawn rounds them for the web's sake (timing attacks), which hides a kernel's
+  // microseconds from the benchmarks (bench/webgpu); a Node process has no such page to protect
+  return mod.create(['disable-dawn-features=timestamp_quantization']);
 }
 
 /** The error every request gets once the device is lost. */

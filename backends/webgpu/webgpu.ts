@@ -51,7 +51,7 @@ class WKVCache implements KVCache {
 }
 
 type Binding = 'uniform' | 'read' | 'write';
-interface Pipe { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }
+interface Pipe { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout; name: string }
 type Res = GPUBuffer | { buffer: GPUBuffer; offset: number; size: number };
 
 /** gemm_w4ax.wgsl: params, act, up to three weights (codes | scales) and their outputs (matmulMany's parts) */
@@ -71,9 +71,11 @@ const PIPES = {
   rope: { family: 'rope', entry: 'rope', bind: ['uniform', 'read', 'read', 'write'] },
   kv_append_f32: { family: 'kv_append', entry: 'append_f32', bind: ['uniform', 'read', 'read', 'read', 'write'] },
   kv_append_kv4: { family: 'kv_append', entry: 'append_kv4', bind: ['uniform', 'read', 'read', 'read', 'write'] },
+  kv_append_kv4_wg: { family: 'kv_append', entry: 'append_kv4_wg', bind: ['uniform', 'read', 'read', 'read', 'write'] },
   attention_f32: { family: 'attention', entry: 'attention', bind: ['uniform', 'read', 'read', 'read', 'write'] },
   attention_serial_f32: { family: 'attention', entry: 'attention_serial', bind: ['uniform', 'read', 'read', 'read', 'write'] },
   attention_kv4: { family: 'attention', entry: 'attention_kv4', bind: ['uniform', 'read', 'read', 'read', 'write'] },
+  attention_kv4_serial: { family: 'attention', entry: 'attention_kv4_serial', bind: ['uniform', 'read', 'read', 'read', 'write'] },
   add: { family: 'elementwise', entry: 'add', bind: ['uniform', 'read', 'read', 'write'] },
   silu_mul: { family: 'elementwise', entry: 'silu_mul', bind: ['uniform', 'read', 'read', 'write'] },
   embed: { family: 'embed', entry: 'embed', bind: ['uniform', 'read', 'read', 'write'] },
@@ -107,7 +109,7 @@ class PipelineCache {
       label: name, layout: dev.createPipelineLayout({ bindGroupLayouts: [layout] }),
       compute: { module, entryPoint: d.entry, constants: d.constants },
     });
-    this.pipes.set(key, (p = { pipeline, layout }));
+    this.pipes.set(key, (p = { pipeline, layout, name }));
     return p;
   }
 }
@@ -117,9 +119,12 @@ const pipelineCaches = new WeakMap<GpuContext, PipelineCache>(); // keyed by con
 /** One recorded command of a step. */
 type Cmd =
   | { k: 'pass'; ts?: GPUComputePassTimestampWrites } // begin a compute pass (ends the one open)
-  | { k: 'd'; pipe: GPUComputePipeline; bg: GPUBindGroup; x: number; y: number; z: number }
+  | { k: 'd'; pipe: GPUComputePipeline; bg: GPUBindGroup; x: number; y: number; z: number; name: string }
   | { k: 'clear'; buf: GPUBuffer; off: number; size: number }
   | { k: 'copy'; src: GPUBuffer; so: number; dst: GPUBuffer; dof: number; size: number };
+
+/** Host-time profiling: adds the time since the last lap to a phase (WebGPUBackend.profile). */
+type Lap = (phase: string) => void;
 
 /** Step data an upload holds that a replay rewrites (captureStep): made from the replay's StepInputs. */
 type Remake = (inp: StepInputs) => ArrayBufferView;
@@ -186,7 +191,7 @@ class Stream {
       this.timestamps = undefined;
       this.passOpen = true;
     }
-    this.cmds.push({ k: 'd', pipe: p.pipeline, bg, x, y, z });
+    this.cmds.push({ k: 'd', pipe: p.pipeline, bg, x, y, z, name: p.name });
   }
   clear(buf: GPUBuffer, off: number, size: number) {
     this.passOpen = false;
@@ -197,10 +202,26 @@ class Stream {
     this.cmds.push({ k: 'copy', src, so, dst, dof, size });
   }
   get dispatches() { return this.cmds.filter((c) => c.k === 'd').length; }
-  /** The recorded commands into `enc` (setPipeline only where the pipeline changes). */
-  encode(enc: GPUCommandEncoder) {
+  /** The recorded commands into `enc` (setPipeline only where the pipeline changes). Profiling (StepProfile):
+   *  `span` gets the GPU timestamps of the first pass's start (0) and the last pass's end (1); `each` puts
+   *  every dispatch in a pass of its own timed into queries 2i, 2i + 1, and returns the pipelines' names. */
+  encode(enc: GPUCommandEncoder, span?: GPUQuerySet, each?: GPUQuerySet): string[] {
     let pass: GPUComputePassEncoder | undefined, pipe: GPUComputePipeline | undefined;
+    const names: string[] = [];
+    const passes = this.cmds.filter((c) => c.k === 'pass').length;
+    let np = 0;
     for (const c of this.cmds) {
+      if (c.k === 'd' && each) {
+        pass?.end();
+        const i = names.push(c.name) - 1;
+        pass = enc.beginComputePass({ timestampWrites: { querySet: each, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
+        pass.setPipeline(c.pipe);
+        pass.setBindGroup(0, c.bg);
+        pass.dispatchWorkgroups(c.x, c.y, c.z);
+        pass.end();
+        pass = undefined;
+        continue;
+      }
       if (c.k === 'd') {
         if (c.pipe !== pipe) pass!.setPipeline((pipe = c.pipe));
         pass!.setBindGroup(0, c.bg);
@@ -210,23 +231,34 @@ class Stream {
       pass?.end();
       pass = undefined;
       pipe = undefined;
-      if (c.k === 'pass') pass = enc.beginComputePass(c.ts ? { timestampWrites: c.ts } : undefined);
-      else if (c.k === 'clear') enc.clearBuffer(c.buf, c.off, c.size);
+      if (c.k === 'pass') {
+        np++;
+        if (each) continue;
+        const ts: GPUComputePassTimestampWrites | undefined = span && (np === 1 || np === passes)
+          ? { querySet: span, ...(np === 1 ? { beginningOfPassWriteIndex: 0 } : {}), ...(np === passes ? { endOfPassWriteIndex: 1 } : {}) }
+          : c.ts;
+        pass = enc.beginComputePass(ts ? { timestampWrites: ts } : undefined);
+      } else if (c.k === 'clear') enc.clearBuffer(c.buf, c.off, c.size);
       else enc.copyBufferToBuffer(c.src, c.so, c.dst, c.dof, c.size);
     }
     pass?.end();
+    return names;
   }
   /** Write the upload arena to its buffers (before a submit that uses them). */
   writeUploads() {
     for (const s of this.segs) if (s.used) this.dev.queue.writeBuffer(s.buf, 0, s.host, 0, s.used);
   }
   /** Write the upload arena and submit everything recorded; the stream starts empty again. */
-  flush() {
+  flush(lap?: Lap) {
     if (this.cmds.length === 0 && this.segs.every((s) => !s.used)) return;
     this.writeUploads();
+    lap?.('upload');
     const enc = this.dev.createCommandEncoder();
     this.encode(enc);
-    this.dev.queue.submit([enc.finish()]);
+    const cb = enc.finish();
+    lap?.('encode');
+    this.dev.queue.submit([cb]);
+    lap?.('submit');
     this.cmds = [];
     this.passOpen = false;
     this.remakes = [];
@@ -263,6 +295,9 @@ export class WebGPUBackend implements Backend {
 
   /** a CPU adapter (SwiftShader): prefer kernels without workgroup barriers */
   readonly cpu: boolean;
+  /** attention and KV4 append: one invocation per (token, head) or group, no barriers (CPU adapters), or a
+   *  workgroup per (token, head) (GPUs) */
+  private readonly serialKernels: boolean;
   disposed = false;
   /** the capture in progress (captureStep), and the step inputs it declared */
   private capturing?: { inputs?: StepInputs };
@@ -270,6 +305,7 @@ export class WebGPUBackend implements Backend {
   constructor(readonly gpu: GpuContext, readonly src: ShaderSources, readonly opts: WebGPUOptions = {}) {
     this.dev = gpu.device;
     this.cpu = /swiftshader|llvmpipe|lavapipe/i.test(gpu.adapterName);
+    this.serialKernels = (opts.attention ?? (this.cpu ? 'serial' : 'workgroup')) === 'serial';
     let pc = pipelineCaches.get(gpu);
     if (!pc) pipelineCaches.set(gpu, (pc = new PipelineCache(gpu, src)));
     this.pipes = pc;
@@ -280,6 +316,18 @@ export class WebGPUBackend implements Backend {
   get adapterName() { return this.gpu.adapterName; }
   /** resolves when the device is lost (the engine on it is then dead; make a new one) */
   get whenLost(): Promise<{ reason: string; message: string }> { return this.gpu.whenLost; }
+
+  /** Benchmarks: host milliseconds per phase of the reads (and so of the steps) while set, summed: upload
+   *  (the upload arena's writeBuffer), encode (command encoding), submit, wait (mapAsync of the readback until
+   *  its promise resolves: the GPU's work and Dawn's callback delivery), read (the mapped bytes out), remake (a
+   *  replay's step inputs rewritten). */
+  profile?: Record<string, number>;
+  private lapper(): Lap | undefined {
+    const prof = this.profile;
+    if (!prof) return undefined;
+    let t = performance.now();
+    return (k) => { const n = performance.now(); prof[k] = (prof[k] ?? 0) + n - t; t = n; };
+  }
 
   /** Benchmarks: the next compute pass writes these timestamps (needs the device's timestamp-query). */
   timeNextPass(t: GPUComputePassTimestampWrites) { this.stream.timestamps = t; }
@@ -351,24 +399,48 @@ export class WebGPUBackend implements Backend {
       throw new CometError(`webgpu: a GPU command failed (${message})`, 'gpu_error');
     }
   }
-  /** `bytes` of `buf`, read back after what is recorded (and, for a replay, after the captured step `step`). */
-  async readBytes(buf: GPUBuffer, bytes: number, step?: Stream): Promise<Uint8Array> {
+  /** `bytes` of `buf`, read back after what is recorded. */
+  async readBytes(buf: GPUBuffer, bytes: number): Promise<Uint8Array> {
     this.check();
+    const lap = this.lapper();
     const size = up256(Math.max(up4(bytes), 16));
     const st = this.mapFree.get(size)?.pop() ?? this.dev.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-    if (step) {
-      this.stream.flush(); // eager work recorded before the replay runs first
-      step.writeUploads();
+    this.stream.copy(buf, 0, st, 0, up4(bytes));
+    this.stream.flush(lap);
+    const out = await this.mapRead(st, bytes, lap);
+    (this.mapFree.get(size) ?? this.mapFree.set(size, []).get(size)!).push(st);
+    return out;
+  }
+  /** A replay of the captured step `rec` and the readback of `out` into the step's own buffer `rb`. The
+   *  command buffer was encoded while the GPU ran the previous replay (`pre.cb`: the same commands and
+   *  bindings; the upload arena, rewritten before the submit, carries the new inputs), and the next one is
+   *  encoded while the GPU runs this one: encoding (~2 µs a dispatch in Dawn) leaves the step's critical path. */
+  async readReplay(rec: Stream, out: WTensor, pre: { rb: GPUBuffer; cb?: GPUCommandBuffer }): Promise<Uint8Array> {
+    this.check();
+    const lap = this.lapper();
+    const encode = () => {
       const enc = this.dev.createCommandEncoder();
-      step.encode(enc);
-      enc.copyBufferToBuffer(buf, 0, st, 0, up4(bytes));
-      this.dev.queue.submit([enc.finish()]);
-    } else {
-      this.stream.copy(buf, 0, st, 0, up4(bytes));
-      this.stream.flush();
-    }
+      rec.encode(enc);
+      enc.copyBufferToBuffer(out.buf, 0, pre.rb, 0, up4(out.bytes));
+      return enc.finish();
+    };
+    this.stream.flush(); // eager work recorded before the replay runs first
+    rec.writeUploads();
+    lap?.('upload');
+    const cb = pre.cb ?? encode();
+    pre.cb = undefined;
+    lap?.('encode');
+    this.dev.queue.submit([cb]);
+    lap?.('submit');
+    pre.cb = encode();
+    lap?.('encode next');
+    return this.mapRead(pre.rb, out.bytes, lap);
+  }
+  /** The first `bytes` of the MAP_READ buffer `st` once the GPU has written it (it is unmapped again after). */
+  private async mapRead(st: GPUBuffer, bytes: number, lap?: Lap): Promise<Uint8Array> {
     try {
       await st.mapAsync(GPUMapMode.READ, 0, up4(bytes));
+      lap?.('wait');
     } catch (e) {
       // a device lost while the step ran rejects the map first; device.lost resolves right after
       await Promise.race([this.gpu.whenLost, new Promise((r) => setTimeout(r, 500))]);
@@ -378,7 +450,7 @@ export class WebGPUBackend implements Backend {
     this.check();
     const out = new Uint8Array(st.getMappedRange(0, up4(bytes)).slice(0, bytes));
     st.unmap();
-    (this.mapFree.get(size) ?? this.mapFree.set(size, []).get(size)!).push(st);
+    lap?.('read');
     return out;
   }
   async read(t: Tensor): Promise<Float32Array> {
@@ -569,8 +641,11 @@ export class WebGPUBackend implements Backend {
     const nb = spec.Kp / spec.B, direct = (M === 1 || nb % 2 === 0) && nb <= 512;
     if (!direct) this.stream.clear(out.buf, n.a8 + n.a4, up4(n.sa));
     const [gx, gy] = M <= 65535 ? [M, 1] : [65535, Math.ceil(M / 65535)];
-    this.run(name, [spec.K, spec.Kp, spec.K8, spec.B, nb, spec.perm ? 1 : 0, n.a8 / 4, (n.a8 + n.a4) / 4, f32bits(eps), direct ? 1 : 0],
-      [x.buf, y, this.permBuffer(spec), out.buf], gx, gy);
+    // a decode step's few rows: a workgroup per 256 channels (one per row left the GPU a single workgroup
+    // looping over the row); many rows fill the GPU a workgroup per row
+    const chunk = M < 128 ? 256 : spec.Kp;
+    this.run(name, [spec.K, spec.Kp, spec.K8, spec.B, nb, spec.perm ? 1 : 0, n.a8 / 4, (n.a8 + n.a4) / 4, f32bits(eps), direct ? 1 : 0, chunk],
+      [x.buf, y, this.permBuffer(spec), out.buf], gx, gy, Math.ceil(spec.Kp / chunk));
     return out;
   }
 
@@ -692,7 +767,10 @@ export class WebGPUBackend implements Backend {
     const lay = this.stream.upload(lw.words, this.stepData(layout === this.capturing?.inputs?.layout, (i) => this.layoutWords(i.layout).words));
     const range = { buffer: c.buf, offset: layer * c.layerStride, size: c.layerBytes };
     const params = this.cacheParams(c, T, lw);
-    if (s.dtype === 'kv4') this.run('kv_append_kv4', params, [kt.buf, vt.buf, lay, range], ...grid1(T * s.nKvHeads * 2 * (s.headDim / s.group), 64));
+    // KV4: a workgroup per (token, KV head, K/V) (the workgroup kernels), else an invocation per group (the serial
+    // ones, and past the grid's 65535 tokens); the same bytes
+    if (s.dtype === 'kv4' && (this.serialKernels || T > 65535)) this.run('kv_append_kv4', params, [kt.buf, vt.buf, lay, range], ...grid1(T * s.nKvHeads * 2 * (s.headDim / s.group), 64));
+    else if (s.dtype === 'kv4') this.run('kv_append_kv4_wg', params, [kt.buf, vt.buf, lay, range], T, 2 * s.nKvHeads);
     else this.run('kv_append_f32', params, [kt.buf, vt.buf, lay, range], ...grid1(T * s.nKvHeads * s.headDim, 256));
   }
   attention(q: Tensor, cache: KVCache, layer: number, layout: StepLayout, nHeads: number): Tensor {
@@ -705,9 +783,8 @@ export class WebGPUBackend implements Backend {
     const params = [...this.cacheParams(c, T, lw), f32bits(s.dtype === 'kv4' ? Math.LOG2E / Math.sqrt(s.headDim) : 1 / Math.sqrt(s.headDim))];
     params.splice(1, 0, nHeads); // P: T, nHeads, nKv, ...
     const res: Res[] = [qt.buf, lay, { buffer: c.buf, offset: layer * c.layerStride, size: c.layerBytes }, out.buf];
-    if (s.dtype === 'kv4') this.run('attention_kv4', params, res, ...grid1(T * nHeads, 64));
-    else if ((this.opts.attention ?? (this.cpu ? 'serial' : 'workgroup')) === 'serial') this.run('attention_serial_f32', params, res, ...grid1(T * nHeads, 64));
-    else this.run('attention_f32', params, res, T, nHeads);
+    if (this.serialKernels) this.run(s.dtype === 'kv4' ? 'attention_kv4_serial' : 'attention_serial_f32', params, res, ...grid1(T * nHeads, 64));
+    else this.run(s.dtype === 'kv4' ? 'attention_kv4' : 'attention_f32', params, res, T, nHeads);
     return out;
   }
   private elementwise(name: 'add' | 'silu_mul', a: Tensor, b: Tensor): Tensor {
@@ -745,7 +822,7 @@ export class WebGPUBackend implements Backend {
 
 /** A captured step (WebGPUBackend.captureStep): its recorded commands and upload arena, and the buffers it
  *  owns (its activations, logits and argmax). */
-class WebGPUStep implements CapturedStep {
+export class WebGPUStep implements CapturedStep {
   readonly bytes: number;
   /** compute dispatches a replay encodes (the step's, and its argmax) */
   get dispatches(): number { return this.rec.dispatches; }
@@ -760,11 +837,45 @@ class WebGPUStep implements CapturedStep {
     if (!this.live) throw new CometError('webgpu: replay of a destroyed step');
     if (this.be.disposed) throw new CometError('webgpu: replay of a step whose backend was disposed');
     if (inp && inp !== this.last) {
+      const t0 = this.be.profile ? performance.now() : 0;
       if (!this.inputs) throw new CometError('webgpu: this step was captured without declared inputs; it replays only its own step');
       this.rec.remake(inp);
       this.last = inp;
+      if (this.be.profile) this.be.profile.remake = (this.be.profile.remake ?? 0) + performance.now() - t0;
     }
-    return this.be.readBytes(out.buf, out.bytes, this.rec);
+    let pre = this.pre.get(out);
+    if (!pre) this.pre.set(out, (pre = { rb: this.be.dev.createBuffer({ size: up256(Math.max(up4(out.bytes), 16)), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST }) }));
+    return this.be.readReplay(this.rec, out, pre);
+  }
+  /** per output read back (ids, logits): its readback buffer and the command buffer encoded for the next replay */
+  private pre = new Map<WTensor, { rb: GPUBuffer; cb?: GPUCommandBuffer }>();
+  /** Benchmarks (needs timestamp-query): GPU milliseconds of one replay as it runs (first pass start to last
+   *  pass end), and of each dispatch run apart (a pass of its own: its latency without its neighbours'
+   *  overlap), in the step's order. Runs the step twice on the inputs of the last replay. */
+  async profileGpu(): Promise<{ stepMs: number; kernels: Array<{ name: string; ms: number }> }> {
+    const dev = this.be.dev;
+    if (!dev.features.has('timestamp-query')) throw new CometError('webgpu: profiling needs the timestamp-query feature');
+    const n = this.rec.dispatches, count = 32 + 2 * n; // span at 0, the dispatches from 256 bytes (resolve alignment)
+    const span = dev.createQuerySet({ type: 'timestamp', count: 2 }), each = dev.createQuerySet({ type: 'timestamp', count: 2 * n });
+    const res = dev.createBuffer({ size: count * 8, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+    const rd = dev.createBuffer({ size: count * 8, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    this.rec.writeUploads();
+    let enc = dev.createCommandEncoder();
+    this.rec.encode(enc, span);
+    enc.resolveQuerySet(span, 0, 2, res, 0);
+    dev.queue.submit([enc.finish()]);
+    this.rec.writeUploads();
+    enc = dev.createCommandEncoder();
+    const names = this.rec.encode(enc, undefined, each);
+    enc.resolveQuerySet(each, 0, 2 * n, res, 256);
+    enc.copyBufferToBuffer(res, 0, rd, 0, count * 8);
+    dev.queue.submit([enc.finish()]);
+    await rd.mapAsync(GPUMapMode.READ);
+    const t = new BigUint64Array(rd.getMappedRange().slice(0));
+    rd.unmap();
+    span.destroy(); each.destroy(); res.destroy(); rd.destroy();
+    const ms = (a: bigint, b: bigint) => Number(b - a) / 1e6;
+    return { stepMs: ms(t[0], t[1]), kernels: names.map((name, i) => ({ name, ms: ms(t[32 + 2 * i], t[33 + 2 * i]) })) };
   }
   async replay(inp?: StepInputs): Promise<Int32Array> {
     const b = await this.run(inp, this.ids);
@@ -777,6 +888,8 @@ class WebGPUStep implements CapturedStep {
   destroy(): void {
     if (!this.live) return;
     this.live = false;
+    for (const p of this.pre.values()) p.rb.destroy();
+    this.pre.clear();
     this.rec.destroy();
     if (!this.be.disposed) this.be.releaseBuffers(this.bufs);
   }
@@ -791,8 +904,8 @@ export interface WebGPUOptions {
   /** one-token matvec variant (benchmark sweeps): rows per workgroup (teams of 32 lanes) and channels per
    *  chunk (<= 4096); default 8 and 4096 (the 4-token matvec is always 8 rows, 2048 channels) */
   matvec?: { teams: number; chunk: number };
-  /** force one attention kernel; default: serial (one invocation per token and head) on CPU adapters, else
-   *  workgroup (64 invocations per token and head) */
+  /** force the attention and KV4-append kernels (f32 and KV4 cache alike); default: serial (one invocation per
+   *  token and head, or KV4 group) on CPU adapters, else workgroup (64 invocations per token and head) */
   attention?: 'workgroup' | 'serial';
 }
 

@@ -2,6 +2,10 @@
 // W4A4KV4 model (LLaMA-3.2-1B shape by default), and the W4Ax matvec of its layer shapes against the WGSL copy
 // bandwidth.
 //   npx tsx bench/webgpu/decode.ts [--shape llama3.2-1b | stories110m | tiny] [--steps N] [--out DIR] [--no-cuda]
+//     [--attention serial | workgroup] [--decode-only]
+// --attention forces WebGPU's attention and KV-append kernels (the CPU adapters' serial ones, say, for their GPU
+// profile); --decode-only skips the copy bandwidth and matvec part. The WebGPU step is profiled after the timed
+// replays: host ms per phase, and each kernel's GPU time (printed, and in the JSON).
 // Decode runs as the engine runs a greedy batch-1 step: a prefill, eager steps, then the step captured once
 // (Backend.captureStep: a CUDA graph; on WebGPU the recorded command list) and replayed with new inputs, each
 // replay reading back only the sampled id. tokens/s = steps / wall time of the replays, after warm-up.
@@ -11,7 +15,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Backend, HostWeight, StepInputs } from '../../backends/backend.ts';
-import { createWebGPUBackend } from '../../backends/webgpu/webgpu.ts';
+import { createWebGPUBackend, WebGPUBackend, WebGPUStep } from '../../backends/webgpu/webgpu.ts';
 import { w4Bytes } from '../../simulator/traits.ts';
 import { type LlamaConfig, weightNames, weightShape } from '../../src/model/config.ts';
 import { Llama } from '../../src/model/llama.ts';
@@ -54,19 +58,32 @@ function hostWeights(): { host: Map<string, HostWeight>; w4Bytes: number } {
   return { host, w4Bytes: bytes };
 }
 
-interface DecodeResult { eagerMsPerToken: number; msPerToken: number; tokensPerS: number; tokens: number[]; dispatches?: number }
+interface DecodeResult { eagerMsPerToken: number; msPerToken: number; tokensPerS: number; tokens: number[]; dispatches?: number; profile?: StepProfile }
+/** Where a WebGPU step's time goes: host ms per phase per replayed step (WebGPUBackend.profile), the eager step's
+ *  recording (the model code enqueuing ops), one replay's GPU time as run and per kernel run apart, and the
+ *  round trip of an empty submit and of a 4-byte readback (Dawn's callback delivery). */
+interface StepProfile {
+  replayWallMs: number; hostMs: Record<string, number>; eagerRecordMs: number;
+  gpuStepMs: number; gpuKernelsMs: number; kernels: Array<{ name: string; n: number; ms: number }>;
+  roundTrip: { submitDoneMs: number; mapReadMs: number };
+}
 
 /** Greedy batch-1 decode: prefill 16 tokens, 4 eager steps (timed), then `n` replays of the captured step. */
 async function decode(be: Backend, host: Map<string, HostWeight>, n: number): Promise<DecodeResult> {
   const model = new Llama(be, c, host, 'kv4');
-  const P = 16, { cache, blockTable } = singleSequenceCache(model, P + n + 16, 'kv4');
+  const P = 16, { cache, blockTable } = singleSequenceCache(model, P + n + 64, 'kv4');
   const layout = (pos: number[]) => ({ pos: Int32Array.from(pos), seq: new Int32Array(pos.length), blockTables: [blockTable] });
   const argmax = async (logits: ReturnType<Llama['forward']>) => { const r = await be.argmax(logits); be.endStep(); return r[0]; };
   let tok = await argmax(model.forward(Int32Array.from({ length: P }, (_, i) => 1 + i * 7), layout([...Array(P).keys()]), cache, Int32Array.of(P - 1)));
   const tokens = [tok];
   let pos = P;
   const t0 = performance.now();
-  for (let i = 0; i < 4; i++, pos++) tokens.push((tok = await argmax(model.forward(Int32Array.of(tok), layout([pos]), cache, Int32Array.of(0)))));
+  let recordMs = 0;
+  for (let i = 0; i < 4; i++, pos++) {
+    const r0 = performance.now(), logits = model.forward(Int32Array.of(tok), layout([pos]), cache, Int32Array.of(0));
+    recordMs += performance.now() - r0;
+    tokens.push((tok = await argmax(logits)));
+  }
   const eagerMsPerToken = (performance.now() - t0) / 4;
   const inputs = (t: number, p: number): StepInputs => ({ tokens: Int32Array.of(t), layout: layout([p]), rows: Int32Array.of(0) });
   const first = inputs(tok, pos);
@@ -77,25 +94,70 @@ async function decode(be: Backend, host: Map<string, HostWeight>, n: number): Pr
   for (let i = 0; i < n; i++, pos++) tokens.push((tok = await step(inputs(tok, pos))));
   const ms = (performance.now() - t1) / n;
   const dispatches = (g as { dispatches?: number }).dispatches; // WebGPU: compute dispatches per step
+  let profile: StepProfile | undefined;
+  if (be instanceof WebGPUBackend && g instanceof WebGPUStep) {
+    // host phases over 32 more replays (not in the tokens/s above), then one replay's GPU time
+    const N = 32, hostMs: Record<string, number> = (be.profile = {}), t2 = performance.now();
+    for (let i = 0; i < N; i++, pos++) tokens.push((tok = await step(inputs(tok, pos))));
+    const replayWallMs = (performance.now() - t2) / N;
+    be.profile = undefined;
+    for (const k of Object.keys(hostMs)) hostMs[k] /= N;
+    hostMs.other = replayWallMs - Object.values(hostMs).reduce((a, b) => a + b, 0);
+    const gp = await g.profileGpu();
+    const by = new Map<string, { n: number; ms: number }>();
+    for (const k of gp.kernels) { const e = by.get(k.name) ?? by.set(k.name, { n: 0, ms: 0 }).get(k.name)!; e.n++; e.ms += k.ms; }
+    const kernels = [...by].map(([name, e]) => ({ name, ...e })).sort((a, b) => b.ms - a.ms);
+    profile = { replayWallMs, hostMs, eagerRecordMs: recordMs / 4, gpuStepMs: gp.stepMs, gpuKernelsMs: gp.kernels.reduce((a, k) => a + k.ms, 0), kernels, roundTrip: await roundTrip(be) };
+  }
   g.destroy();
-  return { eagerMsPerToken, msPerToken: ms, tokensPerS: 1000 / ms, tokens, dispatches };
+  return { eagerMsPerToken, msPerToken: ms, tokensPerS: 1000 / ms, tokens, dispatches, profile };
+}
+
+/** ms of an empty submit until onSubmittedWorkDone, and of a 4-byte copy until its mapAsync resolves (mean of 50) */
+async function roundTrip(be: WebGPUBackend): Promise<{ submitDoneMs: number; mapReadMs: number }> {
+  const dev = be.dev, a = dev.createBuffer({ size: 256, usage: GPUBufferUsage.COPY_SRC });
+  const rd = dev.createBuffer({ size: 256, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const R = 50;
+  let t = performance.now();
+  for (let i = 0; i < R; i++) { dev.queue.submit([dev.createCommandEncoder().finish()]); await dev.queue.onSubmittedWorkDone(); }
+  const submitDoneMs = (performance.now() - t) / R;
+  t = performance.now();
+  for (let i = 0; i < R; i++) {
+    const enc = dev.createCommandEncoder();
+    enc.copyBufferToBuffer(a, 0, rd, 0, 4);
+    dev.queue.submit([enc.finish()]);
+    await rd.mapAsync(GPUMapMode.READ, 0, 4);
+    rd.unmap();
+  }
+  const mapReadMs = (performance.now() - t) / R;
+  a.destroy(); rd.destroy();
+  return { submitDoneMs, mapReadMs };
+}
+
+function printProfile(p: StepProfile) {
+  const f = (x: number) => x.toFixed(3);
+  console.log(`webgpu step profile: replay ${f(p.replayWallMs)} ms wall; host ${Object.entries(p.hostMs).map(([k, v]) => `${k} ${f(v)}`).join(', ')}; eager recording ${f(p.eagerRecordMs)} ms`);
+  console.log(`  GPU: the step as run ${f(p.gpuStepMs)} ms; its kernels run apart sum to ${f(p.gpuKernelsMs)} ms; round trips: empty submit ${f(p.roundTrip.submitDoneMs)} ms, 4-byte readback ${f(p.roundTrip.mapReadMs)} ms`);
+  for (const k of p.kernels) console.log(`  ${k.name.padEnd(22)} ${String(k.n).padStart(4)} x  ${f(k.ms)} ms  (${f((k.ms / k.n) * 1000)} us each)`);
 }
 
 async function main() {
   const date = new Date().toISOString();
-  const wgpu = await createWebGPUBackend();
+  const attention = arg('--attention', '') as '' | 'serial' | 'workgroup';
+  const wgpu = await createWebGPUBackend(attention ? { attention } : {});
   console.log(`WebGPU adapter: ${wgpu.adapterName}; dot4I8Packed ${wgpu.gpu.dot4}; ${shape}: dim ${c.dim}, ${c.nLayers} layers, hidden ${c.hiddenDim}, vocab ${c.vocabSize}`);
   const t0 = performance.now();
   const { host, w4Bytes: wb } = hostWeights();
   console.log(`random W4A4KV4 weights in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${(wb / 1e6).toFixed(1)} MB of W4 weights per token`);
   const results: Record<string, unknown> = { date, shape, config: c, adapter: wgpu.adapterName, w4MBPerToken: wb / 1e6, steps };
   mkdirSync(outDir, { recursive: true });
-  const file = join(outDir, `webgpu-decode-${date.slice(0, 10)}-${shape}.json`);
+  const file = join(outDir, `webgpu-decode-${date.slice(0, 10)}-${shape}${attention ? `-${attention}` : ''}.json`);
   const save = () => writeFileSync(file, JSON.stringify(results, null, 2)); // after each part: a timeout keeps what ran
 
   // ---- decode, WebGPU then CUDA, the same weights
   const web = await decode(wgpu, host, steps);
   console.log(`webgpu: ${web.tokensPerS.toFixed(1)} tok/s (${web.msPerToken.toFixed(2)} ms/token replayed, ${web.eagerMsPerToken.toFixed(2)} eager), ${web.dispatches} dispatches per step`);
+  if (web.profile) printProfile(web.profile);
   results.webgpu = web;
   save();
   if (!args.includes('--no-cuda')) {
@@ -106,9 +168,9 @@ async function main() {
       console.log(`cuda: ${r.tokensPerS.toFixed(1)} tok/s (${r.msPerToken.toFixed(2)} ms/token replayed, ${r.eagerMsPerToken.toFixed(2)} eager)`);
       results.cuda = r;
       results.webgpuOverCuda = web.tokensPerS / r.tokensPerS;
-      const same = web.tokens.filter((t, i) => t === r.tokens[i]).length;
-      results.sameTokens = `${same}/${web.tokens.length}`;
-      console.log(`WebGPU / CUDA: ${(web.tokensPerS / r.tokensPerS).toFixed(2)}x; greedy tokens equal at ${same} of ${web.tokens.length} positions`);
+      const L = Math.min(web.tokens.length, r.tokens.length), same = web.tokens.slice(0, L).filter((t, i) => t === r.tokens[i]).length;
+      results.sameTokens = `${same}/${L}`;
+      console.log(`WebGPU / CUDA: ${(web.tokensPerS / r.tokensPerS).toFixed(2)}x; greedy tokens equal at ${same} of ${L} positions`);
       cuda.dispose();
     } catch (e) {
       console.log(`cuda: not run (${(e as Error).message})`);
@@ -117,6 +179,7 @@ async function main() {
     save();
   }
 
+  if (args.includes('--decode-only')) { wgpu.dispose(); console.log(`wrote ${file}`); return; }
   // ---- the roofline, and the matvec (M = 1) at this model's layer shapes, q/k/v and gate/up as one dispatch
   // (matmulMany), weights rotating over copies that exceed the L2 (H200: 50 MB)
   const copy = await copyBandwidth(wgpu, shape === 'tiny' ? 1 << 24 : 1 << 30);

@@ -6,7 +6,11 @@ import { renderSvg } from '../../src/cli/plot.ts';
 const args = process.argv.slice(2), file = args[0];
 const opt = (k: string) => (args.includes(k) ? args[args.indexOf(k) + 1] : undefined);
 if (!file?.endsWith('.json')) throw new Error('usage: report.ts RESULT.json [--device NAME] [--command CMD]');
-interface Decode { tokensPerS: number; msPerToken: number; eagerMsPerToken: number; dispatches?: number }
+interface Profile {
+  replayWallMs: number; hostMs: Record<string, number>; eagerRecordMs: number; gpuStepMs: number; gpuKernelsMs: number;
+  kernels: Array<{ name: string; n: number; ms: number }>; roundTrip: { submitDoneMs: number; mapReadMs: number };
+}
+interface Decode { tokensPerS: number; msPerToken: number; eagerMsPerToken: number; dispatches?: number; profile?: Profile }
 const r = JSON.parse(readFileSync(file, 'utf8')) as {
   date: string; shape: string; adapter: string; w4MBPerToken: number; steps: number; config: Record<string, unknown>;
   webgpu?: Decode; cuda?: Decode & { error?: string }; webgpuOverCuda?: number; sameTokens?: string;
@@ -17,6 +21,31 @@ const f = (x: number | undefined, d = 1) => (x === undefined ? '–' : x.toFixed
 const rows: string[] = [];
 for (const [name, d] of [['WebGPU (Dawn, Vulkan)', r.webgpu], ['CUDA backend', r.cuda]] as Array<[string, Decode & { error?: string } | undefined]>)
   rows.push(d && !d.error ? `| ${name} | ${f(d.tokensPerS)} | ${f(d.msPerToken, 2)} | ${f(d.eagerMsPerToken, 2)} | ${d.dispatches ?? '–'} |` : `| ${name} | not run${d?.error ? ` (${d.error})` : ''} | | | |`);
+const p = r.webgpu?.profile, f3 = (x: number) => x.toFixed(3);
+const HOST: Record<string, string> = {
+  remake: 'the replay\'s inputs (token, positions, block tables, RoPE rows) rewritten in the upload arena',
+  upload: 'the upload arena written (queue.writeBuffer)', encode: 'command encoding on the critical path',
+  submit: 'queue.submit (Dawn records the Vulkan commands here)', 'encode next': 'the next replay encoded while the GPU runs this one',
+  wait: 'mapAsync of the sampled id until its promise resolves', read: 'the mapped bytes copied out, unmap', other: 'the rest of the step (JS)',
+};
+const prof = p ? `
+## Where a WebGPU step's time goes (profiled replays after the timed ones)
+Host ms per replayed step, mean of 32 replays (\`WebGPUBackend.profile\`); wall ${f3(p.replayWallMs)} ms a step:
+
+| phase | ms | what |
+| --- | --- | --- |
+${Object.entries(p.hostMs).map(([k, v]) => `| ${k} | ${f3(v)} | ${HOST[k] ?? ''} |`).join('\n')}
+
+GPU (timestamp queries, \`WebGPUStep.profileGpu\`): one replay as it runs, first pass start to last pass end, ${f3(p.gpuStepMs)} ms; its
+${r.webgpu?.dispatches ?? '?'} dispatches each run in a compute pass of its own (so each with its own launch and drain) sum to ${f3(p.gpuKernelsMs)} ms.
+Round trips: an empty submit until onSubmittedWorkDone ${f3(p.roundTrip.submitDoneMs)} ms, a 4-byte copy until its mapAsync resolves
+${f3(p.roundTrip.mapReadMs)} ms (Dawn's callback delivery in Node is not what costs). An eager step's model code records its ops in
+${f3(p.eagerRecordMs)} ms (a replay skips it).
+
+| kernel | dispatches | ms (run apart) | µs each |
+| --- | --- | --- | --- |
+${p.kernels.map((k) => `| ${k.name} | ${k.n} | ${f3(k.ms)} | ${((k.ms / k.n) * 1000).toFixed(1)} |`).join('\n')}
+` : '';
 const mv = (r.matvec ?? []).map((m) => `| ${m.shape} | ${m.us} | ${m.GBs} | ${(100 * m.ofCopy).toFixed(0)}% | ${(100 * m.ofReadRoofline).toFixed(0)}% |`);
 const md = `# WebGPU decode beside CUDA, ${r.shape} shape, W4A4KV4, batch 1 (${r.date.slice(0, 10)}${opt('--device') ? `, ${opt('--device')}` : ''})
 
@@ -40,7 +69,7 @@ GPU time from compute-pass timestamps; weights rotate over copies that exceed th
 | shape (N x K) | µs | GB/s | of copy | of the read roofline (copy / 2) |
 | --- | --- | --- | --- | --- |
 ${mv.join('\n')}
-`;
+${prof}`;
 writeFileSync(file.replace(/\.json$/, '.md'), md);
 const data = [
   ...(r.webgpu ? [{ what: 'decode tokens/s', backend: 'WebGPU', v: r.webgpu.tokensPerS }] : []),

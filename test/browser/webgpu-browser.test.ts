@@ -118,8 +118,9 @@ describe('webgpu captured decode steps (Node, Dawn)', () => {
   it('the engine with captured steps gives the tokens of the engine without; greedy steps read back only the ids', async () => {
     const model = fileURLToPath(new URL('../../models/stories260K.comet', import.meta.url));
     const be = await createWebGPUBackend();
-    const reads: number[] = [], read = be.readBytes.bind(be);
-    be.readBytes = (buf, bytes, step) => { reads.push(bytes); return read(buf, bytes, step); };
+    const reads: number[] = [], read = be.readBytes.bind(be), replay = be.readReplay.bind(be);
+    be.readBytes = (buf, bytes) => { reads.push(bytes); return read(buf, bytes); };
+    be.readReplay = (rec, out, pre) => { reads.push(out.bytes); return replay(rec, out, pre); };
     const run = async (graphs: number, temperature: number) => {
       const e = await createEngine(model, { backend: be, maxBatch: 2, graphs });
       reads.length = 0;
