@@ -26,5 +26,5 @@ has quantize && /usr/bin/time -v timeout ${QUANT_S:-400} node bin/comet.js quant
   --int8-fraction 0.15 --kv kv4 --calib-tokens ${CALIB_TOKENS:-4096} --backend cuda --no-weight-error --json > "$OUT/quantize.json" 2> "$OUT/quantize.err"; el "quantize rc=$?"
 has quantize && grep -E "Maximum resident|Elapsed" "$OUT/quantize.err"; has quantize && python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print({k: d[k] for k in ('seconds','phaseSeconds','passes','peakRssBytes','int8MacFraction') if k in d}); print('layerDone', d.get('layerDone'))" "$OUT/quantize.json" 2>&1 | cut -c1-1500; tail -c 300 "$OUT/quantize.err"; ls -la /tmp/l3.comet
 has run && timeout 60 node bin/comet.js run "The history of" --model /tmp/l3.comet --backend cuda --steps 8 --temperature 0 > "$OUT/run.txt" 2>&1; el "run rc=$?"
-has verify && timeout ${VERIFY_S:-240} node bin/comet.js eval verify --model /tmp/l3.comet --backend cuda --prompt "The history of" --steps 3 --json > "$OUT/verify.json" 2>&1; el "verify rc=$?"
+has verify && timeout ${VERIFY_S:-240} node bin/comet.js eval verify --model /tmp/l3.comet --backend cuda --prompt "The history of" --steps ${VERIFY_STEPS:-3} --json > "$OUT/verify.json" 2>&1; el "verify rc=$?"
 tail -c 600 "$OUT/verify.json"
