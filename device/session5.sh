@@ -94,7 +94,7 @@ run_part() {
   esac
   [ "$part" = acc-bg ] || pack "$part"
 }
-BG=()
+BG=(); mkdir -p /tmp/s5
 for part in ${PARTS:-quantdiag acc}; do
   case $part in
     bg:*) run_part "${part#bg:}" > /tmp/s5/${part#bg:}.bg.log 2>&1 & BG+=($!) ;;
