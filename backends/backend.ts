@@ -56,6 +56,8 @@ export interface StepInputs {
 export interface CapturedStep {
   /** device memory this capture holds besides the backend's shared step memory (bytes) */
   readonly bytes: number;
+  /** kernel launches one replay runs, where the backend counts them (CUDA: the graph's kernel nodes) */
+  readonly kernels?: number;
   /** Run the step again on `inputs` (absent: the data it last ran on); the argmax of each logit row [R]. */
   replay(inputs?: StepInputs): Promise<Int32Array>;
   /** Same, returning the logit rows [R][V] (for sampling at a temperature). */
@@ -113,11 +115,14 @@ export type OpName =
   | 'embed'
   | 'rmsnorm'
   | 'rmsnorm_quant'
+  | 'add_rmsnorm' // the residual add and the next norm in one launch: exactly add, then rmsnorm
+  | 'add_rmsnorm_quant' // exactly add, then rmsnorm_quant
   | 'quantize_act'
   | 'gemm_f32'
   | 'gemm_w4ax'
   | 'rope'
   | 'kv_append'
+  | 'rope_kv_append' // exactly rope(q), rope(k), then kv_append of rope(k), v (dtype: the cache's)
   | 'attention'
   | 'silu_mul'
   | 'silu_mul_quant'
@@ -195,6 +200,11 @@ export interface Backend {
   rmsnorm(x: Tensor, w: Tensor, eps: number): Tensor;
   /** rmsnorm, then gather channels by spec.perm, round to f16 and quantize (FMPQ) -> qact */
   rmsnormQuant(x: Tensor, w: Tensor, eps: number, spec: ActQuantSpec): Tensor;
+  /** The residual add folded into the next norm (one launch): [x + y, rmsnorm(x + y)], bit for bit add() then
+   *  rmsnorm() of this backend. The sum is the new residual stream (a new tensor; x is not written). */
+  addRmsnorm(x: Tensor, y: Tensor, w: Tensor, eps: number): [Tensor, Tensor];
+  /** [x + y, rmsnormQuant(x + y)], bit for bit add() then rmsnormQuant() of this backend. */
+  addRmsnormQuant(x: Tensor, y: Tensor, w: Tensor, eps: number, spec: ActQuantSpec): [Tensor, Tensor];
   /** [T, K] f32 -> gather by spec.perm, f16, FMPQ quantize -> qact */
   quantizeAct(x: Tensor, spec: ActQuantSpec): Tensor;
   /** x [T, K] f32 or qact, w [N, K] -> [T, N] f32. f32 x f32 ('gemm_f32') or qact x w4 ('gemm_w4ax', DESIGN §3.4) */
@@ -207,6 +217,10 @@ export interface Backend {
   rope(x: Tensor, layout: StepLayout, spec: RopeSpec): Tensor;
   /** k, v [T, nKvHeads*headDim] -> written (quantized for kv4) into the pages of layer `layer` */
   kvAppend(cache: KVCache, layer: number, k: Tensor, v: Tensor, layout: StepLayout): void;
+  /** RoPE folded into the KV append (one launch): q [T, spec.nHeads*headDim], k, v [T, nKvHeads*headDim] (the
+   *  cache's); writes rope(k) (nKvHeads heads) and v into layer `layer`, returns rope(q). Bit for bit rope(q),
+   *  rope(k), then kvAppend(rope(k), v) of this backend. */
+  ropeKvAppend(q: Tensor, k: Tensor, v: Tensor, cache: KVCache, layer: number, layout: StepLayout, spec: RopeSpec): Tensor;
   /** q [T, nHeads*headDim] -> [T, nHeads*headDim]: softmax(q k^T / sqrt(headDim)) v over the paged cache, GQA */
   attention(q: Tensor, cache: KVCache, layer: number, layout: StepLayout, nHeads: number): Tensor;
   /** silu(g) * u, elementwise, [T, H] */

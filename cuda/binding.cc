@@ -124,6 +124,7 @@ Napi::Value GraphEnd(const Napi::CallbackInfo& info) {
   check(info.Env(), comet_graph_end(g_stream, &x), "graph");
   return ptrValue(info.Env(), x);
 }
+Napi::Value GraphKernels(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), comet_graph_kernels()); }
 void GraphLaunch(const Napi::CallbackInfo& info) {
   check(info.Env(), comet_graph_launch(Args(info).ptr(0), g_stream), "graph");
 }
@@ -207,6 +208,9 @@ OP(Embed, comet_embed_f32(a.ptr<float>(0), a.i32(1), a.ptr<int32_t>(2), a.i32(3)
 OP(EmbedF16, comet_embed_f16(a.ptr<uint16_t>(0), a.i32(1), a.ptr<int32_t>(2), a.i32(3), a.ptr<float>(4), g_stream))
 // rmsnorm(x, w, T, C, eps, out)
 OP(Rmsnorm, comet_rmsnorm_f32(a.ptr<float>(0), a.ptr<float>(1), a.i32(2), a.i32(3), a.num(4), a.ptr<float>(5), g_stream))
+// addRmsnorm(x, y, w, T, C, eps, sum, out)
+OP(AddRmsnorm, comet_add_rmsnorm_f32(a.ptr<float>(0), a.ptr<float>(1), a.ptr<float>(2), a.i32(3), a.i32(4), a.num(5),
+                                     a.ptr<float>(6), a.ptr<float>(7), g_stream))
 // add(a, b, n, out)
 OP(Add, comet_add_f32(a.ptr<float>(0), a.ptr<float>(1), a.sz(2), a.ptr<float>(3), g_stream))
 // siluMul(g, u, n, out)
@@ -228,6 +232,10 @@ OP(QuantizeAct, comet_quantize_act(a.ptr<float>(0), a.i32(1), a.i32(2), a.i32(3)
 OP(RmsnormQuant, comet_rmsnorm_quant(a.ptr<float>(0), a.ptr<float>(1), a.i32(2), a.num(3), a.i32(4), a.i32(5),
                                      a.i32(6), a.i32(7), a.ptr<int32_t>(8), a.ptr<int8_t>(9), a.ptr<uint8_t>(10),
                                      a.ptr<uint16_t>(11), g_stream))
+// addRmsnormQuant(x, y, w, T, eps, K, B, Kp, K8, perm, sum, a8, a4, sa)
+OP(AddRmsnormQuant, comet_add_rmsnorm_quant(a.ptr<float>(0), a.ptr<float>(1), a.ptr<float>(2), a.i32(3), a.num(4),
+                                           a.i32(5), a.i32(6), a.i32(7), a.i32(8), a.ptr<int32_t>(9), a.ptr<float>(10),
+                                           a.ptr<int8_t>(11), a.ptr<uint8_t>(12), a.ptr<uint16_t>(13), g_stream))
 // siluMulQuant(g, u, T, K, B, Kp, K8, perm, a8, a4, sa)
 OP(SiluMulQuant, comet_silu_mul_quant(a.ptr<float>(0), a.ptr<float>(1), a.i32(2), a.i32(3), a.i32(4), a.i32(5),
                                       a.i32(6), a.ptr<int32_t>(7), a.ptr<int8_t>(8), a.ptr<uint8_t>(9),
@@ -245,6 +253,14 @@ OP(KvAppendF32, comet_kv_append_f32(a.ptr<float>(0), a.ptr<float>(1), a.ptr<floa
 // kvAppendKv4(cache, k, v, step x5, geom x4)
 OP(KvAppendKv4, comet_kv_append_kv4(a.ptr<uint8_t>(0), a.ptr<float>(1), a.ptr<float>(2), stepAt(a, 3), geomAt(a, 8),
                                     g_stream))
+// ropeKvAppendF32(kc, vc, q, k, v, nHeads, freqs, qOut, step x5, geom x4)
+OP(RopeKvAppendF32, comet_rope_kv_append_f32(a.ptr<float>(0), a.ptr<float>(1), a.ptr<float>(2), a.ptr<float>(3),
+                                             a.ptr<float>(4), a.i32(5), a.ptr<float>(6), a.ptr<float>(7), stepAt(a, 8),
+                                             geomAt(a, 13), g_stream))
+// ropeKvAppendKv4(cache, q, k, v, nHeads, freqs, qOut, step x5, geom x4)
+OP(RopeKvAppendKv4, comet_rope_kv_append_kv4(a.ptr<uint8_t>(0), a.ptr<float>(1), a.ptr<float>(2), a.ptr<float>(3),
+                                             a.i32(4), a.ptr<float>(5), a.ptr<float>(6), stepAt(a, 7), geomAt(a, 12),
+                                             g_stream))
 // attentionF32(q, kc, vc, step x5, geom x4, nHeads, maxLen, ws, out)
 OP(AttentionF32, comet_attention_f32(a.ptr<float>(0), a.ptr<float>(1), a.ptr<float>(2), stepAt(a, 3), geomAt(a, 8),
                                      a.i32(12), a.i32(13), a.ptr(14), a.ptr<float>(15), g_stream))
@@ -302,6 +318,7 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   EXPORT("graphBegin", GraphBegin);
   EXPORT("graphEnd", GraphEnd);
   EXPORT("graphLaunch", GraphLaunch);
+  EXPORT("graphKernels", GraphKernels);
   EXPORT("graphDestroy", GraphDestroy);
   EXPORT("w4Create", W4Create);
   EXPORT("w4Destroy", W4Destroy);
@@ -321,6 +338,10 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   EXPORT("argmax", Argmax);
   EXPORT("quantizeAct", QuantizeAct);
   EXPORT("rmsnormQuant", RmsnormQuant);
+  EXPORT("addRmsnorm", AddRmsnorm);
+  EXPORT("addRmsnormQuant", AddRmsnormQuant);
+  EXPORT("ropeKvAppendF32", RopeKvAppendF32);
+  EXPORT("ropeKvAppendKv4", RopeKvAppendKv4);
   EXPORT("siluMulQuant", SiluMulQuant);
   EXPORT("kvAppendF32", KvAppendF32);
   EXPORT("kvAppendKv4", KvAppendKv4);

@@ -101,6 +101,8 @@ int comet_stream_sync(void* s);
 /** CUDA graphs: capture the work enqueued on `stream` between begin and end, replay it with launch. */
 int comet_graph_begin(void* stream);
 int comet_graph_end(void* stream, void** exec_out);
+/** Kernel launches (kernel nodes) of the graph comet_graph_end last made. */
+int comet_graph_kernels(void);
 int comet_graph_launch(void* exec, void* stream);
 int comet_graph_destroy(void* exec);
 
@@ -112,6 +114,10 @@ int comet_embed_f16(const uint16_t* table, int D, const int32_t* tokens, int T, 
 /** llama2.c RMSNorm: ss = sum x^2 (f64); out = w * (x / sqrt(ss/C + eps)), f64 math, f32 store */
 int comet_rmsnorm_f32(const float* x, const float* w, int T, int C, double eps, float* out, void* stream);
 int comet_add_f32(const float* a, const float* b, size_t n, float* out, void* stream);
+/** The residual add folded into the norm, one launch: sum [T][C] = x + y (f32, as comet_add_f32) and out =
+ *  comet_rmsnorm_f32 of sum, bit for bit the two ops. */
+int comet_add_rmsnorm_f32(const float* x, const float* y, const float* w, int T, int C, double eps, float* sum,
+                          float* out, void* stream);
 /** out = silu(g) * u, f64 math as the simulator */
 int comet_silu_mul_f32(const float* g, const float* u, size_t n, float* out, void* stream);
 /** interleaved RoPE: pairs (2i, 2i+1) of each head of x [T][n_heads*head_dim] rotated by pos[t]*freqs[i] */
@@ -141,6 +147,10 @@ int comet_quantize_act(const float* x, int T, int K, int B, int Kp, int K8, cons
 /** rmsnorm (as comet_rmsnorm_f32, rounded to f32), then quantize_act of the result (C = K) */
 int comet_rmsnorm_quant(const float* x, const float* w, int T, double eps, int K, int B, int Kp, int K8,
                         const int32_t* perm, int8_t* a8, uint8_t* a4, uint16_t* sa, void* stream);
+/** sum [T][K] = x + y (as comet_add_f32), then comet_rmsnorm_quant of sum, bit for bit, in one launch */
+int comet_add_rmsnorm_quant(const float* x, const float* y, const float* w, int T, double eps, int K, int B, int Kp,
+                            int K8, const int32_t* perm, float* sum, int8_t* a8, uint8_t* a4, uint16_t* sa,
+                            void* stream);
 /** silu(g)*u (as comet_silu_mul_f32, rounded to f32), then quantize_act */
 int comet_silu_mul_quant(const float* g, const float* u, int T, int K, int B, int Kp, int K8, const int32_t* perm,
                          int8_t* a8, uint8_t* a4, uint16_t* sa, void* stream);
@@ -163,6 +173,12 @@ typedef struct {
 int comet_kv_append_f32(float* kc, float* vc, const float* k, const float* v, comet_step st, comet_kv_geom g,
                         void* stream);
 int comet_kv_append_kv4(uint8_t* cache, const float* k, const float* v, comet_step st, comet_kv_geom g, void* stream);
+/** RoPE folded into the append, one launch: q_out [T][n_heads*hd] = comet_rope_f32(q), and comet_kv_append_* of
+ *  (comet_rope_f32(k), v), bit for bit those three ops (k, v [T][n_kv_heads*hd]; freqs [hd/2] as comet_rope_f32). */
+int comet_rope_kv_append_f32(float* kc, float* vc, const float* q, const float* k, const float* v, int n_heads,
+                             const float* freqs, float* q_out, comet_step st, comet_kv_geom g, void* stream);
+int comet_rope_kv_append_kv4(uint8_t* cache, const float* q, const float* k, const float* v, int n_heads,
+                             const float* freqs, float* q_out, comet_step st, comet_kv_geom g, void* stream);
 /** Bytes of workspace attention needs for T tokens, n_heads heads, positions up to max_len (f32 or kv4 cache). */
 size_t comet_attention_workspace(int T, int n_heads, int head_dim, int max_len);
 /** out [T][n_heads*hd] = softmax(q k^T / sqrt(hd)) v over positions 0..pos[t] of the token's sequence, GQA.

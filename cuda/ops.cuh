@@ -61,6 +61,16 @@ __device__ inline double block_sum(double v) {
   return total;
 }
 
+/** RoPE of one channel pair (v0, v1) of a token at position pos: angle a = f32(pos · freq) (one rounding, as
+ *  Math.fround in the simulator), cos and sin of it in f64 rounded to f32, the rotation in f64 rounded to f32
+ *  (simulator/kernels/float.ts rope). rope and rope_kv_append both call this, so they agree bit for bit. */
+__device__ __forceinline__ float2 rope_pair(float v0, float v1, int pos, float freq) {
+  const float a = __fmul_rn((float)pos, freq);
+  const double c = (float)cos((double)a), s = (float)sin((double)a);
+  return make_float2((float)__dsub_rn(__dmul_rn((double)v0, c), __dmul_rn((double)v1, s)),
+                     (float)__dadd_rn(__dmul_rn((double)v0, s), __dmul_rn((double)v1, c)));
+}
+
 /** The FMPQ geometry of one activation (DESIGN §3.2); perm may be null (identity). */
 struct ActSpec {
   int K, B, Kp, K8;

@@ -44,21 +44,35 @@ extern "C" int comet_embed_f16(const uint16_t* table, int D, const int32_t* toke
 }
 
 // ---- rmsnorm: one block per row; ss in f64 (tree order), scaling in f64 as llama2.c-in-JS does -----------------
-__global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restrict__ w, int C, double eps,
-                               float* __restrict__ out) {
-  const float* xr = x + (size_t)blockIdx.x * C;
+// ADD: the residual add folded in (add_rmsnorm): the row is s = f32(x + y), written to `sum` and normalized, the
+// same arithmetic in the same order as add then rmsnorm (so the two agree bit for bit).
+template <bool ADD>
+__global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restrict__ y, const float* __restrict__ w,
+                               int C, double eps, float* __restrict__ sum, float* __restrict__ out) {
+  const size_t r = (size_t)blockIdx.x * C;
+  auto ld = [&](int i) { return ADD ? __fadd_rn(x[r + i], y[r + i]) : x[r + i]; };
   double ss = 0;
-  for (int i = threadIdx.x; i < C; i += blockDim.x) ss += (double)xr[i] * xr[i];
+  for (int i = threadIdx.x; i < C; i += blockDim.x) {
+    const float v = ld(i);
+    if (ADD) sum[r + i] = v;
+    ss += (double)v * v;
+  }
   ss = block_sum(ss);
   const double inv = 1.0 / sqrt(ss / C + eps);
-  for (int i = threadIdx.x; i < C; i += blockDim.x)
-    out[(size_t)blockIdx.x * C + i] = (float)__dmul_rn((double)w[i], __dmul_rn((double)xr[i], inv));
+  for (int i = threadIdx.x; i < C; i += blockDim.x) out[r + i] = (float)__dmul_rn((double)w[i], __dmul_rn((double)ld(i), inv));
 }
 
 extern "C" int comet_rmsnorm_f32(const float* x, const float* w, int T, int C, double eps, float* out, void* stream) {
   if (T == 0) return 0;
-  rmsnorm_kernel<<<T, 256, 0, S(stream)>>>(x, w, C, eps, out);
+  rmsnorm_kernel<false><<<T, 256, 0, S(stream)>>>(x, nullptr, w, C, eps, nullptr, out);
   return check_launch("rmsnorm");
+}
+
+extern "C" int comet_add_rmsnorm_f32(const float* x, const float* y, const float* w, int T, int C, double eps, float* sum,
+                                     float* out, void* stream) {
+  if (T == 0) return 0;
+  rmsnorm_kernel<true><<<T, 256, 0, S(stream)>>>(x, y, w, C, eps, sum, out);
+  return check_launch("add_rmsnorm");
 }
 
 // ---- elementwise -------------------------------------------------------------------------------------------
@@ -94,8 +108,7 @@ extern "C" int comet_silu_mul_f32(const float* g, const float* u, size_t n, floa
   return check_launch("silu_mul");
 }
 
-// ---- rope: one thread per (token, pair i, head). Angle f32(pos * freq) (exact product, one rounding, as
-// Math.fround in the simulator); cos/sin of it in f64, rounded to f32; the rotation in f64, rounded to f32. ----
+// ---- rope: one thread per (token, pair i, head), rope_pair (ops.cuh) ----------------------------------------------
 __global__ void rope_kernel(const float* __restrict__ x, int T, int nH, int hd, const int32_t* __restrict__ pos,
                             const float* __restrict__ freqs, float* __restrict__ out) {
   const int half = hd / 2;
@@ -103,13 +116,10 @@ __global__ void rope_kernel(const float* __restrict__ x, int T, int nH, int hd, 
   for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
     const int i = (int)(idx % half);
     const size_t th = idx / half;  // t * nH + h
-    const int t = (int)(th / nH);
-    const float a = __fmul_rn((float)pos[t], freqs[i]);
-    const double c = (float)cos((double)a), s = (float)sin((double)a);
     const size_t o = th * hd + 2 * i;
-    const double v0 = x[o], v1 = x[o + 1];
-    out[o] = (float)__dsub_rn(__dmul_rn(v0, c), __dmul_rn(v1, s));
-    out[o + 1] = (float)__dadd_rn(__dmul_rn(v0, s), __dmul_rn(v1, c));
+    const float2 r = rope_pair(x[o], x[o + 1], pos[th / nH], freqs[i]);
+    out[o] = r.x;
+    out[o + 1] = r.y;
   }
 }
 

@@ -134,9 +134,20 @@ extern "C" int comet_graph_begin(void* stream) {
   COMET_TRY("graph capture begin", cudaStreamBeginCapture(comet_ops::S(stream), cudaStreamCaptureModeThreadLocal));
   return 0;
 }
+static int g_graph_kernels = 0;  // kernel nodes of the last graph captured
+extern "C" int comet_graph_kernels(void) { return g_graph_kernels; }
 extern "C" int comet_graph_end(void* stream, void** exec_out) {
   cudaGraph_t g;
   COMET_TRY("graph capture end", cudaStreamEndCapture(comet_ops::S(stream), &g));
+  size_t n = 0;
+  g_graph_kernels = 0;
+  if (cudaGraphGetNodes(g, nullptr, &n) == cudaSuccess && n) {
+    cudaGraphNode_t* nodes = new cudaGraphNode_t[n];
+    cudaGraphNodeType type;
+    if (cudaGraphGetNodes(g, nodes, &n) == cudaSuccess)
+      for (size_t i = 0; i < n; i++) g_graph_kernels += cudaGraphNodeGetType(nodes[i], &type) == cudaSuccess && type == cudaGraphNodeTypeKernel;
+    delete[] nodes;
+  }
   cudaGraphExec_t x;
   cudaError_t e = cudaGraphInstantiate(&x, g, 0);
   cudaGraphDestroy(g);

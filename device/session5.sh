@@ -7,8 +7,10 @@
 #             and compared tensor by tensor (bench/quant/diff-comet.ts)
 #   acc       issue 15: the accuracy table's KV4 rows (bench/accuracy/run.ts quantize, CPU; acc.tar.xz) evaluated
 #             on CUDA over all windows of wiki_heldout_a.txt and over the first 16
+#   t17       COMET_TEST_CUDA=1 test/ops.test.ts test/quant-layered.test.ts
 #   probe8b   device/quant-llama3.sh with LAYERS (default 2): time per layer of the 8B shape
-#   full8b    device/quant-llama3.sh, all 32 layers
+#   full8b    device/quant-llama3.sh, all 32 layers (or in steps: synth8b, quant8b, verify8b, each taking what is left
+#             of LIMIT_S); bg:PART runs PART in the background until the next `wait`
 #   ncu       ncu on attn_kv4_mma inside `comet bench e2e --shape llama3-8b` (batch BATCH, default 256; context 1024)
 #   race      compute-sanitizer racecheck on the W4Ax GEMM's v7 (bench/gemm/bench.py check --small --variants 6)
 # Here first: the addon in .device/final/addon.tar.xz (device/final.sh), .device/quant (device/quant-llama3.sh),
@@ -20,11 +22,16 @@ T0=$(date +%s); OUT=${OUT:-/tmp/comet-out}; F=$PWD/.device/final; S=/tmp/s5stage
 mkdir -p "$OUT" $S
 since() { echo "$(( $(date +%s) - T0 )) s"; }
 if [ "${PARTS:-}" = stage ]; then
-  mkdir -p /tmp/cuda-tests; cp .device/cuda-tests/shared.tar.xz.part* /tmp/cuda-tests/ 2>/dev/null; cp .device/s5stage/* $S/ 2>/dev/null
+  mkdir -p /tmp/cuda-tests; cp .device/cuda-tests/shared.tar.xz.part* /tmp/cuda-tests/ 2>/dev/null; cp .device/s5stage/* .device/s5stage2/* $S/ 2>/dev/null
   ls -la /tmp/cuda-tests $S; exit 0
 fi
 source device/unpack.sh; set +e
-[ -d ../shared/models ] || { mkdir -p .. && cat /tmp/cuda-tests/shared.tar.xz.part* | xz -dc | tar -xf - -C ..; } || echo "../shared/models: unpack failed"
+# ../shared/models: all of it (cuda-tests' parts) or what the quantizer's checks read (s5stage2/shared-min.tar.xz)
+if [ ! -d ../shared/models ]; then
+  mkdir -p ../shared
+  if ls /tmp/cuda-tests/shared.tar.xz.part* >/dev/null 2>&1; then cat /tmp/cuda-tests/shared.tar.xz.part* | xz -dc | tar -xf - -C ..
+  elif [ -f $S/shared-min.tar.xz ]; then xz -dc $S/shared-min.tar.xz | tar -xf - -C ../shared; fi || echo "../shared/models: unpack failed"
+fi
 mkdir -p /tmp/addon && tar -xJf "$F/addon.tar.xz" -C /tmp/addon
 export COMET_CUDA_ADDON=/tmp/addon/comet_cuda.node PYTHONUNBUFFERED=1
 date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
@@ -32,7 +39,7 @@ C="node bin/comet.js"; TSX="node node_modules/tsx/dist/cli.mjs"
 M=../shared/models/wikillama-28M; TX=../shared/models/texts/wiki_heldout_a.txt
 pack() { tar -czf "$OUT/s5-$1.tgz" -C "/tmp/s5/$1" . ; }
 ACC_ROWS="fmpq-kv4 fmpq-gptq-kv4 w4a8kv4 best-kv4 best32-kv4"
-[ -f /tmp/acc/wikillama-28M-a1-best32-kv4.comet ] || { mkdir -p /tmp/acc && xz -dc $S/acc.tar.xz | tar -xf - -C /tmp/acc; }
+[ -f /tmp/acc/wikillama-28M-a1-best32-kv4.comet ] || [ ! -f $S/acc.tar.xz ] || { mkdir -p /tmp/acc && xz -dc $S/acc.tar.xz | tar -xf - -C /tmp/acc; }
 acc_run() {  # all windows and 16 windows of every KV4 row, the rows side by side (each is host-bound)
   local L=/tmp/s5/acc; mkdir -p $L
   for r in $ACC_ROWS; do
@@ -41,12 +48,13 @@ acc_run() {  # all windows and 16 windows of every KV4 row, the rows side by sid
       timeout 400 $C eval ppl --backend cuda --model $f --text $TX --ctx 512 --json > $L/pplall-$r.json 2> $L/pplall-$r.err ) &
   done; wait
 }
-for part in ${PARTS:-quantdiag acc}; do
-  L=/tmp/s5/$part; mkdir -p "$L"
+run_part() {
+  local part=$1 L=/tmp/s5/$1; mkdir -p "$L"
   echo "=== $part [$(since)]"
   case $part in
     quantdiag)
-      ln -sf /tmp/acc/wikillama-28M-a1-fmpq-gptq-kv4.comet /tmp/wl-sim-gptq.comet
+      if [ -f $S/wl-sim-gptq.comet.xz ]; then xz -dc $S/wl-sim-gptq.comet.xz > /tmp/wl-sim-gptq.comet
+      else ln -sf /tmp/acc/wikillama-28M-a1-fmpq-gptq-kv4.comet /tmp/wl-sim-gptq.comet; fi
       /usr/bin/time -f "%e s wall, %M KB peak" timeout 120 $C quantize --model $M --calib $TX --out /tmp/wl-cuda-gptq.comet \
         --weights gptq --backend cuda --json > $L/q-cuda-gptq.json 2> $L/q-cuda-gptq.err; echo "quantize rc=$? $(tail -1 $L/q-cuda-gptq.err)"
       for w in sim cuda; do
@@ -60,8 +68,17 @@ for part in ${PARTS:-quantdiag acc}; do
       [ -n "${ACC_PID:-}" ] && wait $ACC_PID || acc_run
       for r in $ACC_ROWS; do echo "$r: 16w $(grep -o '"ppl":[0-9.]*' /tmp/s5/acc/ppl16-$r.json) all $(grep -o '"ppl":[0-9.]*\|"windows":[0-9]*' /tmp/s5/acc/pplall-$r.json | tr '\n' ' ')"; done
       L=/tmp/s5/acc ;;
+    t17)  # the CUDA rows of the tests this session's issue-17 changes touch: the exact f32 GEMM, GPTQ on the device
+      COMET_TEST_CUDA=1 timeout 200 node node_modules/vitest/vitest.mjs run test/ops.test.ts test/quant-layered.test.ts --reporter=verbose > $L/tests.log 2>&1
+      echo "rc=$?"; grep -E "✗|×|FAIL|Test Files|Tests |AssertionError" $L/tests.log | head -30 ;;
     probe8b) OUT=$L LAYERS=${LAYERS:-2} bash device/quant-llama3.sh ;;
     full8b) OUT=$L LAYERS=32 QUANT_S=${QUANT_S:-540} bash device/quant-llama3.sh ;;
+    synth8b) OUT=/tmp/s5/full8b LAYERS=32 STEPS=synth bash device/quant-llama3.sh ;;
+    quant8b)  # what is left of the call's limit (LIMIT_S) goes to the quantizer
+      OUT=/tmp/s5/full8b LAYERS=32 STEPS="quantize run" QUANT_S=$(( ${LIMIT_S:-590} - $(date +%s) + T0 - 75 )) bash device/quant-llama3.sh
+      L=/tmp/s5/full8b; part=full8b ;;
+    verify8b) OUT=/tmp/s5/full8b LAYERS=32 STEPS=verify VERIFY_S=$(( ${LIMIT_S:-590} - $(date +%s) + T0 - 15 )) bash device/quant-llama3.sh
+      L=/tmp/s5/full8b; part=full8b ;;
     ncu)
       timeout 180 ncu --target-processes all -k regex:attn_kv4_mma --launch-skip 64 --launch-count 1 --set full -o $L/attn \
         $C bench e2e --shape llama3-8b --batches ${BATCH:-256} --no-baseline --throughput 0 --steps 2 --out $L/e2e > $L/ncu.log 2>&1
@@ -76,5 +93,13 @@ for part in ${PARTS:-quantdiag acc}; do
       echo "rc=$?"; tail -4 $L/racecheck.txt ;;
   esac
   [ "$part" = acc-bg ] || pack "$part"
+}
+BG=(); mkdir -p /tmp/s5
+for part in ${PARTS:-quantdiag acc}; do
+  case $part in
+    bg:*) run_part "${part#bg:}" > /tmp/s5/${part#bg:}.bg.log 2>&1 & BG+=($!) ;;
+    wait) wait "${BG[@]}"; BG=(); cat /tmp/s5/*.bg.log 2>/dev/null; rm -f /tmp/s5/*.bg.log ;;
+    *) run_part "$part" ;;
+  esac
 done
 echo "done after $(since)"

@@ -232,7 +232,8 @@ function recordingAddon() {
   };
   const facts = { name: 'recording', count: 1, major: 9, minor: 0, sms: 132, freeBytes: 2 ** 34, totalBytes: 2 ** 34, driverVersion: 0, runtimeVersion: 0 };
   const names = ['free', 'copy', 'memset', 'sync', 'w4Destroy', 'gemmW4ax', 'gemmForce', 'embed', 'rmsnorm', 'add', 'siluMul', 'rope', 'gemmF32', 'rows',
-    'argmax', 'quantizeAct', 'rmsnormQuant', 'siluMulQuant', 'kvAppendF32', 'kvAppendKv4', 'attentionF32', 'attentionKv4', 'profSpin', 'profMark', 'graphLaunch', 'graphDestroy'];
+    'argmax', 'quantizeAct', 'rmsnormQuant', 'siluMulQuant', 'kvAppendF32', 'kvAppendKv4', 'attentionF32', 'attentionKv4', 'profSpin', 'profMark', 'graphLaunch', 'graphDestroy',
+    'addRmsnorm', 'addRmsnormQuant', 'ropeKvAppendF32', 'ropeKvAppendKv4', 'gemmW4axMany', 'embedF16', 'gemmF16w'];
   const addon: Record<string, unknown> = Object.fromEntries(names.map((n) => [n, rec(n)]));
   Object.assign(addon, {
     init: () => facts, deviceInfo: () => facts,
@@ -334,6 +335,28 @@ describe('decode graphs: the CUDA backend\'s capture, over a recording addon (no
     graph.destroy();
     expect(calls.map((c) => c.name)).toEqual(['graphDestroy', 'free', 'free']);
     return expect(graph.replay()).rejects.toThrow(/destroyed/);
+  });
+});
+
+describe('the fused decode step: launches per layer, over a recording addon (no GPU)', () => {
+  // what one decoder layer of a W4A4KV4 model enqueues (the model through src/graph): the residual add inside the
+  // next norm (addRmsnormQuant), RoPE inside the KV append (ropeKvAppendKv4), q/k/v and gate/up each one GEMM
+  // (gemmW4axMany). Unfused it was 14: rmsnormQuant, gemm q/k/v, rope ×2, kvAppendKv4, attention, quantizeAct,
+  // gemm o, add, rmsnormQuant, gemm gate/up, siluMulQuant, gemm down, add.
+  const KERNELS = new Set(['embed', 'embedF16', 'rmsnorm', 'add', 'siluMul', 'rope', 'gemmF32', 'gemmF16w', 'rows', 'argmax', 'quantizeAct', 'rmsnormQuant', 'siluMulQuant', 'kvAppendF32', 'kvAppendKv4',
+    'attentionF32', 'attentionKv4', 'gemmW4ax', 'gemmW4axMany', 'addRmsnorm', 'addRmsnormQuant', 'ropeKvAppendF32', 'ropeKvAppendKv4']);
+  it('a W4A4KV4 decode layer is 10 ops (was 14)', async () => {
+    const { addon, calls, facts } = recordingAddon();
+    const be = new CudaBackend(addon as never, facts);
+    const m = (await syntheticW4(be)).model, c = m.config;
+    const cache = be.createKVCache({ nLayers: c.nLayers, nKvHeads: c.nKvHeads, headDim: c.headDim, pageSize: 16, numPages: 4, dtype: 'kv4', group: c.headDim });
+    calls.length = 0;
+    m.forward(Int32Array.of(3, 4), { pos: Int32Array.of(7, 2), seq: Int32Array.of(0, 1), blockTables: [Int32Array.of(0), Int32Array.of(1)] }, cache, Int32Array.of(0, 1));
+    const ops = calls.map((x) => x.name).filter((n) => KERNELS.has(n));
+    const layer = ['addRmsnormQuant', 'gemmW4axMany', 'ropeKvAppendKv4', 'attentionKv4', 'quantizeAct', 'gemmW4ax', 'addRmsnormQuant', 'gemmW4axMany', 'siluMulQuant', 'gemmW4ax'];
+    expect(ops.slice(1, -4)).toEqual(['rmsnormQuant', ...layer.slice(1), ...Array.from({ length: c.nLayers - 1 }, () => layer).flat()]);
+    expect(ops.slice(-4, -1)).toEqual(['add', 'rows', 'rmsnorm']); // the last layer's add, the rows, the final norm, the classifier
+    be.endStep();
   });
 });
 

@@ -25,6 +25,7 @@ import type { QAct } from '../simulator/formats.ts';
 import { fromF16Bits } from '../simulator/f16.ts';
 import { activations, permutation, randn, relErr, rng } from '../testing/rng.ts';
 import { eachBackend, type Variant } from './helpers/backends.ts';
+import { composed } from '../backends/composed.ts';
 
 /** a8 | a4 | sa bytes of a simulator QAct (the order readRaw returns) */
 function qactRaw(q: QAct): Uint8Array {
@@ -284,6 +285,61 @@ eachBackend('ops', ({ name, create, variants }) => {
     const normed = await be.read(be.rmsnorm(up(x, [T, C]), up(w, [C]), 1e-5));
     expect(firstDiff(qactRaw(got), qactRaw(quantizeAct(normed, T, spec)))).toBe(-1);
   });
+
+  // The fused decode ops (backends/composed.ts): bit for bit this backend's own composition of the ops they replace
+  // (CUDA: one fused kernel against the unfused ones), and against the simulator at the tiers of those ops. Row
+  // widths where a row's quantizer spans several thread blocks (CUDA: each writes its share of the sum).
+  it.each([
+    ['K=4096 B=128 K8=256 perm', actSpec(4096, 128, 256, permutation(rng(16), 4096))],
+    SPECS[2], SPECS[6],
+  ] as Array<[string, ActQuantSpec]>)('add_rmsnorm and add_rmsnorm_quant %s: x + y and the norm in one op, exactly add then the norm', async (_, spec) => {
+    const T = 5, C = spec.K, eps = 1e-5;
+    const x = activations(rng(17 + C), T, C, [1, 2], 20), y = randn(18 + C, T * C, 2), w = randn(19 + C, C, 0.3).map((v) => v + 1);
+    const sum = F.add(x, y);
+    const [s1, h1] = be.addRmsnorm(up(x, [T, C]), up(y, [T, C]), up(w, [C]), eps);
+    const [s0, h0] = composed.addRmsnorm(be, up(x, [T, C]), up(y, [T, C]), up(w, [C]), eps);
+    expectSameBits(await be.read(s1), await be.read(s0), 'add_rmsnorm sum vs add');
+    expectSameBits(await be.read(h1), await be.read(h0), 'add_rmsnorm vs add then rmsnorm');
+    expectF32(await be.read(s1), sum, tier('add_rmsnorm'), 1e-7, 'sum vs the simulator');
+    expectF32(await be.read(h1), F.rmsnorm(sum, T, C, w, eps), tier('add_rmsnorm'), 1e-6, 'norm vs the simulator');
+    const [s2, q2] = be.addRmsnormQuant(up(x, [T, C]), up(y, [T, C]), up(w, [C]), eps, spec);
+    const [s3, q3] = composed.addRmsnormQuant(be, up(x, [T, C]), up(y, [T, C]), up(w, [C]), eps, spec);
+    expectSameBits(await be.read(s2), await be.read(s3), 'add_rmsnorm_quant sum vs add');
+    expect(firstDiff(await be.readRaw!(q2), await be.readRaw!(q3)), 'add_rmsnorm_quant vs add then rmsnorm_quant').toBe(-1);
+    expectQAct(await readQAct(be, q2, spec), rmsnormQuant(sum, T, C, w, eps, spec), tier('add_rmsnorm_quant', 'qact'), 'vs the simulator');
+    be.endStep();
+  });
+
+  for (const dtype of ['f32', 'kv4'] as const) {
+    it.each([...GEOMS, ['llama3-8b heads (32/8, hd 128)', LLAMA_GEOMS[0][1]] as [string, Geom]])(`rope_kv_append ${dtype} %s: exactly rope(q), rope(k), kv_append; a prefill chunk and a decode step`, async (_, g) => {
+      const { tables, numPages } = pageTables([23, 9], g.P, 98 + g.hd);
+      const spec: KVCacheSpec = { nLayers: 2, nKvHeads: g.nKv, headDim: g.hd, pageSize: g.P, numPages, dtype, group: g.G };
+      const rope = { nHeads: g.nH, headDim: g.hd, theta: 500000 }, freqs = F.ropeFreqs(g.hd, rope.theta);
+      const fused = be.createKVCache(spec), parts = be.createKVCache(spec);
+      const ref: KVStore = dtype === 'kv4' ? new KVStoreKV4(spec) : new KVStoreF32(spec);
+      const C = g.nKv * g.hd, Q = g.nH * g.hd, t = tier('rope_kv_append', dtype);
+      for (const [i, l] of [stepLayout([0, 0], [16, 9], tables), stepLayout([16, 9], [23, 9], tables)].entries()) {
+        const T = l.pos.length, q = randn(40 + i, T * Q), k = randn(50 + i, T * C, 2), v = randn(60 + i, T * C);
+        const q1 = await be.read(be.ropeKvAppend(up(q, [T, Q]), up(k, [T, C]), up(v, [T, C]), fused, 1, l, rope));
+        const q0 = await be.read(composed.ropeKvAppend(be, up(q, [T, Q]), up(k, [T, C]), up(v, [T, C]), parts, 1, l, rope));
+        expectSameBits(q1, q0, `step ${i}: rope(q)`);
+        expectF32(q1, F.rope(q, T, g.nH, g.hd, l.pos, freqs), t, 1e-6, `step ${i}: rope(q) vs the simulator`);
+        simKvAppend(ref, 1, F.rope(k, T, g.nKv, g.hd, l.pos, freqs), v, l);
+        be.endStep();
+      }
+      const bytes = await fused.readLayer(1);
+      expect(firstDiff(bytes, await parts.readLayer(1)), 'KV bytes vs rope then kv_append').toBe(-1);
+      // against the simulator: exact tiers byte for byte; f32 pages by relative error; a KV4 cache at tolerance
+      // follows from the exact composition above and rope's and kv_append's own tests
+      if (t === 'exact') expectKVBytes(bytes, ref, spec, 1, t);
+      else if (ref instanceof KVStoreF32) {
+        const want = new Float32Array(2 * ref.k[1].length);
+        want.set(ref.k[1]), want.set(ref.v[1], ref.k[1].length);
+        expect(relErr(new Float32Array(bytes.slice().buffer), want)).toBeLessThan(1e-6);
+      }
+      expect((await fused.readLayer(0)).every((b) => b === 0)).toBe(true); // layer 0 untouched
+    });
+  }
 
   it.each([[6, 352], [3, 200]])('silu_mul and silu_mul_quant T=%i K=%i', async (T, K) => {
     const g = randn(13 + K, T * K, 2), u = randn(14 + K, T * K, 2);

@@ -24,6 +24,8 @@ export interface CudaAddon {
   sync(): void;
   graphBegin(): void;
   graphEnd(): Ptr;
+  /** kernel launches of the graph graphEnd last made (optional: older addons) */
+  graphKernels?(): number;
   graphLaunch(exec: Ptr): void;
   graphDestroy(exec: Ptr): void;
   // W4Ax GEMM (cuda/gemm_w4ax*.cu)
@@ -51,9 +53,15 @@ export interface CudaAddon {
   argmax(x: Ptr, R: number, C: number, out: Ptr): void;
   quantizeAct(x: Ptr, T: number, K: number, B: number, Kp: number, K8: number, perm: Ptr, a8: Ptr, a4: Ptr, sa: Ptr): void;
   rmsnormQuant(x: Ptr, w: Ptr, T: number, eps: number, K: number, B: number, Kp: number, K8: number, perm: Ptr, a8: Ptr, a4: Ptr, sa: Ptr): void;
+  /** the residual add folded into the norm: sum = x + y, then rmsnorm / rmsnormQuant of it (capi.h) */
+  addRmsnorm(x: Ptr, y: Ptr, w: Ptr, T: number, C: number, eps: number, sum: Ptr, out: Ptr): void;
+  addRmsnormQuant(x: Ptr, y: Ptr, w: Ptr, T: number, eps: number, K: number, B: number, Kp: number, K8: number, perm: Ptr, sum: Ptr, a8: Ptr, a4: Ptr, sa: Ptr): void;
   siluMulQuant(g: Ptr, u: Ptr, T: number, K: number, B: number, Kp: number, K8: number, perm: Ptr, a8: Ptr, a4: Ptr, sa: Ptr): void;
   kvAppendF32(kc: Ptr, vc: Ptr, k: Ptr, v: Ptr, ...stepAndGeom: number[]): void;
   kvAppendKv4(cache: Ptr, k: Ptr, v: Ptr, ...stepAndGeom: number[]): void;
+  /** RoPE folded into the append: qOut = rope(q); rope(k), v appended (capi.h comet_rope_kv_append_*) */
+  ropeKvAppendF32(kc: Ptr, vc: Ptr, q: Ptr, k: Ptr, v: Ptr, nHeads: number, freqs: Ptr, qOut: Ptr, ...stepAndGeom: number[]): void;
+  ropeKvAppendKv4(cache: Ptr, q: Ptr, k: Ptr, v: Ptr, nHeads: number, freqs: Ptr, qOut: Ptr, ...stepAndGeom: number[]): void;
   attentionF32(q: Ptr, kc: Ptr, vc: Ptr, ...rest: number[]): void;
   attentionKv4(q: Ptr, cache: Ptr, ...rest: number[]): void;
   attentionWorkspace(T: number, nHeads: number, headDim: number, maxLen: number): number;

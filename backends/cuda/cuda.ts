@@ -207,7 +207,7 @@ export class CudaBackend implements Backend {
   /** The addon with every kernel-launching call wrapped: when op timing is on, each call is preceded by a
    *  spin kernel and bracketed by events (cuda/ops_float.cu), so the pair times that op's GPU work alone. */
   private profiled(raw: CudaAddon): CudaAddon {
-    const ops = ['embed', 'embedF16', 'rmsnorm', 'add', 'siluMul', 'rope', 'gemmF32', 'gemmF16w', 'rows', 'argmax', 'quantizeAct', 'rmsnormQuant', 'siluMulQuant', 'kvAppendF32', 'kvAppendKv4', 'attentionF32', 'attentionKv4', 'gemmW4ax', 'gemmW4axMany'] as const;
+    const ops = ['embed', 'embedF16', 'rmsnorm', 'add', 'siluMul', 'rope', 'gemmF32', 'gemmF16w', 'rows', 'argmax', 'quantizeAct', 'rmsnormQuant', 'siluMulQuant', 'kvAppendF32', 'kvAppendKv4', 'addRmsnorm', 'addRmsnormQuant', 'ropeKvAppendF32', 'ropeKvAppendKv4', 'attentionF32', 'attentionKv4', 'gemmW4ax', 'gemmW4axMany'] as const;
     const out = { ...raw } as Record<string, unknown>;
     for (const k of ops) {
       const f = raw[k] as ((...a: unknown[]) => void) | undefined;
@@ -260,6 +260,8 @@ export class CudaBackend implements Backend {
       gemm_f32: { f32: 'tolerance', f16: 'tolerance' }, gemm_w4ax: { w4: 'exact' }, rope: { f32: 'tolerance' }, kv_append: { f32: 'exact', kv4: 'exact' },
       attention: { f32: 'tolerance', kv4: 'exact' },
       silu_mul: { f32: 'tolerance' }, silu_mul_quant: { qact: 'tolerance' }, add: { f32: 'exact' }, argmax: { f32: 'exact' }, rows: { f32: 'exact' },
+      // fused kernels (cuda/ops_*.cu): bit for bit this backend's composition; against the simulator, their halves' tiers
+      add_rmsnorm: { f32: 'tolerance' }, add_rmsnorm_quant: { qact: 'tolerance' }, rope_kv_append: { f32: 'tolerance', kv4: 'tolerance' },
     };
   }
   readonly profiler: OpProfiler = { setOpTiming: (on) => this.setOpTiming(on), opTimings: () => this.opTimings() };
@@ -377,6 +379,7 @@ export class CudaBackend implements Backend {
     };
     return {
       bytes: (image ? image.words.byteLength : 0) + 4 * Math.max(R, 1),
+      kernels: this.addon.graphKernels?.(),
       valid: () => live && !this.disposed && this.w4s.size === w4At,
       replay: async (inp) => {
         launch(inp);
@@ -562,6 +565,22 @@ export class CudaBackend implements Backend {
     return q;
   }
 
+  addRmsnorm(x: Tensor, y: Tensor, w: Tensor, eps: number): [Tensor, Tensor] {
+    if (x.shape.join() !== y.shape.join()) throw new CometError(`addRmsnorm: [${x.shape}] and [${y.shape}] differ`);
+    const sum = this.f32(x.shape), out = this.f32(x.shape);
+    this.addon.addRmsnorm(this.checkF32(x, 'add_rmsnorm').ptr, this.checkF32(y, 'add_rmsnorm').ptr, this.checkF32(w, 'add_rmsnorm').ptr, rowsOf(x), colsOf(x), eps, sum.ptr, out.ptr);
+    return [sum, out];
+  }
+
+  addRmsnormQuant(x: Tensor, y: Tensor, w: Tensor, eps: number, spec: ActQuantSpec): [Tensor, Tensor] {
+    if (x.shape.join() !== y.shape.join()) throw new CometError(`addRmsnormQuant: [${x.shape}] and [${y.shape}] differ`);
+    if (spec.K !== colsOf(x)) throw new CometError(`addRmsnormQuant: spec.K = ${spec.K} but the rows have ${colsOf(x)} channels`);
+    const sum = this.f32(x.shape), q = this.qact(spec, rowsOf(x)), d = q.q!;
+    this.addon.addRmsnormQuant(this.checkF32(x, 'add_rmsnorm_quant').ptr, this.checkF32(y, 'add_rmsnorm_quant').ptr, this.checkF32(w, 'add_rmsnorm_quant').ptr,
+      rowsOf(x), eps, spec.K, spec.B, spec.Kp, spec.K8, this.permPtr(spec), sum.ptr, d.a8, d.a4, d.sa);
+    return [sum, q];
+  }
+
   quantizeAct(x: Tensor, spec: ActQuantSpec): Tensor {
     if (spec.K !== colsOf(x)) throw new CometError(`quantizeAct: spec.K = ${spec.K} but x has ${colsOf(x)} columns`);
     const q = this.qact(spec, rowsOf(x)), d = q.q!;
@@ -610,7 +629,8 @@ export class CudaBackend implements Backend {
     return out;
   }
 
-  rope(x: Tensor, layout: StepLayout, spec: RopeSpec): Tensor {
+  /** The rotary frequencies of a spec on the device (made once per head_dim, theta and scaling). */
+  private freqPtr(spec: RopeSpec): Ptr {
     const key = `${spec.headDim}:${spec.theta}:${JSON.stringify(spec.scaling ?? null)}`;
     let f = this.freqs.get(key);
     if (f === undefined) {
@@ -619,6 +639,11 @@ export class CudaBackend implements Backend {
       this.addon.upload(f, host);
       this.freqs.set(key, f);
     }
+    return f;
+  }
+
+  rope(x: Tensor, layout: StepLayout, spec: RopeSpec): Tensor {
+    const f = this.freqPtr(spec);
     if (colsOf(x) !== spec.nHeads * spec.headDim) throw new CometError(`rope: x has ${colsOf(x)} columns, expected ${spec.nHeads}·${spec.headDim}`);
     const d = this.layout(layout), out = this.f32(x.shape);
     this.addon.rope(this.checkF32(x, 'rope').ptr, rowsOf(x), spec.nHeads, spec.headDim, d.pos, f, out.ptr);
@@ -629,15 +654,32 @@ export class CudaBackend implements Backend {
     return [d.pos, d.seq, d.bt, d.btOff, d.T, s.nKvHeads, s.headDim, s.pageSize, s.group || s.headDim];
   }
 
+  /** k, v against the cache's rows of this step (kvAppend, ropeKvAppend) */
+  private checkKV(c: CudaKVCache, k: Tensor, v: Tensor, layout: StepLayout, op: string): void {
+    const C = c.spec.nKvHeads * c.spec.headDim;
+    if (colsOf(k) !== C || colsOf(v) !== C || rowsOf(k) !== layout.pos.length || rowsOf(v) !== layout.pos.length)
+      throw new CometError(`${op}: k [${k.shape}], v [${v.shape}] do not match ${layout.pos.length} tokens of ${C} channels`);
+    this.checkPages(c, layout, op);
+  }
+
   kvAppend(cache: KVCache, layer: number, k: Tensor, v: Tensor, layout: StepLayout): void {
     const c = cache as CudaKVCache, s = c.spec;
-    const C = s.nKvHeads * s.headDim;
-    if (colsOf(k) !== C || colsOf(v) !== C || rowsOf(k) !== layout.pos.length || rowsOf(v) !== layout.pos.length)
-      throw new CometError(`kvAppend: k [${k.shape}], v [${v.shape}] do not match ${layout.pos.length} tokens of ${C} channels`);
-    this.checkPages(c, layout, 'kvAppend');
+    this.checkKV(c, k, v, layout, 'kvAppend');
     const d = this.layout(layout), base = c.layerPtr(layer), kp = this.checkF32(k, 'kv_append').ptr, vp = this.checkF32(v, 'kv_append').ptr;
     if (s.dtype === 'kv4') this.addon.kvAppendKv4(base, kp, vp, ...this.stepArgs(d, s));
     else this.addon.kvAppendF32(base, base + c.layerBytes / 2, kp, vp, ...this.stepArgs(d, s));
+  }
+
+  ropeKvAppend(q: Tensor, k: Tensor, v: Tensor, cache: KVCache, layer: number, layout: StepLayout, spec: RopeSpec): Tensor {
+    const c = cache as CudaKVCache, s = c.spec;
+    if (spec.headDim !== s.headDim || colsOf(q) !== spec.nHeads * s.headDim || rowsOf(q) !== layout.pos.length || spec.nHeads % s.nKvHeads)
+      throw new CometError(`ropeKvAppend: q [${q.shape}] does not match ${layout.pos.length} tokens of ${spec.nHeads}·${spec.headDim} over ${s.nKvHeads} KV heads of ${s.headDim}`);
+    this.checkKV(c, k, v, layout, 'ropeKvAppend');
+    const d = this.layout(layout), base = c.layerPtr(layer), out = this.f32(q.shape), f = this.freqPtr(spec);
+    const [qp, kp, vp] = [q, k, v].map((t) => this.checkF32(t, 'rope_kv_append').ptr);
+    if (s.dtype === 'kv4') this.addon.ropeKvAppendKv4(base, qp, kp, vp, spec.nHeads, f, out.ptr, ...this.stepArgs(d, s));
+    else this.addon.ropeKvAppendF32(base, base + c.layerBytes / 2, qp, kp, vp, spec.nHeads, f, out.ptr, ...this.stepArgs(d, s));
+    return out;
   }
 
   attention(q: Tensor, cache: KVCache, layer: number, layout: StepLayout, nHeads: number): Tensor {

@@ -1,5 +1,6 @@
 // The simulator as a backend: every op is the simulator's reference kernel on host typed arrays.
 // It is the slow, exact definition the fast backends are tested against, and the CPU path for CI.
+import { composed } from '../composed.ts';
 import type { Backend, DType, HostWeight, KVCache, KVCacheSpec, OpSet, RopeSpec, StepLayout, Tensor, Weight } from '../backend.ts';
 import * as F from '../../simulator/kernels/float.ts';
 import { attention, kvAppend } from '../../simulator/kernels/attention.ts';
@@ -62,6 +63,7 @@ export class SimBackend implements Backend {
   /** the simulator defines every op and dtype: exact by definition */
   readonly ops: OpSet = {
     embed: { f32: 'exact', f16: 'exact', w4: 'exact' }, rmsnorm: { f32: 'exact' }, rmsnorm_quant: { qact: 'exact' }, quantize_act: { qact: 'exact' },
+    add_rmsnorm: { f32: 'exact' }, add_rmsnorm_quant: { qact: 'exact' }, rope_kv_append: { f32: 'exact', kv4: 'exact' },
     gemm_f32: { f32: 'exact', f16: 'exact' }, gemm_w4ax: { w4: 'exact' }, rope: { f32: 'exact' }, kv_append: { f32: 'exact', kv4: 'exact' },
     attention: { f32: 'exact', kv4: 'exact' }, silu_mul: { f32: 'exact' }, silu_mul_quant: { qact: 'exact' }, add: { f32: 'exact' },
     argmax: { f32: 'exact' }, rows: { f32: 'exact' },
@@ -106,6 +108,13 @@ export class SimBackend implements Backend {
   rmsnormQuant(x: Tensor, w: Tensor, eps: number, spec: Weight['act'] & object): Tensor {
     const q = this.quant.rmsnormQuant(f32(x), rows(x), cols(x), f32(w), eps, spec);
     return new SimTensor([rows(x), spec.Kp], 'qact', new Float32Array(0), q);
+  }
+  // The fused ops are the compositions they replace (backends/composed.ts), through this backend's own ops, so a
+  // subclass that changes a half (quant/fake.ts) changes both.
+  addRmsnorm(x: Tensor, y: Tensor, w: Tensor, eps: number): [Tensor, Tensor] { return composed.addRmsnorm(this, x, y, w, eps); }
+  addRmsnormQuant(x: Tensor, y: Tensor, w: Tensor, eps: number, spec: Weight['act'] & object): [Tensor, Tensor] { return composed.addRmsnormQuant(this, x, y, w, eps, spec); }
+  ropeKvAppend(q: Tensor, k: Tensor, v: Tensor, cache: KVCache, layer: number, layout: StepLayout, spec: RopeSpec): Tensor {
+    return composed.ropeKvAppend(this, q, k, v, cache, layer, layout, spec);
   }
   quantizeAct(x: Tensor, spec: Weight['act'] & object): Tensor {
     const q = this.quant.quantizeAct(f32(x), rows(x), spec);

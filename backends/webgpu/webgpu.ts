@@ -10,6 +10,7 @@
 // small host arrays (token ids, positions, block tables, RoPE tables) go to one upload buffer written once
 // at submit. Nothing is submitted until `read`/`argmax` needs a result, so a decode step is one submit.
 // Step tensors come from a size-keyed pool and go back to it in endStep. Pipelines are made once per device.
+import { composed } from '../composed.ts';
 import type { Backend, CapturedStep, DType, HostWeight, KVCache, KVCacheSpec, OpSet, RopeSpec, StepInputs, StepLayout, Tensor, Weight } from '../backend.ts';
 import type { ActQuantSpec, QAct } from '../../simulator/formats.ts';
 import { dequantizeAct } from '../../simulator/act.ts';
@@ -341,6 +342,8 @@ export class WebGPUBackend implements Backend {
     gemm_f32: { f32: 'tolerance', f16: 'tolerance' }, gemm_w4ax: { w4: 'exact' }, rope: { f32: 'tolerance' }, kv_append: { f32: 'exact', kv4: 'bounded' },
     attention: { f32: 'tolerance', kv4: 'tolerance' }, silu_mul: { f32: 'tolerance' }, silu_mul_quant: { qact: 'tolerance' }, add: { f32: 'exact' },
     argmax: { f32: 'exact' }, rows: { f32: 'exact' },
+    // the fused decode ops, as compositions of the kernels above (same dispatches): tiers of their halves
+    add_rmsnorm: { f32: 'tolerance' }, add_rmsnorm_quant: { qact: 'tolerance' }, rope_kv_append: { f32: 'tolerance', kv4: 'tolerance' },
   };
 
   // ---------------------------------------------------------------- memory
@@ -799,6 +802,14 @@ export class WebGPUBackend implements Backend {
   }
   siluMul(g: Tensor, u: Tensor): Tensor { return this.elementwise('silu_mul', g, u); }
   add(a: Tensor, b: Tensor): Tensor { return this.elementwise('add', a, b); }
+
+  // The fused decode ops (Backend) as compositions of this backend's own kernels: equal to the unfused ops by
+  // construction; the dispatches are the same, so WebGPU saves nothing here (no fused WGSL kernels yet).
+  addRmsnorm(x: Tensor, y: Tensor, w: Tensor, eps: number): [Tensor, Tensor] { return composed.addRmsnorm(this, x, y, w, eps); }
+  addRmsnormQuant(x: Tensor, y: Tensor, w: Tensor, eps: number, spec: ActQuantSpec): [Tensor, Tensor] { return composed.addRmsnormQuant(this, x, y, w, eps, spec); }
+  ropeKvAppend(q: Tensor, k: Tensor, v: Tensor, cache: KVCache, layer: number, layout: StepLayout, spec: RopeSpec): Tensor {
+    return composed.ropeKvAppend(this, q, k, v, cache, layer, layout, spec);
+  }
   async argmax(x: Tensor): Promise<Int32Array> {
     const xt = this.want(x, 'f32', 'argmax'), R = rowsOf(x);
     const out = new WTensor([R], 'i32', this.temp(R * 4), R * 4);

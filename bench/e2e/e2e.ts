@@ -195,6 +195,7 @@ export async function benchE2E(o: E2EOptions): Promise<void> {
     if (useGraphs) {
       try {
         const g = graphs.captureStep!(stepData(B, o.ctx, pagesFor(o.ctx + 1)).forward);
+        if (g.kernels !== undefined) log(`decode batch ${B}: the step graph holds ${g.kernels} kernel launches (${(g.kernels / c.nLayers).toFixed(2)} per layer over ${c.nLayers} layers, head and tail included)`);
         graph = await time(() => g.replay(), 2, Math.max(o.steps, 10));
         g.destroy();
       } catch (e) {

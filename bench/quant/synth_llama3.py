@@ -2,10 +2,14 @@
 # 32 heads / 8 KV heads of 128, vocab 128256, rope_theta 500000, untied), bf16 shards (one per layer plus one for
 # embedding/norm/lm_head), random weights with outlier channels: 8 residual channels whose RMSNorm weights are
 # 30x (so q/k/v and gate/up inputs have outliers), and 1% of gate/up rows 6x (so down_proj inputs do).
-#   python bench/quant/synth_llama3.py OUT_DIR LAYERS      (on the GPU machine: device/quant-llama3.sh)
+#   python bench/quant/synth_llama3.py OUT_DIR LAYERS [TOKENIZER_JSON]      (on the GPU machine: device/quant-llama3.sh)
+# With a tokenizer (a byte-level BPE tokenizer.json of a smaller vocabulary, e.g. wikillama-28M's), it is written
+# beside the shards with its vocabulary padded to 128256 entries by tokens "<|synthetic_i|>" (printable ASCII, so
+# byte-level decoding shows them as text): every id the model can generate then decodes, as with LLaMA-3's own.
 import json, os, struct, sys
 import torch
 out, L = sys.argv[1], int(sys.argv[2])
+tok = sys.argv[3] if len(sys.argv) > 3 else None
 D, H, nH, nKV, hd, V = 4096, 14336, 32, 8, 128, 128256
 os.makedirs(out, exist_ok=True)
 g = torch.Generator(device='cuda').manual_seed(0)
@@ -45,4 +49,11 @@ json.dump({'architectures': ['LlamaForCausalLM'], 'model_type': 'llama', 'hidden
            'num_attention_heads': nH, 'num_key_value_heads': nKV, 'head_dim': hd, 'vocab_size': V, 'max_position_embeddings': 8192,
            'rms_norm_eps': 1e-5, 'rope_theta': 500000.0, 'tie_word_embeddings': False, 'bos_token_id': 1, 'eos_token_id': 2,
            'hidden_act': 'silu', 'torch_dtype': 'bfloat16'}, open(os.path.join(out, 'config.json'), 'w'), indent=1)
+if tok:
+    t = json.load(open(tok))
+    vocab = t['model']['vocab']
+    for i in range(len(vocab), V): vocab[f'<|synthetic_{i}|>'] = i
+    json.dump(t, open(os.path.join(out, 'tokenizer.json'), 'w'))
+    cfg = os.path.join(os.path.dirname(tok), 'tokenizer_config.json')
+    if os.path.exists(cfg): open(os.path.join(out, 'tokenizer_config.json'), 'w').write(open(cfg).read())
 print('wrote', out, L, 'layers')

@@ -85,7 +85,7 @@ export async function quantize(o: QuantizeCliOptions): Promise<void> {
     const summary = {
       out: o.out, backend: o.backend ?? 'sim', B: o.block, weights: o.weights, kv: o.kv, int8MacFraction: r.plan.int8MacFraction,
       sites: r.meta.sites, meanWeightError: errs.length ? errs.reduce((a, b) => a + b, 0) / errs.length : null, passes: r.passes,
-      seconds: (performance.now() - t0) / 1000, layerDone, peakRssBytes: process.resourceUsage().maxRSS * 1024, startRssBytes: rss0,
+      seconds: (performance.now() - t0) / 1000, phaseSeconds: r.seconds, layerDone, peakRssBytes: process.resourceUsage().maxRSS * 1024, startRssBytes: rss0,
     };
     if (o.json) console.log(JSON.stringify(summary));
     else console.log(`wrote ${o.out}: B=${o.block}, ${o.weights}, kv ${o.kv}, INT8 activations on ${(r.plan.int8MacFraction * 100).toFixed(1)}% of GEMM MACs, ` +

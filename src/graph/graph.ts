@@ -2,6 +2,9 @@
 // runs the backend op. Quantization is decided here by dtype, never in the model: a norm or SwiGLU whose
 // consumer weight is w4 fuses the FMPQ quantizer (rmsnorm_quant, silu_mul_quant); a linear on w4 quantizes an
 // f32 input first (quantize_act, with the channel gather of its spec).
+// The residual stream is a Residual: `x += y` waits for the next norm that reads x, which does both in one launch
+// (add_rmsnorm[_quant]); RoPE of q and k goes with the KV append (rope_kv_append). Every fused op is, bit for bit,
+// the composition it replaces (Backend), so fusing changes launches, never results.
 // `tap` sees every named tensor (dumps, cross-backend diffs); ops enqueue, so tapping costs nothing unset.
 import { type Backend, type HostWeight, type KVCache, type KVDType, type OpDType, type OpName, type RopeSpec, type StepLayout, supports, type Tensor, type Weight } from '../../backends/backend.ts';
 import { CometError } from '../errors.ts';
@@ -11,7 +14,8 @@ export type Tap = (name: string, t: Tensor) => void;
 export class Graph {
   constructor(readonly be: Backend, readonly tap?: Tap) {}
 
-  private out<T extends Tensor>(name: string, t: T): T {
+  /** t, shown to the tap as `name` */
+  out<T extends Tensor>(name: string, t: T): T {
     this.tap?.(name, t);
     return t;
   }
@@ -20,10 +24,19 @@ export class Graph {
     return this.out(name, this.be.embed(table, tokens));
   }
 
-  /** RMSNorm; quantized for `consumer` when it is a w4 weight. */
-  norm(name: string, x: Tensor, w: Tensor, eps: number, consumer: Weight): Tensor {
-    const act = consumer.act;
-    return this.out(name, act ? this.be.rmsnormQuant(x, w, eps, act) : this.be.rmsnorm(x, w, eps));
+  /** The residual stream starting at x (Residual). */
+  residual(x: Tensor): Residual {
+    return new Residual(this, x);
+  }
+
+  /** RMSNorm; quantized for `consumer` when it is a w4 weight. Of a residual stream with an add pending, the add
+   *  and the norm in one op (add_rmsnorm[_quant]). */
+  norm(name: string, x: Tensor | Residual, w: Tensor, eps: number, consumer: Weight): Tensor {
+    const act = consumer.act, be = this.be;
+    if (x instanceof Residual && x.pending)
+      return this.out(name, x.addThen((a, y) => (act ? be.addRmsnormQuant(a, y, w, eps, act) : be.addRmsnorm(a, y, w, eps))));
+    const v = x instanceof Residual ? x.value() : x;
+    return this.out(name, act ? be.rmsnormQuant(v, w, eps, act) : be.rmsnorm(v, w, eps));
   }
 
   linear(name: string, x: Tensor, w: Weight): Tensor {
@@ -46,12 +59,9 @@ export class Graph {
     return this.out(name, act ? this.be.siluMulQuant(gate, up, act) : this.be.siluMul(gate, up));
   }
 
-  rope(name: string, x: Tensor, layout: StepLayout, spec: RopeSpec): Tensor {
-    return this.out(name, this.be.rope(x, layout, spec));
-  }
-
-  kvAppend(cache: KVCache, layer: number, k: Tensor, v: Tensor, layout: StepLayout): void {
-    this.be.kvAppend(cache, layer, k, v, layout);
+  /** rope(q), named `name`; rope(k) and v appended to the cache's `layer` (k's heads: the cache's). */
+  ropeKvAppend(name: string, q: Tensor, k: Tensor, v: Tensor, cache: KVCache, layer: number, layout: StepLayout, spec: RopeSpec): Tensor {
+    return this.out(name, this.be.ropeKvAppend(q, k, v, cache, layer, layout, spec));
   }
 
   attention(name: string, q: Tensor, cache: KVCache, layer: number, layout: StepLayout, nHeads: number): Tensor {
@@ -67,21 +77,52 @@ export class Graph {
   }
 }
 
+/** The residual stream x, with at most one add not done yet: add() records `x += y`, and the next Graph.norm
+ *  of the stream does it in the norm's launch (addThen); value() does it alone (an add op). */
+export class Residual {
+  /** the add not done yet: its operand and the name of the sum */
+  pending?: { name: string; y: Tensor };
+  constructor(private readonly g: Graph, private x: Tensor) {}
+
+  /** x += y; `name` names the sum. */
+  add(name: string, y: Tensor): void {
+    this.value();
+    this.pending = { name, y };
+  }
+
+  /** x with every add done. */
+  value(): Tensor {
+    const p = this.pending;
+    this.pending = undefined;
+    if (p) this.x = this.g.add(p.name, this.x, p.y);
+    return this.x;
+  }
+
+  /** The pending add done by `op` (x, y) -> [x + y, out], a fused op; x + y becomes the stream. Returns out. */
+  addThen(op: (x: Tensor, y: Tensor) => [Tensor, Tensor]): Tensor {
+    const p = this.pending!;
+    this.pending = undefined;
+    const [sum, out] = op(this.x, p.y);
+    this.x = this.g.out(p.name, sum);
+    return out;
+  }
+}
+
 /** The ops (with their dtypes) this graph runs for a model of these weights and KV cache dtype: the norms and
  *  SwiGLU fuse the quantizer where their consumer is w4, linears are gemm_w4ax or gemm_f32 by weight. */
 export function opsNeeded(weights: Iterable<HostWeight>, kv: KVDType): Array<[OpName, OpDType]> {
   const need = new Map<string, [OpName, OpDType]>();
   const add = (op: OpName, dt: OpDType) => need.set(`${op}:${dt}`, [op, dt]);
-  for (const op of ['rope', 'add', 'rows', 'argmax'] as const) add(op, 'f32');
-  add('kv_append', kv);
+  for (const op of ['add', 'rows', 'argmax'] as const) add(op, 'f32');
+  add('rope_kv_append', kv);
   add('attention', kv);
   for (const w of weights) {
     if (w.name === 'tok_embed') add('embed', w.kind);
     if (w.kind === 'w4') {
-      for (const op of ['quantize_act', 'rmsnorm_quant', 'silu_mul_quant'] as const) add(op, 'qact');
+      for (const op of ['quantize_act', 'rmsnorm_quant', 'add_rmsnorm_quant', 'silu_mul_quant'] as const) add(op, 'qact');
       add('gemm_w4ax', 'w4');
     } else if (w.shape.length === 2) {
-      for (const op of ['rmsnorm', 'silu_mul'] as const) add(op, 'f32');
+      for (const op of ['rmsnorm', 'add_rmsnorm', 'silu_mul'] as const) add(op, 'f32');
       add('gemm_f32', w.kind); // f32 or f16 weights (a .comet's classifier)
     }
   }

@@ -5,13 +5,14 @@
 //   for each layer l:
 //     h   = rmsnorm(x) · attn_norm                        (T, D)      [FMPQ-quantized when wq is w4]
 //     q   = rope(h Wq^T), k = rope(h Wk^T), v = h Wv^T    (T, nH·hd), (T, nKV·hd)
-//     cache[l] ← k, v                                     pages of P tokens (f32 or KV4)
+//     cache[l] ← k, v                                     pages of P tokens (f32 or KV4)  [one op with the ropes]
 //     x  += attention(q, cache[l]) Wo^T                   causal, GQA: head h reads KV head h / (nH/nKV)
-//     h   = rmsnorm(x) · ffn_norm
+//     h   = rmsnorm(x) · ffn_norm                                  [one op with the add before it]
 //     x  += (silu(h Wgate^T) ⊙ h Wup^T) Wdown^T           (T, H) inside
 //   logits = rmsnorm(x[rows]) · norm  Wout^T              (R, V), R = the rows that need logits
+// x is a residual stream (src/graph): each `x +=` is done by the norm that next reads x, in its launch.
 import { type Backend, type HostWeight, type KVCache, type KVDType, type RopeSpec, type StepLayout, type Tensor, type Weight } from '../../backends/backend.ts';
-import { Graph, requireOps, type Tap } from '../graph/graph.ts';
+import { Graph, requireOps, type Residual, type Tap } from '../graph/graph.ts';
 import { type LlamaConfig, weightNames, weightShape } from './config.ts';
 import { fail } from '../errors.ts';
 
@@ -59,9 +60,9 @@ export class Llama {
    *  token rows in `logitRows` (e.g. the last token of each sequence). */
   forward(tokens: Int32Array, layout: StepLayout, cache: KVCache, logitRows: Int32Array, tap?: Tap): Tensor {
     const c = this.config, g = new Graph(this.be, tap), eps = c.normEps;
-    let x = g.embed('embed', this.tokEmbed, tokens);
-    this.layers.forEach((L, l) => { x = decoderLayer(g, c, this.rope, l, L, x, layout, cache, l); });
-    const last = g.rows('last', x, logitRows);
+    const x = g.residual(g.embed('embed', this.tokEmbed, tokens));
+    this.layers.forEach((L, l) => decoderLayer(g, c, this.rope, l, L, x, layout, cache, l));
+    const last = g.rows('last', x.value(), logitRows);
     return g.linear('logits', g.norm('norm', last, this.norm, eps, this.output), this.output);
   }
 }
@@ -69,18 +70,17 @@ export class Llama {
 /** The RoPE of a config (query heads; the K rope is the same with nKvHeads). */
 export const ropeSpec = (c: LlamaConfig): RopeSpec => ({ nHeads: c.nHeads, headDim: c.headDim, theta: c.ropeTheta, ...(c.ropeScaling ? { scaling: c.ropeScaling } : {}) });
 
-/** Decoder layer `l` on the residual stream x (T, D) -> (T, D). Its K/V go to layer `cacheLayer` of `cache`
- *  (the model: l; the layer-by-layer quantizer: 0 of a one-layer cache). Tensors are named `l{l}.*`. */
-export function decoderLayer(g: Graph, c: LlamaConfig, rope: RopeSpec, l: number, L: LayerWeights, x: Tensor, layout: StepLayout, cache: KVCache, cacheLayer: number): Tensor {
-  const eps = c.normEps, kvRope = { ...rope, nHeads: c.nKvHeads };
+/** Decoder layer `l` on the residual stream x (T, D). Its K/V go to layer `cacheLayer` of `cache` (the model: l;
+ *  the layer-by-layer quantizer: 0 of a one-layer cache). Tensors are named `l{l}.*`. */
+export function decoderLayer(g: Graph, c: LlamaConfig, rope: RopeSpec, l: number, L: LayerWeights, x: Residual, layout: StepLayout, cache: KVCache, cacheLayer: number): void {
+  const eps = c.normEps;
   const h = g.norm(`l${l}.attn_norm`, x, L.attnNorm, eps, L.wq);
-  const [qp, kp, v] = g.linears([`l${l}.q_proj`, `l${l}.k_proj`, `l${l}.v`], h, [L.wq, L.wk, L.wv]);
-  const q = g.rope(`l${l}.q`, qp, layout, rope), k = g.rope(`l${l}.k`, kp, layout, kvRope);
-  g.kvAppend(cache, cacheLayer, k, v, layout);
+  const [qp, k, v] = g.linears([`l${l}.q_proj`, `l${l}.k_proj`, `l${l}.v`], h, [L.wq, L.wk, L.wv]);
+  const q = g.ropeKvAppend(`l${l}.q`, qp, k, v, cache, cacheLayer, layout, rope); // cache ← rope(k), v
   const att = g.attention(`l${l}.attn`, q, cache, cacheLayer, layout, c.nHeads);
-  x = g.add(`l${l}.attn_res`, x, g.linear(`l${l}.o_proj`, att, L.wo));
+  x.add(`l${l}.attn_res`, g.linear(`l${l}.o_proj`, att, L.wo));
   const h2 = g.norm(`l${l}.ffn_norm`, x, L.ffnNorm, eps, L.wGate);
   const [gate, up] = g.linears([`l${l}.gate`, `l${l}.up`], h2, [L.wGate, L.wUp]);
   const ff = g.swiglu(`l${l}.swiglu`, gate, up, L.wDown);
-  return g.add(`l${l}.ffn_res`, x, g.linear(`l${l}.down`, ff, L.wDown));
+  x.add(`l${l}.ffn_res`, g.linear(`l${l}.down`, ff, L.wDown));
 }

@@ -78,6 +78,9 @@ export interface LayeredResult {
   meta: QuantMeta;
   weightError: Record<string, number>;
   passes: number;
+  /** wall seconds by phase, both passes: reading the checkpoint, the calibration forward with its statistics and
+   *  Hessians, the plan, quantizing the linears (RTN or GPTQ), writing the .comet */
+  seconds: { read: number; calibrate: number; plan: number; quantize: number; write: number };
 }
 
 const LINEARS = ['wq', 'wk', 'wv', 'wo', 'w_gate', 'w_up', 'w_down'];
@@ -93,8 +96,13 @@ export async function quantizeLayered(src: LayerSource, be: Backend, tokens: num
   for (const t of tokens) if (!(Number.isInteger(t) && t >= 0 && t < c.vocabSize)) throw new CometError(`calibrate: token id ${t} outside the vocabulary [0, ${c.vocabSize})`);
   const windows = Math.floor(tokens.length / ctx), perWin = Math.min(o.samplePerWindow ?? 64, ctx);
   const allSites = sites(c), layerSites = (l: number) => allSites.filter((s) => s.layer === l);
-  const onDevice = o.weights === 'gptq' && be.gptq !== undefined;
-  const run = new LayerRunner(src, be, tokens, ctx, windows);
+  // GPTQ's Hessians on the device (when the backend has GptqOps) hold the unsmoothed activations' XᵀX; with
+  // --smooth the host's statistics are divided by s·sᵀ (smooth.ts scaleStats), which the device factor cannot do
+  // yet, so smoothing keeps GPTQ on the host (correct; slow for large K)
+  const onDevice = o.weights === 'gptq' && be.gptq !== undefined && o.smooth === undefined;
+  const seconds = { read: 0, calibrate: 0, plan: 0, quantize: 0, write: 0 };
+  const timed = <T>(phase: keyof typeof seconds, f: () => T): T => { const t = performance.now(); try { return f(); } finally { seconds[phase] += (performance.now() - t) / 1000; } };
+  const run = new LayerRunner(src, be, tokens, ctx, windows, seconds);
 
   // the plan: global (pass 1) or per site (pass 2 makes it; the sizes the header needs are known already)
   const global = o.int8Blocks === undefined && (o.int8Fraction ?? 0) > 0;
@@ -104,10 +112,10 @@ export async function quantizeLayered(src: LayerSource, be: Backend, tokens: num
     for (let l = 0; l < c.nLayers; l++) {
       const { weights, stats } = await run.layer(l, layerSites(l), perWin, false);
       const sm = o.smooth === undefined ? { weights, stats } : smoothModel(c, weights, stats, o.smooth, l);
-      for (const s of layerSites(l)) inputs.push(planSite(s, sm.stats.get(s.name)!, sm.weights, o));
+      timed('plan', () => { for (const s of layerSites(l)) inputs.push(planSite(s, sm.stats.get(s.name)!, sm.weights, o)); });
       o.onProgress?.({ pass: 'statistics', layer: l + 1, layers: c.nLayers, tensors: 0, totalTensors: 0, bytes: 0, totalBytes: 0 });
     }
-    plan = allocateInt8(inputs, o);
+    plan = timed('plan', () => allocateInt8(inputs, o));
     run.restart();
   }
   const shape = plan ?? allocateInt8(allSites.map((site) => shapeOnly(c, site, o)), o); // K8 and MACs need no data
@@ -124,7 +132,7 @@ export async function quantizeLayered(src: LayerSource, be: Backend, tokens: num
     for (const name of weightNames(c).filter((n) => !/^l\d+\./.test(n))) {
       const rows = weightShape(c, name)[0];
       if (weightShape(c, name).length === 1) writer.put(src.weight(name));
-      else for (let r = 0; r < rows; r += EMBED_CHUNK) writer.floatRows(name, src.rows(name, range(r, Math.min(rows, r + EMBED_CHUNK))));
+      else for (let r = 0; r < rows; r += EMBED_CHUNK) { const x = timed('read', () => src.rows(name, range(r, Math.min(rows, r + EMBED_CHUNK)))); timed('write', () => writer.floatRows(name, x)); }
       progress(0);
     }
     const sitePlans: SitePlan[] = [], weightError: Record<string, number> = {};
@@ -132,21 +140,23 @@ export async function quantizeLayered(src: LayerSource, be: Backend, tokens: num
       const { weights, stats, hessians } = await run.layer(l, layerSites(l), perWin, o.weights === 'gptq' && !onDevice, onDevice);
       try {
         const sm = o.smooth === undefined ? { weights, stats } : smoothModel(c, weights, stats, o.smooth, l);
-        const plans = plan ? plan.sites.filter((p) => p.site.layer === l) : allocateInt8(layerSites(l).map((s) => planSite(s, sm.stats.get(s.name)!, sm.weights, o)), o).sites;
+        const plans = plan ? plan.sites.filter((p) => p.site.layer === l) : timed('plan', () => allocateInt8(layerSites(l).map((s) => planSite(s, sm.stats.get(s.name)!, sm.weights, o)), o).sites);
         sitePlans.push(...plans);
         const gptq: GptqFactor = onDevice ? deviceGptq(hessians) : hostGptq;
-        const q = quantizeSites(c, sm.weights, plans, sm.stats, o, gptq);
+        const q = timed('quantize', () => quantizeSites(c, sm.weights, plans, sm.stats, o, gptq));
         Object.assign(weightError, q.weightError);
-        for (const n of ['attn_norm', 'ffn_norm']) writer.put(sm.weights.get(`l${l}.${n}`)!);
-        for (const n of LINEARS) writer.put(q.weights.get(`l${l}.${n}`)!);
+        timed('write', () => {
+          for (const n of ['attn_norm', 'ffn_norm']) writer.put(sm.weights.get(`l${l}.${n}`)!);
+          for (const n of LINEARS) writer.put(q.weights.get(`l${l}.${n}`)!);
+        });
       } finally {
         for (const h of hessians.values()) h.free();
       }
       progress(l + 1);
     }
     const final: Plan = plan ?? { sites: sitePlans, int8MacFraction: shape.int8MacFraction };
-    writer.finish(weightError);
-    return { plan: final, meta, weightError, passes: global ? 2 : 1 };
+    timed('write', () => writer.finish(weightError));
+    return { plan: final, meta, weightError, passes: global ? 2 : 1, seconds };
   } catch (e) {
     writer.abort();
     throw e;
@@ -176,7 +186,8 @@ class LayerRunner {
   private x: Float32Array[] = [];
   private readonly layout;
 
-  constructor(private readonly src: LayerSource, private readonly be: Backend, private readonly tokens: number[], private readonly ctx: number, private readonly windows: number) {
+  constructor(private readonly src: LayerSource, private readonly be: Backend, private readonly tokens: number[], private readonly ctx: number, private readonly windows: number,
+    private readonly seconds: { read: number; calibrate: number }) {
     this.layout = { pos: Int32Array.from({ length: ctx }, (_, i) => i), seq: new Int32Array(ctx), blockTables: [Int32Array.from({ length: Math.ceil(ctx / 16) }, (_, i) => i)] };
     this.restart();
   }
@@ -191,7 +202,10 @@ class LayerRunner {
     Promise<{ weights: Map<string, HostWeight>; stats: Map<string, SiteStats>; hessians: Map<string, DeviceHessian> }> {
     const { be, src, ctx } = this, c = src.config;
     const weights = new Map<string, HostWeight>();
+    let t = performance.now();
     for (const n of ['attn_norm', 'wq', 'wk', 'wv', 'wo', 'ffn_norm', 'w_gate', 'w_up', 'w_down']) weights.set(`l${l}.${n}`, src.weight(`l${l}.${n}`));
+    this.seconds.read += (performance.now() - t) / 1000;
+    t = performance.now();
     const up = new Map<string, Weight>([...weights].map(([n, w]) => [n, be.uploadWeight(w)]));
     const g = (n: string) => up.get(`l${l}.${n}`)!;
     const L: LayerWeights = {
@@ -207,7 +221,9 @@ class LayerRunner {
         const seen = new Map<string, Tensor>();
         const graph = new Graph(be, (name, t) => { if (byTap.has(name)) seen.set(byTap.get(name)!, t); });
         const x = be.fromHost(this.x[w], [ctx, c.dim]);
-        const y = decoderLayer(graph, c, ropeSpec(c), l, L, x, this.layout, cache, 0);
+        const res = graph.residual(x);
+        decoderLayer(graph, c, ropeSpec(c), l, L, res, this.layout, cache, 0);
+        const y = res.value();
         for (const [site, t] of seen) {
           accumulate(stats.get(site)!, await be.read(t), ctx, perWin);
           hessians.get(site)?.add(t);
@@ -223,6 +239,7 @@ class LayerRunner {
       for (const w of up.values()) be.release?.(w);
       be.release?.(cache);
     }
+    this.seconds.calibrate += (performance.now() - t) / 1000;
     for (const [name, s] of stats) if (s.count === 0) throw new CometError(`calibrate: site ${name} was never seen`);
     return { weights, stats, hessians };
   }
