@@ -69,7 +69,7 @@ const PIPES = {
   rmsnorm_quant: { family: 'quant', entry: 'main', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { MODE: 1 } },
   silu_mul_quant: { family: 'quant', entry: 'main', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { MODE: 2 } },
   rmsnorm: { family: 'norm', entry: 'rmsnorm', bind: ['uniform', 'read', 'read', 'write'] },
-  rope: { family: 'rope', entry: 'rope', bind: ['uniform', 'read', 'read', 'write'] },
+  rope: { family: 'rope', entry: 'rope', bind: ['uniform', 'read', 'read', 'write', 'read', 'write'] },
   kv_append_f32: { family: 'kv_append', entry: 'append_f32', bind: ['uniform', 'read', 'read', 'read', 'write'] },
   kv_append_kv4: { family: 'kv_append', entry: 'append_kv4', bind: ['uniform', 'read', 'read', 'read', 'write'] },
   kv_append_kv4_wg: { family: 'kv_append', entry: 'append_kv4_wg', bind: ['uniform', 'read', 'read', 'read', 'write'] },
@@ -748,13 +748,18 @@ export class WebGPUBackend implements Backend {
   /** a 16-byte writable buffer for an output binding no workgroup writes (two: bindings must not alias) */
   private dummies: GPUBuffer[] = [];
   private dummyOut(i: number): GPUBuffer { return (this.dummies[i] ??= this.persistent(16, 'unused output')); }
-  rope(x: Tensor, layout: StepLayout, spec: RopeSpec): Tensor {
-    const xt = this.want(x, 'f32', 'rope'), T = rowsOf(x), half = spec.headDim / 2;
-    if (colsOf(x) !== spec.nHeads * spec.headDim) throw new CometError(`rope: rows have ${colsOf(x)} channels, expected ${spec.nHeads}·${spec.headDim}`);
-    const out = this.f32(x.shape);
+  rope(x: Tensor, layout: StepLayout, spec: RopeSpec): Tensor { return this.ropeQK(x, undefined, layout, spec, 0)[0]; }
+  /** rope of q (spec.nHeads heads) and, when given, of k (nKv heads) in one dispatch over one table */
+  private ropeQK(q: Tensor, k: Tensor | undefined, layout: StepLayout, spec: RopeSpec, nKv: number): [Tensor, Tensor | undefined] {
+    const qt = this.want(q, 'f32', 'rope'), T = rowsOf(q), half = spec.headDim / 2;
+    if (colsOf(q) !== spec.nHeads * spec.headDim) throw new CometError(`rope: rows have ${colsOf(q)} channels, expected ${spec.nHeads}·${spec.headDim}`);
+    const kt = k && this.want(k, 'f32', 'rope');
+    if (k && (colsOf(k) !== nKv * spec.headDim || rowsOf(k) !== T)) throw new CometError(`rope: k is [${k.shape}], expected [${T}, ${nKv}·${spec.headDim}]`);
+    const qo = this.f32(q.shape), ko = k && this.f32(k.shape);
     const csb = this.stream.upload(this.ropeTable(layout.pos, spec), this.stepData(layout === this.capturing?.inputs?.layout, (i) => this.ropeTable(i.layout.pos, spec)));
-    this.run('rope', [T, spec.nHeads, spec.headDim, 0], [xt.buf, csb, out.buf], ...grid1(T * spec.nHeads * half, 256));
-    return out;
+    this.run('rope', [T, spec.nHeads, spec.headDim, 0, ko ? nKv : 0], [qt.buf, csb, qo.buf, kt?.buf ?? this.dummy, ko?.buf ?? this.dummyOut(1)],
+      ...grid1(T * (spec.nHeads + (ko ? nKv : 0)) * half, 256));
+    return [qo, ko];
   }
   private cacheParams(c: WKVCache, T: number, lw: { posOff: number; seqOff: number; btoOff: number }): number[] {
     const s = c.spec;
@@ -803,12 +808,15 @@ export class WebGPUBackend implements Backend {
   siluMul(g: Tensor, u: Tensor): Tensor { return this.elementwise('silu_mul', g, u); }
   add(a: Tensor, b: Tensor): Tensor { return this.elementwise('add', a, b); }
 
-  // The fused decode ops (Backend) as compositions of this backend's own kernels: equal to the unfused ops by
-  // construction; the dispatches are the same, so WebGPU saves nothing here (no fused WGSL kernels yet).
+  // The fused decode ops (Backend). add_rmsnorm[_quant]: compositions of this backend's own kernels, equal to the
+  // unfused ops by construction, the same dispatches (no fused WGSL kernel yet). rope_kv_append below: one fewer.
   addRmsnorm(x: Tensor, y: Tensor, w: Tensor, eps: number): [Tensor, Tensor] { return composed.addRmsnorm(this, x, y, w, eps); }
   addRmsnormQuant(x: Tensor, y: Tensor, w: Tensor, eps: number, spec: ActQuantSpec): [Tensor, Tensor] { return composed.addRmsnormQuant(this, x, y, w, eps, spec); }
+  /** rope of q and k in one dispatch, then the KV append: one dispatch fewer than the composition, the same bits */
   ropeKvAppend(q: Tensor, k: Tensor, v: Tensor, cache: KVCache, layer: number, layout: StepLayout, spec: RopeSpec): Tensor {
-    return composed.ropeKvAppend(this, q, k, v, cache, layer, layout, spec);
+    const [qr, kr] = this.ropeQK(q, k, layout, spec, cache.spec.nKvHeads);
+    this.kvAppend(cache, layer, kr!, v, layout);
+    return qr;
   }
   async argmax(x: Tensor): Promise<Int32Array> {
     const xt = this.want(x, 'f32', 'argmax'), R = rowsOf(x);
