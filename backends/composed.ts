@@ -1,6 +1,6 @@
 // The fused decode ops (Backend.addRmsnorm, addRmsnormQuant, ropeKvAppend) written as the compositions of unfused
-// ops they stand for. This is their definition: the simulator runs them so (sim.ts), WebGPU too (but q and k's
-// rope in one dispatch), and a backend with fused kernels (CUDA) must give exactly these bits (test/ops.test.ts).
+// ops they stand for. This is their definition: the simulator runs them so (sim.ts), WebGPU too (but with
+// add_rmsnorm_quant in one kernel, and q and k's rope in one dispatch), and a backend with fused kernels (CUDA) must give exactly these bits (test/ops.test.ts).
 import type { ActQuantSpec, Backend, KVCache, RopeSpec, StepLayout, Tensor } from './backend.ts';
 
 type Ops = Pick<Backend, 'add' | 'rmsnorm' | 'rmsnormQuant' | 'rope' | 'kvAppend'>;

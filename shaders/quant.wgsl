@@ -2,6 +2,9 @@
 //   quantize_act (MODE 0): v_j = x[perm[j]]
 //   rmsnorm_quant (MODE 1): v_j = w[c]·(x[c]·inv), c = perm[j], inv as norm.wgsl computes it
 //   silu_mul_quant (MODE 2): v_j = silu(g[c])·u[c]
+//   add_rmsnorm_quant (MODE 3): rmsnorm_quant of s = x + r (elementwise.wgsl's add), s written out too: each
+//     workgroup sums the whole row's squares of x + r as MODE 1 does of s (the same f32 values in the same order),
+//     and stores s over its own chunk of channels (in channel order)
 // then v_j -> f16 (RNE), per B-block amax, s = f16(amax/qmax) and codes roundHalfEven(v/s) of the exact
 // quotients (common.wgsl), clamped to -qmax-1..qmax; channels [K, Kp) are 0.
 // Output: the qact buffer  a8 int8 [M][K8] | a4 int4x2 [M][(Kp-K8)/2] | sa f16 [M][Kp/B], written as whole
@@ -25,6 +28,14 @@ override MODE: u32 = 0u;
 @group(0) @binding(2) var<storage, read> y: array<f32>; // rmsnorm weight [K] | u [M][K] | unused
 @group(0) @binding(3) var<storage, read> perm: array<u32>; // [K]; unused when hasPerm = 0
 @group(0) @binding(4) var<storage, read_write> q: array<atomic<u32>>;
+@group(0) @binding(5) var<storage, read> r: array<f32>; // MODE 3: the addend [M][K]; else unused
+@group(0) @binding(6) var<storage, read_write> so: array<f32>; // MODE 3: x + r [M][K]; else unused
+
+/** channel c of row xo's input: x, or (MODE 3) x + r */
+fn xin(i: u32) -> f32 {
+  if (MODE == 3u) { return x[i] + r[i]; }
+  return x[i];
+}
 
 const WG = 128u;
 var<workgroup> sh: array<f32, WG>; // |v| for the block max
@@ -39,12 +50,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let jA = wg.z * p.chunk; let jB = min(p.Kp, jA + p.chunk); // this workgroup's channels
   let xo = m * p.K;
   var inv = 0.0;
-  if (MODE == 1u) {
+  if (MODE == 1u || MODE == 3u) {
     var part = 0.0;
-    if (lid < 64u) { for (var i = lid; i < p.K; i = i + 64u) { let v = x[xo + i]; part = part + v * v; } } // as norm.wgsl
+    if (lid < 64u) { for (var i = lid; i < p.K; i = i + 64u) { let v = xin(xo + i); part = part + v * v; } } // as norm.wgsl
     let s2 = wg_sum(part, lid);
     inv = 1.0 / sqrt(s2 / f32(p.K) + p.eps);
   }
+  if (MODE == 3u) { for (var c = jA + lid; c < min(jB, p.K); c = c + WG) { so[xo + c] = x[xo + c] + r[xo + c]; } }
   let K4 = p.Kp - p.K8;
   for (var j0 = jA; j0 < jB; j0 = j0 + WG) {
     let j = j0 + lid;
@@ -53,7 +65,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       var c = j;
       if (p.hasPerm != 0u) { c = perm[j]; }
       if (MODE == 0u) { v = x[xo + c]; }
-      else if (MODE == 1u) { v = y[c] * (x[xo + c] * inv); }
+      else if (MODE == 1u || MODE == 3u) { v = y[c] * (xin(xo + c) * inv); }
       else { v = silu_mul_f(x[xo + c], y[xo + c]); }
       v = f16_round(v);
     }

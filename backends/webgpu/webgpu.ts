@@ -56,6 +56,9 @@ type Res = GPUBuffer | { buffer: GPUBuffer; offset: number; size: number };
 /** gemm_w4ax.wgsl: params, act, up to three weights (codes | scales) and their outputs (matmulMany's parts) */
 const W4_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'read', 'write', 'write', 'write'];
 
+/** quant.wgsl: params, x, y, perm, the qact; and MODE 3's addend and sum (the other modes bind dummies there) */
+const QUANT_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'write', 'read', 'write'];
+
 /** The pipelines of the op set: family, entry point, bindings (in order), override constants. */
 const PIPES = {
   gemm_matvec1: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 1, CH: 4096 } },
@@ -65,9 +68,10 @@ const PIPES = {
   gemm_f32: { family: 'gemm_f32', entry: 'gemm', bind: ['uniform', 'read', 'read', 'write'] },
   gemm_f16w: { family: 'gemm_f32', entry: 'gemm_f16w', bind: ['uniform', 'read', 'read', 'write'] },
   gemm_f16w_serial: { family: 'gemm_f32', entry: 'gemm', bind: ['uniform', 'read', 'read', 'write'], constants: { F16W: 1 } },
-  quantize_act: { family: 'quant', entry: 'main', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { MODE: 0 } },
-  rmsnorm_quant: { family: 'quant', entry: 'main', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { MODE: 1 } },
-  silu_mul_quant: { family: 'quant', entry: 'main', bind: ['uniform', 'read', 'read', 'read', 'write'], constants: { MODE: 2 } },
+  quantize_act: { family: 'quant', entry: 'main', bind: QUANT_BIND, constants: { MODE: 0 } },
+  rmsnorm_quant: { family: 'quant', entry: 'main', bind: QUANT_BIND, constants: { MODE: 1 } },
+  silu_mul_quant: { family: 'quant', entry: 'main', bind: QUANT_BIND, constants: { MODE: 2 } },
+  add_rmsnorm_quant: { family: 'quant', entry: 'main', bind: QUANT_BIND, constants: { MODE: 3 } },
   rmsnorm: { family: 'norm', entry: 'rmsnorm', bind: ['uniform', 'read', 'read', 'write'] },
   rope: { family: 'rope', entry: 'rope', bind: ['uniform', 'read', 'read', 'write', 'read', 'write'] },
   kv_append_f32: { family: 'kv_append', entry: 'append_f32', bind: ['uniform', 'read', 'read', 'read', 'write'] },
@@ -638,7 +642,8 @@ export class WebGPUBackend implements Backend {
   }
 
   /** quant.wgsl over M rows into a fresh qact */
-  private quant(name: 'quantize_act' | 'rmsnorm_quant' | 'silu_mul_quant', x: WTensor, y: GPUBuffer, M: number, spec: ActQuantSpec, eps = 0): Tensor {
+  private quant(name: 'quantize_act' | 'rmsnorm_quant' | 'silu_mul_quant' | 'add_rmsnorm_quant', x: WTensor, y: GPUBuffer, M: number, spec: ActQuantSpec, eps = 0,
+    add?: { r: WTensor; sum: WTensor }): Tensor {
     if (colsOf(x) !== spec.K) throw new CometError(`webgpu ${name}: the rows have ${colsOf(x)} channels, the spec K = ${spec.K}`);
     const n = qactBytes(spec, M), bytes = n.a8 + n.a4 + n.sa;
     const out = new WTensor([M, spec.Kp], 'qact', this.temp(n.a8 + n.a4 + up4(n.sa)), bytes, spec);
@@ -650,7 +655,7 @@ export class WebGPUBackend implements Backend {
     // looping over the row); many rows fill the GPU a workgroup per row
     const chunk = M < 128 ? 256 : spec.Kp;
     this.run(name, [spec.K, spec.Kp, spec.K8, spec.B, nb, spec.perm ? 1 : 0, n.a8 / 4, (n.a8 + n.a4) / 4, f32bits(eps), direct ? 1 : 0, chunk],
-      [x.buf, y, this.permBuffer(spec), out.buf], gx, gy, Math.ceil(spec.Kp / chunk));
+      [x.buf, y, this.permBuffer(spec), out.buf, add?.r.buf ?? this.dummy, add?.sum.buf ?? this.dummyOut(1)], gx, gy, Math.ceil(spec.Kp / chunk));
     return out;
   }
 
@@ -808,10 +813,16 @@ export class WebGPUBackend implements Backend {
   siluMul(g: Tensor, u: Tensor): Tensor { return this.elementwise('silu_mul', g, u); }
   add(a: Tensor, b: Tensor): Tensor { return this.elementwise('add', a, b); }
 
-  // The fused decode ops (Backend). add_rmsnorm[_quant]: compositions of this backend's own kernels, equal to the
-  // unfused ops by construction, the same dispatches (no fused WGSL kernel yet). rope_kv_append below: one fewer.
+  // The fused decode ops (Backend). add_rmsnorm: the composition of this backend's own kernels (the final norm,
+  // once a step). add_rmsnorm_quant and rope_kv_append: one dispatch fewer each, the composition's bits.
   addRmsnorm(x: Tensor, y: Tensor, w: Tensor, eps: number): [Tensor, Tensor] { return composed.addRmsnorm(this, x, y, w, eps); }
-  addRmsnormQuant(x: Tensor, y: Tensor, w: Tensor, eps: number, spec: ActQuantSpec): [Tensor, Tensor] { return composed.addRmsnormQuant(this, x, y, w, eps, spec); }
+  /** x + y and rmsnorm_quant of it in one dispatch (quant.wgsl MODE 3): the bits of the composition */
+  addRmsnormQuant(x: Tensor, y: Tensor, w: Tensor, eps: number, spec: ActQuantSpec): [Tensor, Tensor] {
+    const xt = this.want(x, 'f32', 'add_rmsnorm_quant'), yt = this.want(y, 'f32', 'add_rmsnorm_quant');
+    if (x.shape.join() !== y.shape.join()) throw new CometError(`add_rmsnorm_quant: shapes [${x.shape}] and [${y.shape}] differ`);
+    const sum = this.f32(x.shape);
+    return [sum, this.quant('add_rmsnorm_quant', xt, this.want(w, 'f32', 'add_rmsnorm_quant').buf, rowsOf(x), spec, eps, { r: yt, sum })];
+  }
   /** rope of q and k in one dispatch, then the KV append: one dispatch fewer than the composition, the same bits */
   ropeKvAppend(q: Tensor, k: Tensor, v: Tensor, cache: KVCache, layer: number, layout: StepLayout, spec: RopeSpec): Tensor {
     const [qr, kr] = this.ropeQK(q, k, layout, spec, cache.spec.nKvHeads);
