@@ -4,7 +4,7 @@
 # decode with the CPU adapters' serial attention and KV-append kernels (decode only, no CUDA) for their profile.
 # Run from the repository root the call sent, which carries .device/node.xz .device/node_modules.tar.xz .gl/*.deb
 # and $W (default .device/webgpu): tree.tgz (this worktree's files) and addon.tar.xz (the CUDA addon, Release):
-#   mkdir -p /tmp/w && tar -xzf .device/webgpu/tree.tgz -C /tmp/w && bash /tmp/w/bench/webgpu/h200.sh
+#   mkdir -p /tmp/w && tar -xzf .device/webgpu/tree.tgz -C /tmp/w && bash /tmp/w/bench/webgpu/h200.sh   (SERIAL=0: no serial part)
 # (logs and JSON under $OUT)
 set -uo pipefail
 W=$PWD/${W:-.device/webgpu}; OUT=${OUT:-/tmp/comet-out}; mkdir -p "$OUT"
@@ -17,5 +17,5 @@ run() { local name=$1 limit=$2; shift 2
   local t0=$SECONDS; timeout "$limit" node node_modules/tsx/dist/cli.mjs bench/webgpu/decode.ts "$@" --out "$OUT" > "$OUT/$name.log" 2>&1
   echo "$name rc=$? ($((SECONDS - t0)) s)"; grep -vE '^\{"shape"' "$OUT/$name.log" | grep -vE '^\s+(embed|rows|rope|add) ' | tail -40; }
 run decode 130 --shape llama3.2-1b --steps 128
-run serial 55 --shape llama3.2-1b --steps 32 --no-cuda --decode-only --kernels serial
+[ "${SERIAL:-1}" = 1 ] && run serial 55 --shape llama3.2-1b --steps 32 --no-cuda --decode-only --kernels serial
 grep -E '^\{"shape"' "$OUT/decode.log"
