@@ -46,6 +46,14 @@ function actCodes(a: QAct): Int8Array {
 }
 
 export function gemmW4Ax(a: QAct, w: W4Weight, schedule?: Schedule): Float32Array {
+  const out = gemmW4AxSums(a, w, schedule);
+  for (let i = 0; i < out.length; i++) out[i] = toF16(out[i]);
+  return out;
+}
+
+/** gemmW4Ax before the output's f16 rounding: the f32 sums ((+0 + part_0) + part_1) + …. A tensor-parallel rank
+ *  contributes these over its shard of blocks, and the all-reduce rounds the ranks' total once (src/parallel). */
+export function gemmW4AxSums(a: QAct, w: W4Weight, schedule?: Schedule): Float32Array {
   const sa = a.spec, sw = w.act;
   for (const f of ['K', 'Kp', 'B', 'K8'] as const)
     if (sa[f] !== sw[f]) throw new RangeError(`gemmW4Ax: activation ${f} = ${sa[f]} but weight expects ${f} = ${sw[f]}`);
@@ -74,7 +82,7 @@ export function gemmW4Ax(a: QAct, w: W4Weight, schedule?: Schedule): Float32Arra
         }
         sum = fr(sum + part);
       }
-      out[m * N + n] = toF16(sum);
+      out[m * N + n] = sum;
     }
   }
   return out;
