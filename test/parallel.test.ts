@@ -4,6 +4,7 @@
 // the engine and server on a sharded model, and two replicas on loopback behind a round-robin client.
 import { describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
+import { spawnSync } from 'node:child_process';
 import { SimBackend } from '../backends/sim/sim.ts';
 import type { Backend, HostWeight } from '../backends/backend.ts';
 import { loadModel } from '../src/loaders/index.ts';
@@ -159,6 +160,12 @@ describe('serving', () => {
     tp.close();
     one.close();
     await expect(openSharded(2, 'cuda', COMET)).rejects.toThrow(/not supported on the cuda backend yet/);
+  });
+
+  it('comet serve --tensor-parallel 2 on a backend without the sharded path exits with the reason', () => {
+    const r = spawnSync(process.execPath, [fileURLToPath(new URL('../bin/comet.js', import.meta.url)), 'serve', '--tensor-parallel', '2', '--backend', 'cuda', '--port', '0'], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/--tensor-parallel 2: tensor parallelism is not supported on the cuda backend yet/);
   });
 
   it('two replicas on loopback: a round-robin client gets completions from both, /health answers on both', async () => {
