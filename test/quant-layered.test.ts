@@ -143,6 +143,26 @@ describe('bad checkpoints are refused before any backend is created', () => {
   });
 });
 
+describe('--smooth keeps GPTQ on the host', () => {
+  // A device Hessian holds the unsmoothed activations' XᵀX (backends/backend.ts DeviceHessian); with SmoothQuant
+  // the Hessian must be that of x / s, so GPTQ runs on the host there. A backend whose GptqOps throw shows it.
+  it('a backend with device GPTQ is not asked for it when smoothing, and gives the simulator\'s bytes', async () => {
+    const lm = await loadModel(S260K);
+    const tok = await loadTokenizer(lm.tokenizerPath!);
+    const all = tok.encode(readFileSync(TEXT, 'utf8').slice(-4000), { bos: false }), tokens = all.slice(all.length - 128);
+    const o = { B: 32, order: 'absmax' as const, kv: 'kv4' as const, weights: 'gptq' as const, int8Blocks: 1, smooth: 0.5, ctx: 64, tokenizer: tokenizerFiles(lm.tokenizerPath!, (p) => readFileSync(p)) };
+    class NoDeviceGptq extends SimBackend {
+      readonly gptq = { hessian: (): never => { throw new Error('device GPTQ used with --smooth'); } };
+    }
+    for (const [be, out] of [[new SimBackend(), 'plain.comet'], [new NoDeviceGptq(), 'guarded.comet']] as const) {
+      const src = openHF(S260K);
+      await quantizeLayered(src, be, tokens, join(tmp, out), o);
+      src.close();
+    }
+    expect(sha(join(tmp, 'guarded.comet'))).toBe(sha(join(tmp, 'plain.comet')));
+  });
+});
+
 describe('Llama-3.1 RoPE scaling (rope_type llama3)', () => {
   const scaling = { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 };
   it('is read from config.json, kept in the .comet and applied to the rotary frequencies', async () => {

@@ -10,6 +10,14 @@ describe('int4 canonical packing (DESIGN §3.1)', () => {
     expect([...packInt4([3, -1, 5])]).toEqual([0xf3, 0x05]); // odd length: high nibble of the last byte is 0
     expect([...packInt4([])]).toEqual([]);
   });
+  it('Int8Array codes (the quantizers\' output) pack as any other array, and out-of-range codes are refused', () => {
+    const r = rng(3);
+    for (const n of [0, 1, 2, 7, 1000]) {
+      const c = Int8Array.from({ length: n }, () => Math.floor(r() * 16) - 8);
+      expect([...packInt4(c)]).toEqual([...packInt4(Array.from(c))]);
+    }
+    for (const bad of [[8, 0], [0, -9], [1, 2, 3, 4, 100], [-128]]) expect(() => packInt4(Int8Array.from(bad))).toThrow(/not an int4/);
+  });
   it('unpacks by hand', () => {
     expect([...unpackInt4(Uint8Array.of(0xe1, 0x87), 4)]).toEqual([1, -2, 7, -8]);
     expect([...unpackInt4(Uint8Array.of(0xf3, 0x05), 3)]).toEqual([3, -1, 5]);
