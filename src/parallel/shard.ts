@@ -80,21 +80,25 @@ export function sliceCols(w: HostWeight, lo: number, hi: number, spec?: ActQuant
 const range = (a: number, b: number) => Int32Array.from({ length: b - a }, (_, i) => a + i);
 
 /** A row-parallel weight's split: per rank, the input range [lo, hi) (permuted order for w4), the shard's spec,
- *  and the original input channels the range reads (padding dropped). */
-function rowSplit(w: HostWeight, n: number, what: string): Array<{ lo: number; hi: number; spec?: ActQuantSpec; src: Int32Array }> {
+ *  and the original input channels the range reads (padding dropped). w4: rank r holds blocks
+ *  [⌊r·nb/N⌋, ⌊(r+1)·nb/N⌋), whole blocks, as even as nb allows (wikillama-28M's w_down, 11 blocks of 128: 5 + 6 at
+ *  TP = 2); `even` (wo, whose ranks must be alike: each a Llama of nHeads/N heads) refuses an uneven split. */
+function rowSplit(w: HostWeight, n: number, what: string, even: boolean): Array<{ lo: number; hi: number; spec?: ActQuantSpec; src: Int32Array }> {
+  const cut = (K: number, unit: string) => {
+    if (even ? K % n : K < n) bad(`${what} (${w.name}): its input has ${K} ${unit}, which ${n} ranks cannot split ${even ? 'evenly ' : ''}on block boundaries`);
+    return (r: number) => Math.floor((r * K) / n);
+  };
   if (w.kind === 'w4') {
     const { K, Kp, B, K8, perm } = w.act, nb = Kp / B;
-    if (nb % n) bad(`${what} (${w.name}): its input has ${nb} FMPQ blocks of ${B} channels (K = ${K}${Kp > K ? `, padded to ${Kp}` : ''}), which ${n} ranks cannot split on block boundaries`);
-    const step = Kp / n;
+    const at = cut(nb, `FMPQ blocks of ${B} channels (K = ${K}${Kp > K ? `, padded to ${Kp}` : ''})`);
     return Array.from({ length: n }, (_, r) => {
-      const lo = r * step, hi = lo + step, real = Math.min(hi, K) - lo;
+      const lo = at(r) * B, hi = at(r + 1) * B, real = Math.min(hi, K) - lo;
       const src = perm ? perm.slice(lo, lo + real) : range(lo, lo + real);
-      return { lo, hi, spec: actSpec(real, B, Math.min(Math.max(K8 - lo, 0), step)), src };
+      return { lo, hi, spec: actSpec(real, B, Math.min(Math.max(K8 - lo, 0), hi - lo)), src };
     });
   }
-  const K = w.shape[1];
-  if (K % n) bad(`${what} (${w.name}): ${K} input channels do not split into ${n} equal ranges`);
-  return Array.from({ length: n }, (_, r) => ({ lo: (r * K) / n, hi: ((r + 1) * K) / n, src: range((r * K) / n, ((r + 1) * K) / n) }));
+  const at = cut(w.shape[1], 'channels');
+  return Array.from({ length: n }, (_, r) => ({ lo: at(r), hi: at(r + 1), src: range(at(r), at(r + 1)) }));
 }
 
 /** The plan for `n` ranks, or a CometError saying which dimension `n` does not divide. */
@@ -115,7 +119,7 @@ export function shardModel(c: LlamaConfig, weights: Map<string, HostWeight>, n: 
   for (let l = 0; l < c.nLayers; l++) {
     const wo = get(`l${l}.wo`), wd = get(`l${l}.w_down`);
     if (wo.kind === 'w4' && wo.act.Kp !== wo.act.K) bad(`layer ${l}: o_proj's input (${wo.act.K} channels) is padded to ${wo.act.Kp}; tensor parallelism needs nHeads·headDim to be a multiple of B = ${wo.act.B}`);
-    const os = rowSplit(wo, n, `layer ${l} o_proj`), ds = rowSplit(wd, n, `layer ${l} down_proj`);
+    const os = rowSplit(wo, n, `layer ${l} o_proj`, true), ds = rowSplit(wd, n, `layer ${l} down_proj`, false);
     for (const [w, s] of [[wo, os], [wd, ds]] as const) if (w.kind === 'w4') rowParallel.set(w.act, s.map(({ lo, hi }) => [lo / w.act.B, hi / w.act.B]));
     oGather.push(os.some(({ src }, r) => src.some((ch) => ch < r * qh * hd || ch >= (r + 1) * qh * hd)));
     for (const s of ranks) {
