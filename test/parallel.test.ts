@@ -46,8 +46,8 @@ const maxAbsDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => M
 const sameBits = (a: Float32Array, b: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 const PROMPT = [1, 403, 407, 261, 378, 285, 63, 261]; // BOS + a few story tokens
 
-function sharded(c: LlamaConfig, w: Map<string, HostWeight>, n: number, kv: 'f32' | 'kv4', bes?: Backend[]) {
-  const plan = shardModel(c, w, n);
+function sharded(c: LlamaConfig, w: Map<string, HostWeight>, n: number, kv: 'f32' | 'kv4', bes?: Backend[], slices?: number) {
+  const plan = shardModel(c, w, n, { slices });
   return { plan, model: new ShardedLlama(plan, bes ?? Array.from({ length: n }, () => new SimBackend()), kv) };
 }
 
@@ -127,6 +127,21 @@ describe('sharded forward on the simulator', () => {
       expect(tp.tokens, `TP ${n}`).toEqual(plain.tokens);
       expect(Math.max(...tp.logits.map((l, i) => maxAbsDiff(l, plain.logits[i]))), `TP ${n}`).toBeLessThan(1e-3); // measured 7.2e-5 at TP 2 and 4 (31 steps, logits up to 3.3)
     }
+  });
+
+  it('with a fixed number of k-slices, TP = 1, 2 and 4 give the same bits', async () => {
+    const c: LlamaConfig = { dim: 128, hiddenDim: 320, nLayers: 1, nHeads: 8, nKvHeads: 4, vocabSize: 64, seqLen: 32, headDim: 16, normEps: 1e-5, ropeTheta: 10000, tiedEmbeddings: true, bos: 1, eos: [2] };
+    const { weights } = syntheticQuantizedModel(c, { block: 32, int8Fraction: 0.25, clipSearch: false });
+    const prompt = [1, 7, 30, 12, 50, 3];
+    const runs = await Promise.all([1, 2, 4].map((n) => {
+      const plan = shardModel(c, weights, n, { slices: 4 });
+      // w_down: 10 blocks of 32 in 4 slices [0,2) [2,5) [5,7) [7,10), whichever rank holds them
+      expect(plan.rowParallel.get((weights.get('l0.w_down') as { act: import('../backends/backend.ts').ActQuantSpec }).act)).toEqual([[0, 2], [2, 5], [5, 7], [7, 10]]);
+      return greedy(n === 1 ? new Llama(new SimBackend({ gemmSchedule: referenceSchedule(plan) }), c, weights, 'kv4') : sharded(c, weights, n, 'kv4', undefined, 4).model, prompt, 5);
+    }));
+    for (const r of runs.slice(1)) r.logits.forEach((l, i) => expect(sameBits(l, runs[0].logits[i])).toBe(true));
+    expect(() => shardModel(c, weights, 4, { slices: 6 })).toThrow(/6 k-slices do not split evenly over 4 ranks/);
+    expect(() => shardModel(c, weights, 2, { slices: 8 })).toThrow(/layer 0 o_proj \(l0\.wo\): its input has 4 FMPQ blocks of 32 channels \(K = 128\), which 2 ranks in 8 slices cannot split evenly/);
   });
 
   it('TP = 2 and 4 on the float stories260K: same greedy tokens, logits within f32 rounding of the unsharded run', async () => {

@@ -50,7 +50,8 @@ export function hostData(t: Tensor): Float32Array {
 export class HostCollective {
   constructor(readonly bes: readonly Backend[]) {}
 
-  /** Σ parts in rank order (OrderedSum), on every rank. parts[r]: rank r's [T, C] partial. */
+  /** Σ parts in order (OrderedSum), on every rank: the [T, C] partials in slice order (rank 0's slices, then rank
+   *  1's, …). */
   allReduce(parts: readonly Tensor[], f16: boolean): Tensor[] {
     const s = new OrderedSum(parts.length, hostData(parts[0]).length);
     parts.forEach((p, r) => s.put(r, hostData(p)));

@@ -11,6 +11,7 @@
 // INT8 blocks of the range stay INT8 (K8_r = clamp(K8 - lo, 0, hi - lo)), and every block, its codes and its f16
 // scale are the unsharded layer's, so the rank's quantizer computes the unsharded codes of its blocks.
 import type { ActQuantSpec, HostWeight } from '../../backends/backend.ts';
+import type { Schedule } from '../../simulator/kernels/gemm_w4ax.ts';
 import { actSpec } from '../../simulator/act.ts';
 import { type LlamaConfig, weightNames } from '../model/config.ts';
 import { CometError } from '../errors.ts';
@@ -26,6 +27,9 @@ export interface RankShard {
   /** per layer: the columns of the full attention output [T, nHeads·headDim] (head order) its wo shard reads, in
    *  the shard's channel order */
   oSrc: Int32Array[];
+  /** the k-slices of each w4 row-parallel shard (keyed by the shard's activation spec), in the shard's blocks: the
+   *  rank contributes one f32 partial per slice */
+  slices: Map<ActQuantSpec, Schedule>;
 }
 
 export interface ShardPlan {
@@ -35,8 +39,17 @@ export interface ShardPlan {
   /** per layer: does some rank's wo shard read attention channels of another rank's heads? (w4 with an o_in
    *  permutation across heads: an all-gather of the attention output before wo; identity or within-rank: none) */
   oGather: boolean[];
-  /** the unsharded row-parallel weights' activation specs -> block ranges of the ranks (for referenceSchedule) */
-  rowParallel: Map<ActQuantSpec, Array<[number, number]>>;
+  /** k-slices of every w4 row-parallel weight (o, down); each rank holds whole slices */
+  slices: number;
+  /** the unsharded row-parallel weights' activation specs -> their k-slices in blocks (for referenceSchedule) */
+  rowParallel: Map<ActQuantSpec, Schedule>;
+}
+
+export interface ShardOptions {
+  /** k-slices S of each w4 o/down input (a multiple of N, default N): every slice is one f32 partial, the
+   *  all-reduce adds all S in order. A fixed S makes TP = 1, 2, 4, … (each dividing S) give the same bits, with
+   *  TP = 1 summing the same S slices (referenceSchedule). */
+  slices?: number;
 }
 
 const bad = (msg: string): never => {
@@ -80,30 +93,34 @@ export function sliceCols(w: HostWeight, lo: number, hi: number, spec?: ActQuant
 const range = (a: number, b: number) => Int32Array.from({ length: b - a }, (_, i) => a + i);
 
 /** A row-parallel weight's split: per rank, the input range [lo, hi) (permuted order for w4), the shard's spec,
- *  and the original input channels the range reads (padding dropped). w4: rank r holds blocks
- *  [⌊r·nb/N⌋, ⌊(r+1)·nb/N⌋), whole blocks, as even as nb allows (wikillama-28M's w_down, 11 blocks of 128: 5 + 6 at
- *  TP = 2); `even` (wo, whose ranks must be alike: each a Llama of nHeads/N heads) refuses an uneven split. */
-function rowSplit(w: HostWeight, n: number, what: string, even: boolean): Array<{ lo: number; hi: number; spec?: ActQuantSpec; src: Int32Array }> {
-  const cut = (K: number, unit: string) => {
-    if (even ? K % n : K < n) bad(`${what} (${w.name}): its input has ${K} ${unit}, which ${n} ranks cannot split ${even ? 'evenly ' : ''}on block boundaries`);
-    return (r: number) => Math.floor((r * K) / n);
+ *  its k-slices (w4; in the shard's blocks) and the original input channels the range reads (padding dropped).
+ *  w4: slice s = blocks [⌊s·nb/S⌋, ⌊(s+1)·nb/S⌋), rank r the slices [r·S/N, (r+1)·S/N): whole blocks, as even as nb
+ *  allows (wikillama-28M's w_down, 11 blocks of 128: 5 + 6 at TP = 2); `even` (wo, whose ranks must be alike:
+ *  each a Llama of nHeads/N heads) refuses an uneven split. Float weights: N equal-as-possible ranges. */
+function rowSplit(w: HostWeight, n: number, S: number, what: string, even: boolean): Array<{ lo: number; hi: number; spec?: ActQuantSpec; slices?: Schedule; src: Int32Array }> {
+  const cut = (K: number, parts: number, unit: string) => {
+    if (even ? K % parts : K < parts) bad(`${what} (${w.name}): its input has ${K} ${unit}, which ${n} ranks${parts !== n ? ` in ${parts} slices` : ''} cannot split ${even ? 'evenly ' : ''}on block boundaries`);
+    return (i: number) => Math.floor((i * K) / parts);
   };
   if (w.kind === 'w4') {
-    const { K, Kp, B, K8, perm } = w.act, nb = Kp / B;
-    const at = cut(nb, `FMPQ blocks of ${B} channels (K = ${K}${Kp > K ? `, padded to ${Kp}` : ''})`);
+    const { K, Kp, B, K8, perm } = w.act, nb = Kp / B, per = S / n;
+    const at = cut(nb, S, `FMPQ blocks of ${B} channels (K = ${K}${Kp > K ? `, padded to ${Kp}` : ''})`);
     return Array.from({ length: n }, (_, r) => {
-      const lo = at(r) * B, hi = at(r + 1) * B, real = Math.min(hi, K) - lo;
+      const b0 = at(r * per), lo = b0 * B, hi = at((r + 1) * per) * B, real = Math.min(hi, K) - lo;
       const src = perm ? perm.slice(lo, lo + real) : range(lo, lo + real);
-      return { lo, hi, spec: actSpec(real, B, Math.min(Math.max(K8 - lo, 0), hi - lo)), src };
+      const slices = Array.from({ length: per }, (_, i): [number, number] => [at(r * per + i) - b0, at(r * per + i + 1) - b0]);
+      return { lo, hi, spec: actSpec(real, B, Math.min(Math.max(K8 - lo, 0), hi - lo)), slices, src };
     });
   }
-  const at = cut(w.shape[1], 'channels');
+  const at = cut(w.shape[1], n, 'channels');
   return Array.from({ length: n }, (_, r) => ({ lo: at(r), hi: at(r + 1), src: range(at(r), at(r + 1)) }));
 }
 
 /** The plan for `n` ranks, or a CometError saying which dimension `n` does not divide. */
-export function shardModel(c: LlamaConfig, weights: Map<string, HostWeight>, n: number): ShardPlan {
+export function shardModel(c: LlamaConfig, weights: Map<string, HostWeight>, n: number, o: ShardOptions = {}): ShardPlan {
   if (!Number.isInteger(n) || n < 1) bad(`the rank count must be a positive integer, got ${n}`);
+  const S = o.slices ?? n;
+  if (!Number.isInteger(S) || S < n || S % n) bad(`${S} k-slices do not split evenly over ${n} ranks`);
   if (c.nHeads % n) bad(`${n} ranks do not divide the ${c.nHeads} query heads`);
   if (c.nKvHeads % n) bad(`${n} ranks do not divide the ${c.nKvHeads} KV heads (each rank keeps whole KV heads and the query heads that read them)`);
   if (c.vocabSize < n) bad(`${n} ranks for a vocabulary of ${c.vocabSize}`);
@@ -112,15 +129,16 @@ export function shardModel(c: LlamaConfig, weights: Map<string, HostWeight>, n: 
   const hd = c.headDim, qh = c.nHeads / n, kh = c.nKvHeads / n, vs = Math.ceil(c.vocabSize / n);
   const ranks: RankShard[] = Array.from({ length: n }, (_, r) => ({
     rank: r, config: c, weights: new Map(), heads: [r * qh, (r + 1) * qh], kvHeads: [r * kh, (r + 1) * kh],
-    vocab: [Math.min(r * vs, c.vocabSize), Math.min((r + 1) * vs, c.vocabSize)], oSrc: [],
+    vocab: [Math.min(r * vs, c.vocabSize), Math.min((r + 1) * vs, c.vocabSize)], oSrc: [], slices: new Map(),
   }));
   if (ranks.some((s) => s.vocab[1] <= s.vocab[0])) bad(`${n} ranks leave a rank without vocabulary rows (vocabulary ${c.vocabSize})`);
-  const oGather: boolean[] = [], rowParallel = new Map<ActQuantSpec, Array<[number, number]>>();
+  const oGather: boolean[] = [], rowParallel = new Map<ActQuantSpec, Schedule>();
   for (let l = 0; l < c.nLayers; l++) {
     const wo = get(`l${l}.wo`), wd = get(`l${l}.w_down`);
     if (wo.kind === 'w4' && wo.act.Kp !== wo.act.K) bad(`layer ${l}: o_proj's input (${wo.act.K} channels) is padded to ${wo.act.Kp}; tensor parallelism needs nHeads·headDim to be a multiple of B = ${wo.act.B}`);
-    const os = rowSplit(wo, n, `layer ${l} o_proj`, true), ds = rowSplit(wd, n, `layer ${l} down_proj`, false);
-    for (const [w, s] of [[wo, os], [wd, ds]] as const) if (w.kind === 'w4') rowParallel.set(w.act, s.map(({ lo, hi }) => [lo / w.act.B, hi / w.act.B]));
+    const os = rowSplit(wo, n, S, `layer ${l} o_proj`, true), ds = rowSplit(wd, n, S, `layer ${l} down_proj`, false);
+    for (const [w, split] of [[wo, os], [wd, ds]] as const)
+      if (w.kind === 'w4') rowParallel.set(w.act, split.flatMap(({ lo, slices }) => slices!.map(([a, b]): [number, number] => [a + lo / w.act.B, b + lo / w.act.B])));
     oGather.push(os.some(({ src }, r) => src.some((ch) => ch < r * qh * hd || ch >= (r + 1) * qh * hd)));
     for (const s of ranks) {
       const r = s.rank, put = (w: HostWeight) => s.weights.set(w.name, w), o = os[r], d = ds[r];
@@ -130,6 +148,7 @@ export function shardModel(c: LlamaConfig, weights: Map<string, HostWeight>, n: 
       s.oSrc.push(o.src);
       for (const k of ['w_gate', 'w_up']) put(gatherRows(get(`l${l}.${k}`), d.src));
       put(sliceCols(wd, d.lo, d.hi, d.spec));
+      for (const x of [o, d]) if (x.spec) s.slices.set(x.spec, x.slices!);
       for (const k of ['attn_norm', 'ffn_norm']) put(get(`l${l}.${k}`));
     }
   }
@@ -141,12 +160,12 @@ export function shardModel(c: LlamaConfig, weights: Map<string, HostWeight>, n: 
     const h = s.weights.get('l0.w_gate')!, rows = h.kind === 'w4' ? h.N : h.shape[0];
     s.config = { ...c, nHeads: qh, nKvHeads: kh, hiddenDim: rows, vocabSize: v1 - v0 };
   }
-  return { n, config: c, ranks, oGather, rowParallel };
+  return { n, config: c, ranks, oGather, slices: S, rowParallel };
 }
 
 /** The unsharded model's W4Ax schedule that the sharded run equals bit for bit (src/parallel/README.md): the
- *  row-parallel weights (wo, w_down) summed as one partial per rank's block range, added in rank order; every
- *  other weight in one range. For `new SimBackend({ gemmSchedule: referenceSchedule(plan) })`. */
+ *  row-parallel weights (wo, w_down) summed as one partial per k-slice, added in slice (= rank) order; every other
+ *  weight in one range. For `new SimBackend({ gemmSchedule: referenceSchedule(plan) })`. */
 export function referenceSchedule(plan: ShardPlan): (N: number, spec: ActQuantSpec) => Array<[number, number]> {
   return (_N, spec) => plan.rowParallel.get(spec) ?? [[0, spec.Kp / spec.B]];
 }

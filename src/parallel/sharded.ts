@@ -9,9 +9,9 @@
 // is rank 0's backend except that its KV caches are one cache per rank (KV heads split) and it does not capture.
 // Runs where the ranks' tensors are host arrays (the sim backend); CUDA needs the f32-partial GEMM and NCCL
 // (src/parallel/README.md, "What remains").
-import type { Backend, KVCache, KVCacheSpec, OpSet, StepLayout, Tensor, Weight } from '../../backends/backend.ts';
+import type { ActQuantSpec, Backend, KVCache, KVCacheSpec, OpSet, StepLayout, Tensor, Weight } from '../../backends/backend.ts';
 import { SimTensor, SimWeight } from '../../backends/sim/sim.ts';
-import { gemmW4AxSums } from '../../simulator/kernels/gemm_w4ax.ts';
+import { gemmW4AxPartials, type Schedule } from '../../simulator/kernels/gemm_w4ax.ts';
 import { Graph, type Residual, type Tap } from '../graph/graph.ts';
 import { Llama } from '../model/llama.ts';
 import type { LlamaConfig } from '../model/config.ts';
@@ -36,13 +36,14 @@ export class ShardedKVCache implements KVCache {
   }
 }
 
-/** A row-parallel linear's partial: W4Ax f32 sums over the rank's blocks (before the f16 rounding the all-reduce
- *  does once), or the f32 GEMM of a float shard. */
-function partial(g: Graph, name: string, x: Tensor, w: Weight): Tensor {
-  if (!w.act) return g.out(name, g.be.matmul(x, w));
+/** A row-parallel linear's partials: W4Ax f32 partials of the rank's k-slices (before the f16 rounding the
+ *  all-reduce does once), or the f32 GEMM of a float shard. */
+function partials(g: Graph, name: string, x: Tensor, w: Weight, slices: Map<ActQuantSpec, Schedule>): Tensor[] {
+  if (!w.act) return [g.out(name, g.be.matmul(x, w))];
   if (x.dtype !== 'qact') x = g.out(`${name}.in_q`, g.be.quantizeAct(x, w.act));
   if (!(x instanceof SimTensor && w instanceof SimWeight && x.q && w.w4)) throw new CometError(`tensor parallelism: the ${g.be.name} backend has no f32-partial W4Ax GEMM`, 'unsupported');
-  return g.out(name, new SimTensor([x.shape[0], w.shape[0]], 'f32', gemmW4AxSums(x.q, w.w4, g.be.gemmSchedule?.(w.shape[0], w.act))));
+  const ps = gemmW4AxPartials(x.q, w.w4, slices.get(w.act) ?? [[0, w.act.Kp / w.act.B]]);
+  return ps.map((p, i) => g.out(`${name}.part${i}`, new SimTensor([x.shape[0], w.shape[0]], 'f32', p)));
 }
 
 export class ShardedLlama {
@@ -99,15 +100,15 @@ export class ShardedLlama {
       const o = each((m, g, r) => {
         const src = this.plan.ranks[r].oSrc[l], in_ = new Float32Array(T * src.length);
         for (let t = 0; t < T; t++) for (let j = 0; j < src.length; j++) in_[t * src.length + j] = full[t * K + src[j]];
-        return partial(g, `l${l}.o_proj`, m.be.fromHost(in_, [T, src.length]), m.layers[l].wo);
+        return partials(g, `l${l}.o_proj`, m.be.fromHost(in_, [T, src.length]), m.layers[l].wo, this.plan.ranks[r].slices);
       });
-      this.coll.allReduce(o, !!this.ranks[0].layers[l].wo.act).forEach((y, r) => xs[r].add(`l${l}.attn_res`, y));
+      this.coll.allReduce(o.flat(), !!this.ranks[0].layers[l].wo.act).forEach((y, r) => xs[r].add(`l${l}.attn_res`, y));
       const down = each((m, g, r) => {
         const L = m.layers[l], h2 = g.norm(`l${l}.ffn_norm`, xs[r], L.ffnNorm, eps, L.wGate);
         const [gate, up] = g.linears([`l${l}.gate`, `l${l}.up`], h2, [L.wGate, L.wUp]);
-        return partial(g, `l${l}.down`, g.swiglu(`l${l}.swiglu`, gate, up, L.wDown), L.wDown);
+        return partials(g, `l${l}.down`, g.swiglu(`l${l}.swiglu`, gate, up, L.wDown), L.wDown, this.plan.ranks[r].slices);
       });
-      this.coll.allReduce(down, !!this.ranks[0].layers[l].wDown.act).forEach((y, r) => xs[r].add(`l${l}.ffn_res`, y));
+      this.coll.allReduce(down.flat(), !!this.ranks[0].layers[l].wDown.act).forEach((y, r) => xs[r].add(`l${l}.ffn_res`, y));
     }
     const logits = each((m, g, r) => {
       const last = g.rows('last', xs[r].value(), logitRows);
