@@ -166,13 +166,14 @@ describe('sharded forward on the simulator', () => {
 });
 
 describe('serving', () => {
-  it('the engine on a TP = 2 model gives the unsharded engine\'s greedy completion', async () => {
+  it('the engine on a TP = 2 model gives the unsharded engine\'s greedy completions, three requests at once', async () => {
     const tp = await createEngine(await openSharded(2, 'sim', COMET), { maxBatch: 4 });
     const one = await createEngine(await openModel(new SimBackend(), COMET), { maxBatch: 4 });
-    const ask = { prompt: 'Once upon a time', max_tokens: 16, temperature: 0 };
-    const [a, b] = await Promise.all([tp.completions.create(ask), one.completions.create(ask)]);
-    expect(a.choices[0].text.length).toBeGreaterThan(0);
-    expect(a.choices[0].text).toBe(b.choices[0].text);
+    // three requests at once: one batch of three sequences, prefills beside decodes, through the ranks' caches
+    const asks = ['Once upon a time', 'The little dog', 'Lily and Tom went to'].map((prompt) => ({ prompt, max_tokens: 16, temperature: 0 }));
+    const [a, b] = await Promise.all([tp, one].map((e) => Promise.all(asks.map((q) => e.completions.create(q)))));
+    expect(a.every((r) => r.choices[0].text.length > 0)).toBe(true);
+    expect(a.map((r) => r.choices[0].text)).toEqual(b.map((r) => r.choices[0].text));
     tp.close();
     one.close();
     await expect(openSharded(2, 'cuda', COMET)).rejects.toThrow(/not supported on the cuda backend yet/);

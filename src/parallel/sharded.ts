@@ -118,8 +118,8 @@ export class ShardedLlama {
   }
 }
 
-/** Rank 0's backend as the engine sees the sharded model: KV caches are one per rank, no step capture, endStep
- *  and dispose reach every rank. */
+/** Rank 0's backend as the engine sees the sharded model (every other member is rank 0's, by prototype): KV caches
+ *  are one per rank, no step capture, endStep and dispose reach every rank. */
 function frontBackend(bes: readonly Backend[]): Backend {
   const be0 = bes[0], uniq = [...new Set(bes)];
   const front: Backend = Object.create(be0);
