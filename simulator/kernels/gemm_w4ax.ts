@@ -46,6 +46,22 @@ function actCodes(a: QAct): Int8Array {
 }
 
 export function gemmW4Ax(a: QAct, w: W4Weight, schedule?: Schedule): Float32Array {
+  const out = gemmW4AxSums(a, w, schedule);
+  for (let i = 0; i < out.length; i++) out[i] = toF16(out[i]);
+  return out;
+}
+
+/** The partial of each range of `schedule` ([M][N] f32 each, from +0, ascending blocks), not yet added. */
+export function gemmW4AxPartials(a: QAct, w: W4Weight, schedule: Schedule): Float32Array[] {
+  const parts = schedule.map(() => new Float32Array(a.M * w.N));
+  gemmW4AxSums(a, w, schedule, parts);
+  return parts;
+}
+
+/** gemmW4Ax before the output's f16 rounding: the f32 sums ((+0 + part_0) + part_1) + …; `parts`, when given (one
+ *  [M][N] array per range), receives each range's partial. A tensor-parallel rank contributes the partials of its
+ *  ranges, and the all-reduce adds every range's in order and rounds once (src/parallel). */
+export function gemmW4AxSums(a: QAct, w: W4Weight, schedule?: Schedule, parts?: Float32Array[]): Float32Array {
   const sa = a.spec, sw = w.act;
   for (const f of ['K', 'Kp', 'B', 'K8'] as const)
     if (sa[f] !== sw[f]) throw new RangeError(`gemmW4Ax: activation ${f} = ${sa[f]} but weight expects ${f} = ${sw[f]}`);
@@ -63,7 +79,8 @@ export function gemmW4Ax(a: QAct, w: W4Weight, schedule?: Schedule): Float32Arra
     for (let n = 0; n < N; n++) {
       const wo = n * Kp;
       let sum = 0;
-      for (const [b0, b1] of sched) {
+      for (let r = 0; r < sched.length; r++) {
+        const [b0, b1] = sched[r];
         let part = 0;
         for (let b = b0; b < b1; b++) {
           let acc = 0;
@@ -73,8 +90,9 @@ export function gemmW4Ax(a: QAct, w: W4Weight, schedule?: Schedule): Float32Arra
           part = fr(part + fr(acc * fr(fa[m * nb + b] * fw[n * nb + b])));
         }
         sum = fr(sum + part);
+        if (parts) parts[r][m * N + n] = part;
       }
-      out[m * N + n] = toF16(sum);
+      out[m * N + n] = sum;
     }
   }
   return out;

@@ -23,6 +23,7 @@ export interface ServeOptions {
   model?: string; tokenizer?: string; backend: string; host: string; port: number;
   maxBatch: number; kvMemory?: number; pageSize: number; maxQueue: number; maxStepTokens: number;
   maxBody: number; graphs: number; logLevel: string;
+  tensorParallel?: number; // ranks one process shards the model over (src/parallel); 1 = off
 }
 
 export function serveCommand(backendOpt: Option): Command {
@@ -40,24 +41,29 @@ export function serveCommand(backendOpt: Option): Command {
     .option('--max-step-tokens <n>', 'tokens per forward step (decodes + prefill chunks)', int('--max-step-tokens', 1), 2048)
     .option('--graphs <n>', 'decode-step CUDA graphs kept (per batch size and context bucket; 0 = off)', int('--graphs', 0), 16)
     .option('--max-body <size>', 'largest request body; larger ones get 413', parseBytes('--max-body'), 1 << 20)
+    .option('--tensor-parallel <n>', 'shard each layer over N ranks in this process (Megatron-style, src/parallel; the sim backend for now)', int('--tensor-parallel', 1, 64), 1)
     .option('--log-level <level>', 'pino log level: fatal | error | warn | info | debug | silent', 'info')
     .action(async (o: ServeOptions) => serve(o));
 }
 
 export async function serve(o: ServeOptions): Promise<void> {
   const { default: pino } = await import('pino');
-  const { createEngine } = await import('../engine/engine.ts');
+  const { createEngine, modelId } = await import('../engine/engine.ts');
   const { startServer } = await import('../server/server.ts');
   const log = pino({ level: o.logLevel });
   // a server outlives a stray rejection: log it instead of exiting (the CLI's default for one-shot commands)
   process.removeAllListeners('unhandledRejection');
   process.on('unhandledRejection', (e) => log.error({ err: e }, 'unhandled rejection'));
-  const engine = await createEngine(o.model, {
+  const tp = o.tensorParallel ?? 1;
+  // a sharded model is opened here (one backend per rank); the engine runs it as it runs one model
+  const model = tp > 1 ? await (await import('../parallel/open.ts')).openSharded(tp, o.backend, o.model, o.tokenizer) : o.model;
+  const engine = await createEngine(model, {
+    modelName: tp > 1 ? modelId(o.model ?? 'stories260K') : undefined,
     backend: o.backend, tokenizer: o.tokenizer, maxBatch: o.maxBatch, kvMemory: o.kvMemory, pageSize: o.pageSize,
     maxQueue: o.maxQueue, maxStepTokens: o.maxStepTokens, graphs: o.graphs, onProgress: (p) => log.info(p.message),
   });
   const srv = await startServer(engine, { host: o.host, port: o.port, maxBodyBytes: o.maxBody, logger: log });
-  log.info({ url: srv.url, model: engine.modelId, backend: o.backend, kvPages: engine.pool.total }, `serving ${engine.modelId} at ${srv.url}/v1`);
+  log.info({ url: srv.url, model: engine.modelId, backend: o.backend, kvPages: engine.pool.total, ...(tp > 1 ? { tensorParallel: tp } : {}) }, `serving ${engine.modelId} at ${srv.url}/v1`);
   if (o.host !== '127.0.0.1' && o.host !== 'localhost' && o.host !== '::1')
     log.warn(`listening on ${o.host}: anyone who can reach this address can use the model (no authentication)`);
   const stop = async () => {

@@ -388,4 +388,4 @@ export async function createEngine(modelOrPath?: string | OpenModel, o: EngineOp
   return engine;
 }
 
-const modelId = (path: string) => path.replace(/[/\\]+$/, '').split(/[/\\]/).pop()!.replace(/\.(bin|comet|safetensors|gguf)$/, '');
+export const modelId = (path: string) => path.replace(/[/\\]+$/, '').split(/[/\\]/).pop()!.replace(/\.(bin|comet|safetensors|gguf)$/, '');
