@@ -5,22 +5,16 @@
 /** vals (integers -8..7) -> ceil(n/2) bytes */
 export function packInt4(vals: ArrayLike<number>): Uint8Array {
   const out = new Uint8Array((vals.length + 1) >> 1);
-  if (vals instanceof Int8Array) {
-    // codes as the quantizers make them (an 8B layer has ~220 M): two at a time, one range test per element
-    const n = vals.length & ~1;
-    for (let i = 0; i < n; i += 2) {
+  let i = 0;
+  // Int8Array codes (what the quantizers make; an 8B layer has ~220 M): two at a time while both are int4; the
+  // loop below takes the rest (an odd tail, or the element it then reports)
+  if (vals instanceof Int8Array)
+    for (; i + 1 < vals.length; i += 2) {
       const a = vals[i], b = vals[i + 1];
-      if (((a + 8) | (b + 8)) >>> 4) throw new RangeError(`packInt4: element ${(a + 8) >>> 4 ? i : i + 1} = ${(a + 8) >>> 4 ? a : b} is not an int4 (-8..7)`);
+      if (((a + 8) | (b + 8)) >>> 4) break;
       out[i >> 1] = (a & 0xf) | ((b & 0xf) << 4);
     }
-    if (n < vals.length) {
-      const a = vals[n];
-      if ((a + 8) >>> 4) throw new RangeError(`packInt4: element ${n} = ${a} is not an int4 (-8..7)`);
-      out[n >> 1] = a & 0xf;
-    }
-    return out;
-  }
-  for (let i = 0; i < vals.length; i++) {
+  for (; i < vals.length; i++) {
     const v = vals[i];
     if (!(v >= -8 && v <= 7 && Number.isInteger(v))) throw new RangeError(`packInt4: element ${i} = ${v} is not an int4 (-8..7)`);
     out[i >> 1] |= (v & 0xf) << ((i & 1) << 2);
