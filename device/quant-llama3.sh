@@ -21,10 +21,20 @@ if [ -z "${COMET_CUDA_ADDON:-}" ]; then mkdir -p /tmp/addon && tar -xJf $P/addon
 has() { case " ${STEPS:-synth quantize run verify} " in *" $1 "*) return 0;; esac; return 1; }
 T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/timeline.txt"; }
 el "$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader)"
-has synth && timeout 240 python3 bench/quant/synth_llama3.py /tmp/l3 "$LAYERS" $P/tokenizer.json > "$OUT/synth.log" 2>&1; el "synth rc=$? $(du -sh /tmp/l3 | cut -f1)"
-has quantize && /usr/bin/time -v timeout ${QUANT_S:-400} node bin/comet.js quantize --model /tmp/l3 --calib $P/calib.txt --out /tmp/l3.comet --weights gptq --block 128 \
-  --int8-fraction 0.15 --kv kv4 --calib-tokens ${CALIB_TOKENS:-4096} --backend cuda --no-weight-error --json > "$OUT/quantize.json" 2> "$OUT/quantize.err"; el "quantize rc=$?"
-has quantize && grep -E "Maximum resident|Elapsed" "$OUT/quantize.err"; has quantize && python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print({k: d[k] for k in ('seconds','phaseSeconds','passes','peakRssBytes','int8MacFraction') if k in d}); print('layerDone', d.get('layerDone'))" "$OUT/quantize.json" 2>&1 | cut -c1-1500; tail -c 300 "$OUT/quantize.err"; ls -la /tmp/l3.comet
-has run && timeout 60 node bin/comet.js run "The history of" --model /tmp/l3.comet --backend cuda --steps 8 --temperature 0 > "$OUT/run.txt" 2>&1; el "run rc=$?"
-has verify && timeout ${VERIFY_S:-240} node bin/comet.js eval verify --model /tmp/l3.comet --backend cuda --prompt "The history of" --steps ${VERIFY_STEPS:-3} --json > "$OUT/verify.json" 2>&1; el "verify rc=$?"
-tail -c 600 "$OUT/verify.json"
+if has synth; then
+  timeout 240 python3 bench/quant/synth_llama3.py /tmp/l3 "$LAYERS" $P/tokenizer.json > "$OUT/synth.log" 2>&1; el "synth rc=$? $(du -sh /tmp/l3 | cut -f1)"
+fi
+if has quantize; then
+  /usr/bin/time -v timeout ${QUANT_S:-400} node bin/comet.js quantize --model /tmp/l3 --calib $P/calib.txt --out /tmp/l3.comet --weights gptq --block 128 \
+    --int8-fraction 0.15 --kv kv4 --calib-tokens ${CALIB_TOKENS:-4096} --backend cuda --no-weight-error --json > "$OUT/quantize.json" 2> "$OUT/quantize.err"; el "quantize rc=$?"
+  grep -E "Maximum resident|Elapsed" "$OUT/quantize.err"
+  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print({k: d[k] for k in ('seconds','phaseSeconds','passes','peakRssBytes','int8MacFraction') if k in d}); print('layerDone', d.get('layerDone'))" "$OUT/quantize.json" 2>&1 | cut -c1-1500
+  tail -c 300 "$OUT/quantize.err"; ls -la /tmp/l3.comet
+fi
+if has run; then
+  timeout 60 node bin/comet.js run "The history of" --model /tmp/l3.comet --backend cuda --steps 8 --temperature 0 > "$OUT/run.txt" 2>&1; el "run rc=$?"
+fi
+if has verify; then
+  timeout ${VERIFY_S:-240} node bin/comet.js eval verify --model /tmp/l3.comet --backend cuda --prompt "The history of" --steps ${VERIFY_STEPS:-3} --json > "$OUT/verify.json" 2>&1; el "verify rc=$?"
+  tail -c 600 "$OUT/verify.json"
+fi
