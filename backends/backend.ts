@@ -96,8 +96,9 @@ export interface DeviceHessian {
   add(x: Tensor): void;
   /** H [K][K] on the host (tests). */
   read(): Promise<Float64Array>;
-  /** U = invCholUpper(permutedHessian(H, {K, Kp, perm}, damp)) (gptq.ts), kept on the device. */
-  factor(perm: Int32Array | undefined, Kp: number, damp: number): DeviceGptqFactor;
+  /** U = invCholUpper(permutedHessian(H', {K, Kp, perm}, damp)) (gptq.ts), kept on the device; H' = H, or with
+   *  SmoothQuant's per-channel scales s the Hessian of x / s: H[i][j] / (s[i]·s[j]) (quant/smooth.ts scaleStats). */
+  factor(perm: Int32Array | undefined, Kp: number, damp: number, scale?: Float64Array): DeviceGptqFactor;
   free(): void;
 }
 

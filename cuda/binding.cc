@@ -270,8 +270,8 @@ OP(AttentionKv4, comet_attention_kv4(a.ptr<float>(0), a.ptr<uint8_t>(1), stepAt(
 
 // GPTQ (cuda/quant_gptq.cu). gptqHessianAdd(x, T, K, H)
 OP(GptqHessianAdd, comet_gptq_hessian_add(a.ptr<float>(0), a.i32(1), a.i32(2), a.ptr<double>(3), g_stream))
-// gptqPermute(H, K, Kp, perm, damp, P)
-OP(GptqPermute, comet_gptq_permute(a.ptr<double>(0), a.i32(1), a.i32(2), a.ptr<int32_t>(3), a.num(4), a.ptr<double>(5), g_stream))
+// gptqPermute(H, K, Kp, perm, scale, damp, P)
+OP(GptqPermute, comet_gptq_permute(a.ptr<double>(0), a.i32(1), a.i32(2), a.ptr<int32_t>(3), a.ptr<double>(4), a.num(5), a.ptr<double>(6), g_stream))
 // gptqInvCholUpper(P, n, U)  (waits for the stream)
 OP(GptqInvCholUpper, comet_gptq_inv_chol_upper(a.ptr<double>(0), a.i32(1), a.ptr<double>(2), g_stream))
 // gptqQuantize(w, N, K, Kp, B, perm, U, grid, codes, scales)

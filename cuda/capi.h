@@ -195,7 +195,7 @@ int comet_attention_kv4(const float* q, const uint8_t* cache, comet_step st, com
  *  and odd-t sums in ascending t, then their sum rounded to f32): calibrate.ts accumulate of one window. */
 int comet_gptq_hessian_add(const float* x, int T, int K, double* H, void* stream);
 /** P [Kp][Kp] = gptq.ts permutedHessian(H [K][K], {K, Kp, perm}, damp); perm [K] device int32 or NULL. */
-int comet_gptq_permute(const double* H, int K, int Kp, const int32_t* perm, double damp, double* P, void* stream);
+int comet_gptq_permute(const double* H, int K, int Kp, const int32_t* perm, const double* scale, double damp, double* P, void* stream);
 /** U [n][n] = gptq.ts invCholUpper(P) (upper factor of P^-1). Allocates 2·n²·8 bytes of workspace; waits for the
  *  stream. COMET_EINVAL naming the pivot when P is not positive definite. */
 int comet_gptq_inv_chol_upper(const double* P, int n, double* U, void* stream);

@@ -1,8 +1,10 @@
 // Float ops: embed, rmsnorm, add, silu·mul, rope, the f32 GEMM (float path and classifier), rows, argmax.
 // Float weights (the GEMM's and the embedding's) are f32 or f16 (W = float | __half: a .comet's classifier and
 // embedding, half the bytes), read as the f32 they are exactly; every sum is the same for both.
-// The simulator (simulator/kernels/float.ts) computes these in f64 and stores f32; so do we where it is cheap,
-// which makes the float path agree with it bit for bit except for f64 summation order (DESIGN §3.7 tier 3).
+// The simulator (simulator/kernels/float.ts) computes these in f64 and stores f32; so do we. The f32 GEMM follows
+// its summation order too and is bit-exact; rmsnorm's sum of squares (a tree here) and the transcendentals
+// (exp, cos, sin: CUDA's f64 routines, not V8's) differ from it only in the last f64 bit, which the f32 result
+// almost never shows (DESIGN §3.7 tier 3 for those).
 #include <stdlib.h>
 #include <string.h>
 
@@ -131,357 +133,71 @@ extern "C" int comet_rope_f32(const float* x, int T, int n_heads, int head_dim, 
   return check_launch("rope");
 }
 
-// ---- f32 GEMM, f64 accumulation --------------------------------------------------------------------------------
-// Small T (decode, classifier): one warp per output feature n, lanes stride K (coalesced weight reads, each
-// weight read once), up to GEMV_T tokens per pass. Larger T: 64x64 output tiles, 16-deep k tiles in shared
-// memory, 4x4 outputs per thread. f64 keeps the float path bit-close to the simulator (DESIGN §3.7); an H100
-// runs f64 FMA at half its f32 rate, and this path is the accuracy baseline, not the product.
-constexpr int GEMV_T = 8;
+// ---- f32 GEMM: the simulator's sums (simulator/kernels/float.ts matmul), bit for bit -------------------------------
+// Every output y[t][n] is f32(a + b) with a = Σ_{k even} w·x and b = Σ_{k odd} w·x, each summed in f64 over k
+// ascending: an f32 · f32 product is exact in f64, so an f64 FMA rounds exactly as the simulator's `a += w * x`.
+// The order is per output, so the result does not depend on T, on tiling or on the other tokens (batch
+// invariance), and the quantizer's calibration (src/quant/layered.ts) sees the simulator's activations.
+// Tiles: TN = 64 weight rows x 16·MI tokens per block of 256 threads, 16-deep k tiles in shared memory, a thread
+// MI tokens x 4 rows (MI = 4 from T = 17; MI = 1 for decode sizes, where a 64-token tile would be mostly empty).
+// The price is f64 FMA throughput: this is the float path (the accuracy reference and the calibration), not
+// the W4A4 product path, whose classifier is f16 (gemm_f16w below).
+constexpr int TN = 64, TK = 16;
 
-template <class W>
-__global__ void gemv_kernel(const float* __restrict__ x, int T, int K, const W* __restrict__ w, int N,
-                            float* __restrict__ y) {
-  const int lane = threadIdx.x & 31;
-  const int n = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-  if (n >= N) return;
-  const W* wr = w + (size_t)n * K;
-  for (int t0 = 0; t0 < T; t0 += GEMV_T) {
-    double acc[GEMV_T];
-#pragma unroll
-    for (int j = 0; j < GEMV_T; j++) acc[j] = 0;
-    for (int k = lane; k < K; k += 32) {
-      const double wk = ldw(wr + k);
-#pragma unroll
-      for (int j = 0; j < GEMV_T; j++)
-        if (t0 + j < T) acc[j] = __dadd_rn(acc[j], __dmul_rn(wk, (double)x[(size_t)(t0 + j) * K + k]));
-    }
-#pragma unroll
-    for (int j = 0; j < GEMV_T; j++) {
-      const double s = warp_sum(acc[j]);
-      if (lane == 0 && t0 + j < T) y[(size_t)(t0 + j) * N + n] = (float)s;
-    }
-  }
-}
-
-constexpr int TM = 64, TN = 64, TK = 16;
-
-template <class W>
-__global__ void __launch_bounds__(256) gemm_tiled_kernel(const float* __restrict__ x, int T, int K,
+template <class W, int MI>
+__global__ void __launch_bounds__(256) gemm_exact_kernel(const float* __restrict__ x, int T, int K,
                                                          const W* __restrict__ w, int N, float* __restrict__ y) {
+  constexpr int TM = 16 * MI;
   __shared__ float xs[TK][TM + 1];
   __shared__ float ws[TK][TN + 1];
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   const int m0 = blockIdx.y * TM, n0 = blockIdx.x * TN;
-  double acc[4][4] = {};
+  double ea[MI][4] = {}, ob[MI][4] = {};  // even-k and odd-k sums (k0 is a multiple of TK, so c's parity is k's)
   for (int k0 = 0; k0 < K; k0 += TK) {
-    for (int i = threadIdx.x; i < TM * TK; i += 256) {
-      const int r = i / TK, c = i % TK;  // consecutive threads read consecutive k of one row
-      const int m = m0 + r, n = n0 + r, k = k0 + c;
-      xs[c][r] = (m < T && k < K) ? x[(size_t)m * K + k] : 0.f;
-      ws[c][r] = (n < N && k < K) ? ldw(w + (size_t)n * K + k) : 0.f;
+    for (int i = threadIdx.x; i < TN * TK; i += 256) {
+      const int r = i / TK, c = i % TK, k = k0 + c;  // consecutive threads read consecutive k of one row
+      if (r < TM) xs[c][r] = (m0 + r < T && k < K) ? x[(size_t)(m0 + r) * K + k] : 0.f;
+      ws[c][r] = (n0 + r < N && k < K) ? ldw(w + (size_t)(n0 + r) * K + k) : 0.f;
     }
     __syncthreads();
+    const int kn = min(TK, K - k0);  // past K nothing is added (the simulator stops at K)
 #pragma unroll
-    for (int c = 0; c < TK; c++) {
-      double a[4], b[4];
+    for (int c = 0; c < TK; c += 2) {
+      if (c >= kn) break;
+      double a0[MI], b0[4], a1[MI], b1[4];
 #pragma unroll
-      for (int i = 0; i < 4; i++) a[i] = xs[c][ty + 16 * i], b[i] = ws[c][tx + 16 * i];
+      for (int i = 0; i < MI; i++) a0[i] = xs[c][ty + 16 * i], a1[i] = xs[c + 1][ty + 16 * i];
 #pragma unroll
-      for (int i = 0; i < 4; i++)
+      for (int j = 0; j < 4; j++) b0[j] = ws[c][tx + 16 * j], b1[j] = ws[c + 1][tx + 16 * j];
 #pragma unroll
-        for (int j = 0; j < 4; j++) acc[i][j] = __dadd_rn(acc[i][j], __dmul_rn(a[i], b[j]));
+      for (int i = 0; i < MI; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) ea[i][j] = fma(a0[i], b0[j], ea[i][j]);
+      if (c + 1 < kn)
+#pragma unroll
+        for (int i = 0; i < MI; i++)
+#pragma unroll
+          for (int j = 0; j < 4; j++) ob[i][j] = fma(a1[i], b1[j], ob[i][j]);
     }
     __syncthreads();
   }
 #pragma unroll
-  for (int i = 0; i < 4; i++)
+  for (int i = 0; i < MI; i++)
 #pragma unroll
     for (int j = 0; j < 4; j++) {
       const int m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
-      if (m < T && n < N) y[(size_t)m * N + n] = (float)acc[i][j];
+      if (m < T && n < N) y[(size_t)m * N + n] = (float)__dadd_rn(ea[i][j], ob[i][j]);
     }
-}
-
-// ---- f32 GEMM, f32 FMA: the large problems (an LLM classifier: 128256 x 4096 f32 weights, 2 GB a step) --------
-// f32 sums (DESIGN §3.7 tier 3). Used when T·N·K > 2^27 (so tiny models keep the f64 path above, bit-close to the
-// simulator) and K % 4 == 0: T <= 8 the streaming GEMV, 8 < T <= 16 the chunked GEMV, T > 16 the 8x8 tile.
-
-// Decode-size T (<= 8): a streaming GEMV. x [T][K] is staged whole in shared memory (dynamic, K·TT·4 bytes);
-// each warp owns GV_R rows and streams them with 16-byte loads, GV_U of them in flight per row per lane
-// (512 contiguous bytes per row per warp per load), so the 2 GB of an LLM classifier moves at near copy speed.
-constexpr int GV_WARPS = 16, GV_R = 4, GV_U = 4;
-
-template <int TT, class W>
-__global__ void __launch_bounds__(GV_WARPS * 32) gemv_f32_fast(const float* __restrict__ x, int T, int K,
-                                                               const W* __restrict__ w, int N, float* __restrict__ y) {
-  extern __shared__ __align__(16) float xs[];  // [TT][K]
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int i = threadIdx.x * 4; i < TT * K; i += blockDim.x * 4) {
-    const int t = i / K;
-    *(float4*)(xs + i) = t < T ? *(const float4*)(x + i) : make_float4(0, 0, 0, 0);
-  }
-  __syncthreads();
-  const int n0 = (blockIdx.x * GV_WARPS + warp) * GV_R;
-  if (n0 >= N) return;
-  const W* wr[GV_R];
-#pragma unroll
-  for (int r = 0; r < GV_R; r++) wr[r] = w + (size_t)min(n0 + r, N - 1) * K;
-  float acc[GV_R][TT];
-#pragma unroll
-  for (int r = 0; r < GV_R; r++)
-#pragma unroll
-    for (int t = 0; t < TT; t++) acc[r][t] = 0.f;
-  const int step = 32 * 4 * GV_U;  // channels per warp iteration
-  int k0 = 0;
-  for (; k0 + step <= K; k0 += step) {
-    float4 v[GV_R][GV_U];
-#pragma unroll
-    for (int r = 0; r < GV_R; r++)
-#pragma unroll
-      for (int u = 0; u < GV_U; u++) v[r][u] = ldw4(wr[r] + k0 + u * 128 + lane * 4);
-#pragma unroll
-    for (int u = 0; u < GV_U; u++) {
-      const int k = k0 + u * 128 + lane * 4;
-#pragma unroll
-      for (int t = 0; t < TT; t++) {
-        const float4 a = *(const float4*)(xs + t * K + k);
-#pragma unroll
-        for (int r = 0; r < GV_R; r++)
-          acc[r][t] = fmaf(a.w, v[r][u].w, fmaf(a.z, v[r][u].z, fmaf(a.y, v[r][u].y, fmaf(a.x, v[r][u].x, acc[r][t]))));
-      }
-    }
-  }
-  for (int k = k0 + lane * 4; k < K; k += 128) {  // the tail, one float4 per lane
-#pragma unroll
-    for (int r = 0; r < GV_R; r++) {
-      const float4 b = ldw4(wr[r] + k);
-#pragma unroll
-      for (int t = 0; t < TT; t++) {
-        const float4 a = *(const float4*)(xs + t * K + k);
-        acc[r][t] = fmaf(a.w, b.w, fmaf(a.z, b.z, fmaf(a.y, b.y, fmaf(a.x, b.x, acc[r][t]))));
-      }
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < GV_R; r++)
-#pragma unroll
-    for (int t = 0; t < TT; t++) {
-      float v = acc[r][t];
-      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-      if (lane == 0 && t < T && n0 + r < N) y[(size_t)t * N + n0 + r] = v;
-    }
-}
-
-template <int TT, class W>
-static int launch_gemv_fast(const float* x, int T, int K, const W* w, int N, float* y, void* stream) {
-  static size_t attr = 48 << 10;
-  const size_t smem = (size_t)TT * K * 4;
-  if (smem > attr) {
-    COMET_TRY("gemm_f32 (gemv) smem", cudaFuncSetAttribute(gemv_f32_fast<TT, W>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    attr = smem;
-  }
-  gemv_f32_fast<TT, W><<<cdiv(N, GV_WARPS * GV_R), GV_WARPS * 32, smem, S(stream)>>>(x, T, K, w, N, y);
-  return check_launch("gemm_f32 (gemv f32)");
-}
-
-// T > 16: 64 tokens x 128 rows per block of 128 threads, each thread 8 tokens x 8 rows (64 accumulators) (the
-// classifier at T = 64: 1.66 ms on the H100, 2.9 with the old tile; T = 17..32 costs the same tile work): per
-// k, 4 shared-memory float4 reads feed 64 FMAs, so FMA issue and shared-memory bandwidth are balanced (the
-// 128 x (16·TT) tile kernel above reads 3 float4 per 32 FMAs and ran at ~23 TFLOPS). K-steps of 16, the next
-// step's tiles loaded to registers while this one is multiplied, two shared buffers (one barrier per step).
-// A thread's rows are tx·4 + {0..3} and 64 + tx·4 + {0..3}, its tokens ty·4 + {0..3} and 32 + ty·4 + {0..3}:
-// a quarter-warp's float4 reads hit distinct banks.
-constexpr int G8_T = 64, G8_N = 128, G8_K = 16;
-
-template <class W>
-__global__ void __launch_bounds__(128) gemm_f32_8x8(const float* __restrict__ x, int T, int K,
-                                                    const W* __restrict__ w, int N, float* __restrict__ y) {
-  __shared__ __align__(16) float xs[2][G8_K][G8_T + 4];
-  __shared__ __align__(16) float ws[2][G8_K][G8_N + 4];
-  const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
-  const int m0 = blockIdx.x * G8_T, n0 = blockIdx.y * G8_N;
-  // loads per step: w 128 rows x 16 k = 512 float4 (4 per thread), x 64 x 16 = 256 float4 (2 per thread)
-  float4 rw[4], rx[2];
-  auto load = [&](int k0) {
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-      const int u = tid + 128 * i, r = u >> 2, c = (u & 3) * 4, n = n0 + r, k = k0 + c;
-      rw[i] = (n < N && k < K) ? ldw4(w + (size_t)n * K + k) : make_float4(0, 0, 0, 0);
-    }
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-      const int u = tid + 128 * i, r = u >> 2, c = (u & 3) * 4, m = m0 + r, k = k0 + c;
-      rx[i] = (m < T && k < K) ? __ldg((const float4*)(x + (size_t)m * K + k)) : make_float4(0, 0, 0, 0);
-    }
-  };
-  auto store = [&](int b) {
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-      const int u = tid + 128 * i, r = u >> 2, c = (u & 3) * 4;
-      ws[b][c][r] = rw[i].x, ws[b][c + 1][r] = rw[i].y, ws[b][c + 2][r] = rw[i].z, ws[b][c + 3][r] = rw[i].w;
-    }
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-      const int u = tid + 128 * i, r = u >> 2, c = (u & 3) * 4;
-      xs[b][c][r] = rx[i].x, xs[b][c + 1][r] = rx[i].y, xs[b][c + 2][r] = rx[i].z, xs[b][c + 3][r] = rx[i].w;
-    }
-  };
-  float acc[8][8];
-#pragma unroll
-  for (int i = 0; i < 8; i++)
-#pragma unroll
-    for (int j = 0; j < 8; j++) acc[i][j] = 0.f;
-  load(0);
-  store(0);
-  __syncthreads();
-  int b = 0;
-  for (int k0 = 0; k0 < K; k0 += G8_K) {
-    const bool more = k0 + G8_K < K;
-    if (more) load(k0 + G8_K);
-#pragma unroll
-    for (int c = 0; c < G8_K; c++) {
-      const float4 a0 = *(const float4*)&xs[b][c][ty * 4], a1 = *(const float4*)&xs[b][c][32 + ty * 4];
-      const float4 b0 = *(const float4*)&ws[b][c][tx * 4], b1 = *(const float4*)&ws[b][c][64 + tx * 4];
-      const float av[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-      const float bv[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
-#pragma unroll
-      for (int i = 0; i < 8; i++)
-#pragma unroll
-        for (int j = 0; j < 8; j++) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
-    }
-    if (more) {
-      store(b ^ 1);  // the other buffer: its last readers finished before the previous barrier
-      __syncthreads();
-      b ^= 1;
-    }
-  }
-#pragma unroll
-  for (int i = 0; i < 8; i++) {
-    const int m = m0 + (i < 4 ? ty * 4 + i : 32 + ty * 4 + i - 4);
-    if (m >= T) continue;
-#pragma unroll
-    for (int j = 0; j < 8; j += 4) {
-      const int n = n0 + (j < 4 ? tx * 4 : 64 + tx * 4);
-      float* yr = y + (size_t)m * N + n;
-      if (n + 3 < N && (N & 3) == 0) *(float4*)yr = make_float4(acc[i][j], acc[i][j + 1], acc[i][j + 2], acc[i][j + 3]);
-      else
-        for (int e = 0; e < 4; e++) if (n + e < N) yr[e] = acc[i][j + e];
-    }
-  }
-}
-
-// 8 < T <= 16 (measured slower than the 8x8 tile below at T = 32): the same
-// streaming GEMV, x staged in shared memory a K-chunk at a time ([TT][KC] f32, 128 KiB:
-// KC = 2048 channels at TT = 16, 1024 at TT = 32), so every weight is still read once, by one warp, with 16-byte
-// loads (GC_R rows x GC_U float4 in flight per lane), and each x value read from shared memory serves GC_R rows.
-// One block of 8 warps per SM (its registers: GC_R x TT accumulators). The tile kernel it replaces ran the
-// classifier at ~12 TFLOPS for T = 16..32 (2.6-2.8 ms); this one: 1.26 ms at T = 16, 2.22 at T = 32 (H100,
-// predicted ~0.75 / ~1: bound by FMA issue and shared-memory reads with 8 warps per SM). f32 sums (tier 3).
-constexpr int GC_WARPS = 8, GC_R = 4, GC_U = 2, GC_SMEM = 128 << 10;
-
-template <int TT, class W>
-__global__ void __launch_bounds__(GC_WARPS * 32, 1) gemv_f32_chunk(const float* __restrict__ x, int T, int K,
-                                                                   const W* __restrict__ w, int N, int KC,
-                                                                   float* __restrict__ y) {
-  extern __shared__ __align__(16) float xs[];  // [TT][KC]
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int n0 = (blockIdx.x * GC_WARPS + warp) * GC_R;
-  const bool active = n0 < N;  // an idle warp still joins the barriers
-  const W* wr[GC_R];
-#pragma unroll
-  for (int r = 0; r < GC_R; r++) wr[r] = w + (size_t)min(n0 + r, N - 1) * K;
-  float acc[GC_R][TT];
-#pragma unroll
-  for (int r = 0; r < GC_R; r++)
-#pragma unroll
-    for (int t = 0; t < TT; t++) acc[r][t] = 0.f;
-  for (int kc0 = 0; kc0 < K; kc0 += KC) {
-    const int kn = min(KC, K - kc0);
-    __syncthreads();  // the previous chunk is consumed
-    for (int i = threadIdx.x * 4; i < TT * KC; i += blockDim.x * 4) {
-      const int t = i / KC, k = i % KC;
-      *(float4*)(xs + i) = t < T && k < kn ? *(const float4*)(x + (size_t)t * K + kc0 + k) : make_float4(0, 0, 0, 0);
-    }
-    __syncthreads();
-    if (!active) continue;
-    constexpr int step = 32 * 4 * GC_U;
-    int k0 = 0;
-    for (; k0 + step <= kn; k0 += step) {
-      float4 v[GC_R][GC_U];
-#pragma unroll
-      for (int r = 0; r < GC_R; r++)
-#pragma unroll
-        for (int u = 0; u < GC_U; u++) v[r][u] = ldw4(wr[r] + kc0 + k0 + u * 128 + lane * 4);
-#pragma unroll
-      for (int u = 0; u < GC_U; u++) {
-        const int k = k0 + u * 128 + lane * 4;
-#pragma unroll
-        for (int t = 0; t < TT; t++) {
-          const float4 a = *(const float4*)(xs + t * KC + k);
-#pragma unroll
-          for (int r = 0; r < GC_R; r++)
-            acc[r][t] = fmaf(a.w, v[r][u].w, fmaf(a.z, v[r][u].z, fmaf(a.y, v[r][u].y, fmaf(a.x, v[r][u].x, acc[r][t]))));
-        }
-      }
-    }
-    for (int k = k0 + lane * 4; k < kn; k += 128) {  // the chunk's tail, one float4 per lane
-#pragma unroll
-      for (int r = 0; r < GC_R; r++) {
-        const float4 b = ldw4(wr[r] + kc0 + k);
-#pragma unroll
-        for (int t = 0; t < TT; t++) {
-          const float4 a = *(const float4*)(xs + t * KC + k);
-          acc[r][t] = fmaf(a.w, b.w, fmaf(a.z, b.z, fmaf(a.y, b.y, fmaf(a.x, b.x, acc[r][t]))));
-        }
-      }
-    }
-  }
-  if (!active) return;
-#pragma unroll
-  for (int r = 0; r < GC_R; r++)
-#pragma unroll
-    for (int t = 0; t < TT; t++) {
-      float v = acc[r][t];
-      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-      if (lane == 0 && t < T && n0 + r < N) y[(size_t)t * N + n0 + r] = v;
-    }
-}
-
-template <int TT, class W>
-static int launch_gemv_chunk(const float* x, int T, int K, const W* w, int N, float* y, void* stream) {
-  static bool attr = false;
-  if (!attr) {
-    COMET_TRY("gemm_f32 (gemv chunk) smem", cudaFuncSetAttribute(gemv_f32_chunk<TT, W>, cudaFuncAttributeMaxDynamicSharedMemorySize, GC_SMEM));
-    attr = true;
-  }
-  const int KC = min(K, GC_SMEM / (TT * 4) / 4 * 4);  // whole float4s
-  gemv_f32_chunk<TT, W><<<cdiv(N, GC_WARPS * GC_R), GC_WARPS * 32, (size_t)TT * KC * 4, S(stream)>>>(x, T, K, w, N, KC, y);
-  return check_launch("gemm_f32 (gemv chunk)");
 }
 
 template <class W>
 static int gemm(const float* x, int T, int K, const W* w, int N, float* y, void* stream) {
   if (T == 0 || N == 0) return 0;
-  const bool aligned = K % 4 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0;
-  if (aligned && (double)T * N * K > (double)(1 << 27)) {
-    if (T <= 8 && (size_t)8 * K * 4 <= 200 << 10) {
-      if (T == 1) return launch_gemv_fast<1>(x, T, K, w, N, y, stream);
-      if (T == 2) return launch_gemv_fast<2>(x, T, K, w, N, y, stream);
-      if (T <= 4) return launch_gemv_fast<4>(x, T, K, w, N, y, stream);
-      return launch_gemv_fast<8>(x, T, K, w, N, y, stream);
-    }
-    if (T <= 16) return launch_gemv_chunk<16>(x, T, K, w, N, y, stream);
-    // T = 17..32 too: measured 1.66 ms at T = 64 against 2.22 for the chunked GEMV at T = 32 (H100)
-    gemm_f32_8x8<W><<<dim3(cdiv(T, G8_T), cdiv(N, G8_N)), 128, 0, S(stream)>>>(x, T, K, w, N, y);
-    return check_launch("gemm_f32 (8x8 tile)");
-  }
-  if (T <= 2 * GEMV_T) {
-    gemv_kernel<W><<<cdiv(N, 8), 256, 0, S(stream)>>>(x, T, K, w, N, y);
-    return check_launch("gemm_f32 (gemv)");
-  }
-  gemm_tiled_kernel<W><<<dim3(cdiv(N, TN), cdiv(T, TM)), 256, 0, S(stream)>>>(x, T, K, w, N, y);
-  return check_launch("gemm_f32 (tiled)");
+  if (T <= 16) gemm_exact_kernel<W, 1><<<dim3(cdiv(N, TN), cdiv(T, 16)), 256, 0, S(stream)>>>(x, T, K, w, N, y);
+  else gemm_exact_kernel<W, 4><<<dim3(cdiv(N, TN), cdiv(T, 64)), 256, 0, S(stream)>>>(x, T, K, w, N, y);
+  return check_launch("gemm_f32");
 }
+
 // ---- f16 weights on tensor cores (the classifier of a .comet: 128256 x 4096 f16, 1 GB a step) ------------------
 // y [T][N] = x [T][K] (f32) · w [N][K]^T (f16), mma.sync m16n8k16 f16 x f16 -> f32: A = 16 weight rows, B = 8 tokens.
 // x is split as hi = f16(x), lo = f16(x - hi) (|x| < 65504), and every k16 step adds W·hi then W·lo into the f32
@@ -599,7 +315,7 @@ static int launch_f16w_mma(const float* x, int T, int K, const __half* w, int N,
   return check_launch("gemm_f16w (mma)");
 }
 
-/** f16 weights: the tensor-core kernel for every T when K % 32 == 0 (rows 16-byte aligned), else the f64 GEMV for
+/** f16 weights: the tensor-core kernel for every T when K % 32 == 0 (rows 16-byte aligned), else the exact f32 GEMM above for
  *  every T; never a T-dependent choice, so a row's logits are the same in any batch. */
 static int gemm_f16w(const float* x, int T, int K, const __half* w, int N, float* y, void* stream) {
   if (T == 0 || N == 0) return 0;
@@ -609,8 +325,7 @@ static int gemm_f16w(const float* x, int T, int K, const __half* w, int N, float
     if (T <= 64) return launch_f16w_mma<32>(x, T, K, w, N, y, stream);
     return launch_f16w_mma<64>(x, T, K, w, N, y, stream);
   }
-  gemv_kernel<__half><<<cdiv(N, 8), 256, 0, S(stream)>>>(x, T, K, w, N, y);
-  return check_launch("gemm_f16w (gemv)");
+  return gemm<__half>(x, T, K, w, N, y, stream);
 }
 
 extern "C" int comet_gemm_f32(const float* x, int T, int K, const float* w, int N, float* y, void* stream) {

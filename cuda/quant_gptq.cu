@@ -83,22 +83,29 @@ __global__ void hessian_add_kernel(const float* __restrict__ x, int T, int K, do
 }
 
 // ---- permuted, padded, damped Hessian (gptq.ts permutedHessian) -------------------------------------------
-__global__ void diag_mean_kernel(const double* __restrict__ H, int K, const int32_t* __restrict__ perm, double* mean) {
+// scale (SmoothQuant, src/quant/smooth.ts scaleStats): the Hessian of x / s, H[i][j] / (s[i]·s[j]), as the host
+// divides it before permuting
+__device__ __forceinline__ double hs(const double* H, int K, const double* scale, int i, int j) {
+  const double h = H[(size_t)i * K + j];
+  return scale ? __ddiv_rn(h, __dmul_rn(scale[i], scale[j])) : h;
+}
+
+__global__ void diag_mean_kernel(const double* __restrict__ H, int K, const int32_t* __restrict__ perm, const double* __restrict__ scale, double* mean) {
   double m = 0.0;  // one thread: the reference's sequential sum over the permuted diagonal
   for (int k = 0; k < K; k++) {
     const int p = perm ? perm[k] : k;
-    m = __dadd_rn(m, H[(size_t)p * K + p]);
+    m = __dadd_rn(m, hs(H, K, scale, p, p));
   }
   *mean = __ddiv_rn(m, (double)K);
 }
 
 __global__ void permute_kernel(const double* __restrict__ H, int K, int Kp, const int32_t* __restrict__ perm,
-                               const double* __restrict__ mean, double damp, double* __restrict__ P) {
+                               const double* __restrict__ scale, const double* __restrict__ mean, double damp, double* __restrict__ P) {
   const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (idx >= (size_t)Kp * Kp) return;
   const int i = (int)(idx / Kp), j = (int)(idx % Kp);
   double v = 0.0;
-  if (i < K && j < K) v = H[(size_t)(perm ? perm[i] : i) * K + (perm ? perm[j] : j)];
+  if (i < K && j < K) v = hs(H, K, scale, perm ? perm[i] : i, perm ? perm[j] : j);
   if (i == j) {
     if (i >= K || v == 0.0) v = 1.0;  // padding and dead channels: unconstrained
     v = __dadd_rn(v, __dmul_rn(damp, *mean));
@@ -111,7 +118,10 @@ constexpr int JB = 16;
 // P' = J P J: P'[i][j] = P[n-1-i][n-1-j]
 __device__ __forceinline__ double prev(const double* P, int n, int i, int j) { return P[(size_t)(n - 1 - i) * n + (n - 1 - j)]; }
 
-/** rows i >= j0: pan[i - j0][jj] = P'[i][j0+jj] - Σ_{k<j0} M[i][k] M[j0+jj][k]  (jj with j0+jj <= i) */
+/** rows i >= j0: pan[i - j0][jj] = P'[i][j0+jj] - Σ_{k<j0} M[i][k] M[j0+jj][k]  (jj with j0+jj <= i)
+ *  The k loop is unrolled by KU with every load of the KU steps issued first: the sums are serial chains (one
+ *  per jj, the reference's order), so without that each step waited a full memory latency for its 17 loads. */
+constexpr int KU = 4;
 __global__ void chol_panel_kernel(const double* __restrict__ P, const double* __restrict__ Mt, int n, int j0, double* __restrict__ pan) {
   const int i = j0 + blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
@@ -119,9 +129,25 @@ __global__ void chol_panel_kernel(const double* __restrict__ P, const double* __
   double s[JB];
 #pragma unroll
   for (int jj = 0; jj < JB; jj++) s[jj] = jj < nj ? prev(P, n, i, j0 + jj) : 0.0;
-  for (int k = 0; k < j0; k++) {
+  int k = 0;
+  for (; k + KU <= j0; k += KU) {
+    double mik[KU], mj[KU][JB];
+#pragma unroll
+    for (int u = 0; u < KU; u++) {
+      mik[u] = Mt[(size_t)(k + u) * n + i];
+      const double* row = Mt + (size_t)(k + u) * n + j0;  // M[j0+jj][k+u], the same for every thread: broadcast
+#pragma unroll
+      for (int jj = 0; jj < JB; jj++) mj[u][jj] = jj < nj ? row[jj] : 0.0;
+    }
+#pragma unroll
+    for (int u = 0; u < KU; u++)
+#pragma unroll
+      for (int jj = 0; jj < JB; jj++)
+        if (jj < nj) s[jj] = __dsub_rn(s[jj], __dmul_rn(mik[u], mj[u][jj]));
+  }
+  for (; k < j0; k++) {
     const double mik = Mt[(size_t)k * n + i];
-    const double* mj = Mt + (size_t)k * n + j0;  // M[j0+jj][k], the same for every thread: broadcast
+    const double* mj = Mt + (size_t)k * n + j0;
 #pragma unroll
     for (int jj = 0; jj < JB; jj++)
       if (jj < nj) s[jj] = __dsub_rn(s[jj], __dmul_rn(mik, mj[jj]));
@@ -129,68 +155,101 @@ __global__ void chol_panel_kernel(const double* __restrict__ P, const double* __
   for (int jj = 0; jj < nj; jj++) pan[(size_t)(i - j0) * JB + jj] = s[jj];
 }
 
-/** the diagonal block, one thread in order: columns j0.., each its pivot then the rows of the block below it */
+/** the diagonal block: lane ii owns row j0+ii; columns jj in order, the pivot (lane jj) first, then the rows
+ *  below it, each finishing its k in [j0, j) terms from the block's rows kept in shared memory */
 __global__ void chol_diag_kernel(double* __restrict__ Mt, int n, int j0, const double* __restrict__ pan, int* __restrict__ status) {
-  const int nb = min(JB, n - j0);
+  __shared__ double m[JB][JB];  // m[ii][kk] = M[j0+ii][j0+kk]
+  const int nb = min(JB, n - j0), ii = threadIdx.x, i = j0 + ii;
   for (int jj = 0; jj < nb; jj++) {
     const int j = j0 + jj;
-    for (int ii = jj; ii < nb; ii++) {
-      const int i = j0 + ii;
-      double s = pan[(size_t)ii * JB + jj];
-      for (int k = j0; k < j; k++) s = __dsub_rn(s, __dmul_rn(Mt[(size_t)k * n + i], Mt[(size_t)k * n + j]));
-      if (ii == jj) {
-        if (!(s > 0.0) && *status == 0) *status = n - i;  // gptq.ts reports pivot n-1-i, +1 so 0 means none
-        Mt[(size_t)j * n + i] = __dsqrt_rn(s);
-      } else {
-        Mt[(size_t)j * n + i] = __ddiv_rn(s, Mt[(size_t)j * n + j]);
-      }
+    double s = 0.0;
+    if (ii >= jj && ii < nb) {
+      s = pan[(size_t)ii * JB + jj];
+      for (int kk = 0; kk < jj; kk++) s = __dsub_rn(s, __dmul_rn(m[ii][kk], m[jj][kk]));
     }
+    if (ii == jj) {
+      if (!(s > 0.0) && *status == 0) *status = n - i;  // gptq.ts reports pivot n-1-i, +1 so 0 means none
+      m[jj][jj] = __dsqrt_rn(s);
+      Mt[(size_t)j * n + i] = m[jj][jj];
+    }
+    __syncwarp();
+    if (ii > jj && ii < nb) {
+      m[ii][jj] = __ddiv_rn(s, m[jj][jj]);
+      Mt[(size_t)j * n + i] = m[ii][jj];
+    }
+    __syncwarp();
   }
 }
 
 /** rows i >= j0+JB: finish the panel's columns (k in [j0, j)) in order */
 __global__ void chol_rows_kernel(double* __restrict__ Mt, int n, int j0, const double* __restrict__ pan) {
+  __shared__ double d[JB][JB];  // d[kk][jj] = M[j0+jj][j0+kk], the finished diagonal block (launched only for a full one)
+  for (int e = threadIdx.x; e < JB * JB; e += blockDim.x) d[e / JB][e % JB] = Mt[(size_t)(j0 + e / JB) * n + j0 + e % JB];
+  __syncthreads();
   const int i = j0 + JB + blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
   double m[JB];  // M[i][j0+jj], computed in this loop
+#pragma unroll
   for (int jj = 0; jj < JB; jj++) {
-    const int j = j0 + jj;
     double s = pan[(size_t)(i - j0) * JB + jj];
-    for (int kk = 0; kk < jj; kk++) s = __dsub_rn(s, __dmul_rn(m[kk], Mt[(size_t)(j0 + kk) * n + j]));
-    m[jj] = __ddiv_rn(s, Mt[(size_t)j * n + j]);
-    Mt[(size_t)j * n + i] = m[jj];
+#pragma unroll
+    for (int kk = 0; kk < jj; kk++) s = __dsub_rn(s, __dmul_rn(m[kk], d[kk][jj]));
+    m[jj] = __ddiv_rn(s, d[jj][jj]);
+    Mt[(size_t)(j0 + jj) * n + i] = m[jj];
   }
 }
 
 // ---- Mi = M⁻¹ (lower), row-major; thread = column j --------------------------------------------------------
-constexpr int IB = 8;
-__global__ void inverse_kernel(const double* __restrict__ Mt, int n, double* __restrict__ Mi) {
+// Rows in blocks of IB sharing the reads of Mi[k][j]; the k loop takes two steps at a time with all their loads
+// issued first (each row's sum is a serial chain in the reference's order, so the loads must run ahead of it),
+// and every index into acc / xr is a compile-time constant so they stay in registers.
+constexpr int IB = 16;
+__global__ void __launch_bounds__(64) inverse_kernel(const double* __restrict__ Mt, int n, double* __restrict__ Mi) {
   const int j = blockIdx.x * blockDim.x + threadIdx.x;
   const int jlo = blockIdx.x * blockDim.x;  // the block's rows start at its first column (rows above are 0)
   if (j >= n) return;
-  auto M = [&](int i, int k) { return Mt[(size_t)k * n + i]; };
   for (int i0 = jlo; i0 < n; i0 += IB) {
     double acc[IB];
 #pragma unroll
     for (int r = 0; r < IB; r++) acc[r] = 0.0;
-    // terms k in [j, i0): rows below read Mi[k][j] once for IB rows (gptq.ts: acc[j] += c·Mi[k][j], k ascending, c = 0 skipped)
-    for (int k = j; k < i0; k++) {
-      const double x = Mi[(size_t)k * n + j];
+    // terms k in [j, i0) (gptq.ts: acc[j] += c·Mi[k][j], k ascending, c = M[i][k] = 0 skipped)
+    int k = j;
+    for (; k + 2 <= i0; k += 2) {
+      const double x0 = Mi[(size_t)k * n + j], x1 = Mi[(size_t)(k + 1) * n + j];
+      double c0[IB], c1[IB];
+#pragma unroll
+      for (int r = 0; r < IB; r++) {
+        c0[r] = i0 + r < n ? Mt[(size_t)k * n + i0 + r] : 0.0;  // M[i0+r][k]: the same for every thread
+        c1[r] = i0 + r < n ? Mt[(size_t)(k + 1) * n + i0 + r] : 0.0;
+      }
 #pragma unroll
       for (int r = 0; r < IB; r++)
-        if (i0 + r < n) {
-          const double c = M(i0 + r, k);
-          if (c != 0.0) acc[r] = __dadd_rn(acc[r], __dmul_rn(c, x));
-        }
+        if (c0[r] != 0.0) acc[r] = __dadd_rn(acc[r], __dmul_rn(c0[r], x0));
+#pragma unroll
+      for (int r = 0; r < IB; r++)
+        if (c1[r] != 0.0) acc[r] = __dadd_rn(acc[r], __dmul_rn(c1[r], x1));
     }
+    if (k < i0) {
+      const double x = Mi[(size_t)k * n + j];
+#pragma unroll
+      for (int r = 0; r < IB; r++) {
+        const double c = i0 + r < n ? Mt[(size_t)k * n + i0 + r] : 0.0;
+        if (c != 0.0) acc[r] = __dadd_rn(acc[r], __dmul_rn(c, x));
+      }
+    }
+    // the block's own rows, in order: terms k in [max(j, i0), i), then the division
     double xr[IB];
-    for (int r = 0; r < IB && i0 + r < n; r++) {
+#pragma unroll
+    for (int r = 0; r < IB; r++) {
       const int i = i0 + r;
-      if (i < j) { xr[r] = 0.0; continue; }
-      const double d = M(i, i);
+      xr[r] = 0.0;
+      if (i >= n || i < j) continue;
+      const double d = Mt[(size_t)i * n + i];
       if (i == j) { xr[r] = __ddiv_rn(1.0, d); Mi[(size_t)i * n + j] = xr[r]; continue; }
-      for (int rr = max(0, j - i0); rr < r; rr++) {
-        const double c = M(i, i0 + rr);
+#pragma unroll
+      for (int rr = 0; rr < r; rr++) {
+        if (i0 + rr < j) continue;
+        const double c = Mt[(size_t)(i0 + rr) * n + i];  // M[i][i0+rr]
         if (c != 0.0) acc[r] = __dadd_rn(acc[r], __dmul_rn(c, xr[rr]));
       }
       xr[r] = __ddiv_rn(-acc[r], d);
@@ -302,12 +361,12 @@ int comet_gptq_hessian_add(const float* x, int T, int K, double* H, void* stream
   return check("gptq_hessian_add");
 }
 
-int comet_gptq_permute(const double* H, int K, int Kp, const int32_t* perm, double damp, double* P, void* stream) {
+int comet_gptq_permute(const double* H, int K, int Kp, const int32_t* perm, const double* scale, double damp, double* P, void* stream) {
   if (K <= 0 || Kp < K) return set_error(COMET_EINVAL, "gptq_permute: K = %d, Kp = %d", K, Kp);
   double* mean = nullptr;
   COMET_TRY("gptq_permute", cudaMallocAsync((void**)&mean, sizeof(double), S(stream)));
-  diag_mean_kernel<<<1, 1, 0, S(stream)>>>(H, K, perm, mean);
-  permute_kernel<<<cdiv((size_t)Kp * Kp, 256), 256, 0, S(stream)>>>(H, K, Kp, perm, mean, damp, P);
+  diag_mean_kernel<<<1, 1, 0, S(stream)>>>(H, K, perm, scale, mean);
+  permute_kernel<<<cdiv((size_t)Kp * Kp, 256), 256, 0, S(stream)>>>(H, K, Kp, perm, scale, mean, damp, P);
   int rc = check("gptq_permute");
   cudaFreeAsync(mean, S(stream));
   return rc;
@@ -330,7 +389,7 @@ int comet_gptq_inv_chol_upper(const double* P, int n, double* U, void* stream) {
   cudaMemsetAsync(status, 0, sizeof(int), S(stream));
   for (int j0 = 0; j0 < n && rc == 0; j0 += JB) {
     chol_panel_kernel<<<cdiv(n - j0, 128), 128, 0, S(stream)>>>(P, Mt, n, j0, pan);
-    chol_diag_kernel<<<1, 1, 0, S(stream)>>>(Mt, n, j0, pan, status);
+    chol_diag_kernel<<<1, 32, 0, S(stream)>>>(Mt, n, j0, pan, status);
     if (n - j0 - JB > 0) chol_rows_kernel<<<cdiv(n - j0 - JB, 128), 128, 0, S(stream)>>>(Mt, n, j0, pan);
     rc = check("gptq_inv_chol_upper");
   }

@@ -215,6 +215,12 @@ eachBackend('GPTQ on the device = gptq.ts', ({ create }) => {
     const U = invCholUpper(permutedHessian(st.H!, spec, GPTQ_DAMP), spec.Kp);
     const f = h.factor(perm, spec.Kp, GPTQ_DAMP);
     expect(Buffer.from((await f.read()).buffer).equals(Buffer.from(U.buffer))).toBe(true);
+    // with SmoothQuant's scales (the device Hessian is of the unsmoothed x; the host divides its copy by s·sᵀ)
+    const s = Float64Array.from({ length: K }, (_, i) => 0.5 + ((i * 37) % 11) / 7);
+    const Hs = st.H!.map((v, idx) => v / (s[Math.floor(idx / K)] * s[idx % K]));
+    const fs = h.factor(perm, spec.Kp, GPTQ_DAMP, s);
+    expect(Buffer.from((await fs.read()).buffer).equals(Buffer.from(invCholUpper(permutedHessian(Hs, spec, GPTQ_DAMP), spec.Kp).buffer))).toBe(true);
+    fs.free();
     const N = 33, w = Float32Array.from({ length: N * K }, () => gauss() * 0.05);
     const want = gptqW4(w, N, spec, U);
     const got = f.quantize(w, N, spec, 20);

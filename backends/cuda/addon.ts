@@ -74,7 +74,7 @@ export interface CudaAddon {
   // GPTQ (cuda/quant_gptq.cu; the quantizer's device half). Optional: an addon built before it has none, and the
   // quantizer runs src/quant/gptq.ts on the host.
   gptqHessianAdd?(x: Ptr, T: number, K: number, H: Ptr): void;
-  gptqPermute?(H: Ptr, K: number, Kp: number, perm: Ptr, damp: number, P: Ptr): void;
+  gptqPermute?(H: Ptr, K: number, Kp: number, perm: Ptr, scale: Ptr, damp: number, P: Ptr): void;
   gptqInvCholUpper?(P: Ptr, n: number, U: Ptr): void;
   gptqQuantize?(w: Ptr, N: number, K: number, Kp: number, B: number, perm: Ptr, U: Ptr, grid: number, codes: Ptr, scales: Ptr): void;
 }

@@ -252,12 +252,12 @@ export class CudaBackend implements Backend {
   }
 
   /** What CUDA runs and how closely (DESIGN §3.7): the integer paths, the quantizers given equal f32 inputs, the
-   *  KV bytes and the KV4 attention (its contract, simulator/kernels/attention_kv4.ts) bit for bit; f64 reductions
+   *  KV bytes, the KV4 attention (its contract, simulator/kernels/attention_kv4.ts) and the f32 GEMM bit for bit; f64 reductions
    *  (tolerance, tight). Float weights (embedding, classifier) f32 or f16. */
   get ops(): OpSet {
     return {
       embed: { f32: 'exact', f16: 'exact' }, rmsnorm: { f32: 'tolerance' }, rmsnorm_quant: { qact: 'tolerance' }, quantize_act: { qact: 'exact' },
-      gemm_f32: { f32: 'tolerance', f16: 'tolerance' }, gemm_w4ax: { w4: 'exact' }, rope: { f32: 'tolerance' }, kv_append: { f32: 'exact', kv4: 'exact' },
+      gemm_f32: { f32: 'exact', f16: 'tolerance' }, gemm_w4ax: { w4: 'exact' }, rope: { f32: 'tolerance' }, kv_append: { f32: 'exact', kv4: 'exact' },
       attention: { f32: 'tolerance', kv4: 'exact' },
       silu_mul: { f32: 'tolerance' }, silu_mul_quant: { qact: 'tolerance' }, add: { f32: 'exact' }, argmax: { f32: 'exact' }, rows: { f32: 'exact' },
       // fused kernels (cuda/ops_*.cu): bit for bit this backend's composition; against the simulator, their halves' tiers

@@ -31,19 +31,20 @@ export function cudaGptq(a: GptqAddon, ptrOf: (t: Tensor) => Ptr): GptqOps {
         async read() {
           return new Float64Array(a.download(live(), K * K * 8));
         },
-        factor(perm: Int32Array | undefined, Kp: number, damp: number): DeviceGptqFactor {
+        factor(perm: Int32Array | undefined, Kp: number, damp: number, scale?: Float64Array): DeviceGptqFactor {
           if (perm && perm.length !== K) throw new CometError(`cuda gptq: permutation of ${perm.length}, Hessian of ${K}`);
-          const permDev = perm ? upload(perm) : 0, P = a.malloc(Kp * Kp * 8);
+          if (scale && scale.length !== K) throw new CometError(`cuda gptq: ${scale.length} smoothing scales, Hessian of ${K}`);
+          const permDev = perm ? upload(perm) : 0, scaleDev = scale ? upload(scale) : 0, P = a.malloc(Kp * Kp * 8);
           let U: Ptr = 0;
           try {
-            a.gptqPermute(live(), K, Kp, permDev, damp, P);
+            a.gptqPermute(live(), K, Kp, permDev, scaleDev, damp, P);
             U = a.malloc(Kp * Kp * 8);
             a.gptqInvCholUpper(P, Kp, U);
           } catch (e) {
             freeAll(U);
             throw e;
           } finally {
-            freeAll(P, permDev);
+            freeAll(P, permDev, scaleDev);
           }
           return factor(U, Kp);
         },

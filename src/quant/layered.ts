@@ -96,10 +96,7 @@ export async function quantizeLayered(src: LayerSource, be: Backend, tokens: num
   for (const t of tokens) if (!(Number.isInteger(t) && t >= 0 && t < c.vocabSize)) throw new CometError(`calibrate: token id ${t} outside the vocabulary [0, ${c.vocabSize})`);
   const windows = Math.floor(tokens.length / ctx), perWin = Math.min(o.samplePerWindow ?? 64, ctx);
   const allSites = sites(c), layerSites = (l: number) => allSites.filter((s) => s.layer === l);
-  // GPTQ's Hessians on the device (when the backend has GptqOps) hold the unsmoothed activations' XᵀX; with
-  // --smooth the host's statistics are divided by s·sᵀ (smooth.ts scaleStats), which the device factor cannot do
-  // yet, so smoothing keeps GPTQ on the host (correct; slow for large K)
-  const onDevice = o.weights === 'gptq' && be.gptq !== undefined && o.smooth === undefined;
+  const onDevice = o.weights === 'gptq' && be.gptq !== undefined;
   const seconds = { read: 0, calibrate: 0, plan: 0, quantize: 0, write: 0 };
   const timed = <T>(phase: keyof typeof seconds, f: () => T): T => { const t = performance.now(); try { return f(); } finally { seconds[phase] += (performance.now() - t) / 1000; } };
   const run = new LayerRunner(src, be, tokens, ctx, windows, seconds);
@@ -139,10 +136,10 @@ export async function quantizeLayered(src: LayerSource, be: Backend, tokens: num
     for (let l = 0; l < c.nLayers; l++) {
       const { weights, stats, hessians } = await run.layer(l, layerSites(l), perWin, o.weights === 'gptq' && !onDevice, onDevice);
       try {
-        const sm = o.smooth === undefined ? { weights, stats } : smoothModel(c, weights, stats, o.smooth, l);
+        const sm = o.smooth === undefined ? { weights, stats, scales: undefined } : smoothModel(c, weights, stats, o.smooth, l);
         const plans = plan ? plan.sites.filter((p) => p.site.layer === l) : timed('plan', () => allocateInt8(layerSites(l).map((s) => planSite(s, sm.stats.get(s.name)!, sm.weights, o)), o).sites);
         sitePlans.push(...plans);
-        const gptq: GptqFactor = onDevice ? deviceGptq(hessians) : hostGptq;
+        const gptq: GptqFactor = onDevice ? deviceGptq(hessians, sm.scales) : hostGptq;
         const q = timed('quantize', () => quantizeSites(c, sm.weights, plans, sm.stats, o, gptq));
         Object.assign(weightError, q.weightError);
         timed('write', () => {
@@ -170,9 +167,11 @@ function shapeOnly(c: LlamaConfig, site: Site, o: QuantizeOptions): SiteInput {
   return { site, spec, macs: spec.Kp * N, int8Macs: 0, blockGain: [], N };
 }
 
-function deviceGptq(hessians: Map<string, DeviceHessian>): GptqFactor {
+/** GPTQ with the layer's Hessians on the device; `scales`: the smoothing of each site (the device Hessians are of
+ *  the unsmoothed activations; the host's statistics were divided by s·sᵀ in smoothModel). */
+function deviceGptq(hessians: Map<string, DeviceHessian>, scales?: Map<string, Float64Array>): GptqFactor {
   return (p, _st, spec) => {
-    const f = hessians.get(p.site.name)!.factor(p.spec.perm, spec.Kp, GPTQ_DAMP);
+    const f = hessians.get(p.site.name)!.factor(p.spec.perm, spec.Kp, GPTQ_DAMP, scales?.get(p.site.name));
     return { quantize: (w, N) => { const r = f.quantize(w, N, spec, 20); return w4FromCodes(N, r.codes, r.scales, spec); }, free: () => f.free() };
   };
 }

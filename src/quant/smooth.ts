@@ -16,10 +16,12 @@ import { sites } from './sites.ts';
 
 type F32 = Extract<HostWeight, { kind: 'f32' }>;
 
-/** `layer`: only that layer's sites (the layer-by-layer quantizer; its maps hold one layer). */
-export function smoothModel(c: LlamaConfig, weights: Map<string, HostWeight>, stats: Map<string, SiteStats>, beta: number, layer?: number): { weights: Map<string, HostWeight>; stats: Map<string, SiteStats> } {
+/** `layer`: only that layer's sites (the layer-by-layer quantizer; its maps hold one layer). `scales`: each smoothed
+ *  site's s (a Hessian kept on a device is divided by s·sᵀ there: backends/backend.ts DeviceHessian.factor). */
+export function smoothModel(c: LlamaConfig, weights: Map<string, HostWeight>, stats: Map<string, SiteStats>, beta: number, layer?: number):
+  { weights: Map<string, HostWeight>; stats: Map<string, SiteStats>; scales: Map<string, Float64Array> } {
   if (!(beta >= 0 && beta <= 1)) throw new CometError(`smooth: β = ${beta} must be in [0, 1]`);
-  const out = new Map(weights), st2 = new Map(stats);
+  const out = new Map(weights), st2 = new Map(stats), scales = new Map<string, Float64Array>();
   const get = (n: string): F32 => {
     const w = out.get(n);
     if (!w || w.kind !== 'f32') throw new CometError(`smooth: '${n}' is missing or not float`);
@@ -39,8 +41,9 @@ export function smoothModel(c: LlamaConfig, weights: Map<string, HostWeight>, st
     if (site.kind === 'down_in') put(get(`l${site.layer}.w_up`), (d) => { const D = d.length / K; for (let k = 0; k < K; k++) for (let j = 0; j < D; j++) d[k * D + j] /= s[k]; });
     else put(get(`l${site.layer}.${site.kind === 'attn_in' ? 'attn_norm' : 'ffn_norm'}`), (d) => { for (let k = 0; k < K; k++) d[k] /= s[k]; });
     st2.set(site.name, scaleStats(st, s));
+    scales.set(site.name, s);
   }
-  return { weights: out, stats: st2 };
+  return { weights: out, stats: st2, scales };
 }
 
 /** Statistics of x / s (exact up to float rounding, since the transform is linear per channel). */
