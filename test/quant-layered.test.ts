@@ -9,9 +9,10 @@ import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend } from '../backends/backend.ts';
-import { SimBackend } from '../backends/sim/sim.ts';
+import type { Backend, DeviceHessian, GptqOps } from '../backends/backend.ts';
+import { SimBackend, SimTensor } from '../backends/sim/sim.ts';
 import { actSpec } from '../simulator/act.ts';
+import type { ActQuantSpec } from '../simulator/formats.ts';
 import { ropeFreqs, type RopeScaling } from '../simulator/kernels/float.ts';
 import { CometError } from '../src/errors.ts';
 import { loadModel } from '../src/loaders/index.ts';
@@ -143,23 +144,48 @@ describe('bad checkpoints are refused before any backend is created', () => {
   });
 });
 
-describe('--smooth keeps GPTQ on the host', () => {
-  // A device Hessian holds the unsmoothed activations' XᵀX (backends/backend.ts DeviceHessian); with SmoothQuant
-  // the Hessian must be that of x / s, so GPTQ runs on the host there. A backend whose GptqOps throw shows it.
-  it('a backend with device GPTQ is not asked for it when smoothing, and gives the simulator\'s bytes', async () => {
+describe('--smooth with GPTQ on a device', () => {
+  // A device Hessian holds the unsmoothed activations' XᵀX (backends/backend.ts DeviceHessian); with SmoothQuant the
+  // factor divides it by s·sᵀ, as the host's statistics are (smooth.ts scaleStats). A backend whose GptqOps run
+  // gptq.ts on the host (a device that computes exactly what the contract says) must give the simulator's bytes.
+  class HostGptq extends SimBackend {
+    readonly gptq: GptqOps = {
+      hessian: (K: number): DeviceHessian => {
+        const st = newSiteStats(K, 0, true);
+        return {
+          K, add: (x) => accumulate(st, (x as SimTensor).data, (x as SimTensor).data.length / K, 0), read: async () => st.H!, free: () => {},
+          factor: (perm, Kp, damp, s) => {
+            const H = s ? st.H!.map((v, i) => v / (s[Math.floor(i / K)] * s[i % K])) : st.H!;
+            const U = invCholUpper(permutedHessian(H, { K, Kp, perm } as ActQuantSpec, damp), Kp);
+            return {
+              Kp, read: async () => U, free: () => {},
+              quantize: (w, N, spec, grid) => {
+                const q = gptqW4(w, N, spec, U, { grid }), codes = new Int8Array(N * Kp);
+                for (let i = 0; i < codes.length; i++) codes[i] = ((q.codes[i >> 1] >> (4 * (i & 1))) << 28) >> 28;
+                return { codes, scales: q.scales };
+              },
+            };
+          },
+        };
+      },
+    };
+  }
+  it('the device factor gets each site\'s smoothing scales: the same bytes as GPTQ on the host', async () => {
     const lm = await loadModel(S260K);
     const tok = await loadTokenizer(lm.tokenizerPath!);
     const all = tok.encode(readFileSync(TEXT, 'utf8').slice(-4000), { bos: false }), tokens = all.slice(all.length - 128);
     const o = { B: 32, order: 'absmax' as const, kv: 'kv4' as const, weights: 'gptq' as const, int8Blocks: 1, smooth: 0.5, ctx: 64, tokenizer: tokenizerFiles(lm.tokenizerPath!, (p) => readFileSync(p)) };
-    class NoDeviceGptq extends SimBackend {
-      readonly gptq = { hessian: (): never => { throw new Error('device GPTQ used with --smooth'); } };
-    }
-    for (const [be, out] of [[new SimBackend(), 'plain.comet'], [new NoDeviceGptq(), 'guarded.comet']] as const) {
+    const be = new HostGptq();
+    let factors = 0;
+    const h0 = be.gptq.hessian;
+    (be.gptq as { hessian: GptqOps['hessian'] }).hessian = (K) => { const h = h0(K), f0 = h.factor; return { ...h, factor: (...a) => { factors++; return f0(...a); } }; };
+    for (const [b, out] of [[new SimBackend(), 'host.comet'], [be, 'device.comet']] as const) {
       const src = openHF(S260K);
-      await quantizeLayered(src, be, tokens, join(tmp, out), o);
+      await quantizeLayered(src, b, tokens, join(tmp, out), o);
       src.close();
     }
-    expect(sha(join(tmp, 'guarded.comet'))).toBe(sha(join(tmp, 'plain.comet')));
+    expect(factors, 'the device path was taken').toBeGreaterThan(0);
+    expect(sha(join(tmp, 'device.comet'))).toBe(sha(join(tmp, 'host.comet')));
   });
 });
 
