@@ -200,7 +200,8 @@ int comet_gptq_permute(const double* H, int K, int Kp, const int32_t* perm, cons
  *  stream. COMET_EINVAL naming the pivot when P is not positive definite. */
 int comet_gptq_inv_chol_upper(const double* P, int n, double* U, void* stream);
 /** gptq.ts gptqW4: w [N][K] f32 (original column order, gathered by perm [K] device int32 or NULL), U [Kp][Kp]
- *  -> codes int8 [N][Kp] (-8..7, padding 0), scales f16 bits [N][Kp/B]; clip search over `grid` points (<= 64). */
+ *  -> codes int8 [N][Kp] (-8..7, padding 0), scales f16 bits [N][Kp/B]; clip search over `grid` points (<= 32); B in {32, 64, 128}. Allocates (N·Kp + N·B)·8
+ *  bytes of f64 rows and errors; waits for the stream. */
 int comet_gptq_quantize(const float* w, int N, int K, int Kp, int B, const int32_t* perm, const double* U, int grid,
                         int8_t* codes, uint16_t* scales, void* stream);
 

@@ -13,10 +13,17 @@
 //                   (k in [j0, j)). M is stored transposed (Mt[k][i] = M[i][k]) so a warp's rows read coalesced.
 //   inverse         Mi = M⁻¹ column by column (each column of a triangular inverse is its own forward
 //                   substitution): one thread per column, rows in blocks of 8 sharing the reads of Mi[k][j].
-//   quantize        one CTA per weight row (rows are independent in GPTQ): the row in shared memory (f64; rows
-//                   wider than 24K columns use a global scratch row), the clip search of each B-block on 20
-//                   threads (one grid point each, the error summed in k order), then per column the owner thread
-//                   of column k quantizes it and broadcasts the error, every thread updates its columns > k.
+//   quantize        GPTQ's lazy batch updates (Frantar et al. §3 step 2), which reorder work across elements but
+//                   not within one: W[n][j] still receives e_k·U[k][j] for k ascending, each product and
+//                   difference rounded as the reference's. Per B-block b (host loop): gptq_block_kernel, one warp
+//                   per weight row, takes the block's B columns (already updated by every earlier block) into
+//                   shared memory, runs the clip search (grid point g on lane g, its error summed in k order),
+//                   quantizes the B columns one by one with the in-block updates, and writes the errors
+//                   E[n][k - k0]; gptq_update_kernel then applies the block's B errors to the columns right of
+//                   it as a tiled product (64 rows × 64 columns a CTA, k in 32-wide smem chunks, each thread
+//                   4×4 outputs and its k loop in ascending order). The old one-CTA-per-row kernel read all of U
+//                   once per row (N·Kp²/2 f64 from L2: minutes a layer at the 8B shape); here U and E are read
+//                   once per 64×64 tile.
 // Layouts: x [T][K] f32 · H, P, U [n][n] f64 row-major · w [N][K] f32 (original column order) · perm [K] int32
 // (quantized column j reads column perm[j]) · codes [N][Kp] int8 · scales [N][Kp/B] f16 bits.
 #include <cuda_fp16.h>
@@ -290,62 +297,114 @@ __device__ __forceinline__ int q4(double x, double s) {
   return (int)fminf(7.f, fmaxf(-8.f, rintf(f)));       // roundHalfEven, clamp
 }
 
-constexpr int QT = 256, GRID_MAX = 64;
+constexpr int GRID_MAX = 32;  // clip-search points: one lane each
+constexpr int QW = 8;         // warps (rows) per gptq_block_kernel CTA
 
-template <bool SMEM>
-__global__ void __launch_bounds__(QT) gptq_rows_kernel(const float* __restrict__ w, int K, int Kp, int B, const int32_t* __restrict__ perm,
-                                                      const double* __restrict__ U, int grid, double* __restrict__ scratch,
-                                                      int8_t* __restrict__ codes, uint16_t* __restrict__ scales) {
-  extern __shared__ double dyn[];
-  __shared__ double errs[GRID_MAX], ss[GRID_MAX], bcast[2];
-  const int n = blockIdx.x, nb = Kp / B;
-  double* W = SMEM ? dyn : scratch + (size_t)n * Kp;
-  for (int j = threadIdx.x; j < Kp; j += QT) W[j] = j < K ? (double)w[(size_t)n * K + (perm ? perm[j] : j)] : 0.0;
-  __syncthreads();
-  for (int b = 0; b < nb; b++) {
-    const int k0 = b * B;
-    // clip search (gptq.ts clipScale): grid point g on thread g, its error summed in k order
-    double amax = 0.0;
-    for (int k = 0; k < B; k++) amax = fmax(amax, fabs(W[k0 + k]));
-    if (threadIdx.x < grid) {
-      const int g = threadIdx.x;
-      const double s = f16_round(__ddiv_rn(__dmul_rn(amax, __dsub_rn(1.0, __ddiv_rn(0.5 * g, (double)grid))), 7.0));
-      double err = 0.0;
-      if (s != 0.0)
-        for (int k = 0; k < B; k++) {
-          const double d = __dsub_rn(W[k0 + k], __dmul_rn((double)q4(W[k0 + k], s), s));
-          err = __dadd_rn(err, __dmul_rn(d, d));
-        }
-      errs[g] = err;
-      ss[g] = s;
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      double best = INFINITY, bestS = 0.0;
-      for (int g = 0; g < grid; g++) {
-        if (ss[g] == 0.0) { bestS = 0.0; break; }  // the reference returns 0 at the first zero scale
-        if (errs[g] < best) { best = errs[g]; bestS = ss[g]; }
+/** W [N][Kp] f64 = w [N][K] with its columns gathered by perm, zero padding (gptq.ts gptqW4's first loop) */
+__global__ void gptq_gather_kernel(const float* __restrict__ w, int N, int K, int Kp, const int32_t* __restrict__ perm, double* __restrict__ W) {
+  const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (idx >= (size_t)N * Kp) return;
+  const int n = (int)(idx / Kp), j = (int)(idx % Kp);
+  W[idx] = j < K ? (double)w[(size_t)n * K + (perm ? perm[j] : j)] : 0.0;
+}
+
+/** One B-block [k0, k0 + B) of every row: clip search, then column by column code, error, in-block update.
+ *  E [N][B] f64: the errors e = (x − q·s) / U[k][k], the trailing update's left operand. */
+__global__ void __launch_bounds__(QW * 32) gptq_block_kernel(double* __restrict__ W, int N, int K, int Kp, int B, int k0,
+                                                             const double* __restrict__ U, int grid, double* __restrict__ E,
+                                                             int8_t* __restrict__ codes, uint16_t* __restrict__ scales) {
+  __shared__ double rows[QW][128];
+  const int wi = threadIdx.x / 32, lane = threadIdx.x % 32, n = blockIdx.x * QW + wi;
+  if (n >= N) return;  // whole warps only: no block-wide barrier below
+  double* r = rows[wi];
+  double* Wr = W + (size_t)n * Kp + k0;
+  double amax = 0.0;
+  for (int k = lane; k < B; k += 32) { r[k] = Wr[k]; amax = fmax(amax, fabs(r[k])); }
+  for (int o = 16; o; o >>= 1) amax = fmax(amax, __shfl_xor_sync(0xffffffffu, amax, o));  // max: any order
+  __syncwarp();
+  // clip search (gptq.ts clipScale): grid point g on lane g, its squared error summed in k order
+  double s = 0.0, err = INFINITY;
+  if (lane < grid) {
+    s = f16_round(__ddiv_rn(__dmul_rn(amax, __dsub_rn(1.0, __ddiv_rn(0.5 * lane, (double)grid))), 7.0));
+    if (s != 0.0) {
+      err = 0.0;
+      for (int k = 0; k < B; k++) {
+        const double d = __dsub_rn(r[k], __dmul_rn((double)q4(r[k], s), s));
+        err = __dadd_rn(err, __dmul_rn(d, d));
       }
-      bcast[0] = bestS;
-      scales[(size_t)n * nb + b] = __half_as_ushort(__float2half_rn((float)bestS));  // exact: bestS is an f16 value
-    }
-    __syncthreads();
-    const double sn = bcast[0];
-    for (int k = k0; k < k0 + B; k++) {
-      const double d = U[(size_t)k * Kp + k];
-      // every thread computes the column's code and error (same inputs, same result): no broadcast needed
-      const double x = W[k];
-      const int q = q4(x, sn);
-      if (threadIdx.x == 0) codes[(size_t)n * Kp + k] = k < K ? (int8_t)q : 0;
-      const double e = __ddiv_rn(__dsub_rn(x, __dmul_rn((double)q, sn)), d);
-      __syncthreads();  // everyone has read W[k] before anyone writes past it
-      if (e != 0.0) {
-        const double* u = U + (size_t)k * Kp;
-        for (int j = k + 1 + threadIdx.x; j < Kp; j += QT) W[j] = __dsub_rn(W[j], __dmul_rn(e, u[j]));
-      }
-      __syncthreads();
     }
   }
+  // the reference walks g ascending: the first zero scale returns 0, else the first strictly smallest error wins
+  double best = INFINITY, sn = 0.0;
+  for (int g = 0; g < grid; g++) {
+    const double sg = __shfl_sync(0xffffffffu, s, g), eg = __shfl_sync(0xffffffffu, err, g);
+    if (sg == 0.0) { sn = 0.0; break; }
+    if (eg < best) { best = eg; sn = sg; }
+  }
+  if (lane == 0) scales[(size_t)n * (Kp / B) + k0 / B] = __half_as_ushort(__float2half_rn((float)sn));  // exact: an f16 value
+  for (int i = 0; i < B; i++) {
+    const int k = k0 + i;
+    const double x = r[i], d = U[(size_t)k * Kp + k];
+    const int q = q4(x, sn);
+    const double e = __ddiv_rn(__dsub_rn(x, __dmul_rn((double)q, sn)), d);
+    if (lane == 0) {
+      codes[(size_t)n * Kp + k] = k < K ? (int8_t)q : 0;
+      E[(size_t)n * B + i] = e;
+    }
+    __syncwarp();  // r[i] read by every lane before the update below writes r[j > i]
+    if (e != 0.0)
+      for (int j = i + 1 + lane; j < B; j += 32) r[j] = __dsub_rn(r[j], __dmul_rn(e, U[(size_t)k * Kp + k0 + j]));
+    __syncwarp();
+  }
+}
+
+constexpr int UT = 64, UK = 32;  // trailing update: 64 rows × 64 columns a CTA, k in chunks of 32, 256 threads
+
+/** W[n][j] -= E[n][i]·U[k0 + i][j] for i ascending (skipped where E is 0, as the reference skips the row), j >= k0 + B */
+__global__ void __launch_bounds__(256) gptq_update_kernel(double* __restrict__ W, int N, int Kp, int B, int k0,
+                                                          const double* __restrict__ U, const double* __restrict__ E) {
+  __shared__ double es[UK][UT + 1], us[UK][UT];
+  const int j0 = k0 + B + blockIdx.x * UT, n0 = blockIdx.y * UT, tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+  double acc[4][4];
+#pragma unroll
+  for (int a = 0; a < 4; a++)
+#pragma unroll
+    for (int c = 0; c < 4; c++) {
+      const int n = n0 + ty + 16 * a, j = j0 + tx + 16 * c;
+      acc[a][c] = (n < N && j < Kp) ? W[(size_t)n * Kp + j] : 0.0;
+    }
+  for (int i0 = 0; i0 < B; i0 += UK) {
+    for (int idx = threadIdx.x; idx < UK * UT; idx += 256) {
+      const int kk = idx % UK, rr = idx / UK;  // es: rows of E, read along k (coalesced in i)
+      es[kk][rr] = n0 + rr < N ? E[(size_t)(n0 + rr) * B + i0 + kk] : 0.0;
+      const int cc = idx % UT, k2 = idx / UT;  // us: rows of U, read along j
+      us[k2][cc] = j0 + cc < Kp ? U[(size_t)(k0 + i0 + k2) * Kp + j0 + cc] : 0.0;
+    }
+    __syncthreads();
+#pragma unroll 4
+    for (int kk = 0; kk < UK; kk++) {
+      double e[4], u[4];
+#pragma unroll
+      for (int a = 0; a < 4; a++) e[a] = es[kk][ty + 16 * a];
+#pragma unroll
+      for (int c = 0; c < 4; c++) u[c] = us[kk][tx + 16 * c];
+#pragma unroll
+      for (int a = 0; a < 4; a++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+          const double t = __dsub_rn(acc[a][c], __dmul_rn(e[a], u[c]));
+          acc[a][c] = e[a] != 0.0 ? t : acc[a][c];
+        }
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int a = 0; a < 4; a++)
+#pragma unroll
+    for (int c = 0; c < 4; c++) {
+      const int n = n0 + ty + 16 * a, j = j0 + tx + 16 * c;
+      if (n < N && j < Kp) W[(size_t)n * Kp + j] = acc[a][c];
+    }
 }
 
 int check(const char* op) { return comet_ops::check_launch(op); }
@@ -411,23 +470,23 @@ int comet_gptq_inv_chol_upper(const double* P, int n, double* U, void* stream) {
 
 int comet_gptq_quantize(const float* w, int N, int K, int Kp, int B, const int32_t* perm, const double* U, int grid,
                         int8_t* codes, uint16_t* scales, void* stream) {
-  if (N <= 0 || K <= 0 || Kp < K || B <= 0 || Kp % B != 0 || grid < 1 || grid > GRID_MAX || grid > QT)
-    return set_error(COMET_EINVAL, "gptq_quantize: N %d, K %d, Kp %d, B %d, grid %d (grid <= %d, B | Kp)", N, K, Kp, B, grid, GRID_MAX);
-  const size_t rowBytes = (size_t)Kp * sizeof(double);
-  if (rowBytes <= 200 * 1024) {
-    COMET_TRY("gptq_quantize", cudaFuncSetAttribute(gptq_rows_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)rowBytes));
-    gptq_rows_kernel<true><<<N, QT, rowBytes, S(stream)>>>(w, K, Kp, B, perm, U, grid, nullptr, codes, scales);
-    return check("gptq_quantize");
-  }
-  double* scratch = nullptr;  // rows too wide for shared memory: one f64 row per CTA in global memory
-  if (cudaMalloc((void**)&scratch, rowBytes * N) != cudaSuccess) {
+  if (N <= 0 || K <= 0 || Kp < K || (B != 32 && B != 64 && B != 128) || Kp % B != 0 || grid < 1 || grid > GRID_MAX)
+    return set_error(COMET_EINVAL, "gptq_quantize: N %d, K %d, Kp %d, B %d, grid %d (B in {32, 64, 128} dividing Kp, grid <= %d)", N, K, Kp, B, grid, GRID_MAX);
+  double *W = nullptr, *E = nullptr;  // the rows being updated [N][Kp] and one block's errors [N][B], f64
+  if (cudaMalloc((void**)&W, (size_t)N * Kp * sizeof(double)) != cudaSuccess || cudaMalloc((void**)&E, (size_t)N * B * sizeof(double)) != cudaSuccess) {
+    cudaFree(W), cudaFree(E);
     cudaGetLastError();
-    return set_error(COMET_ENOMEM, "gptq_quantize: %zu bytes of row scratch do not fit", rowBytes * N);
+    return set_error(COMET_ENOMEM, "gptq_quantize: %zu bytes of f64 rows for N = %d, Kp = %d do not fit", (size_t)N * (Kp + B) * sizeof(double), N, Kp);
   }
-  gptq_rows_kernel<false><<<N, QT, 0, S(stream)>>>(w, K, Kp, B, perm, U, grid, scratch, codes, scales);
+  gptq_gather_kernel<<<cdiv((size_t)N * Kp, 256), 256, 0, S(stream)>>>(w, N, K, Kp, perm, W);
   int rc = check("gptq_quantize");
+  for (int k0 = 0; k0 < Kp && rc == 0; k0 += B) {
+    gptq_block_kernel<<<cdiv(N, QW), QW * 32, 0, S(stream)>>>(W, N, K, Kp, B, k0, U, grid, E, codes, scales);
+    if (Kp - k0 - B > 0) gptq_update_kernel<<<dim3(cdiv(Kp - k0 - B, UT), cdiv(N, UT)), 256, 0, S(stream)>>>(W, N, Kp, B, k0, U, E);
+    rc = check("gptq_quantize");
+  }
   cudaStreamSynchronize(S(stream));
-  cudaFree(scratch);
+  cudaFree(W), cudaFree(E);
   return rc;
 }
 

@@ -224,7 +224,7 @@ eachBackend('GPTQ on the device = gptq.ts', ({ create }) => {
   const gauss = () => Math.sqrt(-2 * Math.log(rnd() + 1e-12)) * Math.cos(2 * Math.PI * rnd());
   // activations with a few outlier channels, as real ones (DESIGN §8)
   const acts = (T: number, K: number) => Float32Array.from({ length: T * K }, (_, i) => gauss() * (i % K < 3 ? 20 : 1));
-  it.each([[96, 40, 32], [200, 64, 64], [300, 130, 128]])('K %i, T %i, B %i: Hessian, U, codes and scales bit-equal', async (K, T, B) => {
+  it.each([[96, 40, 32], [200, 64, 64], [300, 130, 128], [520, 90, 64]])('K %i, T %i, B %i: Hessian, U, codes and scales bit-equal', async (K, T, B) => {
     const g = be.gptq!;
     expect(g, 'backend has GPTQ ops').toBeDefined();
     const x1 = acts(T, K), x2 = acts(T + 1, K);
@@ -247,7 +247,8 @@ eachBackend('GPTQ on the device = gptq.ts', ({ create }) => {
     const fs = h.factor(perm, spec.Kp, GPTQ_DAMP, s);
     expect(Buffer.from((await fs.read()).buffer).equals(Buffer.from(invCholUpper(permutedHessian(Hs, spec, GPTQ_DAMP), spec.Kp).buffer))).toBe(true);
     fs.free();
-    const N = 33, w = Float32Array.from({ length: N * K }, () => gauss() * 0.05);
+    // 70 rows: two row tiles of the device's trailing update, the second partial
+    const N = 70, w = Float32Array.from({ length: N * K }, () => gauss() * 0.05);
     const want = gptqW4(w, N, spec, U);
     const got = f.quantize(w, N, spec, 20);
     const codes = new Int8Array(N * spec.Kp);
