@@ -6,13 +6,17 @@
 // The parallelism comes from what the reference leaves independent:
 //   hessian_add     one thread per 4×4 outputs; each output's even-t and odd-t sums run in ascending t, as
 //                   simulator/kernels/float.ts matmul sums X^T X; the f32 rounding of their sum is added to H.
-//   chol (left-looking, 16-column panels)   M = lower Cholesky factor of J P J (J the reversal). Element
-//                   (i, j) is (P' - Σ_{k<j} M[i][k] M[j][k]) / M[j][j], the sum in ascending k: a panel
-//                   kernel takes every row's k < j0 terms for 16 columns at once (one read of each M[i][k] for
-//                   16 columns), a one-block kernel finishes the 16×16 diagonal block, a third the rows below
-//                   (k in [j0, j)). M is stored transposed (Mt[k][i] = M[i][k]) so a warp's rows read coalesced.
-//   inverse         Mi = M⁻¹ column by column (each column of a triangular inverse is its own forward
-//                   substitution): one thread per column, rows in blocks of 8 sharing the reads of Mi[k][j].
+//   chol (left-looking, 64-column panels)   M = lower Cholesky factor of J P J (J the reversal). Element
+//                   (i, j) is (P' - Σ_{k<j} M[i][k] M[j][k]) / M[j][j], the sum in ascending k: per panel a
+//                   tiled kernel (tri_tile_kernel: 64 rows × 64 columns a CTA, k in 32-wide shared-memory
+//                   chunks, each thread 4×4 outputs with its k loop ascending) takes every row's k < j0 terms,
+//                   a one-CTA kernel finishes the 64×64 diagonal block, a third the rows below (k in [j0, j)).
+//                   M is stored transposed (Mt[k][i] = M[i][k]) so tiles of rows load coalesced.
+//   inverse         Mi = M⁻¹ (each column of a triangular inverse is its own forward substitution), rows in
+//                   blocks of 64: the same tiled kernel sums each row's terms k < i0 (k ascending from the
+//                   element's own column j, zero c = M[i][k] skipped, as gptq.ts), then one thread per column runs
+//                   the block's 64 rows in order. (The kernels before read Mi's columns once per 16 rows from
+//                   memory: 12 s for n = 14336; these read each tile once per 64×64 outputs.)
 //   quantize        GPTQ's lazy batch updates (Frantar et al. §3 step 2), which reorder work across elements but
 //                   not within one: W[n][j] still receives e_k·U[k][j] for k ascending, each product and
 //                   difference rounded as the reference's. Per B-block b (host loop): gptq_block_kernel, one warp
@@ -120,52 +124,70 @@ __global__ void permute_kernel(const double* __restrict__ H, int K, int Kp, cons
   P[idx] = v;
 }
 
-// ---- M = chol(J P J) (lower), stored transposed: Mt[k][i] = M[i][k] ---------------------------------------
-constexpr int JB = 16;
+// ---- M = chol(J P J) (lower), stored transposed: Mt[k][i] = M[i][k]; Mi = M⁻¹ --------------------------------
+constexpr int JB = 64;   // panel width (Cholesky) and row block (inverse)
+constexpr int TK = 32;   // k chunk of the tiled kernel
 // P' = J P J: P'[i][j] = P[n-1-i][n-1-j]
 __device__ __forceinline__ double prev(const double* P, int n, int i, int j) { return P[(size_t)(n - 1 - i) * n + (n - 1 - j)]; }
 
-/** rows i >= j0: pan[i - j0][jj] = P'[i][j0+jj] - Σ_{k<j0} M[i][k] M[j0+jj][k]  (jj with j0+jj <= i)
- *  The k loop is unrolled by KU with every load of the KU steps issued first: the sums are serial chains (one
- *  per jj, the reference's order), so without that each step waited a full memory latency for its 17 loads. */
-constexpr int KU = 4;
-__global__ void chol_panel_kernel(const double* __restrict__ P, const double* __restrict__ Mt, int n, int j0, double* __restrict__ pan) {
-  const int i = j0 + blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  const int nj = min(JB, min(n - j0, i - j0 + 1));
-  double s[JB];
+/** The two reference sums that are GEMM-shaped, 64×64 outputs a CTA (256 threads, 4×4 each), k ascending:
+ *  CHOL  rows i = r0 + .., columns jj of the panel j0 = c0: out[(i - r0)·JB + jj] = P'[i][c0+jj] − Σ_{k<kEnd} M[i][k]·M[c0+jj][k]
+ *  !CHOL rows i = r0 + .. (the inverse's row block), columns j = blockIdx.x·64 + ..: out[(i - r0)·n + j] =
+ *        Σ_{k = j}^{kEnd-1} M[i][k]·Mi[k][j], terms with M[i][k] = 0 skipped (k starts at the tile's first column; the
+ *        terms k < j are predicated off, so each element's chain is exactly the reference's). */
+template <bool CHOL>
+__global__ void __launch_bounds__(256) tri_tile_kernel(const double* __restrict__ Mt, const double* __restrict__ Mi, const double* __restrict__ P,
+                                                       int n, int r0, int c0, int kEnd, double* __restrict__ out) {
+  __shared__ double as[TK][JB], bs[TK][JB];
+  const int rt = r0 + blockIdx.y * JB, ct = CHOL ? c0 : blockIdx.x * JB, tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+  double acc[4][4];
 #pragma unroll
-  for (int jj = 0; jj < JB; jj++) s[jj] = jj < nj ? prev(P, n, i, j0 + jj) : 0.0;
-  int k = 0;
-  for (; k + KU <= j0; k += KU) {
-    double mik[KU], mj[KU][JB];
+  for (int a = 0; a < 4; a++)
 #pragma unroll
-    for (int u = 0; u < KU; u++) {
-      mik[u] = Mt[(size_t)(k + u) * n + i];
-      const double* row = Mt + (size_t)(k + u) * n + j0;  // M[j0+jj][k+u], the same for every thread: broadcast
-#pragma unroll
-      for (int jj = 0; jj < JB; jj++) mj[u][jj] = jj < nj ? row[jj] : 0.0;
+    for (int c = 0; c < 4; c++) {
+      const int i = rt + ty + 16 * a, j = ct + tx + 16 * c;
+      acc[a][c] = CHOL && i < n && j < n ? prev(P, n, i, j) : 0.0;
     }
+  for (int k0 = CHOL ? 0 : ct; k0 < kEnd; k0 += TK) {
+    for (int idx = threadIdx.x; idx < TK * JB; idx += 256) {
+      const int kk = idx / JB, c = idx % JB;
+      as[kk][c] = rt + c < n ? Mt[(size_t)(k0 + kk) * n + rt + c] : 0.0;                  // M[rt+c][k]
+      bs[kk][c] = ct + c < n ? (CHOL ? Mt : Mi)[(size_t)(k0 + kk) * n + ct + c] : 0.0;  // M[ct+c][k] | Mi[k][ct+c]
+    }
+    __syncthreads();
+#pragma unroll 4
+    for (int kk = 0; kk < TK; kk++) {
+      double x[4], y[4];
 #pragma unroll
-    for (int u = 0; u < KU; u++)
+      for (int a = 0; a < 4; a++) x[a] = as[kk][ty + 16 * a];
 #pragma unroll
-      for (int jj = 0; jj < JB; jj++)
-        if (jj < nj) s[jj] = __dsub_rn(s[jj], __dmul_rn(mik[u], mj[u][jj]));
+      for (int c = 0; c < 4; c++) y[c] = bs[kk][tx + 16 * c];
+#pragma unroll
+      for (int a = 0; a < 4; a++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+          if (CHOL) acc[a][c] = __dsub_rn(acc[a][c], __dmul_rn(x[a], y[c]));
+          else {
+            const double t = __dadd_rn(acc[a][c], __dmul_rn(x[a], y[c]));
+            acc[a][c] = (x[a] != 0.0 && k0 + kk >= ct + tx + 16 * c) ? t : acc[a][c];
+          }
+        }
+    }
+    __syncthreads();
   }
-  for (; k < j0; k++) {
-    const double mik = Mt[(size_t)k * n + i];
-    const double* mj = Mt + (size_t)k * n + j0;
 #pragma unroll
-    for (int jj = 0; jj < JB; jj++)
-      if (jj < nj) s[jj] = __dsub_rn(s[jj], __dmul_rn(mik, mj[jj]));
-  }
-  for (int jj = 0; jj < nj; jj++) pan[(size_t)(i - j0) * JB + jj] = s[jj];
+  for (int a = 0; a < 4; a++)
+#pragma unroll
+    for (int c = 0; c < 4; c++) {
+      const int i = rt + ty + 16 * a, j = ct + tx + 16 * c;
+      if (i < n && j < (CHOL ? min(n, c0 + JB) : kEnd)) out[CHOL ? (size_t)(i - r0) * JB + (j - c0) : (size_t)(i - r0) * n + j] = acc[a][c];
+    }
 }
 
-/** the diagonal block: lane ii owns row j0+ii; columns jj in order, the pivot (lane jj) first, then the rows
+/** the diagonal block: thread ii owns row j0+ii; columns jj in order, the pivot (thread jj) first, then the rows
  *  below it, each finishing its k in [j0, j) terms from the block's rows kept in shared memory */
-__global__ void chol_diag_kernel(double* __restrict__ Mt, int n, int j0, const double* __restrict__ pan, int* __restrict__ status) {
-  __shared__ double m[JB][JB];  // m[ii][kk] = M[j0+ii][j0+kk]
+__global__ void __launch_bounds__(JB) chol_diag_kernel(double* __restrict__ Mt, int n, int j0, const double* __restrict__ pan, int* __restrict__ status) {
+  __shared__ double m[JB][JB + 1];  // m[ii][kk] = M[j0+ii][j0+kk]
   const int nb = min(JB, n - j0), ii = threadIdx.x, i = j0 + ii;
   for (int jj = 0; jj < nb; jj++) {
     const int j = j0 + jj;
@@ -179,89 +201,58 @@ __global__ void chol_diag_kernel(double* __restrict__ Mt, int n, int j0, const d
       m[jj][jj] = __dsqrt_rn(s);
       Mt[(size_t)j * n + i] = m[jj][jj];
     }
-    __syncwarp();
+    __syncthreads();
     if (ii > jj && ii < nb) {
       m[ii][jj] = __ddiv_rn(s, m[jj][jj]);
       Mt[(size_t)j * n + i] = m[ii][jj];
     }
-    __syncwarp();
+    __syncthreads();
   }
 }
 
-/** rows i >= j0+JB: finish the panel's columns (k in [j0, j)) in order */
-__global__ void chol_rows_kernel(double* __restrict__ Mt, int n, int j0, const double* __restrict__ pan) {
-  __shared__ double d[JB][JB];  // d[kk][jj] = M[j0+jj][j0+kk], the finished diagonal block (launched only for a full one)
+/** rows i >= j0+JB: finish the panel's columns (k in [j0, j)) in order; launched only for a full diagonal block */
+constexpr int RT = 32;  // threads (rows or columns) per CTA of the two sequential kernels: 32 KB + 16 KB of shared memory
+__global__ void __launch_bounds__(RT) chol_rows_kernel(double* __restrict__ Mt, int n, int j0, const double* __restrict__ pan) {
+  __shared__ double d[JB][JB];  // d[kk][jj] = M[j0+jj][j0+kk]
+  __shared__ double m[JB][RT];  // m[jj][thread] = M[i][j0+jj], computed in this loop
   for (int e = threadIdx.x; e < JB * JB; e += blockDim.x) d[e / JB][e % JB] = Mt[(size_t)(j0 + e / JB) * n + j0 + e % JB];
   __syncthreads();
-  const int i = j0 + JB + blockIdx.x * blockDim.x + threadIdx.x;
+  const int i = j0 + JB + blockIdx.x * blockDim.x + threadIdx.x, t = threadIdx.x;
   if (i >= n) return;
-  double m[JB];  // M[i][j0+jj], computed in this loop
-#pragma unroll
   for (int jj = 0; jj < JB; jj++) {
     double s = pan[(size_t)(i - j0) * JB + jj];
-#pragma unroll
-    for (int kk = 0; kk < jj; kk++) s = __dsub_rn(s, __dmul_rn(m[kk], d[kk][jj]));
-    m[jj] = __ddiv_rn(s, d[jj][jj]);
-    Mt[(size_t)(j0 + jj) * n + i] = m[jj];
+    for (int kk = 0; kk < jj; kk++) s = __dsub_rn(s, __dmul_rn(m[kk][t], d[kk][jj]));
+    m[jj][t] = __ddiv_rn(s, d[jj][jj]);
+    Mt[(size_t)(j0 + jj) * n + i] = m[jj][t];
   }
 }
 
-// ---- Mi = M⁻¹ (lower), row-major; thread = column j --------------------------------------------------------
-// Rows in blocks of IB sharing the reads of Mi[k][j]; the k loop takes two steps at a time with all their loads
-// issued first (each row's sum is a serial chain in the reference's order, so the loads must run ahead of it),
-// and every index into acc / xr is a compile-time constant so they stay in registers.
-constexpr int IB = 16;
-__global__ void __launch_bounds__(64) inverse_kernel(const double* __restrict__ Mt, int n, double* __restrict__ Mi) {
-  const int j = blockIdx.x * blockDim.x + threadIdx.x;
-  const int jlo = blockIdx.x * blockDim.x;  // the block's rows start at its first column (rows above are 0)
-  if (j >= n) return;
-  for (int i0 = jlo; i0 < n; i0 += IB) {
-    double acc[IB];
-#pragma unroll
-    for (int r = 0; r < IB; r++) acc[r] = 0.0;
-    // terms k in [j, i0) (gptq.ts: acc[j] += c·Mi[k][j], k ascending, c = M[i][k] = 0 skipped)
-    int k = j;
-    for (; k + 2 <= i0; k += 2) {
-      const double x0 = Mi[(size_t)k * n + j], x1 = Mi[(size_t)(k + 1) * n + j];
-      double c0[IB], c1[IB];
-#pragma unroll
-      for (int r = 0; r < IB; r++) {
-        c0[r] = i0 + r < n ? Mt[(size_t)k * n + i0 + r] : 0.0;  // M[i0+r][k]: the same for every thread
-        c1[r] = i0 + r < n ? Mt[(size_t)(k + 1) * n + i0 + r] : 0.0;
-      }
-#pragma unroll
-      for (int r = 0; r < IB; r++)
-        if (c0[r] != 0.0) acc[r] = __dadd_rn(acc[r], __dmul_rn(c0[r], x0));
-#pragma unroll
-      for (int r = 0; r < IB; r++)
-        if (c1[r] != 0.0) acc[r] = __dadd_rn(acc[r], __dmul_rn(c1[r], x1));
+/** the inverse's row block [i0, i0 + JB): thread = column j < i0 + JB; acc from tri_tile_kernel<false> (j < i0),
+ *  then the block's own rows in order: terms k in [max(j, i0), i), then the division */
+__global__ void __launch_bounds__(RT) inverse_rows_kernel(const double* __restrict__ Mt, int n, int i0, const double* __restrict__ accIn, double* __restrict__ Mi) {
+  __shared__ double c[JB][JB];   // c[kk][r] = M[i0+r][i0+kk]
+  __shared__ double x[JB][RT];   // x[r][thread] = Mi[i0+r][j]
+  const int nb = min(JB, n - i0);
+  for (int e = threadIdx.x; e < JB * JB; e += blockDim.x) {
+    const int kk = e / JB, r = e % JB;
+    c[kk][r] = kk < nb && r < nb ? Mt[(size_t)(i0 + kk) * n + i0 + r] : 0.0;
+  }
+  __syncthreads();
+  const int j = blockIdx.x * blockDim.x + threadIdx.x, t = threadIdx.x;
+  if (j >= i0 + nb) return;
+  for (int r = 0; r < nb; r++) {
+    const int i = i0 + r;
+    x[r][t] = 0.0;
+    if (i < j) continue;
+    const double d = c[r][r];
+    if (i == j) { x[r][t] = __ddiv_rn(1.0, d); Mi[(size_t)i * n + j] = x[r][t]; continue; }
+    double acc = j < i0 ? accIn[(size_t)r * n + j] : 0.0;
+    for (int rr = j < i0 ? 0 : j - i0; rr < r; rr++) {
+      const double cv = c[rr][r];  // M[i][i0+rr]
+      if (cv != 0.0) acc = __dadd_rn(acc, __dmul_rn(cv, x[rr][t]));
     }
-    if (k < i0) {
-      const double x = Mi[(size_t)k * n + j];
-#pragma unroll
-      for (int r = 0; r < IB; r++) {
-        const double c = i0 + r < n ? Mt[(size_t)k * n + i0 + r] : 0.0;
-        if (c != 0.0) acc[r] = __dadd_rn(acc[r], __dmul_rn(c, x));
-      }
-    }
-    // the block's own rows, in order: terms k in [max(j, i0), i), then the division
-    double xr[IB];
-#pragma unroll
-    for (int r = 0; r < IB; r++) {
-      const int i = i0 + r;
-      xr[r] = 0.0;
-      if (i >= n || i < j) continue;
-      const double d = Mt[(size_t)i * n + i];
-      if (i == j) { xr[r] = __ddiv_rn(1.0, d); Mi[(size_t)i * n + j] = xr[r]; continue; }
-#pragma unroll
-      for (int rr = 0; rr < r; rr++) {
-        if (i0 + rr < j) continue;
-        const double c = Mt[(size_t)(i0 + rr) * n + i];  // M[i][i0+rr]
-        if (c != 0.0) acc[r] = __dadd_rn(acc[r], __dmul_rn(c, xr[rr]));
-      }
-      xr[r] = __ddiv_rn(-acc[r], d);
-      Mi[(size_t)i * n + j] = xr[r];
-    }
+    x[r][t] = __ddiv_rn(-acc, d);
+    Mi[(size_t)i * n + j] = x[r][t];
   }
 }
 
@@ -436,6 +427,7 @@ int comet_gptq_inv_chol_upper(const double* P, int n, double* U, void* stream) {
   double *Mt = nullptr, *Mi = nullptr, *pan = nullptr;
   int* status = nullptr;
   const size_t nn = (size_t)n * n * sizeof(double);
+  // pan: the Cholesky panel [n][JB], and the inverse's row-block sums [JB][n]
   if (cudaMalloc((void**)&Mt, nn) != cudaSuccess || cudaMalloc((void**)&Mi, nn) != cudaSuccess ||
       cudaMalloc((void**)&pan, (size_t)n * JB * sizeof(double)) != cudaSuccess || cudaMalloc((void**)&status, sizeof(int)) != cudaSuccess) {
     cudaFree(Mt), cudaFree(Mi), cudaFree(pan), cudaFree(status);
@@ -447,9 +439,9 @@ int comet_gptq_inv_chol_upper(const double* P, int n, double* U, void* stream) {
   cudaMemsetAsync(Mi, 0, nn, S(stream));
   cudaMemsetAsync(status, 0, sizeof(int), S(stream));
   for (int j0 = 0; j0 < n && rc == 0; j0 += JB) {
-    chol_panel_kernel<<<cdiv(n - j0, 128), 128, 0, S(stream)>>>(P, Mt, n, j0, pan);
-    chol_diag_kernel<<<1, 32, 0, S(stream)>>>(Mt, n, j0, pan, status);
-    if (n - j0 - JB > 0) chol_rows_kernel<<<cdiv(n - j0 - JB, 128), 128, 0, S(stream)>>>(Mt, n, j0, pan);
+    tri_tile_kernel<true><<<dim3(1, cdiv(n - j0, JB)), 256, 0, S(stream)>>>(Mt, nullptr, P, n, j0, j0, j0, pan);
+    chol_diag_kernel<<<1, JB, 0, S(stream)>>>(Mt, n, j0, pan, status);
+    if (n - j0 - JB > 0) chol_rows_kernel<<<cdiv(n - j0 - JB, RT), RT, 0, S(stream)>>>(Mt, n, j0, pan);
     rc = check("gptq_inv_chol_upper");
   }
   int bad = 0;
@@ -458,8 +450,12 @@ int comet_gptq_inv_chol_upper(const double* P, int n, double* U, void* stream) {
     cudaStreamSynchronize(S(stream));
     if (bad) rc = set_error(COMET_EINVAL, "gptq: Hessian is not positive definite (pivot %d); raise the damping", bad - 1);
   }
+  for (int i0 = 0; i0 < n && rc == 0; i0 += JB) {
+    if (i0 > 0) tri_tile_kernel<false><<<dim3(i0 / JB, 1), 256, 0, S(stream)>>>(Mt, Mi, nullptr, n, i0, 0, i0, pan);
+    inverse_rows_kernel<<<cdiv(min(n, i0 + JB), RT), RT, 0, S(stream)>>>(Mt, n, i0, pan, Mi);
+    rc = check("gptq_inv_chol_upper");
+  }
   if (rc == 0) {
-    inverse_kernel<<<cdiv(n, 64), 64, 0, S(stream)>>>(Mt, n, Mi);
     reverse_kernel<<<cdiv((size_t)n * n, 256), 256, 0, S(stream)>>>(Mi, n, U);
     rc = check("gptq_inv_chol_upper");
   }

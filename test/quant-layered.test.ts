@@ -224,7 +224,7 @@ eachBackend('GPTQ on the device = gptq.ts', ({ create }) => {
   const gauss = () => Math.sqrt(-2 * Math.log(rnd() + 1e-12)) * Math.cos(2 * Math.PI * rnd());
   // activations with a few outlier channels, as real ones (DESIGN §8)
   const acts = (T: number, K: number) => Float32Array.from({ length: T * K }, (_, i) => gauss() * (i % K < 3 ? 20 : 1));
-  it.each([[96, 40, 32], [200, 64, 64], [300, 130, 128], [520, 90, 64]])('K %i, T %i, B %i: Hessian, U, codes and scales bit-equal', async (K, T, B) => {
+  it.each([[96, 40, 32], [200, 64, 64], [300, 130, 128], [520, 90, 64], [330, 50, 32]])('K %i, T %i, B %i: Hessian, U, codes and scales bit-equal', async (K, T, B) => {
     const g = be.gptq!;
     expect(g, 'backend has GPTQ ops').toBeDefined();
     const x1 = acts(T, K), x2 = acts(T + 1, K);
