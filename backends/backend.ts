@@ -9,6 +9,7 @@
 // Shapes: T = tokens in the step (all sequences of the batch, flattened, vLLM-style "varlen"),
 // D = model dim, N = output features, K = input features (reduction), V = vocab.
 // Ops enqueue work and return at once; only `read` waits for the device.
+import { CometError } from './errors.ts';
 
 import type { ActQuantSpec, KVCacheSpec, KVDType, StepLayout, W4Weight } from '../simulator/formats.ts';
 import type { RopeScaling } from '../simulator/kernels/float.ts';
@@ -62,6 +63,8 @@ export interface CapturedStep {
   replay(inputs?: StepInputs): Promise<Int32Array>;
   /** Same, returning the logit rows [R][V] (for sampling at a temperature). */
   replayLogits(inputs?: StepInputs): Promise<Float32Array>;
+  /** Same, returning each logit row's top k (Backend.topk): sampling with top_k copies back k values and ids a row. */
+  replayTopK(inputs: StepInputs | undefined, k: number): Promise<{ values: Float32Array; indices: Int32Array }>;
   /** false once the backend changed under the capture (weights uploaded since may have moved shared workspaces,
    *  or the backend was disposed): destroy it and capture again. Absent = always valid. */
   valid?(): boolean;
@@ -129,6 +132,7 @@ export type OpName =
   | 'silu_mul_quant'
   | 'add'
   | 'argmax'
+  | 'topk'
   | 'rows';
 
 /** The dtype an op is declared for: embed's table (f32, w4), a GEMM's weight (gemm_f32: f32, gemm_w4ax: w4), the
@@ -148,6 +152,13 @@ export type Tier = 'exact' | 'bounded' | 'tolerance';
 export type OpSet = { readonly [op in OpName]?: { readonly [dt in OpDType]?: Tier } };
 
 /** The tier `be` declares for `op` on `dtype` (f32 when absent), undefined when it does not run it. */
+/** The largest k a backend's topk takes (a device sorts the k candidates of a row in one CTA); the sampler's
+ *  larger top_k values sample from the whole row. */
+export const TOPK_MAX = 1024;
+export const checkTopK = (k: number, C: number): void => {
+  if (!(Number.isInteger(k) && k >= 1 && k <= Math.min(C, TOPK_MAX))) throw new CometError(`topk: k = ${k} must be an integer in [1, ${Math.min(C, TOPK_MAX)}] (row of ${C}, at most ${TOPK_MAX})`);
+};
+
 export const opTier = (be: { readonly ops: OpSet }, op: OpName, dtype: OpDType = 'f32'): Tier | undefined => be.ops[op]?.[dtype];
 
 /** Does `be` run `op` on `dtype` (e.g. supports(be, 'kv_append', 'kv4'))? */
@@ -236,6 +247,9 @@ export interface Backend {
   gemmSchedule?(N: number, spec: ActQuantSpec): Array<[number, number]>;
   /** rows of x [R, C] -> argmax per row (first max wins) */
   argmax(x: Tensor): Promise<Int32Array>;
+  /** rows of x [R, C] -> the k largest of each row, value descending then index ascending (simulator/kernels/float.ts
+   *  topk; 1 <= k <= min(C, TOPK_MAX of src/engine/sampler.ts)): what the sampler's top-k reads, without copying rows */
+  topk(x: Tensor, k: number): Promise<{ values: Float32Array; indices: Int32Array }>;
   /** keep only the given rows: x [T, C] -> [rows.length, C] (last token of each sequence before the classifier) */
   rows(x: Tensor, rows: Int32Array): Tensor;
 }

@@ -225,6 +225,8 @@ OP(GemmF16w, comet_gemm_f16w(a.ptr<float>(0), a.i32(1), a.i32(2), a.ptr<uint16_t
 OP(Rows, comet_rows_f32(a.ptr<float>(0), a.i32(1), a.ptr<int32_t>(2), a.i32(3), a.ptr<float>(4), g_stream))
 // argmax(x, R, C, out)
 OP(Argmax, comet_argmax_f32(a.ptr<float>(0), a.i32(1), a.i32(2), a.ptr<int32_t>(3), g_stream))
+// topk(x, R, C, k, vals, idx)
+OP(Topk, comet_topk_f32(a.ptr<float>(0), a.i32(1), a.i32(2), a.i32(3), a.ptr<float>(4), a.ptr<int32_t>(5), g_stream))
 // quantizeAct(x, T, K, B, Kp, K8, perm, a8, a4, sa)
 OP(QuantizeAct, comet_quantize_act(a.ptr<float>(0), a.i32(1), a.i32(2), a.i32(3), a.i32(4), a.i32(5),
                                    a.ptr<int32_t>(6), a.ptr<int8_t>(7), a.ptr<uint8_t>(8), a.ptr<uint16_t>(9), g_stream))
@@ -336,6 +338,7 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   EXPORT("gemmF16w", GemmF16w);
   EXPORT("rows", Rows);
   EXPORT("argmax", Argmax);
+  EXPORT("topk", Topk);
   EXPORT("quantizeAct", QuantizeAct);
   EXPORT("rmsnormQuant", RmsnormQuant);
   EXPORT("addRmsnorm", AddRmsnorm);

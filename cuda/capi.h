@@ -132,6 +132,9 @@ int comet_gemm_f16w(const float* x, int T, int K, const uint16_t* w, int N, floa
 int comet_rows_f32(const float* x, int C, const int32_t* rows, int R, float* out, void* stream);
 /** out [R] = first index of the maximum of each row of x [R][C] */
 int comet_argmax_f32(const float* x, int R, int C, int32_t* out, void* stream);
+/** x [R][C] f32 -> per row the k largest (1 <= k <= min(C, 1024)), value descending then index ascending (-0 = +0):
+ *  vals [R][k] f32, idx [R][k] int32 (simulator/kernels/float.ts topk). */
+int comet_topk_f32(const float* x, int R, int C, int k, float* vals, int32_t* idx, void* stream);
 /** Op profiler (cuda/ops_float.cu): a spin kernel of `us` µs; an event mark; the elapsed ms of mark pairs
  *  (0,1), (2,3), ... (waits; returns the pair count and forgets the marks). */
 int comet_prof_spin(void* stream, int us);

@@ -1,4 +1,4 @@
-// Float ops: embed, rmsnorm, add, silu·mul, rope, the f32 GEMM (float path and classifier), rows, argmax.
+// Float ops: embed, rmsnorm, add, silu·mul, rope, the f32 GEMM (float path and classifier), rows, argmax, topk.
 // Float weights (the GEMM's and the embedding's) are f32 or f16 (W = float | __half: a .comet's classifier and
 // embedding, half the bytes), read as the f32 they are exactly; every sum is the same for both.
 // The simulator (simulator/kernels/float.ts) computes these in f64 and stores f32; so do we. The f32 GEMM follows
@@ -456,4 +456,103 @@ extern "C" int comet_host_alloc(void** p, size_t bytes) {
   *p = nullptr;
   COMET_TRY("host alloc (pinned)", cudaHostAlloc(p, bytes ? bytes : 1, cudaHostAllocDefault));
   return 0;
+}
+
+// ---- topk ----------------------------------------------------------------------------------------------------
+// simulator/kernels/float.ts topk: the k largest of each row, value descending then index ascending. One CTA of
+// 1024 threads a row (a decode step's logits, V = 128256 at LLaMA-3): the k-th largest key by a 4-pass radix
+// select (8 bits a pass, shared-memory histogram, warp-aggregated increments), then every key above it (any
+// order) and the first ties by index (an ordered scan in tiles of 1024 columns), then a bitonic sort of the k
+// candidates as 64-bit (key, ~index) words. Keys: f32 bits made monotone, -0 read as +0 (the reference's -0 == +0).
+constexpr int TOPK_THREADS = 1024, TOPK_MAX = 1024;
+
+__device__ __forceinline__ uint32_t topk_key(float f) {
+  const uint32_t b = __float_as_uint(f == 0.f ? 0.f : f);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+__global__ void __launch_bounds__(TOPK_THREADS) topk_kernel(const float* __restrict__ x, int C, int k, float* __restrict__ vals, int32_t* __restrict__ idx) {
+  __shared__ uint32_t hist[256];
+  __shared__ unsigned long long cand[TOPK_MAX];
+  __shared__ uint32_t s_prefix;
+  __shared__ int s_need, s_above, warpTies[TOPK_THREADS / 32];
+  const float* r = x + (size_t)blockIdx.x * C;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  uint32_t prefix = 0, mask = 0;
+  int need = k;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
+    __syncthreads();
+    for (int c0 = 0; c0 < C; c0 += blockDim.x) {  // whole warps in every iteration (match_any below)
+      const int c = c0 + threadIdx.x;
+      const uint32_t key = c < C ? topk_key(r[c]) : 0u;
+      const bool in = c < C && (key & mask) == prefix;
+      const uint32_t bin = in ? (key >> shift) & 255u : 256u;
+      const uint32_t peers = __match_any_sync(0xffffffffu, bin);
+      if (in && lane == __ffs(peers) - 1) atomicAdd(&hist[bin], (uint32_t)__popc(peers));
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      int cum = 0, b = 255;
+      for (; b > 0; b--) {
+        if (cum + (int)hist[b] >= need) break;
+        cum += hist[b];
+      }
+      s_prefix = prefix | ((uint32_t)b << shift);
+      s_need = need - cum;
+    }
+    __syncthreads();
+    prefix = s_prefix, need = s_need, mask |= 255u << shift;
+  }
+  // prefix = the k-th largest key t; k - need keys lie above it; the first `need` ties by index complete the list
+  if (threadIdx.x == 0) s_above = 0;
+  __syncthreads();
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    const uint32_t key = topk_key(r[c]);
+    if (key > prefix) cand[atomicAdd(&s_above, 1)] = ((unsigned long long)key << 32) | (0xffffffffu - (uint32_t)c);
+  }
+  int taken = 0;
+  for (int c0 = 0; c0 < C && taken < need; c0 += blockDim.x) {
+    const int c = c0 + threadIdx.x;
+    const bool tie = c < C && topk_key(r[c]) == prefix;
+    const uint32_t ballot = __ballot_sync(0xffffffffu, tie);
+    if (lane == 0) warpTies[warp] = __popc(ballot);
+    __syncthreads();
+    int before = taken, total = taken;
+    for (int w = 0; w < TOPK_THREADS / 32; w++) {
+      before += w < warp ? warpTies[w] : 0;
+      total += warpTies[w];
+    }
+    const int rank = before + __popc(ballot & ((1u << lane) - 1u));
+    if (tie && rank < need) cand[k - need + rank] = ((unsigned long long)prefix << 32) | (0xffffffffu - (uint32_t)c);
+    taken = total;
+    __syncthreads();  // warpTies is rewritten next tile
+  }
+  int P = 1;
+  while (P < k) P <<= 1;
+  for (int i = k + threadIdx.x; i < P; i += blockDim.x) cand[i] = 0ull;  // below every real key
+  for (int size = 2; size <= P; size <<= 1)
+    for (int stride = size >> 1; stride > 0; stride >>= 1) {
+      __syncthreads();
+      for (int i = threadIdx.x; i < P; i += blockDim.x) {
+        const int j = i ^ stride;
+        if (j > i) {
+          const unsigned long long a = cand[i], b = cand[j];
+          if ((a < b) == ((i & size) == 0)) cand[i] = b, cand[j] = a;  // descending where (i & size) == 0
+        }
+      }
+    }
+  __syncthreads();
+  for (int j = threadIdx.x; j < k; j += blockDim.x) {
+    const int c = (int)(0xffffffffu - (uint32_t)cand[j]);
+    idx[(size_t)blockIdx.x * k + j] = c;
+    vals[(size_t)blockIdx.x * k + j] = r[c];
+  }
+}
+
+extern "C" int comet_topk_f32(const float* x, int R, int C, int k, float* vals, int32_t* idx, void* stream) {
+  if (k < 1 || k > C || k > TOPK_MAX) return set_error(COMET_EINVAL, "topk: k = %d must be in [1, min(C = %d, %d)]", k, C, TOPK_MAX);
+  if (R == 0) return 0;
+  topk_kernel<<<R, TOPK_THREADS, 0, S(stream)>>>(x, C, k, vals, idx);
+  return check_launch("topk");
 }

@@ -36,12 +36,21 @@ for b in sim cuda; do
   echo "$b rc=$? $(tail -1 "$OUT/run_$b.err")"
 done
 cmp "$OUT/run_sim.txt" "$OUT/run_cuda.txt" && echo "comet run: cuda text == sim text"
+step "comet run, sampled with top-k 40 (the device's top-k lists), sim vs cuda"
+for b in sim cuda; do
+  timeout 120 node bin/comet.js run "Once upon a time" --backend $b --temperature 0.8 --top-k 40 --seed 5 --steps 150 > "$OUT/runk_$b.txt" 2> "$OUT/runk_$b.err"
+  echo "$b rc=$? $(tail -1 "$OUT/runk_$b.err")"
+done
+cmp "$OUT/runk_sim.txt" "$OUT/runk_cuda.txt" && echo "comet run --top-k 40: cuda text == sim text"
 
 [ "${SANITIZE:-1}" = 0 ] && exit 0  # SANITIZE=0: tests and the sim/cuda run only
-step "memcheck: comet run on cuda"
+step "memcheck: comet run on cuda (greedy, then top-k sampling)"
 timeout 120 compute-sanitizer --tool memcheck --target-processes all --error-exitcode 9 \
   node bin/comet.js run "Once upon a time" --backend cuda --temperature 0 --steps 40 > "$OUT/memcheck_run.log" 2>&1
 echo "rc=$?"; grep -E "ERROR SUMMARY|Invalid|error" "$OUT/memcheck_run.log" | head -10
+timeout 120 compute-sanitizer --tool memcheck --target-processes all --error-exitcode 9 \
+  node bin/comet.js run "Once upon a time" --backend cuda --temperature 0.8 --top-k 40 --steps 20 > "$OUT/memcheck_runk.log" 2>&1
+echo "rc=$?"; grep -E "ERROR SUMMARY|Invalid|error" "$OUT/memcheck_runk.log" | head -10
 
 step "racecheck: comet run on cuda"
 timeout 120 compute-sanitizer --tool racecheck --target-processes all --error-exitcode 9 \

@@ -28,6 +28,7 @@ const enc = (s: string) => opened.tokenizer.encode(s, { bos: true });
 class CaptureSim extends SimBackend {
   captures = 0;
   replays = 0;
+  topkReplays = 0; // replays whose rows came back as top-k lists (sampling with top_k)
   destroyed = 0;
   failNext = false;
   stale = false; // every graph held reports invalid (as CUDA's after new weights)
@@ -56,12 +57,13 @@ class CaptureSim extends SimBackend {
       valid: () => !this.stale,
       replay: async (inp) => { check(); const r = await this.argmax(run(inp)); this.endStep(); return r; },
       replayLogits: async (inp) => { check(); const r = await this.read(run(inp)); this.endStep(); return r; },
+      replayTopK: async (inp, k) => { check(); this.topkReplays++; const r = await this.topk(run(inp), k); this.endStep(); return r; },
       destroy: () => { live = false; this.destroyed++; },
     };
   }
 }
 
-interface Req { at: number; prompt: number[]; max: number; temperature?: number; seed?: number }
+interface Req { at: number; prompt: number[]; max: number; temperature?: number; seed?: number; topK?: number }
 
 /** Requests joining at given steps (submitted just before that step runs, so every run of the scenario
  *  batches the same way) and leaving at their max_tokens; returns each one's text, in plan order. */
@@ -72,7 +74,7 @@ async function scenario(m: OpenModel, plan: Req[], o: EngineOptions): Promise<{ 
   const all = new Promise<void>((r) => (allIn = r));
   const submit = (i: number) => {
     const r = plan[i];
-    results[i] = e.completions.create({ prompt: r.prompt, max_tokens: r.max, temperature: r.temperature ?? 0, top_p: 0.9, seed: r.seed ?? 0 });
+    results[i] = e.completions.create({ prompt: r.prompt, max_tokens: r.max, temperature: r.temperature ?? 0, top_p: 0.9, seed: r.seed ?? 0, ...(r.topK ? { top_k: r.topK } : {}) });
     if (++submitted === plan.length) allIn();
   };
   const step = e.scheduler.step.bind(e.scheduler);
@@ -97,22 +99,24 @@ async function alone(m: OpenModel, r: Req): Promise<string> {
   const dec = new TextDecoder();
   let prev = r.prompt[r.prompt.length - 1], text = '';
   const t = r.temperature ?? 0;
-  for await (const id of generate(m.model, r.prompt, { maxTokens: r.max, stop: m.stop, temperature: t, topP: t ? 0.9 : 1, topK: 0, seed: r.seed ?? 0 })) {
+  for await (const id of generate(m.model, r.prompt, { maxTokens: r.max, stop: m.stop, temperature: t, topP: t ? 0.9 : 1, topK: r.topK ?? 0, seed: r.seed ?? 0 })) {
     text += dec.decode(m.tokenizer.pieceBytes(prev, id), { stream: true });
     prev = id;
   }
   return text + dec.decode();
 }
 
-// different lengths, joining at steps 0..9 and leaving at their own max; request 0 runs from 6 tokens to 90
-// (pageSize 4: 2 -> 24 pages, buckets 2, 4, 8, 16, 32 for B = 1 once the others have left)
+// different lengths, joining at steps 0..9 (and 45) and leaving at their own max; request 0 runs from 6 tokens to 90
+// (pageSize 4: 2 -> 24 pages, buckets 2, 4, 8, 16, 32 for B = 1 once the others have left). Request 2 samples with
+// top_k (its steps copy back top-k lists), request 6 without (its steps copy back the logit rows).
 const PLAN: Req[] = [
   { at: 0, prompt: enc('Once'), max: 90 },
   { at: 0, prompt: enc('The little dog ran to the park and'), max: 20 },
-  { at: 3, prompt: enc('Lily and Tom went to'), max: 35, temperature: 0.8, seed: 7 },
+  { at: 3, prompt: enc('Lily and Tom went to'), max: 35, temperature: 0.8, seed: 7, topK: 40 },
   { at: 5, prompt: enc('One day, a big bird'), max: 12 },
   { at: 9, prompt: enc('Mom said'), max: 40 },
   { at: 9, prompt: enc('Once upon a time there was a girl named Sue. She liked to'), max: 25 },
+  { at: 45, prompt: enc('The cat'), max: 12, temperature: 0.9, seed: 5 },
 ];
 
 describe('decode graphs: simulator (no capture)', () => {
@@ -152,6 +156,7 @@ describe('decode graphs: capture twin on the simulator', () => {
     expect(s).toMatchObject({ enabled: true, failures: 0 });
     expect(s.captures).toBeGreaterThan(4);
     expect(s.replays).toBeGreaterThan(40);
+    expect(be.topkReplays, 'steps of request 2 (top_k 40) replay with top-k lists').toBeGreaterThan(10);
     expect(s.eager).toBeGreaterThan(0);
     for (const k of ['1x16', '1x32']) expect(s.keys, `request 0 alone crosses into bucket ${k}`).toContain(k);
     expect(s0).toMatchObject({ enabled: false, live: 0, captures: 0, replays: 0 });
@@ -385,6 +390,7 @@ eachBackend('decode graphs', ({ create }) => {
     console.log(`${which}: graphs ${JSON.stringify({ ...s, keys: s.keys.join(' ') })}`);
     expect(s.failures, 'every capture succeeded').toBe(0);
     expect(s.replays).toBeGreaterThan(40);
+    expect(be.topkReplays, 'steps of request 2 (top_k 40) replay with top-k lists').toBeGreaterThan(10);
     for (const k of ['1x16', '1x32']) expect(s.keys).toContain(k);
     expect(off.e.stats().graphs).toMatchObject({ enabled: false, replays: 0 });
     expect(on.texts).toEqual(off.texts);

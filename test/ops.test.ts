@@ -560,6 +560,18 @@ eachBackend('ops', ({ name, create, variants }) => {
     expect(got).toEqual(Array.from(F.argmax(x, R, C)));
   });
 
+  it.each([[1000, 1], [1000, 40], [5000, 1024], [128256, 40]])('topk: %i columns, k %i: value descending, ties by index, -0 = +0', async (C, k) => {
+    const R = 3, x = randn(23, R * C).map((v) => Math.round(v * 16) / 16); // many ties
+    x[C + 7] = 30; x[C + 3] = 30; x[C + C - 1] = 30; // a tie at the top: 3, 7, C-1
+    x[2 * C + 5] = -0; x[2 * C + 2] = 0;
+    x.fill(-2, 2 * C + 10, 2 * C + Math.min(C, 2 * C)); // long runs of equal values around the k-th
+    const got = await be.topk(up(x, [R, C]), k);
+    expect(tier('topk')).toBe('exact'); // the sampler's candidates depend on it
+    const want = F.topk(x, R, C, k);
+    expect(Array.from(got.indices)).toEqual(Array.from(want.indices));
+    expect(Buffer.from(got.values.buffer, got.values.byteOffset, got.values.byteLength).equals(Buffer.from(want.values.buffer))).toBe(true);
+  });
+
   it('rows: gathers rows', async () => {
     const x = randn(22, 9 * 33);
     const want = Float32Array.from([...x.subarray(8 * 33, 9 * 33), ...x.subarray(0, 33), ...x.subarray(4 * 33, 5 * 33)]);

@@ -51,6 +51,7 @@ export interface CudaAddon {
   gemmF16w(x: Ptr, T: number, K: number, w: Ptr, N: number, y: Ptr): void;
   rows(x: Ptr, C: number, rows: Ptr, R: number, out: Ptr): void;
   argmax(x: Ptr, R: number, C: number, out: Ptr): void;
+  topk(x: Ptr, R: number, C: number, k: number, vals: Ptr, idx: Ptr): void;
   quantizeAct(x: Ptr, T: number, K: number, B: number, Kp: number, K8: number, perm: Ptr, a8: Ptr, a4: Ptr, sa: Ptr): void;
   rmsnormQuant(x: Ptr, w: Ptr, T: number, eps: number, K: number, B: number, Kp: number, K8: number, perm: Ptr, a8: Ptr, a4: Ptr, sa: Ptr): void;
   /** the residual add folded into the norm: sum = x + y, then rmsnorm / rmsnormQuant of it (capi.h) */

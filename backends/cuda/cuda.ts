@@ -7,7 +7,7 @@
 // ids, positions, block tables) is uploaded once per StepLayout into the arena.
 // Layouts on the device: f32 [T][C] row-major; qact one allocation a8 [M][K8] | a4 [M][(Kp-K8)/2] | sa [M][Kp/B]
 // (the simulator's readRaw order); w4 the GEMM kernel's repacked layout (comet_w4_create); KV caches as capi.h.
-import type { ActQuantSpec, Backend, CapturedStep, DType, GptqOps, HostWeight, KVCache, KVCacheSpec, OpProfiler, OpSet, RopeSpec, StepInputs, StepLayout, Tensor, Weight } from '../backend.ts';
+import { checkTopK, TOPK_MAX, type ActQuantSpec, type Backend, type CapturedStep, type DType, type GptqOps, type HostWeight, type KVCache, type KVCacheSpec, type OpProfiler, type OpSet, type RopeSpec, type StepInputs, type StepLayout, type Tensor, type Weight } from '../backend.ts';
 import type { QAct } from '../../simulator/formats.ts';
 import { ropeFreqs } from '../../simulator/kernels/float.ts';
 import { dequantizeAct } from '../../simulator/act.ts';
@@ -207,7 +207,7 @@ export class CudaBackend implements Backend {
   /** The addon with every kernel-launching call wrapped: when op timing is on, each call is preceded by a
    *  spin kernel and bracketed by events (cuda/ops_float.cu), so the pair times that op's GPU work alone. */
   private profiled(raw: CudaAddon): CudaAddon {
-    const ops = ['embed', 'embedF16', 'rmsnorm', 'add', 'siluMul', 'rope', 'gemmF32', 'gemmF16w', 'rows', 'argmax', 'quantizeAct', 'rmsnormQuant', 'siluMulQuant', 'kvAppendF32', 'kvAppendKv4', 'addRmsnorm', 'addRmsnormQuant', 'ropeKvAppendF32', 'ropeKvAppendKv4', 'attentionF32', 'attentionKv4', 'gemmW4ax', 'gemmW4axMany'] as const;
+    const ops = ['embed', 'embedF16', 'rmsnorm', 'add', 'siluMul', 'rope', 'gemmF32', 'gemmF16w', 'rows', 'argmax', 'topk', 'quantizeAct', 'rmsnormQuant', 'siluMulQuant', 'kvAppendF32', 'kvAppendKv4', 'addRmsnorm', 'addRmsnormQuant', 'ropeKvAppendF32', 'ropeKvAppendKv4', 'attentionF32', 'attentionKv4', 'gemmW4ax', 'gemmW4axMany'] as const;
     const out = { ...raw } as Record<string, unknown>;
     for (const k of ops) {
       const f = raw[k] as ((...a: unknown[]) => void) | undefined;
@@ -259,7 +259,7 @@ export class CudaBackend implements Backend {
       embed: { f32: 'exact', f16: 'exact' }, rmsnorm: { f32: 'tolerance' }, rmsnorm_quant: { qact: 'tolerance' }, quantize_act: { qact: 'exact' },
       gemm_f32: { f32: 'exact', f16: 'tolerance' }, gemm_w4ax: { w4: 'exact' }, rope: { f32: 'tolerance' }, kv_append: { f32: 'exact', kv4: 'exact' },
       attention: { f32: 'tolerance', kv4: 'exact' },
-      silu_mul: { f32: 'tolerance' }, silu_mul_quant: { qact: 'tolerance' }, add: { f32: 'exact' }, argmax: { f32: 'exact' }, rows: { f32: 'exact' },
+      silu_mul: { f32: 'tolerance' }, silu_mul_quant: { qact: 'tolerance' }, add: { f32: 'exact' }, argmax: { f32: 'exact' }, topk: { f32: 'exact' }, rows: { f32: 'exact' },
       // fused kernels (cuda/ops_*.cu): bit for bit this backend's composition; against the simulator, their halves' tiers
       add_rmsnorm: { f32: 'tolerance' }, add_rmsnorm_quant: { qact: 'tolerance' }, rope_kv_append: { f32: 'tolerance', kv4: 'tolerance' },
     };
@@ -364,7 +364,7 @@ export class CudaBackend implements Backend {
     // a W4 weight uploaded later may regrow the GEMM library's split-K workspace that this graph's launches
     // point at (comet_w4_create): the graph is stale then
     const w4At = this.w4s.size;
-    let live = true, last = inputs;
+    let live = true, last = inputs, tk: { vals: Ptr; ids: Ptr } | undefined;
     const launch = (inp?: StepInputs) => {
       if (!live) throw new CometError('cuda: replay of a destroyed step graph');
       if (this.disposed || this.w4s.size !== w4At) throw new CometError('cuda: replay of a stale step graph (weights were uploaded or the backend disposed since its capture)');
@@ -390,12 +390,20 @@ export class CudaBackend implements Backend {
         launch(inp);
         return new Float32Array(this.addon.download(logits, 4 * R * V));
       },
+      replayTopK: async (inp, k) => {
+        checkTopK(k, V);
+        launch(inp);
+        // outside the graph's arena (a replay's buffers live there): R·TOPK_MAX values and ids, made at first use
+        tk ??= { vals: this.persistent(4 * R * TOPK_MAX), ids: this.persistent(4 * R * TOPK_MAX) };
+        return this.topkAt(logits, R, V, k, tk);
+      },
       destroy: () => {
         if (!live) return;
         live = false;
         this.addon.graphDestroy(exec);
         release(out);
         release(buf);
+        if (tk) release(tk.vals), release(tk.ids);
       },
     };
   }
@@ -719,6 +727,16 @@ export class CudaBackend implements Backend {
     return out;
   }
 
+  async topk(x: Tensor, k: number): Promise<{ values: Float32Array; indices: Int32Array }> {
+    checkTopK(k, colsOf(x));
+    return this.topkAt(this.checkF32(x, 'topk').ptr, rowsOf(x), colsOf(x), k);
+  }
+  /** top k of the rows at `x` [R][V]: values and ids of R·k entries come back, not the rows */
+  private topkAt(x: Ptr, R: number, V: number, k: number, out = { vals: this.tmp(4 * R * k), ids: this.tmp(4 * R * k) }): { values: Float32Array; indices: Int32Array } {
+    const { vals, ids } = out;
+    this.addon.topk(x, R, V, k, vals, ids);
+    return { values: new Float32Array(this.addon.download(vals, 4 * R * k)), indices: new Int32Array(this.addon.download(ids, 4 * R * k)) };
+  }
   async argmax(x: Tensor): Promise<Int32Array> {
     const R = rowsOf(x), out = this.tmp(4 * R);
     this.addon.argmax(this.checkF32(x, 'argmax').ptr, R, colsOf(x), out);

@@ -1,7 +1,7 @@
 // The simulator as a backend: every op is the simulator's reference kernel on host typed arrays.
 // It is the slow, exact definition the fast backends are tested against, and the CPU path for CI.
 import { composed } from '../composed.ts';
-import type { Backend, DType, HostWeight, KVCache, KVCacheSpec, OpSet, RopeSpec, StepLayout, Tensor, Weight } from '../backend.ts';
+import { checkTopK, type Backend, type DType, type HostWeight, type KVCache, type KVCacheSpec, type OpSet, type RopeSpec, type StepLayout, type Tensor, type Weight } from '../backend.ts';
 import * as F from '../../simulator/kernels/float.ts';
 import { attention, kvAppend } from '../../simulator/kernels/attention.ts';
 import { KVStoreF32, type KVStore } from '../../simulator/kv.ts';
@@ -66,7 +66,7 @@ export class SimBackend implements Backend {
     add_rmsnorm: { f32: 'exact' }, add_rmsnorm_quant: { qact: 'exact' }, rope_kv_append: { f32: 'exact', kv4: 'exact' },
     gemm_f32: { f32: 'exact', f16: 'exact' }, gemm_w4ax: { w4: 'exact' }, rope: { f32: 'exact' }, kv_append: { f32: 'exact', kv4: 'exact' },
     attention: { f32: 'exact', kv4: 'exact' }, silu_mul: { f32: 'exact' }, silu_mul_quant: { qact: 'exact' }, add: { f32: 'exact' },
-    argmax: { f32: 'exact' }, rows: { f32: 'exact' },
+    argmax: { f32: 'exact' }, topk: { f32: 'exact' }, rows: { f32: 'exact' },
   };
 
   uploadWeight(w: HostWeight): Weight {
@@ -155,6 +155,10 @@ export class SimBackend implements Backend {
   }
   async argmax(x: Tensor): Promise<Int32Array> {
     return F.argmax(f32(x), rows(x), cols(x));
+  }
+  async topk(x: Tensor, k: number): Promise<{ values: Float32Array; indices: Int32Array }> {
+    checkTopK(k, cols(x));
+    return F.topk(f32(x), rows(x), cols(x), k);
   }
   rows(x: Tensor, idx: Int32Array): Tensor {
     const C = cols(x), src = f32(x), out = new Float32Array(idx.length * C);

@@ -11,13 +11,13 @@
 // at submit. Nothing is submitted until `read`/`argmax` needs a result, so a decode step is one submit.
 // Step tensors come from a size-keyed pool and go back to it in endStep. Pipelines are made once per device.
 import { composed } from '../composed.ts';
-import type { Backend, CapturedStep, DType, HostWeight, KVCache, KVCacheSpec, OpSet, RopeSpec, StepInputs, StepLayout, Tensor, Weight } from '../backend.ts';
+import { checkTopK, type Backend, type CapturedStep, type DType, type HostWeight, type KVCache, type KVCacheSpec, type OpSet, type RopeSpec, type StepInputs, type StepLayout, type Tensor, type Weight } from '../backend.ts';
 import type { ActQuantSpec, QAct } from '../../simulator/formats.ts';
 import { dequantizeAct } from '../../simulator/act.ts';
 import { checkW4 } from '../../simulator/w4.ts';
 import { kv4Layout } from '../../simulator/kv4.ts';
 import { qactBytes, w4Bytes } from '../../simulator/traits.ts';
-import { ropeFreqs } from '../../simulator/kernels/float.ts';
+import { ropeFreqs, topk } from '../../simulator/kernels/float.ts';
 import { CometError } from '../errors.ts';
 import { deviceLost, getGpu, type GpuContext } from './device.ts';
 import { type Family, loadShaderSources, moduleSource, type ShaderSources } from './shaders.ts';
@@ -345,7 +345,7 @@ export class WebGPUBackend implements Backend {
     embed: { f32: 'exact', f16: 'exact' }, rmsnorm: { f32: 'tolerance' }, rmsnorm_quant: { qact: 'tolerance' }, quantize_act: { qact: 'exact' },
     gemm_f32: { f32: 'tolerance', f16: 'tolerance' }, gemm_w4ax: { w4: 'exact' }, rope: { f32: 'tolerance' }, kv_append: { f32: 'exact', kv4: 'bounded' },
     attention: { f32: 'tolerance', kv4: 'tolerance' }, silu_mul: { f32: 'tolerance' }, silu_mul_quant: { qact: 'tolerance' }, add: { f32: 'exact' },
-    argmax: { f32: 'exact' }, rows: { f32: 'exact' },
+    argmax: { f32: 'exact' }, topk: { f32: 'exact' }, rows: { f32: 'exact' },
     // the fused decode ops, as compositions of the kernels above (same dispatches): tiers of their halves
     add_rmsnorm: { f32: 'tolerance' }, add_rmsnorm_quant: { qact: 'tolerance' }, rope_kv_append: { f32: 'tolerance', kv4: 'tolerance' },
   };
@@ -829,6 +829,11 @@ export class WebGPUBackend implements Backend {
     this.kvAppend(cache, layer, kr!, v, layout);
     return qr;
   }
+  /** the rows are read back and ranked on the host (no WGSL top-k yet: a copy of R·C floats, the same result) */
+  async topk(x: Tensor, k: number): Promise<{ values: Float32Array; indices: Int32Array }> {
+    checkTopK(k, colsOf(x));
+    return topk(await this.read(x), rowsOf(x), colsOf(x), k);
+  }
   async argmax(x: Tensor): Promise<Int32Array> {
     const xt = this.want(x, 'f32', 'argmax'), R = rowsOf(x);
     const out = new WTensor([R], 'i32', this.temp(R * 4), R * 4);
@@ -910,6 +915,12 @@ export class WebGPUStep implements CapturedStep {
   async replayLogits(inp?: StepInputs): Promise<Float32Array> {
     const b = await this.run(inp, this.logits);
     return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
+  }
+  /** the logit rows are read back and ranked on the host (no WGSL top-k yet; the tokens are the same) */
+  async replayTopK(inp: StepInputs | undefined, k: number): Promise<{ values: Float32Array; indices: Int32Array }> {
+    const [R, V] = this.logits.shape;
+    checkTopK(k, V);
+    return topk(await this.replayLogits(inp), R, V, k);
   }
   destroy(): void {
     if (!this.live) return;

@@ -142,6 +142,37 @@ export function add(a: Float32Array, b: Float32Array, out = new Float32Array(a.l
   return out;
 }
 
+/** The k largest entries of each row of x [R][C] (1 <= k <= C), ordered by value descending, then index ascending
+ *  (-0 equals +0; NaN rows are not defined): values [R][k] and indices [R][k]. The sampler's top-k (src/engine/
+ *  sampler.ts) and the device's topk kernels return exactly this list, so a row sampled from a device's top-k is
+ *  the row sampled from the whole logits. A min-heap of the k best seen so far: O(C log k). */
+export function topk(x: Float32Array, R: number, C: number, k: number): { values: Float32Array; indices: Int32Array } {
+  if (!(Number.isInteger(k) && k >= 1 && k <= C)) throw new RangeError(`topk: k = ${k} must be in [1, ${C}]`);
+  const values = new Float32Array(R * k), indices = new Int32Array(R * k), heap = new Int32Array(k);
+  for (let r = 0; r < R; r++) {
+    const o = r * C;
+    // worse(a, b): a ranks below b (smaller value, or equal value and larger index); the heap's root is the worst kept
+    const worse = (a: number, b: number) => x[o + a] < x[o + b] || (x[o + a] === x[o + b] && a > b);
+    const down = (i: number, n: number) => {
+      for (;;) {
+        const l = 2 * i + 1, rr = l + 1;
+        let w = i;
+        if (l < n && worse(heap[l], heap[w])) w = l;
+        if (rr < n && worse(heap[rr], heap[w])) w = rr;
+        if (w === i) return;
+        const t = heap[i]; heap[i] = heap[w]; heap[w] = t; i = w;
+      }
+    };
+    for (let c = 0; c < k; c++) heap[c] = c;
+    for (let i = (k >> 1) - 1; i >= 0; i--) down(i, k);
+    // columns scanned in ascending order: a later equal value never outranks a kept one
+    for (let c = k; c < C; c++) if (x[o + c] > x[o + heap[0]]) { heap[0] = c; down(0, k); }
+    const kept = Array.from(heap).sort((a, b) => (worse(a, b) ? 1 : worse(b, a) ? -1 : 0));
+    for (let j = 0; j < k; j++) { indices[r * k + j] = kept[j]; values[r * k + j] = x[o + kept[j]]; }
+  }
+  return { values, indices };
+}
+
 /** rows of table [V][D] -> [T][D] */
 export function embed(table: Float32Array, D: number, tokens: Int32Array): Float32Array {
   const out = new Float32Array(tokens.length * D);

@@ -3,12 +3,15 @@
 // a stop token, or the end of the context. The engine (src/engine/engine.ts) batches many of these.
 // On a backend that captures steps (CUDA), each decode step is the engine's: a replay of the captured step of its
 // (1 sequence, context bucket) key (graphs.ts); greedy takes the argmax computed on the device and copies back
-// one token id, sampling copies back the logit row (the seeded sampler runs on the host, as before).
+// one token id; sampling with top_k copies back the row's top-k list (k values and ids, ranked on the device), and
+// the seeded sampler draws from it on the host: the token sample() draws from the whole row. Other sampling copies
+// back the logit row.
 import type { KVCache } from '../../backends/backend.ts';
 import type { Llama } from '../model/llama.ts';
 import { CometError } from '../errors.ts';
-import { Rng, sample, type SamplingParams } from './sampler.ts';
-import { DecodeGraphs, graphLimit } from './graphs.ts';
+import { Rng, sample, sampleTopK, type SamplingParams } from './sampler.ts';
+import { DecodeGraphs, graphLimit, readOut, type DecodeWant } from './graphs.ts';
+import { TOPK_MAX } from '../../backends/backend.ts';
 
 export interface GenerateOptions extends SamplingParams {
   maxTokens: number;
@@ -38,19 +41,21 @@ export async function* generate(model: Llama, prompt: number[], o: GenerateOptio
   const rng = new Rng(o.seed);
   const P = o.pageSize ?? 16, graphs = DecodeGraphs.for(model.be, model, cache, P, graphLimit());
   let tokens = Int32Array.from(prompt), pos = 0, produced = 0;
+  const V = c.vocabSize, want: DecodeWant = o.temperature === 0 ? 'argmax' : o.topK > 0 && o.topK < V && o.topK <= TOPK_MAX ? { topk: o.topK } : 'logits';
   try {
     for (;;) {
       const T = tokens.length;
       let next: number;
       if (graphs && T === 1) {
         const { key, inputs } = graphs.inputs(tokens, Int32Array.of(pos), [Array.from(blockTable.subarray(0, Math.ceil((pos + 1) / P)))]);
-        const out = await graphs.run(key, inputs, o.temperature === 0);
-        next = 'argmax' in out ? out.argmax[0] : sample(out.logits, o, rng);
+        next = pick(await graphs.run(key, inputs, want), o, rng);
       } else {
         const layout = { pos: Int32Array.from({ length: T }, (_, i) => pos + i), seq: new Int32Array(T), blockTables: [blockTable] };
-        const logits = await model.be.read(model.forward(tokens, layout, cache, Int32Array.of(T - 1)));
-        model.be.endStep();
-        next = sample(logits, o, rng);
+        try {
+          next = pick(await readOut(model.be, model.forward(tokens, layout, cache, Int32Array.of(T - 1)), want), o, rng);
+        } finally {
+          model.be.endStep();
+        }
       }
       pos += T;
       if (o.stop.includes(next)) return;
@@ -61,4 +66,11 @@ export async function* generate(model: Llama, prompt: number[], o: GenerateOptio
   } finally {
     graphs?.dispose();
   }
+}
+
+/** The token of one row from what the step copied back (graphs.ts DecodeOut) */
+function pick(out: Awaited<ReturnType<typeof readOut>>, o: SamplingParams, rng: Rng): number {
+  if ('argmax' in out) return out.argmax[0];
+  if ('topk' in out) return sampleTopK(out.topk.values, out.topk.indices, o, rng);
+  return sample(out.logits, o, rng);
 }

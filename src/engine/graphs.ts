@@ -12,11 +12,12 @@
 // Per key: the first step runs eagerly (it warms the backend's step memory for that shape: nothing may be
 // allocated while capturing), the second is captured and replayed, later ones replay with their data written
 // into the graph's input buffer. At most `max` graphs (least recently used evicted); a key whose capture
-// failed runs eagerly from then on. Greedy rows take the argmax computed on the device; a batch with any
-// sampled row reads the logit rows (one copy).
+// failed runs eagerly from then on. Greedy rows take the argmax computed on the device; a batch whose sampled
+// rows all use top_k (<= TOPK_MAX) copies back each row's top-k list (Backend.topk: k values and ids, the exact
+// candidates sample() ranks); any other sampled row reads the logit rows (one copy).
 // Measured (H100, test/engine-graphs-timing.test.ts: 32 layers of LLaMA-3-8B shape, W4A4KV4, vocab 512, context
 // ~150-200, the whole engine step): batch 1 4.48-4.69 -> 3.71-3.83 ms, batch 16 6.10-6.51 -> 5.55-5.57 ms (two runs).
-import type { Backend, CapturedStep, KVCache, StepInputs, StepLayout } from '../../backends/backend.ts';
+import type { Backend, CapturedStep, KVCache, StepInputs, StepLayout, Tensor } from '../../backends/backend.ts';
 import type { Llama } from '../model/llama.ts';
 
 export interface GraphStats {
@@ -32,8 +33,18 @@ export interface GraphStats {
   keys: string[]; // held keys "B x bucket pages", least recent first
 }
 
-/** The decode step's result: device argmax per row (greedy batches) or the logit rows. */
-export type DecodeOut = { argmax: Int32Array } | { logits: Float32Array };
+/** The decode step's result: device argmax per row (greedy batches), each row's top k (Backend.topk: batches
+ *  sampled with top_k), or the logit rows. */
+export type DecodeOut = { argmax: Int32Array } | { topk: { values: Float32Array; indices: Int32Array }; k: number } | { logits: Float32Array };
+/** What a step copies back: 'argmax', a top-k list of k per row, or the 'logits'. */
+export type DecodeWant = 'argmax' | 'logits' | { topk: number };
+
+/** The step's result read from its logits [R][V] as `want` says (an eager step's). */
+export async function readOut(be: Backend, logits: Tensor, want: DecodeWant): Promise<DecodeOut> {
+  if (want === 'argmax') return { argmax: await be.argmax(logits) };
+  if (want === 'logits') return { logits: await be.read(logits) };
+  return { topk: await be.topk(logits, want.topk), k: want.topk };
+}
 
 const DEFAULT_MAX = 16;
 
@@ -82,7 +93,7 @@ export class DecodeGraphs {
   }
 
   /** Run one decode-only step: replay its key's graph, capture it (second sight), or run eagerly. */
-  async run(key: string, inp: StepInputs, greedy: boolean): Promise<DecodeOut> {
+  async run(key: string, inp: StepInputs, want: DecodeWant): Promise<DecodeOut> {
     const be = this.model.be;
     let g = this.graphs.get(key);
     if (g && g.valid && !g.valid()) { // the backend changed under it (new weights): capture again
@@ -96,8 +107,7 @@ export class DecodeGraphs {
       if (this.max > 0) this.remember(key);
       this.counts.eager++;
       try {
-        const logits = this.model.forward(inp.tokens, inp.layout, this.cache, inp.rows);
-        return greedy ? { argmax: await be.argmax(logits) } : { logits: await be.read(logits) };
+        return await readOut(be, this.model.forward(inp.tokens, inp.layout, this.cache, inp.rows), want);
       } finally {
         be.endStep();
       }
@@ -106,7 +116,9 @@ export class DecodeGraphs {
     this.graphs.set(key, g);
     this.counts.replays++;
     try {
-      return greedy ? { argmax: await g.replay(inp) } : { logits: await g.replayLogits(inp) };
+      if (want === 'argmax') return { argmax: await g.replay(inp) };
+      if (want === 'logits') return { logits: await g.replayLogits(inp) };
+      return { topk: await g.replayTopK(inp, want.topk), k: want.topk };
     } finally {
       be.endStep();
     }

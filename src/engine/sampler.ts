@@ -1,5 +1,6 @@
 // Sampling as llama2.c run.c does it (greedy at temperature 0; else softmax(logits / T), then top-p nucleus
 // or plain multinomial), plus top-k, with run.c's xorshift64* generator so a seed reproduces run.c's draws.
+import { topk } from '../../simulator/kernels/float.ts';
 
 /** run.c's RNG: xorshift64*, random_u32 = (state * 0x2545F4914F6CDD1D) >> 32, random_f32 = (u32 >> 8) / 2^24. */
 export class Rng {
@@ -36,16 +37,30 @@ export function argmax(x: ArrayLike<number>): number {
 export function sample(logits: Float32Array, p: SamplingParams, rng: Rng): number {
   if (p.temperature === 0) return argmax(logits);
   const n = logits.length;
-  let idx = Array.from({ length: n }, (_, i) => i);
-  if (p.topK > 0 && p.topK < n) idx = idx.sort((a, b) => logits[b] - logits[a] || a - b).slice(0, p.topK);
-  // softmax over the kept logits, f64
+  if (p.topK > 0 && p.topK < n) {
+    const t = topk(logits, 1, n, p.topK);
+    return sampleFrom(t.values, t.indices, p, rng);
+  }
+  return sampleFrom(logits, Int32Array.from({ length: n }, (_, i) => i), p, rng);
+}
+
+/** sample() of a row whose top-k list (simulator/kernels/float.ts topk: value descending, index ascending; a device's
+ *  Backend.topk) is `values`, `indices`, k = p.topK: the same token as sample() of the whole row. */
+export function sampleTopK(values: Float32Array, indices: Int32Array, p: SamplingParams, rng: Rng): number {
+  if (p.temperature === 0) return indices[0];
+  return sampleFrom(values, indices, p, rng);
+}
+
+/** softmax(values / T) over the candidates in their order (f64), then top-p nucleus or plain multinomial */
+function sampleFrom(values: ArrayLike<number>, idx: ArrayLike<number>, p: SamplingParams, rng: Rng): number {
   let max = -Infinity;
-  for (const i of idx) max = Math.max(max, logits[i] / p.temperature);
-  const prob = idx.map((i) => Math.exp(logits[i] / p.temperature - max));
+  for (let j = 0; j < values.length; j++) max = Math.max(max, values[j] / p.temperature);
+  const prob = Array.from({ length: values.length }, (_, j) => Math.exp(values[j] / p.temperature - max));
   const sum = prob.reduce((a, b) => a + b, 0);
   for (let j = 0; j < prob.length; j++) prob[j] /= sum;
   const coin = rng.f32();
-  if (p.topP <= 0 || p.topP >= 1) return sampleMult(idx, prob, coin);
+  // one candidate (top_k 1): it (the nucleus cutoff below would divide by zero and keep nothing)
+  if (p.topP <= 0 || p.topP >= 1 || prob.length === 1) return sampleMult(idx, prob, coin);
   // nucleus: drop what cannot be in the nucleus, sort descending, keep the shortest prefix whose mass > topP
   const cutoff = (1 - p.topP) / (prob.length - 1);
   const cand = prob.map((q, j) => ({ q, i: idx[j] })).filter((c) => c.q >= cutoff).sort((a, b) => b.q - a.q || a.i - b.i);
@@ -63,7 +78,7 @@ export function sample(logits: Float32Array, p: SamplingParams, rng: Rng): numbe
   return cand[last].i;
 }
 
-function sampleMult(idx: number[], prob: number[], coin: number): number {
+function sampleMult(idx: ArrayLike<number>, prob: number[], coin: number): number {
   let cdf = 0;
   for (let j = 0; j < prob.length; j++) {
     cdf += prob[j];

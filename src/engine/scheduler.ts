@@ -15,11 +15,11 @@
 //
 // Sampling per sequence is generate()'s (same RNG, same order of draws), and each row of the batch is
 // computed as it is alone, so a request's tokens do not depend on what else runs (test/engine.test.ts).
-import type { KVCache } from '../../backends/backend.ts';
+import { TOPK_MAX, type KVCache } from '../../backends/backend.ts';
 import type { Llama } from '../model/llama.ts';
-import { Rng, sample, type SamplingParams } from './sampler.ts';
+import { Rng, sample, sampleTopK, type SamplingParams } from './sampler.ts';
 import type { PagePool } from './kv-pages.ts';
-import type { DecodeGraphs, DecodeOut } from './graphs.ts';
+import { readOut, type DecodeGraphs, type DecodeOut, type DecodeWant } from './graphs.ts';
 
 export type FinishReason = 'stop' | 'length';
 
@@ -148,11 +148,17 @@ export class Scheduler {
     // every row greedy and unshaped: the device's argmax (first maximum, as sample() at temperature 0) instead of
     // copying R x V logits to the host and scanning them there (at batch 256, 128K vocabulary: 131 MB a step)
     const greedy = sampled.every((s) => s.params.temperature === 0 && !s.sink.logits);
+    // every row greedy or sampled with top_k, none that reads its row (logprobs, penalties, bias, grammar): each
+    // row's top-k list (k the batch's largest top_k) instead of the rows; a row uses the first top_k of its list
+    const V = this.model.config.vocabSize;
+    const kOf = (s: Sequence) => (s.params.temperature === 0 ? 1 : s.params.topK);
+    const topk = !greedy && sampled.every((s) => !s.sink.logits && kOf(s) > 0 && kOf(s) < V && kOf(s) <= TOPK_MAX);
+    const want: DecodeWant = greedy ? 'argmax' : topk ? { topk: Math.max(...sampled.map(kOf)) } : 'logits';
     try {
       if (decodeOnly) {
         const d = this.graphs!.inputs(tokens, pos, batch.map((s) => s.seq.pages));
         t1 = t2 = performance.now();
-        const run = this.graphs!.run(d.key, d.inputs, greedy);
+        const run = this.graphs!.run(d.key, d.inputs, want);
         run.catch(() => {}); // awaited below; not an unhandled rejection while prepare() runs
         prepareMs = await this.prepare(sampled);
         out = await run;
@@ -163,7 +169,7 @@ export class Scheduler {
           const logits = this.model.forward(tokens, layout, this.cache, Int32Array.from(rows));
           t2 = performance.now();
           prepareMs = await this.prepare(sampled);
-          out = greedy ? { argmax: await be.argmax(logits) } : { logits: await be.read(logits) };
+          out = await readOut(be, logits, want);
         } finally {
           be.endStep();
         }
@@ -181,8 +187,7 @@ export class Scheduler {
       seq.computed += n;
       if (this.o.prefixCache !== false) this.registerFull(seq);
     }
-    const logits = 'logits' in out ? out.logits : undefined, ids = 'argmax' in out ? out.argmax : undefined;
-    const V = logits ? logits.length / Math.max(1, rows.length) : 0;
+    const logits = 'logits' in out ? out.logits : undefined, ids = 'argmax' in out ? out.argmax : undefined, top = 'topk' in out ? out : undefined;
     for (let r = 0; r < sampled.length; r++) {
       const seq = sampled[r];
       if (seq.cancelled) continue;
@@ -190,7 +195,9 @@ export class Scheduler {
       // greedy rows of a graph replay: the device's argmax (first maximum, as sample() at temperature 0)
       const row = logits?.subarray(r * V, (r + 1) * V);
       if (row && seq.sink.logits) await seq.sink.logits(row);
-      const next = ids ? ids[r] : sample(row!, p, seq.rng);
+      const next = ids ? ids[r]
+        : top ? sampleTopK(top.topk.values.subarray(r * top.k, r * top.k + kOf(seq)), top.topk.indices.subarray(r * top.k, r * top.k + kOf(seq)), p, seq.rng)
+        : sample(row!, p, seq.rng);
       if (p.stop.includes(next)) { this.finish(seq, 'stop'); continue; }
       seq.tokens.push(next);
       seq.generated++;
