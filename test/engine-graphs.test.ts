@@ -390,7 +390,6 @@ eachBackend('decode graphs', ({ create }) => {
     console.log(`${which}: graphs ${JSON.stringify({ ...s, keys: s.keys.join(' ') })}`);
     expect(s.failures, 'every capture succeeded').toBe(0);
     expect(s.replays).toBeGreaterThan(40);
-    expect(be.topkReplays, 'steps of request 2 (top_k 40) replay with top-k lists').toBeGreaterThan(10);
     for (const k of ['1x16', '1x32']) expect(s.keys).toContain(k);
     expect(off.e.stats().graphs).toMatchObject({ enabled: false, replays: 0 });
     expect(on.texts).toEqual(off.texts);
