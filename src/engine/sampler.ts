@@ -41,7 +41,7 @@ export function sample(logits: Float32Array, p: SamplingParams, rng: Rng): numbe
     const t = topk(logits, 1, n, p.topK);
     return sampleFrom(t.values, t.indices, p, rng);
   }
-  return sampleFrom(logits, Int32Array.from({ length: n }, (_, i) => i), p, rng);
+  return sampleFrom(logits, undefined, p, rng);
 }
 
 /** sample() of a row whose top-k list (simulator/kernels/float.ts topk: value descending, index ascending; a device's
@@ -51,40 +51,67 @@ export function sampleTopK(values: Float32Array, indices: Int32Array, p: Samplin
   return sampleFrom(values, indices, p, rng);
 }
 
-/** softmax(values / T) over the candidates in their order (f64), then top-p nucleus or plain multinomial */
-function sampleFrom(values: ArrayLike<number>, idx: ArrayLike<number>, p: SamplingParams, rng: Rng): number {
+/** softmax(values / T) over the candidates in their order (f64), then top-p nucleus or plain multinomial; `idx` the
+ *  candidates' token ids (absent: the whole row, ids 0..n-1). Typed arrays and a heap instead of arrays of objects
+ *  and a sort: at a 128K vocabulary a top-p draw took 62 ms, a plain one 20 ms (2026-12-03, this 2-core machine);
+ *  the arithmetic and its order are unchanged (test/sampler.test.ts checks the tokens against the former code). */
+function sampleFrom(values: Float32Array, idx: Int32Array | undefined, p: SamplingParams, rng: Rng): number {
+  const m = values.length, T = p.temperature, id = (j: number) => (idx ? idx[j] : j);
   let max = -Infinity;
-  for (let j = 0; j < values.length; j++) max = Math.max(max, values[j] / p.temperature);
-  const prob = Array.from({ length: values.length }, (_, j) => Math.exp(values[j] / p.temperature - max));
-  const sum = prob.reduce((a, b) => a + b, 0);
-  for (let j = 0; j < prob.length; j++) prob[j] /= sum;
+  for (let j = 0; j < m; j++) max = Math.max(max, values[j] / T);
+  const prob = new Float64Array(m);
+  let sum = 0;
+  for (let j = 0; j < m; j++) sum += (prob[j] = Math.exp(values[j] / T - max));
+  for (let j = 0; j < m; j++) prob[j] /= sum;
   const coin = rng.f32();
   // one candidate (top_k 1): it (the nucleus cutoff below would divide by zero and keep nothing)
-  if (p.topP <= 0 || p.topP >= 1 || prob.length === 1) return sampleMult(idx, prob, coin);
-  // nucleus: drop what cannot be in the nucleus, sort descending, keep the shortest prefix whose mass > topP
-  const cutoff = (1 - p.topP) / (prob.length - 1);
-  const cand = prob.map((q, j) => ({ q, i: idx[j] })).filter((c) => c.q >= cutoff).sort((a, b) => b.q - a.q || a.i - b.i);
-  let cum = 0, last = cand.length - 1;
-  for (let j = 0; j < cand.length; j++) {
-    cum += cand[j].q;
-    if (cum > p.topP) { last = j; break; }
+  if (p.topP <= 0 || p.topP >= 1 || m === 1) {
+    let cdf = 0;
+    for (let j = 0; j < m; j++) {
+      cdf += prob[j];
+      if (coin < cdf) return id(j);
+    }
+    return id(m - 1);
+  }
+  // nucleus: drop what cannot be in the nucleus, then take candidates by probability descending (id ascending on
+  // ties) from a heap until their mass passes topP: the shortest such prefix of the sorted list
+  const cutoff = (1 - p.topP) / (m - 1);
+  const heap = new Int32Array(m);
+  let c = 0;
+  for (let j = 0; j < m; j++) if (prob[j] >= cutoff) heap[c++] = j;
+  const before = (a: number, b: number) => prob[a] > prob[b] || (prob[a] === prob[b] && id(a) < id(b));
+  if (c === 0) { // a flat few (e.g. two equal candidates at top_p 0.3: cutoff 0.7) keep nothing: the most probable
+    for (let j = 1; j < m; j++) if (before(j, heap[0])) heap[0] = j;
+    c = 1;
+  }
+  const down = (i: number, n: number) => {
+    for (;;) {
+      const l = 2 * i + 1, r = l + 1;
+      let w = i;
+      if (l < n && before(heap[l], heap[w])) w = l;
+      if (r < n && before(heap[r], heap[w])) w = r;
+      if (w === i) return;
+      const t = heap[i]; heap[i] = heap[w]; heap[w] = t; i = w;
+    }
+  };
+  for (let i = (c >> 1) - 1; i >= 0; i--) down(i, c);
+  const taken: number[] = [];
+  let cum = 0;
+  for (let n = c; n > 0; ) {
+    const j = heap[0];
+    taken.push(j);
+    cum += prob[j];
+    if (cum > p.topP) break;
+    heap[0] = heap[--n];
+    down(0, n);
   }
   const r = coin * cum;
   let cdf = 0;
-  for (let j = 0; j <= last; j++) {
-    cdf += cand[j].q;
-    if (r < cdf) return cand[j].i;
-  }
-  return cand[last].i;
-}
-
-function sampleMult(idx: ArrayLike<number>, prob: number[], coin: number): number {
-  let cdf = 0;
-  for (let j = 0; j < prob.length; j++) {
+  for (const j of taken) {
     cdf += prob[j];
-    if (coin < cdf) return idx[j];
+    if (r < cdf) return id(j);
   }
-  return idx[idx.length - 1];
+  return id(taken[taken.length - 1]);
 }
 
 /** OpenAI's penalties and logit_bias, in place on one row of logits (V,): for each token j generated so far
