@@ -2,7 +2,7 @@
 // (dot4I8Packed where WGSL has packed_4x8_integer_dot_product, the integer fallback otherwise).
 // Node reads the files; a browser build passes them in (Vite: import.meta.glob('…/*.wgsl', { query: '?raw' })).
 
-export const FAMILIES = ['common', 'gemm_w4ax', 'gemm_f32', 'quant', 'norm', 'rope', 'kv_append', 'attention', 'elementwise', 'embed', 'argmax', 'rows'] as const;
+export const FAMILIES = ['common', 'gemm_w4ax', 'gemm_f32', 'quant', 'norm', 'rope', 'kv_append', 'attention', 'elementwise', 'embed', 'argmax', 'topk', 'rows'] as const;
 export type Family = (typeof FAMILIES)[number];
 export type ShaderSources = Record<Family, string>;
 

@@ -17,7 +17,7 @@ import { dequantizeAct } from '../../simulator/act.ts';
 import { checkW4 } from '../../simulator/w4.ts';
 import { kv4Layout } from '../../simulator/kv4.ts';
 import { qactBytes, w4Bytes } from '../../simulator/traits.ts';
-import { ropeFreqs, topk } from '../../simulator/kernels/float.ts';
+import { ropeFreqs } from '../../simulator/kernels/float.ts';
 import { CometError } from '../errors.ts';
 import { deviceLost, getGpu, type GpuContext } from './device.ts';
 import { type Family, loadShaderSources, moduleSource, type ShaderSources } from './shaders.ts';
@@ -86,6 +86,7 @@ const PIPES = {
   embed: { family: 'embed', entry: 'embed', bind: ['uniform', 'read', 'read', 'write'] },
   embed_f16: { family: 'embed', entry: 'embed_f16', bind: ['uniform', 'read', 'read', 'write'] },
   argmax: { family: 'argmax', entry: 'argmax', bind: ['uniform', 'read', 'write'] },
+  topk: { family: 'topk', entry: 'topk', bind: ['uniform', 'read', 'write'] },
   rows: { family: 'rows', entry: 'rows', bind: ['uniform', 'read', 'read', 'write'] },
 } satisfies Record<string, { family: Family; entry: string; bind: Binding[]; constants?: Record<string, number> }>;
 type PipeName = keyof typeof PIPES;
@@ -284,6 +285,8 @@ const grid1 = (n: number, wg: number): [number, number] => {
   return groups <= 65535 ? [groups, 1] : [65535, Math.ceil(groups / 65535)];
 };
 const rowsOf = (t: Tensor) => t.shape[0];
+/** topk.wgsl's output words read back: values [R][k] (f32 bits), then indices [R][k]; n = R·k */
+const topkOf = (b: Uint8Array, n: number) => ({ values: new Float32Array(b.buffer, b.byteOffset, n), indices: new Int32Array(b.buffer, b.byteOffset + 4 * n, n) });
 const colsOf = (t: Tensor) => t.shape[t.shape.length - 1];
 
 export class WebGPUBackend implements Backend {
@@ -420,12 +423,13 @@ export class WebGPUBackend implements Backend {
    *  command buffer was encoded while the GPU ran the previous replay (`pre.cb`: the same commands and
    *  bindings; the upload arena, rewritten before the submit, carries the new inputs), and the next one is
    *  encoded while the GPU runs this one: encoding (~2 µs a dispatch in Dawn) leaves the step's critical path. */
-  async readReplay(rec: Stream, out: WTensor, pre: { rb: GPUBuffer; cb?: GPUCommandBuffer }): Promise<Uint8Array> {
+  async readReplay(rec: Stream, out: WTensor, pre: { rb: GPUBuffer; cb?: GPUCommandBuffer }, tail?: Stream): Promise<Uint8Array> {
     this.check();
     const lap = this.lapper();
     const encode = () => {
       const enc = this.dev.createCommandEncoder();
       rec.encode(enc);
+      tail?.encode(enc); // commands on the step's results (a top-k of its logits): no uploads of their own
       enc.copyBufferToBuffer(out.buf, 0, pre.rb, 0, up4(out.bytes));
       return enc.finish();
     };
@@ -829,10 +833,25 @@ export class WebGPUBackend implements Backend {
     this.kvAppend(cache, layer, kr!, v, layout);
     return qr;
   }
-  /** the rows are read back and ranked on the host (no WGSL top-k yet: a copy of R·C floats, the same result) */
+  /** topk.wgsl: one dispatch, R·k values and R·k ids read back (not the R·C row) */
   async topk(x: Tensor, k: number): Promise<{ values: Float32Array; indices: Int32Array }> {
-    checkTopK(k, colsOf(x));
-    return topk(await this.read(x), rowsOf(x), colsOf(x), k);
+    const xt = this.want(x, 'f32', 'topk'), R = rowsOf(x), C = colsOf(x);
+    checkTopK(k, C);
+    const out = this.temp(2 * R * k * 4);
+    this.run('topk', [C, k, R], [xt.buf, out], R);
+    return topkOf(await this.readBytes(out, 2 * R * k * 4), R * k);
+  }
+  /** A top-k of a captured step's logits x [R][C], recorded apart from the step (WebGPUStep.replayTopK encodes
+   *  it after a replay's passes): its stream, its output (values then ids, [R][k] each) and the params buffer
+   *  it binds (written once: the stream has no uploads to rewrite), all the caller's. */
+  recordTopK(x: WTensor, k: number): { rec: Stream; out: WTensor; params: GPUBuffer } {
+    const R = rowsOf(x), bytes = 2 * R * k * 4;
+    const params = this.dev.createBuffer({ size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    this.put(params, Uint32Array.of(colsOf(x), k, R));
+    const out = new WTensor([2, R, k], 'i32', this.dev.createBuffer({ size: up256(bytes), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC }), bytes);
+    const rec = new Stream(this.dev);
+    rec.dispatch(this.pipes.get('topk'), [params, x.buf, out.buf], R);
+    return { rec, out, params };
   }
   async argmax(x: Tensor): Promise<Int32Array> {
     const xt = this.want(x, 'f32', 'argmax'), R = rowsOf(x);
@@ -864,7 +883,7 @@ export class WebGPUStep implements CapturedStep {
     this.last = inputs;
   }
   valid(): boolean { return this.live && !this.be.disposed && !this.be.gpu.lost; }
-  private async run(inp: StepInputs | undefined, out: WTensor): Promise<Uint8Array> {
+  private async run(inp: StepInputs | undefined, out: WTensor, tail?: Stream): Promise<Uint8Array> {
     if (!this.live) throw new CometError('webgpu: replay of a destroyed step');
     if (this.be.disposed) throw new CometError('webgpu: replay of a step whose backend was disposed');
     if (inp && inp !== this.last) {
@@ -876,7 +895,7 @@ export class WebGPUStep implements CapturedStep {
     }
     let pre = this.pre.get(out);
     if (!pre) this.pre.set(out, (pre = { rb: this.be.dev.createBuffer({ size: up256(Math.max(up4(out.bytes), 16)), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST }) }));
-    return this.be.readReplay(this.rec, out, pre);
+    return this.be.readReplay(this.rec, out, pre, tail);
   }
   /** per output read back (ids, logits): its readback buffer and the command buffer encoded for the next replay */
   private pre = new Map<WTensor, { rb: GPUBuffer; cb?: GPUCommandBuffer }>();
@@ -916,15 +935,32 @@ export class WebGPUStep implements CapturedStep {
     const b = await this.run(inp, this.logits);
     return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
   }
-  /** the logit rows are read back and ranked on the host (no WGSL top-k yet; the tokens are the same) */
+  /** the top-k dispatch of the last k asked for (WebGPUBackend.recordTopK), encoded after a replay's passes */
+  private top?: { k: number; rec: Stream; out: WTensor; params: GPUBuffer };
+  /** a replay and the top-k of its logits: R·k values and ids read back, not the R·V rows */
   async replayTopK(inp: StepInputs | undefined, k: number): Promise<{ values: Float32Array; indices: Int32Array }> {
     const [R, V] = this.logits.shape;
     checkTopK(k, V);
-    return topk(await this.replayLogits(inp), R, V, k);
+    if (this.top?.k !== k) {
+      this.dropTopK(); // one k held: a batch's k changes rarely, and a step keeps no buffers per k it saw
+      this.top = { k, ...this.be.recordTopK(this.logits, k) };
+    }
+    return topkOf(await this.run(inp, this.top.out, this.top.rec), R * k);
+  }
+  private dropTopK(): void {
+    const t = this.top;
+    if (!t) return;
+    this.pre.get(t.out)?.rb.destroy();
+    this.pre.delete(t.out);
+    t.rec.destroy();
+    t.out.buf.destroy();
+    t.params.destroy();
+    this.top = undefined;
   }
   destroy(): void {
     if (!this.live) return;
     this.live = false;
+    this.dropTopK();
     for (const p of this.pre.values()) p.rb.destroy();
     this.pre.clear();
     this.rec.destroy();
