@@ -572,6 +572,38 @@ eachBackend('ops', ({ name, create, variants }) => {
     expect(Buffer.from(got.values.buffer, got.values.byteOffset, got.values.byteLength).equals(Buffer.from(want.values.buffer))).toBe(true);
   });
 
+  it.each([[2000, 1024, 2, 8], [10000, 1000, 12, 50]])('topk: %i columns, k %i: hundreds of ties at the k-th value (every %i-th column), subnormals', async (C, k, tieEvery, aboveEvery) => {
+    const R = 3, x = randn(24, R * C).map((v) => -4 - Math.abs(v));
+    for (let c = 0; c < C; c += tieEvery) x[c] = 1.5; // row 0: the k-th value, hundreds of times (past the first 4096 columns)
+    for (let c = 1; c < C; c += aboveEvery) x[c] = 2 + c / C; // with fewer than k values above it
+    const tiny = [1e-40, -0, 0, -1e-40, 1e-45]; // row 1: subnormals above and below ±0, which tie at the k-th
+    for (let c = 0; c < C; c++) x[C + c] = tiny[c % 5];
+    x.fill(0.25, 2 * C, 3 * C); // row 2: one value: the first k columns
+    const got = await be.topk(up(x, [R, C]), k), want = F.topk(x, R, C, k);
+    expect(Array.from(got.indices)).toEqual(Array.from(want.indices));
+    expect(Buffer.from(got.values.buffer, got.values.byteOffset, got.values.byteLength).equals(Buffer.from(want.values.buffer))).toBe(true);
+  });
+
+  it('a captured step\'s replays return the top-k of their logits (the k asked for changes between replays)', async ({ skip }) => {
+    if (!be.captureStep) return skip('no captureStep on this backend');
+    const C = 3000, x = randn(25, 4 * C).map((v) => Math.round(v * 16) / 16), xt = up(x, [4, C]);
+    const inp = (rows: number[]) => ({ tokens: new Int32Array(4), layout: stepLayout([0], [4], [Int32Array.of(0)]), rows: Int32Array.from(rows) });
+    const first = inp([0, 1, 2]);
+    const g = be.captureStep(() => be.rows(xt, first.rows), first); // logits [3][C]: rows of x picked by the inputs
+    try {
+      for (const [rows, k] of [[[0, 1, 2], 40], [[3, 0, 2], 40], [[1, 1, 3], 1024], [[2, 3, 0], 1]] as const) {
+        const sel = Float32Array.from(rows.flatMap((r) => Array.from(x.subarray(r * C, (r + 1) * C))));
+        const got = await g.replayTopK(inp([...rows]), k), want = F.topk(sel, 3, C, k);
+        expect(Array.from(got.indices), `rows ${rows}, k ${k}`).toEqual(Array.from(want.indices));
+        expect(Array.from(got.values)).toEqual(Array.from(want.values));
+        expect(Array.from(await g.replay())).toEqual(Array.from(F.argmax(sel, 3, C))); // the greedy replay is unchanged
+      }
+    } finally {
+      g.destroy();
+      be.endStep();
+    }
+  });
+
   it('rows: gathers rows', async () => {
     const x = randn(22, 9 * 33);
     const want = Float32Array.from([...x.subarray(8 * 33, 9 * 33), ...x.subarray(0, 33), ...x.subarray(4 * 33, 5 * 33)]);
