@@ -285,9 +285,9 @@ const grid1 = (n: number, wg: number): [number, number] => {
   return groups <= 65535 ? [groups, 1] : [65535, Math.ceil(groups / 65535)];
 };
 const rowsOf = (t: Tensor) => t.shape[0];
+const colsOf = (t: Tensor) => t.shape[t.shape.length - 1];
 /** topk.wgsl's output words read back: values [R][k] (f32 bits), then indices [R][k]; n = R·k */
 const topkOf = (b: Uint8Array, n: number) => ({ values: new Float32Array(b.buffer, b.byteOffset, n), indices: new Int32Array(b.buffer, b.byteOffset + 4 * n, n) });
-const colsOf = (t: Tensor) => t.shape[t.shape.length - 1];
 
 export class WebGPUBackend implements Backend {
   readonly name = 'webgpu';
