@@ -9,7 +9,9 @@ const r = () => ((s = (s * 1103515245 + 12345) % 2147483648), s / 2147483648);
 for (let i = 0; i < n; i++) x[i] = Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r()) * 2.5;
 const other = process.argv[2] ? ((await import(process.argv[2])) as { sample: typeof sample; Rng: typeof Rng }) : undefined;
 const cases: SamplingParams[] = [{ temperature: 0.8, topP: 0.9, topK: 0 }, { temperature: 1, topP: 1, topK: 0 }, { temperature: 0.8, topP: 0.9, topK: 40 }];
-for (const [name, m] of [['current', { sample, Rng }], ...(other ? [['other', other]] : [])] as const)
+type Sampler = { sample: typeof sample; Rng: typeof Rng };
+const samplers: Array<[string, Sampler]> = [['current', { sample, Rng }], ...(other ? [['other', other] as [string, Sampler]] : [])];
+for (const [name, m] of samplers)
   for (const p of cases) {
     const time = () => {
       const rng = new m.Rng(3), t = performance.now();
