@@ -1,4 +1,4 @@
-// The tensor-core KV4 attention's index math (cuda/ops_attention.cu attn_kv4_mma, ported lane by lane in
+// The tensor-core KV4 attention's index math (cuda/ops_attention_kv4_mma.cu attn_kv4_mma, ported lane by lane in
 // testing/kv4-mma-lanes.ts) computes the contract (simulator/kernels/attention_kv4.ts) bit for bit, on a machine
 // without a GPU: both of its modes, the shapes it serves (head_dim 64 / 128 / 256, GQA 1-16, G 64 / 128, pages of
 // 4-128), ragged lengths. The CUDA kernel itself is checked on the GPU by test/ops.test.ts.

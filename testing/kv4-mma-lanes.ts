@@ -1,4 +1,4 @@
-// A lane-level TypeScript port of cuda/ops_attention.cu's attn_kv4_mma (the KV4 attention on tensor cores): 32
+// A lane-level TypeScript port of cuda/ops_attention_kv4_mma.cu's attn_kv4_mma (the KV4 attention on tensor cores): 32
 // explicit lanes per warp, the PTX m16n8k32 8-bit fragment layouts written from the ISA (a0 (g, 4t+i), a1 (g+8, 4t+i),
 // a2 (g, 16+4t+i), a3 (g+8, 16+4t+i); b0 (4t+i, g), b1 (16+4t+i, g); c0 (g, 2t), c1 (g, 2t+1), c2 (g+8, 2t),
 // c3 (g+8, 2t+1); g = lane / 4, t = lane % 4), shuffles, the swizzled shared-memory staging through the lanes' page

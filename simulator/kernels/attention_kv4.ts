@@ -1,5 +1,5 @@
 // KV4 attention: the contract (DESIGN §3.5.1). Every backend computes exactly this; CUDA bit for bit
-// (cuda/ops_attention.cu), WGSL within tier 2 (no FMA control). It is written so that a fast kernel computes it
+// (cuda/ops_attention_kv4*.cu), WGSL within tier 2 (no FMA control). It is written so that a fast kernel computes it
 // naturally: the two products over channels and keys are INTEGER dot products (exact in any order, so a kernel
 // may split and reduce them however it likes), and every float operation acts on a per-(key, head) or
 // per-(chunk, head, channel) scalar, in an order fixed here. `fr` = one f32 rounding (no FMA anywhere:
