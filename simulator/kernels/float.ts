@@ -142,6 +142,19 @@ export function add(a: Float32Array, b: Float32Array, out = new Float32Array(a.l
   return out;
 }
 
+/** Binary heap of ids: move heap[i] down within heap[0..n) until no child should stand above it (`above(a, b)`: a
+ *  belongs nearer the root than b). topk's min-heap and the sampler's nucleus heap. */
+export function siftDown(heap: Int32Array, i: number, n: number, above: (a: number, b: number) => boolean): void {
+  for (;;) {
+    const l = 2 * i + 1, r = l + 1;
+    let w = i;
+    if (l < n && above(heap[l], heap[w])) w = l;
+    if (r < n && above(heap[r], heap[w])) w = r;
+    if (w === i) return;
+    const t = heap[i]; heap[i] = heap[w]; heap[w] = t; i = w;
+  }
+}
+
 /** The k largest entries of each row of x [R][C] (1 <= k <= C), ordered by value descending, then index ascending
  *  (-0 equals +0; NaN rows are not defined): values [R][k] and indices [R][k]. The sampler's top-k (src/engine/
  *  sampler.ts) and the device's topk kernels return exactly this list, so a row sampled from a device's top-k is
@@ -153,16 +166,7 @@ export function topk(x: Float32Array, R: number, C: number, k: number): { values
     const o = r * C;
     // worse(a, b): a ranks below b (smaller value, or equal value and larger index); the heap's root is the worst kept
     const worse = (a: number, b: number) => x[o + a] < x[o + b] || (x[o + a] === x[o + b] && a > b);
-    const down = (i: number, n: number) => {
-      for (;;) {
-        const l = 2 * i + 1, rr = l + 1;
-        let w = i;
-        if (l < n && worse(heap[l], heap[w])) w = l;
-        if (rr < n && worse(heap[rr], heap[w])) w = rr;
-        if (w === i) return;
-        const t = heap[i]; heap[i] = heap[w]; heap[w] = t; i = w;
-      }
-    };
+    const down = (i: number, n: number) => siftDown(heap, i, n, worse);
     for (let c = 0; c < k; c++) heap[c] = c;
     for (let i = (k >> 1) - 1; i >= 0; i--) down(i, k);
     // columns scanned in ascending order: a later equal value never outranks a kept one

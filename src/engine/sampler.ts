@@ -1,6 +1,6 @@
 // Sampling as llama2.c run.c does it (greedy at temperature 0; else softmax(logits / T), then top-p nucleus
 // or plain multinomial), plus top-k, with run.c's xorshift64* generator so a seed reproduces run.c's draws.
-import { topk } from '../../simulator/kernels/float.ts';
+import { siftDown, topk } from '../../simulator/kernels/float.ts';
 
 /** run.c's RNG: xorshift64*, random_u32 = (state * 0x2545F4914F6CDD1D) >> 32, random_f32 = (u32 >> 8) / 2^24. */
 export class Rng {
@@ -84,16 +84,7 @@ function sampleFrom(values: Float32Array, idx: Int32Array | undefined, p: Sampli
     for (let j = 1; j < m; j++) if (before(j, heap[0])) heap[0] = j;
     c = 1;
   }
-  const down = (i: number, n: number) => {
-    for (;;) {
-      const l = 2 * i + 1, r = l + 1;
-      let w = i;
-      if (l < n && before(heap[l], heap[w])) w = l;
-      if (r < n && before(heap[r], heap[w])) w = r;
-      if (w === i) return;
-      const t = heap[i]; heap[i] = heap[w]; heap[w] = t; i = w;
-    }
-  };
+  const down = (i: number, n: number) => siftDown(heap, i, n, before);
   for (let i = (c >> 1) - 1; i >= 0; i--) down(i, c);
   const taken: number[] = [];
   let cum = 0;
