@@ -168,6 +168,10 @@ describe('decode graphs: capture twin on the simulator', () => {
     expect(metrics).toMatch(new RegExp(`^comet_decode_graphs_live ${s.live}$`, 'm'));
     on.e.close();
     expect(be.destroyed).toBe(s.captures); // evicted ones at eviction, the rest at close
+    // generate() alone on the capturing backend (comet run's path): its sampled top_k steps replay top-k lists too
+    const before = be.topkReplays;
+    expect(await alone(m, PLAN[2])).toBe(want[2]);
+    expect(be.topkReplays - before).toBeGreaterThan(PLAN[2].max / 2);
   });
 
   it('requests that read or shape logits (json_schema grammar, logprobs, penalties) replay with full logits: same output as without graphs', async () => {

@@ -24,6 +24,7 @@ import { gemmW4Ax } from '../simulator/kernels/gemm_w4ax.ts';
 import type { QAct } from '../simulator/formats.ts';
 import { fromF16Bits } from '../simulator/f16.ts';
 import { activations, permutation, randn, relErr, rng } from '../testing/rng.ts';
+import { expectCometError } from './helpers/errors.ts';
 import { eachBackend, type Variant } from './helpers/backends.ts';
 import { composed } from '../backends/composed.ts';
 
@@ -602,6 +603,13 @@ eachBackend('ops', ({ name, create, variants }) => {
       g.destroy();
       be.endStep();
     }
+  });
+
+  it('topk: k outside [1, min(C, 1024)] is a CometError', async () => {
+    const x = up(randn(24, 2 * 2000), [2, 2000]);
+    for (const k of [0, 1.5, 1025]) await expectCometError(() => be.topk(x, k), `topk: k = ${k}`);
+    const small = up(randn(25, 2 * 8), [2, 8]);
+    await expectCometError(() => be.topk(small, 9), 'topk: k = 9', 'row of 8');
   });
 
   it('rows: gathers rows', async () => {
