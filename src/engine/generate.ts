@@ -9,9 +9,8 @@
 import type { KVCache } from '../../backends/backend.ts';
 import type { Llama } from '../model/llama.ts';
 import { CometError } from '../errors.ts';
-import { Rng, sample, sampleTopK, type SamplingParams } from './sampler.ts';
-import { DecodeGraphs, graphLimit, readOut, type DecodeWant } from './graphs.ts';
-import { TOPK_MAX } from '../../backends/backend.ts';
+import { Rng, type SamplingParams } from './sampler.ts';
+import { DecodeGraphs, decodeWant, drawToken, graphLimit, readOut } from './graphs.ts';
 
 export interface GenerateOptions extends SamplingParams {
   maxTokens: number;
@@ -41,18 +40,18 @@ export async function* generate(model: Llama, prompt: number[], o: GenerateOptio
   const rng = new Rng(o.seed);
   const P = o.pageSize ?? 16, graphs = DecodeGraphs.for(model.be, model, cache, P, graphLimit());
   let tokens = Int32Array.from(prompt), pos = 0, produced = 0;
-  const V = c.vocabSize, want: DecodeWant = o.temperature === 0 ? 'argmax' : o.topK > 0 && o.topK < V && o.topK <= TOPK_MAX ? { topk: o.topK } : 'logits';
+  const V = c.vocabSize, want = decodeWant([o], V);
   try {
     for (;;) {
       const T = tokens.length;
       let next: number;
       if (graphs && T === 1) {
         const { key, inputs } = graphs.inputs(tokens, Int32Array.of(pos), [Array.from(blockTable.subarray(0, Math.ceil((pos + 1) / P)))]);
-        next = pick(await graphs.run(key, inputs, want), o, rng);
+        next = drawToken(await graphs.run(key, inputs, want), 0, V, o, rng);
       } else {
         const layout = { pos: Int32Array.from({ length: T }, (_, i) => pos + i), seq: new Int32Array(T), blockTables: [blockTable] };
         try {
-          next = pick(await readOut(model.be, model.forward(tokens, layout, cache, Int32Array.of(T - 1)), want), o, rng);
+          next = drawToken(await readOut(model.be, model.forward(tokens, layout, cache, Int32Array.of(T - 1)), want), 0, V, o, rng);
         } finally {
           model.be.endStep();
         }
@@ -66,11 +65,4 @@ export async function* generate(model: Llama, prompt: number[], o: GenerateOptio
   } finally {
     graphs?.dispose();
   }
-}
-
-/** The token of one row from what the step copied back (graphs.ts DecodeOut) */
-function pick(out: Awaited<ReturnType<typeof readOut>>, o: SamplingParams, rng: Rng): number {
-  if ('argmax' in out) return out.argmax[0];
-  if ('topk' in out) return sampleTopK(out.topk.values, out.topk.indices, o, rng);
-  return sample(out.logits, o, rng);
 }

@@ -17,8 +17,9 @@
 // candidates sample() ranks); any other sampled row reads the logit rows (one copy).
 // Measured (H100, test/engine-graphs-timing.test.ts: 32 layers of LLaMA-3-8B shape, W4A4KV4, vocab 512, context
 // ~150-200, the whole engine step): batch 1 4.48-4.69 -> 3.71-3.83 ms, batch 16 6.10-6.51 -> 5.55-5.57 ms (two runs).
-import type { Backend, CapturedStep, KVCache, StepInputs, StepLayout, Tensor } from '../../backends/backend.ts';
+import { TOPK_MAX, type Backend, type CapturedStep, type KVCache, type StepInputs, type StepLayout, type Tensor } from '../../backends/backend.ts';
 import type { Llama } from '../model/llama.ts';
+import { sample, sampleTopK, type Rng, type SamplingParams } from './sampler.ts';
 
 export interface GraphStats {
   enabled: boolean;
@@ -38,6 +39,31 @@ export interface GraphStats {
 export type DecodeOut = { argmax: Int32Array } | { topk: { values: Float32Array; indices: Int32Array }; k: number } | { logits: Float32Array };
 /** What a step copies back: 'argmax', a top-k list of k per row, or the 'logits'. */
 export type DecodeWant = 'argmax' | 'logits' | { topk: number };
+
+/** What a step copies back for rows sampled with `params` (temperature 0: greedy): the argmax when every row is
+ *  greedy; each row's top-k list when every row is greedy or samples with a top_k below V and at most TOPK_MAX
+ *  (k: the largest); else the rows. `readsRows`: some row hands its logits on (logprobs, penalties, logit_bias, a
+ *  grammar), so the rows come back. */
+export function decodeWant(params: readonly SamplingParams[], V: number, readsRows = false): DecodeWant {
+  if (readsRows) return 'logits';
+  if (params.every((p) => p.temperature === 0)) return 'argmax';
+  const ks = params.map(rowK);
+  return ks.every((k) => k > 0 && k < V && k <= TOPK_MAX) ? { topk: Math.max(...ks) } : 'logits';
+}
+
+/** Row r's token from what its step copied back: the device's argmax (first maximum, as sample() at temperature
+ *  0), a draw from the first top_k of its top-k list, or a draw from its logit row (already shaped by its sink). */
+export function drawToken(out: DecodeOut, r: number, V: number, p: SamplingParams, rng: Rng): number {
+  if ('argmax' in out) return out.argmax[r];
+  if ('topk' in out) {
+    const o = r * out.k, k = rowK(p);
+    return sampleTopK(out.topk.values.subarray(o, o + k), out.topk.indices.subarray(o, o + k), p, rng);
+  }
+  return sample(out.logits.subarray(r * V, (r + 1) * V), p, rng);
+}
+
+/** the top-k list length a row reads: its top_k, 1 when greedy */
+const rowK = (p: SamplingParams) => (p.temperature === 0 ? 1 : p.topK);
 
 /** The step's result read from its logits [R][V] as `want` says (an eager step's). */
 export async function readOut(be: Backend, logits: Tensor, want: DecodeWant): Promise<DecodeOut> {

@@ -15,11 +15,11 @@
 //
 // Sampling per sequence is generate()'s (same RNG, same order of draws), and each row of the batch is
 // computed as it is alone, so a request's tokens do not depend on what else runs (test/engine.test.ts).
-import { TOPK_MAX, type KVCache } from '../../backends/backend.ts';
+import type { KVCache } from '../../backends/backend.ts';
 import type { Llama } from '../model/llama.ts';
-import { Rng, sample, sampleTopK, type SamplingParams } from './sampler.ts';
+import { Rng, type SamplingParams } from './sampler.ts';
 import type { PagePool } from './kv-pages.ts';
-import { readOut, type DecodeGraphs, type DecodeOut, type DecodeWant } from './graphs.ts';
+import { decodeWant, drawToken, readOut, type DecodeGraphs, type DecodeOut } from './graphs.ts';
 
 export type FinishReason = 'stop' | 'length';
 
@@ -145,15 +145,10 @@ export class Scheduler {
     let out: DecodeOut;
     const be = this.model.be;
     let t1 = 0, t2 = 0, prepareMs = 0;
-    // every row greedy and unshaped: the device's argmax (first maximum, as sample() at temperature 0) instead of
-    // copying R x V logits to the host and scanning them there (at batch 256, 128K vocabulary: 131 MB a step)
-    const greedy = sampled.every((s) => s.params.temperature === 0 && !s.sink.logits);
-    // every row greedy or sampled with top_k, none that reads its row (logprobs, penalties, bias, grammar): each
-    // row's top-k list (k the batch's largest top_k) instead of the rows; a row uses the first top_k of its list
+    // what comes back (graphs.ts decodeWant): every row greedy and unshaped, the device's argmax instead of R x V
+    // logits (at batch 256, 128K vocabulary: 131 MB a step); every row greedy or with top_k, each row's top-k list
     const V = this.model.config.vocabSize;
-    const kOf = (s: Sequence) => (s.params.temperature === 0 ? 1 : s.params.topK);
-    const topk = !greedy && sampled.every((s) => !s.sink.logits && kOf(s) > 0 && kOf(s) < V && kOf(s) <= TOPK_MAX);
-    const want: DecodeWant = greedy ? 'argmax' : topk ? { topk: Math.max(...sampled.map(kOf)) } : 'logits';
+    const want = decodeWant(sampled.map((s) => s.params), V, sampled.some((s) => s.sink.logits));
     try {
       if (decodeOnly) {
         const d = this.graphs!.inputs(tokens, pos, batch.map((s) => s.seq.pages));
@@ -187,17 +182,14 @@ export class Scheduler {
       seq.computed += n;
       if (this.o.prefixCache !== false) this.registerFull(seq);
     }
-    const logits = 'logits' in out ? out.logits : undefined, ids = 'argmax' in out ? out.argmax : undefined, top = 'topk' in out ? out : undefined;
+    const logits = 'logits' in out ? out.logits : undefined;
     for (let r = 0; r < sampled.length; r++) {
       const seq = sampled[r];
       if (seq.cancelled) continue;
       const p = seq.params;
-      // greedy rows of a graph replay: the device's argmax (first maximum, as sample() at temperature 0)
       const row = logits?.subarray(r * V, (r + 1) * V);
-      if (row && seq.sink.logits) await seq.sink.logits(row);
-      const next = ids ? ids[r]
-        : top ? sampleTopK(top.topk.values.subarray(r * top.k, r * top.k + kOf(seq)), top.topk.indices.subarray(r * top.k, r * top.k + kOf(seq)), p, seq.rng)
-        : sample(row!, p, seq.rng);
+      if (row && seq.sink.logits) await seq.sink.logits(row); // in place: drawToken reads the same memory
+      const next = drawToken(out, r, V, p, seq.rng);
       if (p.stop.includes(next)) { this.finish(seq, 'stop'); continue; }
       seq.tokens.push(next);
       seq.generated++;
