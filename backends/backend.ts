@@ -151,7 +151,6 @@ export type Tier = 'exact' | 'bounded' | 'tolerance';
  *  run by that backend. */
 export type OpSet = { readonly [op in OpName]?: { readonly [dt in OpDType]?: Tier } };
 
-/** The tier `be` declares for `op` on `dtype` (f32 when absent), undefined when it does not run it. */
 /** The largest k a backend's topk takes (a device sorts the k candidates of a row in one CTA); the sampler's
  *  larger top_k values sample from the whole row. */
 export const TOPK_MAX = 1024;
@@ -159,6 +158,7 @@ export const checkTopK = (k: number, C: number): void => {
   if (!(Number.isInteger(k) && k >= 1 && k <= Math.min(C, TOPK_MAX))) throw new CometError(`topk: k = ${k} must be an integer in [1, ${Math.min(C, TOPK_MAX)}] (row of ${C}, at most ${TOPK_MAX})`);
 };
 
+/** The tier `be` declares for `op` on `dtype` (f32 when absent), undefined when it does not run it. */
 export const opTier = (be: { readonly ops: OpSet }, op: OpName, dtype: OpDType = 'f32'): Tier | undefined => be.ops[op]?.[dtype];
 
 /** Does `be` run `op` on `dtype` (e.g. supports(be, 'kv_append', 'kv4'))? */
@@ -248,7 +248,7 @@ export interface Backend {
   /** rows of x [R, C] -> argmax per row (first max wins) */
   argmax(x: Tensor): Promise<Int32Array>;
   /** rows of x [R, C] -> the k largest of each row, value descending then index ascending (simulator/kernels/float.ts
-   *  topk; 1 <= k <= min(C, TOPK_MAX of src/engine/sampler.ts)): what the sampler's top-k reads, without copying rows */
+   *  topk; 1 <= k <= min(C, TOPK_MAX)): what the sampler's top-k reads, without copying rows */
   topk(x: Tensor, k: number): Promise<{ values: Float32Array; indices: Int32Array }>;
   /** keep only the given rows: x [T, C] -> [rows.length, C] (last token of each sequence before the classifier) */
   rows(x: Tensor, rows: Int32Array): Tensor;

@@ -48,7 +48,6 @@ class WKVCache implements KVCache {
   readLayer(layer: number): Promise<Uint8Array> { return this.be.readKVLayer(this, layer); }
 }
 
-
 /** gemm_w4ax.wgsl: params, act, up to three weights (codes | scales) and their outputs (matmulMany's parts) */
 const W4_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'read', 'write', 'write', 'write'];
 
