@@ -122,3 +122,7 @@ fn wg_max(v: f32, lid: u32) -> f32 {
   workgroupBarrier();
   return r;
 }
+
+/** RoPE of the pair (v0, v1) by the angle whose (cos, sin) is (c, s): the one rotation rope.wgsl and the fused
+ *  rope + KV append (kv_append.wgsl) share, so a k rotated on the way into the cache has the bits of rope(k). */
+fn rope_rot(v0: f32, v1: f32, c: f32, s: f32) -> vec2<f32> { return vec2<f32>(v0 * c - v1 * s, v0 * s + v1 * c); }

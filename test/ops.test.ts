@@ -312,33 +312,35 @@ eachBackend('ops', ({ name, create, variants }) => {
   });
 
   for (const dtype of ['f32', 'kv4'] as const) {
-    it.each([...GEOMS, ['llama3-8b heads (32/8, hd 128)', LLAMA_GEOMS[0][1]] as [string, Geom]])(`rope_kv_append ${dtype} %s: exactly rope(q), rope(k), kv_append; a prefill chunk and a decode step`, async (_, g) => {
-      const { tables, numPages } = pageTables([23, 9], g.P, 98 + g.hd);
-      const spec: KVCacheSpec = { nLayers: 2, nKvHeads: g.nKv, headDim: g.hd, pageSize: g.P, numPages, dtype, group: g.G };
-      const rope = { nHeads: g.nH, headDim: g.hd, theta: 500000 }, freqs = F.ropeFreqs(g.hd, rope.theta);
-      const fused = be.createKVCache(spec), parts = be.createKVCache(spec);
-      const ref: KVStore = dtype === 'kv4' ? new KVStoreKV4(spec) : new KVStoreF32(spec);
-      const C = g.nKv * g.hd, Q = g.nH * g.hd, t = tier('rope_kv_append', dtype);
-      for (const [i, l] of [stepLayout([0, 0], [16, 9], tables), stepLayout([16, 9], [23, 9], tables)].entries()) {
-        const T = l.pos.length, q = randn(40 + i, T * Q), k = randn(50 + i, T * C, 2), v = randn(60 + i, T * C);
-        const q1 = await be.read(be.ropeKvAppend(up(q, [T, Q]), up(k, [T, C]), up(v, [T, C]), fused, 1, l, rope));
-        const q0 = await be.read(composed.ropeKvAppend(be, up(q, [T, Q]), up(k, [T, C]), up(v, [T, C]), parts, 1, l, rope));
-        expectSameBits(q1, q0, `step ${i}: rope(q)`);
-        expectF32(q1, F.rope(q, T, g.nH, g.hd, l.pos, freqs), t, 1e-6, `step ${i}: rope(q) vs the simulator`);
-        simKvAppend(ref, 1, F.rope(k, T, g.nKv, g.hd, l.pos, freqs), v, l);
-        be.endStep();
+    it.each([...GEOMS, ['llama3-8b heads (32/8, hd 128)', LLAMA_GEOMS[0][1]] as [string, Geom]])(`rope_kv_append ${dtype} %s: exactly rope(q), rope(k), kv_append; a prefill chunk and a decode step; every kernel`, async (_, g) => {
+      for (const [kernel, b] of kernels('kv_append', Infinity)) {
+        const { tables, numPages } = pageTables([23, 9], g.P, 98 + g.hd);
+        const spec: KVCacheSpec = { nLayers: 2, nKvHeads: g.nKv, headDim: g.hd, pageSize: g.P, numPages, dtype, group: g.G };
+        const rope = { nHeads: g.nH, headDim: g.hd, theta: 500000 }, freqs = F.ropeFreqs(g.hd, rope.theta);
+        const fused = b.createKVCache(spec), parts = b.createKVCache(spec);
+        const ref: KVStore = dtype === 'kv4' ? new KVStoreKV4(spec) : new KVStoreF32(spec);
+        const C = g.nKv * g.hd, Q = g.nH * g.hd, t = opTier(b, 'rope_kv_append', dtype), on = (x: Float32Array, shape: number[]) => b.fromHost(x, shape);
+        for (const [i, l] of [stepLayout([0, 0], [16, 9], tables), stepLayout([16, 9], [23, 9], tables)].entries()) {
+          const T = l.pos.length, q = randn(40 + i, T * Q), k = randn(50 + i, T * C, 2), v = randn(60 + i, T * C);
+          const q1 = await b.read(b.ropeKvAppend(on(q, [T, Q]), on(k, [T, C]), on(v, [T, C]), fused, 1, l, rope));
+          const q0 = await b.read(composed.ropeKvAppend(b, on(q, [T, Q]), on(k, [T, C]), on(v, [T, C]), parts, 1, l, rope));
+          expectSameBits(q1, q0, `${kernel}, step ${i}: rope(q)`);
+          expectF32(q1, F.rope(q, T, g.nH, g.hd, l.pos, freqs), t, 1e-6, `${kernel}, step ${i}: rope(q) vs the simulator`);
+          simKvAppend(ref, 1, F.rope(k, T, g.nKv, g.hd, l.pos, freqs), v, l);
+          b.endStep();
+        }
+        const bytes = await fused.readLayer(1);
+        expect(firstDiff(bytes, await parts.readLayer(1)), `${kernel}: KV bytes vs rope then kv_append`).toBe(-1);
+        // against the simulator: exact tiers byte for byte; f32 pages by relative error; a KV4 cache at tolerance
+        // follows from the exact composition above and rope's and kv_append's own tests
+        if (t === 'exact') expectKVBytes(bytes, ref, spec, 1, t);
+        else if (ref instanceof KVStoreF32) {
+          const want = new Float32Array(2 * ref.k[1].length);
+          want.set(ref.k[1]), want.set(ref.v[1], ref.k[1].length);
+          expect(relErr(new Float32Array(bytes.slice().buffer), want)).toBeLessThan(1e-6);
+        }
+        expect((await fused.readLayer(0)).every((x) => x === 0)).toBe(true); // layer 0 untouched
       }
-      const bytes = await fused.readLayer(1);
-      expect(firstDiff(bytes, await parts.readLayer(1)), 'KV bytes vs rope then kv_append').toBe(-1);
-      // against the simulator: exact tiers byte for byte; f32 pages by relative error; a KV4 cache at tolerance
-      // follows from the exact composition above and rope's and kv_append's own tests
-      if (t === 'exact') expectKVBytes(bytes, ref, spec, 1, t);
-      else if (ref instanceof KVStoreF32) {
-        const want = new Float32Array(2 * ref.k[1].length);
-        want.set(ref.k[1]), want.set(ref.v[1], ref.k[1].length);
-        expect(relErr(new Float32Array(bytes.slice().buffer), want)).toBeLessThan(1e-6);
-      }
-      expect((await fused.readLayer(0)).every((b) => b === 0)).toBe(true); // layer 0 untouched
     });
   }
 

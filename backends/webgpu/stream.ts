@@ -59,6 +59,19 @@ export class Stream {
     if (make) this.remakes.push({ seg: this.cur, offset, bytes: words.byteLength, make });
     return { buffer: seg.buf, offset, size };
   }
+  /** Uploads made once per submit (uploadOnce): by kind, the words that define each and its binding. */
+  private shared = new Map<string, Array<{ sig: ArrayLike<number>; res: { buffer: GPUBuffer; offset: number; size: number } }>>();
+  /** `words()` uploaded once per submit for each `sig` of a kind `key` (a step's layout, its RoPE table): the
+   *  16 layers of a decode step bind one copy, and a replay remakes it once. `sig` holds what defines the words
+   *  (compared by value: a caller may reuse its arrays across steps). */
+  uploadOnce(key: string, sig: ArrayLike<number>, words: () => ArrayBufferView, make?: Remake): { buffer: GPUBuffer; offset: number; size: number } {
+    const list = this.shared.get(key) ?? this.shared.set(key, []).get(key)!;
+    const hit = list.find((e) => e.sig.length === sig.length && Array.prototype.every.call(sig, (v: number, i: number) => v === e.sig[i]));
+    if (hit) return hit.res;
+    const res = this.upload(words(), make);
+    list.push({ sig: Array.from(sig), res });
+    return res;
+  }
   /** Rewrite the uploads that hold step inputs for `inp` (a replay); its shapes must be the captured ones. */
   remake(inp: StepInputs) {
     for (const r of this.remakes) {
@@ -97,6 +110,19 @@ export class Stream {
     this.cmds.push({ k: 'copy', src, so, dst, dof, size });
   }
   get dispatches() { return this.cmds.filter((c) => c.k === 'd').length; }
+  /** What is recorded: dispatches by pipeline name, compute passes, clears and copies (tests hold a decode step's
+   *  dispatches per layer to a count: test/webgpu-dispatches.test.ts). */
+  census(): { dispatches: Record<string, number>; passes: number; clears: number; copies: number } {
+    const dispatches: Record<string, number> = {};
+    let passes = 0, clears = 0, copies = 0;
+    for (const c of this.cmds) {
+      if (c.k === 'd') dispatches[c.name] = (dispatches[c.name] ?? 0) + 1;
+      else if (c.k === 'pass') passes++;
+      else if (c.k === 'clear') clears++;
+      else copies++;
+    }
+    return { dispatches, passes, clears, copies };
+  }
   /** The recorded commands into `enc` (setPipeline only where the pipeline changes). Profiling (StepProfile):
    *  `span` gets the GPU timestamps of the first pass's start (0) and the last pass's end (1); `each` puts
    *  every dispatch in a pass of its own timed into queries 2i, 2i + 1, and returns the pipelines' names. */
@@ -157,6 +183,7 @@ export class Stream {
     this.cmds = [];
     this.passOpen = false;
     this.remakes = [];
+    this.shared.clear();
     for (const s of this.segs) s.used = 0;
     this.cur = 0;
   }

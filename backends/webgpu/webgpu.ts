@@ -54,6 +54,10 @@ const W4_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'read', 'write', 
 /** quant.wgsl: params, x, y, perm, the qact; and MODE 3's addend and sum (the other modes bind dummies there) */
 const QUANT_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'write', 'read', 'write'];
 
+/** kv_append.wgsl: params, k, v, the step layout, the layer's cache range; and ROPE's q, (cos, sin) table and
+ *  rope(q) (kv_append alone binds dummies there) */
+const KV_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'write', 'read', 'read', 'write'];
+
 /** The pipelines of the op set: family, entry point, bindings (in order), override constants. */
 const PIPES = {
   gemm_matvec1: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 1, CH: 4096 } },
@@ -68,10 +72,13 @@ const PIPES = {
   silu_mul_quant: { family: 'quant', entry: 'main', bind: QUANT_BIND, constants: { MODE: 2 } },
   add_rmsnorm_quant: { family: 'quant', entry: 'main', bind: QUANT_BIND, constants: { MODE: 3 } },
   rmsnorm: { family: 'norm', entry: 'rmsnorm', bind: ['uniform', 'read', 'read', 'write'] },
-  rope: { family: 'rope', entry: 'rope', bind: ['uniform', 'read', 'read', 'write', 'read', 'write'] },
-  kv_append_f32: { family: 'kv_append', entry: 'append_f32', bind: ['uniform', 'read', 'read', 'read', 'write'] },
-  kv_append_kv4: { family: 'kv_append', entry: 'append_kv4', bind: ['uniform', 'read', 'read', 'read', 'write'] },
-  kv_append_kv4_wg: { family: 'kv_append', entry: 'append_kv4_wg', bind: ['uniform', 'read', 'read', 'read', 'write'] },
+  rope: { family: 'rope', entry: 'rope', bind: ['uniform', 'read', 'read', 'write'] },
+  kv_append_f32: { family: 'kv_append', entry: 'append_f32', bind: KV_BIND },
+  kv_append_kv4: { family: 'kv_append', entry: 'append_kv4', bind: KV_BIND },
+  kv_append_kv4_wg: { family: 'kv_append', entry: 'append_kv4_wg', bind: KV_BIND },
+  rope_kv_append_f32: { family: 'kv_append', entry: 'append_f32', bind: KV_BIND, constants: { ROPE: 1 } },
+  rope_kv_append_kv4: { family: 'kv_append', entry: 'append_kv4', bind: KV_BIND, constants: { ROPE: 1 } },
+  rope_kv_append_kv4_wg: { family: 'kv_append', entry: 'append_kv4_wg', bind: KV_BIND, constants: { ROPE: 1 } },
   attention_f32: { family: 'attention', entry: 'attention', bind: ['uniform', 'read', 'read', 'read', 'write'] },
   attention_serial_f32: { family: 'attention', entry: 'attention_serial', bind: ['uniform', 'read', 'read', 'read', 'write'] },
   attention_kv4: { family: 'attention', entry: 'attention_kv4', bind: ['uniform', 'read', 'read', 'read', 'write'] },
@@ -596,18 +603,26 @@ export class WebGPUBackend implements Backend {
   /** a 16-byte writable buffer for an output binding no workgroup writes (two: bindings must not alias) */
   private dummies: GPUBuffer[] = [];
   private dummyOut(i: number): GPUBuffer { return (this.dummies[i] ??= this.persistent(16, 'unused output')); }
-  rope(x: Tensor, layout: StepLayout, spec: RopeSpec): Tensor { return this.ropeQK(x, undefined, layout, spec, 0)[0]; }
-  /** rope of q (spec.nHeads heads) and, when given, of k (nKv heads) in one dispatch over one table */
-  private ropeQK(q: Tensor, k: Tensor | undefined, layout: StepLayout, spec: RopeSpec, nKv: number): [Tensor, Tensor | undefined] {
-    const qt = this.want(q, 'f32', 'rope'), T = rowsOf(q), half = spec.headDim / 2;
-    if (colsOf(q) !== spec.nHeads * spec.headDim) throw new CometError(`rope: rows have ${colsOf(q)} channels, expected ${spec.nHeads}·${spec.headDim}`);
-    const kt = k && this.want(k, 'f32', 'rope');
-    if (k && (colsOf(k) !== nKv * spec.headDim || rowsOf(k) !== T)) throw new CometError(`rope: k is [${k.shape}], expected [${T}, ${nKv}·${spec.headDim}]`);
-    const qo = this.f32(q.shape), ko = k && this.f32(k.shape);
-    const csb = this.stream.upload(this.ropeTable(layout.pos, spec), this.stepData(layout === this.capturing?.inputs?.layout, (i) => this.ropeTable(i.layout.pos, spec)));
-    this.run('rope', [T, spec.nHeads, spec.headDim, 0, ko ? nKv : 0], [qt.buf, csb, qo.buf, kt?.buf ?? this.dummy, ko?.buf ?? this.dummyOut(1)],
-      ...grid1(T * (spec.nHeads + (ko ? nKv : 0)) * half, 256));
-    return [qo, ko];
+  rope(x: Tensor, layout: StepLayout, spec: RopeSpec): Tensor {
+    const xt = this.want(x, 'f32', 'rope'), T = rowsOf(x);
+    if (colsOf(x) !== spec.nHeads * spec.headDim) throw new CometError(`rope: rows have ${colsOf(x)} channels, expected ${spec.nHeads}·${spec.headDim}`);
+    const out = this.f32(x.shape);
+    this.run('rope', [T, spec.nHeads, spec.headDim, 0], [xt.buf, this.ropeUpload(layout, spec), out.buf], ...grid1(T * spec.nHeads * (spec.headDim / 2), 256));
+    return out;
+  }
+  /** The step's (cos, sin) table [T][hd/2][2] in the upload arena: once per submit for equal positions and RoPE
+   *  (a step's layers share it; a replay remakes it once). */
+  private ropeUpload(layout: StepLayout, spec: RopeSpec): Res {
+    const key = `rope:${spec.headDim}:${spec.theta}:${JSON.stringify(spec.scaling ?? null)}`;
+    return this.stream.uploadOnce(key, layout.pos, () => this.ropeTable(layout.pos, spec),
+      this.stepData(layout === this.capturing?.inputs?.layout, (i) => this.ropeTable(i.layout.pos, spec)));
+  }
+  /** The step layout's words (layoutWords) in the upload arena: once per submit for an equal layout (every layer's
+   *  KV append and attention bind the one copy). */
+  private layoutUpload(layout: StepLayout): { lay: Res; lw: ReturnType<WebGPUBackend['layoutWords']> } {
+    const lw = this.layoutWords(layout);
+    const lay = this.stream.uploadOnce('layout', lw.words, () => lw.words, this.stepData(layout === this.capturing?.inputs?.layout, (i) => this.layoutWords(i.layout).words));
+    return { lay, lw };
   }
   private cacheParams(c: WKVCache, T: number, lw: { posOff: number; seqOff: number; btoOff: number }): number[] {
     const s = c.spec;
@@ -615,29 +630,38 @@ export class WebGPUBackend implements Backend {
     return [T, s.nKvHeads, s.headDim, s.pageSize, s.group, lw.posOff, lw.seqOff, lw.btoOff,
       L ? L.headBytes / 4 : 0, L ? L.kCodes / 4 : 0, L ? L.vCodes / 4 : 0, L ? L.kSZ / 4 : 0, L ? L.vSZ / 4 : 0];
   }
-  kvAppend(cache: KVCache, layer: number, k: Tensor, v: Tensor, layout: StepLayout): void {
-    const c = cache as WKVCache, s = c.spec, T = layout.pos.length;
-    const kt = this.want(k, 'f32', 'kv_append'), vt = this.want(v, 'f32', 'kv_append');
-    if (colsOf(k) !== s.nKvHeads * s.headDim || rowsOf(k) !== T) throw new CometError(`kv_append: k is [${k.shape}], expected [${T}, ${s.nKvHeads * s.headDim}]`);
+  kvAppend(cache: KVCache, layer: number, k: Tensor, v: Tensor, layout: StepLayout): void { this.append(cache, layer, k, v, layout); }
+  /** kv_append.wgsl: k, v into the cache's `layer`; with `rope`, k rotated on the way and q rotated into a new
+   *  tensor, in the same dispatch (ROPE = 1: the bits of rope(q), rope(k) then kv_append). */
+  private append(cache: KVCache, layer: number, k: Tensor, v: Tensor, layout: StepLayout, rope?: { q: Tensor; spec: RopeSpec }): Tensor | undefined {
+    const c = cache as WKVCache, s = c.spec, T = layout.pos.length, op = rope ? 'rope_kv_append' : 'kv_append';
+    const kt = this.want(k, 'f32', op), vt = this.want(v, 'f32', op);
+    if (colsOf(k) !== s.nKvHeads * s.headDim || rowsOf(k) !== T || v.shape.join() !== k.shape.join())
+      throw new CometError(`${op}: k [${k.shape}] and v [${v.shape}], expected [${T}, ${s.nKvHeads * s.headDim}] each`);
+    const qt = rope && this.want(rope.q, 'f32', op), nH = rope?.spec.nHeads ?? 0;
+    if (rope && (rope.spec.headDim !== s.headDim || rope.q.shape.join() !== [T, nH * s.headDim].join()))
+      throw new CometError(`${op}: q [${rope.q.shape}] does not match ${T} tokens of ${nH}·${rope.spec.headDim} (the cache's head_dim is ${s.headDim})`);
     for (let t = 0; t < T; t++) {
       const bt = layout.blockTables[layout.seq[t]], pi = Math.floor(layout.pos[t] / s.pageSize);
       if (!bt || pi >= bt.length) throw new CometError(`kvAppend: position ${layout.pos[t]} is past the sequence's ${bt?.length ?? 0} pages`);
     }
-    const lw = this.layoutWords(layout);
-    const lay = this.stream.upload(lw.words, this.stepData(layout === this.capturing?.inputs?.layout, (i) => this.layoutWords(i.layout).words));
+    const { lay, lw } = this.layoutUpload(layout);
     const range = { buffer: c.buf, offset: layer * c.layerStride, size: c.layerBytes };
-    const params = this.cacheParams(c, T, lw);
-    // KV4: a workgroup per (token, KV head, K/V) (the workgroup kernels), else an invocation per group (the serial
-    // ones, and past the grid's 65535 tokens); the same bytes
-    if (s.dtype === 'kv4' && (this.serialKernels || T > 65535)) this.run('kv_append_kv4', params, [kt.buf, vt.buf, lay, range], ...grid1(T * s.nKvHeads * 2 * (s.headDim / s.group), 64));
-    else if (s.dtype === 'kv4') this.run('kv_append_kv4_wg', params, [kt.buf, vt.buf, lay, range], T, 2 * s.nKvHeads);
-    else this.run('kv_append_f32', params, [kt.buf, vt.buf, lay, range], ...grid1(T * s.nKvHeads * s.headDim, 256));
+    const params = [...this.cacheParams(c, T, lw), nH];
+    const qo = rope && this.f32(rope.q.shape);
+    const res: Res[] = [kt.buf, vt.buf, lay, range, qt?.buf ?? this.dummy, rope ? this.ropeUpload(layout, rope.spec) : this.dummy, qo?.buf ?? this.dummyOut(1)];
+    const qPairs = T * nH * (s.headDim / 2), R = rope ? 'rope_' as const : '' as const;
+    // KV4: a workgroup per (token, KV head, K/V) and per (token, q head) (the workgroup kernels), else an invocation
+    // per KV4 group and per q pair (the serial ones, and past the grid's 65535 tokens); the same bytes
+    if (s.dtype === 'kv4' && (this.serialKernels || T > 65535)) this.run(`${R}kv_append_kv4` as const, params, res, ...grid1(T * s.nKvHeads * 2 * (s.headDim / s.group) + qPairs, 64));
+    else if (s.dtype === 'kv4') this.run(`${R}kv_append_kv4_wg` as const, params, res, T, 2 * s.nKvHeads + nH);
+    else this.run(`${R}kv_append_f32` as const, params, res, ...grid1((T * s.nKvHeads * s.headDim) / 2 + qPairs, 256));
+    return qo;
   }
   attention(q: Tensor, cache: KVCache, layer: number, layout: StepLayout, nHeads: number): Tensor {
     const c = cache as WKVCache, s = c.spec, T = layout.pos.length, qt = this.want(q, 'f32', 'attention');
     if (T > 65535) throw new CometError(`attention: ${T} tokens in one step (at most 65535)`);
-    const lw = this.layoutWords(layout);
-    const lay = this.stream.upload(lw.words, this.stepData(layout === this.capturing?.inputs?.layout, (i) => this.layoutWords(i.layout).words));
+    const { lay, lw } = this.layoutUpload(layout);
     const out = this.f32(q.shape);
     // scale: 1/sqrt(hd) for the f32 cache, the KV4 contract's f32(log2(e)/sqrt(hd))
     const params = [...this.cacheParams(c, T, lw), f32bits(s.dtype === 'kv4' ? Math.LOG2E / Math.sqrt(s.headDim) : 1 / Math.sqrt(s.headDim))];
@@ -657,7 +681,7 @@ export class WebGPUBackend implements Backend {
   add(a: Tensor, b: Tensor): Tensor { return this.elementwise('add', a, b); }
 
   // The fused decode ops (Backend). add_rmsnorm: the composition of this backend's own kernels (the final norm,
-  // once a step). add_rmsnorm_quant and rope_kv_append: one dispatch fewer each, the composition's bits.
+  // once a step). add_rmsnorm_quant and rope_kv_append: one dispatch each (the composition: two and three), its bits.
   addRmsnorm(x: Tensor, y: Tensor, w: Tensor, eps: number): [Tensor, Tensor] { return composed.addRmsnorm(this, x, y, w, eps); }
   /** x + y and rmsnorm_quant of it in one dispatch (quant.wgsl MODE 3): the bits of the composition */
   addRmsnormQuant(x: Tensor, y: Tensor, w: Tensor, eps: number, spec: ActQuantSpec): [Tensor, Tensor] {
@@ -666,11 +690,9 @@ export class WebGPUBackend implements Backend {
     const sum = this.f32(x.shape);
     return [sum, this.quant('add_rmsnorm_quant', xt, this.want(w, 'f32', 'add_rmsnorm_quant').buf, rowsOf(x), spec, eps, { r: yt, sum })];
   }
-  /** rope of q and k in one dispatch, then the KV append: one dispatch fewer than the composition, the same bits */
+  /** rope of q and k and the KV append in one dispatch (kv_append.wgsl ROPE = 1), the composition's bits */
   ropeKvAppend(q: Tensor, k: Tensor, v: Tensor, cache: KVCache, layer: number, layout: StepLayout, spec: RopeSpec): Tensor {
-    const [qr, kr] = this.ropeQK(q, k, layout, spec, cache.spec.nKvHeads);
-    this.kvAppend(cache, layer, kr!, v, layout);
-    return qr;
+    return this.append(cache, layer, k, v, layout, { q, spec })!;
   }
   /** topk.wgsl: one dispatch, R·k values and R·k ids read back (not the R·C row) */
   async topk(x: Tensor, k: number): Promise<{ values: Float32Array; indices: Int32Array }> {
@@ -715,6 +737,8 @@ export class WebGPUStep implements CapturedStep {
   readonly bytes: number;
   /** compute dispatches a replay encodes (the step's, and its argmax) */
   get dispatches(): number { return this.rec.dispatches; }
+  /** the recorded commands by kind and pipeline (Stream.census) */
+  census() { return this.rec.census(); }
   private live = true;
   private last?: StepInputs;
   constructor(private be: WebGPUBackend, private rec: Stream, private bufs: GPUBuffer[], private logits: WTensor, private ids: WTensor, private inputs?: StepInputs) {

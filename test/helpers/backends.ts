@@ -24,7 +24,7 @@ export interface BackendCase {
 export interface Variant {
   name: string;
   /** the ops this variant forces a kernel for (the tests of other ops skip it) */
-  ops: readonly ('gemm_w4ax' | 'attention' | 'gemm_f32')[];
+  ops: readonly ('gemm_w4ax' | 'attention' | 'kv_append' | 'gemm_f32')[];
   /** the most tokens (rows) the kernel is meant for (a decode kernel forced onto a prefill is only slow) */
   maxTokens?: number;
   be: Backend;
@@ -58,8 +58,8 @@ const webgpu: BackendCase = {
       make('rowwise', ['gemm_w4ax'], { gemm: 'rowwise' }, 8),
       make('tiled', ['gemm_w4ax'], { gemm: 'tiled' }),
       make('matvec without dot4I8Packed', ['gemm_w4ax'], { gemm: 'matvec' }, 8, { ...b.gpu, dot4: false }),
-      // the kernels of the other kind of adapter: attention, KV4 append, the f16-weight GEMM
-      make(`${b.cpu ? 'workgroup' : 'serial'} kernels`, ['attention', 'gemm_f32'], { kernels: b.cpu ? 'workgroup' : 'serial' }),
+      // the kernels of the other kind of adapter: attention, KV4 append (with its rope), the f16-weight GEMM
+      make(`${b.cpu ? 'workgroup' : 'serial'} kernels`, ['attention', 'kv_append', 'gemm_f32'], { kernels: b.cpu ? 'workgroup' : 'serial' }),
     ];
   },
 };
