@@ -1,0 +1,96 @@
+// The WebGPU decode step's shape of work (issue 21, item 4): dispatches per layer as few as the CUDA step's (one
+// per fused op of src/graph: the norm with the residual add and the quantizer, q/k/v and gate/up as one GEMM
+// dispatch each, rope with the KV append, SwiGLU with its quantizer), all in one compute pass of one command
+// buffer, one submit per step (eager or replayed), and nothing read back but the sampled ids. A change that adds
+// a dispatch to every layer fails here; bench/results/webgpu-dispatches-*.md records the counts.
+// Runs on the WebGPU row only (SwiftShader on CI).
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import type { StepInputs } from '../backends/backend.ts';
+import type { WebGPUBackend, WebGPUStep } from '../backends/webgpu/webgpu.ts';
+import type { LlamaConfig } from '../src/model/config.ts';
+import { Llama } from '../src/model/llama.ts';
+import { singleSequenceCache } from '../src/engine/generate.ts';
+import { syntheticQuantizedModel } from '../testing/synthetic-quantized.ts';
+import { syntheticWeights } from '../testing/synthetic.ts';
+import { eachBackend } from './helpers/backends.ts';
+
+const C: LlamaConfig = {
+  dim: 256, hiddenDim: 512, nLayers: 3, nHeads: 4, nKvHeads: 2, headDim: 64, vocabSize: 256, seqLen: 256,
+  normEps: 1e-5, ropeTheta: 10000, tiedEmbeddings: false, bos: 1, eos: [2],
+};
+
+/** Dispatches of one decode step by what they do: every layer's, and the step's once (embed, the last residual
+ *  add, the logit row, the final norm, the classifier, argmax). Pipeline names map to a role so the kernel a
+ *  shape or adapter picks (serial or workgroup attention, matvec or rowwise GEMM) does not matter. */
+const ROLE: Array<[RegExp, string]> = [
+  [/^(add_)?rmsnorm(_quant)?$/, 'norm'], [/^gemm_/, 'gemm'], [/^rope_kv_append_/, 'rope_kv_append'], [/^attention_/, 'attention'],
+  [/^quantize_act$/, 'quantize_act'], [/^silu_mul(_quant)?$/, 'swiglu'], [/^embed(_f16)?$/, 'embed'], [/^(add|rows|argmax)$/, '$&'],
+];
+const role = (name: string) => { const r = ROLE.find(([re]) => re.test(name)); return !r || r[1] === '$&' ? name : r[1]; };
+
+/** W4A4KV4: 10 a layer, as CUDA's step (norm, qkv, rope_kv_append, attention, quantize_act for o_proj, o, norm,
+ *  gate/up, swiglu, down); the float reference: no quantizers, add_rmsnorm as add + rmsnorm, one GEMM per linear. */
+const PER_LAYER = {
+  w4: { norm: 2, gemm: 4, rope_kv_append: 1, attention: 1, quantize_act: 1, swiglu: 1 },
+  f32: { norm: 2, add: 2, gemm: 7, rope_kv_append: 1, attention: 1, swiglu: 1 },
+};
+const PER_STEP = { embed: 1, add: 1, rows: 1, norm: 1, gemm: 1, argmax: 1 };
+/** the float model's first layer norms x alone: no add */
+const FIRST_LAYER = { w4: {}, f32: { add: -1 } };
+
+eachBackend('WebGPU decode step: dispatches, passes, submits', ({ create }) => {
+  let be: WebGPUBackend;
+  beforeAll(async () => { be = (await create()) as WebGPUBackend; });
+  afterAll(() => be?.dispose());
+
+  for (const kind of ['w4', 'f32'] as const) {
+    it(`${kind === 'w4' ? 'W4A4KV4' : 'float (f32 weights and cache)'}: a captured decode step is ${kind === 'w4' ? 10 : 14} dispatches a layer and 6 a step, in one compute pass; eager and replayed steps submit once`, async () => {
+      const host = kind === 'w4' ? syntheticQuantizedModel(C, { block: 64, int8Fraction: 0.25, clipSearch: false }).weights : syntheticWeights(C, 5);
+      const model = new Llama(be, C, host, kind === 'w4' ? 'kv4' : 'f32');
+      const { cache, blockTable } = singleSequenceCache(model, 64);
+      const layout = (pos: number[]) => ({ pos: Int32Array.from(pos), seq: new Int32Array(pos.length), blockTables: [blockTable] });
+      // count submits and maps (readbacks) on this device
+      const q = be.dev.queue, submit = q.submit.bind(q);
+      let submits = 0;
+      q.submit = (cbs: Iterable<GPUCommandBuffer>) => { submits++; submit(cbs); };
+      try {
+        const ids0 = await be.argmax(model.forward(Int32Array.of(1, 5, 9), layout([0, 1, 2]), cache, Int32Array.of(2)));
+        be.endStep();
+        submits = 0;
+        const ids1 = await be.argmax(model.forward(Int32Array.of(ids0[0]), layout([3]), cache, Int32Array.of(0)));
+        be.endStep();
+        expect(submits, 'an eager decode step: one submit').toBe(1);
+
+        const inp = (tok: number, pos: number): StepInputs => ({ tokens: Int32Array.of(tok), layout: layout([pos]), rows: Int32Array.of(0) });
+        const first = inp(ids1[0], 4);
+        const g = be.captureStep(() => model.forward(first.tokens, first.layout, cache, first.rows), first) as WebGPUStep;
+        const census = g.census();
+        const want: Record<string, number> = {};
+        const addTo = (m: Record<string, number>, n: number) => { for (const [k, v] of Object.entries(m)) want[k] = (want[k] ?? 0) + n * v; };
+        addTo(PER_LAYER[kind], C.nLayers);
+        addTo(FIRST_LAYER[kind], 1);
+        addTo(PER_STEP, 1);
+        for (const k of Object.keys(want)) if (want[k] === 0) delete want[k];
+        const got: Record<string, number> = {};
+        for (const [name, n] of Object.entries(census.dispatches)) got[role(name)] = (got[role(name)] ?? 0) + n;
+        expect(got, `dispatches by role (pipelines: ${JSON.stringify(census.dispatches)})`).toEqual(want);
+        const perLayer = Object.values(PER_LAYER[kind]).reduce((a, b) => a + b, 0);
+        expect(g.dispatches).toBe(C.nLayers * perLayer + Object.values(FIRST_LAYER[kind]).reduce((a, b) => a + b, 0) + 6);
+        expect({ passes: census.passes, clears: census.clears, copies: census.copies }, 'one compute pass, nothing that ends it').toEqual({ passes: 1, clears: 0, copies: 0 });
+
+        submits = 0;
+        let tok = ids1[0];
+        for (let pos = 4; pos < 8; pos++) {
+          const ids = await g.replay(inp(tok, pos));
+          be.endStep();
+          expect(ids.length).toBe(1);
+          tok = ids[0];
+        }
+        expect(submits, 'a replay: one submit').toBe(4);
+        g.destroy();
+      } finally {
+        q.submit = submit;
+      }
+    }, 120_000);
+  }
+}, (c) => c.name === 'webgpu');
