@@ -1,21 +1,36 @@
 #!/usr/bin/env bash
-# On the GPU machine (one `run` call; issue 21): WebGPU (Dawn, Vulkan over the NVIDIA driver) decode beside CUDA at
-# batch 1, LLaMA-3.2-1B shape, with the WebGPU step's profile (host phases, per-kernel GPU time); then the same
-# decode with the CPU adapters' serial attention and KV-append kernels (decode only, no CUDA) for their profile.
-# Run from the repository root the call sent, which carries .device/node.xz .device/node_modules.tar.xz .gl/*.deb
-# and $W (default .device/webgpu): tree.tgz (this worktree's files) and addon.tar.xz (the CUDA addon, Release):
-#   mkdir -p /tmp/w && tar -xzf .device/webgpu/tree.tgz -C /tmp/w && bash /tmp/w/bench/webgpu/h200.sh   (SERIAL=0: no serial part)
-# (logs and JSON under $OUT)
+# On the GPU machine, in one `run` call (issue 21, item 4): decode tokens/s at batch 1 of a LLaMA-3.2-1B-shape
+# W4A4KV4 model (random weights, bench/webgpu/decode.ts) on WebGPU (Dawn in Node, Vulkan over the NVIDIA driver)
+# beside the CUDA backend, same process, same weights; then the WebGPU step's profile (host phases, each kernel's
+# GPU time, dispatches per step) and the W4Ax matvec at the model's shapes against the WGSL copy bandwidth.
+# Here first (the CPU machine):
+#   bash device/pack.sh                     .device/node.xz, .device/node_modules.tar.xz (node and node_modules)
+#   bash bench/webgpu/gl-debs.sh            .gl/*.deb (the Vulkan loader; device/unpack.sh installs them there)
+#   mkdir -p .device/webgpu && cp <a Release build of the addon of this tree, as tar.xz of build/Release> .device/webgpu/addon.tar.xz
+#     (cmake -S cuda -B /tmp/cbuild -DCMAKE_BUILD_TYPE=Release && cmake --build /tmp/cbuild -j2 &&
+#      tar -cJf .device/webgpu/addon.tar.xz -C /tmp/cbuild/Release .; without it .device/cuda-tests/addon.tar.xz is used)
+# There, from the repository root of the call's tree, carrying .device/node.xz .device/node_modules.tar.xz .device/webgpu .gl:
+#   bash bench/webgpu/h200.sh                     (STEPS=128; SERIAL=1 adds the CPU adapters' kernels' profile)
+# Logs and the JSON go to $OUT (webgpu-decode-<date>-llama3.2-1b.json: the numbers of bench/results/webgpu-decode-*.md).
 set -uo pipefail
-W=$PWD/${W:-.device/webgpu}; OUT=${OUT:-/tmp/comet-out}; mkdir -p "$OUT"
-mkdir -p /tmp/w/.device /tmp/w/.gl && cp .device/node.xz .device/node_modules.tar.xz /tmp/w/.device/ && cp .gl/*.deb /tmp/w/.gl/ || exit 3
-mkdir -p /tmp/addon && tar -xJf "$W/addon.tar.xz" -C /tmp/addon || exit 4
-cd /tmp/w && source device/unpack.sh; set +e
-export COMET_CUDA_ADDON=/tmp/addon/comet_cuda.node
+OUT=${OUT:-/tmp/comet-out}; mkdir -p "$OUT"
+ADDON=.device/webgpu/addon.tar.xz; [ -f $ADDON ] || ADDON=.device/cuda-tests/addon.tar.xz
+source device/unpack.sh; set +e
+# the NVIDIA Vulkan ICD: the image's (unpack.sh's default), else wherever the driver put it
+if [ ! -f "$VK_DRIVER_FILES" ]; then
+  f=$(ls /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.json /usr/local/nvidia/share/vulkan/icd.d/*.json 2>/dev/null | head -1)
+  [ -n "$f" ] && export VK_DRIVER_FILES=$f
+fi
+echo "Vulkan ICD: $VK_DRIVER_FILES $( [ -f "$VK_DRIVER_FILES" ] && echo found || echo MISSING); loader: $(ldconfig -p | grep -c 'libvulkan.so.1 ') libvulkan.so.1"
+if [ -f $ADDON ]; then
+  mkdir -p /tmp/addon && tar -xJf $ADDON -C /tmp/addon && export COMET_CUDA_ADDON=/tmp/addon/comet_cuda.node
+  echo "CUDA addon: $ADDON ($(date -u -r $ADDON +%FT%TZ))"
+else echo "CUDA addon: none carried (the CUDA column will say why it did not run)"; fi
 date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
 run() { local name=$1 limit=$2; shift 2
   local t0=$SECONDS; timeout "$limit" node node_modules/tsx/dist/cli.mjs bench/webgpu/decode.ts "$@" --out "$OUT" > "$OUT/$name.log" 2>&1
-  echo "$name rc=$? ($((SECONDS - t0)) s)"; grep -vE '^\{"shape"' "$OUT/$name.log" | grep -vE '^\s+(embed|rows|rope|add) ' | tail -40; }
-run decode 130 --shape llama3.2-1b --steps 128
-[ "${SERIAL:-1}" = 1 ] && run serial 55 --shape llama3.2-1b --steps 32 --no-cuda --decode-only --kernels serial
+  echo "== $name rc=$? ($((SECONDS - t0)) s)"; grep -vE '^\{"shape"' "$OUT/$name.log" | tail -40; }
+run decode 300 --shape llama3.2-1b --steps "${STEPS:-128}"
 grep -E '^\{"shape"' "$OUT/decode.log"
+[ "${SERIAL:-0}" = 1 ] && run serial 120 --shape llama3.2-1b --steps 32 --no-cuda --decode-only --kernels serial
+ls -la "$OUT"
