@@ -10,7 +10,6 @@
 // small host arrays (token ids, positions, block tables, RoPE tables) go to one upload buffer written once
 // at submit. Nothing is submitted until `read`/`argmax` needs a result, so a decode step is one submit.
 // Step tensors come from a size-keyed pool and go back to it in endStep. Pipelines are made once per device.
-import { composed } from '../composed.ts';
 import { checkTopK, type Backend, type CapturedStep, type DType, type HostWeight, type KVCache, type KVCacheSpec, type OpSet, type RopeSpec, type StepInputs, type StepLayout, type Tensor, type Weight } from '../backend.ts';
 import type { ActQuantSpec, QAct } from '../../simulator/formats.ts';
 import { dequantizeAct } from '../../simulator/act.ts';
@@ -54,6 +53,9 @@ const W4_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'read', 'write', 
 /** quant.wgsl: params, x, y, perm, the qact; and MODE 3's addend and sum (the other modes bind dummies there) */
 const QUANT_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'write', 'read', 'write'];
 
+/** norm.wgsl: params, x, w, y; and ADD's addend and sum (rmsnorm binds dummies there) */
+const NORM_BIND: Binding[] = ['uniform', 'read', 'read', 'write', 'read', 'write'];
+
 /** kv_append.wgsl: params, k, v, the step layout, the layer's cache range; and ROPE's q, (cos, sin) table and
  *  rope(q) (kv_append alone binds dummies there) */
 const KV_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'write', 'read', 'read', 'write'];
@@ -71,7 +73,8 @@ const PIPES = {
   rmsnorm_quant: { family: 'quant', entry: 'main', bind: QUANT_BIND, constants: { MODE: 1 } },
   silu_mul_quant: { family: 'quant', entry: 'main', bind: QUANT_BIND, constants: { MODE: 2 } },
   add_rmsnorm_quant: { family: 'quant', entry: 'main', bind: QUANT_BIND, constants: { MODE: 3 } },
-  rmsnorm: { family: 'norm', entry: 'rmsnorm', bind: ['uniform', 'read', 'read', 'write'] },
+  rmsnorm: { family: 'norm', entry: 'rmsnorm', bind: NORM_BIND },
+  add_rmsnorm: { family: 'norm', entry: 'rmsnorm', bind: NORM_BIND, constants: { ADD: 1 } },
   rope: { family: 'rope', entry: 'rope', bind: ['uniform', 'read', 'read', 'write'] },
   kv_append_f32: { family: 'kv_append', entry: 'append_f32', bind: KV_BIND },
   kv_append_kv4: { family: 'kv_append', entry: 'append_kv4', bind: KV_BIND },
@@ -195,7 +198,7 @@ export class WebGPUBackend implements Backend {
     gemm_f32: { f32: 'tolerance', f16: 'tolerance' }, gemm_w4ax: { w4: 'exact' }, rope: { f32: 'tolerance' }, kv_append: { f32: 'exact', kv4: 'bounded' },
     attention: { f32: 'tolerance', kv4: 'tolerance' }, silu_mul: { f32: 'tolerance' }, silu_mul_quant: { qact: 'tolerance' }, add: { f32: 'exact' },
     argmax: { f32: 'exact' }, topk: { f32: 'exact' }, rows: { f32: 'exact' },
-    // the fused decode ops, as compositions of the kernels above (same dispatches): tiers of their halves
+    // the fused decode ops, one dispatch each with the bits of their compositions (backends/composed.ts): their parts' tiers
     add_rmsnorm: { f32: 'tolerance' }, add_rmsnorm_quant: { qact: 'tolerance' }, rope_kv_append: { f32: 'tolerance', kv4: 'tolerance' },
   };
 
@@ -518,10 +521,15 @@ export class WebGPUBackend implements Backend {
     this.run(tb.dtype === 'f16' ? 'embed_f16' : 'embed', [D, tokens.length, 0], [tb.buf, ids, out.buf], Math.ceil(D / 256), tokens.length);
     return out;
   }
-  rmsnorm(x: Tensor, w: Tensor, eps: number): Tensor {
-    const xt = this.want(x, 'f32', 'rmsnorm'), T = rowsOf(x), out = this.f32(x.shape);
-    this.run('rmsnorm', [colsOf(x), f32bits(eps)], [xt.buf, this.want(w, 'f32', 'rmsnorm').buf, out.buf], Math.min(T, 65535), Math.ceil(T / 65535));
-    return out;
+  rmsnorm(x: Tensor, w: Tensor, eps: number): Tensor { return this.norm(x, w, eps)[1]; }
+  /** norm.wgsl over the rows of x (with `r`: of x + r, the sum written out too): [sum, norm] */
+  private norm(x: Tensor, w: Tensor, eps: number, r?: Tensor): [Tensor | undefined, Tensor] {
+    const op = r ? 'add_rmsnorm' : 'rmsnorm', xt = this.want(x, 'f32', op), T = rowsOf(x), out = this.f32(x.shape);
+    if (r && r.shape.join() !== x.shape.join()) throw new CometError(`add_rmsnorm: shapes [${x.shape}] and [${r.shape}] differ`);
+    const sum = r && this.f32(x.shape);
+    this.run(op, [colsOf(x), f32bits(eps)], [xt.buf, this.want(w, 'f32', op).buf, out.buf, r ? this.want(r, 'f32', op).buf : this.dummy, sum?.buf ?? this.dummyOut(1)],
+      Math.min(T, 65535), Math.ceil(T / 65535));
+    return [sum, out];
   }
   rmsnormQuant(x: Tensor, w: Tensor, eps: number, spec: ActQuantSpec): Tensor {
     return this.quant('rmsnorm_quant', this.want(x, 'f32', 'rmsnorm_quant'), this.want(w, 'f32', 'rmsnorm_quant').buf, rowsOf(x), spec, eps);
@@ -680,9 +688,13 @@ export class WebGPUBackend implements Backend {
   siluMul(g: Tensor, u: Tensor): Tensor { return this.elementwise('silu_mul', g, u); }
   add(a: Tensor, b: Tensor): Tensor { return this.elementwise('add', a, b); }
 
-  // The fused decode ops (Backend). add_rmsnorm: the composition of this backend's own kernels (the final norm,
-  // once a step). add_rmsnorm_quant and rope_kv_append: one dispatch each (the composition: two and three), its bits.
-  addRmsnorm(x: Tensor, y: Tensor, w: Tensor, eps: number): [Tensor, Tensor] { return composed.addRmsnorm(this, x, y, w, eps); }
+  // The fused decode ops (Backend): add_rmsnorm[_quant] and rope_kv_append, one dispatch each (their compositions:
+  // two and three), with the compositions' bits.
+  /** x + y and rmsnorm of it in one dispatch (norm.wgsl ADD = 1): the bits of the composition */
+  addRmsnorm(x: Tensor, y: Tensor, w: Tensor, eps: number): [Tensor, Tensor] {
+    const [sum, out] = this.norm(x, w, eps, y);
+    return [sum!, out];
+  }
   /** x + y and rmsnorm_quant of it in one dispatch (quant.wgsl MODE 3): the bits of the composition */
   addRmsnormQuant(x: Tensor, y: Tensor, w: Tensor, eps: number, spec: ActQuantSpec): [Tensor, Tensor] {
     const xt = this.want(x, 'f32', 'add_rmsnorm_quant'), yt = this.want(y, 'f32', 'add_rmsnorm_quant');
