@@ -27,6 +27,7 @@ struct P {
   m0: u32, // first token of this dispatch
   g1: u32, g2: u32, // first workgroup (x) of parts 1 and 2 (0xffffffff: no such part)
   N1: u32, N2: u32, ws1: u32, ws2: u32, // rows and scale offsets of parts 1 and 2
+  K: u32, hasPerm: u32, // QIN: the f32 input's channels and whether qperm gathers them
 };
 
 @group(0) @binding(0) var<uniform> p: P;
@@ -37,6 +38,7 @@ struct P {
 @group(0) @binding(5) var<storage, read_write> y0: array<f32>;
 @group(0) @binding(6) var<storage, read_write> y1: array<f32>;
 @group(0) @binding(7) var<storage, read_write> y2: array<f32>;
+@group(0) @binding(8) var<storage, read> qperm: array<u32>; // QIN: the spec's permutation [K] (hasPerm), else a dummy
 
 /** this workgroup's part: which weight and output, its first workgroup, rows, scale offset */
 struct Part { sel: u32, g: u32, N: u32, wsOff: u32 };
@@ -72,6 +74,12 @@ fn act8(m: u32, k: u32) -> vec2<u32> {
 }
 
 // ---------------------------------------------------------------- matvec
+// QIN = 1: `act` is the f32 input x [M][K] of quantize_act, quantized here on the way into workgroup memory
+// (o_proj's input at decode: its quantize_act dispatch folded into the GEMM). Each workgroup quantizes the chunks
+// it reads exactly as quant.wgsl MODE 0 does (v = f16(x[perm[j]]), exact block amax, s = f16_div(amax, qmax),
+// codes div_rne: exact quotients, so the same codes and scales whatever the compiler), hence the same bits as
+// quantize_act then the GEMM.
+override QIN: u32 = 0u;
 override MT: u32 = 4u; // tokens per workgroup (1 for a single decode token)
 override TEAMS: u32 = 8u; // rows per workgroup (one team of 32 lanes per row)
 override CH: u32 = 2048u; // channels per chunk (<= 4096): 4096 for MT = 1, 2048 for MT = 4 (bench/webgpu sweeps, H100)
@@ -81,6 +89,34 @@ override CH: u32 = 2048u; // channels per chunk (<= 4096): 4096 for MT = 1, 2048
 var<workgroup> xa: array<u32, MT * CH / 4u>;
 var<workgroup> pp: array<i32, TEAMS * MT * (CH / 32u)>; // [team][tok][word] int partials
 var<workgroup> tb: array<f32, TEAMS * MT * (CH / 32u)>; // [team][tok][block of chunk] t_b
+var<workgroup> gm: array<f32, MT * CH / 8u>; // QIN: [tok][8-channel group of the chunk] max |v|
+
+/** QIN: the quantizer's value of channel j of token m: f16(x[m][perm[j]]), 0 in the padding [K, Kp) */
+fn qin(m: u32, j: u32) -> f32 {
+  if (j >= p.K) { return 0.0; }
+  var c = j;
+  if (p.hasPerm != 0u) { c = qperm[j]; }
+  return f16_round(bitcast<f32>(act[m * p.K + c]));
+}
+/** QIN: the scale of block bl of the chunk (global block b) for staged token t, from the groups' maxima */
+fn qscale(t: u32, bl: u32, b: u32) -> f32 {
+  var amax = 0.0;
+  let g0 = t * (CH / 8u) + bl * (p.B / 8u);
+  for (var i = 0u; i < p.B / 8u; i++) { amax = max(amax, gm[g0 + i]); }
+  return f16_to_f32(f16_div(amax, select(7.0, 127.0, b * p.B < p.K8)));
+}
+/** QIN: channels [k, k+8) of token m quantized with scale s, as the (even, odd) i8x4 words act8 gives */
+fn qwords(m: u32, k: u32, s: f32) -> vec2<u32> {
+  let qmax = select(7.0, 127.0, k < p.K8);
+  var w = vec2<u32>(0u, 0u);
+  for (var e = 0u; e < 8u; e++) {
+    var code = 0;
+    if (s != 0.0) { code = i32(clamp(div_rne(qin(m, k + e), s), -qmax - 1.0, qmax)); }
+    let byte = (bitcast<u32>(code) & 0xffu) << (8u * (e / 2u));
+    if ((e & 1u) == 0u) { w.x = w.x | byte; } else { w.y = w.y | byte; }
+  }
+  return w;
+}
 
 /** 16-byte word j of this lane in the chunk at k0 (0 past the row or beyond the chunk's CV words) */
 fn wword(pt: Part, n: u32, k0: u32, lane: u32, j: u32, CV: u32, nk: u32) -> vec4<u32> {
@@ -129,7 +165,20 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     var swp = 0.0; var sap = 0.0;
     if (lane < nbc && bp < p.nb && n < pt.N) {
       swp = sw_at(pt, n, bp);
-      if (MT == 1u && mBase < p.M) { sap = sa_at(mBase, bp); }
+      if (QIN == 0u && MT == 1u && mBase < p.M) { sap = sa_at(mBase, bp); }
+    }
+    // QIN: each 8-channel group's max |v| first (the block amax is then the max of its B/8 groups)
+    if (QIN == 1u) {
+      for (var t = 0u; t < MT; t++) {
+        let m = mBase + t;
+        for (var g = lid; g < CH / 8u; g = g + TEAMS * 32u) {
+          let k = k0 + g * 8u;
+          var a = 0.0;
+          if (m < p.M && k < p.Kp) { for (var e = 0u; e < 8u; e++) { a = max(a, abs(qin(m, k + e))); } }
+          gm[t * (CH / 8u) + g] = a;
+        }
+      }
+      workgroupBarrier();
     }
     // 1. stage the activation chunk as (even, odd) i8x4 words, 8 channels per invocation per step
     for (var t = 0u; t < MT; t++) {
@@ -137,7 +186,9 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
       for (var g = lid; g < CH / 8u; g = g + TEAMS * 32u) {
         let k = k0 + g * 8u;
         var v = vec2<u32>(0u, 0u);
-        if (m < p.M && k < p.Kp) { v = act8(m, k); }
+        if (m < p.M && k < p.Kp) {
+          if (QIN == 1u) { v = qwords(m, k, qscale(t, (g * 8u) / p.B, k / p.B)); } else { v = act8(m, k); }
+        }
         let o = t * CW + (g & 3u) * 2u * CV + (g >> 2u);
         xa[o] = v.x;
         xa[o + CV] = v.y;
@@ -160,8 +211,10 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         let m = mBase + t;
         if (b < p.nb && n < pt.N && m < p.M) {
           var sa = 0.0; var sw = 0.0;
-          if (bl == lane) { sw = swp; if (MT == 1u) { sa = sap; } else { sa = sa_at(m, b); } }
-          else { sw = sw_at(pt, n, b); sa = sa_at(m, b); }
+          if (bl == lane) { sw = swp; } else { sw = sw_at(pt, n, b); }
+          if (QIN == 1u) { sa = qscale(t, bl, b); }
+          else if (bl == lane && MT == 1u) { sa = sap; }
+          else { sa = sa_at(m, b); }
           tv = f32(acc) * (sa * sw);
         }
         tb[(team * MT + t) * CV + bl] = tv;

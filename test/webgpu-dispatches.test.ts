@@ -6,7 +6,8 @@
 // Runs on the WebGPU row only (SwiftShader on CI).
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { StepInputs } from '../backends/backend.ts';
-import type { WebGPUBackend, WebGPUStep } from '../backends/webgpu/webgpu.ts';
+import { WebGPUBackend, type WebGPUStep } from '../backends/webgpu/webgpu.ts';
+import { loadShaderSources } from '../backends/webgpu/shaders.ts';
 import type { LlamaConfig } from '../src/model/config.ts';
 import { Llama } from '../src/model/llama.ts';
 import { singleSequenceCache } from '../src/engine/generate.ts';
@@ -29,11 +30,15 @@ const ROLE: Array<[RegExp, string]> = [
 const role = (name: string) => { const r = ROLE.find(([re]) => re.test(name)); return !r || r[1] === '$&' ? name : r[1]; };
 
 /** W4A4KV4: 10 a layer, as CUDA's step (norm, qkv, rope_kv_append, attention, quantize_act for o_proj, o, norm,
- *  gate/up, swiglu, down); the float reference: 12, no quantizers and one GEMM per linear (CUDA's too). */
+ *  gate/up, swiglu, down); 9 where o_proj's GEMM is the matvec (a GPU adapter's decode kernel at LLaMA widths,
+ *  forced here), which quantizes its f32 input itself; the float reference: 12, no quantizers and one GEMM per
+ *  linear (CUDA's too). */
 const PER_LAYER = {
   w4: { norm: 2, gemm: 4, rope_kv_append: 1, attention: 1, quantize_act: 1, swiglu: 1 },
+  'w4 matvec': { norm: 2, gemm: 4, rope_kv_append: 1, attention: 1, swiglu: 1 },
   f32: { norm: 2, gemm: 7, rope_kv_append: 1, attention: 1, swiglu: 1 },
 };
+const TITLE = { w4: 'W4A4KV4', 'w4 matvec': 'W4A4KV4, the matvec GEMM', f32: 'float (f32 weights and cache)' };
 const PER_STEP = { embed: 1, add: 1, rows: 1, norm: 1, gemm: 1, argmax: 1 };
 
 eachBackend('WebGPU decode step: dispatches, passes, submits', ({ create }) => {
@@ -41,10 +46,12 @@ eachBackend('WebGPU decode step: dispatches, passes, submits', ({ create }) => {
   beforeAll(async () => { be = (await create()) as WebGPUBackend; });
   afterAll(() => be?.dispose());
 
-  for (const kind of ['w4', 'f32'] as const) {
-    it(`${kind === 'w4' ? 'W4A4KV4' : 'float (f32 weights and cache)'}: a captured decode step is ${kind === 'w4' ? 10 : 12} dispatches a layer and 6 a step, in one compute pass; eager and replayed steps submit once`, async () => {
-      const host = kind === 'w4' ? syntheticQuantizedModel(C, { block: 64, int8Fraction: 0.25, clipSearch: false }).weights : syntheticWeights(C, 5);
-      const model = new Llama(be, C, host, kind === 'w4' ? 'kv4' : 'f32');
+  for (const kind of ['w4', 'w4 matvec', 'f32'] as const) {
+    const perLayer = Object.values(PER_LAYER[kind]).reduce((a, b) => a + b, 0);
+    it(`${TITLE[kind]}: a captured decode step is ${perLayer} dispatches a layer and 6 a step, in one compute pass; eager and replayed steps submit once`, async () => {
+      const host = kind === 'f32' ? syntheticWeights(C, 5) : syntheticQuantizedModel(C, { block: 64, int8Fraction: 0.25, clipSearch: false }).weights;
+      const b = kind === 'w4 matvec' ? new WebGPUBackend(be.gpu, await loadShaderSources(), { gemm: 'matvec' }) : be;
+      const model = new Llama(b, C, host, kind === 'f32' ? 'f32' : 'kv4');
       const { cache, blockTable } = singleSequenceCache(model, 64);
       const layout = (pos: number[]) => ({ pos: Int32Array.from(pos), seq: new Int32Array(pos.length), blockTables: [blockTable] });
       // count submits and maps (readbacks) on this device
@@ -52,16 +59,16 @@ eachBackend('WebGPU decode step: dispatches, passes, submits', ({ create }) => {
       let submits = 0;
       q.submit = (cbs: Iterable<GPUCommandBuffer>) => { submits++; submit(cbs); };
       try {
-        const ids0 = await be.argmax(model.forward(Int32Array.of(1, 5, 9), layout([0, 1, 2]), cache, Int32Array.of(2)));
-        be.endStep();
+        const ids0 = await b.argmax(model.forward(Int32Array.of(1, 5, 9), layout([0, 1, 2]), cache, Int32Array.of(2)));
+        b.endStep();
         submits = 0;
-        const ids1 = await be.argmax(model.forward(Int32Array.of(ids0[0]), layout([3]), cache, Int32Array.of(0)));
-        be.endStep();
+        const ids1 = await b.argmax(model.forward(Int32Array.of(ids0[0]), layout([3]), cache, Int32Array.of(0)));
+        b.endStep();
         expect(submits, 'an eager decode step: one submit').toBe(1);
 
         const inp = (tok: number, pos: number): StepInputs => ({ tokens: Int32Array.of(tok), layout: layout([pos]), rows: Int32Array.of(0) });
         const first = inp(ids1[0], 4);
-        const g = be.captureStep(() => model.forward(first.tokens, first.layout, cache, first.rows), first) as WebGPUStep;
+        const g = b.captureStep(() => model.forward(first.tokens, first.layout, cache, first.rows), first) as WebGPUStep;
         const census = g.census();
         const want: Record<string, number> = {};
         const addTo = (m: Record<string, number>, n: number) => { for (const [k, v] of Object.entries(m)) want[k] = (want[k] ?? 0) + n * v; };
@@ -70,7 +77,6 @@ eachBackend('WebGPU decode step: dispatches, passes, submits', ({ create }) => {
         const got: Record<string, number> = {};
         for (const [name, n] of Object.entries(census.dispatches)) got[role(name)] = (got[role(name)] ?? 0) + n;
         expect(got, `dispatches by role (pipelines: ${JSON.stringify(census.dispatches)})`).toEqual(want);
-        const perLayer = Object.values(PER_LAYER[kind]).reduce((a, b) => a + b, 0);
         expect(g.dispatches).toBe(C.nLayers * perLayer + 6);
         expect({ passes: census.passes, clears: census.clears, copies: census.copies }, 'one compute pass, nothing that ends it').toEqual({ passes: 1, clears: 0, copies: 0 });
 
@@ -78,7 +84,7 @@ eachBackend('WebGPU decode step: dispatches, passes, submits', ({ create }) => {
         let tok = ids1[0];
         for (let pos = 4; pos < 8; pos++) {
           const ids = await g.replay(inp(tok, pos));
-          be.endStep();
+          b.endStep();
           expect(ids.length).toBe(1);
           tok = ids[0];
         }
@@ -86,6 +92,7 @@ eachBackend('WebGPU decode step: dispatches, passes, submits', ({ create }) => {
         g.destroy();
       } finally {
         q.submit = submit;
+        if (b !== be) b.dispose();
       }
     }, 120_000);
   }

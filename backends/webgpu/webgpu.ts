@@ -32,6 +32,8 @@ export class WTensor implements Tensor {
     readonly bytes: number, // meaningful bytes (the buffer may be larger)
     readonly spec?: ActQuantSpec, // qact
   ) {}
+  /** a qact whose quantize_act is not recorded yet: its f32 input, and the step it belongs to (quantizeAct) */
+  lazy?: { x: WTensor; step: number };
 }
 
 export class WWeight extends WTensor implements Weight {
@@ -47,8 +49,9 @@ class WKVCache implements KVCache {
   readLayer(layer: number): Promise<Uint8Array> { return this.be.readKVLayer(this, layer); }
 }
 
-/** gemm_w4ax.wgsl: params, act, up to three weights (codes | scales) and their outputs (matmulMany's parts) */
-const W4_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'read', 'write', 'write', 'write'];
+/** gemm_w4ax.wgsl: params, act, up to three weights (codes | scales) and their outputs (matmulMany's parts), and
+ *  QIN's permutation (a dummy elsewhere) */
+const W4_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'read', 'write', 'write', 'write', 'read'];
 
 /** quant.wgsl: params, x, y, perm, the qact; and MODE 3's addend and sum (the other modes bind dummies there) */
 const QUANT_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'write', 'read', 'write'];
@@ -64,6 +67,8 @@ const KV_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'write', 'read', 
 const PIPES = {
   gemm_matvec1: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 1, CH: 4096 } },
   gemm_matvec4: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 4, CH: 2048 } },
+  gemm_matvec1_qin: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 1, CH: 4096, QIN: 1 } },
+  gemm_matvec4_qin: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 4, CH: 2048, QIN: 1 } },
   gemm_rowwise: { family: 'gemm_w4ax', entry: 'rowwise', bind: W4_BIND },
   gemm_tiled: { family: 'gemm_w4ax', entry: 'tiled', bind: W4_BIND },
   gemm_f32: { family: 'gemm_f32', entry: 'gemm', bind: ['uniform', 'read', 'read', 'write'] },
@@ -318,7 +323,7 @@ export class WebGPUBackend implements Backend {
     return w.dtype === 'i32' ? Float32Array.from(new Int32Array(b.buffer)) : new Float32Array(b.buffer);
   }
   async readRaw(t: Tensor): Promise<Uint8Array> {
-    const w = t as WTensor;
+    const w = this.ready(t as WTensor);
     return this.readBytes(w.buf, w.bytes);
   }
   private qactFromBytes(t: WTensor, b: Uint8Array): QAct {
@@ -447,6 +452,7 @@ export class WebGPUBackend implements Backend {
   }
 
   endStep(): void {
+    this.steps++;
     this.stream.flush();
     for (const b of this.live) (this.free.get(b.size) ?? this.free.set(b.size, []).get(b.size)!).push(b);
     this.live = [];
@@ -494,12 +500,16 @@ export class WebGPUBackend implements Backend {
     return { words: w, posOff: 0, seqOff: T, btoOff: 2 * T };
   }
 
-  /** quant.wgsl over M rows into a fresh qact */
+  /** a fresh qact of M rows */
+  private qact(M: number, spec: ActQuantSpec): WTensor {
+    const n = qactBytes(spec, M);
+    return new WTensor([M, spec.Kp], 'qact', this.temp(n.a8 + n.a4 + up4(n.sa)), n.a8 + n.a4 + n.sa, spec);
+  }
+  /** quant.wgsl over M rows into a fresh qact (or `into`) */
   private quant(name: 'quantize_act' | 'rmsnorm_quant' | 'silu_mul_quant' | 'add_rmsnorm_quant', x: WTensor, y: GPUBuffer, M: number, spec: ActQuantSpec, eps = 0,
-    add?: { r: WTensor; sum: WTensor }): Tensor {
+    add?: { r: WTensor; sum: WTensor }, into?: WTensor): Tensor {
     if (colsOf(x) !== spec.K) throw new CometError(`webgpu ${name}: the rows have ${colsOf(x)} channels, the spec K = ${spec.K}`);
-    const n = qactBytes(spec, M), bytes = n.a8 + n.a4 + n.sa;
-    const out = new WTensor([M, spec.Kp], 'qact', this.temp(n.a8 + n.a4 + up4(n.sa)), bytes, spec);
+    const n = qactBytes(spec, M), out = into ?? this.qact(M, spec);
     // whole-word scale stores when no sa word holds two tokens (quant.wgsl DIRECT), else a cleared sa and atomicOr
     const nb = spec.Kp / spec.B, direct = (M === 1 || nb % 2 === 0) && nb <= 512;
     if (!direct) this.stream.clear(out.buf, n.a8 + n.a4, up4(n.sa));
@@ -534,8 +544,27 @@ export class WebGPUBackend implements Backend {
   rmsnormQuant(x: Tensor, w: Tensor, eps: number, spec: ActQuantSpec): Tensor {
     return this.quant('rmsnorm_quant', this.want(x, 'f32', 'rmsnorm_quant'), this.want(w, 'f32', 'rmsnorm_quant').buf, rowsOf(x), spec, eps);
   }
+  /** quant.wgsl MODE 0; or, where the GEMM that reads it will be the matvec (a decode step's o_proj input), nothing
+   *  yet: the matvec quantizes x itself (gemm_w4ax.wgsl QIN), one dispatch fewer, the same bits. Anything else that
+   *  reads the qact (another kernel, read, readRaw) records the quantize_act first (ready). */
   quantizeAct(x: Tensor, spec: ActQuantSpec): Tensor {
-    return this.quant('quantize_act', this.want(x, 'f32', 'quantize_act'), this.dummy, rowsOf(x), spec);
+    const xt = this.want(x, 'f32', 'quantize_act'), M = rowsOf(x);
+    if (colsOf(x) !== spec.K) throw new CometError(`webgpu quantize_act: the rows have ${colsOf(x)} channels, the spec K = ${spec.K}`);
+    const out = this.qact(M, spec);
+    if (this.gemmKernel(M, spec) === 'matvec') out.lazy = { x: xt, step: this.steps };
+    else this.quant('quantize_act', xt, this.dummy, M, spec, 0, undefined, out);
+    return out;
+  }
+  /** steps ended (endStep): a lazy qact of an earlier step cannot be made any more (its input went back to the pool) */
+  private steps = 0;
+  /** t with its quantize_act recorded (a lazy qact read by anything but the QIN matvec) */
+  private ready(t: WTensor): WTensor {
+    const l = t.lazy;
+    if (!l) return t;
+    if (l.step !== this.steps) throw new CometError('webgpu: a quantized activation whose quantizer was folded into its GEMM is read after its step ended (read it before endStep)');
+    t.lazy = undefined;
+    this.quant('quantize_act', l.x, this.dummy, rowsOf(t), t.spec!, 0, undefined, t);
+    return t;
   }
   siluMulQuant(g: Tensor, u: Tensor, spec: ActQuantSpec): Tensor {
     if (g.shape.join() !== u.shape.join()) throw new CometError(`silu_mul_quant: g [${g.shape}] and u [${u.shape}] differ`);
@@ -581,6 +610,10 @@ export class WebGPUBackend implements Backend {
     if (eq) (this.sameActs.get(a) ?? this.sameActs.set(a, new WeakSet()).get(a)!).add(b);
     return eq;
   }
+  /** The W4Ax kernel for M rows (WebGPUOptions.gemm) */
+  private gemmKernel(M: number, spec: ActQuantSpec): 'matvec' | 'rowwise' | 'tiled' {
+    return this.opts.gemm ?? (M > 8 ? 'tiled' : this.cpu || spec.Kp <= 512 ? 'rowwise' : 'matvec');
+  }
   /** W4Ax GEMM of one qact input against 1-3 weights of the same activation spec (gemm_w4ax.wgsl's parts):
    *  the kernel is picked by M (and K, and the adapter), each part gets its own range of workgroups. */
   private w4gemm(x: Tensor, ws: readonly WWeight[]): Tensor[] {
@@ -589,7 +622,11 @@ export class WebGPUBackend implements Backend {
       for (const f of ['K', 'Kp', 'B', 'K8'] as const)
         if (sa[f] !== w.act![f]) throw new CometError(`matmul: ${w.name}: activation ${f} = ${sa[f]} but the weight expects ${w.act![f]}`);
     const M = rowsOf(x), nb = sw.Kp / sw.B, n = qactBytes(sw, M);
-    const kernel = this.opts.gemm ?? (M > 8 ? 'tiled' : this.cpu || sw.Kp <= 512 ? 'rowwise' : 'matvec');
+    const kernel = this.gemmKernel(M, sw);
+    // a lazy qact: the matvec quantizes its f32 input itself (QIN, with the qact's own spec: its permutation);
+    // the other kernels read the qact, recorded now
+    const qin = kernel === 'matvec' && a.lazy?.step === this.steps ? a.lazy.x : undefined;
+    if (!qin) this.ready(a);
     const mv = this.opts.matvec, teams = kernel === 'matvec' && M === 1 ? mv?.teams ?? 8 : 8;
     const rowsPerGroup = kernel === 'rowwise' ? 64 : kernel === 'tiled' ? 64 : teams;
     const outs = ws.map((w) => this.f32([M, w.shape[0]]));
@@ -598,14 +635,16 @@ export class WebGPUBackend implements Backend {
     for (const c of groups) g.push(g[g.length - 1] + c);
     const NONE = 0xffffffff, wsOff = ws.map((w) => w4Bytes(sw, w.shape[0]).codes / 4);
     const params = [M, ws[0].shape[0], sw.Kp, sw.K8, sw.B, nb, n.a8 / 4, (n.a8 + n.a4) / 4, wsOff[0], 0, 0,
-      ws.length > 1 ? g[1] : NONE, ws.length > 2 ? g[2] : NONE, ws[1]?.shape[0] ?? 0, ws[2]?.shape[0] ?? 0, wsOff[1] ?? 0, wsOff[2] ?? 0];
+      ws.length > 1 ? g[1] : NONE, ws.length > 2 ? g[2] : NONE, ws[1]?.shape[0] ?? 0, ws[2]?.shape[0] ?? 0, wsOff[1] ?? 0, wsOff[2] ?? 0,
+      sa.K, sa.perm ? 1 : 0];
     // unused parts: the first weight again (read-only aliasing is allowed) and a dummy output
-    const res: Res[] = [a.buf, ws[0].buf, (ws[1] ?? ws[0]).buf, (ws[2] ?? ws[0]).buf, outs[0].buf, outs[1]?.buf ?? this.dummyOut(1), outs[2]?.buf ?? this.dummyOut(2)];
+    const res: Res[] = [(qin ?? a).buf, ws[0].buf, (ws[1] ?? ws[0]).buf, (ws[2] ?? ws[0]).buf, outs[0].buf, outs[1]?.buf ?? this.dummyOut(1), outs[2]?.buf ?? this.dummyOut(2),
+      qin ? this.permBuffer(sa) : this.dummy];
     const gx = g[g.length - 1];
     if (kernel === 'rowwise') this.run('gemm_rowwise', params, res, gx, Math.ceil(M / 4));
     else if (kernel === 'tiled') this.run('gemm_tiled', params, res, gx, Math.ceil(M / 32));
-    else if (M === 1) this.run('gemm_matvec1', params, res, gx, 1, 1, mv ? { TEAMS: mv.teams, CH: mv.chunk } : undefined);
-    else this.run('gemm_matvec4', params, res, gx, Math.ceil(M / 4));
+    else if (M === 1) this.run(qin ? 'gemm_matvec1_qin' : 'gemm_matvec1', params, res, gx, 1, 1, mv ? { TEAMS: mv.teams, CH: mv.chunk } : undefined);
+    else this.run(qin ? 'gemm_matvec4_qin' : 'gemm_matvec4', params, res, gx, Math.ceil(M / 4));
     return outs;
   }
   /** a 16-byte writable buffer for an output binding no workgroup writes (two: bindings must not alias) */
