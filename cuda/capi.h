@@ -20,7 +20,7 @@ const char* comet_last_error(void);
 // (cudaMalloc / torch allocations are). Scales must be finite (W4A4 blocks use an FMA that is exact for them).
 // Weights are repacked once at load into the kernel's physical layout (cuda/gemm_w4ax.cuh; its pure-TS twin:
 // simulator/layouts/w4_tiled.ts).
-// sa must be 4-byte aligned (v7 copies it in 4-byte words).
+// sa must be 4-byte aligned (a contract kept from v7, which copied it in 4-byte words).
 // Output y [M][N]: f32 holding f16(sum) exactly (out_f16 = 0) or f16 bits (out_f16 = 1). Bit-exact to §3.4 with
 // the schedule below.
 // ---------------------------------------------------------------------------------------------------------
@@ -63,7 +63,7 @@ int comet_gemm_w4ax_schedule(int N, int Kp, int B, int K8, int* ranges_host, int
 
 /** Force a kernel variant for tests/benchmarks: 0 auto, 1 decode GEMV (M <= 64 only), 2 prefill v4 (s8 mma.sync),
  *  3 prefill sm_80 path (s4 mma for W4A4 blocks when B >= 64, s8 otherwise; emulated but exact on sm_90),
- *  6 v7 (warp-specialized wgmma, sm_90a, B = 128, any M; runs 2 elsewhere). 4 and 5 (v5, v6) are in cuda/lab/.
+ *  6 v8 (warp-specialized wgmma, sm_90a, B = 128, any M; runs 2 elsewhere). 4 and 5 (v5, v6) are in cuda/lab/.
  *  Auto: 1 for M <= 16; 6 on sm_90 with B = 128; otherwise 1 (M <= 64), 2 (sm_90+) or 3 (sm_80). Process-wide. */
 int comet_gemm_w4ax_force(int variant);
 

@@ -2,7 +2,7 @@
 // This file: the C ABI (capi.h), the weight repack, the workspaces and the dispatcher. Kernel families, one file each:
 //   gemm_w4ax_decode.cuh  decode (GEMV-style mma.sync, solo and grouped): M <= 16 (M <= 64 when B != 128)
 //   gemm_w4ax_mma.cuh     v4 mma.sync tiles: M > 64 when B != 128 on sm_90; the sm_80 path (int4 tensor cores)
-//   gemm_w4ax_sm90.cu     v7 warp-specialized wgmma: M >= 17 with B = 128 on sm_90a
+//   gemm_w4ax_sm90.cu     v8 warp-specialized wgmma: M >= 17 with B = 128 on sm_90a
 // Superseded versions (v5, v6) live in cuda/lab/; the lab notebook with every version's prediction and measurement
 // is cuda/NOTES-gemm.md. Weight layout: gemm_w4ax.cuh (TS twin: simulator/layouts/w4_tiled.ts).
 // Exactness: int32 accumulators are exact; values read as 16*q make raw = 16*acc (W4A8) or 256*acc (W4A4 on
@@ -104,9 +104,10 @@ static int device_major() {
 }
 
 /** Variants (comet_gemm_w4ax_force): 1 decode, 2 v4 mma.sync tiles (s8), 3 v4 sm_80 path (s4 mma for W4A4 blocks when
- *  B >= 64), 6 v7 wgmma (sm_90a, B = 128). (4 and 5 were v5 and v6: cuda/lab/.) The auto choice, from an explicit list:
+ *  B >= 64), 6 v8 wgmma (sm_90a, B = 128; v7 until 2026-12-03). (4 and 5 were v5 and v6: cuda/lab/.) The auto choice,
+ *  from an explicit list:
  *    M <= 16                        decode (memory-bound GEMV)
- *    sm_90, B = 128, M >= 17        v7 (H200, 2026-12-02: 1.1-1.9x the decode kernel at M = 33..64 on the 8 LLaMA
+ *    sm_90, B = 128, M >= 17        v8 (v7 on the H200, 2026-12-02: 1.1-1.9x the decode kernel at M = 33..64 on the 8 LLaMA
  *                                   shapes, 0.88-1.12x at M = 32; 0.92-1.49x v5 at M >= 64, faster on 28 of 32 rows;
  *                                   measured before the M-independent schedule, the crossover not re-measured since)
  *    B != 128 or not sm_90          decode for M <= 64, else v4 (s8 on sm_90+, the s4 path on sm_80)
@@ -148,17 +149,17 @@ static size_t g_ws_bytes = 0;
 static int* g_tickets = nullptr;
 static int g_tickets_n = 0;
 
-// v7 split-K (output tiles < SMs): one f32 partial per output tile and schedule slice, so a launch splits only when
-// tiles x slices x its tile fit this fixed workspace of V7_WS_TILES x SMs 128x128 f32 tiles (and tiles < SMs tickets);
+// v8 split-K (output tiles < SMs): one f32 partial per output tile and schedule slice, so a launch splits only when
+// tiles x slices x its tile fit this fixed workspace of V8_WS_TILES x SMs 128x128 f32 tiles (and tiles < SMs tickets);
 // allocated once by comet_w4_create.
 static float* g_ws5 = nullptr;
 static int* g_tickets5 = nullptr;
-// v7's INT4 activations expanded to int8 (launch_v7), allocated by the first comet_w4_create of a weight v7 can run
+// v8's packed activations and scales (launch_v8, v8_pack), allocated by the first comet_w4_create of a weight v8 can run
 static int8_t* g_x8 = nullptr;
 
 static cudaError_t reserve_workspace(const WDesc& d) {
   if (!g_ws5) {
-    cudaError_t e = cudaMalloc(&g_ws5, v7_ws_floats(num_sms()) * sizeof(float));
+    cudaError_t e = cudaMalloc(&g_ws5, v8_ws_floats(num_sms()) * sizeof(float));
     if (e == cudaSuccess) e = cudaMalloc(&g_tickets5, num_sms() * sizeof(int));
     if (e == cudaSuccess) e = cudaMemset(g_tickets5, 0, num_sms() * sizeof(int));
     if (e != cudaSuccess) {
@@ -168,7 +169,7 @@ static cudaError_t reserve_workspace(const WDesc& d) {
     }
   }
   if (!g_x8 && d.B == 128 && device_major() == 9) {
-    cudaError_t e = cudaMalloc(&g_x8, V7_X8_BYTES);
+    cudaError_t e = cudaMalloc(&g_x8, V8_X8_BYTES);
     if (e != cudaSuccess) return g_x8 = nullptr, e;
   }
   // Solo: this shape's largest workspace over the decode M classes. Grouped (comet_gemm_w4ax_many, up to GROUP_MAX
@@ -341,13 +342,13 @@ extern "C" int comet_gemm_w4ax(const int8_t* a8, const uint8_t* a4, const uint16
   if ((w->d.K8 > 0 && !a8) || (w->d.K8 < w->d.Kp && !a4)) return set_err(-1, "gemm_w4ax: %s", "missing activations");
   if (((uintptr_t)a8 | (uintptr_t)a4) & 15)  // cp.async copies 16-byte pieces of the activation rows
     return set_err(-1, "gemm_w4ax: %s", "a8 and a4 must be 16-byte aligned");
-  if ((uintptr_t)sa & 3)  // v7 copies the activation scales in 4-byte words
+  if ((uintptr_t)sa & 3)  // capi.h's contract (v7 copied the activation scales in 4-byte words)
     return set_err(-1, "gemm_w4ax: %s", "sa must be 4-byte aligned");
   cudaStream_t s = (cudaStream_t)stream;
   const int v = pick_variant(M, w->d.B);
   if (v == 6) {
-    CUDA_TRY(launch_v7(a8, a4, sa, M, w->d, schedule_slices(w->d), y, out_f16, num_sms(), g_ws5, g_tickets5, g_x8,
-                       g_x8 ? V7_X8_BYTES : 0, s));
+    CUDA_TRY(launch_v8(a8, a4, sa, M, w->d, schedule_slices(w->d), y, out_f16, num_sms(), g_ws5, g_tickets5, g_x8,
+                       g_x8 ? V8_X8_BYTES : 0, s));
   } else if (v == 1) {
     if (M > 64) return set_err(-1, "gemm_w4ax: %s", "decode kernel needs M <= 64");
     if (M <= 8) CUDA_TRY(launch_decode_b<1>(a8, a4, sa, M, w->d, y, out_f16, s));
@@ -430,7 +431,7 @@ extern "C" int comet_gemm_w4ax_schedule(int N, int Kp, int B, int K8, int* range
 
 extern "C" int comet_gemm_w4ax_force(int variant) {
   if (variant < 0 || variant > 6 || variant == 4 || variant == 5)
-    return set_err(-1, "gemm_w4ax: %s", "variant must be 0 (auto), 1 decode, 2 v4, 3 sm_80 path or 6 v7 (4, 5: cuda/lab)");
+    return set_err(-1, "gemm_w4ax: %s", "variant must be 0 (auto), 1 decode, 2 v4, 3 sm_80 path or 6 v8 (4, 5: cuda/lab)");
   g_force = variant;
   return 0;
 }

@@ -152,23 +152,23 @@ __device__ __forceinline__ float sum_slices(const float* p, size_t stride, int n
   return v;
 }
 
-// v7 (gemm_w4ax_sm90.cu): warp-specialized wgmma for M >= 17 on sm_90a with B = 128.
-/** Tokens per CTA tile of v7 for M tokens (32, 64 or 128) before the schedule's constraint (v7_plan). */
-int v7_tokens(int M);
-/** How v7 runs the schedule's S slices for M tokens: NT tokens per tile, G CTAs per output tile along K (split, G > 1)
+// v8 (gemm_w4ax_sm90.cu): warp-specialized wgmma for M >= 17 on sm_90a with B = 128.
+/** Tokens per CTA tile of v8 for M tokens (32, 64 or 128) before the schedule's constraint (v8_plan). */
+int v8_tokens(int M);
+/** How v8 runs the schedule's S slices for M tokens: NT tokens per tile, G CTAs per output tile along K (split, G > 1)
  *  or one with an in-CTA running total (total) or neither (S = 1). */
-struct V7Plan {
+struct V8Plan {
   int NT, G;
   bool total;
 };
-V7Plan v7_plan(const WDesc& d, int M, int S, int sms);
-/** v7's split workspace: V7_WS_TILES x sms tiles of 128 x 128 f32. */
-constexpr int V7_WS_TILES = 4;
-size_t v7_ws_floats(int sms);
-/** Launches v7 for the schedule's S slices; ws / tickets: v7_ws_floats(sms) f32 and sms zeroed ints (used when split);
- *  x8: V7_X8_BYTES for the INT4 activations expanded to int8 (M is run in chunks of rows that fit). */
-constexpr size_t V7_X8_BYTES = 64u << 20;
-cudaError_t launch_v7(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M, const WDesc& d, int S, void* y,
+V8Plan v8_plan(const WDesc& d, int M, int S, int sms);
+/** v8's split workspace: V8_WS_TILES x sms tiles of 128 x 128 f32. */
+constexpr int V8_WS_TILES = 4;
+size_t v8_ws_floats(int sms);
+/** Launches v8 for the schedule's S slices; ws / tickets: v8_ws_floats(sms) f32 and sms zeroed ints (used when split);
+ *  x8: V8_X8_BYTES for the packed activations and scales (v8_pack; M is run in chunks of rows that fit). */
+constexpr size_t V8_X8_BYTES = 64u << 20;
+cudaError_t launch_v8(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M, const WDesc& d, int S, void* y,
                       int out_f16, int sms, float* ws, int* tickets, int8_t* x8, size_t x8_bytes, cudaStream_t s);
 
 }  // namespace comet_gemm

@@ -1,35 +1,37 @@
-// W4Ax GEMM v7 (sm_90a, B = 128, M >= 17): warp-specialized wgmma with the weights as the REGISTER operand.
-// Lab notes: cuda/NOTES-gemm.md (v7). Shared layout and helpers: gemm_w4ax.cuh.
+// W4Ax GEMM v8 (sm_90a, B = 128, M >= 17): warp-specialized wgmma with the weights as the REGISTER operand, fed by
+// bulk copies (TMA without tensor maps). Lab notes: cuda/NOTES-gemm.md (v8; v7, its cp.async predecessor, is in git
+// history at 53a41f3). Shared layout and helpers: gemm_w4ax.cuh.
 //
 // Y^T = W * A^T: a CTA computes a 128 (output features n) x NT (tokens m) tile, NT in {32, 64, 128}.
-//   warpgroup 0 (producer, 80 registers): cp.async of k-tile i (= one B-block, 128 channels) into stage i % STAGES:
-//       int8 activation rows straight into the 128-byte-swizzled K-major layout wgmma reads as its B operand: a8 for
-//       INT8 tiles, and for INT4 tiles the rows v7_expand_a4 made before the launch (16*q, lo/hi-nibble order, below;
-//       until session 4 the producer converted them itself after a named barrier, on the critical path);
-//       the raw int4 weight tile [128 rows][64 B] (one contiguous 8 KB of the [T][Npad][64] layout), the weight
-//       scales and the activation scales (f16 words, made f32 times 2^-4 / 2^-8 once landed). A tile is finished
-//       (scales converted, fence.proxy.async, arrive on full[s]) LAG = STAGES - 2 tiles after its copies were
-//       issued (V7L: 8 stages, 6 with the shared-memory total), so the producer never waits on a load of its own.
+//   before the launch, v8_pack writes the activations (and their scales, as f32 times 2^-4 / 2^-8) in the layout the
+//       kernel copies verbatim (v8_pack's comment): every stage of the ring is then four contiguous global ranges.
+//   warpgroup 0 (producer): one thread, per k-tile i (= one B-block, 128 channels): wait empty[s] (the consumers are
+//       done with the tile STAGES back), arrive on full[s] expecting the stage's bytes, and issue 4 bulk copies whose
+//       completion counts those bytes on full[s]: the activation tile [NT][128] (already 128-byte swizzled: wgmma's B
+//       operand), the raw int4 weight tile [128 rows][64 B] (one contiguous 8 KB of the [T][Npad][64] layout), the
+//       128 weight scales (f16) and the NT activation scales (f32). The other 127 threads leave at once. (v7 had 128
+//       threads issue ~12 cp.async each per tile, wait for their own copies LAG tiles later, convert the scales and
+//       arrive: its arrival on full[s] sat behind its wait on empty[s], on the consumers' critical path.)
 //   warpgroups 1, 2 (consumers, 208 registers): weight rows 64c .. 64c+63 (c = 0, 1). Per k-tile: wait full[s];
-//       each thread loads its two weight rows' words (4 x 16 B) and converts them in registers into the wgmma A
+//       each thread loads its two weight rows' words (4 x 16 B, LDS) and converts them in registers into the wgmma A
 //       fragments (2 instructions per register); 4 x wgmma m64nNTk32 (the first with scale-d = 0: no reset);
 //       commit; wait(0) (ptxas serializes wgmma when a group is in flight across the loop's back edge); the
-//       block's f32 epilogue (DESIGN 3.4) into the running sums; arrive on empty[s]. The two consumer warpgroups
-//       issue their wgmma groups in strict alternation (ping-pong through two named barriers), so one warpgroup's
-//       epilogue runs under the other's wgmma; the producer runs ahead through the mbarrier ring.
+//       block's f32 epilogue (DESIGN 3.4) into the running sums; each warp arrives once on empty[s]. The two
+//       warpgroups run free (v7's ping-pong, strict alternation of their wgmma groups, measured no faster with the
+//       bulk-copy producer: H200 2026-12-03, NOTES-gemm.md).
 // k order inside a k32 step (any order is exact if both operands agree; wgmma's A fragment of thread (g, t) holds
 // k-positions 4t..4t+3 (a0, a1) and 16+4t..16+4t+3 (a2, a3) of rows g, g+8):
 //   INT8 tiles: activations canonical (position = channel). Weight word (piece p, step c) of the layout holds
 //       channels 8p..8p+3 in its low nibbles and 8p+4..8p+7 in its high nibbles, so thread t takes pieces t/2 and
 //       2 + t/2, low nibbles (x << 4) & 0xF0F0F0F0 for even t, high nibbles x & 0xF0F0F0F0 for odd t.
 //   INT4 tiles: weight word (t, c) = canonical nibbles 8t..8t+7: a0 = low nibbles (channels 8t+2j), a2 = high
-//       (8t+2j+1); v7_expand_a4 writes the activations in the same lo/hi order (position 4tt+j = channel 8tt+2j,
+//       (8t+2j+1); v8_pack writes the activations in the same lo/hi order (position 4tt+j = channel 8tt+2j,
 //       16+4tt+j = channel 8tt+2j+1), as v6 did.
 // Values are 16*q on both int4 sides: raw = 16*acc (W4A8) or 256*acc (W4A4); the 2^-4 / 2^-8 is in the f32
 // activation scale (exact). Accumulators are read as bits of 1.5*2^23 + raw after one integer add (MAGIC).
 // The schedule (DESIGN 3.4; S k-tile-aligned slices, a function of the weight's shape only: schedule_slices in
 // gemm_w4ax_decode.cuh, reported by comet_gemm_w4ax_schedule): the running sums restart from +0 at every slice, and
-// the slices' partials are added in slice order from +0, in one of two ways (v7_plan):
+// the slices' partials are added in slice order from +0, in one of two ways (v8_plan):
 //   split (output tiles < SMs, and their partials fit the workspace): G CTAs per output tile along K, CTA k takes
 //       slices [k*S/G, (k+1)*S/G) and writes each slice's partial to the workspace; the tile's last CTA adds them;
 //   in-CTA (TOTAL): at each slice end total = total + sum, sum = +0 (a third register set at NT <= 64; in shared
@@ -44,32 +46,32 @@
 namespace comet_gemm {
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define COMET_V7_DEVICE 1
+#define COMET_V8_DEVICE 1
 #endif
 
-constexpr int V7_THREADS = 384;
+constexpr int V8_THREADS = 384;
 // Registers: the launch gives every thread 168 (65,536 / 384, rounded down to 8), 64,512 per CTA; setmaxnreg moves
-// them from the producer (80: no spills) to the consumers (208): 128 x 80 + 256 x 208 = 63,488 <= 64,512. Asking for
-// more than the CTA holds (first try: 64 + 224 = 65,536) hangs in setmaxnreg.inc (measured 2026-12-02).
+// them from the producer (80) to the consumers (208): 128 x 80 + 256 x 208 = 63,488 <= 64,512. Asking for more than
+// the CTA holds (first try: 64 + 224 = 65,536) hangs in setmaxnreg.inc (measured 2026-12-02). ptxas itself allocates
+// the whole kernel within the launch bound (168, 0 spills): setmaxnreg does not give a region more to allocate.
 
 /** Shared memory: STAGES stages of ACT [NT][128] (swizzled, wgmma B) | W [128][64] | SW f16[128] | SA f32[NT], each
  *  padded to 1 KB (ACT must be 1024-aligned for the 128-byte swizzle), then (TOTAL at NT = 128) the running total f32
- *  [64][256]. 8 stages where they fit, else 6; a tile is handed to the consumers LAG = STAGES - 2 tiles after its
- *  copies were issued (so LAG + 1 tiles of copies are in flight and the producer never waits on a load of its own). */
+ *  [64][256]. 8 stages where they fit, else 6: up to STAGES tiles of copies in flight. */
 template <int NT, bool TOTAL>
-struct V7L {
+struct V8L {
   static constexpr int OFF_W = NT * 128, OFF_SW = OFF_W + 128 * 64, OFF_SA = OFF_SW + 256;
   static constexpr int STAGE = (OFF_SA + NT * 4 + 1023) / 1024 * 1024;
   static constexpr int TOT = TOTAL && NT == 128 ? 64 * 256 * 4 : 0;
-  static constexpr int STAGES = TOT ? 6 : 8, LAG = STAGES - 2;
+  static constexpr int STAGES = TOT ? 6 : 8;
   static constexpr int SMEM = 1024 + STAGES * STAGE + TOT;  // + alignment slack
 };
-constexpr int V7_MAX_STAGES = 8;
+constexpr int V8_MAX_STAGES = 8;
 
 template <int NT>
 __device__ __forceinline__ void wgmma_rs(int (&d)[NT / 2], const uint32_t (&a)[4], uint64_t db, int acc);
 
-#ifdef COMET_V7_DEVICE
+#ifdef COMET_V8_DEVICE
 /** wgmma m64n32k32 s8: A (64 weight rows x k32) from registers, B (k32 x 32 tokens) from shared memory; D = A*B
  *  (+ D when acc != 0). */
 template <>
@@ -112,6 +114,18 @@ __device__ __forceinline__ void mbar_init(uint64_t* b, int count) {
 __device__ __forceinline__ void mbar_arrive(uint64_t* b) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(b)) : "memory");
 }
+/** Arrives on b (the producer's one arrival) and adds `bytes` to the phase's expected transaction count: the phase
+ *  completes when the bulk copies issued next have written them all. */
+__device__ __forceinline__ void mbar_expect_tx(uint64_t* b, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(b)), "r"(bytes) : "memory");
+}
+/** One bulk copy (TMA, no tensor map) of `bytes` (a multiple of 16, both addresses 16-byte aligned) from global to
+ *  this CTA's shared memory; its completion counts `bytes` on barrier b. */
+__device__ __forceinline__ void bulk_g2s(void* dst, const void* src, uint32_t bytes, uint64_t* b) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
+               ::"r"(smem_u32(dst)), "l"(src), "r"(bytes), "r"(smem_u32(b))
+               : "memory");
+}
 /** Waits for the phase of parity `parity` of barrier b. A wait of over ~20 s (a lost arrival: a bug) traps, so the
  *  launch fails with an error instead of hanging the process. */
 __device__ __forceinline__ void mbar_wait(uint64_t* b, uint32_t parity) {
@@ -130,105 +144,67 @@ __device__ __forceinline__ void mbar_wait(uint64_t* b, uint32_t parity) {
   }
 }
 /** K-major operand, 128-byte swizzle, 8-row groups 1024 B apart (as v6). */
-__device__ __forceinline__ uint64_t v7_desc(uint32_t saddr) {
+__device__ __forceinline__ uint64_t v8_desc(uint32_t saddr) {
   return (uint64_t)((saddr & 0x3FFFF) >> 4) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
 }
 template <int R>
-__device__ __forceinline__ void v7_fence_acc(int (&d)[R]) {
+__device__ __forceinline__ void v8_fence_acc(int (&d)[R]) {
 #pragma unroll
   for (int i = 0; i < R; i++) asm volatile("" : "+r"(d[i])::"memory");
 }
-__device__ __forceinline__ void v7_fence_a(uint32_t (&a)[4][4]) {
+__device__ __forceinline__ void v8_fence_a(uint32_t (&a)[4][4]) {
 #pragma unroll
   for (int k = 0; k < 4; k++)
     asm volatile("" : "+r"(a[k][0]), "+r"(a[k][1]), "+r"(a[k][2]), "+r"(a[k][3])::"memory");
 }
-__device__ __forceinline__ void v7_store(void* y, int out_f16, int N, int m, int n, float v) {
+__device__ __forceinline__ void v8_store(void* y, int out_f16, int N, int m, int n, float v) {
   const __half h = __float2half_rn(v);
   if (out_f16) ((__half*)y)[(size_t)m * N + n] = h;
   else ((float*)y)[(size_t)m * N + n] = __half2float(h);
 }
 
 template <int NT, bool TOTAL>
-__global__ void __launch_bounds__(V7_THREADS, 1)
-    gemm_v7(const int8_t* __restrict__ a8, const int8_t* __restrict__ a4x8, const __half* __restrict__ sa, int M,
-            WDesc w, void* y, int out_f16, int S, float* __restrict__ ws, int* __restrict__ tickets) {
-#ifdef COMET_V7_DEVICE
-  using L = V7L<NT, TOTAL>;
-  constexpr int V7_STAGES = L::STAGES, V7_LAG = L::LAG;
+__global__ void __launch_bounds__(V8_THREADS, 1)
+    gemm_v8(const int8_t* __restrict__ X, const float* __restrict__ SA, int Mpad, int M, WDesc w, void* y, int out_f16,
+            int S, float* __restrict__ ws, int* __restrict__ tickets) {
+#ifdef COMET_V8_DEVICE
+  using L = V8L<NT, TOTAL>;
+  constexpr int V8_STAGES = L::STAGES;
   constexpr int R = NT / 2;  // accumulators and running sums per consumer thread
   // the in-CTA total at NT = 128 lives in shared memory (acc 64 + sum 64 + total 64 do not fit 208 registers): f32
   // [64][256], value i of consumer thread ct at [i][ct] (conflict-free), after the stage ring
   constexpr bool TSM = TOTAL && NT == 128;
   extern __shared__ __align__(16) char smem_raw[];
-  __shared__ __align__(8) uint64_t full[V7_MAX_STAGES], empty[V7_MAX_STAGES];
+  __shared__ __align__(8) uint64_t full[V8_MAX_STAGES], empty[V8_MAX_STAGES];
   __shared__ int last;
-  char* smem = (char*)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
+  // 1024-aligned by an offset from the shared array itself (not through an integer cast), so every access below
+  // stays a shared-space load (LDS), not a generic one
+  char* smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
   const int tid = threadIdx.x;
   const int m0 = blockIdx.x * NT, n0 = blockIdx.y * 128, G = gridDim.z;
   const int s0 = blockIdx.z * S / G, s1 = (blockIdx.z + 1) * S / G;  // this CTA's slices [s0, s1)
   const int ta = s0 * w.T / S, nt = s1 * w.T / S - ta;              // and k-tiles [ta, ta + nt)
-  auto stage = [&](int li) { return smem + (li % V7_STAGES) * L::STAGE; };
+  auto stage = [&](int li) { return smem + (li % V8_STAGES) * L::STAGE; };
   if (tid == 0) {
 #pragma unroll
-    for (int s = 0; s < V7_STAGES; s++) mbar_init(&full[s], 128), mbar_init(&empty[s], 256);
+    for (int s = 0; s < V8_STAGES; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], 8);
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
 
-  if (tid < 128) {  // ---------------- producer warpgroup
+  if (tid < 128) {  // ---------------- producer warpgroup: one thread issues the bulk copies, the others leave
     asm volatile("setmaxnreg.dec.sync.aligned.u32 80;\n");
-    const int p = tid;
-    const int K4 = w.Kp - w.K8;
-    const uint8_t* wsrc = w.q + (size_t)n0 * ROW_BYTES + p * 16;
-    const size_t wstride = (size_t)w.Npad * ROW_BYTES;
-    // activation scales travel with the tile's copies (4-byte cp.async of the aligned word holding sa[m][i]; the
-    // last element of an odd-length array is copied as 2 bytes + zero fill), converted to f32 when the tile landed.
-    // (v4-v6 read them with a plain load per k-tile: one exposed global latency per k-tile.)
-    const bool sa_ok = p < NT && m0 + p < M;
-    const size_t sa_total = (size_t)M * w.nb, sa_row = (size_t)(sa_ok ? m0 + p : 0) * w.nb;
-    for (int j = 0; j < nt + V7_LAG; j++) {
-      if (j < nt) {
-        char* st = stage(j);
-        if (j >= V7_STAGES) mbar_wait(&empty[j % V7_STAGES], ((j / V7_STAGES) - 1) & 1);
-        const int i = ta + j;
-        // activation rows, int8 (INT8 tiles: a8; INT4 tiles: a4x8, expanded by v7_expand_a4): 16-byte piece pc of
-        // row r at r*128 + ((pc ^ (r & 7)) * 16)
-        const bool i8 = i < w.T8;
-        const int8_t* abase = i8 ? a8 + (size_t)i * KT : a4x8 + (size_t)(i - w.T8) * KT;
-        const size_t astride = i8 ? w.K8 : K4;
-#pragma unroll
-        for (int q = 0; q < NT / 16; q++) {
-          const int idx = p + 128 * q, r = idx >> 3, pc = idx & 7;
-          const bool ok = m0 + r < M;
-          cp_async16(st + r * 128 + ((pc ^ (r & 7)) << 4), ok ? (const void*)(abase + (size_t)(m0 + r) * astride + pc * 16)
-                                                              : (const void*)w.q, ok ? 16 : 0);
-        }
-        const uint8_t* src = wsrc + (size_t)i * wstride;
-#pragma unroll
-        for (int q = 0; q < 4; q++) cp_async16(st + L::OFF_W + p * 16 + 2048 * q, src + 2048 * q, 16);
-        if (p < 16) cp_async16(st + L::OFF_SW + p * 16, w.swT + (size_t)i * w.Npad + n0 + p * 8, 16);
-        if (p < NT) {
-          const size_t e = sa_row + i;  // sa is 4-byte aligned (checked by the host)
-          cp_async4(st + L::OFF_SA + 4 * p, sa_ok ? (const void*)(sa + (e & ~(size_t)1)) : (const void*)w.q,
-                    sa_ok ? ((e | 1) < sa_total ? 4 : 2) : 0);
-        }
-      }
-      cp_async_commit();
-      const int jj = j - V7_LAG;
-      if (jj >= 0) {
-        cp_async_wait<V7_LAG>();  // this thread's copies of tile jj have landed
-        char* st = stage(jj);
-        const int i = ta + jj;
-        if (p < NT) {  // this thread's scale word -> f32 sa * 2^-4 (W4A8) or 2^-8 (W4A4), in place (0 for rows >= M)
-          uint32_t* sw = (uint32_t*)(st + L::OFF_SA) + p;
-          const uint32_t u = *sw;
-          const __half h = __ushort_as_half((unsigned short)(((sa_row + i) & 1) ? u >> 16 : u & 0xFFFFu));
-          *(float*)sw = __fmul_rn(__half2float(h), i < w.T8 ? 0.0625f : 0.00390625f);
-        }
-        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // generic-proxy writes -> wgmma's reads
-        mbar_arrive(&full[jj % V7_STAGES]);
-      }
+    if (tid != 0) return;
+    constexpr uint32_t BYTES = NT * 128 + 128 * ROW_BYTES + 256 + NT * 4;
+    for (int j = 0; j < nt; j++) {  // k-tile i = ta + j into stage s: four copies whose bytes complete full[s]
+      const int s = j % V8_STAGES, i = ta + j;
+      if (j >= V8_STAGES) mbar_wait(&empty[s], ((j / V8_STAGES) - 1) & 1);
+      char* st = stage(j);
+      mbar_expect_tx(&full[s], BYTES);
+      bulk_g2s(st, X + ((size_t)i * Mpad + m0) * KT, NT * 128, &full[s]);
+      bulk_g2s(st + L::OFF_W, w.q + ((size_t)i * w.Npad + n0) * ROW_BYTES, 128 * ROW_BYTES, &full[s]);
+      bulk_g2s(st + L::OFF_SW, w.swT + (size_t)i * w.Npad + n0, 256, &full[s]);
+      bulk_g2s(st + L::OFF_SA, SA + (size_t)i * Mpad + m0, NT * 4, &full[s]);
     }
     return;
   }
@@ -239,7 +215,7 @@ __global__ void __launch_bounds__(V7_THREADS, 1)
   const int rA = c * 64 + warp * 16 + g;  // this thread's weight rows in the tile: rA, rA + 8
   int acc[R];
   float sum[R], total[TOTAL && !TSM ? R : 1];
-  float* Tot = (float*)(smem + V7_STAGES * L::STAGE) + ct;
+  float* Tot = (float*)(smem + V8_STAGES * L::STAGE) + ct;
 #pragma unroll
   for (int i = 0; i < R; i++) acc[i] = 0, sum[i] = 0.f;
 #pragma unroll
@@ -247,8 +223,8 @@ __global__ void __launch_bounds__(V7_THREADS, 1)
   const int tile = blockIdx.x * gridDim.y + blockIdx.y;
   int slice = s0, slice_end = (s0 + 1) * w.T / S - ta;  // slice `slice` ends before local k-tile slice_end
   for (int li = 0; li < nt; li++) {
-    const int s = li % V7_STAGES;
-    mbar_wait(&full[s], (li / V7_STAGES) & 1);
+    const int s = li % V8_STAGES;
+    mbar_wait(&full[s], (li / V8_STAGES) & 1);
     const char* st = stage(li);
     const bool int8 = ta + li < w.T8;
     // weight fragments (see the header): pieces p0 / p1 of rows rA, rA + 8, shifts sh0 / sh1
@@ -265,30 +241,21 @@ __global__ void __launch_bounds__(V7_THREADS, 1)
       a[k][0] = (wa0[k] << sh0) & 0xF0F0F0F0u, a[k][1] = (wb0[k] << sh0) & 0xF0F0F0F0u;
       a[k][2] = (wa1[k] << sh1) & 0xF0F0F0F0u, a[k][3] = (wb1[k] << sh1) & 0xF0F0F0F0u;
     }
-    const uint32_t bbase = smem_u32(st);
-    // ping-pong: the two consumer warpgroups issue their wgmma groups in strict alternation (0, 1, 0, 1, ...; named
-    // barriers 3: 0 -> 1, 4: 1 -> 0), so warpgroup 0's group completes first and its epilogue runs under warpgroup
-    // 1's group instead of both epilogues running side by side after both groups
-    if (c == 0) {
-      if (li > 0) asm volatile("bar.sync 4, 256;\n" ::: "memory");
-    } else {
-      asm volatile("bar.sync 3, 256;\n" ::: "memory");
-    }
-    v7_fence_acc(acc);
-    v7_fence_a(a);  // all 16 fragment registers materialized before the first wgmma ...
+    const uint64_t d0 = v8_desc(smem_u32(st));  // the B descriptor of k32 step k: d0 + 2k (32 bytes further)
+    v8_fence_acc(acc);
+    v8_fence_a(a);  // all 16 fragment registers materialized before the first wgmma ...
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
-    for (int k = 0; k < 4; k++) wgmma_rs<NT>(acc, a[k], v7_desc(bbase + 32 * k), k);
+    for (int k = 0; k < 4; k++) wgmma_rs<NT>(acc, a[k], d0 + 2 * k, k);
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-    if (c == 0) asm volatile("bar.arrive 3, 256;\n" ::: "memory");
-    else if (li + 1 < nt) asm volatile("bar.arrive 4, 256;\n" ::: "memory");
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-    v7_fence_acc(acc);
-    v7_fence_a(a);  // ... and live until the group completed: ptxas cannot reuse them (no wait between the wgmma)
+    v8_fence_acc(acc);
+    v8_fence_a(a);  // ... and live until the group completed: ptxas cannot reuse them (no wait between the wgmma)
     // the block's f32 epilogue: element (row rA + 8h, token 8j + 2t + e) = acc[4j + 2h + e]
     const float* Sa = (const float*)(st + L::OFF_SA);
     const __half* Sw = (const __half*)(st + L::OFF_SW);
     const float sw0 = __half2float(Sw[rA]), sw1 = __half2float(Sw[rA + 8]);
+    const float C0 = magic_c(sw0), C1 = magic_c(sw1);
     if (int8) {
 #pragma unroll
       for (int j = 0; j < NT / 8; j++) {
@@ -301,7 +268,6 @@ __global__ void __launch_bounds__(V7_THREADS, 1)
         sum[4 * j + 3] = __fadd_rn(sum[4 * j + 3], __fmul_rn(magic_to_f32(acc[4 * j + 3] + MAGIC), p11));
       }
     } else {
-      const float C0 = magic_c(sw0), C1 = magic_c(sw1);
 #pragma unroll
       for (int j = 0; j < NT / 8; j++) {
         const float2 s2 = *(const float2*)(Sa + 8 * j + 2 * t);
@@ -311,7 +277,8 @@ __global__ void __launch_bounds__(V7_THREADS, 1)
         sum[4 * j + 3] = __fadd_rn(sum[4 * j + 3], w4a4_term(acc[4 * j + 3] + MAGIC, sw1, C1, s2.y));
       }
     }
-    mbar_arrive(&empty[s]);
+    __syncwarp();
+    if (lane == 0) mbar_arrive(&empty[s]);  // this warp is done with stage s (its wgmma completed: wait_group 0)
     if (li + 1 == slice_end) {  // a slice ends: its partial joins the total (in-CTA) or goes to the workspace (split)
       if (TSM) {  // total = total + sum (+0 + sum at the first slice); the last slice's sum is added at the end
         if (li + 1 < nt) {
@@ -349,7 +316,7 @@ __global__ void __launch_bounds__(V7_THREADS, 1)
           const int m = m0 + 8 * j + 2 * t + e, n = n0 + rA + 8 * h;
           const int i = 4 * j + 2 * h + e;
           if (m < M && n < w.N)
-            v7_store(y, out_f16, w.N, m, n, TSM ? __fadd_rn(Tot[i * 256], sum[i]) : TOTAL ? total[i] : sum[i]);
+            v8_store(y, out_f16, w.N, m, n, TSM ? __fadd_rn(Tot[i * 256], sum[i]) : TOTAL ? total[i] : sum[i]);
         }
     return;
   }
@@ -383,7 +350,7 @@ __global__ void __launch_bounds__(V7_THREADS, 1)
     const float e[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
 #pragma unroll
     for (int i = 0; i < 4; i++)
-      if (r < rows && cl + i < cols) v7_store(y, out_f16, w.N, m0 + r, n0 + cl + i, e[i]);
+      if (r < rows && cl + i < cols) v8_store(y, out_f16, w.N, m0 + r, n0 + cl + i, e[i]);
   }
   if (ct == 0) tickets[tile] = 0;
 #else
@@ -391,80 +358,104 @@ __global__ void __launch_bounds__(V7_THREADS, 1)
 #endif
 }
 
-int v7_tokens(int M) { return M <= 32 ? 32 : M <= 64 ? 64 : 128; }
+int v8_tokens(int M) { return M <= 32 ? 32 : M <= 64 ? 64 : 128; }
 
-size_t v7_ws_floats(int sms) { return (size_t)V7_WS_TILES * sms * 128 * 128; }
+size_t v8_ws_floats(int sms) { return (size_t)V8_WS_TILES * sms * 128 * 128; }
 
-V7Plan v7_plan(const WDesc& d, int M, int S, int sms) {
-  int NT = v7_tokens(M), tiles = (M + NT - 1) / NT * (d.Npad / 128);
-  if (S == 1) return V7Plan{NT, 1, false};
+V8Plan v8_plan(const WDesc& d, int M, int S, int sms) {
+  int NT = v8_tokens(M), tiles = (M + NT - 1) / NT * (d.Npad / 128);
+  if (S == 1) return V8Plan{NT, 1, false};
   // 128-token tiles that would split (<= half a wave): 64-token tiles instead, twice as many, often a full wave with
   // the in-register total (H200 2026-12-02: 8B o / down at M = 256, 0.034 / 0.110 ms as 64-token tiles without split
   // against 0.058 / 0.155 as 128-token tiles split in two)
   if (NT == 128 && 2 * tiles <= sms) NT = 64, tiles = (M + 63) / 64 * (d.Npad / 128);
   if (tiles < sms) {  // below one wave: split K across CTAs along the schedule's slices, when their partials fit
     const int G = std::min(S, sms / tiles);
-    if (G > 1 && (size_t)tiles * S * NT * 128 <= v7_ws_floats(sms)) return V7Plan{NT, G, false};
+    if (G > 1 && (size_t)tiles * S * NT * 128 <= v8_ws_floats(sms)) return V8Plan{NT, G, false};
   }
-  return V7Plan{NT, 1, true};
+  return V8Plan{NT, 1, true};
 }
 
 template <int NT, bool TOTAL>
-static cudaError_t launch(const int8_t* a8, const int8_t* a4x8, const __half* sa, int M, const WDesc& d, int S, int G,
-                          void* y, int out_f16, float* ws, int* tickets, cudaStream_t s) {
-  constexpr int smem = V7L<NT, TOTAL>::SMEM;
+static cudaError_t launch(const int8_t* X, const float* SA, int Mpad, int M, const WDesc& d, int S, int G, void* y,
+                          int out_f16, float* ws, int* tickets, cudaStream_t s) {
+  constexpr int smem = V8L<NT, TOTAL>::SMEM;
   static bool attr = false;
   if (!attr) {
-    cudaError_t e = cudaFuncSetAttribute(gemm_v7<NT, TOTAL>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    cudaError_t e = cudaFuncSetAttribute(gemm_v8<NT, TOTAL>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (e != cudaSuccess) return e;
     attr = true;
   }
   dim3 grid((M + NT - 1) / NT, d.Npad / 128, G);
-  gemm_v7<NT, TOTAL><<<grid, V7_THREADS, smem, s>>>(a8, a4x8, sa, M, d, y, out_f16, S, ws, tickets);
+  gemm_v8<NT, TOTAL><<<grid, V8_THREADS, smem, s>>>(X, SA, Mpad, M, d, y, out_f16, S, ws, tickets);
   return cudaGetLastError();
 }
 
-/** INT4 activation rows -> the int8 rows v7 copies: each 16-byte piece of packed nibbles (32 channels) becomes 32 bytes,
- *  16*q of its low nibbles (even channels) then of its high nibbles (odd channels): the lo/hi order of the header. */
-__global__ void v7_expand_a4(const uint4* __restrict__ a4, size_t pieces, uint4* __restrict__ out) {
-  const size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-  if (i >= pieces) return;
-  const uint4 x = a4[i];
-  out[2 * i] = make_uint4(lo16x(x.x), lo16x(x.y), lo16x(x.z), lo16x(x.w));
-  out[2 * i + 1] = make_uint4(hi16x(x.x), hi16x(x.y), hi16x(x.z), hi16x(x.w));
+/** The activations of rows [0, M) in the layout the kernel's bulk copies read (twin: simulator/layouts/act_tiled.ts;
+ *  Mpad = M rounded up to 128; rows >= M zero): X [T][Mpad][128] int8, the 128 channels of k-tile i of row m at (i * Mpad + m) * 128 with 16-byte piece pc at
+ *  ((pc ^ (m & 7)) * 16): exactly the 128-byte-swizzled K-major tile wgmma reads as B, so any NT-row tile (m0 a
+ *  multiple of 8) is one contiguous copy. INT8 tiles (i < T8) hold a8's codes as they are; INT4 tiles hold 16*q in
+ *  the lo/hi order of the header (piece 2g: the low nibbles of a4's 16-byte group g of the tile, even channels; piece
+ *  2g + 1: the high nibbles). Then SA f32 [T][Mpad]: sa[m][i] * 2^-4 (INT8 tiles) or 2^-8 (INT4 tiles), exact.
+ *  One thread per 16-byte piece of X. */
+__global__ void v8_pack(const uint4* __restrict__ a8, const uint4* __restrict__ a4, const __half* __restrict__ sa,
+                        int M, int Mpad, WDesc w, uint4* __restrict__ X, float* __restrict__ SA) {
+  const size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (idx >= (size_t)w.T * Mpad * 8) return;
+  const int pc = (int)(idx & 7);
+  const size_t r = idx >> 3;
+  const int m = (int)(r % Mpad), i = (int)(r / Mpad);
+  uint4 v = make_uint4(0, 0, 0, 0);
+  float sc = 0.f;
+  if (m < M) {
+    if (i < w.T8) {
+      v = a8[((size_t)m * w.K8 + (size_t)i * KT) / 16 + pc];
+    } else {
+      const uint4 x = a4[((size_t)m * (w.Kp - w.K8) / 2 + (size_t)(i - w.T8) * (KT / 2)) / 16 + (pc >> 1)];
+      v = (pc & 1) ? make_uint4(hi16x(x.x), hi16x(x.y), hi16x(x.z), hi16x(x.w))
+                   : make_uint4(lo16x(x.x), lo16x(x.y), lo16x(x.z), lo16x(x.w));
+    }
+    if (pc == 0) sc = __fmul_rn(__half2float(sa[(size_t)m * w.nb + i]), i < w.T8 ? 0.0625f : 0.00390625f);
+  }
+  X[r * 8 + (pc ^ (m & 7))] = v;
+  if (pc == 0) SA[r] = sc;
 }
 
-static cudaError_t launch_rows(const int8_t* a8, const int8_t* a4x8, const __half* sa, int M, const WDesc& d, int S,
-                               void* y, int out_f16, int sms, float* ws, int* tickets, cudaStream_t s) {
-  const V7Plan p = v7_plan(d, M, S, sms);
+static cudaError_t launch_rows(const int8_t* X, const float* SA, int Mpad, int M, const WDesc& d, int S, void* y,
+                               int out_f16, int sms, float* ws, int* tickets, cudaStream_t s) {
+  const V8Plan p = v8_plan(d, M, S, sms);
   if (p.G > 1 && (!ws || !tickets)) return cudaErrorInvalidValue;
   if (p.total) switch (p.NT) {
-      case 32: return launch<32, true>(a8, a4x8, sa, M, d, S, 1, y, out_f16, ws, tickets, s);
-      case 64: return launch<64, true>(a8, a4x8, sa, M, d, S, 1, y, out_f16, ws, tickets, s);
-      default: return launch<128, true>(a8, a4x8, sa, M, d, S, 1, y, out_f16, ws, tickets, s);
+      case 32: return launch<32, true>(X, SA, Mpad, M, d, S, 1, y, out_f16, ws, tickets, s);
+      case 64: return launch<64, true>(X, SA, Mpad, M, d, S, 1, y, out_f16, ws, tickets, s);
+      default: return launch<128, true>(X, SA, Mpad, M, d, S, 1, y, out_f16, ws, tickets, s);
     }
   switch (p.NT) {
-    case 32: return launch<32, false>(a8, a4x8, sa, M, d, S, p.G, y, out_f16, ws, tickets, s);
-    case 64: return launch<64, false>(a8, a4x8, sa, M, d, S, p.G, y, out_f16, ws, tickets, s);
-    default: return launch<128, false>(a8, a4x8, sa, M, d, S, p.G, y, out_f16, ws, tickets, s);
+    case 32: return launch<32, false>(X, SA, Mpad, M, d, S, p.G, y, out_f16, ws, tickets, s);
+    case 64: return launch<64, false>(X, SA, Mpad, M, d, S, p.G, y, out_f16, ws, tickets, s);
+    default: return launch<128, false>(X, SA, Mpad, M, d, S, p.G, y, out_f16, ws, tickets, s);
   }
 }
 
-cudaError_t launch_v7(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M, const WDesc& d, int S, void* y,
+cudaError_t launch_v8(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M, const WDesc& d, int S, void* y,
                       int out_f16, int sms, float* ws, int* tickets, int8_t* x8, size_t x8_bytes, cudaStream_t s) {
   const __half* h = (const __half*)sa;
   const int K4 = d.Kp - d.K8;
-  if (K4 == 0) return launch_rows(a8, nullptr, h, M, d, S, y, out_f16, sms, ws, tickets, s);
-  // rows in chunks whose expanded INT4 activations fit x8 (a multiple of 128 rows; every row is computed alone)
-  const size_t fit = x8 ? x8_bytes / K4 / 128 * 128 : 0;
+  // rows in chunks (a multiple of 128; every row is computed alone) whose packed activations and scales fit x8
+  const size_t row = (size_t)d.T * (KT + 4);
+  const size_t fit = x8 ? x8_bytes / row / 128 * 128 : 0;
   if (fit < 128) return cudaErrorInvalidValue;
-  const int Mc = (int)std::min<size_t>(fit, (size_t)M);
+  const int Mc = (int)std::min<size_t>(fit, (size_t)(M + 127) / 128 * 128);
   for (int m0 = 0; m0 < M; m0 += Mc) {
-    const int mc = std::min(Mc, M - m0);
-    const size_t pieces = (size_t)mc * K4 / 32;
-    v7_expand_a4<<<(unsigned)((pieces + 255) / 256), 256, 0, s>>>((const uint4*)(a4 + (size_t)m0 * K4 / 2), pieces, (uint4*)x8);
-    cudaError_t e = launch_rows(d.K8 ? a8 + (size_t)m0 * d.K8 : a8, x8, h + (size_t)m0 * d.nb, mc, d, S,
-                                (char*)y + (size_t)m0 * d.N * (out_f16 ? 2 : 4), out_f16, sms, ws, tickets, s);
+    const int mc = std::min(Mc, M - m0), Mpad = (mc + 127) / 128 * 128;
+    int8_t* X = x8;
+    float* SA = (float*)(x8 + (size_t)d.T * Mpad * KT);
+    const size_t pieces = (size_t)d.T * Mpad * 8;
+    v8_pack<<<(unsigned)((pieces + 255) / 256), 256, 0, s>>>(
+        (const uint4*)(d.K8 ? a8 + (size_t)m0 * d.K8 : a8), (const uint4*)(K4 ? a4 + (size_t)m0 * K4 / 2 : a4),
+        h + (size_t)m0 * d.nb, mc, Mpad, d, (uint4*)X, SA);
+    cudaError_t e = launch_rows(X, SA, Mpad, mc, d, S, (char*)y + (size_t)m0 * d.N * (out_f16 ? 2 : 4), out_f16, sms,
+                                ws, tickets, s);
     if (e != cudaSuccess) return e;
   }
   return cudaSuccess;

@@ -13,6 +13,7 @@ import {
   KT, NPAD, ROW_BYTES, convertWord, repackW4Tiled, tiledWord, transposeW4Scales, unrepackW4Tiled, v6ActStep,
   v6WeightStep, v7WeightFragment, w4TiledDims,
 } from '../simulator/layouts/w4_tiled.ts';
+import { actTiledPlace, packActTiled, unpackActTiled } from '../simulator/layouts/act_tiled.ts';
 
 function randomBytes(n: number, seed: number): Uint8Array {
   const out = new Uint8Array(n);
@@ -219,5 +220,58 @@ describe('the CUDA kernels arithmetic on the tiled layout', () => {
       const want = gemmW4Ax(a, w, sched), got = emulateKernel(a, w, sched);
       expect(got.every((v, i) => Object.is(v, want[i]))).toBe(true);
     }
+  });
+});
+
+describe('act_tiled (the activations the CUDA GEMM v8 copies, v8_pack)', () => {
+  const shapes = [
+    { M: 1, Kp: 128, K8: 0 }, // one row, one INT4 tile
+    { M: 37, Kp: 512, K8: 128 }, // rows not a multiple of 8, both segments
+    { M: 130, Kp: 384, K8: 384 }, // all INT8, Mpad = 256
+    { M: 200, Kp: 640, K8: 256 },
+  ];
+  it.each(shapes)('round-trips codes and scales, every channel at its own byte %o', (s) => {
+    const K4 = s.Kp - s.K8, T = s.Kp / KT;
+    const a8 = Int8Array.from(randomBytes(s.M * s.K8, 11 + s.M));
+    const a4 = randomBytes((s.M * K4) / 2, 13 + s.M);
+    const sa = Uint16Array.from({ length: s.M * T }, (_, i) => f16Bits(((i % 13) - 6) * 0.37 + (i % 5 === 0 ? 2 ** -20 : 0)));
+    const p = packActTiled(a8, a4, sa, s);
+    expect(p.Mpad % 128).toBe(0);
+    expect(p.X.length).toBe(T * p.Mpad * KT);
+    const back = unpackActTiled(p, s);
+    expect(Array.from(back.a8)).toEqual(Array.from(a8));
+    expect(Array.from(back.a4)).toEqual(Array.from(a4));
+    expect(Array.from(back.sa)).toEqual(Array.from(sa));
+    const seen = new Uint8Array(p.X.length);
+    for (let m = 0; m < s.M; m++) for (let k = 0; k < s.Kp; k++) seen[actTiledPlace(s, p.Mpad, m, k).byte]++;
+    let wrong = 0; // every byte of a real row written once, none of a padding row (zero: the kernel reads whole tiles)
+    for (let i = 0; i < T; i++)
+      for (let m = 0; m < p.Mpad; m++) {
+        for (let b = 0; b < KT; b++) if (seen[(i * p.Mpad + m) * KT + b] !== (m < s.M ? 1 : 0)) wrong++;
+        if (m >= s.M && p.SA[i * p.Mpad + m] !== 0) wrong++;
+      }
+    expect(wrong).toBe(0);
+  });
+
+  it('lays a tile of NT rows out as the swizzled wgmma B operand, INT4 tiles in the order of v6ActStep', () => {
+    const s = { M: 64, Kp: 512, K8: 128 }, K4 = s.Kp - s.K8;
+    const a8 = Int8Array.from(randomBytes(s.M * s.K8, 5)), a4 = randomBytes((s.M * K4) / 2, 6);
+    const p = packActTiled(a8, a4, new Uint16Array(s.M * 4), s);
+    for (const m0 of [0, 32]) // NT = 32 tiles at m0 = 0 and 32: row r of the tile at r * 128, piece c at (c ^ (r & 7)) * 16
+      for (let i = 0; i < 4; i++)
+        for (let r = 0; r < 32; r++) {
+          const base = (i * p.Mpad + m0) * KT + r * KT, m = m0 + r;
+          const plain = new Int8Array(KT);
+          for (let c = 0; c < 8; c++) for (let j = 0; j < 16; j++) plain[16 * c + j] = p.X[base + ((c ^ (r & 7)) << 4) + j];
+          if (i === 0) expect(Array.from(plain)).toEqual(Array.from(a8.subarray(m * s.K8, (m + 1) * s.K8)));
+          else
+            for (let c = 0; c < 4; c++) // k32 step c of the INT4 tile: the operand bytes the W4A4 wgmma reads
+              expect(Array.from(plain.subarray(32 * c, 32 * c + 32))).toEqual(
+                Array.from(v6ActStep(a4.subarray((m * K4) / 2, ((m + 1) * K4) / 2), (i - 1) * ROW_BYTES, c)));
+        }
+  });
+
+  it('refuses shapes the kernel cannot run', () => {
+    expect(() => packActTiled(new Int8Array(0), new Uint8Array(0), new Uint16Array(0), { M: 1, Kp: 96, K8: 0 })).toThrow(RangeError);
   });
 });

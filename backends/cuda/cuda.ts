@@ -768,7 +768,7 @@ export async function createCudaBackend(): Promise<Backend> {
   if (facts.major < 8)
     throw new CometError(`cuda: ${facts.name} is sm_${facts.major}${facts.minor}; COMET's CUDA kernels need sm_80 (Ampere) or newer`, 'backend_unavailable');
   // COMET_GEMM_FORCE=n pins the W4Ax kernel variant (comet_gemm_w4ax_force: 1 decode, 2 mma.sync tiles, 3 sm_80 path,
-  // 6 v7 wgmma; README, Backends)
+  // 6 v8 wgmma; README, Backends)
   if (process.env.COMET_GEMM_FORCE) addon.gemmForce(Number(process.env.COMET_GEMM_FORCE));
   return new CudaBackend(addon, facts);
 }

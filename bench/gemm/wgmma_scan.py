@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Does ptxas pipeline v7's wgmma? Counts, per gemm_v7 function of an sm_90a cubin, the IGMMA instructions and the
+"""Does ptxas pipeline v7/v8's wgmma? Counts, per gemm_v7 / gemm_v8 function of an sm_90a cubin, the IGMMA instructions and the
 WARPGROUP.ARRIVE / WARPGROUP.DEPBAR (wait) between them, from the raw SASS words (the CPU machine has no cuobjdump):
 `AGGGGD` = one arrive, four wgmma in flight, one wait (pipelined); `AGDAGDAGDAGD` = a wait after every wgmma
 (serialized: ptxas reused the A-fragment registers, or a C7520 "WG.AR in divergent path"). Opcodes read off
@@ -15,7 +15,7 @@ data = open(path, "rb").read()
 sections = subprocess.run(["readelf", "-SW", path], capture_output=True, text=True, check=True).stdout
 for line in sections.split("\n"):
     m = re.search(r"\]\s+(\.text\.\S+)\s+\S+\s+[0-9a-f]+\s+([0-9a-f]+)\s+([0-9a-f]+)", line)
-    if not m or "gemm_v7" not in m.group(1):
+    if not m or not re.search(r"gemm_v[78]", m.group(1)):
         continue
     off, size = int(m.group(2), 16), int(m.group(3), 16)
     seq = []
@@ -25,5 +25,5 @@ for line in sections.split("\n"):
             seq.append("G")
         elif w & 0xFFF == 0x9C5:
             seq.append("D" if (w >> 47) & 1 else "A")
-    name = re.sub(r".*gemm_v7ILi(\d+)ELb(\d).*", r"gemm_v7<\1, \2>", m.group(1))
+    name = re.sub(r".*gemm_v([78])ILi(\d+)ELb(\d).*", r"gemm_v\1<\2, \3>", m.group(1))
     print(f"{name}: {''.join(seq)}  ({'pipelined' if ''.join(seq).count('D') <= 1 else 'SERIALIZED'})")
