@@ -347,7 +347,9 @@ extern "C" int comet_gemm_w4ax(const int8_t* a8, const uint8_t* a4, const uint16
   cudaStream_t s = (cudaStream_t)stream;
   const int v = pick_variant(M, w->d.B);
   if (v == 6) {
-    CUDA_TRY(launch_v8(a8, a4, sa, M, w->d, schedule_slices(w->d), y, out_f16, num_sms(), g_ws5, g_tickets5, g_x8,
+    const WDesc* d = &w->d;
+    const int S = schedule_slices(w->d);
+    CUDA_TRY(launch_v8(a8, a4, sa, M, &d, &S, &y, 1, out_f16, num_sms(), g_ws5, g_tickets5, g_x8,
                        g_x8 ? V8_X8_BYTES : 0, s));
   } else if (v == 1) {
     if (M > 64) return set_err(-1, "gemm_w4ax: %s", "decode kernel needs M <= 64");
@@ -382,7 +384,7 @@ extern "C" int comet_gemm_w4ax_many(const int8_t* a8, const uint8_t* a4, const u
   if ((uintptr_t)sa & 3) return set_err(-1, "gemm_w4ax_many: %s", "sa must be 4-byte aligned");
   cudaStream_t s = (cudaStream_t)stream;
   // Only the decode kernel groups (the variant and the split are those each weight gets alone); the tiled kernels
-  // run one launch per weight.
+  // run one launch per weight (v8 after one shared activation pack).
   bool group = n > 1 && g_group_mode != 2 && M <= 64;
   for (int i = 0; i < n && group; i++) group = pick_variant(M, d0.B) == 1;
   if (group && g_group_mode == 0) {
@@ -410,6 +412,15 @@ extern "C" int comet_gemm_w4ax_many(const int8_t* a8, const uint8_t* a4, const u
       return 0;
     }
     if (e != cudaErrorNotSupported) return set_err((int)e, "gemm_w4ax_many: %s", cudaGetErrorString(e));
+  }
+  if (n > 1 && pick_variant(M, d0.B) == 6) {  // v8: one activation pack serves every weight (same K layout)
+    const WDesc* ds[GROUP_MAX];
+    int S[GROUP_MAX];
+    for (int i = 0; i < n; i++) ds[i] = &ws[i]->d, S[i] = schedule_slices(ws[i]->d);
+    CUDA_TRY(launch_v8(a8, a4, sa, M, ds, S, ys, n, out_f16, num_sms(), g_ws5, g_tickets5, g_x8, g_x8 ? V8_X8_BYTES : 0,
+                       s));
+    CUDA_TRY(cudaGetLastError());
+    return 0;
   }
   for (int i = 0; i < n; i++)
     if (int e = comet_gemm_w4ax(a8, a4, sa, M, ws[i], ys[i], out_f16, stream)) return e;

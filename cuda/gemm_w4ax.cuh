@@ -165,10 +165,13 @@ V8Plan v8_plan(const WDesc& d, int M, int S, int sms);
 /** v8's split workspace: V8_WS_TILES x sms tiles of 128 x 128 f32. */
 constexpr int V8_WS_TILES = 4;
 size_t v8_ws_floats(int sms);
-/** Launches v8 for the schedule's S slices; ws / tickets: v8_ws_floats(sms) f32 and sms zeroed ints (used when split);
- *  x8: V8_X8_BYTES for the packed activations and scales (v8_pack; M is run in chunks of rows that fit). */
+/** Launches v8 for n weights of one K layout (Kp, B, K8) against one activation, weight i with its schedule's S[i]
+ *  slices into ys[i]: the activations are packed once per chunk of rows (v8_pack) and serve every weight. ws / tickets:
+ *  v8_ws_floats(sms) f32 and sms zeroed ints (used when split); x8: V8_X8_BYTES for the packed activations and scales
+ *  (M is run in chunks of rows that fit). */
 constexpr size_t V8_X8_BYTES = 64u << 20;
-cudaError_t launch_v8(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M, const WDesc& d, int S, void* y,
-                      int out_f16, int sms, float* ws, int* tickets, int8_t* x8, size_t x8_bytes, cudaStream_t s);
+cudaError_t launch_v8(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M, const WDesc* const* ds,
+                      const int* S, void* const* ys, int n, int out_f16, int sms, float* ws, int* tickets, int8_t* x8,
+                      size_t x8_bytes, cudaStream_t s);
 
 }  // namespace comet_gemm

@@ -16,7 +16,7 @@
 //       each thread loads its two weight rows' words (4 x 16 B, LDS) and converts them in registers into the wgmma A
 //       fragments (2 instructions per register); 4 x wgmma m64nNTk32 (the first with scale-d = 0: no reset);
 //       commit; wait(0) (ptxas serializes wgmma when a group is in flight across the loop's back edge); the
-//       block's f32 epilogue (DESIGN 3.4) into the running sums; each warp arrives once on empty[s]. The two
+//       block's f32 epilogue (DESIGN 3.4) into the running sums; arrive on empty[s]. The two
 //       warpgroups run free (v7's ping-pong, strict alternation of their wgmma groups, measured no faster with the
 //       bulk-copy producer: H200 2026-12-03, NOTES-gemm.md).
 // k order inside a k32 step (any order is exact if both operands agree; wgmma's A fragment of thread (g, t) holds
@@ -187,7 +187,7 @@ __global__ void __launch_bounds__(V8_THREADS, 1)
   auto stage = [&](int li) { return smem + (li % V8_STAGES) * L::STAGE; };
   if (tid == 0) {
 #pragma unroll
-    for (int s = 0; s < V8_STAGES; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], 8);
+    for (int s = 0; s < V8_STAGES; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], 256);
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
@@ -277,8 +277,10 @@ __global__ void __launch_bounds__(V8_THREADS, 1)
         sum[4 * j + 3] = __fadd_rn(sum[4 * j + 3], w4a4_term(acc[4 * j + 3] + MAGIC, sw1, C1, s2.y));
       }
     }
-    __syncwarp();
-    if (lane == 0) mbar_arrive(&empty[s]);  // this warp is done with stage s (its wgmma completed: wait_group 0)
+    // every consumer thread arrives (count 256) once done with stage s (its warpgroup's wgmma completed: wait_group 0);
+    // one arrival per warp after __syncwarp was as fast, but racecheck cannot see that order and flags each read
+    // against the next bulk copy into the stage (H200 2026-12-03, NOTES-gemm.md)
+    mbar_arrive(&empty[s]);
     if (li + 1 == slice_end) {  // a slice ends: its partial joins the total (in-CTA) or goes to the workspace (split)
       if (TSM) {  // total = total + sum (+0 + sum at the first slice); the last slice's sum is added at the end
         if (li + 1 < nt) {
@@ -437,8 +439,10 @@ static cudaError_t launch_rows(const int8_t* X, const float* SA, int Mpad, int M
   }
 }
 
-cudaError_t launch_v8(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M, const WDesc& d, int S, void* y,
-                      int out_f16, int sms, float* ws, int* tickets, int8_t* x8, size_t x8_bytes, cudaStream_t s) {
+cudaError_t launch_v8(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, int M, const WDesc* const* ds,
+                      const int* S, void* const* ys, int n, int out_f16, int sms, float* ws, int* tickets, int8_t* x8,
+                      size_t x8_bytes, cudaStream_t s) {
+  const WDesc& d = *ds[0];  // the n weights share Kp, B, K8 (one activation serves them all): one pack per chunk
   const __half* h = (const __half*)sa;
   const int K4 = d.Kp - d.K8;
   // rows in chunks (a multiple of 128; every row is computed alone) whose packed activations and scales fit x8
@@ -454,9 +458,11 @@ cudaError_t launch_v8(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, i
     v8_pack<<<(unsigned)((pieces + 255) / 256), 256, 0, s>>>(
         (const uint4*)(d.K8 ? a8 + (size_t)m0 * d.K8 : a8), (const uint4*)(K4 ? a4 + (size_t)m0 * K4 / 2 : a4),
         h + (size_t)m0 * d.nb, mc, Mpad, d, (uint4*)X, SA);
-    cudaError_t e = launch_rows(X, SA, Mpad, mc, d, S, (char*)y + (size_t)m0 * d.N * (out_f16 ? 2 : 4), out_f16, sms,
-                                ws, tickets, s);
-    if (e != cudaSuccess) return e;
+    for (int i = 0; i < n; i++) {
+      cudaError_t e = launch_rows(X, SA, Mpad, mc, *ds[i], S[i],
+                                  (char*)ys[i] + (size_t)m0 * ds[i]->N * (out_f16 ? 2 : 4), out_f16, sms, ws, tickets, s);
+      if (e != cudaSuccess) return e;
+    }
   }
   return cudaSuccess;
 }

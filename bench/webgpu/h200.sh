@@ -30,7 +30,7 @@ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm -
 run() { local name=$1 limit=$2; shift 2
   local t0=$SECONDS; timeout "$limit" node node_modules/tsx/dist/cli.mjs bench/webgpu/decode.ts "$@" --out "$OUT" > "$OUT/$name.log" 2>&1
   echo "== $name rc=$? ($((SECONDS - t0)) s)"; grep -vE '^\{"shape"' "$OUT/$name.log" | tail -40; }
-run decode 300 --shape llama3.2-1b --steps "${STEPS:-128}"
+run decode ${DECODE_S:-300} --shape llama3.2-1b --steps "${STEPS:-128}"
 grep -E '^\{"shape"' "$OUT/decode.log"
 [ "${SERIAL:-0}" = 1 ] && run serial 120 --shape llama3.2-1b --steps 32 --no-cuda --decode-only --kernels serial
 ls -la "$OUT"
