@@ -37,7 +37,7 @@ struct P {
 @group(0) @binding(4) var<storage, read> w2: array<vec4<u32>>;
 @group(0) @binding(5) var<storage, read_write> y0: array<f32>;
 @group(0) @binding(6) var<storage, read_write> y1: array<f32>;
-@group(0) @binding(7) var<storage, read_write> y2: array<f32>;
+@group(0) @binding(7) var<storage, read_write> y2: array<f32>; // or QIN = 2's u [M][K] (read only; no part 2 then)
 @group(0) @binding(8) var<storage, read> qperm: array<u32>; // QIN: the spec's permutation [K] (hasPerm), else a dummy
 
 /** this workgroup's part: which weight and output, its first workgroup, rows, scale offset */
@@ -79,6 +79,11 @@ fn act8(m: u32, k: u32) -> vec2<u32> {
 // it reads exactly as quant.wgsl MODE 0 does (v = f16(x[perm[j]]), exact block amax, s = f16_div(amax, qmax),
 // codes div_rne: exact quotients, so the same codes and scales whatever the compiler), hence the same bits as
 // quantize_act then the GEMM.
+// QIN = 2: the same for silu_mul_quant (down_proj's input at decode): `act` is g [M][K] and binding 7 (y2, free:
+// the down GEMM has one part) is u [M][K]; v = f16(silu_mul_f(g[c], u[c])), c = perm[j], as quant.wgsl MODE 2
+// computes it, through the one silu_mul_f of common.wgsl (the f32 product is tier 3, but the same expression on
+// the same inputs: quant.wgsl's silu_mul_quant and elementwise.wgsl's silu_mul already rely on that). u stays on
+// binding 7 rather than a new one: the kernels keep to WebGPU's default 8 storage buffers per stage.
 override QIN: u32 = 0u;
 override MT: u32 = 4u; // tokens per workgroup (1 for a single decode token)
 override TEAMS: u32 = 8u; // rows per workgroup (one team of 32 lanes per row)
@@ -91,12 +96,15 @@ var<workgroup> pp: array<i32, TEAMS * MT * (CH / 32u)>; // [team][tok][word] int
 var<workgroup> tb: array<f32, TEAMS * MT * (CH / 32u)>; // [team][tok][block of chunk] t_b
 var<workgroup> gm: array<f32, MT * CH / 8u>; // QIN: [tok][8-channel group of the chunk] max |v|
 
-/** QIN: the quantizer's value of channel j of token m: f16(x[m][perm[j]]), 0 in the padding [K, Kp) */
+/** QIN: the quantizer's value of channel j of token m: f16(x[m][perm[j]]) (QIN = 2: f16(silu(g)·u) there), 0 in
+ *  the padding [K, Kp) */
 fn qin(m: u32, j: u32) -> f32 {
   if (j >= p.K) { return 0.0; }
   var c = j;
   if (p.hasPerm != 0u) { c = qperm[j]; }
-  return f16_round(bitcast<f32>(act[m * p.K + c]));
+  let i = m * p.K + c;
+  if (QIN == 2u) { return f16_round(silu_mul_f(bitcast<f32>(act[i]), y2[i])); }
+  return f16_round(bitcast<f32>(act[i]));
 }
 /** QIN: the scale of block bl of the chunk (global block b) for staged token t, from the groups' maxima */
 fn qscale(t: u32, bl: u32, b: u32) -> f32 {
@@ -168,7 +176,7 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
       if (QIN == 0u && MT == 1u && mBase < p.M) { sap = sa_at(mBase, bp); }
     }
     // QIN: each 8-channel group's max |v| first (the block amax is then the max of its B/8 groups)
-    if (QIN == 1u) {
+    if (QIN != 0u) {
       for (var t = 0u; t < MT; t++) {
         let m = mBase + t;
         for (var g = lid; g < CH / 8u; g = g + TEAMS * 32u) {
@@ -187,7 +195,7 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         let k = k0 + g * 8u;
         var v = vec2<u32>(0u, 0u);
         if (m < p.M && k < p.Kp) {
-          if (QIN == 1u) { v = qwords(m, k, qscale(t, (g * 8u) / p.B, k / p.B)); } else { v = act8(m, k); }
+          if (QIN != 0u) { v = qwords(m, k, qscale(t, (g * 8u) / p.B, k / p.B)); } else { v = act8(m, k); }
         }
         let o = t * CW + (g & 3u) * 2u * CV + (g >> 2u);
         xa[o] = v.x;
@@ -212,7 +220,7 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         if (b < p.nb && n < pt.N && m < p.M) {
           var sa = 0.0; var sw = 0.0;
           if (bl == lane) { sw = swp; } else { sw = sw_at(pt, n, b); }
-          if (QIN == 1u) { sa = qscale(t, bl, b); }
+          if (QIN != 0u) { sa = qscale(t, bl, b); }
           else if (bl == lane && MT == 1u) { sa = sap; }
           else { sa = sa_at(m, b); }
           tv = f32(acc) * (sa * sw);

@@ -1,8 +1,9 @@
 // The WebGPU decode step's shape of work (issue 21, item 4): dispatches per layer as few as the CUDA step's (one
 // per fused op of src/graph: the norm with the residual add and the quantizer, q/k/v and gate/up as one GEMM
-// dispatch each, rope with the KV append, SwiGLU with its quantizer), all in one compute pass of one command
-// buffer, one submit per step (eager or replayed), and nothing read back but the sampled ids. A change that adds
-// a dispatch to every layer fails here; bench/results/webgpu-dispatches-*.md records the counts.
+// dispatch each, rope with the KV append, SwiGLU with its quantizer; on the matvec, the quantizers of o_proj's and
+// down's inputs inside their GEMMs), all in one compute pass of one command buffer, one submit per step (eager or
+// replayed), and nothing read back but the sampled ids. A change that adds a dispatch to every layer fails here;
+// bench/results/webgpu-dispatches-*.md records the counts.
 // Runs on the WebGPU row only (SwiftShader on CI).
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { StepInputs } from '../backends/backend.ts';
@@ -30,12 +31,12 @@ const ROLE: Array<[RegExp, string]> = [
 const role = (name: string) => { const r = ROLE.find(([re]) => re.test(name)); return !r || r[1] === '$&' ? name : r[1]; };
 
 /** W4A4KV4: 10 a layer, as CUDA's step (norm, qkv, rope_kv_append, attention, quantize_act for o_proj, o, norm,
- *  gate/up, swiglu, down); 9 where o_proj's GEMM is the matvec (a GPU adapter's decode kernel at LLaMA widths,
- *  forced here), which quantizes its f32 input itself; the float reference: 12, no quantizers and one GEMM per
- *  linear (CUDA's too). */
+ *  gate/up, swiglu, down); 8 where o_proj's and down's GEMMs are the matvec (a GPU adapter's decode kernel at
+ *  LLaMA widths, forced here), which quantizes its f32 input itself (o_proj) or computes silu(gate)·up and
+ *  quantizes that (down); the float reference: 12, no quantizers and one GEMM per linear (CUDA's too). */
 const PER_LAYER = {
   w4: { norm: 2, gemm: 4, rope_kv_append: 1, attention: 1, quantize_act: 1, swiglu: 1 },
-  'w4 matvec': { norm: 2, gemm: 4, rope_kv_append: 1, attention: 1, swiglu: 1 },
+  'w4 matvec': { norm: 2, gemm: 4, rope_kv_append: 1, attention: 1 },
   f32: { norm: 2, gemm: 7, rope_kv_append: 1, attention: 1, swiglu: 1 },
 };
 const TITLE = { w4: 'W4A4KV4', 'w4 matvec': 'W4A4KV4, the matvec GEMM', f32: 'float (f32 weights and cache)' };

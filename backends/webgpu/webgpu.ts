@@ -32,8 +32,9 @@ export class WTensor implements Tensor {
     readonly bytes: number, // meaningful bytes (the buffer may be larger)
     readonly spec?: ActQuantSpec, // qact
   ) {}
-  /** a qact whose quantize_act is not recorded yet: its f32 input, and the step it belongs to (quantizeAct) */
-  lazy?: { x: WTensor; step: number };
+  /** a qact whose quantizer is not recorded yet: its f32 input (silu_mul_quant: g, and u), and the step it
+   *  belongs to (quantizeAct, siluMulQuant) */
+  lazy?: { x: WTensor; u?: WTensor; step: number };
 }
 
 export class WWeight extends WTensor implements Weight {
@@ -49,8 +50,8 @@ class WKVCache implements KVCache {
   readLayer(layer: number): Promise<Uint8Array> { return this.be.readKVLayer(this, layer); }
 }
 
-/** gemm_w4ax.wgsl: params, act, up to three weights (codes | scales) and their outputs (matmulMany's parts), and
- *  QIN's permutation (a dummy elsewhere) */
+/** gemm_w4ax.wgsl: params, act, up to three weights (codes | scales) and their outputs (matmulMany's parts; QIN = 2
+ *  binds u as the third, read only), and QIN's permutation (a dummy elsewhere): 8 storage buffers, WebGPU's default */
 const W4_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'read', 'write', 'write', 'write', 'read'];
 
 /** quant.wgsl: params, x, y, perm, the qact; and MODE 3's addend and sum (the other modes bind dummies there) */
@@ -69,6 +70,8 @@ const PIPES = {
   gemm_matvec4: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 4, CH: 2048 } },
   gemm_matvec1_qin: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 1, CH: 4096, QIN: 1 } },
   gemm_matvec4_qin: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 4, CH: 2048, QIN: 1 } },
+  gemm_matvec1_silu: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 1, CH: 4096, QIN: 2 } },
+  gemm_matvec4_silu: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 4, CH: 2048, QIN: 2 } },
   gemm_rowwise: { family: 'gemm_w4ax', entry: 'rowwise', bind: W4_BIND },
   gemm_tiled: { family: 'gemm_w4ax', entry: 'tiled', bind: W4_BIND },
   gemm_f32: { family: 'gemm_f32', entry: 'gemm', bind: ['uniform', 'read', 'read', 'write'] },
@@ -557,18 +560,26 @@ export class WebGPUBackend implements Backend {
   }
   /** steps ended (endStep): a lazy qact of an earlier step cannot be made any more (its input went back to the pool) */
   private steps = 0;
-  /** t with its quantize_act recorded (a lazy qact read by anything but the QIN matvec) */
+  /** t with its quantizer recorded (a lazy qact read by anything but the QIN matvec) */
   private ready(t: WTensor): WTensor {
     const l = t.lazy;
     if (!l) return t;
     if (l.step !== this.steps) throw new CometError('webgpu: a quantized activation whose quantizer was folded into its GEMM is read after its step ended (read it before endStep)');
     t.lazy = undefined;
-    this.quant('quantize_act', l.x, this.dummy, rowsOf(t), t.spec!, 0, undefined, t);
+    if (l.u) this.quant('silu_mul_quant', l.x, l.u.buf, rowsOf(t), t.spec!, 0, undefined, t);
+    else this.quant('quantize_act', l.x, this.dummy, rowsOf(t), t.spec!, 0, undefined, t);
     return t;
   }
+  /** quant.wgsl MODE 2; or, where the GEMM that reads it will be the matvec (a decode step's down_proj input),
+   *  nothing yet: the matvec computes silu(g)·u and quantizes it itself (gemm_w4ax.wgsl QIN = 2), as quantizeAct */
   siluMulQuant(g: Tensor, u: Tensor, spec: ActQuantSpec): Tensor {
     if (g.shape.join() !== u.shape.join()) throw new CometError(`silu_mul_quant: g [${g.shape}] and u [${u.shape}] differ`);
-    return this.quant('silu_mul_quant', this.want(g, 'f32', 'silu_mul_quant'), this.want(u, 'f32', 'silu_mul_quant').buf, rowsOf(g), spec);
+    const gt = this.want(g, 'f32', 'silu_mul_quant'), ut = this.want(u, 'f32', 'silu_mul_quant'), M = rowsOf(g);
+    if (colsOf(g) !== spec.K) throw new CometError(`webgpu silu_mul_quant: the rows have ${colsOf(g)} channels, the spec K = ${spec.K}`);
+    const out = this.qact(M, spec);
+    if (this.gemmKernel(M, spec) === 'matvec') out.lazy = { x: gt, u: ut, step: this.steps };
+    else this.quant('silu_mul_quant', gt, ut.buf, M, spec, 0, undefined, out);
+    return out;
   }
   matmul(x: Tensor, w: Weight): Tensor {
     const wt = w as WWeight, N = w.shape[0];
@@ -623,10 +634,10 @@ export class WebGPUBackend implements Backend {
         if (sa[f] !== w.act![f]) throw new CometError(`matmul: ${w.name}: activation ${f} = ${sa[f]} but the weight expects ${w.act![f]}`);
     const M = rowsOf(x), nb = sw.Kp / sw.B, n = qactBytes(sw, M);
     const kernel = this.gemmKernel(M, sw);
-    // a lazy qact: the matvec quantizes its f32 input itself (QIN, with the qact's own spec: its permutation);
-    // the other kernels read the qact, recorded now
-    const qin = kernel === 'matvec' && a.lazy?.step === this.steps ? a.lazy.x : undefined;
-    if (!qin) this.ready(a);
+    // a lazy qact: the matvec quantizes its f32 input itself (QIN, with the qact's own spec: its permutation; QIN = 2
+    // takes u on the third part's output binding, so at most two parts); the other kernels read the qact, recorded now
+    const lz = kernel === 'matvec' && a.lazy?.step === this.steps && !(a.lazy.u && ws.length > 2) ? a.lazy : undefined;
+    if (!lz) this.ready(a);
     const mv = this.opts.matvec, teams = kernel === 'matvec' && M === 1 ? mv?.teams ?? 8 : 8;
     const rowsPerGroup = kernel === 'rowwise' ? 64 : kernel === 'tiled' ? 64 : teams;
     const outs = ws.map((w) => this.f32([M, w.shape[0]]));
@@ -638,13 +649,13 @@ export class WebGPUBackend implements Backend {
       ws.length > 1 ? g[1] : NONE, ws.length > 2 ? g[2] : NONE, ws[1]?.shape[0] ?? 0, ws[2]?.shape[0] ?? 0, wsOff[1] ?? 0, wsOff[2] ?? 0,
       sa.K, sa.perm ? 1 : 0];
     // unused parts: the first weight again (read-only aliasing is allowed) and a dummy output
-    const res: Res[] = [(qin ?? a).buf, ws[0].buf, (ws[1] ?? ws[0]).buf, (ws[2] ?? ws[0]).buf, outs[0].buf, outs[1]?.buf ?? this.dummyOut(1), outs[2]?.buf ?? this.dummyOut(2),
-      qin ? this.permBuffer(sa) : this.dummy];
+    const res: Res[] = [(lz?.x ?? a).buf, ws[0].buf, (ws[1] ?? ws[0]).buf, (ws[2] ?? ws[0]).buf, outs[0].buf, outs[1]?.buf ?? this.dummyOut(1),
+      outs[2]?.buf ?? lz?.u?.buf ?? this.dummyOut(2), lz ? this.permBuffer(sa) : this.dummy];
     const gx = g[g.length - 1];
     if (kernel === 'rowwise') this.run('gemm_rowwise', params, res, gx, Math.ceil(M / 4));
     else if (kernel === 'tiled') this.run('gemm_tiled', params, res, gx, Math.ceil(M / 32));
-    else if (M === 1) this.run(qin ? 'gemm_matvec1_qin' : 'gemm_matvec1', params, res, gx, 1, 1, mv ? { TEAMS: mv.teams, CH: mv.chunk } : undefined);
-    else this.run(qin ? 'gemm_matvec4_qin' : 'gemm_matvec4', params, res, gx, Math.ceil(M / 4));
+    else if (M === 1) this.run(!lz ? 'gemm_matvec1' : lz.u ? 'gemm_matvec1_silu' : 'gemm_matvec1_qin', params, res, gx, 1, 1, mv ? { TEAMS: mv.teams, CH: mv.chunk } : undefined);
+    else this.run(!lz ? 'gemm_matvec4' : lz.u ? 'gemm_matvec4_silu' : 'gemm_matvec4_qin', params, res, gx, Math.ceil(M / 4));
     return outs;
   }
   /** a 16-byte writable buffer for an output binding no workgroup writes (two: bindings must not alias) */
