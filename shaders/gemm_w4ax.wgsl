@@ -94,7 +94,11 @@ override CH: u32 = 2048u; // channels per chunk (<= 4096): 4096 for MT = 1, 2048
 var<workgroup> xa: array<u32, MT * CH / 4u>;
 var<workgroup> pp: array<i32, TEAMS * MT * (CH / 32u)>; // [team][tok][word] int partials
 var<workgroup> tb: array<f32, TEAMS * MT * (CH / 32u)>; // [team][tok][block of chunk] t_b
-var<workgroup> gm: array<f32, MT * CH / 8u>; // QIN: [tok][8-channel group of the chunk] max |v|
+// QIN: [tok][block of the chunk] (B >= 32: at most CH/32 blocks) max |v| as f32 bits (non-negative f32s order as
+// their u32 bits, so atomicMax gives the exact amax, NaN aside; 0 outside a chunk's staging: WGSL zero-initializes
+// workgroup memory and each chunk clears it after use), and the blocks' scales (f32 values of f16)
+var<workgroup> am: array<atomic<u32>, MT * CH / 32u>;
+var<workgroup> qs: array<f32, MT * CH / 32u>;
 
 /** QIN: the quantizer's value of channel j of token m: f16(x[m][perm[j]]) (QIN = 2: f16(silu(g)·u) there), 0 in
  *  the padding [K, Kp) */
@@ -106,11 +110,9 @@ fn qin(m: u32, j: u32) -> f32 {
   if (QIN == 2u) { return f16_round(silu_mul_f(bitcast<f32>(act[i]), y2[i])); }
   return f16_round(bitcast<f32>(act[i]));
 }
-/** QIN: the scale of block bl of the chunk (global block b) for staged token t, from the groups' maxima */
+/** QIN: the scale of block bl of the chunk (global block b) for staged token t, from its amax */
 fn qscale(t: u32, bl: u32, b: u32) -> f32 {
-  var amax = 0.0;
-  let g0 = t * (CH / 8u) + bl * (p.B / 8u);
-  for (var i = 0u; i < p.B / 8u; i++) { amax = max(amax, gm[g0 + i]); }
+  let amax = bitcast<f32>(atomicLoad(&am[t * (CH / 32u) + bl]));
   return f16_to_f32(f16_div(amax, select(7.0, 127.0, b * p.B < p.K8)));
 }
 /** QIN: channels [k, k+8) of token m quantized with scale s, as the (even, odd) i8x4 words act8 gives */
@@ -175,7 +177,7 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
       swp = sw_at(pt, n, bp);
       if (QIN == 0u && MT == 1u && mBase < p.M) { sap = sa_at(mBase, bp); }
     }
-    // QIN: each 8-channel group's max |v| first (the block amax is then the max of its B/8 groups)
+    // QIN: the blocks' max |v| first (each invocation the max of its 8-channel groups, then an atomicMax into the block's)
     if (QIN != 0u) {
       for (var t = 0u; t < MT; t++) {
         let m = mBase + t;
@@ -183,7 +185,7 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
           let k = k0 + g * 8u;
           var a = 0.0;
           if (m < p.M && k < p.Kp) { for (var e = 0u; e < 8u; e++) { a = max(a, abs(qin(m, k + e))); } }
-          gm[t * (CH / 8u) + g] = a;
+          atomicMax(&am[t * (CH / 32u) + (g * 8u) / p.B], bitcast<u32>(a));
         }
       }
       workgroupBarrier();
@@ -195,7 +197,12 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         let k = k0 + g * 8u;
         var v = vec2<u32>(0u, 0u);
         if (m < p.M && k < p.Kp) {
-          if (QIN != 0u) { v = qwords(m, k, qscale(t, (g * 8u) / p.B, k / p.B)); } else { v = act8(m, k); }
+          if (QIN != 0u) {
+            let bl = (g * 8u) / p.B;
+            let s = qscale(t, bl, k / p.B);
+            if ((g * 8u) % p.B == 0u) { qs[t * (CH / 32u) + bl] = s; } // for step 3
+            v = qwords(m, k, s);
+          } else { v = act8(m, k); }
         }
         let o = t * CW + (g & 3u) * 2u * CV + (g >> 2u);
         xa[o] = v.x;
@@ -203,6 +210,8 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
       }
     }
     workgroupBarrier();
+    // QIN: am read (staging, above the barrier): cleared for the next chunk, whose atomicMax is past two more barriers
+    if (QIN != 0u) { for (var i = lid; i < MT * (CH / 32u); i = i + TEAMS * 32u) { atomicStore(&am[i], 0u); } }
     // 2. integer partials of each 16-byte word (32 channels)
     partials(w0, team, lane, 0u, CV, CW);
     if (CV > 32u) { partials(w1, team, lane, 1u, CV, CW); }
@@ -220,7 +229,7 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         if (b < p.nb && n < pt.N && m < p.M) {
           var sa = 0.0; var sw = 0.0;
           if (bl == lane) { sw = swp; } else { sw = sw_at(pt, n, b); }
-          if (QIN != 0u) { sa = qscale(t, bl, b); }
+          if (QIN != 0u) { sa = qs[t * (CH / 32u) + bl]; }
           else if (bl == lane && MT == 1u) { sa = sap; }
           else { sa = sa_at(m, b); }
           tv = f32(acc) * (sa * sw);

@@ -38,9 +38,11 @@ fn xin(i: u32) -> f32 {
 }
 
 const WG = 128u;
-var<workgroup> sh: array<f32, WG>; // |v| for the block max
+// max |v| of each of the pass's WG/B blocks, as f32 bits: non-negative f32s order as their u32 bits, so an
+// atomicMax of the bits is the block amax (exact, any order), NaN aside. 0 between passes (WGSL zero-initializes
+// workgroup memory; each pass clears what it used).
+var<workgroup> am: array<atomic<u32>, 4>;
 var<workgroup> cs: array<i32, WG>; // codes
-var<workgroup> ss: array<u32, 4>; // scale bits of the (WG/B) blocks of this pass
 const NBMAX = 512u;
 var<workgroup> sb: array<u32, NBMAX>; // DIRECT: scale bits of every block of the token
 
@@ -69,27 +71,26 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       else { v = silu_mul_f(x[xo + c], y[xo + c]); }
       v = f16_round(v);
     }
-    // block amax (exact, any order)
-    sh[lid] = abs(v);
+    // block amax: one atomic and one barrier, where a tree took 1 + log2(B) barriers
+    atomicMax(&am[lid / p.B], bitcast<u32>(abs(v)));
     workgroupBarrier();
-    for (var s = p.B / 2u; s > 0u; s = s >> 1u) {
-      if ((lid % p.B) < s) { sh[lid] = max(sh[lid], sh[lid + s]); }
-      workgroupBarrier();
-    }
+    // every invocation rounds its block's scale itself (f16_div is exact: the same bits in each), which saves the
+    // barrier that handing it over through workgroup memory took
     let qmax = select(7.0, 127.0, j < p.K8);
+    let h = f16_div(bitcast<f32>(atomicLoad(&am[lid / p.B])), qmax);
     if ((lid % p.B) == 0u && j < p.Kp) {
-      let h = f16_div(sh[lid], qmax);
-      ss[lid / p.B] = h;
       let i = m * p.nb + j / p.B;
       if (p.direct != 0u) { sb[j / p.B] = h; }
       else { atomicOr(&q[p.saOff + (i >> 1u)], h << ((i & 1u) * 16u)); }
     }
-    workgroupBarrier();
-    let s = f16_to_f32(ss[lid / p.B]);
+    let s = f16_to_f32(h);
     var code = 0;
     if (s != 0.0) { code = i32(clamp(div_rne(v, s), -qmax - 1.0, qmax)); }
     cs[lid] = code;
     workgroupBarrier();
+    // every invocation has read am (above the barrier): cleared for the next pass, whose atomicMax is past the
+    // barrier at the end of this one
+    if ((lid % p.B) == 0u) { atomicStore(&am[lid / p.B], 0u); }
     if (j < p.K8) {
       if ((lid & 3u) == 0u) {
         let wv = (bitcast<u32>(cs[lid]) & 0xffu) | ((bitcast<u32>(cs[lid + 1u]) & 0xffu) << 8u)
