@@ -19,8 +19,9 @@ import { qactBytes, w4Bytes } from '../../simulator/traits.ts';
 import { ropeFreqs } from '../../simulator/kernels/float.ts';
 import { CometError } from '../errors.ts';
 import { deviceLost, getGpu, type GpuContext } from './device.ts';
-import { type Family, loadShaderSources, moduleSource, type ShaderSources } from './shaders.ts';
-import { Stream, up4, up256, type Binding, type Lap, type Pipe, type Remake, type Res } from './stream.ts';
+import { loadShaderSources, type ShaderSources } from './shaders.ts';
+import { pipelineCache, type PipeName, type PipelineCache } from './pipes.ts';
+import { Stream, up4, up256, type Lap, type Remake, type Res } from './stream.ts';
 
 const f32bits = (() => { const f = new Float32Array(1), u = new Uint32Array(f.buffer); return (x: number) => ((f[0] = x), u[0]); })();
 
@@ -49,92 +50,6 @@ class WKVCache implements KVCache {
   /** one layer's bytes in the simulator's layout (kv4: KVStoreKV4.data[layer]; f32: K pages then V pages) */
   readLayer(layer: number): Promise<Uint8Array> { return this.be.readKVLayer(this, layer); }
 }
-
-/** gemm_w4ax.wgsl: params, act, up to three weights (codes | scales) and their outputs (matmulMany's parts; QIN = 2
- *  binds u as the third, read only), and QIN's permutation (a dummy elsewhere): 8 storage buffers, WebGPU's default */
-const W4_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'read', 'write', 'write', 'write', 'read'];
-
-/** quant.wgsl: params, x, y, perm, the qact; and MODE 3's addend and sum (the other modes bind dummies there) */
-const QUANT_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'write', 'read', 'write'];
-
-/** norm.wgsl: params, x, w, y; and ADD's addend and sum (rmsnorm binds dummies there) */
-const NORM_BIND: Binding[] = ['uniform', 'read', 'read', 'write', 'read', 'write'];
-
-/** kv_append.wgsl: params, k, v, the step layout, the layer's cache range; and ROPE's q, (cos, sin) table and
- *  rope(q) (kv_append alone binds dummies there) */
-const KV_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'write', 'read', 'read', 'write'];
-
-/** The pipelines of the op set: family, entry point, bindings (in order), override constants. */
-const PIPES = {
-  gemm_matvec1: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 1, CH: 4096 } },
-  gemm_matvec4: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 4, CH: 2048 } },
-  gemm_matvec1_qin: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 1, CH: 4096, QIN: 1 } },
-  gemm_matvec4_qin: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 4, CH: 2048, QIN: 1 } },
-  gemm_matvec1_silu: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 1, CH: 4096, QIN: 2 } },
-  gemm_matvec4_silu: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 4, CH: 2048, QIN: 2 } },
-  gemm_rowwise: { family: 'gemm_w4ax', entry: 'rowwise', bind: W4_BIND },
-  gemm_tiled: { family: 'gemm_w4ax', entry: 'tiled', bind: W4_BIND },
-  gemm_f32: { family: 'gemm_f32', entry: 'gemm', bind: ['uniform', 'read', 'read', 'write'] },
-  gemm_f16w: { family: 'gemm_f32', entry: 'gemm_f16w', bind: ['uniform', 'read', 'read', 'write'] },
-  gemm_f16w_serial: { family: 'gemm_f32', entry: 'gemm', bind: ['uniform', 'read', 'read', 'write'], constants: { F16W: 1 } },
-  quantize_act: { family: 'quant', entry: 'main', bind: QUANT_BIND, constants: { MODE: 0 } },
-  rmsnorm_quant: { family: 'quant', entry: 'main', bind: QUANT_BIND, constants: { MODE: 1 } },
-  silu_mul_quant: { family: 'quant', entry: 'main', bind: QUANT_BIND, constants: { MODE: 2 } },
-  add_rmsnorm_quant: { family: 'quant', entry: 'main', bind: QUANT_BIND, constants: { MODE: 3 } },
-  rmsnorm: { family: 'norm', entry: 'rmsnorm', bind: NORM_BIND },
-  add_rmsnorm: { family: 'norm', entry: 'rmsnorm', bind: NORM_BIND, constants: { ADD: 1 } },
-  rope: { family: 'rope', entry: 'rope', bind: ['uniform', 'read', 'read', 'write'] },
-  kv_append_f32: { family: 'kv_append', entry: 'append_f32', bind: KV_BIND },
-  kv_append_kv4: { family: 'kv_append', entry: 'append_kv4', bind: KV_BIND },
-  kv_append_kv4_wg: { family: 'kv_append', entry: 'append_kv4_wg', bind: KV_BIND },
-  rope_kv_append_f32: { family: 'kv_append', entry: 'append_f32', bind: KV_BIND, constants: { ROPE: 1 } },
-  rope_kv_append_kv4: { family: 'kv_append', entry: 'append_kv4', bind: KV_BIND, constants: { ROPE: 1 } },
-  rope_kv_append_kv4_wg: { family: 'kv_append', entry: 'append_kv4_wg', bind: KV_BIND, constants: { ROPE: 1 } },
-  attention_f32: { family: 'attention', entry: 'attention', bind: ['uniform', 'read', 'read', 'read', 'write'] },
-  attention_serial_f32: { family: 'attention', entry: 'attention_serial', bind: ['uniform', 'read', 'read', 'read', 'write'] },
-  attention_kv4: { family: 'attention', entry: 'attention_kv4', bind: ['uniform', 'read', 'read', 'read', 'write'] },
-  attention_kv4_serial: { family: 'attention', entry: 'attention_kv4_serial', bind: ['uniform', 'read', 'read', 'read', 'write'] },
-  add: { family: 'elementwise', entry: 'add', bind: ['uniform', 'read', 'read', 'write'] },
-  silu_mul: { family: 'elementwise', entry: 'silu_mul', bind: ['uniform', 'read', 'read', 'write'] },
-  embed: { family: 'embed', entry: 'embed', bind: ['uniform', 'read', 'read', 'write'] },
-  embed_f16: { family: 'embed', entry: 'embed_f16', bind: ['uniform', 'read', 'read', 'write'] },
-  argmax: { family: 'argmax', entry: 'argmax', bind: ['uniform', 'read', 'write'] },
-  topk: { family: 'topk', entry: 'topk', bind: ['uniform', 'read', 'write'] },
-  rows: { family: 'rows', entry: 'rows', bind: ['uniform', 'read', 'read', 'write'] },
-} satisfies Record<string, { family: Family; entry: string; bind: Binding[]; constants?: Record<string, number> }>;
-type PipeName = keyof typeof PIPES;
-
-/** Per device: shader modules and pipelines, made once. */
-class PipelineCache {
-  private modules = new Map<Family, GPUShaderModule>();
-  private pipes = new Map<string, Pipe>();
-  constructor(readonly gpu: GpuContext, readonly src: ShaderSources) {}
-  get(name: PipeName, extra?: Record<string, number>): Pipe {
-    const key = extra ? `${name}:${JSON.stringify(extra)}` : name;
-    let p = this.pipes.get(key);
-    if (p) return p;
-    const base = PIPES[name] as { family: Family; entry: string; bind: Binding[]; constants?: Record<string, number> };
-    const d = extra ? { ...base, constants: { ...base.constants, ...extra } } : base;
-    const dev = this.gpu.device;
-    let module = this.modules.get(d.family);
-    if (!module) this.modules.set(d.family, (module = dev.createShaderModule({ label: d.family, code: moduleSource(this.src, d.family, this.gpu.dot4) })));
-    const layout = dev.createBindGroupLayout({
-      label: name,
-      entries: d.bind.map((b, i) => ({
-        binding: i, visibility: GPUShaderStage.COMPUTE,
-        buffer: { type: b === 'uniform' ? 'uniform' : b === 'read' ? 'read-only-storage' : 'storage' },
-      })) as GPUBindGroupLayoutEntry[],
-    });
-    const pipeline = dev.createComputePipeline({
-      label: name, layout: dev.createPipelineLayout({ bindGroupLayouts: [layout] }),
-      compute: { module, entryPoint: d.entry, constants: d.constants },
-    });
-    this.pipes.set(key, (p = { pipeline, layout, name }));
-    return p;
-  }
-}
-
-const pipelineCaches = new WeakMap<GpuContext, PipelineCache>(); // keyed by context: dot4 is part of the key
 
 /** 1-D grid of n invocations in workgroups of `wg`: x up to 65535 groups, the rest in y (shaders: g.x + g.y·65535·wg). */
 const grid1 = (n: number, wg: number): [number, number] => {
@@ -172,9 +87,7 @@ export class WebGPUBackend implements Backend {
     this.dev = gpu.device;
     this.cpu = /swiftshader|llvmpipe|lavapipe/i.test(gpu.adapterName);
     this.serialKernels = (opts.kernels ?? (this.cpu ? 'serial' : 'workgroup')) === 'serial';
-    let pc = pipelineCaches.get(gpu);
-    if (!pc) pipelineCaches.set(gpu, (pc = new PipelineCache(gpu, src)));
-    this.pipes = pc;
+    this.pipes = pipelineCache(gpu, src);
     this.stream = new Stream(this.dev);
     this.dummy = this.persistent(16);
   }
