@@ -2,7 +2,7 @@
 # The W4Ax GEMM v8 verification in one call (2026-12-03, H200), from the repo root: the library's exactness
 # (bench.py check over every variant, mindep, group-check), compute-sanitizer memcheck and racecheck on v8, the
 # benchmark table beside cuBLAS FP16 / INT8 / FP8 in the same process (8 shapes x M in {1, 16, 64, 256, 1024, 4096} x
-# 10% / 25% INT8 blocks), the same rows with the previous library (v7, session 6: AB_LIB) for a same-call ratio, then
+# 10% / 25% INT8 blocks), the same rows with the previous library (v7 of session 6, libG.so below) for a same-call ratio, then
 # every test file with a CUDA row (ops, end to end with the .comet greedy gates, engine, decode graphs).
 # Here first:
 #   cmake -S cuda -B /tmp/cbuild -DCMAKE_BUILD_TYPE=Release && cmake --build /tmp/cbuild -j2
