@@ -73,6 +73,14 @@ fn div_rne(x: f32, s: f32) -> f32 {
   return c;
 }
 
+/** The activation quantizer's code of v in a block of scale s (an f16 value; simulator/act.ts): div_rne(v, s)
+ *  clamped to [-qmax - 1, qmax] (qmax 127 in the INT8 channels, 7 in the INT4 ones), 0 for an all-zero block (s = 0).
+ *  quant.wgsl and the W4Ax matvec's in-kernel quantizer (gemm_w4ax.wgsl QIN) share it: the same bits by one definition. */
+fn act_code(v: f32, s: f32, qmax: f32) -> i32 {
+  if (s == 0.0) { return 0; }
+  return i32(clamp(div_rne(v, s), -qmax - 1.0, qmax));
+}
+
 // ---- int4 / int8 lanes for dot4 (i8x4 packed in a u32) ----
 /** four nibbles 0..15 (one per byte) -> four sign-extended int8 */
 fn sx4(x: u32) -> u32 { return x | ((x & 0x08080808u) * 0x1eu); }

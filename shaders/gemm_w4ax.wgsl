@@ -120,8 +120,7 @@ fn qwords(m: u32, k: u32, s: f32) -> vec2<u32> {
   let qmax = select(7.0, 127.0, k < p.K8);
   var w = vec2<u32>(0u, 0u);
   for (var e = 0u; e < 8u; e++) {
-    var code = 0;
-    if (s != 0.0) { code = i32(clamp(div_rne(qin(m, k + e), s), -qmax - 1.0, qmax)); }
+    let code = act_code(qin(m, k + e), s, qmax);
     let byte = (bitcast<u32>(code) & 0xffu) << (8u * (e / 2u));
     if ((e & 1u) == 0u) { w.x = w.x | byte; } else { w.y = w.y | byte; }
   }

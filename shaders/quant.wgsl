@@ -84,9 +84,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       else { atomicOr(&q[p.saOff + (i >> 1u)], h << ((i & 1u) * 16u)); }
     }
     let s = f16_to_f32(h);
-    var code = 0;
-    if (s != 0.0) { code = i32(clamp(div_rne(v, s), -qmax - 1.0, qmax)); }
-    cs[lid] = code;
+    cs[lid] = act_code(v, s, qmax);
     workgroupBarrier();
     // every invocation has read am (above the barrier): cleared for the next pass, whose atomicMax is past the
     // barrier at the end of this one
