@@ -107,9 +107,10 @@ static int device_major() {
  *  B >= 64), 6 v8 wgmma (sm_90a, B = 128; v7 until 2026-12-03). (4 and 5 were v5 and v6: cuda/lab/.) The auto choice,
  *  from an explicit list:
  *    M <= 16                        decode (memory-bound GEMV)
- *    sm_90, B = 128, M >= 17        v8 (v7 on the H200, 2026-12-02: 1.1-1.9x the decode kernel at M = 33..64 on the 8 LLaMA
- *                                   shapes, 0.88-1.12x at M = 32; 0.92-1.49x v5 at M >= 64, faster on 28 of 32 rows;
- *                                   measured before the M-independent schedule, the crossover not re-measured since)
+ *    sm_90, B = 128, M >= 17        v8 (v7 on the H200, 2026-12-02: 1.1-1.9x the decode kernel at M = 33..64 on
+ *                                   the 8 LLaMA shapes, 0.88-1.12x at M = 32; 0.92-1.49x v5 at M >= 64, faster on 28
+ *                                   of 32 rows; measured before the M-independent schedule, the crossover not
+ *                                   re-measured since; v8 is 0.80-0.88x v7's time at M >= 64: NOTES-gemm.md)
  *    B != 128 or not sm_90          decode for M <= 64, else v4 (s8 on sm_90+, the s4 path on sm_80)
  *  A forced variant that cannot run falls back: 6 off sm_90 or with B != 128 runs 2; 1 with M > 64 is an error. */
 static int pick_variant(int M, int B) {

@@ -28,7 +28,7 @@ def main():
     head = next(i for i, r in enumerate(rows) if "Source" in r and "Instructions Executed" in r)
     h, body = rows[head], rows[head + 1:]
     ie, src = h.index("Instructions Executed"), h.index("Source")
-    stalls = [c for c in h if c.startswith("stall_") and "Not Issued" not in c]
+    stalls = [i for i, c in enumerate(h) if c.startswith("stall_") and "Not Issued" not in c]
     mix, st = collections.Counter(), collections.Counter()
     for r in body:
         if len(r) <= max(ie, src):
@@ -38,8 +38,8 @@ def main():
             continue
         op = words[1] if words[0].startswith("@") and len(words) > 1 else words[0]
         mix[op.split(".")[0]] += int(r[ie] or 0)
-        for c in stalls:
-            st[c] += int(r[h.index(c)] or 0)
+        for i in stalls:
+            st[h[i]] += int(r[i] or 0)
     per = a.ktiles * a.warps
     total = sum(mix.values()) / per
     print(f"{total:.0f} instructions per warp per k-tile")
