@@ -10,7 +10,11 @@ namespace {
 // ==== KV4 on tensor cores (attn_kv4_mma): the same contract, one warp per 128-key segment ==================
 // The shapes of the LLaMA family (head_dim 64 / 128 / 256, KV4 groups of >= 64 channels, GQ · head_dim <= 1024,
 // pages of a power of two >= 4 keys). Each warp owns a whole segment (its two chunks, folded in registers) with its
-// own ring of MNB staged chunks (cp.async, no block barrier while it computes); the block's MW warps take
+// own cp.async ring (no block barrier while it computes): K codes and both (s, z) arrays of MNB chunks, the V codes of
+// one (issued once the previous chunk's P·V has read them, so they land under its fold and the next chunk's scores and
+// softmax; a second V slot would cost 4 KB a warp at head_dim 128, and that is what keeps the block at 69 KB instead
+// of 87, i.e. 3 blocks (12 warps) per SM instead of 2: the kernel is latency-bound, ncu in NOTES-ops §11);
+// the block's MW warps take
 // segments w, w + MW, ... of one (token, KV head) and fold the segment states in order after each round (two
 // barriers per MW segments), or (split mode, few tokens) each warp writes its segment state for attn_kv4_combine.
 // Both products run on mma.sync m16n8k32 (exact integer sums, so the contract's bits whatever the tiling):
@@ -44,13 +48,13 @@ struct MmaSmem {
   using C = Mc<HD, GQ>;
   struct Warp {
     alignas(16) uint8_t kc[MNB][CH * C::ROWB];  // K code rows, 16-byte pieces swizzled (mswz)
-    alignas(16) uint8_t vc[MNB][CH * C::ROWB];
+    alignas(16) uint8_t vc[CH * C::ROWB];        // one slot (see the ring above)
     alignas(16) uint32_t ksz[MNB][CH * C::NGM];  // (s, z) f16 pairs [key][group]
     alignas(16) uint32_t vsz[MNB][CH * C::NGM];
     alignas(16) uint16_t uh[C::NGM][GQ][CH];     // 15-bit weights u per (group, head, key)
     float dq[GQ][C::NGM], zs[GQ][C::NGM], m[GQ], l[GQ];
   } w[MW];
-  float st[2][MW][GQ][HD + 2];  // segment states of a round (m, l, num), double-buffered by round
+  float st[MW][GQ][HD + 2];  // segment states of a round (m, l, num); a barrier after the fold frees it
   alignas(16) int8_t q8[GQ][HD];
   int qg[GQ][C::NGM];
   float cs[GQ];
@@ -72,7 +76,8 @@ __device__ __forceinline__ void mma_u8u8(int (&d)[4], uint32_t a0, uint32_t a1, 
                : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
                : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
-__device__ __forceinline__ void cp_wait1() { asm volatile("cp.async.wait_group 1;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 template <int HD, int GQ>
 __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
@@ -105,20 +110,25 @@ __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
     const int pi = ((ci * CH) >> lp) + lane;
     return lane < max(1, CH >> lp) && (pi << lp) < n ? bt[pi] : 0;
   };
-  auto stage = [&](int ci, int pgv, int b) {
+  // the code rows of chunk ci (isv 0: K, 1: V) into dst: 64 keys × NP 16-byte pieces, swizzled
+  auto code_rows = [&](int ci, int pgv, int isv, uint8_t* dst) {
+    const int c0 = ci * CH;
+#pragma unroll
+    for (int it = 0; it < 2 * C::NP; it++) {
+      const int i = lane + 32 * it, key = i / C::NP, pc = i % C::NP;
+      const int pg = __shfl_sync(0xffffffffu, pgv, key >> lp);
+      if (c0 + key < n) {
+        const int slot = (c0 + key) & (P - 1);
+        const uint8_t* src = cbase + (size_t)pg * pstride + isv * codeBytes + (size_t)slot * C::ROWB + pc * 16;
+        cp_async<16>(dst + key * C::ROWB + ((pc ^ mswz<HD, GQ>(key)) * 16), src);
+      }
+    }
+  };
+  // one cp.async group: K codes and the K and V (s, z) of chunk ci into ring slot b (the softmax reads V's (s, z))
+  auto stage_k = [&](int ci, int pgv, int b) {
     if (ci >= 0) {
       const int c0 = ci * CH;
-#pragma unroll
-      for (int it = 0; it < 4 * C::NP; it++) {  // K and V code rows: 64 keys × NP pieces each
-        const int i = lane + 32 * (it % (2 * C::NP)), isv = it / (2 * C::NP), key = i / C::NP, pc = i % C::NP;
-        const int pg = __shfl_sync(0xffffffffu, pgv, key >> lp);
-        if (c0 + key < n) {
-          const int slot = (c0 + key) & (P - 1);
-          const uint8_t* src = cbase + (size_t)pg * pstride + isv * codeBytes + (size_t)slot * C::ROWB + pc * 16;
-          uint8_t* dst = (isv ? ws.vc[b] : ws.kc[b]) + key * C::ROWB + ((pc ^ mswz<HD, GQ>(key)) * 16);
-          cp_async<16>(dst, src);
-        }
-      }
+      code_rows(ci, pgv, 0, ws.kc[b]);
       for (int i = lane; i < 2 * 16 * ng; i += 32) {  // (s, z): 4 keys × ng groups = ng pieces per quad
         const int isv = i >> (4 + lng), r = i & ((16 << lng) - 1), quad = r >> lng, gp = r & (ng - 1), key = 4 * quad;
         const int pg = __shfl_sync(0xffffffffu, pgv, key >> lp);  // every lane runs ng rounds
@@ -131,8 +141,14 @@ __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
     }
     cp_commit();
   };
-  int pg_cur = pages_of(chunk_of(0));
-  stage(chunk_of(0), pg_cur, 0);
+  // one cp.async group: V codes of chunk ci into the V slot
+  auto stage_v = [&](int ci, int pgv) {
+    if (ci >= 0) code_rows(ci, pgv, 1, ws.vc);
+    cp_commit();
+  };
+  const int pg0 = pages_of(chunk_of(0));
+  stage_k(chunk_of(0), pg0, 0);
+  stage_v(chunk_of(0), pg0);
   int pg_next = pages_of(chunk_of(1));
 
   // q to INT8 per head (contract step 1): warp = head
@@ -201,10 +217,10 @@ __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
 #pragma unroll 1
     for (int half = 0; half < 2; half++) {
       const int q = 2 * r + half, b = q & 1, ci = chunk_of(q);
-      const int pg_after = pages_of(chunk_of(q + 2));
-      stage(chunk_of(q + 1), pg_next, b ^ 1);
+      const int pg_after = pages_of(chunk_of(q + 2)), pg_q1 = pg_next;
+      stage_k(chunk_of(q + 1), pg_q1, b ^ 1);  // groups in flight, oldest first: K(q), V(q), K(q + 1)
       pg_next = pg_after;
-      cp_wait1();
+      cp_wait<2>();  // K(q)
       __syncwarp();
       if (ci >= 0) {
         const int c0 = ci * CH, nk = min(CH, n - c0);
@@ -327,6 +343,7 @@ __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
             }
             if (h < GQ && lane < 4) ws.m[h] = m, ws.l[h] = l;
           }
+        cp_wait<1>();  // V(q)
         __syncwarp();
         // ---- P·V: A[c] = Σ u·v over the chunk's 64 keys (two k32 steps), per head
         int pv[C::NT4][C::NSET][4][4];
@@ -360,7 +377,7 @@ __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
             auto tr = [&](int k, uint32_t (&o)[8]) {
               uint32_t x[4];
 #pragma unroll
-              for (int j = 0; j < 4; j++) x[j] = *(const uint32_t*)(ws.vc[b] + (k + j) * C::ROWB + ((W >> 2) ^ mswz<HD, GQ>(k + j)) * 16 + (W & 3) * 4);
+              for (int j = 0; j < 4; j++) x[j] = *(const uint32_t*)(ws.vc + (k + j) * C::ROWB + ((W >> 2) ^ mswz<HD, GQ>(k + j)) * 16 + (W & 3) * 4);
               const uint32_t lo01 = __byte_perm(x[0], x[1], 0x5140), hi01 = __byte_perm(x[0], x[1], 0x7362);
               const uint32_t lo23 = __byte_perm(x[2], x[3], 0x5140), hi23 = __byte_perm(x[2], x[3], 0x7362);
               const uint32_t y[4] = {__byte_perm(lo01, lo23, 0x5410), __byte_perm(lo01, lo23, 0x7632),
@@ -376,6 +393,8 @@ __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
               for (int nt = 0; nt < C::NT4; nt++) mma_u8u8(pv[nt][st][e2], va[e2], va[e2 + 4], vb[e2], vb[e2 + 4], bf[nt][0], bf[nt][1]);
           }
         }
+        __syncwarp();  // every lane has read the V slot: the next chunk's V codes may land there
+        stage_v(chunk_of(q + 1), pg_q1);  // (a warp past its last chunk stays past it: no group owed)
         // ---- num = fr(fr(f32(A)·dq) + zs), folded into the segment state (first chunk: a = 0, b = 1)
         const bool first = (ci & 1) == 0;
 #pragma unroll
@@ -408,7 +427,7 @@ __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
           for (int nt = 0; nt < C::NT4; nt++) {
             const int h = 4 * nt + tq;
             if (h < GQ) {
-              float* o = a.split ? a.ws + (((size_t)t * a.n_heads + h0 + h) * a.nseg + sg) * (HD + 2) : s.st[r & 1][warp][h];
+              float* o = a.split ? a.ws + (((size_t)t * a.n_heads + h0 + h) * a.nseg + sg) * (HD + 2) : s.st[warp][h];
               if (gid == 0) o[0] = sgm[nt], o[1] = sgl[nt];
 #pragma unroll
               for (int st = 0; st < C::NSET; st++)
@@ -427,7 +446,7 @@ __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
     __syncthreads();
     const int h = tid % GQ, nw = min(MW, sg1 - sg0 - MW * r);
     for (int w = 0; w < nw; w++) {
-      const float* o = s.st[r & 1][w][h];
+      const float* o = s.st[w][h];
       const bool first = r == 0 && w == 0;
       const float M = first ? o[0] : fmaxf(tm, o[0]);
       const float fa = first ? 0.f : exp2c(__fsub_rn(tm, M)), fb = first ? 1.f : exp2c(__fsub_rn(o[0], M));
@@ -439,6 +458,7 @@ __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
       }
       tm = M;
     }
+    if (r + 1 < rounds) __syncthreads();  // the round's slots are read before the next round writes them
   }
   if (a.split) return;
   const int h = tid % GQ;

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The lead's GPU calls of session 8 (2026-12-03), by PARTS, in one call or warm calls back to back:
+#   attn     test/ops.test.ts, the CUDA rows of the KV4 attention (the contract bit for bit at LLaMA shapes, ragged
+#            decode batches and prefill chunks, split and one-block modes) and of the quantizers / norms
+#   e2e      `comet bench e2e --shape llama3-8b --no-baseline` at BATCHES (default 1,16,48,64,256): its greedy gate,
+#            decode steps and the per-op table (no FP16 ratio is claimed from this part)
+#   ncu      ncu on attn_kv4_mma inside the same bench (batch BATCH, default 256; context 1024)
+#   base     `comet bench e2e --shape llama3-8b` with the PyTorch baselines in the same call (bench/e2e/torch_fast.py:
+#            compiled FP16, INT4 weight-only, FP8), batches 1,16,64,256, no throughput run
+#   webgpu   bench/webgpu/h200.sh (WebGPU beside CUDA, batch 1, LLaMA-3.2-1B shape; STEPS, default 128)
+# Here first:
+#   cmake -S cuda -B /tmp/cbuild -DCMAKE_BUILD_TYPE=Release && cmake --build /tmp/cbuild -j2
+#   mkdir -p .device/s8 && tar -cJf .device/s8/addon.tar.xz -C /tmp/cbuild/Release .
+# Carry .device/node.xz .device/node_modules.tar.xz .device/s8 (webgpu: also .gl). Logs: $OUT/p-<part>.tgz, summary on
+# stdout.
+set -uo pipefail
+T0=$(date +%s); OUT=${OUT:-/tmp/comet-out}; F=$PWD/.device/s8
+mkdir -p "$OUT" /tmp/p
+since() { echo "$(( $(date +%s) - T0 )) s"; }
+source device/unpack.sh; set +e
+mkdir -p /tmp/addon && tar -xJf "$F/addon.tar.xz" -C /tmp/addon
+export COMET_CUDA_ADDON=/tmp/addon/comet_cuda.node PYTHONUNBUFFERED=1
+date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+C="node bin/comet.js"
+run_part() {
+  local part=$1 L=/tmp/p/$1; mkdir -p $L
+  echo "=== $part [$(since)]"
+  case $part in
+    attn)
+      COMET_TEST_CUDA=1 timeout 200 node node_modules/vitest/vitest.mjs run test/ops.test.ts \
+        -t "ops on cuda.*(attention|quantiz|rmsnorm|silu|rope|kv)" --reporter=verbose > $L/ops.log 2>&1
+      echo "rc=$?"; grep -E "×|✗|FAIL|Tests |differ|AssertionError" $L/ops.log | head -30 ;;
+    e2e)
+      COMET_E2E_CLIP_SEARCH=0 timeout ${E2E_S:-240} $C bench e2e --shape llama3-8b --backend cuda \
+        --batches ${BATCHES:-1,16,48,64,256} --steps 10 --throughput 0 --no-baseline --out $L/res > /dev/null 2> $L/bench.log
+      echo "rc=$?"; grep -vE "^\s*$" $L/bench.log | tail -12; cat $L/res/*.md 2>/dev/null | grep -E "^\| (batch|[0-9]|attentionKv4|gemm|addRms|silu|rope|quant|\*\*)" ;;
+    ncu)
+      timeout 200 ncu --target-processes all -k regex:attn_kv4_mma --launch-skip 64 --launch-count 1 --set full -o $L/attn \
+        $C bench e2e --shape llama3-8b --batches ${BATCH:-256} --no-baseline --throughput 0 --steps 2 --out $L/e2e > $L/ncu.log 2>&1
+      echo "ncu rc=$?"; tail -3 $L/ncu.log
+      ncu --import $L/attn.ncu-rep --page details > $L/attn-details.txt 2>&1
+      grep -E "Duration|Memory Throughput|DRAM Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|Issue Slots Busy|No Eligible|Theoretical Occupancy|Block Limit|Dynamic Shared" $L/attn-details.txt | head -30
+      rm -f $L/attn.ncu-rep ;;
+    base)
+      COMET_E2E_CLIP_SEARCH=0 COMET_E2E_BASELINE_TIMEOUT=${BASELINE_S:-300} timeout ${BASE_S:-480} $C bench e2e --shape llama3-8b \
+        --backend cuda --batches 1,16,64,256 --steps 10 --throughput 0 --out $L/res > /dev/null 2> $L/bench.log
+      echo "rc=$?"; grep -vE "^\s*$" $L/bench.log | tail -12; cat $L/res/*.md 2>/dev/null | grep -E "^\| (batch|[0-9]|attentionKv4|gemm|addRms|silu|rope|quant|\*\*)" ;;
+    webgpu)
+      OUT=$L bash bench/webgpu/h200.sh > $L/h200.log 2>&1; echo "rc=$?"; grep -E "^== |tok|ms|×" $L/h200.log | head -30 ;;
+  esac
+  tar -czf "$OUT/p-$part.tgz" -C $L .
+}
+for part in ${PARTS:-attn e2e}; do run_part $part; done
+echo "done [$(since)]"; ls -la "$OUT"
