@@ -1,5 +1,5 @@
-// Shared helpers of the non-GEMM ops (cuda/ops_*.cu): error reporting, launch checks, f16 rounding, and the
-// FMPQ row quantizer (DESIGN §3.2) that rmsnorm_quant, quantize_act and silu_mul_quant all end in.
+// Shared helpers of the non-GEMM ops (cuda/ops_*.cu): error reporting, launch checks, f16 rounding, RoPE's pair
+// rotation, and the FMPQ B-block quantizer (DESIGN §3.2) that rmsnorm_quant, quantize_act and silu_mul_quant end in.
 //
 // Exactness (DESIGN §3.7). The simulator computes float ops in f64 (JS numbers) and stores f32; these kernels
 // do the same where it is cheap (rmsnorm's sum and scaling, silu, rope's rotation, the f32 GEMM's sum,
@@ -61,14 +61,21 @@ __device__ inline double block_sum(double v) {
   return total;
 }
 
-/** RoPE of one channel pair (v0, v1) of a token at position pos: angle a = f32(pos · freq) (one rounding, as
- *  Math.fround in the simulator), cos and sin of it in f64 rounded to f32, the rotation in f64 rounded to f32
- *  (simulator/kernels/float.ts rope). rope and rope_kv_append both call this, so they agree bit for bit. */
-__device__ __forceinline__ float2 rope_pair(float v0, float v1, int pos, float freq) {
+/** RoPE's cos and sin of a token at position pos for the pair of frequency freq: angle a = f32(pos · freq) (one
+ *  rounding, as Math.fround in the simulator), cos and sin of it in f64 rounded to f32 (simulator/kernels/float.ts
+ *  rope). They depend on (pos, pair) only: a kernel rotating several heads of a token computes them once per pair. */
+__device__ __forceinline__ double2 rope_cs(int pos, float freq) {
   const float a = __fmul_rn((float)pos, freq);
-  const double c = (float)cos((double)a), s = (float)sin((double)a);
-  return make_float2((float)__dsub_rn(__dmul_rn((double)v0, c), __dmul_rn((double)v1, s)),
-                     (float)__dadd_rn(__dmul_rn((double)v0, s), __dmul_rn((double)v1, c)));
+  return make_double2((float)cos((double)a), (float)sin((double)a));
+}
+/** The rotation of one channel pair (v0, v1) by rope_cs's (c, s), in f64 rounded to f32. */
+__device__ __forceinline__ float2 rope_rot(float v0, float v1, double2 cs) {
+  return make_float2((float)__dsub_rn(__dmul_rn((double)v0, cs.x), __dmul_rn((double)v1, cs.y)),
+                     (float)__dadd_rn(__dmul_rn((double)v0, cs.y), __dmul_rn((double)v1, cs.x)));
+}
+/** RoPE of one channel pair: rope and rope_kv_append both compute rope_rot(rope_cs), so they agree bit for bit. */
+__device__ __forceinline__ float2 rope_pair(float v0, float v1, int pos, float freq) {
+  return rope_rot(v0, v1, rope_cs(pos, freq));
 }
 
 /** The FMPQ geometry of one activation (DESIGN §3.2); perm may be null (identity). */
@@ -77,7 +84,18 @@ struct ActSpec {
   const int* perm;
 };
 
-constexpr int QUANT_THREADS = 256;  // 8 warps per block; grid (B-block groups, tokens): one B-block per warp
+constexpr int QUANT_THREADS = 256;  // 8 warps per block (ops_quant.cu)
+
+/** The device's SM count (cached; 132 if the query fails): the quantizers' grids are sized by it. */
+inline int sm_count() {
+  static int n = 0;
+  if (!n) {
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n <= 0)
+      n = 132;
+  }
+  return n;
+}
 
 /** Quantize B-block b of row m from its values, already rounded to f16: lane l holds the E = B/32 consecutive
  *  channels [k0 + lE, k0 + lE + E) in v. amax (warp max, exact), s = f16(amax / qmax), codes clamp(rint(x / s)).
@@ -115,32 +133,6 @@ __device__ __forceinline__ void quantize_block(const ActSpec& sp, int m, int b, 
       for (int e = 0; e < E; e += 2) row[(i + e) >> 1] = (uint8_t)((q[e] & 15) | ((q[e + 1] & 15) << 4));
     }
   }
-}
-
-/** Quantize row m: quantized channel k reads input channel perm[k] through `load(c)` (an f32 value), rounds it
- *  to f16, and each warp quantizes whole B-blocks (quantize_block). */
-template <int E, class Load>
-__device__ void quantize_row(const ActSpec& sp, int m, Load load, int8_t* a8, uint8_t* a4, uint16_t* sa) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  const int nb = sp.Kp / sp.B;
-  for (int b = blockIdx.x * nw + warp; b < nb; b += gridDim.x * nw) {  // blocks along x share the row's B-blocks
-    const int k0 = b * sp.B + lane * E;
-    float v[E];
-#pragma unroll
-    for (int e = 0; e < E; e++) {
-      const int k = k0 + e;
-      v[e] = k < sp.K ? f16r(load(sp.perm ? sp.perm[k] : k)) : 0.f;
-    }
-    quantize_block<E>(sp, m, b, v, a8, a4, sa);
-  }
-}
-
-/** Dispatch quantize_row on B (32, 64, 128 -> E = 1, 2, 4). */
-template <class Load>
-__device__ void quantize_row_any(const ActSpec& sp, int m, Load load, int8_t* a8, uint8_t* a4, uint16_t* sa) {
-  if (sp.B == 32) quantize_row<1>(sp, m, load, a8, a4, sa);
-  else if (sp.B == 64) quantize_row<2>(sp, m, load, a8, a4, sa);
-  else quantize_row<4>(sp, m, load, a8, a4, sa);
 }
 
 /** Host-side check of an ActSpec; returns 0 or an error code with the message set. */

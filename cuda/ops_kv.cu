@@ -78,15 +78,21 @@ __global__ void kv_append_kv4_kernel(uint8_t* cache, const float* __restrict__ k
   kv4_quantize_row(x, kv4_slot(cache, st, g, t, h, isv), g);
 }
 
-/** Rotate `n_heads` heads of token t's row x into out (pairs strided over the calling threads). */
+/** Rotate `n_heads` heads of token t's row x into out. cos and sin depend on the pair only (rope_cs): each is
+ *  computed once per pair and applied to the heads, the threads sharing a pair taking every `groups`-th head
+ *  (rope_kv_append_kv4's V warp: 64 pairs x 4 query heads on 32 lanes, 2 f64 cos/sin per lane, was 8). */
 __device__ __forceinline__ void rope_heads(const float* x, float* out, int n_heads, int hd, int pos, const float* freqs,
                                            int tid, int nthreads) {
-  const int half = hd / 2;
-  for (int idx = tid; idx < n_heads * half; idx += nthreads) {
-    const int i = idx % half, o = (idx / half) * hd + 2 * i;
-    const float2 r = rope_pair(x[o], x[o + 1], pos, freqs[i]);
-    out[o] = r.x;
-    out[o + 1] = r.y;
+  const int half = hd / 2, per = nthreads / half, groups = per < 1 ? 1 : per < n_heads ? per : n_heads;
+  for (int idx = tid; idx < half * groups; idx += nthreads) {
+    const int i = idx % half;
+    const double2 cs = rope_cs(pos, freqs[i]);
+    for (int h = idx / half; h < n_heads; h += groups) {
+      const int o = h * hd + 2 * i;
+      const float2 r = rope_rot(x[o], x[o + 1], cs);
+      out[o] = r.x;
+      out[o + 1] = r.y;
+    }
   }
 }
 

@@ -1,11 +1,9 @@
-// FMPQ activation quantizers (DESIGN §3.2), grid (ceil(blocks / 8), tokens) of QUANT_THREADS: each warp one
-// B-block of one token row (a decode token's row is spread over several SMs; rmsnorm's sum is computed by every
-// block of the row, the same tree in each, so all agree bit for bit):
+// FMPQ activation quantizers (DESIGN §3.2), blocks of QUANT_THREADS (8 warps), each warp quantizing whole B-blocks:
 //   quantize_act      x [T][K] f32                  -> gather by perm, f16, quantize
 //   rmsnorm_quant     rmsnorm(x)·w rounded to f32   -> the same (fused: the normalized row never hits memory)
 //   add_rmsnorm_quant the residual add too: x + y written back as the new residual, then rmsnorm_quant of it
 //   silu_mul_quant    silu(g)·u rounded to f32      -> the same
-// Codes are exact against simulator/act.ts given the same f32 values (quantize_row in ops.cuh); the f32 values
+// Codes are exact against simulator/act.ts given the same f32 values (quantize_block in ops.cuh); the f32 values
 // of the fused ops are the float ops' own (f64 math, as ops_float.cu), so they agree up to f64 sum order.
 #include <stdlib.h>
 
@@ -13,108 +11,183 @@
 
 using namespace comet_ops;
 
-__global__ void __launch_bounds__(QUANT_THREADS) quantize_act_kernel(const float* __restrict__ x, int T, ActSpec sp,
-                                                                     int8_t* a8, uint8_t* a4, uint16_t* sa) {
-  for (int m = blockIdx.y; m < T; m += gridDim.y) {
-    const float* xr = x + (size_t)m * sp.K;
-    quantize_row_any(sp, m, [&](int c) { return xr[c]; }, a8, a4, sa);
-  }
-}
+constexpr int QW = QUANT_THREADS / 32;  // warps per block
+constexpr int QNW = 4;                  // B-blocks per warp at most in row_quant_kernel (its perm registers)
 
-// rmsnorm + FMPQ quantize, grid (B-blocks / 8, tokens): one B-block per warp (quant_grid), each block of a row
-// recomputes the row's f64 sum of squares with the same tree. The warp's gathered x[perm[k]] and w[perm[k]] are
-// loaded before the sum, so their (dependent) loads overlap the sum's instead of following it.
-// ADD (add_rmsnorm_quant): the row is s = f32(x + y) (the add kernel's arithmetic), each block of the row writes
-// its share of s to `sum` (the sum loop's iterations j with j % gridDim.x == blockIdx.x), and everything else is
-// as for rmsnorm_quant of s: the same bits as add then rmsnorm_quant, in one launch.
-template <int E, bool ADD>
-__global__ void __launch_bounds__(QUANT_THREADS) rmsnorm_quant_1b_kernel(const float* __restrict__ x,
-                                                                         const float* __restrict__ y,
-                                                                         const float* __restrict__ w, double eps,
-                                                                         int T, ActSpec sp, float* __restrict__ sum,
-                                                                         int8_t* a8, uint8_t* a4, uint16_t* sa) {
-  const int C = sp.K, lane = threadIdx.x & 31;
-  const int b = blockIdx.x * (QUANT_THREADS / 32) + (threadIdx.x >> 5);
-  const bool has = b < sp.Kp / sp.B;  // a warp past the last block still takes part in the sum's barriers
-  const int k0 = b * sp.B + lane * E;
+enum RowOp { ACT, NORM, ADD_NORM };
+
+// quantize_act, rmsnorm_quant and add_rmsnorm_quant: grid (splits, tokens). The blocks of a row (grid.x = splits)
+// each stage the whole row in shared memory with coalesced loads (xs = x, or s = f32(x + y)), and for the norms
+// rmsnorm's f64 sum of squares with rmsnorm_kernel's tree (ops_float.cu: thread t of 256 sums channels t, t + 256,
+// ... in ascending order, then block_sum), so every block of a row, and the unfused rmsnorm, get the same sum bit
+// for bit whatever the split. Then warp w of split j quantizes B-blocks j·8 + w + i·splits·8 (i < QNW), reading its
+// gathered channels perm[k] from shared memory (a gather from global memory costs a 32-byte sector per 4-byte
+// value: at T = 256, K = 4096 that was ~100 MB of L2 traffic a call against 12 MB of row bytes). The perm of those
+// B-blocks is loaded into registers first, w (the norms) is staged with the row: one memory latency before the sum.
+// ADD_NORM: the block of split j writes s to `sum` over channels [j·K/splits, (j+1)·K/splits), every channel once.
+// splits (row_splits) only changes which block does what, never a value.
+template <int E, RowOp OP>
+__global__ void __launch_bounds__(QUANT_THREADS) row_quant_kernel(const float* __restrict__ x, const float* __restrict__ y,
+                                                                  const float* __restrict__ w, double eps, int T,
+                                                                  ActSpec sp, float* __restrict__ sum, int8_t* a8,
+                                                                  uint8_t* a4, uint16_t* sa) {
+  constexpr bool IS_NORM = OP != ACT, ADD = OP == ADD_NORM;
+  constexpr int U = 16;  // row values loaded per thread before they are summed (all of a 4096-channel row)
+  extern __shared__ float srow[];  // xs [K] | ws [K] (norms)
+  float* xs = srow;
+  float* ws = srow + sp.K;
+  const int C = sp.K, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nb = sp.Kp / sp.B;
+  const int split = blockIdx.x, splits = gridDim.x;
+  const int slo = (int)((long long)C * split / splits), shi = (int)((long long)C * (split + 1) / splits);
+  int pc[QNW][E];  // the channel each of this lane's quantized values reads, -1 for padding (k >= K) or no block
+#pragma unroll
+  for (int i = 0; i < QNW; i++) {
+    const int b = split * QW + warp + i * splits * QW, k0 = b * sp.B + lane * E;
+#pragma unroll
+    for (int e = 0; e < E; e++) pc[i][e] = b < nb && k0 + e < C ? (sp.perm ? sp.perm[k0 + e] : k0 + e) : -1;
+  }
+  if (IS_NORM)
+    for (int i = tid; i < C; i += QUANT_THREADS) ws[i] = w[i];
   for (int m = blockIdx.y; m < T; m += gridDim.y) {
     const size_t r = (size_t)m * C;
-    auto ld = [&](int c) { return ADD ? __fadd_rn(x[r + c], y[r + c]) : x[r + c]; };
-    float xv[E], wv[E];
-#pragma unroll
-    for (int e = 0; e < E; e++) {
-      const int k = k0 + e;
-      const int c = has && k < C ? (sp.perm ? sp.perm[k] : k) : -1;
-      xv[e] = c >= 0 ? ld(c) : 0.f;
-      wv[e] = c >= 0 ? w[c] : 0.f;
-    }
     double ss = 0;
-    for (int i = threadIdx.x, j = 0; i < C; i += blockDim.x, j++) {
-      const float v = ld(i);
-      if (ADD && j % gridDim.x == blockIdx.x) sum[r + i] = v;
-      ss += (double)v * v;
+    for (int i0 = tid; i0 < C; i0 += QUANT_THREADS * U) {
+      float v[U];
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        const int i = i0 + u * QUANT_THREADS;
+        v[u] = i < C ? (ADD ? __fadd_rn(x[r + i], y[r + i]) : x[r + i]) : 0.f;
+      }
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        const int i = i0 + u * QUANT_THREADS;
+        if (i < C) {
+          xs[i] = v[u];
+          if (ADD && i >= slo && i < shi) sum[r + i] = v[u];
+          if (IS_NORM) ss += (double)v[u] * v[u];  // exact product: fma or not, the same sum
+        }
+      }
     }
-    ss = block_sum(ss);
-    const double inv = 1.0 / sqrt(ss / C + eps);
-    if (has) {
+    double inv = 0;
+    if (IS_NORM) {
+      ss = block_sum(ss);  // its first barrier also publishes xs and ws
+      inv = 1.0 / sqrt(ss / C + eps);
+    } else {
+      __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < QNW; i++) {
+      const int b = split * QW + warp + i * splits * QW;
+      if (b >= nb) break;  // warp-uniform
       float v[E];
 #pragma unroll
-      for (int e = 0; e < E; e++)
-        v[e] = k0 + e < C ? f16r((float)__dmul_rn((double)wv[e], __dmul_rn((double)xv[e], inv))) : 0.f;
+      for (int e = 0; e < E; e++) {
+        const int c = pc[i][e];
+        v[e] = c < 0 ? 0.f : IS_NORM ? f16r((float)__dmul_rn((double)ws[c], __dmul_rn((double)xs[c], inv))) : f16r(xs[c]);
+      }
       quantize_block<E>(sp, m, b, v, a8, a4, sa);
     }
-    __syncthreads();  // block_sum's shared total is rewritten by the next row
+    __syncthreads();  // xs (and block_sum's shared total) are rewritten by the next row
   }
 }
 
+/** Blocks per row of row_quant_kernel: one per 8 B-blocks (a B-block per warp) while T rows alone leave SMs without
+ *  a block, down to one per row (every warp QNW B-blocks at K = 4096, B = 128) once T fills the SMs: each extra block
+ *  of a row reloads the row and, for the norms, recomputes its sum, which is free when the GPU is idle and 4x the
+ *  work at K = 4096 when it is full (T = 256). llama3-8b (K = 4096, B = 128: 32 B-blocks) on 132 SMs: 4 splits at
+ *  T <= 33, 3 at T = 34..44 and 64, 2 at 66..131 (T = 128), 1 from T = 132 (T = 256). At least ceil(nb / 32) (QNW
+ *  B-blocks per warp). */
+static int row_splits(const ActSpec& sp, int T) {
+  const int nb = sp.Kp / sp.B, most = (int)cdiv(nb, QW), least = (int)cdiv(nb, QW * QNW);
+  const int want = (int)cdiv(sm_count(), T);
+  return want < least ? least : want > most ? most : want;
+}
+
+template <int E, RowOp OP>
+static int launch_row_quant(const char* op, const float* x, const float* y, const float* w, int T, double eps,
+                            const ActSpec& sp, float* sum, int8_t* a8, uint8_t* a4, uint16_t* sa, void* stream) {
+  const size_t smem = (size_t)sp.K * sizeof(float) * (OP == ACT ? 1 : 2);  // 16 / 32 KiB at K = 4096
+  if (smem > (48 << 10)) COMET_TRY(op, cudaFuncSetAttribute(row_quant_kernel<E, OP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+  const dim3 grid(row_splits(sp, T), T < 65535 ? T : 65535);
+  row_quant_kernel<E, OP><<<grid, QUANT_THREADS, smem, S(stream)>>>(x, y, w, eps, T, sp, sum, a8, a4, sa);
+  return check_launch(op);
+}
+
+template <RowOp OP>
+static int row_quant(const char* op, const float* x, const float* y, const float* w, int T, double eps, const ActSpec& sp,
+                     float* sum, int8_t* a8, uint8_t* a4, uint16_t* sa, void* stream) {
+  if (int e = check_spec(op, sp)) return e;
+  if (T == 0) return 0;
+  if (sp.B == 32) return launch_row_quant<1, OP>(op, x, y, w, T, eps, sp, sum, a8, a4, sa, stream);
+  if (sp.B == 64) return launch_row_quant<2, OP>(op, x, y, w, T, eps, sp, sum, a8, a4, sa, stream);
+  return launch_row_quant<4, OP>(op, x, y, w, T, eps, sp, sum, a8, a4, sa, stream);
+}
+
+// silu_mul_quant: work items (token m, B-block b), item = m · nb + b, one per warp at a time; the grid is at most
+// the blocks resident at once (occupancy), each warp walking items with the stride of all warps, its next item's g
+// and u loaded before the current one is computed (~40 f64 instructions a value: exp and the division), so a warp
+// overlaps its own load latency and a partial last wave does not cost a full one. llama3-8b down_proj input (K =
+// 14336, B = 128: 112 items a token): 112 warps at T = 1, 7,168 at T = 64, 28,672 at T = 256 over ~6,300 resident.
+// The value is silu_mul's (ops_float.cu), the same f64 operations: silu(g) = g / (1 + exp(-g)), times u, to f32.
+template <int E>
 __global__ void __launch_bounds__(QUANT_THREADS) silu_mul_quant_kernel(const float* __restrict__ g,
                                                                        const float* __restrict__ u, int T, ActSpec sp,
                                                                        int8_t* a8, uint8_t* a4, uint16_t* sa) {
-  for (int m = blockIdx.y; m < T; m += gridDim.y) {
-    const float* gr = g + (size_t)m * sp.K;
-    const float* ur = u + (size_t)m * sp.K;
-    quantize_row_any(sp, m, [&](int c) {
-      const double gd = gr[c];
-      return (float)__dmul_rn(__ddiv_rn(gd, 1.0 + exp(-gd)), (double)ur[c]);
-    }, a8, a4, sa);
+  const int lane = threadIdx.x & 31, nb = sp.Kp / sp.B;
+  const int items = T * nb, stride = gridDim.x * QW;  // items < 2^31 (checked by the host)
+  auto load = [&](int it, float (&gv)[E], float (&uv)[E]) {
+    const int m = it / nb, k0 = (it % nb) * sp.B + lane * E;
+#pragma unroll
+    for (int e = 0; e < E; e++) {
+      const int k = k0 + e;
+      const size_t o = (size_t)m * sp.K + (k < sp.K ? (sp.perm ? sp.perm[k] : k) : 0);
+      gv[e] = k < sp.K ? g[o] : 0.f;
+      uv[e] = k < sp.K ? u[o] : 0.f;
+    }
+  };
+  int it = blockIdx.x * QW + (threadIdx.x >> 5);
+  float gn[E], un[E];
+  if (it < items) load(it, gn, un);
+  for (; it < items; it += stride) {
+    float gc[E], uc[E];
+#pragma unroll
+    for (int e = 0; e < E; e++) gc[e] = gn[e], uc[e] = un[e];
+    if (it < items - stride) load(it + stride, gn, un);
+    const int m = it / nb, b = it % nb, k0 = b * sp.B + lane * E;
+    float v[E];
+#pragma unroll
+    for (int e = 0; e < E; e++) {
+      const double gd = gc[e];
+      v[e] = k0 + e < sp.K ? f16r((float)__dmul_rn(__ddiv_rn(gd, 1.0 + exp(-gd)), (double)uc[e])) : 0.f;
+    }
+    quantize_block<E>(sp, m, b, v, a8, a4, sa);
   }
 }
 
-/** (B-block groups of 8, tokens) */
-static dim3 quant_grid(const ActSpec& sp, int T) {
-  return dim3(cdiv(sp.Kp / sp.B, QUANT_THREADS / 32), T < 65535 ? T : 65535);
+template <int E>
+static int launch_silu_mul_quant(const float* g, const float* u, int T, const ActSpec& sp, int8_t* a8, uint8_t* a4,
+                                 uint16_t* sa, void* stream) {
+  static int per_sm = 0;  // resident blocks per SM (registers)
+  if (!per_sm) COMET_TRY("silu_mul_quant occupancy", cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, silu_mul_quant_kernel<E>, QUANT_THREADS, 0));
+  const long long blocks = cdiv((size_t)T * (sp.Kp / sp.B), QW), most = (long long)sm_count() * (per_sm > 0 ? per_sm : 1);
+  silu_mul_quant_kernel<E><<<(unsigned)(blocks < most ? blocks : most), QUANT_THREADS, 0, S(stream)>>>(g, u, T, sp, a8, a4, sa);
+  return check_launch("silu_mul_quant");
 }
 
 extern "C" int comet_quantize_act(const float* x, int T, int K, int B, int Kp, int K8, const int32_t* perm, int8_t* a8,
                                   uint8_t* a4, uint16_t* sa, void* stream) {
-  const ActSpec sp{K, B, Kp, K8, perm};
-  if (int e = check_spec("quantize_act", sp)) return e;
-  if (T == 0) return 0;
-  quantize_act_kernel<<<quant_grid(sp, T), QUANT_THREADS, 0, S(stream)>>>(x, T, sp, a8, a4, sa);
-  return check_launch("quantize_act");
-}
-
-template <bool ADD>
-static int rmsnorm_quant(const char* op, const float* x, const float* y, const float* w, int T, double eps,
-                         const ActSpec& sp, float* sum, int8_t* a8, uint8_t* a4, uint16_t* sa, void* stream) {
-  if (int e = check_spec(op, sp)) return e;
-  if (T == 0) return 0;
-  const dim3 grid = quant_grid(sp, T);  // grid.x·8 >= K/B: one B-block per warp
-  if (sp.B == 32) rmsnorm_quant_1b_kernel<1, ADD><<<grid, QUANT_THREADS, 0, S(stream)>>>(x, y, w, eps, T, sp, sum, a8, a4, sa);
-  else if (sp.B == 64) rmsnorm_quant_1b_kernel<2, ADD><<<grid, QUANT_THREADS, 0, S(stream)>>>(x, y, w, eps, T, sp, sum, a8, a4, sa);
-  else rmsnorm_quant_1b_kernel<4, ADD><<<grid, QUANT_THREADS, 0, S(stream)>>>(x, y, w, eps, T, sp, sum, a8, a4, sa);
-  return check_launch(op);
+  return row_quant<ACT>("quantize_act", x, nullptr, nullptr, T, 0.0, ActSpec{K, B, Kp, K8, perm}, nullptr, a8, a4, sa, stream);
 }
 
 extern "C" int comet_rmsnorm_quant(const float* x, const float* w, int T, double eps, int K, int B, int Kp, int K8,
                                    const int32_t* perm, int8_t* a8, uint8_t* a4, uint16_t* sa, void* stream) {
-  return rmsnorm_quant<false>("rmsnorm_quant", x, nullptr, w, T, eps, ActSpec{K, B, Kp, K8, perm}, nullptr, a8, a4, sa, stream);
+  return row_quant<NORM>("rmsnorm_quant", x, nullptr, w, T, eps, ActSpec{K, B, Kp, K8, perm}, nullptr, a8, a4, sa, stream);
 }
 
 extern "C" int comet_add_rmsnorm_quant(const float* x, const float* y, const float* w, int T, double eps, int K, int B,
                                        int Kp, int K8, const int32_t* perm, float* sum, int8_t* a8, uint8_t* a4,
                                        uint16_t* sa, void* stream) {
-  return rmsnorm_quant<true>("add_rmsnorm_quant", x, y, w, T, eps, ActSpec{K, B, Kp, K8, perm}, sum, a8, a4, sa, stream);
+  return row_quant<ADD_NORM>("add_rmsnorm_quant", x, y, w, T, eps, ActSpec{K, B, Kp, K8, perm}, sum, a8, a4, sa, stream);
 }
 
 extern "C" int comet_silu_mul_quant(const float* g, const float* u, int T, int K, int B, int Kp, int K8,
@@ -122,6 +195,8 @@ extern "C" int comet_silu_mul_quant(const float* g, const float* u, int T, int K
   const ActSpec sp{K, B, Kp, K8, perm};
   if (int e = check_spec("silu_mul_quant", sp)) return e;
   if (T == 0) return 0;
-  silu_mul_quant_kernel<<<quant_grid(sp, T), QUANT_THREADS, 0, S(stream)>>>(g, u, T, sp, a8, a4, sa);
-  return check_launch("silu_mul_quant");
+  if ((long long)T * (Kp / B) >= (1ll << 31) - (1ll << 24)) return set_error(COMET_EINVAL, "silu_mul_quant: %d rows of %d blocks", T, Kp / B);
+  if (B == 32) return launch_silu_mul_quant<1>(g, u, T, sp, a8, a4, sa, stream);
+  if (B == 64) return launch_silu_mul_quant<2>(g, u, T, sp, a8, a4, sa, stream);
+  return launch_silu_mul_quant<4>(g, u, T, sp, a8, a4, sa, stream);
 }
