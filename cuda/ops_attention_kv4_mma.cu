@@ -76,6 +76,16 @@ __device__ __forceinline__ void mma_u8u8(int (&d)[4], uint32_t a0, uint32_t a1, 
                : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
                : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
+__device__ __forceinline__ uint32_t smem_u32(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void cp_async_s(uint32_t dst, const void* src) {  // 16 bytes, L2 only
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src));
+}
+/** lane src's pointer (two 32-bit shuffles) */
+__device__ __forceinline__ const uint8_t* shfl_ptr(const uint8_t* p, int src) {
+  const unsigned long long v = (unsigned long long)p;
+  const unsigned lo = __shfl_sync(0xffffffffu, (unsigned)v, src), hi = __shfl_sync(0xffffffffu, (unsigned)(v >> 32), src);
+  return (const uint8_t*)(((unsigned long long)hi << 32) | lo);
+}
 template <int N>
 __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
@@ -110,40 +120,42 @@ __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
     const int pi = ((ci * CH) >> lp) + lane;
     return lane < max(1, CH >> lp) && (pi << lp) < n ? bt[pi] : 0;
   };
-  // the code rows of chunk ci (isv 0: K, 1: V) into dst: 64 keys × NP 16-byte pieces, swizzled
-  auto code_rows = [&](int ci, int pgv, int isv, uint8_t* dst) {
+  // Staging, in 32-bit offsets: a lane's 16-byte piece pc of rows krow + (32 / NP)·it, the page's base pointer taken
+  // (two shuffles) from the lane that read that page's id, so no 64-bit arithmetic per copy but one add.
+  const int krow = lane / C::NP, pc = lane % C::NP;
+  const uint32_t codeB = (uint32_t)codeBytes, szB = (uint32_t)szBytes;
+  auto page_base = [&](int pg) { return cbase + (size_t)pg * pstride; };
+  // the code rows of chunk ci (isv 0: K, 1: V) into shared address sdst: 64 keys × NP pieces, swizzled
+  auto code_rows = [&](int ci, const uint8_t* pbv, int isv, uint32_t sdst) {
     const int c0 = ci * CH;
 #pragma unroll
     for (int it = 0; it < 2 * C::NP; it++) {
-      const int i = lane + 32 * it, key = i / C::NP, pc = i % C::NP;
-      const int pg = __shfl_sync(0xffffffffu, pgv, key >> lp);
-      if (c0 + key < n) {
-        const int slot = (c0 + key) & (P - 1);
-        const uint8_t* src = cbase + (size_t)pg * pstride + isv * codeBytes + (size_t)slot * C::ROWB + pc * 16;
-        cp_async<16>(dst + key * C::ROWB + ((pc ^ mswz<HD, GQ>(key)) * 16), src);
-      }
+      const int key = krow + (32 / C::NP) * it;
+      const uint8_t* pb = shfl_ptr(pbv, key >> lp);
+      if (c0 + key < n)
+        cp_async_s(sdst + key * C::ROWB + ((pc ^ mswz<HD, GQ>(key)) * 16),
+                   pb + (((c0 + key) & (P - 1)) * C::ROWB + pc * 16 + isv * codeB));
     }
   };
   // one cp.async group: K codes and the K and V (s, z) of chunk ci into ring slot b (the softmax reads V's (s, z))
   auto stage_k = [&](int ci, int pgv, int b) {
     if (ci >= 0) {
       const int c0 = ci * CH;
-      code_rows(ci, pgv, 0, ws.kc[b]);
+      const uint8_t* pbv = page_base(pgv);
+      code_rows(ci, pbv, 0, smem_u32(ws.kc[b]));
       for (int i = lane; i < 2 * 16 * ng; i += 32) {  // (s, z): 4 keys × ng groups = ng pieces per quad
         const int isv = i >> (4 + lng), r = i & ((16 << lng) - 1), quad = r >> lng, gp = r & (ng - 1), key = 4 * quad;
-        const int pg = __shfl_sync(0xffffffffu, pgv, key >> lp);  // every lane runs ng rounds
-        if (c0 + key < n) {
-          const int slot = (c0 + key) & (P - 1);
-          const uint8_t* src = cbase + (size_t)pg * pstride + 2 * codeBytes + isv * szBytes + (size_t)slot * ng * 4 + gp * 16;
-          cp_async<16>((isv ? ws.vsz[b] : ws.ksz[b]) + key * ng + 4 * gp, src);
-        }
+        const uint8_t* pb = shfl_ptr(pbv, key >> lp);  // every lane runs ng rounds
+        if (c0 + key < n)
+          cp_async_s(smem_u32((isv ? ws.vsz[b] : ws.ksz[b]) + key * ng + 4 * gp),
+                     pb + (2 * codeB + isv * szB + ((c0 + key) & (P - 1)) * ng * 4 + gp * 16));
       }
     }
     cp_commit();
   };
   // one cp.async group: V codes of chunk ci into the V slot
   auto stage_v = [&](int ci, int pgv) {
-    if (ci >= 0) code_rows(ci, pgv, 1, ws.vc);
+    if (ci >= 0) code_rows(ci, page_base(pgv), 1, smem_u32(ws.vc));
     cp_commit();
   };
   const int pg0 = pages_of(chunk_of(0));
@@ -194,7 +206,7 @@ __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
   auto hof = [&](int nt, int hb) { return C::DUP ? 2 * (tq & 1) + hb : 8 * nt + 2 * tq + hb; };
   auto rof = [&](int rr) { return C::DUP ? tq >> 1 : rr; };
   float csr[C::NT1][2];
-  int qgr[C::NT1][2][C::NGM];
+  float qgf[C::NT1][2][C::NGM];  // f32(Q_g), the group sums of q8 (loop-invariant: converted once)
 #pragma unroll
   for (int nt = 0; nt < C::NT1; nt++)
 #pragma unroll
@@ -202,7 +214,7 @@ __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
       const int h = hof(nt, hb);
       csr[nt][hb] = h < GQ ? s.cs[h] : 0.f;
 #pragma unroll
-      for (int g = 0; g < C::NGM; g++) qgr[nt][hb][g] = h < GQ && g < ng ? s.qg[h][g] : 0;
+      for (int g = 0; g < C::NGM; g++) qgf[nt][hb][g] = __int2float_rn(h < GQ && g < ng ? s.qg[h][g] : 0);
     }
 
   // segment state of this lane's P·V heads 4nt + tq, channels 8(gid + 8set) + e2 (+4 for r = 1)
@@ -257,10 +269,10 @@ __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
 #pragma unroll
                   for (int hb = 0; hb < 2; hb++) {
                     const int d = r1 ? D[nt][2 + hb] : D[nt][hb];
-                    int qgv = 0;
+                    float qgv = 0.f;
 #pragma unroll
-                    for (int gg = 0; gg < C::NGM; gg++) if (gg == g) qgv = qgr[nt][hb][gg];
-                    dot[nt][rr][hb] = __fadd_rn(dot[nt][rr][hb], __fadd_rn(__fmul_rn(h_lo(sz), __int2float_rn(d)), __fmul_rn(h_hi(sz), __int2float_rn(qgv))));
+                    for (int gg = 0; gg < C::NGM; gg++) if (gg == g) qgv = qgf[nt][hb][gg];
+                    dot[nt][rr][hb] = __fadd_rn(dot[nt][rr][hb], __fadd_rn(__fmul_rn(h_lo(sz), __int2float_rn(d)), __fmul_rn(h_hi(sz), qgv)));
                   }
               }
 #pragma unroll

@@ -4,7 +4,8 @@
 #            decode batches and prefill chunks, split and one-block modes) and of the quantizers / norms
 #   e2e      `comet bench e2e --shape llama3-8b --no-baseline` at BATCHES (default 1,16,48,64,256): its greedy gate,
 #            decode steps and the per-op table (no FP16 ratio is claimed from this part)
-#   ncu      ncu on attn_kv4_mma inside the same bench (batch BATCH, default 256; context 1024)
+#   ncu      ncu on attn_kv4_mma inside the same bench (batch BATCH, default 256; context 1024): details, and the
+#            per-SASS-line and per-source-line counters (attn-sass.csv.gz, attn-cuda.csv.gz)
 #   base     `comet bench e2e --shape llama3-8b` with the PyTorch baselines in the same call (bench/e2e/torch_fast.py:
 #            compiled FP16, INT4 weight-only, FP8), batches 1,16,64,256, no throughput run
 #   webgpu   bench/webgpu/h200.sh (WebGPU beside CUDA, batch 1, LLaMA-3.2-1B shape; STEPS, default 128)
@@ -40,7 +41,9 @@ run_part() {
       echo "ncu rc=$?"; tail -3 $L/ncu.log
       ncu --import $L/attn.ncu-rep --page details > $L/attn-details.txt 2>&1
       grep -E "Duration|Memory Throughput|DRAM Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|Issue Slots Busy|No Eligible|Theoretical Occupancy|Block Limit|Dynamic Shared" $L/attn-details.txt | head -30
-      rm -f $L/attn.ncu-rep ;;
+      ncu --import $L/attn.ncu-rep --page source --csv --print-source sass 2>/dev/null | gzip > $L/attn-sass.csv.gz
+      ncu --import $L/attn.ncu-rep --page source --csv --print-source cuda 2>/dev/null | gzip > $L/attn-cuda.csv.gz
+      ls -la $L/*.gz; rm -f $L/attn.ncu-rep ;;
     base)
       COMET_E2E_CLIP_SEARCH=0 COMET_E2E_BASELINE_TIMEOUT=${BASELINE_S:-300} timeout ${BASE_S:-480} $C bench e2e --shape llama3-8b \
         --backend cuda --batches 1,16,64,256 --steps 10 --throughput 0 --out $L/res > /dev/null 2> $L/bench.log

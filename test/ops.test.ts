@@ -290,11 +290,15 @@ eachBackend('ops', ({ name, create, variants }) => {
   // The fused decode ops (backends/composed.ts): bit for bit this backend's own composition of the ops they replace
   // (CUDA: one fused kernel against the unfused ones), and against the simulator at the tiers of those ops. Row
   // widths where a row's quantizer spans several thread blocks (CUDA: each writes its share of the sum).
+  // CUDA adds a batch of 300 rows: from ~SMs rows up one block per row quantizes several B-blocks per warp (ops_quant.cu
+  // row_splits), a path small T never takes (too slow for SwiftShader)
+  const bigNorm = actSpec(4096, 128, 256, permutation(rng(16), 4096));
   it.each([
-    ['K=4096 B=128 K8=256 perm', actSpec(4096, 128, 256, permutation(rng(16), 4096))],
-    SPECS[2], SPECS[6],
-  ] as Array<[string, ActQuantSpec]>)('add_rmsnorm and add_rmsnorm_quant %s: x + y and the norm in one op, exactly add then the norm', async (_, spec) => {
-    const T = 5, C = spec.K, eps = 1e-5;
+    ['K=4096 B=128 K8=256 perm', bigNorm, 5],
+    [SPECS[2][0], SPECS[2][1], 5], [SPECS[6][0], SPECS[6][1], 5],
+    ...(name === 'cuda' ? [['K=4096 B=128 K8=256 perm, 300 rows', bigNorm, 300]] : []),
+  ] as Array<[string, ActQuantSpec, number]>)('add_rmsnorm and add_rmsnorm_quant %s: x + y and the norm in one op, exactly add then the norm', async (_, spec, T) => {
+    const C = spec.K, eps = 1e-5;
     const x = activations(rng(17 + C), T, C, [1, 2], 20), y = randn(18 + C, T * C, 2), w = randn(19 + C, C, 0.3).map((v) => v + 1);
     const sum = F.add(x, y);
     const [s1, h1] = be.addRmsnorm(up(x, [T, C]), up(y, [T, C]), up(w, [C]), eps);
@@ -344,7 +348,8 @@ eachBackend('ops', ({ name, create, variants }) => {
     });
   }
 
-  it.each([[6, 352], [3, 200]])('silu_mul and silu_mul_quant T=%i K=%i', async (T, K) => {
+  // CUDA: 64 rows of LLaMA-3-8B's 14336 too, where a warp takes a second (token, B-block) item (the resident grid)
+  it.each([[6, 352], [3, 200], ...(name === 'cuda' ? [[64, 14336]] : [])])('silu_mul and silu_mul_quant T=%i K=%i', async (T, K) => {
     const g = randn(13 + K, T * K, 2), u = randn(14 + K, T * K, 2);
     const sm = await be.read(be.siluMul(up(g, [T, K]), up(u, [T, K])));
     expectF32(sm, F.siluMul(g, u), tier('silu_mul'), 1e-6);
