@@ -20,10 +20,12 @@ constexpr int SPLIT_BELOW = 1024;        // T · n_kv below this: one block per 
 constexpr float E0 = 1.f, E1 = 0.693147182f, E2 = 0.240226462f, E3 = 0.0555032901f, E4 = 0.00961851981f,
                 E5 = 0.00133998599f, E6 = 0.000153375775f;
 
-/** the contract's exp2 for x <= 0: 2^rint(x) · poly(x - rint(x)), plain f32 ops */
+/** the contract's exp2 for x <= 0: 2^rint(x) · poly(x - rint(x)), plain f32 ops. Branch-free (x < -125 or NaN computes
+ *  on -126 and selects 0), so the compiler interleaves a lane's independent calls instead of running each behind a
+ *  branch: the softmax's ~20-instruction dependent chains are what attn_kv4_mma waits on (NOTES-ops §11). */
 __device__ __forceinline__ float exp2c(float x) {
-  if (!(x >= -125.f)) return 0.f;
-  const float n = rintf(x), f = __fsub_rn(x, n);
+  const bool in = x >= -125.f;
+  const float xc = in ? x : -126.f, n = rintf(xc), f = __fsub_rn(xc, n);
   float p = E6;
   p = __fadd_rn(__fmul_rn(p, f), E5);
   p = __fadd_rn(__fmul_rn(p, f), E4);
@@ -31,7 +33,8 @@ __device__ __forceinline__ float exp2c(float x) {
   p = __fadd_rn(__fmul_rn(p, f), E2);
   p = __fadd_rn(__fmul_rn(p, f), E1);
   p = __fadd_rn(__fmul_rn(p, f), E0);
-  return __fmul_rn(p, __int_as_float(((int)n + 127) << 23));
+  const float r = __fmul_rn(p, __int_as_float(((int)n + 127) << 23));
+  return in ? r : 0.f;
 }
 
 /** the contract's bfly: fr(x_lane + x_lane+32) already in v; xor butterfly over the warp */

@@ -310,51 +310,83 @@ __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
           v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 8));
           return __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 4));
         };
+        // The lane's two heads of an n-tile go through each step side by side, so their independent chains (exp2c's
+        // ~20 dependent operations, the shuffle trees, the divisions) interleave; every value is computed by the same
+        // operations in the same order as one head alone.
+        bool valid[4][NR];  // key 16kt + gid + 8·rof(rr) holds a key of this chunk
 #pragma unroll
-        for (int nt = 0; nt < C::NT1; nt++)
+        for (int kt = 0; kt < 4; kt++)
+#pragma unroll
+          for (int rr = 0; rr < NR; rr++) valid[kt][rr] = 16 * kt + 8 * rof(rr) + gid < nk;
+#pragma unroll
+        for (int nt = 0; nt < C::NT1; nt++) {
+          float m[2], l[2], p[2][4][NR];
 #pragma unroll
           for (int hb = 0; hb < 2; hb++) {
-            const int h = hof(nt, hb);
-            float m = -INFINITY;
+            m[hb] = -INFINITY;
 #pragma unroll
             for (int kt = 0; kt < 4; kt++)
 #pragma unroll
-              for (int rr = 0; rr < NR; rr++)
-                if (16 * kt + 8 * rof(rr) + gid < nk) m = fmaxf(m, tv[kt][nt][rr][hb]);
-            m = kmax(m);
-            float p[4][NR];
+              for (int rr = 0; rr < NR; rr++) m[hb] = valid[kt][rr] ? fmaxf(m[hb], tv[kt][nt][rr][hb]) : m[hb];
+          }
+#pragma unroll
+          for (int hb = 0; hb < 2; hb++) m[hb] = kmax(m[hb]);
+#pragma unroll
+          for (int hb = 0; hb < 2; hb++)
 #pragma unroll
             for (int kt = 0; kt < 4; kt++)
 #pragma unroll
-              for (int rr = 0; rr < NR; rr++)
-                p[kt][rr] = 16 * kt + 8 * rof(rr) + gid < nk ? exp2c(__fsub_rn(tv[kt][nt][rr][hb], m)) : 0.f;
-            const float l = tree(p);
-            for (int g = 0; g < ng; g++) {
-              float w[4][NR], zt[4][NR], W = 0.f;
+              for (int rr = 0; rr < NR; rr++) {
+                const float e = exp2c(__fsub_rn(tv[kt][nt][rr][hb], m[hb]));
+                p[hb][kt][rr] = valid[kt][rr] ? e : 0.f;
+              }
+#pragma unroll
+          for (int hb = 0; hb < 2; hb++) l[hb] = tree(p[hb]);
+          for (int g = 0; g < ng; g++) {
+            float vs[4][NR], vz[4][NR];  // the keys' V (s, z) of group g (0 past the chunk's keys)
+#pragma unroll
+            for (int kt = 0; kt < 4; kt++)
+#pragma unroll
+              for (int rr = 0; rr < NR; rr++) {
+                const uint32_t sz = valid[kt][rr] ? ws.vsz[b][(16 * kt + 8 * rof(rr) + gid) * ng + g] : 0u;
+                vs[kt][rr] = h_lo(sz), vz[kt][rr] = h_hi(sz);
+              }
+            float w[2][4][NR], zt[2][4][NR], W[2], rW[2], zs[2];
+#pragma unroll
+            for (int hb = 0; hb < 2; hb++) {
+              W[hb] = 0.f;
 #pragma unroll
               for (int kt = 0; kt < 4; kt++)
 #pragma unroll
                 for (int rr = 0; rr < NR; rr++) {
-                  const int key = 16 * kt + 8 * rof(rr) + gid;
-                  const uint32_t sz = key < nk ? ws.vsz[b][key * ng + g] : 0u;
-                  w[kt][rr] = key < nk ? __fmul_rn(p[kt][rr], h_lo(sz)) : 0.f;
-                  zt[kt][rr] = key < nk ? __fmul_rn(p[kt][rr], h_hi(sz)) : 0.f;
-                  W = fmaxf(W, w[kt][rr]);
+                  w[hb][kt][rr] = valid[kt][rr] ? __fmul_rn(p[hb][kt][rr], vs[kt][rr]) : 0.f;
+                  zt[hb][kt][rr] = valid[kt][rr] ? __fmul_rn(p[hb][kt][rr], vz[kt][rr]) : 0.f;
+                  W[hb] = fmaxf(W[hb], w[hb][kt][rr]);
                 }
-              W = kmax(W);
-              const float rW = W > 0.f ? __fdiv_rn(32767.f, W) : 0.f;
-              const float zs = tree(zt);
+            }
+#pragma unroll
+            for (int hb = 0; hb < 2; hb++) W[hb] = kmax(W[hb]);
+#pragma unroll
+            for (int hb = 0; hb < 2; hb++) rW[hb] = W[hb] > 0.f ? __fdiv_rn(32767.f, W[hb]) : 0.f, zs[hb] = tree(zt[hb]);
+#pragma unroll
+            for (int hb = 0; hb < 2; hb++) {
+              const int h = hof(nt, hb);
               if (h < GQ) {
 #pragma unroll
                 for (int kt = 0; kt < 4; kt++)
 #pragma unroll
                   for (int rr = 0; rr < NR; rr++)
-                    ws.uh[g][h][16 * kt + 8 * rof(rr) + gid] = W > 0.f ? (uint16_t)min(32767u, __float2uint_rn(__fmul_rn(w[kt][rr], rW))) : (uint16_t)0;
-                if (lane < 4) ws.dq[h][g] = W > 0.f ? __fdiv_rn(W, 32767.f) : 0.f, ws.zs[h][g] = zs;
+                    ws.uh[g][h][16 * kt + 8 * rof(rr) + gid] = W[hb] > 0.f ? (uint16_t)min(32767u, __float2uint_rn(__fmul_rn(w[hb][kt][rr], rW[hb]))) : (uint16_t)0;
+                if (lane < 4) ws.dq[h][g] = W[hb] > 0.f ? __fdiv_rn(W[hb], 32767.f) : 0.f, ws.zs[h][g] = zs[hb];
               }
             }
-            if (h < GQ && lane < 4) ws.m[h] = m, ws.l[h] = l;
           }
+#pragma unroll
+          for (int hb = 0; hb < 2; hb++) {
+            const int h = hof(nt, hb);
+            if (h < GQ && lane < 4) ws.m[h] = m[hb], ws.l[h] = l[hb];
+          }
+        }
         cp_wait<1>();  // V(q)
         __syncwarp();
         // ---- P·V: A[c] = Σ u·v over the chunk's 64 keys (two k32 steps), per head
