@@ -2,16 +2,18 @@
 //   act: one buffer  a8 int8 [M][K8] | a4 int4x2 [M][(Kp-K8)/2] | sa f16 [M][Kp/B]   (u32 words; offsets in P)
 //   w:   one buffer  codes int4x2 [N][Kp/2] | scales f16 [N][Kp/B]                    (canonical packing)
 // acc_b is exact int32 (dot4 on i8x4 lanes; the int4 nibbles are sign-extended to bytes: lo4/hi4 give the
-// even/odd elements, so the act side is split the same way, int8 words with even8/odd8). The f32 epilogue
+// even/odd elements, so the act side is split the same way, int8 words with even8/odd8; `matvec` takes the weight
+// nibbles unsigned instead and subtracts 8·Σa, the same integer). The f32 epilogue
 // adds the blocks in ascending order, one chain per output; the product t_b must not be fused into that
 // add (an FMA would skip its rounding): `matvec` hands t_b to the chain through workgroup memory, `tiled`
 // and `rowwise` pass it through `nofma` (an xor with a runtime zero the compiler cannot see through).
 // Measured bit-exact against the simulator on SwiftShader and on the H100 (test/ops.test.ts, every WebGPU kernel variant).
 //
 // Three kernels (the backend picks; bench/webgpu measures; results in bench/results/webgpu-*.md):
-//   matvec (decode, M <= 4 per workgroup): TEAMS rows × MT tokens per workgroup of TEAMS·32; each row is one
-//     team of 32 lanes streaming coalesced 16-byte words (up to 4 per lane per chunk, in named registers);
-//     K in chunks of 4096 (MT = 1) or 2048 channels. H100: 1182 GB/s at 14336x4096 (41% of copy).
+//   matvec (decode, M <= 4 per workgroup): 16 rows × MT tokens per workgroup of 256; each lane owns whole
+//     128-channel segments of its row (64 bytes: four 16-byte loads) and computes their blocks' t_b itself; one
+//     invocation per (row, token) chains them. K in chunks of 2048 or 4096 channels (by K). The kernel before it
+//     (8 rows × 32 lanes, int partials reduced through workgroup memory): 8.5-20% of copy on the H200.
 //   rowwise: one invocation per (row, 4 tokens), no barriers: small K, and CPU adapters (SwiftShader).
 //   tiled (prefill, M > 8): a 32-token × 64-row tile per workgroup, one B-block of both operands staged in
 //     workgroup memory at a time, 2 tokens × 4 rows per invocation (3.4 TOPS on the H100: not tuned).
@@ -119,8 +121,9 @@ var<workgroup> xs: array<vec4<u32>, MT * 8u * TEAM * SPL>;
 var<workgroup> cs: array<atomic<i32>, MT * 4u * TEAM * SPL>;
 // sas [tok][block of the chunk] sa as f32 (B >= 32: at most 4 blocks per segment)
 var<workgroup> sas: array<f32, MT * 4u * TEAM * SPL>;
-// tb [row][tok][block of the chunk] t_b
-var<workgroup> tb: array<f32, ROWS * MT * 4u * TEAM * SPL>;
+// tb [row · MT + tok][block of the chunk] t_b, rows 4·TEAM·SPL + 1 words apart: the chain invocations read one row
+// each, and a stride of 64 or 128 words would put all of them in one bank
+var<workgroup> tb: array<f32, ROWS * MT * (4u * TEAM * SPL + 1u)>;
 // QIN: [tok][block of the chunk] max |v| as f32 bits (non-negative f32s order as their u32 bits, so atomicMax gives the
 // exact amax, NaN aside; 0 outside a chunk's staging: WGSL zero-initializes workgroup memory and each chunk clears it)
 var<workgroup> am: array<atomic<u32>, MT * 4u * TEAM * SPL>;
@@ -183,7 +186,7 @@ fn load_seg(pt: Part, n: u32, s: u32, nk: u32, vpb: u32) -> Seg {
 fn put_tb(r: u32, t: u32, b: u32, bc: u32, acc: i32, sw: f32) {
   if (b < p.nb) {
     let NB = 4u * TEAM * SPL;
-    tb[(r * MT + t) * NB + b - bc] = f32(acc) * (sas[t * NB + b - bc] * sw);
+    tb[(r * MT + t) * (NB + 1u) + b - bc] = f32(acc) * (sas[t * NB + b - bc] * sw);
   }
 }
 
@@ -299,7 +302,7 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     // 4. the chain: invocation r'·MT + t' adds row r' token t''s blocks of the chunk in ascending order
     if (lid < ROWS * MT) {
       let nbk = min(CH / p.B, p.nb - bc);
-      for (var bl = 0u; bl < nbk; bl++) { sum = sum + tb[lid * NB + bl]; }
+      for (var bl = 0u; bl < nbk; bl++) { sum = sum + tb[lid * (NB + 1u) + bl]; }
     }
     // QIN: cs read (above the barrier): cleared for the next chunk's atomicAdd, past its first barrier
     if (QIN != 0u) { for (var i = lid; i < MT * NB; i = i + MV_WG) { atomicStore(&cs[i], 0); } }
