@@ -138,13 +138,12 @@ fn qin(m: u32, j: u32) -> f32 {
   if (QIN == 2u) { return f16_round(silu_mul_f(bitcast<f32>(act[i]), y2[i])); }
   return f16_round(bitcast<f32>(act[i]));
 }
-/** QIN: channels [k, k+8) of token m quantized with scale s, as the (even, odd) i8x4 words act8 gives */
-fn qwords(m: u32, k: u32, s: f32) -> vec2<u32> {
+/** QIN: the codes of 8 channels [k, k+8) of values v in a block of scale s, as the (even, odd) i8x4 words act8 gives */
+fn qcodes(v: array<f32, 8>, k: u32, s: f32) -> vec2<u32> {
   let qmax = select(7.0, 127.0, k < p.K8);
   var w = vec2<u32>(0u, 0u);
   for (var e = 0u; e < 8u; e++) {
-    let code = act_code(qin(m, k + e), s, qmax);
-    let byte = (bitcast<u32>(code) & 0xffu) << (8u * (e / 2u));
+    let byte = (bitcast<u32>(act_code(v[e], s, qmax)) & 0xffu) << (8u * (e / 2u));
     if ((e & 1u) == 0u) { w.x = w.x | byte; } else { w.y = w.y | byte; }
   }
   return w;
@@ -267,29 +266,30 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         sas[i] = sa;
       }
     } else {
-      // one 8-channel sub-word per invocation per step: first the blocks' amax, then (after a barrier) the codes
-      for (var i = lid; i < MT * 4u * NB; i = i + MV_WG) {
+      // one 8-channel sub-word per invocation per pass (MT · SPL passes of 2048 channels: whole blocks, each with its
+      // own am entries): the blocks' amax, a barrier, then the codes of the values kept in registers
+      for (var ps = 0u; ps < MT * SPL; ps++) {
+        let i = ps * MV_WG + lid;
         let t = i / (4u * NB); let c8 = i % (4u * NB);
         let m = mBase + t; let k = k0 + 8u * c8;
-        var a = 0.0;
-        if (m < p.M && k < p.Kp) { for (var e = 0u; e < 8u; e++) { a = max(a, abs(qin(m, k + e))); } }
-        atomicMax(&am[t * NB + (8u * c8) / p.B], bitcast<u32>(a));
-      }
-      workgroupBarrier();
-      for (var i = lid; i < MT * 4u * NB; i = i + MV_WG) {
-        let t = i / (4u * NB); let c8 = i % (4u * NB);
-        let m = mBase + t; let k = k0 + 8u * c8;
+        let ok = m < p.M && k < p.Kp;
         let bl = (8u * c8) / p.B;
-        var v = vec2<u32>(0u, 0u);
-        if (m < p.M && k < p.Kp) {
+        var v: array<f32, 8>;
+        var a = 0.0;
+        if (ok) { for (var e = 0u; e < 8u; e++) { v[e] = qin(m, k + e); a = max(a, abs(v[e])); } }
+        atomicMax(&am[t * NB + bl], bitcast<u32>(a));
+        workgroupBarrier();
+        var w = vec2<u32>(0u, 0u);
+        var sc = 0.0;
+        if (ok) {
           // every invocation rounds its block's scale itself (f16_div is exact: the same bits in each)
-          let s = f16_to_f32(f16_div(bitcast<f32>(atomicLoad(&am[t * NB + bl])), select(7.0, 127.0, k < p.K8)));
-          if ((8u * c8) % p.B == 0u) { sas[t * NB + bl] = s; }
-          v = qwords(m, k, s);
-        } else if ((8u * c8) % p.B == 0u) { sas[t * NB + bl] = 0.0; }
+          sc = f16_to_f32(f16_div(bitcast<f32>(atomicLoad(&am[t * NB + bl])), select(7.0, 127.0, k < p.K8)));
+          w = qcodes(v, k, sc);
+        }
+        if ((8u * c8) % p.B == 0u) { sas[t * NB + bl] = sc; }
         let wl = c8 / 4u;
-        put_sub(t, wl / 4u, wl % 4u, c8 % 4u, v);
-        atomicAdd(&cs[(t * 4u + wl % 4u) * NS + wl / 4u], -8 * (isum4(v.x) + isum4(v.y)));
+        put_sub(t, wl / 4u, wl % 4u, c8 % 4u, w);
+        atomicAdd(&cs[(t * 4u + wl % 4u) * NS + wl / 4u], -8 * (isum4(w.x) + isum4(w.y)));
       }
     }
     workgroupBarrier();
