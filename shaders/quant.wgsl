@@ -37,6 +37,20 @@ fn xin(i: u32) -> f32 {
   return x[i];
 }
 
+/** norm.wgsl's sumsq, the same text: Σ xin(o + i)² over i = lid, lid + 64, ... < C in that order, 8 loads ahead */
+fn sumsq(o: u32, C: u32, lid: u32) -> f32 {
+  var part = 0.0;
+  var i = lid;
+  for (; i + 448u < C; i = i + 512u) {
+    let v0 = xin(o + i); let v1 = xin(o + i + 64u); let v2 = xin(o + i + 128u); let v3 = xin(o + i + 192u);
+    let v4 = xin(o + i + 256u); let v5 = xin(o + i + 320u); let v6 = xin(o + i + 384u); let v7 = xin(o + i + 448u);
+    part = part + v0 * v0; part = part + v1 * v1; part = part + v2 * v2; part = part + v3 * v3;
+    part = part + v4 * v4; part = part + v5 * v5; part = part + v6 * v6; part = part + v7 * v7;
+  }
+  for (; i < C; i = i + 64u) { let v = xin(o + i); part = part + v * v; }
+  return part;
+}
+
 const WG = 128u;
 // max |v| of each of the pass's WG/B blocks, as f32 bits: non-negative f32s order as their u32 bits, so an
 // atomicMax of the bits is the block amax (exact, any order), NaN aside. 0 between passes (WGSL zero-initializes
@@ -54,7 +68,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   var inv = 0.0;
   if (MODE == 1u || MODE == 3u) {
     var part = 0.0;
-    if (lid < 64u) { for (var i = lid; i < p.K; i = i + 64u) { let v = xin(xo + i); part = part + v * v; } } // as norm.wgsl
+    if (lid < 64u) { part = sumsq(xo, p.K, lid); } // as norm.wgsl
     let s2 = wg_sum(part, lid);
     inv = 1.0 / sqrt(s2 / f32(p.K) + p.eps);
   }
