@@ -1,4 +1,4 @@
-// quant.wgsl: FMPQ activation quantizers (DESIGN §3.2), one workgroup of 128 per token row (B <= 128).
+// quant.wgsl: FMPQ activation quantizers (DESIGN §3.2), workgroups of 256 over a token row's chunks (B <= 128).
 //   quantize_act (MODE 0): v_j = x[perm[j]]
 //   rmsnorm_quant (MODE 1): v_j = w[c]·(x[c]·inv), c = perm[j], inv as norm.wgsl computes it
 //   silu_mul_quant (MODE 2): v_j = silu(g[c])·u[c]
@@ -18,8 +18,8 @@ struct P {
   a4Off: u32, saOff: u32, // word offsets in the output
   eps: f32,
   direct: u32, // 1: whole-word scale stores (needs nb <= NBMAX), 0: atomicOr into a cleared sa
-  chunk: u32, // channels per workgroup (grid z: the row's chunks), a multiple of 2·WG: few rows (decode) spread
-              // over many workgroups; every chunk's scales are whole words (an even number of blocks)
+  chunk: u32, // channels per workgroup (grid z: the row's chunks), a multiple of WG: few rows (decode) spread
+              // over many workgroups, one pass each; every chunk's scales are whole words (an even number of blocks)
 };
 override MODE: u32 = 0u;
 
@@ -51,16 +51,18 @@ fn sumsq(o: u32, C: u32, lid: u32) -> f32 {
   return part;
 }
 
-const WG = 128u;
+// 256 invocations: a decode chunk of 256 channels in one pass (128 took two, each with its three barriers and its two
+// dependent loads, perm then x, r and w)
+const WG = 256u;
 // max |v| of each of the pass's WG/B blocks, as f32 bits: non-negative f32s order as their u32 bits, so an
 // atomicMax of the bits is the block amax (exact, any order), NaN aside. 0 between passes (WGSL zero-initializes
 // workgroup memory; each pass clears what it used).
-var<workgroup> am: array<atomic<u32>, 4>;
+var<workgroup> am: array<atomic<u32>, WG / 32u>;
 var<workgroup> cs: array<i32, WG>; // codes
 const NBMAX = 512u;
 var<workgroup> sb: array<u32, NBMAX>; // DIRECT: scale bits of every block of the token
 
-@compute @workgroup_size(128)
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let m = wg.x + wg.y * 65535u;
   let jA = wg.z * p.chunk; let jB = min(p.Kp, jA + p.chunk); // this workgroup's channels
