@@ -226,13 +226,13 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
   let nk = p.Kp / 32u; // 16-byte words per row
   let vpb = p.B / 32u; // words per block
   let NS = TEAM * SPL; // segments per chunk
-  let NB = 4u * NS; // block slots per chunk (B = 32)
+  let NB = 4u * NS; // words per chunk = its block slots (4 a segment: B = 32)
   let CH = 128u * NS;
   var sum = 0.0; // the chain of (row r', token t') = (lid / MT, lid % MT), lid < ROWS · MT
   for (var k0 = 0u; k0 < p.Kp; k0 = k0 + CH) {
     let s0 = k0 / 128u; // the chunk's first segment
     let bc = k0 / p.B; // and block
-    // 1. this lane's segments (two named registers sets, not an indexed array a driver may put in local memory)
+    // 1. this lane's segments (two named register sets, not an indexed array a driver may put in local memory)
     let gA = load_seg(pt, n, s0 + lane, nk, vpb);
     var gB: Seg;
     if (SPL > 1u) { gB = load_seg(pt, n, s0 + lane + TEAM, nk, vpb); }
