@@ -2,16 +2,18 @@
 //   act: one buffer  a8 int8 [M][K8] | a4 int4x2 [M][(Kp-K8)/2] | sa f16 [M][Kp/B]   (u32 words; offsets in P)
 //   w:   one buffer  codes int4x2 [N][Kp/2] | scales f16 [N][Kp/B]                    (canonical packing)
 // acc_b is exact int32 (dot4 on i8x4 lanes; the int4 nibbles are sign-extended to bytes: lo4/hi4 give the
-// even/odd elements, so the act side is split the same way, int8 words with even8/odd8). The f32 epilogue
+// even/odd elements, so the act side is split the same way, int8 words with even8/odd8; `matvec` takes the weight
+// nibbles unsigned instead and subtracts 8·Σa, the same integer). The f32 epilogue
 // adds the blocks in ascending order, one chain per output; the product t_b must not be fused into that
 // add (an FMA would skip its rounding): `matvec` hands t_b to the chain through workgroup memory, `tiled`
 // and `rowwise` pass it through `nofma` (an xor with a runtime zero the compiler cannot see through).
 // Measured bit-exact against the simulator on SwiftShader and on the H100 (test/ops.test.ts, every WebGPU kernel variant).
 //
 // Three kernels (the backend picks; bench/webgpu measures; results in bench/results/webgpu-*.md):
-//   matvec (decode, M <= 4 per workgroup): TEAMS rows × MT tokens per workgroup of TEAMS·32; each row is one
-//     team of 32 lanes streaming coalesced 16-byte words (up to 4 per lane per chunk, in named registers);
-//     K in chunks of 4096 (MT = 1) or 2048 channels. H100: 1182 GB/s at 14336x4096 (41% of copy).
+//   matvec (decode, M <= 4 per workgroup): 16 rows × MT tokens per workgroup of 256; each lane owns whole
+//     128-channel segments of its row (64 bytes: four 16-byte loads) and computes their blocks' t_b itself; one
+//     invocation per (row, token) chains them. K in chunks of 2048 or 4096 channels (by K). The kernel before it
+//     (8 rows × 32 lanes, int partials reduced through workgroup memory): 8.5-20% of copy on the H200.
 //   rowwise: one invocation per (row, 4 tokens), no barriers: small K, and CPU adapters (SwiftShader).
 //   tiled (prefill, M > 8): a 32-token × 64-row tile per workgroup, one B-block of both operands staged in
 //     workgroup memory at a time, 2 tokens × 4 rows per invocation (3.4 TOPS on the H100: not tuned).
@@ -74,10 +76,29 @@ fn act8(m: u32, k: u32) -> vec2<u32> {
 }
 
 // ---------------------------------------------------------------- matvec
+// Decode, M <= 4 tokens per workgroup. A workgroup of 256 invocations is ROWS = 16 rows × TEAM = 16 lanes. The
+// reduction dimension is cut into 128-channel segments (64 bytes of a row's codes: four 16-byte words, 1, 2 or 4
+// B-blocks), and lane g of a row owns whole segments (g, g + 16, g + 32, ... of each chunk): it computes the exact
+// acc_b of every block in them and t_b = f32(acc_b) · (sa · sw) itself, so no integer partial crosses lanes and no
+// reduction tree is needed. The t_b go through workgroup memory (tb) to one invocation per (row, token), which adds
+// them in ascending block order: the contract's chain, and the memory round trip keeps t_b's rounding (no FMA).
+// K is walked in chunks of CH = TEAM · SPL · 128 channels (SPL = 1: 2048, SPL = 2: 4096), each:
+//   1. every lane issues the 16-byte loads of its SPL segments (and their scales) first: 64 or 128 bytes in flight
+//      per invocation, whose latency the staging below overlaps;
+//   2. the chunk of activation is staged in workgroup memory once for all 16 rows (QIN: quantized here);
+//   3. barrier; each lane dots its segments against the staged chunk, t_b into tb;
+//   4. barrier; the chain invocations add the chunk's t_b (the next chunk's loads and staging go on meanwhile).
+// The dot product takes the weight nibbles unsigned: u = q + 8 = q ^ 8 (0..15) is one mask-and-xor per four codes
+// (a sign extension costs three ops more), and Σ q·a = Σ u·a − 8·Σ a exactly in int32; −8·Σ a of each 32-channel
+// word of the activation is computed once per workgroup, in staging (cs).
+// Rows per workgroup: 2048-row layers (LLaMA-3.2-1B q, o, down) make 128 workgroups, about one per H200 SM; the QIN
+// variants quantize the whole activation in every workgroup, so more rows per workgroup would waste less of that,
+// but fewer workgroups than SMs would leave bandwidth unused.
+//
 // QIN = 1: `act` is the f32 input x [M][K] of quantize_act, quantized here on the way into workgroup memory
 // (o_proj's input at decode: its quantize_act dispatch folded into the GEMM). Each workgroup quantizes the chunks
 // it reads exactly as quant.wgsl MODE 0 does (v = f16(x[perm[j]]), exact block amax, s = f16_div(amax, qmax),
-// codes div_rne: exact quotients, so the same codes and scales whatever the compiler), hence the same bits as
+// codes act_code: exact quotients, so the same codes and scales whatever the compiler), hence the same bits as
 // quantize_act then the GEMM.
 // QIN = 2: the same for silu_mul_quant (down_proj's input at decode): `act` is g [M][K] and binding 7 (y2, free:
 // the down GEMM has one part) is u [M][K]; v = f16(silu_mul_f(g[c], u[c])), c = perm[j], as quant.wgsl MODE 2
@@ -85,20 +106,27 @@ fn act8(m: u32, k: u32) -> vec2<u32> {
 // the same inputs: quant.wgsl's silu_mul_quant and elementwise.wgsl's silu_mul already rely on that). u stays on
 // binding 7 rather than a new one: the kernels keep to WebGPU's default 8 storage buffers per stage.
 override QIN: u32 = 0u;
-override MT: u32 = 4u; // tokens per workgroup (1 for a single decode token)
-override TEAMS: u32 = 8u; // rows per workgroup (one team of 32 lanes per row)
-override CH: u32 = 2048u; // channels per chunk (<= 4096): 4096 for MT = 1, 2048 for MT = 4 (bench/webgpu sweeps, H100)
+override MT: u32 = 1u; // tokens per workgroup (1: one decode token; 4: 2..8 tokens, in workgroups along y)
+override SPL: u32 = 1u; // segments per lane per chunk: 1 (K <= 2048) or 2 (pipes.ts matvecSegs); MT = 4 takes 1
+const TEAM = 16u; // lanes per row
+const ROWS = 16u; // rows per workgroup
+const MV_WG = 256u; // = ROWS · TEAM
 
-// Staged activation, [tok][k 0..7][word v of the chunk]: word v's 32 channels are four 8-channel groups,
-// each an (even, odd) pair: k = 2·group + parity. Lanes read consecutive v: no bank conflicts.
-var<workgroup> xa: array<u32, MT * CH / 4u>;
-var<workgroup> pp: array<i32, TEAMS * MT * (CH / 32u)>; // [team][tok][word] int partials
-var<workgroup> tb: array<f32, TEAMS * MT * (CH / 32u)>; // [team][tok][block of chunk] t_b
-// QIN: [tok][block of the chunk] (B >= 32: at most CH/32 blocks) max |v| as f32 bits (non-negative f32s order as
-// their u32 bits, so atomicMax gives the exact amax, NaN aside; 0 outside a chunk's staging: WGSL zero-initializes
-// workgroup memory and each chunk clears it after use), and the blocks' scales (f32 values of f16)
-var<workgroup> am: array<atomic<u32>, MT * CH / 32u>;
-var<workgroup> qs: array<f32, MT * CH / 32u>;
+// Workgroup memory (MT = 1, SPL = 2: 13.5 KB; MT = 4, SPL = 1: 27 KB, within the 32 KB of SwiftShader and GPUs)
+// xs [tok][slot 0..7][segment of the chunk]: slot 2j + h of a segment holds sub-words 2h, 2h + 1 of its word j (a
+//   sub-word: 8 channels, one u32 of the weight word) as (even, odd, even, odd) i8x4 lanes, matching ulo/uhi of the
+//   weight's u32s; the 16 lanes of a row read 16 consecutive vec4s (no bank conflicts), the 16 rows the same ones
+var<workgroup> xs: array<vec4<u32>, MT * 8u * TEAM * SPL>;
+// cs [tok][word j][segment]: −8 · Σ of the word's 32 codes (atomic: QIN sums it per sub-word; 0 between chunks there)
+var<workgroup> cs: array<atomic<i32>, MT * 4u * TEAM * SPL>;
+// sas [tok][block of the chunk] sa as f32 (B >= 32: at most 4 blocks per segment)
+var<workgroup> sas: array<f32, MT * 4u * TEAM * SPL>;
+// tb [row · MT + tok][block of the chunk] t_b, rows 4·TEAM·SPL + 1 words apart: the chain invocations read one row
+// each, and a stride of 64 or 128 words would put all of them in one bank
+var<workgroup> tb: array<f32, ROWS * MT * (4u * TEAM * SPL + 1u)>;
+// QIN: [tok][block of the chunk] max |v| as f32 bits (non-negative f32s order as their u32 bits, so atomicMax gives the
+// exact amax, NaN aside; 0 outside a chunk's staging: WGSL zero-initializes workgroup memory and each chunk clears it)
+var<workgroup> am: array<atomic<u32>, MT * 4u * TEAM * SPL>;
 
 /** QIN: the quantizer's value of channel j of token m: f16(x[m][perm[j]]) (QIN = 2: f16(silu(g)·u) there), 0 in
  *  the padding [K, Kp) */
@@ -110,141 +138,178 @@ fn qin(m: u32, j: u32) -> f32 {
   if (QIN == 2u) { return f16_round(silu_mul_f(bitcast<f32>(act[i]), y2[i])); }
   return f16_round(bitcast<f32>(act[i]));
 }
-/** QIN: the scale of block bl of the chunk (global block b) for staged token t, from its amax */
-fn qscale(t: u32, bl: u32, b: u32) -> f32 {
-  let amax = bitcast<f32>(atomicLoad(&am[t * (CH / 32u) + bl]));
-  return f16_to_f32(f16_div(amax, select(7.0, 127.0, b * p.B < p.K8)));
-}
-/** QIN: channels [k, k+8) of token m quantized with scale s, as the (even, odd) i8x4 words act8 gives */
-fn qwords(m: u32, k: u32, s: f32) -> vec2<u32> {
+/** QIN: the codes of 8 channels [k, k+8) of values v in a block of scale s, as the (even, odd) i8x4 words act8 gives */
+fn qcodes(v: array<f32, 8>, k: u32, s: f32) -> vec2<u32> {
   let qmax = select(7.0, 127.0, k < p.K8);
   var w = vec2<u32>(0u, 0u);
   for (var e = 0u; e < 8u; e++) {
-    let code = act_code(qin(m, k + e), s, qmax);
-    let byte = (bitcast<u32>(code) & 0xffu) << (8u * (e / 2u));
+    let byte = (bitcast<u32>(act_code(v[e], s, qmax)) & 0xffu) << (8u * (e / 2u));
     if ((e & 1u) == 0u) { w.x = w.x | byte; } else { w.y = w.y | byte; }
   }
   return w;
 }
 
-/** 16-byte word j of this lane in the chunk at k0 (0 past the row or beyond the chunk's CV words) */
-fn wword(pt: Part, n: u32, k0: u32, lane: u32, j: u32, CV: u32, nk: u32) -> vec4<u32> {
-  let gv = k0 / 32u + lane + 32u * j;
-  if (n < pt.N && gv < nk && lane + 32u * j < CV) { return wget(pt, n * nk + gv); }
-  return vec4<u32>(0u);
+/** the even (ulo) and odd (uhi) codes of a canonical int4 u32 as unsigned u = q + 8 in i8x4 lanes (0..15) */
+fn ulo(w: u32) -> u32 { return (w & 0x0f0f0f0fu) ^ 0x08080808u; }
+fn uhi(w: u32) -> u32 { return ((w >> 4u) & 0x0f0f0f0fu) ^ 0x08080808u; }
+/** Σ u·a over one 16-byte weight word (32 channels) against its staged slots a (sub-words 0, 1) and b (2, 3) */
+fn udot(w: vec4<u32>, a: vec4<u32>, b: vec4<u32>) -> i32 {
+  return dot4(ulo(w.x), a.x) + dot4(uhi(w.x), a.y) + dot4(ulo(w.y), a.z) + dot4(uhi(w.y), a.w)
+       + dot4(ulo(w.z), b.x) + dot4(uhi(w.z), b.y) + dot4(ulo(w.w), b.z) + dot4(uhi(w.w), b.w);
+}
+/** Σ of the 4 signed i8 lanes of x */
+fn isum4(x: u32) -> i32 { return dot4(x, 0x01010101u); }
+
+/** one lane's segment of one row: its four 16-byte words and the scales sw of its blocks (x, y, z, w: up to 4) */
+struct Seg { w0: vec4<u32>, w1: vec4<u32>, w2: vec4<u32>, w3: vec4<u32>, sw: vec4<f32> };
+
+/** segment s (global) of row n: words past the row (Kp need not be a multiple of 128) and rows past N are 0 */
+fn load_seg(pt: Part, n: u32, s: u32, nk: u32, vpb: u32) -> Seg {
+  var g: Seg;
+  let v = 4u * s;
+  if (n >= pt.N || v >= nk) { return g; }
+  let o = n * nk + v;
+  g.w0 = wget(pt, o);
+  if (v + 1u < nk) { g.w1 = wget(pt, o + 1u); }
+  if (v + 2u < nk) { g.w2 = wget(pt, o + 2u); }
+  if (v + 3u < nk) { g.w3 = wget(pt, o + 3u); }
+  let b = v / vpb;
+  g.sw.x = sw_at(pt, n, b);
+  if (vpb <= 2u && b + 1u < p.nb) { g.sw.y = sw_at(pt, n, b + 1u); }
+  if (vpb == 1u && b + 2u < p.nb) { g.sw.z = sw_at(pt, n, b + 2u); }
+  if (vpb == 1u && b + 3u < p.nb) { g.sw.w = sw_at(pt, n, b + 3u); }
+  return g;
 }
 
-/** exact int partial of word v = lane + 32·j against each staged token */
-fn partials(w: vec4<u32>, team: u32, lane: u32, j: u32, CV: u32, CW: u32) {
-  let v = lane + 32u * j;
-  let wl = vec4<u32>(lo4(w.x), lo4(w.y), lo4(w.z), lo4(w.w));
-  let wh = vec4<u32>(hi4(w.x), hi4(w.y), hi4(w.z), hi4(w.w));
-  for (var t = 0u; t < MT; t++) {
-    let g = t * CW + v;
-    let acc = dot4(wl.x, xa[g]) + dot4(wh.x, xa[g + CV]) + dot4(wl.y, xa[g + 2u * CV]) + dot4(wh.y, xa[g + 3u * CV])
-            + dot4(wl.z, xa[g + 4u * CV]) + dot4(wh.z, xa[g + 5u * CV]) + dot4(wl.w, xa[g + 6u * CV]) + dot4(wh.w, xa[g + 7u * CV]);
-    pp[(team * MT + t) * CV + v] = acc;
+/** t_b = f32(acc_b) · (sa · sw) of block b (global; bc: the chunk's first block) for row slot r and token t */
+fn put_tb(r: u32, t: u32, b: u32, bc: u32, acc: i32, sw: f32) {
+  if (b < p.nb) {
+    let NB = 4u * TEAM * SPL;
+    tb[(r * MT + t) * (NB + 1u) + b - bc] = f32(acc) * (sas[t * NB + b - bc] * sw);
   }
 }
 
-@compute @workgroup_size(TEAMS * 32u)
+/** the t_b of segment sl of the chunk (global segment s) of row slot r, every staged token */
+fn seg_tb(g: Seg, r: u32, sl: u32, s: u32, vpb: u32, bc: u32) {
+  let NS = TEAM * SPL;
+  for (var t = 0u; t < MT; t++) {
+    let x = t * 8u * NS + sl;
+    let c = t * 4u * NS + sl;
+    let a0 = udot(g.w0, xs[x], xs[x + NS]) + atomicLoad(&cs[c]);
+    let a1 = udot(g.w1, xs[x + 2u * NS], xs[x + 3u * NS]) + atomicLoad(&cs[c + NS]);
+    let a2 = udot(g.w2, xs[x + 4u * NS], xs[x + 5u * NS]) + atomicLoad(&cs[c + 2u * NS]);
+    let a3 = udot(g.w3, xs[x + 6u * NS], xs[x + 7u * NS]) + atomicLoad(&cs[c + 3u * NS]);
+    let b = (4u * s) / vpb;
+    if (vpb == 4u) { put_tb(r, t, b, bc, a0 + a1 + a2 + a3, g.sw.x); }
+    else if (vpb == 2u) { put_tb(r, t, b, bc, a0 + a1, g.sw.x); put_tb(r, t, b + 1u, bc, a2 + a3, g.sw.y); }
+    else {
+      put_tb(r, t, b, bc, a0, g.sw.x); put_tb(r, t, b + 1u, bc, a1, g.sw.y);
+      put_tb(r, t, b + 2u, bc, a2, g.sw.z); put_tb(r, t, b + 3u, bc, a3, g.sw.w);
+    }
+  }
+}
+
+/** the staged slots of sub-word q (0..3) of word j of segment sl, token t: (even, odd) into slot 2j + q/2 */
+fn put_sub(t: u32, sl: u32, j: u32, q: u32, v: vec2<u32>) {
+  let NS = TEAM * SPL;
+  let i = (t * 8u + 2u * j + q / 2u) * NS + sl;
+  if ((q & 1u) == 0u) { xs[i].x = v.x; xs[i].y = v.y; } else { xs[i].z = v.x; xs[i].w = v.y; }
+}
+
+@compute @workgroup_size(MV_WG)
 fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let team = lid >> 5u;
-  let lane = lid & 31u;
+  let r = lid / TEAM; // row slot
+  let lane = lid % TEAM;
   let pt = part_of(wg.x);
-  let n = (wg.x - pt.g) * TEAMS + team;
+  let n = (wg.x - pt.g) * ROWS + r;
   let mBase = p.m0 + wg.y * MT;
   let nk = p.Kp / 32u; // 16-byte words per row
   let vpb = p.B / 32u; // words per block
-  let CV = CH / 32u;
-  let nbc = CH / p.B; // blocks per chunk
-  let CW = CH / 4u; // staged words per token
-  var sum = 0.0;
+  let NS = TEAM * SPL; // segments per chunk
+  let NB = 4u * NS; // words per chunk = its block slots (4 a segment: B = 32)
+  let CH = 128u * NS;
+  var sum = 0.0; // the chain of (row r', token t') = (lid / MT, lid % MT), lid < ROWS · MT
   for (var k0 = 0u; k0 < p.Kp; k0 = k0 + CH) {
-    // 0. this lane's weight words of the chunk (up to 4: CH <= 4096; coalesced along the row), loaded first so their
-    //    latency overlaps the staging below; four named registers, not an indexed array (which a driver
-    //    may place in local memory)
-    let w0 = wword(pt, n, k0, lane, 0u, CV, nk);
-    let w1 = wword(pt, n, k0, lane, 1u, CV, nk);
-    let w2 = wword(pt, n, k0, lane, 2u, CV, nk);
-    let w3 = wword(pt, n, k0, lane, 3u, CV, nk);
-    // the scales of this lane's first block of step 3 (the only one when the chunk has <= 32 blocks), loaded
-    // now too: after the barriers their latency would stand alone in each workgroup's critical path
-    let bp = k0 / p.B + lane;
-    var swp = 0.0; var sap = 0.0;
-    if (lane < nbc && bp < p.nb && n < pt.N) {
-      swp = sw_at(pt, n, bp);
-      if (QIN == 0u && MT == 1u && mBase < p.M) { sap = sa_at(mBase, bp); }
-    }
-    // QIN: the blocks' max |v| first (each invocation the max of its 8-channel groups, then an atomicMax into the block's)
-    if (QIN != 0u) {
-      for (var t = 0u; t < MT; t++) {
-        let m = mBase + t;
-        for (var g = lid; g < CH / 8u; g = g + TEAMS * 32u) {
-          let k = k0 + g * 8u;
-          var a = 0.0;
-          if (m < p.M && k < p.Kp) { for (var e = 0u; e < 8u; e++) { a = max(a, abs(qin(m, k + e))); } }
-          atomicMax(&am[t * (CH / 32u) + (g * 8u) / p.B], bitcast<u32>(a));
-        }
-      }
-      workgroupBarrier();
-    }
-    // 1. stage the activation chunk as (even, odd) i8x4 words, 8 channels per invocation per step
-    for (var t = 0u; t < MT; t++) {
-      let m = mBase + t;
-      for (var g = lid; g < CH / 8u; g = g + TEAMS * 32u) {
-        let k = k0 + g * 8u;
-        var v = vec2<u32>(0u, 0u);
+    let s0 = k0 / 128u; // the chunk's first segment
+    let bc = k0 / p.B; // and block
+    // 1. this lane's segments (two named register sets, not an indexed array a driver may put in local memory)
+    let gA = load_seg(pt, n, s0 + lane, nk, vpb);
+    var gB: Seg;
+    if (SPL > 1u) { gB = load_seg(pt, n, s0 + lane + TEAM, nk, vpb); }
+    // 2. stage the chunk of each token
+    if (QIN == 0u) {
+      // one 32-channel word per invocation: its 4 sub-words' (even, odd) lanes and −8 · Σ codes
+      for (var i = lid; i < MT * NB; i = i + MV_WG) {
+        let t = i / NB; let wl = i % NB; // word of the chunk: segment wl / 4, word wl % 4
+        let m = mBase + t; let k = k0 + 32u * wl;
+        var e = vec4<u32>(0u); var o = vec4<u32>(0u);
         if (m < p.M && k < p.Kp) {
-          if (QIN != 0u) {
-            let bl = (g * 8u) / p.B;
-            let s = qscale(t, bl, k / p.B);
-            if ((g * 8u) % p.B == 0u) { qs[t * (CH / 32u) + bl] = s; } // for step 3
-            v = qwords(m, k, s);
-          } else { v = act8(m, k); }
+          if (k < p.K8) { // int8 words
+            let i8 = (m * p.K8 + k) >> 2u;
+            for (var q = 0u; q < 4u; q++) { let x0 = act[i8 + 2u * q]; let x1 = act[i8 + 2u * q + 1u]; e[q] = even8(x0, x1); o[q] = odd8(x0, x1); }
+          } else { // int4x2 words
+            let i4 = p.a4Off + ((m * (p.Kp - p.K8) + (k - p.K8)) >> 3u);
+            for (var q = 0u; q < 4u; q++) { let x = act[i4 + q]; e[q] = lo4(x); o[q] = hi4(x); }
+          }
         }
-        let o = t * CW + (g & 3u) * 2u * CV + (g >> 2u);
-        xa[o] = v.x;
-        xa[o + CV] = v.y;
+        let sl = wl / 4u; let j = wl % 4u;
+        let xi = (t * 8u + 2u * j) * NS + sl;
+        xs[xi] = vec4<u32>(e.x, o.x, e.y, o.y);
+        xs[xi + NS] = vec4<u32>(e.z, o.z, e.w, o.w);
+        let sa = isum4(e.x) + isum4(o.x) + isum4(e.y) + isum4(o.y) + isum4(e.z) + isum4(o.z) + isum4(e.w) + isum4(o.w);
+        atomicStore(&cs[(t * 4u + j) * NS + sl], -8 * sa);
+      }
+      for (var i = lid; i < MT * NB; i = i + MV_WG) {
+        let t = i / NB; let m = mBase + t; let b = bc + i % NB;
+        var sa = 0.0;
+        if (m < p.M && b < p.nb) { sa = sa_at(m, b); }
+        sas[i] = sa;
+      }
+    } else {
+      // one 8-channel sub-word per invocation per pass (MT · SPL passes of 2048 channels: whole blocks, each with its
+      // own am entries): the blocks' amax, a barrier, then the codes of the values kept in registers
+      for (var ps = 0u; ps < MT * SPL; ps++) {
+        let i = ps * MV_WG + lid;
+        let t = i / (4u * NB); let c8 = i % (4u * NB);
+        let m = mBase + t; let k = k0 + 8u * c8;
+        let ok = m < p.M && k < p.Kp;
+        let bl = (8u * c8) / p.B;
+        var v: array<f32, 8>;
+        var a = 0.0;
+        if (ok) { for (var e = 0u; e < 8u; e++) { v[e] = qin(m, k + e); a = max(a, abs(v[e])); } }
+        atomicMax(&am[t * NB + bl], bitcast<u32>(a));
+        workgroupBarrier();
+        var w = vec2<u32>(0u, 0u);
+        var sc = 0.0;
+        if (ok) {
+          // every invocation rounds its block's scale itself (f16_div is exact: the same bits in each)
+          sc = f16_to_f32(f16_div(bitcast<f32>(atomicLoad(&am[t * NB + bl])), select(7.0, 127.0, k < p.K8)));
+          w = qcodes(v, k, sc);
+        }
+        if ((8u * c8) % p.B == 0u) { sas[t * NB + bl] = sc; }
+        let wl = c8 / 4u;
+        put_sub(t, wl / 4u, wl % 4u, c8 % 4u, w);
+        atomicAdd(&cs[(t * 4u + wl % 4u) * NS + wl / 4u], -8 * (isum4(w.x) + isum4(w.y)));
       }
     }
     workgroupBarrier();
-    // QIN: am read (staging, above the barrier): cleared for the next chunk, whose atomicMax is past two more barriers
-    if (QIN != 0u) { for (var i = lid; i < MT * (CH / 32u); i = i + TEAMS * 32u) { atomicStore(&am[i], 0u); } }
-    // 2. integer partials of each 16-byte word (32 channels)
-    partials(w0, team, lane, 0u, CV, CW);
-    if (CV > 32u) { partials(w1, team, lane, 1u, CV, CW); }
-    if (CV > 64u) { partials(w2, team, lane, 2u, CV, CW); }
-    if (CV > 96u) { partials(w3, team, lane, 3u, CV, CW); }
+    // QIN: am read (above the barrier): cleared for the next chunk, whose atomicMax is past another barrier
+    if (QIN != 0u) { for (var i = lid; i < MT * NB; i = i + MV_WG) { atomicStore(&am[i], 0u); } }
+    // 3. t_b of this lane's segments
+    seg_tb(gA, r, lane, s0 + lane, vpb, bc);
+    if (SPL > 1u) { seg_tb(gB, r, lane + TEAM, s0 + lane + TEAM, vpb, bc); }
     workgroupBarrier();
-    // 3. t_b for each block of the chunk (exact int sums of the block's words, then the f32 products)
-    for (var bl = lane; bl < nbc; bl = bl + 32u) {
-      let b = k0 / p.B + bl;
-      for (var t = 0u; t < MT; t++) {
-        var acc = 0;
-        for (var i = 0u; i < vpb; i++) { acc = acc + pp[(team * MT + t) * CV + bl * vpb + i]; }
-        var tv = 0.0;
-        let m = mBase + t;
-        if (b < p.nb && n < pt.N && m < p.M) {
-          var sa = 0.0; var sw = 0.0;
-          if (bl == lane) { sw = swp; } else { sw = sw_at(pt, n, b); }
-          if (QIN != 0u) { sa = qs[t * (CH / 32u) + bl]; }
-          else if (bl == lane && MT == 1u) { sa = sap; }
-          else { sa = sa_at(m, b); }
-          tv = f32(acc) * (sa * sw);
-        }
-        tb[(team * MT + t) * CV + bl] = tv;
-      }
+    // 4. the chain: invocation r'·MT + t' adds row r' token t''s blocks of the chunk in ascending order
+    if (lid < ROWS * MT) {
+      let nbk = min(CH / p.B, p.nb - bc);
+      for (var bl = 0u; bl < nbk; bl++) { sum = sum + tb[lid * (NB + 1u) + bl]; }
     }
-    workgroupBarrier();
-    // 4. the chain: lane t adds token t's blocks in ascending order
-    if (lane < MT) {
-      let nbk = min(nbc, p.nb - k0 / p.B);
-      for (var bl = 0u; bl < nbk; bl++) { sum = sum + tb[(team * MT + lane) * CV + bl]; }
-    }
+    // QIN: cs read (above the barrier): cleared for the next chunk's atomicAdd, past its first barrier
+    if (QIN != 0u) { for (var i = lid; i < MT * NB; i = i + MV_WG) { atomicStore(&cs[i], 0); } }
   }
-  let m = mBase + lane;
-  if (lane < MT && n < pt.N && m < p.M) { yput(pt, m * pt.N + n, f16_round(sum)); }
+  let nOut = (wg.x - pt.g) * ROWS + lid / MT;
+  let m = mBase + lid % MT;
+  if (lid < ROWS * MT && nOut < pt.N && m < p.M) { yput(pt, m * pt.N + nOut, f16_round(sum)); }
 }
 
 // ---------------------------------------------------------------- tiled

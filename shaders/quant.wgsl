@@ -1,4 +1,4 @@
-// quant.wgsl: FMPQ activation quantizers (DESIGN §3.2), one workgroup of 128 per token row (B <= 128).
+// quant.wgsl: FMPQ activation quantizers (DESIGN §3.2), workgroups of 256 over a token row's chunks (B <= 128).
 //   quantize_act (MODE 0): v_j = x[perm[j]]
 //   rmsnorm_quant (MODE 1): v_j = w[c]·(x[c]·inv), c = perm[j], inv as norm.wgsl computes it
 //   silu_mul_quant (MODE 2): v_j = silu(g[c])·u[c]
@@ -18,8 +18,8 @@ struct P {
   a4Off: u32, saOff: u32, // word offsets in the output
   eps: f32,
   direct: u32, // 1: whole-word scale stores (needs nb <= NBMAX), 0: atomicOr into a cleared sa
-  chunk: u32, // channels per workgroup (grid z: the row's chunks), a multiple of 2·WG: few rows (decode) spread
-              // over many workgroups; every chunk's scales are whole words (an even number of blocks)
+  chunk: u32, // channels per workgroup (grid z: the row's chunks), a multiple of WG: few rows (decode) spread
+              // over many workgroups, one pass each; every chunk's scales are whole words (an even number of blocks)
 };
 override MODE: u32 = 0u;
 
@@ -37,16 +37,32 @@ fn xin(i: u32) -> f32 {
   return x[i];
 }
 
-const WG = 128u;
+/** norm.wgsl's sumsq, the same text: Σ xin(o + i)² over i = lid, lid + 64, ... < C in that order, 8 loads ahead */
+fn sumsq(o: u32, C: u32, lid: u32) -> f32 {
+  var part = 0.0;
+  var i = lid;
+  for (; i + 448u < C; i = i + 512u) {
+    let v0 = xin(o + i); let v1 = xin(o + i + 64u); let v2 = xin(o + i + 128u); let v3 = xin(o + i + 192u);
+    let v4 = xin(o + i + 256u); let v5 = xin(o + i + 320u); let v6 = xin(o + i + 384u); let v7 = xin(o + i + 448u);
+    part = part + v0 * v0; part = part + v1 * v1; part = part + v2 * v2; part = part + v3 * v3;
+    part = part + v4 * v4; part = part + v5 * v5; part = part + v6 * v6; part = part + v7 * v7;
+  }
+  for (; i < C; i = i + 64u) { let v = xin(o + i); part = part + v * v; }
+  return part;
+}
+
+// 256 invocations: a decode chunk of 256 channels in one pass (128 took two, each with its three barriers and its two
+// dependent loads, perm then x, r and w)
+const WG = 256u;
 // max |v| of each of the pass's WG/B blocks, as f32 bits: non-negative f32s order as their u32 bits, so an
 // atomicMax of the bits is the block amax (exact, any order), NaN aside. 0 between passes (WGSL zero-initializes
 // workgroup memory; each pass clears what it used).
-var<workgroup> am: array<atomic<u32>, 4>;
+var<workgroup> am: array<atomic<u32>, WG / 32u>;
 var<workgroup> cs: array<i32, WG>; // codes
 const NBMAX = 512u;
 var<workgroup> sb: array<u32, NBMAX>; // DIRECT: scale bits of every block of the token
 
-@compute @workgroup_size(128)
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let m = wg.x + wg.y * 65535u;
   let jA = wg.z * p.chunk; let jB = min(p.Kp, jA + p.chunk); // this workgroup's channels
@@ -54,7 +70,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   var inv = 0.0;
   if (MODE == 1u || MODE == 3u) {
     var part = 0.0;
-    if (lid < 64u) { for (var i = lid; i < p.K; i = i + 64u) { let v = xin(xo + i); part = part + v * v; } } // as norm.wgsl
+    if (lid < 64u) { part = sumsq(xo, p.K, lid); } // as norm.wgsl
     let s2 = wg_sum(part, lid);
     inv = 1.0 / sqrt(s2 / f32(p.K) + p.eps);
   }

@@ -422,12 +422,21 @@ eachBackend('ops', ({ name, create, variants }) => {
     const w4 = quantizeW4(randn(N + K, N * K, 0.05), N, spec, { clipSearch: false });
     const x = activations(rng(M * 5 + K), M, K, [0, 9], 30);
     for (const [kernel, b] of kernels('gemm_w4ax', M)) {
-      const got = await b.read(b.matmul(b.quantizeAct(b.fromHost(x, [M, K]), spec), b.uploadWeight({ kind: 'w4', name: 'w4', ...w4 })));
-      b.endStep();
-      // a kernel that splits K reports its partial-sum order; the simulator reproduces it (DESIGN §3.4)
-      const want = gemmW4Ax(quantizeAct(x, M, spec), w4, b.gemmSchedule?.(N, spec));
-      if (opTier(b, 'gemm_w4ax', 'w4') === 'exact') expectSameBits(got, want, kernel);
-      else expect(relErr(got, want), kernel).toBeLessThan(1e-6);
+      const W = b.uploadWeight({ kind: 'w4', name: 'w4', ...w4 });
+      // the GEMM of quantize_act's qact as it comes (a backend may fold the quantizer into the GEMM: WebGPU's matvec,
+      // QIN = 1) and of a qact read first, so recorded on its own (the GEMM reads the codes: the matvec's QIN = 0, a
+      // decode step's q/k/v, gate/up and classifier path)
+      for (const read of [false, true]) {
+        const q = b.quantizeAct(b.fromHost(x, [M, K]), spec);
+        if (read) await b.readRaw!(q);
+        const got = await b.read(b.matmul(q, W));
+        b.endStep();
+        // a kernel that splits K reports its partial-sum order; the simulator reproduces it (DESIGN §3.4)
+        const want = gemmW4Ax(quantizeAct(x, M, spec), w4, b.gemmSchedule?.(N, spec));
+        const what = `${kernel}, ${read ? 'qact read first' : 'qact as it comes'}`;
+        if (opTier(b, 'gemm_w4ax', 'w4') === 'exact') expectSameBits(got, want, what);
+        else expect(relErr(got, want), what).toBeLessThan(1e-6);
+      }
     }
   });
 

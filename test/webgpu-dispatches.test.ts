@@ -83,14 +83,30 @@ eachBackend('WebGPU decode step: dispatches, passes, submits', ({ create }) => {
 
         submits = 0;
         let tok = ids1[0];
+        const tokens = [ids0[0], ids1[0]];
         for (let pos = 4; pos < 8; pos++) {
           const ids = await g.replay(inp(tok, pos));
           b.endStep();
           expect(ids.length).toBe(1);
-          tok = ids[0];
+          tokens.push((tok = ids[0]));
         }
         expect(submits, 'a replay: one submit').toBe(4);
         g.destroy();
+        if (kind === 'w4 matvec') {
+          // the matvec's steps (QIN = 0, 1, 2, its q/k/v and gate/up parts, captured and replayed) decode the tokens
+          // of the rowwise GEMM, eagerly: both are DESIGN §3.4's bits
+          const r = new WebGPUBackend(be.gpu, await loadShaderSources(), { gemm: 'rowwise' });
+          const ref = new Llama(r, C, host, 'kv4'), rc = singleSequenceCache(ref, 64);
+          const rl = (pos: number[]) => ({ pos: Int32Array.from(pos), seq: new Int32Array(pos.length), blockTables: [rc.blockTable] });
+          const want = [(await r.argmax(ref.forward(Int32Array.of(1, 5, 9), rl([0, 1, 2]), rc.cache, Int32Array.of(2))))[0]];
+          r.endStep();
+          for (let pos = 3; pos < 8; pos++) {
+            want.push((await r.argmax(ref.forward(Int32Array.of(want[want.length - 1]), rl([pos]), rc.cache, Int32Array.of(0))))[0]);
+            r.endStep();
+          }
+          r.dispose();
+          expect(tokens, 'greedy tokens of the matvec steps vs the rowwise GEMM').toEqual(want);
+        }
       } finally {
         q.submit = submit;
         if (b !== be) b.dispose();

@@ -18,14 +18,21 @@ const NORM_BIND: Binding[] = ['uniform', 'read', 'read', 'write', 'read', 'write
  *  rope(q) (kv_append alone binds dummies there) */
 const KV_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'write', 'read', 'read', 'write'];
 
+/** The one-token matvec's segments per lane per chunk (gemm_w4ax.wgsl SPL) for a padded K: 1 (2048-channel
+ *  chunks) up to Kp = 2048, where every lane of a row has one 64-byte segment (LLaMA-3.2-1B q/k/v, o, gate/up,
+ *  classifier); else 2 (4096-channel chunks, 128 bytes in flight per lane: LLaMA-3.2-1B down, every LLaMA-3-8B
+ *  layer). The 4-token matvec always takes 1 (its workgroup memory: 27 KB). */
+export const matvecSegs = (Kp: number): 1 | 2 => (Kp <= 2048 ? 1 : 2);
+
 /** The pipelines of the op set: family, entry point, bindings (in order), override constants. */
 const PIPES = {
-  gemm_matvec1: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 1, CH: 4096 } },
-  gemm_matvec4: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 4, CH: 2048 } },
-  gemm_matvec1_qin: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 1, CH: 4096, QIN: 1 } },
-  gemm_matvec4_qin: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 4, CH: 2048, QIN: 1 } },
-  gemm_matvec1_silu: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 1, CH: 4096, QIN: 2 } },
-  gemm_matvec4_silu: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 4, CH: 2048, QIN: 2 } },
+  // the matvec: MT tokens per workgroup; SPL (segments per lane per chunk) comes with the shape (matvecSegs)
+  gemm_matvec1: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 1 } },
+  gemm_matvec4: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 4 } },
+  gemm_matvec1_qin: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 1, QIN: 1 } },
+  gemm_matvec4_qin: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 4, QIN: 1 } },
+  gemm_matvec1_silu: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 1, QIN: 2 } },
+  gemm_matvec4_silu: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 4, QIN: 2 } },
   gemm_rowwise: { family: 'gemm_w4ax', entry: 'rowwise', bind: W4_BIND },
   gemm_tiled: { family: 'gemm_w4ax', entry: 'tiled', bind: W4_BIND },
   gemm_f32: { family: 'gemm_f32', entry: 'gemm', bind: ['uniform', 'read', 'read', 'write'] },

@@ -20,7 +20,7 @@ import { ropeFreqs } from '../../simulator/kernels/float.ts';
 import { CometError } from '../errors.ts';
 import { deviceLost, getGpu, type GpuContext } from './device.ts';
 import { loadShaderSources, type ShaderSources } from './shaders.ts';
-import { pipelineCache, type PipeName, type PipelineCache } from './pipes.ts';
+import { matvecSegs, pipelineCache, type PipeName, type PipelineCache } from './pipes.ts';
 import { Stream, up4, up256, type Lap, type Remake, type Res } from './stream.ts';
 
 const f32bits = (() => { const f = new Float32Array(1), u = new Uint32Array(f.buffer); return (x: number) => ((f[0] = x), u[0]); })();
@@ -551,8 +551,8 @@ export class WebGPUBackend implements Backend {
     // takes u on the third part's output binding, so at most two parts); the other kernels read the qact, recorded now
     const lz = kernel === 'matvec' && a.lazy?.step === this.steps && !(a.lazy.u && ws.length > 2) ? a.lazy : undefined;
     if (!lz) this.ready(a);
-    const mv = this.opts.matvec, teams = kernel === 'matvec' && M === 1 ? mv?.teams ?? 8 : 8;
-    const rowsPerGroup = kernel === 'rowwise' ? 64 : kernel === 'tiled' ? 64 : teams;
+    // rows per workgroup: rowwise 64 (one per invocation), tiled 64, matvec 16 (gemm_w4ax.wgsl ROWS)
+    const rowsPerGroup = kernel === 'matvec' ? 16 : 64;
     const outs = ws.map((w) => this.f32([M, w.shape[0]]));
     // part i: workgroups [g_i, g_{i+1}) along x
     const groups = ws.map((w) => Math.ceil(w.shape[0] / rowsPerGroup)), g = [0];
@@ -567,7 +567,7 @@ export class WebGPUBackend implements Backend {
     const gx = g[g.length - 1];
     if (kernel === 'rowwise') this.run('gemm_rowwise', params, res, gx, Math.ceil(M / 4));
     else if (kernel === 'tiled') this.run('gemm_tiled', params, res, gx, Math.ceil(M / 32));
-    else if (M === 1) this.run(!lz ? 'gemm_matvec1' : lz.u ? 'gemm_matvec1_silu' : 'gemm_matvec1_qin', params, res, gx, 1, 1, mv ? { TEAMS: mv.teams, CH: mv.chunk } : undefined);
+    else if (M === 1) this.run(!lz ? 'gemm_matvec1' : lz.u ? 'gemm_matvec1_silu' : 'gemm_matvec1_qin', params, res, gx, 1, 1, { SPL: this.opts.matvec?.segs ?? matvecSegs(sw.Kp) });
     else this.run(!lz ? 'gemm_matvec4' : lz.u ? 'gemm_matvec4_silu' : 'gemm_matvec4_qin', params, res, gx, Math.ceil(M / 4));
     return outs;
   }
@@ -812,9 +812,9 @@ export interface WebGPUOptions {
   /** force one W4Ax kernel (tests, benchmarks); default: tiled for M > 8 tokens, else rowwise for small K or
    *  CPU adapters, else matvec */
   gemm?: 'matvec' | 'rowwise' | 'tiled';
-  /** one-token matvec variant (benchmark sweeps): rows per workgroup (teams of 32 lanes) and channels per
-   *  chunk (<= 4096); default 8 and 4096 (the 4-token matvec is always 8 rows, 2048 channels) */
-  matvec?: { teams: number; chunk: number };
+  /** one-token matvec variant (tests, benchmark sweeps): segments (128 channels) per lane per chunk, 1 (2048-channel
+   *  chunks) or 2 (4096); default by K (pipes.ts matvecSegs). The 4-token matvec always takes 1. */
+  matvec?: { segs: 1 | 2 };
   /** force the barrier-free kernels (serial: one invocation per token and head, KV4 group, or weight row and 4
    *  tokens) or the workgroup ones (64 invocations per token and head, 32 per weight row) of attention, KV4 append
    *  and the f16-weight GEMM; default: serial on CPU adapters (SwiftShader runs barriers slowly), else workgroup */

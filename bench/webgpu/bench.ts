@@ -45,12 +45,12 @@ async function main() {
       const x = be.fromHost(Float32Array.from({ length: M * K }, () => rnd() * 2 - 1), [M, K]);
       const q = be.quantizeAct(x, w0.act);
       await be.read(q); be.endStep();
-      // matvec variants (rows per workgroup x channels per chunk; the first is the default), rowwise;
+      // matvec variants (segments per lane per chunk: 2048- or 4096-channel chunks; the first is the default), rowwise;
       // tiled is the prefill kernel (32-token tiles), far off at these M
       const variants: Array<[string, ConstructorParameters<typeof WebGPUBackend>[2]]> = M === 1
-        ? [['matvec 8x4096 (default)', { gemm: 'matvec' }], ['matvec 8x1024', { gemm: 'matvec', matvec: { teams: 8, chunk: 1024 } }], ['matvec 8x2048', { gemm: 'matvec', matvec: { teams: 8, chunk: 2048 } }],
-          ['matvec 4x4096', { gemm: 'matvec', matvec: { teams: 4, chunk: 4096 } }], ['matvec 2x4096', { gemm: 'matvec', matvec: { teams: 2, chunk: 4096 } }], ['rowwise', { gemm: 'rowwise' }]]
-        : [['matvec 8x2048 (4 tokens)', { gemm: 'matvec' }]];
+        ? [['matvec (default)', { gemm: 'matvec' }], ['matvec 1 segment per lane', { gemm: 'matvec', matvec: { segs: 1 } }],
+          ['matvec 2 segments per lane', { gemm: 'matvec', matvec: { segs: 2 } }], ['rowwise', { gemm: 'rowwise' }]]
+        : [['matvec (4 tokens)', { gemm: 'matvec' }]];
       for (const [kern, o] of variants) {
         const kb = new WebGPUBackend(be.gpu, be.src, o);
         const reps = quick ? copies : Math.max(copies, Math.ceil((0.01 * copy * 1e9) / wbytes / copies) * copies);

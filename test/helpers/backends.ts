@@ -52,9 +52,10 @@ const webgpu: BackendCase = {
     // the W4Ax kernels: matvec (1 token; 2..8 tokens as a 4-token matvec) and rowwise for decode, tiled for more
     return [
       make('matvec', ['gemm_w4ax'], { gemm: 'matvec' }, 8),
-      make('matvec 4x4096', ['gemm_w4ax'], { gemm: 'matvec', matvec: { teams: 4, chunk: 4096 } }, 8),
-      make('matvec 2x1024', ['gemm_w4ax'], { gemm: 'matvec', matvec: { teams: 2, chunk: 1024 } }, 8),
-      make('matvec 8x1024', ['gemm_w4ax'], { gemm: 'matvec', matvec: { teams: 8, chunk: 1024 } }, 8),
+      // the one-token matvec's two chunkings forced (the default picks by K): 2048-channel chunks at K > 2048 (several
+      // chunks), 4096-channel ones at small K (lanes with no segment)
+      make('matvec 1 segment per lane', ['gemm_w4ax'], { gemm: 'matvec', matvec: { segs: 1 } }, 8),
+      make('matvec 2 segments per lane', ['gemm_w4ax'], { gemm: 'matvec', matvec: { segs: 2 } }, 8),
       make('rowwise', ['gemm_w4ax'], { gemm: 'rowwise' }, 8),
       make('tiled', ['gemm_w4ax'], { gemm: 'tiled' }),
       make('matvec without dot4I8Packed', ['gemm_w4ax'], { gemm: 'matvec' }, 8, { ...b.gpu, dot4: false }),
