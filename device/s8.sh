@@ -6,8 +6,12 @@
 #            decode steps and the per-op table (no FP16 ratio is claimed from this part)
 #   ncu      ncu on attn_kv4_mma inside the same bench (batch BATCH, default 256; context 1024): details, and the
 #            per-SASS-line and per-source-line counters (attn-sass.csv.gz, attn-cuda.csv.gz)
-#   base     `comet bench e2e --shape llama3-8b` with the PyTorch baselines in the same call (bench/e2e/torch_fast.py:
-#            compiled FP16, INT4 weight-only, FP8), batches 1,16,64,256, no throughput run
+#   base     `comet bench e2e --shape llama3-8b` with the PyTorch baselines after it in the same call
+#            (bench/e2e/torch_fast.py: compiled FP16, INT4 weight-only, FP8), batches 1,16,64,256, decode and TTFT (no
+#            throughput run); its gate on models/stories260K.comet and .device/s8/s260k-w4a4kv4.comet (comet quantize
+#            --model models/stories260K.bin --block 32)
+#   verify   `comet eval verify --backend cuda` (greedy tokens vs the simulator) on the .comet files: wikillama-28M W4A4KV4
+#            (.device/s8/wl.comet.xz: comet quantize --model ../shared/models/wikillama-28M, xz), the two stories260K
 #   webgpu   bench/webgpu/h200.sh (WebGPU beside CUDA, batch 1, LLaMA-3.2-1B shape; STEPS, default 128)
 # Here first:
 #   cmake -S cuda -B /tmp/cbuild -DCMAKE_BUILD_TYPE=Release && cmake --build /tmp/cbuild -j2
@@ -45,9 +49,17 @@ run_part() {
       ncu --import $L/attn.ncu-rep --page source --csv --print-source cuda 2>/dev/null | gzip > $L/attn-cuda.csv.gz
       ls -la $L/*.gz; rm -f $L/attn.ncu-rep ;;
     base)
-      COMET_E2E_CLIP_SEARCH=0 COMET_E2E_BASELINE_TIMEOUT=${BASELINE_S:-300} timeout ${BASE_S:-480} $C bench e2e --shape llama3-8b \
-        --backend cuda --batches 1,16,64,256 --steps 10 --throughput 0 --out $L/res > /dev/null 2> $L/bench.log
-      echo "rc=$?"; grep -vE "^\s*$" $L/bench.log | tail -12; cat $L/res/*.md 2>/dev/null | grep -E "^\| (batch|[0-9]|attentionKv4|gemm|addRms|silu|rope|quant|\*\*)" ;;
+      COMET_E2E_CLIP_SEARCH=0 COMET_E2E_BASELINE_TIMEOUT=${BASELINE_S:-200} timeout ${BASE_S:-330} $C bench e2e --shape llama3-8b \
+        --backend cuda --batches 1,16,64,256 --steps 10 --throughput 0 --check models/stories260K.comet $F/s260k-w4a4kv4.comet \
+        --out $L/res > /dev/null 2> $L/bench.log
+      echo "rc=$?"; grep -vE "^\s*$" $L/bench.log | tail -14; cat $L/res/*.md 2>/dev/null | grep -E "^\| (batch|[0-9]|attentionKv4|gemm|addRms|silu|rope|quant|\*\*)" ;;
+    verify)
+      for m in /tmp/wl.comet $F/s260k-w4a4kv4.comet models/stories260K.comet; do
+        [ -f $m ] || { [ -f $F/wl.comet.xz ] && xz -dc $F/wl.comet.xz > /tmp/wl.comet; }
+        [ -f $m ] || continue
+        timeout 120 $C eval verify --model $m --backend cuda --steps 32 > $L/verify_$(basename $m).log 2>&1
+        echo "verify $(basename $m) rc=$?"; tail -3 $L/verify_$(basename $m).log
+      done ;;
     webgpu)
       OUT=$L bash bench/webgpu/h200.sh > $L/h200.log 2>&1; echo "rc=$?"; grep -E "^== |tok|ms|×" $L/h200.log | head -30 ;;
   esac

@@ -22,7 +22,9 @@ if [ ! -f "$VK_DRIVER_FILES" ]; then
   [ -n "$f" ] && export VK_DRIVER_FILES=$f
 fi
 echo "Vulkan ICD: $VK_DRIVER_FILES $( [ -f "$VK_DRIVER_FILES" ] && echo found || echo MISSING); loader: $(ldconfig -p | grep -c 'libvulkan.so.1 ') libvulkan.so.1"
-if [ -f $ADDON ]; then
+if [ -n "${COMET_CUDA_ADDON:-}" ] && [ -f "$COMET_CUDA_ADDON" ]; then
+  echo "CUDA addon: $COMET_CUDA_ADDON (from the caller)"
+elif [ -f $ADDON ]; then
   mkdir -p /tmp/addon && tar -xJf $ADDON -C /tmp/addon && export COMET_CUDA_ADDON=/tmp/addon/comet_cuda.node
   echo "CUDA addon: $ADDON ($(date -u -r $ADDON +%FT%TZ))"
 else echo "CUDA addon: none carried (the CUDA column will say why it did not run)"; fi
