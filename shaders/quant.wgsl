@@ -37,20 +37,6 @@ fn xin(i: u32) -> f32 {
   return x[i];
 }
 
-/** norm.wgsl's sumsq, the same text: Σ xin(o + i)² over i = lid, lid + 64, ... < C in that order, 8 loads ahead */
-fn sumsq(o: u32, C: u32, lid: u32) -> f32 {
-  var part = 0.0;
-  var i = lid;
-  for (; i + 448u < C; i = i + 512u) {
-    let v0 = xin(o + i); let v1 = xin(o + i + 64u); let v2 = xin(o + i + 128u); let v3 = xin(o + i + 192u);
-    let v4 = xin(o + i + 256u); let v5 = xin(o + i + 320u); let v6 = xin(o + i + 384u); let v7 = xin(o + i + 448u);
-    part = part + v0 * v0; part = part + v1 * v1; part = part + v2 * v2; part = part + v3 * v3;
-    part = part + v4 * v4; part = part + v5 * v5; part = part + v6 * v6; part = part + v7 * v7;
-  }
-  for (; i < C; i = i + 64u) { let v = xin(o + i); part = part + v * v; }
-  return part;
-}
-
 // 256 invocations: a decode chunk of 256 channels in one pass (128 took two, each with its three barriers and its two
 // dependent loads, perm then x, r and w)
 const WG = 256u;
