@@ -425,8 +425,9 @@ eachBackend('ops', ({ name, create, variants }) => {
       const W = b.uploadWeight({ kind: 'w4', name: 'w4', ...w4 });
       // the GEMM of quantize_act's qact as it comes (a backend may fold the quantizer into the GEMM: WebGPU's matvec,
       // QIN = 1) and of a qact read first, so recorded on its own (the GEMM reads the codes: the matvec's QIN = 0, a
-      // decode step's q/k/v, gate/up and classifier path)
-      for (const read of [false, true]) {
+      // decode step's q/k/v, gate/up and classifier path). Only WebGPU folds, and only in its matvec (M <= 4): the
+      // second pass runs there alone (SwiftShader time)
+      for (const read of name === 'webgpu' && M <= 4 ? [false, true] : [false]) {
         const q = b.quantizeAct(b.fromHost(x, [M, K]), spec);
         if (read) await b.readRaw!(q);
         const got = await b.read(b.matmul(q, W));
