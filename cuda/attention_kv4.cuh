@@ -47,14 +47,21 @@ __device__ __forceinline__ float bfly(float v) {
 __device__ __forceinline__ float h_lo(uint32_t w) { return __half2float(__ushort_as_half((unsigned short)(w & 0xffffu))); }
 __device__ __forceinline__ float h_hi(uint32_t w) { return __half2float(__ushort_as_half((unsigned short)(w >> 16))); }
 
+__device__ __forceinline__ uint32_t smem_u32(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
+/** N bytes global -> shared address d (a 32-bit shared offset: callers that step through a tile add to it, not to a
+ *  generic pointer, which costs 64-bit arithmetic per copy); 16 bytes bypass L1 */
 template <int N>
-__device__ __forceinline__ void cp_async(void* dst, const void* src) {
-  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+__device__ __forceinline__ void cp_async(uint32_t d, const void* src) {
   if constexpr (N == 16) asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
   else asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(d), "l"(src), "n"(N));
 }
+template <int N>
+__device__ __forceinline__ void cp_async(void* dst, const void* src) { cp_async<N>(smem_u32(dst), src); }
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_wait_ahead() { asm volatile("cp.async.wait_group %0;\n" ::"n"(NBUF - 1)); }
+/** wait until at most N of this thread's cp.async groups are in flight */
+template <int N>
+__device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+__device__ __forceinline__ void cp_wait_ahead() { cp_wait<NBUF - 1>(); }
 
 struct Kv4Args {
   const float* q;

@@ -160,9 +160,9 @@ static int8_t* g_x8 = nullptr;
 
 static cudaError_t reserve_workspace(const WDesc& d) {
   if (!g_ws5) {
-    cudaError_t e = cudaMalloc(&g_ws5, v8_ws_floats(num_sms()) * sizeof(float));
-    if (e == cudaSuccess) e = cudaMalloc(&g_tickets5, num_sms() * sizeof(int));
-    if (e == cudaSuccess) e = cudaMemset(g_tickets5, 0, num_sms() * sizeof(int));
+    cudaError_t e = cudaMalloc(&g_ws5, v8_ws_floats(sm_count()) * sizeof(float));
+    if (e == cudaSuccess) e = cudaMalloc(&g_tickets5, sm_count() * sizeof(int));
+    if (e == cudaSuccess) e = cudaMemset(g_tickets5, 0, sm_count() * sizeof(int));
     if (e != cudaSuccess) {
       cudaFree(g_ws5), cudaFree(g_tickets5);
       g_ws5 = nullptr, g_tickets5 = nullptr;
@@ -350,7 +350,7 @@ extern "C" int comet_gemm_w4ax(const int8_t* a8, const uint8_t* a4, const uint16
   if (v == 6) {
     const WDesc* d = &w->d;
     const int S = schedule_slices(w->d);
-    CUDA_TRY(launch_v8(a8, a4, sa, M, &d, &S, &y, 1, out_f16, num_sms(), g_ws5, g_tickets5, g_x8,
+    CUDA_TRY(launch_v8(a8, a4, sa, M, &d, &S, &y, 1, out_f16, sm_count(), g_ws5, g_tickets5, g_x8,
                        g_x8 ? V8_X8_BYTES : 0, s));
   } else if (v == 1) {
     if (M > 64) return set_err(-1, "gemm_w4ax: %s", "decode kernel needs M <= 64");
@@ -398,7 +398,7 @@ extern "C" int comet_gemm_w4ax_many(const int8_t* a8, const uint8_t* a4, const u
     for (int i = 0; i < n; i++) {
       const WDesc& d = ws[i]->d;
       const DecPlan p = decode_plan(d, M);
-      const int ctas = d.Npad / 128 * p.KS, wave = p.occ * num_sms();
+      const int ctas = d.Npad / 128 * p.KS, wave = p.occ * sm_count();
       all_big = all_big && 4 * ctas >= 3 * wave && (ctas >= 2 * wave || p.tiles_max >= 16);
     }
     group = !all_big;
@@ -418,7 +418,7 @@ extern "C" int comet_gemm_w4ax_many(const int8_t* a8, const uint8_t* a4, const u
     const WDesc* ds[GROUP_MAX];
     int S[GROUP_MAX];
     for (int i = 0; i < n; i++) ds[i] = &ws[i]->d, S[i] = schedule_slices(ws[i]->d);
-    CUDA_TRY(launch_v8(a8, a4, sa, M, ds, S, ys, n, out_f16, num_sms(), g_ws5, g_tickets5, g_x8, g_x8 ? V8_X8_BYTES : 0,
+    CUDA_TRY(launch_v8(a8, a4, sa, M, ds, S, ys, n, out_f16, sm_count(), g_ws5, g_tickets5, g_x8, g_x8 ? V8_X8_BYTES : 0,
                        s));
     CUDA_TRY(cudaGetLastError());
     return 0;

@@ -21,6 +21,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include "sms.cuh"
+
 namespace comet_gemm {
 
 constexpr int KT = 128;        // channels per k-tile

@@ -23,16 +23,6 @@ static int dec_smem(int MT, int B, int tiles) {
   int blocks = tiles * (KT / B);
   return tiles * MT * A8_ROW + blocks * (MT * 4 + 128 * 2);
 }
-static int num_sms() {
-  static int n = 0;
-  if (!n) {
-    int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-      n = 0;
-    if (n <= 0) n = 132;
-  }
-  return n;
-}
 constexpr int dec_min_blocks_rt(int TT) { return TT == 1 ? 4 : TT == 2 ? 3 : TT == 4 ? 2 : 1; }
 constexpr int dec_tt(int M) { return M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : 8; }
 
@@ -52,9 +42,9 @@ static int schedule_slices(const WDesc& w) {
   for (int ks = 1; ks <= w.T; ks++) {
     if (dec_smem(16, w.B, (w.T + ks - 1) / ks) > DEC_SMEM_BUDGET) continue;
     int occ = std::min(dec_min_blocks_rt(2), 227 * 1024 / (dec_smem(16, w.B, (w.T + ks - 1) / ks) + 1024));
-    if (best && ntile * ks > occ * num_sms()) break;
+    if (best && ntile * ks > occ * sm_count()) break;
     best = ks;
-    if (ntile * ks > occ * num_sms()) break;  // even the first fitting split is more than one wave
+    if (ntile * ks > occ * sm_count()) break;  // even the first fitting split is more than one wave
   }
   return best ? best : w.T;
 }

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "capi.h"
+#include "sms.cuh"
 
 namespace comet_ops {
 
@@ -85,17 +86,6 @@ struct ActSpec {
 };
 
 constexpr int QUANT_THREADS = 256;  // 8 warps per block (ops_quant.cu)
-
-/** The device's SM count (cached; 132 if the query fails): the quantizers' grids are sized by it. */
-inline int sm_count() {
-  static int n = 0;
-  if (!n) {
-    int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n <= 0)
-      n = 132;
-  }
-  return n;
-}
 
 /** Quantize B-block b of row m from its values, already rounded to f16: lane l holds the E = B/32 consecutive
  *  channels [k0 + lE, k0 + lE + E) in v. amax (warp max, exact), s = f16(amax / qmax), codes clamp(rint(x / s)).

@@ -12,8 +12,9 @@ namespace {
 // pages of a power of two >= 4 keys). Each warp owns a whole segment (its two chunks, folded in registers) with its
 // own cp.async ring (no block barrier while it computes): K codes and both (s, z) arrays of MNB chunks, the V codes of
 // one (issued once the previous chunk's P·V has read them, so they land under its fold and the next chunk's scores and
-// softmax; a second V slot would cost 4 KB a warp at head_dim 128, and that is what keeps the block at 69 KB instead
-// of 87, i.e. 3 blocks (12 warps) per SM instead of 2: the kernel is latency-bound, ncu in NOTES-ops §11);
+// softmax; a second V slot would cost 4.5 KB a warp at head_dim 128: with one round of segment slots (st) that is
+// what keeps the block at 71 KB instead of 95, i.e. 3 blocks (12 warps) per SM instead of 2; the kernel is
+// latency-bound, NOTES-ops §11 and §13);
 // the block's MW warps take
 // segments w, w + MW, ... of one (token, KV head) and fold the segment states in order after each round (two
 // barriers per MW segments), or (split mode, few tokens) each warp writes its segment state for attn_kv4_combine.
@@ -76,18 +77,12 @@ __device__ __forceinline__ void mma_u8u8(int (&d)[4], uint32_t a0, uint32_t a1, 
                : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
                : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
-__device__ __forceinline__ uint32_t smem_u32(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
-__device__ __forceinline__ void cp_async_s(uint32_t dst, const void* src) {  // 16 bytes, L2 only
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src));
-}
 /** lane src's pointer (two 32-bit shuffles) */
 __device__ __forceinline__ const uint8_t* shfl_ptr(const uint8_t* p, int src) {
   const unsigned long long v = (unsigned long long)p;
   const unsigned lo = __shfl_sync(0xffffffffu, (unsigned)v, src), hi = __shfl_sync(0xffffffffu, (unsigned)(v >> 32), src);
   return (const uint8_t*)(((unsigned long long)hi << 32) | lo);
 }
-template <int N>
-__device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 template <int HD, int GQ>
 __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
@@ -133,7 +128,7 @@ __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
       const int key = krow + (32 / C::NP) * it;
       const uint8_t* pb = shfl_ptr(pbv, key >> lp);
       if (c0 + key < n)
-        cp_async_s(sdst + key * C::ROWB + ((pc ^ mswz<HD, GQ>(key)) * 16),
+        cp_async<16>(sdst + key * C::ROWB + ((pc ^ mswz<HD, GQ>(key)) * 16),
                    pb + (((c0 + key) & (P - 1)) * C::ROWB + pc * 16 + isv * codeB));
     }
   };
@@ -147,7 +142,7 @@ __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
         const int isv = i >> (4 + lng), r = i & ((16 << lng) - 1), quad = r >> lng, gp = r & (ng - 1), key = 4 * quad;
         const uint8_t* pb = shfl_ptr(pbv, key >> lp);  // every lane runs ng rounds
         if (c0 + key < n)
-          cp_async_s(smem_u32((isv ? ws.vsz[b] : ws.ksz[b]) + key * ng + 4 * gp),
+          cp_async<16>(smem_u32((isv ? ws.vsz[b] : ws.ksz[b]) + key * ng + 4 * gp),
                      pb + (2 * codeB + isv * szB + ((c0 + key) & (P - 1)) * ng * 4 + gp * 16));
       }
     }
