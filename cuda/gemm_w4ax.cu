@@ -251,7 +251,7 @@ static cudaError_t launch_decode(const int8_t* a8, const uint8_t* a4, const uint
   if (p.KS > 1 && ((size_t)p.KS * M * d.Npad * sizeof(float) > g_ws_bytes || d.Npad / 128 > g_tickets_n))
     return cudaErrorInvalidValue;  // cannot happen: comet_w4_create reserved it
   dim3 grid(d.Npad / 128, p.KS);
-  gemm_decode<TT, B><<<grid, DEC_THREADS, p.smem, s>>>(a8, a4, (const __half*)sa, M, d, y, out_f16, p.KS, p.chunk, g_ws,
+  pdl_launch(gemm_decode<TT, B>, grid, DEC_THREADS, p.smem, s, a8, a4, (const __half*)sa, M, d, y, out_f16, p.KS, p.chunk, g_ws,
                                                        g_tickets);
   return cudaSuccess;
 }
@@ -297,7 +297,7 @@ static cudaError_t launch_decode_many(const int8_t* a8, const uint8_t* a4, const
     if (e != cudaSuccess) return e;
     attr = smem;
   }
-  gemm_decode_group<TT, B><<<ctas, DEC_THREADS, smem, s>>>(a8, a4, (const __half*)sa, M, gr, out_f16);
+  pdl_launch(gemm_decode_group<TT, B>, ctas, DEC_THREADS, smem, s, a8, a4, (const __half*)sa, M, gr, out_f16);
   return cudaSuccess;
 }
 
@@ -322,7 +322,7 @@ static cudaError_t launch_prefill(const int8_t* a8, const uint8_t* a4, const uin
     attr = true;
   }
   dim3 grid((M + 127) / 128, d.Npad / 128);
-  gemm_prefill<S4, B><<<grid, PF_THREADS, PF_SMEM, s>>>(a8, a4, (const __half*)sa, M, d, y, out_f16, schedule_slices(d));
+  pdl_launch(gemm_prefill<S4, B>, grid, PF_THREADS, PF_SMEM, s, a8, a4, (const __half*)sa, M, d, y, out_f16, schedule_slices(d));
   return cudaSuccess;
 }
 

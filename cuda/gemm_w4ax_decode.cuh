@@ -100,6 +100,9 @@ __device__ __forceinline__ void decode_cta(const int8_t* __restrict__ a8, const 
 #pragma unroll
   for (int u = 0; u < DEPTH; u++)
     if (u < nt) ra[u] = ldg_stream(wq + (ta + u) * tstride), rb[u] = ldg_stream(wq + (ta + u) * tstride + row8);
+  // weights depend on no kernel: the ring above is in flight while the previous kernel finishes (launch.cuh, PDL);
+  // the activations, scales, workspace and tickets below are another kernel's, so wait for it here
+  pdl_wait();
 
   // 2. activations, their scales and the weight scales of the slice -> shared memory
   const int rowb4 = (w.Kp - w.K8) / 2;
@@ -244,6 +247,7 @@ __global__ void __launch_bounds__(DEC_THREADS, dec_min_blocks<TT>()) gemm_decode
                                                            const __half* __restrict__ sa, int M, WDesc w, void* y,
                                                            int out_f16, int KS, int chunk, float* __restrict__ ws,
                                                            int* __restrict__ tickets) {
+  pdl_trigger();  // launch.cuh; decode_cta waits after its first weight loads
   decode_cta<TT, B>(a8, a4, sa, M, w, y, out_f16, KS, chunk, blockIdx.x, blockIdx.y, ws, tickets);
 }
 
@@ -270,6 +274,7 @@ template <int TT, int B>
 __global__ void __launch_bounds__(DEC_THREADS, dec_min_blocks<TT>())
     gemm_decode_group(const int8_t* __restrict__ a8, const uint8_t* __restrict__ a4, const __half* __restrict__ sa,
                       int M, const __grid_constant__ DecGroup gr, int out_f16) {
+  pdl_trigger();  // launch.cuh; decode_cta waits after its first weight loads
   const int c = blockIdx.x;
   int p = 0;
 #pragma unroll

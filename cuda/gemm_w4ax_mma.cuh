@@ -118,6 +118,7 @@ template <bool S4, int B>
 __global__ void __launch_bounds__(PF_THREADS, 1)
     gemm_prefill(const int8_t* __restrict__ a8, const uint8_t* __restrict__ a4, const __half* __restrict__ sa, int M,
                  WDesc w, void* y, int out_f16, int S) {
+  pdl_enter();  // launch.cuh
   constexpr int CPB = B / 32;
   constexpr bool S4B = S4 && B >= 64;  // W4A4 blocks on the s4 mma (a k64 mma must not straddle two B-blocks)
   extern __shared__ __align__(16) char smem[];

@@ -167,6 +167,7 @@ template <int NT, bool TOTAL>
 __global__ void __launch_bounds__(V8_THREADS, 1)
     gemm_v8(const int8_t* __restrict__ X, const float* __restrict__ SA, int Mpad, int M, WDesc w, void* y, int out_f16,
             int S, float* __restrict__ ws, int* __restrict__ tickets) {
+  pdl_enter();  // launch.cuh
 #ifdef COMET_V8_DEVICE
   using L = V8L<NT, TOTAL>;
   constexpr int V8_STAGES = L::STAGES;
@@ -389,7 +390,7 @@ static cudaError_t launch(const int8_t* X, const float* SA, int Mpad, int M, con
     attr = true;
   }
   dim3 grid((M + NT - 1) / NT, d.Npad / 128, G);
-  gemm_v8<NT, TOTAL><<<grid, V8_THREADS, smem, s>>>(X, SA, Mpad, M, d, y, out_f16, S, ws, tickets);
+  pdl_launch(gemm_v8<NT, TOTAL>, grid, V8_THREADS, smem, s, X, SA, Mpad, M, d, y, out_f16, S, ws, tickets);
   return cudaGetLastError();
 }
 
@@ -402,6 +403,7 @@ static cudaError_t launch(const int8_t* X, const float* SA, int Mpad, int M, con
  *  One thread per 16-byte piece of X. */
 __global__ void v8_pack(const uint4* __restrict__ a8, const uint4* __restrict__ a4, const __half* __restrict__ sa,
                         int M, int Mpad, WDesc w, uint4* __restrict__ X, float* __restrict__ SA) {
+  pdl_enter();  // launch.cuh
   const size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
   if (idx >= (size_t)w.T * Mpad * 8) return;
   const int pc = (int)(idx & 7);
@@ -455,7 +457,7 @@ cudaError_t launch_v8(const int8_t* a8, const uint8_t* a4, const uint16_t* sa, i
     int8_t* X = x8;
     float* SA = (float*)(x8 + (size_t)d.T * Mpad * KT);
     const size_t pieces = (size_t)d.T * Mpad * 8;
-    v8_pack<<<(unsigned)((pieces + 255) / 256), 256, 0, s>>>(
+    pdl_launch(v8_pack, (unsigned)((pieces + 255) / 256), 256, 0, s,
         (const uint4*)(d.K8 ? a8 + (size_t)m0 * d.K8 : a8), (const uint4*)(K4 ? a4 + (size_t)m0 * K4 / 2 : a4),
         h + (size_t)m0 * d.nb, mc, Mpad, d, (uint4*)X, SA);
     for (int i = 0; i < n; i++) {

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "capi.h"
+#include "launch.cuh"
 #include "sms.cuh"
 
 namespace comet_ops {

@@ -74,6 +74,7 @@ __device__ __forceinline__ void merge(double& m, double& l, double (&acc)[NC], d
 
 template <int NC>
 __global__ void __launch_bounds__(ATT_WARPS * 32) attn_split(AttnArgs a) {
+  pdl_enter();  // launch.cuh
   const int sp = blockIdx.x, h = blockIdx.y, t = blockIdx.z;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int L = a.L, li = lane % L, sub = lane / L, KPW = 32 / L;
@@ -152,6 +153,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) attn_split(AttnArgs a) {
 }
 
 __global__ void attn_combine(const double* __restrict__ ws, int n_heads, int hd, int nsplit, float* __restrict__ out) {
+  pdl_enter();  // launch.cuh
   const int h = blockIdx.x, t = blockIdx.y;
   const double* p = ws + ((size_t)t * n_heads + h) * nsplit * (hd + 2);
   double M = -INFINITY;
@@ -201,12 +203,12 @@ extern "C" int comet_attention_f32(const float* q, const float* kc, const float*
   a.L = L;
   const int nc = (hd + L - 1) / L;
   const dim3 grid(a.nsplit, n_heads, T);
-  if (nc == 1) attn_split<1><<<grid, ATT_WARPS * 32, 0, S(stream)>>>(a);
-  else if (nc == 2) attn_split<2><<<grid, ATT_WARPS * 32, 0, S(stream)>>>(a);
-  else if (nc <= 4) attn_split<4><<<grid, ATT_WARPS * 32, 0, S(stream)>>>(a);
-  else attn_split<8><<<grid, ATT_WARPS * 32, 0, S(stream)>>>(a);
+  if (nc == 1) pdl_launch(attn_split<1>, grid, ATT_WARPS * 32, 0, S(stream), a);
+  else if (nc == 2) pdl_launch(attn_split<2>, grid, ATT_WARPS * 32, 0, S(stream), a);
+  else if (nc <= 4) pdl_launch(attn_split<4>, grid, ATT_WARPS * 32, 0, S(stream), a);
+  else pdl_launch(attn_split<8>, grid, ATT_WARPS * 32, 0, S(stream), a);
   if (int e = check_launch("attention (f32)")) return e;
-  attn_combine<<<dim3(n_heads, T), 128, 0, S(stream)>>>(a.ws, n_heads, hd, a.nsplit, out);
+  pdl_launch(attn_combine, dim3(n_heads, T), 128, 0, S(stream), a.ws, n_heads, hd, a.nsplit, out);
   return check_launch("attention (f32)");
 }
 

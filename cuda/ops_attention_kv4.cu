@@ -46,6 +46,7 @@ struct Kv4Smem {
 
 template <int HD, int GQ>
 __global__ void __launch_bounds__(KT) attn_kv4(Kv4Args a) {
+  pdl_enter();  // launch.cuh
   using Gm = Geo<HD>;
   extern __shared__ __align__(16) uint8_t smem_raw[];
   Kv4Smem<HD, GQ>& s = *reinterpret_cast<Kv4Smem<HD, GQ>*>(smem_raw);
@@ -326,6 +327,7 @@ __global__ void __launch_bounds__(KT) attn_kv4(Kv4Args a) {
 /** Fold the segment states of one (token, head) in order (contract step 4) and divide: grid (n_heads, T). */
 __global__ void __launch_bounds__(128) attn_kv4_combine(const float* __restrict__ ws, const int32_t* __restrict__ pos,
                                                         int n_heads, int hd, int nseg, float* __restrict__ out) {
+  pdl_enter();  // launch.cuh
   const int h = blockIdx.x, t = blockIdx.y;
   const int ns = (pos[t] + SEG) / SEG;  // segments of this token's pos + 1 keys
   const float* p = ws + ((size_t)t * n_heads + h) * nseg * (hd + 2);
@@ -347,7 +349,7 @@ int launch_kv4(const Kv4Args& a, dim3 grid, cudaStream_t s) {
   constexpr size_t smem = sizeof(Kv4Smem<HD, GQ>);
   static const cudaError_t attr = smem > (48 << 10) ? cudaFuncSetAttribute(attn_kv4<HD, GQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) : cudaSuccess;
   COMET_TRY("attention (kv4) shared memory", attr);
-  attn_kv4<HD, GQ><<<grid, KT, smem, s>>>(a);
+  pdl_launch(attn_kv4<HD, GQ>, grid, KT, smem, s, a);
   return check_launch("attention (kv4)");
 }
 
@@ -388,7 +390,7 @@ int launch_kv4_dp4a(const Kv4Args& a, int hd, int gq, int T, int nkv, cudaStream
 }
 
 int launch_kv4_combine(const Kv4Args& a, int T, int hd, cudaStream_t s) {
-  attn_kv4_combine<<<dim3(a.n_heads, T), 128, 0, s>>>(a.ws, a.st.pos, a.n_heads, hd, a.nseg, a.out);
+  pdl_launch(attn_kv4_combine, dim3(a.n_heads, T), 128, 0, s, a.ws, a.st.pos, a.n_heads, hd, a.nseg, a.out);
   return check_launch("attention (kv4 combine)");
 }
 

@@ -86,6 +86,7 @@ __device__ __forceinline__ const uint8_t* shfl_ptr(const uint8_t* p, int src) {
 
 template <int HD, int GQ>
 __global__ void __launch_bounds__(MW * 32) attn_kv4_mma(Kv4Args a) {
+  pdl_enter();  // launch.cuh
   using C = Mc<HD, GQ>;
   extern __shared__ __align__(16) uint8_t smem_raw[];
   MmaSmem<HD, GQ>& s = *reinterpret_cast<MmaSmem<HD, GQ>*>(smem_raw);
@@ -524,7 +525,7 @@ int launch_kv4_mma(Kv4Args a, int T, int nkv, cudaStream_t s) {
   }
   a.split = T * nkv < resident && a.nseg > 1;
   const dim3 grid(a.split ? (a.nseg + MW - 1) / MW : 1, nkv, T);
-  attn_kv4_mma<HD, GQ><<<grid, MW * 32, smem, s>>>(a);
+  pdl_launch(attn_kv4_mma<HD, GQ>, grid, MW * 32, smem, s, a);
   if (int e = check_launch("attention (kv4 mma)")) return e;
   if (!a.split) return 0;
   return launch_kv4_combine(a, T, HD, s);

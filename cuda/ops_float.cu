@@ -27,6 +27,7 @@ __device__ __forceinline__ float4 ldw4(const __half* p) {
 template <class W>
 __global__ void embed_kernel(const W* __restrict__ table, int D, const int32_t* __restrict__ tokens,
                              float* __restrict__ out) {
+  pdl_enter();  // launch.cuh
   const int t = blockIdx.y;
   const W* src = table + (size_t)tokens[t] * D;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < D; i += gridDim.x * blockDim.x) out[(size_t)t * D + i] = ldw(src + i);
@@ -35,7 +36,7 @@ __global__ void embed_kernel(const W* __restrict__ table, int D, const int32_t* 
 template <class W>
 static int embed(const W* table, int D, const int32_t* tokens, int T, float* out, void* stream) {
   if (T == 0) return 0;
-  embed_kernel<W><<<dim3(cdiv(D, 256), T), 256, 0, S(stream)>>>(table, D, tokens, out);
+  pdl_launch(embed_kernel<W>, dim3(cdiv(D, 256), T), 256, 0, S(stream), table, D, tokens, out);
   return check_launch("embed");
 }
 extern "C" int comet_embed_f32(const float* table, int D, const int32_t* tokens, int T, float* out, void* stream) {
@@ -51,6 +52,7 @@ extern "C" int comet_embed_f16(const uint16_t* table, int D, const int32_t* toke
 template <bool ADD>
 __global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restrict__ y, const float* __restrict__ w,
                                int C, double eps, float* __restrict__ sum, float* __restrict__ out) {
+  pdl_enter();  // launch.cuh
   const size_t r = (size_t)blockIdx.x * C;
   auto ld = [&](int i) { return ADD ? __fadd_rn(x[r + i], y[r + i]) : x[r + i]; };
   double ss = 0;
@@ -66,19 +68,20 @@ __global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restr
 
 extern "C" int comet_rmsnorm_f32(const float* x, const float* w, int T, int C, double eps, float* out, void* stream) {
   if (T == 0) return 0;
-  rmsnorm_kernel<false><<<T, 256, 0, S(stream)>>>(x, nullptr, w, C, eps, nullptr, out);
+  pdl_launch(rmsnorm_kernel<false>, T, 256, 0, S(stream), x, nullptr, w, C, eps, nullptr, out);
   return check_launch("rmsnorm");
 }
 
 extern "C" int comet_add_rmsnorm_f32(const float* x, const float* y, const float* w, int T, int C, double eps, float* sum,
                                      float* out, void* stream) {
   if (T == 0) return 0;
-  rmsnorm_kernel<true><<<T, 256, 0, S(stream)>>>(x, y, w, C, eps, sum, out);
+  pdl_launch(rmsnorm_kernel<true>, T, 256, 0, S(stream), x, y, w, C, eps, sum, out);
   return check_launch("add_rmsnorm");
 }
 
 // ---- elementwise -------------------------------------------------------------------------------------------
 __global__ void add_kernel(const float* __restrict__ a, const float* __restrict__ b, size_t n, float* __restrict__ out) {
+  pdl_enter();  // launch.cuh
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
     out[i] = __fadd_rn(a[i], b[i]);
 }
@@ -89,6 +92,7 @@ __device__ __forceinline__ float silu_mul(float g, float u) {
 }
 
 __global__ void silu_mul_kernel(const float* __restrict__ g, const float* __restrict__ u, size_t n, float* __restrict__ out) {
+  pdl_enter();  // launch.cuh
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
     out[i] = silu_mul(g[i], u[i]);
 }
@@ -100,19 +104,20 @@ static unsigned grid_for(size_t n) {
 
 extern "C" int comet_add_f32(const float* a, const float* b, size_t n, float* out, void* stream) {
   if (n == 0) return 0;
-  add_kernel<<<grid_for(n), 256, 0, S(stream)>>>(a, b, n, out);
+  pdl_launch(add_kernel, grid_for(n), 256, 0, S(stream), a, b, n, out);
   return check_launch("add");
 }
 
 extern "C" int comet_silu_mul_f32(const float* g, const float* u, size_t n, float* out, void* stream) {
   if (n == 0) return 0;
-  silu_mul_kernel<<<grid_for(n), 256, 0, S(stream)>>>(g, u, n, out);
+  pdl_launch(silu_mul_kernel, grid_for(n), 256, 0, S(stream), g, u, n, out);
   return check_launch("silu_mul");
 }
 
 // ---- rope: one thread per (token, pair i, head), rope_pair (ops.cuh) ----------------------------------------------
 __global__ void rope_kernel(const float* __restrict__ x, int T, int nH, int hd, const int32_t* __restrict__ pos,
                             const float* __restrict__ freqs, float* __restrict__ out) {
+  pdl_enter();  // launch.cuh
   const int half = hd / 2;
   const size_t n = (size_t)T * nH * half;
   for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
@@ -129,7 +134,7 @@ extern "C" int comet_rope_f32(const float* x, int T, int n_heads, int head_dim, 
                               float* out, void* stream) {
   if (T == 0) return 0;
   if (head_dim % 2) return set_error(COMET_EINVAL, "rope: head_dim %d is odd", head_dim);
-  rope_kernel<<<grid_for((size_t)T * n_heads * head_dim / 2), 256, 0, S(stream)>>>(x, T, n_heads, head_dim, pos, freqs, out);
+  pdl_launch(rope_kernel, grid_for((size_t)T * n_heads * head_dim / 2), 256, 0, S(stream), x, T, n_heads, head_dim, pos, freqs, out);
   return check_launch("rope");
 }
 
@@ -147,6 +152,7 @@ constexpr int TN = 64, TK = 16;
 template <class W, int MI>
 __global__ void __launch_bounds__(256) gemm_exact_kernel(const float* __restrict__ x, int T, int K,
                                                          const W* __restrict__ w, int N, float* __restrict__ y) {
+  pdl_enter();  // launch.cuh
   constexpr int TM = 16 * MI;
   __shared__ float xs[TK][TM + 1];
   __shared__ float ws[TK][TN + 1];
@@ -193,8 +199,8 @@ __global__ void __launch_bounds__(256) gemm_exact_kernel(const float* __restrict
 template <class W>
 static int gemm(const float* x, int T, int K, const W* w, int N, float* y, void* stream) {
   if (T == 0 || N == 0) return 0;
-  if (T <= 16) gemm_exact_kernel<W, 1><<<dim3(cdiv(N, TN), cdiv(T, 16)), 256, 0, S(stream)>>>(x, T, K, w, N, y);
-  else gemm_exact_kernel<W, 4><<<dim3(cdiv(N, TN), cdiv(T, 64)), 256, 0, S(stream)>>>(x, T, K, w, N, y);
+  if (T <= 16) pdl_launch(gemm_exact_kernel<W, 1>, dim3(cdiv(N, TN), cdiv(T, 16)), 256, 0, S(stream), x, T, K, w, N, y);
+  else pdl_launch(gemm_exact_kernel<W, 4>, dim3(cdiv(N, TN), cdiv(T, 64)), 256, 0, S(stream), x, T, K, w, N, y);
   return check_launch("gemm_f32");
 }
 
@@ -221,6 +227,7 @@ __device__ __forceinline__ void mma_f16(float (&d)[4], uint32_t a0, uint32_t a1,
 template <int TT>
 __global__ void __launch_bounds__(HM_WARPS * 32) gemm_f16w_mma(const float* __restrict__ x, int T, int K, const __half* __restrict__ w,
                                                               int N, float* __restrict__ y) {
+  pdl_enter();  // launch.cuh
   constexpr int KC = HM_XS / (TT * 4), KS = KC + 8, NTT = TT / 8;  // KS: row stride in halves (16-byte skew)
   extern __shared__ __align__(16) uint8_t smraw[];
   __half* xh = (__half*)smraw;  // [TT][KS]
@@ -311,7 +318,7 @@ static int launch_f16w_mma(const float* x, int T, int K, const __half* w, int N,
     attr = true;
   }
   const dim3 grid(cdiv(T, TT), cdiv(N, HM_BN));
-  gemm_f16w_mma<TT><<<grid, HM_WARPS * 32, HM_XS + TT * 32, S(stream)>>>(x, T, K, w, N, y);
+  pdl_launch(gemm_f16w_mma<TT>, grid, HM_WARPS * 32, HM_XS + TT * 32, S(stream), x, T, K, w, N, y);
   return check_launch("gemm_f16w (mma)");
 }
 
@@ -337,13 +344,14 @@ extern "C" int comet_gemm_f16w(const float* x, int T, int K, const uint16_t* w, 
 
 // ---- rows, argmax ----------------------------------------------------------------------------------------------
 __global__ void rows_kernel(const float* __restrict__ x, int C, const int32_t* __restrict__ rows, float* __restrict__ out) {
+  pdl_enter();  // launch.cuh
   const float* src = x + (size_t)rows[blockIdx.y] * C;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < C; i += gridDim.x * blockDim.x) out[(size_t)blockIdx.y * C + i] = src[i];
 }
 
 extern "C" int comet_rows_f32(const float* x, int C, const int32_t* rows, int R, float* out, void* stream) {
   if (R == 0) return 0;
-  rows_kernel<<<dim3(cdiv(C, 256), R), 256, 0, S(stream)>>>(x, C, rows, out);
+  pdl_launch(rows_kernel, dim3(cdiv(C, 256), R), 256, 0, S(stream), x, C, rows, out);
   return check_launch("rows");
 }
 
@@ -358,6 +366,7 @@ __device__ __forceinline__ void better(float& bv, int& bi, float v, int i) {
 constexpr int ARGMAX_THREADS = 1024;
 
 __global__ void __launch_bounds__(ARGMAX_THREADS) argmax_kernel(const float* __restrict__ x, int C, int32_t* __restrict__ out) {
+  pdl_enter();  // launch.cuh
   const float* r = x + (size_t)blockIdx.x * C;
   float bv = -INFINITY;
   int bi = 0x7fffffff;
@@ -405,7 +414,7 @@ __global__ void __launch_bounds__(ARGMAX_THREADS) argmax_kernel(const float* __r
 
 extern "C" int comet_argmax_f32(const float* x, int R, int C, int32_t* out, void* stream) {
   if (R == 0) return 0;
-  argmax_kernel<<<R, ARGMAX_THREADS, 0, S(stream)>>>(x, C, out);
+  pdl_launch(argmax_kernel, R, ARGMAX_THREADS, 0, S(stream), x, C, out);
   return check_launch("argmax");
 }
 
@@ -472,6 +481,7 @@ __device__ __forceinline__ uint32_t topk_key(float f) {
 }
 
 __global__ void __launch_bounds__(TOPK_THREADS) topk_kernel(const float* __restrict__ x, int C, int k, float* __restrict__ vals, int32_t* __restrict__ idx) {
+  pdl_enter();  // launch.cuh
   __shared__ uint32_t hist[256];
   __shared__ unsigned long long cand[TOPK_MAX];
   __shared__ uint32_t s_prefix;
@@ -553,6 +563,6 @@ __global__ void __launch_bounds__(TOPK_THREADS) topk_kernel(const float* __restr
 extern "C" int comet_topk_f32(const float* x, int R, int C, int k, float* vals, int32_t* idx, void* stream) {
   if (k < 1 || k > C || k > TOPK_MAX) return set_error(COMET_EINVAL, "topk: k = %d must be in [1, min(C = %d, %d)]", k, C, TOPK_MAX);
   if (R == 0) return 0;
-  topk_kernel<<<R, TOPK_THREADS, 0, S(stream)>>>(x, C, k, vals, idx);
+  pdl_launch(topk_kernel, R, TOPK_THREADS, 0, S(stream), x, C, k, vals, idx);
   return check_launch("topk");
 }

@@ -19,6 +19,7 @@ __device__ __forceinline__ int page_of(const comet_step& st, int t, int P, int* 
 // one block per token, one thread per (kv_head, channel), K and V alike
 __global__ void kv_append_f32_kernel(float* kc, float* vc, const float* __restrict__ k, const float* __restrict__ v,
                                      comet_step st, comet_kv_geom g) {
+  pdl_enter();  // launch.cuh
   const int t = blockIdx.x, C = g.n_kv_heads * g.head_dim;
   int slot;
   const int page = page_of(st, t, g.page_size, &slot);
@@ -73,6 +74,7 @@ __device__ __forceinline__ void kv4_quantize_row(const float* x, Kv4Slot d, cons
 // one warp per (token, kv_head, K|V)
 __global__ void kv_append_kv4_kernel(uint8_t* cache, const float* __restrict__ k, const float* __restrict__ v,
                                      comet_step st, comet_kv_geom g) {
+  pdl_enter();  // launch.cuh
   const int t = blockIdx.x, h = blockIdx.y, isv = blockIdx.z;
   const float* x = (isv ? v : k) + ((size_t)t * g.n_kv_heads + h) * g.head_dim;
   kv4_quantize_row(x, kv4_slot(cache, st, g, t, h, isv), g);
@@ -101,6 +103,7 @@ __device__ __forceinline__ void rope_heads(const float* x, float* out, int n_hea
 __global__ void rope_kv_append_kv4_kernel(uint8_t* cache, const float* __restrict__ q, const float* __restrict__ k,
                                           const float* __restrict__ v, int n_heads, const float* __restrict__ freqs,
                                           float* __restrict__ q_out, comet_step st, comet_kv_geom g) {
+  pdl_enter();  // launch.cuh
   extern __shared__ float kr[];  // [head_dim]
   const int t = blockIdx.x, h = blockIdx.y, isv = blockIdx.z, hd = g.head_dim, pos = st.pos[t];
   const Kv4Slot d = kv4_slot(cache, st, g, t, h, isv);
@@ -120,6 +123,7 @@ __global__ void rope_kv_append_kv4_kernel(uint8_t* cache, const float* __restric
 __global__ void rope_kv_append_f32_kernel(float* kc, float* vc, const float* __restrict__ q, const float* __restrict__ k,
                                           const float* __restrict__ v, int n_heads, const float* __restrict__ freqs,
                                           float* __restrict__ q_out, comet_step st, comet_kv_geom g) {
+  pdl_enter();  // launch.cuh
   const int t = blockIdx.x, hd = g.head_dim, half = hd / 2, pos = st.pos[t];
   int slot;
   const int page = page_of(st, t, g.page_size, &slot);
@@ -147,7 +151,7 @@ extern "C" int comet_kv_append_f32(float* kc, float* vc, const float* k, const f
                                    comet_kv_geom g, void* stream) {
   if (int e = check_geom("kv_append", g, false)) return e;
   if (st.T == 0) return 0;
-  kv_append_f32_kernel<<<st.T, 256, 0, S(stream)>>>(kc, vc, k, v, st, g);
+  pdl_launch(kv_append_f32_kernel, st.T, 256, 0, S(stream), kc, vc, k, v, st, g);
   return check_launch("kv_append (f32)");
 }
 
@@ -155,7 +159,7 @@ extern "C" int comet_kv_append_kv4(uint8_t* cache, const float* k, const float* 
                                    void* stream) {
   if (int e = check_geom("kv_append", g, true)) return e;
   if (st.T == 0) return 0;
-  kv_append_kv4_kernel<<<dim3(st.T, g.n_kv_heads, 2), 32, 0, S(stream)>>>(cache, k, v, st, g);
+  pdl_launch(kv_append_kv4_kernel, dim3(st.T, g.n_kv_heads, 2), 32, 0, S(stream), cache, k, v, st, g);
   return check_launch("kv_append (kv4)");
 }
 
@@ -164,7 +168,7 @@ extern "C" int comet_rope_kv_append_f32(float* kc, float* vc, const float* q, co
   if (int e = check_geom("rope_kv_append", g, false)) return e;
   if (n_heads <= 0 || n_heads % g.n_kv_heads) return set_error(COMET_EINVAL, "rope_kv_append: %d query heads over %d KV heads", n_heads, g.n_kv_heads);
   if (st.T == 0) return 0;
-  rope_kv_append_f32_kernel<<<st.T, 256, 0, S(stream)>>>(kc, vc, q, k, v, n_heads, freqs, q_out, st, g);
+  pdl_launch(rope_kv_append_f32_kernel, st.T, 256, 0, S(stream), kc, vc, q, k, v, n_heads, freqs, q_out, st, g);
   return check_launch("rope_kv_append (f32)");
 }
 
@@ -173,6 +177,6 @@ extern "C" int comet_rope_kv_append_kv4(uint8_t* cache, const float* q, const fl
   if (int e = check_geom("rope_kv_append", g, true)) return e;
   if (n_heads <= 0 || n_heads % g.n_kv_heads) return set_error(COMET_EINVAL, "rope_kv_append: %d query heads over %d KV heads", n_heads, g.n_kv_heads);
   if (st.T == 0) return 0;
-  rope_kv_append_kv4_kernel<<<dim3(st.T, g.n_kv_heads, 2), 32, (size_t)g.head_dim * sizeof(float), S(stream)>>>(cache, q, k, v, n_heads, freqs, q_out, st, g);
+  pdl_launch(rope_kv_append_kv4_kernel, dim3(st.T, g.n_kv_heads, 2), 32, (size_t)g.head_dim * sizeof(float), S(stream), cache, q, k, v, n_heads, freqs, q_out, st, g);
   return check_launch("rope_kv_append (kv4)");
 }

@@ -31,6 +31,7 @@ __global__ void __launch_bounds__(QUANT_THREADS) row_quant_kernel(const float* _
                                                                   const float* __restrict__ w, double eps, int T,
                                                                   ActSpec sp, float* __restrict__ sum, int8_t* a8,
                                                                   uint8_t* a4, uint16_t* sa) {
+  pdl_enter();  // launch.cuh
   constexpr bool IS_NORM = OP != ACT, ADD = OP == ADD_NORM;
   constexpr int U = 16;  // row values loaded per thread before they are summed (all of a 4096-channel row)
   extern __shared__ float srow[];  // xs [K] | ws [K] (norms)
@@ -109,7 +110,7 @@ static int launch_row_quant(const char* op, const float* x, const float* y, cons
   const size_t smem = (size_t)sp.K * sizeof(float) * (OP == ACT ? 1 : 2);  // 16 / 32 KiB at K = 4096
   if (smem > (48 << 10)) COMET_TRY(op, cudaFuncSetAttribute(row_quant_kernel<E, OP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
   const dim3 grid(row_splits(sp, T), T < 65535 ? T : 65535);
-  row_quant_kernel<E, OP><<<grid, QUANT_THREADS, smem, S(stream)>>>(x, y, w, eps, T, sp, sum, a8, a4, sa);
+  pdl_launch(row_quant_kernel<E, OP>, grid, QUANT_THREADS, smem, S(stream), x, y, w, eps, T, sp, sum, a8, a4, sa);
   return check_launch(op);
 }
 
@@ -133,6 +134,7 @@ template <int E>
 __global__ void __launch_bounds__(QUANT_THREADS) silu_mul_quant_kernel(const float* __restrict__ g,
                                                                        const float* __restrict__ u, int T, ActSpec sp,
                                                                        int8_t* a8, uint8_t* a4, uint16_t* sa) {
+  pdl_enter();  // launch.cuh
   const int lane = threadIdx.x & 31, nb = sp.Kp / sp.B;
   const int items = T * nb, stride = gridDim.x * QW;  // items < 2^31 (checked by the host)
   auto load = [&](int it, float (&gv)[E], float (&uv)[E]) {
@@ -170,7 +172,7 @@ static int launch_silu_mul_quant(const float* g, const float* u, int T, const Ac
   static int per_sm = 0;  // resident blocks per SM (registers)
   if (!per_sm) COMET_TRY("silu_mul_quant occupancy", cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, silu_mul_quant_kernel<E>, QUANT_THREADS, 0));
   const long long blocks = cdiv((size_t)T * (sp.Kp / sp.B), QW), most = (long long)sm_count() * (per_sm > 0 ? per_sm : 1);
-  silu_mul_quant_kernel<E><<<(unsigned)(blocks < most ? blocks : most), QUANT_THREADS, 0, S(stream)>>>(g, u, T, sp, a8, a4, sa);
+  pdl_launch(silu_mul_quant_kernel<E>, (unsigned)(blocks < most ? blocks : most), QUANT_THREADS, 0, S(stream), g, u, T, sp, a8, a4, sa);
   return check_launch("silu_mul_quant");
 }
 

@@ -1,27 +1,33 @@
 #!/usr/bin/env bash
-# The lead's GPU calls of session 8 (2026-12-03), by PARTS, in one call or warm calls back to back:
+# The lead's GPU calls of session 9 (2026-12-03), by PARTS, in one call or warm calls back to back:
 #   attn     test/ops.test.ts, the CUDA rows of the KV4 attention (the contract bit for bit at LLaMA shapes, ragged
 #            decode batches and prefill chunks, split and one-block modes) and of the quantizers / norms
-#   e2e      `comet bench e2e --shape llama3-8b --no-baseline` at BATCHES (default 1,16,48,64,256): its greedy gate,
-#            decode steps and the per-op table (no FP16 ratio is claimed from this part)
+#   tests    every test file with a CUDA row that does not read ../shared (ops, engine, engine graphs and their timing,
+#            CUDA errors, server features): the engine's captured steps and streams on the GPU
+#   e2e      `comet bench e2e --shape llama3-8b --no-baseline` at BATCHES (default 1,16,64,256): its greedy gate
+#            (stories260K .bin / .comet and a B = 32 W4A4KV4 .comet), decode steps and the per-op table (no FP16
+#            ratio is claimed from this part)
+#   verify   `comet eval verify --backend cuda` (greedy tokens vs the simulator) on wikillama-28M W4A4KV4
+#            (.device/s9/wl.comet.xz: comet quantize --model ../shared/models/wikillama-28M, xz; head_dim 64) and the
+#            two stories260K .comet files
+#   race     compute-sanitizer racecheck, then memcheck, on the CUDA attention rows of test/ops.test.ts
 #   ncu      ncu on attn_kv4_mma inside the same bench (batch BATCH, default 256; context 1024): details, and the
 #            per-SASS-line and per-source-line counters (attn-sass.csv.gz, attn-cuda.csv.gz)
 #   base     `comet bench e2e --shape llama3-8b` with the PyTorch baselines after it in the same call
 #            (bench/e2e/torch_fast.py: compiled FP16, INT4 weight-only, FP8), batches 1,16,64,256, decode and TTFT (no
-#            throughput run); its gate on models/stories260K.comet and .device/s8/s260k-w4a4kv4.comet (comet quantize
-#            --model models/stories260K.bin --block 32)
-#   verify   `comet eval verify --backend cuda` (greedy tokens vs the simulator) on the .comet files: wikillama-28M W4A4KV4
-#            (.device/s8/wl.comet.xz: comet quantize --model ../shared/models/wikillama-28M, xz), the two stories260K
+#            throughput run)
 #   webgpu   bench/webgpu/h200.sh (WebGPU beside CUDA, batch 1, LLaMA-3.2-1B shape; STEPS, default 128)
 # Here first:
 #   cmake -S cuda -B /tmp/cbuild -DCMAKE_BUILD_TYPE=Release && cmake --build /tmp/cbuild -j2
-#   mkdir -p .device/s8 && tar -cJf .device/s8/addon.tar.xz -C /tmp/cbuild/Release .
-# Carry .device/node.xz .device/node_modules.tar.xz .device/s8 (webgpu: also .gl). Logs: $OUT/p-<part>.tgz, summary on
-# stdout.
+#   mkdir -p .device/s9 && tar -cJf .device/s9/addon.tar.xz -C /tmp/cbuild/Release .
+# Carry .device/node.xz .device/s9 and node_modules as .device/node_modules.tar.xz or (to leave room for the
+# wikillama .comet under the 64 MiB carry) the slimmer .device/s9/nm-slim.tar.xz; webgpu: also .gl. Logs:
+# $OUT/p-<part>.tgz, summary on stdout.
 set -uo pipefail
-T0=$(date +%s); OUT=${OUT:-/tmp/comet-out}; F=$PWD/.device/s8
+T0=$(date +%s); OUT=${OUT:-/tmp/comet-out}; F=$PWD/.device/s9
 mkdir -p "$OUT" /tmp/p
 since() { echo "$(( $(date +%s) - T0 )) s"; }
+[ -d node_modules ] || [ ! -f "$F/nm-slim.tar.xz" ] || tar -xJf "$F/nm-slim.tar.xz"
 source device/unpack.sh; set +e
 mkdir -p /tmp/addon && tar -xJf "$F/addon.tar.xz" -C /tmp/addon
 export COMET_CUDA_ADDON=/tmp/addon/comet_cuda.node PYTHONUNBUFFERED=1
@@ -35,9 +41,21 @@ run_part() {
       COMET_TEST_CUDA=1 timeout 200 node node_modules/vitest/vitest.mjs run test/ops.test.ts \
         -t "ops on cuda.*(attention|quantiz|rmsnorm|silu|rope|kv)" --reporter=verbose > $L/ops.log 2>&1
       echo "rc=$?"; grep -E "×|✗|FAIL|Tests |differ|AssertionError" $L/ops.log | head -30 ;;
+    tests)
+      COMET_TEST_CUDA=1 timeout ${TESTS_S:-300} node node_modules/vitest/vitest.mjs run test/ops.test.ts test/engine.test.ts \
+        test/engine-graphs.test.ts test/engine-graphs-timing.test.ts test/cuda-errors.test.ts test/server-features.test.ts \
+        --reporter=verbose > $L/tests.log 2>&1
+      echo "rc=$?"; grep -E "×|✗|FAIL|Test Files|Tests |AssertionError|first difference" $L/tests.log | head -40 ;;
+    race)
+      for tool in racecheck memcheck; do
+        COMET_TEST_CUDA=1 timeout ${RACE_S:-150} compute-sanitizer --tool $tool --target-processes all --error-exitcode 9 \
+          node node_modules/vitest/vitest.mjs run test/ops.test.ts -t "ops on cuda.*attention" > $L/$tool.log 2>&1
+        echo "$tool rc=$?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Tests |hazard" $L/$tool.log | head -8
+      done ;;
     e2e)
       COMET_E2E_CLIP_SEARCH=0 timeout ${E2E_S:-240} $C bench e2e --shape llama3-8b --backend cuda \
-        --batches ${BATCHES:-1,16,48,64,256} --steps 10 --throughput 0 --no-baseline --out $L/res > /dev/null 2> $L/bench.log
+        --batches ${BATCHES:-1,16,64,256} --steps 10 --throughput 0 --no-baseline \
+        --check models/stories260K.comet $F/s260k-w4a4kv4.comet --out $L/res > /dev/null 2> $L/bench.log
       echo "rc=$?"; grep -vE "^\s*$" $L/bench.log | tail -12; cat $L/res/*.md 2>/dev/null | grep -E "^\| (batch|[0-9]|attentionKv4|gemm|addRms|silu|rope|quant|\*\*)" ;;
     ncu)
       timeout 200 ncu --target-processes all -k regex:attn_kv4_mma --launch-skip 64 --launch-count 1 --set full -o $L/attn \
@@ -65,5 +83,5 @@ run_part() {
   esac
   tar -czf "$OUT/p-$part.tgz" -C $L .
 }
-for part in ${PARTS:-attn e2e}; do run_part $part; done
+for part in ${PARTS:-attn tests e2e verify race}; do run_part $part; done
 echo "done [$(since)]"; ls -la "$OUT"
