@@ -252,7 +252,14 @@ eachBackend('ops', ({ name, create, variants }) => {
     expectF32(await be.read(be.rmsnorm(up(x, [T, C]), up(w, [C]), 1e-5)), F.rmsnorm(x, T, C, w, 1e-5), tier('rmsnorm'), 1e-6);
   });
 
-  it.each(SPECS)('quantize_act %s', async (_, spec) => {
+  // and rows without a perm where CUDA loads a lane's E channels at once (8 bytes at B = 64) or, with K % E != 0
+  // (rows not 8/16-byte aligned), one at a time (ops_quant.cu load_channels)
+  it.each([
+    ...SPECS,
+    ['K=320 B=64 K8=64', actSpec(320, 64, 64)],
+    ['K=298 B=128 K8=128 (padded, K % 4 = 2)', actSpec(298, 128, 128)],
+    ['K=201 B=64 K8=0 (padded, K odd)', actSpec(201, 64, 0)],
+  ] as Array<[string, ActQuantSpec]>)('quantize_act %s', async (_, spec) => {
     for (const T of [1, 5, 33]) {
       const x = activations(rng(T * 31 + spec.K), T, spec.K, [3, spec.K - 1], 40);
       x.fill(0, 0, Math.min(spec.K, 40)); // zeros: a block of zeros (s = 0) where the gather keeps them together
@@ -348,12 +355,14 @@ eachBackend('ops', ({ name, create, variants }) => {
     });
   }
 
-  // CUDA: 64 rows of LLaMA-3-8B's 14336 too, where a warp takes a second (token, B-block) item (the resident grid)
-  it.each([[6, 352], [3, 200], ...(name === 'cuda' ? [[64, 14336]] : [])])('silu_mul and silu_mul_quant T=%i K=%i', async (T, K) => {
+  // CUDA: 64 rows of LLaMA-3-8B's 14336 too (7,168 warps, more than fit on the GPU at once). Without a perm, CUDA
+  // loads a lane's E channels of g and u at once (16 bytes at B = 128, 8 at B = 64) where K % E == 0, one at a
+  // time otherwise (K = 298 at B = 128)
+  it.each([[6, 352], [3, 200], [2, 298], ...(name === 'cuda' ? [[64, 14336]] : [])])('silu_mul and silu_mul_quant T=%i K=%i', async (T, K) => {
     const g = randn(13 + K, T * K, 2), u = randn(14 + K, T * K, 2);
     const sm = await be.read(be.siluMul(up(g, [T, K]), up(u, [T, K])));
     expectF32(sm, F.siluMul(g, u), tier('silu_mul'), 1e-6);
-    for (const spec of [actSpec(K, 32, 64, permutation(rng(15), K)), actSpec(K, 128, 0)]) {
+    for (const spec of [actSpec(K, 32, 64, permutation(rng(15), K)), actSpec(K, 128, 0), actSpec(K, 64, 64)]) {
       const q = await readQAct(be, be.siluMulQuant(up(g, [T, K]), up(u, [T, K]), spec), spec);
       expectQAct(q, siluMulQuant(g, u, T, spec), tier('silu_mul_quant', 'qact'));
       expect(firstDiff(qactRaw(q), qactRaw(quantizeAct(sm, T, spec)))).toBe(-1); // = quantize_act(silu_mul), exactly
