@@ -149,6 +149,12 @@ extern "C" int comet_rope_f32(const float* x, int T, int n_heads, int head_dim, 
 // the W4A4 product path, whose classifier is f16 (gemm_f16w below).
 constexpr int TN = 64, TK = 16;
 
+/** The GEMM's input value: x itself against f32 weights, x rounded to f16 against f16 weights (matmulF16w). */
+template <class W>
+__device__ __forceinline__ float xin(float v) { return v; }
+template <>
+__device__ __forceinline__ float xin<__half>(float v) { return f16r(v); }
+
 template <class W, int MI>
 __global__ void __launch_bounds__(256) gemm_exact_kernel(const float* __restrict__ x, int T, int K,
                                                          const W* __restrict__ w, int N, float* __restrict__ y) {
@@ -162,7 +168,7 @@ __global__ void __launch_bounds__(256) gemm_exact_kernel(const float* __restrict
   for (int k0 = 0; k0 < K; k0 += TK) {
     for (int i = threadIdx.x; i < TN * TK; i += 256) {
       const int r = i / TK, c = i % TK, k = k0 + c;  // consecutive threads read consecutive k of one row
-      if (r < TM) xs[c][r] = (m0 + r < T && k < K) ? x[(size_t)(m0 + r) * K + k] : 0.f;
+      if (r < TM) xs[c][r] = (m0 + r < T && k < K) ? xin<W>(x[(size_t)(m0 + r) * K + k]) : 0.f;
       ws[c][r] = (n0 + r < N && k < K) ? ldw(w + (size_t)(n0 + r) * K + k) : 0.f;
     }
     __syncthreads();
@@ -205,9 +211,11 @@ static int gemm(const float* x, int T, int K, const W* w, int N, float* y, void*
 }
 
 // ---- f16 weights on tensor cores (the classifier of a .comet: 128256 x 4096 f16, 1 GB a step) ------------------
-// y [T][N] = x [T][K] (f32) · w [N][K]^T (f16), mma.sync m16n8k16 f16 x f16 -> f32: A = 16 weight rows, B = 8 tokens.
-// x is split as hi = f16(x), lo = f16(x - hi) (|x| < 65504), and every k16 step adds W·hi then W·lo into the f32
-// accumulator, so the product keeps ~f32 precision (tier 3: tolerance against the simulator's f64 sums).
+// y [T][N] = f16(x) [T][K] · w [N][K]^T (f16), mma.sync m16n8k16 f16 x f16 -> f32: A = 16 weight rows, B = 8 tokens.
+// The contract (simulator/kernels/float.ts matmulF16w) reads x rounded to f16, as an FP16 model's classifier does:
+// one tensor-core pass per k16 step (until session 9, x was split into f16 hi + lo and each step took two, twice
+// the MMAs and the staging from batch 64 up). Products of two f16 values are exact in f32; the f32 sums in the
+// MMA's order are tier 3 against the simulator's f64 sums.
 // A row's result does not depend on T or on where the row sits in a tile: each output is accumulated over k
 // ascending, in the same k16 steps (the same fixed permutation of k inside a step), with no split-K; one kernel
 // for every T (no T-dependent dispatch), so a batched step's logits equal each request run alone, bit for bit.
@@ -215,7 +223,7 @@ static int gemm(const float* x, int T, int K, const W* w, int N, float* y, void*
 // blocks), token tiles fastest so blocks sharing weight rows run together (the weights come from L2 after the
 // first). Weights stream from global straight into A fragments: a lane's 16-byte load W[row][k0 + 8tq, +8) covers
 // two k16 steps (pairs 0,1 | 2,3 the first, 4,5 | 6,7 the second) and x in shared memory is read in the same
-// order. x is staged a chunk of KC channels at a time as f16 hi / lo (64 KiB a block).
+// order. x is staged a chunk of KC channels at a time as f16 (64 KiB a block).
 constexpr int HM_WARPS = 8, HM_BN = HM_WARPS * 32, HM_XS = 64 << 10;
 
 __device__ __forceinline__ void mma_f16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
@@ -228,10 +236,9 @@ template <int TT>
 __global__ void __launch_bounds__(HM_WARPS * 32) gemm_f16w_mma(const float* __restrict__ x, int T, int K, const __half* __restrict__ w,
                                                               int N, float* __restrict__ y) {
   pdl_enter();  // launch.cuh
-  constexpr int KC = HM_XS / (TT * 4), KS = KC + 8, NTT = TT / 8;  // KS: row stride in halves (16-byte skew)
+  constexpr int KC = HM_XS / (TT * 2), KS = KC + 8, NTT = TT / 8;  // KS: row stride in halves (16-byte skew)
   extern __shared__ __align__(16) uint8_t smraw[];
   __half* xh = (__half*)smraw;  // [TT][KS]
-  __half* xl = xh + TT * KS;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2, tq = lane & 3;
   const int t0 = blockIdx.x * TT, n0 = blockIdx.y * HM_BN + warp * 32;
   const __half* wr[4];  // rows n0 + 16(i / 2) + 8(i % 2) + gid (clamped; stores are guarded)
@@ -250,12 +257,8 @@ __global__ void __launch_bounds__(HM_WARPS * 32) gemm_f16w_mma(const float* __re
     for (int i = tid * 4; i < TT * kn; i += HM_WARPS * 32 * 4) {
       const int tt = i / kn, k = i - tt * kn;
       const float4 v = t0 + tt < T ? __ldg((const float4*)(x + (size_t)(t0 + tt) * K + kc0 + k)) : make_float4(0, 0, 0, 0);
-      const __half h0 = __float2half_rn(v.x), h1 = __float2half_rn(v.y), h2 = __float2half_rn(v.z), h3 = __float2half_rn(v.w);
       __half* ph = xh + tt * KS + k;
-      __half* pl = xl + tt * KS + k;
-      *(__half2*)ph = __halves2half2(h0, h1), *(__half2*)(ph + 2) = __halves2half2(h2, h3);
-      *(__half2*)pl = __halves2half2(__float2half_rn(__fsub_rn(v.x, __half2float(h0))), __float2half_rn(__fsub_rn(v.y, __half2float(h1))));
-      *(__half2*)(pl + 2) = __halves2half2(__float2half_rn(__fsub_rn(v.z, __half2float(h2))), __float2half_rn(__fsub_rn(v.w, __half2float(h3))));
+      *(__half2*)ph = __floats2half2_rn(v.x, v.y), *(__half2*)(ph + 2) = __floats2half2_rn(v.z, v.w);
     }
     __syncthreads();
     // two k32 steps of weights in flight per lane (128 bytes): the stream needs ~40 KB in flight per SM
@@ -263,14 +266,11 @@ __global__ void __launch_bounds__(HM_WARPS * 32) gemm_f16w_mma(const float* __re
 #pragma unroll
       for (int nt = 0; nt < NTT; nt++) {
         const uint4 bh = *(const uint4*)(xh + (8 * nt + gid) * KS + k + 8 * tq);
-        const uint4 bl = *(const uint4*)(xl + (8 * nt + gid) * KS + k + 8 * tq);
 #pragma unroll
         for (int mi = 0; mi < 2; mi++) {
           const uint4 r0 = cu[2 * mi], r1 = cu[2 * mi + 1];
-          mma_f16(acc[mi][nt], r0.x, r1.x, r0.y, r1.y, bh.x, bh.y);  // k16 step 1: pairs (0,1 | 2,3), hi then lo
-          mma_f16(acc[mi][nt], r0.x, r1.x, r0.y, r1.y, bl.x, bl.y);
+          mma_f16(acc[mi][nt], r0.x, r1.x, r0.y, r1.y, bh.x, bh.y);  // k16 step 1: pairs (0,1 | 2,3)
           mma_f16(acc[mi][nt], r0.z, r1.z, r0.w, r1.w, bh.z, bh.w);  // k16 step 2: pairs (4,5 | 6,7)
-          mma_f16(acc[mi][nt], r0.z, r1.z, r0.w, r1.w, bl.z, bl.w);
         }
       }
     };

@@ -1,5 +1,6 @@
 // gemm_f32.wgsl: y[t][n] = Σ_k x[t][k]·w[n][k], f32 products and sums, w f32 or f16 (F16W; a .comet's classifier,
-// f16 bits two per word, the low half first). `gemm`: one invocation per weight row and 4 tokens, a plain
+// f16 bits two per word, the low half first; against f16 weights x is read rounded to f16, as the contract's
+// matmulF16w: simulator/kernels/float.ts). `gemm`: one invocation per weight row and 4 tokens, a plain
 // sequential sum over K (tier 3), no workgroup barriers, which SwiftShader (CI) runs slowly: the float path's
 // accuracy reference, and the f16 classifier on CPU adapters. `gemm_f16w` below: the f16 classifier on GPUs.
 struct P { T: u32, N: u32, K: u32 };
@@ -7,6 +8,15 @@ struct P { T: u32, N: u32, K: u32 };
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<u32>; // f32 bits, or f16 bits two per word (F16W)
 override F16W: bool = false;
+
+/** x rounded to f16 and back (the hardware conversion: round to nearest even on the GPUs measured; WGSL leaves
+ *  the direction to the implementation, within this GEMM's tolerance tier), two values at a time */
+fn f16r2(a: f32, b: f32) -> vec2<f32> { return unpack2x16float(pack2x16float(vec2<f32>(a, b))); }
+/** GEMM input value: x, or x rounded to f16 against f16 weights */
+fn xin(v: f32) -> f32 {
+  if (F16W) { return f16r2(v, 0.0).x; }
+  return v;
+}
 
 /** element e of w as f32 (exact) */
 fn wat(e: u32) -> f32 {
@@ -24,10 +34,10 @@ fn gemm(@builtin(global_invocation_id) g: vec3<u32>) {
   var a0 = 0.0; var a1 = 0.0; var a2 = 0.0; var a3 = 0.0;
   for (var k = 0u; k < p.K; k++) {
     let wv = wat(n * p.K + k);
-    a0 = a0 + wv * x[t0 * p.K + k];
-    if (nt > 1u) { a1 = a1 + wv * x[(t0 + 1u) * p.K + k]; }
-    if (nt > 2u) { a2 = a2 + wv * x[(t0 + 2u) * p.K + k]; }
-    if (nt > 3u) { a3 = a3 + wv * x[(t0 + 3u) * p.K + k]; }
+    a0 = a0 + wv * xin(x[t0 * p.K + k]);
+    if (nt > 1u) { a1 = a1 + wv * xin(x[(t0 + 1u) * p.K + k]); }
+    if (nt > 2u) { a2 = a2 + wv * xin(x[(t0 + 2u) * p.K + k]); }
+    if (nt > 3u) { a3 = a3 + wv * xin(x[(t0 + 3u) * p.K + k]); }
   }
   y[t0 * p.N + n] = a0;
   if (nt > 1u) { y[(t0 + 1u) * p.N + n] = a1; }
@@ -36,7 +46,7 @@ fn gemm(@builtin(global_invocation_id) g: vec3<u32>) {
 }
 
 // f16 weights (a .comet's classifier, kept as f16: half the bytes a decode step reads), f32 products and sums:
-// y[t][n] = Σ_k x[t][k]·f32(w[n][k]). A team of 32 lanes per row (8 rows per workgroup), lanes on consecutive
+// y[t][n] = Σ_k f16(x[t][k])·f32(w[n][k]). A team of 32 lanes per row (8 rows per workgroup), lanes on consecutive
 // weight words (coalesced: the classifier is the largest read of a step), 4 tokens per workgroup; lane l sums
 // k = 2l, 2l + 1 (mod 64) in ascending k, then the 32 lane sums are added in lane order. The order depends on
 // neither T nor the other tokens, so a row's logits are the same alone or in a batch (tier 3 against the
@@ -59,8 +69,9 @@ fn gemm_f16w(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
       if (two) { w1 = f16_half(w[(row + k + 1u) >> 1u], row + k + 1u); }
       for (var t = 0u; t < nt; t++) {
         let xo = (t0 + t) * p.K + k;
-        a[t] = a[t] + w0 * x[xo];
-        if (two) { a[t] = a[t] + w1 * x[xo + 1u]; }
+        let xv = f16r2(x[xo], select(0.0, x[xo + 1u], two));
+        a[t] = a[t] + w0 * xv.x;
+        if (two) { a[t] = a[t] + w1 * xv.y; }
       }
     }
   }

@@ -42,6 +42,11 @@ export function roundHalfEven(x: number): number {
   return f % 2 === 0 ? f : f + 1;
 }
 
+/** Every element of an f32 array rounded to f16 (nearest even) and back: the exact f32 values f16BitsArray encodes. */
+export function f16RoundArray(src: Float32Array): Float32Array {
+  return f16ArrayToF32(f16BitsArray(src));
+}
+
 /** f16 bits -> f32 array (scales are read as f32 in every kernel; the conversion is exact). */
 export function f16ArrayToF32(bits: Uint16Array): Float32Array {
   const out = new Float32Array(bits.length);

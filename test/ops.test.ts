@@ -210,15 +210,15 @@ eachBackend('ops', ({ name, create, variants }) => {
   });
 
   // f16 float weights (a .comet's classifier and embedding): the embedding reads the f32 values they are; the
-  // matmul is the simulator's product of those values at the backend's gemm_f32 f16 tier (CUDA: tensor cores,
-  // x split into f16 hi + lo, f32 accumulation). The large shapes only where they are fast.
+  // matmul is the simulator's matmulF16w (x rounded to f16, the exact products summed) at the backend's gemm_f32 f16
+  // tier (CUDA: tensor cores, f32 accumulation). The large shapes only where they are fast.
   it.each(name === 'cuda' ? [[3, 64, 200], [3, 4096, 11000], [12, 4096, 2800], [24, 4096, 1400], [70, 4096, 600]] : [[3, 64, 200]])('f16 weights T=%i K=%i N=%i: embed equals that of their f32 values; matmul the simulator\'s', async (T, K, N) => {
     const w = randn(N + K, N * K, 0.1), bits = Uint16Array.from(w, f16Bits), wv = f16ArrayToF32(bits);
     const tokens = Int32Array.from([0, 7, N - 1]), xs = randn(T + K, T * K);
     for (const [kernel, b] of kernels('gemm_f32', Infinity)) {
       const W16 = b.uploadWeight({ kind: 'f16', name: 'output', shape: [N, K], data: bits });
       expect(await b.read(b.embed(W16, tokens)), kernel).toEqual(F.embed(wv, K, tokens));
-      expectF32(await b.read(b.matmul(b.fromHost(xs, [T, K]), W16)), F.matmul(xs, T, K, wv, N), tier('gemm_f32', 'f16'), 1e-5, kernel);
+      expectF32(await b.read(b.matmul(b.fromHost(xs, [T, K]), W16)), F.matmulF16w(xs, T, K, wv, N), tier('gemm_f32', 'f16'), 1e-5, kernel);
     }
   });
 

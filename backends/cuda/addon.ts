@@ -47,7 +47,7 @@ export interface CudaAddon {
   siluMul(g: Ptr, u: Ptr, n: number, out: Ptr): void;
   rope(x: Ptr, T: number, nHeads: number, headDim: number, pos: Ptr, freqs: Ptr, out: Ptr): void;
   gemmF32(x: Ptr, T: number, K: number, w: Ptr, N: number, y: Ptr): void;
-  /** y = x·w^T with f16 weights [N][K]: tensor cores (x as f16 hi + lo, f32 sums), a row's result independent of T */
+  /** y = x·w^T with f16 weights [N][K]: tensor cores (x rounded to f16: matmulF16w; f32 sums), a row's result independent of T */
   gemmF16w(x: Ptr, T: number, K: number, w: Ptr, N: number, y: Ptr): void;
   rows(x: Ptr, C: number, rows: Ptr, R: number, out: Ptr): void;
   argmax(x: Ptr, R: number, C: number, out: Ptr): void;

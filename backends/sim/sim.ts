@@ -129,7 +129,7 @@ export class SimBackend implements Backend {
     }
     const K = cols(w);
     if (cols(x) !== K) throw new Error(`matmul: ${w.name} expects ${K} input features, got ${cols(x)}`);
-    return new SimTensor([rows(x), N], 'f32', F.matmul(f32(x), rows(x), K, floats(w), N));
+    return new SimTensor([rows(x), N], 'f32', (sw.dtype === 'f16' ? F.matmulF16w : F.matmul)(f32(x), rows(x), K, floats(w), N));
   }
   rope(x: Tensor, layout: StepLayout, spec: RopeSpec): Tensor {
     const key = `${spec.headDim}:${spec.theta}:${JSON.stringify(spec.scaling ?? null)}`;

@@ -1,6 +1,7 @@
 // Float reference kernels (f32 storage, f64 accumulation). These define the float path that every backend
 // matches within tier-3 tolerance (DESIGN §3.7) and that reproduces llama2.c's greedy tokens.
 // Layouts: activations row-major [T][C]; weights [N][K] (PyTorch [out, in]).
+import { f16RoundArray } from '../f16.ts';
 
 /** y[t][n] = Σ_k x[t][k] · w[n][k].  x [T][K], w [N][K] -> [T][N].
  *  Four weight rows at a time share each load of x (and four tokens each load of w in prefill). */
@@ -11,6 +12,14 @@ export function matmul(x: Float32Array, T: number, K: number, w: Float32Array, N
     else for (let r = 0; r < rows; r++) matvec(x, (t + r) * K, K, w, N, out, (t + r) * N);
   }
   return out;
+}
+
+/** The product with an f16 weight (a .comet's classifier): x rounded to f16 (nearest even), then matmul's f64
+ *  sums of the exact products. An FP16 model's classifier reads f16 activations too; the CUDA kernel then needs one
+ *  tensor-core pass (f16 x f16 -> f32) instead of two (x split into f16 hi + lo), half the work from batch 64 up.
+ *  |x| >= 65520 becomes ±Inf, as it did under the hi + lo split. */
+export function matmulF16w(x: Float32Array, T: number, K: number, w: Float32Array, N: number, out = new Float32Array(T * N)): Float32Array {
+  return matmul(f16RoundArray(x), T, K, w, N, out);
 }
 
 // one token against four weight rows: each x element loaded once, used four times (decode)
