@@ -3,7 +3,7 @@
 #   attn     test/ops.test.ts, the CUDA rows of the KV4 attention (the contract bit for bit at LLaMA shapes, ragged
 #            decode batches and prefill chunks, split and one-block modes) and of the quantizers / norms
 #   tests    every test file with a CUDA row that does not read ../shared (ops, engine, engine graphs and their timing,
-#            CUDA errors, server features): the engine's captured steps and streams on the GPU
+#            CUDA errors; TEST_MORE=test/server-features.test.ts with the full node_modules): the engine's captured steps and streams on the GPU
 #   e2e      `comet bench e2e --shape llama3-8b --no-baseline` at BATCHES (default 1,16,64,256): its greedy gate
 #            (stories260K .bin / .comet and a B = 32 W4A4KV4 .comet), decode steps and the per-op table (no FP16
 #            ratio is claimed from this part)
@@ -44,7 +44,7 @@ run_part() {
       echo "rc=$?"; grep -E "×|✗|FAIL|Tests |differ|AssertionError" $L/ops.log | head -30 ;;
     tests)
       COMET_TEST_CUDA=1 timeout ${TESTS_S:-300} node node_modules/vitest/vitest.mjs run test/ops.test.ts test/engine.test.ts \
-        test/engine-graphs.test.ts test/engine-graphs-timing.test.ts test/cuda-errors.test.ts test/server-features.test.ts \
+        test/engine-graphs.test.ts test/engine-graphs-timing.test.ts test/cuda-errors.test.ts ${TEST_MORE:-} \
         --reporter=verbose > $L/tests.log 2>&1
       echo "rc=$?"; grep -E "×|✗|FAIL|Test Files|Tests |AssertionError|first difference" $L/tests.log | head -40 ;;
     race)
