@@ -31,15 +31,22 @@ const ROLE: Array<[RegExp, string]> = [
 const role = (name: string) => { const r = ROLE.find(([re]) => re.test(name)); return !r || r[1] === '$&' ? name : r[1]; };
 
 /** W4A4KV4: 10 a layer, as CUDA's step (norm, qkv, rope_kv_append, attention, quantize_act for o_proj, o, norm,
- *  gate/up, swiglu, down); 8 where o_proj's and down's GEMMs are the matvec (a GPU adapter's decode kernel at
- *  LLaMA widths, forced here), which quantizes its f32 input itself (o_proj) or computes silu(gate)·up and
- *  quantizes that (down); the float reference: 12, no quantizers and one GEMM per linear (CUDA's too). */
+ *  gate/up, swiglu, down). With a GPU adapter's decode kernels (forced here): 10 too, where o_proj's GEMM is the
+ *  matvec, which quantizes its f32 input itself, and the KV4 attention is split over 64-key chunks, a dispatch for the
+ *  chunks and one folding them; 9 with silu_mul_quant folded into the down matvec (foldSilu: it computes silu(gate)·up
+ *  and quantizes that). The float reference: 12, no quantizers and one GEMM per linear (CUDA's too). */
 const PER_LAYER = {
   w4: { norm: 2, gemm: 4, rope_kv_append: 1, attention: 1, quantize_act: 1, swiglu: 1 },
-  'w4 matvec': { norm: 2, gemm: 4, rope_kv_append: 1, attention: 1 },
+  'w4 gpu': { norm: 2, gemm: 4, rope_kv_append: 1, attention: 2, swiglu: 1 },
+  'w4 gpu, silu folded': { norm: 2, gemm: 4, rope_kv_append: 1, attention: 2 },
   f32: { norm: 2, gemm: 7, rope_kv_append: 1, attention: 1, swiglu: 1 },
 };
-const TITLE = { w4: 'W4A4KV4', 'w4 matvec': 'W4A4KV4, the matvec GEMM', f32: 'float (f32 weights and cache)' };
+const TITLE = {
+  w4: 'W4A4KV4', 'w4 gpu': 'W4A4KV4, a GPU\'s kernels (matvec GEMM, split attention)',
+  'w4 gpu, silu folded': 'W4A4KV4, a GPU\'s kernels, silu_mul_quant folded into down', f32: 'float (f32 weights and cache)',
+};
+/** the GPU kinds' options: the matvec GEMM and the workgroup kernels, which a GPU adapter takes by default */
+const OPTS = { 'w4 gpu': { gemm: 'matvec', kernels: 'workgroup' }, 'w4 gpu, silu folded': { gemm: 'matvec', kernels: 'workgroup', foldSilu: true } } as const;
 const PER_STEP = { embed: 1, add: 1, rows: 1, norm: 1, gemm: 1, argmax: 1 };
 
 eachBackend('WebGPU decode step: dispatches, passes, submits', ({ create }) => {
@@ -47,13 +54,14 @@ eachBackend('WebGPU decode step: dispatches, passes, submits', ({ create }) => {
   beforeAll(async () => { be = (await create()) as WebGPUBackend; });
   afterAll(() => be?.dispose());
 
-  for (const kind of ['w4', 'w4 matvec', 'f32'] as const) {
+  for (const kind of ['w4', 'w4 gpu', 'w4 gpu, silu folded', 'f32'] as const) {
     const perLayer = Object.values(PER_LAYER[kind]).reduce((a, b) => a + b, 0);
     it(`${TITLE[kind]}: a captured decode step is ${perLayer} dispatches a layer and 6 a step, in one compute pass; eager and replayed steps submit once`, async () => {
       const host = kind === 'f32' ? syntheticWeights(C, 5) : syntheticQuantizedModel(C, { block: 64, int8Fraction: 0.25, clipSearch: false }).weights;
-      const b = kind === 'w4 matvec' ? new WebGPUBackend(be.gpu, await loadShaderSources(), { gemm: 'matvec' }) : be;
+      const b = kind === 'w4 gpu' || kind === 'w4 gpu, silu folded' ? new WebGPUBackend(be.gpu, await loadShaderSources(), OPTS[kind]) : be;
       const model = new Llama(b, C, host, kind === 'f32' ? 'f32' : 'kv4');
-      const { cache, blockTable } = singleSequenceCache(model, 64);
+      // 160 positions: three 64-key chunks, so the workgroup KV4 attention splits (one chunk: it would not)
+      const { cache, blockTable } = singleSequenceCache(model, 160);
       const layout = (pos: number[]) => ({ pos: Int32Array.from(pos), seq: new Int32Array(pos.length), blockTables: [blockTable] });
       // count submits and maps (readbacks) on this device
       const q = be.dev.queue, submit = q.submit.bind(q);
@@ -92,11 +100,11 @@ eachBackend('WebGPU decode step: dispatches, passes, submits', ({ create }) => {
         }
         expect(submits, 'a replay: one submit').toBe(4);
         g.destroy();
-        if (kind === 'w4 matvec') {
-          // the matvec's steps (QIN = 0, 1, 2, its q/k/v and gate/up parts, captured and replayed) decode the tokens
-          // of the rowwise GEMM, eagerly: both are DESIGN §3.4's bits
-          const r = new WebGPUBackend(be.gpu, await loadShaderSources(), { gemm: 'rowwise' });
-          const ref = new Llama(r, C, host, 'kv4'), rc = singleSequenceCache(ref, 64);
+        if (kind !== 'w4' && kind !== 'f32') {
+          // the matvec's steps (QIN = 0, 1 and, folded, 2; its q/k/v and gate/up parts; captured and replayed) decode
+          // the tokens of the rowwise GEMM, eagerly, with the same attention kernels: both GEMMs are DESIGN §3.4's bits
+          const r = new WebGPUBackend(be.gpu, await loadShaderSources(), { ...OPTS[kind], gemm: 'rowwise', foldSilu: false });
+          const ref = new Llama(r, C, host, 'kv4'), rc = singleSequenceCache(ref, 160);
           const rl = (pos: number[]) => ({ pos: Int32Array.from(pos), seq: new Int32Array(pos.length), blockTables: [rc.blockTable] });
           const want = [(await r.argmax(ref.forward(Int32Array.of(1, 5, 9), rl([0, 1, 2]), rc.cache, Int32Array.of(2))))[0]];
           r.endStep();
