@@ -252,25 +252,7 @@ var<workgroup> ku: array<u32, 2048>;   // the chunk's 15-bit weights u [ng][64 k
 var<workgroup> kdq: array<f32, 32>;    // dq_g
 var<workgroup> kzs: array<f32, 32>;    // zs_g
 var<workgroup> kA: array<u32, 512>;    // P·V partial sums [key subset][hd] (subsets · hd <= 64 · 8)
-var<workgroup> bx: array<f32, 64>;
-var<workgroup> by: array<f32, 32>;
-
-/** the contract's bfly over the 64 lanes' values, lane by lane as the TS (each sum in one lane; y_i + y_{i^o} and
- *  y_{i^o} + y_i are the same f32): every lane gets y_0 */
-fn bfly_wg(v: f32, lid: u32) -> f32 {
-  bx[lid] = v;
-  workgroupBarrier();
-  if (lid < 32u) { by[lid] = bx[lid] + bx[lid + 32u]; }
-  workgroupBarrier();
-  for (var o = 16u; o > 0u; o = o >> 1u) {
-    var s = 0.0;
-    if (lid < 32u) { s = by[lid] + by[lid ^ o]; }
-    workgroupBarrier();
-    if (lid < 32u) { by[lid] = s; }
-    workgroupBarrier();
-  }
-  return by[0]; // the next writer of by is past at least one more barrier
-}
+// (the lanes' max and bfly: shaders/lanes.wgsl, or lanes_sg.wgsl with subgroups, prefixed by the host)
 
 /** The (token, head) of a workgroup of attention_kv4 / _combine (grid T x nHeads [x chunks]): its KV head, q row
  *  offset, key count, block table, and the first of its chunks' slots in `part`. */
@@ -282,11 +264,12 @@ fn whead(wg: vec3<u32>) -> WHead {
 }
 
 /** step 1 for the workgroup: q (row qo) to INT8 in kq8, Q_g in kqg; returns cs = sq · KS */
-fn kv4_q8(qo: u32, lid: u32) -> f32 {
+fn kv4_q8(qo: u32, inv: Inv, u: Uni) -> f32 {
+  let lid = inv.lid;
   let ng = p.hd / p.G;
   var am = 0.0;
   for (var d = lid; d < p.hd; d += 64u) { am = max(am, abs(q[qo + d])); }
-  let amax = wg_max(am, lid);
+  let amax = lanes_max(am, inv, u);
   var rq = 0.0; var sq = 0.0;
   if (amax > 0.0) { rq = 127.0 / amax; sq = amax / 127.0; }
   for (var d = lid; d < p.hd; d += 64u) { kq8[d] = clamp(i32(round(q[qo + d] * rq)), -127, 127); }
@@ -303,7 +286,8 @@ fn kv4_q8(qo: u32, lid: u32) -> f32 {
 /** A chunk's state (contract steps 2-3): its max m, sum l, and num of the lane's channels lid + 64·i. */
 struct Chunk { m: f32, l: f32, nc: vec4<f32> }
 /** steps 2-3 for the chunk of keys [c0, c0 + 64) ∩ [0, n) of KV head kvh (block table at bt); kq8, kqg ready */
-fn kv4_chunk(c0: u32, n: u32, bt: u32, kvh: u32, cs: f32, lid: u32) -> Chunk {
+fn kv4_chunk(c0: u32, n: u32, bt: u32, kvh: u32, cs: f32, inv: Inv, u: Uni) -> Chunk {
+  let lid = inv.lid;
   let ng = p.hd / p.G;
   let W8 = p.hd / 8u;   // code words of a key row
   let KG = 64u / W8;    // P·V: lane = (word lid % W8, keys lid / W8 + KG·i)
@@ -326,20 +310,20 @@ fn kv4_chunk(c0: u32, n: u32, bt: u32, kvh: u32, cs: f32, lid: u32) -> Chunk {
     }
     tj = dot * cs;
   }
-  let m = wg_max(tj, lid);
+  let m = lanes_max(tj, inv, u);
   // 3. softmax and l
   var pj = 0.0;
   if (live) { pj = exp2c(tj - m); }
-  let l = bfly_wg(pj, lid);
+  let l = lanes_bfly(pj, inv, u);
   // per V group: the 15-bit weights of the chunk's keys, and Σ p·z
   for (var g = 0u; g < ng; g++) {
     var wj = 0.0; var zj = 0.0;
     if (live) { let sz = cache[base + p.vSZW + slot * ng + g]; wj = pj * f16_half(sz, 0u); zj = pj * f16_half(sz, 1u); }
-    let W = wg_max(wj, lid); // >= 0: lanes past the chunk give 0, as the contract's max from 0
+    let W = lanes_max(wj, inv, u); // >= 0: lanes past the chunk give 0, as the contract's max from 0
     var r = 0.0; var dq = 0.0;
     if (W > 0.0) { r = 32767.0 / W; dq = W / 32767.0; }
     ku[g * 64u + lid] = select(0u, min(32767u, u32(round(wj * r))), W > 0.0);
-    let zs = bfly_wg(zj, lid);
+    let zs = lanes_bfly(zj, inv, u); // (a lanes_max, or the barrier below, before the next lanes_bfly)
     if (lid == 0u) { kdq[g] = dq; kzs[g] = zs; }
   }
   workgroupBarrier();
@@ -386,23 +370,24 @@ fn kv4_out(qo: u32, tot: vec4<f32>, l: f32, lid: u32) {
 override SPLIT: u32 = 0u;
 
 @compute @workgroup_size(64)
-fn attention_kv4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn attention_kv4(inv: Inv, u: Uni) {
+  let wg = u.wg; let lid = inv.lid;
   let r = whead(wg);
   if (SPLIT == 1u) {
     // grid z: the chunk at 64·z (z past the sequence's keys: nothing; the combine stops at n)
     let c0 = wg.z * 64u;
     if (c0 >= r.n) { return; }
-    let ch = kv4_chunk(c0, r.n, r.bt, r.kvh, kv4_q8(r.qo, lid), lid);
+    let ch = kv4_chunk(c0, r.n, r.bt, r.kvh, kv4_q8(r.qo, inv, u), inv, u);
     let o = (r.part + wg.z) * (p.hd + 2u);
     if (lid == 0u) { part[o] = ch.m; part[o + 1u] = ch.l; }
     for (var i = 0u; i < 4u; i++) { let c = lid + 64u * i; if (c < p.hd) { part[o + 2u + c] = ch.nc[i]; } }
     return;
   }
-  let cs = kv4_q8(r.qo, lid);
+  let cs = kv4_q8(r.qo, inv, u);
   var seg = vec4<f32>(0.0); var tot = vec4<f32>(0.0); // channels lid + 64·i
   var st = vec4<f32>(0.0); // the segment's (m, l) and the total's (m, l)
   for (var c0 = 0u; c0 < r.n; c0 += 64u) {
-    let ch = kv4_chunk(c0, r.n, r.bt, r.kvh, cs, lid);
+    let ch = kv4_chunk(c0, r.n, r.bt, r.kvh, cs, inv, u);
     fold_nums(fold_chunk(c0, r.n, ch.m, ch.l, &st), ch.nc, &seg, &tot);
   }
   kv4_out(r.qo, tot, st.w, lid);

@@ -14,6 +14,7 @@ import { Llama } from '../src/model/llama.ts';
 import { singleSequenceCache } from '../src/engine/generate.ts';
 import { syntheticQuantizedModel } from '../testing/synthetic-quantized.ts';
 import { syntheticWeights } from '../testing/synthetic.ts';
+import { randn } from '../testing/rng.ts';
 import { eachBackend } from './helpers/backends.ts';
 
 const C: LlamaConfig = {
@@ -121,4 +122,37 @@ eachBackend('WebGPU decode step: dispatches, passes, submits', ({ create }) => {
       }
     }, 120_000);
   }
+
+  // The workgroup KV4 attention's lane reductions: subgroupMax and the bfly's levels below the subgroup size by
+  // subgroupShuffleXor (shaders/lanes_sg.wgsl) add the contract's pairs in its order, so they give the bits of the
+  // plain ones (lanes.wgsl); and the split (a workgroup per 64-key chunk, then the combine) folds the chunks in the
+  // unsplit kernel's order: the same bits too. test/ops.test.ts holds all of them to the simulator (tier 3).
+  it('KV4 attention: subgroup reductions and the split give the plain unsplit kernel\'s bits (the adapter has subgroups)', async () => {
+    expect(be.gpu.subgroups, `this adapter (${be.adapterName}) has no subgroups (or WGSL lacks subgroup_id): lanes_sg.wgsl is untested here`).toBe(true);
+    const src = await loadShaderSources(), nKv = 2, nH = 8, hd = 64, P = 16, T = 3;
+    const kinds = [
+      ['subgroups, split', be.gpu, { kernels: 'workgroup', attentionSplit: true }],
+      ['subgroups, unsplit', be.gpu, { kernels: 'workgroup', attentionSplit: false }],
+      ['plain, split', { ...be.gpu, subgroups: false }, { kernels: 'workgroup', attentionSplit: true }],
+      ['plain, unsplit', { ...be.gpu, subgroups: false }, { kernels: 'workgroup', attentionSplit: false }],
+    ] as const;
+    // 3 sequences of 300, 130 and 20 keys (5, 3 and 1 chunks; segments crossed), one decode token each
+    const lens = [300, 130, 20], tables = lens.map((n, i) => Int32Array.from({ length: Math.ceil((n + 1) / P) }, (_, j) => i * 32 + j));
+    const fill = { pos: Int32Array.from(lens.flatMap((n) => [...Array(n + 1).keys()])), seq: Int32Array.from(lens.flatMap((n, i) => Array(n + 1).fill(i))), blockTables: tables };
+    const step = { pos: Int32Array.from(lens), seq: Int32Array.of(0, 1, 2), blockTables: tables };
+    const N = fill.pos.length, k = randn(1, N * nKv * hd, 2), v = randn(2, N * nKv * hd), q = randn(3, T * nH * hd, 0.5);
+    const outs: Array<[string, Float32Array]> = [];
+    for (const [name, gpu, opts] of kinds) {
+      const b = new WebGPUBackend(gpu, src, opts);
+      try {
+        const cache = b.createKVCache({ nLayers: 1, nKvHeads: nKv, headDim: hd, pageSize: P, numPages: 96, dtype: 'kv4', group: hd });
+        b.kvAppend(cache, 0, b.fromHost(k, [N, nKv * hd]), b.fromHost(v, [N, nKv * hd]), fill);
+        outs.push([name, await b.read(b.attention(b.fromHost(q, [T, nH * hd]), cache, 0, step, nH))]);
+        b.endStep();
+      } finally { b.dispose(); }
+    }
+    const bits = (x: Float32Array) => Buffer.from(x.buffer, x.byteOffset, x.byteLength);
+    for (const [name, o] of outs.slice(1)) expect(bits(o).equals(bits(outs[0][1])), `${name} vs ${outs[0][0]}`).toBe(true);
+    expect(outs[0][1].every(Number.isFinite) && outs[0][1].some((x) => x !== 0)).toBe(true);
+  }, 120_000);
 }, (c) => c.name === 'webgpu');

@@ -85,7 +85,7 @@ export class PipelineCache {
     const d = extra ? { ...base, constants: { ...base.constants, ...extra } } : base;
     const dev = this.gpu.device;
     let module = this.modules.get(d.family);
-    if (!module) this.modules.set(d.family, (module = dev.createShaderModule({ label: d.family, code: moduleSource(this.src, d.family, this.gpu.dot4) })));
+    if (!module) this.modules.set(d.family, (module = dev.createShaderModule({ label: d.family, code: moduleSource(this.src, d.family, this.gpu.dot4, this.gpu.subgroups) })));
     const layout = dev.createBindGroupLayout({
       label: name,
       entries: d.bind.map((b, i) => ({
@@ -102,7 +102,7 @@ export class PipelineCache {
   }
 }
 
-/** The cache of a device context, made on first use (keyed by context: dot4 is part of the key). */
+/** The cache of a device context, made on first use (keyed by context: dot4 and subgroups are part of the key). */
 export function pipelineCache(gpu: GpuContext, src: ShaderSources): PipelineCache {
   let pc = caches.get(gpu);
   if (!pc) caches.set(gpu, (pc = new PipelineCache(gpu, src)));

@@ -66,6 +66,9 @@ const webgpu: BackendCase = {
       // the workgroup KV4 attention's other mode: the default splits a decode step (and the tests' prefill chunks:
       // T·nHeads <= 1024) into a workgroup per 64-key chunk and a combine; unsplit walks the chunks (prefill)
       make('workgroup attention, unsplit', ['attention'], { kernels: 'workgroup', attentionSplit: false }),
+      // its lane reductions without subgroups (lanes.wgsl); the variants above take lanes_sg.wgsl where the device has
+      // subgroups (SwiftShader: size 4; test/webgpu-dispatches.test.ts fails where it has none)
+      make('workgroup attention without subgroups', ['attention'], { kernels: 'workgroup' }, undefined, { ...b.gpu, subgroups: false }),
     ];
   },
 };
