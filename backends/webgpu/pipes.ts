@@ -66,7 +66,10 @@ const PIPES = {
   silu_mul: { family: 'elementwise', entry: 'silu_mul', bind: ['uniform', 'read', 'read', 'write'] },
   embed: { family: 'embed', entry: 'embed', bind: ['uniform', 'read', 'read', 'write'] },
   embed_f16: { family: 'embed', entry: 'embed_f16', bind: ['uniform', 'read', 'read', 'write'] },
-  argmax: { family: 'argmax', entry: 'argmax', bind: ['uniform', 'read', 'write'] },
+  // rows of up to 4096 columns: one dispatch; longer: a workgroup per 4096 columns, then the parts reduced
+  argmax: { family: 'argmax', entry: 'argmax', bind: ['uniform', 'read', 'write', 'write'] },
+  argmax_part: { family: 'argmax', entry: 'argmax_part', bind: ['uniform', 'read', 'write', 'write'] },
+  argmax_parts: { family: 'argmax', entry: 'argmax', bind: ['uniform', 'read', 'write', 'write'], constants: { PARTS: 1 } },
   topk: { family: 'topk', entry: 'topk', bind: ['uniform', 'read', 'write'] },
   rows: { family: 'rows', entry: 'rows', bind: ['uniform', 'read', 'read', 'write'] },
 } satisfies Record<string, { family: Family; entry: string; bind: Binding[]; constants?: Record<string, number> }>;

@@ -342,7 +342,7 @@ export class WebGPUBackend implements Backend {
       logits = this.want(fn(), 'f32', 'captureStep');
       const R = rowsOf(logits);
       ids = new WTensor([R], 'i32', this.temp(R * 4), R * 4);
-      this.run('argmax', [colsOf(logits)], [logits.buf, ids.buf], R);
+      this.argmaxInto(logits, ids);
     } catch (e) {
       rec.destroy();
       this.releaseBuffers(this.live);
@@ -716,11 +716,22 @@ export class WebGPUBackend implements Backend {
   async argmax(x: Tensor): Promise<Int32Array> {
     const xt = this.want(x, 'f32', 'argmax'), R = rowsOf(x);
     const out = new WTensor([R], 'i32', this.temp(R * 4), R * 4);
-    this.run('argmax', [colsOf(x)], [xt.buf, out.buf], R);
+    this.argmaxInto(xt, out);
     const b = await this.readBytes(out.buf, R * 4);
     return new Int32Array(b.buffer, b.byteOffset, R);
   }
-  rows(x: Tensor, idx: Int32Array): Tensor {
+  /** argmax.wgsl: the first maximum of each row of x into `out` (i32 [R]): one workgroup a row up to CH columns, else
+   *  a workgroup per CH columns (argmax_part) and one a row over those parts (argmax_parts): a 128K vocabulary is 32
+   *  workgroups' 16 loads each per invocation, not one workgroup's 500 */
+  private argmaxInto(x: WTensor, out: WTensor): void {
+    const R = rowsOf(x), C = colsOf(x), CH = 4096, parts = Math.ceil(C / CH);
+    if (R > 65535) throw new CometError(`argmax: ${R} rows (at most 65535)`);
+    if (parts === 1) return this.run('argmax', [C, CH, 1], [x.buf, out.buf, this.dummyOut(1)], R);
+    const part = this.temp(R * parts * 8);
+    this.run('argmax_part', [C, CH, parts], [x.buf, this.dummyOut(1), part], parts, R);
+    this.run('argmax_parts', [C, CH, parts], [x.buf, out.buf, part], R);
+  }
+    rows(x: Tensor, idx: Int32Array): Tensor {
     const xt = this.want(x, 'f32', 'rows'), C = colsOf(x), R = idx.length;
     for (const r of idx) if (r < 0 || r >= rowsOf(x)) throw new CometError(`rows: row ${r} outside [0, ${rowsOf(x)})`);
     const out = this.f32([R, C]);
