@@ -644,6 +644,11 @@ export class WebGPUBackend implements Backend {
     const params = [...this.cacheParams(c, T, lw), f32bits(s.dtype === 'kv4' ? Math.LOG2E / Math.sqrt(s.headDim) : 1 / Math.sqrt(s.headDim)), split];
     params.splice(1, 0, nHeads); // P: T, nHeads, nKv, ...
     const part = split ? this.temp(T * nHeads * split * (s.headDim + 2) * 4) : this.dummyOut(1);
+    // a captured step replays this grid: its positions must stay within the chunks (the engine's bucketed block
+    // tables keep them there, src/engine/graphs.ts); past them the combine would read other heads' states
+    if (split && this.capturing?.inputs) this.stream.guard((i) => {
+      for (const p of i.layout.pos) if (p >= split * 64) throw new CometError(`webgpu: replay at position ${p}, past the ${split * 64} keys the captured step's attention covers (capture a step with longer block tables)`);
+    });
     const res: Res[] = [qt.buf, lay, { buffer: c.buf, offset: layer * c.layerStride, size: c.layerBytes }, out.buf, part];
     if (this.serialKernels) this.run(s.dtype === 'kv4' ? 'attention_kv4_serial' : 'attention_serial_f32', params, res, ...grid1(T * nHeads, 64));
     else if (split) {
