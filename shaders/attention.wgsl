@@ -311,20 +311,21 @@ fn kv4_chunk(c0: u32, n: u32, bt: u32, kvh: u32, cs: f32, inv: Inv, u: Uni) -> C
     tj = dot * cs;
   }
   let m = lanes_max(tj, inv, u);
-  // 3. softmax and l
+  // 3. softmax; per V group: the 15-bit weights of the chunk's keys, Σ p·z and (group 0) l = Σ p, the two bflys in one
   var pj = 0.0;
   if (live) { pj = exp2c(tj - m); }
-  let l = lanes_bfly(pj, inv, u);
-  // per V group: the 15-bit weights of the chunk's keys, and Σ p·z
+  var l = 0.0;
   for (var g = 0u; g < ng; g++) {
     var wj = 0.0; var zj = 0.0;
     if (live) { let sz = cache[base + p.vSZW + slot * ng + g]; wj = pj * f16_half(sz, 0u); zj = pj * f16_half(sz, 1u); }
-    let W = lanes_max(wj, inv, u); // >= 0: lanes past the chunk give 0, as the contract's max from 0
+    let W = lanes_max(wj, inv, u); // >= 0: lanes past the chunk give 0, as the contract's max from 0 (and the barrier
+                                   // between two lanes_bfly2)
     var r = 0.0; var dq = 0.0;
     if (W > 0.0) { r = 32767.0 / W; dq = W / 32767.0; }
     ku[g * 64u + lid] = select(0u, min(32767u, u32(round(wj * r))), W > 0.0);
-    let zs = lanes_bfly(zj, inv, u); // (a lanes_max, or the barrier below, before the next lanes_bfly)
-    if (lid == 0u) { kdq[g] = dq; kzs[g] = zs; }
+    let zl = lanes_bfly2(vec2<f32>(zj, select(0.0, pj, g == 0u)), inv, u);
+    if (g == 0u) { l = zl.y; }
+    if (lid == 0u) { kdq[g] = dq; kzs[g] = zl.x; }
   }
   workgroupBarrier();
   // the channels' integer P·V: lane (word w, keys kg, kg + KG, ...) sums 8 channels, then the subsets are added
@@ -350,7 +351,7 @@ fn kv4_chunk(c0: u32, n: u32, bt: u32, kvh: u32, cs: f32, inv: Inv, u: Uni) -> C
       nc[i] = f32(A) * kdq[g] + kzs[g];
     }
   }
-  workgroupBarrier(); // ku, kA, kdq, kzs are the next chunk's
+  if (SPLIT == 0u) { workgroupBarrier(); } // ku, kA, kdq, kzs are the next chunk's (SPLIT = 1: one chunk a workgroup)
   return Chunk(m, l, nc);
 }
 

@@ -9,18 +9,19 @@ struct Uni { @builtin(workgroup_id) wg: vec3<u32> }
 /** max over the 64 lanes' values (exact in any order) */
 fn lanes_max(v: f32, inv: Inv, u: Uni) -> f32 { return wg_max(v, inv.lid); }
 
-var<workgroup> bx: array<f32, 64>;
-var<workgroup> by: array<f32, 32>;
-/** the contract's bfly over the 64 lanes' values, lane by lane as the TS (each sum in one lane; y_i + y_{i^o} and
- *  y_{i^o} + y_i are the same f32): every lane gets y_0. Two calls need a barrier between them (bx). */
-fn lanes_bfly(v: f32, inv: Inv, u: Uni) -> f32 {
+var<workgroup> bx: array<vec2<f32>, 64>;
+var<workgroup> by: array<vec2<f32>, 32>;
+/** the contract's bfly over the 64 lanes' values, two at once (the attention's l and zs: the same pairs, in x and y),
+ *  lane by lane as the TS (each sum in one lane; y_i + y_{i^o} and y_{i^o} + y_i are the same f32): every lane gets
+ *  y_0. Two calls need a barrier between them (bx). */
+fn lanes_bfly2(v: vec2<f32>, inv: Inv, u: Uni) -> vec2<f32> {
   let lid = inv.lid;
   bx[lid] = v;
   workgroupBarrier();
   if (lid < 32u) { by[lid] = bx[lid] + bx[lid + 32u]; }
   workgroupBarrier();
   for (var o = 16u; o > 0u; o = o >> 1u) {
-    var s = 0.0;
+    var s = vec2<f32>(0.0);
     if (lid < 32u) { s = by[lid] + by[lid ^ o]; }
     workgroupBarrier();
     if (lid < 32u) { by[lid] = s; }

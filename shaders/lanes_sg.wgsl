@@ -18,15 +18,15 @@ fn lanes_max(v: f32, inv: Inv, u: Uni) -> f32 {
   return r;
 }
 
-var<workgroup> bx: array<f32, 64>;
-var<workgroup> by: array<f32, 32>;
-/** The contract's bfly over the 64 lanes' values x (x_j from lane lid = j): y_i = x_i + x_{i+32}, then for o = 16 .. 1
+var<workgroup> bx: array<vec2<f32>, 64>;
+var<workgroup> by: array<vec2<f32>, 32>;
+/** The contract's bfly over the 64 lanes' values x (x_j from lane lid = j), two at once (the attention's l and zs): y_i = x_i + x_{i+32}, then for o = 16 .. 1
  *  y_i = y_i + y_{i^o}. The invocation (subgroup g, lane s) plays i = (g·S + s) mod 32 (lanes 32-63 of that count
  *  repeat 0-31): levels o >= S pair invocations of different subgroups, through by; levels o < S pair two lanes of
  *  one subgroup (they differ below S), by subgroupShuffleXor. Each sum is the contract's pair in the contract's
  *  order (y_i + y_{i^o} and y_{i^o} + y_i are the same f32); every lane gets y_0. Two calls need a barrier between
  *  them (bx). */
-fn lanes_bfly(v: f32, inv: Inv, u: Uni) -> f32 {
+fn lanes_bfly2(v: vec2<f32>, inv: Inv, u: Uni) -> vec2<f32> {
   bx[inv.lid] = v;
   workgroupBarrier();
   let k = inv.g * u.sgs + inv.sid;
