@@ -1,7 +1,8 @@
 // The WebGPU decode step's shape of work (issue 21, item 4): dispatches per layer as few as the CUDA step's (one
 // per fused op of src/graph: the norm with the residual add and the quantizer, q/k/v and gate/up as one GEMM
-// dispatch each, rope with the KV append, SwiGLU with its quantizer; on the matvec, the quantizers of o_proj's and
-// down's inputs inside their GEMMs), all in one compute pass of one command buffer, one submit per step (eager or
+// dispatch each, rope with the KV append, SwiGLU with its quantizer; on the matvec, the quantizer of o_proj's input
+// inside its GEMM, and down's too with foldSilu; the KV4 attention split over 64-key chunks with a combine on a GPU's
+// kernels), all in one compute pass of one command buffer, one submit per step (eager or
 // replayed), and nothing read back but the sampled ids. A change that adds a dispatch to every layer fails here;
 // bench/results/webgpu-dispatches-*.md records the counts.
 // Runs on the WebGPU row only (SwiftShader on CI).

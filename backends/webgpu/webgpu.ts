@@ -638,7 +638,6 @@ export class WebGPUBackend implements Backend {
     if (T > 65535) throw new CometError(`attention: ${T} tokens in one step (at most 65535)`);
     const { lay, lw } = this.layoutUpload(layout);
     const out = this.f32(q.shape);
-    // scale: 1/sqrt(hd) for the f32 cache, the KV4 contract's f32(log2(e)/sqrt(hd))
     const split = s.dtype === 'kv4' && !this.serialKernels ? this.attentionChunks(T, nHeads, s, layout) : 0;
     // scale: 1/sqrt(hd) for the f32 cache, the KV4 contract's f32(log2(e)/sqrt(hd)); then the split's chunks
     const params = [...this.cacheParams(c, T, lw), f32bits(s.dtype === 'kv4' ? Math.LOG2E / Math.sqrt(s.headDim) : 1 / Math.sqrt(s.headDim)), split];
@@ -736,7 +735,7 @@ export class WebGPUBackend implements Backend {
     this.run('argmax_part', [C, CH, parts], [x.buf, this.dummyOut(1), part], parts, R);
     this.run('argmax_parts', [C, CH, parts], [x.buf, out.buf, part], R);
   }
-    rows(x: Tensor, idx: Int32Array): Tensor {
+  rows(x: Tensor, idx: Int32Array): Tensor {
     const xt = this.want(x, 'f32', 'rows'), C = colsOf(x), R = idx.length;
     for (const r of idx) if (r < 0 || r >= rowsOf(x)) throw new CometError(`rows: row ${r} outside [0, ${rowsOf(x)})`);
     const out = this.f32([R, C]);
