@@ -3,13 +3,16 @@
 // f32 cache (the float reference path): softmax(q·k/sqrt(hd))·v, one workgroup of 64 per (token, head), positions
 // in chunks of 1024 scores in workgroup memory with an online softmax across chunks (tier 3); or attention_serial.
 // KV4 cache: the contract of simulator/kernels/attention_kv4.ts (DESIGN §3.5.1) step by step: attention_kv4, one
-// workgroup of 64 per (token, head), or attention_kv4_serial, one invocation per (token, head) (CPU adapters). Its integer dot products are exact; its f32 ops are the contract's, but WGSL has no
-// FMA control and divides to 2.5 ulp, so the outputs are tier 3 (relative error ~1e-7, test/ops.test.ts).
+// workgroup of 64 per (token, head), or at decode per (token, head, 64-key chunk) with attention_kv4_combine folding
+// the chunks (below); or attention_kv4_serial, one invocation per (token, head) (CPU adapters). Its integer dot
+// products are exact; its f32 ops are the contract's, in its order, but WGSL has no FMA control and divides to
+// 2.5 ulp, so the outputs are tier 3 (relative error ~1e-7, test/ops.test.ts).
 struct P {
   T: u32, nHeads: u32, nKv: u32, hd: u32, P: u32, G: u32,
   posOff: u32, seqOff: u32, btoOff: u32,
   headW: u32, kCodesW: u32, vCodesW: u32, kSZW: u32, vSZW: u32,
   scale: f32, // f32: 1/sqrt(hd); kv4: f32(log2(e)/sqrt(hd)) (the contract's KS)
+  nChunks: u32, // attention_kv4 SPLIT = 1 and its combine: chunks per (token, head) in part (the grid's z)
 };
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -233,53 +236,42 @@ fn attention_kv4_serial(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var d = 0u; d < p.hd; d++) { y[qo + d] = tot[d] / st.w; }
 }
 
-// ---- KV4, one workgroup of 64 lanes per (token, head) (grid T x nHeads). A decode step has one token per sequence,
-// so one invocation per head left the GPU with 32 threads walking every key alone (10 µs per key and layer on the
-// H200). Here lanes are the chunk's 64 keys for the scores and the softmax (the contract's bfly is a 64-lane
-// reduction), and (code word, key subset) pairs for P·V, whose integer sums are exact in any split.
+// ---- KV4, one workgroup of 64 lanes per (token, head, and at decode chunk). A decode step has one token per
+// sequence, so one invocation per head left the GPU with 32 threads walking every key alone (10 µs per key and
+// layer on the H200), and one workgroup per head walking the chunks one after another left it 32 workgroups with ~25
+// barriers a chunk each (38 µs a layer at 137 keys, LLaMA-3.2-1B). So at decode (SPLIT = 1) every (token, head,
+// 64-key chunk) is a workgroup of its own: steps 1-3 of the contract, and the chunk's (m, l, num[hd]) to `part`;
+// attention_kv4_combine then folds a (token, head)'s chunks in the contract's order (step 4: chunks into 128-key
+// segments, segments into the total), which is the order the unsplit kernel (SPLIT = 0, prefill: T·nHeads
+// workgroups are parallelism enough) folds them in as it walks them: the same ops on the same values. Inside a
+// chunk, lanes are its 64 keys for the scores and the softmax (the contract's bfly is a 64-lane reduction), and
+// (code word, key subset) pairs for P·V, whose integer sums are exact in any split.
 var<workgroup> kq8: array<i32, 256>;   // q as INT8 [hd]
 var<workgroup> kqg: array<i32, 32>;    // Q_g = Σ_{c∈g} q8_c [ng]
 var<workgroup> ku: array<u32, 2048>;   // the chunk's 15-bit weights u [ng][64 keys]
 var<workgroup> kdq: array<f32, 32>;    // dq_g
 var<workgroup> kzs: array<f32, 32>;    // zs_g
 var<workgroup> kA: array<u32, 512>;    // P·V partial sums [key subset][hd] (subsets · hd <= 64 · 8)
-var<workgroup> bx: array<f32, 64>;
-var<workgroup> by: array<f32, 32>;
+// (the lanes' max and bfly: shaders/lanes.wgsl, or lanes_sg.wgsl with subgroups, prefixed by the host)
 
-/** the contract's bfly over the 64 lanes' values, lane by lane as the TS (each sum in one lane; y_i + y_{i^o} and
- *  y_{i^o} + y_i are the same f32): every lane gets y_0 */
-fn bfly_wg(v: f32, lid: u32) -> f32 {
-  bx[lid] = v;
-  workgroupBarrier();
-  if (lid < 32u) { by[lid] = bx[lid] + bx[lid + 32u]; }
-  workgroupBarrier();
-  for (var o = 16u; o > 0u; o = o >> 1u) {
-    var s = 0.0;
-    if (lid < 32u) { s = by[lid] + by[lid ^ o]; }
-    workgroupBarrier();
-    if (lid < 32u) { by[lid] = s; }
-    workgroupBarrier();
-  }
-  return by[0]; // the next writer of by is past at least one more barrier
+/** The (token, head) of a workgroup of attention_kv4 / _combine (grid T x nHeads [x chunks]): its KV head, q row
+ *  offset, key count, block table, and the first of its chunks' slots in `part`. */
+struct WHead { kvh: u32, qo: u32, n: u32, bt: u32, part: u32 }
+fn whead(wg: vec3<u32>) -> WHead {
+  let t = wg.x; let h = wg.y;
+  return WHead(h / (p.nHeads / p.nKv), (t * p.nHeads + h) * p.hd, lay[p.posOff + t] + 1u, lay[p.btoOff + lay[p.seqOff + t]],
+    (t * p.nHeads + h) * p.nChunks);
 }
 
-@compute @workgroup_size(64)
-fn attention_kv4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let t = wg.x; let h = wg.y;
-  let kvh = h / (p.nHeads / p.nKv);
-  let qo = (t * p.nHeads + h) * p.hd;
-  let n = lay[p.posOff + t] + 1u;
-  let bt = lay[p.btoOff + lay[p.seqOff + t]];
+/** step 1 for the workgroup: q (row qo) to INT8 in kq8, Q_g in kqg; returns cs = sq · KS */
+fn kv4_q8(qo: u32, inv: Inv, u: Uni) -> f32 {
+  let lid = inv.lid;
   let ng = p.hd / p.G;
-  let W8 = p.hd / 8u;   // code words of a key row
-  let KG = 64u / W8;    // P·V: lane = (word lid % W8, keys lid / W8 + KG·i)
-  // 1. q to INT8
   var am = 0.0;
   for (var d = lid; d < p.hd; d += 64u) { am = max(am, abs(q[qo + d])); }
-  let amax = wg_max(am, lid);
+  let amax = lanes_max(am, inv, u);
   var rq = 0.0; var sq = 0.0;
   if (amax > 0.0) { rq = 127.0 / amax; sq = amax / 127.0; }
-  let cs = sq * p.scale;
   for (var d = lid; d < p.hd; d += 64u) { kq8[d] = clamp(i32(round(q[qo + d] * rq)), -127, 127); }
   workgroupBarrier();
   if (lid < ng) {
@@ -288,72 +280,131 @@ fn attention_kv4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     kqg[lid] = s;
   }
   workgroupBarrier();
-  var seg = array<f32, 4>(0.0, 0.0, 0.0, 0.0); // channels lid + 64·i
-  var tot = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-  var st = vec4<f32>(0.0); // the segment's (m, l) and the total's (m, l)
-  for (var c0 = 0u; c0 < n; c0 += 64u) {
-    let nk = min(64u, n - c0);
-    let live = lid < nk; // this lane's key c0 + lid
-    var base = 0u; var slot = 0u;
-    if (live) { base = (lay[bt + (c0 + lid) / p.P] * p.nKv + kvh) * p.headW; slot = (c0 + lid) % p.P; }
-    // 2. the lane's score
-    var tj = -3.4028234663852886e38;
-    if (live) {
-      var dot = 0.0;
-      for (var g = 0u; g < ng; g++) {
-        var D = 0;
-        for (var w = g * p.G / 8u; w < (g + 1u) * p.G / 8u; w++) {
-          let cw = cache[base + p.kCodesW + slot * W8 + w];
-          for (var e = 0u; e < 8u; e++) { D += kq8[w * 8u + e] * i32((cw >> (4u * e)) & 0xfu); }
-        }
-        let sz = cache[base + p.kSZW + slot * ng + g];
-        dot = dot + (f16_half(sz, 0u) * f32(D) + f16_half(sz, 1u) * f32(kqg[g]));
-      }
-      tj = dot * cs;
-    }
-    let m = wg_max(tj, lid);
-    // 3. softmax, l, and the fold factors (chunk -> segment; at a segment's end segment -> total)
-    var pj = 0.0;
-    if (live) { pj = exp2c(tj - m); }
-    let l = bfly_wg(pj, lid);
-    let f = fold_chunk(c0, n, m, l, &st);
-    // per V group: the 15-bit weights of the chunk's keys, and Σ p·z
+  return sq * p.scale;
+}
+
+/** A chunk's state (contract steps 2-3): its max m, sum l, and num of the lane's channels lid + 64·i. */
+struct Chunk { m: f32, l: f32, nc: vec4<f32> }
+/** steps 2-3 for the chunk of keys [c0, c0 + 64) ∩ [0, n) of KV head kvh (block table at bt); kq8, kqg ready */
+fn kv4_chunk(c0: u32, n: u32, bt: u32, kvh: u32, cs: f32, inv: Inv, u: Uni) -> Chunk {
+  let lid = inv.lid;
+  let ng = p.hd / p.G;
+  let W8 = p.hd / 8u;   // code words of a key row
+  let KG = 64u / W8;    // P·V: lane = (word lid % W8, keys lid / W8 + KG·i)
+  let nk = min(64u, n - c0);
+  let live = lid < nk; // this lane's key c0 + lid
+  var base = 0u; var slot = 0u;
+  if (live) { base = (lay[bt + (c0 + lid) / p.P] * p.nKv + kvh) * p.headW; slot = (c0 + lid) % p.P; }
+  // 2. the lane's score
+  var tj = -3.4028234663852886e38;
+  if (live) {
+    var dot = 0.0;
     for (var g = 0u; g < ng; g++) {
-      var wj = 0.0; var zj = 0.0;
-      if (live) { let sz = cache[base + p.vSZW + slot * ng + g]; wj = pj * f16_half(sz, 0u); zj = pj * f16_half(sz, 1u); }
-      let W = wg_max(wj, lid); // >= 0: lanes past the chunk give 0, as the contract's max from 0
-      var r = 0.0; var dq = 0.0;
-      if (W > 0.0) { r = 32767.0 / W; dq = W / 32767.0; }
-      ku[g * 64u + lid] = select(0u, min(32767u, u32(round(wj * r))), W > 0.0);
-      let zs = bfly_wg(zj, lid);
-      if (lid == 0u) { kdq[g] = dq; kzs[g] = zs; }
-    }
-    workgroupBarrier();
-    // the channels' integer P·V: lane (word w, keys kg, kg + KG, ...) sums 8 channels, then the subsets are added
-    let w = lid % W8; let kg = lid / W8;
-    if (kg < KG) {
-      let ug = ((w * 8u) / p.G) * 64u;
-      var a = array<u32, 8>(0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u);
-      for (var j = kg; j < nk; j += KG) {
-        let cw = cache[(lay[bt + (c0 + j) / p.P] * p.nKv + kvh) * p.headW + p.vCodesW + ((c0 + j) % p.P) * W8 + w];
-        let uu = ku[ug + j];
-        for (var e = 0u; e < 8u; e++) { a[e] += uu * ((cw >> (4u * e)) & 0xfu); }
+      var D = 0;
+      for (var w = g * p.G / 8u; w < (g + 1u) * p.G / 8u; w++) {
+        let cw = cache[base + p.kCodesW + slot * W8 + w];
+        for (var e = 0u; e < 8u; e++) { D += kq8[w * 8u + e] * i32((cw >> (4u * e)) & 0xfu); }
       }
-      for (var e = 0u; e < 8u; e++) { kA[kg * p.hd + w * 8u + e] = a[e]; }
+      let sz = cache[base + p.kSZW + slot * ng + g];
+      dot = dot + (f16_half(sz, 0u) * f32(D) + f16_half(sz, 1u) * f32(kqg[g]));
     }
-    workgroupBarrier();
-    for (var i = 0u; i < 4u; i++) {
-      let c = lid + 64u * i;
-      if (c < p.hd) {
-        var A = 0u;
-        for (var k = 0u; k < KG; k++) { A += kA[k * p.hd + c]; }
-        let g = c / p.G;
-        let nc = f32(A) * kdq[g] + kzs[g];
-        seg[i] = seg[i] * f.fa + nc * f.fb;
-        if (f.last) { tot[i] = tot[i] * f.ta + seg[i] * f.tb; }
-      }
-    }
-    workgroupBarrier(); // ku, kA, kdq, kzs are the next chunk's
+    tj = dot * cs;
   }
-  for (var i = 0u; i < 4u; i++) { let c = lid + 64u * i; if (c < p.hd) { y[qo + c] = tot[i] / st.w; } }
+  let m = lanes_max(tj, inv, u);
+  // 3. softmax; per V group: the 15-bit weights of the chunk's keys, Σ p·z and (group 0) l = Σ p, the two bflys in one
+  var pj = 0.0;
+  if (live) { pj = exp2c(tj - m); }
+  var l = 0.0;
+  for (var g = 0u; g < ng; g++) {
+    var wj = 0.0; var zj = 0.0;
+    if (live) { let sz = cache[base + p.vSZW + slot * ng + g]; wj = pj * f16_half(sz, 0u); zj = pj * f16_half(sz, 1u); }
+    let W = lanes_max(wj, inv, u); // >= 0: lanes past the chunk give 0, as the contract's max from 0 (and the barrier
+                                   // between two lanes_bfly2)
+    var r = 0.0; var dq = 0.0;
+    if (W > 0.0) { r = 32767.0 / W; dq = W / 32767.0; }
+    ku[g * 64u + lid] = select(0u, min(32767u, u32(round(wj * r))), W > 0.0);
+    let zl = lanes_bfly2(vec2<f32>(zj, select(0.0, pj, g == 0u)), inv, u);
+    if (g == 0u) { l = zl.y; }
+    if (lid == 0u) { kdq[g] = dq; kzs[g] = zl.x; }
+  }
+  workgroupBarrier();
+  // the channels' integer P·V: lane (word w, keys kg, kg + KG, ...) sums 8 channels, then the subsets are added
+  let w = lid % W8; let kg = lid / W8;
+  if (kg < KG) {
+    let ug = ((w * 8u) / p.G) * 64u;
+    var a = array<u32, 8>(0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u);
+    for (var j = kg; j < nk; j += KG) {
+      let cw = cache[(lay[bt + (c0 + j) / p.P] * p.nKv + kvh) * p.headW + p.vCodesW + ((c0 + j) % p.P) * W8 + w];
+      let uu = ku[ug + j];
+      for (var e = 0u; e < 8u; e++) { a[e] += uu * ((cw >> (4u * e)) & 0xfu); }
+    }
+    for (var e = 0u; e < 8u; e++) { kA[kg * p.hd + w * 8u + e] = a[e]; }
+  }
+  workgroupBarrier();
+  var nc = vec4<f32>(0.0);
+  for (var i = 0u; i < 4u; i++) {
+    let c = lid + 64u * i;
+    if (c < p.hd) {
+      var A = 0u;
+      for (var k = 0u; k < KG; k++) { A += kA[k * p.hd + c]; }
+      let g = c / p.G;
+      nc[i] = f32(A) * kdq[g] + kzs[g];
+    }
+  }
+  if (SPLIT == 0u) { workgroupBarrier(); } // ku, kA, kdq, kzs are the next chunk's (SPLIT = 1: one chunk a workgroup)
+  return Chunk(m, l, nc);
+}
+
+/** step 4 on the lane's channels: the chunk's num into the segment by the factors of fold_chunk, and at a segment's
+ *  end the segment into the total (st and these, the state of attention_kv4 and of attention_kv4_combine) */
+fn fold_nums(f: Fold, nc: vec4<f32>, seg: ptr<function, vec4<f32>>, tot: ptr<function, vec4<f32>>) {
+  *seg = *seg * f.fa + nc * f.fb;
+  if (f.last) { *tot = *tot * f.ta + *seg * f.tb; }
+}
+/** step 5: out_c = num_c / l for the lane's channels */
+fn kv4_out(qo: u32, tot: vec4<f32>, l: f32, lid: u32) {
+  for (var i = 0u; i < 4u; i++) { let c = lid + 64u * i; if (c < p.hd) { y[qo + c] = tot[i] / l; } }
+}
+
+// part (SPLIT = 1): per (token, head, chunk) [T][nHeads][nChunks] the chunk's m, l, then num [hd] (hd + 2 floats)
+@group(0) @binding(5) var<storage, read_write> part: array<f32>;
+override SPLIT: u32 = 0u;
+
+@compute @workgroup_size(64)
+fn attention_kv4(inv: Inv, u: Uni) {
+  let wg = u.wg; let lid = inv.lid;
+  let r = whead(wg);
+  if (SPLIT == 1u) {
+    // grid z: the chunk at 64·z (z past the sequence's keys: nothing; the combine stops at n)
+    let c0 = wg.z * 64u;
+    if (c0 >= r.n) { return; }
+    let ch = kv4_chunk(c0, r.n, r.bt, r.kvh, kv4_q8(r.qo, inv, u), inv, u);
+    let o = (r.part + wg.z) * (p.hd + 2u);
+    if (lid == 0u) { part[o] = ch.m; part[o + 1u] = ch.l; }
+    for (var i = 0u; i < 4u; i++) { let c = lid + 64u * i; if (c < p.hd) { part[o + 2u + c] = ch.nc[i]; } }
+    return;
+  }
+  let cs = kv4_q8(r.qo, inv, u);
+  var seg = vec4<f32>(0.0); var tot = vec4<f32>(0.0); // channels lid + 64·i
+  var st = vec4<f32>(0.0); // the segment's (m, l) and the total's (m, l)
+  for (var c0 = 0u; c0 < r.n; c0 += 64u) {
+    let ch = kv4_chunk(c0, r.n, r.bt, r.kvh, cs, inv, u);
+    fold_nums(fold_chunk(c0, r.n, ch.m, ch.l, &st), ch.nc, &seg, &tot);
+  }
+  kv4_out(r.qo, tot, st.w, lid);
+}
+
+/** SPLIT = 1's second dispatch, one workgroup of 64 per (token, head): its chunks' states folded in order. */
+@compute @workgroup_size(64)
+fn attention_kv4_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let r = whead(wg);
+  var seg = vec4<f32>(0.0); var tot = vec4<f32>(0.0);
+  var st = vec4<f32>(0.0);
+  for (var c0 = 0u; c0 < r.n; c0 += 64u) {
+    let o = (r.part + c0 / 64u) * (p.hd + 2u);
+    var nc = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) { let c = lid + 64u * i; if (c < p.hd) { nc[i] = part[o + 2u + c]; } }
+    fold_nums(fold_chunk(c0, r.n, part[o], part[o + 1u], &st), nc, &seg, &tot);
+  }
+  kv4_out(r.qo, tot, st.w, lid);
 }

@@ -100,7 +100,9 @@ fn act8(m: u32, k: u32) -> vec2<u32> {
 // it reads exactly as quant.wgsl MODE 0 does (v = f16(x[perm[j]]), exact block amax, s = f16_div(amax, qmax),
 // codes act_code: exact quotients, so the same codes and scales whatever the compiler), hence the same bits as
 // quantize_act then the GEMM.
-// QIN = 2: the same for silu_mul_quant (down_proj's input at decode): `act` is g [M][K] and binding 7 (y2, free:
+// QIN = 2: the same for silu_mul_quant (down_proj's input at decode, with WebGPUOptions.foldSilu: by default its own
+// dispatch, which quantizes the activation once where here each of the 128 workgroups of a 2048-row down does it
+// whole; bench/webgpu/decode.ts --fold-silu measures both): `act` is g [M][K] and binding 7 (y2, free:
 // the down GEMM has one part) is u [M][K]; v = f16(silu_mul_f(g[c], u[c])), c = perm[j], as quant.wgsl MODE 2
 // computes it, through the one silu_mul_f of common.wgsl (the f32 product is tier 3, but the same expression on
 // the same inputs: quant.wgsl's silu_mul_quant and elementwise.wgsl's silu_mul already rely on that). u stays on

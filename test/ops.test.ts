@@ -600,12 +600,14 @@ eachBackend('ops', ({ name, create, variants }) => {
     }
   }
 
-  it.each([1000, 5000])('argmax: first maximum wins (%i columns)', async (C) => {
+  // (5000 and 130000 columns: WebGPU cuts rows past 4096 into parts, a workgroup each, then reduces the parts)
+  it.each([1000, 5000, 130000])('argmax: first maximum wins (%i columns)', async (C) => {
     const R = 6, x = randn(21, R * C);
     x[1 * C + 10] = 9; x[1 * C + 500] = 9; // a tie: 10 wins
     x[3 * C + C - 1] = 50;
     x.fill(-2, 4 * C, 5 * C); // an all-equal row: 0 wins
     x[5 * C + 300 + 512] = 7; x[5 * C + 300 + 256] = 7; x[5 * C + C - 3] = 7; // ties read by one invocation in one go: 556 wins
+    x[2 * C + (C >> 1)] = 20; x[2 * C + C - 1] = 20; // a tie across the parts where there are parts: C / 2 wins
     const got = Array.from(await be.argmax(up(x, [R, C])));
     expect(tier('argmax')).toBe('exact'); // the engine's greedy tokens depend on it
     expect(got).toEqual(Array.from(F.argmax(x, R, C)));

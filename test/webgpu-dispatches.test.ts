@@ -1,7 +1,8 @@
 // The WebGPU decode step's shape of work (issue 21, item 4): dispatches per layer as few as the CUDA step's (one
 // per fused op of src/graph: the norm with the residual add and the quantizer, q/k/v and gate/up as one GEMM
-// dispatch each, rope with the KV append, SwiGLU with its quantizer; on the matvec, the quantizers of o_proj's and
-// down's inputs inside their GEMMs), all in one compute pass of one command buffer, one submit per step (eager or
+// dispatch each, rope with the KV append, SwiGLU with its quantizer; on the matvec, the quantizer of o_proj's input
+// inside its GEMM, and down's too with foldSilu; the KV4 attention split over 64-key chunks with a combine on a GPU's
+// kernels), all in one compute pass of one command buffer, one submit per step (eager or
 // replayed), and nothing read back but the sampled ids. A change that adds a dispatch to every layer fails here;
 // bench/results/webgpu-dispatches-*.md records the counts.
 // Runs on the WebGPU row only (SwiftShader on CI).
@@ -14,6 +15,7 @@ import { Llama } from '../src/model/llama.ts';
 import { singleSequenceCache } from '../src/engine/generate.ts';
 import { syntheticQuantizedModel } from '../testing/synthetic-quantized.ts';
 import { syntheticWeights } from '../testing/synthetic.ts';
+import { randn } from '../testing/rng.ts';
 import { eachBackend } from './helpers/backends.ts';
 
 const C: LlamaConfig = {
@@ -31,15 +33,22 @@ const ROLE: Array<[RegExp, string]> = [
 const role = (name: string) => { const r = ROLE.find(([re]) => re.test(name)); return !r || r[1] === '$&' ? name : r[1]; };
 
 /** W4A4KV4: 10 a layer, as CUDA's step (norm, qkv, rope_kv_append, attention, quantize_act for o_proj, o, norm,
- *  gate/up, swiglu, down); 8 where o_proj's and down's GEMMs are the matvec (a GPU adapter's decode kernel at
- *  LLaMA widths, forced here), which quantizes its f32 input itself (o_proj) or computes silu(gate)·up and
- *  quantizes that (down); the float reference: 12, no quantizers and one GEMM per linear (CUDA's too). */
+ *  gate/up, swiglu, down). With a GPU adapter's decode kernels (forced here): 10 too, where o_proj's GEMM is the
+ *  matvec, which quantizes its f32 input itself, and the KV4 attention is split over 64-key chunks, a dispatch for the
+ *  chunks and one folding them; 9 with silu_mul_quant folded into the down matvec (foldSilu: it computes silu(gate)·up
+ *  and quantizes that). The float reference: 12, no quantizers and one GEMM per linear (CUDA's too). */
 const PER_LAYER = {
   w4: { norm: 2, gemm: 4, rope_kv_append: 1, attention: 1, quantize_act: 1, swiglu: 1 },
-  'w4 matvec': { norm: 2, gemm: 4, rope_kv_append: 1, attention: 1 },
+  'w4 gpu': { norm: 2, gemm: 4, rope_kv_append: 1, attention: 2, swiglu: 1 },
+  'w4 gpu, silu folded': { norm: 2, gemm: 4, rope_kv_append: 1, attention: 2 },
   f32: { norm: 2, gemm: 7, rope_kv_append: 1, attention: 1, swiglu: 1 },
 };
-const TITLE = { w4: 'W4A4KV4', 'w4 matvec': 'W4A4KV4, the matvec GEMM', f32: 'float (f32 weights and cache)' };
+const TITLE = {
+  w4: 'W4A4KV4', 'w4 gpu': 'W4A4KV4, a GPU\'s kernels (matvec GEMM, split attention)',
+  'w4 gpu, silu folded': 'W4A4KV4, a GPU\'s kernels, silu_mul_quant folded into down', f32: 'float (f32 weights and cache)',
+};
+/** the GPU kinds' options: the matvec GEMM and the workgroup kernels, which a GPU adapter takes by default */
+const OPTS = { 'w4 gpu': { gemm: 'matvec', kernels: 'workgroup' }, 'w4 gpu, silu folded': { gemm: 'matvec', kernels: 'workgroup', foldSilu: true } } as const;
 const PER_STEP = { embed: 1, add: 1, rows: 1, norm: 1, gemm: 1, argmax: 1 };
 
 eachBackend('WebGPU decode step: dispatches, passes, submits', ({ create }) => {
@@ -47,13 +56,14 @@ eachBackend('WebGPU decode step: dispatches, passes, submits', ({ create }) => {
   beforeAll(async () => { be = (await create()) as WebGPUBackend; });
   afterAll(() => be?.dispose());
 
-  for (const kind of ['w4', 'w4 matvec', 'f32'] as const) {
+  for (const kind of ['w4', 'w4 gpu', 'w4 gpu, silu folded', 'f32'] as const) {
     const perLayer = Object.values(PER_LAYER[kind]).reduce((a, b) => a + b, 0);
     it(`${TITLE[kind]}: a captured decode step is ${perLayer} dispatches a layer and 6 a step, in one compute pass; eager and replayed steps submit once`, async () => {
       const host = kind === 'f32' ? syntheticWeights(C, 5) : syntheticQuantizedModel(C, { block: 64, int8Fraction: 0.25, clipSearch: false }).weights;
-      const b = kind === 'w4 matvec' ? new WebGPUBackend(be.gpu, await loadShaderSources(), { gemm: 'matvec' }) : be;
+      const b = kind === 'w4 gpu' || kind === 'w4 gpu, silu folded' ? new WebGPUBackend(be.gpu, await loadShaderSources(), OPTS[kind]) : be;
       const model = new Llama(b, C, host, kind === 'f32' ? 'f32' : 'kv4');
-      const { cache, blockTable } = singleSequenceCache(model, 64);
+      // 160 positions: three 64-key chunks, so the workgroup KV4 attention splits (one chunk: it would not)
+      const { cache, blockTable } = singleSequenceCache(model, 160);
       const layout = (pos: number[]) => ({ pos: Int32Array.from(pos), seq: new Int32Array(pos.length), blockTables: [blockTable] });
       // count submits and maps (readbacks) on this device
       const q = be.dev.queue, submit = q.submit.bind(q);
@@ -91,12 +101,14 @@ eachBackend('WebGPU decode step: dispatches, passes, submits', ({ create }) => {
           tokens.push((tok = ids[0]));
         }
         expect(submits, 'a replay: one submit').toBe(4);
+        // the split attention's grid covers the captured tables' 160 keys in three chunks: a replay past them is refused
+        if (kind !== 'w4' && kind !== 'f32') await expect(g.replay(inp(tok, 192))).rejects.toThrow(/position 192, past the 192 keys/);
         g.destroy();
-        if (kind === 'w4 matvec') {
-          // the matvec's steps (QIN = 0, 1, 2, its q/k/v and gate/up parts, captured and replayed) decode the tokens
-          // of the rowwise GEMM, eagerly: both are DESIGN §3.4's bits
-          const r = new WebGPUBackend(be.gpu, await loadShaderSources(), { gemm: 'rowwise' });
-          const ref = new Llama(r, C, host, 'kv4'), rc = singleSequenceCache(ref, 64);
+        if (kind !== 'w4' && kind !== 'f32') {
+          // the matvec's steps (QIN = 0, 1 and, folded, 2; its q/k/v and gate/up parts; captured and replayed) decode
+          // the tokens of the rowwise GEMM, eagerly, with the same attention kernels: both GEMMs are DESIGN §3.4's bits
+          const r = new WebGPUBackend(be.gpu, await loadShaderSources(), { ...OPTS[kind], gemm: 'rowwise', foldSilu: false });
+          const ref = new Llama(r, C, host, 'kv4'), rc = singleSequenceCache(ref, 160);
           const rl = (pos: number[]) => ({ pos: Int32Array.from(pos), seq: new Int32Array(pos.length), blockTables: [rc.blockTable] });
           const want = [(await r.argmax(ref.forward(Int32Array.of(1, 5, 9), rl([0, 1, 2]), rc.cache, Int32Array.of(2))))[0]];
           r.endStep();
@@ -113,4 +125,37 @@ eachBackend('WebGPU decode step: dispatches, passes, submits', ({ create }) => {
       }
     }, 120_000);
   }
+
+  // The workgroup KV4 attention's lane reductions: subgroupMax and the bfly's levels below the subgroup size by
+  // subgroupShuffleXor (shaders/lanes_sg.wgsl) add the contract's pairs in its order, so they give the bits of the
+  // plain ones (lanes.wgsl); and the split (a workgroup per 64-key chunk, then the combine) folds the chunks in the
+  // unsplit kernel's order: the same bits too. test/ops.test.ts holds all of them to the simulator (tier 3).
+  it('KV4 attention: subgroup reductions and the split give the plain unsplit kernel\'s bits (the adapter has subgroups)', async () => {
+    expect(be.gpu.subgroups, `this adapter (${be.adapterName}) has no subgroups (or WGSL lacks subgroup_id): lanes_sg.wgsl is untested here`).toBe(true);
+    const src = await loadShaderSources(), nKv = 2, nH = 8, hd = 64, P = 16, T = 3;
+    const kinds = [
+      ['subgroups, split', be.gpu, { kernels: 'workgroup', attentionSplit: true }],
+      ['subgroups, unsplit', be.gpu, { kernels: 'workgroup', attentionSplit: false }],
+      ['plain, split', { ...be.gpu, subgroups: false }, { kernels: 'workgroup', attentionSplit: true }],
+      ['plain, unsplit', { ...be.gpu, subgroups: false }, { kernels: 'workgroup', attentionSplit: false }],
+    ] as const;
+    // 3 sequences of 300, 130 and 20 keys (5, 3 and 1 chunks; segments crossed), one decode token each
+    const lens = [300, 130, 20], tables = lens.map((n, i) => Int32Array.from({ length: Math.ceil((n + 1) / P) }, (_, j) => i * 32 + j));
+    const fill = { pos: Int32Array.from(lens.flatMap((n) => [...Array(n + 1).keys()])), seq: Int32Array.from(lens.flatMap((n, i) => Array(n + 1).fill(i))), blockTables: tables };
+    const step = { pos: Int32Array.from(lens), seq: Int32Array.of(0, 1, 2), blockTables: tables };
+    const N = fill.pos.length, k = randn(1, N * nKv * hd, 2), v = randn(2, N * nKv * hd), q = randn(3, T * nH * hd, 0.5);
+    const outs: Array<[string, Float32Array]> = [];
+    for (const [name, gpu, opts] of kinds) {
+      const b = new WebGPUBackend(gpu, src, opts);
+      try {
+        const cache = b.createKVCache({ nLayers: 1, nKvHeads: nKv, headDim: hd, pageSize: P, numPages: 96, dtype: 'kv4', group: hd });
+        b.kvAppend(cache, 0, b.fromHost(k, [N, nKv * hd]), b.fromHost(v, [N, nKv * hd]), fill);
+        outs.push([name, await b.read(b.attention(b.fromHost(q, [T, nH * hd]), cache, 0, step, nH))]);
+        b.endStep();
+      } finally { b.dispose(); }
+    }
+    const bits = (x: Float32Array) => Buffer.from(x.buffer, x.byteOffset, x.byteLength);
+    for (const [name, o] of outs.slice(1)) expect(bits(o).equals(bits(outs[0][1])), `${name} vs ${outs[0][0]}`).toBe(true);
+    expect(outs[0][1].every(Number.isFinite) && outs[0][1].some((x) => x !== 0)).toBe(true);
+  }, 120_000);
 }, (c) => c.name === 'webgpu');

@@ -10,6 +10,9 @@ export interface GpuContext {
   adapterName: string;
   /** WGSL has dot4I8Packed (language feature packed_4x8_integer_dot_product) */
   dot4: boolean;
+  /** the device has the `subgroups` feature and WGSL the subgroup_id builtin: the KV4 attention's lane reductions use
+   *  them (shaders/lanes_sg.wgsl; else lanes.wgsl) */
+  subgroups: boolean;
   /** the smaller of the adapter's and the device's limits (an app or a test may narrow what the adapter says) */
   limits: { storageBuffers: number; workgroupStorage: number; maxBinding: number; maxBuffer: number };
   /** set once the device is lost (GPU reset, driver update, tab in the background too long, device.destroy()):
@@ -64,7 +67,8 @@ async function openGpu(): Promise<GpuContext> {
       : `webgpu: no WebGPU adapter. ${SWIFTSHADER_HINT}`, 'no_device');
   const L = adapter.limits;
   const device = await adapter.requestDevice({
-    requiredFeatures: adapter.features.has('timestamp-query') ? ['timestamp-query'] : [], // benchmarks (bench/webgpu)
+    // timestamp-query: benchmarks (bench/webgpu); subgroups: the attention's reductions (GpuContext.subgroups)
+    requiredFeatures: (['timestamp-query', 'subgroups'] as const).filter((f) => adapter.features.has(f)),
     requiredLimits: {
       maxStorageBuffersPerShaderStage: L.maxStorageBuffersPerShaderStage,
       maxComputeWorkgroupStorageSize: L.maxComputeWorkgroupStorageSize,
@@ -80,6 +84,7 @@ async function openGpu(): Promise<GpuContext> {
     device, gpu, adapter,
     adapterName: [info?.vendor, info?.architecture, info?.device, info?.description].filter(Boolean).join(' ') || 'unknown adapter',
     dot4: !!wgsl?.has('packed_4x8_integer_dot_product'),
+    subgroups: device.features.has('subgroups') && !!wgsl?.has('subgroup_id'),
     limits: {
       storageBuffers: device.limits.maxStorageBuffersPerShaderStage,
       workgroupStorage: device.limits.maxComputeWorkgroupStorageSize,

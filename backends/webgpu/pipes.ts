@@ -18,6 +18,10 @@ const NORM_BIND: Binding[] = ['uniform', 'read', 'read', 'write', 'read', 'write
  *  rope(q) (kv_append alone binds dummies there) */
 const KV_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'write', 'read', 'read', 'write'];
 
+/** attention.wgsl: params, q, the step layout, the layer's cache range, the output; and the KV4 split's chunk
+ *  states (attention_kv4 SPLIT = 1 writes them, its combine reads them; the others bind a dummy) */
+const ATT_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'write', 'write'];
+
 /** The one-token matvec's segments per lane per chunk (gemm_w4ax.wgsl SPL) for a padded K: 1 (2048-channel
  *  chunks) up to Kp = 2048, where every lane of a row has one 64-byte segment (LLaMA-3.2-1B q/k/v, o, gate/up,
  *  classifier); else 2 (4096-channel chunks, 128 bytes in flight per lane: LLaMA-3.2-1B down, every LLaMA-3-8B
@@ -51,15 +55,21 @@ const PIPES = {
   rope_kv_append_f32: { family: 'kv_append', entry: 'append_f32', bind: KV_BIND, constants: { ROPE: 1 } },
   rope_kv_append_kv4: { family: 'kv_append', entry: 'append_kv4', bind: KV_BIND, constants: { ROPE: 1 } },
   rope_kv_append_kv4_wg: { family: 'kv_append', entry: 'append_kv4_wg', bind: KV_BIND, constants: { ROPE: 1 } },
-  attention_f32: { family: 'attention', entry: 'attention', bind: ['uniform', 'read', 'read', 'read', 'write'] },
-  attention_serial_f32: { family: 'attention', entry: 'attention_serial', bind: ['uniform', 'read', 'read', 'read', 'write'] },
-  attention_kv4: { family: 'attention', entry: 'attention_kv4', bind: ['uniform', 'read', 'read', 'read', 'write'] },
-  attention_kv4_serial: { family: 'attention', entry: 'attention_kv4_serial', bind: ['uniform', 'read', 'read', 'read', 'write'] },
+  attention_f32: { family: 'attention', entry: 'attention', bind: ATT_BIND },
+  attention_serial_f32: { family: 'attention', entry: 'attention_serial', bind: ATT_BIND },
+  attention_kv4: { family: 'attention', entry: 'attention_kv4', bind: ATT_BIND },
+  // decode: a workgroup per (token, head, 64-key chunk), then the chunks folded in the contract's order
+  attention_kv4_split: { family: 'attention', entry: 'attention_kv4', bind: ATT_BIND, constants: { SPLIT: 1 } },
+  attention_kv4_combine: { family: 'attention', entry: 'attention_kv4_combine', bind: ATT_BIND },
+  attention_kv4_serial: { family: 'attention', entry: 'attention_kv4_serial', bind: ATT_BIND },
   add: { family: 'elementwise', entry: 'add', bind: ['uniform', 'read', 'read', 'write'] },
   silu_mul: { family: 'elementwise', entry: 'silu_mul', bind: ['uniform', 'read', 'read', 'write'] },
   embed: { family: 'embed', entry: 'embed', bind: ['uniform', 'read', 'read', 'write'] },
   embed_f16: { family: 'embed', entry: 'embed_f16', bind: ['uniform', 'read', 'read', 'write'] },
-  argmax: { family: 'argmax', entry: 'argmax', bind: ['uniform', 'read', 'write'] },
+  // rows of up to 4096 columns: one dispatch; longer: a workgroup per 4096 columns, then the parts reduced
+  argmax: { family: 'argmax', entry: 'argmax', bind: ['uniform', 'read', 'write', 'write'] },
+  argmax_part: { family: 'argmax', entry: 'argmax_part', bind: ['uniform', 'read', 'write', 'write'] },
+  argmax_parts: { family: 'argmax', entry: 'argmax', bind: ['uniform', 'read', 'write', 'write'], constants: { PARTS: 1 } },
   topk: { family: 'topk', entry: 'topk', bind: ['uniform', 'read', 'write'] },
   rows: { family: 'rows', entry: 'rows', bind: ['uniform', 'read', 'read', 'write'] },
 } satisfies Record<string, { family: Family; entry: string; bind: Binding[]; constants?: Record<string, number> }>;
@@ -78,7 +88,7 @@ export class PipelineCache {
     const d = extra ? { ...base, constants: { ...base.constants, ...extra } } : base;
     const dev = this.gpu.device;
     let module = this.modules.get(d.family);
-    if (!module) this.modules.set(d.family, (module = dev.createShaderModule({ label: d.family, code: moduleSource(this.src, d.family, this.gpu.dot4) })));
+    if (!module) this.modules.set(d.family, (module = dev.createShaderModule({ label: d.family, code: moduleSource(this.src, d.family, this.gpu.dot4, this.gpu.subgroups) })));
     const layout = dev.createBindGroupLayout({
       label: name,
       entries: d.bind.map((b, i) => ({
@@ -95,7 +105,7 @@ export class PipelineCache {
   }
 }
 
-/** The cache of a device context, made on first use (keyed by context: dot4 is part of the key). */
+/** The cache of a device context, made on first use (keyed by context: dot4 and subgroups are part of the key). */
 export function pipelineCache(gpu: GpuContext, src: ShaderSources): PipelineCache {
   let pc = caches.get(gpu);
   if (!pc) caches.set(gpu, (pc = new PipelineCache(gpu, src)));

@@ -72,8 +72,13 @@ export class Stream {
     list.push({ sig: Array.from(sig), res });
     return res;
   }
+  /** Checks a replay's inputs must pass that their byte sizes do not show (a grid sized at capture: attention's
+   *  chunks), run by remake before anything is rewritten. */
+  private guards: Array<(inp: StepInputs) => void> = [];
+  guard(check: (inp: StepInputs) => void) { this.guards.push(check); }
   /** Rewrite the uploads that hold step inputs for `inp` (a replay); its shapes must be the captured ones. */
   remake(inp: StepInputs) {
+    for (const g of this.guards) g(inp);
     for (const r of this.remakes) {
       const v = r.make(inp);
       if (v.byteLength !== r.bytes) throw new CometError(`webgpu: replay inputs have another shape than the captured step (${v.byteLength} bytes where ${r.bytes} were captured)`);

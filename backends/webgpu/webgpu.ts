@@ -342,7 +342,7 @@ export class WebGPUBackend implements Backend {
       logits = this.want(fn(), 'f32', 'captureStep');
       const R = rowsOf(logits);
       ids = new WTensor([R], 'i32', this.temp(R * 4), R * 4);
-      this.run('argmax', [colsOf(logits)], [logits.buf, ids.buf], R);
+      this.argmaxInto(logits, ids);
     } catch (e) {
       rec.destroy();
       this.releaseBuffers(this.live);
@@ -483,14 +483,18 @@ export class WebGPUBackend implements Backend {
     else this.quant('quantize_act', l.x, this.dummy, rowsOf(t), t.spec!, 0, undefined, t);
     return t;
   }
-  /** quant.wgsl MODE 2; or, where the GEMM that reads it will be the matvec (a decode step's down_proj input),
-   *  nothing yet: the matvec computes silu(g)·u and quantizes it itself (gemm_w4ax.wgsl QIN = 2), as quantizeAct */
+  /** quant.wgsl MODE 2: one small dispatch (a workgroup per 256 channels: LLaMA-3.2-1B's 8192 are 32) whose qact the
+   *  down matvec reads. With WebGPUOptions.foldSilu, where the GEMM that reads it will be the matvec, nothing yet:
+   *  the matvec computes silu(g)·u and quantizes it itself (gemm_w4ax.wgsl QIN = 2), one dispatch fewer, but every
+   *  one of its workgroups (128 at 2048 rows) reads all of g, u and the permutation (96 KB at K = 8192: 12 MB from
+   *  L2 a step, more than the 8 MB of weights) and computes the whole activation's silu and codes: 37 µs a layer
+   *  on the H200 (2026-12-03), where o_proj's QIN = 1 matvec took 17. The same bits either way (test/ops.test.ts). */
   siluMulQuant(g: Tensor, u: Tensor, spec: ActQuantSpec): Tensor {
     if (g.shape.join() !== u.shape.join()) throw new CometError(`silu_mul_quant: g [${g.shape}] and u [${u.shape}] differ`);
     const gt = this.want(g, 'f32', 'silu_mul_quant'), ut = this.want(u, 'f32', 'silu_mul_quant'), M = rowsOf(g);
     if (colsOf(g) !== spec.K) throw new CometError(`webgpu silu_mul_quant: the rows have ${colsOf(g)} channels, the spec K = ${spec.K}`);
     const out = this.qact(M, spec);
-    if (this.gemmKernel(M, spec) === 'matvec') out.lazy = { x: gt, u: ut, step: this.steps };
+    if (this.opts.foldSilu && this.gemmKernel(M, spec) === 'matvec') out.lazy = { x: gt, u: ut, step: this.steps };
     else this.quant('silu_mul_quant', gt, ut.buf, M, spec, 0, undefined, out);
     return out;
   }
@@ -634,13 +638,37 @@ export class WebGPUBackend implements Backend {
     if (T > 65535) throw new CometError(`attention: ${T} tokens in one step (at most 65535)`);
     const { lay, lw } = this.layoutUpload(layout);
     const out = this.f32(q.shape);
-    // scale: 1/sqrt(hd) for the f32 cache, the KV4 contract's f32(log2(e)/sqrt(hd))
-    const params = [...this.cacheParams(c, T, lw), f32bits(s.dtype === 'kv4' ? Math.LOG2E / Math.sqrt(s.headDim) : 1 / Math.sqrt(s.headDim))];
+    const split = s.dtype === 'kv4' && !this.serialKernels ? this.attentionChunks(T, nHeads, s, layout) : 0;
+    // scale: 1/sqrt(hd) for the f32 cache, the KV4 contract's f32(log2(e)/sqrt(hd)); then the split's chunks
+    const params = [...this.cacheParams(c, T, lw), f32bits(s.dtype === 'kv4' ? Math.LOG2E / Math.sqrt(s.headDim) : 1 / Math.sqrt(s.headDim)), split];
     params.splice(1, 0, nHeads); // P: T, nHeads, nKv, ...
-    const res: Res[] = [qt.buf, lay, { buffer: c.buf, offset: layer * c.layerStride, size: c.layerBytes }, out.buf];
+    const part = split ? this.temp(T * nHeads * split * (s.headDim + 2) * 4) : this.dummyOut(1);
+    // a captured step replays this grid: its positions must stay within the chunks (the engine's bucketed block
+    // tables keep them there, src/engine/graphs.ts); past them the combine would read other heads' states
+    if (split && this.capturing?.inputs) this.stream.guard((i) => {
+      for (const p of i.layout.pos) if (p >= split * 64) throw new CometError(`webgpu: replay at position ${p}, past the ${split * 64} keys the captured step's attention covers (capture a step with longer block tables)`);
+    });
+    const res: Res[] = [qt.buf, lay, { buffer: c.buf, offset: layer * c.layerStride, size: c.layerBytes }, out.buf, part];
     if (this.serialKernels) this.run(s.dtype === 'kv4' ? 'attention_kv4_serial' : 'attention_serial_f32', params, res, ...grid1(T * nHeads, 64));
-    else this.run(s.dtype === 'kv4' ? 'attention_kv4' : 'attention_f32', params, res, T, nHeads);
+    else if (split) {
+      // one workgroup per (token, head, chunk), then the combine per (token, head); the combine reads `part`, the
+      // split wrote it, in one pass (WebGPU orders dispatches that write and read a buffer)
+      this.run('attention_kv4_split', params, res, T, nHeads, split);
+      this.run('attention_kv4_combine', params, res, T, nHeads);
+    } else this.run(s.dtype === 'kv4' ? 'attention_kv4' : 'attention_f32', params, res, T, nHeads);
     return out;
+  }
+  /** The KV4 attention's chunks per (token, head) when split (0: unsplit). Split where a step's (token, head) pairs
+   *  alone leave the GPU idle (T·nHeads <= 1024: decode batches; 32 heads at batch 1 are 32 workgroups): the grid's
+   *  z covers the longest block table's 64-key chunks (a captured step's tables have a fixed length, its bucket:
+   *  src/engine/graphs.ts), and chunks past a sequence's keys exit at once. Not split: one chunk (nothing to spread),
+   *  or chunk states over 64 MiB (long contexts at large batches). WebGPUOptions.attentionSplit forces it. */
+  private attentionChunks(T: number, nHeads: number, s: KVCacheSpec, layout: StepLayout): number {
+    let keys = 0;
+    for (let t = 0; t < T; t++) keys = Math.max(keys, layout.blockTables[layout.seq[t]].length * s.pageSize);
+    const chunks = Math.ceil(keys / 64), bytes = T * nHeads * chunks * (s.headDim + 2) * 4;
+    const want = this.opts.attentionSplit ?? (T * nHeads <= 1024 && chunks > 1 && bytes <= 64 * 2 ** 20);
+    return want && chunks <= 65535 ? chunks : 0;
   }
   private elementwise(name: 'add' | 'silu_mul', a: Tensor, b: Tensor): Tensor {
     if (a.shape.join() !== b.shape.join()) throw new CometError(`${name}: shapes [${a.shape}] and [${b.shape}] differ`);
@@ -692,9 +720,20 @@ export class WebGPUBackend implements Backend {
   async argmax(x: Tensor): Promise<Int32Array> {
     const xt = this.want(x, 'f32', 'argmax'), R = rowsOf(x);
     const out = new WTensor([R], 'i32', this.temp(R * 4), R * 4);
-    this.run('argmax', [colsOf(x)], [xt.buf, out.buf], R);
+    this.argmaxInto(xt, out);
     const b = await this.readBytes(out.buf, R * 4);
     return new Int32Array(b.buffer, b.byteOffset, R);
+  }
+  /** argmax.wgsl: the first maximum of each row of x into `out` (i32 [R]): one workgroup a row up to CH columns, else
+   *  a workgroup per CH columns (argmax_part) and one a row over those parts (argmax_parts): a 128K vocabulary is 32
+   *  workgroups' 16 loads each per invocation, not one workgroup's 500 */
+  private argmaxInto(x: WTensor, out: WTensor): void {
+    const R = rowsOf(x), C = colsOf(x), CH = 4096, parts = Math.ceil(C / CH);
+    if (R > 65535) throw new CometError(`argmax: ${R} rows (at most 65535)`);
+    if (parts === 1) return this.run('argmax', [C, CH, 1], [x.buf, out.buf, this.dummyOut(1)], R);
+    const part = this.temp(R * parts * 8);
+    this.run('argmax_part', [C, CH, parts], [x.buf, this.dummyOut(1), part], parts, R);
+    this.run('argmax_parts', [C, CH, parts], [x.buf, out.buf, part], R);
   }
   rows(x: Tensor, idx: Int32Array): Tensor {
     const xt = this.want(x, 'f32', 'rows'), C = colsOf(x), R = idx.length;
@@ -819,6 +858,12 @@ export interface WebGPUOptions {
    *  tokens) or the workgroup ones (64 invocations per token and head, 32 per weight row) of attention, KV4 append
    *  and the f16-weight GEMM; default: serial on CPU adapters (SwiftShader runs barriers slowly), else workgroup */
   kernels?: 'workgroup' | 'serial';
+  /** the workgroup KV4 attention split into a workgroup per 64-key chunk and a combine (true), or one workgroup per
+   *  (token, head) walking its chunks (false); default by shape (attentionChunks). Tests force both. */
+  attentionSplit?: boolean;
+  /** fold silu_mul_quant into the down matvec (gemm_w4ax.wgsl QIN = 2) instead of its own dispatch (siluMulQuant);
+   *  off by default: bench/webgpu/decode.ts --fold-silu measures both */
+  foldSilu?: boolean;
 }
 
 export async function createWebGPUBackend(opts: WebGPUOptions = {}): Promise<WebGPUBackend> {

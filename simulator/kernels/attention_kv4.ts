@@ -51,7 +51,7 @@ export function exp2c(x: number): number {
 }
 
 /** fr-sum of 64 lane values as the 32-lane xor butterfly of DESIGN §3.5.1 (x has 64 entries) */
-function bfly(x: Float64Array, y: Float64Array): number {
+export function bfly(x: Float64Array, y: Float64Array): number {
   for (let i = 0; i < 32; i++) y[i] = fr(x[i] + x[i + 32]);
   for (let o = 16; o > 0; o >>= 1) {
     for (let i = 0; i < 32; i++) if (i < (i ^ o)) { const s = fr(y[i] + y[i ^ o]); y[i] = s; y[i ^ o] = s; }

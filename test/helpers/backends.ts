@@ -51,7 +51,9 @@ const webgpu: BackendCase = {
       ({ name, ops, maxTokens, be: new WebGPUBackend(gpu, src, o) });
     // the W4Ax kernels: matvec (1 token; 2..8 tokens as a 4-token matvec) and rowwise for decode, tiled for more
     return [
-      make('matvec', ['gemm_w4ax'], { gemm: 'matvec' }, 8),
+      // (silu_mul_quant folded into the matvec, QIN = 2, where it reads it: WebGPUOptions.foldSilu; the other matvec
+      // variants read silu_mul_quant's own qact, the default)
+      make('matvec, silu folded', ['gemm_w4ax'], { gemm: 'matvec', foldSilu: true }, 8),
       // the one-token matvec's two chunkings forced (the default picks by K): 2048-channel chunks at K > 2048 (several
       // chunks), 4096-channel ones at small K (lanes with no segment)
       make('matvec 1 segment per lane', ['gemm_w4ax'], { gemm: 'matvec', matvec: { segs: 1 } }, 8),
@@ -61,6 +63,12 @@ const webgpu: BackendCase = {
       make('matvec without dot4I8Packed', ['gemm_w4ax'], { gemm: 'matvec' }, 8, { ...b.gpu, dot4: false }),
       // the kernels of the other kind of adapter: attention, KV4 append (with its rope), the f16-weight GEMM
       make(`${b.cpu ? 'workgroup' : 'serial'} kernels`, ['attention', 'kv_append', 'gemm_f32'], { kernels: b.cpu ? 'workgroup' : 'serial' }),
+      // the workgroup KV4 attention's other mode: the default splits a decode step (and the tests' prefill chunks:
+      // T·nHeads <= 1024) into a workgroup per 64-key chunk and a combine; unsplit walks the chunks (prefill)
+      make('workgroup attention, unsplit', ['attention'], { kernels: 'workgroup', attentionSplit: false }),
+      // its lane reductions without subgroups (lanes.wgsl); the variants above take lanes_sg.wgsl where the device has
+      // subgroups (SwiftShader: size 4; test/webgpu-dispatches.test.ts fails where it has none)
+      make('workgroup attention without subgroups', ['attention'], { kernels: 'workgroup' }, undefined, { ...b.gpu, subgroups: false }),
     ];
   },
 };
