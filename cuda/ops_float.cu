@@ -223,8 +223,14 @@ static int gemm(const float* x, int T, int K, const W* w, int N, float* y, void*
 // blocks), token tiles fastest so blocks sharing weight rows run together (the weights come from L2 after the
 // first). Weights stream from global straight into A fragments: a lane's 16-byte load W[row][k0 + 8tq, +8) covers
 // two k16 steps (pairs 0,1 | 2,3 the first, 4,5 | 6,7 the second) and x in shared memory is read in the same
-// order. x is staged a chunk of KC channels at a time as f16 (64 KiB a block).
+// order. x is staged a chunk of hm_kc(TT) channels at a time as f16 (16-66 KiB a block).
 constexpr int HM_WARPS = 8, HM_BN = HM_WARPS * 32, HM_XS = 64 << 10;
+/** Channels of x staged per chunk at TT tokens: at most 64 KiB of f16, and at most 1024 channels. With the whole K in
+ *  one chunk at TT = 8 / 16 (4096 / 2048 channels) the single-pass kernel ran 1.65-1.95x the two-pass kernel's time at
+ *  batch 1 / 16 (H200, 2026-12-03, e2e per-op table: 0.479 / 0.633 ms a step against 0.290 / 0.322), while at 32 / 64
+ *  tokens (1024 / 512 channels) it ran 0.57 / 0.87x. */
+__host__ __device__ constexpr int hm_kc(int TT) { return HM_XS / (TT * 2) < 1024 ? HM_XS / (TT * 2) : 1024; }
+__host__ __device__ constexpr int hm_smem(int TT) { return TT * (hm_kc(TT) + 8) * 2; }
 
 __device__ __forceinline__ void mma_f16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
   asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
@@ -236,7 +242,7 @@ template <int TT>
 __global__ void __launch_bounds__(HM_WARPS * 32) gemm_f16w_mma(const float* __restrict__ x, int T, int K, const __half* __restrict__ w,
                                                               int N, float* __restrict__ y) {
   pdl_enter();  // launch.cuh
-  constexpr int KC = HM_XS / (TT * 2), KS = KC + 8, NTT = TT / 8;  // KS: row stride in halves (16-byte skew)
+  constexpr int KC = hm_kc(TT), KS = KC + 8, NTT = TT / 8;  // KS: row stride in halves (16-byte skew)
   extern __shared__ __align__(16) uint8_t smraw[];
   __half* xh = (__half*)smraw;  // [TT][KS]
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2, tq = lane & 3;
@@ -314,11 +320,11 @@ template <int TT>
 static int launch_f16w_mma(const float* x, int T, int K, const __half* w, int N, float* y, void* stream) {
   static bool attr = false;
   if (!attr) {
-    COMET_TRY("gemm_f16w (mma) smem", cudaFuncSetAttribute(gemm_f16w_mma<TT>, cudaFuncAttributeMaxDynamicSharedMemorySize, HM_XS + TT * 32));
+    COMET_TRY("gemm_f16w (mma) smem", cudaFuncSetAttribute(gemm_f16w_mma<TT>, cudaFuncAttributeMaxDynamicSharedMemorySize, hm_smem(TT)));
     attr = true;
   }
   const dim3 grid(cdiv(T, TT), cdiv(N, HM_BN));
-  pdl_launch(gemm_f16w_mma<TT>, grid, HM_WARPS * 32, HM_XS + TT * 32, S(stream), x, T, K, w, N, y);
+  pdl_launch(gemm_f16w_mma<TT>, grid, HM_WARPS * 32, hm_smem(TT), S(stream), x, T, K, w, N, y);
   return check_launch("gemm_f16w (mma)");
 }
 
