@@ -517,11 +517,9 @@ int launch_kv4_mma(Kv4Args a, int T, int nkv, cudaStream_t s) {
   static int resident = 0;  // blocks the GPU holds at once
   if (!resident) {
     COMET_TRY("attention (kv4 mma) shared memory", cudaFuncSetAttribute(attn_kv4_mma<HD, GQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    int dev = 0, sms = 0, per = 0;
-    COMET_TRY("attention (kv4 mma) device", cudaGetDevice(&dev));
-    COMET_TRY("attention (kv4 mma) SMs", cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    int per = 0;
     COMET_TRY("attention (kv4 mma) occupancy", cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, attn_kv4_mma<HD, GQ>, MW * 32, smem));
-    resident = max(1, sms * per);
+    resident = max(1, sm_count() * per);
   }
   a.split = T * nkv < resident && a.nseg > 1;
   const dim3 grid(a.split ? (a.nseg + MW - 1) / MW : 1, nkv, T);

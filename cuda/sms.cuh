@@ -1,5 +1,5 @@
 // The device's SM count, for the grids sized by it: the W4Ax GEMM's split-K schedule and v8's persistent grid
-// (gemm_w4ax*.cu), the activation quantizers' blocks per row (ops_quant.cu). Shared by both kernel families.
+// (gemm_w4ax*.cu), the activation quantizers' blocks per row (ops_quant.cu), the KV4 attention's split rule.
 #pragma once
 #include <cuda_runtime.h>
 
