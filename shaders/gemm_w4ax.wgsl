@@ -39,7 +39,7 @@ struct P {
 @group(0) @binding(4) var<storage, read> w2: array<vec4<u32>>;
 @group(0) @binding(5) var<storage, read_write> y0: array<f32>;
 @group(0) @binding(6) var<storage, read_write> y1: array<f32>;
-@group(0) @binding(7) var<storage, read_write> y2: array<f32>; // or QIN = 2's u [M][K] (read only; no part 2 then)
+@group(0) @binding(7) var<storage, read_write> y2: array<f32>;
 @group(0) @binding(8) var<storage, read> qperm: array<u32>; // QIN: the spec's permutation [K] (hasPerm), else a dummy
 
 /** this workgroup's part: which weight and output, its first workgroup, rows, scale offset */
@@ -100,13 +100,8 @@ fn act8(m: u32, k: u32) -> vec2<u32> {
 // it reads exactly as quant.wgsl MODE 0 does (v = f16(x[perm[j]]), exact block amax, s = f16_div(amax, qmax),
 // codes act_code: exact quotients, so the same codes and scales whatever the compiler), hence the same bits as
 // quantize_act then the GEMM.
-// QIN = 2: the same for silu_mul_quant (down_proj's input at decode, with WebGPUOptions.foldSilu: by default its own
-// dispatch, which quantizes the activation once where here each of the 128 workgroups of a 2048-row down does it
-// whole; bench/webgpu/decode.ts --fold-silu measures both): `act` is g [M][K] and binding 7 (y2, free:
-// the down GEMM has one part) is u [M][K]; v = f16(silu_mul_f(g[c], u[c])), c = perm[j], as quant.wgsl MODE 2
-// computes it, through the one silu_mul_f of common.wgsl (the f32 product is tier 3, but the same expression on
-// the same inputs: quant.wgsl's silu_mul_quant and elementwise.wgsl's silu_mul already rely on that). u stays on
-// binding 7 rather than a new one: the kernels keep to WebGPU's default 8 storage buffers per stage.
+// (A QIN = 2 for silu_mul_quant, down_proj's input, ran 428 tok/s against 497 for its own dispatch on the H200, 2026-12-03:
+// each of down's 128 workgroups read all of g, u and the permutation and quantized the whole activation; removed.)
 override QIN: u32 = 0u;
 override MT: u32 = 1u; // tokens per workgroup (1: one decode token; 4: 2..8 tokens, in workgroups along y)
 override SPL: u32 = 1u; // segments per lane per chunk: 1 (K <= 2048) or 2 (pipes.ts matvecSegs); MT = 4 takes 1
@@ -130,14 +125,12 @@ var<workgroup> tb: array<f32, ROWS * MT * (4u * TEAM * SPL + 1u)>;
 // exact amax, NaN aside; 0 outside a chunk's staging: WGSL zero-initializes workgroup memory and each chunk clears it)
 var<workgroup> am: array<atomic<u32>, MT * 4u * TEAM * SPL>;
 
-/** QIN: the quantizer's value of channel j of token m: f16(x[m][perm[j]]) (QIN = 2: f16(silu(g)·u) there), 0 in
- *  the padding [K, Kp) */
+/** QIN: the quantizer's value of channel j of token m: f16(x[m][perm[j]]), 0 in the padding [K, Kp) */
 fn qin(m: u32, j: u32) -> f32 {
   if (j >= p.K) { return 0.0; }
   var c = j;
   if (p.hasPerm != 0u) { c = qperm[j]; }
   let i = m * p.K + c;
-  if (QIN == 2u) { return f16_round(silu_mul_f(bitcast<f32>(act[i]), y2[i])); }
   return f16_round(bitcast<f32>(act[i]));
 }
 /** QIN: the codes of 8 channels [k, k+8) of values v in a block of scale s, as the (even, odd) i8x4 words act8 gives */

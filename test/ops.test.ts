@@ -369,30 +369,6 @@ eachBackend('ops', ({ name, create, variants }) => {
     }
   });
 
-  // down_proj's input: a backend may fold silu_mul_quant into the GEMM that reads it (WebGPU's matvec, QIN = 2);
-  // the GEMM's output is then still the GEMM of the qact silu_mul_quant gives when read (same codes and scales)
-  it.each([
-    // [M, N, K, B, K8]
-    [1, 19, 4200, 128, 256], // K beyond one chunk
-    [3, 21, 200, 32, 64],
-    [6, 9, 2100, 64, 0],
-    [1, 64, 192, 32, 32],
-  ])('silu_mul_quant then matmul w4 M=%i N=%i K=%i B=%i K8=%i = the GEMM of silu_mul_quant\'s qact, every kernel', async (M, N, K, B, K8) => {
-    const g = randn(M + K, M * K, 2), u = randn(M + K + 1, M * K, 2);
-    for (const spec of [actSpec(K, B, K8, permutation(rng(M + N), K)), actSpec(K, B, K8)]) {
-      const w4 = quantizeW4(randn(N + K, N * K, 0.05), N, spec, { clipSearch: false });
-      for (const [kernel, b] of kernels('gemm_w4ax', M)) {
-        const q = b.siluMulQuant(b.fromHost(g, [M, K]), b.fromHost(u, [M, K]), spec);
-        const got = await b.read(b.matmul(q, b.uploadWeight({ kind: 'w4', name: 'w4', ...w4 })));
-        const qa = await readQAct(b, q, spec);
-        b.endStep();
-        const want = gemmW4Ax(qa, w4, b.gemmSchedule?.(N, spec));
-        if (opTier(b, 'gemm_w4ax', 'w4') === 'exact') expectSameBits(got, want, `${kernel}, ${spec.perm ? '' : 'no '}permutation`);
-        else expect(relErr(got, want), kernel).toBeLessThan(1e-6);
-      }
-    }
-  });
-
   it.each([
     [1, 64, 512], [2, 288, 17], [5, 100, 130], [16, 64, 64], [37, 130, 67], [70, 129, 65], [128, 256, 96], [5, 96, 45],
   ])('matmul f32 T=%i K=%i N=%i', async (T, K, N) => {

@@ -1,7 +1,7 @@
 // The WebGPU decode step's shape of work (issue 21, item 4): dispatches per layer as few as the CUDA step's (one
 // per fused op of src/graph: the norm with the residual add and the quantizer, q/k/v and gate/up as one GEMM
 // dispatch each, rope with the KV append, SwiGLU with its quantizer; on the matvec, the quantizer of o_proj's input
-// inside its GEMM, and down's too with foldSilu; the KV4 attention split over 64-key chunks with a combine on a GPU's
+// inside its GEMM; the KV4 attention split over 64-key chunks with a combine on a GPU's
 // kernels), all in one compute pass of one command buffer, one submit per step (eager or
 // replayed), and nothing read back but the sampled ids. A change that adds a dispatch to every layer fails here;
 // bench/results/webgpu-dispatches-*.md records the counts.
@@ -35,20 +35,17 @@ const role = (name: string) => { const r = ROLE.find(([re]) => re.test(name)); r
 /** W4A4KV4: 10 a layer, as CUDA's step (norm, qkv, rope_kv_append, attention, quantize_act for o_proj, o, norm,
  *  gate/up, swiglu, down). With a GPU adapter's decode kernels (forced here): 10 too, where o_proj's GEMM is the
  *  matvec, which quantizes its f32 input itself, and the KV4 attention is split over 64-key chunks, a dispatch for the
- *  chunks and one folding them; 9 with silu_mul_quant folded into the down matvec (foldSilu: it computes silu(gate)·up
- *  and quantizes that). The float reference: 12, no quantizers and one GEMM per linear (CUDA's too). */
+ *  chunks and one folding them. The float reference: 12, no quantizers and one GEMM per linear (CUDA's too). */
 const PER_LAYER = {
   w4: { norm: 2, gemm: 4, rope_kv_append: 1, attention: 1, quantize_act: 1, swiglu: 1 },
   'w4 gpu': { norm: 2, gemm: 4, rope_kv_append: 1, attention: 2, swiglu: 1 },
-  'w4 gpu, silu folded': { norm: 2, gemm: 4, rope_kv_append: 1, attention: 2 },
   f32: { norm: 2, gemm: 7, rope_kv_append: 1, attention: 1, swiglu: 1 },
 };
 const TITLE = {
-  w4: 'W4A4KV4', 'w4 gpu': 'W4A4KV4, a GPU\'s kernels (matvec GEMM, split attention)',
-  'w4 gpu, silu folded': 'W4A4KV4, a GPU\'s kernels, silu_mul_quant folded into down', f32: 'float (f32 weights and cache)',
+  w4: 'W4A4KV4', 'w4 gpu': 'W4A4KV4, a GPU\'s kernels (matvec GEMM, split attention)', f32: 'float (f32 weights and cache)',
 };
 /** the GPU kinds' options: the matvec GEMM and the workgroup kernels, which a GPU adapter takes by default */
-const OPTS = { 'w4 gpu': { gemm: 'matvec', kernels: 'workgroup' }, 'w4 gpu, silu folded': { gemm: 'matvec', kernels: 'workgroup', foldSilu: true } } as const;
+const OPTS = { 'w4 gpu': { gemm: 'matvec', kernels: 'workgroup' } } as const;
 const PER_STEP = { embed: 1, add: 1, rows: 1, norm: 1, gemm: 1, argmax: 1 };
 
 eachBackend('WebGPU decode step: dispatches, passes, submits', ({ create }) => {
@@ -56,11 +53,11 @@ eachBackend('WebGPU decode step: dispatches, passes, submits', ({ create }) => {
   beforeAll(async () => { be = (await create()) as WebGPUBackend; });
   afterAll(() => be?.dispose());
 
-  for (const kind of ['w4', 'w4 gpu', 'w4 gpu, silu folded', 'f32'] as const) {
+  for (const kind of ['w4', 'w4 gpu', 'f32'] as const) {
     const perLayer = Object.values(PER_LAYER[kind]).reduce((a, b) => a + b, 0);
     it(`${TITLE[kind]}: a captured decode step is ${perLayer} dispatches a layer and 6 a step, in one compute pass; eager and replayed steps submit once`, async () => {
       const host = kind === 'f32' ? syntheticWeights(C, 5) : syntheticQuantizedModel(C, { block: 64, int8Fraction: 0.25, clipSearch: false }).weights;
-      const b = kind === 'w4 gpu' || kind === 'w4 gpu, silu folded' ? new WebGPUBackend(be.gpu, await loadShaderSources(), OPTS[kind]) : be;
+      const b = kind === 'w4 gpu' ? new WebGPUBackend(be.gpu, await loadShaderSources(), OPTS[kind]) : be;
       const model = new Llama(b, C, host, kind === 'f32' ? 'f32' : 'kv4');
       // 160 positions: three 64-key chunks, so the workgroup KV4 attention splits (one chunk: it would not)
       const { cache, blockTable } = singleSequenceCache(model, 160);
@@ -102,12 +99,12 @@ eachBackend('WebGPU decode step: dispatches, passes, submits', ({ create }) => {
         }
         expect(submits, 'a replay: one submit').toBe(4);
         // the split attention's grid covers the captured tables' 160 keys in three chunks: a replay past them is refused
-        if (kind !== 'w4' && kind !== 'f32') await expect(g.replay(inp(tok, 192))).rejects.toThrow(/position 192, past the 192 keys/);
+        if (kind === 'w4 gpu') await expect(g.replay(inp(tok, 192))).rejects.toThrow(/position 192, past the 192 keys/);
         g.destroy();
-        if (kind !== 'w4' && kind !== 'f32') {
-          // the matvec's steps (QIN = 0, 1 and, folded, 2; its q/k/v and gate/up parts; captured and replayed) decode
+        if (kind === 'w4 gpu') {
+          // the matvec's steps (QIN = 0 and 1; its q/k/v and gate/up parts; captured and replayed) decode
           // the tokens of the rowwise GEMM, eagerly, with the same attention kernels: both GEMMs are DESIGN §3.4's bits
-          const r = new WebGPUBackend(be.gpu, await loadShaderSources(), { ...OPTS[kind], gemm: 'rowwise', foldSilu: false });
+          const r = new WebGPUBackend(be.gpu, await loadShaderSources(), { ...OPTS[kind], gemm: 'rowwise' });
           const ref = new Llama(r, C, host, 'kv4'), rc = singleSequenceCache(ref, 160);
           const rl = (pos: number[]) => ({ pos: Int32Array.from(pos), seq: new Int32Array(pos.length), blockTables: [rc.blockTable] });
           const want = [(await r.argmax(ref.forward(Int32Array.of(1, 5, 9), rl([0, 1, 2]), rc.cache, Int32Array.of(2))))[0]];

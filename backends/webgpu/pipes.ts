@@ -4,8 +4,8 @@ import type { GpuContext } from './device.ts';
 import { type Family, moduleSource, type ShaderSources } from './shaders.ts';
 import type { Binding, Pipe } from './stream.ts';
 
-/** gemm_w4ax.wgsl: params, act, up to three weights (codes | scales) and their outputs (matmulMany's parts; QIN = 2
- *  binds u as the third, read only), and QIN's permutation (a dummy elsewhere): 8 storage buffers, WebGPU's default */
+/** gemm_w4ax.wgsl: params, act, up to three weights (codes | scales) and their outputs (matmulMany's parts), and
+ *  QIN's permutation (a dummy elsewhere): 8 storage buffers, WebGPU's default */
 const W4_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'read', 'write', 'write', 'write', 'read'];
 
 /** quant.wgsl: params, x, y, perm, the qact; and MODE 3's addend and sum (the other modes bind dummies there) */
@@ -35,8 +35,6 @@ const PIPES = {
   gemm_matvec4: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 4 } },
   gemm_matvec1_qin: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 1, QIN: 1 } },
   gemm_matvec4_qin: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 4, QIN: 1 } },
-  gemm_matvec1_silu: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 1, QIN: 2 } },
-  gemm_matvec4_silu: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 4, QIN: 2 } },
   gemm_rowwise: { family: 'gemm_w4ax', entry: 'rowwise', bind: W4_BIND },
   gemm_tiled: { family: 'gemm_w4ax', entry: 'tiled', bind: W4_BIND },
   gemm_f32: { family: 'gemm_f32', entry: 'gemm', bind: ['uniform', 'read', 'read', 'write'] },

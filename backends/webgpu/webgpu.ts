@@ -33,9 +33,8 @@ export class WTensor implements Tensor {
     readonly bytes: number, // meaningful bytes (the buffer may be larger)
     readonly spec?: ActQuantSpec, // qact
   ) {}
-  /** a qact whose quantizer is not recorded yet: its f32 input (silu_mul_quant: g, and u), and the step it
-   *  belongs to (quantizeAct, siluMulQuant) */
-  lazy?: { x: WTensor; u?: WTensor; step: number };
+  /** a qact whose quantizer is not recorded yet: its f32 input and the step it belongs to (quantizeAct) */
+  lazy?: { x: WTensor; step: number };
 }
 
 export class WWeight extends WTensor implements Weight {
@@ -479,24 +478,17 @@ export class WebGPUBackend implements Backend {
     if (!l) return t;
     if (l.step !== this.steps) throw new CometError('webgpu: a quantized activation whose quantizer was folded into its GEMM is read after its step ended (read it before endStep)');
     t.lazy = undefined;
-    if (l.u) this.quant('silu_mul_quant', l.x, l.u.buf, rowsOf(t), t.spec!, 0, undefined, t);
-    else this.quant('quantize_act', l.x, this.dummy, rowsOf(t), t.spec!, 0, undefined, t);
+    this.quant('quantize_act', l.x, this.dummy, rowsOf(t), t.spec!, 0, undefined, t);
     return t;
   }
   /** quant.wgsl MODE 2: one small dispatch (a workgroup per 256 channels: LLaMA-3.2-1B's 8192 are 32) whose qact the
-   *  down matvec reads. With WebGPUOptions.foldSilu, where the GEMM that reads it will be the matvec, nothing yet:
-   *  the matvec computes silu(g)·u and quantizes it itself (gemm_w4ax.wgsl QIN = 2), one dispatch fewer, but every
-   *  one of its workgroups (128 at 2048 rows) reads all of g, u and the permutation (96 KB at K = 8192: 12 MB from
-   *  L2 a step, more than the 8 MB of weights) and computes the whole activation's silu and codes: 37 µs a layer
-   *  on the H200 (2026-12-03), where o_proj's QIN = 1 matvec took 17. The same bits either way (test/ops.test.ts). */
+   *  down matvec reads. Not folded into that matvec as o_proj's quantizer is (QIN): every one of its workgroups (128
+   *  at 2048 rows) would read all of g, u and the permutation (96 KB at K = 8192) and quantize the whole activation;
+   *  folded, the H200 ran 428 tok/s against 497 (2026-12-03, bench/results/webgpu-dispatches-2026-12-03-cpu.md). */
   siluMulQuant(g: Tensor, u: Tensor, spec: ActQuantSpec): Tensor {
     if (g.shape.join() !== u.shape.join()) throw new CometError(`silu_mul_quant: g [${g.shape}] and u [${u.shape}] differ`);
     const gt = this.want(g, 'f32', 'silu_mul_quant'), ut = this.want(u, 'f32', 'silu_mul_quant'), M = rowsOf(g);
-    if (colsOf(g) !== spec.K) throw new CometError(`webgpu silu_mul_quant: the rows have ${colsOf(g)} channels, the spec K = ${spec.K}`);
-    const out = this.qact(M, spec);
-    if (this.opts.foldSilu && this.gemmKernel(M, spec) === 'matvec') out.lazy = { x: gt, u: ut, step: this.steps };
-    else this.quant('silu_mul_quant', gt, ut.buf, M, spec, 0, undefined, out);
-    return out;
+    return this.quant('silu_mul_quant', gt, ut.buf, M, spec);
   }
   matmul(x: Tensor, w: Weight): Tensor {
     const wt = w as WWeight, N = w.shape[0];
@@ -551,9 +543,9 @@ export class WebGPUBackend implements Backend {
         if (sa[f] !== w.act![f]) throw new CometError(`matmul: ${w.name}: activation ${f} = ${sa[f]} but the weight expects ${w.act![f]}`);
     const M = rowsOf(x), nb = sw.Kp / sw.B, n = qactBytes(sw, M);
     const kernel = this.gemmKernel(M, sw);
-    // a lazy qact: the matvec quantizes its f32 input itself (QIN, with the qact's own spec: its permutation; QIN = 2
-    // takes u on the third part's output binding, so at most two parts); the other kernels read the qact, recorded now
-    const lz = kernel === 'matvec' && a.lazy?.step === this.steps && !(a.lazy.u && ws.length > 2) ? a.lazy : undefined;
+    // a lazy qact: the matvec quantizes its f32 input itself (QIN, with the qact's own spec: its permutation); the
+    // other kernels read the qact, recorded now
+    const lz = kernel === 'matvec' && a.lazy?.step === this.steps ? a.lazy : undefined;
     if (!lz) this.ready(a);
     // rows per workgroup: rowwise 64 (one per invocation), tiled 64, matvec 16 (gemm_w4ax.wgsl ROWS)
     const rowsPerGroup = kernel === 'matvec' ? 16 : 64;
@@ -567,12 +559,12 @@ export class WebGPUBackend implements Backend {
       sa.K, sa.perm ? 1 : 0];
     // unused parts: the first weight again (read-only aliasing is allowed) and a dummy output
     const res: Res[] = [(lz?.x ?? a).buf, ws[0].buf, (ws[1] ?? ws[0]).buf, (ws[2] ?? ws[0]).buf, outs[0].buf, outs[1]?.buf ?? this.dummyOut(1),
-      outs[2]?.buf ?? lz?.u?.buf ?? this.dummyOut(2), lz ? this.permBuffer(sa) : this.dummy];
+      outs[2]?.buf ?? this.dummyOut(2), lz ? this.permBuffer(sa) : this.dummy];
     const gx = g[g.length - 1];
     if (kernel === 'rowwise') this.run('gemm_rowwise', params, res, gx, Math.ceil(M / 4));
     else if (kernel === 'tiled') this.run('gemm_tiled', params, res, gx, Math.ceil(M / 32));
-    else if (M === 1) this.run(!lz ? 'gemm_matvec1' : lz.u ? 'gemm_matvec1_silu' : 'gemm_matvec1_qin', params, res, gx, 1, 1, { SPL: this.opts.matvec?.segs ?? matvecSegs(sw.Kp) });
-    else this.run(!lz ? 'gemm_matvec4' : lz.u ? 'gemm_matvec4_silu' : 'gemm_matvec4_qin', params, res, gx, Math.ceil(M / 4));
+    else if (M === 1) this.run(lz ? 'gemm_matvec1_qin' : 'gemm_matvec1', params, res, gx, 1, 1, { SPL: this.opts.matvec?.segs ?? matvecSegs(sw.Kp) });
+    else this.run(lz ? 'gemm_matvec4_qin' : 'gemm_matvec4', params, res, gx, Math.ceil(M / 4));
     return outs;
   }
   /** a 16-byte writable buffer for an output binding no workgroup writes (two: bindings must not alias) */
@@ -861,9 +853,6 @@ export interface WebGPUOptions {
   /** the workgroup KV4 attention split into a workgroup per 64-key chunk and a combine (true), or one workgroup per
    *  (token, head) walking its chunks (false); default by shape (attentionChunks). Tests force both. */
   attentionSplit?: boolean;
-  /** fold silu_mul_quant into the down matvec (gemm_w4ax.wgsl QIN = 2) instead of its own dispatch (siluMulQuant);
-   *  off by default: bench/webgpu/decode.ts --fold-silu measures both */
-  foldSilu?: boolean;
 }
 
 export async function createWebGPUBackend(opts: WebGPUOptions = {}): Promise<WebGPUBackend> {

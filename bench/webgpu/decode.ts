@@ -2,11 +2,9 @@
 // W4A4KV4 model (LLaMA-3.2-1B shape by default), and the W4Ax matvec of its layer shapes against the WGSL copy
 // bandwidth.
 //   npx tsx bench/webgpu/decode.ts [--shape llama3.2-1b | stories110m | tiny] [--steps N] [--out DIR] [--no-cuda]
-//     [--kernels serial | workgroup] [--fold-silu] [--no-split] [--decode-only]
+//     [--kernels serial | workgroup] [--decode-only]
 // --kernels forces WebGPU's attention, KV-append and f16-GEMM kernels (the CPU adapters' serial ones, say, for their
-// GPU profile); --fold-silu computes down_proj's silu·mul and its quantizer inside the down matvec (WebGPUOptions.foldSilu)
-// instead of its own dispatch, to measure both; --no-split keeps the decode KV4 attention unsplit (a workgroup per head walking
-// every chunk; WebGPUOptions.attentionSplit) to measure the split against it; --decode-only skips the copy bandwidth and matvec part. The WebGPU step is profiled after the timed
+// GPU profile); --decode-only skips the copy bandwidth and matvec part. The WebGPU step is profiled after the timed
 // replays: host ms per phase, and each kernel's GPU time (printed, and in the JSON).
 // Decode runs as the engine runs a greedy batch-1 step: a prefill, eager steps, then the step captured once
 // (Backend.captureStep: a CUDA graph; on WebGPU the recorded command list) and replayed with new inputs, each
@@ -145,15 +143,15 @@ function printProfile(p: StepProfile) {
 
 async function main() {
   const date = new Date().toISOString();
-  const kernels = arg('--kernels', '') as '' | 'serial' | 'workgroup', foldSilu = args.includes('--fold-silu'), noSplit = args.includes('--no-split');
-  const wgpu = await createWebGPUBackend({ ...(kernels ? { kernels } : {}), foldSilu, ...(noSplit ? { attentionSplit: false } : {}) });
+  const kernels = arg('--kernels', '') as '' | 'serial' | 'workgroup';
+  const wgpu = await createWebGPUBackend(kernels ? { kernels } : {});
   console.log(`WebGPU adapter: ${wgpu.adapterName}; dot4I8Packed ${wgpu.gpu.dot4}; ${shape}: dim ${c.dim}, ${c.nLayers} layers, hidden ${c.hiddenDim}, vocab ${c.vocabSize}`);
   const t0 = performance.now();
   const { host, w4Bytes: wb } = hostWeights();
   console.log(`random W4A4KV4 weights in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${(wb / 1e6).toFixed(1)} MB of W4 weights per token`);
-  const results: Record<string, unknown> = { date, shape, config: c, adapter: wgpu.adapterName, w4MBPerToken: wb / 1e6, steps, foldSilu, noSplit };
+  const results: Record<string, unknown> = { date, shape, config: c, adapter: wgpu.adapterName, w4MBPerToken: wb / 1e6, steps };
   mkdirSync(outDir, { recursive: true });
-  const file = join(outDir, `webgpu-decode-${date.slice(0, 10)}-${shape}${kernels ? `-${kernels}` : ''}${foldSilu ? '-fold-silu' : ''}${noSplit ? '-no-split' : ''}.json`);
+  const file = join(outDir, `webgpu-decode-${date.slice(0, 10)}-${shape}${kernels ? `-${kernels}` : ''}.json`);
   const save = () => writeFileSync(file, JSON.stringify(results, null, 2)); // after each part: a timeout keeps what ran
 
   // ---- decode, WebGPU then CUDA, the same weights

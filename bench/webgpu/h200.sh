@@ -10,9 +10,7 @@
 #     (cmake -S cuda -B /tmp/cbuild -DCMAKE_BUILD_TYPE=Release && cmake --build /tmp/cbuild -j2 &&
 #      tar -cJf .device/webgpu/addon.tar.xz -C /tmp/cbuild/Release .; without it .device/cuda-tests/addon.tar.xz is used)
 # There, from the repository root of the call's tree, carrying .device/node.xz .device/node_modules.tar.xz .device/webgpu .gl:
-#   bash bench/webgpu/h200.sh                     (STEPS=128; SERIAL=1 adds the CPU adapters' kernels' profile;
-#                                                 FOLD_SILU=1 adds a WebGPU-only run with silu_mul_quant folded into down,
-#                                                 NO_SPLIT=1 one with the decode KV4 attention unsplit: A/B of session 9)
+#   bash bench/webgpu/h200.sh                     (STEPS=128; SERIAL=1 adds the CPU adapters' kernels' profile)
 # Logs and the JSON go to $OUT (webgpu-decode-<date>-llama3.2-1b.json: the numbers of bench/results/webgpu-decode-*.md).
 set -uo pipefail
 OUT=${OUT:-/tmp/comet-out}; mkdir -p "$OUT"
@@ -36,7 +34,5 @@ run() { local name=$1 limit=$2; shift 2
   echo "== $name rc=$? ($((SECONDS - t0)) s)"; grep -vE '^\{"shape"' "$OUT/$name.log" | tail -40; }
 run decode ${DECODE_S:-300} --shape llama3.2-1b --steps "${STEPS:-128}"
 grep -E '^\{"shape"' "$OUT/decode.log"
-[ "${FOLD_SILU:-0}" = 1 ] && run fold-silu ${DECODE_S:-300} --shape llama3.2-1b --steps "${STEPS:-128}" --no-cuda --decode-only --fold-silu
-[ "${NO_SPLIT:-0}" = 1 ] && run no-split ${DECODE_S:-300} --shape llama3.2-1b --steps "${STEPS:-128}" --no-cuda --decode-only --no-split
 [ "${SERIAL:-0}" = 1 ] && run serial 120 --shape llama3.2-1b --steps 32 --no-cuda --decode-only --kernels serial
 ls -la "$OUT"

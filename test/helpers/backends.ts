@@ -51,9 +51,6 @@ const webgpu: BackendCase = {
       ({ name, ops, maxTokens, be: new WebGPUBackend(gpu, src, o) });
     // the W4Ax kernels: matvec (1 token; 2..8 tokens as a 4-token matvec) and rowwise for decode, tiled for more
     return [
-      // (silu_mul_quant folded into the matvec, QIN = 2, where it reads it: WebGPUOptions.foldSilu; the other matvec
-      // variants read silu_mul_quant's own qact, the default)
-      make('matvec, silu folded', ['gemm_w4ax'], { gemm: 'matvec', foldSilu: true }, 8),
       // the one-token matvec's two chunkings forced (the default picks by K): 2048-channel chunks at K > 2048 (several
       // chunks), 4096-channel ones at small K (lanes with no segment)
       make('matvec 1 segment per lane', ['gemm_w4ax'], { gemm: 'matvec', matvec: { segs: 1 } }, 8),
