@@ -13,7 +13,8 @@
 #   race     compute-sanitizer racecheck, then memcheck, on the CUDA attention rows of test/ops.test.ts
 #   ncu      ncu on attn_kv4_mma inside the same bench (batch BATCH, default 256; context 1024): details, and the
 #            per-SASS-line and per-source-line counters (attn-sass.csv.gz, attn-cuda.csv.gz)
-#   kern     ncu's gpu__time_duration of every kernel of `comet bench e2e` at batch BATCH (kern.csv)
+#   kern     ncu's gpu__time_duration of every W4A4KV4-step kernel of `comet bench e2e` at batch BATCH (kern.csv;
+#            ~300 s: the synthetic model is quantized and the f32 gate runs under ncu first, unprofiled)
 #   base     `comet bench e2e --shape llama3-8b` with the PyTorch baselines after it in the same call
 #            (bench/e2e/torch_fast.py: compiled FP16, INT4 weight-only, FP8), batches 1,16,64,256, decode and TTFT (no
 #            throughput run)
@@ -70,7 +71,7 @@ run_part() {
     kern)
       # every kernel's own duration (serialized by ncu, caches and clocks left alone) over the first KERN_N launches
       # of a bench at batch BATCH: the step's kernel sum against its graph time is the launch-gap overhead
-      timeout ${KERN_S:-200} ncu --target-processes all --metrics gpu__time_duration.sum -k regex:"${KERN_RE:-row_quant|gemm_decode|gemm_v8|v8_pack|rope_kv_append_kv4|attn_kv4|silu_mul_quant|gemm_f16w}" --cache-control none \
+      timeout ${KERN_S:-420} ncu --target-processes all --metrics gpu__time_duration.sum -k regex:"${KERN_RE:-row_quant|gemm_decode|gemm_v8|v8_pack|rope_kv_append_kv4|attn_kv4|silu_mul_quant|gemm_f16w}" --cache-control none \
         --clock-control none --csv --launch-count ${KERN_N:-1500} $C bench e2e --shape llama3-8b --batches ${BATCH:-1} \
         --no-baseline --throughput 0 --steps 2 --out $L/e2e > $L/kern.csv 2> $L/kern.err
       echo "kern rc=$?"; wc -l $L/kern.csv; tail -2 $L/kern.err ;;
