@@ -74,7 +74,8 @@ run_part() {
       timeout ${KERN_S:-420} ncu --target-processes all --metrics gpu__time_duration.sum -k regex:"${KERN_RE:-row_quant|gemm_decode|gemm_v8|v8_pack|rope_kv_append_kv4|attn_kv4|silu_mul_quant|gemm_f16w}" --cache-control none \
         --clock-control none --csv --launch-count ${KERN_N:-1500} $C bench e2e --shape llama3-8b --batches ${BATCH:-1} \
         --no-baseline --throughput 0 --steps 2 --out $L/e2e > $L/kern.csv 2> $L/kern.err
-      echo "kern rc=$?"; wc -l $L/kern.csv; tail -2 $L/kern.err ;;
+      echo "kern rc=$?"; wc -l $L/kern.csv; tail -2 $L/kern.err
+      python3 bench/e2e/kern_table.py $L/kern.csv | tee $L/kern.md | head -30 ;;
     base)
       COMET_E2E_CLIP_SEARCH=0 COMET_E2E_BASELINE_TIMEOUT=${BASELINE_S:-200} timeout ${BASE_S:-330} $C bench e2e --shape llama3-8b \
         --backend cuda --batches 1,16,64,256 --steps 10 --throughput 0 --check models/stories260K.comet $F/s260k-w4a4kv4.comet \
