@@ -66,8 +66,7 @@ __device__ __forceinline__ bool vec_rows(const ActSpec& sp, const float* p, cons
 // quantizes B-blocks j·8 + w + i·splits·8 (i < QNW), reading its gathered channels perm[k] from shared memory (a
 // gather of x, y and w from global memory cost a 32-byte sector per 4-byte value: at T = 256, K = 4096 that was
 // ~100 MB of L2 traffic a call against 12 MB of row bytes). The perm of those B-blocks is loaded into registers
-// first, w is staged with the row: one memory latency before the sum. (The staged path's IS_NORM tests are always
-// true: ACT returns above it.)
+// first, w is staged with the row: one memory latency before the sum.
 // ADD_NORM: the block of split j writes s to `sum` over channels [j·K/splits, (j+1)·K/splits), every channel once.
 // splits (row_splits) only changes which block does what, never a value.
 template <int E, RowOp OP>
@@ -76,7 +75,7 @@ __global__ void __launch_bounds__(QUANT_THREADS) row_quant_kernel(const float* _
                                                                   ActSpec sp, float* __restrict__ sum, int8_t* a8,
                                                                   uint8_t* a4, uint16_t* sa) {
   pdl_enter();  // launch.cuh
-  constexpr bool IS_NORM = OP != ACT, ADD = OP == ADD_NORM;
+  constexpr bool ADD = OP == ADD_NORM;
   constexpr int U = 16;  // row values loaded per thread before they are summed (all of a 4096-channel row)
   if constexpr (OP == ACT) {  // quantize_act: no staging, grid (ceil(nb / 8), tokens), one B-block per warp
     const int lane = threadIdx.x & 31, b = blockIdx.x * QW + (threadIdx.x >> 5);
@@ -93,7 +92,8 @@ __global__ void __launch_bounds__(QUANT_THREADS) row_quant_kernel(const float* _
     }
     return;
   }
-  extern __shared__ float srow[];  // xs [K] | ws [K] (norms)
+  // the norms (quantize_act returned above)
+  extern __shared__ float srow[];  // xs [K] | ws [K]
   float* xs = srow;
   float* ws = srow + sp.K;
   const int C = sp.K, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nb = sp.Kp / sp.B;
@@ -102,12 +102,13 @@ __global__ void __launch_bounds__(QUANT_THREADS) row_quant_kernel(const float* _
   int pc[QNW][E];  // the channel each of this lane's quantized values reads, -1 for padding (k >= K) or no block
 #pragma unroll
   for (int i = 0; i < QNW; i++) {
-    const int b = split * QW + warp + i * splits * QW, k0 = b * sp.B + lane * E;
+    const int b = split * QW + warp + i * splits * QW;
+    if (b < nb) block_channels<E>(sp, b, lane, pc[i]);
+    else
 #pragma unroll
-    for (int e = 0; e < E; e++) pc[i][e] = b < nb && k0 + e < C ? (sp.perm ? sp.perm[k0 + e] : k0 + e) : -1;
+      for (int e = 0; e < E; e++) pc[i][e] = -1;
   }
-  if (IS_NORM)
-    for (int i = tid; i < C; i += QUANT_THREADS) ws[i] = w[i];
+  for (int i = tid; i < C; i += QUANT_THREADS) ws[i] = w[i];
   for (int m = blockIdx.y; m < T; m += gridDim.y) {
     const size_t r = (size_t)m * C;
     double ss = 0;
@@ -124,17 +125,12 @@ __global__ void __launch_bounds__(QUANT_THREADS) row_quant_kernel(const float* _
         if (i < C) {
           xs[i] = v[u];
           if (ADD && i >= slo && i < shi) sum[r + i] = v[u];
-          if (IS_NORM) ss += (double)v[u] * v[u];  // exact product: fma or not, the same sum
+          ss += (double)v[u] * v[u];  // exact product: fma or not, the same sum
         }
       }
     }
-    double inv = 0;
-    if (IS_NORM) {
-      ss = block_sum(ss);  // its first barrier also publishes xs and ws
-      inv = 1.0 / sqrt(ss / C + eps);
-    } else {
-      __syncthreads();
-    }
+    ss = block_sum(ss);  // its first barrier also publishes xs and ws
+    const double inv = 1.0 / sqrt(ss / C + eps);
 #pragma unroll
     for (int i = 0; i < QNW; i++) {
       const int b = split * QW + warp + i * splits * QW;
@@ -143,7 +139,7 @@ __global__ void __launch_bounds__(QUANT_THREADS) row_quant_kernel(const float* _
 #pragma unroll
       for (int e = 0; e < E; e++) {
         const int c = pc[i][e];
-        v[e] = c < 0 ? 0.f : IS_NORM ? f16r((float)__dmul_rn((double)ws[c], __dmul_rn((double)xs[c], inv))) : f16r(xs[c]);
+        v[e] = c < 0 ? 0.f : f16r((float)__dmul_rn((double)ws[c], __dmul_rn((double)xs[c], inv)));
       }
       quantize_block<E>(sp, m, b, v, a8, a4, sa);
     }
