@@ -9,8 +9,9 @@ struct P { T: u32, N: u32, K: u32 };
 @group(0) @binding(2) var<storage, read> w: array<u32>; // f32 bits, or f16 bits two per word (F16W)
 override F16W: bool = false;
 
-/** x rounded to f16 and back (the hardware conversion: round to nearest even on the GPUs measured; WGSL leaves
- *  the direction to the implementation, within this GEMM's tolerance tier), two values at a time */
+/** x rounded to f16 and back, two values at a time, by the hardware conversion. WGSL leaves its rounding direction to
+ *  the implementation, which this GEMM's tolerance tier absorbs; common.wgsl's f16_round is exact (nearest even) but
+ *  ~15 ALU operations a value, and gemm_f16w pays the rounding once per weight row for every x it reads. */
 fn f16r2(a: f32, b: f32) -> vec2<f32> { return unpack2x16float(pack2x16float(vec2<f32>(a, b))); }
 /** GEMM input value: x, or x rounded to f16 against f16 weights */
 fn xin(v: f32) -> f32 {
