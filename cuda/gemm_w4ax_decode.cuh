@@ -14,6 +14,9 @@ namespace comet_gemm {
 // KS > 1: each CTA writes its f32 partial to the workspace; the last CTA of an n-tile (ticket) adds the KS
 // partials in slice order from +0 (the reported schedule) and writes Y.
 constexpr int DEC_THREADS = 256, DEC_DEPTH = 4, DEC_SMEM_BUDGET = 96 * 1024;
+// k-tiles past the register ring that thread 0 keeps requested into L2 (prefetch_l2: the CTA's 128 rows of a k-tile
+// are one contiguous 8 KB in the [T][Npad][64 B] layout)
+constexpr int DEC_PF = 8;
 constexpr int A8_ROW = 160, A4_ROW = 80;  // shared-memory row strides of one k-tile of activations
 
 struct DecPlan {
@@ -100,6 +103,9 @@ __device__ __forceinline__ void decode_cta(const int8_t* __restrict__ a8, const 
 #pragma unroll
   for (int u = 0; u < DEPTH; u++)
     if (u < nt) ra[u] = ldg_stream(wq + (ta + u) * tstride), rb[u] = ldg_stream(wq + (ta + u) * tstride + row8);
+  const uint8_t* wcta = w.q + (size_t)ncta0 * ROW_BYTES;  // this CTA's rows of k-tile 0
+  if (tid == 0)
+    for (int u = DEPTH; u < DEPTH + DEC_PF && u < nt; u++) prefetch_l2(wcta + (ta + u) * tstride, 128 * ROW_BYTES);
   // weights depend on no kernel: the ring above is in flight while the previous kernel finishes (launch.cuh, PDL);
   // the activations, scales, workspace and tickets below are another kernel's, so wait for it here
   pdl_wait();
@@ -145,6 +151,7 @@ __device__ __forceinline__ void decode_cta(const int8_t* __restrict__ a8, const 
         const uint4 xa = ra[u], xb = rb[u];
         if (li + DEPTH < nt)
           ra[u] = ldg_stream(wq + (i + DEPTH) * tstride), rb[u] = ldg_stream(wq + (i + DEPTH) * tstride + row8);
+        if (tid == 0 && li + DEPTH + DEC_PF < nt) prefetch_l2(wcta + (i + DEPTH + DEC_PF) * tstride, 128 * ROW_BYTES);
         const bool int8 = i < w.T8;
         const int seglen = int8 ? w.K8 : w.Kp - w.K8, kbase = int8 ? i * KT : (i - w.T8) * KT;
         const int blk0 = tile_block0<B>(w, i) - bA, nblk = tile_nblocks<B>(w, i);
