@@ -139,15 +139,6 @@ __device__ __forceinline__ uint4 ldg_stream(const void* p) {
   return v;
 }
 
-/** Asks for `bytes` (a multiple of 16) at p to be brought from DRAM into L2, without waiting or any destination
- *  (sm_90's bulk prefetch; a no-op on older GPUs). The decode GEMM keeps DEC_PF k-tiles of its weights requested this
- *  way ahead of its register ring: more bytes in flight per CTA than registers can hold. */
-__device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(p), "r"(bytes) : "memory");
-#endif
-}
-
 /** ((+0 + p[0]) + p[stride]) + ... + p[(n-1)*stride], f32 adds in that order (the schedule's combine), with the loads
  *  issued 8 at a time (L2 reads of the split workspace; a plain loop waits one L2 latency per slice). */
 __device__ __forceinline__ float sum_slices(const float* p, size_t stride, int n) {

@@ -14,9 +14,6 @@ namespace comet_gemm {
 // KS > 1: each CTA writes its f32 partial to the workspace; the last CTA of an n-tile (ticket) adds the KS
 // partials in slice order from +0 (the reported schedule) and writes Y.
 constexpr int DEC_THREADS = 256, DEC_DEPTH = 4, DEC_SMEM_BUDGET = 96 * 1024;
-// k-tiles past the register ring that thread 0 keeps requested into L2 (prefetch_l2: the CTA's 128 rows of a k-tile
-// are one contiguous 8 KB in the [T][Npad][64 B] layout)
-constexpr int DEC_PF = 8;
 constexpr int A8_ROW = 160, A4_ROW = 80;  // shared-memory row strides of one k-tile of activations
 
 struct DecPlan {
@@ -103,9 +100,6 @@ __device__ __forceinline__ void decode_cta(const int8_t* __restrict__ a8, const 
 #pragma unroll
   for (int u = 0; u < DEPTH; u++)
     if (u < nt) ra[u] = ldg_stream(wq + (ta + u) * tstride), rb[u] = ldg_stream(wq + (ta + u) * tstride + row8);
-  const uint8_t* wcta = w.q + (size_t)ncta0 * ROW_BYTES;  // this CTA's rows of k-tile 0
-  if (tid == 0)
-    for (int u = DEPTH; u < DEPTH + DEC_PF && u < nt; u++) prefetch_l2(wcta + (ta + u) * tstride, 128 * ROW_BYTES);
   // weights depend on no kernel: the ring above is in flight while the previous kernel finishes (launch.cuh, PDL);
   // the activations, scales, workspace and tickets below are another kernel's, so wait for it here
   pdl_wait();
@@ -143,6 +137,67 @@ __device__ __forceinline__ void decode_cta(const int8_t* __restrict__ a8, const 
       for (int e = 0; e < 4; e++) acc[j][e] = MAGIC, sum[j][e] = 0.f;
   }
 
+  if constexpr (B == 128 && TT <= 2) {
+  // B = 128 at M <= 16 (every FMPQ model's decode): a k-tile is exactly one block (K8 and Kp are multiples of B), so
+  // a tile is four k32 MMAs and one epilogue, INT8 or INT4 by a warp-uniform test, with no per-c or per-block
+  // conditions; the ring slot is refilled once its words are converted, so the ring is never copied. The general
+  // loop below ran 206 instructions per warp and k-tile on 8B gate_up at M = 1 (ncu, 2026-12-03): with one CTA of
+  // 128 rows per ~1.7 SMs the decode GEMM is bound by its instruction stream, not by memory.
+  for (int base = 0; base < nt; base += DEPTH) {
+#pragma unroll
+    for (int u = 0; u < DEPTH; u++) {
+      const int li = base + u, i = ta + li;
+      if (li < nt) {
+        const uint32_t* wa_ = (const uint32_t*)&ra[u];
+        const uint32_t* wb_ = (const uint32_t*)&rb[u];
+        uint32_t A[4][4];
+#pragma unroll
+        for (int c = 0; c < 4; c++) A[c][0] = lo16x(wa_[c]), A[c][1] = lo16x(wb_[c]), A[c][2] = hi16x(wa_[c]), A[c][3] = hi16x(wb_[c]);
+        if (li + DEPTH < nt)
+          ra[u] = ldg_stream(wq + (i + DEPTH) * tstride), rb[u] = ldg_stream(wq + (i + DEPTH) * tstride + row8);
+        const int bl = i - bA;  // B = 128: block i is tile i
+        const char* At = Act + li * MT * A8_ROW;
+        const __half2 swp = __halves2half2(Sw[bl * 128 + warp * 16 + g], Sw[bl * 128 + warp * 16 + g + 8]);
+        const float sw0 = __low2float(swp), sw1 = __high2float(swp);
+        if (i < w.T8) {
+#pragma unroll
+          for (int c = 0; c < 4; c++)
+#pragma unroll
+            for (int j = 0; j < TT; j++) {
+              const uint2 v = *(const uint2*)(At + (j * 8 + g) * A8_ROW + 32 * c + 8 * t);
+              if (c == 0) mma_s8_first(acc[j], A[c][0], A[c][1], A[c][2], A[c][3], v.x, v.y);
+              else mma_s8(acc[j], A[c][0], A[c][1], A[c][2], A[c][3], v.x, v.y);
+            }
+#pragma unroll
+          for (int j = 0; j < TT; j++) {
+            const float2 s = *(const float2*)(Sa + bl * MT + j * 8 + 2 * t);
+            const float p[4] = {__fmul_rn(s.x, sw0), __fmul_rn(s.y, sw0), __fmul_rn(s.x, sw1), __fmul_rn(s.y, sw1)};
+#pragma unroll
+            for (int e = 0; e < 4; e++) sum[j][e] = __fadd_rn(sum[j][e], __fmul_rn(magic_to_f32(acc[j][e]), p[e]));
+          }
+        } else {
+#pragma unroll
+          for (int c = 0; c < 4; c++)
+#pragma unroll
+            for (int j = 0; j < TT; j++) {
+              const uint32_t v = *(const uint32_t*)(At + (j * 8 + g) * A4_ROW + 16 * c + 4 * t);
+              if (c == 0) mma_s8_first(acc[j], A[c][0], A[c][1], A[c][2], A[c][3], lo16x(v), hi16x(v));
+              else mma_s8(acc[j], A[c][0], A[c][1], A[c][2], A[c][3], lo16x(v), hi16x(v));
+            }
+          const float C0 = magic_c(sw0), C1 = magic_c(sw1);
+#pragma unroll
+          for (int j = 0; j < TT; j++) {
+            const float2 s = *(const float2*)(Sa + bl * MT + j * 8 + 2 * t);
+            sum[j][0] = __fadd_rn(sum[j][0], w4a4_term(acc[j][0], sw0, C0, s.x));
+            sum[j][1] = __fadd_rn(sum[j][1], w4a4_term(acc[j][1], sw0, C0, s.y));
+            sum[j][2] = __fadd_rn(sum[j][2], w4a4_term(acc[j][2], sw1, C1, s.x));
+            sum[j][3] = __fadd_rn(sum[j][3], w4a4_term(acc[j][3], sw1, C1, s.y));
+          }
+        }
+      }
+    }
+  }
+  } else {
   for (int base = 0; base < nt; base += DEPTH) {
 #pragma unroll
     for (int u = 0; u < DEPTH; u++) {
@@ -151,7 +206,6 @@ __device__ __forceinline__ void decode_cta(const int8_t* __restrict__ a8, const 
         const uint4 xa = ra[u], xb = rb[u];
         if (li + DEPTH < nt)
           ra[u] = ldg_stream(wq + (i + DEPTH) * tstride), rb[u] = ldg_stream(wq + (i + DEPTH) * tstride + row8);
-        if (tid == 0 && li + DEPTH + DEC_PF < nt) prefetch_l2(wcta + (i + DEPTH + DEC_PF) * tstride, 128 * ROW_BYTES);
         const bool int8 = i < w.T8;
         const int seglen = int8 ? w.K8 : w.Kp - w.K8, kbase = int8 ? i * KT : (i - w.T8) * KT;
         const int blk0 = tile_block0<B>(w, i) - bA, nblk = tile_nblocks<B>(w, i);
@@ -203,6 +257,7 @@ __device__ __forceinline__ void decode_cta(const int8_t* __restrict__ a8, const 
         }
       }
     }
+  }
   }
   };
   if (TT <= 2) {

@@ -2,6 +2,7 @@
 # The lead's GPU calls of session 10 (2026-12-03), by PARTS, in one call:
 #   gemm   bench/gemm/bench.py bench at M = 1 and 16 (8 LLaMA shapes, 10% INT8 blocks) for the built library and every
 #          lab library carried in .device/s10/lab/*.so.xz (A/B of decode-kernel variants in one call, cuBLAS beside each)
+#   labcheck  bench.py check (variants auto and decode), group-check and mindep of every lab library
 #   ncu    ncu --set full on the decode kernel (8B gate_up and qkv at M = 1) of the built library and of LAB (a lab lib)
 #   tests  every test file with a CUDA row that does not read ../shared (as device/s9.sh tests)
 #   acc    `comet eval ppl --backend cuda` over all windows of wiki_heldout_a.txt for the .comet files in .device/s10/acc
@@ -28,11 +29,18 @@ run_part() {
         n=$(basename $lib .so)
         timeout ${GEMM_S:-120} python3 bench/gemm/bench.py --lib $lib bench --ms ${MS:-1,16} --fracs 0.10 --out $L/$n > $L/$n.txt 2>&1
         echo "$n rc=$?"; grep -E "^\| L3" $L/$n/*.md 2>/dev/null | awk -F'|' '{printf "%s %s M=%s ours %s fp16 %s x%s\n",$2,$3,$5,$7,$8,$11}'
+        [ -n "${GROUP:-}" ] && { timeout 90 python3 bench/gemm/bench.py --lib $lib group-bench --ms 1,16 --out $L/$n-group > $L/$n-group.txt 2>&1; echo "$n group rc=$?"; grep -E "^\| " $L/$n-group/*.md 2>/dev/null | head -14; }
+      done ;;
+    labcheck)
+      for lib in $(ls /tmp/lab/*.so); do n=$(basename $lib .so)
+        timeout 120 python3 bench/gemm/bench.py --lib $lib check --variants 0,1 > $L/$n-check.txt 2>&1; echo "$n check rc=$? $(tail -1 $L/$n-check.txt)"
+        timeout 90 python3 bench/gemm/bench.py --lib $lib group-check > $L/$n-gcheck.txt 2>&1; echo "$n group-check rc=$? $(tail -1 $L/$n-gcheck.txt)"
+        [ -n "${MINDEP:-}" ] && { timeout 90 python3 bench/gemm/bench.py --lib $lib mindep > $L/$n-mindep.txt 2>&1; echo "$n mindep rc=$? $(tail -1 $L/$n-mindep.txt)"; }
       done ;;
     ncu)
-      for lib in /tmp/addon/libcomet_cuda.so ${LAB:+/tmp/lab/$LAB.so}; do
+      for lib in ${NCU_LIBS:-/tmp/addon/libcomet_cuda.so} ${LAB:+/tmp/lab/$LAB.so}; do
         n=$(basename $lib .so)
-        for sh in "28672 4096" "6144 4096" "4096 14336"; do set -- $sh
+        for sh in ${NCU_SHAPES:-"28672 4096" "6144 4096" "4096 14336"}; do set -- $sh
           timeout 90 ncu --set full --import-source yes -k regex:gemm_decode --launch-skip 2 --launch-count 1 -o $L/$n-$1-$2 \
             python3 bench/gemm/bench.py --lib $lib one --M 1 --N $1 --K $2 --variant 1 --reps 4 > $L/ncu-$n-$1.log 2>&1
           echo "$n N=$1 K=$2 rc=$?"

@@ -26,7 +26,7 @@
 # wikillama .comet under the 64 MiB carry) the slimmer .device/s9/nm-slim.tar.xz; webgpu: also .gl. Logs:
 # $OUT/p-<part>.tgz, summary on stdout.
 set -uo pipefail
-T0=$(date +%s); OUT=${OUT:-/tmp/comet-out}; F=$PWD/.device/s9
+T0=$(date +%s); OUT=${OUT:-/tmp/comet-out}; F=${F:-$PWD/.device/s9}
 mkdir -p "$OUT" /tmp/p
 since() { echo "$(( $(date +%s) - T0 )) s"; }
 [ -d node_modules ] || [ ! -f "$F/nm-slim.tar.xz" ] || tar -xJf "$F/nm-slim.tar.xz"
