@@ -40,7 +40,7 @@ run_part() {
     ncu)
       for lib in ${NCU_LIBS:-/tmp/addon/libcomet_cuda.so} ${LAB:+/tmp/lab/$LAB.so}; do
         n=$(basename $lib .so)
-        for sh in ${NCU_SHAPES:-"28672 4096" "6144 4096" "4096 14336"}; do set -- $sh
+        for sh in ${NCU_SHAPES:-"28672 4096" "6144 4096" "4096 14336"}; do set -- ${sh/,/ }
           timeout 90 ncu --set full --import-source yes -k regex:gemm_decode --launch-skip 2 --launch-count 1 -o $L/$n-$1-$2 \
             python3 bench/gemm/bench.py --lib $lib one --M 1 --N $1 --K $2 --variant 1 --reps 4 > $L/ncu-$n-$1.log 2>&1
           echo "$n N=$1 K=$2 rc=$?"
