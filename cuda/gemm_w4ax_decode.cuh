@@ -23,7 +23,10 @@ static int dec_smem(int MT, int B, int tiles) {
   int blocks = tiles * (KT / B);
   return tiles * MT * A8_ROW + blocks * (MT * 4 + 128 * 2);
 }
-constexpr int dec_min_blocks_rt(int TT) { return TT == 1 ? 4 : TT == 2 ? 3 : TT == 4 ? 2 : 1; }
+// CTAs per SM each M class is compiled for (__launch_bounds__). M <= 8 was 4 (64 registers) until the lean B = 128 loop
+// (below): at 64 registers its ring is copied every k-tile; at 3 (85 registers) the solo and grouped kernels hold it
+// without spills, and 8B gate_up at M = 1 ran 22.7 us against 29.9 at 4 (H200, 2026-12-03, same call).
+constexpr int dec_min_blocks_rt(int TT) { return TT <= 2 ? 3 : TT == 4 ? 2 : 1; }
 constexpr int dec_tt(int M) { return M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : 8; }
 
 /** THE W4Ax schedule (DESIGN 3.4, comet_gemm_w4ax_schedule): the number of k-tile-aligned K slices, slice k = k-tiles
@@ -32,10 +35,10 @@ constexpr int dec_tt(int M) { return M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : 8;
  *  (decode, v7, v4, sm_80) sums each slice from +0 and adds the slices in order from +0. The rule: the decode kernel's
  *  one-wave split at 9 <= M <= 16 (3 CTAs of 128 rows per SM: its register-bound occupancy), i.e. the most slices for
  *  which all CTAs are resident at once, and at least as many as its shared-memory budget needs, so both decode classes
- *  of sm_90 run a slice in one pass and in one wave. M <= 8 (up to 4 CTAs per SM) then fills ~3/4 of its slots: on
+ *  of sm_90 run a slice in one pass and in one wave. (M <= 8 had up to 4 CTAs per SM until 2026-12-03, so filled ~3/4 of its slots: on
  *  the H200 (2026-12-02, bench/results/gemm-2026-12-02-h200-s4-steps.md) M = 1 ran 0.96-1.07x its time under the
  *  M <= 8 wave on 7 of the 8 LLaMA shapes and 1.15x on L3-70B down, while the M <= 8 rule ran M = 16 up to 1.38x
- *  slower (8B qkv) and left 8B gate_up two slices (one now: no in-CTA total in v7). */
+ *  slower (8B qkv) and left 8B gate_up two slices (one now: no in-CTA total in v7); now M <= 8 has 3 as well.) */
 static int schedule_slices(const WDesc& w) {
   const int ntile = w.Npad / 128;
   int best = 0;
@@ -317,10 +320,9 @@ __global__ void __launch_bounds__(DEC_THREADS, dec_min_blocks<TT>()) gemm_decode
 // ONE launch. The 1-D grid is the concatenation of each problem's solo grid (n-tile fastest, then k-slice, as
 // blockIdx.x / .y of the solo launch); each problem keeps its solo split (decode_plan), so its outputs and the
 // reported schedule are those of comet_gemm_w4ax. Workspaces and tickets are disjoint regions, one per problem.
-// The problem's descriptor is picked at run time, so it lives in registers rather than the parameter bank: at the
-// 64-register cap of M <= 8 (4 CTAs per SM) ptxas spills 64 B (B = 128) inside the k-loop. Measured on the H100
-// (2026-11-24): no slower than a 3-deep weight ring (no fewer spills on sm_90a) and faster than 3 CTAs per SM
-// without spills, except for groups of large weights, which comet_gemm_w4ax_many launches one by one anyway.
+// The problem's descriptor is picked at run time, so it lives in registers rather than the parameter bank (at the
+// former 64-register cap of M <= 8, 4 CTAs per SM, ptxas spilled inside the k-loop; at 3 CTAs per SM, 85 registers,
+// the lean B = 128 loop has no spills: 8B q/k/v at M = 1 in one launch 11.5 us, H200 2026-12-03).
 constexpr int GROUP_MAX = 4;
 struct DecGroup {
   WDesc w[GROUP_MAX];
