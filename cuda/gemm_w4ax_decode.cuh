@@ -69,6 +69,33 @@ static DecPlan decode_plan(const WDesc& w, int M) {
 template <int TT>
 constexpr int dec_min_blocks() { return dec_min_blocks_rt(TT); }
 
+/** The f32 epilogue of one B-block (DESIGN 3.4) for the TT token tiles of a warp's 16 rows: sum += t_b, with sw0 / sw1
+ *  the weight scales of rows g / g + 8 and Sa the block's [MT] activation scales (times 2^-4 / 2^-8). Fragment:
+ *  acc[j][0]: (row g, token 8j + 2t), [1]: (g, 8j + 2t + 1), [2]: (g + 8, 8j + 2t), [3]: (g + 8, 8j + 2t + 1). */
+template <int TT>
+__device__ __forceinline__ void block_epilogue(float (&sum)[TT][4], const int (&acc)[TT][4], const float* Sa, int t,
+                                               float sw0, float sw1, bool int8) {
+  if (int8) {
+#pragma unroll
+    for (int j = 0; j < TT; j++) {
+      const float2 s = *(const float2*)(Sa + j * 8 + 2 * t);
+      const float p[4] = {__fmul_rn(s.x, sw0), __fmul_rn(s.y, sw0), __fmul_rn(s.x, sw1), __fmul_rn(s.y, sw1)};
+#pragma unroll
+      for (int e = 0; e < 4; e++) sum[j][e] = __fadd_rn(sum[j][e], __fmul_rn(magic_to_f32(acc[j][e]), p[e]));
+    }
+  } else {
+    const float C0 = magic_c(sw0), C1 = magic_c(sw1);
+#pragma unroll
+    for (int j = 0; j < TT; j++) {
+      const float2 s = *(const float2*)(Sa + j * 8 + 2 * t);
+      sum[j][0] = __fadd_rn(sum[j][0], w4a4_term(acc[j][0], sw0, C0, s.x));
+      sum[j][1] = __fadd_rn(sum[j][1], w4a4_term(acc[j][1], sw0, C0, s.y));
+      sum[j][2] = __fadd_rn(sum[j][2], w4a4_term(acc[j][2], sw1, C1, s.x));
+      sum[j][3] = __fadd_rn(sum[j][3], w4a4_term(acc[j][3], sw1, C1, s.y));
+    }
+  }
+}
+
 /** One CTA of the decode kernel: n-tile `ntile` (rows [128*ntile, +128) of W) and k-slice ks of KS of one problem.
  *  ws: this problem's workspace [KS][M][Npad] f32; tickets: its [Npad/128] counters. Shared by the single-weight
  *  kernel (gemm_decode: ntile = blockIdx.x, ks = blockIdx.y) and the grouped one (gemm_decode_group), so a problem
@@ -171,13 +198,7 @@ __device__ __forceinline__ void decode_cta(const int8_t* __restrict__ a8, const 
               if (c == 0) mma_s8_first(acc[j], A[c][0], A[c][1], A[c][2], A[c][3], v.x, v.y);
               else mma_s8(acc[j], A[c][0], A[c][1], A[c][2], A[c][3], v.x, v.y);
             }
-#pragma unroll
-          for (int j = 0; j < TT; j++) {
-            const float2 s = *(const float2*)(Sa + bl * MT + j * 8 + 2 * t);
-            const float p[4] = {__fmul_rn(s.x, sw0), __fmul_rn(s.y, sw0), __fmul_rn(s.x, sw1), __fmul_rn(s.y, sw1)};
-#pragma unroll
-            for (int e = 0; e < 4; e++) sum[j][e] = __fadd_rn(sum[j][e], __fmul_rn(magic_to_f32(acc[j][e]), p[e]));
-          }
+          block_epilogue<TT>(sum, acc, Sa + bl * MT, t, sw0, sw1, true);
         } else {
 #pragma unroll
           for (int c = 0; c < 4; c++)
@@ -187,15 +208,7 @@ __device__ __forceinline__ void decode_cta(const int8_t* __restrict__ a8, const 
               if (c == 0) mma_s8_first(acc[j], A[c][0], A[c][1], A[c][2], A[c][3], lo16x(v), hi16x(v));
               else mma_s8(acc[j], A[c][0], A[c][1], A[c][2], A[c][3], lo16x(v), hi16x(v));
             }
-          const float C0 = magic_c(sw0), C1 = magic_c(sw1);
-#pragma unroll
-          for (int j = 0; j < TT; j++) {
-            const float2 s = *(const float2*)(Sa + bl * MT + j * 8 + 2 * t);
-            sum[j][0] = __fadd_rn(sum[j][0], w4a4_term(acc[j][0], sw0, C0, s.x));
-            sum[j][1] = __fadd_rn(sum[j][1], w4a4_term(acc[j][1], sw0, C0, s.y));
-            sum[j][2] = __fadd_rn(sum[j][2], w4a4_term(acc[j][2], sw1, C1, s.x));
-            sum[j][3] = __fadd_rn(sum[j][3], w4a4_term(acc[j][3], sw1, C1, s.y));
-          }
+          block_epilogue<TT>(sum, acc, Sa + bl * MT, t, sw0, sw1, false);
         }
       }
     }
@@ -236,26 +249,7 @@ __device__ __forceinline__ void decode_cta(const int8_t* __restrict__ a8, const 
           if ((c + 1) % CPB == 0 && (c + 1) / CPB - 1 < nblk) {  // end of a B-block: the f32 epilogue
             const int bl = blk0 + (c + 1) / CPB - 1;
             const float sw0 = __half2float(Sw[bl * 128 + warp * 16 + g]), sw1 = __half2float(Sw[bl * 128 + warp * 16 + g + 8]);
-            // c0: (row g, tok 2t) c1: (g, 2t+1) c2: (g+8, 2t) c3: (g+8, 2t+1)
-            if (int8) {
-#pragma unroll
-              for (int j = 0; j < TT; j++) {
-                const float2 s = *(const float2*)(Sa + bl * MT + j * 8 + 2 * t);
-                const float p[4] = {__fmul_rn(s.x, sw0), __fmul_rn(s.y, sw0), __fmul_rn(s.x, sw1), __fmul_rn(s.y, sw1)};
-#pragma unroll
-                for (int e = 0; e < 4; e++) sum[j][e] = __fadd_rn(sum[j][e], __fmul_rn(magic_to_f32(acc[j][e]), p[e]));
-              }
-            } else {
-              const float C0 = magic_c(sw0), C1 = magic_c(sw1);
-#pragma unroll
-              for (int j = 0; j < TT; j++) {
-                const float2 s = *(const float2*)(Sa + bl * MT + j * 8 + 2 * t);
-                sum[j][0] = __fadd_rn(sum[j][0], w4a4_term(acc[j][0], sw0, C0, s.x));
-                sum[j][1] = __fadd_rn(sum[j][1], w4a4_term(acc[j][1], sw0, C0, s.y));
-                sum[j][2] = __fadd_rn(sum[j][2], w4a4_term(acc[j][2], sw1, C1, s.x));
-                sum[j][3] = __fadd_rn(sum[j][3], w4a4_term(acc[j][3], sw1, C1, s.y));
-              }
-            }
+            block_epilogue<TT>(sum, acc, Sa + bl * MT, t, sw0, sw1, int8);
           }
         }
       }
