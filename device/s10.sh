@@ -2,6 +2,7 @@
 # The lead's GPU calls of session 10 (2026-12-03), by PARTS, in one call:
 #   gemm   bench/gemm/bench.py bench at M = 1 and 16 (8 LLaMA shapes, 10% INT8 blocks) for the built library and every
 #          lab library carried in .device/s10/lab/*.so.xz (A/B of decode-kernel variants in one call, cuBLAS beside each)
+#   sanit  compute-sanitizer memcheck (bench.py check --small, every variant) and racecheck (the decode kernel) on the built library
 #   labcheck  bench.py check (variants auto and decode), group-check and mindep of every lab library
 #   ncu    ncu --set full on the decode kernel (8B gate_up and qkv at M = 1) of the built library and of LAB (a lab lib)
 #   tests  every test file with a CUDA row that does not read ../shared (as device/s9.sh tests)
@@ -31,6 +32,10 @@ run_part() {
         echo "$n rc=$?"; grep -E "^\| L3" $L/$n/*.md 2>/dev/null | awk -F'|' '{printf "%s %s M=%s ours %s fp16 %s x%s\n",$2,$3,$5,$7,$8,$11}'
         [ -n "${GROUP:-}" ] && { timeout 90 python3 bench/gemm/bench.py --lib $lib group-bench --ms 1,16 --out $L/$n-group > $L/$n-group.txt 2>&1; echo "$n group rc=$?"; grep -E "^\| " $L/$n-group/*.md 2>/dev/null | head -14; }
       done ;;
+    sanit)
+      B="python3 bench/gemm/bench.py --lib /tmp/addon/libcomet_cuda.so"
+      timeout 120 compute-sanitizer --tool memcheck --print-limit 20 $B check --small > $L/memcheck.txt 2>&1; echo "memcheck rc=$? $(grep -E 'ERROR SUMMARY|check:' $L/memcheck.txt | tr '\n' ' ')"
+      timeout 120 compute-sanitizer --tool racecheck --racecheck-report hazard $B check --small --variants 1 > $L/racecheck.txt 2>&1; echo "racecheck rc=$? $(grep -E 'RACECHECK SUMMARY|check:' $L/racecheck.txt | tr '\n' ' ')" ;;
     labcheck)
       for lib in $(ls /tmp/lab/*.so); do n=$(basename $lib .so)
         timeout 120 python3 bench/gemm/bench.py --lib $lib check --variants 0,1 > $L/$n-check.txt 2>&1; echo "$n check rc=$? $(tail -1 $L/$n-check.txt)"
