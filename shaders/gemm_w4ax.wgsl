@@ -119,8 +119,8 @@ override WPL: u32 = 4u; // 16-byte words per lane per chunk: 1, 2, 4 or 8; MT ·
 const MV_WG = 256u;
 override ROWS: u32 = MV_WG / TEAM; // rows per workgroup
 
-// Workgroup memory, CW = TEAM · WPL words a chunk, MT · CW <= 256: at most 27.7 KB (16 lanes, MT = 4, WPL = 4), within the
-// 32 KB of SwiftShader and GPUs; K = 2048 at one token 9.5 KB, K = 8192 (32 lanes × 8 words) 19.3 KB:
+// Workgroup memory, CW = TEAM · WPL words a chunk, MT · CW <= 256: at most 27.2 KiB (16 lanes, MT = 4, WPL = 4), within the
+// 32 KiB of SwiftShader and GPUs; one token at K = 2048 (16 lanes × 4 words) 6.8 KiB, at K = 8192 (32 × 8) 19.0 KiB:
 // xa, xb [tok][word of the chunk]: the word's sub-words (8 channels each, one u32 of the weight word) 0, 1 (xa) and
 //   2, 3 (xb) as (even, odd, even, odd) i8x4 lanes, matching ulo/uhi of the weight's u32s; the lanes of a row read
 //   consecutive vec4s (no bank conflicts), the other rows the same ones
