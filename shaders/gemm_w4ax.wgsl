@@ -190,18 +190,23 @@ fn mv_load(pt: Part, n: u32, nk: u32, v: u32) -> Words {
   return g;
 }
 /** the u32 holding the f16 scale sw of blocks lane, lane + TEAM, ... of the chunk whose first block is bc (step 4's
- *  blocks; at most WPL of them: a block is >= 1 word), loaded with the chunk's words; 0 past the row's blocks */
-fn mv_scales(pt: Part, n: u32, bc: u32, lane: u32, bpc: u32) -> array<u32, 8> {
-  var s: array<u32, 8>;
+ *  blocks; at most WPL of them: a block is >= 1 word), loaded with the chunk's words; 0 past the row's blocks. Two
+ *  vectors, not an array: a vector's dynamic component is a select, where an array indexed in a loop the compiler does
+ *  not unroll would go to local memory. */
+struct Scales { a: vec4<u32>, b: vec4<u32> };
+fn mv_scales(pt: Part, n: u32, bc: u32, lane: u32, bpc: u32) -> Scales {
+  var s: Scales;
   for (var i = 0u; i < 8u; i++) {
     let bl = lane + TEAM * i;
     if (i < WPL && bl < bpc && bc + bl < p.nb && n < pt.N) {
       let wi = pt.wsOff + ((n * p.nb + bc + bl) >> 1u);
-      s[i] = wget(pt, wi >> 2u)[wi & 3u];
+      let v = wget(pt, wi >> 2u)[wi & 3u];
+      if (i < 4u) { s.a[i] = v; } else { s.b[i - 4u] = v; }
     }
   }
   return s;
 }
+fn scale_word(s: Scales, i: u32) -> u32 { return select(s.b[i & 3u], s.a[i & 3u], i < 4u); }
 /** step 3 for word w of the chunk (this lane's register g), row slot r: its exact Σ q·a with every staged token */
 fn mv_dot(g: vec4<u32>, r: u32, w: u32) {
   let CW = TEAM * WPL;
@@ -313,7 +318,7 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     for (var j = 0u; j < 8u; j++) {
       let bl = lane + TEAM * j;
       if (j < WPL && bl < nbk) {
-        let swb = f16_half(sw[j], n * p.nb + bc + bl);
+        let swb = f16_half(scale_word(sw, j), n * p.nb + bc + bl);
         for (var t = 0u; t < MT; t++) {
           let o = (r * MT + t) * (CW + 1u) + bl * vpb;
           var acc = ip[o];
