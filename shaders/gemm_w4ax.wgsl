@@ -10,11 +10,10 @@
 // Measured bit-exact against the simulator on SwiftShader and on the H100 (test/ops.test.ts, every WebGPU kernel variant).
 //
 // Three kernels (the backend picks; bench/webgpu measures; results in bench/results/webgpu-*.md):
-//   matvec (decode, M <= 4 per workgroup): 8 rows × MT tokens per workgroup of 256; a row's 32 lanes read its
-//     16-byte words lane by lane (512 contiguous bytes per load instruction), all of a row's words in flight at once up
-//     to K = 8192; integer word sums through workgroup memory to the lane that finishes each block's t_b; one
-//     invocation per (row, token) chains them. The kernels before it (16 rows × 16 lanes, a 64-byte segment a lane;
-//     8 rows × 32 lanes with int partials reduced per block): 9-34% of copy on the H200 at LLaMA-3.2-1B's shapes.
+//   matvec (decode, M <= 4 per workgroup): 16 rows × MT tokens per workgroup of 256; each lane owns whole
+//     128-channel segments of its row (64 bytes: four 16-byte loads) and computes their blocks' t_b itself; one
+//     invocation per (row, token) chains them. K in chunks of 2048 or 4096 channels (by K). The kernel before it
+//     (8 rows × 32 lanes, int partials reduced through workgroup memory): 8.5-20% of copy on the H200.
 //   rowwise: one invocation per (row, 4 tokens), no barriers: small K, and CPU adapters (SwiftShader).
 //   tiled (prefill, M > 8): a 32-token × 64-row tile per workgroup, one B-block of both operands staged in
 //     workgroup memory at a time, 2 tokens × 4 rows per invocation (3.4 TOPS on the H100: not tuned).
@@ -77,33 +76,24 @@ fn act8(m: u32, k: u32) -> vec2<u32> {
 }
 
 // ---------------------------------------------------------------- matvec
-// Decode, M <= 4 tokens per workgroup. A workgroup of 256 invocations is ROWS rows × TEAM lanes (16 × 16 or 8 × 32). A
-// row's codes are Kp/32 16-byte words; K is walked in chunks of CW = TEAM · WPL words (WPL words per lane), and lane l
-// of a row holds words l, l + TEAM, l + 2·TEAM, ... of the chunk: each load instruction of a row's lanes reads
-// 16 · TEAM contiguous bytes (whole 128-byte lines; the kernel before this one gave each lane a 64-byte segment, so one
-// load instruction touched 16 lines for 16 bytes each, and the next three the same lines again).
-// TEAM and WPL come with K (pipes.ts matvecShape) so that a row is one chunk where registers allow, every weight byte
-// of the dispatch then requested before the first barrier, with 64-128 bytes in flight per lane:
-//   K = 2048 (LLaMA-3.2-1B q/k/v, o, gate/up, classifier): 16 lanes × 4 words, 16 rows a workgroup;
-//   K = 4096 / 8192 (LLaMA-3-8B; LLaMA-3.2-1B down): 32 lanes × 4 / 8 words, 8 rows a workgroup (down: 256
-//   workgroups, one chunk; the kernel before walked it in two 4096-channel chunks, one DRAM round trip each);
-//   larger K (LLaMA-3-8B down, 14336): several chunks, the next chunk's words loaded right after this chunk's dots.
-// Per chunk:
-//   1. (issued before:) this lane's WPL words of its row, and the weight scales sw of the blocks it will finish;
-//   2. the chunk of activation staged in workgroup memory once for all rows (QIN: quantized here); barrier;
-//   3. each lane dots its words against the staged chunk: the exact Σ q·a of each 32-channel word into ip; the next
-//      chunk's words are loaded; barrier;
-//   4. lane l finishes blocks l, l + TEAM, ... of the chunk: acc_b = Σ of the block's B/32 word sums (int32, exact in
-//      any order), t_b = f32(acc_b) · (sa · sw), stored over the block's first word in ip; barrier;
-//   5. one invocation per (row, token) adds the chunk's t_b in ascending block order: the contract's chain (DESIGN
-//      §3.4); reading t_b back from workgroup memory keeps its rounding (the add cannot become an FMA).
-// Integer word sums are order-free, so the lanes' split of a block changes no bit; only step 5 orders f32 adds.
+// Decode, M <= 4 tokens per workgroup. A workgroup of 256 invocations is ROWS = 16 rows × TEAM = 16 lanes. The
+// reduction dimension is cut into 128-channel segments (64 bytes of a row's codes: four 16-byte words, 1, 2 or 4
+// B-blocks), and lane g of a row owns whole segments (g, g + 16, g + 32, ... of each chunk): it computes the exact
+// acc_b of every block in them and t_b = f32(acc_b) · (sa · sw) itself, so no integer partial crosses lanes and no
+// reduction tree is needed. The t_b go through workgroup memory (tb) to one invocation per (row, token), which adds
+// them in ascending block order: the contract's chain, and the memory round trip keeps t_b's rounding (no FMA).
+// K is walked in chunks of CH = TEAM · SPL · 128 channels (SPL = 1: 2048, SPL = 2: 4096), each:
+//   1. every lane issues the 16-byte loads of its SPL segments (and their scales) first: 64 or 128 bytes in flight
+//      per invocation, whose latency the staging below overlaps;
+//   2. the chunk of activation is staged in workgroup memory once for all 16 rows (QIN: quantized here);
+//   3. barrier; each lane dots its segments against the staged chunk, t_b into tb;
+//   4. barrier; the chain invocations add the chunk's t_b (the next chunk's loads and staging go on meanwhile).
 // The dot product takes the weight nibbles unsigned: u = q + 8 = q ^ 8 (0..15) is one mask-and-xor per four codes
 // (a sign extension costs three ops more), and Σ q·a = Σ u·a − 8·Σ a exactly in int32; −8·Σ a of each 32-channel
 // word of the activation is computed once per workgroup, in staging (cs).
-// Not a split of K across workgroups: a k-split needs its partials combined in a reported order (gemmSchedule, which
-// every W4Ax kernel of the backend would then follow) by a second dispatch, since WGSL has no release/acquire
-// between workgroups for a last-workgroup fixup; at these shapes a dispatch's fixed cost is most of the matvec's time.
+// Rows per workgroup: 2048-row layers (LLaMA-3.2-1B q, o, down) make 128 workgroups, about one per H200 SM; the QIN
+// variants quantize the whole activation in every workgroup, so more rows per workgroup would waste less of that,
+// but fewer workgroups than SMs would leave bandwidth unused.
 //
 // QIN = 1: `act` is the f32 input x [M][K] of quantize_act, quantized here on the way into workgroup memory
 // (o_proj's input at decode: its quantize_act dispatch folded into the GEMM). Each workgroup quantizes the chunks
@@ -114,29 +104,26 @@ fn act8(m: u32, k: u32) -> vec2<u32> {
 // each of down's 128 workgroups read all of g, u and the permutation and quantized the whole activation; removed.)
 override QIN: u32 = 0u;
 override MT: u32 = 1u; // tokens per workgroup (1: one decode token; 4: 2..8 tokens, in workgroups along y)
-override TEAM: u32 = 16u; // lanes per row: 16 or 32 (pipes.ts matvecShape)
-override WPL: u32 = 4u; // 16-byte words per lane per chunk: 1, 2, 4 or 8; MT · TEAM · WPL <= 256
-const MV_WG = 256u;
-override ROWS: u32 = MV_WG / TEAM; // rows per workgroup
+override SPL: u32 = 1u; // segments per lane per chunk: 1 (K <= 2048) or 2 (pipes.ts matvecSegs); MT = 4 takes 1
+const TEAM = 16u; // lanes per row
+const ROWS = 16u; // rows per workgroup
+const MV_WG = 256u; // = ROWS · TEAM
 
-// Workgroup memory, CW = TEAM · WPL words a chunk, MT · CW <= 256: at most 27.2 KiB (16 lanes, MT = 4, WPL = 4), within the
-// 32 KiB of SwiftShader and GPUs; one token at K = 2048 (16 lanes × 4 words) 6.8 KiB, at K = 8192 (32 × 8) 19.0 KiB:
-// xa, xb [tok][word of the chunk]: the word's sub-words (8 channels each, one u32 of the weight word) 0, 1 (xa) and
-//   2, 3 (xb) as (even, odd, even, odd) i8x4 lanes, matching ulo/uhi of the weight's u32s; the lanes of a row read
-//   consecutive vec4s (no bank conflicts), the other rows the same ones
-var<workgroup> xa: array<vec4<u32>, MT * TEAM * WPL>;
-var<workgroup> xb: array<vec4<u32>, MT * TEAM * WPL>;
-// cs [tok][word]: −8 · Σ of the word's 32 codes (atomic: QIN sums it per sub-word; 0 between chunks there)
-var<workgroup> cs: array<atomic<i32>, MT * TEAM * WPL>;
-// sas [tok][block of the chunk] sa as f32 (B >= 32: at most one block a word)
-var<workgroup> sas: array<f32, MT * TEAM * WPL>;
-// ip [row · MT + tok][word of the chunk]: the word's Σ q·a; step 4 leaves each block's t_b (f32 bits) in its first word.
-// Rows CW + 1 words apart: the chain invocations of a row's tokens read one row each, a stride of CW words would put
-// them in one bank
-var<workgroup> ip: array<i32, ROWS * MT * (TEAM * WPL + 1u)>;
+// Workgroup memory (MT = 1, SPL = 2: 13.5 KB; MT = 4, SPL = 1: 27 KB, within the 32 KB of SwiftShader and GPUs)
+// xs [tok][slot 0..7][segment of the chunk]: slot 2j + h of a segment holds sub-words 2h, 2h + 1 of its word j (a
+//   sub-word: 8 channels, one u32 of the weight word) as (even, odd, even, odd) i8x4 lanes, matching ulo/uhi of the
+//   weight's u32s; the 16 lanes of a row read 16 consecutive vec4s (no bank conflicts), the 16 rows the same ones
+var<workgroup> xs: array<vec4<u32>, MT * 8u * TEAM * SPL>;
+// cs [tok][word j][segment]: −8 · Σ of the word's 32 codes (atomic: QIN sums it per sub-word; 0 between chunks there)
+var<workgroup> cs: array<atomic<i32>, MT * 4u * TEAM * SPL>;
+// sas [tok][block of the chunk] sa as f32 (B >= 32: at most 4 blocks per segment)
+var<workgroup> sas: array<f32, MT * 4u * TEAM * SPL>;
+// tb [row · MT + tok][block of the chunk] t_b, rows 4·TEAM·SPL + 1 words apart: the chain invocations read one row
+// each, and a stride of 64 or 128 words would put all of them in one bank
+var<workgroup> tb: array<f32, ROWS * MT * (4u * TEAM * SPL + 1u)>;
 // QIN: [tok][block of the chunk] max |v| as f32 bits (non-negative f32s order as their u32 bits, so atomicMax gives the
 // exact amax, NaN aside; 0 outside a chunk's staging: WGSL zero-initializes workgroup memory and each chunk clears it)
-var<workgroup> am: array<atomic<u32>, MT * TEAM * WPL>;
+var<workgroup> am: array<atomic<u32>, MT * 4u * TEAM * SPL>;
 
 /** QIN: the quantizer's value of channel j of token m: f16(x[m][perm[j]]), 0 in the padding [K, Kp) */
 fn qin(m: u32, j: u32) -> f32 {
@@ -160,7 +147,7 @@ fn qcodes(v: array<f32, 8>, k: u32, s: f32) -> vec2<u32> {
 /** the even (ulo) and odd (uhi) codes of a canonical int4 u32 as unsigned u = q + 8 in i8x4 lanes (0..15) */
 fn ulo(w: u32) -> u32 { return (w & 0x0f0f0f0fu) ^ 0x08080808u; }
 fn uhi(w: u32) -> u32 { return ((w >> 4u) & 0x0f0f0f0fu) ^ 0x08080808u; }
-/** Σ u·a over one 16-byte weight word (32 channels) against its staged sub-words a (0, 1) and b (2, 3) */
+/** Σ u·a over one 16-byte weight word (32 channels) against its staged slots a (sub-words 0, 1) and b (2, 3) */
 fn udot(w: vec4<u32>, a: vec4<u32>, b: vec4<u32>) -> i32 {
   return dot4(ulo(w.x), a.x) + dot4(uhi(w.x), a.y) + dot4(ulo(w.y), a.z) + dot4(uhi(w.y), a.w)
        + dot4(ulo(w.z), b.x) + dot4(uhi(w.z), b.y) + dot4(ulo(w.w), b.z) + dot4(uhi(w.w), b.w);
@@ -168,52 +155,60 @@ fn udot(w: vec4<u32>, a: vec4<u32>, b: vec4<u32>) -> i32 {
 /** Σ of the 4 signed i8 lanes of x */
 fn isum4(x: u32) -> i32 { return dot4(x, 0x01010101u); }
 
-/** one lane's words of a chunk (WPL of them used), named registers rather than an indexed array a driver may put in
- *  local memory */
-struct Words { a: vec4<u32>, b: vec4<u32>, c: vec4<u32>, d: vec4<u32>, e: vec4<u32>, f: vec4<u32>, g: vec4<u32>, h: vec4<u32> };
+/** one lane's segment of one row: its four 16-byte words and the scales sw of its blocks (x, y, z, w: up to 4) */
+struct Seg { w0: vec4<u32>, w1: vec4<u32>, w2: vec4<u32>, w3: vec4<u32>, sw: vec4<f32> };
 
-/** word v of row n (nk words a row); past the row or past the part's rows: 0 */
-fn mv_word(pt: Part, n: u32, nk: u32, v: u32) -> vec4<u32> {
-  if (n >= pt.N || v >= nk) { return vec4<u32>(0u); }
-  return wget(pt, n * nk + v);
-}
-/** this lane's words of the chunk whose lane-0 word is v: v, v + TEAM, ... (WPL of them) */
-fn mv_load(pt: Part, n: u32, nk: u32, v: u32) -> Words {
-  var g: Words;
-  g.a = mv_word(pt, n, nk, v);
-  if (WPL > 1u) { g.b = mv_word(pt, n, nk, v + TEAM); }
-  if (WPL > 2u) { g.c = mv_word(pt, n, nk, v + 2u * TEAM); g.d = mv_word(pt, n, nk, v + 3u * TEAM); }
-  if (WPL > 4u) {
-    g.e = mv_word(pt, n, nk, v + 4u * TEAM); g.f = mv_word(pt, n, nk, v + 5u * TEAM);
-    g.g = mv_word(pt, n, nk, v + 6u * TEAM); g.h = mv_word(pt, n, nk, v + 7u * TEAM);
-  }
+/** segment s (global) of row n: words past the row (Kp need not be a multiple of 128) and rows past N are 0 */
+fn load_seg(pt: Part, n: u32, s: u32, nk: u32, vpb: u32) -> Seg {
+  var g: Seg;
+  let v = 4u * s;
+  if (n >= pt.N || v >= nk) { return g; }
+  let o = n * nk + v;
+  g.w0 = wget(pt, o);
+  if (v + 1u < nk) { g.w1 = wget(pt, o + 1u); }
+  if (v + 2u < nk) { g.w2 = wget(pt, o + 2u); }
+  if (v + 3u < nk) { g.w3 = wget(pt, o + 3u); }
+  let b = v / vpb;
+  g.sw.x = sw_at(pt, n, b);
+  if (vpb <= 2u && b + 1u < p.nb) { g.sw.y = sw_at(pt, n, b + 1u); }
+  if (vpb == 1u && b + 2u < p.nb) { g.sw.z = sw_at(pt, n, b + 2u); }
+  if (vpb == 1u && b + 3u < p.nb) { g.sw.w = sw_at(pt, n, b + 3u); }
   return g;
 }
-/** the u32 holding the f16 scale sw of blocks lane, lane + TEAM, ... of the chunk whose first block is bc (step 4's
- *  blocks; at most WPL of them: a block is >= 1 word), loaded with the chunk's words; 0 past the row's blocks. Two
- *  vectors, not an array: a vector's dynamic component is a select, where an array indexed in a loop the compiler does
- *  not unroll would go to local memory. */
-struct Scales { a: vec4<u32>, b: vec4<u32> };
-fn mv_scales(pt: Part, n: u32, bc: u32, lane: u32, bpc: u32) -> Scales {
-  var s: Scales;
-  for (var i = 0u; i < 8u; i++) {
-    let bl = lane + TEAM * i;
-    if (i < WPL && bl < bpc && bc + bl < p.nb && n < pt.N) {
-      let wi = pt.wsOff + ((n * p.nb + bc + bl) >> 1u);
-      let v = wget(pt, wi >> 2u)[wi & 3u];
-      if (i < 4u) { s.a[i] = v; } else { s.b[i - 4u] = v; }
+
+/** t_b = f32(acc_b) · (sa · sw) of block b (global; bc: the chunk's first block) for row slot r and token t */
+fn put_tb(r: u32, t: u32, b: u32, bc: u32, acc: i32, sw: f32) {
+  if (b < p.nb) {
+    let NB = 4u * TEAM * SPL;
+    tb[(r * MT + t) * (NB + 1u) + b - bc] = f32(acc) * (sas[t * NB + b - bc] * sw);
+  }
+}
+
+/** the t_b of segment sl of the chunk (global segment s) of row slot r, every staged token */
+fn seg_tb(g: Seg, r: u32, sl: u32, s: u32, vpb: u32, bc: u32) {
+  let NS = TEAM * SPL;
+  for (var t = 0u; t < MT; t++) {
+    let x = t * 8u * NS + sl;
+    let c = t * 4u * NS + sl;
+    let a0 = udot(g.w0, xs[x], xs[x + NS]) + atomicLoad(&cs[c]);
+    let a1 = udot(g.w1, xs[x + 2u * NS], xs[x + 3u * NS]) + atomicLoad(&cs[c + NS]);
+    let a2 = udot(g.w2, xs[x + 4u * NS], xs[x + 5u * NS]) + atomicLoad(&cs[c + 2u * NS]);
+    let a3 = udot(g.w3, xs[x + 6u * NS], xs[x + 7u * NS]) + atomicLoad(&cs[c + 3u * NS]);
+    let b = (4u * s) / vpb;
+    if (vpb == 4u) { put_tb(r, t, b, bc, a0 + a1 + a2 + a3, g.sw.x); }
+    else if (vpb == 2u) { put_tb(r, t, b, bc, a0 + a1, g.sw.x); put_tb(r, t, b + 1u, bc, a2 + a3, g.sw.y); }
+    else {
+      put_tb(r, t, b, bc, a0, g.sw.x); put_tb(r, t, b + 1u, bc, a1, g.sw.y);
+      put_tb(r, t, b + 2u, bc, a2, g.sw.z); put_tb(r, t, b + 3u, bc, a3, g.sw.w);
     }
   }
-  return s;
 }
-fn scale_word(s: Scales, i: u32) -> u32 { return select(s.b[i & 3u], s.a[i & 3u], i < 4u); }
-/** step 3 for word w of the chunk (this lane's register g), row slot r: its exact Σ q·a with every staged token */
-fn mv_dot(g: vec4<u32>, r: u32, w: u32) {
-  let CW = TEAM * WPL;
-  for (var t = 0u; t < MT; t++) {
-    let x = t * CW + w;
-    ip[(r * MT + t) * (CW + 1u) + w] = udot(g, xa[x], xb[x]) + atomicLoad(&cs[x]);
-  }
+
+/** the staged slots of sub-word q (0..3) of word j of segment sl, token t: (even, odd) into slot 2j + q/2 */
+fn put_sub(t: u32, sl: u32, j: u32, q: u32, v: vec2<u32>) {
+  let NS = TEAM * SPL;
+  let i = (t * 8u + 2u * j + q / 2u) * NS + sl;
+  if ((q & 1u) == 0u) { xs[i].x = v.x; xs[i].y = v.y; } else { xs[i].z = v.x; xs[i].w = v.y; }
 }
 
 @compute @workgroup_size(MV_WG)
@@ -223,23 +218,25 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
   let pt = part_of(wg.x);
   let n = (wg.x - pt.g) * ROWS + r;
   let mBase = p.m0 + wg.y * MT;
-  let nk = p.Kp / 32u; // 16-byte words a row
-  let vpb = p.B / 32u; // words a block
-  let CW = TEAM * WPL; // words a chunk
-  let CH = 32u * CW; // channels a chunk
-  let bpc = CW / vpb; // blocks a chunk
-  // 1. the first chunk's words and scales
-  var g = mv_load(pt, n, nk, lane);
-  var sw = mv_scales(pt, n, 0u, lane, bpc);
-  var sum = 0.0; // the chain of (row r, token lane), lane < MT
+  let nk = p.Kp / 32u; // 16-byte words per row
+  let vpb = p.B / 32u; // words per block
+  let NS = TEAM * SPL; // segments per chunk
+  let NB = 4u * NS; // words per chunk = its block slots (4 a segment: B = 32)
+  let CH = 128u * NS;
+  var sum = 0.0; // the chain of (row r', token t') = (lid / MT, lid % MT), lid < ROWS · MT
   for (var k0 = 0u; k0 < p.Kp; k0 = k0 + CH) {
-    let bc = k0 / p.B; // the chunk's first block
-    let nbk = min(bpc, p.nb - bc); // and its blocks
+    let s0 = k0 / 128u; // the chunk's first segment
+    let bc = k0 / p.B; // and block
+    // 1. this lane's segments (two named register sets, not an indexed array a driver may put in local memory)
+    let gA = load_seg(pt, n, s0 + lane, nk, vpb);
+    var gB: Seg;
+    if (SPL > 1u) { gB = load_seg(pt, n, s0 + lane + TEAM, nk, vpb); }
     // 2. stage the chunk of each token
     if (QIN == 0u) {
       // one 32-channel word per invocation: its 4 sub-words' (even, odd) lanes and −8 · Σ codes
-      for (var i = lid; i < MT * CW; i = i + MV_WG) {
-        let m = mBase + i / CW; let k = k0 + 32u * (i % CW);
+      for (var i = lid; i < MT * NB; i = i + MV_WG) {
+        let t = i / NB; let wl = i % NB; // word of the chunk: segment wl / 4, word wl % 4
+        let m = mBase + t; let k = k0 + 32u * wl;
         var e = vec4<u32>(0u); var o = vec4<u32>(0u);
         if (m < p.M && k < p.Kp) {
           if (k < p.K8) { // int8 words
@@ -250,103 +247,64 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
             for (var q = 0u; q < 4u; q++) { let x = act[i4 + q]; e[q] = lo4(x); o[q] = hi4(x); }
           }
         }
-        xa[i] = vec4<u32>(e.x, o.x, e.y, o.y);
-        xb[i] = vec4<u32>(e.z, o.z, e.w, o.w);
+        let sl = wl / 4u; let j = wl % 4u;
+        let xi = (t * 8u + 2u * j) * NS + sl;
+        xs[xi] = vec4<u32>(e.x, o.x, e.y, o.y);
+        xs[xi + NS] = vec4<u32>(e.z, o.z, e.w, o.w);
         let sa = isum4(e.x) + isum4(o.x) + isum4(e.y) + isum4(o.y) + isum4(e.z) + isum4(o.z) + isum4(e.w) + isum4(o.w);
-        atomicStore(&cs[i], -8 * sa);
+        atomicStore(&cs[(t * 4u + j) * NS + sl], -8 * sa);
       }
-      for (var i = lid; i < MT * CW; i = i + MV_WG) {
-        let m = mBase + i / CW; let bl = i % CW;
+      for (var i = lid; i < MT * NB; i = i + MV_WG) {
+        let t = i / NB; let m = mBase + t; let b = bc + i % NB;
         var sa = 0.0;
-        if (m < p.M && bl < nbk) { sa = sa_at(m, bc + bl); }
+        if (m < p.M && b < p.nb) { sa = sa_at(m, b); }
         sas[i] = sa;
       }
     } else {
-      // one 8-channel sub-word per invocation per pass of 2048 channels (whole blocks: a token's chunk is 32 · CW
-      // channels), each block its own am entry: the blocks' amax, a barrier, then the codes of the values kept in
-      // registers
-      let nsub = MT * 4u * CW;
-      for (var s0 = 0u; s0 < nsub; s0 = s0 + MV_WG) {
-        let i = s0 + lid;
-        let t = i / (4u * CW); let c8 = i % (4u * CW);
+      // one 8-channel sub-word per invocation per pass (MT · SPL passes of 2048 channels: whole blocks, each with its
+      // own am entries): the blocks' amax, a barrier, then the codes of the values kept in registers
+      for (var ps = 0u; ps < MT * SPL; ps++) {
+        let i = ps * MV_WG + lid;
+        let t = i / (4u * NB); let c8 = i % (4u * NB);
         let m = mBase + t; let k = k0 + 8u * c8;
-        let live = i < nsub;
-        let ok = live && m < p.M && k < p.Kp;
+        let ok = m < p.M && k < p.Kp;
         let bl = (8u * c8) / p.B;
         var v: array<f32, 8>;
         var a = 0.0;
         if (ok) { for (var e = 0u; e < 8u; e++) { v[e] = qin(m, k + e); a = max(a, abs(v[e])); } }
-        if (live) { atomicMax(&am[t * CW + bl], bitcast<u32>(a)); }
+        atomicMax(&am[t * NB + bl], bitcast<u32>(a));
         workgroupBarrier();
         var w = vec2<u32>(0u, 0u);
         var sc = 0.0;
         if (ok) {
           // every invocation rounds its block's scale itself (f16_div is exact: the same bits in each)
-          sc = f16_to_f32(f16_div(bitcast<f32>(atomicLoad(&am[t * CW + bl])), select(7.0, 127.0, k < p.K8)));
+          sc = f16_to_f32(f16_div(bitcast<f32>(atomicLoad(&am[t * NB + bl])), select(7.0, 127.0, k < p.K8)));
           w = qcodes(v, k, sc);
         }
-        if (live) {
-          if ((8u * c8) % p.B == 0u) { sas[t * CW + bl] = sc; }
-          let x = t * CW + c8 / 4u;
-          switch c8 % 4u {
-            case 0u: { xa[x].x = w.x; xa[x].y = w.y; }
-            case 1u: { xa[x].z = w.x; xa[x].w = w.y; }
-            case 2u: { xb[x].x = w.x; xb[x].y = w.y; }
-            default: { xb[x].z = w.x; xb[x].w = w.y; }
-          }
-          atomicAdd(&cs[x], -8 * (isum4(w.x) + isum4(w.y)));
-        }
+        if ((8u * c8) % p.B == 0u) { sas[t * NB + bl] = sc; }
+        let wl = c8 / 4u;
+        put_sub(t, wl / 4u, wl % 4u, c8 % 4u, w);
+        atomicAdd(&cs[(t * 4u + wl % 4u) * NS + wl / 4u], -8 * (isum4(w.x) + isum4(w.y)));
       }
     }
     workgroupBarrier();
-    // QIN: am read (above the barrier): cleared for the next chunk, whose atomicMax is past two more barriers
-    if (QIN != 0u) { for (var i = lid; i < MT * CW; i = i + MV_WG) { atomicStore(&am[i], 0u); } }
-    // 3. this lane's words against the staged chunk, then the next chunk's words
-    mv_dot(g.a, r, lane);
-    if (WPL > 1u) { mv_dot(g.b, r, lane + TEAM); }
-    if (WPL > 2u) { mv_dot(g.c, r, lane + 2u * TEAM); mv_dot(g.d, r, lane + 3u * TEAM); }
-    if (WPL > 4u) {
-      mv_dot(g.e, r, lane + 4u * TEAM); mv_dot(g.f, r, lane + 5u * TEAM);
-      mv_dot(g.g, r, lane + 6u * TEAM); mv_dot(g.h, r, lane + 7u * TEAM);
-    }
-    let next = k0 + CH < p.Kp;
-    if (next) { g = mv_load(pt, n, nk, (k0 + CH) / 32u + lane); }
+    // QIN: am read (above the barrier): cleared for the next chunk, whose atomicMax is past another barrier
+    if (QIN != 0u) { for (var i = lid; i < MT * NB; i = i + MV_WG) { atomicStore(&am[i], 0u); } }
+    // 3. t_b of this lane's segments
+    seg_tb(gA, r, lane, s0 + lane, vpb, bc);
+    if (SPL > 1u) { seg_tb(gB, r, lane + TEAM, s0 + lane + TEAM, vpb, bc); }
     workgroupBarrier();
-    // QIN: cs read (above the barrier): cleared for the next chunk's atomicAdd, past its staging's first barrier
-    if (QIN != 0u) { for (var i = lid; i < MT * CW; i = i + MV_WG) { atomicStore(&cs[i], 0); } }
-    // 4. this lane's blocks of the chunk: acc_b from the block's words, then t_b over its first word
-    for (var j = 0u; j < 8u; j++) {
-      let bl = lane + TEAM * j;
-      if (j < WPL && bl < nbk) {
-        let swb = f16_half(scale_word(sw, j), n * p.nb + bc + bl);
-        for (var t = 0u; t < MT; t++) {
-          let o = (r * MT + t) * (CW + 1u) + bl * vpb;
-          var acc = ip[o];
-          for (var q = 1u; q < vpb; q++) { acc = acc + ip[o + q]; }
-          ip[o] = bitcast<i32>(f32(acc) * (sas[t * CW + bl] * swb));
-        }
-      }
+    // 4. the chain: invocation r'·MT + t' adds row r' token t''s blocks of the chunk in ascending order
+    if (lid < ROWS * MT) {
+      let nbk = min(CH / p.B, p.nb - bc);
+      for (var bl = 0u; bl < nbk; bl++) { sum = sum + tb[lid * (NB + 1u) + bl]; }
     }
-    if (next) { sw = mv_scales(pt, n, bc + bpc, lane, bpc); }
-    workgroupBarrier();
-    // 5. the chain: lane t of row r adds token t's blocks of the chunk in ascending order
-    if (lane < MT) {
-      let o = (r * MT + lane) * (CW + 1u);
-      var bl = 0u;
-      // 8 t_b read before their adds: one workgroup-memory latency per 8 blocks of the chain, not per block (down's
-      // row is 64 blocks); the adds keep ascending order
-      for (; bl + 8u <= nbk; bl = bl + 8u) {
-        let i = o + bl * vpb;
-        let t0 = ip[i]; let t1 = ip[i + vpb]; let t2 = ip[i + 2u * vpb]; let t3 = ip[i + 3u * vpb];
-        let t4 = ip[i + 4u * vpb]; let t5 = ip[i + 5u * vpb]; let t6 = ip[i + 6u * vpb]; let t7 = ip[i + 7u * vpb];
-        sum = sum + bitcast<f32>(t0); sum = sum + bitcast<f32>(t1); sum = sum + bitcast<f32>(t2); sum = sum + bitcast<f32>(t3);
-        sum = sum + bitcast<f32>(t4); sum = sum + bitcast<f32>(t5); sum = sum + bitcast<f32>(t6); sum = sum + bitcast<f32>(t7);
-      }
-      for (; bl < nbk; bl++) { sum = sum + bitcast<f32>(ip[o + bl * vpb]); }
-    }
+    // QIN: cs read (above the barrier): cleared for the next chunk's atomicAdd, past its first barrier
+    if (QIN != 0u) { for (var i = lid; i < MT * NB; i = i + MV_WG) { atomicStore(&cs[i], 0); } }
   }
-  let m = mBase + lane;
-  if (lane < MT && n < pt.N && m < p.M) { yput(pt, m * pt.N + n, f16_round(sum)); }
+  let nOut = (wg.x - pt.g) * ROWS + lid / MT;
+  let m = mBase + lid % MT;
+  if (lid < ROWS * MT && nOut < pt.N && m < p.M) { yput(pt, m * pt.N + nOut, f16_round(sum)); }
 }
 
 // ---------------------------------------------------------------- tiled

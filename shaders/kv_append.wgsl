@@ -107,11 +107,10 @@ fn append_kv4(@builtin(global_invocation_id) g: vec3<u32>) {
 }
 
 // KV4, one workgroup of 64 per (token, KV head, K/V) (grid T x 2·nKv, then ROPE nH workgroups per token for q;
-// GPUs): lanes load the row's pairs (K rotated), lanes g < hd/G find their group's range, every lane quantizes its
-// channels, lanes w < hd/8 pack code word w. append_kv4 above stays for CPU adapters; both store the same bytes.
+// GPUs): lanes load the row's pairs (K rotated), lanes g < hd/G find their group's range, lanes w < hd/8 pack
+// code word w. append_kv4 above stays for CPU adapters; both store the same bytes.
 var<workgroup> xs: array<f32, 256>;   // the row [hd]
 var<workgroup> gsz: array<vec2<f32>, 32>; // (s, z) of each group as f32
-var<workgroup> qc: array<u32, 256>;   // the row's codes [hd]
 
 @compute @workgroup_size(64)
 fn append_kv4_wg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -124,11 +123,9 @@ fn append_kv4_wg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
   let h = wg.y / 2u; let which = wg.y % 2u;
   let ng = p.hd / p.G;
   let xo = t * p.nKv * p.hd + h * p.hd;
-  // the cache slot first: its three dependent loads (position and sequence, the sequence's block table, the page)
-  // overlap the row's loads below instead of following them and the barrier
-  let ps = place(t);
   for (var c = 2u * lid; c < p.hd; c += 128u) { let v = pair(which, t, xo, c); xs[c] = v.x; xs[c + 1u] = v.y; }
   workgroupBarrier();
+  let ps = place(t);
   let base = (ps.x * p.nKv + h) * p.headW;
   if (lid < ng) {
     var lo = 3.4028234663852886e38; var hi = -3.4028234663852886e38;
@@ -139,18 +136,14 @@ fn append_kv4_wg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     cache[base + select(p.kSZW, p.vSZW, which == 1u) + ps.y * ng + lid] = sh | (zh << 16u);
   }
   workgroupBarrier();
-  // every lane its channels' codes (lane w < hd/8 quantized 8 in a row before: 8 exact divisions back to back), then
-  // lanes w < hd/8 pack word w
-  for (var c = lid; c < p.hd; c += 64u) {
-    let sz = gsz[c / p.G];
-    var q = 0u;
-    if (sz.x != 0.0) { q = u32(clamp(div_rne(xs[c] - sz.y, sz.x), 0.0, 15.0)); }
-    qc[c] = q;
-  }
-  workgroupBarrier();
   if (lid < p.hd / 8u) {
+    let sz = gsz[(lid * 8u) / p.G];
     var word = 0u;
-    for (var e = 0u; e < 8u; e++) { word = word | (qc[lid * 8u + e] << (4u * e)); }
+    for (var e = 0u; e < 8u; e++) {
+      var q = 0u;
+      if (sz.x != 0.0) { q = u32(clamp(div_rne(xs[lid * 8u + e] - sz.y, sz.x), 0.0, 15.0)); }
+      word = word | (q << (4u * e));
+    }
     cache[base + select(p.kCodesW, p.vCodesW, which == 1u) + (ps.y * p.hd) / 8u + lid] = word;
   }
 }

@@ -48,25 +48,11 @@ var<workgroup> cs: array<i32, WG>; // codes
 const NBMAX = 512u;
 var<workgroup> sb: array<u32, NBMAX>; // DIRECT: scale bits of every block of the token
 
-/** the inputs of channel j (< K) of the row at xo, before the norm's scale: (x, or x + r, at c = perm[j]; and the
- *  norm weight w[c], or u[c] for silu) */
-fn qinputs(xo: u32, j: u32) -> vec2<f32> {
-  var c = j;
-  if (p.hasPerm != 0u) { c = perm[j]; }
-  if (MODE == 0u) { return vec2<f32>(x[xo + c], 0.0); }
-  if (MODE == 1u || MODE == 3u) { return vec2<f32>(xin(xo + c), y[c]); }
-  return vec2<f32>(x[xo + c], y[xo + c]);
-}
-
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let m = wg.x + wg.y * 65535u;
   let jA = wg.z * p.chunk; let jB = min(p.Kp, jA + p.chunk); // this workgroup's channels
   let xo = m * p.K;
-  // the first pass's inputs (a decode row's only pass: chunks of 256 channels), loaded before the norm's sum of squares:
-  // their two dependent loads (perm, then x, r and w) overlap the sum's instead of following it
-  var in0 = vec2<f32>(0.0);
-  if (jA + lid < min(jB, p.K)) { in0 = qinputs(xo, jA + lid); }
   var inv = 0.0;
   if (MODE == 1u || MODE == 3u) {
     var part = 0.0;
@@ -80,11 +66,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let j = j0 + lid;
     var v = 0.0;
     if (j < p.K) {
-      var a = in0;
-      if (j0 != jA) { a = qinputs(xo, j); }
-      if (MODE == 0u) { v = a.x; }
-      else if (MODE == 1u || MODE == 3u) { v = a.y * (a.x * inv); }
-      else { v = silu_mul_f(a.x, a.y); }
+      var c = j;
+      if (p.hasPerm != 0u) { c = perm[j]; }
+      if (MODE == 0u) { v = x[xo + c]; }
+      else if (MODE == 1u || MODE == 3u) { v = y[c] * (xin(xo + c) * inv); }
+      else { v = silu_mul_f(x[xo + c], y[xo + c]); }
       v = f16_round(v);
     }
     // block amax: one atomic and one barrier, where a tree took 1 + log2(B) barriers

@@ -20,7 +20,6 @@ import { KVStoreKV4, kv4Layout } from '../simulator/kv4.ts';
 import { actSpec, dequantizeAct, quantizeAct } from '../simulator/act.ts';
 import { rmsnormQuant, siluMulQuant } from '../simulator/kernels/quant.ts';
 import { quantizeW4 } from '../simulator/w4.ts';
-import { packInt4 } from '../simulator/int4.ts';
 import { gemmW4Ax } from '../simulator/kernels/gemm_w4ax.ts';
 import type { QAct } from '../simulator/formats.ts';
 import { fromF16Bits } from '../simulator/f16.ts';
@@ -401,7 +400,6 @@ eachBackend('ops', ({ name, create, variants }) => {
     [130, 136, 256, 128, 0],
     [200, 128, 1000, 128, 256],
     [1, 512, 2048, 128, 256], // decode shapes with many k-tiles: split-K schedules
-    [1, 40, 4200, 32, 64], // B = 32 past 128 blocks: the matvec's 32 lanes × 8 words finish 5 blocks a lane
     [4, 384, 1408, 128, 128],
     [1, 64, 192, 32, 32], // stories260K's down_proj shape (K = 172 -> Kp = 192 at B = 32)
   ])('matmul w4 M=%i N=%i K=%i B=%i K8=%i, every kernel (DESIGN §3.4)', async (M, N, K, B, K8) => {
@@ -444,34 +442,6 @@ eachBackend('ops', ({ name, create, variants }) => {
     const many = be.matmulMany ? be.matmulMany(q, ws) : ws.map((w) => be.matmul(q, w));
     expect(many.map((t) => t.shape.join())).toEqual(Ns.map((N) => `${M},${N}`));
     for (let i = 0; i < ws.length; i++) expectSameBits(await be.read(many[i]), await be.read(be.matmul(q, ws[i])), `weight ${i}`);
-  });
-
-  // DESIGN §3.4's f32 chain in ascending block order, made visible through the f16 output: each row's t_b are 1984,
-  // 65, then nh >= 2 of 2^-13 (B = 32, every activation code 7 or 1 with sa = 1; weight scales 8, 1, 2^-13). In order,
-  // 2049 + 2^-13 is an f32 tie that rounds back to 2049, so the sum stays 2049 and f16 rounds it to 2048; any kernel
-  // that adds two of the 2^-13 first (a reassociation, a tree, a split not in its gemmSchedule) gets 2049 + 2^-12,
-  // hence 2050. Random data cannot tell: an f32 chain off by an ulp rarely moves the f16 output. 40 blocks, the 2^-13
-  // ones last (zeros between add +0): one chunk, or three that they straddle (the matvec's 16 lanes × 1 word); the
-  // matvec's chain batches of 8 and its tail.
-  it.each([1, 3])('matmul w4 M=%i: the f32 chain of t_b in ascending block order (DESIGN §3.4), every kernel', async (M) => {
-    const B = 32, NB = 40, K = B * NB, N = 40, spec = actSpec(K, B, 0);
-    const x = new Float32Array(M * K).map((_, i) => (i % B === 0 ? 7 : 1)); // sa = f16(7 / 7) = 1, codes = x
-    const codes = new Int8Array(N * K), scales = new Uint16Array(N * NB).fill(f16Bits(1));
-    for (let n = 0; n < N; n++) {
-      const row = (b: number, c: number[], sw: number) => { codes.set(c, n * K + b * B); scales[n * NB + b] = f16Bits(sw); };
-      row(0, [7, ...Array(28).fill(7), 1, 1, 1], 8); // acc 7·7 + 28·7 + 3 = 248: t = 1984
-      row(1, [7, ...Array(16).fill(1)], 1); // acc 49 + 16 = 65: t = 65
-      for (let b = NB - 2 - (n % 23); b < NB; b++) row(b, [0, 1], 2 ** -13); // acc 1: t = 2^-13, the row's last blocks
-    }
-    const w4 = { N, codes: packInt4(codes), scales, act: spec }, qa = quantizeAct(x, M, spec);
-    // the construction: 2048 in the contract's order, 2050 with the 2^-13 blocks summed apart
-    expect(new Set(gemmW4Ax(qa, w4))).toEqual(new Set([2048]));
-    expect(new Set(gemmW4Ax(qa, w4, [[0, 2], [2, NB]]))).toEqual(new Set([2050]));
-    for (const [kernel, b] of kernels('gemm_w4ax', M)) {
-      const got = await b.read(b.matmul(b.quantizeAct(b.fromHost(x, [M, K]), spec), b.uploadWeight({ kind: 'w4', name: 'chain', ...w4 })));
-      b.endStep();
-      expectSameBits(got, gemmW4Ax(qa, w4, b.gemmSchedule?.(N, spec)), kernel);
-    }
   });
 
   // DESIGN §3.4: the partial-sum schedule is a function of the weight only (Backend.gemmSchedule(N, spec)), so the

@@ -22,22 +22,15 @@ const KV_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'write', 'read', 
  *  states (attention_kv4 SPLIT = 1 writes them, its combine reads them; the others bind a dummy) */
 const ATT_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'write', 'write'];
 
-/** The matvec's lanes per row and 16-byte words per lane per chunk (gemm_w4ax.wgsl TEAM, WPL) for a padded K and MT
- *  tokens per workgroup: 16 lanes up to Kp = 2048 (16 rows a workgroup), else 32 (8 rows); then as many words as the
- *  row needs, up to 8 and to MT · TEAM · WPL <= 256 (the workgroup memory): LLaMA-3.2-1B's K = 2048 gets 16 × 4 (the
- *  row in one chunk, 64 bytes in flight per lane), its down (8192) 32 × 8 (one chunk, 128 bytes), LLaMA-3-8B's 4096
- *  32 × 4 and 14336 32 × 8 (two chunks). `force` (tests, sweeps) overrides either, the words clamped to the limit. */
-export function matvecShape(Kp: number, MT: 1 | 4, force?: { team?: 16 | 32; words?: 1 | 2 | 4 | 8 }): { TEAM: 16 | 32; WPL: 1 | 2 | 4 | 8 } {
-  const TEAM = force?.team ?? (Kp > 2048 ? 32 : 16), cap = Math.min(8, 256 / (MT * TEAM));
-  let WPL = 1;
-  while (WPL < cap && WPL * TEAM * 32 < Kp) WPL *= 2;
-  if (force?.words) WPL = Math.min(force.words, cap);
-  return { TEAM, WPL: WPL as 1 | 2 | 4 | 8 };
-}
+/** The one-token matvec's segments per lane per chunk (gemm_w4ax.wgsl SPL) for a padded K: 1 (2048-channel
+ *  chunks) up to Kp = 2048, where every lane of a row has one 64-byte segment (LLaMA-3.2-1B q/k/v, o, gate/up,
+ *  classifier); else 2 (4096-channel chunks, 128 bytes in flight per lane: LLaMA-3.2-1B down, every LLaMA-3-8B
+ *  layer). The 4-token matvec always takes 1 (its workgroup memory: 27 KB). */
+export const matvecSegs = (Kp: number): 1 | 2 => (Kp <= 2048 ? 1 : 2);
 
 /** The pipelines of the op set: family, entry point, bindings (in order), override constants. */
 const PIPES = {
-  // the matvec: MT tokens per workgroup; TEAM and WPL (lanes per row, words per lane per chunk) come with K (matvecShape)
+  // the matvec: MT tokens per workgroup; SPL (segments per lane per chunk) comes with the shape (matvecSegs)
   gemm_matvec1: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 1 } },
   gemm_matvec4: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 4 } },
   gemm_matvec1_qin: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 1, QIN: 1 } },

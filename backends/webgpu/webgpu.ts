@@ -20,7 +20,7 @@ import { ropeFreqs } from '../../simulator/kernels/float.ts';
 import { CometError } from '../errors.ts';
 import { deviceLost, getGpu, type GpuContext } from './device.ts';
 import { loadShaderSources, type ShaderSources } from './shaders.ts';
-import { matvecShape, pipelineCache, type PipeName, type PipelineCache } from './pipes.ts';
+import { matvecSegs, pipelineCache, type PipeName, type PipelineCache } from './pipes.ts';
 import { Stream, up4, up256, type Lap, type Remake, type Res } from './stream.ts';
 
 const f32bits = (() => { const f = new Float32Array(1), u = new Uint32Array(f.buffer); return (x: number) => ((f[0] = x), u[0]); })();
@@ -547,9 +547,8 @@ export class WebGPUBackend implements Backend {
     // other kernels read the qact, recorded now
     const lz = kernel === 'matvec' && a.lazy?.step === this.steps ? a.lazy : undefined;
     if (!lz) this.ready(a);
-    // rows per workgroup: rowwise 64 (one per invocation), tiled 64, matvec 256 / TEAM (gemm_w4ax.wgsl ROWS: 16 or 8)
-    const mv = kernel === 'matvec' ? matvecShape(sw.Kp, M === 1 ? 1 : 4, this.opts.matvec) : undefined;
-    const rowsPerGroup = mv ? 256 / mv.TEAM : 64;
+    // rows per workgroup: rowwise 64 (one per invocation), tiled 64, matvec 16 (gemm_w4ax.wgsl ROWS)
+    const rowsPerGroup = kernel === 'matvec' ? 16 : 64;
     const outs = ws.map((w) => this.f32([M, w.shape[0]]));
     // part i: workgroups [g_i, g_{i+1}) along x
     const groups = ws.map((w) => Math.ceil(w.shape[0] / rowsPerGroup)), g = [0];
@@ -564,8 +563,8 @@ export class WebGPUBackend implements Backend {
     const gx = g[g.length - 1];
     if (kernel === 'rowwise') this.run('gemm_rowwise', params, res, gx, Math.ceil(M / 4));
     else if (kernel === 'tiled') this.run('gemm_tiled', params, res, gx, Math.ceil(M / 32));
-    else if (M === 1) this.run(lz ? 'gemm_matvec1_qin' : 'gemm_matvec1', params, res, gx, 1, 1, mv);
-    else this.run(lz ? 'gemm_matvec4_qin' : 'gemm_matvec4', params, res, gx, Math.ceil(M / 4), 1, mv);
+    else if (M === 1) this.run(lz ? 'gemm_matvec1_qin' : 'gemm_matvec1', params, res, gx, 1, 1, { SPL: this.opts.matvec?.segs ?? matvecSegs(sw.Kp) });
+    else this.run(lz ? 'gemm_matvec4_qin' : 'gemm_matvec4', params, res, gx, Math.ceil(M / 4));
     return outs;
   }
   /** a 16-byte writable buffer for an output binding no workgroup writes (two: bindings must not alias) */
@@ -844,9 +843,9 @@ export interface WebGPUOptions {
   /** force one W4Ax kernel (tests, benchmarks); default: tiled for M > 8 tokens, else rowwise for small K or
    *  CPU adapters, else matvec */
   gemm?: 'matvec' | 'rowwise' | 'tiled';
-  /** matvec variant (tests, benchmark sweeps): lanes per row (16, 32) and 16-byte words per lane per chunk (1-8, clamped
-   *  to the workgroup memory's limit); default by K (pipes.ts matvecShape) */
-  matvec?: { team?: 16 | 32; words?: 1 | 2 | 4 | 8 };
+  /** one-token matvec variant (tests, benchmark sweeps): segments (128 channels) per lane per chunk, 1 (2048-channel
+   *  chunks) or 2 (4096); default by K (pipes.ts matvecSegs). The 4-token matvec always takes 1. */
+  matvec?: { segs: 1 | 2 };
   /** force the barrier-free kernels (serial: one invocation per token and head, KV4 group, or weight row and 4
    *  tokens) or the workgroup ones (64 invocations per token and head, 32 per weight row) of attention, KV4 append
    *  and the f16-weight GEMM; default: serial on CPU adapters (SwiftShader runs barriers slowly), else workgroup */

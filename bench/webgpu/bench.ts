@@ -45,12 +45,11 @@ async function main() {
       const x = be.fromHost(Float32Array.from({ length: M * K }, () => rnd() * 2 - 1), [M, K]);
       const q = be.quantizeAct(x, w0.act);
       await be.read(q); be.endStep();
-      // matvec variants (lanes per row × 16-byte words per lane per chunk; the first is the default, pipes.ts
-      // matvecShape), rowwise; tiled is the prefill kernel (32-token tiles), far off at these M
+      // matvec variants (segments per lane per chunk: 2048- or 4096-channel chunks; the first is the default), rowwise;
+      // tiled is the prefill kernel (32-token tiles), far off at these M
       const variants: Array<[string, ConstructorParameters<typeof WebGPUBackend>[2]]> = M === 1
-        ? [['matvec (default)', { gemm: 'matvec' }], ...([[16, 4], [16, 8], [32, 2], [32, 4], [32, 8]] as const).map(([team, words]) =>
-          [`matvec ${team} lanes x ${words} words`, { gemm: 'matvec', matvec: { team, words } }] as [string, ConstructorParameters<typeof WebGPUBackend>[2]]),
-          ['rowwise', { gemm: 'rowwise' }]]
+        ? [['matvec (default)', { gemm: 'matvec' }], ['matvec 1 segment per lane', { gemm: 'matvec', matvec: { segs: 1 } }],
+          ['matvec 2 segments per lane', { gemm: 'matvec', matvec: { segs: 2 } }], ['rowwise', { gemm: 'rowwise' }]]
         : [['matvec (4 tokens)', { gemm: 'matvec' }]];
       for (const [kern, o] of variants) {
         const kb = new WebGPUBackend(be.gpu, be.src, o);

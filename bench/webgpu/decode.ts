@@ -2,10 +2,9 @@
 // W4A4KV4 model (LLaMA-3.2-1B shape by default), and the W4Ax matvec of its layer shapes against the WGSL copy
 // bandwidth.
 //   npx tsx bench/webgpu/decode.ts [--shape llama3.2-1b | stories110m | tiny] [--steps N] [--out DIR] [--no-cuda]
-//     [--kernels serial | workgroup] [--decode-only] [--matvec-variants]
+//     [--kernels serial | workgroup] [--decode-only]
 // --kernels forces WebGPU's attention, KV-append and f16-GEMM kernels (the CPU adapters' serial ones, say, for their
-// GPU profile); --decode-only skips the copy bandwidth and matvec part; --matvec-variants times the matvec's other shapes
-// (lanes per row × words per lane) beside the default at each layer shape. The WebGPU step is profiled after the timed
+// GPU profile); --decode-only skips the copy bandwidth and matvec part. The WebGPU step is profiled after the timed
 // replays: host ms per phase, and each kernel's GPU time (printed, and in the JSON).
 // Decode runs as the engine runs a greedy batch-1 step: a prefill, eager steps, then the step captured once
 // (Backend.captureStep: a CUDA graph; on WebGPU the recorded command list) and replayed with new inputs, each
@@ -21,8 +20,7 @@ import { w4Bytes } from '../../simulator/traits.ts';
 import { type LlamaConfig, weightNames, weightShape } from '../../src/model/config.ts';
 import { Llama } from '../../src/model/llama.ts';
 import { singleSequenceCache } from '../../src/engine/generate.ts';
-import { matvecShape } from '../../backends/webgpu/pipes.ts';
-import { copyBandwidth, perRep, randomW4, rnd, timeIt } from './lib.ts';
+import { copyBandwidth, perRep, randomW4, rnd } from './lib.ts';
 
 const args = process.argv.slice(2);
 const arg = (k: string, d: string) => (args.includes(k) ? args[args.indexOf(k) + 1] : d);
@@ -189,29 +187,16 @@ async function main() {
   const L2 = shape === 'tiny' ? 1 << 20 : 50 << 20;
   const kv = c.nKvHeads * c.headDim, q = c.nHeads * c.headDim;
   const mv: Array<Record<string, number | string>> = (results.matvec = []);
-  const variants: Array<Record<string, number | string>> = (results.matvecVariants = []);
   for (const [name, Ns, K] of [['q+k+v', [q, kv, kv], c.dim], ['o', [c.dim], q], ['gate+up', [c.hiddenDim, c.hiddenDim], c.dim], ['down', [c.dim], c.hiddenDim], ['classifier', [c.vocabSize], c.dim]] as Array<[string, number[], number]>) {
     const one = Ns.map((N) => randomW4(N, K)), bytes = one.reduce((a, w) => a + w4Bytes(w.act, w.N).codes + w4Bytes(w.act, w.N).scales, 0);
     const copies = Math.max(2, Math.ceil((4 * L2) / bytes));
     const sets = Array.from({ length: copies }, (_, i) => (i === 0 ? one : Ns.map((N) => randomW4(N, K))).map((w, j) => wgpu.uploadWeight({ kind: 'w4', name: `${name}${j}`, ...w })));
     const x = wgpu.quantizeAct(wgpu.fromHost(Float32Array.from({ length: K }, () => rnd() * 2 - 1), [1, K]), one[0].act);
     await wgpu.read(x); wgpu.endStep();
-    const row = (be: WebGPUBackend, ms: number) => {
-      const gbs = bytes / (ms * 1e-3) / 1e9, s = matvecShape(one[0].act.Kp, 1, be.opts.matvec);
-      return { shape: `${name} ${Ns.join('+')}x${K}`, kernel: (be.opts.gemm ?? (be.cpu ? 'rowwise' : 'matvec')) === 'matvec' ? `matvec ${s.TEAM} lanes x ${s.WPL} words` : 'rowwise', us: +(ms * 1000).toFixed(2), GBs: +gbs.toFixed(0), ofCopy: +(gbs / copy.copyGBs).toFixed(3), ofReadRoofline: +(gbs / (copy.copyGBs / 2)).toFixed(3) };
-    };
-    mv.push(row(wgpu, await perRep(wgpu, 4 * copies, (r) => wgpu.matmulMany(x, sets[r % copies])[0])));
+    const ms = await perRep(wgpu, 4 * copies, (r) => wgpu.matmulMany(x, sets[r % copies])[0]);
+    const gbs = bytes / (ms * 1e-3) / 1e9;
+    mv.push({ shape: `${name} ${Ns.join('+')}x${K}`, us: +(ms * 1000).toFixed(2), GBs: +gbs.toFixed(0), ofCopy: +(gbs / copy.copyGBs).toFixed(3), ofReadRoofline: +(gbs / (copy.copyGBs / 2)).toFixed(3) });
     console.log(JSON.stringify(mv[mv.length - 1]));
-    // --matvec-variants: the matvec's other shapes (lanes per row × words per lane, pipes.ts matvecShape) on the same
-    // weights, to check the default's pick by K
-    for (const [team, words] of args.includes('--matvec-variants') ? ([[16, 2], [16, 4], [16, 8], [32, 2], [32, 4], [32, 8]] as const) : []) {
-      const be = new WebGPUBackend(wgpu.gpu, wgpu.src, { gemm: 'matvec', matvec: { team, words } });
-      const s = matvecShape(one[0].act.Kp, 1, be.opts.matvec), d = matvecShape(one[0].act.Kp, 1);
-      if (s.TEAM === d.TEAM && s.WPL === d.WPL) continue; // the default's row above
-      await timeIt(be, () => be.matmulMany(x, sets[0])[0]); // warm-up (pipeline)
-      variants.push(row(be, await perRep(be, 4 * copies, (r) => be.matmulMany(x, sets[r % copies])[0])));
-      console.log(JSON.stringify(variants[variants.length - 1]));
-    }
     for (const s of sets) for (const w of s) (w as unknown as { buf: GPUBuffer }).buf.destroy();
     save();
   }

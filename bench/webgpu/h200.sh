@@ -2,8 +2,7 @@
 # On the GPU machine, in one `run` call (issue 21, item 4): decode tokens/s at batch 1 of a LLaMA-3.2-1B-shape
 # W4A4KV4 model (random weights, bench/webgpu/decode.ts) on WebGPU (Dawn in Node, Vulkan over the NVIDIA driver)
 # beside the CUDA backend, same process, same weights; then the WebGPU step's profile (host phases, each kernel's
-# GPU time, dispatches per step) and the W4Ax matvec at the model's shapes against the WGSL copy bandwidth, the default
-# beside its other shapes (lanes per row × words per lane: --matvec-variants, JSON matvecVariants).
+# GPU time, dispatches per step) and the W4Ax matvec at the model's shapes against the WGSL copy bandwidth.
 # Here first (the CPU machine):
 #   bash device/pack.sh                     .device/node.xz, .device/node_modules.tar.xz (node and node_modules)
 #   bash bench/webgpu/gl-debs.sh            .gl/*.deb (the Vulkan loader; device/unpack.sh installs them there)
@@ -33,7 +32,7 @@ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm -
 run() { local name=$1 limit=$2; shift 2
   local t0=$SECONDS; timeout "$limit" node node_modules/tsx/dist/cli.mjs bench/webgpu/decode.ts "$@" --out "$OUT" > "$OUT/$name.log" 2>&1
   echo "== $name rc=$? ($((SECONDS - t0)) s)"; grep -vE '^\{"shape"' "$OUT/$name.log" | tail -40; }
-run decode ${DECODE_S:-300} --shape llama3.2-1b --steps "${STEPS:-128}" --matvec-variants
+run decode ${DECODE_S:-300} --shape llama3.2-1b --steps "${STEPS:-128}"
 grep -E '^\{"shape"' "$OUT/decode.log"
 [ "${SERIAL:-0}" = 1 ] && run serial 120 --shape llama3.2-1b --steps 32 --no-cuda --decode-only --kernels serial
 ls -la "$OUT"

@@ -15,8 +15,7 @@ const r = JSON.parse(readFileSync(file, 'utf8')) as {
   date: string; shape: string; adapter: string; w4MBPerToken: number; steps: number; config: Record<string, unknown>;
   webgpu?: Decode; cuda?: Decode & { error?: string }; webgpuOverCuda?: number; sameTokens?: string;
   copyBufferToBufferGBs?: number; copyKernelGBs?: number; copyGBs?: number;
-  matvec?: Array<{ shape: string; kernel?: string; us: number; GBs: number; ofCopy: number; ofReadRoofline: number }>;
-  matvecVariants?: Array<{ shape: string; kernel: string; us: number; GBs: number; ofCopy: number; ofReadRoofline: number }>;
+  matvec?: Array<{ shape: string; us: number; GBs: number; ofCopy: number; ofReadRoofline: number }>;
 };
 const f = (x: number | undefined, d = 1) => (x === undefined ? '–' : x.toFixed(d));
 const rows: string[] = [];
@@ -47,9 +46,7 @@ ${f3(p.eagerRecordMs)} ms (a replay skips it).
 | --- | --- | --- | --- |
 ${p.kernels.map((k) => `| ${k.name} | ${k.n} | ${f3(k.ms)} | ${((k.ms / k.n) * 1000).toFixed(1)} |`).join('\n')}
 ` : '';
-// the default kernel's rows, then (--matvec-variants) the matvec's other shapes at each layer shape
-const mv = [...(r.matvec ?? []).map((m) => ({ ...m, kernel: `${m.kernel ?? ''} (default)` })), ...(r.matvecVariants ?? [])]
-  .map((m) => `| ${m.shape} | ${m.kernel} | ${m.us} | ${m.GBs} | ${(100 * m.ofCopy).toFixed(0)}% | ${(100 * m.ofReadRoofline).toFixed(0)}% |`);
+const mv = (r.matvec ?? []).map((m) => `| ${m.shape} | ${m.us} | ${m.GBs} | ${(100 * m.ofCopy).toFixed(0)}% | ${(100 * m.ofReadRoofline).toFixed(0)}% |`);
 const md = `# WebGPU decode beside CUDA, ${r.shape} shape, W4A4KV4, batch 1 (${r.date.slice(0, 10)}${opt('--device') ? `, ${opt('--device')}` : ''})
 
 Command: \`${opt('--command') ?? `npx tsx bench/webgpu/decode.ts --shape ${r.shape}`}\`; raw numbers in the .json beside this file.
@@ -69,8 +66,8 @@ Copy bandwidth (read + write): copyBufferToBuffer ${f(r.copyBufferToBufferGBs, 0
 the roofline is the larger (${f(r.copyGBs, 0)} GB/s); a matvec only reads, so its own roofline is half of that.
 GPU time from compute-pass timestamps; weights rotate over copies that exceed the L2.
 
-| shape (N x K) | kernel | µs | GB/s | of copy | of the read roofline (copy / 2) |
-| --- | --- | --- | --- | --- | --- |
+| shape (N x K) | µs | GB/s | of copy | of the read roofline (copy / 2) |
+| --- | --- | --- | --- | --- |
 ${mv.join('\n')}
 ${prof}`;
 writeFileSync(file.replace(/\.json$/, '.md'), md);

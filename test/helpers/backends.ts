@@ -51,11 +51,10 @@ const webgpu: BackendCase = {
       ({ name, ops, maxTokens, be: new WebGPUBackend(gpu, src, o) });
     // the W4Ax kernels: matvec (1 token; 2..8 tokens as a 4-token matvec) and rowwise for decode, tiled for more
     return [
-      // the matvec's two extremes forced (the default picks lanes per row and words per lane by K): 16 lanes × 1 word,
-      // 512-channel chunks (several chunks at every K here), and 32 lanes × 8 words, 8192-channel chunks (lanes past
-      // the row; the 4-token matvec clamps it to 2 words: 2048 channels)
-      make('matvec 16 lanes x 1 word', ['gemm_w4ax'], { gemm: 'matvec', matvec: { team: 16, words: 1 } }, 8),
-      make('matvec 32 lanes x 8 words', ['gemm_w4ax'], { gemm: 'matvec', matvec: { team: 32, words: 8 } }, 8),
+      // the one-token matvec's two chunkings forced (the default picks by K): 2048-channel chunks at K > 2048 (several
+      // chunks), 4096-channel ones at small K (lanes with no segment)
+      make('matvec 1 segment per lane', ['gemm_w4ax'], { gemm: 'matvec', matvec: { segs: 1 } }, 8),
+      make('matvec 2 segments per lane', ['gemm_w4ax'], { gemm: 'matvec', matvec: { segs: 2 } }, 8),
       make('rowwise', ['gemm_w4ax'], { gemm: 'rowwise' }, 8),
       make('tiled', ['gemm_w4ax'], { gemm: 'tiled' }),
       make('matvec without dot4I8Packed', ['gemm_w4ax'], { gemm: 'matvec' }, 8, { ...b.gpu, dot4: false }),
