@@ -115,8 +115,9 @@ __device__ __forceinline__ void decode_cta(const int8_t* __restrict__ a8, const 
   float sum[TT][4];
 
   // the slice in chunks of at most `chunk` k-tiles (one chunk unless its activations overflow shared memory; always one
-  // at TT <= 2, the classes the schedule is sized for: no loop there; at 3 CTAs per SM the solo kernels do not spill, the grouped one at 9 <= M <= 16 spills 132 B on sm_90a
-  // and measured no slower: 8B q/k/v at M = 16 22.2 us either way, H200 2026-12-03)
+  // at TT <= 2, the classes the schedule is sized for: no loop there. At 3 CTAs per SM the solo kernels do not spill;
+  // the grouped one at 9 <= M <= 16 spills 132 B on sm_90a and measured no slower: 8B q/k/v at M = 16 22.2 us either
+  // way, H200 2026-12-03)
   auto run_chunk = [&](const int ta, const int nt) {
   const int tb = ta + nt;
   const int bA = tile_block0<B>(w, ta), bB = tile_block0<B>(w, tb), nbs = bB - bA;
