@@ -270,7 +270,9 @@ eachBackend('batched prefill', ({ name, create }) => {
     await together(m, 24);
   });
   it('a W4A4KV4 model: 12 prompts prefilled in one step give each request its text alone', async () => {
-    await together(await w4Model(m), 20);
+    // fewer tokens than the float model's: the batched prefill is the point, and on SwiftShader (CI) each W4A4KV4
+    // decode step costs ~10x a float one (20 tokens took 100 s of the 120 s limit there, 2026-12-03)
+    await together(await w4Model(m), 8);
   });
 });
 
