@@ -10,14 +10,8 @@
 #   e2e / base / webgpu / verify / kern: device/s9.sh's parts (run through it with F=.device/s10)
 # Here first: the CMake Release build as .device/s10/addon.tar.xz; .device/node.xz; .device/s10/nm-slim.tar.xz.
 set -uo pipefail
-T0=$(date +%s); OUT=${OUT:-/tmp/comet-out}; F=$PWD/.device/s10
-mkdir -p "$OUT" /tmp/p
-since() { echo "$(( $(date +%s) - T0 )) s"; }
-[ -d node_modules ] || [ ! -f "$F/nm-slim.tar.xz" ] || tar -xJf "$F/nm-slim.tar.xz"
-source device/unpack.sh; set +e
-mkdir -p /tmp/addon && tar -xJf "$F/addon.tar.xz" -C /tmp/addon
-export COMET_CUDA_ADDON=/tmp/addon/comet_cuda.node PYTHONUNBUFFERED=1
-date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+F=$PWD/.device/s10
+source device/session-env.sh
 mkdir -p /tmp/lab; for f in $F/lab/*.so.xz; do [ -f "$f" ] && xz -dc "$f" > /tmp/lab/$(basename "$f" .xz); done
 LIBS="/tmp/addon/libcomet_cuda.so $(ls /tmp/lab/*.so 2>/dev/null)"
 C="node bin/comet.js"
@@ -68,7 +62,8 @@ run_part() {
       done; wait
       for f in $L/ppl-*.json; do echo "$(basename $f) $(cut -c1-300 $f)"; done; tail -n 3 $L/*.err ;;
     *)
-      OUT=$OUT PARTS=$part F=$F bash device/s9.sh | sed -n '/^=== /,$p' ;;
+      # s9.sh writes this part's log tarball itself
+      OUT=$OUT PARTS=$part F=$F bash device/s9.sh | sed -n '/^=== /,$p'; return ;;
   esac
   tar -czf "$OUT/p-$part.tgz" -C $L .
 }

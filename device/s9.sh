@@ -26,14 +26,8 @@
 # wikillama .comet under the 64 MiB carry) the slimmer .device/s9/nm-slim.tar.xz; webgpu: also .gl. Logs:
 # $OUT/p-<part>.tgz, summary on stdout.
 set -uo pipefail
-T0=$(date +%s); OUT=${OUT:-/tmp/comet-out}; F=${F:-$PWD/.device/s9}
-mkdir -p "$OUT" /tmp/p
-since() { echo "$(( $(date +%s) - T0 )) s"; }
-[ -d node_modules ] || [ ! -f "$F/nm-slim.tar.xz" ] || tar -xJf "$F/nm-slim.tar.xz"
-source device/unpack.sh; set +e
-mkdir -p /tmp/addon && tar -xJf "$F/addon.tar.xz" -C /tmp/addon
-export COMET_CUDA_ADDON=/tmp/addon/comet_cuda.node PYTHONUNBUFFERED=1
-date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+F=${F:-$PWD/.device/s9}
+source device/session-env.sh
 C="node bin/comet.js"
 run_part() {
   local part=$1 L=/tmp/p/$1; mkdir -p $L
