@@ -172,9 +172,10 @@ __device__ __forceinline__ void decode_cta(const int8_t* __restrict__ a8, const 
   if constexpr (B == 128 && TT <= 2) {
   // B = 128 at M <= 16 (every FMPQ model's decode): a k-tile is exactly one block (K8 and Kp are multiples of B), so
   // a tile is four k32 MMAs and one epilogue, INT8 or INT4 by a warp-uniform test, with no per-c or per-block
-  // conditions; the ring slot is refilled once its words are converted, so the ring is never copied. The general
-  // loop below ran 206 instructions per warp and k-tile on 8B gate_up at M = 1 (ncu, 2026-12-03): with one CTA of
-  // 128 rows per ~1.7 SMs the decode GEMM is bound by its instruction stream, not by memory.
+  // conditions; the ring slot's refill is written after its words are converted. The general loop below ran 206
+  // instructions per warp and k-tile on 8B gate_up at M = 1, this one 138 (ncu, 2026-12-03; ptxas still copies
+  // part of the ring around the predicated refill: cuda/NOTES-gemm.md, "decode, session 10"): with one CTA of 128
+  // rows per ~1.7 SMs the decode GEMM is bound by its instruction stream and its loads' latency, not by DRAM.
   for (int base = 0; base < nt; base += DEPTH) {
 #pragma unroll
     for (int u = 0; u < DEPTH; u++) {
