@@ -10,10 +10,10 @@
 #   e2e / base / webgpu / verify / kern: device/s9.sh's parts (run through it with F=.device/s10)
 # Here first: the CMake Release build as .device/s10/addon.tar.xz; .device/node.xz; .device/s10/nm-slim.tar.xz.
 set -uo pipefail
-F=$PWD/.device/s10
+F=${F:-$PWD/.device/s10}  # session 11: F=$PWD/.device/s11 (same parts, another payload)
 source device/session-env.sh
 mkdir -p /tmp/lab; for f in $F/lab/*.so.xz; do [ -f "$f" ] && xz -dc "$f" > /tmp/lab/$(basename "$f" .xz); done
-LIBS="/tmp/addon/libcomet_cuda.so $(ls /tmp/lab/*.so 2>/dev/null)"
+LIBS=${LIBS:-"/tmp/addon/libcomet_cuda.so $(ls /tmp/lab/*.so 2>/dev/null)"}
 C="node bin/comet.js"
 run_part() {
   local part=$1 L=/tmp/p/$1; mkdir -p $L
@@ -31,17 +31,17 @@ run_part() {
       timeout 120 compute-sanitizer --tool memcheck --print-limit 20 $B check --small > $L/memcheck.txt 2>&1; echo "memcheck rc=$? $(grep -E 'ERROR SUMMARY|check:' $L/memcheck.txt | tr '\n' ' ')"
       timeout 120 compute-sanitizer --tool racecheck --racecheck-report hazard $B check --small --variants 1 > $L/racecheck.txt 2>&1; echo "racecheck rc=$? $(grep -E 'RACECHECK SUMMARY|check:' $L/racecheck.txt | tr '\n' ' ')" ;;
     labcheck)
-      for lib in $(ls /tmp/lab/*.so); do n=$(basename $lib .so)
-        timeout 120 python3 bench/gemm/bench.py --lib $lib check --variants 0,1 > $L/$n-check.txt 2>&1; echo "$n check rc=$? $(tail -1 $L/$n-check.txt)"
+      for lib in ${LABCHECK:-$(ls /tmp/lab/*.so)}; do n=$(basename $lib .so)
+        timeout 120 python3 bench/gemm/bench.py --lib $lib check --variants ${CHECK_VARIANTS:-0,1} > $L/$n-check.txt 2>&1; echo "$n check rc=$? $(tail -1 $L/$n-check.txt)"
         timeout 90 python3 bench/gemm/bench.py --lib $lib group-check > $L/$n-gcheck.txt 2>&1; echo "$n group-check rc=$? $(tail -1 $L/$n-gcheck.txt)"
         [ -n "${MINDEP:-}" ] && { timeout 90 python3 bench/gemm/bench.py --lib $lib mindep > $L/$n-mindep.txt 2>&1; echo "$n mindep rc=$? $(tail -1 $L/$n-mindep.txt)"; }
       done ;;
     ncu)
-      for lib in ${NCU_LIBS:-/tmp/addon/libcomet_cuda.so} ${LAB:+/tmp/lab/$LAB.so}; do
+      for lib in ${NCU_LIBS:-/tmp/addon/libcomet_cuda.so} ${LAB:+/tmp/lab/$LAB.so}; do  # NCU_K/M/V: another kernel
         n=$(basename $lib .so)
         for sh in ${NCU_SHAPES:-"28672 4096" "6144 4096" "4096 14336"}; do set -- ${sh/,/ }
-          timeout 90 ncu --set full --import-source yes -k regex:gemm_decode --launch-skip 2 --launch-count 1 -o $L/$n-$1-$2 \
-            python3 bench/gemm/bench.py --lib $lib one --M 1 --N $1 --K $2 --variant 1 --reps 4 > $L/ncu-$n-$1.log 2>&1
+          timeout 90 ncu --set full --import-source yes -k regex:${NCU_K:-gemm_decode} --launch-skip 2 --launch-count 1 -o $L/$n-$1-$2 \
+            python3 bench/gemm/bench.py --lib $lib one --M ${NCU_M:-1} --N $1 --K $2 --variant ${NCU_V:-1} --reps 4 > $L/ncu-$n-$1.log 2>&1
           echo "$n N=$1 K=$2 rc=$?"
           ncu --import $L/$n-$1-$2.ncu-rep --page details > $L/$n-$1-$2.txt 2>&1
           grep -E "^    (Duration|Memory Throughput|DRAM Throughput|L2 Hit Rate|Achieved Occupancy|Registers Per|Issue Slots Busy|No Eligible|Theoretical Occupancy|Waves Per SM)" $L/$n-$1-$2.txt | sed 's/  */ /g'
