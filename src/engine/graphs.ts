@@ -6,7 +6,7 @@
 // at pos + 1), so every step of a key has one shape: tokens [B], pos/seq [B], B tables of `bucket` pages,
 // rows 0..B-1. The backend sizes its launches from that shape alone (CUDA: attention's key range =
 // bucket · pageSize), which is why a graph captured at one step replays right at later positions.
-// The padding is applied whenever the backend can capture, graphs on or off (COMET_ENGINE_GRAPHS=0), so both
+// The padding is applied whenever the backend can capture, graphs on or off (the engine option `graphs: 0`), so both
 // run the same launches on the same shapes and give the same bits.
 //
 // Per key: the first step runs eagerly (it warms the backend's step memory for that shape: nothing may be
