@@ -121,8 +121,8 @@ async function stream(dev: GPUDevice, sizes: number[], big: number, l2: number) 
   return rows;
 }
 
-/** The W4Ax matvec (M = 1) at each shape: µs a dispatch, back to back in one pass, weights rotating past the L2. */
 const hostData = new Map<string, { ws: ReturnType<typeof randomW4>[]; x: Float32Array }>(); // by shape: the toggles' runs reuse it
+/** The W4Ax matvec (M = 1) at each shape: µs a dispatch, back to back in one pass, weights rotating past the L2. */
 async function matvec(be: WebGPUBackend, shapes: Array<[string, number[], number]>, l2: number) {
   const rows: FloorResults['matvec'] = [];
   const outs: Float32Array[] = [];
@@ -181,7 +181,7 @@ async function main() {
     save();
   }
   const dec = arg('--decode');
-  if (dec) { const j = JSON.parse(readFileSync(dec, 'utf8')); r.decode = { ...j.webgpu, cudaTokensPerS: j.cuda?.tokensPerS }; }
+  if (dec) { const j = JSON.parse(readFileSync(dec, 'utf8')), { tokens: _, ...web } = j.webgpu; r.decode = { ...web, cudaTokensPerS: j.cuda?.tokensPerS }; }
   r.fits = { read: linearFit(r.stream.filter((s) => s.kernel === 'read').map((s) => [s.bytes, s.us])), copy: linearFit(r.stream.filter((s) => s.kernel === 'copy').map((s) => [2 * s.bytes, s.us])),
     matvec: linearFit(r.matvec.map((m) => [m.bytes, m.us])) };
   save();
