@@ -2,25 +2,28 @@
 // W4A4KV4 model (LLaMA-3.2-1B shape by default), and the W4Ax matvec of its layer shapes against the WGSL copy
 // bandwidth.
 //   npx tsx bench/webgpu/decode.ts [--shape llama3.2-1b | stories110m | tiny] [--steps N] [--out DIR] [--no-cuda]
-//     [--kernels serial | workgroup] [--decode-only]
+//     [--kernels serial | workgroup] [--decode-only] [--dawn-toggles a,b --same-as OTHER.json]
 // --kernels forces WebGPU's attention, KV-append and f16-GEMM kernels (the CPU adapters' serial ones, say, for their
 // GPU profile); --decode-only skips the copy bandwidth and matvec part. The WebGPU step is profiled after the timed
-// replays: host ms per phase, and each kernel's GPU time (printed, and in the JSON).
+// replays: host ms per phase, and each kernel's GPU time (printed, and in the JSON). --dawn-toggles runs WebGPU on a
+// device with those Dawn toggles on (disable_robustness: what the WGSL bounds checks cost the step); --same-as says
+// whether its greedy tokens equal another run's WebGPU tokens (the same weights: the same arguments but the toggles).
 // Decode runs as the engine runs a greedy batch-1 step: a prefill, eager steps, then the step captured once
 // (Backend.captureStep: a CUDA graph; on WebGPU the recorded command list) and replayed with new inputs, each
 // replay reading back only the sampled id. tokens/s = steps / wall time of the replays, after warm-up.
 // Weights are random codes and scales (not quantized from floats: speed does not depend on their values);
 // the classifier is an untied W4 matrix (LLaMA-3.2-1B ties it to the embedding; a tied f32 classifier would
 // read 1 GB per token on both backends, and the f16 classifier is another helper's work).
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Backend, HostWeight, StepInputs } from '../../backends/backend.ts';
+import { loadShaderSources } from '../../backends/webgpu/shaders.ts';
 import { createWebGPUBackend, WebGPUBackend, WebGPUStep } from '../../backends/webgpu/webgpu.ts';
 import { w4Bytes } from '../../simulator/traits.ts';
 import { type LlamaConfig, weightNames, weightShape } from '../../src/model/config.ts';
 import { Llama } from '../../src/model/llama.ts';
 import { singleSequenceCache } from '../../src/engine/generate.ts';
-import { copyBandwidth, perRep, randomW4, rnd } from './lib.ts';
+import { contextWith, copyBandwidth, perRep, randomW4, rnd } from './lib.ts';
 
 const args = process.argv.slice(2);
 const arg = (k: string, d: string) => (args.includes(k) ? args[args.indexOf(k) + 1] : d);
@@ -144,14 +147,15 @@ function printProfile(p: StepProfile) {
 async function main() {
   const date = new Date().toISOString();
   const kernels = arg('--kernels', '') as '' | 'serial' | 'workgroup';
-  const wgpu = await createWebGPUBackend(kernels ? { kernels } : {});
+  const toggles = arg('--dawn-toggles', ''), opts = kernels ? { kernels } : {};
+  const wgpu = toggles ? new WebGPUBackend(await contextWith(toggles.split(',')), await loadShaderSources(), opts) : await createWebGPUBackend(opts);
   console.log(`WebGPU adapter: ${wgpu.adapterName}; dot4I8Packed ${wgpu.gpu.dot4}; ${shape}: dim ${c.dim}, ${c.nLayers} layers, hidden ${c.hiddenDim}, vocab ${c.vocabSize}`);
   const t0 = performance.now();
   const { host, w4Bytes: wb } = hostWeights();
   console.log(`random W4A4KV4 weights in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${(wb / 1e6).toFixed(1)} MB of W4 weights per token`);
-  const results: Record<string, unknown> = { date, shape, config: c, adapter: wgpu.adapterName, w4MBPerToken: wb / 1e6, steps };
+  const results: Record<string, unknown> = { date, shape, config: c, adapter: wgpu.adapterName, w4MBPerToken: wb / 1e6, steps, ...(toggles ? { dawnToggles: toggles } : {}) };
   mkdirSync(outDir, { recursive: true });
-  const file = join(outDir, `webgpu-decode-${date.slice(0, 10)}-${shape}${kernels ? `-${kernels}` : ''}.json`);
+  const file = join(outDir, `webgpu-decode-${date.slice(0, 10)}-${shape}${kernels ? `-${kernels}` : ''}${toggles ? `-${toggles.replace(/,/g, '+')}` : ''}.json`);
   const save = () => writeFileSync(file, JSON.stringify(results, null, 2)); // after each part: a timeout keeps what ran
 
   // ---- decode, WebGPU then CUDA, the same weights
@@ -159,6 +163,12 @@ async function main() {
   console.log(`webgpu: ${web.tokensPerS.toFixed(1)} tok/s (${web.msPerToken.toFixed(2)} ms/token replayed, ${web.eagerMsPerToken.toFixed(2)} eager), ${web.dispatches} dispatches per step`);
   if (web.profile) printProfile(web.profile);
   results.webgpu = web;
+  const other = arg('--same-as', '');
+  if (other) { // the tokens both runs made (each makes as many as its --steps say)
+    const o = (JSON.parse(readFileSync(other, 'utf8')) as { webgpu: { tokens: number[] } }).webgpu.tokens, L = Math.min(o.length, web.tokens.length);
+    results.sameAs = { file: other, sameTokens: `${web.tokens.slice(0, L).filter((t, i) => t === o[i]).length}/${L}` };
+    console.log(`greedy tokens equal to ${other}'s at ${(results.sameAs as { sameTokens: string }).sameTokens} positions`);
+  }
   save();
   if (!args.includes('--no-cuda')) {
     try {

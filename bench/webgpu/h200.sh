@@ -12,6 +12,9 @@
 # There, from the repository root of the call's tree, carrying .device/node.xz .device/node_modules.tar.xz .device/webgpu .gl:
 #   bash bench/webgpu/h200.sh                     (STEPS=128; SERIAL=1 adds the CPU adapters' kernels' profile)
 # Logs and the JSON go to $OUT (webgpu-decode-<date>-llama3.2-1b.json: the numbers of bench/results/webgpu-decode-*.md).
+# Then (FLOOR=0 skips them) bench/webgpu/floor.ts: the dispatch floor, the streaming rate, the matvec at 1B and 8B shapes
+# and the model of the step above (webgpu-floor-<date>.{json,md}); and decode again, WebGPU only, on a device with Dawn's
+# disable_robustness (what WGSL's bounds checks cost the step; its greedy tokens against the first run's).
 set -uo pipefail
 OUT=${OUT:-/tmp/comet-out}; mkdir -p "$OUT"
 ADDON=.device/webgpu/addon.tar.xz; [ -f $ADDON ] || ADDON=.device/cuda-tests/addon.tar.xz
@@ -29,10 +32,15 @@ elif [ -f $ADDON ]; then
   echo "CUDA addon: $ADDON ($(date -u -r $ADDON +%FT%TZ))"
 else echo "CUDA addon: none carried (the CUDA column will say why it did not run)"; fi
 date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
-run() { local name=$1 limit=$2; shift 2
-  local t0=$SECONDS; timeout "$limit" node node_modules/tsx/dist/cli.mjs bench/webgpu/decode.ts "$@" --out "$OUT" > "$OUT/$name.log" 2>&1
-  echo "== $name rc=$? ($((SECONDS - t0)) s)"; grep -vE '^\{"shape"' "$OUT/$name.log" | tail -40; }
-run decode ${DECODE_S:-300} --shape llama3.2-1b --steps "${STEPS:-128}"
+run() { local name=$1 limit=$2 script=$3; shift 3
+  local t0=$SECONDS; timeout "$limit" node node_modules/tsx/dist/cli.mjs bench/webgpu/$script.ts "$@" --out "$OUT" > "$OUT/$name.log" 2>&1
+  echo "== $name rc=$? ($((SECONDS - t0)) s)"; grep -vE '^\{"shape"' "$OUT/$name.log" | tail -${TAIL:-40}; }
+run decode ${DECODE_S:-300} decode --shape llama3.2-1b --steps "${STEPS:-128}"
 grep -E '^\{"shape"' "$OUT/decode.log"
-[ "${SERIAL:-0}" = 1 ] && run serial 120 --shape llama3.2-1b --steps 32 --no-cuda --decode-only --kernels serial
+[ "${SERIAL:-0}" = 1 ] && run serial 120 decode --shape llama3.2-1b --steps 32 --no-cuda --decode-only --kernels serial
+DEC=$(ls "$OUT"/webgpu-decode-*-llama3.2-1b.json 2>/dev/null | head -1)
+if [ "${FLOOR:-1}" = 1 ]; then
+  TAIL=100 run floor ${FLOOR_S:-150} floor ${DEC:+--decode "$DEC"}
+  run robust ${ROBUST_S:-150} decode --shape llama3.2-1b --steps 64 --no-cuda --decode-only --dawn-toggles disable_robustness ${DEC:+--same-as "$DEC"}
+fi
 ls -la "$OUT"

@@ -1,5 +1,7 @@
 // Shared by the WebGPU benchmarks (bench.ts: kernels at LLaMA-3-8B shapes; decode.ts: decode beside CUDA):
 // random W4 weights, GPU-timestamp timing of repeated dispatches, and the copy bandwidth roofline.
+import { create, globals } from 'webgpu';
+import type { GpuContext } from '../../backends/webgpu/device.ts';
 import type { WebGPUBackend } from '../../backends/webgpu/webgpu.ts';
 import { actSpec } from '../../simulator/act.ts';
 import { w4Bytes } from '../../simulator/traits.ts';
@@ -57,6 +59,10 @@ export async function perRep(be: WebGPUBackend, reps: number, one: (r: number) =
 }
 
 
+/** The WGSL copy kernel: one 16-byte word an invocation, workgroups of 256 on a 2D grid (x up to 65535). */
+export const COPY_WGSL = `@group(0) @binding(0) var<storage, read> s: array<vec4<u32>>; @group(0) @binding(1) var<storage, read_write> d: array<vec4<u32>>;
+    @compute @workgroup_size(256) fn main(@builtin(global_invocation_id) g: vec3<u32>) { let i = g.x + g.y * 65535u * 256u; if (i < arrayLength(&d)) { d[i] = s[i]; } }`;
+
 /** Copy bandwidth (read + write bytes per second) of `bytes`-sized buffers: copyBufferToBuffer, and a WGSL
  *  copy kernel (16-byte words) timed by the slope over 10 and 20 copies. The roofline is the larger. */
 export async function copyBandwidth(be: WebGPUBackend, bytes: number): Promise<{ copyBufferToBufferGBs: number; copyKernelGBs: number; copyGBs: number }> {
@@ -77,9 +83,7 @@ export async function copyBandwidth(be: WebGPUBackend, bytes: number): Promise<{
   console.log(`copyBufferToBuffer: ${gbs.toFixed(0)} GB/s (read+write, ${bytes >> 20} MiB buffers)`);
   results.copyBufferToBufferGBs = gbs;
   // a WGSL copy kernel (16-byte words, one per invocation), timed by the slope over 10 and 20 copies
-  const code = `@group(0) @binding(0) var<storage, read> s: array<vec4<u32>>; @group(0) @binding(1) var<storage, read_write> d: array<vec4<u32>>;
-    @compute @workgroup_size(256) fn main(@builtin(global_invocation_id) g: vec3<u32>) { let i = g.x + g.y * 65535u * 256u; if (i < arrayLength(&d)) { d[i] = s[i]; } }`;
-  const pipe = dev.createComputePipeline({ layout: 'auto', compute: { module: dev.createShaderModule({ code }), entryPoint: 'main' } });
+  const pipe = dev.createComputePipeline({ layout: 'auto', compute: { module: dev.createShaderModule({ code: COPY_WGSL }), entryPoint: 'main' } });
   const bgs = [[a, b], [b, a]].map(([x, y]) => dev.createBindGroup({ layout: pipe.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: x } }, { binding: 1, resource: { buffer: y } }] }));
   const groups = bytes / 16 / 256, gx = Math.min(groups, 65535), gy = Math.ceil(groups / 65535);
   const runK = async (n: number) => {
@@ -101,4 +105,22 @@ export async function copyBandwidth(be: WebGPUBackend, bytes: number): Promise<{
   results.copyKernelGBs = kgbs;
   a.destroy(); b.destroy();
   return results;
+}
+
+/** A device of its own with Dawn toggles on (`disable_robustness`, ...: what the WGSL safety transforms cost), for
+ *  `new WebGPUBackend(ctx, src, opts)`; benchmarks only: the product's device is getGpu's, with Dawn's defaults. */
+export async function contextWith(toggles: string[]): Promise<GpuContext> {
+  for (const [k, v] of Object.entries(globals)) if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v; // as device.ts does
+  const gpu = create([...(toggles.length ? [`enable-dawn-features=${toggles.join(',')}`] : []), 'disable-dawn-features=timestamp_quantization']);
+  const adapter = (await gpu.requestAdapter({ powerPreference: 'high-performance' }))!, L = adapter.limits;
+  const device = await adapter.requestDevice({
+    requiredFeatures: (['timestamp-query', 'subgroups'] as const).filter((f) => adapter.features.has(f)),
+    requiredLimits: { maxStorageBuffersPerShaderStage: L.maxStorageBuffersPerShaderStage, maxComputeWorkgroupStorageSize: L.maxComputeWorkgroupStorageSize,
+      maxStorageBufferBindingSize: L.maxStorageBufferBindingSize, maxBufferSize: L.maxBufferSize, maxComputeInvocationsPerWorkgroup: L.maxComputeInvocationsPerWorkgroup },
+  });
+  const wgsl = (gpu as GPU & { wgslLanguageFeatures?: ReadonlySet<string> }).wgslLanguageFeatures;
+  return { device, gpu, adapter, adapterName: [adapter.info.vendor, adapter.info.architecture, adapter.info.device, adapter.info.description].filter(Boolean).join(' '), dot4: !!wgsl?.has('packed_4x8_integer_dot_product'),
+    subgroups: device.features.has('subgroups') && !!wgsl?.has('subgroup_id'), whenLost: device.lost.then(() => ({ reason: 'lost', message: '' })),
+    limits: { storageBuffers: device.limits.maxStorageBuffersPerShaderStage, workgroupStorage: device.limits.maxComputeWorkgroupStorageSize,
+      maxBinding: device.limits.maxStorageBufferBindingSize, maxBuffer: device.limits.maxBufferSize } };
 }
