@@ -10,9 +10,9 @@
 // Measured bit-exact against the simulator on SwiftShader and on the H100 (test/ops.test.ts, every WebGPU kernel variant).
 //
 // Three kernels (the backend picks; bench/webgpu measures; results in bench/results/webgpu-*.md):
-//   matvec (decode, M <= 4 per workgroup): 16 rows × MT tokens per workgroup of 256; each lane owns whole
+//   matvec (decode, M <= 4 per workgroup): ROWS rows × MT tokens per workgroup of ROWS · TEAM; each lane owns whole
 //     128-channel segments of its row (64 bytes: four 16-byte loads) and computes their blocks' t_b itself; one
-//     invocation per (row, token) chains them. K in chunks of 2048 or 4096 channels (by K). The kernel before it
+//     invocation per (row, token) chains them. K in chunks of TEAM · SPL · 128 channels (shape by K and N). The kernel before it
 //     (8 rows × 32 lanes, int partials reduced through workgroup memory): 8.5-20% of copy on the H200.
 //   rowwise: one invocation per (row, 4 tokens), no barriers: small K, and CPU adapters (SwiftShader).
 //   tiled (prefill, M > 8): a 32-token × 64-row tile per workgroup, one B-block of both operands staged in
@@ -76,24 +76,25 @@ fn act8(m: u32, k: u32) -> vec2<u32> {
 }
 
 // ---------------------------------------------------------------- matvec
-// Decode, M <= 4 tokens per workgroup. A workgroup of 256 invocations is ROWS = 16 rows × TEAM = 16 lanes. The
+// Decode, M <= 4 tokens per workgroup. A workgroup is ROWS rows × TEAM lanes (<= 256 invocations; by shape,
+// pipes.ts matvecShape: 16 × 16, 16 × 8, 8 × 16, 8 × 32; MT = 4 and QIN take 16 × 16). The
 // reduction dimension is cut into 128-channel segments (64 bytes of a row's codes: four 16-byte words, 1, 2 or 4
-// B-blocks), and lane g of a row owns whole segments (g, g + 16, g + 32, ... of each chunk): it computes the exact
+// B-blocks), and lane g of a row owns whole segments (g, g + TEAM, ... of each chunk): it computes the exact
 // acc_b of every block in them and t_b = f32(acc_b) · (sa · sw) itself, so no integer partial crosses lanes and no
 // reduction tree is needed. The t_b go through workgroup memory (tb) to one invocation per (row, token), which adds
 // them in ascending block order: the contract's chain, and the memory round trip keeps t_b's rounding (no FMA).
-// K is walked in chunks of CH = TEAM · SPL · 128 channels (SPL = 1: 2048, SPL = 2: 4096), each:
+// K is walked in chunks of CH = TEAM · SPL · 128 channels (TEAM = 16: 2048 or 4096), each:
 //   1. every lane issues the 16-byte loads of its SPL segments (and their scales) first: 64 or 128 bytes in flight
 //      per invocation, whose latency the staging below overlaps;
-//   2. the chunk of activation is staged in workgroup memory once for all 16 rows (QIN: quantized here);
+//   2. the chunk of activation is staged in workgroup memory once for all ROWS rows (QIN: quantized here);
 //   3. barrier; each lane dots its segments against the staged chunk, t_b into tb;
 //   4. barrier; the chain invocations add the chunk's t_b (the next chunk's loads and staging go on meanwhile).
 // The dot product takes the weight nibbles unsigned: u = q + 8 = q ^ 8 (0..15) is one mask-and-xor per four codes
 // (a sign extension costs three ops more), and Σ q·a = Σ u·a − 8·Σ a exactly in int32; −8·Σ a of each 32-channel
 // word of the activation is computed once per workgroup, in staging (cs).
-// Rows per workgroup: 2048-row layers (LLaMA-3.2-1B q, o, down) make 128 workgroups, about one per H200 SM; the QIN
-// variants quantize the whole activation in every workgroup, so more rows per workgroup would waste less of that,
-// but fewer workgroups than SMs would leave bandwidth unused.
+// The shape (TEAM, ROWS, SPL) changes only which invocation computes which t_b, never a t_b nor the chain's order:
+// the same bits for every shape (floor.ts --variants checks them on the GPU, test/webgpu-matvec.test.ts here). The
+// QIN variants quantize the whole activation in every workgroup, so they keep 16 rows a workgroup.
 //
 // QIN = 1: `act` is the f32 input x [M][K] of quantize_act, quantized here on the way into workgroup memory
 // (o_proj's input at decode: its quantize_act dispatch folded into the GEMM). Each workgroup quantizes the chunks
@@ -104,15 +105,14 @@ fn act8(m: u32, k: u32) -> vec2<u32> {
 // each of down's 128 workgroups read all of g, u and the permutation and quantized the whole activation; removed.)
 override QIN: u32 = 0u;
 override MT: u32 = 1u; // tokens per workgroup (1: one decode token; 4: 2..8 tokens, in workgroups along y)
-override SPL: u32 = 1u; // segments per lane per chunk: 1 (K <= 2048) or 2 (pipes.ts matvecSegs); MT = 4 takes 1
-const TEAM = 16u; // lanes per row
-const ROWS = 16u; // rows per workgroup
-const MV_WG = 256u; // = ROWS · TEAM
+override SPL: u32 = 1u; // segments per lane per chunk: 1 or 2 (pipes.ts matvecShape); MT = 4 takes 1
+override TEAM: u32 = 16u; // lanes per row (pipes.ts matvecShape; MT = 4: 16)
+override ROWS: u32 = 16u; // rows per workgroup (ROWS · TEAM <= 256; MT = 4: 16)
 
 // Workgroup memory (MT = 1, SPL = 2: 13.5 KB; MT = 4, SPL = 1: 27 KB, within the 32 KB of SwiftShader and GPUs)
 // xs [tok][slot 0..7][segment of the chunk]: slot 2j + h of a segment holds sub-words 2h, 2h + 1 of its word j (a
 //   sub-word: 8 channels, one u32 of the weight word) as (even, odd, even, odd) i8x4 lanes, matching ulo/uhi of the
-//   weight's u32s; the 16 lanes of a row read 16 consecutive vec4s (no bank conflicts), the 16 rows the same ones
+//   weight's u32s; the TEAM lanes of a row read TEAM consecutive vec4s (no bank conflicts), the ROWS rows the same ones
 var<workgroup> xs: array<vec4<u32>, MT * 8u * TEAM * SPL>;
 // cs [tok][word j][segment]: −8 · Σ of the word's 32 codes (atomic: QIN sums it per sub-word; 0 between chunks there)
 var<workgroup> cs: array<atomic<i32>, MT * 4u * TEAM * SPL>;
@@ -211,7 +211,7 @@ fn put_sub(t: u32, sl: u32, j: u32, q: u32, v: vec2<u32>) {
   if ((q & 1u) == 0u) { xs[i].x = v.x; xs[i].y = v.y; } else { xs[i].z = v.x; xs[i].w = v.y; }
 }
 
-@compute @workgroup_size(MV_WG)
+@compute @workgroup_size(ROWS * TEAM)
 fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let r = lid / TEAM; // row slot
   let lane = lid % TEAM;
@@ -223,6 +223,7 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
   let NS = TEAM * SPL; // segments per chunk
   let NB = 4u * NS; // words per chunk = its block slots (4 a segment: B = 32)
   let CH = 128u * NS;
+  let WG = ROWS * TEAM;
   var sum = 0.0; // the chain of (row r', token t') = (lid / MT, lid % MT), lid < ROWS · MT
   for (var k0 = 0u; k0 < p.Kp; k0 = k0 + CH) {
     let s0 = k0 / 128u; // the chunk's first segment
@@ -234,7 +235,7 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     // 2. stage the chunk of each token
     if (QIN == 0u) {
       // one 32-channel word per invocation: its 4 sub-words' (even, odd) lanes and −8 · Σ codes
-      for (var i = lid; i < MT * NB; i = i + MV_WG) {
+      for (var i = lid; i < MT * NB; i = i + WG) {
         let t = i / NB; let wl = i % NB; // word of the chunk: segment wl / 4, word wl % 4
         let m = mBase + t; let k = k0 + 32u * wl;
         var e = vec4<u32>(0u); var o = vec4<u32>(0u);
@@ -254,20 +255,21 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         let sa = isum4(e.x) + isum4(o.x) + isum4(e.y) + isum4(o.y) + isum4(e.z) + isum4(o.z) + isum4(e.w) + isum4(o.w);
         atomicStore(&cs[(t * 4u + j) * NS + sl], -8 * sa);
       }
-      for (var i = lid; i < MT * NB; i = i + MV_WG) {
+      for (var i = lid; i < MT * NB; i = i + WG) {
         let t = i / NB; let m = mBase + t; let b = bc + i % NB;
         var sa = 0.0;
         if (m < p.M && b < p.nb) { sa = sa_at(m, b); }
         sas[i] = sa;
       }
     } else {
-      // one 8-channel sub-word per invocation per pass (MT · SPL passes of 2048 channels: whole blocks, each with its
-      // own am entries): the blocks' amax, a barrier, then the codes of the values kept in registers
-      for (var ps = 0u; ps < MT * SPL; ps++) {
-        let i = ps * MV_WG + lid;
-        let t = i / (4u * NB); let c8 = i % (4u * NB);
+      // one 8-channel sub-word per invocation per pass (passes of 8 · WG channels, 2048 at 16 × 16: whole blocks, each
+      // with its own am entries): the blocks' amax, a barrier, then the codes of the values kept in registers
+      for (var ps = 0u; ps < (MT * 4u * NB + WG - 1u) / WG; ps++) {
+        let i = ps * WG + lid;
+        let live = i < MT * 4u * NB; // WG need not divide the chunk's sub-words (ROWS · TEAM < 16 · TEAM)
+        let t = min(i / (4u * NB), MT - 1u); let c8 = i % (4u * NB);
         let m = mBase + t; let k = k0 + 8u * c8;
-        let ok = m < p.M && k < p.Kp;
+        let ok = live && m < p.M && k < p.Kp;
         let bl = (8u * c8) / p.B;
         var v: array<f32, 8>;
         var a = 0.0;
@@ -281,15 +283,17 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
           sc = f16_to_f32(f16_div(bitcast<f32>(atomicLoad(&am[t * NB + bl])), select(7.0, 127.0, k < p.K8)));
           w = qcodes(v, k, sc);
         }
-        if ((8u * c8) % p.B == 0u) { sas[t * NB + bl] = sc; }
-        let wl = c8 / 4u;
-        put_sub(t, wl / 4u, wl % 4u, c8 % 4u, w);
-        atomicAdd(&cs[(t * 4u + wl % 4u) * NS + wl / 4u], -8 * (isum4(w.x) + isum4(w.y)));
+        if (live) {
+          if ((8u * c8) % p.B == 0u) { sas[t * NB + bl] = sc; }
+          let wl = c8 / 4u;
+          put_sub(t, wl / 4u, wl % 4u, c8 % 4u, w);
+          atomicAdd(&cs[(t * 4u + wl % 4u) * NS + wl / 4u], -8 * (isum4(w.x) + isum4(w.y)));
+        }
       }
     }
     workgroupBarrier();
     // QIN: am read (above the barrier): cleared for the next chunk, whose atomicMax is past another barrier
-    if (QIN != 0u) { for (var i = lid; i < MT * NB; i = i + MV_WG) { atomicStore(&am[i], 0u); } }
+    if (QIN != 0u) { for (var i = lid; i < MT * NB; i = i + WG) { atomicStore(&am[i], 0u); } }
     // 3. t_b of this lane's segments
     seg_tb(gA, r, lane, s0 + lane, vpb, bc);
     if (SPL > 1u) { seg_tb(gB, r, lane + TEAM, s0 + lane + TEAM, vpb, bc); }
@@ -300,7 +304,7 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
       for (var bl = 0u; bl < nbk; bl++) { sum = sum + tb[lid * (NB + 1u) + bl]; }
     }
     // QIN: cs read (above the barrier): cleared for the next chunk's atomicAdd, past its first barrier
-    if (QIN != 0u) { for (var i = lid; i < MT * NB; i = i + MV_WG) { atomicStore(&cs[i], 0); } }
+    if (QIN != 0u) { for (var i = lid; i < MT * NB; i = i + WG) { atomicStore(&cs[i], 0); } }
   }
   let nOut = (wg.x - pt.g) * ROWS + lid / MT;
   let m = mBase + lid % MT;

@@ -22,15 +22,27 @@ const KV_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'write', 'read', 
  *  states (attention_kv4 SPLIT = 1 writes them, its combine reads them; the others bind a dummy) */
 const ATT_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'write', 'write'];
 
-/** The one-token matvec's segments per lane per chunk (gemm_w4ax.wgsl SPL) for a padded K: 1 (2048-channel
- *  chunks) up to Kp = 2048, where every lane of a row has one 64-byte segment (LLaMA-3.2-1B q/k/v, o, gate/up,
- *  classifier); else 2 (4096-channel chunks, 128 bytes in flight per lane: LLaMA-3.2-1B down, every LLaMA-3-8B
- *  layer). The 4-token matvec always takes 1 (its workgroup memory: 27 KB). */
-export const matvecSegs = (Kp: number): 1 | 2 => (Kp <= 2048 ? 1 : 2);
-
+/** The one-token matvec's shape (gemm_w4ax.wgsl SPL, TEAM, ROWS): segments (128 channels) per lane per chunk, lanes
+ *  per row, rows per workgroup; chunks of TEAM · SPL · 128 channels. The 4-token matvec always takes 1, 16, 16 (its
+ *  workgroup memory: 27 KB). */
+export type MatvecShape = { segs: 1 | 2; team: number; rows: number };
+/** The one-token matvec's shape for a padded K and the rows of all its parts (N), the fastest of floor.ts --variants
+ *  on the H200 (bench/results/webgpu-matvec-variants-*; µs at a steady 1980 MHz, old 16x16 shapes -> these):
+ *  N >= 8192 (gate+up, classifier): 8 lanes x 16 rows (8B gate+up 50.1 -> 29.2); K <= 2048: 16 lanes x 8 rows (1B
+ *  q+k+v, o); N <= 4096 (down, 8B o): 32 lanes x 8 rows, one 4096-channel chunk a pass (8B down 23.2 -> 21.4, 8B o
+ *  16.7 -> 12.9); else (8B q+k+v) 16 x 16 x 2 segments, as before. The same bits whatever the shape (each lane's t_b
+ *  is exact; the chain adds a row's blocks in ascending order). QIN (the matvec quantizing its input: every
+ *  workgroup quantizes the whole activation, so fewer workgroups are better) keeps 16 x 16. */
+export function matvecShape(Kp: number, N: number, qin = false): MatvecShape {
+  if (qin) return { segs: Kp <= 2048 ? 1 : 2, team: 16, rows: 16 };
+  if (N >= 8192) return { segs: 1, team: 8, rows: 16 };
+  if (Kp <= 2048) return { segs: 1, team: 16, rows: 8 };
+  if (N <= 4096) return { segs: 1, team: 32, rows: 8 };
+  return { segs: 2, team: 16, rows: 16 };
+}
 /** The pipelines of the op set: family, entry point, bindings (in order), override constants. */
 const PIPES = {
-  // the matvec: MT tokens per workgroup; SPL (segments per lane per chunk) comes with the shape (matvecSegs)
+  // the matvec: MT tokens per workgroup; SPL, TEAM and ROWS come with the shape (matvecShape)
   gemm_matvec1: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 1 } },
   gemm_matvec4: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 4 } },
   gemm_matvec1_qin: { family: 'gemm_w4ax', entry: 'matvec', bind: W4_BIND, constants: { MT: 1, QIN: 1 } },

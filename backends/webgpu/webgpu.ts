@@ -20,7 +20,7 @@ import { ropeFreqs } from '../../simulator/kernels/float.ts';
 import { CometError } from '../errors.ts';
 import { deviceLost, getGpu, type GpuContext } from './device.ts';
 import { loadShaderSources, type ShaderSources } from './shaders.ts';
-import { matvecSegs, pipelineCache, type PipeName, type PipelineCache } from './pipes.ts';
+import { type MatvecShape, matvecShape, pipelineCache, type PipeName, type PipelineCache } from './pipes.ts';
 import { Stream, up4, up256, type Lap, type Remake, type Res } from './stream.ts';
 
 const f32bits = (() => { const f = new Float32Array(1), u = new Uint32Array(f.buffer); return (x: number) => ((f[0] = x), u[0]); })();
@@ -547,8 +547,12 @@ export class WebGPUBackend implements Backend {
     // other kernels read the qact, recorded now
     const lz = kernel === 'matvec' && a.lazy?.step === this.steps ? a.lazy : undefined;
     if (!lz) this.ready(a);
-    // rows per workgroup: rowwise 64 (one per invocation), tiled 64, matvec 16 (gemm_w4ax.wgsl ROWS)
-    const rowsPerGroup = kernel === 'matvec' ? 16 : 64;
+    // the one-token matvec's shape (gemm_w4ax.wgsl SPL, TEAM, ROWS): by K and the rows (pipes.ts matvecShape), or forced
+    const forced = this.opts.matvec, rows = ws.reduce((s, w) => s + w.shape[0], 0);
+    // (forced fields over 16 x 16 with segments by K, the shape before matvecShape: the tests' 1- and 2-segment variants)
+    const mv: MatvecShape = forced ? { segs: sw.Kp <= 2048 ? 1 : 2, team: 16, rows: 16, ...forced } : matvecShape(sw.Kp, rows, !!lz);
+    // rows per workgroup: rowwise 64 (one per invocation), tiled 64, matvec ROWS (16 for 2..8 tokens)
+    const rowsPerGroup = kernel !== 'matvec' ? 64 : M === 1 ? mv.rows : 16;
     const outs = ws.map((w) => this.f32([M, w.shape[0]]));
     // part i: workgroups [g_i, g_{i+1}) along x
     const groups = ws.map((w) => Math.ceil(w.shape[0] / rowsPerGroup)), g = [0];
@@ -563,7 +567,7 @@ export class WebGPUBackend implements Backend {
     const gx = g[g.length - 1];
     if (kernel === 'rowwise') this.run('gemm_rowwise', params, res, gx, Math.ceil(M / 4));
     else if (kernel === 'tiled') this.run('gemm_tiled', params, res, gx, Math.ceil(M / 32));
-    else if (M === 1) this.run(lz ? 'gemm_matvec1_qin' : 'gemm_matvec1', params, res, gx, 1, 1, { SPL: this.opts.matvec?.segs ?? matvecSegs(sw.Kp) });
+    else if (M === 1) this.run(lz ? 'gemm_matvec1_qin' : 'gemm_matvec1', params, res, gx, 1, 1, { SPL: mv.segs, TEAM: mv.team, ROWS: mv.rows });
     else this.run(lz ? 'gemm_matvec4_qin' : 'gemm_matvec4', params, res, gx, Math.ceil(M / 4));
     return outs;
   }
@@ -843,9 +847,11 @@ export interface WebGPUOptions {
   /** force one W4Ax kernel (tests, benchmarks); default: tiled for M > 8 tokens, else rowwise for small K or
    *  CPU adapters, else matvec */
   gemm?: 'matvec' | 'rowwise' | 'tiled';
-  /** one-token matvec variant (tests, benchmark sweeps): segments (128 channels) per lane per chunk, 1 (2048-channel
-   *  chunks) or 2 (4096); default by K (pipes.ts matvecSegs). The 4-token matvec always takes 1. */
-  matvec?: { segs: 1 | 2 };
+  /** one-token matvec variant (tests, benchmark sweeps): segments (128 channels) per lane per chunk (1 or 2), lanes
+   *  per row (team) and rows per workgroup (rows, team · rows <= 256), each left out 16 lanes, 16 rows, segments by
+   *  K (`{}`: the shapes before pipes.ts matvecShape, 2026-12-03); default: by shape (matvecShape). The 4-token
+   *  matvec always takes 1 segment, 16 lanes, 16 rows. */
+  matvec?: { segs?: 1 | 2; team?: number; rows?: number };
   /** force the barrier-free kernels (serial: one invocation per token and head, KV4 group, or weight row and 4
    *  tokens) or the workgroup ones (64 invocations per token and head, 32 per weight row) of attention, KV4 append
    *  and the f16-weight GEMM; default: serial on CPU adapters (SwiftShader runs barriers slowly), else workgroup */

@@ -2,7 +2,7 @@
 // W4A4KV4 model (LLaMA-3.2-1B shape by default), and the W4Ax matvec of its layer shapes against the WGSL copy
 // bandwidth.
 //   npx tsx bench/webgpu/decode.ts [--shape llama3.2-1b | stories110m | tiny] [--steps N] [--out DIR] [--no-cuda]
-//     [--kernels serial | workgroup] [--decode-only] [--dawn-toggles a,b --same-as OTHER.json]
+//     [--kernels serial | workgroup] [--decode-only] [--dawn-toggles a,b --same-as OTHER.json] [--matvec-s11]
 // --kernels forces WebGPU's attention, KV-append and f16-GEMM kernels (the CPU adapters' serial ones, say, for their
 // GPU profile); --decode-only skips the copy bandwidth and matvec part. The WebGPU step is profiled after the timed
 // replays: host ms per phase, and each kernel's GPU time (printed, and in the JSON). --dawn-toggles runs WebGPU on a
@@ -147,7 +147,10 @@ function printProfile(p: StepProfile) {
 async function main() {
   const date = new Date().toISOString();
   const kernels = arg('--kernels', '') as '' | 'serial' | 'workgroup';
-  const toggles = arg('--dawn-toggles', ''), opts = kernels ? { kernels } : {};
+  // --matvec-s11: the one-token matvec's shapes as before 2026-12-03 evening (16 lanes x 16 rows, 2 segments a lane
+  // above K = 2048), for an A/B of the shape rule (pipes.ts matvecShape) in one call
+  const legacy = args.includes('--matvec-s11') ? { matvec: {} } : {};
+  const toggles = arg('--dawn-toggles', ''), opts = { ...(kernels ? { kernels } : {}), ...legacy };
   const wgpu = toggles ? new WebGPUBackend(await contextWith(toggles.split(',')), await loadShaderSources(), opts) : await createWebGPUBackend(opts);
   console.log(`WebGPU adapter: ${wgpu.adapterName}; dot4I8Packed ${wgpu.gpu.dot4}; ${shape}: dim ${c.dim}, ${c.nLayers} layers, hidden ${c.hiddenDim}, vocab ${c.vocabSize}`);
   const t0 = performance.now();
@@ -155,7 +158,7 @@ async function main() {
   console.log(`random W4A4KV4 weights in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${(wb / 1e6).toFixed(1)} MB of W4 weights per token`);
   const results: Record<string, unknown> = { date, shape, config: c, adapter: wgpu.adapterName, w4MBPerToken: wb / 1e6, steps, ...(toggles ? { dawnToggles: toggles } : {}) };
   mkdirSync(outDir, { recursive: true });
-  const file = join(outDir, `webgpu-decode-${date.slice(0, 10)}-${shape}${kernels ? `-${kernels}` : ''}${toggles ? `-${toggles.replace(/,/g, '+')}` : ''}.json`);
+  const file = join(outDir, `webgpu-decode-${date.slice(0, 10)}-${shape}${kernels ? `-${kernels}` : ''}${toggles ? `-${toggles.replace(/,/g, '+')}` : ''}${legacy.matvec ? '-matvec-s11' : ''}.json`);
   const save = () => writeFileSync(file, JSON.stringify(results, null, 2)); // after each part: a timeout keeps what ran
 
   // ---- decode, WebGPU then CUDA, the same weights

@@ -1,5 +1,5 @@
 // What stops the WebGPU decode step (issue 21, item 4): the fixed cost of a dispatch and the streaming rate, apart.
-//   npx tsx bench/webgpu/floor.ts [--out DIR] [--decode webgpu-decode-*.json] [--quick]
+//   npx tsx bench/webgpu/floor.ts [--out DIR] [--decode webgpu-decode-*.json] [--quick] [--variants]
 // GPU time from timestamp queries at pass boundaries (a pass's start and end; nothing inside a pass), host time
 // from submit to the timestamps' readback. Parts:
 //   floor:   D = 1, 16, 64, 167 tiny dispatches (one workgroup of 64 invocations; and 132 of them, one an SM) in ONE compute pass,
@@ -15,9 +15,11 @@
 //            disable_workgroup_init (what the WGSL safety transforms cost; not usable in a browser).
 //   model:   with --decode (decode.ts's JSON of the same call), the step's GPU time against dispatches × floor +
 //            the matvecs as measured here.
+// --variants: only the matvec, the production shape beside each of VARIANTS (lanes, rows, segments) at every shape.
 // --quick (automatic on CPU adapters: SwiftShader) takes tiny sizes. Writes webgpu-floor-<date>.{json,md} to --out.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { MatvecShape } from '../../backends/webgpu/pipes.ts';
 import { createWebGPUBackend, WebGPUBackend } from '../../backends/webgpu/webgpu.ts';
 import { w4Bytes } from '../../simulator/traits.ts';
 import { contextWith, COPY_WGSL, copyBandwidth, perRep, randomW4, rnd } from './lib.ts';
@@ -122,8 +124,16 @@ async function stream(dev: GPUDevice, sizes: number[], big: number, l2: number) 
 }
 
 const hostData = new Map<string, { ws: ReturnType<typeof randomW4>[]; x: Float32Array }>(); // by shape: the toggles' runs reuse it
-/** The W4Ax matvec (M = 1) at each shape: µs a dispatch, back to back in one pass, weights rotating past the L2. */
-async function matvec(be: WebGPUBackend, shapes: Array<[string, number[], number]>, l2: number) {
+const mvName = (v: MatvecShape) => `${v.team}x${v.rows}x${v.segs}`;
+/** --variants: the one-token matvec shapes swept beside the production one (gemm_w4ax.wgsl TEAM lanes a row x ROWS
+ *  rows a workgroup x SPL segments a lane a chunk; team · rows <= 256) */
+const VARIANTS: MatvecShape[] = ['16x16x1', '16x16x2', '16x8x1', '16x8x2', '16x4x1', '16x4x2', '16x2x1', '8x32x1', '8x16x1', '8x8x1', '32x8x1', '32x4x1']
+  .map((t) => { const [team, rows, segs] = t.split('x').map(Number); return { team, rows, segs: segs as 1 | 2 }; });
+type VariantRow = { shape: string; variant: string; us: number; GBs: number; sameBits: boolean };
+
+/** The W4Ax matvec (M = 1) at each shape: µs a dispatch, back to back in one pass, weights rotating past the L2;
+ *  with `variants`, each matvec shape again on the same weights (be.opts.matvec forced), its bits against the default's. */
+async function matvec(be: WebGPUBackend, shapes: Array<[string, number[], number]>, l2: number, variants: MatvecShape[] = [], vrows: VariantRow[] = []) {
   const rows: FloorResults['matvec'] = [];
   const outs: Float32Array[] = [];
   for (const [name, Ns, K] of shapes) {
@@ -138,12 +148,48 @@ async function matvec(be: WebGPUBackend, shapes: Array<[string, number[], number
     const y = be.matmulMany(x, sets[0])[0], buf = (t: unknown) => (t as { buf: GPUBuffer }).buf;
     if (buf(y) === buf(x)) throw new Error(`matvec ${name}: the output took the input's buffer; pick another N`);
     outs.push(new Float32Array(await be.read(y))); be.endStep(); // the bits, for the toggles' check
-    const us = 1000 * (await perRep(be, Math.max(4 * copies, 20), (r) => be.matmulMany(x, sets[r % copies])[0]));
+    // passes of >= 20 ms (a first short one to size them): the GPU's clocks go up in a long pass, and the weights'
+    // upload and host generation before it leave the GPU idle (the 8B shapes ran at 600 GB/s after them, s11)
+    const reps = (us1: number) => Math.max(4 * copies, 20, Math.ceil(20000 / us1));
+    const once = (r: number) => be.matmulMany(x, sets[r % copies])[0];
+    const us = 1000 * (await perRep(be, reps(1000 * (await perRep(be, 4 * copies, once))), once));
     rows.push({ shape: `${name} ${Ns.join('+')}x${K}`, bytes, us, GBs: bytes / us / 1e3 });
     console.log(`matvec ${name} ${Ns.join('+')}x${K} (${(bytes / MB).toFixed(1)} MB): ${us.toFixed(2)} µs, ${(bytes / us / 1e3).toFixed(0)} GB/s`);
+    const forced = be.opts.matvec;
+    for (const v of variants) {
+      be.opts.matvec = v;
+      const yv = be.matmulMany(x, sets[0])[0], o = new Float32Array(await be.read(yv)); be.endStep();
+      const sameBits = o.every((a, j) => Object.is(a, outs[outs.length - 1][j]));
+      const vus = 1000 * (await perRep(be, reps(us), once));
+      vrows.push({ shape: `${name} ${Ns.join('+')}x${K}`, variant: mvName(v), us: vus, GBs: bytes / vus / 1e3, sameBits });
+      console.log(`  variant ${mvName(v)}: ${vus.toFixed(2)} µs (${(us / vus).toFixed(2)}x), ${(bytes / vus / 1e3).toFixed(0)} GB/s, bits ${sameBits ? 'same' : 'DIFFER'}`);
+    }
+    be.opts.matvec = forced;
     for (const s of sets) for (const w of s) (w as unknown as { buf: GPUBuffer }).buf.destroy();
   }
   return { rows, outs };
+}
+
+/** --variants: the production matvec and each shape of VARIANTS at every shape, nothing else; a table of µs to
+ *  webgpu-matvec-variants-<date>.md (the fastest with the same bits in bold). */
+async function sweep(be: WebGPUBackend, quick: boolean, L2: number, date: string) {
+  const shapes: Array<[string, number[], number]> = quick ? [['tiny a', [256], 512], ['tiny b', [40, 24], 2304]]
+    : [['1b q+k+v', [2048, 512, 512], 2048], ['1b o', [2048], 2048], ['1b gate+up', [8192, 8192], 2048], ['1b down', [2048], 8192],
+      ['1b classifier', [128256], 2048], ['8b qkv', [6144], 4096], ['8b o', [4096], 4096], ['8b gate+up', [28672], 4096],
+      ['8b down', [4096], 14336]];
+  const vrows: VariantRow[] = [], base = await matvec(be, shapes, L2, VARIANTS, vrows);
+  const L = [`# W4Ax matvec shapes (${date}, ${be.adapterName})`, '', 'µs a dispatch (floor.ts --variants: back to back in one pass, weights rotated past the L2); variant = lanes a row x rows a workgroup x segments a lane; bold: the fastest with the default\'s bits.', '',
+    `| shape | MB | default | ${VARIANTS.map(mvName).join(' | ')} |`, `| --- | --- | --- | ${VARIANTS.map(() => '---').join(' | ')} |`];
+  for (const m of base.rows) {
+    const vs = vrows.filter((v) => v.shape === m.shape), best = Math.min(m.us, ...vs.filter((v) => v.sameBits).map((v) => v.us));
+    const cell = (us: number, same = true) => `${us === best ? '**' : ''}${us.toFixed(2)}${us === best ? '**' : ''}${same ? '' : ' (bits differ)'}`;
+    L.push(`| ${m.shape} | ${(m.bytes / 1e6).toFixed(1)} | ${cell(m.us)} | ${vs.map((v) => cell(v.us, v.sameBits)).join(' | ')} |`);
+  }
+  const file = join(outDir, `webgpu-matvec-variants-${date.slice(0, 10)}${quick ? '-quick' : ''}`);
+  writeFileSync(`${file}.json`, JSON.stringify({ date, adapter: be.adapterName, rows: base.rows, variants: vrows }, null, 2));
+  writeFileSync(`${file}.md`, L.join('\n') + '\n');
+  console.log(L.join('\n'));
+  if (vrows.some((v) => !v.sameBits)) { console.log('variants: some bits differ'); process.exitCode = 1; }
 }
 
 async function main() {
@@ -155,6 +201,7 @@ async function main() {
   mkdirSync(outDir, { recursive: true });
   const save = () => { writeFileSync(`${file}.json`, JSON.stringify(r, null, 2)); writeFileSync(`${file}.md`, floorMarkdown(r)); };
   const Ds = [1, 16, 64, 167], L2 = quick ? MB / 4 : 50 * MB;
+  if (args.includes('--variants')) { await sweep(be, quick, L2, date); be.dispose(); return; }
 
   r.floor = await floor(dev, 1, Ds, ['dependent', 'independent', 'pass each'], quick ? 3 : 20);
   r.floor.push(...await floor(dev, 132, Ds, ['dependent', 'independent'], quick ? 2 : 20));
