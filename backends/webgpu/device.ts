@@ -30,7 +30,7 @@ const SWIFTSHADER_HINT =
   'XDG_RUNTIME_DIR=/tmp (or `source .ci/webgpu-env.sh`). On an NVIDIA machine set ' +
   'VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json with libvulkan1 installed.';
 
-async function nodeGpu(): Promise<GPU> {
+async function nodeGpu(dawn: string[]): Promise<GPU> {
   const name = 'webgpu'; // a variable: bundlers must not pull Dawn into a browser build
   let mod: { create: (opts: string[]) => GPU; globals: Record<string, unknown> };
   try {
@@ -42,7 +42,7 @@ async function nodeGpu(): Promise<GPU> {
   for (const [k, v] of Object.entries(mod.globals)) if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
   // timestamps at full precision: Dawn rounds them for the web's sake (timing attacks), which hides a kernel's
   // microseconds from the benchmarks (bench/webgpu); a Node process has no such page to protect
-  return mod.create(['disable-dawn-features=timestamp_quantization']);
+  return mod.create([...dawn, 'disable-dawn-features=timestamp_quantization']);
 }
 
 /** The error every request gets once the device is lost. */
@@ -53,13 +53,15 @@ let shared: Promise<GpuContext> | undefined;
 
 /** One device per process (pipelines and buffers are cached on it). */
 export function getGpu(): Promise<GpuContext> {
-  shared ??= openGpu().catch((e) => { shared = undefined; throw e; });
+  shared ??= openGpu().then((ctx) => (current = ctx)).catch((e) => { shared = undefined; throw e; });
   return shared;
 }
 
-async function openGpu(): Promise<GpuContext> {
+/** A device of its own (getGpu's is the one a process shares). `dawn`: extra options of Dawn's Node binding, e.g.
+ *  `enable-dawn-features=disable_robustness` (bench/webgpu: what WGSL's bounds checks cost); ignored in a browser. */
+export async function openGpu(dawn: string[] = []): Promise<GpuContext> {
   const inBrowser = typeof navigator !== 'undefined' && !!(navigator as Navigator).gpu;
-  const gpu = inBrowser ? navigator.gpu : await nodeGpu();
+  const gpu = inBrowser ? navigator.gpu : await nodeGpu(dawn);
   const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
   if (!adapter)
     throw new CometError(inBrowser
@@ -101,7 +103,6 @@ async function openGpu(): Promise<GpuContext> {
   device.addEventListener?.('uncapturederror', (ev) => {
     ctx.error ??= (ev as GPUUncapturedErrorEvent).error.message;
   });
-  current = ctx;
   return ctx;
 }
 

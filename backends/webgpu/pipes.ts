@@ -26,6 +26,8 @@ const ATT_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'write', 'write'
  *  per row, rows per workgroup; chunks of TEAM · SPL · 128 channels. The 4-token matvec always takes 1, 16, 16 (its
  *  workgroup memory: 27 KB). */
 export type MatvecShape = { segs: 1 | 2; team: number; rows: number };
+/** 16 lanes x 16 rows, segments by K (2048- or 4096-channel chunks): every shape before matvecShape, and QIN's */
+export const matvec16 = (Kp: number): MatvecShape => ({ segs: Kp <= 2048 ? 1 : 2, team: 16, rows: 16 });
 /** The one-token matvec's shape for a padded K and the rows of all its parts (N), the fastest of floor.ts --variants
  *  on the H200 (bench/results/webgpu-matvec-variants-*; µs at a steady 1980 MHz, old 16x16 shapes -> these):
  *  N >= 8192 (gate+up, classifier): 8 lanes x 16 rows (8B gate+up 50.1 -> 29.2); K <= 2048: 16 lanes x 8 rows (1B
@@ -34,7 +36,7 @@ export type MatvecShape = { segs: 1 | 2; team: number; rows: number };
  *  is exact; the chain adds a row's blocks in ascending order). QIN (the matvec quantizing its input: every
  *  workgroup quantizes the whole activation, so fewer workgroups are better) keeps 16 x 16. */
 export function matvecShape(Kp: number, N: number, qin = false): MatvecShape {
-  if (qin) return { segs: Kp <= 2048 ? 1 : 2, team: 16, rows: 16 };
+  if (qin) return matvec16(Kp);
   if (N >= 8192) return { segs: 1, team: 8, rows: 16 };
   if (Kp <= 2048) return { segs: 1, team: 16, rows: 8 };
   if (N <= 4096) return { segs: 1, team: 32, rows: 8 };

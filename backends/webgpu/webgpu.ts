@@ -20,7 +20,7 @@ import { ropeFreqs } from '../../simulator/kernels/float.ts';
 import { CometError } from '../errors.ts';
 import { deviceLost, getGpu, type GpuContext } from './device.ts';
 import { loadShaderSources, type ShaderSources } from './shaders.ts';
-import { type MatvecShape, matvecShape, pipelineCache, type PipeName, type PipelineCache } from './pipes.ts';
+import { type MatvecShape, matvec16, matvecShape, pipelineCache, type PipeName, type PipelineCache } from './pipes.ts';
 import { Stream, up4, up256, type Lap, type Remake, type Res } from './stream.ts';
 
 const f32bits = (() => { const f = new Float32Array(1), u = new Uint32Array(f.buffer); return (x: number) => ((f[0] = x), u[0]); })();
@@ -550,7 +550,7 @@ export class WebGPUBackend implements Backend {
     // the one-token matvec's shape (gemm_w4ax.wgsl SPL, TEAM, ROWS): by K and the rows (pipes.ts matvecShape), or forced
     const forced = this.opts.matvec, rows = ws.reduce((s, w) => s + w.shape[0], 0);
     // (forced fields over 16 x 16 with segments by K, the shape before matvecShape: the tests' 1- and 2-segment variants)
-    const mv: MatvecShape = forced ? { segs: sw.Kp <= 2048 ? 1 : 2, team: 16, rows: 16, ...forced } : matvecShape(sw.Kp, rows, !!lz);
+    const mv: MatvecShape = forced ? { ...matvec16(sw.Kp), ...forced } : matvecShape(sw.Kp, rows, !!lz);
     // rows per workgroup: rowwise 64 (one per invocation), tiled 64, matvec ROWS (16 for 2..8 tokens)
     const rowsPerGroup = kernel !== 'matvec' ? 64 : M === 1 ? mv.rows : 16;
     const outs = ws.map((w) => this.f32([M, w.shape[0]]));

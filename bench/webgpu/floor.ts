@@ -123,6 +123,11 @@ async function stream(dev: GPUDevice, sizes: number[], big: number, l2: number) 
   return rows;
 }
 
+/** a matvec's weights: name, the rows of each part (one dispatch), K */
+type Shape = [string, number[], number];
+const S1B: Shape[] = [['1b q+k+v', [2048, 512, 512], 2048], ['1b o', [2048], 2048], ['1b gate+up', [8192, 8192], 2048],
+  ['1b down', [2048], 8192], ['1b classifier', [128256], 2048]]; // LLaMA-3.2-1B
+const S8B: Shape[] = [['8b qkv', [6144], 4096], ['8b o', [4096], 4096], ['8b gate+up', [28672], 4096], ['8b down', [4096], 14336]]; // LLaMA-3-8B
 const hostData = new Map<string, { ws: ReturnType<typeof randomW4>[]; x: Float32Array }>(); // by shape: the toggles' runs reuse it
 const mvName = (v: MatvecShape) => `${v.team}x${v.rows}x${v.segs}`;
 /** --variants: the one-token matvec shapes swept beside the production one (gemm_w4ax.wgsl TEAM lanes a row x ROWS
@@ -133,7 +138,7 @@ type VariantRow = { shape: string; variant: string; us: number; GBs: number; sam
 
 /** The W4Ax matvec (M = 1) at each shape: µs a dispatch, back to back in one pass, weights rotating past the L2;
  *  with `variants`, each matvec shape again on the same weights (be.opts.matvec forced), its bits against the default's. */
-async function matvec(be: WebGPUBackend, shapes: Array<[string, number[], number]>, l2: number, variants: MatvecShape[] = [], vrows: VariantRow[] = []) {
+async function matvec(be: WebGPUBackend, shapes: Shape[], l2: number, variants: MatvecShape[] = [], vrows: VariantRow[] = []) {
   const rows: FloorResults['matvec'] = [];
   const outs: Float32Array[] = [];
   for (const [name, Ns, K] of shapes) {
@@ -173,10 +178,7 @@ async function matvec(be: WebGPUBackend, shapes: Array<[string, number[], number
 /** --variants: the production matvec and each shape of VARIANTS at every shape, nothing else; a table of µs to
  *  webgpu-matvec-variants-<date>.md (the fastest with the same bits in bold). */
 async function sweep(be: WebGPUBackend, quick: boolean, L2: number, date: string) {
-  const shapes: Array<[string, number[], number]> = quick ? [['tiny a', [256], 512], ['tiny b', [40, 24], 2304]]
-    : [['1b q+k+v', [2048, 512, 512], 2048], ['1b o', [2048], 2048], ['1b gate+up', [8192, 8192], 2048], ['1b down', [2048], 8192],
-      ['1b classifier', [128256], 2048], ['8b qkv', [6144], 4096], ['8b o', [4096], 4096], ['8b gate+up', [28672], 4096],
-      ['8b down', [4096], 14336]];
+  const shapes: Shape[] = quick ? [['tiny a', [256], 512], ['tiny b', [40, 24], 2304]] : [...S1B, ...S8B];
   const vrows: VariantRow[] = [], base = await matvec(be, shapes, L2, VARIANTS, vrows);
   const L = [`# W4Ax matvec shapes (${date}, ${be.adapterName})`, '', 'µs a dispatch (floor.ts --variants: back to back in one pass, weights rotated past the L2); variant = lanes a row x rows a workgroup x segments a lane; bold: the fastest with the default\'s bits.', '',
     `| shape | MB | default | ${VARIANTS.map(mvName).join(' | ')} |`, `| --- | --- | --- | ${VARIANTS.map(() => '---').join(' | ')} |`];
@@ -210,10 +212,8 @@ async function main() {
   const sizes = quick ? [MB / 16, MB / 4] : [0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256].map((m) => m * MB);
   r.stream = await stream(dev, sizes, quick ? MB : 512 * MB, L2);
   save();
-  const s1b: Array<[string, number[], number]> = quick ? [['tiny a', [256], 512]]
-    : [['1b q+k+v', [2048, 512, 512], 2048], ['1b o', [2048], 2048], ['1b gate+up', [8192, 8192], 2048], ['1b down', [2048], 8192], ['1b classifier', [128256], 2048]];
-  const s8b: Array<[string, number[], number]> = quick ? [['tiny b', [512], 1024]]
-    : [['1b k/v', [512], 2048], ['8b qkv', [6144], 4096], ['8b o', [4096], 4096], ['8b gate+up', [28672], 4096], ['8b down', [4096], 14336]];
+  const s1b: Shape[] = quick ? [['tiny a', [256], 512]] : S1B;
+  const s8b: Shape[] = quick ? [['tiny b', [512], 1024]] : [['1b k/v', [512], 2048], ...S8B]; // k/v: a small point for the fit
   const base = await matvec(be, [...s1b, ...s8b], L2);
   r.matvec = base.rows;
   save();

@@ -1,7 +1,6 @@
 // Shared by the WebGPU benchmarks (bench.ts: kernels at LLaMA-3-8B shapes; decode.ts: decode beside CUDA):
 // random W4 weights, GPU-timestamp timing of repeated dispatches, and the copy bandwidth roofline.
-import { create, globals } from 'webgpu';
-import type { GpuContext } from '../../backends/webgpu/device.ts';
+import { openGpu, type GpuContext } from '../../backends/webgpu/device.ts';
 import type { WebGPUBackend } from '../../backends/webgpu/webgpu.ts';
 import { actSpec } from '../../simulator/act.ts';
 import { w4Bytes } from '../../simulator/traits.ts';
@@ -112,18 +111,5 @@ export async function copyBandwidth(be: WebGPUBackend, bytes: number): Promise<{
 
 /** A device of its own with Dawn toggles on (`disable_robustness`, ...: what the WGSL safety transforms cost), for
  *  `new WebGPUBackend(ctx, src, opts)`; benchmarks only: the product's device is getGpu's, with Dawn's defaults. */
-export async function contextWith(toggles: string[]): Promise<GpuContext> {
-  for (const [k, v] of Object.entries(globals)) if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v; // as device.ts does
-  const gpu = create([...(toggles.length ? [`enable-dawn-features=${toggles.join(',')}`] : []), 'disable-dawn-features=timestamp_quantization']);
-  const adapter = (await gpu.requestAdapter({ powerPreference: 'high-performance' }))!, L = adapter.limits;
-  const device = await adapter.requestDevice({
-    requiredFeatures: (['timestamp-query', 'subgroups'] as const).filter((f) => adapter.features.has(f)),
-    requiredLimits: { maxStorageBuffersPerShaderStage: L.maxStorageBuffersPerShaderStage, maxComputeWorkgroupStorageSize: L.maxComputeWorkgroupStorageSize,
-      maxStorageBufferBindingSize: L.maxStorageBufferBindingSize, maxBufferSize: L.maxBufferSize, maxComputeInvocationsPerWorkgroup: L.maxComputeInvocationsPerWorkgroup },
-  });
-  const wgsl = (gpu as GPU & { wgslLanguageFeatures?: ReadonlySet<string> }).wgslLanguageFeatures;
-  return { device, gpu, adapter, adapterName: [adapter.info.vendor, adapter.info.architecture, adapter.info.device, adapter.info.description].filter(Boolean).join(' '), dot4: !!wgsl?.has('packed_4x8_integer_dot_product'),
-    subgroups: device.features.has('subgroups') && !!wgsl?.has('subgroup_id'), whenLost: device.lost.then(() => ({ reason: 'lost', message: '' })),
-    limits: { storageBuffers: device.limits.maxStorageBuffersPerShaderStage, workgroupStorage: device.limits.maxComputeWorkgroupStorageSize,
-      maxBinding: device.limits.maxStorageBufferBindingSize, maxBuffer: device.limits.maxBufferSize } };
-}
+export const contextWith = (toggles: string[]): Promise<GpuContext> =>
+  openGpu(toggles.length ? [`enable-dawn-features=${toggles.join(',')}`] : []);
