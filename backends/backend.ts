@@ -65,6 +65,11 @@ export interface CapturedStep {
   replayLogits(inputs?: StepInputs): Promise<Float32Array>;
   /** Same, returning each logit row's top k (Backend.topk): sampling with top_k copies back k values and ids a row. */
   replayTopK(inputs: StepInputs | undefined, k: number): Promise<{ values: Float32Array; indices: Int32Array }>;
+  /** Greedy chaining (where the backend can): the step on `inputs` with its token ids taken on the device from the
+   *  argmax of this step's previous replay (replay or replayChained), so that it can be submitted before that
+   *  result is read back (src/engine/graphs.ts). `inputs.tokens` gives the shape only. The previous replay must
+   *  have been submitted; its ids are the ones a greedy engine would feed. */
+  replayChained?(inputs: StepInputs): Promise<Int32Array>;
   /** false once the backend changed under the capture (weights uploaded since may have moved shared workspaces,
    *  or the backend was disposed): destroy it and capture again. Absent = always valid. */
   valid?(): boolean;

@@ -3,7 +3,9 @@
 //   capture twin   a simulator that "captures" by keeping the step's closure and, on replay, writing the new
 //                  step data into the captured arrays before re-running it (what the CUDA graph's input buffer
 //                  does): tokens equal generate() alone and the engine without graphs, with sequences joining
-//                  and leaving, crossing page buckets, greedy and sampled rows, LRU eviction, a failed capture
+//                  and leaving, crossing page buckets, greedy and sampled rows, LRU eviction, a failed capture;
+//                  greedy steps chained (replayChained: the next step run at once on its own last argmax, as
+//                  WebGPU does on the device), the speculated steps that were not the next one dropped, unread
 //   CUDA, no GPU   CudaBackend over a recording addon: a capture uploads nothing, attention is launched for the
 //                  bucket (the block tables' capacity), a replay writes one input image, bad replays are refused
 //   CUDA (COMET_TEST_CUDA=1)  the engine's tokens with graphs equal those without (float and W4A4KV4 models)
@@ -11,6 +13,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { eachBackend } from './helpers/backends.ts';
 import type { CapturedStep, StepInputs, Tensor } from '../backends/backend.ts';
 import { SimBackend } from '../backends/sim/sim.ts';
+import { argmax } from '../simulator/kernels/float.ts';
 import { CudaBackend } from '../backends/cuda/cuda.ts'; // the class only: no addon is loaded here
 import { createEngine, type Completion, type Engine, type EngineOptions } from '../src/engine/engine.ts';
 import { DecodeGraphs, graphLimit } from '../src/engine/graphs.ts';
@@ -32,6 +35,8 @@ class CaptureSim extends SimBackend {
   destroyed = 0;
   failNext = false;
   stale = false; // every graph held reports invalid (as CUDA's after new weights)
+  chain = true; // offer replayChained
+  chainedRuns = 0; // steps run by replayChained (used or dropped)
   captureStep(fn: () => Tensor, own?: StepInputs): CapturedStep {
     if (!own) throw new Error('capture twin: inputs must be declared');
     if (this.failNext) { this.failNext = false; throw new Error('capture twin: refused'); }
@@ -50,14 +55,26 @@ class CaptureSim extends SimBackend {
       }
       return fn();
     };
-    let live = true;
+    let live = true, ids: Int32Array | undefined; // the argmax of the last replay, which a chained one is fed
     const check = () => { if (!live) throw new Error('capture twin: replay after destroy'); };
+    // the step now, at the call (as a GPU queue orders it), and its argmax kept
+    const runNow = (inp?: StepInputs) => { const t = run(inp); ids = argmax((t as unknown as { data: Float32Array }).data, t.shape[0], t.shape[1]); return t; };
     return {
       bytes: 1000,
       valid: () => !this.stale,
-      replay: async (inp) => { check(); const r = await this.argmax(run(inp)); this.endStep(); return r; },
-      replayLogits: async (inp) => { check(); const r = await this.read(run(inp)); this.endStep(); return r; },
-      replayTopK: async (inp, k) => { check(); this.topkReplays++; const r = await this.topk(run(inp), k); this.endStep(); return r; },
+      replay: async (inp) => { check(); runNow(inp); this.endStep(); return ids!; },
+      ...(this.chain ? {
+        replayChained: async (inp: StepInputs) => {
+          check();
+          if (!ids) throw new Error('capture twin: a chained replay before any replay');
+          this.chainedRuns++;
+          runNow({ ...inp, tokens: ids });
+          this.endStep();
+          return ids;
+        },
+      } : {}),
+      replayLogits: async (inp) => { check(); const r = await this.read(runNow(inp)); this.endStep(); return r; },
+      replayTopK: async (inp, k) => { check(); this.topkReplays++; const r = await this.topk(runNow(inp), k); this.endStep(); return r; },
       destroy: () => { live = false; this.destroyed++; },
     };
   }
@@ -161,6 +178,11 @@ describe('decode graphs: capture twin on the simulator', () => {
     for (const k of ['1x16', '1x32']) expect(s.keys, `request 0 alone crosses into bucket ${k}`).toContain(k);
     expect(s0).toMatchObject({ enabled: false, live: 0, captures: 0, replays: 0 });
     expect(be.captures).toBe(s.captures);
+    // greedy steps chained (25 here): not while request 2 samples, nor onto a new page (every 4th position at
+    // pageSize 4); joins, leaves and bucket changes dropped some
+    expect(s.chained, 'chained greedy steps').toBeGreaterThan(15);
+    expect(s.dropped, 'speculated steps dropped').toBeGreaterThan(0);
+    expect(be.chainedRuns).toBeGreaterThanOrEqual(s.chained + s.dropped);
     // the server's /metrics exposes them
     const metrics = prometheus(on.e.stats());
     expect(metrics).toContain(`comet_decode_graph_steps_total{how="replay"} ${s.replays}`);

@@ -98,6 +98,18 @@ eachBackend('WebGPU decode step: dispatches, passes, submits', ({ create }) => {
           tokens.push((tok = ids[0]));
         }
         expect(submits, 'a replay: one submit').toBe(4);
+        // greedy chaining (replayChained, src/engine/graphs.ts): two steps in flight, each fed the ids of the one
+        // before on the device, one submit each; the same tokens as plain replays fed by the host (which write
+        // the same KV rows again)
+        submits = 0;
+        const p8 = g.replayChained(inp(0, 8)), p9 = g.replayChained(inp(0, 9));
+        const chained = [(await p8)[0], (await p9)[0]];
+        expect(submits, 'a chained replay: one submit').toBe(2);
+        for (const [i, pos] of [8, 9].entries()) {
+          const ids = await g.replay(inp(i === 0 ? tok : chained[0], pos));
+          b.endStep();
+          expect(ids[0], `position ${pos}: chained vs fed by the host`).toBe(chained[i]);
+        }
         // the split attention's grid covers the captured tables' 160 keys in three chunks: a replay past them is refused
         if (kind === 'w4 gpu') await expect(g.replay(inp(tok, 192))).rejects.toThrow(/position 192, past the 192 keys/);
         g.destroy();

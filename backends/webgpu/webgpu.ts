@@ -79,8 +79,9 @@ export class WebGPUBackend implements Backend {
    *  tokens), no barriers (CPU adapters), or a workgroup per (token, head) or 8 rows (GPUs) */
   private readonly serialKernels: boolean;
   disposed = false;
-  /** the capture in progress (captureStep), and the step inputs it declared */
-  private capturing?: { inputs?: StepInputs };
+  /** the capture in progress (captureStep), the step inputs it declared, and where in its upload arena the
+   *  embedding reads the token ids (a chained replay copies them there on the device) */
+  private capturing?: { inputs?: StepInputs; tokensAt?: Res };
 
   constructor(readonly gpu: GpuContext, readonly src: ShaderSources, readonly opts: WebGPUOptions = {}) {
     this.dev = gpu.device;
@@ -188,31 +189,43 @@ export class WebGPUBackend implements Backend {
     (this.mapFree.get(size) ?? this.mapFree.set(size, []).get(size)!).push(st);
     return out;
   }
-  /** A replay of the captured step `rec` and the readback of `out` into the step's own buffer `rb`. The
-   *  command buffer was encoded while the GPU ran the previous replay (`pre.cb`: the same commands and
-   *  bindings; the upload arena, rewritten before the submit, carries the new inputs), and the next one is
-   *  encoded while the GPU runs this one: encoding (~2 µs a dispatch in Dawn) leaves the step's critical path. */
-  async readReplay(rec: Stream, out: WTensor, pre: { rb: GPUBuffer; cb?: GPUCommandBuffer }, tail?: Stream): Promise<Uint8Array> {
+  /** A replay of the captured step `rec` and the readback of `out` into one of the step's readback buffers
+   *  (`rb`: a pool, as two replays can be in flight). A plain replay submits the command buffer encoded while the
+   *  GPU ran the previous one (`rb.next`: the same commands and bindings; the upload arena, rewritten before the
+   *  submit, carries the new inputs) and encodes the next while the GPU runs this one: encoding (~6 µs a dispatch
+   *  in Dawn's Node binding) leaves the step's critical path. A chained replay (`feed`) first copies the token ids
+   *  on the device from the previous replay's argmax over the arena's token slot (the host's write of the arena
+   *  comes before it in queue order), so it is submitted before that argmax is read back. */
+  async readReplay(rec: Stream, out: WTensor, rb: ReplayBuffers, tail?: Stream, feed?: { ids: WTensor; at: Res }): Promise<Uint8Array> {
     this.check();
     const lap = this.lapper();
-    const encode = () => {
+    const take = () => rb.free.pop() ?? this.dev.createBuffer({ size: up256(Math.max(up4(out.bytes), 16)), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const encode = (dst: GPUBuffer, fed: boolean) => {
       const enc = this.dev.createCommandEncoder();
+      if (fed && feed) {
+        const at = feed.at as { buffer: GPUBuffer; offset: number };
+        enc.copyBufferToBuffer(feed.ids.buf, 0, at.buffer, at.offset, up4(feed.ids.bytes));
+      }
       rec.encode(enc);
       tail?.encode(enc); // commands on the step's results (a top-k of its logits): no uploads of their own
-      enc.copyBufferToBuffer(out.buf, 0, pre.rb, 0, up4(out.bytes));
-      return enc.finish();
+      enc.copyBufferToBuffer(out.buf, 0, dst, 0, up4(out.bytes));
+      return { cb: enc.finish(), dst };
     };
     this.stream.flush(); // eager work recorded before the replay runs first
     rec.writeUploads();
     lap?.('upload');
-    const cb = pre.cb ?? encode();
-    pre.cb = undefined;
+    const now = feed ? encode(take(), true) : rb.next ?? encode(take(), false);
+    if (!feed) rb.next = undefined;
     lap?.('encode');
-    this.dev.queue.submit([cb]);
+    this.dev.queue.submit([now.cb]);
     lap?.('submit');
-    pre.cb = encode();
-    lap?.('encode next');
-    return this.mapRead(pre.rb, out.bytes, lap);
+    if (!feed) {
+      rb.next = encode(take(), false);
+      lap?.('encode next');
+    }
+    const bytes = await this.mapRead(now.dst, out.bytes, lap); // throws on a lost device: that buffer is not reused
+    rb.done(now.dst);
+    return bytes;
   }
   /** The first `bytes` of the MAP_READ buffer `st` once the GPU has written it (it is unmapped again after). */
   private async mapRead(st: GPUBuffer, bytes: number, lap?: Lap): Promise<Uint8Array> {
@@ -336,7 +349,7 @@ export class WebGPUBackend implements Backend {
     this.stream = rec;
     this.live = [];
     this.capturing = { inputs };
-    let logits: WTensor, ids: WTensor, owned: GPUBuffer[];
+    let logits: WTensor, ids: WTensor, owned: GPUBuffer[], tokensAt: Res | undefined;
     try {
       logits = this.want(fn(), 'f32', 'captureStep');
       const R = rowsOf(logits);
@@ -348,11 +361,12 @@ export class WebGPUBackend implements Backend {
       throw e;
     } finally {
       owned = this.live;
+      tokensAt = this.capturing?.tokensAt;
       this.stream = eager.stream;
       this.live = eager.live;
       this.capturing = undefined;
     }
-    return new WebGPUStep(this, rec, owned, logits!, ids!, inputs);
+    return new WebGPUStep(this, rec, owned, logits!, ids!, inputs, tokensAt);
   }
   /** Step data for an upload: while capturing with declared inputs, how a replay remakes it (`ok`: the data is
    *  one of the inputs); otherwise nothing. */
@@ -443,6 +457,7 @@ export class WebGPUBackend implements Backend {
     for (const t of tokens) if (t < 0 || t >= V) throw new CometError(`embed: token id ${t} outside the vocabulary [0, ${V})`);
     const out = this.f32([tokens.length, D]);
     const ids = this.stream.upload(tokens, this.stepData(tokens === this.capturing?.inputs?.tokens, (i) => i.tokens));
+    if (this.capturing?.inputs && tokens === this.capturing.inputs.tokens) this.capturing.tokensAt = ids;
     this.run(tb.dtype === 'f16' ? 'embed_f16' : 'embed', [D, tokens.length, 0], [tb.buf, ids, out.buf], Math.ceil(D / 256), tokens.length);
     return out;
   }
@@ -741,6 +756,11 @@ export class WebGPUBackend implements Backend {
   }
 }
 
+/** A captured step's readback buffers for one output (ids, logits, a top-k): free ones, the command buffer encoded
+ *  ahead for the next plain replay with the buffer it copies into, and where a buffer goes once read (back to `free`,
+ *  or destroyed when the step or output is gone). */
+export interface ReplayBuffers { free: GPUBuffer[]; next?: { cb: GPUCommandBuffer; dst: GPUBuffer }; done(b: GPUBuffer): void }
+
 /** A captured step (WebGPUBackend.captureStep): its recorded commands and upload arena, and the buffers it
  *  owns (its activations, logits and argmax). */
 export class WebGPUStep implements CapturedStep {
@@ -751,12 +771,13 @@ export class WebGPUStep implements CapturedStep {
   census() { return this.rec.census(); }
   private live = true;
   private last?: StepInputs;
-  constructor(private be: WebGPUBackend, private rec: Stream, private bufs: GPUBuffer[], private logits: WTensor, private ids: WTensor, private inputs?: StepInputs) {
+  constructor(private be: WebGPUBackend, private rec: Stream, private bufs: GPUBuffer[], private logits: WTensor, private ids: WTensor,
+    private inputs?: StepInputs, private tokensAt?: Res) {
     this.bytes = bufs.reduce((a, b) => a + b.size, 0);
     this.last = inputs;
   }
   valid(): boolean { return this.live && !this.be.disposed && !this.be.gpu.lost; }
-  private async run(inp: StepInputs | undefined, out: WTensor, tail?: Stream): Promise<Uint8Array> {
+  private async run(inp: StepInputs | undefined, out: WTensor, tail?: Stream, feed?: boolean): Promise<Uint8Array> {
     if (!this.live) throw new CometError('webgpu: replay of a destroyed step');
     if (this.be.disposed) throw new CometError('webgpu: replay of a step whose backend was disposed');
     if (inp && inp !== this.last) {
@@ -766,12 +787,15 @@ export class WebGPUStep implements CapturedStep {
       this.last = inp;
       if (this.be.profile) this.be.profile.remake = (this.be.profile.remake ?? 0) + performance.now() - t0;
     }
-    let pre = this.pre.get(out);
-    if (!pre) this.pre.set(out, (pre = { rb: this.be.dev.createBuffer({ size: up256(Math.max(up4(out.bytes), 16)), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST }) }));
-    return this.be.readReplay(this.rec, out, pre, tail);
+    let rb = this.rbs.get(out);
+    if (!rb) {
+      const free: GPUBuffer[] = [];
+      this.rbs.set(out, (rb = { free, done: (b) => (this.live && this.rbs.get(out) === rb ? free.push(b) : b.destroy()) }));
+    }
+    return this.be.readReplay(this.rec, out, rb, tail, feed ? { ids: this.ids, at: this.tokensAt! } : undefined);
   }
-  /** per output read back (ids, logits): its readback buffer and the command buffer encoded for the next replay */
-  private pre = new Map<WTensor, { rb: GPUBuffer; cb?: GPUCommandBuffer }>();
+  /** per output read back (ids, logits): its readback buffers and the command buffer encoded for the next replay */
+  private rbs = new Map<WTensor, ReplayBuffers>();
   /** Benchmarks (needs timestamp-query): GPU milliseconds of one replay as it runs (first pass start to last
    *  pass end), and of each dispatch run apart (a pass of its own: its latency without its neighbours'
    *  overlap), in the step's order. Runs the step twice on the inputs of the last replay. */
@@ -804,6 +828,14 @@ export class WebGPUStep implements CapturedStep {
     const b = await this.run(inp, this.ids);
     return new Int32Array(b.buffer, b.byteOffset, this.ids.shape[0]);
   }
+  /** Greedy chaining (CapturedStep.replayChained): the step on `inp` with the token ids its previous replay's argmax
+   *  left in `ids`, copied on the device into the arena's token slot; submitted at once, read back when asked. */
+  async replayChained(inp: StepInputs): Promise<Int32Array> {
+    if (!this.tokensAt || !this.inputs) throw new CometError('webgpu: this step was captured without declared token inputs; it cannot be chained');
+    if (inp.tokens.length !== this.ids.shape[0]) throw new CometError(`webgpu: a chained replay feeds ${this.ids.shape[0]} token ids, the inputs have ${inp.tokens.length}`);
+    const b = await this.run(inp, this.ids, undefined, true);
+    return new Int32Array(b.buffer, b.byteOffset, this.ids.shape[0]);
+  }
   async replayLogits(inp?: StepInputs): Promise<Float32Array> {
     const b = await this.run(inp, this.logits);
     return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
@@ -820,11 +852,18 @@ export class WebGPUStep implements CapturedStep {
     }
     return topkOf(await this.run(inp, this.top.out, this.top.rec), R * k);
   }
+  /** an output's readback buffers destroyed (those in flight are, when their read ends: ReplayBuffers.done) */
+  private dropReadbacks(out: WTensor): void {
+    const rb = this.rbs.get(out);
+    if (!rb) return;
+    this.rbs.delete(out);
+    for (const b of rb.free) b.destroy();
+    rb.next?.dst.destroy();
+  }
   private dropTopK(): void {
     const t = this.top;
     if (!t) return;
-    this.pre.get(t.out)?.rb.destroy();
-    this.pre.delete(t.out);
+    this.dropReadbacks(t.out);
     t.rec.destroy();
     t.out.buf.destroy();
     t.params.destroy();
@@ -834,8 +873,7 @@ export class WebGPUStep implements CapturedStep {
     if (!this.live) return;
     this.live = false;
     this.dropTopK();
-    for (const p of this.pre.values()) p.rb.destroy();
-    this.pre.clear();
+    for (const out of [...this.rbs.keys()]) this.dropReadbacks(out);
     this.rec.destroy();
     if (!this.be.disposed) this.be.releaseBuffers(this.bufs);
   }

@@ -46,8 +46,8 @@ export async function* generate(model: Llama, prompt: number[], o: GenerateOptio
       const T = tokens.length;
       let next: number;
       if (graphs && T === 1) {
-        const { key, inputs } = graphs.inputs(tokens, Int32Array.of(pos), [Array.from(blockTable.subarray(0, Math.ceil((pos + 1) / P)))]);
-        next = drawToken(await graphs.run(key, inputs, want), 0, V, o, rng);
+        const { key, inputs, next: ahead } = graphs.inputs(tokens, Int32Array.of(pos), [Array.from(blockTable.subarray(0, Math.ceil((pos + 1) / P)))]);
+        next = drawToken(await graphs.run(key, inputs, want, produced + 1 < o.maxTokens ? ahead : undefined), 0, V, o, rng);
       } else {
         const layout = { pos: Int32Array.from({ length: T }, (_, i) => pos + i), seq: new Int32Array(T), blockTables: [blockTable] };
         try {

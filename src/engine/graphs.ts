@@ -15,6 +15,14 @@
 // failed runs eagerly from then on. Greedy rows take the argmax computed on the device; a batch whose sampled
 // rows all use top_k (<= TOPK_MAX) copies back each row's top-k list (Backend.topk: k values and ids, the exact
 // candidates sample() ranks); any other sampled row reads the logit rows (one copy).
+// Greedy chaining: where a captured step can take its token ids from its own last argmax on the device
+// (CapturedStep.replayChained: WebGPU), a greedy decode step's replay is followed at once by the next step's, on the
+// inputs the engine will give it if every row goes on (positions + 1, the same pages, the argmax's tokens), before
+// the first one's ids are read back: the host's encoding, submit and readback of one step overlap the GPU's run of
+// the other. The next run() takes that result if its inputs are those (tokens equal to the ids fed); otherwise the
+// speculated step is dropped. What it wrote is harmless: each row's KV at its next position, inside the row's own
+// pages (a prediction past them is not made), which that row's next step writes again before anything reads it,
+// or which nobody reads if the row ended (a page handed to another sequence is written by it before it is read).
 // Measured (H100, test/engine-graphs-timing.test.ts: 32 layers of LLaMA-3-8B shape, W4A4KV4, vocab 512, context
 // ~150-200, the whole engine step): batch 1 4.48-4.69 -> 3.71-3.83 ms, batch 16 6.10-6.51 -> 5.55-5.57 ms (two runs).
 import { TOPK_MAX, type Backend, type CapturedStep, type KVCache, type StepInputs, type StepLayout, type Tensor } from '../../backends/backend.ts';
@@ -31,6 +39,8 @@ export interface GraphStats {
   evictions: number;
   failures: number; // captures that threw (the key then runs eagerly)
   stale: number; // graphs dropped because the backend changed under them (CapturedStep.valid), then recaptured
+  chained: number; // greedy steps submitted before the previous step's ids were read back, and used (replayChained)
+  dropped: number; // such steps whose inputs were not the next step's (a row ended, the batch or its key changed)
   keys: string[]; // held keys "B x bucket pages", least recent first
 }
 
@@ -81,12 +91,22 @@ export function graphLimit(option?: number): number {
 }
 
 const nextPow2 = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+const same = (a: ArrayLike<number>, b: ArrayLike<number>) => a.length === b.length && Array.prototype.every.call(a, (v: number, i: number) => v === b[i]);
+/** Whether `inp` is the speculated step's inputs `a` with the tokens it was fed. */
+function sameInputs(a: StepInputs, inp: StepInputs, fed: Int32Array): boolean {
+  const x = a.layout, y = inp.layout;
+  return same(inp.tokens, fed) && same(a.rows, inp.rows) && same(x.pos, y.pos) && same(x.seq, y.seq)
+    && x.blockTables.length === y.blockTables.length && x.blockTables.every((t, i) => same(t, y.blockTables[i]));
+}
 
 export class DecodeGraphs {
   private readonly graphs = new Map<string, CapturedStep>(); // insertion order = recency (oldest first)
   private readonly seen = new Set<string>();
   private readonly failed = new Set<string>();
-  private readonly counts = { captures: 0, replays: 0, eager: 0, evictions: 0, failures: 0, stale: 0 };
+  private readonly counts = { captures: 0, replays: 0, eager: 0, evictions: 0, failures: 0, stale: 0, chained: 0, dropped: 0 };
+  /** the greedy step submitted ahead (replayChained): its key, graph, inputs, the tokens fed to it (the ids of the
+   *  step before it, once read) and its result */
+  private ahead?: { key: string; g: CapturedStep; inputs: StepInputs; fed?: Int32Array; result: Promise<Int32Array> };
   private closed = false;
 
   /** `max` = 0: graphs off, decode steps still padded to their bucket's shape (see the file comment). */
@@ -103,8 +123,17 @@ export class DecodeGraphs {
     return Math.min(full, nextPow2(Math.ceil(ctx / this.pageSize)));
   }
 
-  /** The step's inputs in the key's shape: each sequence's pages, padded with page 0 to the bucket. */
-  inputs(tokens: Int32Array, pos: Int32Array, pages: readonly (readonly number[])[]): { key: string; inputs: StepInputs } {
+  /** The step's inputs in the key's shape: each sequence's pages, padded with page 0 to the bucket; and `next`, the
+   *  inputs of the step after it if every row goes on greedily (tokens: zeros, fed on the device), where every row's
+   *  next position lies in its own pages and the context and the key stays the same (else undefined). */
+  inputs(tokens: Int32Array, pos: Int32Array, pages: readonly (readonly number[])[]): { key: string; inputs: StepInputs; next?: { key: string; inputs: StepInputs } } {
+    const d = this.shape(tokens, pos, pages);
+    const pos1 = pos.map((p) => p + 1);
+    if (!pos1.every((p, i) => p < pages[i].length * this.pageSize && p < this.model.config.seqLen)) return d;
+    const n = this.shape(new Int32Array(tokens.length), pos1, pages);
+    return n.key === d.key ? { ...d, next: n } : d;
+  }
+  private shape(tokens: Int32Array, pos: Int32Array, pages: readonly (readonly number[])[]): { key: string; inputs: StepInputs } {
     const B = tokens.length;
     let ctx = 0;
     for (const p of pos) ctx = Math.max(ctx, p + 1);
@@ -118,9 +147,28 @@ export class DecodeGraphs {
     return { key: `${B}x${n}`, inputs: { tokens, layout, rows: Int32Array.from({ length: B }, (_, i) => i) } };
   }
 
-  /** Run one decode-only step: replay its key's graph, capture it (second sight), or run eagerly. */
-  async run(key: string, inp: StepInputs, want: DecodeWant): Promise<DecodeOut> {
+  /** Run one decode-only step: replay its key's graph, capture it (second sight), or run eagerly. `next` (inputs()'s):
+   *  a greedy replay is followed at once by the next step's on those inputs where the graph can chain (file comment). */
+  async run(key: string, inp: StepInputs, want: DecodeWant, next?: { key: string; inputs: StepInputs }): Promise<DecodeOut> {
     const be = this.model.be;
+    const a = this.ahead;
+    this.ahead = undefined;
+    if (a && a.key === key && want === 'argmax' && a.g === this.graphs.get(key) && (!a.g.valid || a.g.valid()) && a.fed && sameInputs(a.inputs, inp, a.fed)) {
+      this.graphs.delete(key); // most recent last
+      this.graphs.set(key, a.g);
+      this.counts.replays++;
+      this.counts.chained++;
+      this.chain(key, a.g, next);
+      try {
+        return { argmax: this.fed(await a.result) };
+      } catch {
+        this.ahead = undefined; // a failed speculation (a lost device says so again below): run the step plainly
+        this.counts.chained--;
+        this.counts.replays--;
+      } finally {
+        be.endStep();
+      }
+    } else if (a) this.counts.dropped++;
     let g = this.graphs.get(key);
     if (g && g.valid && !g.valid()) { // the backend changed under it (new weights): capture again
       g.destroy();
@@ -142,12 +190,29 @@ export class DecodeGraphs {
     this.graphs.set(key, g);
     this.counts.replays++;
     try {
-      if (want === 'argmax') return { argmax: await g.replay(inp) };
+      if (want === 'argmax') {
+        const r = g.replay(inp);
+        this.chain(key, g, next);
+        return { argmax: this.fed(await r) };
+      }
       if (want === 'logits') return { logits: await g.replayLogits(inp) };
       return { topk: await g.replayTopK(inp, want.topk), k: want.topk };
     } finally {
       be.endStep();
     }
+  }
+
+  /** Submit the step after the one just submitted on `g`, on `next`'s inputs with its tokens fed on the device. */
+  private chain(key: string, g: CapturedStep, next?: { key: string; inputs: StepInputs }): void {
+    if (!next || next.key !== key || !g.replayChained || this.closed) return;
+    const result = g.replayChained(next.inputs);
+    result.catch(() => {}); // read (or dropped) by the next run
+    this.ahead = { key, g, inputs: next.inputs, result };
+  }
+  /** The ids a step read back are the tokens its speculated successor was fed. */
+  private fed(ids: Int32Array): Int32Array {
+    if (this.ahead) this.ahead.fed = ids;
+    return ids;
   }
 
   private capture(key: string, inp: StepInputs): CapturedStep | undefined {
@@ -186,6 +251,7 @@ export class DecodeGraphs {
   /** Free every graph (engine close). */
   dispose(): void {
     this.closed = true;
+    this.ahead = undefined;
     for (const g of this.graphs.values()) g.destroy();
     this.graphs.clear();
   }

@@ -153,7 +153,9 @@ export class Scheduler {
       if (decodeOnly) {
         const d = this.graphs!.inputs(tokens, pos, batch.map((s) => s.seq.pages));
         t1 = t2 = performance.now();
-        const run = this.graphs!.run(d.key, d.inputs, want);
+        // the next step chained on the device where every row may go on (graphs.ts): not past a row's max_tokens
+        const more = batch.every(({ seq }) => seq.generated + 1 < seq.params.maxTokens);
+        const run = this.graphs!.run(d.key, d.inputs, want, more ? d.next : undefined);
         run.catch(() => {}); // awaited below; not an unhandled rejection while prepare() runs
         prepareMs = await this.prepare(sampled);
         out = await run;
