@@ -65,8 +65,9 @@ interface DecodeResult {
   eagerMsPerToken: number; msPerToken: number; tokensPerS: number; tokens: number[]; dispatches?: number; profile?: StepProfile;
   /** the next `steps` replays chained as the engine chains greedy steps where the backend can (CapturedStep.replayChained,
    *  src/engine/graphs.ts: each step submitted before the one ahead of it is read back, its token fed on the device);
-   *  where it cannot (CUDA), the same steps replayed plainly again (the tokens then cover the same positions) */
-  chained: { how: 'chained' | 'plain'; msPerToken: number; tokensPerS: number };
+   *  where it cannot (CUDA), replayed plainly again; the same positions as the plain replays, from the same token:
+   *  sameAsPlain counts the tokens equal to theirs */
+  chained: { how: 'chained' | 'plain'; msPerToken: number; tokensPerS: number; sameAsPlain: string };
 }
 /** Where a WebGPU step's time goes: host ms per phase per replayed step (WebGPUBackend.profile), the eager step's
  *  recording (the model code enqueuing ops), one replay's GPU time as run and per kernel run apart, and the
@@ -102,19 +103,24 @@ async function decode(be: Backend, host: Map<string, HostWeight>, n: number): Pr
   const t1 = performance.now();
   for (let i = 0; i < n; i++, pos++) tokens.push((tok = await step(inputs(tok, pos))));
   const ms = (performance.now() - t1) / n;
-  // chained: one step in flight ahead (DecodeGraphs.run does this for a greedy batch whose next position is in its pages)
+  // the same positions again from the same token (the same greedy tokens, the same KV rows rewritten), chained: one step
+  // in flight ahead (DecodeGraphs.run does this for a greedy batch whose next position is in its pages)
+  pos -= n;
+  tok = tokens[tokens.length - n - 1];
+  const again: number[] = [];
   const t3 = performance.now(), chain = g.replayChained?.bind(g);
   if (chain) {
     let pending = g.replay(inputs(tok, pos));
     for (let i = 0; i < n; i++, pos++) {
       const ahead = i + 1 < n ? chain(inputs(0, pos + 1)) : undefined;
-      tokens.push((tok = (await pending)[0]));
+      again.push((tok = (await pending)[0]));
       be.endStep();
       if (ahead) pending = ahead;
     }
-  } else for (let i = 0; i < n; i++, pos++) tokens.push((tok = await step(inputs(tok, pos))));
+  } else for (let i = 0; i < n; i++, pos++) again.push((tok = await step(inputs(tok, pos))));
   const msChained = (performance.now() - t3) / n;
-  const chained = { how: chain ? 'chained' as const : 'plain' as const, msPerToken: msChained, tokensPerS: 1000 / msChained };
+  const sameAsPlain = again.filter((t, i) => t === tokens[tokens.length - n + i]).length;
+  const chained = { how: chain ? 'chained' as const : 'plain' as const, msPerToken: msChained, tokensPerS: 1000 / msChained, sameAsPlain: `${sameAsPlain}/${n}` };
   const dispatches = (g as { dispatches?: number }).dispatches; // WebGPU: compute dispatches per step
   let profile: StepProfile | undefined;
   if (be instanceof WebGPUBackend && g instanceof WebGPUStep) {
@@ -182,7 +188,7 @@ async function main() {
 
   // ---- decode, WebGPU then CUDA, the same weights
   const web = await decode(wgpu, host, steps);
-  console.log(`webgpu: ${web.tokensPerS.toFixed(1)} tok/s (${web.msPerToken.toFixed(2)} ms/token replayed, ${web.eagerMsPerToken.toFixed(2)} eager), ${web.dispatches} dispatches per step; ${web.chained.how} ${web.chained.tokensPerS.toFixed(1)} tok/s`);
+  console.log(`webgpu: ${web.tokensPerS.toFixed(1)} tok/s (${web.msPerToken.toFixed(2)} ms/token replayed, ${web.eagerMsPerToken.toFixed(2)} eager), ${web.dispatches} dispatches per step; ${web.chained.how} ${web.chained.tokensPerS.toFixed(1)} tok/s (tokens equal to the plain replays' at ${web.chained.sameAsPlain})`);
   if (web.profile) printProfile(web.profile);
   results.webgpu = web;
   const other = arg('--same-as', '');
