@@ -120,7 +120,7 @@ describe('webgpu captured decode steps (Node, Dawn)', () => {
     const be = await createWebGPUBackend();
     const reads: number[] = [], read = be.readBytes.bind(be), replay = be.readReplay.bind(be);
     be.readBytes = (buf, bytes) => { reads.push(bytes); return read(buf, bytes); };
-    be.readReplay = (rec, out, pre) => { reads.push(out.bytes); return replay(rec, out, pre); };
+    be.readReplay = (...a) => { reads.push(a[1].bytes); return replay(...a); };
     const run = async (graphs: number, temperature: number) => {
       const e = await createEngine(model, { backend: be, maxBatch: 2, graphs });
       reads.length = 0;
@@ -135,6 +135,9 @@ describe('webgpu captured decode steps (Node, Dawn)', () => {
       expect(eager.stats.replays).toBe(0);
       expect(captured.stats.captures).toBeGreaterThan(0);
       expect(captured.stats.replays).toBeGreaterThan(10);
+      // greedy: steps chained on the device (src/engine/graphs.ts); sampled: none
+      if (temperature === 0) expect(captured.stats.chained).toBeGreaterThan(5);
+      else expect(captured.stats.chained).toBe(0);
       expect(captured.texts).toEqual(eager.texts);
       expect(captured.texts[0].length).toBeGreaterThan(30);
       // greedy: every step reads back the sampled ids alone (4 or 8 bytes); sampled: the logit rows (2 KiB each)
