@@ -67,7 +67,7 @@ interface DecodeResult {
    *  src/engine/graphs.ts: each step submitted before the one ahead of it is read back, its token fed on the device);
    *  where it cannot (CUDA), replayed plainly again; the same positions as the plain replays, from the same token:
    *  sameAsPlain counts the tokens equal to theirs */
-  chained: { how: 'chained' | 'plain'; msPerToken: number; tokensPerS: number; sameAsPlain: string };
+  chained: { how: 'chained' | 'plain'; msPerToken: number; tokensPerS: number; sameAsPlain: string; hostMs?: Record<string, number> };
 }
 /** Where a WebGPU step's time goes: host ms per phase per replayed step (WebGPUBackend.profile), the eager step's
  *  recording (the model code enqueuing ops), one replay's GPU time as run and per kernel run apart, and the
@@ -109,6 +109,7 @@ async function decode(be: Backend, host: Map<string, HostWeight>, n: number): Pr
   tok = tokens[tokens.length - n - 1];
   const again: number[] = [];
   const t3 = performance.now(), chain = g.replayChained?.bind(g);
+  const chainHost: Record<string, number> | undefined = chain && be instanceof WebGPUBackend ? (be.profile = {}) : undefined;
   if (chain) {
     let pending = g.replay(inputs(tok, pos));
     for (let i = 0; i < n; i++, pos++) {
@@ -119,8 +120,10 @@ async function decode(be: Backend, host: Map<string, HostWeight>, n: number): Pr
     }
   } else for (let i = 0; i < n; i++, pos++) again.push((tok = await step(inputs(tok, pos))));
   const msChained = (performance.now() - t3) / n;
+  if (be instanceof WebGPUBackend) be.profile = undefined;
+  if (chainHost) for (const k of Object.keys(chainHost)) chainHost[k] = +(chainHost[k] / n).toFixed(4);
   const sameAsPlain = again.filter((t, i) => t === tokens[tokens.length - n + i]).length;
-  const chained = { how: chain ? 'chained' as const : 'plain' as const, msPerToken: msChained, tokensPerS: 1000 / msChained, sameAsPlain: `${sameAsPlain}/${n}` };
+  const chained = { how: chain ? 'chained' as const : 'plain' as const, msPerToken: msChained, tokensPerS: 1000 / msChained, sameAsPlain: `${sameAsPlain}/${n}`, ...(chainHost ? { hostMs: chainHost } : {}) };
   const dispatches = (g as { dispatches?: number }).dispatches; // WebGPU: compute dispatches per step
   let profile: StepProfile | undefined;
   if (be instanceof WebGPUBackend && g instanceof WebGPUStep) {
@@ -188,7 +191,7 @@ async function main() {
 
   // ---- decode, WebGPU then CUDA, the same weights
   const web = await decode(wgpu, host, steps);
-  console.log(`webgpu: ${web.tokensPerS.toFixed(1)} tok/s (${web.msPerToken.toFixed(2)} ms/token replayed, ${web.eagerMsPerToken.toFixed(2)} eager), ${web.dispatches} dispatches per step; ${web.chained.how} ${web.chained.tokensPerS.toFixed(1)} tok/s (tokens equal to the plain replays' at ${web.chained.sameAsPlain})`);
+  console.log(`webgpu: ${web.tokensPerS.toFixed(1)} tok/s (${web.msPerToken.toFixed(2)} ms/token replayed, ${web.eagerMsPerToken.toFixed(2)} eager), ${web.dispatches} dispatches per step; ${web.chained.how} ${web.chained.tokensPerS.toFixed(1)} tok/s (tokens equal to the plain replays' at ${web.chained.sameAsPlain}; host ms a step ${JSON.stringify(web.chained.hostMs ?? {})})`);
   if (web.profile) printProfile(web.profile);
   results.webgpu = web;
   const other = arg('--same-as', '');
