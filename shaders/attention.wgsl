@@ -255,7 +255,6 @@ var<workgroup> ku: array<u32, 2048>;   // the chunk's 15-bit weights u [ng][64 k
 var<workgroup> kdq: array<f32, 32>;    // dq_g
 var<workgroup> kzs: array<f32, 32>;    // zs_g
 var<workgroup> kA: array<u32, 512>;    // P·V partial sums [key subset][hd] (subsets · hd <= 64 · 8)
-var<workgroup> nx: array<f32, 512>;    // ROPE: rope(q) [hd] for step 1, then the new key's rope(k) [hd] | v [hd] at 256
 var<workgroup> nkv: array<u32, 128>;   // ROPE: the new key's cache words: K codes [hd/8] | V codes at 32 | K (s, z)
                                        // [ng] at 64 | V (s, z) at 96
 // (the lanes' max and bfly: shaders/lanes.wgsl, or lanes_sg.wgsl with subgroups, prefixed by the host)
@@ -269,9 +268,14 @@ fn whead(wg: vec3<u32>) -> WHead {
     (t * p.nHeads + h) * p.nChunks);
 }
 
-/** element d of the workgroup's q row (at qo): ROPE = 1, rope(q) as kv4_rope_q left it in nx */
+/** ROPE's f32 rows in kA, as bits (kA is free until kv4_chunk's P·V; a workgroup of its own would grow every
+ *  attention_kv4's workgroup memory, as the one module declares it): rope(q) [hd] for step 1, then the new key's
+ *  rope(k) [hd] | v [hd] at 256 */
+fn nx_set(i: u32, x: f32) { kA[i] = bitcast<u32>(x); }
+fn nx(i: u32) -> f32 { return bitcast<f32>(kA[i]); }
+/** element d of the workgroup's q row (at qo): ROPE = 1, rope(q) as kv4_rope_q left it (nx) */
 fn q_at(qo: u32, d: u32) -> f32 {
-  if (ROPE == 1u) { return nx[d]; }
+  if (ROPE == 1u) { return nx(d); }
   return q[qo + d];
 }
 /** step 1 for the workgroup: q (row qo) to INT8 in kq8, Q_g in kqg; returns cs = sq · KS */
@@ -403,13 +407,13 @@ fn kv_word(i: u32, fresh: bool, j: u32) -> u32 {
   return cache[i];
 }
 
-/** ROPE: rope(q) of the q row at qo (token t) into nx[0, hd), as kv_append.wgsl rope_q rotates it */
+/** ROPE: rope(q) of the q row at qo (token t) into nx [0, hd), as kv_append.wgsl rope_q rotates it */
 fn kv4_rope_q(t: u32, qo: u32, lid: u32) {
   let half = p.hd / 2u;
   for (var i = lid; i < half; i += 64u) {
     let ci = (t * half + i) * 2u;
     let r = rope_rot(q[qo + 2u * i], q[qo + 2u * i + 1u], rope_cs[ci], rope_cs[ci + 1u]);
-    nx[2u * i] = r.x; nx[2u * i + 1u] = r.y;
+    nx_set(2u * i, r.x); nx_set(2u * i + 1u, r.y);
   }
   workgroupBarrier();
 }
@@ -423,14 +427,14 @@ fn kv4_new(t: u32, kvh: u32, lid: u32) {
   for (var c = 2u * lid; c < p.hd; c += 128u) {
     let ci = (t * half + c / 2u) * 2u;
     let k = rope_rot(kx[xo + c], kx[xo + c + 1u], rope_cs[ci], rope_cs[ci + 1u]);
-    nx[c] = k.x; nx[c + 1u] = k.y;
-    nx[256u + c] = vx[xo + c]; nx[256u + c + 1u] = vx[xo + c + 1u];
+    nx_set(c, k.x); nx_set(c + 1u, k.y);
+    nx_set(256u + c, vx[xo + c]); nx_set(256u + c + 1u, vx[xo + c + 1u]);
   }
   workgroupBarrier();
   let which = lid / 32u; let i = lid % 32u; let xb = 256u * which;
   if (i < ng) {
     var lo = 3.4028234663852886e38; var hi = -3.4028234663852886e38;
-    for (var c = i * p.G; c < (i + 1u) * p.G; c++) { lo = min(lo, nx[xb + c]); hi = max(hi, nx[xb + c]); }
+    for (var c = i * p.G; c < (i + 1u) * p.G; c++) { lo = min(lo, nx(xb + c)); hi = max(hi, nx(xb + c)); }
     nkv[64u + 32u * which + i] = f16_div(hi - lo, 15.0) | (f32_to_f16(lo) << 16u);
   }
   workgroupBarrier();
@@ -440,7 +444,7 @@ fn kv4_new(t: u32, kvh: u32, lid: u32) {
     var word = 0u;
     for (var e = 0u; e < 8u; e++) {
       var code = 0u;
-      if (s != 0.0) { code = u32(clamp(div_rne(nx[xb + i * 8u + e] - z, s), 0.0, 15.0)); }
+      if (s != 0.0) { code = u32(clamp(div_rne(nx(xb + i * 8u + e) - z, s), 0.0, 15.0)); }
       word = word | (code << (4u * e));
     }
     nkv[32u * which + i] = word;
