@@ -268,8 +268,8 @@ fn whead(wg: vec3<u32>) -> WHead {
     (t * p.nHeads + h) * p.nChunks);
 }
 
-/** ROPE's f32 rows in kA, as bits (kA is free until kv4_chunk's P·V; a workgroup of its own would grow every
- *  attention_kv4's workgroup memory, as the one module declares it): rope(q) [hd] for step 1, then the new key's
+/** ROPE's f32 rows in kA, as bits (kA is free until kv4_chunk's P·V; an array of their own would grow every
+ *  attention_kv4 pipeline's workgroup memory, since the shared functions below reference it): rope(q) [hd] for step 1, then the new key's
  *  rope(k) [hd] | v [hd] at 256 */
 fn nx_set(i: u32, x: f32) { kA[i] = bitcast<u32>(x); }
 fn nx(i: u32) -> f32 { return bitcast<f32>(kA[i]); }
@@ -333,7 +333,10 @@ fn kv4_chunk(c0: u32, n: u32, bt: u32, kvh: u32, cs: f32, inv: Inv, u: Uni) -> C
   var l = 0.0;
   for (var g = 0u; g < ng; g++) {
     var wj = 0.0; var zj = 0.0;
-    if (live) { let sz = kv_word(base + p.vSZW + slot * ng + g, fresh, 96u + g); wj = pj * f16_half(sz, 0u); zj = pj * f16_half(sz, 1u); }
+    if (live) {
+      let sz = kv_word(base + p.vSZW + slot * ng + g, fresh, 96u + g);
+      wj = pj * f16_half(sz, 0u); zj = pj * f16_half(sz, 1u);
+    }
     let W = lanes_max(wj, inv, u); // >= 0: lanes past the chunk give 0, as the contract's max from 0 (and the barrier
                                    // between two lanes_bfly2)
     var r = 0.0; var dq = 0.0;
@@ -389,13 +392,13 @@ override SPLIT: u32 = 0u;
 
 // ---- ROPE = 1 (attention_kv4_rope, SPLIT = 1; a decode step: one token per sequence): kv_append.wgsl's
 // rope_kv_append folded into the split. q is the raw q [T][nHeads·hd]; k, v [T][nKv·hd] are the step's new keys and
-// values, not in the cache yet. Each workgroup (t, h, z) ropes its q head on load; the workgroups whose chunk holds the new key (position n - 1)
-// quantize its K and V rows as append_kv4_wg does (the same ops on the same values: the same bytes) into nkv and read
-// that key's words from there instead of the cache; of those, the one of q head h % (nHeads/nKv) == 0 stores them in
-// the cache, one workgroup per (token, KV head). No other workgroup reads that slot (other chunks hold older keys
-// only; a sequence's new slot is in a page of its own), so nothing in the dispatch races on the cache. The host folds
-// only where each token is its own sequence (webgpu.ts ropeKvAppend). rope(q) is rope.wgsl's and kv_append.wgsl's
-// rope_rot over the same (cos, sin) table: q' has the bits rope_kv_append would have stored.
+// values, not in the cache yet. Each workgroup (t, h, z) ropes its q head on load; the workgroups whose chunk holds
+// the new key (position n - 1) quantize its K and V rows as append_kv4_wg does (the same ops on the same values: the
+// same bytes) into nkv and read that key's words from there instead of the cache; of those, the one of q head
+// h % (nHeads/nKv) == 0 stores them in the cache, one workgroup per (token, KV head). No other workgroup reads that
+// slot (other chunks hold older keys only; a sequence's new slot is in a page of its own), so nothing in the dispatch
+// races on the cache. The host folds only where each token is its own sequence (webgpu.ts ropeKvAppend). rope(q) is
+// rope.wgsl's and kv_append.wgsl's rope_rot over the same (cos, sin) table: q' has the bits rope_kv_append stores.
 override ROPE: u32 = 0u;
 @group(0) @binding(6) var<storage, read> kx: array<f32>;      // ROPE: k [T][nKv·hd]
 @group(0) @binding(7) var<storage, read> vx: array<f32>;      // ROPE: v [T][nKv·hd]
@@ -461,7 +464,9 @@ fn kv4_store(t: u32, kvh: u32, bt: u32, lid: u32) {
     let r = j / 32u; let w = j % 32u;
     if (w < select(ng, W8, r < 2u)) {
       var at = p.kCodesW + slot * W8;
-      if (r == 1u) { at = p.vCodesW + slot * W8; } else if (r == 2u) { at = p.kSZW + slot * ng; } else if (r == 3u) { at = p.vSZW + slot * ng; }
+      if (r == 1u) { at = p.vCodesW + slot * W8; }
+      else if (r == 2u) { at = p.kSZW + slot * ng; }
+      else if (r == 3u) { at = p.vSZW + slot * ng; }
       cache[base + at + w] = nkv[j];
     }
   }

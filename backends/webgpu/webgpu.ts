@@ -43,7 +43,8 @@ export class WTensor implements Tensor {
  *  its inputs, the step it belongs to, and whether that attention has appended k and v (then only q' itself, rope(q),
  *  is still unwritten: recorded if anything reads it). */
 interface LazyRope {
-  q: WTensor; k: WTensor; v: WTensor; cache: WKVCache; layer: number; layout: StepLayout; spec: RopeSpec; step: number; appended: boolean;
+  q: WTensor; k: WTensor; v: WTensor; cache: WKVCache; layer: number; layout: StepLayout; spec: RopeSpec;
+  step: number; appended: boolean;
 }
 
 export class WWeight extends WTensor implements Weight {
