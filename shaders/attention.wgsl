@@ -7,6 +7,7 @@
 // the chunks (below); or attention_kv4_serial, one invocation per (token, head) (CPU adapters). Its integer dot
 // products are exact; its f32 ops are the contract's, in its order, but WGSL has no FMA control and divides to
 // 2.5 ulp, so the outputs are tier 3 (relative error ~1e-7, test/ops.test.ts).
+// At decode the split kernel can also do the step's rope_kv_append (ROPE = 1, below): one dispatch a layer fewer.
 struct P {
   T: u32, nHeads: u32, nKv: u32, hd: u32, P: u32, G: u32,
   posOff: u32, seqOff: u32, btoOff: u32,
@@ -17,7 +18,9 @@ struct P {
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> lay: array<u32>;
-@group(0) @binding(3) var<storage, read> cache: array<u32>;
+// read_write for attention_kv4 ROPE = 1, which stores the step's new keys (every other kernel only reads it; one
+// declaration, as a binding's access is the module's and a dispatch may bind the cache once)
+@group(0) @binding(3) var<storage, read_write> cache: array<u32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 const CHUNK = 1024u;
@@ -252,6 +255,8 @@ var<workgroup> ku: array<u32, 2048>;   // the chunk's 15-bit weights u [ng][64 k
 var<workgroup> kdq: array<f32, 32>;    // dq_g
 var<workgroup> kzs: array<f32, 32>;    // zs_g
 var<workgroup> kA: array<u32, 512>;    // P·V partial sums [key subset][hd] (subsets · hd <= 64 · 8)
+var<workgroup> nkv: array<u32, 128>;   // ROPE: the new key's cache words: K codes [hd/8] | V codes at 32 | K (s, z)
+                                       // [ng] at 64 | V (s, z) at 96
 // (the lanes' max and bfly: shaders/lanes.wgsl, or lanes_sg.wgsl with subgroups, prefixed by the host)
 
 /** The (token, head) of a workgroup of attention_kv4 / _combine (grid T x nHeads [x chunks]): its KV head, q row
@@ -263,16 +268,26 @@ fn whead(wg: vec3<u32>) -> WHead {
     (t * p.nHeads + h) * p.nChunks);
 }
 
+/** ROPE's f32 rows in kA, as bits (kA is free until kv4_chunk's P·V; an array of their own would grow every
+ *  attention_kv4 pipeline's workgroup memory, since the shared functions below reference it): rope(q) [hd] for step 1, then the new key's
+ *  rope(k) [hd] | v [hd] at 256 */
+fn nx_set(i: u32, x: f32) { kA[i] = bitcast<u32>(x); }
+fn nx(i: u32) -> f32 { return bitcast<f32>(kA[i]); }
+/** element d of the workgroup's q row (at qo): ROPE = 1, rope(q) as kv4_rope_q left it (nx) */
+fn q_at(qo: u32, d: u32) -> f32 {
+  if (ROPE == 1u) { return nx(d); }
+  return q[qo + d];
+}
 /** step 1 for the workgroup: q (row qo) to INT8 in kq8, Q_g in kqg; returns cs = sq · KS */
 fn kv4_q8(qo: u32, inv: Inv, u: Uni) -> f32 {
   let lid = inv.lid;
   let ng = p.hd / p.G;
   var am = 0.0;
-  for (var d = lid; d < p.hd; d += 64u) { am = max(am, abs(q[qo + d])); }
+  for (var d = lid; d < p.hd; d += 64u) { am = max(am, abs(q_at(qo, d))); }
   let amax = lanes_max(am, inv, u);
   var rq = 0.0; var sq = 0.0;
   if (amax > 0.0) { rq = 127.0 / amax; sq = amax / 127.0; }
-  for (var d = lid; d < p.hd; d += 64u) { kq8[d] = clamp(i32(round(q[qo + d] * rq)), -127, 127); }
+  for (var d = lid; d < p.hd; d += 64u) { kq8[d] = clamp(i32(round(q_at(qo, d) * rq)), -127, 127); }
   workgroupBarrier();
   if (lid < ng) {
     var s = 0;
@@ -293,6 +308,7 @@ fn kv4_chunk(c0: u32, n: u32, bt: u32, kvh: u32, cs: f32, inv: Inv, u: Uni) -> C
   let KG = 64u / W8;    // P·V: lane = (word lid % W8, keys lid / W8 + KG·i)
   let nk = min(64u, n - c0);
   let live = lid < nk; // this lane's key c0 + lid
+  let fresh = ROPE == 1u && c0 + lid == n - 1u; // ROPE: the lane's key is the step's new one, its row in nkv
   var base = 0u; var slot = 0u;
   if (live) { base = (lay[bt + (c0 + lid) / p.P] * p.nKv + kvh) * p.headW; slot = (c0 + lid) % p.P; }
   // 2. the lane's score
@@ -302,10 +318,10 @@ fn kv4_chunk(c0: u32, n: u32, bt: u32, kvh: u32, cs: f32, inv: Inv, u: Uni) -> C
     for (var g = 0u; g < ng; g++) {
       var D = 0;
       for (var w = g * p.G / 8u; w < (g + 1u) * p.G / 8u; w++) {
-        let cw = cache[base + p.kCodesW + slot * W8 + w];
+        let cw = kv_word(base + p.kCodesW + slot * W8 + w, fresh, w);
         for (var e = 0u; e < 8u; e++) { D += kq8[w * 8u + e] * i32((cw >> (4u * e)) & 0xfu); }
       }
-      let sz = cache[base + p.kSZW + slot * ng + g];
+      let sz = kv_word(base + p.kSZW + slot * ng + g, fresh, 64u + g);
       dot = dot + (f16_half(sz, 0u) * f32(D) + f16_half(sz, 1u) * f32(kqg[g]));
     }
     tj = dot * cs;
@@ -317,7 +333,10 @@ fn kv4_chunk(c0: u32, n: u32, bt: u32, kvh: u32, cs: f32, inv: Inv, u: Uni) -> C
   var l = 0.0;
   for (var g = 0u; g < ng; g++) {
     var wj = 0.0; var zj = 0.0;
-    if (live) { let sz = cache[base + p.vSZW + slot * ng + g]; wj = pj * f16_half(sz, 0u); zj = pj * f16_half(sz, 1u); }
+    if (live) {
+      let sz = kv_word(base + p.vSZW + slot * ng + g, fresh, 96u + g);
+      wj = pj * f16_half(sz, 0u); zj = pj * f16_half(sz, 1u);
+    }
     let W = lanes_max(wj, inv, u); // >= 0: lanes past the chunk give 0, as the contract's max from 0 (and the barrier
                                    // between two lanes_bfly2)
     var r = 0.0; var dq = 0.0;
@@ -334,7 +353,8 @@ fn kv4_chunk(c0: u32, n: u32, bt: u32, kvh: u32, cs: f32, inv: Inv, u: Uni) -> C
     let ug = ((w * 8u) / p.G) * 64u;
     var a = array<u32, 8>(0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u);
     for (var j = kg; j < nk; j += KG) {
-      let cw = cache[(lay[bt + (c0 + j) / p.P] * p.nKv + kvh) * p.headW + p.vCodesW + ((c0 + j) % p.P) * W8 + w];
+      let cw = kv_word((lay[bt + (c0 + j) / p.P] * p.nKv + kvh) * p.headW + p.vCodesW + ((c0 + j) % p.P) * W8 + w,
+        ROPE == 1u && c0 + j == n - 1u, 32u + w);
       let uu = ku[ug + j];
       for (var e = 0u; e < 8u; e++) { a[e] += uu * ((cw >> (4u * e)) & 0xfu); }
     }
@@ -370,6 +390,88 @@ fn kv4_out(qo: u32, tot: vec4<f32>, l: f32, lid: u32) {
 @group(0) @binding(5) var<storage, read_write> part: array<f32>;
 override SPLIT: u32 = 0u;
 
+// ---- ROPE = 1 (attention_kv4_rope, SPLIT = 1; a decode step: one token per sequence): kv_append.wgsl's
+// rope_kv_append folded into the split. q is the raw q [T][nHeads·hd]; k, v [T][nKv·hd] are the step's new keys and
+// values, not in the cache yet. Each workgroup (t, h, z) ropes its q head on load; the workgroups whose chunk holds
+// the new key (position n - 1) quantize its K and V rows as append_kv4_wg does (the same ops on the same values: the
+// same bytes) into nkv and read that key's words from there instead of the cache; of those, the one of q head
+// h % (nHeads/nKv) == 0 stores them in the cache, one workgroup per (token, KV head). No other workgroup reads that
+// slot (other chunks hold older keys only; a sequence's new slot is in a page of its own), so nothing in the dispatch
+// races on the cache. The host folds only where each token is its own sequence (webgpu.ts ropeKvAppend). rope(q) is
+// rope.wgsl's and kv_append.wgsl's rope_rot over the same (cos, sin) table: q' has the bits rope_kv_append stores.
+override ROPE: u32 = 0u;
+@group(0) @binding(6) var<storage, read> kx: array<f32>;      // ROPE: k [T][nKv·hd]
+@group(0) @binding(7) var<storage, read> vx: array<f32>;      // ROPE: v [T][nKv·hd]
+@group(0) @binding(8) var<storage, read> rope_cs: array<f32>; // ROPE: (cos, sin) [T][hd/2][2]
+
+/** cache word i, or (fresh: the step's new key) word j of nkv: the slot being stored in this dispatch is never read */
+fn kv_word(i: u32, fresh: bool, j: u32) -> u32 {
+  if (fresh) { return nkv[j]; }
+  return cache[i];
+}
+
+/** ROPE: rope(q) of the q row at qo (token t) into nx [0, hd), as kv_append.wgsl rope_q rotates it */
+fn kv4_rope_q(t: u32, qo: u32, lid: u32) {
+  let half = p.hd / 2u;
+  for (var i = lid; i < half; i += 64u) {
+    let ci = (t * half + i) * 2u;
+    let r = rope_rot(q[qo + 2u * i], q[qo + 2u * i + 1u], rope_cs[ci], rope_cs[ci + 1u]);
+    nx_set(2u * i, r.x); nx_set(2u * i + 1u, r.y);
+  }
+  workgroupBarrier();
+}
+
+/** ROPE: token t's new K (rotated) and V rows of KV head kvh quantized into nkv, append_kv4_wg's steps: lanes 0-31 do
+ *  K and 32-63 V; lane g < ng of each half finds group g's range (in channel order) and (s, z), then lane w < hd/8
+ *  packs code word w. */
+fn kv4_new(t: u32, kvh: u32, lid: u32) {
+  let half = p.hd / 2u; let ng = p.hd / p.G;
+  let xo = t * p.nKv * p.hd + kvh * p.hd;
+  for (var c = 2u * lid; c < p.hd; c += 128u) {
+    let ci = (t * half + c / 2u) * 2u;
+    let k = rope_rot(kx[xo + c], kx[xo + c + 1u], rope_cs[ci], rope_cs[ci + 1u]);
+    nx_set(c, k.x); nx_set(c + 1u, k.y);
+    nx_set(256u + c, vx[xo + c]); nx_set(256u + c + 1u, vx[xo + c + 1u]);
+  }
+  workgroupBarrier();
+  let which = lid / 32u; let i = lid % 32u; let xb = 256u * which;
+  if (i < ng) {
+    var lo = 3.4028234663852886e38; var hi = -3.4028234663852886e38;
+    for (var c = i * p.G; c < (i + 1u) * p.G; c++) { lo = min(lo, nx(xb + c)); hi = max(hi, nx(xb + c)); }
+    nkv[64u + 32u * which + i] = f16_div(hi - lo, 15.0) | (f32_to_f16(lo) << 16u);
+  }
+  workgroupBarrier();
+  if (i < p.hd / 8u) {
+    let sz = nkv[64u + 32u * which + (i * 8u) / p.G];
+    let s = f16_half(sz, 0u); let z = f16_half(sz, 1u);
+    var word = 0u;
+    for (var e = 0u; e < 8u; e++) {
+      var code = 0u;
+      if (s != 0.0) { code = u32(clamp(div_rne(nx(xb + i * 8u + e) - z, s), 0.0, 15.0)); }
+      word = word | (code << (4u * e));
+    }
+    nkv[32u * which + i] = word;
+  }
+  workgroupBarrier();
+}
+
+/** ROPE: nkv's words into the cache at token t's (page, slot) for KV head kvh, where append_kv4_wg stores them */
+fn kv4_store(t: u32, kvh: u32, bt: u32, lid: u32) {
+  let W8 = p.hd / 8u; let ng = p.hd / p.G;
+  let pos = lay[p.posOff + t];
+  let base = (lay[bt + pos / p.P] * p.nKv + kvh) * p.headW; let slot = pos % p.P;
+  for (var j = lid; j < 128u; j += 64u) {
+    let r = j / 32u; let w = j % 32u;
+    if (w < select(ng, W8, r < 2u)) {
+      var at = p.kCodesW + slot * W8;
+      if (r == 1u) { at = p.vCodesW + slot * W8; }
+      else if (r == 2u) { at = p.kSZW + slot * ng; }
+      else if (r == 3u) { at = p.vSZW + slot * ng; }
+      cache[base + at + w] = nkv[j];
+    }
+  }
+}
+
 @compute @workgroup_size(64)
 fn attention_kv4(inv: Inv, u: Uni) {
   let wg = u.wg; let lid = inv.lid;
@@ -378,10 +480,7 @@ fn attention_kv4(inv: Inv, u: Uni) {
     // grid z: the chunk at 64·z (z past the sequence's keys: nothing; the combine stops at n)
     let c0 = wg.z * 64u;
     if (c0 >= r.n) { return; }
-    let ch = kv4_chunk(c0, r.n, r.bt, r.kvh, kv4_q8(r.qo, inv, u), inv, u);
-    let o = (r.part + wg.z) * (p.hd + 2u);
-    if (lid == 0u) { part[o] = ch.m; part[o + 1u] = ch.l; }
-    for (var i = 0u; i < 4u; i++) { let c = lid + 64u * i; if (c < p.hd) { part[o + 2u + c] = ch.nc[i]; } }
+    kv4_part(r, wg.z, kv4_chunk(c0, r.n, r.bt, r.kvh, kv4_q8(r.qo, inv, u), inv, u), lid);
     return;
   }
   let cs = kv4_q8(r.qo, inv, u);
@@ -392,6 +491,30 @@ fn attention_kv4(inv: Inv, u: Uni) {
     fold_nums(fold_chunk(c0, r.n, ch.m, ch.l, &st), ch.nc, &seg, &tot);
   }
   kv4_out(r.qo, tot, st.w, lid);
+}
+
+/** SPLIT = 1: chunk z's state (m, l, num) into part */
+fn kv4_part(r: WHead, z: u32, ch: Chunk, lid: u32) {
+  let o = (r.part + z) * (p.hd + 2u);
+  if (lid == 0u) { part[o] = ch.m; part[o + 1u] = ch.l; }
+  for (var i = 0u; i < 4u; i++) { let c = lid + 64u * i; if (c < p.hd) { part[o + 2u + c] = ch.nc[i]; } }
+}
+
+/** attention_kv4 SPLIT = 1 with the step's rope_kv_append (pipeline constants SPLIT = 1, ROPE = 1; section ROPE
+ *  above): an entry point of its own, so that only its pipeline binds k, v and the RoPE table (8 storage buffers). */
+@compute @workgroup_size(64)
+fn attention_kv4_rope(inv: Inv, u: Uni) {
+  let wg = u.wg; let lid = inv.lid;
+  let r = whead(wg);
+  let c0 = wg.z * 64u;
+  if (c0 >= r.n) { return; }
+  kv4_rope_q(wg.x, r.qo, lid);
+  let cs = kv4_q8(r.qo, inv, u);
+  if (c0 + 64u >= r.n) { // the chunk holds the new key (n - 1)
+    kv4_new(wg.x, r.kvh, lid);
+    if (wg.y % (p.nHeads / p.nKv) == 0u) { kv4_store(wg.x, r.kvh, r.bt, lid); }
+  }
+  kv4_part(r, wg.z, kv4_chunk(c0, r.n, r.bt, r.kvh, cs, inv, u), lid);
 }
 
 /** SPLIT = 1's second dispatch, one workgroup of 64 per (token, head): its chunks' states folded in order. */

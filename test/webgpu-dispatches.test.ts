@@ -2,7 +2,7 @@
 // per fused op of src/graph: the norm with the residual add and the quantizer, q/k/v and gate/up as one GEMM
 // dispatch each, rope with the KV append, SwiGLU with its quantizer; on the matvec, the quantizer of o_proj's input
 // inside its GEMM; the KV4 attention split over 64-key chunks with a combine on a GPU's
-// kernels), all in one compute pass of one command buffer, one submit per step (eager or
+// kernels, its chunks' dispatch doing the step's rope_kv_append), all in one compute pass of one command buffer, one submit per step (eager or
 // replayed), and nothing read back but the sampled ids. A change that adds a dispatch to every layer fails here;
 // bench/results/webgpu-dispatches-*.md records the counts.
 // Runs on the WebGPU row only (SwiftShader on CI).
@@ -33,12 +33,13 @@ const ROLE: Array<[RegExp, string]> = [
 const role = (name: string) => { const r = ROLE.find(([re]) => re.test(name)); return !r || r[1] === '$&' ? name : r[1]; };
 
 /** W4A4KV4: 10 a layer, as CUDA's step (norm, qkv, rope_kv_append, attention, quantize_act for o_proj, o, norm,
- *  gate/up, swiglu, down). With a GPU adapter's decode kernels (forced here): 10 too, where o_proj's GEMM is the
- *  matvec, which quantizes its f32 input itself, and the KV4 attention is split over 64-key chunks, a dispatch for the
- *  chunks and one folding them. The float reference: 12, no quantizers and one GEMM per linear (CUDA's too). */
+ *  gate/up, swiglu, down). With a GPU adapter's decode kernels (forced here): 9, where o_proj's GEMM is the matvec,
+ *  which quantizes its f32 input itself, and the KV4 attention is split over 64-key chunks, a dispatch for the chunks
+ *  (which also does the step's rope_kv_append: attention_kv4_split_rope) and one folding them. The float reference:
+ *  12, no quantizers and one GEMM per linear (CUDA's too). */
 const PER_LAYER = {
   w4: { norm: 2, gemm: 4, rope_kv_append: 1, attention: 1, quantize_act: 1, swiglu: 1 },
-  'w4 gpu': { norm: 2, gemm: 4, rope_kv_append: 1, attention: 2, swiglu: 1 },
+  'w4 gpu': { norm: 2, gemm: 4, attention: 2, swiglu: 1 },
   f32: { norm: 2, gemm: 7, rope_kv_append: 1, attention: 1, swiglu: 1 },
 };
 const TITLE = {

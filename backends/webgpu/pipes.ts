@@ -18,9 +18,13 @@ const NORM_BIND: Binding[] = ['uniform', 'read', 'read', 'write', 'read', 'write
  *  rope(q) (kv_append alone binds dummies there) */
 const KV_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'write', 'read', 'read', 'write'];
 
-/** attention.wgsl: params, q, the step layout, the layer's cache range, the output; and the KV4 split's chunk
- *  states (attention_kv4 SPLIT = 1 writes them, its combine reads them; the others bind a dummy) */
-const ATT_BIND: Binding[] = ['uniform', 'read', 'read', 'read', 'write', 'write'];
+/** attention.wgsl: params, q, the step layout, the layer's cache range (writable: attention_kv4_rope stores the
+ *  step's keys there, and the module declares it once), the output; and the KV4 split's chunk states (attention_kv4
+ *  SPLIT = 1 writes them, its combine reads them; the others bind a dummy) */
+const ATT_BIND: Binding[] = ['uniform', 'read', 'read', 'write', 'write', 'write'];
+/** attention_kv4_rope (the decode split with rope_kv_append folded in): ATT_BIND with the raw q, then k, v and the
+ *  (cos, sin) table: 8 storage buffers, WebGPU's default limit */
+const ATT_ROPE_BIND: Binding[] = [...ATT_BIND, 'read', 'read', 'read'];
 
 /** The one-token matvec's shape (gemm_w4ax.wgsl SPL, TEAM, ROWS): segments (128 channels) per lane per chunk, lanes
  *  per row, rows per workgroup; chunks of TEAM · SPL · 128 channels. The 4-token matvec always takes 1, 16, 16 (its
@@ -72,6 +76,8 @@ const PIPES = {
   attention_kv4: { family: 'attention', entry: 'attention_kv4', bind: ATT_BIND },
   // decode: a workgroup per (token, head, 64-key chunk), then the chunks folded in the contract's order
   attention_kv4_split: { family: 'attention', entry: 'attention_kv4', bind: ATT_BIND, constants: { SPLIT: 1 } },
+  // the same with the step's rope_kv_append (one token per sequence): its combine is attention_kv4_combine's
+  attention_kv4_split_rope: { family: 'attention', entry: 'attention_kv4_rope', bind: ATT_ROPE_BIND, constants: { SPLIT: 1, ROPE: 1 } },
   attention_kv4_combine: { family: 'attention', entry: 'attention_kv4_combine', bind: ATT_BIND },
   attention_kv4_serial: { family: 'attention', entry: 'attention_kv4_serial', bind: ATT_BIND },
   add: { family: 'elementwise', entry: 'add', bind: ['uniform', 'read', 'read', 'write'] },

@@ -35,6 +35,16 @@ export class WTensor implements Tensor {
   ) {}
   /** a qact whose quantizer is not recorded yet: its f32 input and the step it belongs to (quantizeAct) */
   lazy?: { x: WTensor; step: number };
+  /** a q' = rope(q) not written yet: the rope_kv_append that makes it (ropeKvAppend at decode) */
+  ropeOf?: LazyRope;
+}
+
+/** A decode step's rope_kv_append left for the split KV4 attention that reads its q' (WebGPUBackend.ropeKvAppend):
+ *  its inputs, the step it belongs to, and whether that attention has appended k and v (then only q' itself, rope(q),
+ *  is still unwritten: recorded if anything reads it). */
+interface LazyRope {
+  q: WTensor; k: WTensor; v: WTensor; cache: WKVCache; layer: number; layout: StepLayout; spec: RopeSpec;
+  step: number; appended: boolean;
 }
 
 export class WWeight extends WTensor implements Weight {
@@ -56,6 +66,8 @@ const grid1 = (n: number, wg: number): [number, number] => {
   return groups <= 65535 ? [groups, 1] : [65535, Math.ceil(groups / 65535)];
 };
 const rowsOf = (t: Tensor) => t.shape[0];
+/** every token of the step is a sequence of its own (a decode step) */
+const oneTokenPerSequence = (l: StepLayout) => new Set(l.seq).size === l.seq.length;
 const colsOf = (t: Tensor) => t.shape[t.shape.length - 1];
 /** topk.wgsl's output words read back: values [R][k] (f32 bits), then indices [R][k]; n = R·k */
 const topkOf = (b: Uint8Array, n: number) => ({ values: new Float32Array(b.buffer, b.byteOffset, n), indices: new Int32Array(b.buffer, b.byteOffset + 4 * n, n) });
@@ -180,6 +192,7 @@ export class WebGPUBackend implements Backend {
   /** `bytes` of `buf`, read back after what is recorded. */
   async readBytes(buf: GPUBuffer, bytes: number): Promise<Uint8Array> {
     this.check();
+    this.settle();
     const lap = this.lapper();
     const size = up256(Math.max(up4(bytes), 16));
     const st = this.mapFree.get(size)?.pop() ?? this.dev.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
@@ -211,6 +224,7 @@ export class WebGPUBackend implements Backend {
       enc.copyBufferToBuffer(out.buf, 0, dst, 0, up4(out.bytes));
       return { cb: enc.finish(), dst };
     };
+    this.settle();
     this.stream.flush(); // eager work recorded before the replay runs first
     rec.writeUploads();
     lap?.('upload');
@@ -247,6 +261,7 @@ export class WebGPUBackend implements Backend {
   async read(t: Tensor): Promise<Float32Array> {
     const w = t as WTensor;
     if (w.dtype === 'qact') return dequantizeAct(this.qactFromBytes(w, await this.readRaw(w)));
+    if (w.ropeOf) this.materialize(w);
     const b = await this.readBytes(w.buf, w.bytes);
     return w.dtype === 'i32' ? Float32Array.from(new Int32Array(b.buffer)) : new Float32Array(b.buffer);
   }
@@ -264,6 +279,7 @@ export class WebGPUBackend implements Backend {
   /** The raw bytes of one layer of a cache (kv4: the simulator's KVStoreKV4.data[layer]), for tests. */
   async readKVLayer(cache: KVCache, layer: number): Promise<Uint8Array> {
     const c = cache as WKVCache;
+    this.settle(); // a folded append's k, v into the cache first
     const tmp = this.temp(c.layerBytes);
     this.stream.copy(c.buf, layer * c.layerStride, tmp, 0, c.layerBytes);
     return this.readBytes(tmp, c.layerBytes);
@@ -343,6 +359,7 @@ export class WebGPUBackend implements Backend {
    *  recorded upload arena. The step's buffers belong to the capture until destroy(). */
   captureStep(fn: () => Tensor, inputs?: StepInputs): CapturedStep {
     if (this.capturing) throw new CometError('webgpu: captureStep inside a capture');
+    this.settle();
     this.stream.flush();
     const eager = { stream: this.stream, live: this.live };
     const rec = new Stream(this.dev);
@@ -355,7 +372,9 @@ export class WebGPUBackend implements Backend {
       const R = rowsOf(logits);
       ids = new WTensor([R], 'i32', this.temp(R * 4), R * 4);
       this.argmaxInto(logits, ids);
+      this.settle(); // a rope_kv_append no attention folded: recorded in the step
     } catch (e) {
+      this.pendingRope = undefined;
       rec.destroy();
       this.releaseBuffers(this.live);
       throw e;
@@ -381,12 +400,14 @@ export class WebGPUBackend implements Backend {
   }
 
   endStep(): void {
+    this.settle();
     this.steps++;
     this.stream.flush();
     for (const b of this.live) (this.free.get(b.size) ?? this.free.set(b.size, []).get(b.size)!).push(b);
     this.live = [];
   }
   dispose(): void {
+    this.pendingRope = undefined;
     this.stream.flush();
     for (const b of [...this.owned, ...this.live, ...[...this.free.values()].flat(), ...[...this.mapFree.values()].flat()]) b.destroy();
     this.owned = []; this.live = []; this.free.clear(); this.mapFree.clear();
@@ -406,7 +427,9 @@ export class WebGPUBackend implements Backend {
   }
   private want(t: Tensor, dtype: DType, op: string): WTensor {
     if (t.dtype !== dtype) throw new CometError(`webgpu ${op}: expected a ${dtype} tensor, got ${t.dtype}`);
-    return t as WTensor;
+    const w = t as WTensor;
+    if (w.ropeOf) this.materialize(w);
+    return w;
   }
   private permBuffer(spec: ActQuantSpec): GPUBuffer {
     if (!spec.perm) return this.dummy;
@@ -489,6 +512,7 @@ export class WebGPUBackend implements Backend {
   private steps = 0;
   /** t with its quantizer recorded (a lazy qact read by anything but the QIN matvec) */
   private ready(t: WTensor): WTensor {
+    if (t.ropeOf) this.materialize(t);
     const l = t.lazy;
     if (!l) return t;
     if (l.step !== this.steps) throw new CometError('webgpu: a quantized activation whose quantizer was folded into its GEMM is read after its step ended (read it before endStep)');
@@ -589,10 +613,10 @@ export class WebGPUBackend implements Backend {
   /** a 16-byte writable buffer for an output binding no workgroup writes (two: bindings must not alias) */
   private dummies: GPUBuffer[] = [];
   private dummyOut(i: number): GPUBuffer { return (this.dummies[i] ??= this.persistent(16, 'unused output')); }
-  rope(x: Tensor, layout: StepLayout, spec: RopeSpec): Tensor {
+  rope(x: Tensor, layout: StepLayout, spec: RopeSpec, into?: WTensor): Tensor {
     const xt = this.want(x, 'f32', 'rope'), T = rowsOf(x);
     if (colsOf(x) !== spec.nHeads * spec.headDim) throw new CometError(`rope: rows have ${colsOf(x)} channels, expected ${spec.nHeads}·${spec.headDim}`);
-    const out = this.f32(x.shape);
+    const out = into ?? this.f32(x.shape);
     this.run('rope', [T, spec.nHeads, spec.headDim, 0], [xt.buf, this.ropeUpload(layout, spec), out.buf], ...grid1(T * spec.nHeads * (spec.headDim / 2), 256));
     return out;
   }
@@ -618,9 +642,27 @@ export class WebGPUBackend implements Backend {
   }
   kvAppend(cache: KVCache, layer: number, k: Tensor, v: Tensor, layout: StepLayout): void { this.append(cache, layer, k, v, layout); }
   /** kv_append.wgsl: k, v into the cache's `layer`; with `rope`, k rotated on the way and q rotated into a new
-   *  tensor, in the same dispatch (ROPE = 1: the bits of rope(q), rope(k) then kv_append). */
-  private append(cache: KVCache, layer: number, k: Tensor, v: Tensor, layout: StepLayout, rope?: { q: Tensor; spec: RopeSpec }): Tensor | undefined {
-    const c = cache as WKVCache, s = c.spec, T = layout.pos.length, op = rope ? 'rope_kv_append' : 'kv_append';
+   *  tensor (or `into`), in the same dispatch (ROPE = 1: the bits of rope(q), rope(k) then kv_append). */
+  private append(cache: KVCache, layer: number, k: Tensor, v: Tensor, layout: StepLayout, rope?: { q: Tensor; spec: RopeSpec; into?: WTensor }): Tensor | undefined {
+    this.settle(); // a folded append of the same cache goes first (in order)
+    const c = cache as WKVCache, s = c.spec, T = layout.pos.length;
+    const { kt, vt, qt, nH } = this.appendInputs(c, k, v, layout, rope);
+    const { lay, lw } = this.layoutUpload(layout);
+    const range = { buffer: c.buf, offset: layer * c.layerStride, size: c.layerBytes };
+    const params = [...this.cacheParams(c, T, lw), nH];
+    const qo = rope && (rope.into ?? this.f32(rope.q.shape));
+    const res: Res[] = [kt.buf, vt.buf, lay, range, qt?.buf ?? this.dummy, rope ? this.ropeUpload(layout, rope.spec) : this.dummy, qo?.buf ?? this.dummyOut(1)];
+    const qPairs = T * nH * (s.headDim / 2), R = rope ? 'rope_' as const : '' as const;
+    // KV4: a workgroup per (token, KV head, K/V) and per (token, q head) (the workgroup kernels), else an invocation
+    // per KV4 group and per q pair (the serial ones, and past the grid's 65535 tokens); the same bytes
+    if (s.dtype === 'kv4' && (this.serialKernels || T > 65535)) this.run(`${R}kv_append_kv4` as const, params, res, ...grid1(T * s.nKvHeads * 2 * (s.headDim / s.group) + qPairs, 64));
+    else if (s.dtype === 'kv4') this.run(`${R}kv_append_kv4_wg` as const, params, res, T, 2 * s.nKvHeads + nH);
+    else this.run(`${R}kv_append_f32` as const, params, res, ...grid1((T * s.nKvHeads * s.headDim) / 2 + qPairs, 256));
+    return qo;
+  }
+  /** kv_append's and rope_kv_append's inputs, checked against the cache and the layout */
+  private appendInputs(c: WKVCache, k: Tensor, v: Tensor, layout: StepLayout, rope?: { q: Tensor; spec: RopeSpec }) {
+    const s = c.spec, T = layout.pos.length, op = rope ? 'rope_kv_append' : 'kv_append';
     const kt = this.want(k, 'f32', op), vt = this.want(v, 'f32', op);
     if (colsOf(k) !== s.nKvHeads * s.headDim || rowsOf(k) !== T || v.shape.join() !== k.shape.join())
       throw new CometError(`${op}: k [${k.shape}] and v [${v.shape}], expected [${T}, ${s.nKvHeads * s.headDim}] each`);
@@ -631,25 +673,19 @@ export class WebGPUBackend implements Backend {
       const bt = layout.blockTables[layout.seq[t]], pi = Math.floor(layout.pos[t] / s.pageSize);
       if (!bt || pi >= bt.length) throw new CometError(`kvAppend: position ${layout.pos[t]} is past the sequence's ${bt?.length ?? 0} pages`);
     }
-    const { lay, lw } = this.layoutUpload(layout);
-    const range = { buffer: c.buf, offset: layer * c.layerStride, size: c.layerBytes };
-    const params = [...this.cacheParams(c, T, lw), nH];
-    const qo = rope && this.f32(rope.q.shape);
-    const res: Res[] = [kt.buf, vt.buf, lay, range, qt?.buf ?? this.dummy, rope ? this.ropeUpload(layout, rope.spec) : this.dummy, qo?.buf ?? this.dummyOut(1)];
-    const qPairs = T * nH * (s.headDim / 2), R = rope ? 'rope_' as const : '' as const;
-    // KV4: a workgroup per (token, KV head, K/V) and per (token, q head) (the workgroup kernels), else an invocation
-    // per KV4 group and per q pair (the serial ones, and past the grid's 65535 tokens); the same bytes
-    if (s.dtype === 'kv4' && (this.serialKernels || T > 65535)) this.run(`${R}kv_append_kv4` as const, params, res, ...grid1(T * s.nKvHeads * 2 * (s.headDim / s.group) + qPairs, 64));
-    else if (s.dtype === 'kv4') this.run(`${R}kv_append_kv4_wg` as const, params, res, T, 2 * s.nKvHeads + nH);
-    else this.run(`${R}kv_append_f32` as const, params, res, ...grid1((T * s.nKvHeads * s.headDim) / 2 + qPairs, 256));
-    return qo;
+    return { kt, vt, qt, nH };
   }
   attention(q: Tensor, cache: KVCache, layer: number, layout: StepLayout, nHeads: number): Tensor {
-    const c = cache as WKVCache, s = c.spec, T = layout.pos.length, qt = this.want(q, 'f32', 'attention');
+    const c = cache as WKVCache, s = c.spec, T = layout.pos.length;
     if (T > 65535) throw new CometError(`attention: ${T} tokens in one step (at most 65535)`);
+    const split = s.dtype === 'kv4' && !this.serialKernels ? this.attentionChunks(T, nHeads, s, layout) : 0;
+    // q' of the rope_kv_append just before, on this cache layer and layout (ropeKvAppend): the split does the append
+    const rp = (q as WTensor).ropeOf, fold = !!rp && this.pendingRope === q && rp.cache === c && rp.layer === layer
+      && rp.layout === layout && rp.spec.nHeads === nHeads && split > 0;
+    if (!fold) this.settle(); // any other pending append (this q's included) first: q' written, k and v in the cache
+    const qt = fold ? rp.q : this.want(q, 'f32', 'attention');
     const { lay, lw } = this.layoutUpload(layout);
     const out = this.f32(q.shape);
-    const split = s.dtype === 'kv4' && !this.serialKernels ? this.attentionChunks(T, nHeads, s, layout) : 0;
     // scale: 1/sqrt(hd) for the f32 cache, the KV4 contract's f32(log2(e)/sqrt(hd)); then the split's chunks
     const params = [...this.cacheParams(c, T, lw), f32bits(s.dtype === 'kv4' ? Math.LOG2E / Math.sqrt(s.headDim) : 1 / Math.sqrt(s.headDim)), split];
     params.splice(1, 0, nHeads); // P: T, nHeads, nKv, ...
@@ -658,13 +694,21 @@ export class WebGPUBackend implements Backend {
     // tables keep them there, src/engine/graphs.ts); past them the combine would read other heads' states
     if (split && this.capturing?.inputs) this.stream.guard((i) => {
       for (const p of i.layout.pos) if (p >= split * 64) throw new CometError(`webgpu: replay at position ${p}, past the ${split * 64} keys the captured step's attention covers (capture a step with longer block tables)`);
+      // the folded append stores each token's key in the workgroups of its own sequence: one token per sequence
+      if (fold && !oneTokenPerSequence(i.layout)) throw new CometError('webgpu: replay with two tokens of one sequence; the captured step folds rope_kv_append into its attention, which needs one token per sequence');
     });
     const res: Res[] = [qt.buf, lay, { buffer: c.buf, offset: layer * c.layerStride, size: c.layerBytes }, out.buf, part];
     if (this.serialKernels) this.run(s.dtype === 'kv4' ? 'attention_kv4_serial' : 'attention_serial_f32', params, res, ...grid1(T * nHeads, 64));
     else if (split) {
       // one workgroup per (token, head, chunk), then the combine per (token, head); the combine reads `part`, the
-      // split wrote it, in one pass (WebGPU orders dispatches that write and read a buffer)
-      this.run('attention_kv4_split', params, res, T, nHeads, split);
+      // split wrote it, in one pass (WebGPU orders dispatches that write and read a buffer). Folded: the split
+      // ropes q and appends k, v as it goes (attention.wgsl attention_kv4_rope; the same RoPE table and layout
+      // uploads as rope_kv_append's, so a replay remakes them for its positions), and q' stays unwritten
+      if (fold) {
+        this.run('attention_kv4_split_rope', params, [...res, rp.k.buf, rp.v.buf, this.ropeUpload(layout, rp.spec)], T, nHeads, split);
+        rp.appended = true;
+        this.pendingRope = undefined;
+      } else this.run('attention_kv4_split', params, res, T, nHeads, split);
       this.run('attention_kv4_combine', params, res, T, nHeads);
     } else this.run(s.dtype === 'kv4' ? 'attention_kv4' : 'attention_f32', params, res, T, nHeads);
     return out;
@@ -704,9 +748,38 @@ export class WebGPUBackend implements Backend {
     const sum = this.f32(x.shape);
     return [sum, this.quant('add_rmsnorm_quant', xt, this.want(w, 'f32', 'add_rmsnorm_quant').buf, rowsOf(x), spec, eps, { r: yt, sum })];
   }
-  /** rope of q and k and the KV append in one dispatch (kv_append.wgsl ROPE = 1), the composition's bits */
+  /** rope of q and k and the KV append in one dispatch (kv_append.wgsl ROPE = 1), the composition's bits. At decode,
+   *  where the attention that reads q' will be the split KV4 one (one token per sequence), nothing yet: that
+   *  attention does the append and ropes q itself (attention.wgsl attention_kv4_rope), one dispatch a layer fewer,
+   *  the same bits. Anything else that reads q' or a cache (read, another op, readLayer, a step's end) records the
+   *  rope_kv_append first (materialize). */
   ropeKvAppend(q: Tensor, k: Tensor, v: Tensor, cache: KVCache, layer: number, layout: StepLayout, spec: RopeSpec): Tensor {
-    return this.append(cache, layer, k, v, layout, { q, spec })!;
+    const c = cache as WKVCache, s = c.spec, T = layout.pos.length;
+    const fold = s.dtype === 'kv4' && !this.serialKernels && T <= 65535 && this.gpu.limits.storageBuffers >= 8
+      && oneTokenPerSequence(layout) && this.attentionChunks(T, spec.nHeads, s, layout) > 0;
+    if (!fold) return this.append(cache, layer, k, v, layout, { q, spec })!;
+    this.settle();
+    const { kt, vt, qt } = this.appendInputs(c, k, v, layout, { q, spec });
+    const out = this.f32(q.shape);
+    out.ropeOf = { q: qt!, k: kt, v: vt, cache: c, layer, layout, spec, step: this.steps, appended: false };
+    this.pendingRope = out;
+    return out;
+  }
+  /** the q' of a rope_kv_append no attention has folded yet (at most one: every op but that attention records it first) */
+  private pendingRope?: WTensor;
+  /** q' (t) written: the rope_kv_append it stands for recorded now, or, where the attention did the append, rope(q)
+   *  alone (rope.wgsl: the same rotation over the same table, the bits of rope_kv_append's q') */
+  private materialize(t: WTensor): void {
+    const r = t.ropeOf!;
+    if (r.step !== this.steps) throw new CometError('webgpu: a rope(q) whose rope_kv_append was folded into the attention is read after its step ended (read it before endStep)');
+    t.ropeOf = undefined;
+    if (this.pendingRope === t) this.pendingRope = undefined;
+    if (r.appended) this.rope(r.q, r.layout, r.spec, t);
+    else this.append(r.cache, r.layer, r.k, r.v, r.layout, { q: r.q, spec: r.spec, into: t });
+  }
+  /** the pending rope_kv_append recorded (before anything else touches a cache, and before a submit) */
+  private settle(): void {
+    if (this.pendingRope) this.materialize(this.pendingRope);
   }
   /** topk.wgsl: one dispatch, R·k values and R·k ids read back (not the R·C row) */
   async topk(x: Tensor, k: number): Promise<{ values: Float32Array; indices: Int32Array }> {
