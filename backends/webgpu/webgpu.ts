@@ -194,28 +194,36 @@ export class WebGPUBackend implements Backend {
     this.check();
     this.settle();
     const lap = this.lapper();
-    const size = up256(Math.max(up4(bytes), 16));
-    const st = this.mapFree.get(size)?.pop() ?? this.dev.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const st = this.mapBuffer(bytes);
     this.stream.copy(buf, 0, st, 0, up4(bytes));
     this.stream.flush(lap);
     const out = await this.mapRead(st, bytes, lap);
-    (this.mapFree.get(size) ?? this.mapFree.set(size, []).get(size)!).push(st);
+    this.releaseMap(st);
     return out;
   }
-  /** A replay of the captured step `rec` and the readback of `out` into one of the step's readback buffers
-   *  (`rb`: a pool, as two replays can be in flight). A plain replay submits the command buffer encoded while the
-   *  GPU ran the previous one (`rb.next`: the same commands and bindings; the upload arena, rewritten before the
-   *  submit, carries the new inputs) and encodes the next while the GPU runs this one: encoding (~6 µs a dispatch
-   *  in Dawn's Node binding) leaves the step's critical path. A chained replay (`feed`) first copies the token ids
-   *  on the device from the previous replay's argmax over the arena's token slot (the host's write of the arena
-   *  comes before it in queue order), so it is submitted before that argmax is read back. */
-  async readReplay(rec: Stream, out: WTensor, rb: ReplayBuffers, tail?: Stream, feed?: { ids: WTensor; at: Res }): Promise<Uint8Array> {
+  /** A MAP_READ buffer for `bytes` from the pool (readBytes, replays' readbacks: two replays can be in flight). */
+  private mapBuffer(bytes: number): GPUBuffer {
+    const size = up256(Math.max(up4(bytes), 16));
+    return this.mapFree.get(size)?.pop() ?? this.dev.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  }
+  /** A MAP_READ buffer back to the pool (destroyed once the backend is disposed: its pool is gone). */
+  releaseMap(b: GPUBuffer): void {
+    if (this.disposed) b.destroy();
+    else (this.mapFree.get(b.size) ?? this.mapFree.set(b.size, []).get(b.size)!).push(b);
+  }
+  /** A replay of the captured step `rec` and the readback of `out` into a pooled buffer (mapBuffer). A plain replay
+   *  submits the command buffer encoded while the GPU ran the previous one (`ahead.next`: the same commands and
+   *  bindings; the upload arena, rewritten before the submit, carries the new inputs) and encodes the next while the
+   *  GPU runs this one: encoding (~6 µs a dispatch in Dawn's Node binding) leaves the step's critical path. A chained
+   *  replay (`feed`) first copies the token ids on the device from the previous replay's argmax over the arena's token
+   *  slot (the host's write of the arena comes before it in queue order), so it is submitted before that argmax is
+   *  read back. */
+  async readReplay(rec: Stream, out: WTensor, ahead: ReplayAhead, tail?: Stream, feed?: { ids: WTensor; at: Res }): Promise<Uint8Array> {
     this.check();
     const lap = this.lapper();
-    const take = () => rb.free.pop() ?? this.dev.createBuffer({ size: up256(Math.max(up4(out.bytes), 16)), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-    const encode = (dst: GPUBuffer, fed: boolean) => {
-      const enc = this.dev.createCommandEncoder();
-      if (fed && feed) {
+    const encode = () => {
+      const enc = this.dev.createCommandEncoder(), dst = this.mapBuffer(out.bytes);
+      if (feed) {
         const at = feed.at as { buffer: GPUBuffer; offset: number };
         enc.copyBufferToBuffer(feed.ids.buf, 0, at.buffer, at.offset, up4(feed.ids.bytes));
       }
@@ -228,17 +236,17 @@ export class WebGPUBackend implements Backend {
     this.stream.flush(); // eager work recorded before the replay runs first
     rec.writeUploads();
     lap?.('upload');
-    const now = feed ? encode(take(), true) : rb.next ?? encode(take(), false);
-    if (!feed) rb.next = undefined;
+    const now = (!feed && ahead.next) || encode();
+    if (!feed) ahead.next = undefined;
     lap?.('encode');
     this.dev.queue.submit([now.cb]);
     lap?.('submit');
     if (!feed) {
-      rb.next = encode(take(), false);
+      ahead.next = encode();
       lap?.('encode next');
     }
     const bytes = await this.mapRead(now.dst, out.bytes, lap); // throws on a lost device: that buffer is not reused
-    rb.done(now.dst);
+    this.releaseMap(now.dst);
     return bytes;
   }
   /** The first `bytes` of the MAP_READ buffer `st` once the GPU has written it (it is unmapped again after). */
@@ -829,10 +837,9 @@ export class WebGPUBackend implements Backend {
   }
 }
 
-/** A captured step's readback buffers for one output (ids, logits, a top-k): free ones, the command buffer encoded
- *  ahead for the next plain replay with the buffer it copies into, and where a buffer goes once read (back to `free`,
- *  or destroyed when the step or output is gone). */
-export interface ReplayBuffers { free: GPUBuffer[]; next?: { cb: GPUCommandBuffer; dst: GPUBuffer }; done(b: GPUBuffer): void }
+/** For one output of a captured step (ids, logits, a top-k): the command buffer encoded ahead for its next plain
+ *  replay, and the pooled readback buffer it copies into. */
+export interface ReplayAhead { next?: { cb: GPUCommandBuffer; dst: GPUBuffer } }
 
 /** A captured step (WebGPUBackend.captureStep): its recorded commands and upload arena, and the buffers it
  *  owns (its activations, logits and argmax). */
@@ -860,15 +867,11 @@ export class WebGPUStep implements CapturedStep {
       this.last = inp;
       if (this.be.profile) this.be.profile.remake = (this.be.profile.remake ?? 0) + performance.now() - t0;
     }
-    let rb = this.rbs.get(out);
-    if (!rb) {
-      const free: GPUBuffer[] = [];
-      this.rbs.set(out, (rb = { free, done: (b) => (this.live && this.rbs.get(out) === rb ? free.push(b) : b.destroy()) }));
-    }
-    return this.be.readReplay(this.rec, out, rb, tail, feed ? { ids: this.ids, at: this.tokensAt! } : undefined);
+    const ahead = this.ahead.get(out) ?? this.ahead.set(out, {}).get(out)!;
+    return this.be.readReplay(this.rec, out, ahead, tail, feed ? { ids: this.ids, at: this.tokensAt! } : undefined);
   }
-  /** per output read back (ids, logits): its readback buffers and the command buffer encoded for the next replay */
-  private rbs = new Map<WTensor, ReplayBuffers>();
+  /** per output read back (ids, logits, a top-k): the command buffer encoded for its next replay */
+  private ahead = new Map<WTensor, ReplayAhead>();
   /** Benchmarks (needs timestamp-query): GPU milliseconds of one replay as it runs (first pass start to last
    *  pass end), and of each dispatch run apart (a pass of its own: its latency without its neighbours'
    *  overlap), in the step's order. Runs the step twice on the inputs of the last replay. */
@@ -925,13 +928,11 @@ export class WebGPUStep implements CapturedStep {
     }
     return topkOf(await this.run(inp, this.top.out, this.top.rec), R * k);
   }
-  /** an output's readback buffers destroyed (those in flight are, when their read ends: ReplayBuffers.done) */
+  /** an output's command buffer encoded ahead dropped, its readback buffer back to the pool */
   private dropReadbacks(out: WTensor): void {
-    const rb = this.rbs.get(out);
-    if (!rb) return;
-    this.rbs.delete(out);
-    for (const b of rb.free) b.destroy();
-    rb.next?.dst.destroy();
+    const next = this.ahead.get(out)?.next;
+    this.ahead.delete(out);
+    if (next) this.be.releaseMap(next.dst);
   }
   private dropTopK(): void {
     const t = this.top;
@@ -946,7 +947,7 @@ export class WebGPUStep implements CapturedStep {
     if (!this.live) return;
     this.live = false;
     this.dropTopK();
-    for (const out of [...this.rbs.keys()]) this.dropReadbacks(out);
+    for (const out of [...this.ahead.keys()]) this.dropReadbacks(out);
     this.rec.destroy();
     if (!this.be.disposed) this.be.releaseBuffers(this.bufs);
   }

@@ -154,17 +154,15 @@ export class DecodeGraphs {
     const a = this.ahead;
     this.ahead = undefined;
     if (a && a.key === key && want === 'argmax' && a.g === this.graphs.get(key) && (!a.g.valid || a.g.valid()) && a.fed && sameInputs(a.inputs, inp, a.fed)) {
-      this.graphs.delete(key); // most recent last
-      this.graphs.set(key, a.g);
-      this.counts.replays++;
-      this.counts.chained++;
+      this.touch(key, a.g);
       this.chain(key, a.g, next);
       try {
-        return { argmax: this.fed(await a.result) };
+        const ids = await a.result;
+        this.counts.replays++;
+        this.counts.chained++;
+        return { argmax: this.fed(ids) };
       } catch {
         this.ahead = undefined; // a failed speculation (a lost device says so again below): run the step plainly
-        this.counts.chained--;
-        this.counts.replays--;
       } finally {
         be.endStep();
       }
@@ -186,8 +184,7 @@ export class DecodeGraphs {
         be.endStep();
       }
     }
-    this.graphs.delete(key); // most recent last
-    this.graphs.set(key, g);
+    this.touch(key, g);
     this.counts.replays++;
     try {
       if (want === 'argmax') {
@@ -202,6 +199,11 @@ export class DecodeGraphs {
     }
   }
 
+  /** `g` the most recently used graph (the map's insertion order is its recency) */
+  private touch(key: string, g: CapturedStep): void {
+    this.graphs.delete(key);
+    this.graphs.set(key, g);
+  }
   /** Submit the step after the one just submitted on `g`, on `next`'s inputs with its tokens fed on the device. */
   private chain(key: string, g: CapturedStep, next?: { key: string; inputs: StepInputs }): void {
     if (!next || next.key !== key || !g.replayChained || this.closed) return;
